@@ -1,0 +1,26 @@
+{
+  "targets": [
+    {
+      "target_name": "dmremap_native",
+      "sources": [
+        "native/addon.cc",
+        "native/backing.cc",
+        "native/control.cc",
+        "native/device.cc",
+        "native/events.cc",
+        "native/queue.cc",
+        "native/remap_index.cc",
+        "native/sys_error.cc"
+      ],
+      "include_dirs": [
+        "<!(node -p \"require('node-addon-api').include_dir\")",
+        "<!@(pkg-config --cflags-only-I liburing | sed 's/-I//g')"
+      ],
+      "libraries": ["<!@(pkg-config --libs liburing)", "-lpthread"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "_GNU_SOURCE"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-O2"]
+    }
+  ]
+}

@@ -1,0 +1,79 @@
+#include "backing.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <fstream>
+
+#include "sys_error.h"
+
+namespace {
+// Any thread. Reads one integer from a sysfs attribute of a block device; fallback if unreadable.
+uint64_t SysfsQueueValue(dev_t rdev, const char* attr, uint64_t fallback) {
+  std::string p = "/sys/dev/block/" + std::to_string(major(rdev)) + ":" + std::to_string(minor(rdev)) +
+                  "/queue/" + attr;
+  std::ifstream f(p);
+  uint64_t v = 0;
+  if (f >> v) return v;
+  return fallback;
+}
+}  // namespace
+
+// Any thread.
+BackingInfo ProbeBacking(const std::string& path) {
+  BackingInfo info;
+  info.path = path;
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) ThrowSys(errno, "open", path);
+  struct stat st {};
+  if (fstat(fd, &st) < 0) {
+    int e = errno;
+    close(fd);
+    ThrowSys(e, "fstat", path);
+  }
+  info.dev = st.st_dev;
+  info.ino = st.st_ino;
+  if (S_ISBLK(st.st_mode)) {
+    info.is_block_device = true;
+    info.rdev = st.st_rdev;
+    uint64_t size = 0;
+    int lbs = 0;
+    unsigned int pbs = 0;
+    if (ioctl(fd, BLKGETSIZE64, &size) < 0 || ioctl(fd, BLKSSZGET, &lbs) < 0 || ioctl(fd, BLKPBSZGET, &pbs) < 0) {
+      int e = errno;
+      close(fd);
+      ThrowSys(e, "ioctl", path);
+    }
+    info.size_bytes = size;
+    info.logical_block_size = static_cast<uint32_t>(lbs);
+    info.physical_block_size = pbs;
+    info.discard = SysfsQueueValue(st.st_rdev, "discard_max_bytes", 0) > 0;
+    info.rotational = SysfsQueueValue(st.st_rdev, "rotational", 0) != 0;
+  } else if (S_ISREG(st.st_mode)) {
+    info.size_bytes = static_cast<uint64_t>(st.st_size);
+    info.logical_block_size = 512;
+    info.physical_block_size = 4096;
+    info.discard = true;  // fallocate(PUNCH_HOLE) on the file
+  } else {
+    close(fd);
+    ThrowSys(ENOTBLK, "open", path + " (not a block device or regular file)");
+  }
+  close(fd);
+  return info;
+}
+
+// Any thread.
+int OpenBacking(const std::string& path) {
+  struct stat st {};
+  if (stat(path.c_str(), &st) < 0) ThrowSys(errno, "stat", path);
+  int flags = O_RDWR | O_DIRECT | O_CLOEXEC;
+  if (S_ISBLK(st.st_mode)) flags |= O_EXCL;
+  int fd = open(path.c_str(), flags);
+  if (fd < 0) ThrowSys(errno, "open", path);
+  return fd;
+}

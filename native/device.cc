@@ -1,0 +1,166 @@
+#include "device.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include "backing.h"
+#include "events.h"
+#include "sys_error.h"
+
+namespace {
+uint8_t Log2(uint32_t v) {
+  uint8_t s = 0;
+  while ((1u << s) < v) s++;
+  return s;
+}
+}  // namespace
+
+// JS thread.
+Device::Device(DeviceConfig cfg, EventSink* events) : cfg_(std::move(cfg)), events_(events) {
+  for (uint32_t q = 0; q < cfg_.queues; q++) counters_.push_back(std::make_unique<QueueCounters>());
+}
+
+// JS thread.
+Device::~Device() {
+  try {
+    Stop();
+  } catch (const SysError&) {
+    // Nothing can be reported from a destructor; Stop has already released what it could.
+  }
+}
+
+// Worker thread.
+void Device::Start() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (added_ || state().stopped) ThrowSys(EALREADY, "start", "(device already started)");
+  try {
+    BackingInfo main_info = ProbeBacking(cfg_.main_path);
+    main_fd_ = OpenBacking(cfg_.main_path);
+    spare_fd_ = OpenBacking(cfg_.spare_path);
+    ctrl_ = std::make_unique<Control>();
+
+    ublk::DevInfo info{};
+    info.nr_hw_queues = static_cast<uint16_t>(cfg_.queues);
+    info.queue_depth = static_cast<uint16_t>(cfg_.depth);
+    info.max_io_buf_bytes = cfg_.max_io_bytes;
+    info.dev_id = cfg_.dev_id < 0 ? ~0u : static_cast<uint32_t>(cfg_.dev_id);
+    info.ublksrv_pid = getpid();
+    info.flags = ctrl_->encoded() ? ublk::kFCmdIoctlEncode : 0;
+    uint32_t id = ctrl_->AddDev(info);
+    added_ = true;
+    dev_id_ = id;
+    {
+      std::lock_guard<std::mutex> s(state_mu_);
+      state_.dev_id = static_cast<int32_t>(id);
+      state_.flags = info.flags;
+    }
+
+    ublk::Params params{};
+    params.len = offsetof(ublk::Params, devt);
+    params.types = ublk::kParamTypeBasic;
+    ublk::ParamBasic& b = params.basic;
+    // The backing write path is O_DIRECT to a device that may have a volatile cache: ask for flushes
+    // and FUA so that what the kernel calls durable is durable.
+    b.attrs = ublk::kAttrVolatileCache | ublk::kAttrFua | (main_info.rotational ? ublk::kAttrRotational : 0);
+    b.logical_bs_shift = Log2(cfg_.block_size);
+    b.physical_bs_shift = std::max(b.logical_bs_shift, Log2(main_info.physical_block_size));
+    b.io_min_shift = b.logical_bs_shift;
+    b.io_opt_shift = b.physical_bs_shift;
+    b.max_sectors = cfg_.max_io_bytes >> 9;
+    b.dev_sectors = cfg_.size_bytes >> 9;
+    if (cfg_.discard) {
+      params.types |= ublk::kParamTypeDiscard;
+      params.discard.discard_granularity = std::max<uint32_t>(cfg_.block_size, main_info.physical_block_size);
+      params.discard.max_discard_sectors = cfg_.max_io_bytes >> 9;
+      params.discard.max_write_zeroes_sectors = cfg_.max_io_bytes >> 9;
+      params.discard.max_discard_segments = 1;
+    }
+    ctrl_->SetParams(id, params);
+
+    // Without udev the char device node appears a moment after ADD_DEV (devtmpfs): retry briefly.
+    std::string cdev = "/dev/ublkc" + std::to_string(id);
+    for (int i = 0; i < 300; i++) {
+      cdev_fd_ = open(cdev.c_str(), O_RDWR | O_CLOEXEC);
+      if (cdev_fd_ >= 0 || errno != ENOENT) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (cdev_fd_ < 0) ThrowSys(errno, "open", cdev);
+
+    index_ = std::make_unique<RemapIndex>(cfg_.queues);
+    for (uint32_t q = 0; q < cfg_.queues; q++) {
+      QueueConfig qc;
+      qc.dev_id = id;
+      qc.q_id = static_cast<uint16_t>(q);
+      qc.depth = cfg_.depth;
+      qc.max_io_bytes = cfg_.max_io_bytes;
+      qc.cdev_fd = cdev_fd_;
+      qc.main_fd = main_fd_;
+      qc.spare_fd = spare_fd_;
+      qc.encoded = ctrl_->encoded();
+      queues_.push_back(std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get()));
+      queues_.back()->Start();
+    }
+    ctrl_->StartDev(id, getpid());
+    started_ = true;
+    std::lock_guard<std::mutex> s(state_mu_);
+    state_.fixed_buffers = queues_.front()->fixed_buffers();
+    state_.live = true;
+  } catch (const SysError&) {
+    std::vector<std::string> ignored;
+    Release(&ignored);
+    throw;
+  }
+}
+
+// Worker thread, or JS thread at env cleanup.
+void Device::Stop() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> errors;
+  Release(&errors);
+  if (!errors.empty()) ThrowSys(EIO, "stop", errors.front());
+}
+
+// Lifecycle thread, mu_ held.
+void Device::Release(std::vector<std::string>* errors) {
+  if (started_) {
+    // The queues keep serving while STOP_DEV removes the disk (it may flush dirty pages through them).
+    try {
+      ctrl_->StopDev(dev_id_);
+    } catch (const SysError& e) {
+      errors->push_back(e.what());
+    }
+    started_ = false;
+  }
+  for (auto& q : queues_) q->RequestStop();
+  for (auto& q : queues_) q->Join();
+  queues_.clear();
+  // /dev/ublkcN must be closed (and its mappings gone) before DEL_DEV, which waits for its release.
+  if (cdev_fd_ >= 0) close(cdev_fd_);
+  cdev_fd_ = -1;
+  if (added_) {
+    try {
+      ctrl_->DelDev(dev_id_);
+    } catch (const SysError& e) {
+      errors->push_back(e.what());
+    }
+    added_ = false;
+  }
+  if (main_fd_ >= 0) close(main_fd_);
+  if (spare_fd_ >= 0) close(spare_fd_);
+  main_fd_ = spare_fd_ = -1;
+  ctrl_.reset();
+  std::lock_guard<std::mutex> s(state_mu_);
+  if (state_.live) state_.stopped = true;
+  state_.live = false;
+}
+
+// Any thread.
+DeviceState Device::state() const {
+  std::lock_guard<std::mutex> lock(state_mu_);
+  return state_;
+}
+

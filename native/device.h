@@ -1,0 +1,79 @@
+// Device: one exported /dev/ublkbN, its backing devices, its control commands and its queues.
+// Start and Stop block (they wait on the kernel), so the addon runs them on worker threads.
+#pragma once
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "control.h"
+#include "queue.h"
+#include "remap_index.h"
+
+class EventSink;
+
+struct DeviceConfig {
+  std::string main_path;
+  std::string spare_path;
+  uint32_t queues = 1;
+  uint32_t depth = 128;
+  uint32_t block_size = 512;
+  uint64_t size_bytes = 0;
+  uint32_t max_io_bytes = 512 * 1024;
+  bool discard = false;
+  int32_t dev_id = -1;
+};
+
+struct DeviceState {
+  int32_t dev_id = -1;
+  uint64_t flags = 0;
+  bool live = false;
+  bool stopped = false;
+  bool fixed_buffers = false;
+};
+
+class Device {
+ public:
+  // JS thread.
+  Device(DeviceConfig cfg, EventSink* events);
+  // JS thread (finalizer or env cleanup). Stops the device if it is still running.
+  ~Device();
+
+  // Worker thread. ADD_DEV, SET_PARAMS, queues, START_DEV. On failure throws SysError and leaves no
+  // kernel device, thread or open file behind.
+  void Start();
+  // Worker thread, or the JS thread at env cleanup. STOP_DEV, join the queues, close /dev/ublkcN,
+  // DEL_DEV. Idempotent; errors are collected and the first is thrown after everything was tried.
+  void Stop();
+
+  // Any thread.
+  DeviceState state() const;
+  const DeviceConfig& config() const { return cfg_; }
+  // Any thread. One entry per queue; valid for the device's lifetime.
+  const std::vector<std::unique_ptr<QueueCounters>>& counters() const { return counters_; }
+
+ private:
+  // Lifecycle thread with mu_ held: releases everything Start acquired, in reverse order.
+  void Release(std::vector<std::string>* errors);
+
+  DeviceConfig cfg_;
+  EventSink* events_;
+  std::mutex mu_;                // serializes Start and Stop
+  mutable std::mutex state_mu_;  // guards state_ (short critical sections only)
+  std::vector<std::unique_ptr<QueueCounters>> counters_;
+  std::unique_ptr<Control> ctrl_;
+  std::unique_ptr<RemapIndex> index_;
+  std::vector<std::unique_ptr<Queue>> queues_;
+  int main_fd_ = -1;
+  int spare_fd_ = -1;
+  int cdev_fd_ = -1;
+  uint32_t dev_id_ = 0;
+  bool added_ = false;
+  bool started_ = false;
+  DeviceState state_;
+};

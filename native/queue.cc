@@ -1,0 +1,435 @@
+#include "queue.h"
+
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include "events.h"
+#include "remap_index.h"
+#include "sys_error.h"
+
+namespace {
+
+// user_data: bits 0-15 tag, bits 16-23 kind.
+enum Kind : uint64_t { kKindCmd = 1, kKindMain = 2, kKindSpare = 3, kKindStop = 4 };
+// Registered file slots.
+constexpr int kFileCdev = 0;
+constexpr int kFileMain = 1;
+constexpr int kFileSpare = 2;
+// Registered buffers are pinned memory: register them only below this total per queue.
+constexpr size_t kMaxPinnedBytes = 256ull << 20;
+
+inline uint64_t Ud(Kind kind, uint16_t tag) { return (uint64_t(kind) << 16) | tag; }
+inline Kind UdKind(uint64_t ud) { return static_cast<Kind>((ud >> 16) & 0xff); }
+inline uint16_t UdTag(uint64_t ud) { return static_cast<uint16_t>(ud & 0xffff); }
+
+inline uint64_t NowNs() {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
+
+inline void Bump(std::atomic<uint64_t>& c, uint64_t by = 1) {
+  c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
+}
+
+uint32_t RoundUpPow2(uint32_t v) {
+  uint32_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+}  // namespace
+
+// Owner thread.
+Queue::Queue(const QueueConfig& cfg, RemapIndex* index, uint32_t reader_slot, EventSink* events,
+             QueueCounters* counters)
+    : cfg_(cfg), index_(index), reader_slot_(reader_slot), events_(events), counters_(*counters) {}
+
+// Owner thread.
+Queue::~Queue() {
+  if (thread_.joinable()) {
+    RequestStop();
+    thread_.join();
+  }
+  if (stop_fd_ >= 0) close(stop_fd_);
+}
+
+// Owner thread.
+void Queue::Start() {
+  stop_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (stop_fd_ < 0) ThrowSys(errno, "eventfd");
+  thread_ = std::thread([this] { Run(); });
+  std::unique_lock<std::mutex> lock(ready_mu_);
+  ready_cv_.wait(lock, [this] { return ready_state_ != 0; });
+  if (ready_state_ < 0) {
+    lock.unlock();
+    thread_.join();
+    ThrowSys(ready_errno_, ready_error_, "(queue " + std::to_string(cfg_.q_id) + ")");
+  }
+}
+
+// Any thread.
+void Queue::RequestStop() {
+  if (stop_fd_ < 0) return;
+  uint64_t one = 1;
+  ssize_t n = write(stop_fd_, &one, sizeof(one));
+  (void)n;  // an eventfd write only fails when the counter would overflow, which a second stop cannot do
+}
+
+// Owner thread.
+void Queue::Join() {
+  if (thread_.joinable()) thread_.join();
+}
+
+// Queue thread.
+void Queue::Setup() {
+  uint32_t entries = RoundUpPow2(cfg_.depth * 2 + 4);
+  io_uring_params p{};
+  // Only this thread submits; let completions run when it waits (6.1+), with fallbacks for older kernels.
+  const uint32_t flag_sets[] = {
+      IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN | IORING_SETUP_COOP_TASKRUN,
+      IORING_SETUP_COOP_TASKRUN, 0};
+  int rc = -EINVAL;
+  for (uint32_t flags : flag_sets) {
+    std::memset(&p, 0, sizeof(p));
+    p.flags = flags;
+    rc = io_uring_queue_init_params(entries, &ring_, &p);
+    if (rc == 0) break;
+  }
+  if (rc < 0) ThrowSys(-rc, "io_uring_queue_init");
+  ring_ready_ = true;
+
+  int files[3] = {cfg_.cdev_fd, cfg_.main_fd, cfg_.spare_fd};
+  rc = io_uring_register_files(&ring_, files, 3);
+  if (rc < 0) ThrowSys(-rc, "io_uring_register_files");
+
+  size_t buf_bytes = size_t(cfg_.depth) * cfg_.max_io_bytes;
+  void* mem = nullptr;
+  if (posix_memalign(&mem, 4096, buf_bytes) != 0) ThrowSys(ENOMEM, "posix_memalign");
+  buffers_ = static_cast<char*>(mem);
+  if (buf_bytes <= kMaxPinnedBytes) {
+    std::vector<iovec> iov(cfg_.depth);
+    for (uint32_t t = 0; t < cfg_.depth; t++) iov[t] = {Buffer(static_cast<uint16_t>(t)), cfg_.max_io_bytes};
+    // Registration pins the pages once instead of per I/O; where it is refused, plain reads/writes work.
+    fixed_buffers_.store(io_uring_register_buffers(&ring_, iov.data(), cfg_.depth) == 0, std::memory_order_relaxed);
+  }
+
+  long page = sysconf(_SC_PAGESIZE);
+  descs_len_ = (size_t(cfg_.depth) * sizeof(ublk::IoDesc) + page - 1) / page * page;
+  void* m = mmap(nullptr, descs_len_, PROT_READ, MAP_SHARED | MAP_POPULATE, cfg_.cdev_fd,
+                 static_cast<off_t>(ublk::DescMmapOffset(cfg_.q_id, page)));
+  if (m == MAP_FAILED) ThrowSys(errno, "mmap", "(io descriptors)");
+  descs_ = static_cast<const ublk::IoDesc*>(m);
+
+  tags_.assign(cfg_.depth, Tag{});
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_poll_add(sqe, stop_fd_, POLLIN);
+  io_uring_sqe_set_data64(sqe, Ud(kKindStop, 0));
+  for (uint32_t t = 0; t < cfg_.depth; t++) PrepIoCmd(static_cast<uint16_t>(t), ublk::kIoFetchReq, 0);
+  rc = io_uring_submit(&ring_);
+  if (rc < 0) ThrowSys(-rc, "io_uring_submit", "(FETCH_REQ)");
+}
+
+// Queue thread.
+void Queue::Teardown() {
+  if (ring_ready_) {
+    // Closing the ring cancels fetch commands still held by the kernel.
+    io_uring_queue_exit(&ring_);
+    ring_ready_ = false;
+  }
+  if (descs_) munmap(const_cast<ublk::IoDesc*>(descs_), descs_len_);
+  descs_ = nullptr;
+  free(buffers_);
+  buffers_ = nullptr;
+}
+
+// Queue thread.
+void Queue::Run() {
+  try {
+    Setup();
+  } catch (const SysError& e) {
+    Teardown();
+    std::lock_guard<std::mutex> lock(ready_mu_);
+    ready_state_ = -1;
+    ready_errno_ = e.err();
+    ready_error_ = e.command();
+    ready_cv_.notify_all();
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(ready_mu_);
+    ready_state_ = 1;
+    ready_cv_.notify_all();
+  }
+  Event started;
+  started.type = Event::Type::kQueueStarted;
+  started.queue = cfg_.q_id;
+  started.tid = static_cast<int>(syscall(SYS_gettid));
+  events_->Push(started);
+
+  stop_reason_ = "aborted by the kernel";
+  for (;;) {
+    index_->Leave(reader_slot_);
+    int rc = io_uring_submit_and_wait(&ring_, 1);
+    index_->Enter(reader_slot_);
+    if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
+      stop_reason_ = std::string("io_uring_enter: ") + strerror(-rc);
+      break;
+    }
+    unsigned head = 0;
+    unsigned seen = 0;
+    io_uring_cqe* cqe = nullptr;
+    io_uring_for_each_cqe(&ring_, head, cqe) {
+      HandleCqe(cqe);
+      seen++;
+    }
+    io_uring_cq_advance(&ring_, seen);
+    if (inflight_backing_ == 0 && (stop_requested_ || live_cmds_ == 0)) break;
+  }
+  index_->Leave(reader_slot_);
+  Teardown();
+  Event stopped;
+  stopped.type = Event::Type::kQueueStopped;
+  stopped.queue = cfg_.q_id;
+  stopped.reason = stop_requested_ ? "stopped" : stop_reason_;
+  events_->Push(stopped);
+}
+
+// Queue thread.
+io_uring_sqe* Queue::GetSqe() {
+  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
+  while (!sqe) {
+    io_uring_submit(&ring_);
+    sqe = io_uring_get_sqe(&ring_);
+  }
+  return sqe;
+}
+
+// Queue thread.
+void Queue::PrepIoCmd(uint16_t tag, uint32_t nr, int32_t result) {
+  io_uring_sqe* sqe = GetSqe();
+  std::memset(sqe, 0, sizeof(*sqe));
+  sqe->opcode = IORING_OP_URING_CMD;
+  sqe->fd = kFileCdev;
+  sqe->flags = IOSQE_FIXED_FILE;
+  sqe->cmd_op = cfg_.encoded ? ublk::EncodeIo(nr) : nr;
+  ublk::IoCmd cmd{};
+  cmd.q_id = cfg_.q_id;
+  cmd.tag = tag;
+  cmd.result = result;
+  cmd.addr = reinterpret_cast<uint64_t>(Buffer(tag));
+  std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
+  io_uring_sqe_set_data64(sqe, Ud(kKindCmd, tag));
+  if (!tags_[tag].cmd_live) {
+    tags_[tag].cmd_live = true;
+    live_cmds_++;
+  }
+}
+
+// Queue thread.
+void Queue::HandleCqe(const io_uring_cqe* cqe) {
+  uint64_t ud = cqe->user_data;
+  uint16_t tag = UdTag(ud);
+  switch (UdKind(ud)) {
+    case kKindStop:
+      stop_requested_ = true;
+      return;
+    case kKindCmd: {
+      Tag& t = tags_[tag];
+      t.cmd_live = false;
+      live_cmds_--;
+      if (cqe->res == ublk::kIoResOk) {
+        Dispatch(tag);
+      } else if (cqe->res != -ENODEV) {
+        // Not an abort: the kernel refused our command. The tag is out of service; say so.
+        stop_reason_ = std::string("ublk io command: ") + strerror(-cqe->res);
+        ReportError(tag, -cqe->res, false, 0, 0);
+      }
+      return;
+    }
+    case kKindMain:
+    case kKindSpare:
+      inflight_backing_--;
+      OnBackingDone(tag, cqe->res, UdKind(ud) == kKindSpare);
+      return;
+  }
+}
+
+// Queue thread.
+void Queue::Dispatch(uint16_t tag) {
+  const ublk::IoDesc& d = descs_[tag];
+  Tag& t = tags_[tag];
+  t.op_flags = __atomic_load_n(&d.op_flags, __ATOMIC_ACQUIRE);
+  t.op = static_cast<uint8_t>(t.op_flags & 0xff);
+  t.offset = d.start_sector << 9;
+  t.len = d.nr_sectors << 9;
+  t.done = 0;
+  t.pending = 0;
+  t.result = 0;
+  t.start_ns = NowNs();
+  Bump(counters_.inflight);
+
+  switch (t.op) {
+    case ublk::kOpRead:
+    case ublk::kOpWrite: {
+      if (t.len > cfg_.max_io_bytes) {
+        t.result = -EIO;
+        break;
+      }
+      // The remap index: empty means every block is on main. A range that touches a remapped block
+      // must not be served from main, and splitting it is the remap engine's job; until the index is
+      // fed, no entry exists, and an overlap fails the I/O rather than read or write the wrong place.
+      const RemapIndex::Snapshot* snap = index_->Current();
+      if (!snap->entries.empty()) {
+        const RemapEntry* e = RemapIndex::LowerBound(snap, t.offset >> 9);
+        if (e && e->block < (t.offset + t.len) >> 9) {
+          t.result = -EIO;
+          break;
+        }
+      }
+      if (t.op == ublk::kOpRead) {
+        Bump(counters_.reads);
+      } else {
+        Bump(counters_.writes);
+      }
+      SubmitRw(tag);
+      break;
+    }
+    case ublk::kOpFlush:
+      Bump(counters_.flushes);
+      SubmitSync(tag, false);
+      SubmitSync(tag, true);
+      break;
+    case ublk::kOpDiscard:
+      Bump(counters_.discards);
+      SubmitFallocate(tag, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
+      break;
+    case ublk::kOpWriteZeroes:
+      Bump(counters_.discards);
+      SubmitFallocate(tag, (t.op_flags & ublk::kIoFNoUnmap) ? (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)
+                                                          : (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE));
+      break;
+    default:
+      t.result = -EOPNOTSUPP;
+      break;
+  }
+  if (t.pending == 0) Complete(tag);
+}
+
+// Queue thread.
+void Queue::SubmitRw(uint16_t tag) {
+  Tag& t = tags_[tag];
+  io_uring_sqe* sqe = GetSqe();
+  char* buf = Buffer(tag) + t.done;
+  uint32_t len = t.len - t.done;
+  uint64_t off = t.offset + t.done;
+  bool fixed = fixed_buffers_.load(std::memory_order_relaxed);
+  if (t.op == ublk::kOpRead) {
+    if (fixed) io_uring_prep_read_fixed(sqe, kFileMain, buf, len, off, tag);
+    else io_uring_prep_read(sqe, kFileMain, buf, len, off);
+  } else {
+    if (fixed) io_uring_prep_write_fixed(sqe, kFileMain, buf, len, off, tag);
+    else io_uring_prep_write(sqe, kFileMain, buf, len, off);
+    // FUA: the write is durable when it completes.
+    if (t.op_flags & ublk::kIoFFua) sqe->rw_flags = RWF_DSYNC;
+  }
+  sqe->flags |= IOSQE_FIXED_FILE;
+  io_uring_sqe_set_data64(sqe, Ud(kKindMain, tag));
+  t.pending++;
+  inflight_backing_++;
+}
+
+// Queue thread.
+void Queue::SubmitSync(uint16_t tag, bool spare) {
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_fsync(sqe, spare ? kFileSpare : kFileMain, IORING_FSYNC_DATASYNC);
+  sqe->flags |= IOSQE_FIXED_FILE;
+  io_uring_sqe_set_data64(sqe, Ud(spare ? kKindSpare : kKindMain, tag));
+  tags_[tag].pending++;
+  inflight_backing_++;
+}
+
+// Queue thread.
+void Queue::SubmitFallocate(uint16_t tag, int mode) {
+  Tag& t = tags_[tag];
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_fallocate(sqe, kFileMain, mode, static_cast<off_t>(t.offset), static_cast<off_t>(t.len));
+  sqe->flags |= IOSQE_FIXED_FILE;
+  io_uring_sqe_set_data64(sqe, Ud(kKindMain, tag));
+  t.pending++;
+  inflight_backing_++;
+}
+
+// Queue thread.
+void Queue::OnBackingDone(uint16_t tag, int res, bool spare) {
+  Tag& t = tags_[tag];
+  t.pending--;
+  bool rw = t.op == ublk::kOpRead || t.op == ublk::kOpWrite;
+  if (res < 0) {
+    if (t.result == 0) t.result = res;
+    uint64_t off = rw ? t.offset + t.done : t.offset;
+    ReportError(tag, -res, spare, off, rw ? t.len - t.done : t.len);
+  } else if (rw) {
+    if (res == 0) {
+      // No progress: past the end of main, or a device that returns nothing. Never report success.
+      if (t.result == 0) t.result = -EIO;
+      ReportError(tag, EIO, spare, t.offset + t.done, t.len - t.done);
+    } else {
+      t.done += static_cast<uint32_t>(res);
+      if (t.done < t.len && t.result == 0) {
+        SubmitRw(tag);  // short transfer: continue where it stopped
+        return;
+      }
+    }
+  }
+  if (t.pending == 0) Complete(tag);
+}
+
+// Queue thread.
+void Queue::Complete(uint16_t tag) {
+  Tag& t = tags_[tag];
+  int32_t result = t.result;
+  if (result == 0) {
+    if (t.op == ublk::kOpRead) {
+      result = static_cast<int32_t>(t.len);
+      Bump(counters_.read_bytes, t.len);
+    } else if (t.op == ublk::kOpWrite) {
+      result = static_cast<int32_t>(t.len);
+      Bump(counters_.write_bytes, t.len);
+    }
+  } else {
+    Bump(counters_.errors);
+  }
+  uint64_t us = (NowNs() - t.start_ns) / 1000;
+  int bucket = us == 0 ? 0 : std::min(kLatencyBuckets - 1, 63 - __builtin_clzll(us));
+  Bump(counters_.latency_log2_us[bucket]);
+  counters_.inflight.store(counters_.inflight.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  PrepIoCmd(tag, ublk::kIoCommitAndFetchReq, result);
+}
+
+// Queue thread.
+void Queue::ReportError(uint16_t tag, int err, bool spare, uint64_t offset, uint64_t len) {
+  const Tag& t = tags_[tag];
+  Event ev;
+  ev.type = Event::Type::kIoError;
+  ev.queue = cfg_.q_id;
+  ev.op = t.op;
+  ev.spare = spare;
+  ev.sector = offset >> 9;
+  ev.sectors = static_cast<uint32_t>(len >> 9);
+  ev.err = err;
+  ev.latency_us = t.start_ns ? (NowNs() - t.start_ns) / 1000 : 0;
+  events_->Push(ev);
+}

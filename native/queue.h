@@ -1,0 +1,128 @@
+// Queue: one ublk hardware queue, served by one thread with its own io_uring.
+//
+// The thread fetches requests from /dev/ublkcN (FETCH_REQ, then COMMIT_AND_FETCH_REQ per completion),
+// turns each into backing I/O on the same ring (O_DIRECT main/spare, registered files, registered
+// buffers where the kernel allows), and commits the result. It makes no policy decisions: errors are
+// reported as events and returned to the kernel.
+#pragma once
+
+#include <liburing.h>
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "ublk_abi.h"
+
+class EventSink;
+class RemapIndex;
+
+struct QueueConfig {
+  uint32_t dev_id = 0;
+  uint16_t q_id = 0;
+  uint32_t depth = 128;
+  uint32_t max_io_bytes = 512 * 1024;
+  int cdev_fd = -1;   // /dev/ublkcN
+  int main_fd = -1;   // O_DIRECT
+  int spare_fd = -1;  // O_DIRECT
+  bool encoded = true;  // ioctl-encoded I/O opcodes
+};
+
+constexpr int kLatencyBuckets = 32;
+
+// Cumulative counters, written only by the queue thread, readable from any thread.
+struct QueueCounters {
+  std::atomic<uint64_t> reads{0}, writes{0}, flushes{0}, discards{0};
+  std::atomic<uint64_t> read_bytes{0}, write_bytes{0}, errors{0}, inflight{0};
+  std::atomic<uint64_t> latency_log2_us[kLatencyBuckets];
+  QueueCounters() {
+    for (auto& b : latency_log2_us) b.store(0, std::memory_order_relaxed);
+  }
+};
+
+class Queue {
+ public:
+  // Owner thread (the device's lifecycle thread).
+  // `counters` outlives the queue (the device owns it, so stats stay readable after a stop).
+  Queue(const QueueConfig& cfg, RemapIndex* index, uint32_t reader_slot, EventSink* events,
+        QueueCounters* counters);
+  // Owner thread. Joins the thread if still running.
+  ~Queue();
+  Queue(const Queue&) = delete;
+  Queue& operator=(const Queue&) = delete;
+
+  // Owner thread. Starts the queue thread and waits until it has fetched every tag (or failed: throws
+  // SysError, and the thread is joined).
+  void Start();
+  // Any thread. Asks the queue thread to exit once its in-flight backing I/O is done; the kernel
+  // cancels the fetch commands still outstanding when the ring is closed.
+  void RequestStop();
+  // Owner thread. Waits for the queue thread to exit.
+  void Join();
+
+  uint16_t id() const { return cfg_.q_id; }
+  bool fixed_buffers() const { return fixed_buffers_.load(std::memory_order_relaxed); }
+
+ private:
+  struct Tag {
+    uint8_t op = 0;
+    uint32_t op_flags = 0;
+    uint64_t offset = 0;  // byte offset on main
+    uint32_t len = 0;     // bytes requested
+    uint32_t done = 0;    // bytes transferred so far (short transfers are resubmitted)
+    int pending = 0;      // backing operations in flight
+    int result = 0;       // first error (negative errno), else 0
+    uint64_t start_ns = 0;
+    bool cmd_live = false;  // a FETCH/COMMIT_AND_FETCH command is outstanding in the kernel
+  };
+
+  // Queue thread: the whole life of the queue.
+  void Run();
+  // Queue thread: ring, files, buffers, descriptors; throws SysError.
+  void Setup();
+  void Teardown();
+  // Queue thread.
+  io_uring_sqe* GetSqe();
+  void PrepIoCmd(uint16_t tag, uint32_t nr, int32_t result);
+  void HandleCqe(const io_uring_cqe* cqe);
+  void Dispatch(uint16_t tag);
+  void SubmitRw(uint16_t tag);
+  void SubmitSync(uint16_t tag, bool spare);
+  void SubmitFallocate(uint16_t tag, int mode);
+  void OnBackingDone(uint16_t tag, int res, bool spare);
+  void Complete(uint16_t tag);
+  void ReportError(uint16_t tag, int err, bool spare, uint64_t offset, uint64_t len);
+  char* Buffer(uint16_t tag) { return buffers_ + size_t(tag) * cfg_.max_io_bytes; }
+
+  QueueConfig cfg_;
+  RemapIndex* index_;
+  uint32_t reader_slot_;
+  EventSink* events_;
+  QueueCounters& counters_;
+
+  std::thread thread_;
+  std::mutex ready_mu_;
+  std::condition_variable ready_cv_;
+  int ready_state_ = 0;  // 0 pending, 1 serving, -1 failed
+  std::string ready_error_;
+  int ready_errno_ = 0;
+
+  int stop_fd_ = -1;  // eventfd
+  std::atomic<bool> fixed_buffers_{false};
+
+  // Queue thread only.
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  const ublk::IoDesc* descs_ = nullptr;
+  size_t descs_len_ = 0;
+  char* buffers_ = nullptr;
+  std::vector<Tag> tags_;
+  uint32_t live_cmds_ = 0;
+  uint32_t inflight_backing_ = 0;
+  bool stop_requested_ = false;
+  std::string stop_reason_;
+};

@@ -1,0 +1,63 @@
+// RemapIndex: the data path's read-only mirror of the remap table that TypeScript owns.
+//
+// Readers are the queue threads; the writer is whichever thread TypeScript's updates arrive on. A
+// lookup is lock-free: one acquire load of the current snapshot, then a binary search over an
+// immutable sorted array (an empty snapshot costs one load and one compare). A writer publishes a
+// whole new snapshot and frees an old one only after every reader has passed a quiescent point
+// (quiescent-state-based reclamation), so no reader ever sees freed memory.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+struct RemapEntry {
+  uint64_t block;  // logical block on the exported device
+  uint64_t slot;   // slot on the spare
+  uint32_t flags;  // kRemapLost, ...
+};
+
+constexpr uint32_t kRemapLost = 1u << 0;  // data unrecoverable: reads fail until written
+
+class RemapIndex {
+ public:
+  struct Snapshot {
+    std::vector<RemapEntry> entries;  // sorted by block, unique
+  };
+
+  // JS thread (construction). `readers` is the number of queue threads that will call Enter/Leave.
+  explicit RemapIndex(uint32_t readers);
+  ~RemapIndex();
+
+  // Queue thread `reader`: marks the start of a section in which it may dereference snapshots.
+  void Enter(uint32_t reader);
+  // Queue thread `reader`: marks that it holds no snapshot pointer (before blocking in the kernel).
+  void Leave(uint32_t reader);
+  // Queue thread, between Enter and Leave: the current snapshot (never null).
+  const Snapshot* Current() const { return current_.load(std::memory_order_acquire); }
+
+  // Queue thread, between Enter and Leave: the first entry with block >= first, or nullptr.
+  static const RemapEntry* LowerBound(const Snapshot* s, uint64_t first);
+
+  // Writer (any one thread at a time): replaces the table; `entries` must be sorted and unique.
+  void Publish(std::vector<RemapEntry> entries);
+  // Writer: frees retired snapshots no reader can still hold.
+  void Reclaim();
+  size_t size() const { return Current()->entries.size(); }
+
+ private:
+  struct Retired {
+    const Snapshot* snap;
+    uint64_t epoch;
+  };
+  static constexpr uint64_t kIdle = ~0ull;
+
+  std::atomic<const Snapshot*> current_;
+  std::atomic<uint64_t> epoch_{1};
+  std::unique_ptr<std::atomic<uint64_t>[]> seen_;
+  uint32_t readers_;
+  std::mutex writer_mu_;
+  std::vector<Retired> retired_;
+};

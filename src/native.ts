@@ -1,0 +1,176 @@
+// The one place TypeScript meets the C++ addon. Everything the addon exposes is typed here, and
+// every other module goes through this file: nothing else calls `require` on the binary.
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import path from 'node:path';
+
+/** What the kernel's ublk driver offers, from GET_FEATURES (0n where the kernel predates it). */
+export interface UblkProbe {
+  /** /dev/ublk-control could be opened. */
+  controlAvailable: boolean;
+  /** errno from opening /dev/ublk-control when it could not be opened, else 0. */
+  controlErrno: number;
+  /** UBLK_F_* bits the kernel supports (GET_FEATURES), 0n when GET_FEATURES is not supported. */
+  features: bigint;
+  /** Whether GET_FEATURES answered at all (kernel >= 6.5). */
+  featuresKnown: boolean;
+  /** The command encoding the addon will use: ioctl-encoded UBLK_U_* or the legacy numbers. */
+  opcodeEncoding: 'ioctl' | 'legacy';
+}
+
+/** Geometry and capabilities of an opened backing device (main or spare). */
+export interface BackingInfo {
+  path: string;
+  /** Size in bytes. */
+  sizeBytes: bigint;
+  /** True for a block device, false for a regular file. */
+  isBlockDevice: boolean;
+  /** st_rdev for block devices, else 0. Compare with `ino`/`dev` to detect main == spare. */
+  rdev: bigint;
+  dev: bigint;
+  ino: bigint;
+  /** Logical and physical block sizes in bytes (512/4096 for files). */
+  logicalBlockSize: number;
+  physicalBlockSize: number;
+  /** Whether discard (and write-zeroes) can be passed down. */
+  discard: boolean;
+  /** Whether the device reports itself rotational (a spinning disk). */
+  rotational: boolean;
+}
+
+export interface DeviceOptions {
+  mainPath: string;
+  sparePath: string;
+  /** Number of ublk hardware queues (1..16). */
+  queues: number;
+  /** Queue depth (1..4096). */
+  depth: number;
+  /** Logical block size exposed by /dev/ublkbN: 512 or 4096. */
+  blockSize: 512 | 4096;
+  /** Device size exposed in bytes (multiple of blockSize, <= main size). */
+  sizeBytes: bigint;
+  /** Largest single I/O in bytes (multiple of 4096). */
+  maxIoBytes: number;
+  /** Advertise discard / write-zeroes (only where main supports discard). */
+  discard: boolean;
+  /** Requested ublk device id, or -1 for the kernel to choose. */
+  devId: number;
+  /** Called on the JS thread for each event the data path reports. */
+  onEvent: (event: NativeEvent) => void;
+}
+
+export type IoOp = 'read' | 'write' | 'flush' | 'discard' | 'write_zeroes';
+export type BackingRole = 'main' | 'spare';
+
+export type NativeEvent =
+  | { type: 'queue_started'; queue: number; tid: number }
+  | { type: 'queue_stopped'; queue: number; reason: string }
+  | {
+      type: 'io_error';
+      queue: number;
+      op: IoOp;
+      device: BackingRole;
+      /** First 512-byte sector of the failed part, in the backing device's address space. */
+      sector: bigint;
+      /** Length of the failed part in 512-byte sectors. */
+      sectors: number;
+      /** Positive errno (EIO=5, ENODATA=61, ...). */
+      errno: number;
+      latencyUs: number;
+    };
+
+/** Counters of one queue, cumulative since start. */
+export interface QueueStats {
+  queue: number;
+  reads: number;
+  writes: number;
+  flushes: number;
+  discards: number;
+  readBytes: number;
+  writeBytes: number;
+  errors: number;
+  inflight: number;
+  /** log2 latency histogram: bucket i counts I/Os that took [2^i, 2^(i+1)) microseconds. */
+  latencyLog2Us: number[];
+}
+
+export interface DeviceInfo {
+  devId: number;
+  blockPath: string;
+  charPath: string;
+  queues: number;
+  depth: number;
+  /** UBLK_F_* flags the device was added with. */
+  flags: bigint;
+  /** ublk state as reported by GET_DEV_INFO: 'dead' | 'live' | 'quiesced' | 'fail_io' | 'unknown'. */
+  state: string;
+  /** Whether the data path uses registered (fixed) buffers. */
+  fixedBuffers: boolean;
+}
+
+/** A ublk device served by the addon's queue threads. */
+export interface NativeDevice {
+  /** ADD_DEV, SET_PARAMS, start the queue threads, START_DEV. Resolves once /dev/ublkbN is live. */
+  start(): Promise<DeviceInfo>;
+  /** STOP_DEV, join every queue thread, close the char device, DEL_DEV. Idempotent. */
+  stop(): Promise<void>;
+  info(): DeviceInfo;
+  stats(): QueueStats[];
+}
+
+/** A ublk device the kernel knows about, from GET_DEV_INFO over the ids in /sys/class/ublk-char. */
+export interface KernelDeviceInfo {
+  devId: number;
+  state: string;
+  pid: number;
+  queues: number;
+  depth: number;
+  flags: bigint;
+}
+
+export interface NativeAddon {
+  probe(): UblkProbe;
+  openBackingInfo(path: string): BackingInfo;
+  Device: new (opts: DeviceOptions) => NativeDevice;
+  /** GET_DEV_INFO for one device id; throws a NativeError with code 'ENODEV' when there is none. */
+  kernelDeviceInfo(devId: number): Promise<KernelDeviceInfo>;
+  /** STOP_DEV + DEL_DEV of a device whose server is gone (state dead, pid not alive). */
+  deleteKernelDevice(devId: number): Promise<void>;
+}
+
+/**
+ * Errors thrown by the addon carry `code` (an errno name like 'EBUSY', or 'EUBLK_*'), `errno` (positive
+ * number, 0 if none) and `command` (the ublk command or syscall that failed, e.g. 'ADD_DEV', 'open').
+ */
+export interface NativeErrorShape extends Error {
+  code: string;
+  errno: number;
+  command: string;
+}
+
+export function isNativeError(e: unknown): e is NativeErrorShape {
+  return e instanceof Error && typeof (e as Partial<NativeErrorShape>).command === 'string';
+}
+
+let cached: NativeAddon | undefined;
+
+/** Loads build/Release/dmremap_native.node (built by `npm run build:native`). */
+export function loadNative(): NativeAddon {
+  if (cached) return cached;
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  const require = createRequire(import.meta.url);
+  const candidates = [
+    path.join(here, '..', 'build', 'Release', 'dmremap_native.node'),
+    path.join(here, '..', '..', 'build', 'Release', 'dmremap_native.node'),
+  ];
+  let lastErr: unknown;
+  for (const c of candidates) {
+    try {
+      cached = require(c) as NativeAddon;
+      return cached;
+    } catch (e) {
+      lastErr = e;
+    }
+  }
+  throw new Error(`native addon not built (run npm run build:native): ${String(lastErr)}`);
+}
