@@ -1,0 +1,233 @@
+#!/usr/bin/env bash
+# Run a command inside a throw-away QEMU VM whose kernel has ublk.
+#
+# Usage:
+#   test/vm/run.sh [--suite trixie|sid] [--mem MiB] [--smp N] [--timeout SEC]
+#                  [--cwd DIR] [--env NAME[=VALUE]]... -- <command...>
+#
+# The VM boots a Debian kernel (test/vm/fetch-kernel.sh) under TCG, mounts
+# this host's root file system read-only over virtio-9p and chroots into it,
+# so the command sees the host's node, fio, dmsetup and the built project at
+# the same paths. /tmp, /var/tmp, /run and /root are fresh tmpfs: tests write
+# only there. The modules ublk_drv, dm-mod, dm-flakey, loop, ext4 and sd_mod
+# are loaded first (test/vm/guest-init.sh); scsi_debug and null_blk can be
+# loaded by the command with plain `modprobe`.
+#
+# Output: the kernel's console is the serial port, wired to our stdout; the
+# command's stdout and stderr both arrive there (merged, live).
+# Exit status: the command's; 124 if the VM timed out; 125 if the harness
+# failed (VM crashed, setup failed).
+#
+# Defaults come from the environment too: DMREMAP_VM_SUITE, DMREMAP_VM_MEM,
+# DMREMAP_VM_SMP, DMREMAP_VM_TIMEOUT. DMREMAP_VM_VERBOSE=1 prints timings.
+# Passed into the VM automatically: PATH, CI, TERM (dumb unless stdout is a
+# terminal), LANG, LC_ALL, NO_COLOR,
+# FORCE_COLOR, DEBUG and every DMREMAP_* variable; HOME is /root (a tmpfs).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+
+suite="${DMREMAP_VM_SUITE:-trixie}"
+mem="${DMREMAP_VM_MEM:-3072}"
+smp="${DMREMAP_VM_SMP:-2}"
+timeout_s="${DMREMAP_VM_TIMEOUT:-1200}"
+cwd="$PWD"
+envs=()
+
+usage() {
+  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+  exit 2
+}
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --suite) suite="$2"; shift 2 ;;
+    --mem) mem="$2"; shift 2 ;;
+    --smp) smp="$2"; shift 2 ;;
+    --timeout) timeout_s="$2"; shift 2 ;;
+    --cwd) cwd="$2"; shift 2 ;;
+    --env) envs+=("$2"); shift 2 ;;
+    --) shift; break ;;
+    -h | --help) usage ;;
+    *) echo "run.sh: unknown option $1" >&2; usage ;;
+  esac
+done
+[[ $# -gt 0 ]] || { echo "run.sh: no command given" >&2; usage; }
+case "$suite" in trixie | sid) ;; *) echo "run.sh: bad --suite $suite" >&2; exit 2 ;; esac
+for n in "$mem" "$smp" "$timeout_s"; do
+  [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: not a positive number: $n" >&2; exit 2; }
+done
+cwd="$(cd "$cwd" && pwd)" # absolute; the guest sees the same path
+
+log() { echo "[vm] $*" >&2; }
+t_start=$(date +%s.%N)
+
+# --- Kernel -----------------------------------------------------------------
+kver="$(bash "$here/fetch-kernel.sh" "$suite")"
+kdir="$repo/.cache/vm/$suite"
+modroot="$kdir/root"
+moddir="$modroot/lib/modules/$kver"
+
+# --- Initramfs ----------------------------------------------------------------
+# Contents: static busybox, our /init, and the modules needed to mount the
+# host root over virtio-9p, decompressed (busybox insmod cannot be relied on
+# to handle .ko.xz/.ko.zst) and listed in load order. Cached, keyed on every
+# input, so it is rebuilt only when one of them changes.
+busybox="$(command -v busybox || true)"
+[[ -n "$busybox" ]] || { log "busybox not found (apt-get install busybox-static)"; exit 125; }
+# The initramfs has no libc: busybox must be static (ldd fails on those).
+if LC_ALL=C ldd "$busybox" >/dev/null 2>&1; then
+  log "$busybox is dynamically linked (apt-get install busybox-static)"
+  exit 125
+fi
+
+# Modules for the 9p root: virtio transport (built in on Debian, but do not
+# assume), 9p over virtio. Their dependencies come from modules.dep.
+# overlay: to stack the kernel's modules over the host's /lib (see init).
+want=(virtio virtio_ring virtio_pci 9pnet_virtio 9p overlay)
+
+# Prints the path (relative to $moddir) of module $1, or nothing if built in.
+mod_path() {
+  local name="$1" alt
+  alt="${name//_/-}"
+  grep -E "(^|/)(${name}|${alt})\.ko(\.[a-z]+)?:" "$moddir/modules.dep" |
+    head -n1 | cut -d: -f1 || true
+}
+
+# Emit the load order: dependencies first (modules.dep lists a module's
+# dependencies with the deepest last, so walk them in reverse), each once.
+declare -A seen=()
+order=()
+add_mod() {
+  local path="$1" deps d i
+  [[ -n "${seen[$path]:-}" ]] && return 0
+  seen[$path]=1
+  deps="$(grep -E "^${path//./\\.}:" "$moddir/modules.dep" | cut -d: -f2 || true)"
+  read -r -a d <<<"$deps"
+  for ((i = ${#d[@]} - 1; i >= 0; i--)); do add_mod "${d[$i]}"; done
+  order+=("$path")
+}
+for m in "${want[@]}"; do
+  p="$(mod_path "$m")"
+  if [[ -n "$p" ]]; then add_mod "$p"; fi
+done
+
+key="$( {
+  echo "v1 $kver"
+  sha256sum "$busybox" "$here/initramfs-init.sh"
+  for p in "${order[@]}"; do sha256sum "$moddir/$p"; done
+} | sha256sum | cut -c1-16)"
+initrd="$kdir/initramfs-$key.cpio"
+if [[ ! -s "$initrd" ]]; then
+  log "building initramfs ($kver: ${order[*]##*/})"
+  stage="$(mktemp -d)"
+  trap 'rm -rf "$stage"' EXIT
+  mkdir -p "$stage"/{bin,dev,proc,sys,newroot,modules}
+  cp "$busybox" "$stage/bin/busybox"
+  install -m 755 "$here/initramfs-init.sh" "$stage/init"
+  : >"$stage/modules/order"
+  for p in "${order[@]}"; do
+    base="$(basename "$p")"
+    case "$p" in
+      *.ko.xz) xz -dc "$moddir/$p" >"$stage/modules/${base%.xz}" ;;
+      *.ko.zst) zstd -qdc "$moddir/$p" >"$stage/modules/${base%.zst}" ;;
+      *.ko.gz) gzip -dc "$moddir/$p" >"$stage/modules/${base%.gz}" ;;
+      *.ko) cp "$moddir/$p" "$stage/modules/$base" ;;
+      *) log "unexpected module file $p"; exit 125 ;;
+    esac
+    echo "${base%.ko*}.ko" >>"$stage/modules/order"
+  done
+  # Uncompressed: unpacking gzip under TCG costs more than reading 3 MB.
+  (cd "$stage" && find . -print0 | cpio --null -o -H newc --quiet) >"$initrd.tmp"
+  mv "$initrd.tmp" "$initrd"
+  rm -rf "$stage"
+  trap - EXIT
+  # Old initramfs images of this suite are stale now.
+  find "$kdir" -maxdepth 1 -name 'initramfs-*.cpio' ! -name "$(basename "$initrd")" -delete
+fi
+
+# --- Control share -------------------------------------------------------------
+# A small writable 9p share carries the boot script in and the exit status
+# out (a file written by the guest's PID 1 after the command ends, then synced
+# before poweroff). Unlike a marker line on the console, the command's own
+# output cannot forge or garble it.
+ctl="$(mktemp -d "${TMPDIR:-/tmp}/dmremap-vm.XXXXXX")"
+cleanup() { rm -rf "$ctl"; }
+trap cleanup EXIT
+
+echo "$modroot/lib" >"$ctl/modlib"
+{
+  echo "# generated by test/vm/run.sh"
+  q() { printf 'export %s=%q\n' "$1" "$2"; }
+  q PATH "$PATH"
+  q HOME /root
+  # The guest's stdout is always a terminal (the serial console). When ours
+  # is not (CI logs), say so via TERM=dumb so tools skip colours and cursor
+  # tricks that would litter the log.
+  if [[ -t 1 ]]; then q TERM "${TERM:-linux}"; else q TERM dumb; fi
+  for v in CI LANG LC_ALL NO_COLOR FORCE_COLOR DEBUG; do
+    if [[ -n "${!v+x}" ]]; then q "$v" "${!v}"; fi
+  done
+  while IFS= read -r v; do
+    q "$v" "${!v}"
+  done < <(compgen -e | grep -E '^DMREMAP_' || true)
+  for e in "${envs[@]}"; do
+    if [[ "$e" == *=* ]]; then q "${e%%=*}" "${e#*=}"
+    elif [[ -n "${!e+x}" ]]; then q "$e" "${!e}"
+    fi
+  done
+  printf 'exec /bin/bash %q %q --' "$here/guest-init.sh" "$cwd"
+  printf ' %q' "$@"
+  echo
+} >"$ctl/boot.sh"
+
+# --- Boot --------------------------------------------------------------------
+# -cpu max: TCG's fullest CPU model (has RDRAND, so the guest's RNG seeds at
+#   once and node does not block on getrandom).
+# -no-reboot + panic=-1: a kernel panic ends QEMU instead of rebooting forever.
+# mitigations=off: speculative-execution mitigations only cost time in TCG.
+# multidevs=remap: the host root spans several file systems (/proc, /sys...)
+#   whose inode numbers would otherwise collide in the guest.
+cmdline="console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off rdinit=/init"
+qemu=(
+  qemu-system-x86_64
+  -nodefaults -no-user-config -no-reboot
+  -machine pc -accel tcg -cpu max -smp "$smp" -m "$mem"
+  -display none -monitor none -serial stdio -nic none
+  -kernel "$kdir/vmlinuz" -initrd "$initrd" -append "$cmdline"
+  -fsdev "local,id=hostroot,path=/,security_model=none,readonly=on,multidevs=remap"
+  -device "virtio-9p-pci,fsdev=hostroot,mount_tag=hostroot"
+  -fsdev "local,id=vmctl,path=$ctl,security_model=none"
+  -device "virtio-9p-pci,fsdev=vmctl,mount_tag=vmctl"
+)
+
+if [[ -n "${DMREMAP_VM_VERBOSE:-}" ]]; then
+  log "suite $suite, kernel $kver, ${mem} MiB, $smp CPUs, timeout ${timeout_s}s, cwd $cwd"
+fi
+t_boot=$(date +%s.%N)
+set +e
+# --foreground: QEMU keeps the terminal (if any) for the serial console.
+# -k: if QEMU ignores SIGTERM, SIGKILL it 10 s later.
+timeout --foreground -k 10 "$timeout_s" "${qemu[@]}"
+qrc=$?
+set -e
+[[ -t 0 ]] && stty sane 2>/dev/null || true
+t_end=$(date +%s.%N)
+
+if [[ -n "${DMREMAP_VM_VERBOSE:-}" ]]; then
+  log "$(awk -v a="$t_start" -v b="$t_boot" -v c="$t_end" \
+    'BEGIN{printf "prepare %.1fs, vm %.1fs, total %.1fs", b-a, c-b, c-a}')"
+fi
+
+if [[ $qrc -eq 124 || $qrc -eq 137 ]]; then
+  log "TIMEOUT: the VM ran longer than ${timeout_s}s and was killed (--timeout/DMREMAP_VM_TIMEOUT)"
+  exit 124
+fi
+if [[ ! -s "$ctl/status" ]]; then
+  log "the VM ended without reporting an exit status (QEMU exit $qrc; kernel panic or harness failure - see console above)"
+  exit 125
+fi
+status="$(cat "$ctl/status")"
+[[ "$status" =~ ^[0-9]+$ ]] || { log "garbled exit status '$status'"; exit 125; }
+exit "$status"
