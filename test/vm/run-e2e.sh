@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The end-to-end suite (test/e2e, vitest) against a real kernel. On a host with ublk it runs directly;
+# elsewhere it runs inside the QEMU VM, once per kernel: Debian trixie (6.12) and sid (7.x).
+# Each run ends with a line `e2e-<kernel>: N passed, N failed, N skipped`. Exit: 0 only if all passed.
+set -uo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+suites="${DMREMAP_E2E_SUITES:-trixie sid}"
+
+# Runs vitest where the kernel is and prints the closing line; the report goes to /tmp (writable there).
+inner="cd '$repo' && node node_modules/vitest/vitest.mjs run --config vitest.e2e.config.ts \
+--reporter=default --reporter=json --outputFile.json=/tmp/e2e-report.json; \
+node test/report.mjs /tmp/e2e-report.json \"e2e-\$(uname -r)\""
+
+status=0
+if bash "$here/host-has-ublk.sh"; then
+  bash -c "$inner" || status=1
+else
+  for suite in $suites; do
+    echo "=== e2e on Debian $suite kernel (QEMU TCG) ==="
+    bash "$here/run.sh" --suite "$suite" --timeout "${DMREMAP_E2E_TIMEOUT:-900}" -- bash -c "$inner" || status=1
+  done
+fi
+exit "$status"
