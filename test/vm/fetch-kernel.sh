@@ -183,30 +183,49 @@ real_pkg="$(apt-cache "${apt_opts[@]}" depends linux-image-amd64 |
 }
 log "kernel package: $real_pkg"
 
+# Since 7.x, sid splits the kernel: linux-image-<abi> is an empty package
+# depending on linux-binary-<abi> (vmlinuz), linux-modules-<abi> and
+# linux-base-<abi>. trixie's linux-image-<abi> carries everything itself.
+# Take the image package plus every direct dependency named after the same
+# <abi>, so both layouts work.
+abi="${real_pkg#linux-image-}"
+pkgs=("$real_pkg")
+while read -r dep; do
+  [[ "$dep" == *"$abi"* ]] && pkgs+=("$dep")
+done < <(apt-cache "${apt_opts[@]}" depends "$real_pkg" |
+  sed -n 's/^ *|\{0,1\}Depends: \([^ <>]*\)$/\1/p' | sort -u)
+log "packages: ${pkgs[*]}"
+
 dl="$apt_dir/debs"
 mkdir -p "$dl"
-deb="$(find "$dl" -maxdepth 1 -name "${real_pkg}_*.deb" -print -quit)"
-if [[ -z "$deb" ]]; then
-  log "downloading $real_pkg"
-  (cd "$dl" && apt-get "${apt_opts[@]}" -q download "$real_pkg" >&2)
-  deb="$(find "$dl" -maxdepth 1 -name "${real_pkg}_*.deb" -print -quit)"
-fi
-[[ -n "$deb" ]] || {
-  log "download of $real_pkg failed"
-  exit 1
-}
+debs=()
+for pkg in "${pkgs[@]}"; do
+  deb="$(find "$dl" -maxdepth 1 -name "${pkg}_*.deb" -print -quit)"
+  if [[ -z "$deb" ]]; then
+    log "downloading $pkg"
+    (cd "$dl" && apt-get "${apt_opts[@]}" -q download "$pkg" >&2)
+    deb="$(find "$dl" -maxdepth 1 -name "${pkg}_*.deb" -print -quit)"
+  fi
+  [[ -n "$deb" ]] || {
+    log "download of $pkg failed"
+    exit 1
+  }
+  debs+=("$deb")
+done
 
 # --- Extract and depmod ------------------------------------------------------
 tmp="$out/root.tmp"
 rm -rf "$tmp"
 mkdir -p "$tmp"
-log "extracting $(basename "$deb")"
-dpkg-deb -x "$deb" "$tmp"
+for deb in "${debs[@]}"; do
+  log "extracting $(basename "$deb")"
+  dpkg-deb -x "$deb" "$tmp"
+done
 ver="$(for d in "$tmp/lib/modules" "$tmp/usr/lib/modules"; do
   if [[ -d "$d" ]]; then find "$d" -mindepth 1 -maxdepth 1 -type d -printf '%f\n'; fi
 done | head -n1)"
 [[ -n "$ver" ]] || {
-  log "no modules directory in $deb"
+  log "no modules directory in ${debs[*]}"
   exit 1
 }
 # Newer kernel packages may install under usr/lib/modules (merged /usr).
@@ -222,10 +241,16 @@ rm -rf "$out/root"
 mv "$tmp" "$out/root"
 vmlinuz="$(find "$out/root/boot" -maxdepth 1 -name "vmlinuz-$ver" -print -quit)"
 [[ -n "$vmlinuz" ]] || {
-  log "no vmlinuz-$ver in $deb"
+  log "no vmlinuz-$ver in ${debs[*]}"
   exit 1
 }
 cp "$vmlinuz" "$out/vmlinuz"
 echo "$ver" >"$out/version"
+# Drop packages of older kernels; keep only what this one was built from.
+for f in "$dl"/*.deb; do
+  keep=
+  for deb in "${debs[@]}"; do [[ "$f" == "$deb" ]] && keep=1; done
+  [[ -n "$keep" ]] || rm -f "$f"
+done
 log "ready: $out (kernel $ver)"
 echo "$ver"
