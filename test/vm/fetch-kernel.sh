@@ -239,7 +239,11 @@ fi
 depmod -b "$tmp" "$ver"
 rm -rf "$out/root"
 mv "$tmp" "$out/root"
-vmlinuz="$(find "$out/root/boot" -maxdepth 1 -name "vmlinuz-$ver" -print -quit)"
+# trixie: /boot/vmlinuz-<ver>; sid 7.x: /usr/lib/modules/<ver>/vmlinuz.
+vmlinuz=
+for f in "$out/root/boot/vmlinuz-$ver" "$out/root/lib/modules/$ver/vmlinuz"; do
+  if [[ -f "$f" ]]; then vmlinuz="$f" && break; fi
+done
 [[ -n "$vmlinuz" ]] || {
   log "no vmlinuz-$ver in ${debs[*]}"
   exit 1

@@ -26,8 +26,6 @@ finish() {
     echo "$status" >"$ctl/status.tmp" && mv "$ctl/status.tmp" "$ctl/status"
     sync
   fi
-  # Keep the "reboot: Power down" line off the console.
-  echo 1 >/proc/sys/kernel/printk 2>/dev/null
   # No need to unmount cleanly: the root is read-only and the control share is
   # 9p (writes are synchronous to the host with cache=none).
   poweroff -f
