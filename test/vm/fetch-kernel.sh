@@ -41,7 +41,20 @@ if [[ -s "$out/version" && -f "$out/vmlinuz" ]]; then
   fi
 fi
 
-for tool in apt-get apt-cache dpkg-deb depmod; do
+# Several engineers (and run.sh instances) may share this cache: serialise the
+# slow path. A second caller waits, then finds the work done.
+mkdir -p "$out"
+exec 9>"$out.lock"
+flock 9
+if [[ -s "$out/version" && -f "$out/vmlinuz" ]]; then
+  ver="$(cat "$out/version")"
+  if [[ ! -L "$out/root/lib/modules" && -f "$out/root/lib/modules/$ver/modules.dep" ]]; then
+    echo "$ver"
+    exit 0
+  fi
+fi
+
+for tool in apt-get apt-cache dpkg-deb depmod flock; do
   command -v "$tool" >/dev/null || {
     log "missing tool: $tool"
     exit 1
@@ -102,7 +115,7 @@ find_mirror() {
       [[ "${w[0]:-}" == deb ]] || continue
       local i=1
       if [[ "${w[1]:-}" == \[* ]]; then
-        while [[ $i -lt ${#w[@]} && "${w[$i]}" != *\] ]]; do i=$((i + 1)); done
+        while [[ $i -lt ${#w[@]} && "${w[$i]}" != *"]" ]]; do i=$((i + 1)); done
         i=$((i + 1))
       fi
       u="${w[$i]:-}" s="${w[$((i + 1))]:-}"
@@ -169,7 +182,9 @@ apt_opts=(
 )
 
 log "apt-get update (private lists in $apt_dir)"
-apt-get "${apt_opts[@]}" -q update >&2
+# --error-on=any: a mirror that cannot be reached or verified (NO_PUBKEY) is
+# an error, not a warning followed by stale or empty lists.
+apt-get "${apt_opts[@]}" -q --error-on=any update >&2
 
 # --- Resolve linux-image-amd64 -> linux-image-<ver>-amd64 -------------------
 # The metapackage depends on exactly one real image package. On sid it may be

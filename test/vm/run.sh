@@ -119,6 +119,8 @@ key="$( {
   for p in "${order[@]}"; do sha256sum "$moddir/$p"; done
 } | sha256sum | cut -c1-16)"
 initrd="$kdir/initramfs-$key.cpio"
+exec 9>"$kdir/initramfs.lock"
+flock 9 # another run.sh may be building the same image right now
 if [[ ! -s "$initrd" ]]; then
   log "building initramfs ($kver: ${order[*]##*/})"
   stage="$(mktemp -d)"
@@ -146,6 +148,7 @@ if [[ ! -s "$initrd" ]]; then
   # Old initramfs images of this suite are stale now.
   find "$kdir" -maxdepth 1 -name 'initramfs-*.cpio' ! -name "$(basename "$initrd")" -delete
 fi
+exec 9>&- # unlock
 
 # --- Control share -------------------------------------------------------------
 # A small writable 9p share carries the boot script in and the exit status
@@ -153,8 +156,7 @@ fi
 # before poweroff). Unlike a marker line on the console, the command's own
 # output cannot forge or garble it.
 ctl="$(mktemp -d "${TMPDIR:-/tmp}/dmremap-vm.XXXXXX")"
-cleanup() { rm -rf "$ctl"; }
-trap cleanup EXIT
+trap 'rm -rf "$ctl"' EXIT
 
 echo "$modroot/lib" >"$ctl/modlib"
 {
@@ -212,7 +214,9 @@ set +e
 timeout --foreground -k 10 "$timeout_s" "${qemu[@]}"
 qrc=$?
 set -e
-[[ -t 0 ]] && stty sane 2>/dev/null || true
+# QEMU puts a terminal on stdin into raw mode; if it was killed it could not
+# restore it.
+if [[ -t 0 ]]; then stty sane 2>/dev/null || true; fi
 t_end=$(date +%s.%N)
 
 if [[ -n "${DMREMAP_VM_VERBOSE:-}" ]]; then
