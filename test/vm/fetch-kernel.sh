@@ -66,6 +66,7 @@ done
 # -security/-updates/-backports and not third-party repos. We recognise it as a
 # source whose suites include a plain Debian release name (no "-suffix").
 # Sources may be deb822 (*.sources) or one-line (sources.list, *.list).
+# shellcheck source=/dev/null
 host_codename="$(. /etc/os-release && echo "${VERSION_CODENAME:-}")"
 is_main_suite() {
   case "$1" in

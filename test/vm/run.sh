@@ -19,10 +19,16 @@
 # failed (VM crashed, setup failed).
 #
 # Defaults come from the environment too: DMREMAP_VM_SUITE, DMREMAP_VM_MEM,
-# DMREMAP_VM_SMP, DMREMAP_VM_TIMEOUT. DMREMAP_VM_VERBOSE=1 prints timings.
+# DMREMAP_VM_SMP, DMREMAP_VM_TIMEOUT. DMREMAP_VM_VERBOSE=1 prints timings;
+# DMREMAP_VM_CMDLINE adds kernel arguments; DMREMAP_VM_MODULES="a b" loads
+# more modules before the command; DMREMAP_VM_KEEP_GOING=1 runs the command
+# even if that setup failed (to debug the VM).
 # Passed into the VM automatically: PATH, CI, TERM (dumb unless stdout is a
-# terminal), LANG, LC_ALL, NO_COLOR,
-# FORCE_COLOR, DEBUG and every DMREMAP_* variable; HOME is /root (a tmpfs).
+# terminal), LANG, LC_ALL, NO_COLOR, FORCE_COLOR, DEBUG and every DMREMAP_*
+# variable; HOME is /root (a tmpfs). Stdin is /dev/null unless ours is a tty.
+#
+# The VM sees the host's files as they are when it reads them (cache=loose):
+# build before starting it, and do not change the tree while it runs.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,7 +43,7 @@ envs=()
 
 usage() {
   sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
-  exit 2
+  exit "${1:-2}"
 }
 
 while [[ $# -gt 0 ]]; do
@@ -49,7 +55,7 @@ while [[ $# -gt 0 ]]; do
     --cwd) cwd="$2"; shift 2 ;;
     --env) envs+=("$2"); shift 2 ;;
     --) shift; break ;;
-    -h | --help) usage ;;
+    -h | --help) usage 0 ;;
     *) echo "run.sh: unknown option $1" >&2; usage ;;
   esac
 done
@@ -179,6 +185,10 @@ echo "$modroot/lib" >"$ctl/modlib"
     elif [[ -n "${!e+x}" ]]; then q "$e" "${!e}"
     fi
   done
+  # The guest command's stdin is the serial console. With no terminal on our
+  # side (CI), nothing will ever be typed there: give it /dev/null so a
+  # command that reads stdin ends instead of waiting for the timeout.
+  if [[ ! -t 0 ]]; then echo 'exec </dev/null'; fi
   printf 'exec /bin/bash %q %q --' "$here/guest-init.sh" "$cwd"
   printf ' %q' "$@"
   echo
@@ -191,7 +201,11 @@ echo "$modroot/lib" >"$ctl/modlib"
 # mitigations=off: speculative-execution mitigations only cost time in TCG.
 # multidevs=remap: the host root spans several file systems (/proc, /sys...)
 #   whose inode numbers would otherwise collide in the guest.
+# loglevel=3 keeps the expected kernel I/O error messages (the tests inject
+# errors on purpose) off the console; DMREMAP_VM_CMDLINE appends kernel
+# arguments, e.g. DMREMAP_VM_CMDLINE=loglevel=7 to see them.
 cmdline="console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off rdinit=/init"
+cmdline+="${DMREMAP_VM_CMDLINE:+ $DMREMAP_VM_CMDLINE}"
 qemu=(
   qemu-system-x86_64
   -nodefaults -no-user-config -no-reboot
