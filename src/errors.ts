@@ -1,0 +1,117 @@
+// Typed errors with stable codes. Every failure the CLI or the daemon reports is a DmrError: `code` is
+// stable (scripts match on it, it appears in --json output and control-socket replies) and `exitCode` is
+// what the CLI exits with (2 for bad usage, 1 for everything that went wrong at run time).
+import os from 'node:os';
+import { isNativeError, type NativeErrorShape } from './native.js';
+
+export const ERROR_CODES = {
+  E_USAGE: 2,
+  E_DEVICE_MISSING: 1,
+  E_DEVICE_ACCESS: 1,
+  E_DEVICE_INVALID: 1,
+  E_DEVICE_BUSY: 1,
+  E_SAME_DEVICE: 1,
+  E_BLOCK_SIZE: 1,
+  E_NAME_TAKEN: 1,
+  E_NO_UBLK: 1,
+  E_NATIVE_MISSING: 1,
+  E_NOT_FOUND: 1,
+  E_AMBIGUOUS: 1,
+  E_KERNEL: 1,
+  E_PROTOCOL: 1,
+  E_TIMEOUT: 1,
+  E_DAEMON: 1,
+  E_RUN_DIR: 1,
+  E_INTERNAL: 1,
+} as const;
+
+export type ErrorCode = keyof typeof ERROR_CODES;
+
+export function isErrorCode(s: string): s is ErrorCode {
+  return Object.hasOwn(ERROR_CODES, s);
+}
+
+export class DmrError extends Error {
+  readonly code: ErrorCode;
+  readonly exitCode: 1 | 2;
+
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'DmrError';
+    this.code = code;
+    this.exitCode = ERROR_CODES[code];
+  }
+
+  toJSON(): { code: ErrorCode; message: string } {
+    return { code: this.code, message: this.message };
+  }
+}
+
+export function usageError(message: string): DmrError {
+  return new DmrError('E_USAGE', message);
+}
+
+/** Positive errno → its name ('EIO'), or 'errno N' when the platform has no name for it. */
+export function errnoName(errno: number): string {
+  for (const [name, value] of Object.entries(os.constants.errno)) {
+    if (value === errno) return name;
+  }
+  return `errno ${errno}`;
+}
+
+/** The errno name carried by a Node system error or a native addon error, if any. */
+export function errorCodeOf(e: unknown): string | undefined {
+  if (e instanceof Error && typeof (e as NodeJS.ErrnoException).code === 'string') {
+    return (e as NodeJS.ErrnoException).code;
+  }
+  return undefined;
+}
+
+/**
+ * Maps an error from the addon about a backing device (opening it, or starting the ublk device on it)
+ * to a DmrError. `what` names the device for the message, e.g. "main device /dev/sdb".
+ */
+export function backingDeviceError(e: unknown, what: string): DmrError {
+  if (e instanceof DmrError) return e;
+  const code = errorCodeOf(e);
+  switch (code) {
+    case 'ENOENT':
+    case 'ENXIO':
+    case 'ENODEV':
+      return new DmrError('E_DEVICE_MISSING', `${what} does not exist`, { cause: e });
+    case 'EACCES':
+    case 'EPERM':
+    case 'EROFS':
+      return new DmrError('E_DEVICE_ACCESS', `${what} cannot be opened for reading and writing (${code})`, {
+        cause: e,
+      });
+    case 'EBUSY':
+      return new DmrError('E_DEVICE_BUSY', `${what} is in use (mounted, or held by another program)`, {
+        cause: e,
+      });
+    default:
+      return kernelError(e, `cannot open ${what}`);
+  }
+}
+
+/** Maps a failure of a ublk command or syscall in the addon to E_KERNEL, naming the command and errno. */
+export function kernelError(e: unknown, doing: string): DmrError {
+  if (e instanceof DmrError) return e;
+  if (isNativeError(e)) return new DmrError('E_KERNEL', `${doing}: ${describeNative(e)}`, { cause: e });
+  const msg = e instanceof Error ? e.message : String(e);
+  return new DmrError('E_KERNEL', `${doing}: ${msg}`, { cause: e });
+}
+
+/** The addon's message already names the command, its detail and strerror; add the errno name. */
+function describeNative(e: NativeErrorShape): string {
+  const name = e.errno > 0 ? errnoName(e.errno) : e.code;
+  return e.message.includes(name) ? e.message : `${e.message} (${name})`;
+}
+
+/** Anything thrown → a DmrError; unknown errors become E_INTERNAL with their message. */
+export function toDmrError(e: unknown): DmrError {
+  if (e instanceof DmrError) return e;
+  if (isNativeError(e)) return kernelError(e, 'native addon');
+  const msg = e instanceof Error ? e.message : String(e);
+  return new DmrError('E_INTERNAL', msg, { cause: e });
+}
