@@ -1,0 +1,142 @@
+// The daemon's end of the control socket: a unix socket (mode 0600, in the 0700 run directory) that reads
+// newline-delimited JSON requests, runs them one at a time per connection, and writes one response line each.
+import fs from 'node:fs';
+import net from 'node:net';
+import type { Logger } from '../log.js';
+import { DmrError, errorCodeOf, toDmrError } from '../errors.js';
+import {
+  MAX_REQUEST_LINE_BYTES,
+  parseRequestLine,
+  type Command,
+  type Handlers,
+  type Request,
+  type Response,
+} from './protocol.js';
+
+export interface ControlServerOptions {
+  socketPath: string;
+  handlers: Handlers;
+  log: Logger;
+  maxClients?: number;
+  maxLineBytes?: number;
+  /** A connection that sends nothing for this long is closed. */
+  idleTimeoutMs?: number;
+}
+
+export class ControlServer {
+  private readonly server: net.Server;
+  private readonly clients = new Set<net.Socket>();
+  private readonly maxClients: number;
+  private readonly maxLineBytes: number;
+  private readonly idleTimeoutMs: number;
+
+  constructor(private readonly opts: ControlServerOptions) {
+    this.maxClients = opts.maxClients ?? 16;
+    this.maxLineBytes = opts.maxLineBytes ?? MAX_REQUEST_LINE_BYTES;
+    this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
+    this.server = net.createServer((sock) => this.accept(sock));
+  }
+
+  /** Binds the socket. A file already at the path is removed first: the caller owns that path. */
+  async listen(): Promise<void> {
+    const p = this.opts.socketPath;
+    try {
+      fs.unlinkSync(p);
+    } catch (e) {
+      if (errorCodeOf(e) !== 'ENOENT') throw new DmrError('E_RUN_DIR', `cannot remove old socket ${p}: ${String(e)}`);
+    }
+    await new Promise<void>((resolve, reject) => {
+      const onError = (e: Error): void => reject(new DmrError('E_RUN_DIR', `cannot listen on ${p}: ${e.message}`));
+      this.server.once('error', onError);
+      this.server.listen(p, () => {
+        this.server.off('error', onError);
+        resolve();
+      });
+    });
+    fs.chmodSync(p, 0o600);
+    this.server.on('error', (e) => this.opts.log.error({ err: e }, 'control socket error'));
+  }
+
+  /** Stops accepting, lets clients read what was already written, closes them, and removes the socket file. */
+  async close(): Promise<void> {
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const c of this.clients) c.end();
+    const t = setTimeout(() => {
+      for (const c of this.clients) c.destroy();
+    }, 1000);
+    await closed;
+    clearTimeout(t);
+    try {
+      fs.unlinkSync(this.opts.socketPath);
+    } catch (e) {
+      if (errorCodeOf(e) !== 'ENOENT') this.opts.log.warn({ err: e }, 'cannot remove control socket');
+    }
+  }
+
+  private accept(sock: net.Socket): void {
+    if (this.clients.size >= this.maxClients) {
+      refuse(sock, 'too many clients');
+      return;
+    }
+    this.clients.add(sock);
+    sock.setEncoding('utf8');
+    sock.setTimeout(this.idleTimeoutMs, () => sock.destroy());
+    sock.on('close', () => this.clients.delete(sock));
+    sock.on('error', (e) => this.opts.log.debug({ err: e }, 'control client error'));
+
+    let buf = '';
+    let queue = Promise.resolve();
+    sock.on('data', (chunk: string) => {
+      buf += chunk;
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (!this.checkLength(sock, line)) return;
+        if (line.trim() === '') continue;
+        queue = queue.then(() => this.handleLine(sock, line));
+      }
+      this.checkLength(sock, buf);
+    });
+  }
+
+  /** A line over the limit gets one error reply and the connection is closed; nothing is executed. */
+  private checkLength(sock: net.Socket, line: string): boolean {
+    if (Buffer.byteLength(line) <= this.maxLineBytes) return true;
+    sock.removeAllListeners('data');
+    refuse(sock, `request line longer than ${this.maxLineBytes} bytes`);
+    return false;
+  }
+
+  private async handleLine(sock: net.Socket, line: string): Promise<void> {
+    const parsed = parseRequestLine(line);
+    let response: Response;
+    if (!parsed.ok) {
+      response = { id: parsed.id, ok: false, error: { code: 'E_PROTOCOL', message: parsed.message } };
+    } else {
+      response = await this.dispatch(parsed.request);
+    }
+    if (!sock.destroyed && sock.writable) sock.write(reply(response));
+  }
+
+  private async dispatch(req: Request): Promise<Response> {
+    try {
+      const handler = this.opts.handlers[req.cmd] as (r: Request) => unknown;
+      const result = await handler(req);
+      return { id: req.id, ok: true, result };
+    } catch (e) {
+      const err = toDmrError(e);
+      this.opts.log.warn({ cmd: req.cmd satisfies Command, code: err.code, err: err.message }, 'control request failed');
+      return { id: req.id, ok: false, error: err.toJSON() };
+    }
+  }
+}
+
+/** Sends one E_PROTOCOL error and closes the connection once it is flushed, whatever the peer does. */
+function refuse(sock: net.Socket, message: string): void {
+  sock.end(reply({ id: null, ok: false, error: { code: 'E_PROTOCOL', message } }), () => sock.destroy());
+}
+
+function reply(r: Response): string {
+  return `${JSON.stringify(r)}\n`;
+}
