@@ -1,0 +1,240 @@
+// One device's life inside the daemon process: validate, create and start the native ublk device, publish
+// it (registry file + control socket), serve control requests, and on shutdown stop the device and remove
+// every trace of it. A failure at any step before the device is live undoes the steps before it.
+import { DmrError, errorCodeOf, kernelError, toDmrError } from '../errors.js';
+import type { DeviceInfo, NativeAddon, NativeDevice, NativeEvent } from '../native.js';
+import type { Logger } from '../log.js';
+import { ControlServer } from '../control/server.js';
+import type { DeviceStatus, Handlers } from '../control/protocol.js';
+import { processStartTime, readEntries, removeEntry, writeEntry, type RegistryEntry } from '../control/registry.js';
+import { ensureRunDir, socketPath } from '../paths.js';
+import type { DeviceConfig } from './config.js';
+import { IoErrorCounters, summarizeQueues } from './counters.js';
+import { featureNames, hex } from './features.js';
+import { planDevice, type DevicePlan } from './validate.js';
+import { reapStale } from './reap.js';
+
+export interface DaemonDeps {
+  native: NativeAddon;
+  runDir: string;
+  log: Logger;
+  /** Where this daemon's log goes, for status output; null for stderr. */
+  logFile: string | null;
+}
+
+export class Daemon {
+  private readonly errors = new IoErrorCounters();
+  private readonly startedAt = new Date();
+  private device: NativeDevice | null = null;
+  private server: ControlServer | null = null;
+  private entry: RegistryEntry | null = null;
+  private deviceInfo: DeviceInfo | null = null;
+  private stopping: Promise<number> | null = null;
+  private resolveExited!: (code: number) => void;
+  /** Resolves with the process exit code once the device is stopped and its files are removed. */
+  readonly exited: Promise<number> = new Promise((r) => (this.resolveExited = r));
+
+  private constructor(
+    private readonly cfg: DeviceConfig,
+    private readonly plan: DevicePlan,
+    private readonly deps: DaemonDeps,
+  ) {}
+
+  /** Validates, starts the device and publishes it. Throws a DmrError, leaving nothing behind, on failure. */
+  static async start(cfg: DeviceConfig, deps: DaemonDeps): Promise<Daemon> {
+    ensureRunDir(deps.runDir);
+    const { live, stale } = readEntries(deps.runDir);
+    for (const e of stale) await reapStale(deps.native, deps.runDir, e, deps.log);
+    const plan = planDevice(deps.native, cfg, live);
+    const daemon = new Daemon(cfg, plan, deps);
+    await daemon.bringUp();
+    return daemon;
+  }
+
+  get info(): DeviceInfo {
+    if (this.deviceInfo === null) throw new DmrError('E_INTERNAL', 'device is not started');
+    return this.deviceInfo;
+  }
+
+  private async bringUp(): Promise<void> {
+    const { log, native } = this.deps;
+    const p = this.plan;
+    log.info(
+      { main: p.main.path, spare: p.spare.path, sizeBytes: p.sizeBytes.toString(), blockSize: p.blockSize, queues: p.queues, depth: p.depth },
+      'starting device',
+    );
+    try {
+      this.device = new native.Device({
+        mainPath: p.main.path,
+        sparePath: p.spare.path,
+        queues: p.queues,
+        depth: p.depth,
+        blockSize: p.blockSize,
+        sizeBytes: p.sizeBytes,
+        maxIoBytes: p.maxIoBytes,
+        discard: p.discard,
+        devId: -1,
+        onEvent: (ev) => this.onEvent(ev),
+      });
+      this.deviceInfo = await this.device.start();
+    } catch (e) {
+      await this.stopDevice();
+      throw startError(e, p);
+    }
+    const info = this.deviceInfo;
+    const sock = socketPath(this.deps.runDir, info.devId);
+    try {
+      this.entry = {
+        version: 1,
+        devId: info.devId,
+        name: this.cfg.name,
+        pid: process.pid,
+        pidStart: processStartTime(process.pid),
+        blockPath: info.blockPath,
+        charPath: info.charPath,
+        socket: sock,
+        logFile: this.deps.logFile,
+        startedAt: this.startedAt.toISOString(),
+        main: { path: p.main.path, identity: p.main.identity },
+        spare: { path: p.spare.path, identity: p.spare.identity },
+      };
+      this.server = new ControlServer({ socketPath: sock, handlers: this.handlers(), log });
+      await this.server.listen();
+      writeEntry(this.deps.runDir, this.entry);
+    } catch (e) {
+      await this.server?.close();
+      this.server = null;
+      if (this.entry) removeEntry(this.deps.runDir, this.entry.devId, process.pid);
+      this.entry = null;
+      await this.stopDevice();
+      throw toDmrError(e);
+    }
+    log.info({ devId: info.devId, blockPath: info.blockPath, name: this.cfg.name, socket: sock }, 'device live');
+  }
+
+  private handlers(): Handlers {
+    return {
+      ping: () => 'pong',
+      status: () => this.status(),
+      shutdown: () => {
+        // Answer first, then stop: the reply is written before the socket closes.
+        setImmediate(() => void this.shutdown('shutdown requested over the control socket'));
+        return { stopping: true };
+      },
+    };
+  }
+
+  private onEvent(ev: NativeEvent): void {
+    const log = this.deps.log;
+    switch (ev.type) {
+      case 'queue_started':
+        log.debug({ queue: ev.queue, tid: ev.tid }, 'queue started');
+        break;
+      case 'queue_stopped':
+        if (this.stopping) {
+          log.debug({ queue: ev.queue, reason: ev.reason }, 'queue stopped');
+        } else {
+          log.error({ queue: ev.queue, reason: ev.reason }, 'queue stopped unexpectedly; stopping the device');
+          void this.shutdown(`queue ${ev.queue} stopped: ${ev.reason}`, 1);
+        }
+        break;
+      case 'io_error':
+        this.errors.record(ev);
+        log.warn(
+          { queue: ev.queue, op: ev.op, device: ev.device, sector: ev.sector.toString(), sectors: ev.sectors, errno: ev.errno },
+          'backing I/O error',
+        );
+        break;
+    }
+  }
+
+  status(): DeviceStatus {
+    const info = this.info;
+    const p = this.plan;
+    const stats = this.device?.stats() ?? [];
+    const backing = (b: DevicePlan['main']): DeviceStatus['main'] => ({
+      path: b.path,
+      sizeBytes: Number(b.sizeBytes),
+      logicalBlockSize: b.logicalBlockSize,
+      isBlockDevice: b.isBlockDevice,
+      rotational: b.rotational,
+    });
+    return {
+      devId: info.devId,
+      name: this.cfg.name,
+      pid: process.pid,
+      blockPath: info.blockPath,
+      charPath: info.charPath,
+      state: this.stopping ? 'stopping' : (this.device?.info().state ?? info.state),
+      main: backing(p.main),
+      spare: backing(p.spare),
+      sizeBytes: Number(p.sizeBytes),
+      blockSize: p.blockSize,
+      queues: info.queues,
+      depth: info.depth,
+      maxIoBytes: p.maxIoBytes,
+      discard: p.discard,
+      startedAt: this.startedAt.toISOString(),
+      uptimeSeconds: Math.floor((Date.now() - this.startedAt.getTime()) / 1000),
+      ...summarizeQueues(stats),
+      ioErrors: this.errors.snapshot(),
+      kernel: {
+        features: hex(p.probe.features),
+        featureNames: featureNames(p.probe.features),
+        featuresKnown: p.probe.featuresKnown,
+        opcodeEncoding: p.probe.opcodeEncoding,
+        deviceFlags: hex(info.flags),
+        deviceFlagNames: featureNames(info.flags),
+        fixedBuffers: info.fixedBuffers,
+      },
+      logFile: this.deps.logFile,
+    };
+  }
+
+  /** Stops the device, closes the socket, removes the registry entry. Idempotent; resolves with the exit code. */
+  shutdown(reason: string, exitCode = 0): Promise<number> {
+    if (this.stopping) return this.stopping;
+    let begin!: () => void;
+    const begun = new Promise<void>((r) => (begin = r));
+    this.stopping = (async () => {
+      await begun; // this.stopping is set before anything (an event fired by stop()) can look at it
+      const log = this.deps.log;
+      log.info({ reason }, 'stopping device');
+      const stopped = await this.stopDevice();
+      await this.server?.close();
+      if (this.entry) removeEntry(this.deps.runDir, this.entry.devId, process.pid);
+      const code = stopped ? exitCode : 1;
+      log.info({ exitCode: code }, 'device stopped');
+      this.resolveExited(code);
+      return code;
+    })();
+    begin();
+    return this.stopping;
+  }
+
+  /** Stops the native device if there is one; false if stopping failed (logged). */
+  private async stopDevice(): Promise<boolean> {
+    if (this.device === null) return true;
+    try {
+      await this.device.stop();
+      return true;
+    } catch (e) {
+      this.deps.log.error({ err: kernelError(e, 'stop').message }, 'stopping the ublk device failed');
+      return false;
+    }
+  }
+}
+
+function startError(e: unknown, p: DevicePlan): DmrError {
+  if (e instanceof DmrError) return e;
+  if (errorCodeOf(e) === 'EBUSY') {
+    const msg = e instanceof Error ? e.message : '';
+    const which = msg.includes(p.spare.path) && !msg.includes(p.main.path)
+      ? `spare device ${p.spare.path} is`
+      : msg.includes(p.main.path)
+        ? `main device ${p.main.path} is`
+        : `main ${p.main.path} or spare ${p.spare.path} is`;
+    return new DmrError('E_DEVICE_BUSY', `${which} in use (mounted, or held by another program)`, { cause: e });
+  }
+  return kernelError(e, 'cannot start the ublk device');
+}

@@ -1,0 +1,28 @@
+// Cleaning up after a daemon that died without stopping its device (kill -9, crash): its registry entry is
+// stale and the kernel may still hold /dev/ublkbN with no server. The kernel device is deleted only if the
+// kernel says it belongs to the dead daemon's pid, so a device id reused by a newer daemon is never touched.
+import { isNativeError, type NativeAddon } from '../native.js';
+import { kernelError } from '../errors.js';
+import { removeStale, type RegistryEntry } from '../control/registry.js';
+import type { Logger } from '../log.js';
+
+export type ReapResult = 'deleted' | 'already-gone' | 'reused';
+
+export async function reapStale(native: NativeAddon, dir: string, entry: RegistryEntry, log: Logger): Promise<ReapResult> {
+  let result: ReapResult;
+  try {
+    const info = await native.kernelDeviceInfo(entry.devId);
+    if (info.pid !== entry.pid) {
+      result = 'reused';
+    } else {
+      await native.deleteKernelDevice(entry.devId);
+      result = 'deleted';
+    }
+  } catch (e) {
+    if (!(isNativeError(e) && e.code === 'ENODEV')) throw kernelError(e, `cannot delete orphaned ublk device ${entry.devId}`);
+    result = 'already-gone';
+  }
+  removeStale(dir, entry);
+  log.info({ devId: entry.devId, pid: entry.pid, result }, 'cleaned up after a daemon that is gone');
+  return result;
+}

@@ -1,0 +1,166 @@
+// Every check that can be made before the kernel is touched: the devices exist and can be opened, main and
+// spare are different devices that do not overlap and that no other dmremap-ublk daemon uses, the block
+// size suits main, and ublk is available. Produces the exact options the native device is created with.
+import fs from 'node:fs';
+import os from 'node:os';
+import { DmrError, backingDeviceError, errnoName } from '../errors.js';
+import type { BackingInfo, NativeAddon, UblkProbe } from '../native.js';
+import type { RegistryEntry } from '../control/registry.js';
+import type { DeviceConfig } from './config.js';
+
+export interface Identity {
+  path: string;
+  identity: string;
+  /** /sys/dev/block/<maj:min> resolved, for block devices: tells a disk from its partitions. */
+  sysfs: string | null;
+}
+
+export interface DevicePlan {
+  main: BackingInfo & { identity: string };
+  spare: BackingInfo & { identity: string };
+  probe: UblkProbe;
+  queues: number;
+  depth: number;
+  blockSize: 512 | 4096;
+  sizeBytes: bigint;
+  maxIoBytes: number;
+  discard: boolean;
+}
+
+const majorOf = (rdev: bigint): bigint => ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
+const minorOf = (rdev: bigint): bigint => (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+
+/** Stats `p` (following symlinks) and names what it is; fails with a message naming `role`. */
+export function identify(p: string, role: 'main' | 'spare'): Identity {
+  const what = `${role} device ${p}`;
+  let st: fs.BigIntStats;
+  try {
+    st = fs.statSync(p, { bigint: true });
+  } catch (e) {
+    throw backingDeviceError(e, what);
+  }
+  if (st.isBlockDevice()) {
+    let sysfs: string | null = null;
+    try {
+      sysfs = fs.realpathSync(`/sys/dev/block/${majorOf(st.rdev)}:${minorOf(st.rdev)}`);
+    } catch {
+      sysfs = null;
+    }
+    return { path: p, identity: `b:${st.rdev}`, sysfs };
+  }
+  if (st.isFile()) return { path: p, identity: `f:${st.dev}:${st.ino}`, sysfs: null };
+  throw new DmrError('E_DEVICE_INVALID', `${what} is not a block device or a regular file`);
+}
+
+function checkAccess(p: string, what: string): void {
+  try {
+    fs.accessSync(p, fs.constants.R_OK | fs.constants.W_OK);
+  } catch (e) {
+    throw backingDeviceError(e, what);
+  }
+}
+
+export function checkDistinct(main: Identity, spare: Identity): void {
+  if (main.identity === spare.identity) {
+    const same = main.path === spare.path ? main.path : `${main.path} and ${spare.path}`;
+    throw new DmrError('E_SAME_DEVICE', `main and spare are the same device (${same})`);
+  }
+  if (main.sysfs !== null && spare.sysfs !== null) {
+    if (spare.sysfs.startsWith(`${main.sysfs}/`)) {
+      throw new DmrError('E_SAME_DEVICE', `spare ${spare.path} is a partition of main ${main.path}`);
+    }
+    if (main.sysfs.startsWith(`${spare.sysfs}/`)) {
+      throw new DmrError('E_SAME_DEVICE', `main ${main.path} is a partition of spare ${spare.path}`);
+    }
+  }
+}
+
+/** Refuses a main or spare that a running dmremap-ublk daemon already serves, and a name already taken. */
+export function checkRegistry(entries: RegistryEntry[], main: Identity, spare: Identity, name: string | null): void {
+  for (const e of entries) {
+    for (const [role, id] of [['main', main], ['spare', spare]] as const) {
+      for (const [theirRole, theirs] of [['main', e.main], ['spare', e.spare]] as const) {
+        if (theirs.identity === id.identity) {
+          throw new DmrError(
+            'E_DEVICE_BUSY',
+            `${role} device ${id.path} is already the ${theirRole} of dmremap-ublk device ${describe(e)}`,
+          );
+        }
+      }
+    }
+    if (name !== null && e.name === name) {
+      throw new DmrError('E_NAME_TAKEN', `name ${JSON.stringify(name)} is already used by ${e.blockPath}`);
+    }
+  }
+}
+
+function describe(e: RegistryEntry): string {
+  return e.name === null ? e.blockPath : `${e.blockPath} (${e.name})`;
+}
+
+function backingInfo(native: NativeAddon, id: Identity, role: 'main' | 'spare'): BackingInfo & { identity: string } {
+  try {
+    return { ...native.openBackingInfo(id.path), identity: id.identity };
+  } catch (e) {
+    throw backingDeviceError(e, `${role} device ${id.path}`);
+  }
+}
+
+export function probeUblk(native: NativeAddon): UblkProbe {
+  const probe = native.probe();
+  if (probe.controlAvailable) return probe;
+  const code = probe.controlErrno > 0 ? errnoName(probe.controlErrno) : 'ENOENT';
+  if (code === 'EACCES' || code === 'EPERM') {
+    throw new DmrError('E_NO_UBLK', `/dev/ublk-control: permission denied (run as root)`);
+  }
+  throw new DmrError('E_NO_UBLK', `/dev/ublk-control is not available (${code}); load the driver: modprobe ublk_drv`);
+}
+
+/** Validates `cfg` against the devices, the registry and the kernel. Changes nothing. */
+export function planDevice(native: NativeAddon, cfg: DeviceConfig, running: RegistryEntry[]): DevicePlan {
+  const mainId = identify(cfg.mainPath, 'main');
+  const spareId = identify(cfg.sparePath, 'spare');
+  checkDistinct(mainId, spareId);
+  checkAccess(cfg.mainPath, `main device ${cfg.mainPath}`);
+  checkAccess(cfg.sparePath, `spare device ${cfg.sparePath}`);
+  checkRegistry(running, mainId, spareId, cfg.name);
+
+  const main = backingInfo(native, mainId, 'main');
+  const spare = backingInfo(native, spareId, 'spare');
+
+  const blockSize = cfg.blockSize ?? (main.logicalBlockSize > 512 ? 4096 : 512);
+  if (blockSize < main.logicalBlockSize) {
+    throw new DmrError(
+      'E_BLOCK_SIZE',
+      `block size ${blockSize} is smaller than main device ${main.path}'s logical block size ${main.logicalBlockSize}`,
+    );
+  }
+  if (spare.logicalBlockSize > blockSize) {
+    throw new DmrError(
+      'E_BLOCK_SIZE',
+      `spare device ${spare.path}'s logical block size ${spare.logicalBlockSize} is larger than the block size ${blockSize}`,
+    );
+  }
+  const sizeBytes = (main.sizeBytes / BigInt(blockSize)) * BigInt(blockSize);
+  if (sizeBytes === 0n) {
+    throw new DmrError('E_DEVICE_INVALID', `main device ${main.path} is smaller than one block (${blockSize} bytes)`);
+  }
+  if (spare.sizeBytes < BigInt(blockSize)) {
+    throw new DmrError('E_DEVICE_INVALID', `spare device ${spare.path} is smaller than one block (${blockSize} bytes)`);
+  }
+  if (cfg.maxIoBytes < blockSize) {
+    throw new DmrError('E_BLOCK_SIZE', `max I/O ${cfg.maxIoBytes} bytes is smaller than the block size ${blockSize}`);
+  }
+  const probe = probeUblk(native);
+  return {
+    main,
+    spare,
+    probe,
+    queues: cfg.queues ?? Math.min(4, os.availableParallelism()),
+    depth: cfg.depth,
+    blockSize,
+    sizeBytes,
+    maxIoBytes: cfg.maxIoBytes,
+    discard: main.discard,
+  };
+}

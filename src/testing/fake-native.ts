@@ -1,0 +1,196 @@
+// An in-memory stand-in for the C++ addon, for unit tests on hosts without ublk. It behaves like the kernel
+// where the daemon depends on it: device ids are allocated lowest-free, "device nodes" (plain files in
+// `devDir`) appear on start and disappear on stop, start can fail after ADD_DEV (leaving a node the daemon
+// must clean up), busy backing devices fail start with EBUSY, and stop is idempotent.
+// Selected only by tests (see native-select.ts); never loaded otherwise.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import util from 'node:util';
+import { z } from 'zod';
+import type {
+  BackingInfo,
+  DeviceInfo,
+  DeviceOptions,
+  KernelDeviceInfo,
+  NativeAddon,
+  NativeDevice,
+  NativeErrorShape,
+  NativeEvent,
+  QueueStats,
+  UblkProbe,
+} from '../native.js';
+
+export const fakeConfigSchema = z.strictObject({
+  devDir: z.string(),
+  controlAvailable: z.boolean().default(true),
+  controlErrno: z.number().int().default(2),
+  /** Paths whose start fails with EBUSY, as an O_EXCL open of a mounted device would. */
+  busy: z.array(z.string()).default([]),
+  /** errno name START_DEV fails with, after ADD_DEV succeeded. */
+  failStart: z.string().nullable().default(null),
+  logicalBlockSize: z.number().int().default(512),
+  /** Milliseconds stop() takes. */
+  stopDelayMs: z.number().int().nonnegative().default(0),
+});
+export type FakeConfig = z.input<typeof fakeConfigSchema>;
+
+/** An error shaped like the addon's: message "<command>[ <detail>]: <strerror>". */
+export function nativeError(code: string, command: string, detail = ''): NativeErrorShape {
+  const errno = (os.constants.errno as Record<string, number>)[code] ?? 0;
+  const text = util.getSystemErrorMap().get(-errno)?.[1] ?? code;
+  const message = `${command}${detail ? ` ${detail}` : ''}: ${text}`;
+  return Object.assign(new Error(message), { code, errno, command });
+}
+
+export class FakeDevice implements NativeDevice {
+  private devId = -1;
+  private started = false;
+  readonly queueStats: QueueStats[];
+
+  constructor(
+    private readonly addon: FakeNative,
+    readonly opts: DeviceOptions,
+  ) {
+    if (opts.queues < 1 || opts.queues > 16) throw new RangeError(`queues ${opts.queues} out of range`);
+    if (opts.depth < 1 || opts.depth > 4096) throw new RangeError(`depth ${opts.depth} out of range`);
+    if (opts.sizeBytes % BigInt(opts.blockSize) !== 0n) throw new RangeError('size is not a multiple of the block size');
+    this.queueStats = Array.from({ length: opts.queues }, (_, queue) => ({
+      queue,
+      reads: 0,
+      writes: 0,
+      flushes: 0,
+      discards: 0,
+      readBytes: 0,
+      writeBytes: 0,
+      errors: 0,
+      inflight: 0,
+      latencyLog2Us: new Array<number>(24).fill(0),
+    }));
+    addon.devices.push(this);
+  }
+
+  private node(kind: 'b' | 'c'): string {
+    return path.join(this.addon.cfg.devDir, `ublk${kind}${this.devId}`);
+  }
+
+  async start(): Promise<DeviceInfo> {
+    const cfg = this.addon.cfg;
+    for (const p of [this.opts.mainPath, this.opts.sparePath]) {
+      if (cfg.busy.includes(p)) throw nativeError('EBUSY', 'open', p);
+    }
+    // ADD_DEV: the lowest free id, claimed by creating the char node exclusively.
+    for (let id = 0; ; id++) {
+      try {
+        fs.writeFileSync(path.join(cfg.devDir, `ublkc${id}`), String(process.pid), { flag: 'wx' });
+        this.devId = id;
+        break;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+    }
+    if (cfg.failStart !== null) throw nativeError(cfg.failStart, 'START_DEV');
+    fs.writeFileSync(this.node('b'), '');
+    this.started = true;
+    for (let q = 0; q < this.opts.queues; q++) {
+      setImmediate(() => this.emit({ type: 'queue_started', queue: q, tid: 1000 + q }));
+    }
+    return this.info();
+  }
+
+  async stop(): Promise<void> {
+    if (this.devId < 0) return;
+    if (this.addon.cfg.stopDelayMs > 0) await new Promise((r) => setTimeout(r, this.addon.cfg.stopDelayMs));
+    if (this.started) {
+      for (let q = 0; q < this.opts.queues; q++) this.emit({ type: 'queue_stopped', queue: q, reason: 'stopped' });
+    }
+    fs.rmSync(this.node('b'), { force: true });
+    fs.rmSync(this.node('c'), { force: true });
+    this.started = false;
+    this.devId = -1;
+  }
+
+  info(): DeviceInfo {
+    return {
+      devId: this.devId,
+      blockPath: this.node('b'),
+      charPath: this.node('c'),
+      queues: this.opts.queues,
+      depth: this.opts.depth,
+      flags: 0x40n,
+      state: this.started ? 'live' : 'dead',
+      fixedBuffers: false,
+    };
+  }
+
+  stats(): QueueStats[] {
+    return this.queueStats.map((s) => ({ ...s, latencyLog2Us: [...s.latencyLog2Us] }));
+  }
+
+  /** Delivers an event as the addon's ThreadSafeFunction would. */
+  emit(ev: NativeEvent): void {
+    this.opts.onEvent(ev);
+  }
+}
+
+export class FakeNative implements NativeAddon {
+  readonly cfg: z.output<typeof fakeConfigSchema>;
+  readonly devices: FakeDevice[] = [];
+  readonly Device: new (opts: DeviceOptions) => NativeDevice;
+
+  constructor(cfg: FakeConfig) {
+    this.cfg = fakeConfigSchema.parse(cfg);
+    const addon = this;
+    this.Device = class extends FakeDevice {
+      constructor(opts: DeviceOptions) {
+        super(addon, opts);
+      }
+    };
+  }
+
+  probe(): UblkProbe {
+    return {
+      controlAvailable: this.cfg.controlAvailable,
+      controlErrno: this.cfg.controlAvailable ? 0 : this.cfg.controlErrno,
+      features: 0xc2n,
+      featuresKnown: true,
+      opcodeEncoding: 'ioctl',
+    };
+  }
+
+  openBackingInfo(p: string): BackingInfo {
+    let st: fs.BigIntStats;
+    try {
+      st = fs.statSync(p, { bigint: true });
+    } catch (e) {
+      throw nativeError((e as NodeJS.ErrnoException).code ?? 'EIO', 'open', p);
+    }
+    return {
+      path: p,
+      sizeBytes: st.size,
+      isBlockDevice: st.isBlockDevice(),
+      rdev: st.rdev,
+      dev: st.dev,
+      ino: st.ino,
+      logicalBlockSize: this.cfg.logicalBlockSize,
+      physicalBlockSize: 4096,
+      discard: true,
+      rotational: false,
+    };
+  }
+
+  async kernelDeviceInfo(devId: number): Promise<KernelDeviceInfo> {
+    let pid: number;
+    try {
+      pid = Number(fs.readFileSync(path.join(this.cfg.devDir, `ublkc${devId}`), 'utf8'));
+    } catch {
+      throw nativeError('ENODEV', 'GET_DEV_INFO');
+    }
+    return { devId, state: 'dead', pid, queues: 1, depth: 128, flags: 0x40n };
+  }
+
+  async deleteKernelDevice(devId: number): Promise<void> {
+    fs.rmSync(path.join(this.cfg.devDir, `ublkb${devId}`), { force: true });
+    fs.rmSync(path.join(this.cfg.devDir, `ublkc${devId}`), { force: true });
+  }
+}
