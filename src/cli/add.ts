@@ -1,0 +1,147 @@
+// `dmremap-ublk add`: in the foreground, run the daemon in this process; otherwise start it detached
+// (a new session, cwd /, output to a log file) and wait for its one readiness line.
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { DmrError, errorCodeOf, isErrorCode, toDmrError } from '../errors.js';
+import { createLogger } from '../log.js';
+import { Daemon } from '../device/daemon.js';
+import { planDevice } from '../device/validate.js';
+import { readEntries } from '../control/registry.js';
+import { defaultLogFile, ensureRunDir, runDir } from '../paths.js';
+import { printJson, type CliContext } from './context.js';
+import { failureMessage, readyMessageSchema, READY_FD_ENV, sendReady, takeReadyFd, type Ready } from './readiness.js';
+import type { AddFlags } from './schemas.js';
+
+const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
+export const READY_TIMEOUT_MS = 120_000;
+
+function announce(ctx: CliContext, flags: AddFlags, ready: Ready): void {
+  if (flags.json) printJson(ctx, { devId: ready.devId, blockPath: ready.blockPath, name: ready.name, pid: ready.pid });
+  else ctx.stdout.write(`${ready.blockPath}\n`);
+}
+
+/** Runs the daemon in this process until it is told to stop. Resolves with the exit code. */
+export async function runForeground(ctx: CliContext, flags: AddFlags): Promise<number> {
+  const readyFd = takeReadyFd(ctx.env);
+  const log = createLogger({
+    file: flags.logFile ?? undefined,
+    pretty: flags.logFile === null && ctx.stderrIsTTY,
+    stderr: ctx.stderr,
+    level: ctx.env.DMREMAP_LOG_LEVEL,
+  });
+  // Signals that arrive while the device is being set up are remembered and acted on once it is up,
+  // so that setup is never cut short with a half-created device left in the kernel.
+  let daemon: Daemon | null = null;
+  let pendingSignal: NodeJS.Signals | null = null;
+  const onSignal = (sig: NodeJS.Signals): void => {
+    if (daemon) void daemon.shutdown(`signal ${sig}`);
+    else pendingSignal = sig;
+  };
+  const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
+  for (const s of signals) process.on(s, onSignal);
+  const ignoreHup = (): void => log.info('SIGHUP ignored');
+  process.on('SIGHUP', ignoreHup);
+  try {
+    try {
+      daemon = await Daemon.start(flags.device, { native: await ctx.loadNative(), runDir: runDir(ctx.env), log, logFile: flags.logFile });
+    } catch (e) {
+      const err = toDmrError(e);
+      log.error({ code: err.code, err: err.message }, 'device not created');
+      if (readyFd !== null) sendReady(readyFd, failureMessage(err));
+      throw err;
+    }
+    const ready: Ready = { ok: true, devId: daemon.info.devId, blockPath: daemon.info.blockPath, name: flags.device.name, pid: process.pid };
+    if (readyFd !== null) sendReady(readyFd, ready);
+    else announce(ctx, flags, ready);
+    if (pendingSignal !== null) void daemon.shutdown(`signal ${pendingSignal}`);
+    return await daemon.exited;
+  } finally {
+    for (const s of signals) process.off(s, onSignal);
+    process.off('SIGHUP', ignoreHup);
+  }
+}
+
+/** Starts the daemon detached and waits for it to report the device live (or why it is not). */
+export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<number> {
+  const dir = runDir(ctx.env);
+  // Validate here too, so that bad input is reported before anything (run directory, log file, daemon)
+  // is created. The daemon validates again: things may change in between.
+  planDevice(await ctx.loadNative(), flags.device, readEntries(dir).live);
+  ensureRunDir(dir);
+  const logFile = flags.logFile ?? defaultLogFile(dir);
+  let out: number;
+  try {
+    out = fs.openSync(logFile, 'a', 0o600);
+  } catch (e) {
+    throw new DmrError('E_RUN_DIR', `cannot open log file ${logFile}: ${errorCodeOf(e) ?? String(e)}`);
+  }
+  const args = [BIN, 'add', ...daemonArgs(flags), '--foreground', '--log-file', logFile];
+  const child = spawn(process.execPath, args, {
+    cwd: '/',
+    detached: true,
+    stdio: ['ignore', out, out, 'pipe'],
+    env: { ...ctx.env, [READY_FD_ENV]: '3' },
+  });
+  fs.closeSync(out);
+  const ready = await awaitReady(child, logFile);
+  child.unref();
+  announce(ctx, flags, ready);
+  return 0;
+}
+
+/** The validated flags again, with absolute paths: the daemon runs in / and must see the same devices. */
+function daemonArgs(flags: AddFlags): string[] {
+  const d = flags.device;
+  const args = ['--main', d.mainPath, '--spare', d.sparePath, '--depth', String(d.depth), '--max-io', String(d.maxIoBytes / 1024)];
+  if (d.name !== null) args.push('--name', d.name);
+  if (d.queues !== undefined) args.push('--queues', String(d.queues));
+  if (d.blockSize !== undefined) args.push('--block-size', String(d.blockSize));
+  return args;
+}
+
+function awaitReady(child: ReturnType<typeof spawn>, logFile: string): Promise<Ready> {
+  const pipe = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
+  return new Promise((resolve, reject) => {
+    let buf = '';
+    let settled = false;
+    const settle = (err: DmrError | null, ready?: Ready): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      pipe.destroy();
+      child.off('exit', onExit);
+      if (err) reject(err);
+      else resolve(ready as Ready);
+    };
+    const timer = setTimeout(() => {
+      child.kill('SIGTERM');
+      settle(new DmrError('E_TIMEOUT', `daemon did not report the device ready within ${READY_TIMEOUT_MS / 1000} s (see ${logFile})`));
+    }, READY_TIMEOUT_MS);
+    const onExit = (code: number | null, sig: NodeJS.Signals | null): void => {
+      // The pipe may still hold the message: give it a moment to be read before reporting the exit.
+      setTimeout(() => {
+        const how = sig !== null ? `signal ${sig}` : `exit code ${code}`;
+        settle(new DmrError('E_DAEMON', `daemon exited (${how}) before the device was ready (see ${logFile})`));
+      }, 100);
+    };
+    child.on('exit', onExit);
+    child.on('error', (e) => settle(new DmrError('E_DAEMON', `cannot start the daemon: ${e.message}`)));
+    pipe.setEncoding('utf8');
+    pipe.on('data', (chunk: string) => {
+      buf += chunk;
+      const nl = buf.indexOf('\n');
+      if (nl < 0) return;
+      let raw: unknown;
+      try {
+        raw = JSON.parse(buf.slice(0, nl));
+      } catch {
+        raw = undefined;
+      }
+      const msg = readyMessageSchema.safeParse(raw);
+      if (!msg.success) settle(new DmrError('E_PROTOCOL', `daemon sent a malformed readiness message (see ${logFile})`));
+      else if (msg.data.ok) settle(null, msg.data);
+      else settle(new DmrError(isErrorCode(msg.data.code) ? msg.data.code : 'E_DAEMON', msg.data.message));
+    });
+  });
+}

@@ -1,0 +1,21 @@
+// What a command runs against: the environment, the output streams, and how to get the native addon.
+// The CLI entry point fills it from the process; tests fill it with their own.
+import type { NativeAddon } from '../native.js';
+
+export interface Out {
+  write(s: string): unknown;
+}
+
+export interface CliContext {
+  env: NodeJS.ProcessEnv;
+  stdout: Out;
+  stderr: Out;
+  stderrIsTTY: boolean;
+  loadNative: () => Promise<NativeAddon>;
+}
+
+export const PROG = 'dmremap-ublk';
+
+export function printJson(ctx: CliContext, value: unknown): void {
+  ctx.stdout.write(`${JSON.stringify(value)}\n`);
+}

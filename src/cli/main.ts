@@ -1,0 +1,88 @@
+// The CLI dispatcher. `main` parses the command line, runs one command and returns the exit code; every
+// failure is printed as one line "dmremap-ublk: <what is wrong>" on stderr (and, with --json, as
+// {"error":{"code","message"}} on stdout). `run` is what bin/dmremap-ublk.js calls.
+import fs from 'node:fs';
+import { toDmrError, usageError } from '../errors.js';
+import { selectNative } from '../native-select.js';
+import { oneTarget, parseShape, validate } from './args.js';
+import { runDetached, runForeground } from './add.js';
+import { PROG, printJson, type CliContext } from './context.js';
+import { runDel } from './del.js';
+import { HELP } from './help.js';
+import { runList } from './list.js';
+import { addFlagsSchema, addOptions, delOptions, jsonFlagSchema, listOptions, statusOptions } from './schemas.js';
+import { runStatus } from './status.js';
+
+const COMMANDS = ['add', 'list', 'status', 'del'] as const;
+type CommandName = (typeof COMMANDS)[number];
+
+export function version(): string {
+  const pkg = JSON.parse(fs.readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): Promise<number> {
+  switch (command) {
+    case 'add': {
+      const { values } = parseShape(command, argv, addOptions, false);
+      if (values.help) return help(ctx, command);
+      const flags = validate(addFlagsSchema, values);
+      return flags.foreground ? runForeground(ctx, flags) : runDetached(ctx, flags);
+    }
+    case 'list': {
+      const { values } = parseShape(command, argv, listOptions, false);
+      if (values.help) return help(ctx, command);
+      return runList(ctx, validate(jsonFlagSchema, values).json);
+    }
+    case 'status': {
+      const { values, positionals } = parseShape(command, argv, statusOptions, true);
+      if (values.help) return help(ctx, command);
+      return runStatus(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
+    }
+    case 'del': {
+      const { values, positionals } = parseShape(command, argv, delOptions, true);
+      if (values.help) return help(ctx, command);
+      return runDel(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
+    }
+  }
+}
+
+function help(ctx: CliContext, topic: keyof typeof HELP): number {
+  ctx.stdout.write(HELP[topic]);
+  return 0;
+}
+
+export async function main(argv: string[], ctx: CliContext): Promise<number> {
+  try {
+    const [first, ...rest] = argv;
+    if (first === undefined) throw usageError(`missing command (${COMMANDS.join(', ')}); see ${PROG} --help`);
+    if (first === '--help' || first === '-h' || first === 'help') return help(ctx, 'main');
+    if (first === '--version' || first === '-V') {
+      ctx.stdout.write(`${version()}\n`);
+      return 0;
+    }
+    if (!(COMMANDS as readonly string[]).includes(first)) {
+      const what = first.startsWith('-') ? `unknown option ${first}` : `unknown command ${JSON.stringify(first)}`;
+      throw usageError(`${what} (commands: ${COMMANDS.join(', ')}; see ${PROG} --help)`);
+    }
+    return await dispatch(ctx, first as CommandName, rest);
+  } catch (e) {
+    const err = toDmrError(e);
+    ctx.stderr.write(`${PROG}: ${err.message.replace(/\s*\n\s*/g, ' ')}\n`);
+    if (argv.includes('--json')) printJson(ctx, { error: err.toJSON() });
+    return err.exitCode;
+  }
+}
+
+export async function run(): Promise<void> {
+  const ctx: CliContext = {
+    env: process.env,
+    stdout: process.stdout,
+    stderr: process.stderr,
+    stderrIsTTY: process.stderr.isTTY === true,
+    loadNative: () => selectNative(process.env),
+  };
+  const code = await main(process.argv.slice(2), ctx);
+  // Let stdout drain (it may be a pipe), then exit: native threads or sockets must not keep us alive.
+  process.stdout.write('', () => process.exit(code));
+}

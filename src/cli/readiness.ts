@@ -1,0 +1,43 @@
+// The readiness channel between `add` and the daemon it detaches: the daemon writes exactly one JSON line
+// to the file descriptor named by DMREMAP_READY_FD (the parent's extra pipe, fd 3), then closes it.
+import fs from 'node:fs';
+import { z } from 'zod';
+import type { DmrError } from '../errors.js';
+
+export const READY_FD_ENV = 'DMREMAP_READY_FD';
+
+export const readyMessageSchema = z.discriminatedUnion('ok', [
+  z.strictObject({
+    ok: z.literal(true),
+    devId: z.number().int().nonnegative(),
+    blockPath: z.string(),
+    name: z.string().nullable(),
+    pid: z.number().int().positive(),
+  }),
+  z.strictObject({ ok: z.literal(false), code: z.string(), message: z.string() }),
+]);
+export type ReadyMessage = z.infer<typeof readyMessageSchema>;
+export type Ready = Extract<ReadyMessage, { ok: true }>;
+
+/** Takes the readiness fd out of the environment (so nothing the daemon starts inherits it). */
+export function takeReadyFd(env: NodeJS.ProcessEnv): number | null {
+  const v = env[READY_FD_ENV];
+  delete env[READY_FD_ENV];
+  return v !== undefined && /^\d+$/.test(v) ? Number(v) : null;
+}
+
+/** Writes the one message and closes the fd. A parent that already gave up (EPIPE) is not an error. */
+export function sendReady(fd: number, msg: ReadyMessage): void {
+  try {
+    fs.writeSync(fd, `${JSON.stringify(msg)}\n`);
+  } catch {
+    // The parent is gone; the daemon carries on (or exits) regardless.
+  }
+  try {
+    fs.closeSync(fd);
+  } catch {
+    // Already closed.
+  }
+}
+
+export const failureMessage = (e: DmrError): ReadyMessage => ({ ok: false, code: e.code, message: e.message });

@@ -1,0 +1,96 @@
+// Option specs and zod schemas of every command's flags.
+import path from 'node:path';
+import { z } from 'zod';
+import {
+  DEFAULT_DEPTH,
+  DEFAULT_MAX_IO_KIB,
+  MAX_DEPTH,
+  MAX_MAX_IO_KIB,
+  MAX_QUEUES,
+  MIN_MAX_IO_KIB,
+  type DeviceConfig,
+} from '../device/config.js';
+import type { OptionSpecs } from './args.js';
+
+const help = { help: { type: 'boolean', short: 'h' } } as const;
+const json = { json: { type: 'boolean' } } as const;
+
+export const addOptions = {
+  main: { type: 'string' },
+  spare: { type: 'string' },
+  name: { type: 'string' },
+  queues: { type: 'string' },
+  depth: { type: 'string' },
+  'block-size': { type: 'string' },
+  'max-io': { type: 'string' },
+  foreground: { type: 'boolean' },
+  'log-file': { type: 'string' },
+  ...json,
+  ...help,
+} as const satisfies OptionSpecs;
+export const listOptions = { ...json, ...help } as const satisfies OptionSpecs;
+export const statusOptions = { ...json, ...help } as const satisfies OptionSpecs;
+export const delOptions = { ...json, ...help } as const satisfies OptionSpecs;
+
+const devicePath = (flag: string) =>
+  z
+    .string({ error: `missing required option --${flag} <path>` })
+    .min(1, `--${flag} must not be empty`)
+    .transform((p) => path.resolve(p));
+
+/** A whole number in [min, max] written in decimal digits; the message names the flag and the bad value. */
+export const intFlag = (flag: string, min: number, max: number, multipleOf = 1) =>
+  z.string().transform((s, ctx) => {
+    const n = /^[0-9]{1,9}$/.test(s) ? Number(s) : NaN;
+    if (Number.isNaN(n)) {
+      ctx.addIssue({ code: 'custom', message: `--${flag} must be a whole number, got ${JSON.stringify(s)}` });
+      return z.NEVER;
+    }
+    if (n < min || n > max || n % multipleOf !== 0) {
+      const mult = multipleOf > 1 ? `, a multiple of ${multipleOf}` : '';
+      ctx.addIssue({ code: 'custom', message: `--${flag} must be from ${min} to ${max}${mult}, got ${n}` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
+export const NAME_RE = /^[A-Za-z][A-Za-z0-9._-]{0,63}$/;
+
+const deviceName = z
+  .string()
+  .regex(NAME_RE, '--name must start with a letter and hold at most 64 letters, digits, ".", "_" or "-"')
+  .refine((n) => !/^ublk[bc]?\d+$/.test(n), '--name must not look like a device id (ublkN, ublkbN, ublkcN)');
+
+export const addFlagsSchema = z
+  .object({
+    main: devicePath('main'),
+    spare: devicePath('spare'),
+    name: deviceName.optional(),
+    queues: intFlag('queues', 1, MAX_QUEUES).optional(),
+    depth: intFlag('depth', 1, MAX_DEPTH).optional(),
+    'block-size': z
+      .enum(['512', '4096'], { error: (iss) => `--block-size must be 512 or 4096, got ${JSON.stringify(iss.input)}` })
+      .transform((s) => Number(s) as 512 | 4096)
+      .optional(),
+    'max-io': intFlag('max-io', MIN_MAX_IO_KIB, MAX_MAX_IO_KIB, 4).optional(),
+    foreground: z.boolean().default(false),
+    'log-file': z.string().min(1, '--log-file must not be empty').transform((p) => path.resolve(p)).optional(),
+    json: z.boolean().default(false),
+  })
+  .transform((f) => ({
+    device: {
+      mainPath: f.main,
+      sparePath: f.spare,
+      name: f.name ?? null,
+      queues: f.queues,
+      depth: f.depth ?? DEFAULT_DEPTH,
+      blockSize: f['block-size'],
+      maxIoBytes: (f['max-io'] ?? DEFAULT_MAX_IO_KIB) * 1024,
+    } satisfies DeviceConfig,
+    foreground: f.foreground,
+    logFile: f['log-file'] ?? null,
+    json: f.json,
+  }));
+export type AddFlags = z.output<typeof addFlagsSchema>;
+
+export const jsonFlagSchema = z.object({ json: z.boolean().default(false) });
