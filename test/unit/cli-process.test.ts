@@ -1,0 +1,133 @@
+// The built CLI as a user runs it (node bin/dmremap-ublk.js), with the fake addon: add detaches and
+// prints the path, list/status/del find the device by path, id or name, del waits until everything is
+// gone, and a foreground daemon stops cleanly on SIGTERM and SIGINT.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readEntries } from '../../src/control/registry.js';
+import { cli, cliSpawn, makeWorld, pidAlive, waitFor, type World } from './helpers.js';
+
+let w: World;
+beforeEach(() => {
+  w = makeWorld();
+});
+afterEach(() => {
+  // Never leave a daemon behind, even when a test failed half-way.
+  for (const e of readEntries(w.runDir).live) {
+    try {
+      process.kill(e.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  w.cleanup();
+});
+
+describe('dmremap-ublk (built CLI, fake addon)', () => {
+  it('add detaches, prints the path; list, status, del work by path, id and name', async () => {
+    const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--queues', '2']);
+    expect(add.stderr).toBe('');
+    expect(add.status).toBe(0);
+    const blockPath = path.join(w.devDir, 'ublkb0');
+    expect(add.stdout).toBe(`${blockPath}\n`);
+    const [entry] = readEntries(w.runDir).live;
+    expect(entry).toBeDefined();
+    expect(entry?.pid).not.toBe(process.pid);
+    expect(pidAlive(entry?.pid ?? 0)).toBe(true);
+    expect(entry?.logFile).toBe(path.join(w.runDir, 'daemon.log'));
+
+    const list = cli(w, ['list', '--json']);
+    expect(list.status).toBe(0);
+    expect(JSON.parse(list.stdout)).toEqual([
+      expect.objectContaining({ devId: 0, name: 'vol', blockPath, main: w.main, spare: w.spare, state: 'running' }),
+    ]);
+    const human = cli(w, ['list']);
+    expect(human.stdout).toMatch(/^DEVICE\s+NAME\s+MAIN\s+SPARE\s+PID\s+STATE\n/);
+    expect(human.stdout).toContain(`${blockPath}  vol`);
+
+    for (const target of [blockPath, '0', 'ublkb0', 'vol']) {
+      const st = cli(w, ['status', target, '--json']);
+      expect(st.status, st.stderr).toBe(0);
+      expect(JSON.parse(st.stdout)).toMatchObject({ devId: 0, name: 'vol', blockPath, queues: 2, state: 'live' });
+    }
+    const hs = cli(w, ['status', 'vol']);
+    expect(hs.stdout).toMatch(new RegExp(`^${blockPath} \\(vol\\): live, device id 0`));
+
+    const del = cli(w, ['del', 'vol']);
+    expect(del.stderr).toBe('');
+    expect(del.status).toBe(0);
+    expect(del.stdout).toBe(`removed ${blockPath}\n`);
+    // del returns only once the daemon has exited and the device is gone.
+    expect(pidAlive(entry?.pid ?? 0)).toBe(false);
+    expect(w.devNodes()).toEqual([]);
+    expect(w.runDirEntries()).toEqual(['daemon.log']);
+    expect(cli(w, ['list', '--json']).stdout).toBe('[]\n');
+  });
+
+  it('add --json and del --json', () => {
+    const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--json']);
+    expect(add.status).toBe(0);
+    const out = JSON.parse(add.stdout) as { devId: number; blockPath: string; name: null; pid: number };
+    expect(out).toMatchObject({ devId: 0, blockPath: path.join(w.devDir, 'ublkb0'), name: null });
+    const del = cli(w, ['del', out.blockPath, '--json']);
+    expect(JSON.parse(del.stdout)).toEqual({ devId: 0, blockPath: out.blockPath, name: null, removed: true });
+    expect(pidAlive(out.pid)).toBe(false);
+  });
+
+  it('a daemon failing after validation reports its error through the parent, exit 1, nothing left', () => {
+    const add = cli(w, ['add', '--main', w.main, '--spare', w.spare], { failStart: 'ENOMEM' });
+    expect(add.status).toBe(1);
+    expect(add.stdout).toBe('');
+    expect(add.stderr).toBe('dmremap-ublk: cannot start the ublk device: START_DEV: not enough memory (ENOMEM)\n');
+    expect(w.devNodes()).toEqual([]);
+    expect(w.runDirEntries()).toEqual(['daemon.log']); // the detached daemon's log, saying why
+    expect(fs.readFileSync(path.join(w.runDir, 'daemon.log'), 'utf8')).toContain('E_KERNEL');
+  });
+
+  it('bad input: one line, exit code, and --json error object', () => {
+    const r = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--depth', 'deep', '--json']);
+    expect(r.status).toBe(2);
+    expect(r.stderr).toBe('dmremap-ublk: --depth must be a whole number, got "deep"\n');
+    expect(JSON.parse(r.stdout)).toEqual({ error: { code: 'E_USAGE', message: '--depth must be a whole number, got "deep"' } });
+    expect(w.runDirEntries()).toEqual([]);
+  });
+
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    it(`add --foreground prints the path and stops cleanly on ${sig}`, async () => {
+      const child = cliSpawn(w, ['add', '--main', w.main, '--spare', w.spare, '--foreground']);
+      let out = '';
+      child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+      await waitFor(() => out.includes('\n'), 10_000);
+      expect(out).toBe(`${path.join(w.devDir, 'ublkb0')}\n`);
+      expect(readEntries(w.runDir).live.map((e) => e.pid)).toEqual([child.pid]);
+      child.kill(sig);
+      expect(await exited).toBe(0);
+      expect(w.devNodes()).toEqual([]);
+      expect(w.runDirEntries()).toEqual([]);
+    });
+  }
+
+  it('del of a device whose daemon was killed deletes its kernel device', async () => {
+    const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', 'crashy', '--json']);
+    const { pid } = JSON.parse(add.stdout) as { pid: number };
+    process.kill(pid, 'SIGKILL');
+    await waitFor(() => !pidAlive(pid));
+    expect(w.devNodes()).toEqual(['ublkb0', 'ublkc0']); // the kernel keeps a dead server's device
+    expect(cli(w, ['list', '--json']).stdout).toBe('[]\n');
+    const del = cli(w, ['del', 'crashy']);
+    expect(del.stderr).toBe('');
+    expect(del.status).toBe(0);
+    expect(w.devNodes()).toEqual([]);
+    expect(w.runDirEntries()).toEqual(['daemon.log']);
+  });
+
+  it('--help and --version', () => {
+    const h = cli(w, ['add', '--help']);
+    expect(h.status).toBe(0);
+    expect(h.stdout).toMatch(/^Usage: dmremap-ublk add --main <path> --spare <path>/);
+    const v = cli(w, ['--version']);
+    const pkg = JSON.parse(fs.readFileSync(path.resolve(import.meta.dirname, '../../package.json'), 'utf8')) as { version: string };
+    expect(v.stdout).toBe(`${pkg.version}\n`);
+  });
+});

@@ -1,0 +1,116 @@
+// Shared fixtures for unit tests: a temporary world (run dir, fake device-node dir, backing files), a CLI
+// context that captures output, and the built CLI run as a child process with the fake addon.
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FakeNative, type FakeConfig } from '../../src/testing/fake-native.js';
+import { createLogger, type Logger } from '../../src/log.js';
+import type { CliContext } from '../../src/cli/context.js';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const BIN = path.join(REPO, 'bin/dmremap-ublk.js');
+
+export interface World {
+  root: string;
+  runDir: string;
+  devDir: string;
+  main: string;
+  spare: string;
+  /** Creates a file of `bytes` bytes under the world's root and returns its path. */
+  file(name: string, bytes: number): string;
+  /** Names of entries in the run dir (empty if it does not exist). */
+  runDirEntries(): string[];
+  /** Fake device nodes currently present. */
+  devNodes(): string[];
+  cleanup(): void;
+}
+
+export function makeWorld(): World {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-test-'));
+  const devDir = path.join(root, 'dev');
+  fs.mkdirSync(devDir);
+  const file = (name: string, bytes: number): string => {
+    const p = path.join(root, name);
+    fs.writeFileSync(p, '');
+    fs.truncateSync(p, bytes);
+    return p;
+  };
+  const list = (d: string): string[] => (fs.existsSync(d) ? fs.readdirSync(d).sort() : []);
+  return {
+    root,
+    runDir: path.join(root, 'run'),
+    devDir,
+    main: file('main.img', 8 << 20),
+    spare: file('spare.img', 4 << 20),
+    file,
+    runDirEntries: () => list(path.join(root, 'run')),
+    devNodes: () => list(devDir),
+    cleanup: () => fs.rmSync(root, { recursive: true, force: true }),
+  };
+}
+
+export function fakeFor(w: World, cfg: Partial<FakeConfig> = {}): FakeNative {
+  return new FakeNative({ devDir: w.devDir, ...cfg });
+}
+
+export const quietLog = (): Logger => createLogger({ level: 'silent' });
+
+export interface Captured {
+  ctx: CliContext;
+  stdout: () => string;
+  stderr: () => string;
+}
+
+export function captureCtx(w: World, native: FakeNative): Captured {
+  let out = '';
+  let err = '';
+  return {
+    ctx: {
+      env: { DMREMAP_RUN_DIR: w.runDir, DMREMAP_LOG_LEVEL: 'silent' },
+      stdout: { write: (s: string) => (out += s) },
+      stderr: { write: (s: string) => (err += s) },
+      stderrIsTTY: false,
+      loadNative: async () => native,
+    },
+    stdout: () => out,
+    stderr: () => err,
+  };
+}
+
+function cliEnv(w: World, fake: Partial<FakeConfig>): NodeJS.ProcessEnv {
+  return {
+    ...process.env,
+    VITEST: 'true',
+    DMREMAP_RUN_DIR: w.runDir,
+    DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...fake }),
+  };
+}
+
+/** Runs the built CLI to completion with the fake addon. */
+export function cli(w: World, args: string[], fake: Partial<FakeConfig> = {}): SpawnSyncReturns<string> {
+  return spawnSync(process.execPath, [BIN, ...args], { env: cliEnv(w, fake), encoding: 'utf8', timeout: 30_000 });
+}
+
+/** Starts the built CLI without waiting (for `add --foreground`). */
+export function cliSpawn(w: World, args: string[], fake: Partial<FakeConfig> = {}) {
+  return spawn(process.execPath, [BIN, ...args], { env: cliEnv(w, fake), stdio: ['ignore', 'pipe', 'pipe'] });
+}
+
+export async function waitFor(cond: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
