@@ -32,8 +32,15 @@ fail() {
 preload=(ublk_drv dm_mod dm_flakey loop ext4 sd_mod)
 # Extra modules may be requested from the host: DMREMAP_VM_MODULES="a b c".
 read -r -a extra <<<"${DMREMAP_VM_MODULES:-}"
+# In parallel: under TCG most of a module load is the kernel copying,
+# hashing (signature check) and relocating it, and the VM has 2+ CPUs.
+pids=()
 for m in "${preload[@]}" "${extra[@]}"; do
-  modprobe "$m" || fail "modprobe $m failed"
+  modprobe "$m" &
+  pids+=("$!:$m")
+done
+for p in "${pids[@]}"; do
+  wait "${p%%:*}" || fail "modprobe ${p#*:} failed"
 done
 
 # devtmpfs creates the nodes asynchronously to the module's init in theory;
