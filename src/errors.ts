@@ -104,7 +104,7 @@ export function kernelError(e: unknown, doing: string): DmrError {
 
 /** The addon's message already names the command, its detail and strerror; add the errno name. */
 function describeNative(e: NativeErrorShape): string {
-  const name = e.errno > 0 ? errnoName(e.errno) : e.code;
+  const name = e.code !== '' ? e.code : errnoName(e.errno);
   return e.message.includes(name) ? e.message : `${e.message} (${name})`;
 }
 
