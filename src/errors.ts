@@ -23,6 +23,14 @@ export const ERROR_CODES = {
   E_DAEMON: 1,
   E_RUN_DIR: 1,
   E_INTERNAL: 1,
+  // Spare metadata (src/remap): the spare belongs to another main device, has no free slot, is too small for
+  // its metadata, holds metadata that cannot be used, failed an I/O, or an op does not fit the table's state.
+  E_SPARE_FOREIGN: 1,
+  E_SPARE_FULL: 1,
+  E_SPARE_TOO_SMALL: 1,
+  E_SPARE_METADATA: 1,
+  E_SPARE_IO: 1,
+  E_REMAP_STATE: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,0 +1,188 @@
+// The remap state a store persists: the table, the slot allocator and the counters that must survive a
+// restart. Every change is an op; applying an op validates it against the current state (typed error,
+// nothing changed, when it does not fit) and returns its undo. Replay of the journal applies the same ops.
+import { DmrError } from '../errors.js';
+import { SlotAllocator } from './allocator.js';
+import type { Geometry } from './geometry.js';
+import { MAX_ERROR_COUNT, RemapTable, type EntryOrigin } from './table.js';
+
+/** Counters persisted with the table copy and in every journal record (the snapshot after the record). */
+export interface PersistentCounters {
+  /** Remaps ever made by hand / automatically (not decremented by unremap). */
+  manualRemaps: number;
+  autoRemaps: number;
+  unremaps: number;
+  /** I/O error totals the daemon reports through RemapStore.setCounters(). */
+  readErrors: number;
+  writeErrors: number;
+}
+
+export const COUNTER_NAMES = ['manualRemaps', 'autoRemaps', 'unremaps', 'readErrors', 'writeErrors'] as const;
+/** On-disk counter slots (the ones past COUNTER_NAMES are reserved, written as 0). */
+export const COUNTER_SLOTS = 8;
+
+export const zeroCounters = (): PersistentCounters => ({
+  manualRemaps: 0,
+  autoRemaps: 0,
+  unremaps: 0,
+  readErrors: 0,
+  writeErrors: 0,
+});
+
+export const OP_CODES = { remap: 1, unremap: 2, lost: 3, mapped: 4, retire: 5, move: 6, errors: 7 } as const;
+export type OpName = keyof typeof OP_CODES;
+
+/** An op as the caller gives it: a missing slot on remap/move means "the lowest free slot". */
+export type RemapOp =
+  | { op: 'remap'; block: number; slot?: number; origin: EntryOrigin; lost?: boolean; time?: number; errorCount?: number }
+  | { op: 'unremap'; block: number; time?: number }
+  | { op: 'lost'; block: number; time?: number }
+  | { op: 'mapped'; block: number; time?: number }
+  | { op: 'retire'; slot: number; time?: number }
+  | { op: 'move'; block: number; slot?: number; time?: number }
+  | { op: 'errors'; block: number; errorCount: number; time?: number };
+
+/** An op with every field concrete: what a journal record holds. Unused fields are 0/false. */
+export interface ResolvedOp {
+  op: OpName;
+  block: number;
+  slot: number;
+  lost: boolean;
+  auto: boolean;
+  time: number;
+  errorCount: number;
+}
+
+export type Undo = () => void;
+
+const isUint = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
+
+export class RemapState {
+  readonly table = new RemapTable();
+  allocator: SlotAllocator;
+  counters: PersistentCounters = zeroCounters();
+  readonly mainBlocks: number;
+
+  constructor(geometry: Geometry, mainBlocks: number) {
+    this.allocator = new SlotAllocator(geometry);
+    this.mainBlocks = mainBlocks;
+  }
+
+  /** Fills in the slot and time of `op` from the current state (a missing slot → lowest free slot). */
+  resolve(op: RemapOp, now: number): ResolvedOp {
+    const time = op.time ?? now;
+    const base = { block: 0, slot: 0, lost: false, auto: false, time, errorCount: 0 };
+    switch (op.op) {
+      case 'remap':
+        return {
+          ...base,
+          op: 'remap',
+          block: op.block,
+          slot: op.slot ?? this.allocator.peek(),
+          lost: op.lost === true,
+          auto: op.origin === 'auto',
+          errorCount: Math.min(op.errorCount ?? 0, MAX_ERROR_COUNT),
+        };
+      case 'move':
+        return { ...base, op: 'move', block: op.block, slot: op.slot ?? this.allocator.peek() };
+      case 'retire':
+        return { ...base, op: 'retire', slot: op.slot };
+      case 'errors':
+        return { ...base, op: 'errors', block: op.block, errorCount: Math.min(op.errorCount, MAX_ERROR_COUNT) };
+      case 'unremap':
+      case 'lost':
+      case 'mapped':
+        return { ...base, op: op.op, block: op.block };
+      default:
+        throw new DmrError('E_INTERNAL', `unknown remap op ${JSON.stringify((op as { op: unknown }).op)}`);
+    }
+  }
+
+  /** Applies `op`; throws a DmrError and changes nothing when it does not fit the state. */
+  apply(op: ResolvedOp): Undo {
+    const { table, allocator } = this;
+    if (!isUint(op.time) || !isUint(op.errorCount) || op.errorCount > MAX_ERROR_COUNT) {
+      throw new DmrError('E_REMAP_STATE', `bad time or error count in ${op.op} op`);
+    }
+    if (op.op !== 'retire') this.checkBlock(op.block);
+    switch (op.op) {
+      case 'remap': {
+        if (table.has(op.block)) throw new DmrError('E_REMAP_STATE', `block ${op.block} is already remapped`);
+        allocator.take(op.slot);
+        const origin: EntryOrigin = op.auto ? 'auto' : 'manual';
+        table.set(op.block, { slot: op.slot, state: op.lost ? 'lost' : 'mapped', origin, time: op.time, errorCount: op.errorCount });
+        const key = op.auto ? 'autoRemaps' : 'manualRemaps';
+        this.counters[key]++;
+        return () => {
+          this.counters[key]--;
+          table.delete(op.block);
+          allocator.release(op.slot);
+        };
+      }
+      case 'unremap': {
+        const old = this.entry(op.block);
+        allocator.release(old.slot);
+        table.delete(op.block);
+        this.counters.unremaps++;
+        return () => {
+          this.counters.unremaps--;
+          allocator.take(old.slot);
+          table.set(op.block, old);
+        };
+      }
+      case 'lost':
+      case 'mapped':
+      case 'errors': {
+        const old = this.entry(op.block);
+        if (op.op === 'errors') table.set(op.block, { ...old, errorCount: op.errorCount });
+        else table.set(op.block, { ...old, state: op.op });
+        return () => table.set(op.block, old);
+      }
+      case 'move': {
+        const old = this.entry(op.block);
+        allocator.take(op.slot);
+        allocator.release(old.slot);
+        table.set(op.block, { ...old, slot: op.slot });
+        return () => {
+          table.set(op.block, old);
+          allocator.take(old.slot);
+          allocator.release(op.slot);
+        };
+      }
+      case 'retire':
+        allocator.retire(op.slot);
+        return () => allocator.unretire(op.slot);
+      default:
+        throw new DmrError('E_REMAP_STATE', `unknown op ${String((op as { op: unknown }).op)}`);
+    }
+  }
+
+  /**
+   * Applies `ops` in order, all or nothing: on the first op that does not fit, undoes the ones before it
+   * and rethrows. Returns the undo of the whole list.
+   */
+  applyAll(ops: readonly ResolvedOp[]): Undo {
+    const undos: Undo[] = [];
+    try {
+      for (const op of ops) undos.push(this.apply(op));
+    } catch (e) {
+      for (let i = undos.length - 1; i >= 0; i--) (undos[i] as Undo)();
+      throw e;
+    }
+    return () => {
+      for (let i = undos.length - 1; i >= 0; i--) (undos[i] as Undo)();
+    };
+  }
+
+  private entry(block: number) {
+    const e = this.table.get(block);
+    if (e === undefined) throw new DmrError('E_REMAP_STATE', `block ${block} is not remapped`);
+    return e;
+  }
+
+  private checkBlock(block: number): void {
+    if (!isUint(block) || block >= this.mainBlocks) {
+      throw new DmrError('E_REMAP_STATE', `block ${block} is beyond the main device (${this.mainBlocks} blocks)`);
+    }
+  }
+}

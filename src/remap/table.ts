@@ -1,0 +1,144 @@
+// The remap table: main-device logical block → spare slot, with the entry's state (mapped, or lost: its data
+// could not be recovered and it has not been written since), origin, time and error count. Blocks and slots
+// are plain numbers (integers below 2^53). TypeScript owns this table; the native index mirror gets
+// `exportSorted()`.
+import { DmrError } from '../errors.js';
+
+export type EntryState = 'mapped' | 'lost';
+export type EntryOrigin = 'manual' | 'auto';
+
+export interface RemapEntry {
+  readonly slot: number;
+  readonly state: EntryState;
+  readonly origin: EntryOrigin;
+  /** Unix time in ms when the block was remapped. */
+  readonly time: number;
+  /** Errors seen on this block; saturates at MAX_ERROR_COUNT (what the on-disk format holds). */
+  readonly errorCount: number;
+}
+
+export const MAX_ERROR_COUNT = 0xffff;
+
+/** Counts derived from the table (kept up to date on every change, O(1) to read). */
+export interface TableCounts {
+  /** Every entry, mapped or lost. */
+  remapped: number;
+  mapped: number;
+  lost: number;
+  manual: number;
+  auto: number;
+}
+
+/** The table sorted by block, as flat arrays for the native index mirror. */
+export interface SortedTable {
+  count: number;
+  blocks: BigUint64Array;
+  slots: BigUint64Array;
+  /** 1 where the entry is `lost`, 0 where it is `mapped`. */
+  lost: Uint8Array;
+}
+
+const TWO32 = 0x1_0000_0000;
+
+/** Fills a BigUint64Array from numbers without creating a BigInt per element (host is little-endian). */
+function fillU64(view: Uint32Array, i: number, v: number): void {
+  view[i * 2] = v >>> 0;
+  view[i * 2 + 1] = Math.floor(v / TWO32);
+}
+
+export class RemapTable {
+  private readonly map = new Map<number, RemapEntry>();
+  private c: TableCounts = { remapped: 0, mapped: 0, lost: 0, manual: 0, auto: 0 };
+
+  get size(): number {
+    return this.map.size;
+  }
+
+  get(block: number): RemapEntry | undefined {
+    return this.map.get(block);
+  }
+
+  has(block: number): boolean {
+    return this.map.has(block);
+  }
+
+  counts(): TableCounts {
+    return { ...this.c };
+  }
+
+  /** Inserts or replaces the entry of `block`. */
+  set(block: number, entry: RemapEntry): void {
+    const old = this.map.get(block);
+    if (old !== undefined) this.count(old, -1);
+    const e: RemapEntry = Object.freeze({
+      slot: entry.slot,
+      state: entry.state,
+      origin: entry.origin,
+      time: entry.time,
+      errorCount: Math.min(entry.errorCount, MAX_ERROR_COUNT),
+    });
+    this.map.set(block, e);
+    this.count(e, 1);
+  }
+
+  /** Removes `block`'s entry and returns it; throws E_REMAP_STATE when the block is not remapped. */
+  delete(block: number): RemapEntry {
+    const old = this.map.get(block);
+    if (old === undefined) throw new DmrError('E_REMAP_STATE', `block ${block} is not remapped`);
+    this.map.delete(block);
+    this.count(old, -1);
+    return old;
+  }
+
+  clear(): void {
+    this.map.clear();
+    this.c = { remapped: 0, mapped: 0, lost: 0, manual: 0, auto: 0 };
+  }
+
+  entries(): IterableIterator<[number, RemapEntry]> {
+    return this.map.entries();
+  }
+
+  /** Every remapped block, ascending. */
+  sortedBlocks(): Float64Array {
+    const keys = new Float64Array(this.map.size);
+    let i = 0;
+    for (const k of this.map.keys()) keys[i++] = k;
+    return keys.sort();
+  }
+
+  /** The table sorted by block, as typed arrays (what the native index mirror takes). */
+  exportSorted(): SortedTable {
+    const keys = this.sortedBlocks();
+    const n = keys.length;
+    const blocks = new BigUint64Array(n);
+    const slots = new BigUint64Array(n);
+    const lost = new Uint8Array(n);
+    const bv = new Uint32Array(blocks.buffer, blocks.byteOffset, n * 2);
+    const sv = new Uint32Array(slots.buffer, slots.byteOffset, n * 2);
+    for (let i = 0; i < n; i++) {
+      const b = keys[i] as number;
+      const e = this.map.get(b) as RemapEntry;
+      fillU64(bv, i, b);
+      fillU64(sv, i, e.slot);
+      lost[i] = e.state === 'lost' ? 1 : 0;
+    }
+    return { count: n, blocks, slots, lost };
+  }
+
+  /** Plain-object copy, sorted by block (for tests, `table` output and comparisons). */
+  toJSON(): Array<{ block: number } & RemapEntry> {
+    const keys = this.sortedBlocks();
+    const out: Array<{ block: number } & RemapEntry> = [];
+    for (const b of keys) out.push({ block: b, ...(this.map.get(b) as RemapEntry) });
+    return out;
+  }
+
+  private count(e: RemapEntry, d: 1 | -1): void {
+    this.c.remapped += d;
+    if (e.state === 'lost') this.c.lost += d;
+    else this.c.mapped += d;
+    if (e.origin === 'auto') this.c.auto += d;
+    else this.c.manual += d;
+  }
+}

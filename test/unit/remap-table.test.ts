@@ -1,0 +1,229 @@
+// Remap table, spare slot allocator, spare geometry, CRC32C and op application (host unit tests).
+import { describe, expect, it } from 'vitest';
+import { DmrError } from '../../src/errors.js';
+import { SlotAllocator } from '../../src/remap/allocator.js';
+import { crc32c } from '../../src/remap/crc32c.js';
+import {
+  computeGeometry,
+  JOURNAL_RECORD_SIZE,
+  metaLenFor,
+  slotOffset,
+  SUPERBLOCK_SIZE,
+  type Geometry,
+} from '../../src/remap/geometry.js';
+import { RemapState } from '../../src/remap/state.js';
+import { RemapTable } from '../../src/remap/table.js';
+
+function code(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (e) {
+    expect(e).toBeInstanceOf(DmrError);
+    return (e as DmrError).code;
+  }
+  throw new Error('did not throw');
+}
+
+describe('crc32c', () => {
+  it('matches the known vectors', () => {
+    expect(crc32c(Buffer.from('123456789'))).toBe(0xe3069283);
+    expect(crc32c(Buffer.alloc(0))).toBe(0);
+    expect(crc32c(Buffer.alloc(32, 0))).toBe(0x8a9136aa); // RFC 3720 B.4
+    expect(crc32c(Buffer.alloc(32, 0xff))).toBe(0x62a8ab43);
+    const inc = Buffer.from(Array.from({ length: 32 }, (_, i) => i));
+    expect(crc32c(inc)).toBe(0x46dd794e);
+    const dec = Buffer.from(Array.from({ length: 32 }, (_, i) => 31 - i));
+    expect(crc32c(dec)).toBe(0x113fdb5c);
+  });
+
+  it('can be continued over pieces and ranges', () => {
+    const b = Buffer.from('The quick brown fox jumps over the lazy dog, 0123456789');
+    const whole = crc32c(b);
+    for (const k of [0, 1, 7, 8, 9, 30, b.length]) expect(crc32c(b, k, b.length, crc32c(b, 0, k))).toBe(whole);
+    expect(crc32c(b, 4, 13)).toBe(crc32c(b.subarray(4, 13)));
+  });
+});
+
+describe('RemapTable', () => {
+  it('looks up, replaces, deletes and keeps counts', () => {
+    const t = new RemapTable();
+    t.set(10, { slot: 0, state: 'mapped', origin: 'manual', time: 1, errorCount: 0 });
+    t.set(5, { slot: 1, state: 'lost', origin: 'auto', time: 2, errorCount: 3 });
+    t.set(2 ** 40, { slot: 2, state: 'mapped', origin: 'auto', time: 3, errorCount: 1e6 });
+    expect(t.get(5)?.slot).toBe(1);
+    expect(t.get(2 ** 40)?.errorCount).toBe(0xffff);
+    expect(t.counts()).toEqual({ remapped: 3, mapped: 2, lost: 1, manual: 1, auto: 2 });
+    t.set(5, { slot: 1, state: 'mapped', origin: 'auto', time: 2, errorCount: 3 });
+    expect(t.counts()).toEqual({ remapped: 3, mapped: 3, lost: 0, manual: 1, auto: 2 });
+    expect(t.delete(10).slot).toBe(0);
+    expect(code(() => t.delete(10))).toBe('E_REMAP_STATE');
+    expect(t.counts()).toEqual({ remapped: 2, mapped: 2, lost: 0, manual: 0, auto: 2 });
+    expect(t.size).toBe(2);
+  });
+
+  it('exports entries sorted by block as typed arrays', () => {
+    const t = new RemapTable();
+    const blocks = [900, 3, 2 ** 33 + 7, 17, 0];
+    blocks.forEach((b, i) => t.set(b, { slot: 100 + i, state: i % 2 ? 'lost' : 'mapped', origin: 'manual', time: 0, errorCount: 0 }));
+    const x = t.exportSorted();
+    expect(x.count).toBe(5);
+    expect([...x.blocks]).toEqual([0n, 3n, 17n, 900n, 2n ** 33n + 7n]);
+    expect([...x.slots]).toEqual([104n, 101n, 103n, 100n, 102n]);
+    expect([...x.lost]).toEqual([0, 1, 1, 0, 0]);
+    expect(t.toJSON().map((e) => e.block)).toEqual([0, 3, 17, 900, 2 ** 33 + 7]);
+  });
+});
+
+const geo = (spareSize: number, blockSize: 512 | 4096 = 512, journalRecords = 4, spareOffset = 0): Geometry =>
+  computeGeometry({ spareOffset, spareSize, blockSize, journalRecords });
+
+describe('spare geometry', () => {
+  it.each([
+    [1 << 20, 512, 4],
+    [1 << 20, 4096, 4],
+    [64 << 20, 512, 1024],
+    [10 * 2 ** 40, 4096, 1024],
+    [2 ** 40 + 12345, 512, 1024],
+  ] as const)('capacity is every slot that fits (size %d, block %d, journal %d)', (size, bs, j) => {
+    const g = geo(size, bs, j);
+    // Metadata + slots fit, and one more slot would not.
+    expect(g.metaLen + g.slotCount * bs).toBeLessThanOrEqual(size);
+    expect(metaLenFor(g.slotCount + 1, j) + (g.slotCount + 1) * bs).toBeGreaterThan(size);
+    // Areas in order, aligned, none overlapping, slot 0 right after the metadata.
+    const areas: Array<[number, number]> = [
+      [g.superblockOffsets[0], SUPERBLOCK_SIZE],
+      [g.superblockOffsets[1], SUPERBLOCK_SIZE],
+      [g.tableOffsets[0], g.tableCopyLen],
+      [g.tableOffsets[1], g.tableCopyLen],
+      [g.journalOffsets[0], j * JOURNAL_RECORD_SIZE],
+      [g.journalOffsets[1], j * JOURNAL_RECORD_SIZE],
+    ];
+    let end = 0;
+    for (const [off, len] of areas) {
+      expect(off).toBe(end);
+      expect(off % 4096).toBe(0);
+      end = off + len;
+    }
+    expect(end).toBe(g.metaLen);
+    expect(g.tableCopyLen).toBeGreaterThanOrEqual(136 + 24 * g.slotCount);
+    expect(slotOffset(g, 0)).toBe(g.metaLen);
+    expect(slotOffset(g, g.slotCount - 1) + bs).toBeLessThanOrEqual(size);
+  });
+
+  it('puts slots after the metadata inside the spare region at its offset', () => {
+    const g = geo(1 << 20, 4096, 4, 1 << 20);
+    expect(slotOffset(g, 0)).toBe((1 << 20) + g.metaLen);
+    expect(slotOffset(g, g.slotCount - 1) + 4096).toBeLessThanOrEqual(2 << 20);
+  });
+
+  it('refuses a spare too small for the metadata and one slot', () => {
+    const min = metaLenFor(1, 4) + 512;
+    expect(geo(min).slotCount).toBe(1);
+    expect(code(() => geo(min - 1))).toBe('E_SPARE_TOO_SMALL');
+    expect(code(() => geo(0))).toBe('E_SPARE_TOO_SMALL');
+    expect(code(() => computeGeometry({ spareOffset: 512, spareSize: 1 << 20, blockSize: 512 }))).toBe('E_USAGE');
+    expect(code(() => computeGeometry({ spareOffset: 0, spareSize: 1 << 20, blockSize: 1024 }))).toBe('E_BLOCK_SIZE');
+  });
+});
+
+describe('SlotAllocator', () => {
+  const g = geo(metaLenFor(8, 4) + 8 * 512); // exactly 8 slots
+  it('has the expected capacity', () => expect(g.slotCount).toBe(8));
+
+  it('allocates lowest first, reuses freed slots, and reports spare full', () => {
+    const a = new SlotAllocator(g);
+    expect([0, 1, 2, 3].map(() => a.allocate())).toEqual([0, 1, 2, 3]);
+    a.release(1);
+    a.release(2);
+    expect(a.isFree(1)).toBe(true);
+    expect(a.allocate()).toBe(1);
+    expect(a.allocate()).toBe(2);
+    for (let i = 4; i < 8; i++) expect(a.allocate()).toBe(i);
+    expect(a.free).toBe(0);
+    expect(a.used).toBe(8);
+    expect(code(() => a.allocate())).toBe('E_SPARE_FULL');
+    expect(code(() => a.release(3) ?? a.release(3))).toBe('E_REMAP_STATE'); // double free
+  });
+
+  it('never hands out a retired slot', () => {
+    const a = new SlotAllocator(g);
+    a.retire(0);
+    a.retire(5);
+    expect(code(() => a.retire(5))).toBe('E_REMAP_STATE');
+    const got = Array.from({ length: 6 }, () => a.allocate());
+    expect(got).toEqual([1, 2, 3, 4, 6, 7]);
+    expect(code(() => a.allocate())).toBe('E_SPARE_FULL');
+    expect(code(() => a.release(5))).toBe('E_REMAP_STATE');
+    expect(a.retiredSlots()).toEqual([0, 5]);
+    a.release(3);
+    expect(code(() => a.retire(4))).toBe('E_REMAP_STATE'); // in use: move its block first
+    a.retire(3);
+    expect(code(() => a.allocate())).toBe('E_SPARE_FULL');
+    expect(a.retiredCount).toBe(3);
+    expect(a.used).toBe(5);
+  });
+
+  it('is rebuilt from a loaded state, and rejects duplicate or out-of-range slots', () => {
+    const a = SlotAllocator.fromState(g, [6, 0, 2], [3]);
+    expect([a.allocate(), a.allocate(), a.allocate(), a.allocate()]).toEqual([1, 4, 5, 7]);
+    expect(code(() => a.allocate())).toBe('E_SPARE_FULL');
+    expect(code(() => SlotAllocator.fromState(g, [1, 1], []))).toBe('E_SPARE_METADATA');
+    expect(code(() => SlotAllocator.fromState(g, [1], [1]))).toBe('E_SPARE_METADATA');
+    expect(code(() => SlotAllocator.fromState(g, [8], []))).toBe('E_SPARE_METADATA');
+  });
+
+  it('keeps a huge spare cheap and gives slot offsets', () => {
+    const big = geo(2 ** 44, 512, 1024);
+    const a = new SlotAllocator(big);
+    a.take(big.slotCount - 1);
+    expect(a.allocate()).toBe(0);
+    expect(a.free).toBe(big.slotCount - 2);
+    expect(a.offsetOf(1)).toBe(big.metaLen + 512);
+    expect(code(() => a.offsetOf(big.slotCount))).toBe('E_REMAP_STATE');
+  });
+});
+
+describe('RemapState ops', () => {
+  const g = geo(metaLenFor(4, 4) + 4 * 512);
+  const now = 1_700_000_000_000;
+
+  it('applies remap, lost, mapped, errors, move, retire, unremap and keeps counters', () => {
+    const s = new RemapState(g, 1000);
+    s.apply(s.resolve({ op: 'remap', block: 7, origin: 'manual' }, now));
+    s.apply(s.resolve({ op: 'remap', block: 9, origin: 'auto', lost: true, errorCount: 2 }, now));
+    expect(s.table.get(7)).toEqual({ slot: 0, state: 'mapped', origin: 'manual', time: now, errorCount: 0 });
+    expect(s.table.get(9)).toEqual({ slot: 1, state: 'lost', origin: 'auto', time: now, errorCount: 2 });
+    s.apply(s.resolve({ op: 'mapped', block: 9 }, now));
+    s.apply(s.resolve({ op: 'lost', block: 7 }, now));
+    s.apply(s.resolve({ op: 'errors', block: 7, errorCount: 5 }, now));
+    s.apply(s.resolve({ op: 'move', block: 7 }, now)); // to slot 2
+    s.apply(s.resolve({ op: 'retire', slot: 0 }, now));
+    expect(s.table.get(7)).toMatchObject({ slot: 2, state: 'lost', errorCount: 5 });
+    expect(s.allocator.isRetired(0)).toBe(true);
+    s.apply(s.resolve({ op: 'unremap', block: 9 }, now));
+    expect(s.counters).toEqual({ manualRemaps: 1, autoRemaps: 1, unremaps: 1, readErrors: 0, writeErrors: 0 });
+    expect(s.allocator.peek()).toBe(1);
+  });
+
+  it('refuses ops that do not fit and changes nothing (batch is all or nothing)', () => {
+    const s = new RemapState(g, 1000);
+    s.apply(s.resolve({ op: 'remap', block: 1, origin: 'manual' }, now));
+    const before = JSON.stringify([s.table.toJSON(), s.counters, s.allocator.free]);
+    expect(code(() => s.apply(s.resolve({ op: 'remap', block: 1, origin: 'manual' }, now)))).toBe('E_REMAP_STATE');
+    expect(code(() => s.apply(s.resolve({ op: 'remap', block: 1000, origin: 'manual' }, now)))).toBe('E_REMAP_STATE');
+    expect(code(() => s.apply(s.resolve({ op: 'remap', block: 2, slot: 0, origin: 'manual' }, now)))).toBe('E_REMAP_STATE');
+    expect(code(() => s.apply(s.resolve({ op: 'unremap', block: 2 }, now)))).toBe('E_REMAP_STATE');
+    expect(code(() => s.apply(s.resolve({ op: 'retire', slot: 0 }, now)))).toBe('E_REMAP_STATE');
+    const ops = [
+      s.resolve({ op: 'remap', block: 2, slot: 1, origin: 'auto' }, now),
+      s.resolve({ op: 'remap', block: 3, slot: 2, origin: 'auto' }, now),
+      s.resolve({ op: 'remap', block: 4, slot: 2, origin: 'auto' }, now), // slot taken by the op before
+    ];
+    expect(code(() => s.applyAll(ops))).toBe('E_REMAP_STATE');
+    expect(JSON.stringify([s.table.toJSON(), s.counters, s.allocator.free])).toBe(before);
+    const undo = s.applyAll(ops.slice(0, 2));
+    expect(s.table.size).toBe(3);
+    undo();
+    expect(JSON.stringify([s.table.toJSON(), s.counters, s.allocator.free])).toBe(before);
+  });
+});
