@@ -55,6 +55,9 @@ export interface ResolvedOp {
 
 export type Undo = () => void;
 
+/** Times are unix ms in 48 bits on disk (good until the year 10889). */
+export const MAX_TIME = 2 ** 48 - 1;
+
 const isUint = (n: unknown): n is number => typeof n === 'number' && Number.isSafeInteger(n) && n >= 0;
 
 export class RemapState {
@@ -101,7 +104,7 @@ export class RemapState {
   /** Applies `op`; throws a DmrError and changes nothing when it does not fit the state. */
   apply(op: ResolvedOp): Undo {
     const { table, allocator } = this;
-    if (!isUint(op.time) || !isUint(op.errorCount) || op.errorCount > MAX_ERROR_COUNT) {
+    if (!isUint(op.time) || op.time > MAX_TIME || !isUint(op.errorCount) || op.errorCount > MAX_ERROR_COUNT) {
       throw new DmrError('E_REMAP_STATE', `bad time or error count in ${op.op} op`);
     }
     if (op.op !== 'retire') this.checkBlock(op.block);
