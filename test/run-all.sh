@@ -14,7 +14,7 @@ node node_modules/vitest/vitest.mjs run --config vitest.config.ts --reporter=def
   --outputFile.json=/tmp/dmremap-unit-report.json || status=1
 node test/report.mjs /tmp/dmremap-unit-report.json unit | tee -a "$log" || status=1
 
-bash test/vm/run-e2e.sh 2>&1 | tee >(tr -d '\r' | grep -aE '^e2e-[^:]*: [0-9]+ passed' >>"$log") || status=1
+bash test/vm/run-e2e.sh 2>&1 | tee >(tr -d '\r' | grep -aoE 'e2e-[^:]*: [0-9]+ passed, [0-9]+ failed(, [0-9]+ skipped)?' >>"$log") || status=1
 sleep 0.2 # let the tee's process substitution flush
 
 awk '{ for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i; if ($(i+1) ~ /^skipped/) s += $i } }

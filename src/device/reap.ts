@@ -1,6 +1,7 @@
 // Cleaning up after a daemon that died without stopping its device (kill -9, crash): its registry entry is
 // stale and the kernel may still hold /dev/ublkbN with no server. The kernel device is deleted only if the
-// kernel says it belongs to the dead daemon's pid, so a device id reused by a newer daemon is never touched.
+// kernel says it belongs to the dead daemon's pid, or has no server at all (the kernel resets the pid of a
+// device whose server died), so a device id reused by a newer, live daemon is never touched.
 import { isNativeError, type NativeAddon } from '../native.js';
 import { kernelError } from '../errors.js';
 import { removeStale, type RegistryEntry } from '../control/registry.js';
@@ -12,7 +13,10 @@ export async function reapStale(native: NativeAddon, dir: string, entry: Registr
   let result: ReapResult;
   try {
     const info = await native.kernelDeviceInfo(entry.devId);
-    if (info.pid !== entry.pid) {
+    // When its server dies the kernel marks the device dead and forgets the pid (-1): that is our orphan.
+    // A live pid other than ours means the id was reused by a newer daemon.
+    const orphan = info.pid === entry.pid || (info.pid <= 0 && info.state === 'dead');
+    if (!orphan) {
       result = 'reused';
     } else {
       await native.deleteKernelDevice(entry.devId);

@@ -199,6 +199,16 @@ describe('daemon', () => {
     expect(readEntries(w.runDir)).toMatchObject({ live: [{ pid: process.pid, name: 'old' }], stale: [] });
   });
 
+  it('deletes an orphan whose pid the kernel reset to -1 when its server died', async () => {
+    fs.mkdirSync(w.runDir, { mode: 0o700 });
+    fs.writeFileSync(path.join(w.devDir, 'ublkc0'), '-1'); // what GET_DEV_INFO reports after kill -9
+    const stale = { version: 1, devId: 0, name: null, pid: 2 ** 22 + 7, pidStart: null, blockPath: 'b', charPath: 'c', socket: path.join(w.runDir, '0.sock'), logFile: null, startedAt: '', main: { path: 'm', identity: 'x' }, spare: { path: 's', identity: 'y' } };
+    fs.writeFileSync(path.join(w.runDir, '0.json'), JSON.stringify(stale));
+    daemon = await start();
+    expect(daemon.info.devId).toBe(0); // the orphan's id was freed and reused
+    expect(readEntries(w.runDir).stale).toEqual([]);
+  });
+
   it('leaves a kernel device whose id a newer daemon reused', async () => {
     fs.mkdirSync(w.runDir, { mode: 0o700 });
     fs.writeFileSync(path.join(w.devDir, 'ublkc0'), String(process.pid)); // now owned by a live process

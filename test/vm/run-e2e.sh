@@ -8,7 +8,7 @@ repo="$(cd "$here/../.." && pwd)"
 suites="${DMREMAP_E2E_SUITES:-trixie sid}"
 
 # Runs vitest where the kernel is and prints the closing line; the report goes to /tmp (writable there).
-inner="cd '$repo' && node node_modules/vitest/vitest.mjs run --config vitest.e2e.config.ts \
+inner="cd '$repo' && node node_modules/vitest/vitest.mjs run --config vitest.e2e.config.ts --configLoader runner \
 --reporter=default --reporter=json --outputFile.json=/tmp/e2e-report.json; \
 node test/report.mjs /tmp/e2e-report.json \"e2e-\$(uname -r)\""
 
@@ -23,8 +23,8 @@ else
     bash "$here/run.sh" --suite "$suite" --timeout "${DMREMAP_E2E_TIMEOUT:-900}" -- bash -c "$inner" | tee "$out"
     rc=${PIPESTATUS[0]}
     [[ $rc -eq 0 ]] || status=1
-    # A VM that died before vitest could report must still count as a failure in the closing lines.
-    if ! tr -d '\r' <"$out" | grep -qaE '^e2e-[^:]*: [0-9]+ passed'; then
+    # (The line may follow terminal escape codes on the console.) A VM that died before vitest could report must still count as a failure in the closing lines.
+    if ! tr -d '\r' <"$out" | grep -qaE 'e2e-[^:]*: [0-9]+ passed'; then
       echo "e2e-$suite: 0 passed, 1 failed (the VM run ended with status $rc before reporting)"
     fi
   done
