@@ -47,7 +47,8 @@ export async function runForeground(ctx: CliContext, flags: AddFlags): Promise<n
       daemon = await Daemon.start(flags.device, { native: await ctx.loadNative(), runDir: runDir(ctx.env), log, logFile: flags.logFile });
     } catch (e) {
       const err = toDmrError(e);
-      log.error({ code: err.code, err: err.message }, 'device not created');
+      // On stderr the CLI's own one-line error says it; a log file must say it too.
+      if (flags.logFile !== null) log.error({ code: err.code, err: err.message }, 'device not created');
       if (readyFd !== null) sendReady(readyFd, failureMessage(err));
       throw err;
     }

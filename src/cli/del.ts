@@ -62,6 +62,7 @@ export async function runDel(ctx: CliContext, target: string, json: boolean, tim
     // Not a running device: perhaps one whose daemon died. Throws E_NOT_FOUND if it is not that either.
     entry = resolveTarget(stale, target);
     await reapStale(await ctx.loadNative(), dir, entry, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
+    await waitGone(entry, timeoutMs);
   }
   if (json) printJson(ctx, { devId: entry.devId, blockPath: entry.blockPath, name: entry.name, removed: true });
   else ctx.stdout.write(`removed ${entry.blockPath}\n`);

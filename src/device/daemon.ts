@@ -59,7 +59,8 @@ export class Daemon {
   private async bringUp(): Promise<void> {
     const { log, native } = this.deps;
     const p = this.plan;
-    log.info(
+    // debug: a foreground daemon logs to stderr, where a failed start must leave only the one error line.
+    log.debug(
       { main: p.main.path, spare: p.spare.path, sizeBytes: p.sizeBytes.toString(), blockSize: p.blockSize, queues: p.queues, depth: p.depth },
       'starting device',
     );

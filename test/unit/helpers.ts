@@ -68,7 +68,7 @@ export function captureCtx(w: World, native: FakeNative): Captured {
   let err = '';
   return {
     ctx: {
-      env: { DMREMAP_RUN_DIR: w.runDir, DMREMAP_LOG_LEVEL: 'silent' },
+      env: { DMREMAP_RUN_DIR: w.runDir },
       stdout: { write: (s: string) => (out += s) },
       stderr: { write: (s: string) => (err += s) },
       stderrIsTTY: false,
