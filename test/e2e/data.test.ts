@@ -1,0 +1,83 @@
+// Data integrity through /dev/ublkbN: fio with crc32c verification over the whole device, and an ext4
+// file system that survives unmount, fsck and remount with every file's checksum intact.
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { addDevice, dmr, must, parseFio, Scratch, sh } from './helpers.js';
+import { expectCleanKernel, requireUblkHost } from './setup.js';
+
+let s: Scratch;
+beforeAll(requireUblkHost);
+beforeEach(() => {
+  s = new Scratch();
+});
+afterEach(async () => {
+  await s.cleanup();
+  expectCleanKernel();
+});
+
+describe('data integrity', () => {
+  it('fio: random writes of 4k-1M at QD32 over the whole device on two queues verify with crc32c', () => {
+    const dev = addDevice(s.loop(256), s.loop(64), '--queues', '2');
+    const r = sh('fio', [
+      '--name=verify',
+      `--filename=${dev.blockPath}`,
+      '--rw=randwrite',
+      '--bsrange=4k-1m',
+      '--iodepth=32',
+      '--ioengine=io_uring',
+      '--direct=1',
+      '--size=100%',
+      '--verify=crc32c',
+      '--verify_fatal=1',
+      '--do_verify=1',
+      '--output-format=json',
+    ]);
+    const fio = parseFio(r.status, r.stdout);
+    expect(r.status, r.stderr).toBe(0);
+    expect(fio.errors).toEqual([0]);
+    expect(fio.writeBytes).toBe(256 << 20);
+    expect(fio.readBytes).toBe(256 << 20); // the verify pass read everything back
+
+    const st = JSON.parse(dmr('status', dev.blockPath, '--json').stdout) as {
+      queues: number;
+      io: { errors: number; writes: number; reads: number };
+      ioErrors: { total: number };
+    };
+    expect(st.queues).toBe(2);
+    expect(st.io.errors).toBe(0);
+    expect(st.ioErrors.total).toBe(0);
+    expect(st.io.writes).toBeGreaterThan(0);
+    expect(st.io.reads).toBeGreaterThan(0);
+    expect(dmr('del', dev.blockPath).status).toBe(0);
+  });
+
+  it('ext4: mkfs, write a tree, fsck clean, remount, checksums match', () => {
+    const dev = addDevice(s.loop(256), s.loop(64), '--queues', '2', '--name', 'fs');
+    must('mkfs.ext4', ['-q', '-F', dev.blockPath]);
+    let mnt = s.mount(dev.blockPath);
+
+    const sums = new Map<string, string>();
+    for (let d = 0; d < 6; d++) {
+      const dir = path.join(mnt, `dir${d}`, `sub${d % 3}`);
+      fs.mkdirSync(dir, { recursive: true });
+      for (let f = 0; f < 30; f++) {
+        const data = crypto.randomBytes(crypto.randomInt(0, 512 << 10));
+        const rel = path.relative(mnt, path.join(dir, `file${f}.bin`));
+        fs.writeFileSync(path.join(mnt, rel), data);
+        sums.set(rel, crypto.createHash('sha256').update(data).digest('hex'));
+      }
+    }
+    s.umount(mnt);
+    const fsck = sh('fsck.ext4', ['-fn', dev.blockPath]);
+    expect(fsck.status, fsck.stdout + fsck.stderr).toBe(0);
+
+    mnt = s.mount(dev.blockPath);
+    for (const [rel, sum] of sums) {
+      expect(crypto.createHash('sha256').update(fs.readFileSync(path.join(mnt, rel))).digest('hex'), rel).toBe(sum);
+    }
+    s.umount(mnt);
+    expect(dmr('del', 'fs').status).toBe(0);
+  });
+});

@@ -1,0 +1,164 @@
+// Helpers for the end-to-end suite. It runs as root on a kernel with ublk (usually the test VM, where only
+// /tmp, /run and /root are writable): loop devices over files in /tmp, the CLI as a child process, fio,
+// and a cleanup that removes every device, mount, loop device and file a test made.
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+export const BIN = path.join(REPO, 'bin/dmremap-ublk.js');
+export const RUN_DIR = '/run/dmremap-ublk';
+
+export interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs a command to completion; never throws. */
+export function sh(cmd: string, args: string[], timeoutMs = 300_000): Result {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
+  if (r.error) return { status: null, stdout: r.stdout ?? '', stderr: `${r.stderr ?? ''}${String(r.error)}` };
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** Runs a command and returns its stdout; throws with its output if it fails. */
+export function must(cmd: string, args: string[], timeoutMs?: number): string {
+  const r = sh(cmd, args, timeoutMs);
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} failed (${r.status}): ${r.stderr}${r.stdout}`);
+  return r.stdout;
+}
+
+/** The CLI, as a user runs it. */
+export function dmr(...args: string[]): Result {
+  return sh(process.execPath, [BIN, ...args], 180_000);
+}
+
+export interface Added {
+  devId: number;
+  blockPath: string;
+  name: string | null;
+  pid: number;
+}
+
+export function addDevice(main: string, spare: string, ...extra: string[]): Added {
+  const r = dmr('add', '--main', main, '--spare', spare, '--json', ...extra);
+  if (r.status !== 0) throw new Error(`add failed (${r.status}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as Added;
+}
+
+export function ublkNodes(): string[] {
+  return fs
+    .readdirSync('/dev')
+    .filter((n) => /^ublk[bc]\d+$/.test(n))
+    .sort();
+}
+
+export function registryFiles(): string[] {
+  return fs.existsSync(RUN_DIR) ? fs.readdirSync(RUN_DIR).filter((n) => /\.(json|sock)$/.test(n)).sort() : [];
+}
+
+export function pidAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function waitFor(what: string, cond: () => boolean, timeoutMs = 60_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+/** What one test made, undone in reverse by cleanup(). */
+export class Scratch {
+  readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-e2e-'));
+  private readonly loops: string[] = [];
+  private readonly mounts: string[] = [];
+  private readonly children: ChildProcess[] = [];
+
+  /** A loop device (direct I/O) over a new sparse file of `mib` MiB, with the given logical block size. */
+  loop(mib: number, sectorSize: 512 | 4096 = 512): string {
+    const file = path.join(this.dir, `backing-${this.loops.length}.img`);
+    fs.writeFileSync(file, '');
+    fs.truncateSync(file, mib << 20);
+    const dev = must('losetup', ['-f', '--show', '--direct-io=on', '--sector-size', String(sectorSize), file]).trim();
+    this.loops.push(dev);
+    return dev;
+  }
+
+  mount(dev: string): string {
+    const mnt = fs.mkdtempSync(path.join(this.dir, 'mnt-'));
+    must('mount', [dev, mnt]);
+    this.mounts.push(mnt);
+    return mnt;
+  }
+
+  umount(mnt: string): void {
+    must('umount', [mnt]);
+    this.mounts.splice(this.mounts.indexOf(mnt), 1);
+  }
+
+  spawn(cmd: string, args: string[]): ChildProcess {
+    const c = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    // Keep the pipes drained: a child blocked on a full pipe would look like a hang.
+    c.stdout?.resume();
+    c.stderr?.resume();
+    this.children.push(c);
+    return c;
+  }
+
+  /** Removes everything: child processes, mounts, dmremap-ublk devices, loop devices, files. */
+  async cleanup(): Promise<void> {
+    for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+    for (const m of this.mounts.reverse()) sh('umount', ['-l', m]);
+    const list = dmr('list', '--json');
+    if (list.status === 0) {
+      for (const d of JSON.parse(list.stdout) as Added[]) dmr('del', d.blockPath);
+    }
+    for (const dev of this.loops.reverse()) sh('losetup', ['-d', dev]);
+    fs.rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export interface FioResult {
+  status: number | null;
+  errors: number[];
+  writeBytes: number;
+  readBytes: number;
+  raw: string;
+}
+
+/** Parses fio --output-format=json (fio may print warnings before the JSON). */
+export function parseFio(status: number | null, stdout: string): FioResult {
+  const start = stdout.indexOf('{');
+  const json = JSON.parse(stdout.slice(start)) as {
+    jobs: { error: number; read: { io_bytes: number }; write: { io_bytes: number } }[];
+  };
+  return {
+    status,
+    errors: json.jobs.map((j) => j.error),
+    writeBytes: json.jobs.reduce((a, j) => a + j.write.io_bytes, 0),
+    readBytes: json.jobs.reduce((a, j) => a + j.read.io_bytes, 0),
+    raw: stdout,
+  };
+}
+
+/** dmesg lines that show a task hung in the kernel or a kernel bug. */
+export function kernelTrouble(): string[] {
+  const r = sh('dmesg', []);
+  return r.stdout.split('\n').filter((l) => /blocked for more than|BUG:|WARNING:|Oops|hung_task/.test(l));
+}
+
+/** Makes the hung-task detector report within seconds, so a hang shows up during the suite. */
+export function armHungTaskDetector(): void {
+  const knob = '/proc/sys/kernel/hung_task_timeout_secs';
+  if (fs.existsSync(knob)) fs.writeFileSync(knob, '10');
+}
