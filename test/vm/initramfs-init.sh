@@ -58,17 +58,38 @@ mount -t sysfs sysfs /newroot/sys
 mount -t devtmpfs devtmpfs /newroot/dev
 mkdir -p /newroot/dev/pts /newroot/dev/shm
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /newroot/dev/pts
+# The control share first, at /ctl: it says which host paths below the scratch mounts must stay visible.
+mkdir -p /ctl
+mount -t 9p -o rw,trans=virtio,version=9p2000.L,msize=524288,cache=none \
+  vmctl /ctl || die "mounting control share failed"
+ctl=/ctl
+ctl_ok=1
+[ -f /ctl/keep ] || die "no keep list in control share"
+mkdir -p /keep
+: >/keep.list
+i=0
+while read -r p; do
+  [ -n "$p" ] || continue
+  i=$((i + 1))
+  mkdir -p "/keep/$i"
+  mount -o bind "/newroot$p" "/keep/$i" || die "cannot hold on to $p"
+  echo "$i $p" >>/keep.list
+done <"/ctl/keep"
+
 mount -t tmpfs -o mode=1777 tmpfs /newroot/dev/shm
 mount -t tmpfs -o mode=1777 tmpfs /newroot/tmp
 mount -t tmpfs -o mode=1777 tmpfs /newroot/var/tmp
 mount -t tmpfs -o mode=755 tmpfs /newroot/run
 mount -t tmpfs -o mode=700 tmpfs /newroot/root
 mount -t debugfs debugfs /newroot/sys/kernel/debug 2>/dev/null || true
+while read -r i p; do
+  mkdir -p "/newroot$p" && mount -o move "/keep/$i" "/newroot$p" || die "cannot put $p back"
+done </keep.list
 
-mkdir -p "$ctl"
-mount -t 9p -o rw,trans=virtio,version=9p2000.L,msize=524288,cache=none \
-  vmctl "$ctl" || die "mounting control share failed"
-ctl_ok=1
+mkdir -p /newroot/run/dmremap-vm
+mount -o move /ctl /newroot/run/dmremap-vm || die "moving the control share failed"
+ctl=/newroot/run/dmremap-vm
+
 [ -f "$ctl/boot.sh" ] || die "no boot script in control share"
 
 # Make the VM kernel's modules appear at /lib/modules/<ver> so that plain
