@@ -107,6 +107,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     cfg.max_io_bytes = o.Get("maxIoBytes").As<Napi::Number>().Uint32Value();
     cfg.discard = o.Get("discard").As<Napi::Boolean>().Value();
     cfg.dev_id = o.Get("devId").As<Napi::Number>().Int32Value();
+    Napi::Value zc = o.Get("zeroCopy");
+    cfg.zero_copy = zc.IsBoolean() && zc.As<Napi::Boolean>().Value();
     Napi::Value cb = o.Get("onEvent");
     if (!cb.IsFunction()) {
       Napi::TypeError::New(env, "Device(options): onEvent must be a function").ThrowAsJavaScriptException();
@@ -214,6 +216,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     o.Set("flags", Napi::BigInt::New(env, st.flags));
     o.Set("state", st.live ? "live" : (st.stopped ? "stopped" : "dead"));
     o.Set("fixedBuffers", st.fixed_buffers);
+    o.Set("zeroCopy", st.zero_copy);
     return o;
   }
 

@@ -50,6 +50,10 @@ void Device::Start() {
     info.dev_id = cfg_.dev_id < 0 ? ~0u : static_cast<uint32_t>(cfg_.dev_id);
     info.ublksrv_pid = getpid();
     info.flags = ctrl_->encoded() ? ublk::kFCmdIoctlEncode : 0;
+    if (cfg_.zero_copy) {
+      if (!(ctrl_->features() & ublk::kFAutoBufReg)) ThrowSys(EOPNOTSUPP, "ADD_DEV", "(zero copy needs UBLK_F_AUTO_BUF_REG)");
+      info.flags |= ublk::kFAutoBufReg;
+    }
     uint32_t id = ctrl_->AddDev(info);
     added_ = true;
     dev_id_ = id;
@@ -101,6 +105,7 @@ void Device::Start() {
       qc.main_fd = main_fd_;
       qc.spare_fd = spare_fd_;
       qc.encoded = ctrl_->encoded();
+      qc.zero_copy = cfg_.zero_copy;
       queues_.push_back(std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get()));
       queues_.back()->Start();
     }
@@ -108,6 +113,7 @@ void Device::Start() {
     started_ = true;
     std::lock_guard<std::mutex> s(state_mu_);
     state_.fixed_buffers = queues_.front()->fixed_buffers();
+    state_.zero_copy = cfg_.zero_copy;
     state_.live = true;
   } catch (const SysError&) {
     std::vector<std::string> ignored;

@@ -27,6 +27,7 @@ struct DeviceConfig {
   uint32_t max_io_bytes = 512 * 1024;
   bool discard = false;
   int32_t dev_id = -1;
+  bool zero_copy = false;  // requires UBLK_F_AUTO_BUF_REG (6.16+)
 };
 
 struct DeviceState {
@@ -35,6 +36,7 @@ struct DeviceState {
   bool live = false;
   bool stopped = false;
   bool fixed_buffers = false;
+  bool zero_copy = false;
 };
 
 class Device {

@@ -115,11 +115,16 @@ void Queue::Setup() {
   rc = io_uring_register_files(&ring_, files, 3);
   if (rc < 0) ThrowSys(-rc, "io_uring_register_files");
 
-  size_t buf_bytes = size_t(cfg_.depth) * cfg_.max_io_bytes;
+  if (cfg_.zero_copy) {
+    rc = io_uring_register_buffers_sparse(&ring_, cfg_.depth);
+    if (rc < 0) ThrowSys(-rc, "io_uring_register_buffers_sparse");
+    fixed_buffers_.store(true, std::memory_order_relaxed);
+  }
+  size_t buf_bytes = cfg_.zero_copy ? 0 : size_t(cfg_.depth) * cfg_.max_io_bytes;
   void* mem = nullptr;
-  if (posix_memalign(&mem, 4096, buf_bytes) != 0) ThrowSys(ENOMEM, "posix_memalign");
+  if (buf_bytes > 0 && posix_memalign(&mem, 4096, buf_bytes) != 0) ThrowSys(ENOMEM, "posix_memalign");
   buffers_ = static_cast<char*>(mem);
-  if (buf_bytes <= kMaxPinnedBytes) {
+  if (!cfg_.zero_copy && buf_bytes <= kMaxPinnedBytes) {
     std::vector<iovec> iov(cfg_.depth);
     for (uint32_t t = 0; t < cfg_.depth; t++) iov[t] = {Buffer(static_cast<uint16_t>(t)), cfg_.max_io_bytes};
     // Registration pins the pages once instead of per I/O; where it is refused, plain reads/writes work.
@@ -229,7 +234,11 @@ void Queue::PrepIoCmd(uint16_t tag, uint32_t nr, int32_t result) {
   cmd.q_id = cfg_.q_id;
   cmd.tag = tag;
   cmd.result = result;
-  cmd.addr = reinterpret_cast<uint64_t>(Buffer(tag));
+  if (cfg_.zero_copy) {
+    sqe->addr = tag;  // struct ublk_auto_buf_reg: index = tag, no flags
+  } else {
+    cmd.addr = reinterpret_cast<uint64_t>(Buffer(tag));
+  }
   std::memcpy(sqe->cmd, &cmd, sizeof(cmd));
   io_uring_sqe_set_data64(sqe, Ud(kKindCmd, tag));
   if (!tags_[tag].cmd_live) {
@@ -332,7 +341,8 @@ void Queue::Dispatch(uint16_t tag) {
 void Queue::SubmitRw(uint16_t tag) {
   Tag& t = tags_[tag];
   io_uring_sqe* sqe = GetSqe();
-  char* buf = Buffer(tag) + t.done;
+  // With zero copy the "address" is the offset into the request's registered buffer.
+  char* buf = cfg_.zero_copy ? reinterpret_cast<char*>(uintptr_t(t.done)) : Buffer(tag) + t.done;
   uint32_t len = t.len - t.done;
   uint64_t off = t.offset + t.done;
   bool fixed = fixed_buffers_.load(std::memory_order_relaxed);

@@ -30,6 +30,9 @@ struct QueueConfig {
   int main_fd = -1;   // O_DIRECT
   int spare_fd = -1;  // O_DIRECT
   bool encoded = true;  // ioctl-encoded I/O opcodes
+  // UBLK_F_AUTO_BUF_REG: the kernel registers each request's own pages in this ring's buffer table at
+  // index = tag, and backing I/O reads/writes them directly (no copy, no buffers of ours).
+  bool zero_copy = false;
 };
 
 constexpr int kLatencyBuckets = 32;

@@ -55,6 +55,11 @@ export interface DeviceOptions {
   discard: boolean;
   /** Requested ublk device id, or -1 for the kernel to choose. */
   devId: number;
+  /**
+   * Zero copy (UBLK_F_AUTO_BUF_REG, kernel 6.16+): backing I/O reads and writes the request's own pages.
+   * Off (or absent): the kernel copies each request into the queue's buffers (works on every kernel).
+   */
+  zeroCopy?: boolean;
   /** Called on the JS thread for each event the data path reports. */
   onEvent: (event: NativeEvent) => void;
 }
@@ -106,6 +111,8 @@ export interface DeviceInfo {
   state: string;
   /** Whether the data path uses registered (fixed) buffers. */
   fixedBuffers: boolean;
+  /** Whether requests are served zero-copy (UBLK_F_AUTO_BUF_REG). */
+  zeroCopy: boolean;
 }
 
 /** A ublk device served by the addon's queue threads. */

@@ -120,6 +120,7 @@ export class FakeDevice implements NativeDevice {
       flags: 0x40n,
       state: this.started ? 'live' : 'dead',
       fixedBuffers: false,
+      zeroCopy: this.opts.zeroCopy === true,
     };
   }
 
