@@ -74,6 +74,7 @@ export class RemapState {
   /** Fills in the slot and time of `op` from the current state (a missing slot → lowest free slot). */
   resolve(op: RemapOp, now: number): ResolvedOp {
     const time = op.time ?? now;
+    if (op.op !== 'retire') this.checkBlock(op.block); // before picking a slot: "beyond the device" wins over "full"
     const base = { block: 0, slot: 0, lost: false, auto: false, time, errorCount: 0 };
     switch (op.op) {
       case 'remap':

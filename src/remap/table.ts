@@ -70,13 +70,14 @@ export class RemapTable {
   set(block: number, entry: RemapEntry): void {
     const old = this.map.get(block);
     if (old !== undefined) this.count(old, -1);
-    const e: RemapEntry = Object.freeze({
+    // A fresh object of one shape (entries are never mutated in place: callers replace them).
+    const e: RemapEntry = {
       slot: entry.slot,
       state: entry.state,
       origin: entry.origin,
       time: entry.time,
-      errorCount: Math.min(entry.errorCount, MAX_ERROR_COUNT),
-    });
+      errorCount: entry.errorCount > MAX_ERROR_COUNT ? MAX_ERROR_COUNT : entry.errorCount,
+    };
     this.map.set(block, e);
     this.count(e, 1);
   }
