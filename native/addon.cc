@@ -3,6 +3,7 @@
 // N-API values are only made or read on the JS thread (constructors, OnOK, plain methods).
 #include <napi.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -85,7 +86,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Device",
                        {InstanceMethod("start", &DeviceWrap::Start), InstanceMethod("stop", &DeviceWrap::Stop),
-                        InstanceMethod("info", &DeviceWrap::Info), InstanceMethod("stats", &DeviceWrap::Stats)});
+                        InstanceMethod("info", &DeviceWrap::Info), InstanceMethod("stats", &DeviceWrap::Stats),
+                        InstanceMethod("setRemapTable", &DeviceWrap::SetRemapTable)});
   }
 
   // JS thread.
@@ -107,6 +109,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     cfg.max_io_bytes = o.Get("maxIoBytes").As<Napi::Number>().Uint32Value();
     cfg.discard = o.Get("discard").As<Napi::Boolean>().Value();
     cfg.dev_id = o.Get("devId").As<Napi::Number>().Int32Value();
+    Napi::Value sdo = o.Get("spareDataOffset");
+    if (sdo.IsBigInt()) cfg.spare_data_offset = sdo.As<Napi::BigInt>().Uint64Value(&lossless);
     Napi::Value zc = o.Get("zeroCopy");
     cfg.zero_copy = zc.IsBoolean() && zc.As<Napi::Boolean>().Value();
     Napi::Value cb = o.Get("onEvent");
@@ -171,6 +175,33 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
 
   // JS thread.
   Napi::Value Info(const Napi::CallbackInfo& info) { return InfoObject(info.Env()); }
+
+  // JS thread. setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): the whole
+  // table, sorted by block with no duplicates (checked: a bad table is refused and the old one stays).
+  Napi::Value SetRemapTable(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!device_) throw Napi::Error::New(env, "device was shut down");
+    if (!info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() ||
+        info[0].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array ||
+        info[1].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array ||
+        info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+      throw Napi::TypeError::New(env, "setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array)");
+    auto blocks = info[0].As<Napi::TypedArrayOf<uint64_t>>();
+    auto slots = info[1].As<Napi::TypedArrayOf<uint64_t>>();
+    auto flags = info[2].As<Napi::TypedArrayOf<uint8_t>>();
+    size_t n = blocks.ElementLength();
+    if (slots.ElementLength() != n || flags.ElementLength() != n)
+      throw Napi::RangeError::New(env, "setRemapTable: blocks, slots and flags differ in length");
+    uint64_t dev_blocks = device_->config().size_bytes / device_->config().block_size;
+    std::vector<RemapEntry> entries(n);
+    for (size_t i = 0; i < n; i++) {
+      if (blocks[i] >= dev_blocks || (i > 0 && blocks[i] <= blocks[i - 1]))
+        throw Napi::RangeError::New(env, "setRemapTable: blocks must be sorted, unique and inside the device");
+      entries[i] = RemapEntry{blocks[i], slots[i], flags[i]};
+    }
+    device_->PublishRemap(std::move(entries));
+    return env.Undefined();
+  }
 
   // JS thread. Reads the queue threads' counters (relaxed atomics; each value is exact, the set is not
   // one instant).
@@ -327,6 +358,38 @@ Napi::Value DeleteKernelDevice(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// JS thread. benchRemapLookup(entries, lookups): the data path's lookup for a 4 KiB request (8 blocks of
+// 512 bytes) against a table of `entries` remapped blocks spread over a
+// 1 TiB device; returns nanoseconds per lookup. For bench/ only.
+Napi::Value BenchRemapLookup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t n = info[0].As<Napi::Number>().Uint32Value();
+  uint32_t lookups = info[1].As<Napi::Number>().Uint32Value();
+  const uint64_t dev_blocks = (1ull << 40) / 512;
+  RemapIndex index(1);
+  std::vector<RemapEntry> entries(n);
+  uint64_t stride = n ? dev_blocks / n : 0;
+  for (uint32_t i = 0; i < n; i++) entries[i] = RemapEntry{i * stride + (i * 7919ull) % (stride ? stride : 1), i, 0};
+  index.Publish(std::move(entries));
+  uint64_t x = 88172645463325252ull, hits = 0;
+  index.Enter(0);
+  auto t0 = std::chrono::steady_clock::now();
+  for (uint32_t i = 0; i < lookups; i++) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    uint64_t first = x % (dev_blocks - 8);
+    if (RemapIndex::FirstInRange(index.Current(), first, first + 8)) hits++;
+  }
+  auto t1 = std::chrono::steady_clock::now();
+  index.Leave(0);
+  double ns = std::chrono::duration<double, std::nano>(t1 - t0).count() / (lookups ? lookups : 1);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("nsPerLookup", ns);
+  o.Set("hits", static_cast<double>(hits));
+  return o;
+}
+
 // JS thread, at environment teardown: no device outlives its environment.
 void Cleanup(void* arg) {
   auto* data = static_cast<AddonData*>(arg);
@@ -345,6 +408,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernelDeviceInfo", Napi::Function::New(env, KernelDeviceInfo));
   exports.Set("deleteKernelDevice", Napi::Function::New(env, DeleteKernelDevice));
   exports.Set("Device", DeviceWrap::Define(env));
+  exports.Set("benchRemapLookup", Napi::Function::New(env, BenchRemapLookup));
   return exports;
 }
 

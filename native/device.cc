@@ -20,7 +20,8 @@ uint8_t Log2(uint32_t v) {
 }  // namespace
 
 // JS thread.
-Device::Device(DeviceConfig cfg, EventSink* events) : cfg_(std::move(cfg)), events_(events) {
+Device::Device(DeviceConfig cfg, EventSink* events)
+    : cfg_(std::move(cfg)), events_(events), index_(std::make_unique<RemapIndex>(cfg_.queues)) {
   for (uint32_t q = 0; q < cfg_.queues; q++) counters_.push_back(std::make_unique<QueueCounters>());
 }
 
@@ -94,7 +95,6 @@ void Device::Start() {
     }
     if (cdev_fd_ < 0) ThrowSys(errno, "open", cdev);
 
-    index_ = std::make_unique<RemapIndex>(cfg_.queues);
     for (uint32_t q = 0; q < cfg_.queues; q++) {
       QueueConfig qc;
       qc.dev_id = id;
@@ -106,6 +106,8 @@ void Device::Start() {
       qc.spare_fd = spare_fd_;
       qc.encoded = ctrl_->encoded();
       qc.zero_copy = cfg_.zero_copy;
+      qc.block_shift = Log2(cfg_.block_size);
+      qc.spare_data_offset = cfg_.spare_data_offset;
       queues_.push_back(std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get()));
       queues_.back()->Start();
     }

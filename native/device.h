@@ -28,6 +28,7 @@ struct DeviceConfig {
   bool discard = false;
   int32_t dev_id = -1;
   bool zero_copy = false;  // requires UBLK_F_AUTO_BUF_REG (6.16+)
+  uint64_t spare_data_offset = 0;  // byte offset of spare slot 0
 };
 
 struct DeviceState {
@@ -56,6 +57,11 @@ class Device {
   // Any thread.
   DeviceState state() const;
   const DeviceConfig& config() const { return cfg_; }
+  // Any one thread at a time (the JS thread). Replaces the remap index the queues consult; may be
+  // called before Start (the table must be in place before the device goes live) and while serving.
+  void PublishRemap(std::vector<RemapEntry> entries) { index_->Publish(std::move(entries)); }
+  size_t remap_entries() const { return index_->size(); }
+
   // Any thread. One entry per queue; valid for the device's lifetime.
   const std::vector<std::unique_ptr<QueueCounters>>& counters() const { return counters_; }
 

@@ -21,7 +21,7 @@
 
 namespace {
 
-// user_data: bits 0-15 tag, bits 16-23 kind.
+// user_data: bits 0-15 tag, bits 16-23 kind, bits 24-39 segment index.
 enum Kind : uint64_t { kKindCmd = 1, kKindMain = 2, kKindSpare = 3, kKindStop = 4 };
 // Registered file slots.
 constexpr int kFileCdev = 0;
@@ -30,7 +30,10 @@ constexpr int kFileSpare = 2;
 // Registered buffers are pinned memory: register them only below this total per queue.
 constexpr size_t kMaxPinnedBytes = 256ull << 20;
 
-inline uint64_t Ud(Kind kind, uint16_t tag) { return (uint64_t(kind) << 16) | tag; }
+inline uint64_t Ud(Kind kind, uint16_t tag, uint32_t seg = 0) {
+  return (uint64_t(seg) << 24) | (uint64_t(kind) << 16) | tag;
+}
+inline uint32_t UdSeg(uint64_t ud) { return static_cast<uint32_t>((ud >> 24) & 0xffff); }
 inline Kind UdKind(uint64_t ud) { return static_cast<Kind>((ud >> 16) & 0xff); }
 inline uint16_t UdTag(uint64_t ud) { return static_cast<uint16_t>(ud & 0xffff); }
 
@@ -139,6 +142,7 @@ void Queue::Setup() {
   descs_ = static_cast<const ublk::IoDesc*>(m);
 
   tags_.assign(cfg_.depth, Tag{});
+  for (Tag& t : tags_) t.segs.reserve(4);
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_poll_add(sqe, stop_fd_, POLLIN);
   io_uring_sqe_set_data64(sqe, Ud(kKindStop, 0));
@@ -271,7 +275,7 @@ void Queue::HandleCqe(const io_uring_cqe* cqe) {
     case kKindMain:
     case kKindSpare:
       inflight_backing_--;
-      OnBackingDone(tag, cqe->res, UdKind(ud) == kKindSpare);
+      OnBackingDone(tag, UdSeg(ud), cqe->res, UdKind(ud) == kKindSpare);
       return;
   }
 }
@@ -284,7 +288,6 @@ void Queue::Dispatch(uint16_t tag) {
   t.op = static_cast<uint8_t>(t.op_flags & 0xff);
   t.offset = d.start_sector << 9;
   t.len = d.nr_sectors << 9;
-  t.done = 0;
   t.pending = 0;
   t.result = 0;
   t.start_ns = NowNs();
@@ -297,23 +300,14 @@ void Queue::Dispatch(uint16_t tag) {
         t.result = -EIO;
         break;
       }
-      // The remap index: empty means every block is on main. A range that touches a remapped block
-      // must not be served from main, and splitting it is the remap engine's job; until the index is
-      // fed, no entry exists, and an overlap fails the I/O rather than read or write the wrong place.
-      const RemapIndex::Snapshot* snap = index_->Current();
-      if (!snap->entries.empty()) {
-        const RemapEntry* e = RemapIndex::LowerBound(snap, t.offset >> 9);
-        if (e && e->block < (t.offset + t.len) >> 9) {
-          t.result = -EIO;
-          break;
-        }
-      }
+      t.result = PlanSegments(t);
+      if (t.result < 0) break;
       if (t.op == ublk::kOpRead) {
         Bump(counters_.reads);
       } else {
         Bump(counters_.writes);
       }
-      SubmitRw(tag);
+      for (uint32_t i = 0; i < t.segs.size(); i++) SubmitSegment(tag, i);
       break;
     }
     case ublk::kOpFlush:
@@ -337,26 +331,68 @@ void Queue::Dispatch(uint16_t tag) {
   if (t.pending == 0) Complete(tag);
 }
 
+// Queue thread, between the index's Enter and Leave.
+int Queue::PlanSegments(Tag& t) {
+  t.segs.clear();
+  const uint32_t shift = cfg_.block_shift;
+  const uint64_t first = t.offset >> shift;
+  const uint64_t end = (t.offset + t.len) >> shift;
+  const RemapIndex::Snapshot* snap = index_->Current();
+  const RemapEntry* e = RemapIndex::FirstInRange(snap, first, end);
+  const RemapEntry* last = e ? snap->entries.data() + snap->entries.size() : nullptr;
+  if (!e) {
+    // The common case, and the only one while the table is empty: all of it on main.
+    t.segs.push_back(Segment{false, t.offset, 0, t.len, 0});
+    return 0;
+  }
+  uint64_t cur = first;
+  while (cur < end) {
+    if (e != last && e->block == cur) {
+      // Never serve a block whose data is lost: not from main (stale or unreadable), not from the slot
+      // (never written). Writes to it are the remap engine's to redirect, not the data path's.
+      if (e->flags & kRemapLost) return -EIO;
+      uint64_t slot = e->slot;
+      uint64_t n = 1;
+      ++e;
+      while (e != last && cur + n < end && e->block == cur + n && e->slot == slot + n && !(e->flags & kRemapLost)) {
+        ++e;
+        ++n;
+      }
+      t.segs.push_back(Segment{true, cfg_.spare_data_offset + (slot << shift), uint32_t((cur - first) << shift),
+                               uint32_t(n << shift), 0});
+      cur += n;
+    } else {
+      uint64_t stop = (e != last && e->block < end) ? e->block : end;
+      t.segs.push_back(Segment{false, cur << shift, uint32_t((cur - first) << shift), uint32_t((stop - cur) << shift), 0});
+      cur = stop;
+    }
+  }
+  return 0;
+}
+
 // Queue thread.
-void Queue::SubmitRw(uint16_t tag) {
+void Queue::SubmitSegment(uint16_t tag, uint32_t index) {
   Tag& t = tags_[tag];
+  Segment& s = t.segs[index];
   io_uring_sqe* sqe = GetSqe();
+  uint32_t buf_off = s.buf_offset + s.done;
   // With zero copy the "address" is the offset into the request's registered buffer.
-  char* buf = cfg_.zero_copy ? reinterpret_cast<char*>(uintptr_t(t.done)) : Buffer(tag) + t.done;
-  uint32_t len = t.len - t.done;
-  uint64_t off = t.offset + t.done;
+  char* buf = cfg_.zero_copy ? reinterpret_cast<char*>(uintptr_t(buf_off)) : Buffer(tag) + buf_off;
+  uint32_t len = s.len - s.done;
+  uint64_t off = s.dev_offset + s.done;
+  int file = s.spare ? kFileSpare : kFileMain;
   bool fixed = fixed_buffers_.load(std::memory_order_relaxed);
   if (t.op == ublk::kOpRead) {
-    if (fixed) io_uring_prep_read_fixed(sqe, kFileMain, buf, len, off, tag);
-    else io_uring_prep_read(sqe, kFileMain, buf, len, off);
+    if (fixed) io_uring_prep_read_fixed(sqe, file, buf, len, off, tag);
+    else io_uring_prep_read(sqe, file, buf, len, off);
   } else {
-    if (fixed) io_uring_prep_write_fixed(sqe, kFileMain, buf, len, off, tag);
-    else io_uring_prep_write(sqe, kFileMain, buf, len, off);
+    if (fixed) io_uring_prep_write_fixed(sqe, file, buf, len, off, tag);
+    else io_uring_prep_write(sqe, file, buf, len, off);
     // FUA: the write is durable when it completes.
     if (t.op_flags & ublk::kIoFFua) sqe->rw_flags = RWF_DSYNC;
   }
   sqe->flags |= IOSQE_FIXED_FILE;
-  io_uring_sqe_set_data64(sqe, Ud(kKindMain, tag));
+  io_uring_sqe_set_data64(sqe, Ud(s.spare ? kKindSpare : kKindMain, tag, index));
   t.pending++;
   inflight_backing_++;
 }
@@ -383,23 +419,26 @@ void Queue::SubmitFallocate(uint16_t tag, int mode) {
 }
 
 // Queue thread.
-void Queue::OnBackingDone(uint16_t tag, int res, bool spare) {
+void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
   Tag& t = tags_[tag];
   t.pending--;
   bool rw = t.op == ublk::kOpRead || t.op == ublk::kOpWrite;
-  if (res < 0) {
-    if (t.result == 0) t.result = res;
-    uint64_t off = rw ? t.offset + t.done : t.offset;
-    ReportError(tag, -res, spare, off, rw ? t.len - t.done : t.len);
-  } else if (rw) {
-    if (res == 0) {
-      // No progress: past the end of main, or a device that returns nothing. Never report success.
-      if (t.result == 0) t.result = -EIO;
-      ReportError(tag, EIO, spare, t.offset + t.done, t.len - t.done);
+  if (!rw) {
+    if (res < 0) {
+      if (t.result == 0) t.result = res;
+      ReportError(tag, -res, spare, t.offset, t.len);
+    }
+  } else {
+    Segment& s = t.segs[seg];
+    if (res <= 0) {
+      // res == 0: no progress (past the end of the device): never report that as success.
+      int err = res < 0 ? -res : EIO;
+      if (t.result == 0) t.result = -err;
+      ReportError(tag, err, spare, s.dev_offset + s.done, s.len - s.done);
     } else {
-      t.done += static_cast<uint32_t>(res);
-      if (t.done < t.len && t.result == 0) {
-        SubmitRw(tag);  // short transfer: continue where it stopped
+      s.done += static_cast<uint32_t>(res);
+      if (s.done < s.len && t.result == 0) {
+        SubmitSegment(tag, seg);  // short transfer: continue where it stopped
         return;
       }
     }

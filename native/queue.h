@@ -33,6 +33,8 @@ struct QueueConfig {
   // UBLK_F_AUTO_BUF_REG: the kernel registers each request's own pages in this ring's buffer table at
   // index = tag, and backing I/O reads/writes them directly (no copy, no buffers of ours).
   bool zero_copy = false;
+  uint32_t block_shift = 9;        // log2 of the exported logical block size (the remap unit)
+  uint64_t spare_data_offset = 0;  // byte offset of slot 0 on the spare; slot s is at + (s << block_shift)
 };
 
 constexpr int kLatencyBuckets = 32;
@@ -71,12 +73,22 @@ class Queue {
   bool fixed_buffers() const { return fixed_buffers_.load(std::memory_order_relaxed); }
 
  private:
+  // One contiguous piece of a read or write: a run of unmapped blocks on main, or of remapped blocks
+  // in consecutive spare slots.
+  struct Segment {
+    bool spare = false;
+    uint64_t dev_offset = 0;  // byte offset on main or spare
+    uint32_t buf_offset = 0;  // byte offset in the request's buffer
+    uint32_t len = 0;
+    uint32_t done = 0;  // bytes transferred (short transfers are resubmitted)
+  };
+
   struct Tag {
     uint8_t op = 0;
     uint32_t op_flags = 0;
     uint64_t offset = 0;  // byte offset on main
     uint32_t len = 0;     // bytes requested
-    uint32_t done = 0;    // bytes transferred so far (short transfers are resubmitted)
+    std::vector<Segment> segs;  // read/write pieces; capacity kept between requests
     int pending = 0;      // backing operations in flight
     int result = 0;       // first error (negative errno), else 0
     uint64_t start_ns = 0;
@@ -93,10 +105,12 @@ class Queue {
   void PrepIoCmd(uint16_t tag, uint32_t nr, int32_t result);
   void HandleCqe(const io_uring_cqe* cqe);
   void Dispatch(uint16_t tag);
-  void SubmitRw(uint16_t tag);
+  // Splits a read or write at remap boundaries; returns 0 or a negative errno (a lost block).
+  int PlanSegments(Tag& t);
+  void SubmitSegment(uint16_t tag, uint32_t index);
   void SubmitSync(uint16_t tag, bool spare);
   void SubmitFallocate(uint16_t tag, int mode);
-  void OnBackingDone(uint16_t tag, int res, bool spare);
+  void OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare);
   void Complete(uint16_t tag);
   void ReportError(uint16_t tag, int err, bool spare, uint64_t offset, uint64_t len);
   char* Buffer(uint16_t tag) { return buffers_ + size_t(tag) * cfg_.max_io_bytes; }

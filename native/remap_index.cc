@@ -4,7 +4,7 @@
 
 // JS thread.
 RemapIndex::RemapIndex(uint32_t readers)
-    : current_(new Snapshot()), seen_(new std::atomic<uint64_t>[readers]), readers_(readers) {
+    : current_(new Snapshot{{}, std::vector<ChunkSlot>(2, ChunkSlot{kNoChunk, 0, 0}), 1}), seen_(new std::atomic<uint64_t>[readers]), readers_(readers) {
   for (uint32_t i = 0; i < readers_; i++) seen_[i].store(kIdle, std::memory_order_relaxed);
 }
 
@@ -22,16 +22,55 @@ void RemapIndex::Enter(uint32_t reader) {
 // Queue thread `reader`.
 void RemapIndex::Leave(uint32_t reader) { seen_[reader].store(kIdle, std::memory_order_seq_cst); }
 
+namespace {
+inline uint64_t HashChunk(uint64_t chunk) { return chunk * 0x9E3779B97F4A7C15ull; }
+}  // namespace
+
 // Queue thread.
-const RemapEntry* RemapIndex::LowerBound(const Snapshot* s, uint64_t first) {
-  auto it = std::lower_bound(s->entries.begin(), s->entries.end(), first,
-                             [](const RemapEntry& e, uint64_t b) { return e.block < b; });
-  return it == s->entries.end() ? nullptr : &*it;
+const RemapEntry* RemapIndex::FirstInRange(const Snapshot* s, uint64_t first, uint64_t end) {
+  if (s->entries.empty() || first >= end) return nullptr;
+  const uint64_t last_chunk = (end - 1) >> kChunkShift;
+  for (uint64_t c = first >> kChunkShift; c <= last_chunk; c++) {
+    for (uint64_t h = HashChunk(c) & s->mask;; h = (h + 1) & s->mask) {
+      const ChunkSlot& slot = s->chunks[h];
+      if (slot.chunk == kNoChunk) break;
+      if (slot.chunk != c) continue;
+      const RemapEntry* e = s->entries.data() + slot.first;
+      const RemapEntry* stop = e + slot.count;
+      while (e != stop && e->block < first) ++e;
+      if (e != stop && e->block < end) return e;
+      break;
+    }
+  }
+  return nullptr;
+}
+
+// Writer thread: the chunk hash of a sorted table, at most half full.
+static void BuildChunks(RemapIndex::Snapshot* s) {
+  size_t distinct = 0;
+  for (size_t i = 0; i < s->entries.size(); i++)
+    if (i == 0 || (s->entries[i].block >> RemapIndex::kChunkShift) != (s->entries[i - 1].block >> RemapIndex::kChunkShift))
+      distinct++;
+  size_t cap = 2;
+  while (cap < distinct * 2) cap <<= 1;
+  s->chunks.assign(cap, RemapIndex::ChunkSlot{RemapIndex::kNoChunk, 0, 0});
+  s->mask = cap - 1;
+  for (size_t i = 0; i < s->entries.size();) {
+    uint64_t c = s->entries[i].block >> RemapIndex::kChunkShift;
+    size_t j = i;
+    while (j < s->entries.size() && (s->entries[j].block >> RemapIndex::kChunkShift) == c) j++;
+    uint64_t h = HashChunk(c) & s->mask;
+    while (s->chunks[h].chunk != RemapIndex::kNoChunk) h = (h + 1) & s->mask;
+    s->chunks[h] = RemapIndex::ChunkSlot{c, static_cast<uint32_t>(i), static_cast<uint32_t>(j - i)};
+    i = j;
+  }
 }
 
 // Writer thread.
 void RemapIndex::Publish(std::vector<RemapEntry> entries) {
-  auto* next = new Snapshot{std::move(entries)};
+  auto* next = new Snapshot();
+  next->entries = std::move(entries);
+  BuildChunks(next);
   std::lock_guard<std::mutex> lock(writer_mu_);
   const Snapshot* old = current_.exchange(next, std::memory_order_seq_cst);
   uint64_t e = epoch_.fetch_add(1, std::memory_order_seq_cst) + 1;

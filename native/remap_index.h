@@ -1,8 +1,10 @@
 // RemapIndex: the data path's read-only mirror of the remap table that TypeScript owns.
 //
 // Readers are the queue threads; the writer is whichever thread TypeScript's updates arrive on. A
-// lookup is lock-free: one acquire load of the current snapshot, then a binary search over an
-// immutable sorted array (an empty snapshot costs one load and one compare). A writer publishes a
+// lookup is lock-free: one acquire load of the current snapshot, then (unless the table is empty) one
+// probe per 64-block chunk the request touches in an open-addressing hash of the chunks that hold
+// remapped blocks; a hit points into the immutable array of entries sorted by block. A 4 KiB request
+// thus costs about one cache miss whatever the table's size. A writer publishes a
 // whole new snapshot and frees an old one only after every reader has passed a quiescent point
 // (quiescent-state-based reclamation), so no reader ever sees freed memory.
 #pragma once
@@ -23,8 +25,19 @@ constexpr uint32_t kRemapLost = 1u << 0;  // data unrecoverable: reads fail unti
 
 class RemapIndex {
  public:
+  static constexpr unsigned kChunkShift = 6;  // 64 blocks per chunk
+
+  struct ChunkSlot {
+    uint64_t chunk;  // kNoChunk when the slot is free
+    uint32_t first;  // index of the chunk's first entry in `entries`
+    uint32_t count;
+  };
+  static constexpr uint64_t kNoChunk = ~0ull;
+
   struct Snapshot {
     std::vector<RemapEntry> entries;  // sorted by block, unique
+    std::vector<ChunkSlot> chunks;    // power-of-two sized hash of the non-empty chunks
+    uint64_t mask = 0;
   };
 
   // JS thread (construction). `readers` is the number of queue threads that will call Enter/Leave.
@@ -38,8 +51,8 @@ class RemapIndex {
   // Queue thread, between Enter and Leave: the current snapshot (never null).
   const Snapshot* Current() const { return current_.load(std::memory_order_acquire); }
 
-  // Queue thread, between Enter and Leave: the first entry with block >= first, or nullptr.
-  static const RemapEntry* LowerBound(const Snapshot* s, uint64_t first);
+  // Queue thread, between Enter and Leave: the first entry with first <= block < end, or nullptr.
+  static const RemapEntry* FirstInRange(const Snapshot* s, uint64_t first, uint64_t end);
 
   // Writer (any one thread at a time): replaces the table; `entries` must be sorted and unique.
   void Publish(std::vector<RemapEntry> entries);

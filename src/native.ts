@@ -60,6 +60,8 @@ export interface DeviceOptions {
    * Off (or absent): the kernel copies each request into the queue's buffers (works on every kernel).
    */
   zeroCopy?: boolean;
+  /** Byte offset of remap slot 0 on the spare; slot s holds one block at spareDataOffset + s * blockSize. */
+  spareDataOffset?: bigint;
   /** Called on the JS thread for each event the data path reports. */
   onEvent: (event: NativeEvent) => void;
 }
@@ -123,6 +125,11 @@ export interface NativeDevice {
   stop(): Promise<void>;
   info(): DeviceInfo;
   stats(): QueueStats[];
+  /**
+   * Replaces the remap index the data path consults (before start, or while serving): blocks sorted and
+   * unique, inside the device; flags bit 0 = lost (never served: reads and writes fail with EIO).
+   */
+  setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void;
 }
 
 /** A ublk device the kernel knows about, from GET_DEV_INFO over the ids in /sys/class/ublk-char. */
@@ -143,6 +150,7 @@ export interface NativeAddon {
   kernelDeviceInfo(devId: number): Promise<KernelDeviceInfo>;
   /** STOP_DEV + DEL_DEV of a device whose server is gone (state dead, pid not alive). */
   deleteKernelDevice(devId: number): Promise<void>;
+
 }
 
 /**

@@ -110,6 +110,18 @@ export class FakeDevice implements NativeDevice {
     this.devId = -1;
   }
 
+  /** The last table published, as the data path would hold it. */
+  remapTable: { blocks: bigint[]; slots: bigint[]; flags: number[] } = { blocks: [], slots: [], flags: [] };
+
+  setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void {
+    if (slots.length !== blocks.length || flags.length !== blocks.length) throw new RangeError('setRemapTable: blocks, slots and flags differ in length');
+    const deviceBlocks = this.opts.sizeBytes / BigInt(this.opts.blockSize);
+    blocks.forEach((b, i) => {
+      if (b >= deviceBlocks || (i > 0 && b <= (blocks[i - 1] as bigint))) throw new RangeError('setRemapTable: blocks must be sorted, unique and inside the device');
+    });
+    this.remapTable = { blocks: [...blocks], slots: [...slots], flags: [...flags] };
+  }
+
   info(): DeviceInfo {
     return {
       devId: this.devId,

@@ -1,0 +1,123 @@
+// The native data path's remap split, driven through the addon directly (the remap engine that owns the
+// table arrives with its own tests): reads and writes that span remapped blocks go to the right slots
+// on the spare, the rest stays on main, a lost block is never served, and a table published while the
+// device serves I/O takes effect for the next request.
+import { spawnSync } from 'node:child_process';
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { NativeAddon, NativeDevice, NativeEvent } from '../../src/native.js';
+import { REPO, Scratch } from './helpers.js';
+import { expectCleanKernel, requireUblkHost } from './setup.js';
+
+const native = createRequire(import.meta.url)(path.join(REPO, 'build/Release/dmremap_native.node')) as NativeAddon;
+const BS = 4096;
+const SPARE_DATA = 1 << 20; // slot 0 starts 1 MiB into the spare
+
+/** Reads `blocks` blocks at block `at` with O_DIRECT (dd), or returns the failure. */
+function readBlocks(dev: string, at: number, blocks: number): { ok: boolean; data: Buffer; stderr: string } {
+  const r = spawnSync('dd', [`if=${dev}`, `bs=${BS}`, `skip=${at}`, `count=${blocks}`, 'iflag=direct', 'status=none']);
+  return { ok: r.status === 0, data: r.stdout, stderr: r.stderr.toString() };
+}
+
+function writeBlocks(dev: string, at: number, data: Buffer): { ok: boolean; stderr: string } {
+  const r = spawnSync('dd', [`of=${dev}`, `bs=${BS}`, `seek=${at}`, 'oflag=direct', 'conv=notrunc', 'status=none'], { input: data });
+  return { ok: r.status === 0, stderr: r.stderr.toString() };
+}
+
+function readAt(dev: string, offset: number, len: number): Buffer {
+  const fd = fs.openSync(dev, 'r');
+  try {
+    const b = Buffer.alloc(len);
+    fs.readSync(fd, b, 0, len, offset);
+    return b;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+function table(entries: [block: number, slot: number, lost?: boolean][]): [BigUint64Array, BigUint64Array, Uint8Array] {
+  return [
+    BigUint64Array.from(entries.map((e) => BigInt(e[0]))),
+    BigUint64Array.from(entries.map((e) => BigInt(e[1]))),
+    Uint8Array.from(entries.map((e) => (e[2] ? 1 : 0))),
+  ];
+}
+
+let s: Scratch;
+let device: NativeDevice | undefined;
+beforeAll(requireUblkHost);
+beforeEach(() => {
+  s = new Scratch();
+});
+afterEach(async () => {
+  await device?.stop();
+  device = undefined;
+  await s.cleanup();
+  expectCleanKernel();
+});
+
+describe('remap split in the native data path', () => {
+  it('sends remapped blocks to their spare slots, the rest to main, and never serves a lost block', async () => {
+    const main = s.loop(64);
+    const spare = s.loop(16);
+    const original = crypto.randomBytes(1024 * BS);
+    expect(writeBlocks(main, 0, original).ok).toBe(true);
+    const slot5 = crypto.randomBytes(BS);
+    const fd = fs.openSync(spare, 'r+');
+    fs.writeSync(fd, slot5, 0, BS, SPARE_DATA + 5 * BS);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+
+    const events: NativeEvent[] = [];
+    device = new native.Device({
+      mainPath: main,
+      sparePath: spare,
+      queues: 2,
+      depth: 32,
+      blockSize: BS,
+      sizeBytes: 64n << 20n,
+      maxIoBytes: 512 * 1024,
+      discard: false,
+      devId: -1,
+      spareDataOffset: BigInt(SPARE_DATA),
+      onEvent: (e) => events.push(e),
+    });
+    device.setRemapTable(...table([[10, 0], [11, 1], [12, 2], [100, 5], [200, 7, true]]));
+    const { blockPath } = await device.start();
+
+    // Untouched blocks read from main; a remapped block reads from its slot.
+    expect(readBlocks(blockPath, 0, 8).data.equals(original.subarray(0, 8 * BS))).toBe(true);
+    expect(readBlocks(blockPath, 100, 1).data.equals(slot5)).toBe(true);
+
+    // A write over blocks 8..15: 10..12 land in slots 0..2, the others on main; main's 10..12 keep old data.
+    const fresh = crypto.randomBytes(8 * BS);
+    expect(writeBlocks(blockPath, 8, fresh).ok).toBe(true);
+    expect(readBlocks(blockPath, 8, 8).data.equals(fresh)).toBe(true);
+    const onMain = readAt(main, 8 * BS, 8 * BS);
+    expect(onMain.subarray(0, 2 * BS).equals(fresh.subarray(0, 2 * BS))).toBe(true);
+    expect(onMain.subarray(2 * BS, 5 * BS).equals(original.subarray(10 * BS, 13 * BS))).toBe(true);
+    expect(onMain.subarray(5 * BS).equals(fresh.subarray(5 * BS))).toBe(true);
+    expect(readAt(spare, SPARE_DATA, 3 * BS).equals(fresh.subarray(2 * BS, 5 * BS))).toBe(true);
+
+    // A lost block fails with EIO, alone or inside a larger request, for reads and writes.
+    expect(readBlocks(blockPath, 200, 1).ok).toBe(false);
+    expect(readBlocks(blockPath, 198, 4).ok).toBe(false);
+    expect(writeBlocks(blockPath, 200, crypto.randomBytes(BS)).ok).toBe(false);
+    expect(readAt(spare, SPARE_DATA + 7 * BS, BS).equals(Buffer.alloc(BS))).toBe(true);
+
+    // A table published while serving applies to the next request.
+    device.setRemapTable(...table([[10, 0], [11, 1], [12, 2], [100, 5], [200, 7, true], [300, 9]]));
+    const b300 = crypto.randomBytes(BS);
+    expect(writeBlocks(blockPath, 300, b300).ok).toBe(true);
+    expect(readAt(spare, SPARE_DATA + 9 * BS, BS).equals(b300)).toBe(true);
+    expect(readAt(main, 300 * BS, BS).equals(original.subarray(300 * BS, 301 * BS))).toBe(true);
+
+    // A table that is not sorted is refused and the old one stays.
+    expect(() => device?.setRemapTable(...table([[5, 1], [4, 2]]))).toThrow(/sorted/);
+    expect(readBlocks(blockPath, 300, 1).data.equals(b300)).toBe(true);
+    expect(events.filter((e) => e.type === 'io_error')).toEqual([]);
+  });
+});
