@@ -3,7 +3,7 @@
 // cleaning up is deleted from the kernel directly.
 import fs from 'node:fs';
 import { request } from '../control/client.js';
-import { isAlive, readEntries, resolveTarget, type RegistryEntry } from '../control/registry.js';
+import { findTarget, isAlive, readEntries, resolveTarget, type RegistryEntry } from '../control/registry.js';
 import { DmrError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { reapStale } from '../device/reap.js';
@@ -40,22 +40,11 @@ async function stopDaemon(e: RegistryEntry): Promise<void> {
   }
 }
 
-function matches(entries: RegistryEntry[], target: string): boolean {
-  try {
-    resolveTarget(entries, target);
-    return true;
-  } catch (e) {
-    if (e instanceof DmrError && e.code === 'E_NOT_FOUND') return false;
-    throw e;
-  }
-}
-
 export async function runDel(ctx: CliContext, target: string, json: boolean, timeoutMs = DEL_TIMEOUT_MS): Promise<number> {
   const dir = runDir(ctx.env);
   const { live, stale } = readEntries(dir);
-  let entry: RegistryEntry;
-  if (matches(live, target)) {
-    entry = resolveTarget(live, target);
+  let entry = findTarget(live, target);
+  if (entry !== null) {
     await stopDaemon(entry);
     await waitGone(entry, timeoutMs);
   } else {

@@ -7,7 +7,7 @@ them to a spare device.
 
 Commands:
   add      create a device over a main and a spare device
-  list     list the running devices
+  list     list the devices
   status   show one device's status and counters
   del      stop and remove a device
 
@@ -38,7 +38,8 @@ Options:
 `,
   list: `Usage: dmremap-ublk list [--json]
 
-Lists the running devices: path, name, main, spare, daemon pid and whether the daemon answers.
+Lists the devices: path, name, main, spare, daemon pid and state: running, unresponsive (the
+daemon does not answer), or orphaned (the daemon died; \`del\` removes the device).
 
 Options:
   --json       print a JSON array

@@ -1,4 +1,5 @@
-// `dmremap-ublk list`: the running devices from the registry, each pinged over its control socket.
+// `dmremap-ublk list`: the devices in the registry. A running one is pinged over its control socket
+// ("running" or "unresponsive"); one whose daemon died is "orphaned" until `del` cleans it up.
 import { request } from '../control/client.js';
 import { readEntries, type RegistryEntry } from '../control/registry.js';
 import { runDir } from '../paths.js';
@@ -7,7 +8,9 @@ import { table } from './format.js';
 
 const PING_TIMEOUT_MS = 2000;
 
-async function state(e: RegistryEntry): Promise<'running' | 'unresponsive'> {
+type State = 'running' | 'unresponsive' | 'orphaned';
+
+async function state(e: RegistryEntry): Promise<State> {
   try {
     await request(e.socket, 'ping', {}, PING_TIMEOUT_MS);
     return 'running';
@@ -17,9 +20,9 @@ async function state(e: RegistryEntry): Promise<'running' | 'unresponsive'> {
 }
 
 export async function runList(ctx: CliContext, json: boolean): Promise<number> {
-  const { live } = readEntries(runDir(ctx.env));
+  const { live, stale } = readEntries(runDir(ctx.env));
   const rows = await Promise.all(
-    live.map(async (e) => ({
+    [...live, ...stale].sort((a, b) => a.devId - b.devId).map(async (e) => ({
       devId: e.devId,
       name: e.name,
       blockPath: e.blockPath,
@@ -27,7 +30,7 @@ export async function runList(ctx: CliContext, json: boolean): Promise<number> {
       spare: e.spare.path,
       pid: e.pid,
       startedAt: e.startedAt,
-      state: await state(e),
+      state: stale.includes(e) ? ('orphaned' as const) : await state(e),
     })),
   );
   if (json) {

@@ -1,12 +1,24 @@
 // `dmremap-ublk status <device>`: asks the device's daemon for its status over the control socket.
 import { request } from '../control/client.js';
-import { readEntries, resolveTarget } from '../control/registry.js';
+import { findTarget, notFound, readEntries, type RegistryEntry } from '../control/registry.js';
+import { DmrError } from '../errors.js';
 import { runDir } from '../paths.js';
 import { printJson, type CliContext } from './context.js';
 import { formatStatus } from './format.js';
 
+/** No running device by that name: say whether it is an orphan (daemon died) or unknown. */
+function notRunning(stale: RegistryEntry[], target: string): never {
+  const orphan = findTarget(stale, target);
+  if (orphan === null) throw notFound(target);
+  throw new DmrError(
+    'E_DAEMON',
+    `the daemon of ${orphan.blockPath} is gone (pid ${orphan.pid}); "dmremap-ublk del ${target}" removes the device`,
+  );
+}
+
 export async function runStatus(ctx: CliContext, target: string, json: boolean): Promise<number> {
-  const entry = resolveTarget(readEntries(runDir(ctx.env)).live, target);
+  const { live, stale } = readEntries(runDir(ctx.env));
+  const entry = findTarget(live, target) ?? notRunning(stale, target);
   const status = await request(entry.socket, 'status', {});
   if (json) printJson(ctx, status);
   else ctx.stdout.write(formatStatus(status));

@@ -136,12 +136,25 @@ export function resolveTarget(entries: RegistryEntry[], target: string): Registr
     found = m ? entries.filter((e) => e.devId === Number(m[1])) : [];
     if (found.length === 0) found = entries.filter((e) => e.name === target);
   }
-  if (found.length === 0) throw new DmrError('E_NOT_FOUND', `no dmremap-ublk device ${JSON.stringify(target)}`);
+  if (found.length === 0) throw notFound(target);
   if (found.length > 1) {
     const ids = found.map((e) => e.blockPath).join(', ');
     throw new DmrError('E_AMBIGUOUS', `${JSON.stringify(target)} names more than one device (${ids}); use the path`);
   }
   return found[0] as RegistryEntry;
+}
+
+export const notFound = (target: string): DmrError =>
+  new DmrError('E_NOT_FOUND', `no dmremap-ublk device ${JSON.stringify(target)}`);
+
+/** Like resolveTarget, but null when nothing matches (an ambiguous target still throws). */
+export function findTarget(entries: RegistryEntry[], target: string): RegistryEntry | null {
+  try {
+    return resolveTarget(entries, target);
+  } catch (e) {
+    if (e instanceof DmrError && e.code === 'E_NOT_FOUND') return null;
+    throw e;
+  }
 }
 
 function realpathOr(p: string): string {

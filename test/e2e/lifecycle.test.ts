@@ -69,7 +69,7 @@ describe('device removal', () => {
     const dev = addDevice(s.loop(64), s.loop(16), '--name', 'crashed');
     process.kill(dev.pid, 'SIGKILL');
     await waitFor('the daemon to die', () => !pidAlive(dev.pid));
-    expect(JSON.parse(dmr('list', '--json').stdout)).toEqual([]);
+    expect(JSON.parse(dmr('list', '--json').stdout)).toEqual([expect.objectContaining({ name: 'crashed', pid: dev.pid, state: 'orphaned' })]);
     const del = dmr('del', 'crashed');
     expect(del.stderr).toBe('');
     expect(del.status).toBe(0);

@@ -114,7 +114,10 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     process.kill(pid, 'SIGKILL');
     await waitFor(() => !pidAlive(pid));
     expect(w.devNodes()).toEqual(['ublkb0', 'ublkc0']); // the kernel keeps a dead server's device
-    expect(cli(w, ['list', '--json']).stdout).toBe('[]\n');
+    expect(JSON.parse(cli(w, ['list', '--json']).stdout)).toEqual([expect.objectContaining({ name: 'crashy', pid, state: 'orphaned' })]);
+    const st = cli(w, ['status', 'crashy']);
+    expect(st.status).toBe(1);
+    expect(st.stderr).toBe(`dmremap-ublk: the daemon of ${path.join(w.devDir, 'ublkb0')} is gone (pid ${pid}); "dmremap-ublk del crashy" removes the device\n`);
     const del = cli(w, ['del', 'crashy']);
     expect(del.stderr).toBe('');
     expect(del.status).toBe(0);
