@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { DmrError, errorCodeOf } from '../errors.js';
-import { registryPath, socketPath } from '../paths.js';
+import { registryPath } from '../paths.js';
 
 const backingRef = z.strictObject({
   path: z.string(),

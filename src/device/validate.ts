@@ -148,9 +148,6 @@ export function planDevice(native: NativeAddon, cfg: DeviceConfig, running: Regi
   if (spare.sizeBytes < BigInt(blockSize)) {
     throw new DmrError('E_DEVICE_INVALID', `spare device ${spare.path} is smaller than one block (${blockSize} bytes)`);
   }
-  if (cfg.maxIoBytes < blockSize) {
-    throw new DmrError('E_BLOCK_SIZE', `max I/O ${cfg.maxIoBytes} bytes is smaller than the block size ${blockSize}`);
-  }
   const probe = probeUblk(native);
   return {
     main,
