@@ -263,9 +263,6 @@ export class RemapStore {
     const sbOk = d0.ok ? d0 : d1.ok ? d1 : null;
     if (sbOk === null) {
       if (!hasMagic(raw[0], SB_MAGIC) && !hasMagic(raw[1], SB_MAGIC)) return RemapStore.doFormat(io, p, 'fresh');
-      // A format writes superblock copy 1 only after copy 0 is flushed: copy 0 torn and copy 1 never written
-      // is a first format that was interrupted, not a spare that held a table.
-      if (!hasMagic(raw[1], SB_MAGIC)) return RemapStore.doFormat(io, p, 'fresh (an earlier format was interrupted)');
       return refuse(
         new DmrError(
           'E_SPARE_METADATA',
