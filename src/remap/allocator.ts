@@ -12,6 +12,8 @@ export class SlotAllocator {
   private ends: number[];
   private freeCount: number;
   private readonly retired = new Set<number>();
+  /** Slots handed out by reserve() and not yet committed or given back (never persisted). */
+  private readonly reserved = new Set<number>();
 
   constructor(geometry: Geometry) {
     this.geometry = geometry;
@@ -66,7 +68,31 @@ export class SlotAllocator {
 
   /** Slots holding a remapped block. */
   get used(): number {
-    return this.slotCount - this.freeCount - this.retired.size;
+    return this.slotCount - this.freeCount - this.retired.size - this.reserved.size;
+  }
+
+  get reservedCount(): number {
+    return this.reserved.size;
+  }
+
+  isReserved(slot: number): boolean {
+    return this.reserved.has(slot);
+  }
+
+  /**
+   * Takes the lowest free slot for a remap that is not committed yet (its data is copied first). The slot
+   * stays out of reach of allocate() until a remap or move op names it (take() consumes the reservation) or
+   * unreserve() gives it back. Reservations are not persisted: after a crash the slot is free again.
+   */
+  reserve(): number {
+    const s = this.allocate();
+    this.reserved.add(s);
+    return s;
+  }
+
+  unreserve(slot: number): void {
+    if (!this.reserved.delete(slot)) throw new DmrError('E_REMAP_STATE', `spare slot ${slot} is not reserved`);
+    this.insertFree(slot);
   }
 
   isRetired(slot: number): boolean {
@@ -104,12 +130,33 @@ export class SlotAllocator {
   /** Takes the lowest free slot. */
   allocate(): number {
     const s = this.peek();
-    this.take(s);
+    this.takeFree(s);
     return s;
   }
 
-  /** Takes a specific free slot (throws E_REMAP_STATE if it is not free). */
-  take(slot: number): void {
+  /**
+   * Takes a specific slot that is free or reserved (throws E_REMAP_STATE otherwise); says which it was, for
+   * giveBack().
+   */
+  take(slot: number): 'free' | 'reserved' {
+    if (this.reserved.delete(slot)) return 'reserved';
+    this.takeFree(slot);
+    return 'free';
+  }
+
+  /** Undoes take(): the slot goes back to being free or reserved. */
+  giveBack(slot: number, was: 'free' | 'reserved'): void {
+    if (was === 'reserved') {
+      if (this.isFree(slot) || this.retired.has(slot) || this.reserved.has(slot)) {
+        throw new DmrError('E_INTERNAL', `spare slot ${slot} cannot go back to reserved`);
+      }
+      this.reserved.add(slot);
+    } else {
+      this.release(slot);
+    }
+  }
+
+  private takeFree(slot: number): void {
     this.checkRange(slot);
     const i = this.find(slot);
     const end = i >= 0 ? (this.ends[i] as number) : -1;
@@ -134,6 +181,7 @@ export class SlotAllocator {
   release(slot: number): void {
     this.checkRange(slot);
     if (this.retired.has(slot)) throw new DmrError('E_REMAP_STATE', `spare slot ${slot} is retired`);
+    if (this.reserved.has(slot)) throw new DmrError('E_REMAP_STATE', `spare slot ${slot} is reserved, not in use`);
     this.insertFree(slot);
   }
 
@@ -141,7 +189,8 @@ export class SlotAllocator {
   retire(slot: number): void {
     this.checkRange(slot);
     if (this.retired.has(slot)) throw new DmrError('E_REMAP_STATE', `spare slot ${slot} is already retired`);
-    this.take(slot);
+    if (this.reserved.has(slot)) throw new DmrError('E_REMAP_STATE', `spare slot ${slot} is reserved`);
+    this.takeFree(slot);
     this.retired.add(slot);
   }
 

@@ -112,7 +112,7 @@ export class RemapState {
     switch (op.op) {
       case 'remap': {
         if (table.has(op.block)) throw new DmrError('E_REMAP_STATE', `block ${op.block} is already remapped`);
-        allocator.take(op.slot);
+        const was = allocator.take(op.slot);
         const origin: EntryOrigin = op.auto ? 'auto' : 'manual';
         table.set(op.block, { slot: op.slot, state: op.lost ? 'lost' : 'mapped', origin, time: op.time, errorCount: op.errorCount });
         const key = op.auto ? 'autoRemaps' : 'manualRemaps';
@@ -120,7 +120,7 @@ export class RemapState {
         return () => {
           this.counters[key]--;
           table.delete(op.block);
-          allocator.release(op.slot);
+          allocator.giveBack(op.slot, was);
         };
       }
       case 'unremap': {
@@ -144,13 +144,18 @@ export class RemapState {
       }
       case 'move': {
         const old = this.entry(op.block);
-        allocator.take(op.slot);
-        allocator.release(old.slot);
+        const was = allocator.take(op.slot);
+        try {
+          allocator.release(old.slot);
+        } catch (e) {
+          allocator.giveBack(op.slot, was);
+          throw e;
+        }
         table.set(op.block, { ...old, slot: op.slot });
         return () => {
           table.set(op.block, old);
           allocator.take(old.slot);
-          allocator.release(op.slot);
+          allocator.giveBack(op.slot, was);
         };
       }
       case 'retire':

@@ -499,6 +499,20 @@ export class RemapStore {
     return this.enqueue(() => this.doCommit(ops));
   }
 
+  /**
+   * Reserves the lowest free slot for a remap whose data is copied before it is committed (see
+   * durability.ts). Runs in the commit queue, so no commit in flight can pick the same slot. E_SPARE_FULL
+   * when there is none.
+   */
+  reserveSlot(): Promise<number> {
+    return this.enqueue(async () => this.state.allocator.reserve());
+  }
+
+  /** Gives back a slot from reserveSlot() that will not be committed. */
+  unreserveSlot(slot: number): Promise<void> {
+    return this.enqueue(async () => this.state.allocator.unreserve(slot));
+  }
+
   /** Writes the whole state as a new table copy now (also done automatically when the journal is full). */
   compact(): Promise<void> {
     return this.enqueue(() => this.guard(() => this.doCompact(this.curCopy === 0 ? 1 : 0)));
