@@ -22,7 +22,6 @@ import {
   type PersistentCounters,
   type ResolvedOp,
 } from './state.js';
-import type { EntryState } from './table.js';
 
 export const FORMAT_VERSION = 1;
 export const SB_MAGIC = Buffer.from('DMRMAPSB', 'latin1');
@@ -273,6 +272,23 @@ export function decodeTableCopy(
   b: Buffer,
   ctx: { uuid: Buffer; geometry: Geometry; mainBlocks: number },
 ): Decoded<TableCopy> {
+  const h = checkTableCopy(b, ctx);
+  return h.ok ? buildTableCopy(b, h.value, ctx) : h;
+}
+
+export interface TableCopyHeader {
+  generation: number;
+  journalStartSeq: number;
+  entryCount: number;
+  retiredCount: number;
+  crc: number;
+}
+
+/** Checks a table copy's header and checksum (cheap next to building its state). */
+export function checkTableCopy(
+  b: Buffer,
+  ctx: { uuid: Buffer; geometry: Geometry },
+): Decoded<TableCopyHeader> {
   const g = ctx.geometry;
   if (b.length < TB.body) return bad('short');
   if (!hasMagic(b, TABLE_MAGIC)) return bad('no magic');
@@ -288,9 +304,23 @@ export function decodeTableCopy(
   if (len > b.length) return bad('longer than its area');
   const crc = crc32c(b, TB.body, len, crc32c(b, 0, TB.crc));
   if (b.readUInt32LE(TB.crc) !== crc) return bad('bad checksum');
+  return { ok: true, value: { generation, journalStartSeq, entryCount: n, retiredCount: r, crc } };
+}
+
+/** Builds the state of a table copy that passed checkTableCopy(); a field out of range → { ok: false }. */
+export function buildTableCopy(
+  b: Buffer,
+  h: TableCopyHeader,
+  ctx: { geometry: Geometry; mainBlocks: number },
+): Decoded<TableCopy> {
+  const g = ctx.geometry;
+  const { generation, journalStartSeq, crc } = h;
+  const n = h.entryCount;
+  const r = h.retiredCount;
   const counters = readCounters(b, TB.counters);
   if (counters === null) return bad('bad counters');
   const state = new RemapState(g, ctx.mainBlocks);
+  const table = state.table;
   const slots = new Float64Array(n);
   let prev = -1;
   let off = TB.body;
@@ -304,14 +334,14 @@ export function decodeTableCopy(
     }
     prev = block;
     slots[i] = slot;
-    const st: EntryState = flags & ENTRY_LOST ? 'lost' : 'mapped';
-    state.table.set(block, {
+    table.insertNew(
+      block,
       slot,
-      state: st,
-      origin: flags & ENTRY_AUTO ? 'auto' : 'manual',
-      time: u48(b, off + ENTRY.time),
-      errorCount: b.readUInt16LE(off + ENTRY.errorCount),
-    });
+      (flags & ENTRY_LOST) !== 0,
+      (flags & ENTRY_AUTO) !== 0,
+      u48(b, off + ENTRY.time),
+      b.readUInt16LE(off + ENTRY.errorCount),
+    );
   }
   const retired: number[] = [];
   prev = -1;

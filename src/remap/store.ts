@@ -12,9 +12,10 @@ import { randomBytes } from 'node:crypto';
 import { DmrError } from '../errors.js';
 import type { SlotAllocator } from './allocator.js';
 import {
+  buildTableCopy,
+  checkTableCopy,
   decodeJournalRecord,
   decodeSuperblock,
-  decodeTableCopy,
   encodeJournalRecord,
   encodeSuperblock,
   encodeTableCopy,
@@ -305,23 +306,36 @@ export class RemapStore {
     // Table copies: the newest valid one.
     const at = (rel: number): number => g.spareOffset + rel;
     const ctx = { uuid: sb.uuid, geometry: g, mainBlocks: p.mainBlocks };
-    const tabs: [Decoded<TableCopy>, Decoded<TableCopy>] = [
-      decodeTableCopy(await io.read(at(g.tableOffsets[0]), g.tableCopyLen), ctx),
-      decodeTableCopy(await io.read(at(g.tableOffsets[1]), g.tableCopyLen), ctx),
-    ];
-    let copy: 0 | 1;
-    if (tabs[0].ok && tabs[1].ok) copy = tabs[1].value.generation > tabs[0].value.generation ? 1 : 0;
-    else if (tabs[0].ok) copy = 0;
-    else if (tabs[1].ok) copy = 1;
-    else {
+    // Check both (header + CRC), build the state of the newest only; if its contents do not validate, the
+    // other one is tried.
+    const bufs = [await io.read(at(g.tableOffsets[0]), g.tableCopyLen), await io.read(at(g.tableOffsets[1]), g.tableCopyLen)] as const;
+    const heads = [checkTableCopy(bufs[0], ctx), checkTableCopy(bufs[1], ctx)] as const;
+    /** Why each copy is unusable ('' = valid as far as checked). */
+    const whyBad: [string, string] = [heads[0].ok ? '' : heads[0].why, heads[1].ok ? '' : heads[1].why];
+    const order: Array<0 | 1> =
+      heads[0].ok && heads[1].ok && heads[1].value.generation > heads[0].value.generation ? [1, 0] : [0, 1];
+    let copy: 0 | 1 | null = null;
+    let loadedCopy: TableCopy | null = null;
+    for (const c of order) {
+      const h = heads[c];
+      if (!h.ok) continue;
+      const built = buildTableCopy(bufs[c], h.value, ctx);
+      if (built.ok) {
+        copy = c;
+        loadedCopy = built.value;
+        break;
+      }
+      whyBad[c] = built.why;
+    }
+    if (copy === null || loadedCopy === null) {
       return refuse(
         new DmrError(
           'E_SPARE_METADATA',
-          `both copies of the remap table on the spare are corrupt (A: ${tabs[0].why}; B: ${tabs[1].why}); refusing to format over them (use --force-format to format it)`,
+          `both copies of the remap table on the spare are corrupt (A: ${whyBad[0]}; B: ${whyBad[1]}); refusing to format over them (use --force-format to format it)`,
         ),
       );
     }
-    const loaded = tabs[copy] as { ok: true; value: TableCopy };
+    const loaded = { value: loadedCopy };
     const other: 0 | 1 = copy === 0 ? 1 : 0;
     const state = loaded.value.state;
     let gen = loaded.value.generation;
@@ -331,7 +345,8 @@ export class RemapStore {
     let replayedRecords = r1.records;
     let replayedOps = r1.ops;
     let journalStop = r1.stop;
-    if (!tabs[other].ok) {
+    const otherBad = whyBad[other] !== '';
+    if (otherBad) {
       // The other copy may be a newer generation that got corrupt after records were journaled behind it:
       // its journal then continues this one (its first record cannot be checked against the lost copy's CRC).
       const r2 = replay(state, await io.read(at(g.journalOffsets[other]), jlen), sb.uuid, gen + 1, r1.nextSeq, null);
@@ -356,8 +371,8 @@ export class RemapStore {
       });
       repairs.push(`superblock copy ${1 - good} rewritten from copy ${good}`);
     }
-    if (!tabs[other].ok) {
-      const why = tabs[other].why;
+    if (otherBad) {
+      const why = whyBad[other];
       await store.guard(() => store.doCompact(other));
       repairs.push(`table copy ${'AB'[other]} (${why}) rewritten as generation ${store.gen}`);
     }

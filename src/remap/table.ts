@@ -82,6 +82,26 @@ export class RemapTable {
     this.count(e, 1);
   }
 
+  /**
+   * Adds an entry for a block known not to be in the table (the decoder of a table copy, whose blocks are
+   * strictly ascending): no lookup of an old entry.
+   */
+  insertNew(block: number, slot: number, lost: boolean, auto: boolean, time: number, errorCount: number): void {
+    this.map.set(block, {
+      slot,
+      state: lost ? 'lost' : 'mapped',
+      origin: auto ? 'auto' : 'manual',
+      time,
+      errorCount: errorCount > MAX_ERROR_COUNT ? MAX_ERROR_COUNT : errorCount,
+    });
+    const c = this.c;
+    c.remapped++;
+    if (lost) c.lost++;
+    else c.mapped++;
+    if (auto) c.auto++;
+    else c.manual++;
+  }
+
   /** Removes `block`'s entry and returns it; throws E_REMAP_STATE when the block is not remapped. */
   delete(block: number): RemapEntry {
     const old = this.map.get(block);
