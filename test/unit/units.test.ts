@@ -105,3 +105,16 @@ describe('counters and features', () => {
     expect(featureNames(0x41n | (1n << 40n))).toEqual(['SUPPORT_ZERO_COPY', 'CMD_IOCTL_ENCODE', 'bit40']);
   });
 });
+
+describe('native selection', () => {
+  it('honours DMREMAP_FAKE_NATIVE only under vitest', async () => {
+    const { selectNative } = await import('../../src/native-select.js');
+    const { FakeNative } = await import('../../src/testing/fake-native.js');
+    const fake = JSON.stringify({ devDir: '/nonexistent' });
+    expect(await selectNative({ DMREMAP_FAKE_NATIVE: fake, VITEST: 'true' })).toBeInstanceOf(FakeNative);
+    // Outside vitest the variable is ignored: the real addon is loaded (or its absence reported).
+    const real = await selectNative({ DMREMAP_FAKE_NATIVE: fake }).catch((e: unknown) => e);
+    expect(real).not.toBeInstanceOf(FakeNative);
+    if (real instanceof DmrError) expect(real.code).toBe('E_NATIVE_MISSING');
+  });
+});
