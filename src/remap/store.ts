@@ -8,7 +8,7 @@
 // (3) each journal record carries its generation, a consecutive sequence number and the CRC of the record
 // before it (the first one: the CRC of its table copy), so replay stops exactly at the end of what was
 // committed, whatever stale records follow.
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { DmrError } from '../errors.js';
 import type { SlotAllocator } from './allocator.js';
 import {
@@ -198,8 +198,7 @@ function replay(state: RemapState, jbuf: Buffer, uuid: Buffer, gen: number, star
 }
 
 /** sha256 over the given parts: a convenient way to build a MainIdentity fingerprint. */
-export async function mainFingerprint(...parts: Array<string | Uint8Array | bigint | number>): Promise<Buffer> {
-  const { createHash } = await import('node:crypto');
+export function mainFingerprint(...parts: Array<string | Uint8Array | bigint | number>): Buffer {
   const h = createHash('sha256');
   for (const p of parts) {
     const b = typeof p === 'string' || typeof p === 'bigint' || typeof p === 'number' ? Buffer.from(String(p)) : p;

@@ -189,6 +189,33 @@ describe('format and round-trip', () => {
   });
 });
 
+describe('batches and the fingerprint helper', () => {
+  it('a batch bigger than the free journal space compacts in the middle and loses nothing', async () => {
+    const slots = 400;
+    const io = new MemSpareIo(metaLenFor(slots, 2) + slots * 512);
+    const r = await RemapStore.open(io, opts({ journalRecords: 2 }));
+    await r.store.commit({ op: 'remap', block: 1, origin: 'manual' }); // journal: 1 of 2 used
+    const gen = r.store.generation;
+    io.resetStats();
+    const ops: RemapOp[] = Array.from({ length: 3 * MAX_OPS_PER_RECORD }, (_, i) => ({ op: 'remap', block: 10 + i, origin: 'auto' }));
+    await r.store.commitBatch(ops);
+    expect(r.store.generation).toBe(gen + 1);
+    expect(io.stats).toMatchObject({ writes: 3, flushes: 3 }); // 1 record, compaction, 2 records: each + flush
+    const again = await RemapStore.open(io, opts());
+    expect(again.table.size).toBe(1 + 3 * MAX_OPS_PER_RECORD);
+    expect(snap(again)).toBe(snap(r));
+  });
+
+  it('mainFingerprint is 32 bytes, stable, and depends on every part', async () => {
+    const { mainFingerprint } = await import('../../src/remap/store.js');
+    const a = mainFingerprint('wwn-0x5000c500a1b2c3d4', 1n << 40n);
+    expect(a).toHaveLength(32);
+    expect(mainFingerprint('wwn-0x5000c500a1b2c3d4', 1n << 40n).equals(a)).toBe(true);
+    expect(mainFingerprint('wwn-0x5000c500a1b2c3d4', (1n << 40n) + 512n).equals(a)).toBe(false);
+    expect(mainFingerprint('ab', 'c').equals(mainFingerprint('a', 'bc'))).toBe(false);
+  });
+});
+
 describe('journal replay', () => {
   async function withRecords(n: number): Promise<{ io: MemSpareIo; snaps: string[]; store: RemapStore }> {
     const io = new MemSpareIo(metaLenFor(SLOTS, 16) + SLOTS * 512);
