@@ -334,12 +334,11 @@ export class RemapStore {
         ),
       );
     }
-    const loaded = { value: loadedCopy };
     const other: 0 | 1 = copy === 0 ? 1 : 0;
-    const state = loaded.value.state;
-    let gen = loaded.value.generation;
+    const state = loadedCopy.state;
+    let gen = loadedCopy.generation;
     const jlen = g.journalRecords * JOURNAL_RECORD_SIZE;
-    const r1 = replay(state, await io.read(at(g.journalOffsets[copy]), jlen), sb.uuid, gen, loaded.value.journalStartSeq, loaded.value.crc);
+    const r1 = replay(state, await io.read(at(g.journalOffsets[copy]), jlen), sb.uuid, gen, loadedCopy.journalStartSeq, loadedCopy.crc);
     let cur = { gen, copy, pos: r1.records, nextSeq: r1.nextSeq, prevCrc: r1.lastCrc };
     let replayedRecords = r1.records;
     let replayedOps = r1.ops;
@@ -382,7 +381,7 @@ export class RemapStore {
       report: {
         formatted: false,
         formatReason: null,
-        loadedGeneration: loaded.value.generation,
+        loadedGeneration: loadedCopy.generation,
         loadedCopy: copy,
         replayedRecords,
         replayedOps,
