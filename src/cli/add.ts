@@ -98,6 +98,7 @@ function daemonArgs(flags: AddFlags): string[] {
   if (d.name !== null) args.push('--name', d.name);
   if (d.queues !== undefined) args.push('--queues', String(d.queues));
   if (d.blockSize !== undefined) args.push('--block-size', String(d.blockSize));
+  args.push('--buffers', d.buffers);
   return args;
 }
 

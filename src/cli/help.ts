@@ -30,6 +30,8 @@ Options:
   --depth <n>          queue depth, 1-4096 (default 128)
   --block-size <n>     logical block size, 512 or 4096 (default: 512, or main's if larger)
   --max-io <KiB>       largest single I/O in KiB, 4-1024, multiple of 4 (default 512)
+  --buffers <mode>     auto (default): zero copy where the kernel has UBLK_F_AUTO_BUF_REG (6.16+),
+                       else copy; copy: always copy; zero-copy: refuse to run without it
   --foreground         stay in the foreground; stop with Ctrl-C or SIGTERM
   --log-file <path>    append JSON logs here (default: stderr in the foreground,
                        <run dir>/daemon.log when detached)

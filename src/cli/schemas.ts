@@ -8,6 +8,7 @@ import {
   MAX_MAX_IO_KIB,
   MAX_QUEUES,
   MIN_MAX_IO_KIB,
+  BUFFER_MODES,
   type DeviceConfig,
 } from '../device/config.js';
 import type { OptionSpecs } from './args.js';
@@ -23,6 +24,7 @@ export const addOptions = {
   depth: { type: 'string' },
   'block-size': { type: 'string' },
   'max-io': { type: 'string' },
+  buffers: { type: 'string' },
   foreground: { type: 'boolean' },
   'log-file': { type: 'string' },
   ...json,
@@ -73,6 +75,9 @@ export const addFlagsSchema = z
       .transform((s) => Number(s) as 512 | 4096)
       .optional(),
     'max-io': intFlag('max-io', MIN_MAX_IO_KIB, MAX_MAX_IO_KIB, 4).optional(),
+    buffers: z
+      .enum(BUFFER_MODES, { error: (iss) => `--buffers must be auto, copy or zero-copy, got ${JSON.stringify(iss.input)}` })
+      .default('auto'),
     foreground: z.boolean().default(false),
     'log-file': z.string().min(1, '--log-file must not be empty').transform((p) => path.resolve(p)).optional(),
     json: z.boolean().default(false),
@@ -86,6 +91,7 @@ export const addFlagsSchema = z
       depth: f.depth ?? DEFAULT_DEPTH,
       blockSize: f['block-size'],
       maxIoBytes: (f['max-io'] ?? DEFAULT_MAX_IO_KIB) * 1024,
+      buffers: f.buffers,
     } satisfies DeviceConfig,
     foreground: f.foreground,
     logFile: f['log-file'] ?? null,

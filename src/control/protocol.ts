@@ -91,6 +91,7 @@ export const deviceStatusSchema = z.strictObject({
     deviceFlags: z.string(),
     deviceFlagNames: z.array(z.string()),
     fixedBuffers: z.boolean(),
+    zeroCopy: z.boolean(),
   }),
   logFile: z.string().nullable(),
 });

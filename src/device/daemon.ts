@@ -74,6 +74,7 @@ export class Daemon {
         sizeBytes: p.sizeBytes,
         maxIoBytes: p.maxIoBytes,
         discard: p.discard,
+        zeroCopy: p.zeroCopy,
         devId: -1,
         onEvent: (ev) => this.onEvent(ev),
       });
@@ -187,6 +188,7 @@ export class Daemon {
         deviceFlags: hex(info.flags),
         deviceFlagNames: featureNames(info.flags),
         fixedBuffers: info.fixedBuffers,
+        zeroCopy: info.zeroCopy,
       },
       logFile: this.deps.logFile,
     };

@@ -25,7 +25,10 @@ export interface DevicePlan {
   sizeBytes: bigint;
   maxIoBytes: number;
   discard: boolean;
+  zeroCopy: boolean;
 }
+
+const UBLK_F_AUTO_BUF_REG = 1n << 11n;
 
 const majorOf = (rdev: bigint): bigint => ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
 const minorOf = (rdev: bigint): bigint => (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
@@ -149,6 +152,10 @@ export function planDevice(native: NativeAddon, cfg: DeviceConfig, running: Regi
     throw new DmrError('E_DEVICE_INVALID', `spare device ${spare.path} is smaller than one block (${blockSize} bytes)`);
   }
   const probe = probeUblk(native);
+  const kernelZeroCopy = (probe.features & UBLK_F_AUTO_BUF_REG) !== 0n;
+  if (cfg.buffers === 'zero-copy' && !kernelZeroCopy) {
+    throw new DmrError('E_UNSUPPORTED', '--buffers zero-copy needs a kernel with UBLK_F_AUTO_BUF_REG (Linux 6.16 or later)');
+  }
   return {
     main,
     spare,
@@ -159,5 +166,6 @@ export function planDevice(native: NativeAddon, cfg: DeviceConfig, running: Regi
     sizeBytes,
     maxIoBytes: cfg.maxIoBytes,
     discard: main.discard,
+    zeroCopy: cfg.buffers !== 'copy' && kernelZeroCopy,
   };
 }

@@ -25,6 +25,8 @@ export const fakeConfigSchema = z.strictObject({
   devDir: z.string(),
   controlAvailable: z.boolean().default(true),
   controlErrno: z.number().int().default(2),
+  /** UBLK_F_* bits GET_FEATURES reports, as a hex string (JSON carries no bigint); no AUTO_BUF_REG by default. */
+  features: z.string().regex(/^0x[0-9a-f]+$/).default('0xc2'),
   /** Paths whose start fails with EBUSY, as an O_EXCL open of a mounted device would. */
   busy: z.array(z.string()).default([]),
   /** errno name START_DEV fails with, after ADD_DEV succeeded. */
@@ -165,7 +167,7 @@ export class FakeNative implements NativeAddon {
     return {
       controlAvailable: this.cfg.controlAvailable,
       controlErrno: this.cfg.controlAvailable ? 0 : this.cfg.controlErrno,
-      features: 0xc2n,
+      features: BigInt(this.cfg.features),
       featuresKnown: true,
       opcodeEncoding: 'ioctl',
     };

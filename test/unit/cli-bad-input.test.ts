@@ -61,6 +61,7 @@ describe('usage errors (exit 2)', () => {
   it('--depth out of range', () => expectRejected((w) => add(w, '--depth', '5000'), 2, '--depth must be from 1 to 4096, got 5000'));
   it('--max-io not a multiple of 4', () =>
     expectRejected((w) => add(w, '--max-io', '6'), 2, '--max-io must be from 4 to 1024, a multiple of 4, got 6'));
+  it('bad --buffers', () => expectRejected((w) => add(w, '--buffers', 'fast'), 2, '--buffers must be auto, copy or zero-copy, got "fast"'));
   it('bad block size', () => expectRejected((w) => add(w, '--block-size', '1024'), 2, '--block-size must be 512 or 4096, got "1024"'));
   it('bad name', () =>
     expectRejected((w) => add(w, '--name', 'my disk'), 2, /^--name must start with a letter and hold at most 64/));
@@ -118,6 +119,8 @@ describe('run-time errors (exit 1), detached and foreground', () => {
     expectRejected((w) => add(w, '--block-size', '512'), 1, `block size 512 is smaller than main device ${w.main}'s logical block size 4096`, {
       logicalBlockSize: 4096,
     }));
+  it('--buffers zero-copy on a kernel without UBLK_F_AUTO_BUF_REG', () =>
+    expectRejected((w) => add(w, '--buffers', 'zero-copy'), 1, '--buffers zero-copy needs a kernel with UBLK_F_AUTO_BUF_REG (Linux 6.16 or later)'));
   it('no access to /dev/ublk-control', () =>
     expectRejected((w) => add(w), 1, '/dev/ublk-control: permission denied (run as root)', { controlAvailable: false, controlErrno: 13 }));
   it('device in use (exclusive open fails with EBUSY)', () =>
@@ -141,7 +144,7 @@ describe('devices another daemon already serves', () => {
   beforeEach(async () => {
     const other = w.file('other.img', 4 << 20);
     daemon = await Daemon.start(
-      { mainPath: w.main, sparePath: other, name: 'first', queues: 1, depth: 16, blockSize: undefined, maxIoBytes: 512 << 10 },
+      { mainPath: w.main, sparePath: other, name: 'first', queues: 1, depth: 16, blockSize: undefined, maxIoBytes: 512 << 10, buffers: 'auto' },
       { native: fakeFor(w), runDir: w.runDir, log: quietLog(), logFile: null },
     );
   });

@@ -23,6 +23,7 @@ const config = (over: Partial<DeviceConfig> = {}): DeviceConfig => ({
   depth: 64,
   blockSize: undefined,
   maxIoBytes: 256 << 10,
+  buffers: 'auto',
   ...over,
 });
 const start = (over: Partial<DeviceConfig> = {}): Promise<Daemon> =>
@@ -68,6 +69,20 @@ describe('daemon', () => {
       discard: true,
       devId: -1,
     });
+  });
+
+  it('serves zero-copy where the kernel offers UBLK_F_AUTO_BUF_REG, unless told to copy', async () => {
+    daemon = await start();
+    expect(device().opts.zeroCopy).toBe(false); // the fake's default features: no AUTO_BUF_REG
+    expect(daemon.status().kernel.zeroCopy).toBe(false);
+    await daemon.shutdown('next');
+    native = fakeFor(w, { features: '0x3fde' }); // 7.x: AUTO_BUF_REG (bit 11) among others
+    daemon = await start();
+    expect(device().opts.zeroCopy).toBe(true);
+    expect(daemon.status().kernel.zeroCopy).toBe(true);
+    await daemon.shutdown('next');
+    daemon = await start({ buffers: 'copy' });
+    expect(device().opts.zeroCopy).toBe(false);
   });
 
   it('rounds the size down to the block size and defaults queues to min(4, CPUs)', async () => {
