@@ -9,6 +9,8 @@
 #include <mutex>
 #include <set>
 
+#include <unistd.h>
+
 #include "backing.h"
 #include "control.h"
 #include "device.h"
@@ -87,7 +89,9 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     return DefineClass(env, "Device",
                        {InstanceMethod("start", &DeviceWrap::Start), InstanceMethod("stop", &DeviceWrap::Stop),
                         InstanceMethod("info", &DeviceWrap::Info), InstanceMethod("stats", &DeviceWrap::Stats),
-                        InstanceMethod("setRemapTable", &DeviceWrap::SetRemapTable)});
+                        InstanceMethod("setRemapTable", &DeviceWrap::SetRemapTable),
+                        InstanceMethod("drain", &DeviceWrap::Drain), InstanceMethod("copyRange", &DeviceWrap::CopyRange),
+                        InstanceMethod("readRange", &DeviceWrap::ReadRange), InstanceMethod("flush", &DeviceWrap::Flush)});
   }
 
   // JS thread.
@@ -175,6 +179,112 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
 
   // JS thread.
   Napi::Value Info(const Napi::CallbackInfo& info) { return InfoObject(info.Env()); }
+
+  // JS thread. drain(): resolves once every request dispatched before the call has completed.
+  Napi::Value Drain(const Napi::CallbackInfo& info) {
+    std::shared_ptr<Device> dev = Running(info.Env());
+    auto* w = new PromiseWorker(info.Env(), [dev] { dev->Drain(30000); }, [](Napi::Env env) { return env.Undefined(); });
+    w->Queue();
+    return w->Promise();
+  }
+
+  // JS thread. copyRange(from, fromOffset, to, toOffset, bytes), O_DIRECT, on a pool thread.
+  Napi::Value CopyRange(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<Device> dev = Running(env);
+    bool from_spare = Role(info[0]);
+    uint64_t from_off = Offset(info[1]);
+    bool to_spare = Role(info[2]);
+    uint64_t to_off = Offset(info[3]);
+    uint32_t bytes = Bytes(info[4]);
+    auto* w = new PromiseWorker(
+        env,
+        [dev, from_spare, from_off, to_spare, to_off, bytes] {
+          int from = dev->DupBackingFd(from_spare);
+          int to = -1;
+          try {
+            to = dev->DupBackingFd(to_spare);
+            CopyDirect(from, from_off, to, to_off, bytes, from_spare ? "spare" : "main", to_spare ? "spare" : "main");
+          } catch (...) {
+            close(from);
+            if (to >= 0) close(to);
+            throw;
+          }
+          close(from);
+          close(to);
+        },
+        [](Napi::Env e) { return e.Undefined(); });
+    w->Queue();
+    return w->Promise();
+  }
+
+  // JS thread. readRange(from, offset, bytes) -> Buffer, O_DIRECT, on a pool thread.
+  Napi::Value ReadRange(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<Device> dev = Running(env);
+    bool spare = Role(info[0]);
+    uint64_t off = Offset(info[1]);
+    uint32_t bytes = Bytes(info[2]);
+    auto data = std::make_shared<std::string>();
+    auto* w = new PromiseWorker(
+        env,
+        [dev, spare, off, bytes, data] {
+          int fd = dev->DupBackingFd(spare);
+          try {
+            ReadDirect(fd, off, bytes, data.get(), spare ? "spare" : "main");
+          } catch (...) {
+            close(fd);
+            throw;
+          }
+          close(fd);
+        },
+        [data](Napi::Env e) { return Napi::Buffer<char>::Copy(e, data->data(), data->size()); });
+    w->Queue();
+    return w->Promise();
+  }
+
+  // JS thread. flush(which): fdatasync of main or the spare, on a pool thread.
+  Napi::Value Flush(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<Device> dev = Running(env);
+    bool spare = Role(info[0]);
+    auto* w = new PromiseWorker(
+        env,
+        [dev, spare] {
+          int fd = dev->DupBackingFd(spare);
+          int rc = fdatasync(fd);
+          int err = errno;
+          close(fd);
+          if (rc < 0) ThrowSys(err, "fdatasync", spare ? "spare" : "main");
+        },
+        [](Napi::Env e) { return e.Undefined(); });
+    w->Queue();
+    return w->Promise();
+  }
+
+  // JS thread. Argument helpers: throw a TypeError/RangeError naming the problem.
+  std::shared_ptr<Device> Running(Napi::Env env) {
+    if (!device_) throw Napi::Error::New(env, "device was shut down");
+    return device_;
+  }
+  static bool Role(const Napi::Value& v) {
+    std::string s = v.IsString() ? v.As<Napi::String>().Utf8Value() : "";
+    if (s != "main" && s != "spare") throw Napi::TypeError::New(v.Env(), "device must be 'main' or 'spare'");
+    return s == "spare";
+  }
+  static uint64_t Offset(const Napi::Value& v) {
+    bool lossless = true;
+    if (!v.IsBigInt()) throw Napi::TypeError::New(v.Env(), "offset must be a bigint");
+    uint64_t o = v.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless || o % 512 != 0) throw Napi::RangeError::New(v.Env(), "offset must be a non-negative multiple of 512");
+    return o;
+  }
+  static uint32_t Bytes(const Napi::Value& v) {
+    uint32_t n = v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : 0;
+    if (n == 0 || n % 512 != 0 || n > (16u << 20))
+      throw Napi::RangeError::New(v.Env(), "bytes must be a multiple of 512 from 512 to 16 MiB");
+    return n;
+  }
 
   // JS thread. setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): the whole
   // table, sorted by block with no duplicates (checked: a bad table is refused and the old one stays).

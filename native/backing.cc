@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdlib>
 #include <fstream>
 
 #include "sys_error.h"
@@ -65,6 +66,55 @@ BackingInfo ProbeBacking(const std::string& path) {
   }
   close(fd);
   return info;
+}
+
+namespace {
+struct AlignedBuffer {
+  explicit AlignedBuffer(size_t n) {
+    if (posix_memalign(&p, 4096, n ? n : 4096) != 0) ThrowSys(ENOMEM, "posix_memalign");
+  }
+  ~AlignedBuffer() { free(p); }
+  void* p = nullptr;
+};
+
+// Worker thread.
+void PreadAll(int fd, char* buf, uint32_t len, uint64_t offset, const std::string& what) {
+  uint32_t done = 0;
+  while (done < len) {
+    ssize_t n = pread(fd, buf + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowSys(errno, "read " + what, "at byte " + std::to_string(offset + done));
+    if (n == 0) ThrowSys(EIO, "read " + what, "past the end at byte " + std::to_string(offset + done));
+    done += static_cast<uint32_t>(n);
+  }
+}
+
+// Worker thread.
+void PwriteAll(int fd, const char* buf, uint32_t len, uint64_t offset, const std::string& what) {
+  uint32_t done = 0;
+  while (done < len) {
+    ssize_t n = pwrite(fd, buf + done, len - done, static_cast<off_t>(offset + done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) ThrowSys(errno, "write " + what, "at byte " + std::to_string(offset + done));
+    if (n == 0) ThrowSys(EIO, "write " + what, "past the end at byte " + std::to_string(offset + done));
+    done += static_cast<uint32_t>(n);
+  }
+}
+}  // namespace
+
+// Worker thread.
+void ReadDirect(int fd, uint64_t offset, uint32_t len, std::string* out, const char* what) {
+  AlignedBuffer buf(len);
+  PreadAll(fd, static_cast<char*>(buf.p), len, offset, what);
+  out->assign(static_cast<char*>(buf.p), len);
+}
+
+// Worker thread.
+void CopyDirect(int from_fd, uint64_t from_offset, int to_fd, uint64_t to_offset, uint32_t len, const char* from_name,
+                const char* to_name) {
+  AlignedBuffer buf(len);
+  PreadAll(from_fd, static_cast<char*>(buf.p), len, from_offset, from_name);
+  PwriteAll(to_fd, static_cast<const char*>(buf.p), len, to_offset, to_name);
 }
 
 // Any thread.

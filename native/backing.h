@@ -3,6 +3,7 @@
 
 #include <cstdint>
 #include <string>
+#include <cstdint>
 
 struct BackingInfo {
   std::string path;
@@ -19,6 +20,14 @@ struct BackingInfo {
 
 // Any thread. Stats and queries the device read-only without claiming it. Throws SysError.
 BackingInfo ProbeBacking(const std::string& path);
+
+// Worker thread. Reads `len` bytes at `offset` with the fd's O_DIRECT semantics (offset and len must be
+// multiples of the device's logical block size) into `out`, looping over short reads. Throws SysError.
+void ReadDirect(int fd, uint64_t offset, uint32_t len, std::string* out, const char* what);
+// Worker thread. Copies `len` bytes between two O_DIRECT fds through an aligned buffer. Throws SysError
+// naming the side that failed ("read main", "write spare", ...).
+void CopyDirect(int from_fd, uint64_t from_offset, int to_fd, uint64_t to_offset, uint32_t len, const char* from_name,
+                const char* to_name);
 
 // Any thread. Opens for the data path: O_RDWR | O_DIRECT, and O_EXCL on a block device so that a
 // mounted or otherwise claimed device is refused (EBUSY). Throws SysError.

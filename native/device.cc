@@ -108,8 +108,10 @@ void Device::Start() {
       qc.zero_copy = cfg_.zero_copy;
       qc.block_shift = Log2(cfg_.block_size);
       qc.spare_data_offset = cfg_.spare_data_offset;
-      queues_.push_back(std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get()));
-      queues_.back()->Start();
+      auto queue = std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get());
+      queue->Start();
+      std::unique_lock<std::shared_mutex> ql(queues_mu_);
+      queues_.push_back(std::move(queue));
     }
     ctrl_->StartDev(id, getpid());
     started_ = true;
@@ -134,6 +136,11 @@ void Device::Stop() {
 
 // Lifecycle thread, mu_ held.
 void Device::Release(std::vector<std::string>* errors) {
+  // A request parked on a moving block would hold STOP_DEV forever: fail those with EIO.
+  {
+    std::shared_lock<std::shared_mutex> ql(queues_mu_);
+    for (auto& q : queues_) q->NotifyTableChanged(true);
+  }
   if (started_) {
     // The queues keep serving while STOP_DEV removes the disk (it may flush dirty pages through them).
     try {
@@ -143,9 +150,14 @@ void Device::Release(std::vector<std::string>* errors) {
     }
     started_ = false;
   }
-  for (auto& q : queues_) q->RequestStop();
-  for (auto& q : queues_) q->Join();
-  queues_.clear();
+  std::vector<std::unique_ptr<Queue>> queues;
+  {
+    std::unique_lock<std::shared_mutex> ql(queues_mu_);
+    queues.swap(queues_);
+  }
+  for (auto& q : queues) q->RequestStop();
+  for (auto& q : queues) q->Join();
+  queues.clear();
   // /dev/ublkcN must be closed (and its mappings gone) before DEL_DEV, which waits for its release.
   if (cdev_fd_ >= 0) close(cdev_fd_);
   cdev_fd_ = -1;
@@ -164,6 +176,45 @@ void Device::Release(std::vector<std::string>* errors) {
   std::lock_guard<std::mutex> s(state_mu_);
   if (state_.live) state_.stopped = true;
   state_.live = false;
+}
+
+// JS thread.
+void Device::PublishRemap(std::vector<RemapEntry> entries) {
+  index_->Publish(std::move(entries));
+  std::shared_lock<std::shared_mutex> ql(queues_mu_);
+  for (auto& q : queues_) q->NotifyTableChanged();
+}
+
+// Worker thread.
+void Device::Drain(int timeout_ms) {
+  std::shared_lock<std::shared_mutex> ql(queues_mu_);
+  std::vector<uint64_t> target;
+  for (auto& q : queues_) {
+    q->WantDrain(true);
+    target.push_back(q->dispatch_seq());
+  }
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(timeout_ms);
+  bool done = false;
+  for (int round = 0; !done && std::chrono::steady_clock::now() < deadline; round++) {
+    // Wake idle queues now and then so that they look (a busy queue looks on every completion).
+    if (round % 20 == 0)
+      for (auto& q : queues_) q->NotifyTableChanged();
+    std::this_thread::sleep_for(std::chrono::microseconds(500));
+    done = true;
+    for (size_t i = 0; i < queues_.size(); i++) done = done && queues_[i]->settled_seq() >= target[i];
+  }
+  for (auto& q : queues_) q->WantDrain(false);
+  if (!done) ThrowSys(ETIMEDOUT, "drain", "(requests still in flight)");
+}
+
+// Worker thread.
+int Device::DupBackingFd(bool spare) {
+  std::lock_guard<std::mutex> lock(mu_);
+  int fd = spare ? spare_fd_ : main_fd_;
+  if (!started_ || fd < 0) ThrowSys(ENODEV, spare ? "spare" : "main", "(device not running)");
+  int d = dup(fd);
+  if (d < 0) ThrowSys(errno, "dup");
+  return d;
 }
 
 // Any thread.

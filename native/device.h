@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <vector>
 
@@ -59,8 +60,15 @@ class Device {
   const DeviceConfig& config() const { return cfg_; }
   // Any one thread at a time (the JS thread). Replaces the remap index the queues consult; may be
   // called before Start (the table must be in place before the device goes live) and while serving.
-  void PublishRemap(std::vector<RemapEntry> entries) { index_->Publish(std::move(entries)); }
+  void PublishRemap(std::vector<RemapEntry> entries);
   size_t remap_entries() const { return index_->size(); }
+
+  // Worker thread. Returns once every request dispatched before the call has completed (requests
+  // parked on a moving block excepted). Throws SysError(ETIMEDOUT) after `timeout_ms`.
+  void Drain(int timeout_ms);
+  // Worker thread. A dup of main's or the spare's O_DIRECT fd (the caller closes it), so a copy never
+  // races a stop closing the original. Throws SysError(ENODEV) when the device is not running.
+  int DupBackingFd(bool spare);
 
   // Any thread. One entry per queue; valid for the device's lifetime.
   const std::vector<std::unique_ptr<QueueCounters>>& counters() const { return counters_; }
@@ -77,6 +85,8 @@ class Device {
   std::unique_ptr<Control> ctrl_;
   std::unique_ptr<RemapIndex> index_;
   std::vector<std::unique_ptr<Queue>> queues_;
+  // Guards queues_ against Release while PublishRemap or Drain look at it (Start appends under both).
+  std::shared_mutex queues_mu_;
   int main_fd_ = -1;
   int spare_fd_ = -1;
   int cdev_fd_ = -1;

@@ -22,7 +22,7 @@
 namespace {
 
 // user_data: bits 0-15 tag, bits 16-23 kind, bits 24-39 segment index.
-enum Kind : uint64_t { kKindCmd = 1, kKindMain = 2, kKindSpare = 3, kKindStop = 4 };
+enum Kind : uint64_t { kKindCmd = 1, kKindMain = 2, kKindSpare = 3, kKindStop = 4, kKindTable = 5 };
 // Registered file slots.
 constexpr int kFileCdev = 0;
 constexpr int kFileMain = 1;
@@ -67,12 +67,15 @@ Queue::~Queue() {
     thread_.join();
   }
   if (stop_fd_ >= 0) close(stop_fd_);
+  if (table_fd_ >= 0) close(table_fd_);
 }
 
 // Owner thread.
 void Queue::Start() {
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
   if (stop_fd_ < 0) ThrowSys(errno, "eventfd");
+  table_fd_ = eventfd(0, EFD_CLOEXEC);
+  if (table_fd_ < 0) ThrowSys(errno, "eventfd");
   thread_ = std::thread([this] { Run(); });
   std::unique_lock<std::mutex> lock(ready_mu_);
   ready_cv_.wait(lock, [this] { return ready_state_ != 0; });
@@ -89,6 +92,15 @@ void Queue::RequestStop() {
   uint64_t one = 1;
   ssize_t n = write(stop_fd_, &one, sizeof(one));
   (void)n;  // an eventfd write only fails when the counter would overflow, which a second stop cannot do
+}
+
+// Any thread.
+void Queue::NotifyTableChanged(bool fail_parked) {
+  if (fail_parked) fail_parked_.store(true, std::memory_order_release);
+  if (table_fd_ < 0) return;
+  uint64_t one = 1;
+  ssize_t n = write(table_fd_, &one, sizeof(one));
+  (void)n;  // cannot overflow: the queue thread reads the counter back to zero on every wakeup
 }
 
 // Owner thread.
@@ -146,6 +158,9 @@ void Queue::Setup() {
   io_uring_sqe* sqe = GetSqe();
   io_uring_prep_poll_add(sqe, stop_fd_, POLLIN);
   io_uring_sqe_set_data64(sqe, Ud(kKindStop, 0));
+  sqe = GetSqe();
+  io_uring_prep_read(sqe, table_fd_, &table_event_, sizeof(table_event_), 0);
+  io_uring_sqe_set_data64(sqe, Ud(kKindTable, 0));
   for (uint32_t t = 0; t < cfg_.depth; t++) PrepIoCmd(static_cast<uint16_t>(t), ublk::kIoFetchReq, 0);
   rc = io_uring_submit(&ring_);
   if (rc < 0) ThrowSys(-rc, "io_uring_submit", "(FETCH_REQ)");
@@ -205,7 +220,8 @@ void Queue::Run() {
       seen++;
     }
     io_uring_cq_advance(&ring_, seen);
-    if (inflight_backing_ == 0 && (stop_requested_ || live_cmds_ == 0)) break;
+    if (drain_waiters_.load(std::memory_order_acquire) > 0) PublishSettled();
+    if (inflight_backing_ == 0 && parked_.empty() && (stop_requested_ || live_cmds_ == 0)) break;
   }
   index_->Leave(reader_slot_);
   Teardown();
@@ -259,6 +275,15 @@ void Queue::HandleCqe(const io_uring_cqe* cqe) {
     case kKindStop:
       stop_requested_ = true;
       return;
+    case kKindTable: {
+      if (!stop_requested_) {
+        io_uring_sqe* sqe = GetSqe();
+        io_uring_prep_read(sqe, table_fd_, &table_event_, sizeof(table_event_), 0);
+        io_uring_sqe_set_data64(sqe, Ud(kKindTable, 0));
+      }
+      OnTableChanged();
+      return;
+    }
     case kKindCmd: {
       Tag& t = tags_[tag];
       t.cmd_live = false;
@@ -291,44 +316,82 @@ void Queue::Dispatch(uint16_t tag) {
   t.pending = 0;
   t.result = 0;
   t.start_ns = NowNs();
+  t.seq = dispatch_seq_.load(std::memory_order_relaxed);
+  dispatch_seq_.store(t.seq + 1, std::memory_order_release);
+  t.active = true;
+  t.parked = false;
   Bump(counters_.inflight);
+  switch (t.op) {
+    case ublk::kOpRead: Bump(counters_.reads); break;
+    case ublk::kOpWrite: Bump(counters_.writes); break;
+    case ublk::kOpFlush: Bump(counters_.flushes); break;
+    case ublk::kOpDiscard:
+    case ublk::kOpWriteZeroes: Bump(counters_.discards); break;
+    default: break;
+  }
+  Route(tag);
+}
 
+// Queue thread, between the index's Enter and Leave.
+void Queue::Route(uint16_t tag) {
+  Tag& t = tags_[tag];
   switch (t.op) {
     case ublk::kOpRead:
-    case ublk::kOpWrite: {
-      if (t.len > cfg_.max_io_bytes) {
+    case ublk::kOpWrite:
+    case ublk::kOpDiscard:
+    case ublk::kOpWriteZeroes: {
+      if ((t.op == ublk::kOpRead || t.op == ublk::kOpWrite) && t.len > cfg_.max_io_bytes) {
         t.result = -EIO;
         break;
       }
-      t.result = PlanSegments(t);
-      if (t.result < 0) break;
-      if (t.op == ublk::kOpRead) {
-        Bump(counters_.reads);
-      } else {
-        Bump(counters_.writes);
+      int plan = PlanSegments(t);
+      if (plan == kPark) {
+        t.parked = true;
+        parked_.push_back(tag);
+        return;
+      }
+      if (plan < 0) {
+        t.result = plan;
+        break;
       }
       for (uint32_t i = 0; i < t.segs.size(); i++) SubmitSegment(tag, i);
       break;
     }
     case ublk::kOpFlush:
-      Bump(counters_.flushes);
       SubmitSync(tag, false);
       SubmitSync(tag, true);
-      break;
-    case ublk::kOpDiscard:
-      Bump(counters_.discards);
-      SubmitFallocate(tag, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE);
-      break;
-    case ublk::kOpWriteZeroes:
-      Bump(counters_.discards);
-      SubmitFallocate(tag, (t.op_flags & ublk::kIoFNoUnmap) ? (FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE)
-                                                          : (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE));
       break;
     default:
       t.result = -EOPNOTSUPP;
       break;
   }
   if (t.pending == 0) Complete(tag);
+}
+
+// Queue thread: the table changed (or the device stops): re-route parked requests.
+void Queue::OnTableChanged() {
+  if (parked_.empty()) return;
+  std::vector<uint16_t> waiting;
+  waiting.swap(parked_);
+  bool fail = fail_parked_.load(std::memory_order_acquire);
+  for (uint16_t tag : waiting) {
+    Tag& t = tags_[tag];
+    t.parked = false;
+    if (fail) {
+      t.result = -EIO;
+      Complete(tag);
+    } else {
+      Route(tag);
+    }
+  }
+}
+
+// Queue thread: the lowest sequence number still in flight (parked requests excepted).
+void Queue::PublishSettled() {
+  uint64_t settled = dispatch_seq_.load(std::memory_order_relaxed);
+  for (const Tag& t : tags_)
+    if (t.active && !t.parked && t.seq < settled) settled = t.seq;
+  settled_seq_.store(settled, std::memory_order_release);
 }
 
 // Queue thread, between the index's Enter and Leave.
@@ -348,13 +411,15 @@ int Queue::PlanSegments(Tag& t) {
   uint64_t cur = first;
   while (cur < end) {
     if (e != last && e->block == cur) {
+      // A block being moved is touched by nobody until the move is over.
+      if (e->flags & kRemapMoving) return kPark;
       // Never serve a block whose data is lost: not from main (stale or unreadable), not from the slot
       // (never written). Writes to it are the remap engine's to redirect, not the data path's.
       if (e->flags & kRemapLost) return -EIO;
       uint64_t slot = e->slot;
       uint64_t n = 1;
       ++e;
-      while (e != last && cur + n < end && e->block == cur + n && e->slot == slot + n && !(e->flags & kRemapLost)) {
+      while (e != last && cur + n < end && e->block == cur + n && e->slot == slot + n && e->flags == 0) {
         ++e;
         ++n;
       }
@@ -382,7 +447,12 @@ void Queue::SubmitSegment(uint16_t tag, uint32_t index) {
   uint64_t off = s.dev_offset + s.done;
   int file = s.spare ? kFileSpare : kFileMain;
   bool fixed = fixed_buffers_.load(std::memory_order_relaxed);
-  if (t.op == ublk::kOpRead) {
+  if (t.op == ublk::kOpDiscard || t.op == ublk::kOpWriteZeroes) {
+    // Zeroing keeps what reads return next (zeros) whichever device the block lives on; discard frees.
+    int mode = (t.op == ublk::kOpWriteZeroes && (t.op_flags & ublk::kIoFNoUnmap)) ? FALLOC_FL_ZERO_RANGE
+                                                                                 : FALLOC_FL_PUNCH_HOLE;
+    io_uring_prep_fallocate(sqe, file, mode | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len));
+  } else if (t.op == ublk::kOpRead) {
     if (fixed) io_uring_prep_read_fixed(sqe, file, buf, len, off, tag);
     else io_uring_prep_read(sqe, file, buf, len, off);
   } else {
@@ -408,29 +478,25 @@ void Queue::SubmitSync(uint16_t tag, bool spare) {
 }
 
 // Queue thread.
-void Queue::SubmitFallocate(uint16_t tag, int mode) {
-  Tag& t = tags_[tag];
-  io_uring_sqe* sqe = GetSqe();
-  io_uring_prep_fallocate(sqe, kFileMain, mode, static_cast<off_t>(t.offset), static_cast<off_t>(t.len));
-  sqe->flags |= IOSQE_FIXED_FILE;
-  io_uring_sqe_set_data64(sqe, Ud(kKindMain, tag));
-  t.pending++;
-  inflight_backing_++;
-}
-
-// Queue thread.
 void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
   Tag& t = tags_[tag];
   t.pending--;
   bool rw = t.op == ublk::kOpRead || t.op == ublk::kOpWrite;
-  if (!rw) {
+  bool segmented = rw || t.op == ublk::kOpDiscard || t.op == ublk::kOpWriteZeroes;
+  if (!segmented) {
     if (res < 0) {
       if (t.result == 0) t.result = res;
       ReportError(tag, -res, spare, t.offset, t.len);
     }
   } else {
     Segment& s = t.segs[seg];
-    if (res <= 0) {
+    if (!rw) {
+      // fallocate: all or nothing
+      if (res < 0) {
+        if (t.result == 0) t.result = res;
+        ReportError(tag, -res, spare, s.dev_offset, s.len);
+      }
+    } else if (res <= 0) {
       // res == 0: no progress (past the end of the device): never report that as success.
       int err = res < 0 ? -res : EIO;
       if (t.result == 0) t.result = -err;
@@ -449,6 +515,7 @@ void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
 // Queue thread.
 void Queue::Complete(uint16_t tag) {
   Tag& t = tags_[tag];
+  t.active = false;
   int32_t result = t.result;
   if (result == 0) {
     if (t.op == ublk::kOpRead) {

@@ -63,6 +63,16 @@ class Queue {
   // Owner thread. Starts the queue thread and waits until it has fetched every tag (or failed: throws
   // SysError, and the thread is joined).
   void Start();
+  // Any thread. Wakes the queue thread to look at the remap table again: parked requests whose blocks
+  // are no longer moving are dispatched; with fail_parked, every parked request fails with EIO instead.
+  void NotifyTableChanged(bool fail_parked = false);
+  // Any thread. Sequence number of the next request this queue will dispatch.
+  uint64_t dispatch_seq() const { return dispatch_seq_.load(std::memory_order_acquire); }
+  // Any thread. Every request with a lower sequence number has completed (parked ones excepted), as seen
+  // at the queue thread's last look; it looks on each wakeup while a drain is wanted.
+  uint64_t settled_seq() const { return settled_seq_.load(std::memory_order_acquire); }
+  void WantDrain(bool on) { drain_waiters_.fetch_add(on ? 1 : -1, std::memory_order_acq_rel); }
+
   // Any thread. Asks the queue thread to exit once its in-flight backing I/O is done; the kernel
   // cancels the fetch commands still outstanding when the ring is closed.
   void RequestStop();
@@ -92,6 +102,9 @@ class Queue {
     int pending = 0;      // backing operations in flight
     int result = 0;       // first error (negative errno), else 0
     uint64_t start_ns = 0;
+    uint64_t seq = 0;       // dispatch order, for drains
+    bool active = false;    // dispatched and not yet committed
+    bool parked = false;    // waits for a table in which none of its blocks is moving
     bool cmd_live = false;  // a FETCH/COMMIT_AND_FETCH command is outstanding in the kernel
   };
 
@@ -105,11 +118,15 @@ class Queue {
   void PrepIoCmd(uint16_t tag, uint32_t nr, int32_t result);
   void HandleCqe(const io_uring_cqe* cqe);
   void Dispatch(uint16_t tag);
-  // Splits a read or write at remap boundaries; returns 0 or a negative errno (a lost block).
+  // Plans and submits a request's backing I/O, or parks it while a block it touches is moving.
+  void Route(uint16_t tag);
+  void OnTableChanged();
+  void PublishSettled();
+  // Splits a request at remap boundaries: 0, kPark (a block is moving) or a negative errno (lost).
+  static constexpr int kPark = 1;
   int PlanSegments(Tag& t);
   void SubmitSegment(uint16_t tag, uint32_t index);
   void SubmitSync(uint16_t tag, bool spare);
-  void SubmitFallocate(uint16_t tag, int mode);
   void OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare);
   void Complete(uint16_t tag);
   void ReportError(uint16_t tag, int err, bool spare, uint64_t offset, uint64_t len);
@@ -128,7 +145,13 @@ class Queue {
   std::string ready_error_;
   int ready_errno_ = 0;
 
-  int stop_fd_ = -1;  // eventfd
+  int stop_fd_ = -1;   // eventfd
+  int table_fd_ = -1;  // eventfd: the remap table changed
+  uint64_t table_event_ = 0;  // read target of the pending eventfd read
+  std::atomic<bool> fail_parked_{false};
+  std::atomic<uint64_t> dispatch_seq_{0};
+  std::atomic<uint64_t> settled_seq_{0};
+  std::atomic<int> drain_waiters_{0};
   std::atomic<bool> fixed_buffers_{false};
 
   // Queue thread only.
@@ -140,6 +163,7 @@ class Queue {
   std::vector<Tag> tags_;
   uint32_t live_cmds_ = 0;
   uint32_t inflight_backing_ = 0;
+  std::vector<uint16_t> parked_;
   bool stop_requested_ = false;
   std::string stop_reason_;
 };

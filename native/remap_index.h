@@ -21,7 +21,8 @@ struct RemapEntry {
   uint32_t flags;  // kRemapLost, ...
 };
 
-constexpr uint32_t kRemapLost = 1u << 0;  // data unrecoverable: reads fail until written
+constexpr uint32_t kRemapLost = 1u << 0;    // data unrecoverable: reads fail until written
+constexpr uint32_t kRemapMoving = 1u << 1;  // being moved: I/O touching it waits for the next table
 
 class RemapIndex {
  public:

@@ -66,6 +66,10 @@ export interface DeviceOptions {
   onEvent: (event: NativeEvent) => void;
 }
 
+/** Flags of setRemapTable entries. */
+export const REMAP_FLAG_LOST = 1;
+export const REMAP_FLAG_MOVING = 2;
+
 export type IoOp = 'read' | 'write' | 'flush' | 'discard' | 'write_zeroes';
 export type BackingRole = 'main' | 'spare';
 
@@ -127,9 +131,18 @@ export interface NativeDevice {
   stats(): QueueStats[];
   /**
    * Replaces the remap index the data path consults (before start, or while serving): blocks sorted and
-   * unique, inside the device; flags bit 0 = lost (never served: reads and writes fail with EIO).
+   * unique, inside the device; flags bit 0 = LOST (never served: reads and writes fail with EIO), bit 1 =
+   * MOVING (requests touching the block wait in native until a table without MOVING for it is published).
    */
   setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void;
+  /** Resolves once every read/write dispatched before the call has completed (requests parked on a MOVING block excepted). */
+  drain(): Promise<void>;
+  /** Copies `bytes` between backing devices with O_DIRECT on a worker thread; rejects with a NativeError (EIO, ENODATA...). */
+  copyRange(from: BackingRole, fromOffset: bigint, to: BackingRole, toOffset: bigint, bytes: number): Promise<void>;
+  /** Reads `bytes` with O_DIRECT from a backing device; rejects with a NativeError on failure. */
+  readRange(from: BackingRole, offset: bigint, bytes: number): Promise<Buffer>;
+  /** fdatasync of a backing device. */
+  flush(which: BackingRole): Promise<void>;
 }
 
 /** A ublk device the kernel knows about, from GET_DEV_INFO over the ids in /sys/class/ublk-char. */

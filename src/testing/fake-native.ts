@@ -10,6 +10,7 @@ import util from 'node:util';
 import { z } from 'zod';
 import type {
   BackingInfo,
+  BackingRole,
   DeviceInfo,
   DeviceOptions,
   KernelDeviceInfo,
@@ -122,6 +123,46 @@ export class FakeDevice implements NativeDevice {
       if (b >= deviceBlocks || (i > 0 && b <= (blocks[i - 1] as bigint))) throw new RangeError('setRemapTable: blocks must be sorted, unique and inside the device');
     });
     this.remapTable = { blocks: [...blocks], slots: [...slots], flags: [...flags] };
+  }
+
+  async drain(): Promise<void> {
+    // The fake serves no I/O of its own: nothing can be in flight.
+  }
+
+  private pathOf(role: BackingRole): string {
+    return role === 'main' ? this.opts.mainPath : this.opts.sparePath;
+  }
+
+  async readRange(from: BackingRole, offset: bigint, bytes: number): Promise<Buffer> {
+    if (!this.started) throw nativeError('ENODEV', from, '(device not running)');
+    const fd = fs.openSync(this.pathOf(from), 'r');
+    try {
+      const b = Buffer.alloc(bytes);
+      fs.readSync(fd, b, 0, bytes, Number(offset));
+      return b;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  async copyRange(from: BackingRole, fromOffset: bigint, to: BackingRole, toOffset: bigint, bytes: number): Promise<void> {
+    const data = await this.readRange(from, fromOffset, bytes);
+    const fd = fs.openSync(this.pathOf(to), 'r+');
+    try {
+      fs.writeSync(fd, data, 0, bytes, Number(toOffset));
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  async flush(which: BackingRole): Promise<void> {
+    if (!this.started) throw nativeError('ENODEV', which, '(device not running)');
+    const fd = fs.openSync(this.pathOf(which), 'r+');
+    try {
+      fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   info(): DeviceInfo {
