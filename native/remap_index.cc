@@ -1,10 +1,24 @@
 #include "remap_index.h"
 
+#include <sys/mman.h>
+
 #include <algorithm>
+#include <cstdlib>
+#include <new>
+
+namespace {
+// Writer thread (construction): a table with no entries.
+RemapIndex::Snapshot* EmptySnapshot() {
+  auto* s = new RemapIndex::Snapshot();
+  s->chunks.Assign(2);
+  s->mask = 1;
+  return s;
+}
+}  // namespace
 
 // JS thread.
 RemapIndex::RemapIndex(uint32_t readers)
-    : current_(new Snapshot{{}, std::vector<ChunkSlot>(2, ChunkSlot{kNoChunk, 0, 0}), 1}), seen_(new std::atomic<uint64_t>[readers]), readers_(readers) {
+    : current_(EmptySnapshot()), seen_(new std::atomic<uint64_t>[readers]), readers_(readers) {
   for (uint32_t i = 0; i < readers_; i++) seen_[i].store(kIdle, std::memory_order_relaxed);
 }
 
@@ -25,6 +39,23 @@ void RemapIndex::Leave(uint32_t reader) { seen_[reader].store(kIdle, std::memory
 namespace {
 inline uint64_t HashChunk(uint64_t chunk) { return chunk * 0x9E3779B97F4A7C15ull; }
 }  // namespace
+
+// Writer thread.
+void RemapIndex::ChunkArray::Assign(size_t n) {
+  free(data);
+  constexpr size_t kHuge = 2u << 20;
+  size_t bytes = n * sizeof(ChunkSlot);
+  size_t align = bytes >= kHuge ? kHuge : alignof(ChunkSlot);
+  void* p = nullptr;
+  if (posix_memalign(&p, std::max(align, sizeof(void*)), bytes) != 0) throw std::bad_alloc();
+  if (bytes >= kHuge) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: ignored where THP is off
+  data = static_cast<ChunkSlot*>(p);
+  size = n;
+  for (size_t i = 0; i < n; i++) data[i] = ChunkSlot{kNoChunk, 0, 0};
+}
+
+// The owner of the snapshot.
+RemapIndex::ChunkArray::~ChunkArray() { free(data); }
 
 // Queue thread.
 const RemapEntry* RemapIndex::FirstInRange(const Snapshot* s, uint64_t first, uint64_t end) {
@@ -53,7 +84,7 @@ static void BuildChunks(RemapIndex::Snapshot* s) {
       distinct++;
   size_t cap = 2;
   while (cap < distinct * 2) cap <<= 1;
-  s->chunks.assign(cap, RemapIndex::ChunkSlot{RemapIndex::kNoChunk, 0, 0});
+  s->chunks.Assign(cap);
   s->mask = cap - 1;
   for (size_t i = 0; i < s->entries.size();) {
     uint64_t c = s->entries[i].block >> RemapIndex::kChunkShift;

@@ -35,9 +35,23 @@ class RemapIndex {
   };
   static constexpr uint64_t kNoChunk = ~0ull;
 
+  // Memory for the chunk hash: 2 MiB aligned and advised as huge pages, so that a probe into a large
+  // table costs a cache miss but rarely a TLB miss too.
+  struct ChunkArray {
+    ChunkSlot* data = nullptr;
+    size_t size = 0;
+    ChunkArray() = default;
+    ChunkArray(const ChunkArray&) = delete;
+    ChunkArray& operator=(const ChunkArray&) = delete;
+    ~ChunkArray();
+    void Assign(size_t n);  // n free slots
+    ChunkSlot& operator[](size_t i) { return data[i]; }
+    const ChunkSlot& operator[](size_t i) const { return data[i]; }
+  };
+
   struct Snapshot {
     std::vector<RemapEntry> entries;  // sorted by block, unique
-    std::vector<ChunkSlot> chunks;    // power-of-two sized hash of the non-empty chunks
+    ChunkArray chunks;                // power-of-two sized hash of the non-empty chunks
     uint64_t mask = 0;
   };
 
