@@ -32,6 +32,10 @@ export const ERROR_CODES = {
   E_SPARE_METADATA: 1,
   E_SPARE_IO: 1,
   E_REMAP_STATE: 1,
+  // Remap control messages: a sector outside the device; a backing-device read or write failed while data
+  // was moved (the move was undone).
+  E_OUT_OF_RANGE: 1,
+  E_IO: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -99,6 +99,9 @@ function daemonArgs(flags: AddFlags): string[] {
   if (d.queues !== undefined) args.push('--queues', String(d.queues));
   if (d.blockSize !== undefined) args.push('--block-size', String(d.blockSize));
   args.push('--buffers', d.buffers);
+  if (d.spareOffset !== undefined) args.push('--spare-offset', String(d.spareOffset));
+  if (d.spareSize !== undefined) args.push('--spare-size', String(d.spareSize));
+  if (d.forceFormat === true) args.push('--force-format');
   return args;
 }
 

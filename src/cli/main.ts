@@ -10,10 +10,22 @@ import { PROG, printJson, type CliContext } from './context.js';
 import { runDel } from './del.js';
 import { HELP } from './help.js';
 import { runList } from './list.js';
-import { addFlagsSchema, addOptions, delOptions, jsonFlagSchema, listOptions, statusOptions } from './schemas.js';
+import {
+  addFlagsSchema,
+  addOptions,
+  delOptions,
+  jsonFlagSchema,
+  listOptions,
+  messageOptions,
+  sectorCommandOptions,
+  statusOptions,
+  tableFlagsSchema,
+  tableOptions,
+} from './schemas.js';
+import { deviceAndSector, runMessage, runSectorCommand, runTable } from './remap.js';
 import { runStatus } from './status.js';
 
-const COMMANDS = ['add', 'list', 'status', 'del'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'remap', 'unremap', 'verify', 'table', 'message'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -43,6 +55,26 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, delOptions, true);
       if (values.help) return help(ctx, command);
       return runDel(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
+    }
+    case 'remap':
+    case 'unremap':
+    case 'verify': {
+      const { values, positionals } = parseShape(command, argv, sectorCommandOptions, true);
+      if (values.help) return help(ctx, command);
+      const json = validate(jsonFlagSchema, values).json;
+      const { target, sector } = deviceAndSector(command, positionals);
+      return runSectorCommand(ctx, command, target, sector, json);
+    }
+    case 'table': {
+      const { values, positionals } = parseShape(command, argv, tableOptions, true);
+      if (values.help) return help(ctx, command);
+      const flags = validate(tableFlagsSchema, values);
+      return runTable(ctx, oneTarget(command, positionals), flags);
+    }
+    case 'message': {
+      const { values, positionals } = parseShape(command, argv, messageOptions, true);
+      if (values.help) return help(ctx, command);
+      return runMessage(ctx, positionals);
     }
   }
 }

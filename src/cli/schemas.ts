@@ -12,6 +12,7 @@ import {
   type DeviceConfig,
 } from '../device/config.js';
 import type { OptionSpecs } from './args.js';
+import { MAX_TABLE_LIMIT } from '../control/protocol.js';
 
 const help = { help: { type: 'boolean', short: 'h' } } as const;
 const json = { json: { type: 'boolean' } } as const;
@@ -27,12 +28,36 @@ export const addOptions = {
   buffers: { type: 'string' },
   foreground: { type: 'boolean' },
   'log-file': { type: 'string' },
+  'spare-offset': { type: 'string' },
+  'spare-size': { type: 'string' },
+  'force-format': { type: 'boolean' },
   ...json,
   ...help,
 } as const satisfies OptionSpecs;
 export const listOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const statusOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const delOptions = { ...json, ...help } as const satisfies OptionSpecs;
+export const sectorCommandOptions = { ...json, ...help } as const satisfies OptionSpecs;
+export const tableOptions = { offset: { type: 'string' }, limit: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
+export const messageOptions = { ...help } as const satisfies OptionSpecs;
+
+/** A byte count in decimal digits (below 2^53); the message names the flag and the bad value. */
+export const bytesFlag = (flag: string, multipleOf = 1, min = 0) =>
+  z.string().transform((s, ctx) => {
+    const n = /^[0-9]{1,16}$/.test(s) ? Number(s) : NaN;
+    if (!Number.isSafeInteger(n)) {
+      ctx.addIssue({ code: 'custom', message: `--${flag} must be a whole number of bytes, got ${JSON.stringify(s)}` });
+      return z.NEVER;
+    }
+    if (n < min || n % multipleOf !== 0) {
+      const mult = multipleOf > 1 ? `a multiple of ${multipleOf}` : '';
+      const atLeast = min > 0 ? `at least ${min}` : '';
+      ctx.addIssue({ code: 'custom', message: `--${flag} must be ${[atLeast, mult].filter(Boolean).join(' and ')} bytes, got ${n}` });
+      return z.NEVER;
+    }
+    return n;
+  });
+
 
 const devicePath = (flag: string) =>
   z
@@ -80,6 +105,9 @@ export const addFlagsSchema = z
       .default('auto'),
     foreground: z.boolean().default(false),
     'log-file': z.string().min(1, '--log-file must not be empty').transform((p) => path.resolve(p)).optional(),
+    'spare-offset': bytesFlag('spare-offset', 4096).optional(),
+    'spare-size': bytesFlag('spare-size', 1, 1).optional(),
+    'force-format': z.boolean().default(false),
     json: z.boolean().default(false),
   })
   .transform((f) => ({
@@ -92,6 +120,9 @@ export const addFlagsSchema = z
       blockSize: f['block-size'],
       maxIoBytes: (f['max-io'] ?? DEFAULT_MAX_IO_KIB) * 1024,
       buffers: f.buffers,
+      spareOffset: f['spare-offset'],
+      spareSize: f['spare-size'],
+      forceFormat: f['force-format'],
     } satisfies DeviceConfig,
     foreground: f.foreground,
     logFile: f['log-file'] ?? null,
@@ -100,3 +131,9 @@ export const addFlagsSchema = z
 export type AddFlags = z.output<typeof addFlagsSchema>;
 
 export const jsonFlagSchema = z.object({ json: z.boolean().default(false) });
+
+export const tableFlagsSchema = z.object({
+  offset: intFlag('offset', 0, 999_999_999).optional(),
+  limit: intFlag('limit', 1, MAX_TABLE_LIMIT).optional(),
+  json: z.boolean().default(false),
+});

@@ -16,11 +16,16 @@ function notRunning(stale: RegistryEntry[], target: string): never {
   );
 }
 
-export async function runStatus(ctx: CliContext, target: string, json: boolean): Promise<number> {
+/** The registry entry of the running device `target` names (path, id or name). */
+export function liveEntry(ctx: CliContext, target: string): RegistryEntry {
   const { live, stale } = readEntries(runDir(ctx.env));
-  const entry = findTarget(live, target) ?? notRunning(stale, target);
+  return findTarget(live, target) ?? notRunning(stale, target);
+}
+
+export async function runStatus(ctx: CliContext, target: string, json: boolean): Promise<number> {
+  const entry = liveEntry(ctx, target);
   const status = await request(entry.socket, 'status', {});
   if (json) printJson(ctx, status);
-  else ctx.stdout.write(formatStatus(status));
+  else ctx.stdout.write(`${status.remap.line}\n${formatStatus(status)}`);
   return 0;
 }

@@ -3,6 +3,11 @@
 //   → {"id":1,"cmd":"ping"}              ← {"id":1,"ok":true,"result":"pong"}
 //   → {"id":2,"cmd":"status"}            ← {"id":2,"ok":true,"result":{...DeviceStatus}}
 //   → {"id":3,"cmd":"shutdown"}          ← {"id":3,"ok":true,"result":{"stopping":true}}
+//   → {"id":4,"cmd":"remap","sector":1234}     ← {"id":4,"ok":true,"result":{"sector":1234,"block":154,"slot":0,"state":"mapped",...}}
+//   → {"id":5,"cmd":"unremap","sector":1234}   ← {"id":5,"ok":true,"result":{"sector":1234,"block":154,"slot":0}}
+//   → {"id":6,"cmd":"verify","sector":1234}    ← {"id":6,"ok":true,"result":{"state":"mapped","device":"spare","readable":true,...}}
+//   → {"id":7,"cmd":"table","offset":0,"limit":1000}  ← {"id":7,"ok":true,"result":{"total":1,"offset":0,"entries":[...]}}
+//   → {"id":8,"cmd":"message","words":["remap","1234"]} ← {"id":8,"ok":true,"result":{"reply":"..."}}
 //   → anything else                      ← {"id":<n|null>,"ok":false,"error":{"code":"E_PROTOCOL","message":"..."}}
 //
 // Adding a command is one request schema in `requestSchema`, one result schema in `resultSchemas`, and one
@@ -17,7 +22,37 @@ export const pingRequest = z.strictObject({ id: requestId, cmd: z.literal('ping'
 export const statusRequest = z.strictObject({ id: requestId, cmd: z.literal('status') });
 export const shutdownRequest = z.strictObject({ id: requestId, cmd: z.literal('shutdown') });
 
-export const requestSchema = z.discriminatedUnion('cmd', [pingRequest, statusRequest, shutdownRequest]);
+/** A 512-byte sector of the device (the remap unit is the block holding it). */
+const sector = z.number({ error: 'sector must be a number' }).int('sector must be a whole number').nonnegative('sector must not be negative').max(Number.MAX_SAFE_INTEGER);
+export const DEFAULT_TABLE_LIMIT = 1000;
+export const MAX_TABLE_LIMIT = 100_000;
+
+export const remapRequest = z.strictObject({ id: requestId, cmd: z.literal('remap'), sector });
+export const unremapRequest = z.strictObject({ id: requestId, cmd: z.literal('unremap'), sector });
+export const verifyRequest = z.strictObject({ id: requestId, cmd: z.literal('verify'), sector });
+export const tableRequest = z.strictObject({
+  id: requestId,
+  cmd: z.literal('table'),
+  offset: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
+  limit: z.number().int().min(1).max(MAX_TABLE_LIMIT).optional(),
+});
+/** dmsetup-message style: "remap 1234", "unremap 1234", "verify 1234", "table [offset [limit]]", "status", "ping". */
+export const messageRequest = z.strictObject({
+  id: requestId,
+  cmd: z.literal('message'),
+  words: z.array(z.string().max(256)).min(1, 'message must not be empty').max(16),
+});
+
+export const requestSchema = z.discriminatedUnion('cmd', [
+  pingRequest,
+  statusRequest,
+  shutdownRequest,
+  remapRequest,
+  unremapRequest,
+  verifyRequest,
+  tableRequest,
+  messageRequest,
+]);
 export type Request = z.infer<typeof requestSchema>;
 export type Command = Request['cmd'];
 export type RequestOf<C extends Command> = Extract<Request, { cmd: C }>;
@@ -94,6 +129,33 @@ export const deviceStatusSchema = z.strictObject({
     zeroCopy: z.boolean(),
   }),
   logFile: z.string().nullable(),
+  remap: z.strictObject({
+    /** The dm-remap v2.0 status line (see README). */
+    line: z.string(),
+    sectors: z.number(),
+    slots: z.number(),
+    /** Table entries (mapped + lost), lost entries, slots not free (entries + retired + being filled). */
+    remapped: z.number(),
+    mapped: z.number(),
+    lost: z.number(),
+    used: z.number(),
+    free: z.number(),
+    retired: z.number(),
+    health: z.enum(['healthy', 'degraded', 'critical']),
+    writeErrors: z.number(),
+    readErrors: z.number(),
+    autoRemaps: z.number(),
+    manualRemaps: z.number(),
+    unremaps: z.number(),
+    scanPercent: z.number(),
+    pairId: z.string(),
+    spareOffset: z.number(),
+    spareSize: z.number(),
+    spareDataOffset: z.number(),
+    journalUsed: z.number(),
+    journalCapacity: z.number(),
+    generation: z.number(),
+  }),
 });
 export type DeviceStatus = z.infer<typeof deviceStatusSchema>;
 
@@ -101,6 +163,41 @@ export const resultSchemas = {
   ping: z.literal('pong'),
   status: deviceStatusSchema,
   shutdown: z.strictObject({ stopping: z.literal(true) }),
+  remap: z.strictObject({
+    sector: z.number(),
+    block: z.number(),
+    slot: z.number(),
+    state: z.enum(['mapped', 'lost']),
+    /** errno name of the main read that failed during the copy (the block is then lost), else null. */
+    readErrno: z.string().nullable(),
+  }),
+  unremap: z.strictObject({ sector: z.number(), block: z.number(), slot: z.number() }),
+  verify: z.strictObject({
+    sector: z.number(),
+    block: z.number(),
+    state: z.enum(['unmapped', 'mapped', 'lost', 'moving']),
+    device: z.enum(['main', 'spare']),
+    slot: z.number().nullable(),
+    offset: z.number(),
+    readable: z.boolean(),
+    errno: z.string().nullable(),
+  }),
+  table: z.strictObject({
+    total: z.number(),
+    offset: z.number(),
+    entries: z.array(
+      z.strictObject({
+        block: z.number(),
+        sector: z.number(),
+        slot: z.number(),
+        state: z.enum(['mapped', 'lost']),
+        origin: z.enum(['manual', 'auto']),
+        time: z.number(),
+        errorCount: z.number(),
+      }),
+    ),
+  }),
+  message: z.strictObject({ reply: z.string() }),
 } satisfies Record<Command, z.ZodType>;
 export type ResultOf<C extends Command> = z.infer<(typeof resultSchemas)[C]>;
 

@@ -11,6 +11,11 @@ export interface DeviceConfig {
   maxIoBytes: number;
   /** How request data reaches the backing devices: see BUFFER_MODES. */
   buffers: BufferMode;
+  /** The spare region: byte offset (multiple of 4096, default 0) and length (default: the rest of the spare). */
+  spareOffset?: number;
+  spareSize?: number;
+  /** Format the spare even if it holds another main's (or unusable) remap metadata. */
+  forceFormat?: boolean;
 }
 
 /**

@@ -13,6 +13,9 @@ import { IoErrorCounters, summarizeQueues } from './counters.js';
 import { featureNames, hex } from './features.js';
 import { planDevice, type DevicePlan } from './validate.js';
 import { reapStale } from './reap.js';
+import { mainIdentity } from './fingerprint.js';
+import { RemapEngine } from './remap-engine.js';
+import { remapHandlers, remapStatus } from './remap-control.js';
 
 export interface DaemonDeps {
   native: NativeAddon;
@@ -29,6 +32,7 @@ export class Daemon {
   private server: ControlServer | null = null;
   private entry: RegistryEntry | null = null;
   private deviceInfo: DeviceInfo | null = null;
+  private engine: RemapEngine | null = null;
   private stopping: Promise<number> | null = null;
   private resolveExited!: (code: number) => void;
   /** Resolves with the process exit code once the device is stopped and its files are removed. */
@@ -64,6 +68,26 @@ export class Daemon {
       { main: p.main.path, spare: p.spare.path, sizeBytes: p.sizeBytes.toString(), blockSize: p.blockSize, queues: p.queues, depth: p.depth },
       'starting device',
     );
+    // The remap metadata is opened before the device exists, and the table is published before it starts:
+    // no I/O ever misses a remap.
+    const id = mainIdentity(p.main.path, p.main.sizeBytes);
+    log.debug({ fingerprintSource: id.source }, 'main identity');
+    try {
+      this.engine = await RemapEngine.open({
+        sparePath: p.spare.path,
+        main: id,
+        blockSize: p.blockSize,
+        deviceBytes: p.sizeBytes,
+        spareOffset: this.cfg.spareOffset,
+        spareSize: this.cfg.spareSize,
+        forceFormat: this.cfg.forceFormat,
+        log,
+      });
+    } catch (e) {
+      throw toDmrError(e);
+    }
+    const engine = this.engine;
+    log.debug({ report: engine.report, slots: engine.store.geometry.slotCount }, 'remap table loaded');
     try {
       this.device = new native.Device({
         mainPath: p.main.path,
@@ -75,12 +99,15 @@ export class Daemon {
         maxIoBytes: p.maxIoBytes,
         discard: p.discard,
         zeroCopy: p.zeroCopy,
+        spareDataOffset: engine.spareDataOffset,
         devId: -1,
         onEvent: (ev) => this.onEvent(ev),
       });
+      engine.attach(this.device);
       this.deviceInfo = await this.device.start();
     } catch (e) {
       await this.stopDevice();
+      await this.closeEngine();
       throw startError(e, p);
     }
     const info = this.deviceInfo;
@@ -109,6 +136,7 @@ export class Daemon {
       if (this.entry) removeEntry(this.deps.runDir, this.entry.devId, process.pid);
       this.entry = null;
       await this.stopDevice();
+      await this.closeEngine();
       throw toDmrError(e);
     }
     log.info({ devId: info.devId, blockPath: info.blockPath, name: this.cfg.name, socket: sock }, 'device live');
@@ -118,6 +146,7 @@ export class Daemon {
     return {
       ping: () => 'pong',
       status: () => this.status(),
+      ...remapHandlers(() => this.liveEngine(), () => this.status()),
       shutdown: () => {
         // Answer first, then stop: the reply is written before the socket closes.
         setImmediate(() => void this.shutdown('shutdown requested over the control socket'));
@@ -142,6 +171,7 @@ export class Daemon {
         break;
       case 'io_error':
         this.errors.record(ev);
+        this.engine?.recordIoError(ev);
         log.warn(
           { queue: ev.queue, op: ev.op, device: ev.device, sector: ev.sector.toString(), sectors: ev.sectors, errno: ev.errno },
           'backing I/O error',
@@ -191,7 +221,25 @@ export class Daemon {
         zeroCopy: info.zeroCopy,
       },
       logFile: this.deps.logFile,
+      remap: remapStatus(this.liveEngine()),
     };
+  }
+
+  private liveEngine(): RemapEngine {
+    if (this.engine === null) throw new DmrError('E_INTERNAL', 'the remap engine is not open');
+    return this.engine;
+  }
+
+  /** Persists the counters and closes the spare's metadata (after the device stopped). */
+  private async closeEngine(): Promise<void> {
+    const e = this.engine;
+    this.engine = null;
+    if (e === null) return;
+    try {
+      await e.close();
+    } catch (err) {
+      this.deps.log.error({ err: String(err) }, 'closing the remap store failed');
+    }
   }
 
   /** Stops the device, closes the socket, removes the registry entry. Idempotent; resolves with the exit code. */
@@ -205,6 +253,7 @@ export class Daemon {
       log.info({ reason }, 'stopping device');
       const stopped = await this.stopDevice();
       await this.server?.close();
+      await this.closeEngine();
       if (this.entry) removeEntry(this.deps.runDir, this.entry.devId, process.pid);
       const code = stopped ? exitCode : 1;
       log.info({ exitCode: code }, 'device stopped');

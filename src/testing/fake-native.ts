@@ -35,6 +35,12 @@ export const fakeConfigSchema = z.strictObject({
   logicalBlockSize: z.number().int().default(512),
   /** Milliseconds stop() takes. */
   stopDelayMs: z.number().int().nonnegative().default(0),
+  /**
+   * Byte ranges of a backing device whose reads (readRange, and the read half of copyRange) or writes fail
+   * with errno `code`, like a disk's bad sectors. Tests may change these lists while the device runs.
+   */
+  failReads: z.array(z.strictObject({ device: z.enum(['main', 'spare']), offset: z.number(), bytes: z.number(), code: z.string() })).default([]),
+  failWrites: z.array(z.strictObject({ device: z.enum(['main', 'spare']), offset: z.number(), bytes: z.number(), code: z.string() })).default([]),
 });
 export type FakeConfig = z.input<typeof fakeConfigSchema>;
 
@@ -115,6 +121,10 @@ export class FakeDevice implements NativeDevice {
 
   /** The last table published, as the data path would hold it. */
   remapTable: { blocks: bigint[]; slots: bigint[]; flags: number[] } = { blocks: [], slots: [], flags: [] };
+  /** Every call that reaches the data path or the backing devices, in order ("setRemapTable", "drain", "copyRange main->spare", ...). */
+  readonly calls: string[] = [];
+  /** Every table published, in order. */
+  readonly tables: Array<{ blocks: bigint[]; slots: bigint[]; flags: number[] }> = [];
 
   setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void {
     if (slots.length !== blocks.length || flags.length !== blocks.length) throw new RangeError('setRemapTable: blocks, slots and flags differ in length');
@@ -123,10 +133,22 @@ export class FakeDevice implements NativeDevice {
       if (b >= deviceBlocks || (i > 0 && b <= (blocks[i - 1] as bigint))) throw new RangeError('setRemapTable: blocks must be sorted, unique and inside the device');
     });
     this.remapTable = { blocks: [...blocks], slots: [...slots], flags: [...flags] };
+    this.tables.push(this.remapTable);
+    this.calls.push('setRemapTable');
   }
 
   async drain(): Promise<void> {
     // The fake serves no I/O of its own: nothing can be in flight.
+    this.calls.push('drain');
+  }
+
+  /** The injected failure covering [offset, offset + bytes) of `role`, if any. */
+  private failure(list: 'failReads' | 'failWrites', role: BackingRole, offset: bigint, bytes: number): string | null {
+    const lo = Number(offset);
+    for (const f of this.addon.cfg[list]) {
+      if (f.device === role && lo < f.offset + f.bytes && f.offset < lo + bytes) return f.code;
+    }
+    return null;
   }
 
   private pathOf(role: BackingRole): string {
@@ -134,7 +156,14 @@ export class FakeDevice implements NativeDevice {
   }
 
   async readRange(from: BackingRole, offset: bigint, bytes: number): Promise<Buffer> {
+    this.calls.push(`readRange ${from}`);
+    return this.read(from, offset, bytes);
+  }
+
+  private read(from: BackingRole, offset: bigint, bytes: number): Buffer {
     if (!this.started) throw nativeError('ENODEV', from, '(device not running)');
+    const bad = this.failure('failReads', from, offset, bytes);
+    if (bad !== null) throw nativeError(bad, `read ${from}`, `at byte ${offset}`);
     const fd = fs.openSync(this.pathOf(from), 'r');
     try {
       const b = Buffer.alloc(bytes);
@@ -146,7 +175,10 @@ export class FakeDevice implements NativeDevice {
   }
 
   async copyRange(from: BackingRole, fromOffset: bigint, to: BackingRole, toOffset: bigint, bytes: number): Promise<void> {
-    const data = await this.readRange(from, fromOffset, bytes);
+    this.calls.push(`copyRange ${from}->${to}`);
+    const data = this.read(from, fromOffset, bytes);
+    const bad = this.failure('failWrites', to, toOffset, bytes);
+    if (bad !== null) throw nativeError(bad, `write ${to}`, `at byte ${toOffset}`);
     const fd = fs.openSync(this.pathOf(to), 'r+');
     try {
       fs.writeSync(fd, data, 0, bytes, Number(toOffset));
@@ -156,6 +188,7 @@ export class FakeDevice implements NativeDevice {
   }
 
   async flush(which: BackingRole): Promise<void> {
+    this.calls.push(`flush ${which}`);
     if (!this.started) throw nativeError('ENODEV', which, '(device not running)');
     const fd = fs.openSync(this.pathOf(which), 'r+');
     try {

@@ -51,7 +51,15 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
       expect(JSON.parse(st.stdout)).toMatchObject({ devId: 0, name: 'vol', blockPath, queues: 2, state: 'live' });
     }
     const hs = cli(w, ['status', 'vol']);
-    expect(hs.stdout).toMatch(new RegExp(`^${blockPath} \\(vol\\): live, device id 0`));
+    const [line, title] = hs.stdout.split('\n');
+    expect(line).toMatch(/^0 16384 remap v2\.0 0\/\d+ 0\/\d+ 0\/\d+ health=healthy errors=W0:R0 auto_remaps=0 manual_remaps=0 scan=0%$/);
+    expect(title).toMatch(new RegExp(`^${blockPath} \\(vol\\): live, device id 0`));
+    // The detached daemon serves the remap messages.
+    const rm = cli(w, ['remap', 'vol', '3']);
+    expect(rm.stderr).toBe('');
+    expect(rm.stdout).toBe('remapped sector 3 (block 3) to spare slot 0\n');
+    const msg = cli(w, ['message', 'vol', 'table']);
+    expect(msg.stdout).toMatch(/^1 remapped block\(s\)\nblock 3 sector 3 slot 0 mapped manual /);
 
     const del = cli(w, ['del', 'vol']);
     expect(del.stderr).toBe('');

@@ -1,0 +1,67 @@
+// `dmremap-ublk remap|unremap|verify <device> <sector>`, `table <device>` and `message <device> <words...>`:
+// the remap control messages, sent to the device's daemon over its control socket.
+import { request } from '../control/client.js';
+import { usageError } from '../errors.js';
+import { describeRemap, describeTable, describeUnremap, describeVerify } from '../device/remap-control.js';
+import { parseSector } from '../device/remap-engine.js';
+import { printJson, type CliContext } from './context.js';
+import { liveEntry } from './status.js';
+
+export type SectorCommand = 'remap' | 'unremap' | 'verify';
+
+/** `<device> <sector>`: exactly two positionals, the sector in decimal 512-byte sectors. */
+export function deviceAndSector(command: SectorCommand, positionals: string[]): { target: string; sector: number } {
+  if (positionals.length !== 2) {
+    throw usageError(`${command} takes a device and a sector: dmremap-ublk ${command} <device> <sector> (got ${positionals.length} argument(s))`);
+  }
+  const [target, s] = positionals as [string, string];
+  if (target === '') throw usageError(`device to ${command} must not be empty`);
+  return { target, sector: parseSector(s) };
+}
+
+export async function runSectorCommand(ctx: CliContext, command: SectorCommand, target: string, sector: number, json: boolean): Promise<number> {
+  const sock = liveEntry(ctx, target).socket;
+  // A remap copies one block and commits it: well within the default timeout, unless the disk stalls.
+  const timeout = 120_000;
+  let text: string;
+  let out: unknown;
+  if (command === 'remap') {
+    const r = await request(sock, 'remap', { sector }, timeout);
+    out = r;
+    text = describeRemap(r);
+  } else if (command === 'unremap') {
+    const r = await request(sock, 'unremap', { sector }, timeout);
+    out = r;
+    text = describeUnremap(r);
+  } else {
+    const r = await request(sock, 'verify', { sector }, timeout);
+    out = r;
+    text = describeVerify(r);
+  }
+  if (json) printJson(ctx, out);
+  else ctx.stdout.write(`${text}\n`);
+  return 0;
+}
+
+export async function runTable(ctx: CliContext, target: string, o: { offset?: number; limit?: number; json: boolean }): Promise<number> {
+  const sock = liveEntry(ctx, target).socket;
+  const args: { offset?: number; limit?: number } = {};
+  if (o.offset !== undefined) args.offset = o.offset;
+  if (o.limit !== undefined) args.limit = o.limit;
+  const t = await request(sock, 'table', args);
+  if (o.json) printJson(ctx, t);
+  else ctx.stdout.write(`${describeTable(t)}\n`);
+  return 0;
+}
+
+export async function runMessage(ctx: CliContext, positionals: string[]): Promise<number> {
+  const [target, ...words] = positionals;
+  if (target === undefined || target === '') throw usageError('missing device: dmremap-ublk message <device> <words...>');
+  if (words.length === 0) throw usageError('missing message: dmremap-ublk message <device> <words...> (e.g. "remap 1234")');
+  // One argument holding spaces ("remap 1234") is split like dmsetup message's words.
+  const split = words.flatMap((w) => w.split(/\s+/).filter((x) => x !== ''));
+  if (split.length === 0) throw usageError('message must not be empty');
+  const r = await request(liveEntry(ctx, target).socket, 'message', { words: split }, 120_000);
+  ctx.stdout.write(`${r.reply}\n`);
+  return 0;
+}

@@ -1,0 +1,154 @@
+// Control-socket handlers of the remap engine (remap, unremap, verify, table, message) and the remap part of
+// the status: the dm-remap v2.0 status line and its fields as JSON.
+import { DmrError, usageError } from '../errors.js';
+import { DEFAULT_TABLE_LIMIT, MAX_TABLE_LIMIT, type DeviceStatus, type Handlers, type ResultOf } from '../control/protocol.js';
+import { parseSector, type RemapEngine } from './remap-engine.js';
+
+type RemapStatus = DeviceStatus['remap'];
+type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message';
+
+/**
+ * Health, a simple rule until the health model exists: `critical` when the spare has no free slot or 90%
+ * or more of its slots are used; `degraded` when a block is lost, half the slots are used, or a read or
+ * write error was ever counted; `healthy` otherwise.
+ */
+export function healthOf(r: Pick<RemapStatus, 'slots' | 'used' | 'free' | 'lost' | 'readErrors' | 'writeErrors'>): RemapStatus['health'] {
+  if (r.free === 0 || r.used >= 0.9 * r.slots) return 'critical';
+  if (r.lost > 0 || r.used >= 0.5 * r.slots || r.readErrors > 0 || r.writeErrors > 0) return 'degraded';
+  return 'healthy';
+}
+
+/** `0 <sectors> remap v2.0 <remapped>/<slots> <lost>/<slots> <used>/<slots> health=<h> errors=W<w>:R<r> auto_remaps=<a> manual_remaps=<m> scan=<p>%` */
+export function statusLine(r: Omit<RemapStatus, 'line'>): string {
+  const s = r.slots;
+  return (
+    `0 ${r.sectors} remap v2.0 ${r.remapped}/${s} ${r.lost}/${s} ${r.used}/${s} health=${r.health} ` +
+    `errors=W${r.writeErrors}:R${r.readErrors} auto_remaps=${r.autoRemaps} manual_remaps=${r.manualRemaps} scan=${r.scanPercent}%`
+  );
+}
+
+export function remapStatus(engine: RemapEngine): RemapStatus {
+  const st = engine.store;
+  const g = st.geometry;
+  const counts = st.table.counts();
+  const c = st.counters();
+  const slots = g.slotCount;
+  const free = st.allocator.free;
+  const base = {
+    sectors: engine.deviceSectors,
+    slots,
+    remapped: counts.remapped,
+    mapped: counts.mapped,
+    lost: counts.lost,
+    used: slots - free,
+    free,
+    retired: st.allocator.retiredCount,
+    writeErrors: c.writeErrors,
+    readErrors: c.readErrors,
+    autoRemaps: c.autoRemaps,
+    manualRemaps: c.manualRemaps,
+    unremaps: c.unremaps,
+    scanPercent: 0,
+    pairId: st.pairId,
+    spareOffset: g.spareOffset,
+    spareSize: g.spareSize,
+    spareDataOffset: Number(engine.spareDataOffset),
+    journalUsed: st.journalUsed,
+    journalCapacity: st.journalCapacity,
+    generation: st.generation,
+  };
+  const withHealth = { ...base, health: healthOf(base) };
+  return { line: statusLine(withHealth), ...withHealth };
+}
+
+// Text replies of `message`, also used by the CLI for its human-readable output.
+export function describeRemap(r: ResultOf<'remap'>): string {
+  const where = `sector ${r.sector} (block ${r.block}) to spare slot ${r.slot}`;
+  return r.state === 'lost' ? `remapped ${where} as lost: main read failed with ${r.readErrno ?? 'an error'}; reads fail until the block is written` : `remapped ${where}`;
+}
+
+export function describeUnremap(r: ResultOf<'unremap'>): string {
+  return `unremapped sector ${r.sector} (block ${r.block}): data moved back to main, spare slot ${r.slot} freed`;
+}
+
+export function describeVerify(r: ResultOf<'verify'>): string {
+  const head = `sector ${r.sector} (block ${r.block})`;
+  const where = r.device === 'spare' ? `spare slot ${r.slot} (byte ${r.offset} of the spare)` : `main (byte ${r.offset})`;
+  switch (r.state) {
+    case 'moving':
+      return `${head}: being moved, at ${where}`;
+    case 'lost':
+      return `${head}: lost, at ${where}; its data is gone: reads fail with EIO until it is written`;
+    default: {
+      const reads = r.readable ? 'reads fine' : `does not read (${r.errno ?? 'error'})`;
+      return `${head}: ${r.state === 'mapped' ? 'remapped to' : 'not remapped, on'} ${where}; ${reads}`;
+    }
+  }
+}
+
+export function describeTable(t: ResultOf<'table'>): string {
+  const lines = [`${t.total} remapped block(s)${t.entries.length < t.total ? `, showing ${t.offset}-${t.offset + t.entries.length - 1}` : ''}`];
+  for (const e of t.entries) {
+    lines.push(`block ${e.block} sector ${e.sector} slot ${e.slot} ${e.state} ${e.origin} ${new Date(e.time).toISOString()} errors ${e.errorCount}`);
+  }
+  return lines.join('\n');
+}
+
+const MESSAGES = ['remap <sector>', 'unremap <sector>', 'verify <sector>', 'table [offset [limit]]', 'status', 'ping'] as const;
+
+function count(from: string, words: string[], min: number, max: number, usage: string): void {
+  const n = words.length - 1;
+  if (n < min || n > max) throw usageError(`message ${from}: expected "${usage}", got ${n} argument(s)`);
+}
+
+function tableArgs(offset: number | undefined, limit: number | undefined): { offset: number; limit: number } {
+  return { offset: offset ?? 0, limit: limit ?? DEFAULT_TABLE_LIMIT };
+}
+
+export function remapHandlers(engine: () => RemapEngine, status: () => DeviceStatus): Pick<Handlers, RemapCommands> {
+  const h = {
+    remap: (req: { sector: number }) => engine().remap(req.sector),
+    unremap: (req: { sector: number }) => engine().unremap(req.sector),
+    verify: (req: { sector: number }) => engine().verify(req.sector),
+    table: (req: { offset?: number; limit?: number }) => {
+      const { offset, limit } = tableArgs(req.offset, req.limit);
+      return engine().table(offset, limit);
+    },
+  };
+  const message = async (req: { words: string[] }): Promise<ResultOf<'message'>> => {
+    const words = req.words;
+    const verb = (words[0] ?? '').toLowerCase();
+    switch (verb) {
+      case 'ping':
+        count(verb, words, 0, 0, 'ping');
+        return { reply: 'pong' };
+      case 'status':
+        count(verb, words, 0, 0, 'status');
+        return { reply: status().remap.line };
+      case 'remap':
+      case 'unremap':
+      case 'verify': {
+        count(verb, words, 1, 1, `${verb} <sector>`);
+        const sector = parseSector(words[1] as string);
+        if (verb === 'remap') return { reply: describeRemap(await h.remap({ sector })) };
+        if (verb === 'unremap') return { reply: describeUnremap(await h.unremap({ sector })) };
+        return { reply: describeVerify(await h.verify({ sector })) };
+      }
+      case 'table': {
+        count(verb, words, 0, 2, 'table [offset [limit]]');
+        const num = (s: string | undefined, what: string, max: number): number | undefined => {
+          if (s === undefined) return undefined;
+          if (!/^[0-9]{1,15}$/.test(s) || Number(s) > max) throw usageError(`message table: ${what} must be a whole number up to ${max}, got ${JSON.stringify(s)}`);
+          return Number(s);
+        };
+        const offset = num(words[1], 'offset', Number.MAX_SAFE_INTEGER);
+        const limit = num(words[2], 'limit', MAX_TABLE_LIMIT);
+        if (limit === 0) throw usageError('message table: limit must be at least 1');
+        return { reply: describeTable(h.table({ offset, limit })) };
+      }
+      default:
+        throw new DmrError('E_USAGE', `unknown message ${JSON.stringify(words.join(' '))} (known: ${MESSAGES.join(', ')})`);
+    }
+  };
+  return { ...h, message };
+}
