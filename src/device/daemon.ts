@@ -251,6 +251,8 @@ export class Daemon {
       await begun; // this.stopping is set before anything (an event fired by stop()) can look at it
       const log = this.deps.log;
       log.info({ reason }, 'stopping device');
+      // A move in progress finishes first: the device never stops with a block parked as MOVING.
+      await this.engine?.quiesce();
       const stopped = await this.stopDevice();
       await this.server?.close();
       await this.closeEngine();

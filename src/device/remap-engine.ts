@@ -103,6 +103,7 @@ export class RemapEngine {
   private chain: Promise<unknown> = Promise.resolve();
   /** Error totals changed since the last commit (persisted at the next commit or on close). */
   private countersDirty = false;
+  private closing = false;
 
   private constructor(
     readonly store: RemapStore,
@@ -228,7 +229,14 @@ export class RemapEngine {
     return { total: keys.length, offset, entries };
   }
 
+  /** Refuses new remap/unremap requests and waits for the one in progress (before the device stops). */
+  async quiesce(): Promise<void> {
+    this.closing = true;
+    await this.chain.catch(() => undefined);
+  }
+
   private serial<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.closing) return Promise.reject(new DmrError('E_DAEMON', 'the device is stopping'));
     const run = this.chain.then(fn);
     this.chain = run.catch(() => undefined);
     return run;

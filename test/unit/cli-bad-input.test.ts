@@ -6,6 +6,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { main } from '../../src/cli/main.js';
 import { Daemon } from '../../src/device/daemon.js';
 import type { FakeConfig } from '../../src/testing/fake-native.js';
+import { FileSpareIo, RemapStore, mainFingerprint } from '../../src/remap/index.js';
 import { captureCtx, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
 let w: World;
@@ -169,5 +170,25 @@ describe('devices another daemon already serves', () => {
   it('refuses a name already taken', async () => {
     const m2 = w.file('m2.img', 4 << 20);
     await expectRefused(['add', '--main', m2, '--spare', w.spare, '--name', 'first'], `name "first" is already used by ${daemon.info.blockPath}`);
+  });
+});
+
+describe('spare region and spare metadata on add', () => {
+  it('--spare-offset not a multiple of 4096', () =>
+    expectRejected((w) => add(w, '--spare-offset', '100'), 2, '--spare-offset must be a multiple of 4096 bytes, got 100'));
+  it('non-numeric --spare-size', () =>
+    expectRejected((w) => add(w, '--spare-size', '1M'), 2, '--spare-size must be a whole number of bytes, got "1M"'));
+  it('--spare-size 0', () => expectRejected((w) => add(w, '--spare-size', '0'), 2, /^--spare-size must be at least 1/));
+  it('a spare region too small for its metadata', () =>
+    expectRejected((w) => add(w, '--foreground', '--spare-size', '16384'), 1, /^spare region of 16384 bytes is too small: its metadata and one 512-byte slot need \d+ bytes$/));
+  it('a spare region beyond the end of the spare', () =>
+    expectRejected((w) => add(w, '--foreground', '--spare-offset', String(8 << 20)), 1, /^spare region \[8388608, end\) does not fit in the spare device \(4194304 bytes\)$/));
+  it('a spare of another main device: refused, not one byte changed', async () => {
+    const io = await FileSpareIo.open(w.spare);
+    await RemapStore.open(io, { main: { size: BigInt(8 << 20), fingerprint: mainFingerprint('another disk') }, blockSize: 512, journalRecords: 4 });
+    await io.close();
+    const before = fs.readFileSync(w.spare);
+    await expectRejected((w) => add(w, '--foreground'), 1, /^the spare holds the remap table of another main device .*; use --force-format to take it over$/);
+    expect(fs.readFileSync(w.spare).equals(before)).toBe(true);
   });
 });

@@ -365,3 +365,51 @@ describe('remap CLI commands', () => {
     expect((await run('remap', '--help')).out).toMatch(/^Usage: dmremap-ublk remap <device> <sector>/);
   });
 });
+
+describe('remap requests while others run', () => {
+  it('serializes moves: a second remap of the same block is refused after the first, and shutdown waits for the move', async () => {
+    await start();
+    const d = device();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const copy = d.copyRange.bind(d);
+    d.copyRange = async (...a: Parameters<FakeDevice['copyRange']>) => {
+      await gate;
+      return copy(...a);
+    };
+    const first = request(sock, 'remap', { sector: 5 });
+    const again = request(sock, 'remap', { sector: 5 });
+    const other = request(sock, 'remap', { sector: 6 });
+    await new Promise((r) => setTimeout(r, 50));
+    // While block 5 moves it is published MOVING, nothing else changed.
+    expect(d.remapTable).toEqual({ blocks: [5n], slots: [0n], flags: [2] });
+    const stopping = daemon?.shutdown('test');
+    await new Promise((r) => setTimeout(r, 20));
+    const late = await rejected(request(sock, 'remap', { sector: 7 }));
+    expect(late.code).toBe('E_DAEMON');
+    expect(d.info().state).toBe('live'); // the device is not stopped under a moving block
+    release();
+    expect(await first).toMatchObject({ block: 5, slot: 0, state: 'mapped' });
+    expect((await rejected(again)).code).toBe('E_REMAP_STATE');
+    expect(await other).toMatchObject({ block: 6, slot: 1 });
+    expect(await stopping).toBe(0);
+    daemon = null;
+    expect(d.calls.filter((c) => c.startsWith('copyRange'))).toHaveLength(2);
+    expect((await reopenTable()).map((e) => [e.block, e.slot])).toEqual([[5, 0], [6, 1]]);
+  });
+});
+
+describe('main fingerprint', () => {
+  it('is the same through a symlink, differs for another file, and does not depend on the contents', async () => {
+    const { mainIdentitySource } = await import('../../src/device/fingerprint.js');
+    const link = path.join(w.root, 'link.img');
+    fs.symlinkSync(w.main, link);
+    const a = Buffer.from(mainIdentity(w.main, 1n).fingerprint);
+    expect(a.equals(mainIdentity(link, 1n).fingerprint)).toBe(true);
+    writeAt(w.main, 0, Buffer.alloc(512, 0x55));
+    expect(a.equals(mainIdentity(w.main, 1n).fingerprint)).toBe(true);
+    expect(a.equals(mainIdentity(w.main, 2n).fingerprint)).toBe(false);
+    expect(a.equals(mainIdentity(w.spare, 1n).fingerprint)).toBe(false);
+    expect(mainIdentitySource(link)).toEqual({ kind: 'file', text: `file:${fs.realpathSync(w.main)}` });
+  });
+});
