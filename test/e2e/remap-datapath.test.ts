@@ -197,4 +197,21 @@ describe('remap split in the native data path', () => {
     expect(remaps).toBeGreaterThan(20);
     console.log(`moves under fio verify: ${remaps} remaps, ${unremaps} unremaps`);
   });
+
+  it('a process that ends without stopping its device leaves nothing behind (env cleanup hook)', () => {
+    const main = s.loop(16);
+    const spare = s.loop(8);
+    const script = `
+      const a = require(${JSON.stringify(path.join(REPO, 'build/Release/dmremap_native.node'))});
+      const d = new a.Device({ mainPath: ${JSON.stringify(main)}, sparePath: ${JSON.stringify(spare)}, queues: 2, depth: 16,
+        blockSize: 512, sizeBytes: 16n << 20n, maxIoBytes: 131072, discard: false, devId: -1, onEvent: () => {} });
+      // No stop(), no process.exit(): the event loop runs dry and the environment is torn down, which is
+      // when the addon's cleanup hook must stop and delete the device. (process.exit() skips env cleanup
+      // hooks in Node; the daemon only exits after it stopped its device.)
+      d.start().then((info) => console.log(info.blockPath));`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stdout.trim()).toMatch(/^\/dev\/ublkb\d+$/);
+    // afterEach checks that no /dev/ublkb* or /dev/ublkc* is left and the kernel logged no hung task.
+  });
 });
