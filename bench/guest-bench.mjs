@@ -3,7 +3,8 @@
 // The main device is a loop device (direct I/O) over a file in tmpfs; the baseline is that same loop
 // device. Every job runs on the baseline and on /dev/ublkbN, interleaved, for several rounds, so that
 // drift in a noisy TCG VM hits both sides alike. Prints a table and one line `BENCH_JSON <json>`.
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
+import { fio as runFio, median, sh } from './fio.mjs';
 import { mkdtempSync, rmSync } from 'node:fs';
 import path from 'node:path';
 import os from 'node:os';
@@ -21,23 +22,6 @@ const jobs = [
   { name: '1M read QD8', rw: 'read', bs: '1m', iodepth: 8 },
   { name: '1M write QD8', rw: 'write', bs: '1m', iodepth: 8 },
 ];
-
-function sh(cmd, args) {
-  return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
-}
-
-function fio(dev, job) {
-  const out = sh('fio', [
-    `--name=${job.rw}`, `--filename=${dev}`, '--direct=1', '--ioengine=io_uring', `--rw=${job.rw}`,
-    `--bs=${job.bs}`, `--iodepth=${job.iodepth}`, '--time_based', `--runtime=${runtime}`, '--ramp_time=1',
-    '--randrepeat=0', '--norandommap', '--output-format=json',
-  ]);
-  const j = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-  const side = job.rw.includes('read') ? j.read : j.write;
-  return { iops: side.iops, p99us: (side.clat_ns.percentile?.['99.000000'] ?? 0) / 1000 };
-}
-
-const median = (xs) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'dmremap-bench-'));
 const loops = [];
@@ -57,8 +41,8 @@ try {
   const results = jobs.map((job) => ({ job, base: [], ublk: [] }));
   for (let r = 0; r < rounds; r++) {
     for (const res of results) {
-      res.base.push(fio(main, res.job));
-      res.ublk.push(fio(ublk, res.job));
+      res.base.push(runFio(main, res.job, runtime));
+      res.ublk.push(runFio(ublk, res.job, runtime));
     }
   }
   const rows = results.map(({ job, base, ublk: u }) => {

@@ -345,6 +345,10 @@ void Queue::Route(uint16_t tag) {
         break;
       }
       int plan = PlanSegments(t);
+      if (plan == kPark && fail_parked_.load(std::memory_order_acquire)) {
+        t.result = -EIO;  // the device is stopping: nothing will end the move any more
+        break;
+      }
       if (plan == kPark) {
         t.parked = true;
         parked_.push_back(tag);
