@@ -157,6 +157,18 @@ export function kernelTrouble(): string[] {
   return r.stdout.split('\n').filter((l) => /blocked for more than|BUG:|WARNING:|Oops|hung_task/.test(l));
 }
 
+/** Reads `len` bytes at `offset` of a device or file (through the page cache). */
+export function readAt(dev: string, offset: number, len: number): Buffer {
+  const fd = fs.openSync(dev, 'r');
+  try {
+    const b = Buffer.alloc(len);
+    fs.readSync(fd, b, 0, len, offset);
+    return b;
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 /** Makes the hung-task detector report within seconds, so a hang shows up during the suite. */
 export function armHungTaskDetector(): void {
   const knob = '/proc/sys/kernel/hung_task_timeout_secs';

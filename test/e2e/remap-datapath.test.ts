@@ -9,7 +9,7 @@ import { createRequire } from 'node:module';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { NativeAddon, NativeDevice, NativeEvent } from '../../src/native.js';
-import { parseFio, REPO, Scratch } from './helpers.js';
+import { parseFio, readAt, REPO, Scratch } from './helpers.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
 const native = createRequire(import.meta.url)(path.join(REPO, 'build/Release/dmremap_native.node')) as NativeAddon;
@@ -27,16 +27,6 @@ function writeBlocks(dev: string, at: number, data: Buffer): { ok: boolean; stde
   return { ok: r.status === 0, stderr: r.stderr.toString() };
 }
 
-function readAt(dev: string, offset: number, len: number): Buffer {
-  const fd = fs.openSync(dev, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    fs.readSync(fd, b, 0, len, offset);
-    return b;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 function table(entries: [block: number, slot: number, lost?: boolean][]): [BigUint64Array, BigUint64Array, Uint8Array] {
   return [

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
-import { addDevice, dmr, must, parseFio, pidAlive, RUN_DIR, Scratch, sh, waitFor, type Added } from './helpers.js';
+import { addDevice, dmr, must, parseFio, pidAlive, readAt, RUN_DIR, Scratch, sh, waitFor, type Added } from './helpers.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
 let s: Scratch;
@@ -23,16 +23,6 @@ afterEach(async () => {
 const sock = (d: Added) => path.join(RUN_DIR, `${d.devId}.sock`);
 const sha = (dev: string, bytes: number) => crypto.createHash('sha256').update(readAt(dev, 0, bytes)).digest('hex');
 
-function readAt(dev: string, offset: number, len: number): Buffer {
-  const fd = fs.openSync(dev, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    fs.readSync(fd, b, 0, len, offset);
-    return b;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 function ddRead(dev: string, sector: number, count: number): { ok: boolean; stderr: string } {
   const r = spawnSync('dd', [`if=${dev}`, 'bs=512', `skip=${sector}`, `count=${count}`, 'iflag=direct', 'of=/dev/null', 'status=none']);
