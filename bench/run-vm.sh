@@ -9,6 +9,9 @@ script="${1:-guest-bench.mjs}"
 name="$(basename "$script" .mjs)"
 name="${name#guest-}"
 suite="${DMREMAP_VM_SUITE:-trixie}"
+# The backing files live in the guest's /tmp, a tmpfs of half its memory: 8 GiB of guest memory leaves room
+# for the sparse 8 GiB main the remap benchmark writes into.
+export DMREMAP_VM_MEM="${DMREMAP_VM_MEM:-8192}"
 out="$(mktemp)"
 trap 'rm -f "$out"' EXIT
 if bash "$repo/test/vm/host-has-ublk.sh"; then
