@@ -61,7 +61,6 @@ class Device {
   // Any one thread at a time (the JS thread). Replaces the remap index the queues consult; may be
   // called before Start (the table must be in place before the device goes live) and while serving.
   void PublishRemap(std::vector<RemapEntry> entries);
-  size_t remap_entries() const { return index_->size(); }
 
   // Worker thread. Returns once every request dispatched before the call has completed (requests
   // parked on a moving block excepted). Throws SysError(ETIMEDOUT) after `timeout_ms`.

@@ -79,7 +79,6 @@ class Queue {
   // Owner thread. Waits for the queue thread to exit.
   void Join();
 
-  uint16_t id() const { return cfg_.q_id; }
   bool fixed_buffers() const { return fixed_buffers_.load(std::memory_order_relaxed); }
 
  private:

@@ -73,7 +73,6 @@ class RemapIndex {
   void Publish(std::vector<RemapEntry> entries);
   // Writer: frees retired snapshots no reader can still hold.
   void Reclaim();
-  size_t size() const { return Current()->entries.size(); }
 
  private:
   struct Retired {
