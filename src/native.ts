@@ -62,8 +62,38 @@ export interface DeviceOptions {
   zeroCopy?: boolean;
   /** Byte offset of remap slot 0 on the spare; slot s holds one block at spareDataOffset + s * blockSize. */
   spareDataOffset?: bigint;
+  /**
+   * Park failed reads and writes instead of completing them with their errno: the request waits in native
+   * and is reported as an `io_fault` event until resolveFault() says what to do (default false: a failure
+   * completes the request with its errno and is reported as `io_error`). Switch with setFaultParking().
+   */
+  parkFaults?: boolean;
   /** Called on the JS thread for each event the data path reports. */
   onEvent: (event: NativeEvent) => void;
+}
+
+/** What to do with a request parked by an `io_fault` event. */
+export type FaultAction =
+  /**
+   * Plan the request again against the current remap table and submit it again (parked on a MOVING block,
+   * failed on a LOST one for reads, like a new request). `narrow`: one backing I/O per block, so that a
+   * failure is reported for exactly the blocks that failed.
+   */
+  | { action: 'retry'; narrow?: boolean }
+  /** Complete the request with -errno. */
+  | { action: 'fail'; errno: number }
+  /** Complete the request with success: only for kind 'lost_written' (its data is in the slots). */
+  | { action: 'complete' };
+
+/** A range of blocks of the exported device (remap units: main block numbers). */
+export interface FaultRange {
+  /** Where the failed I/O went: main, or the spare slots of remapped blocks. */
+  device: BackingRole;
+  /** First block (main block number, also for a spare part: the block that maps there). */
+  block: number;
+  blocks: number;
+  /** Positive errno (a zero-length transfer reports EIO). */
+  errno: number;
 }
 
 /** Flags of setRemapTable entries. */
@@ -88,6 +118,37 @@ export type NativeEvent =
       /** Positive errno (EIO=5, ENODATA=61, ...). */
       errno: number;
       latencyUs: number;
+    }
+  | {
+      /**
+       * A request is parked until resolveFault(queue, tag, seq, ...). kind 'error': parts of it failed (with
+       * parking on); `failed` lists them. kind 'lost_written': a write (or discard / write-zeroes) touched
+       * LOST blocks; its data went to their slots and every part succeeded; `written` lists the LOST ranges.
+       */
+      type: 'io_fault';
+      queue: number;
+      tag: number;
+      /** Identifies this request's dispatch: a resolve with another seq is ignored. */
+      seq: number;
+      op: IoOp;
+      kind: 'error' | 'lost_written';
+      /** The request: first block and length in blocks. */
+      block: number;
+      blocks: number;
+      /** 0 on the first report, +1 for each retry. */
+      attempt: number;
+      /** Since the request was dispatched. */
+      latencyUs: number;
+      failed: FaultRange[];
+      written: Array<{ block: number; blocks: number }>;
+    }
+  | {
+      /** A request that had been reported by io_fault (kind 'error') completed successfully after a retry. */
+      type: 'fault_cleared';
+      queue: number;
+      tag: number;
+      seq: number;
+      attempts: number;
     };
 
 /** Counters of one queue, cumulative since start. */
@@ -143,6 +204,13 @@ export interface NativeDevice {
   readRange(from: BackingRole, offset: bigint, bytes: number): Promise<Buffer>;
   /** fdatasync of a backing device. */
   flush(which: BackingRole): Promise<void>;
+  /** Turns parking of failed reads/writes on or off (see DeviceOptions.parkFaults); affects failures seen after the call. */
+  setFaultParking(on: boolean): void;
+  /**
+   * Resolves a request parked by an io_fault event. Runs on the queue thread after every table published
+   * before the call. A resolve for a request that is not parked with this seq is ignored.
+   */
+  resolveFault(queue: number, tag: number, seq: number, action: FaultAction): void;
 }
 
 /** A ublk device the kernel knows about, from GET_DEV_INFO over the ids in /sys/class/ublk-char. */

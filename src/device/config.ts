@@ -1,4 +1,6 @@
 // The settings one device runs with, after the CLI parsed and checked them.
+import type { FaultPolicy } from '../config/policy.js';
+
 export interface DeviceConfig {
   mainPath: string;
   sparePath: string;
@@ -16,6 +18,8 @@ export interface DeviceConfig {
   spareSize?: number;
   /** Format the spare even if it holds another main's (or unusable) remap metadata. */
   forceFormat?: boolean;
+  /** Error handling (config file defaults overridden by `add` flags); absent: DEFAULT_POLICY. */
+  policy?: FaultPolicy;
 }
 
 /**

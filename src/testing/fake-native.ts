@@ -13,6 +13,7 @@ import type {
   BackingRole,
   DeviceInfo,
   DeviceOptions,
+  FaultAction,
   KernelDeviceInfo,
   NativeAddon,
   NativeDevice,
@@ -76,6 +77,7 @@ export class FakeDevice implements NativeDevice {
       inflight: 0,
       latencyLog2Us: new Array<number>(24).fill(0),
     }));
+    this.parkFaults = opts.parkFaults === true;
     addon.devices.push(this);
   }
 
@@ -135,6 +137,21 @@ export class FakeDevice implements NativeDevice {
     this.remapTable = { blocks: [...blocks], slots: [...slots], flags: [...flags] };
     this.tables.push(this.remapTable);
     this.calls.push('setRemapTable');
+  }
+
+  /** Fault parking as last set (DeviceOptions.parkFaults, then setFaultParking). */
+  parkFaults = false;
+  /** Every resolveFault call, in order. */
+  readonly resolutions: Array<{ queue: number; tag: number; seq: number; action: FaultAction }> = [];
+
+  setFaultParking(on: boolean): void {
+    this.parkFaults = on;
+    this.calls.push(`setFaultParking ${on ? 1 : 0}`);
+  }
+
+  resolveFault(queue: number, tag: number, seq: number, action: FaultAction): void {
+    this.resolutions.push({ queue, tag, seq, action });
+    this.calls.push(`resolveFault ${action.action}`);
   }
 
   async drain(): Promise<void> {
