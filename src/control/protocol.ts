@@ -8,6 +8,9 @@
 //   → {"id":6,"cmd":"verify","sector":1234}    ← {"id":6,"ok":true,"result":{"state":"mapped","device":"spare","readable":true,...}}
 //   → {"id":7,"cmd":"table","offset":0,"limit":1000}  ← {"id":7,"ok":true,"result":{"total":1,"offset":0,"entries":[...]}}
 //   → {"id":8,"cmd":"message","words":["remap","1234"]} ← {"id":8,"ok":true,"result":{"reply":"..."}}
+//   → {"id":9,"cmd":"stats"}             ← {"id":9,"ok":true,"result":{...Stats}}
+//   → {"id":10,"cmd":"set_auto_remap","enabled":false}  ← {"id":10,"ok":true,"result":{"autoRemap":false}}
+//   → {"id":11,"cmd":"clear_stats"}      ← {"id":11,"ok":true,"result":{"cleared":true}}
 //   → anything else                      ← {"id":<n|null>,"ok":false,"error":{"code":"E_PROTOCOL","message":"..."}}
 //
 // Adding a command is one request schema in `requestSchema`, one result schema in `resultSchemas`, and one
@@ -36,6 +39,9 @@ export const tableRequest = z.strictObject({
   offset: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER).optional(),
   limit: z.number().int().min(1).max(MAX_TABLE_LIMIT).optional(),
 });
+export const statsRequest = z.strictObject({ id: requestId, cmd: z.literal('stats') });
+export const clearStatsRequest = z.strictObject({ id: requestId, cmd: z.literal('clear_stats') });
+export const setAutoRemapRequest = z.strictObject({ id: requestId, cmd: z.literal('set_auto_remap'), enabled: z.boolean() });
 /** dmsetup-message style: "remap 1234", "unremap 1234", "verify 1234", "table [offset [limit]]", "status", "ping". */
 export const messageRequest = z.strictObject({
   id: requestId,
@@ -52,6 +58,9 @@ export const requestSchema = z.discriminatedUnion('cmd', [
   verifyRequest,
   tableRequest,
   messageRequest,
+  statsRequest,
+  clearStatsRequest,
+  setAutoRemapRequest,
 ]);
 export type Request = z.infer<typeof requestSchema>;
 export type Command = Request['cmd'];
@@ -159,6 +168,34 @@ export const deviceStatusSchema = z.strictObject({
 });
 export type DeviceStatus = z.infer<typeof deviceStatusSchema>;
 
+const n = z.number();
+/** Error handling statistics (issue 6); README documents every field. */
+export const statsSchema = z.strictObject({
+  autoRemap: z.boolean(),
+  policy: z.strictObject({ errorThreshold: n, readRetries: n, retryBackoffMs: n }),
+  readErrors: n,
+  writeErrors: n,
+  retries: n,
+  recoveredReads: n,
+  unrecoveredReads: n,
+  autoRemaps: n,
+  manualRemaps: n,
+  relocations: n,
+  relocationFailures: n,
+  healedBlocks: n,
+  pendingBlocks: n,
+  lostBlocks: n,
+  spareIoErrors: n,
+  retiredSlots: n,
+  passedThrough: n,
+  faultsParked: n,
+  queue: z.strictObject({ queued: n, foreground: n, background: n, running: n, handled: n, batches: n }),
+  freeSlots: n,
+  spareFull: z.boolean(),
+  health: z.enum(['healthy', 'degraded', 'critical']),
+});
+export type Stats = z.infer<typeof statsSchema>;
+
 export const resultSchemas = {
   ping: z.literal('pong'),
   status: deviceStatusSchema,
@@ -198,6 +235,9 @@ export const resultSchemas = {
     ),
   }),
   message: z.strictObject({ reply: z.string() }),
+  stats: statsSchema,
+  clear_stats: z.strictObject({ cleared: z.literal(true) }),
+  set_auto_remap: z.strictObject({ autoRemap: z.boolean() }),
 } satisfies Record<Command, z.ZodType>;
 export type ResultOf<C extends Command> = z.infer<(typeof resultSchemas)[C]>;
 

@@ -16,6 +16,8 @@ import { reapStale } from './reap.js';
 import { mainIdentity } from './fingerprint.js';
 import { RemapEngine } from './remap-engine.js';
 import { remapHandlers, remapStatus } from './remap-control.js';
+import { AutoRemapper } from './auto-remap.js';
+import { DEFAULT_POLICY } from '../config/policy.js';
 
 export interface DaemonDeps {
   native: NativeAddon;
@@ -33,6 +35,7 @@ export class Daemon {
   private entry: RegistryEntry | null = null;
   private deviceInfo: DeviceInfo | null = null;
   private engine: RemapEngine | null = null;
+  private auto: AutoRemapper | null = null;
   private stopping: Promise<number> | null = null;
   private resolveExited!: (code: number) => void;
   /** Resolves with the process exit code once the device is stopped and its files are removed. */
@@ -87,6 +90,7 @@ export class Daemon {
       throw toDmrError(e);
     }
     const engine = this.engine;
+    const policy = { ...DEFAULT_POLICY, ...this.cfg.policy };
     log.debug({ report: engine.report, slots: engine.store.geometry.slotCount }, 'remap table loaded');
     try {
       this.device = new native.Device({
@@ -101,9 +105,11 @@ export class Daemon {
         zeroCopy: p.zeroCopy,
         spareDataOffset: engine.spareDataOffset,
         devId: -1,
+        parkFaults: policy.autoRemap,
         onEvent: (ev) => this.onEvent(ev),
       });
       engine.attach(this.device);
+      this.auto = new AutoRemapper(engine, this.device, policy, log);
       this.deviceInfo = await this.device.start();
     } catch (e) {
       await this.stopDevice();
@@ -146,7 +152,7 @@ export class Daemon {
     return {
       ping: () => 'pong',
       status: () => this.status(),
-      ...remapHandlers(() => this.liveEngine(), () => this.status()),
+      ...remapHandlers(() => this.liveEngine(), () => this.status(), () => this.liveAuto()),
       shutdown: () => {
         // Answer first, then stop: the reply is written before the socket closes.
         setImmediate(() => void this.shutdown('shutdown requested over the control socket'));
@@ -176,6 +182,11 @@ export class Daemon {
           { queue: ev.queue, op: ev.op, device: ev.device, sector: ev.sector.toString(), sectors: ev.sectors, errno: ev.errno },
           'backing I/O error',
         );
+        break;
+      case 'io_fault':
+      case 'fault_cleared':
+        if (this.auto) this.auto.handle(ev);
+        else if (ev.type === 'io_fault') this.device?.resolveFault(ev.queue, ev.tag, ev.seq, { action: 'fail', errno: 5 });
         break;
     }
   }
@@ -225,6 +236,11 @@ export class Daemon {
     };
   }
 
+  private liveAuto(): AutoRemapper {
+    if (this.auto === null) throw new DmrError('E_INTERNAL', 'auto-remap is not running');
+    return this.auto;
+  }
+
   private liveEngine(): RemapEngine {
     if (this.engine === null) throw new DmrError('E_INTERNAL', 'the remap engine is not open');
     return this.engine;
@@ -251,7 +267,9 @@ export class Daemon {
       await begun; // this.stopping is set before anything (an event fired by stop()) can look at it
       const log = this.deps.log;
       log.info({ reason }, 'stopping device');
-      // A move in progress finishes first: the device never stops with a block parked as MOVING.
+      // Queued auto-remap work is dropped (its requests fail when the device stops); a move in progress
+      // finishes first: the device never stops with a block parked as MOVING.
+      await this.auto?.close();
       await this.engine?.quiesce();
       const stopped = await this.stopDevice();
       await this.server?.close();

@@ -3,9 +3,10 @@
 import { DmrError, usageError } from '../errors.js';
 import { DEFAULT_TABLE_LIMIT, MAX_TABLE_LIMIT, type DeviceStatus, type Handlers, type ResultOf } from '../control/protocol.js';
 import { parseSector, type RemapEngine } from './remap-engine.js';
+import type { AutoRemapper } from './auto-remap.js';
 
 type RemapStatus = DeviceStatus['remap'];
-type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message';
+type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'stats' | 'clear_stats' | 'set_auto_remap';
 
 /**
  * Health, a simple rule until the health model exists: `critical` when the spare has no free slot or 90%
@@ -94,7 +95,62 @@ export function describeTable(t: ResultOf<'table'>): string {
   return lines.join('\n');
 }
 
-const MESSAGES = ['remap <sector>', 'unremap <sector>', 'verify <sector>', 'table [offset [limit]]', 'status', 'ping'] as const;
+const MESSAGES = [
+  'remap <sector>',
+  'unremap <sector>',
+  'verify <sector>',
+  'table [offset [limit]]',
+  'status',
+  'stats',
+  'clear_stats',
+  'set_auto_remap 0|1',
+  'ping',
+] as const;
+
+/** The error-handling statistics: the auto-remapper's counters, the store's persisted ones and the table's. */
+export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultOf<'stats'> {
+  const st = engine.store;
+  const c = st.counters();
+  const a = auto.stats();
+  let pending = 0;
+  for (const [, e] of st.table.entries()) if (e.state === 'lost' && e.origin === 'auto') pending++;
+  const rs = remapStatus(engine);
+  return {
+    autoRemap: auto.policy.autoRemap,
+    policy: { errorThreshold: auto.policy.errorThreshold, readRetries: auto.policy.readRetries, retryBackoffMs: auto.policy.retryBackoffMs },
+    readErrors: c.readErrors,
+    writeErrors: c.writeErrors,
+    retries: a.retries,
+    recoveredReads: a.recoveredReads,
+    unrecoveredReads: a.unrecoveredReads,
+    autoRemaps: c.autoRemaps,
+    manualRemaps: c.manualRemaps,
+    relocations: a.relocations,
+    relocationFailures: a.relocationFailures,
+    healedBlocks: a.healed,
+    pendingBlocks: pending,
+    lostBlocks: rs.lost,
+    spareIoErrors: a.spareIoErrors,
+    retiredSlots: rs.retired,
+    passedThrough: a.passedThrough,
+    faultsParked: a.faultsParked,
+    queue: a.queue,
+    freeSlots: rs.free,
+    spareFull: auto.spareFull || rs.free === 0,
+    health: auto.spareFull ? 'critical' : rs.health,
+  };
+}
+
+/** One line of `key=value` pairs: the reply of the `stats` message. */
+export function describeStats(s: ResultOf<'stats'>): string {
+  return (
+    `auto_remap=${s.autoRemap ? 1 : 0} read_errors=${s.readErrors} write_errors=${s.writeErrors} retries=${s.retries} ` +
+    `recovered_reads=${s.recoveredReads} unrecovered_reads=${s.unrecoveredReads} auto_remaps=${s.autoRemaps} ` +
+    `manual_remaps=${s.manualRemaps} relocations=${s.relocations} pending=${s.pendingBlocks} lost=${s.lostBlocks} ` +
+    `spare_io_errors=${s.spareIoErrors} retired_slots=${s.retiredSlots} passed_through=${s.passedThrough} ` +
+    `queued=${s.queue.queued + s.queue.running} free_slots=${s.freeSlots} health=${s.health}`
+  );
+}
 
 function count(from: string, words: string[], min: number, max: number, usage: string): void {
   const n = words.length - 1;
@@ -105,8 +161,17 @@ function tableArgs(offset: number | undefined, limit: number | undefined): { off
   return { offset: offset ?? 0, limit: limit ?? DEFAULT_TABLE_LIMIT };
 }
 
-export function remapHandlers(engine: () => RemapEngine, status: () => DeviceStatus): Pick<Handlers, RemapCommands> {
+export function remapHandlers(engine: () => RemapEngine, status: () => DeviceStatus, auto: () => AutoRemapper): Pick<Handlers, RemapCommands> {
   const h = {
+    stats: () => autoRemapStats(engine(), auto()),
+    clear_stats: () => {
+      auto().clearStats();
+      return { cleared: true as const };
+    },
+    set_auto_remap: (req: { enabled: boolean }) => {
+      auto().setAutoRemap(req.enabled);
+      return { autoRemap: req.enabled };
+    },
     remap: (req: { sector: number }) => engine().remap(req.sector),
     unremap: (req: { sector: number }) => engine().unremap(req.sector),
     verify: (req: { sector: number }) => engine().verify(req.sector),
@@ -125,6 +190,20 @@ export function remapHandlers(engine: () => RemapEngine, status: () => DeviceSta
       case 'status':
         count(verb, words, 0, 0, 'status');
         return { reply: status().remap.line };
+      case 'stats':
+        count(verb, words, 0, 0, 'stats');
+        return { reply: describeStats(h.stats()) };
+      case 'clear_stats':
+        count(verb, words, 0, 0, 'clear_stats');
+        h.clear_stats();
+        return { reply: 'statistics cleared' };
+      case 'set_auto_remap': {
+        count(verb, words, 1, 1, 'set_auto_remap 0|1');
+        const v = words[1] as string;
+        if (v !== '0' && v !== '1') throw usageError(`message set_auto_remap: expected 0 or 1, got ${JSON.stringify(v)}`);
+        h.set_auto_remap({ enabled: v === '1' });
+        return { reply: `auto_remap=${v}` };
+      }
       case 'remap':
       case 'unremap':
       case 'verify': {

@@ -20,6 +20,7 @@ import {
   type LoadReport,
   type MainIdentity,
   type RemapEntry,
+  type RemapOp,
 } from '../remap/index.js';
 import { JOURNAL_RECORD_SIZE, MIN_JOURNAL_RECORDS, DEFAULT_JOURNAL_RECORDS } from '../remap/geometry.js';
 
@@ -85,6 +86,8 @@ export function parseSector(s: string): number {
   return n;
 }
 
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
 function isReadFailure(e: unknown): boolean {
   return isNativeError(e) && e.command.startsWith('read');
 }
@@ -98,8 +101,8 @@ function ioFailure(e: unknown, doing: string): DmrError {
 
 export class RemapEngine {
   private device: NativeDevice | null = null;
-  /** The block being moved right now (published MOVING), if any. */
-  private moving: number | null = null;
+  /** Blocks being moved right now (published MOVING), block → slot. */
+  private readonly moving = new Map<number, number>();
   private chain: Promise<unknown> = Promise.resolve();
   /** Error totals changed since the last commit (persisted at the next commit or on close). */
   private countersDirty = false;
@@ -152,10 +155,7 @@ export class RemapEngine {
 
   /** Counts a backing I/O error (persisted with the next commit and on close). */
   recordIoError(ev: Extract<NativeEvent, { type: 'io_error' }>): void {
-    const c = this.store.counters();
-    if (ev.op === 'read') this.store.setCounters({ readErrors: c.readErrors + 1 });
-    else this.store.setCounters({ writeErrors: c.writeErrors + 1 });
-    this.countersDirty = true;
+    this.countErrors(ev.op === 'read' ? 'read' : 'write', 1);
   }
 
   /** Persists pending counters and waits for every commit; then closes the spare. Call after the device stopped. */
@@ -191,7 +191,7 @@ export class RemapEngine {
     const block = this.blockOf(sector);
     const e = this.store.table.get(block);
     const mainOff = block * this.blockSize;
-    if (this.moving === block) {
+    if (this.moving.has(block)) {
       return { sector, block, state: 'moving', device: e ? 'spare' : 'main', slot: e?.slot ?? null, offset: e ? this.store.allocator.offsetOf(e.slot) : mainOff, readable: false, errno: null };
     }
     if (e?.state === 'lost') {
@@ -229,6 +229,174 @@ export class RemapEngine {
     return { total: keys.length, offset, entries };
   }
 
+  /** Counts `n` read or write errors (persisted with the next commit and on close). */
+  countErrors(op: 'read' | 'write', n: number): void {
+    if (n <= 0) return;
+    const c = this.store.counters();
+    if (op === 'read') this.store.setCounters({ readErrors: c.readErrors + n });
+    else this.store.setCounters({ writeErrors: c.writeErrors + n });
+    this.countersDirty = true;
+  }
+
+  /** Sets both error totals to zero (clear_stats); persisted with the next commit. */
+  clearErrorCounters(): void {
+    this.store.setCounters({ readErrors: 0, writeErrors: 0 });
+    this.countersDirty = true;
+  }
+
+  /**
+   * Makes each block `lost` (origin auto) at a slot of its own, in one batch: the blocks are published
+   * MOVING and drained first (no request still in flight touches them), then one journal commit, then the
+   * table is published with them LOST. A block on main gets a fresh slot; a block whose slot failed
+   * (`slotFailed`) moves to a fresh slot and the bad slot is retired. A block already lost (and not with a
+   * failed slot) is left as it is. Resolves per block with null (done) or the error (E_SPARE_FULL when no
+   * slot is free, E_IO when the commit failed).
+   */
+  markLost(items: ReadonlyArray<{ block: number; slotFailed: boolean; errorCount: number }>): Promise<Map<number, DmrError | null>> {
+    return this.serial(async () => {
+      const out = new Map<number, DmrError | null>();
+      const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number }> = [];
+      for (const it of items) {
+        if (out.has(it.block) || todo.some((t) => t.block === it.block)) continue;
+        const e = this.store.table.get(it.block);
+        if (e !== undefined && !it.slotFailed) {
+          out.set(it.block, null); // already lost, or remapped since the failure: its retry goes to the slot
+          continue;
+        }
+        if (e === undefined && it.slotFailed) {
+          out.set(it.block, null); // unremapped since: the retry goes to main
+          continue;
+        }
+        let slot: number;
+        try {
+          slot = await this.store.reserveSlot();
+        } catch (err) {
+          out.set(it.block, err instanceof DmrError ? err : ioFailure(err, 'reserving a spare slot failed'));
+          continue;
+        }
+        todo.push({ block: it.block, slot, oldSlot: e?.slot ?? null, errorCount: it.errorCount });
+      }
+      if (todo.length === 0) return out;
+      const moving = new Map(todo.map((t) => [t.block, t.oldSlot ?? t.slot] as [number, number]));
+      let committed = false;
+      try {
+        await this.startMoving(moving);
+        const ops: RemapOp[] = [];
+        for (const t of todo) {
+          if (t.oldSlot === null) {
+            ops.push({ op: 'remap', block: t.block, slot: t.slot, origin: 'auto', lost: true, errorCount: t.errorCount });
+          } else {
+            ops.push({ op: 'move', block: t.block, slot: t.slot }, { op: 'retire', slot: t.oldSlot });
+            if (this.store.table.get(t.block)?.state !== 'lost') ops.push({ op: 'lost', block: t.block });
+          }
+        }
+        await this.store.commitBatch(ops);
+        committed = true;
+        this.countersDirty = false;
+        for (const t of todo) out.set(t.block, null);
+      } catch (err) {
+        const e = ioFailure(err, 'committing lost blocks failed');
+        for (const t of todo) out.set(t.block, e);
+      } finally {
+        if (!committed) {
+          for (const t of todo) if (this.store.allocator.isReserved(t.slot)) await this.store.unreserveSlot(t.slot).catch(() => undefined);
+        }
+        this.endMoving(moving.keys());
+      }
+      return out;
+    });
+  }
+
+  /**
+   * Writes to `blocks` (lost) put their new data in their slots (native reported them 'lost_written'):
+   * commit them mapped (one journal write + flush, which also makes the slot data durable), publish. Blocks
+   * no longer lost only need that flush (a second write to a block healed meanwhile). Rejects on failure:
+   * the blocks stay lost, the writes must fail.
+   */
+  healLost(blocks: readonly number[]): Promise<void> {
+    return this.serial(async () => {
+      const ops: RemapOp[] = [];
+      for (const b of new Set(blocks)) if (this.store.table.get(b)?.state === 'lost') ops.push({ op: 'mapped', block: b });
+      try {
+        if (ops.length > 0) {
+          await this.store.commitBatch(ops);
+          this.countersDirty = false;
+        } else {
+          await this.dev().flush('spare');
+        }
+      } catch (err) {
+        throw ioFailure(err, 'committing written lost blocks failed');
+      }
+      if (ops.length > 0) this.publish(this.moving);
+    });
+  }
+
+  /**
+   * Relocates a block whose read failed and then succeeded on a retry: from main to a fresh slot (origin
+   * auto), or from a failing slot to a fresh one (the old slot is retired). The copy is tried `tries` times;
+   * if it never reads, the block stays where it is ('unreadable': it keeps serving from there and the next
+   * error reports it again). 'skipped' when the block's place changed meanwhile.
+   */
+  relocate(block: number, fromSpare: boolean, errorCount: number, tries: number, backoffMs: number): Promise<'relocated' | 'unreadable' | 'skipped'> {
+    return this.serial(async () => {
+      const dev = this.dev();
+      const e = this.store.table.get(block);
+      if (fromSpare ? e === undefined || e.state !== 'mapped' : e !== undefined) return 'skipped';
+      const copyWithRetries = async (from: BackingRole, fromOff: number, toOff: number): Promise<boolean> => {
+        for (let i = 0; i < Math.max(1, tries); i++) {
+          if (i > 0) await sleep(backoffMs * 2 ** (i - 1));
+          try {
+            await dev.copyRange(from, BigInt(fromOff), 'spare', BigInt(toOff), this.blockSize);
+            return true;
+          } catch (err) {
+            if (!isReadFailure(err)) throw ioFailure(err, `relocating block ${block} failed`);
+          }
+        }
+        return false;
+      };
+      if (!fromSpare) {
+        let unreadable = false;
+        try {
+          await remapBlock(this.store, block, 'auto', {
+            copy: async (_b, slot, offset) => {
+              await this.startMoving(new Map([[block, slot]]));
+              if (await copyWithRetries('main', block * this.blockSize, offset)) return 'copied';
+              unreadable = true;
+              throw new DmrError('E_IO', `block ${block} did not read in ${tries} tries`);
+            },
+            flushSpare: () => dev.flush('spare'),
+          }, errorCount);
+          this.countersDirty = false;
+          return 'relocated';
+        } catch (err) {
+          if (unreadable) return 'unreadable';
+          throw err;
+        } finally {
+          this.endMoving([block]);
+        }
+      }
+      const old = (e as RemapEntry).slot;
+      const slot = await this.store.reserveSlot();
+      let committed = false;
+      try {
+        await this.startMoving(new Map([[block, old]]));
+        if (!(await copyWithRetries('spare', this.store.allocator.offsetOf(old), this.store.allocator.offsetOf(slot)))) return 'unreadable';
+        await dev.flush('spare');
+        await this.store.commitBatch([
+          { op: 'move', block, slot },
+          { op: 'retire', slot: old },
+          { op: 'errors', block, errorCount },
+        ]);
+        committed = true;
+        this.countersDirty = false;
+        return 'relocated';
+      } finally {
+        if (!committed && this.store.allocator.isReserved(slot)) await this.store.unreserveSlot(slot).catch(() => undefined);
+        this.endMoving([block]);
+      }
+    });
+  }
+
   /** Refuses new remap/unremap requests and waits for the one in progress (before the device stops). */
   async quiesce(): Promise<void> {
     this.closing = true;
@@ -248,43 +416,61 @@ export class RemapEngine {
   }
 
   /**
-   * Publishes the committed table to the native index, with `moving` (if given) flagged MOVING at `slot`
-   * (added when the block has no entry yet).
+   * Publishes the committed table to the native index, with the blocks of `moving` (block → slot) flagged
+   * MOVING (added at that slot where a block has no entry yet): requests touching them wait in native.
    */
-  private publish(moving?: { block: number; slot: number }): void {
+  private publish(moving?: ReadonlyMap<number, number>): void {
     const t = this.store.table.exportSorted();
-    let { blocks, slots } = t;
-    let flags = Uint8Array.from(t.lost, (l) => (l ? REMAP_FLAG_LOST : 0));
-    if (moving !== undefined) {
-      const b = BigInt(moving.block);
-      let lo = 0;
-      let hi = t.count;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if ((blocks[mid] as bigint) < b) lo = mid + 1;
-        else hi = mid;
-      }
-      if (lo < t.count && blocks[lo] === b) {
-        flags[lo] = (flags[lo] as number) | REMAP_FLAG_MOVING;
+    const flags = Uint8Array.from(t.lost, (l) => (l ? REMAP_FLAG_LOST : 0));
+    if (moving === undefined || moving.size === 0) {
+      this.dev().setRemapTable(t.blocks, t.slots, flags);
+      return;
+    }
+    // Merge the sorted table with the sorted moving blocks.
+    const mv = [...moving.keys()].sort((a, b) => a - b);
+    const extra = mv.filter((b) => !this.store.table.has(b)).length;
+    const n = t.count + extra;
+    const blocks = new BigUint64Array(n);
+    const slots = new BigUint64Array(n);
+    const nf = new Uint8Array(n);
+    let i = 0;
+    let j = 0;
+    for (let k = 0; k < n; k++) {
+      const tb = i < t.count ? (t.blocks[i] as bigint) : undefined;
+      const mb = j < mv.length ? BigInt(mv[j] as number) : undefined;
+      if (mb === undefined || (tb !== undefined && tb < mb)) {
+        blocks[k] = tb as bigint;
+        slots[k] = t.slots[i] as bigint;
+        nf[k] = flags[i] as number;
+        i++;
+      } else if (tb === mb) {
+        blocks[k] = tb;
+        slots[k] = t.slots[i] as bigint;
+        nf[k] = (flags[i] as number) | REMAP_FLAG_MOVING;
+        i++;
+        j++;
       } else {
-        const nb = new BigUint64Array(t.count + 1);
-        const ns = new BigUint64Array(t.count + 1);
-        const nf = new Uint8Array(t.count + 1);
-        nb.set(blocks.subarray(0, lo));
-        ns.set(slots.subarray(0, lo));
-        nf.set(flags.subarray(0, lo));
-        nb[lo] = b;
-        ns[lo] = BigInt(moving.slot);
-        nf[lo] = REMAP_FLAG_MOVING;
-        nb.set(blocks.subarray(lo), lo + 1);
-        ns.set(slots.subarray(lo), lo + 1);
-        nf.set(flags.subarray(lo), lo + 1);
-        blocks = nb;
-        slots = ns;
-        flags = nf;
+        blocks[k] = mb;
+        slots[k] = BigInt(moving.get(mv[j] as number) as number);
+        nf[k] = REMAP_FLAG_MOVING;
+        j++;
       }
     }
-    this.dev().setRemapTable(blocks, slots, flags);
+    this.dev().setRemapTable(blocks, slots, nf);
+  }
+
+  /** Publishes `moving` (block → slot) as MOVING and waits until no request dispatched before touches them. */
+  private async startMoving(moving: Map<number, number>): Promise<void> {
+    for (const [b, slot] of moving) this.moving.set(b, slot);
+    this.publish(this.moving);
+    await this.dev().drain();
+  }
+
+  /** Ends the moves of `blocks` and publishes the committed table (with any other moves still going on). */
+  private endMoving(blocks: Iterable<number>): void {
+    let any = false;
+    for (const b of blocks) any = this.moving.delete(b) || any;
+    if (any) this.publish(this.moving);
   }
 
   private async doRemap(sector: number, block: number): Promise<RemapResult> {
@@ -293,9 +479,7 @@ export class RemapEngine {
     try {
       const op = await remapBlock(this.store, block, 'manual', {
         copy: async (_b, slot, offset) => {
-          this.moving = block;
-          this.publish({ block, slot });
-          await dev.drain();
+          await this.startMoving(new Map([[block, slot]]));
           try {
             await dev.copyRange('main', BigInt(block * this.blockSize), 'spare', BigInt(offset), this.blockSize);
             return 'copied';
@@ -314,10 +498,7 @@ export class RemapEngine {
     } finally {
       // Committed: the entry (mapped or lost) replaces MOVING. Not committed: the block is back on main.
       // (Refused before anything was published: nothing to undo.)
-      if (this.moving !== null) {
-        this.moving = null;
-        this.publish();
-      }
+      this.endMoving([block]);
     }
   }
 
@@ -334,9 +515,7 @@ export class RemapEngine {
     try {
       await unremapBlock(this.store, block, {
         copyBack: async (_b, slot, offset) => {
-          this.moving = block;
-          this.publish({ block, slot });
-          await dev.drain();
+          await this.startMoving(new Map([[block, slot]]));
           await dev
             .copyRange('spare', BigInt(offset), 'main', BigInt(block * this.blockSize), this.blockSize)
             .catch((err: unknown) => Promise.reject(ioFailure(err, `copying spare slot ${slot} back to block ${block} failed`)));
@@ -347,10 +526,7 @@ export class RemapEngine {
       this.log.info({ block, slot: e.slot }, 'block unremapped');
       return { sector, block, slot: e.slot };
     } finally {
-      if (this.moving !== null) {
-        this.moving = null;
-        this.publish();
-      }
+      this.endMoving([block]);
     }
   }
 }

@@ -1,0 +1,314 @@
+// Auto-remap: what the daemon does with a request native parked because part of it failed (io_fault),
+// and with a write that healed lost blocks. Native never decides; this module does (DESIGN.md):
+//
+// - write error on main: narrow the failure to single blocks (a retry with one backing I/O per block),
+//   make those blocks `lost` at fresh spare slots (drained, journal-committed), retry: the write goes to
+//   the slots and comes back as 'lost_written', whose blocks are committed `mapped` (the commit's flush
+//   also makes the slot data durable) before the write is acknowledged. The user sees success.
+// - read error: retry (narrowed, `readRetries` times, backoff doubling from `retryBackoffMs`). A retry that
+//   succeeds returns the data; the block's error count grows and at `errorThreshold` a background job
+//   relocates it. When every try fails the blocks become `lost` (pending: the next write heals them) and
+//   the read fails with EIO: never zeros, never stale data.
+// - error on a spare slot: the block moves to a fresh slot and the bad slot is retired (as `lost` when the
+//   data could not be read, relocated with its data when a retry read it).
+// - spare full or the metadata cannot be written: the error reaches the user and is logged.
+// - auto-remap off: native completes failed requests with their errno (parking off); lost blocks still heal
+//   on write.
+import type { FaultPolicy } from '../config/policy.js';
+import { DmrError } from '../errors.js';
+import type { Logger } from '../log.js';
+import type { FaultAction, NativeDevice, NativeEvent } from '../native.js';
+import type { RemapEngine } from './remap-engine.js';
+import { WorkQueue, type WorkQueueStats } from './work-queue.js';
+
+type FaultEvent = Extract<NativeEvent, { type: 'io_fault' }>;
+type ClearedEvent = Extract<NativeEvent, { type: 'fault_cleared' }>;
+
+const EIO = 5;
+/** Retries of one write (each after moving its failed blocks to fresh slots) before it fails. */
+const MAX_WRITE_ATTEMPTS = 8;
+/** Blocks whose read errors are remembered (for errorThreshold) at most; the oldest are forgotten. */
+const MAX_SUSPECTS = 100_000;
+
+/** Counters kept in memory since start or the last clear_stats (the error totals are persisted by the store). */
+export interface AutoRemapCounters {
+  retries: number;
+  recoveredReads: number;
+  unrecoveredReads: number;
+  relocations: number;
+  relocationFailures: number;
+  spareIoErrors: number;
+  /** Failed requests completed with their error: auto-remap off, spare full, metadata failure. */
+  passedThrough: number;
+  /** Lost blocks healed by a write. */
+  healed: number;
+}
+
+const zero = (): AutoRemapCounters => ({
+  retries: 0,
+  recoveredReads: 0,
+  unrecoveredReads: 0,
+  relocations: 0,
+  relocationFailures: 0,
+  spareIoErrors: 0,
+  passedThrough: 0,
+  healed: 0,
+});
+
+interface Job {
+  block: number;
+  slotFailed: boolean;
+  errorCount: number;
+}
+
+interface FaultRecord {
+  op: FaultEvent['op'];
+  /** Blocks that failed in the latest report, with where. */
+  blocks: Map<number, 'main' | 'spare'>;
+  /** A narrowed retry was asked for: the latest failures are per block. */
+  narrowed: boolean;
+  /** Its blocks were remapped for it (a write): nothing to relocate when it clears. */
+  remapped: boolean;
+  firstErrno: number;
+}
+
+const keyOf = (ev: { queue: number; tag: number; seq: number }): string => `${ev.queue}:${ev.tag}:${ev.seq}`;
+
+export class AutoRemapper {
+  private readonly faults = new Map<string, FaultRecord>();
+  private readonly suspects = new Map<number, number>();
+  private readonly timers = new Set<NodeJS.Timeout>();
+  private readonly queue: WorkQueue<Job>;
+  private counters = zero();
+  private closed = false;
+  spareFull = false;
+
+  constructor(
+    private readonly engine: RemapEngine,
+    private readonly device: NativeDevice,
+    readonly policy: FaultPolicy,
+    private readonly log: Logger,
+  ) {
+    this.queue = new WorkQueue<Job>((kind, items) => this.runBatch(kind, items));
+  }
+
+  /** Turns auto-remap on or off for this device (not persisted: the config file holds the default). */
+  setAutoRemap(on: boolean): void {
+    this.policy.autoRemap = on;
+    this.device.setFaultParking(on);
+    this.log.info({ autoRemap: on }, `auto-remap ${on ? 'on' : 'off'}`);
+  }
+
+  clearStats(): void {
+    this.counters = zero();
+    this.suspects.clear();
+    this.engine.clearErrorCounters();
+  }
+
+  stats(): AutoRemapCounters & { queue: WorkQueueStats; faultsParked: number; suspectBlocks: number } {
+    return { ...this.counters, queue: this.queue.stats(), faultsParked: this.faults.size, suspectBlocks: this.suspects.size };
+  }
+
+  /** Waits until no fault is being handled and the work queue is empty (tests, benchmarks). */
+  async idle(): Promise<void> {
+    await this.queue.idle();
+  }
+
+  /** Stops taking decisions: retries are cancelled, queued jobs dropped (native fails parked requests on stop). */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    await this.queue.close();
+  }
+
+  /** Handles io_fault and fault_cleared events (JS thread). Never throws. */
+  handle(ev: FaultEvent | ClearedEvent): void {
+    if (ev.type === 'fault_cleared') {
+      this.cleared(ev);
+      return;
+    }
+    const p = ev.kind === 'lost_written' ? this.lostWritten(ev) : this.failed(ev);
+    p.catch((e: unknown) => {
+      this.log.error({ err: String(e), queue: ev.queue, tag: ev.tag }, 'fault handling failed: the request fails');
+      this.resolve(ev, { action: 'fail', errno: EIO });
+    });
+  }
+
+  private resolve(ev: { queue: number; tag: number; seq: number }, action: FaultAction): void {
+    if (action.action !== 'retry') this.faults.delete(keyOf(ev));
+    try {
+      this.device.resolveFault(ev.queue, ev.tag, ev.seq, action);
+    } catch (e) {
+      this.log.error({ err: String(e) }, 'resolveFault failed');
+    }
+  }
+
+  private later(ms: number, fn: () => void): void {
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      fn();
+    }, ms);
+    this.timers.add(t);
+  }
+
+  private async lostWritten(ev: FaultEvent): Promise<void> {
+    const blocks: number[] = [];
+    for (const r of ev.written) for (let b = r.block; b < r.block + r.blocks; b++) blocks.push(b);
+    const errs = await Promise.all(blocks.map((block) => this.queue.add('foreground', 'heal', { block, slotFailed: false, errorCount: 0 })));
+    const err = errs.find((e) => e !== null);
+    if (err) {
+      this.log.error({ blocks: blocks.length, err: err.message }, 'write to lost blocks could not be committed: the write fails');
+      this.counters.passedThrough++;
+      this.resolve(ev, { action: 'fail', errno: EIO });
+      return;
+    }
+    this.counters.healed += blocks.length;
+    const rec = this.faults.get(keyOf(ev));
+    if (rec) rec.remapped = true;
+    this.resolve(ev, { action: 'complete' });
+  }
+
+  private async failed(ev: FaultEvent): Promise<void> {
+    const key = keyOf(ev);
+    let rec = this.faults.get(key);
+    const errno = ev.failed[0]?.errno ?? EIO;
+    if (rec === undefined) {
+      rec = { op: ev.op, blocks: new Map(), narrowed: false, remapped: false, firstErrno: errno };
+      this.faults.set(key, rec);
+    }
+    if (ev.attempt === 0) this.engine.countErrors(ev.op === 'read' ? 'read' : 'write', ev.failed.length);
+    rec.blocks.clear();
+    let multi = false;
+    for (const r of ev.failed) {
+      if (r.device === 'spare') this.counters.spareIoErrors++;
+      if (r.blocks > 1) multi = true;
+      for (let b = r.block; b < r.block + r.blocks; b++) rec.blocks.set(b, r.device);
+    }
+    const first = ev.failed[0];
+    this.log.warn(
+      { op: ev.op, attempt: ev.attempt, ranges: ev.failed.length, block: first?.block, blocks: first?.blocks, device: first?.device, errno: first?.errno },
+      `${ev.op} error`,
+    );
+    if (!this.policy.autoRemap || this.closed) {
+      this.counters.passedThrough++;
+      this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
+      return;
+    }
+    if (ev.op === 'read') return this.readFailed(ev, rec, multi);
+    return this.writeFailed(ev, rec, multi);
+  }
+
+  private retry(ev: FaultEvent, rec: FaultRecord, delayMs: number): void {
+    rec.narrowed = true;
+    this.counters.retries++;
+    const go = (): void => this.resolve(ev, { action: 'retry', narrow: true });
+    if (delayMs > 0) this.later(delayMs, go);
+    else go();
+  }
+
+  private async readFailed(ev: FaultEvent, rec: FaultRecord, multi: boolean): Promise<void> {
+    const { readRetries, retryBackoffMs } = this.policy;
+    // A failure not yet narrowed to single blocks is narrowed first, even with no retries configured:
+    // marking a whole request's blocks lost for one bad block would throw good data away.
+    if (ev.attempt < readRetries || (multi && !rec.narrowed)) {
+      this.retry(ev, rec, retryBackoffMs * 2 ** Math.min(ev.attempt, 10));
+      return;
+    }
+    this.counters.unrecoveredReads++;
+    const errs = await this.markLost(rec);
+    this.log.error(
+      { blocks: [...rec.blocks.keys()].slice(0, 16), count: rec.blocks.size, after: ev.attempt + 1 },
+      errs === null ? 'read failed on every try: blocks marked pending (lost until written)' : `read failed on every try; marking the blocks pending failed: ${errs.message}`,
+    );
+    this.resolve(ev, { action: 'fail', errno: EIO });
+  }
+
+  private async writeFailed(ev: FaultEvent, rec: FaultRecord, multi: boolean): Promise<void> {
+    if (multi && !rec.narrowed) {
+      this.retry(ev, rec, 0);
+      return;
+    }
+    if (ev.attempt >= MAX_WRITE_ATTEMPTS) {
+      this.log.error({ attempt: ev.attempt }, 'write keeps failing after remaps: it fails');
+      this.counters.passedThrough++;
+      this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
+      return;
+    }
+    const err = await this.markLost(rec);
+    if (err !== null) {
+      this.counters.passedThrough++;
+      this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
+      return;
+    }
+    rec.remapped = true;
+    // The blocks are lost at fresh slots now: the retry writes them there and reports 'lost_written'.
+    this.resolve(ev, { action: 'retry' });
+  }
+
+  /** Makes the record's failed blocks lost at fresh slots; null when every one is, else the first error. */
+  private async markLost(rec: FaultRecord): Promise<Error | null> {
+    const errs = await Promise.all(
+      [...rec.blocks].map(([block, device]) =>
+        this.queue.add('foreground', 'lost', { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block) }),
+      ),
+    );
+    const err = errs.find((e) => e !== null) ?? null;
+    if (err !== null && err instanceof DmrError && err.code === 'E_SPARE_FULL') {
+      if (!this.spareFull) this.log.error('spare full: errors now reach the user; health is critical');
+      this.spareFull = true;
+    }
+    return err;
+  }
+
+  private bumpSuspect(block: number): number {
+    const n = (this.suspects.get(block) ?? 0) + 1;
+    this.suspects.delete(block);
+    this.suspects.set(block, n);
+    if (this.suspects.size > MAX_SUSPECTS) this.suspects.delete(this.suspects.keys().next().value as number);
+    return n;
+  }
+
+  private cleared(ev: ClearedEvent): void {
+    const key = keyOf(ev);
+    const rec = this.faults.get(key);
+    this.faults.delete(key);
+    if (rec === undefined || rec.remapped) return;
+    if (rec.op === 'read') this.counters.recoveredReads++;
+    // The request went through on a retry: its blocks work, for now. Relocate them once they reach the threshold.
+    for (const [block, device] of rec.blocks) {
+      const n = this.bumpSuspect(block);
+      if (n < this.policy.errorThreshold || this.closed) continue;
+      void this.queue.add('background', 'relocate', { block, slotFailed: device === 'spare', errorCount: n });
+    }
+  }
+
+  private async runBatch(kind: string, items: Job[]): Promise<Map<number, Error | null>> {
+    switch (kind) {
+      case 'lost':
+        return this.engine.markLost(items);
+      case 'heal':
+        await this.engine.healLost(items.map((i) => i.block));
+        return new Map();
+      case 'relocate': {
+        const out = new Map<number, Error | null>();
+        const { readRetries, retryBackoffMs } = this.policy;
+        for (const it of items) {
+          const r = await this.engine.relocate(it.block, it.slotFailed, it.errorCount, readRetries + 1, retryBackoffMs);
+          if (r === 'relocated') {
+            this.counters.relocations++;
+            this.suspects.delete(it.block);
+            this.log.info({ block: it.block, from: it.slotFailed ? 'spare' : 'main' }, 'block relocated after a recovered error');
+          } else if (r === 'unreadable') {
+            this.counters.relocationFailures++;
+            this.log.warn({ block: it.block }, 'relocation failed: the block did not read; it stays where it is');
+          }
+          out.set(it.block, null);
+        }
+        return out;
+      }
+      default:
+        throw new DmrError('E_INTERNAL', `unknown job kind ${kind}`);
+    }
+  }
+}

@@ -1,0 +1,256 @@
+// The auto-remap policy inside the daemon, against the fake addon: io_fault events are injected as native
+// would report them, and the test checks what the daemon answers (resolveFault), what it commits to the
+// spare, and in which order relative to the table it publishes.
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { request } from '../../src/control/client.js';
+import type { DeviceConfig } from '../../src/device/config.js';
+import { Daemon } from '../../src/device/daemon.js';
+import type { FaultAction, NativeEvent } from '../../src/native.js';
+import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
+import { fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+
+let w: World;
+let native: FakeNative;
+let daemon: Daemon | null;
+let sock: string;
+let seq = 0;
+
+const config = (over: Partial<DeviceConfig> = {}): DeviceConfig => ({
+  mainPath: w.main,
+  sparePath: w.spare,
+  name: 'data',
+  queues: 1,
+  depth: 64,
+  blockSize: undefined,
+  maxIoBytes: 256 << 10,
+  buffers: 'auto',
+  ...over,
+});
+const start = async (over: Partial<DeviceConfig> = {}): Promise<Daemon> => {
+  daemon = await Daemon.start(config(over), { native, runDir: w.runDir, log: quietLog(), logFile: null });
+  sock = path.join(w.runDir, `${daemon.info.devId}.sock`);
+  return daemon;
+};
+const device = (): FakeDevice => native.devices.at(-1) as FakeDevice;
+const ask = async <T>(cmd: string, extra: Record<string, unknown> = {}): Promise<T> =>
+  (await request(sock, cmd as 'stats', extra as Record<string, never>)) as T;
+const settle = (ms = 30): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+type Fault = Extract<NativeEvent, { type: 'io_fault' }>;
+function fault(over: Partial<Fault> & Pick<Fault, 'op' | 'failed'>): Fault {
+  return { type: 'io_fault', queue: 0, tag: 1, seq: ++seq, kind: 'error', block: 0, blocks: 8, attempt: 0, latencyUs: 100, written: [], ...over };
+}
+/** Waits until the daemon resolved the fault `(tag, seq)` and returns the action. */
+async function resolution(f: { tag: number; seq: number }, timeoutMs = 3000): Promise<FaultAction> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const r = device().resolutions.find((x) => x.tag === f.tag && x.seq === f.seq);
+    if (r) {
+      device().resolutions.splice(device().resolutions.indexOf(r), 1);
+      return r.action;
+    }
+    if (Date.now() > until) throw new Error(`no resolution for tag ${f.tag} seq ${f.seq}`);
+    await settle(5);
+  }
+}
+const entry = (block: number): { slot: number; state: string; origin: string } | undefined =>
+  daemon?.['engine']?.store.table.get(block) as { slot: number; state: string; origin: string } | undefined;
+/** Flags of `block` in the last table published to the data path (undefined: not in it). */
+const published = (block: number): number | undefined => {
+  const t = device().remapTable;
+  const i = t.blocks.indexOf(BigInt(block));
+  return i < 0 ? undefined : t.flags[i];
+};
+
+beforeEach(() => {
+  w = makeWorld();
+  native = fakeFor(w);
+  daemon = null;
+});
+afterEach(async () => {
+  await daemon?.shutdown('test');
+  w.cleanup();
+});
+
+describe('write errors', () => {
+  it('narrows, makes the failed block lost at a slot, retries, heals it on lost_written and only then completes', async () => {
+    await start();
+    expect(device().parkFaults).toBe(true);
+    // A write of blocks 0..7 failed on main.
+    const f1 = fault({ op: 'write', failed: [{ device: 'main', block: 0, blocks: 8, errno: 5 }] });
+    device().emit(f1);
+    expect(await resolution(f1)).toEqual({ action: 'retry', narrow: true });
+    // The narrowed retry: only block 3 fails.
+    const f2 = { ...f1, attempt: 1, failed: [{ device: 'main' as const, block: 3, blocks: 1, errno: 5 }] };
+    device().emit(f2);
+    expect(await resolution(f2)).toEqual({ action: 'retry' });
+    // Before the retry: block 3 is committed lost and published LOST (its write goes to the slot).
+    expect(entry(3)).toMatchObject({ state: 'lost', origin: 'auto' });
+    expect(published(3)).toBe(1);
+    // ... after it was published MOVING and drained.
+    const calls = device().calls;
+    const drained = calls.lastIndexOf('drain');
+    expect(calls.slice(drained - 1, drained + 1)).toEqual(['setRemapTable', 'drain']);
+    expect(device().tables.some((t) => t.flags[t.blocks.indexOf(3n)] === 2)).toBe(true);
+    // The retry wrote the slot: lost_written → committed mapped, published, then completed.
+    const f3 = { ...f1, attempt: 2, kind: 'lost_written' as const, failed: [], written: [{ block: 3, blocks: 1 }] };
+    device().emit(f3);
+    expect(await resolution(f3)).toEqual({ action: 'complete' });
+    expect(entry(3)).toMatchObject({ state: 'mapped', origin: 'auto' });
+    expect(published(3)).toBe(0);
+    device().emit({ type: 'fault_cleared', queue: 0, tag: 1, seq: f1.seq, attempts: 3 });
+    const s = await ask<{ writeErrors: number; autoRemaps: number; relocations: number; pendingBlocks: number; queue: { queued: number } }>('stats');
+    expect(s).toMatchObject({ writeErrors: 1, autoRemaps: 1, relocations: 0, pendingBlocks: 0 });
+    expect(s.queue.queued).toBe(0);
+    const line = (await ask<{ remap: { line: string } }>('status')).remap.line;
+    expect(line).toContain('errors=W1:R0 auto_remaps=1');
+  });
+
+  it('a write whose slot fails moves the block to a fresh slot and retires the bad one', async () => {
+    await start();
+    const f1 = fault({ op: 'write', block: 5, blocks: 1, failed: [{ device: 'main', block: 5, blocks: 1, errno: 5 }] });
+    device().emit(f1);
+    expect(await resolution(f1)).toEqual({ action: 'retry' });
+    const first = entry(5)?.slot as number;
+    const f2 = { ...f1, attempt: 1, failed: [{ device: 'spare' as const, block: 5, blocks: 1, errno: 5 }] };
+    device().emit(f2);
+    expect(await resolution(f2)).toEqual({ action: 'retry' });
+    expect(entry(5)?.slot).not.toBe(first);
+    expect(entry(5)?.state).toBe('lost');
+    const s = await ask<{ retiredSlots: number; spareIoErrors: number }>('stats');
+    expect(s.retiredSlots).toBe(1);
+    expect(s.spareIoErrors).toBe(1);
+  });
+
+  it('a lost_written whose commit cannot happen fails the write (EIO) and the block stays lost', async () => {
+    await start();
+    const f1 = fault({ op: 'write', block: 9, blocks: 1, failed: [{ device: 'main', block: 9, blocks: 1, errno: 5 }] });
+    device().emit(f1);
+    await resolution(f1);
+    // The table no longer fits a mapped op if the block vanished: simulate by a commit failure.
+    const store = daemon?.['engine']?.store as { commitBatch: (...a: unknown[]) => Promise<unknown> };
+    const orig = store.commitBatch.bind(store);
+    store.commitBatch = () => Promise.reject(new Error('spare write failed'));
+    const f2 = { ...f1, attempt: 1, kind: 'lost_written' as const, failed: [], written: [{ block: 9, blocks: 1 }] };
+    device().emit(f2);
+    expect(await resolution(f2)).toEqual({ action: 'fail', errno: 5 });
+    store.commitBatch = orig;
+    expect(entry(9)?.state).toBe('lost');
+  });
+});
+
+describe('read errors', () => {
+  it('retries with backoff, then marks the blocks pending (lost, auto) before failing the read with EIO', async () => {
+    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 2, retryBackoffMs: 1 } });
+    const f = fault({ op: 'read', block: 16, blocks: 4, failed: [{ device: 'main', block: 16, blocks: 4, errno: 61 }] });
+    device().emit(f);
+    expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
+    device().emit({ ...f, attempt: 1, failed: [{ device: 'main', block: 18, blocks: 1, errno: 61 }] });
+    expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
+    device().emit({ ...f, attempt: 2, failed: [{ device: 'main', block: 18, blocks: 1, errno: 61 }] });
+    expect(await resolution(f)).toEqual({ action: 'fail', errno: 5 });
+    expect(entry(18)).toMatchObject({ state: 'lost', origin: 'auto' });
+    expect(entry(16)).toBeUndefined();
+    expect(published(18)).toBe(1);
+    const s = await ask<Record<string, number>>('stats');
+    expect(s).toMatchObject({ readErrors: 1, retries: 2, unrecoveredReads: 1, pendingBlocks: 1, lostBlocks: 1, recoveredReads: 0 });
+  });
+
+  it('a read that a retry recovers is relocated with its data at the error threshold', async () => {
+    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 0 } });
+    const f = fault({ op: 'read', block: 40, blocks: 1, failed: [{ device: 'main', block: 40, blocks: 1, errno: 5 }] });
+    device().emit(f);
+    expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
+    device().emit({ type: 'fault_cleared', queue: 0, tag: f.tag, seq: f.seq, attempts: 1 });
+    await daemon?.['auto']?.idle();
+    expect(entry(40)).toMatchObject({ state: 'mapped', origin: 'auto' });
+    expect(device().calls).toContain('copyRange main->spare');
+    const s = await ask<Record<string, number>>('stats');
+    expect(s).toMatchObject({ recoveredReads: 1, relocations: 1, autoRemaps: 1 });
+  });
+
+  it('below the error threshold a recovered block stays on main', async () => {
+    await start({ policy: { autoRemap: true, errorThreshold: 2, readRetries: 3, retryBackoffMs: 0 } });
+    const f = fault({ op: 'read', block: 41, blocks: 1, failed: [{ device: 'main', block: 41, blocks: 1, errno: 5 }] });
+    device().emit(f);
+    await resolution(f);
+    device().emit({ type: 'fault_cleared', queue: 0, tag: f.tag, seq: f.seq, attempts: 1 });
+    await settle();
+    expect(entry(41)).toBeUndefined();
+    // A second recovered error on it reaches the threshold.
+    const g = fault({ op: 'read', block: 41, blocks: 1, failed: [{ device: 'main', block: 41, blocks: 1, errno: 5 }] });
+    device().emit(g);
+    await resolution(g);
+    device().emit({ type: 'fault_cleared', queue: 0, tag: g.tag, seq: g.seq, attempts: 1 });
+    await settle();
+    await daemon?.['auto']?.idle();
+    expect(entry(41)).toMatchObject({ state: 'mapped', origin: 'auto' });
+  });
+});
+
+describe('switches and limits', () => {
+  it('set_auto_remap 0 turns parking off and passes errors through unchanged; 1 turns it back on', async () => {
+    await start();
+    const r = await ask<{ reply: string }>('message', { words: ['set_auto_remap', '0'] });
+    expect(r.reply).toBe('auto_remap=0');
+    expect(device().parkFaults).toBe(false);
+    const f = fault({ op: 'write', block: 2, blocks: 1, failed: [{ device: 'main', block: 2, blocks: 1, errno: 61 }] });
+    device().emit(f);
+    expect(await resolution(f)).toEqual({ action: 'fail', errno: 61 });
+    expect(entry(2)).toBeUndefined();
+    await ask('set_auto_remap', { enabled: true });
+    expect(device().parkFaults).toBe(true);
+    expect((await ask<{ autoRemap: boolean }>('stats')).autoRemap).toBe(true);
+    await expect(ask('message', { words: ['set_auto_remap', 'yes'] })).rejects.toThrow(/expected 0 or 1/);
+    await expect(ask('message', { words: ['frobnicate'] })).rejects.toThrow(/unknown message/);
+  });
+
+  it('starts with parking off when the policy says autoRemap false', async () => {
+    await start({ policy: { autoRemap: false, errorThreshold: 1, readRetries: 3, retryBackoffMs: 10 } });
+    expect(device().parkFaults).toBe(false);
+  });
+
+  it('clear_stats zeroes the counters', async () => {
+    await start();
+    const f = fault({ op: 'write', block: 7, blocks: 1, failed: [{ device: 'main', block: 7, blocks: 1, errno: 5 }] });
+    device().emit(f);
+    await resolution(f);
+    expect((await ask<Record<string, number>>('stats')).writeErrors).toBe(1);
+    expect((await ask<{ reply: string }>('message', { words: ['clear_stats'] })).reply).toBe('statistics cleared');
+    const s = await ask<Record<string, number>>('stats');
+    expect(s.writeErrors).toBe(0);
+    expect(s.autoRemaps).toBe(1); // remaps describe the table, not the statistics
+  });
+
+  it('a burst of 2000 distinct bad blocks is handled in a few batches, none dropped', async () => {
+    await start({ depth: 4096 });
+    const faults: Fault[] = [];
+    for (let i = 0; i < 2000; i++) {
+      faults.push(fault({ op: 'write', tag: i, block: i * 3, blocks: 1, failed: [{ device: 'main', block: i * 3, blocks: 1, errno: 5 }] }));
+    }
+    for (const f of faults) device().emit(f);
+    for (const f of faults) expect(await resolution(f, 20_000)).toEqual({ action: 'retry' });
+    const s = await ask<{ autoRemaps: number; writeErrors: number; queue: { queued: number; running: number; batches: number } }>('stats');
+    expect(s.autoRemaps).toBe(2000);
+    expect(s.writeErrors).toBe(2000);
+    expect(s.queue.queued + s.queue.running).toBe(0);
+    expect(s.queue.batches).toBeLessThan(40);
+  });
+
+  it('spare full: the write fails with its errno and health is critical', async () => {
+    // A spare region with room for 64 slots.
+    await start({ spareSize: 64 * 1024 });
+    const slots = (await ask<{ remap: { slots: number } }>('status')).remap.slots;
+    const faults: Fault[] = [];
+    for (let i = 0; i <= slots; i++) {
+      faults.push(fault({ op: 'write', tag: i % 64, block: i, blocks: 1, failed: [{ device: 'main', block: i, blocks: 1, errno: 5 }] }));
+    }
+    for (const f of faults) device().emit(f);
+    const actions = [];
+    for (const f of faults) actions.push(await resolution(f, 60_000));
+    expect(actions.filter((a) => a.action === 'fail')).toEqual([{ action: 'fail', errno: 5 }]);
+    const s = await ask<{ spareFull: boolean; health: string; freeSlots: number }>('stats');
+    expect(s).toMatchObject({ spareFull: true, health: 'critical', freeSlots: 0 });
+  }, 120_000);
+});
