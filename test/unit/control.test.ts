@@ -36,6 +36,11 @@ function startServer(overrides: Partial<Handlers> = {}, opts: { maxClients?: num
     },
     table: () => ({ total: 0, offset: 0, entries: [] }),
     message: () => ({ reply: '' }),
+    stats: () => {
+      throw new DmrError('E_INTERNAL', 'not under test');
+    },
+    clear_stats: () => ({ cleared: true }),
+    set_auto_remap: (req) => ({ autoRemap: req.enabled }),
     ...overrides,
   };
   server = new ControlServer({ socketPath: sock, handlers, log: quietLog(), ...opts });
