@@ -6,5 +6,7 @@ export default defineConfig({
     // Some tests run the built CLI (dist/) as a child process: build it once first.
     globalSetup: ['test/unit/global-setup.ts'],
     testTimeout: 20_000,
+    // Daemons started by tests keep their state here, not in /var/lib.
+    env: { DMREMAP_STATE_DIR: '/tmp/dmremap-unit-state' },
   },
 });

@@ -5,6 +5,17 @@ import path from 'node:path';
 import { DmrError, errorCodeOf } from './errors.js';
 
 export const DEFAULT_RUN_DIR = '/run/dmremap-ublk';
+/** Daemon state that outlives a restart but is not remap metadata (that lives on the spare). */
+export const DEFAULT_STATE_DIR = '/var/lib/dmremap-ublk';
+
+/** DMREMAP_STATE_DIR overrides the state directory (tests). */
+export function stateDir(env: NodeJS.ProcessEnv = process.env): string {
+  const dir = env.DMREMAP_STATE_DIR;
+  return dir !== undefined && dir !== '' ? path.resolve(dir) : DEFAULT_STATE_DIR;
+}
+
+/** The file holding a spare pair's queued relocations. */
+export const relocationQueuePath = (dir: string, pairId: string): string => path.join(dir, `${pairId}.relocate.json`);
 
 export function runDir(env: NodeJS.ProcessEnv = process.env): string {
   const dir = env.DMREMAP_RUN_DIR;

@@ -14,6 +14,9 @@
 // - spare full or the metadata cannot be written: the error reaches the user and is logged.
 // - auto-remap off: native completes failed requests with their errno (parking off); lost blocks still heal
 //   on write.
+import fs from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
 import type { FaultPolicy } from '../config/policy.js';
 import { DmrError } from '../errors.js';
 import type { Logger } from '../log.js';
@@ -72,6 +75,17 @@ interface FaultRecord {
   firstErrno: number;
 }
 
+/**
+ * Relocations still to do, kept in a file beside the device's state (the table itself, pending blocks
+ * included, is on the spare). It is a hint: losing it loses no data, only delays a relocation until the
+ * block fails again.
+ */
+const queueFileSchema = z.strictObject({
+  version: z.literal(1),
+  pairId: z.string(),
+  relocate: z.array(z.strictObject({ block: z.number().int().nonnegative(), slotFailed: z.boolean(), errorCount: z.number().int().nonnegative() })).max(MAX_SUSPECTS),
+});
+
 const keyOf = (ev: { queue: number; tag: number; seq: number }): string => `${ev.queue}:${ev.tag}:${ev.seq}`;
 
 export class AutoRemapper {
@@ -81,6 +95,7 @@ export class AutoRemapper {
   private readonly queue: WorkQueue<Job>;
   private counters = zero();
   private closed = false;
+  private persistTimer: NodeJS.Timeout | null = null;
   spareFull = false;
 
   constructor(
@@ -88,8 +103,64 @@ export class AutoRemapper {
     private readonly device: NativeDevice,
     readonly policy: FaultPolicy,
     private readonly log: Logger,
+    /** Where queued relocations are kept across restarts; null: not kept. */
+    private readonly queueFile: string | null = null,
   ) {
     this.queue = new WorkQueue<Job>((kind, items) => this.runBatch(kind, items));
+    this.queue.onSettled = (kind) => {
+      if (kind === 'relocate') this.persistSoon();
+    };
+  }
+
+  /** Queues the relocations a previous run left in the queue file (for this spare pair only). */
+  restore(): number {
+    if (this.queueFile === null) return 0;
+    let raw: string;
+    try {
+      raw = fs.readFileSync(this.queueFile, 'utf8');
+    } catch {
+      return 0;
+    }
+    let parsed;
+    try {
+      parsed = queueFileSchema.safeParse(JSON.parse(raw));
+    } catch {
+      parsed = null;
+    }
+    if (!parsed?.success || parsed.data.pairId !== this.engine.store.pairId) {
+      this.log.warn({ file: this.queueFile }, 'ignoring an unusable relocation queue file');
+      return 0;
+    }
+    for (const it of parsed.data.relocate) void this.queue.add('background', 'relocate', it);
+    if (parsed.data.relocate.length > 0) this.log.info({ relocations: parsed.data.relocate.length }, 'queued relocations restored');
+    return parsed.data.relocate.length;
+  }
+
+  private persistSoon(): void {
+    if (this.queueFile === null || this.persistTimer !== null || this.closed) return;
+    this.persistTimer = setTimeout(() => {
+      this.persistTimer = null;
+      this.persistNow();
+    }, 100);
+  }
+
+  /** Writes the relocations queued or running now (temp file + rename: the old list or the new one). */
+  private persistNow(): void {
+    if (this.queueFile === null) return;
+    const relocate = this.queue.items('relocate');
+    const body = JSON.stringify({ version: 1, pairId: this.engine.store.pairId, relocate });
+    const tmp = `${this.queueFile}.tmp`;
+    try {
+      fs.mkdirSync(path.dirname(this.queueFile), { recursive: true, mode: 0o700 });
+      if (relocate.length === 0) {
+        fs.rmSync(this.queueFile, { force: true });
+        return;
+      }
+      fs.writeFileSync(tmp, body, { mode: 0o600 });
+      fs.renameSync(tmp, this.queueFile);
+    } catch (e) {
+      this.log.warn({ file: this.queueFile, err: String(e) }, 'cannot save the relocation queue');
+    }
   }
 
   /** Turns auto-remap on or off for this device (not persisted: the config file holds the default). */
@@ -119,6 +190,10 @@ export class AutoRemapper {
     this.closed = true;
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    if (this.persistTimer !== null) clearTimeout(this.persistTimer);
+    this.persistTimer = null;
+    // What is still queued now is what the next start picks up.
+    this.persistNow();
     await this.queue.close();
   }
 
@@ -280,6 +355,7 @@ export class AutoRemapper {
       const n = this.bumpSuspect(block);
       if (n < this.policy.errorThreshold || this.closed) continue;
       void this.queue.add('background', 'relocate', { block, slotFailed: device === 'spare', errorCount: n });
+      this.persistSoon();
     }
   }
 

@@ -7,7 +7,7 @@ import type { Logger } from '../log.js';
 import { ControlServer } from '../control/server.js';
 import type { DeviceStatus, Handlers } from '../control/protocol.js';
 import { processStartTime, readEntries, removeEntry, writeEntry, type RegistryEntry } from '../control/registry.js';
-import { ensureRunDir, socketPath } from '../paths.js';
+import { ensureRunDir, relocationQueuePath, socketPath, stateDir } from '../paths.js';
 import type { DeviceConfig } from './config.js';
 import { IoErrorCounters, summarizeQueues } from './counters.js';
 import { featureNames, hex } from './features.js';
@@ -25,6 +25,8 @@ export interface DaemonDeps {
   log: Logger;
   /** Where this daemon's log goes, for status output; null for stderr. */
   logFile: string | null;
+  /** Directory for state kept across restarts (queued relocations); default stateDir(). */
+  stateDir?: string;
 }
 
 export class Daemon {
@@ -109,8 +111,10 @@ export class Daemon {
         onEvent: (ev) => this.onEvent(ev),
       });
       engine.attach(this.device);
-      this.auto = new AutoRemapper(engine, this.device, policy, log);
+      const queueFile = relocationQueuePath(this.deps.stateDir ?? stateDir(), engine.store.pairId);
+      this.auto = new AutoRemapper(engine, this.device, policy, log, queueFile);
       this.deviceInfo = await this.device.start();
+      this.auto.restore();
     } catch (e) {
       await this.stopDevice();
       await this.closeEngine();

@@ -33,6 +33,8 @@ export class WorkQueue<I extends { block: number }> {
   private readonly fg: string[] = [];
   private readonly bg: string[] = [];
   private runningCount = 0;
+  private running: I[] = [];
+  private runningKind = '';
   private handled = 0;
   private batches = 0;
   private working = false;
@@ -79,6 +81,16 @@ export class WorkQueue<I extends { block: number }> {
       (lane === 'foreground' ? this.fg : this.bg).push(key);
       this.kick();
     });
+  }
+
+  /** Called after each batch with its kind. */
+  onSettled: ((kind: string) => void) | null = null;
+
+  /** Items of `kind` queued or running. */
+  items(kind: string): I[] {
+    const out = this.running.length > 0 && this.runningKind === kind ? [...this.running] : [];
+    for (const j of this.jobs.values()) if (j.kind === kind) out.push(j.item);
+    return out;
   }
 
   stats(): WorkQueueStats {
@@ -135,6 +147,8 @@ export class WorkQueue<I extends { block: number }> {
           } else i++;
         }
         this.runningCount = batch.length;
+        this.running = batch.map((j) => j.item);
+        this.runningKind = kind;
         let outcome: Map<number, Error | null>;
         try {
           outcome = await this.run(kind, batch.map((j) => j.item));
@@ -149,6 +163,8 @@ export class WorkQueue<I extends { block: number }> {
         }
         this.handled += batch.length;
         this.runningCount = 0;
+        this.running = [];
+        this.onSettled?.(kind);
       }
     } finally {
       this.working = false;

@@ -254,3 +254,39 @@ describe('switches and limits', () => {
     expect(s).toMatchObject({ spareFull: true, health: 'critical', freeSlots: 0 });
   }, 120_000);
 });
+
+describe('restart', () => {
+  it('queued relocations survive a restart; pending blocks are in the table', async () => {
+    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 1, retryBackoffMs: 0 } });
+    // Hold the first relocation so that the others stay queued.
+    const engine = daemon?.['engine'] as { relocate: (...a: unknown[]) => Promise<string> };
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    engine.relocate = async () => {
+      await gate;
+      return 'skipped';
+    };
+    for (const block of [50, 51, 52]) {
+      const f = fault({ op: 'read', tag: block, block, blocks: 1, failed: [{ device: 'main', block, blocks: 1, errno: 5 }] });
+      device().emit(f);
+      expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
+      device().emit({ type: 'fault_cleared', queue: 0, tag: f.tag, seq: f.seq, attempts: 1 });
+    }
+    // And one block that never reads: pending.
+    const p = fault({ op: 'read', tag: 60, block: 60, blocks: 1, failed: [{ device: 'main', block: 60, blocks: 1, errno: 61 }] });
+    device().emit(p);
+    expect(await resolution(p)).toEqual({ action: 'retry', narrow: true });
+    device().emit({ ...p, attempt: 1 });
+    expect(await resolution(p)).toEqual({ action: 'fail', errno: 5 });
+    await settle();
+    const stopping = daemon?.shutdown('test');
+    release();
+    await stopping;
+    daemon = null;
+    await start();
+    await daemon!['auto']?.idle();
+    for (const block of [50, 51, 52]) expect(entry(block)).toMatchObject({ state: 'mapped', origin: 'auto' });
+    expect(entry(60)).toMatchObject({ state: 'lost', origin: 'auto' });
+    expect((await ask<Record<string, number>>('stats')).pendingBlocks).toBe(1);
+  });
+});
