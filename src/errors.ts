@@ -36,6 +36,9 @@ export const ERROR_CODES = {
   // was moved (the move was undone).
   E_OUT_OF_RANGE: 1,
   E_IO: 1,
+  // The config file (/etc/dmremap-ublk/config.json or $DMREMAP_CONFIG) cannot be read, is not JSON, breaks
+  // the schema, or cannot be written. A run-time failure: the command line itself was fine.
+  E_CONFIG: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

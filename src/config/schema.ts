@@ -1,0 +1,95 @@
+// The config file's schema (/etc/dmremap-ublk/config.json): global FaultPolicy settings, every key optional,
+// plus optional per-device overrides keyed by the device's --name (or its main device's absolute path when
+// it has no name). The schema is strict: an unknown key is an error, not something silently ignored.
+import { z } from 'zod';
+import { POLICY_LIMITS, type FaultPolicy } from './policy.js';
+
+export type PolicyKey = keyof FaultPolicy;
+
+/** The policy keys in the order they are shown and written. */
+export const POLICY_KEYS = ['autoRemap', 'errorThreshold', 'readRetries', 'retryBackoffMs'] as const satisfies readonly PolicyKey[];
+
+/** The command line's names of the keys (snake_case, like dm-remap's sysfs attributes). */
+export const CLI_KEY_NAMES: Readonly<Record<PolicyKey, string>> = {
+  autoRemap: 'auto_remap',
+  errorThreshold: 'error_threshold',
+  readRetries: 'read_retries',
+  retryBackoffMs: 'retry_backoff_ms',
+};
+
+/** A device name as `add --name` accepts it: starts with a letter, at most 64 of [A-Za-z0-9._-]. */
+export const DEVICE_NAME_RE = /^[A-Za-z][A-Za-z0-9._-]{0,63}$/;
+/** Names that would be mistaken for a device id (ublkN, ublkbN, ublkcN). */
+export const DEVICE_ID_LIKE_RE = /^ublk[bc]?\d+$/;
+
+/** Whether `key` can name a device in the file: a device name, or an absolute path (of a main device). */
+export function isDeviceKey(key: string): boolean {
+  if (key.startsWith('/')) return key.length > 1 && !key.includes('\0');
+  return DEVICE_NAME_RE.test(key) && !DEVICE_ID_LIKE_RE.test(key);
+}
+
+const limitedInt = (limits: { min: number; max: number }) =>
+  z
+    .number({ error: 'must be a whole number' })
+    .int('must be a whole number')
+    .min(limits.min, `must be at least ${limits.min}`)
+    .max(limits.max, `must be at most ${limits.max}`);
+
+/** The policy keys, each optional: the file's global section and each device's section. */
+export const policySettingsSchema = z.strictObject(
+  {
+    autoRemap: z.boolean({ error: 'must be true or false' }).optional(),
+    errorThreshold: limitedInt(POLICY_LIMITS.errorThreshold).optional(),
+    readRetries: limitedInt(POLICY_LIMITS.readRetries).optional(),
+    retryBackoffMs: limitedInt(POLICY_LIMITS.retryBackoffMs).optional(),
+  },
+  { error: 'must be an object' },
+);
+export type PolicySettings = z.output<typeof policySettingsSchema>;
+
+const deviceKeySchema = z.string().refine(isDeviceKey, {
+  message: 'is neither a device name (as given to add --name) nor the absolute path of a main device',
+});
+
+export const configFileSchema = z.strictObject(
+  {
+    ...policySettingsSchema.shape,
+    devices: z.record(deviceKeySchema, policySettingsSchema, { error: 'must be an object of device name → settings' }).optional(),
+  },
+  { error: 'must be a JSON object' },
+);
+export type ConfigFile = z.output<typeof configFileSchema>;
+
+const TOP_KEYS = [...POLICY_KEYS, 'devices'] as const;
+
+function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const seg of path) {
+    const s = String(seg);
+    if (/^[A-Za-z_][A-Za-z0-9_]*$/.test(s)) out += out === '' ? s : `.${s}`;
+    else out += `[${JSON.stringify(s)}]`;
+  }
+  return out;
+}
+
+/** The first problem zod found, as "<where>: <what>" (or just "<what>" for the file as a whole). */
+export function describeFirstIssue(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (issue === undefined) return 'invalid settings';
+  const where = formatPath(issue.path);
+  let what: string;
+  if (issue.code === 'unrecognized_keys') {
+    const allowed = issue.path.length === 0 ? TOP_KEYS : POLICY_KEYS;
+    const keys = issue.keys.map((k) => JSON.stringify(k)).join(', ');
+    what = `unknown key${issue.keys.length > 1 ? 's' : ''} ${keys} (known: ${allowed.join(', ')})`;
+  } else if (issue.code === 'invalid_key') {
+    // The path ends with the bad key itself: name it in the message, report it at its record.
+    const key = String(issue.path[issue.path.length - 1]);
+    const where = formatPath(issue.path.slice(0, -1));
+    const what = `key ${JSON.stringify(key)} ${issue.issues[0]?.message ?? 'is not valid'}`;
+    return where === '' ? what : `${where}: ${what}`;
+  } else {
+    what = issue.message;
+  }
+  return where === '' ? what : `${where}: ${what}`;
+}
