@@ -9,6 +9,8 @@ import { Daemon } from '../device/daemon.js';
 import { planDevice } from '../device/validate.js';
 import { readEntries } from '../control/registry.js';
 import { defaultLogFile, ensureRunDir, runDir } from '../paths.js';
+import { configPath, deviceKey, loadConfig, resolvePolicy } from '../config/file.js';
+import { POLICY_KEYS } from '../config/schema.js';
 import { printJson, type CliContext } from './context.js';
 import { failureMessage, readyMessageSchema, READY_FD_ENV, sendReady, takeReadyFd, type Ready } from './readiness.js';
 import type { AddFlags } from './schemas.js';
@@ -19,6 +21,20 @@ export const READY_TIMEOUT_MS = 120_000;
 function announce(ctx: CliContext, flags: AddFlags, ready: Ready): void {
   if (flags.json) printJson(ctx, { devId: ready.devId, blockPath: ready.blockPath, name: ready.name, pid: ready.pid });
   else ctx.stdout.write(`${ready.blockPath}\n`);
+}
+
+/**
+ * Fills in flags.device.policy: add's flags, over the config file's section for this device (by --name,
+ * else by main path), over its global keys, over DEFAULT_POLICY. A config file that cannot be read or is
+ * invalid fails here, before anything is created. The file is read only for what the flags leave open, so
+ * the detached daemon, which gets every key as a flag, never reads it (it may have changed in between).
+ */
+export function withPolicy(env: NodeJS.ProcessEnv, flags: AddFlags): AddFlags {
+  const given = flags.policyFlags;
+  const complete = POLICY_KEYS.every((k) => given[k] !== undefined);
+  const config = complete ? {} : loadConfig(configPath(env)).config;
+  const policy = resolvePolicy(config, deviceKey(flags.device.name, flags.device.mainPath), given);
+  return { ...flags, device: { ...flags.device, policy } };
 }
 
 /** Runs the daemon in this process until it is told to stop. Resolves with the exit code. */
@@ -91,8 +107,11 @@ export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<num
   return 0;
 }
 
-/** The validated flags again, with absolute paths: the daemon runs in / and must see the same devices. */
-function daemonArgs(flags: AddFlags): string[] {
+/**
+ * The validated flags again, with absolute paths: the daemon runs in / and must see the same devices. The
+ * resolved error-handling policy goes as flags too, so the daemon runs with what was resolved here.
+ */
+export function daemonArgs(flags: AddFlags): string[] {
   const d = flags.device;
   const args = ['--main', d.mainPath, '--spare', d.sparePath, '--depth', String(d.depth), '--max-io', String(d.maxIoBytes / 1024)];
   if (d.name !== null) args.push('--name', d.name);
@@ -102,6 +121,11 @@ function daemonArgs(flags: AddFlags): string[] {
   if (d.spareOffset !== undefined) args.push('--spare-offset', String(d.spareOffset));
   if (d.spareSize !== undefined) args.push('--spare-size', String(d.spareSize));
   if (d.forceFormat === true) args.push('--force-format');
+  const p = d.policy;
+  if (p !== undefined) {
+    args.push('--auto-remap', p.autoRemap ? 'on' : 'off', '--error-threshold', String(p.errorThreshold));
+    args.push('--read-retries', String(p.readRetries), '--retry-backoff-ms', String(p.retryBackoffMs));
+  }
   return args;
 }
 

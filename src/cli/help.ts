@@ -15,6 +15,8 @@ Commands:
   verify   show where a sector maps and whether it reads
   table    show the remap table
   message  send a dmsetup-message style command (remap N, unremap N, verify N, table, status, ping)
+  config   show or change the error-handling defaults (auto_remap, error_threshold, read_retries,
+           retry_backoff_ms) in /etc/dmremap-ublk/config.json
 
 Options:
   -h, --help     show help (also: dmremap-ublk <command> --help)
@@ -44,8 +46,52 @@ Options:
   --spare-size <n>     the spare region is n bytes long (default: the rest of the spare)
   --force-format       format the spare region even if it holds another main's remap table
                        (its remaps are lost); a fresh spare is formatted without it
+
+Error handling (each overrides the config file; see dmremap-ublk config --help):
+  --auto-remap <on|off>     remap blocks on I/O errors (default on)
+  --error-threshold <n>     recovered read errors on a block before it is relocated, 1-65535 (default 1)
+  --read-retries <n>        retries of a failed read before it fails, 0-16 (default 3)
+  --retry-backoff-ms <n>    wait before the first retry in ms, doubling per retry, 0-10000 (default 10)
+Each setting comes from the first of: the flag, the config file's entry for this device (by --name,
+else by the absolute --main path), the config file's global value, the default. A config file that cannot be
+read or is invalid makes add fail before anything is created.
+
+Other options:
   --json               print {"devId","blockPath","name","pid"} instead of the path
   -h, --help           show this help
+`,
+  config: `Usage: dmremap-ublk config get [key] [--device <name>] [--json]
+       dmremap-ublk config set <key> <value> [--device <name>] [--json]
+       dmremap-ublk config unset <key> [--device <name>] [--json]
+
+The error-handling defaults, kept in /etc/dmremap-ublk/config.json (or $DMREMAP_CONFIG). They apply to
+devices added afterwards; a running device keeps the settings it was added with (but
+"dmremap-ublk message <device> set_auto_remap 0|1" switches its auto-remap).
+
+Keys:
+  auto_remap        remap blocks on I/O errors: 0|1|on|off|true|false (default on)
+  error_threshold   recovered read errors on a block before it is relocated, 1-65535 (default 1)
+  read_retries      retries of a failed read before it fails with EIO, 0-16 (default 3)
+  retry_backoff_ms  wait before the first retry in ms, doubling per retry, 0-10000 (default 10)
+
+get     prints the effective settings, one "key = value" per line (the given key only, if any):
+        the defaults, overridden by the file's global values, overridden by the file's entry for
+        --device. With --json: {"autoRemap","errorThreshold","readRetries","retryBackoffMs"}.
+set     stores a value, globally or for --device, and prints "key = value (was old)". The file is
+        replaced atomically (created, with /etc/dmremap-ublk, if missing); other keys are kept.
+unset   removes a value, globally or for --device, so the next level's value applies again.
+A bad key, value or file is reported in one line and leaves the file as it was.
+
+Options:
+  --device <name>  a device's entry: the name given to add --name, or, for a device without a name,
+                   the path given to add --main
+  --json           print JSON: the settings (get), or {"key","device","value","previous","changed","file"}
+  -h, --help       show this help
+
+Examples:
+  dmremap-ublk config set read_retries 5
+  dmremap-ublk config set auto_remap off --device backup
+  dmremap-ublk config get --device backup
 `,
   list: `Usage: dmremap-ublk list [--json]
 

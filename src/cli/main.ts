@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import { toDmrError, usageError } from '../errors.js';
 import { selectNative } from '../native-select.js';
 import { oneTarget, parseShape, validate } from './args.js';
-import { runDetached, runForeground } from './add.js';
+import { runDetached, runForeground, withPolicy } from './add.js';
+import { runConfig } from './config.js';
 import { PROG, printJson, type CliContext } from './context.js';
 import { runDel } from './del.js';
 import { HELP } from './help.js';
@@ -13,6 +14,8 @@ import { runList } from './list.js';
 import {
   addFlagsSchema,
   addOptions,
+  configFlagsSchema,
+  configOptions,
   delOptions,
   jsonFlagSchema,
   listOptions,
@@ -25,7 +28,7 @@ import {
 import { deviceAndSector, runMessage, runSectorCommand, runTable } from './remap.js';
 import { runStatus } from './status.js';
 
-const COMMANDS = ['add', 'list', 'status', 'del', 'remap', 'unremap', 'verify', 'table', 'message'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'remap', 'unremap', 'verify', 'table', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -38,7 +41,7 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
     case 'add': {
       const { values } = parseShape(command, argv, addOptions, false);
       if (values.help) return help(ctx, command);
-      const flags = validate(addFlagsSchema, values);
+      const flags = withPolicy(ctx.env, validate(addFlagsSchema, values));
       return flags.foreground ? runForeground(ctx, flags) : runDetached(ctx, flags);
     }
     case 'list': {
@@ -75,6 +78,11 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, messageOptions, true);
       if (values.help) return help(ctx, command);
       return runMessage(ctx, positionals);
+    }
+    case 'config': {
+      const { values, positionals } = parseShape(command, argv, configOptions, true);
+      if (values.help) return help(ctx, command);
+      return runConfig(ctx, positionals, validate(configFlagsSchema, values));
     }
   }
 }

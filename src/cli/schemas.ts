@@ -13,6 +13,8 @@ import {
 } from '../device/config.js';
 import type { OptionSpecs } from './args.js';
 import { MAX_TABLE_LIMIT } from '../control/protocol.js';
+import { POLICY_LIMITS } from '../config/policy.js';
+import { CLI_KEY_NAMES, DEVICE_ID_LIKE_RE, DEVICE_NAME_RE, isDeviceKey, type PolicyKey, type PolicySettings } from '../config/schema.js';
 
 const help = { help: { type: 'boolean', short: 'h' } } as const;
 const json = { json: { type: 'boolean' } } as const;
@@ -31,6 +33,10 @@ export const addOptions = {
   'spare-offset': { type: 'string' },
   'spare-size': { type: 'string' },
   'force-format': { type: 'boolean' },
+  'auto-remap': { type: 'string' },
+  'error-threshold': { type: 'string' },
+  'read-retries': { type: 'string' },
+  'retry-backoff-ms': { type: 'string' },
   ...json,
   ...help,
 } as const satisfies OptionSpecs;
@@ -40,6 +46,7 @@ export const delOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const sectorCommandOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const tableOptions = { offset: { type: 'string' }, limit: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 export const messageOptions = { ...help } as const satisfies OptionSpecs;
+export const configOptions = { device: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 
 /** A byte count in decimal digits (below 2^53); the message names the flag and the bad value. */
 export const bytesFlag = (flag: string, multipleOf = 1, min = 0) =>
@@ -81,12 +88,23 @@ export const intFlag = (flag: string, min: number, max: number, multipleOf = 1) 
     return n;
   });
 
-export const NAME_RE = /^[A-Za-z][A-Za-z0-9._-]{0,63}$/;
+export const NAME_RE = DEVICE_NAME_RE;
 
 const deviceName = z
   .string()
   .regex(NAME_RE, '--name must start with a letter and hold at most 64 letters, digits, ".", "_" or "-"')
-  .refine((n) => !/^ublk[bc]?\d+$/.test(n), '--name must not look like a device id (ublkN, ublkbN, ublkcN)');
+  .refine((n) => !DEVICE_ID_LIKE_RE.test(n), '--name must not look like a device id (ublkN, ublkbN, ublkcN)');
+
+const onOff = (flag: string) =>
+  z
+    .enum(['on', 'off'], { error: (iss) => `--${flag} must be on or off, got ${JSON.stringify(iss.input)}` })
+    .transform((s) => s === 'on');
+
+/** add's error-handling flags, by FaultPolicy key (the flag is the config key with dashes). */
+const policyFlag = (key: Exclude<PolicyKey, 'autoRemap'>) => {
+  const flag = CLI_KEY_NAMES[key].replaceAll('_', '-');
+  return intFlag(flag, POLICY_LIMITS[key].min, POLICY_LIMITS[key].max);
+};
 
 export const addFlagsSchema = z
   .object({
@@ -108,6 +126,10 @@ export const addFlagsSchema = z
     'spare-offset': bytesFlag('spare-offset', 4096).optional(),
     'spare-size': bytesFlag('spare-size', 1, 1).optional(),
     'force-format': z.boolean().default(false),
+    'auto-remap': onOff('auto-remap').optional(),
+    'error-threshold': policyFlag('errorThreshold').optional(),
+    'read-retries': policyFlag('readRetries').optional(),
+    'retry-backoff-ms': policyFlag('retryBackoffMs').optional(),
     json: z.boolean().default(false),
   })
   .transform((f) => ({
@@ -123,14 +145,44 @@ export const addFlagsSchema = z
       spareOffset: f['spare-offset'],
       spareSize: f['spare-size'],
       forceFormat: f['force-format'],
-    } satisfies DeviceConfig,
+    } satisfies DeviceConfig as DeviceConfig,
+    /** The error-handling flags given; the rest comes from the config file (see src/cli/add.ts withPolicy). */
+    policyFlags: dropUndefined({
+      autoRemap: f['auto-remap'],
+      errorThreshold: f['error-threshold'],
+      readRetries: f['read-retries'],
+      retryBackoffMs: f['retry-backoff-ms'],
+    }) satisfies PolicySettings as PolicySettings,
     foreground: f.foreground,
     logFile: f['log-file'] ?? null,
     json: f.json,
   }));
 export type AddFlags = z.output<typeof addFlagsSchema>;
 
+function dropUndefined<T extends object>(o: T): T {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+}
+
 export const jsonFlagSchema = z.object({ json: z.boolean().default(false) });
+
+/** config's --device: a device name as add --name takes it, or a main device's path (made absolute). */
+const configDevice = z.string().transform((s, ctx) => {
+  const key = s.includes('/') ? path.resolve(s) : s;
+  if (!isDeviceKey(key)) {
+    ctx.addIssue({
+      code: 'custom',
+      message: `--device must be a device name (as given to add --name) or a main device path, got ${JSON.stringify(s)}`,
+    });
+    return z.NEVER;
+  }
+  return key;
+});
+
+export const configFlagsSchema = z.object({
+  device: configDevice.optional(),
+  json: z.boolean().default(false),
+});
+export type ConfigFlags = z.output<typeof configFlagsSchema>;
 
 export const tableFlagsSchema = z.object({
   offset: intFlag('offset', 0, 999_999_999).optional(),

@@ -1,0 +1,102 @@
+// `dmremap-ublk config get|set|unset`: the error-handling defaults in the config file. Keys on the command
+// line are snake_case like dm-remap's sysfs attributes; the file and --json use FaultPolicy's camelCase.
+// Every argument is checked before the file is touched, and a bad argument or a bad file changes nothing.
+import { configPath, deviceSettings, loadConfig, resolvePolicy, withSetting, writeConfig } from '../config/file.js';
+import { POLICY_LIMITS, type FaultPolicy } from '../config/policy.js';
+import { CLI_KEY_NAMES, POLICY_KEYS, type ConfigFile, type PolicyKey } from '../config/schema.js';
+import { usageError } from '../errors.js';
+import { PROG, printJson, type CliContext } from './context.js';
+import type { ConfigFlags } from './schemas.js';
+
+type Value = FaultPolicy[PolicyKey];
+
+const KEY_LIST = POLICY_KEYS.map((k) => CLI_KEY_NAMES[k]).join(', ');
+const BOOL_WORDS: Readonly<Record<string, boolean>> = { '1': true, on: true, true: true, '0': false, off: false, false: false };
+
+/** A key as typed on the command line (auto_remap, ...) → its FaultPolicy key. */
+export function parseKey(s: string): PolicyKey {
+  const key = POLICY_KEYS.find((k) => CLI_KEY_NAMES[k] === s);
+  if (key === undefined) throw usageError(`unknown key ${JSON.stringify(s)} (keys: ${KEY_LIST})`);
+  return key;
+}
+
+/** A value as typed on the command line, checked against the key's limits. */
+export function parseValue(key: PolicyKey, s: string): Value {
+  const name = CLI_KEY_NAMES[key];
+  if (key === 'autoRemap') {
+    const b = Object.hasOwn(BOOL_WORDS, s) ? BOOL_WORDS[s] : undefined;
+    if (b === undefined) throw usageError(`${name} must be 0, 1, on, off, true or false, got ${JSON.stringify(s)}`);
+    return b;
+  }
+  const { min, max } = POLICY_LIMITS[key];
+  const n = /^[0-9]{1,9}$/.test(s) ? Number(s) : NaN;
+  if (Number.isNaN(n)) throw usageError(`${name} must be a whole number, got ${JSON.stringify(s)}`);
+  if (n < min || n > max) throw usageError(`${name} must be from ${min} to ${max}, got ${n}`);
+  return n;
+}
+
+/** How a value is shown to people: auto_remap as on/off, numbers as they are. */
+export function showValue(v: Value): string {
+  return typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v);
+}
+
+export async function runConfig(ctx: CliContext, positionals: string[], flags: ConfigFlags): Promise<number> {
+  const [sub, ...args] = positionals;
+  switch (sub) {
+    case 'get':
+      return get(ctx, args, flags);
+    case 'set':
+    case 'unset':
+      return change(ctx, sub, args, flags);
+    case undefined:
+      throw usageError(`missing config command (get, set, unset); see ${PROG} config --help`);
+    default:
+      throw usageError(`unknown config command ${JSON.stringify(sub)} (get, set, unset; see ${PROG} config --help)`);
+  }
+}
+
+function get(ctx: CliContext, args: string[], flags: ConfigFlags): number {
+  if (args.length > 1) throw usageError(`config get takes at most one key, got ${args.length}`);
+  const keys = args[0] === undefined ? [...POLICY_KEYS] : [parseKey(args[0])];
+  const { config } = loadConfig(configPath(ctx.env));
+  const policy = resolvePolicy(config, flags.device ?? null);
+  if (flags.json) printJson(ctx, Object.fromEntries(keys.map((k) => [k, policy[k]])));
+  else ctx.stdout.write(keys.map((k) => `${CLI_KEY_NAMES[k]} = ${showValue(policy[k])}\n`).join(''));
+  return 0;
+}
+
+function storedValue(config: ConfigFile, device: string | null, key: PolicyKey): Value | undefined {
+  return device === null ? config[key] : deviceSettings(config, device)?.[key];
+}
+
+function change(ctx: CliContext, op: 'set' | 'unset', args: string[], flags: ConfigFlags): number {
+  const want = op === 'set' ? 2 : 1;
+  if (args[0] === undefined) throw usageError(`missing key to ${op} (${KEY_LIST})`);
+  const key = parseKey(args[0]);
+  if (op === 'set' && args[1] === undefined) throw usageError(`missing value for ${CLI_KEY_NAMES[key]}`);
+  if (args.length > want) {
+    const what = op === 'set' ? 'a key and a value' : 'one key';
+    throw usageError(`config ${op} takes ${what}, got ${args.length} arguments`);
+  }
+  const value = op === 'set' ? parseValue(key, args[1] as string) : undefined;
+  const device = flags.device ?? null;
+
+  const file = configPath(ctx.env);
+  const { config } = loadConfig(file);
+  const previous = resolvePolicy(config, device)[key];
+  const changed = storedValue(config, device, key) !== value;
+  let now = previous;
+  if (changed) {
+    const next = withSetting(config, device, key, value);
+    writeConfig(file, next);
+    now = resolvePolicy(next, device)[key];
+  }
+
+  if (flags.json) {
+    printJson(ctx, { key: CLI_KEY_NAMES[key], device, value: now, previous, changed, file });
+  } else {
+    const where = device === null ? '' : ` for device ${device}`;
+    ctx.stdout.write(`${CLI_KEY_NAMES[key]} = ${showValue(now)}${where} (${changed ? `was ${showValue(previous)}` : 'unchanged'})\n`);
+  }
+  return 0;
+}
