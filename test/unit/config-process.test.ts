@@ -1,0 +1,103 @@
+// The config commands and add's policy through the built CLI (node bin/dmremap-ublk.js, fake addon), as a
+// user runs them: the detached daemon is started with the policy add resolved, so a config file changed
+// (or broken) afterwards does not reach it.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { request } from '../../src/control/client.js';
+import { readEntries } from '../../src/control/registry.js';
+import { BIN, makeWorld, pidAlive, type World } from './helpers.js';
+
+let w: World;
+let cfgFile: string;
+beforeEach(() => {
+  w = makeWorld();
+  cfgFile = path.join(w.root, 'etc', 'dmremap-ublk', 'config.json');
+});
+afterEach(() => {
+  for (const e of readEntries(w.runDir).live) {
+    try {
+      process.kill(e.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  w.cleanup();
+});
+
+function cli(args: string[]) {
+  const env = {
+    ...process.env,
+    VITEST: 'true',
+    DMREMAP_RUN_DIR: w.runDir,
+    DMREMAP_CONFIG: cfgFile,
+    DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir }),
+  };
+  return spawnSync(process.execPath, [BIN, ...args], { env, encoding: 'utf8', timeout: 30_000 });
+}
+
+/** The daemon's command line, from /proc. */
+function cmdline(pid: number): string[] {
+  return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+}
+
+const flagValue = (args: string[], flag: string): string | undefined => args[args.indexOf(flag) + 1];
+
+describe('config and add (built CLI, fake addon)', () => {
+  it('config set / get through the binary', () => {
+    const set = cli(['config', 'set', 'retry_backoff_ms', '250', '--device', 'vol']);
+    expect(set.stderr).toBe('');
+    expect(set.status).toBe(0);
+    expect(set.stdout).toBe('retry_backoff_ms = 250 for device vol (was 10)\n');
+    expect(JSON.parse(fs.readFileSync(cfgFile, 'utf8'))).toEqual({ devices: { vol: { retryBackoffMs: 250 } } });
+    const get = cli(['config', 'get', '--device', 'vol', '--json']);
+    expect(JSON.parse(get.stdout)).toEqual({ autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 250 });
+    const bad = cli(['config', 'set', 'read_retries', '99']);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toBe('dmremap-ublk: read_retries must be from 0 to 16, got 99\n');
+  });
+
+  it('the detached daemon runs with the policy add resolved, whatever the file says later', async () => {
+    fs.mkdirSync(path.dirname(cfgFile), { recursive: true });
+    fs.writeFileSync(cfgFile, JSON.stringify({ readRetries: 7, devices: { vol: { autoRemap: false } } }));
+    const add = cli(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--error-threshold', '9', '--json']);
+    expect(add.stderr).toBe('');
+    expect(add.status).toBe(0);
+    const { pid } = JSON.parse(add.stdout) as { pid: number };
+    expect(pidAlive(pid)).toBe(true);
+    const args = cmdline(pid);
+    expect(args).toContain('--foreground');
+    expect(flagValue(args, '--auto-remap')).toBe('off');
+    expect(flagValue(args, '--error-threshold')).toBe('9');
+    expect(flagValue(args, '--read-retries')).toBe('7');
+    expect(flagValue(args, '--retry-backoff-ms')).toBe('10');
+    // ...and the daemon reports that policy as the one it applies.
+    const [entry] = readEntries(w.runDir).live;
+    const stats = await request(entry?.socket ?? '', 'stats', {});
+    expect(stats.autoRemap).toBe(false);
+    expect(stats.policy).toEqual({ errorThreshold: 9, readRetries: 7, retryBackoffMs: 10 });
+
+    // A broken file now stops new adds, not the running device.
+    fs.writeFileSync(cfgFile, '{"readRetries": 17}');
+    const again = cli(['add', '--main', w.file('m2.img', 8 << 20), '--spare', w.file('s2.img', 4 << 20)]);
+    expect(again.status).toBe(1);
+    expect(again.stderr).toBe(`dmremap-ublk: ${cfgFile}: readRetries: must be at most 16\n`);
+    expect(readEntries(w.runDir).live.map((e) => e.pid)).toEqual([pid]);
+
+    const del = cli(['del', 'vol']);
+    expect(del.status).toBe(0);
+    expect(pidAlive(pid)).toBe(false);
+  });
+
+  it('add with a bad config file fails with one line before anything is created', () => {
+    fs.mkdirSync(path.dirname(cfgFile), { recursive: true });
+    fs.writeFileSync(cfgFile, '{ not json');
+    const r = cli(['add', '--main', w.main, '--spare', w.spare, '--json']);
+    expect(r.status).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^dmremap-ublk: ${cfgFile}: not valid JSON \\([^\\n]+\\)\\n$`));
+    expect(JSON.parse(r.stdout)).toMatchObject({ error: { code: 'E_CONFIG' } });
+    expect(w.runDirEntries()).toEqual([]);
+    expect(w.devNodes()).toEqual([]);
+  });
+});

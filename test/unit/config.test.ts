@@ -1,0 +1,428 @@
+// The error-handling config (issue 6): the file's schema and the effective policy (defaults ← file global ←
+// file per-device ← add's flags), `config get|set|unset`, and how `add` resolves the policy and hands it to
+// the daemon. Bad input gets one line and the right exit code, and leaves the file byte for byte as it was.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
+import { daemonArgs, withPolicy } from '../../src/cli/add.js';
+import { validate, parseShape } from '../../src/cli/args.js';
+import { main } from '../../src/cli/main.js';
+import { addFlagsSchema, addOptions } from '../../src/cli/schemas.js';
+import { configPath, DEFAULT_CONFIG_FILE, loadConfig, resolvePolicy, writeConfig } from '../../src/config/file.js';
+import { DEFAULT_POLICY, type FaultPolicy } from '../../src/config/policy.js';
+import type { DeviceConfig } from '../../src/device/config.js';
+import { Daemon } from '../../src/device/daemon.js';
+import { DmrError } from '../../src/errors.js';
+import { captureCtx, fakeFor, makeWorld, type World } from './helpers.js';
+
+let w: World;
+let cfgDir: string;
+let cfgFile: string;
+beforeEach(() => {
+  w = makeWorld();
+  cfgDir = path.join(w.root, 'etc', 'dmremap-ublk');
+  cfgFile = path.join(cfgDir, 'config.json');
+});
+afterEach(() => {
+  vi.restoreAllMocks();
+  w.cleanup();
+});
+
+interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+async function run(...args: string[]): Promise<Run> {
+  const native = fakeFor(w);
+  const c = captureCtx(w, native);
+  c.ctx.env.DMREMAP_CONFIG = cfgFile;
+  const code = await main(args, c.ctx);
+  return { code, stdout: c.stdout(), stderr: c.stderr() };
+}
+
+function writeFile(content: string | object): Buffer {
+  fs.mkdirSync(cfgDir, { recursive: true });
+  const text = typeof content === 'string' ? content : JSON.stringify(content, null, 2);
+  fs.writeFileSync(cfgFile, text);
+  return fs.readFileSync(cfgFile);
+}
+
+const fileJson = (): unknown => JSON.parse(fs.readFileSync(cfgFile, 'utf8'));
+
+/** Exactly one line "dmremap-ublk: <message>" on stderr, nothing on stdout. */
+function expectOneLine(r: Run, exitCode: number, message: string | RegExp): void {
+  expect(r.code).toBe(exitCode);
+  expect(r.stdout).toBe('');
+  const lines = r.stderr.split('\n');
+  expect(lines).toHaveLength(2);
+  expect(lines[1]).toBe('');
+  const text = (lines[0] as string).replace(/^dmremap-ublk: /, '');
+  expect(lines[0]).toMatch(/^dmremap-ublk: /);
+  if (typeof message === 'string') expect(text).toBe(message);
+  else expect(text).toMatch(message);
+}
+
+const add = (...extra: string[]): string[] => ['add', '--main', w.main, '--spare', w.spare, ...extra];
+
+describe('the effective policy', () => {
+  it('DMREMAP_CONFIG overrides the path; the default is /etc/dmremap-ublk/config.json', () => {
+    expect(DEFAULT_CONFIG_FILE).toBe('/etc/dmremap-ublk/config.json');
+    expect(configPath({})).toBe(DEFAULT_CONFIG_FILE);
+    expect(configPath({ DMREMAP_CONFIG: '' })).toBe(DEFAULT_CONFIG_FILE);
+    expect(configPath({ DMREMAP_CONFIG: 'rel/c.json' })).toBe(path.resolve('rel/c.json'));
+  });
+
+  it('a missing file is all defaults', () => {
+    expect(loadConfig(cfgFile)).toEqual({ file: cfgFile, exists: false, config: {} });
+    expect(resolvePolicy({}, 'vol')).toEqual(DEFAULT_POLICY);
+  });
+
+  it('flags > per-device > global > defaults, key by key', () => {
+    const config = { readRetries: 5, errorThreshold: 2, devices: { vol: { readRetries: 1, autoRemap: false } } };
+    expect(resolvePolicy(config, null)).toEqual({ autoRemap: true, errorThreshold: 2, readRetries: 5, retryBackoffMs: 10 });
+    expect(resolvePolicy(config, 'other')).toEqual({ autoRemap: true, errorThreshold: 2, readRetries: 5, retryBackoffMs: 10 });
+    expect(resolvePolicy(config, 'vol')).toEqual({ autoRemap: false, errorThreshold: 2, readRetries: 1, retryBackoffMs: 10 });
+    expect(resolvePolicy(config, 'vol', { readRetries: 0, retryBackoffMs: 50 })).toEqual({
+      autoRemap: false,
+      errorThreshold: 2,
+      readRetries: 0,
+      retryBackoffMs: 50,
+    });
+    // Inherited object properties are not device entries.
+    expect(resolvePolicy(config, 'constructor')).toEqual(resolvePolicy(config, null));
+  });
+
+  it('add looks a device up by --name, else by its absolute main path', () => {
+    writeFile({ devices: { vol: { readRetries: 1 }, [w.main]: { readRetries: 2 } } });
+    const env = { DMREMAP_CONFIG: cfgFile };
+    const flagsOf = (...extra: string[]) => {
+      const { values } = parseShape('add', add(...extra).slice(1), addOptions, false);
+      return withPolicy(env, validate(addFlagsSchema, values));
+    };
+    expect(flagsOf('--name', 'vol').device.policy?.readRetries).toBe(1);
+    expect(flagsOf('--name', 'other').device.policy?.readRetries).toBe(3); // named: the path entry is not used
+    expect(flagsOf().device.policy?.readRetries).toBe(2);
+    expect(flagsOf('--read-retries', '9').device.policy?.readRetries).toBe(9);
+    // A relative --main finds the entry of the absolute path.
+    const rel = path.relative(process.cwd(), w.main);
+    const { values } = parseShape('add', ['--main', rel, '--spare', w.spare], addOptions, false);
+    expect(withPolicy(env, validate(addFlagsSchema, values)).device.policy?.readRetries).toBe(2);
+  });
+});
+
+describe('config get / set / unset', () => {
+  it('get prints the defaults when there is no file, and creates nothing', async () => {
+    const r = await run('config', 'get');
+    expect(r).toEqual({
+      code: 0,
+      stderr: '',
+      stdout: 'auto_remap = on\nerror_threshold = 1\nread_retries = 3\nretry_backoff_ms = 10\n',
+    });
+    expect((await run('config', 'get', 'retry_backoff_ms')).stdout).toBe('retry_backoff_ms = 10\n');
+    expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual(DEFAULT_POLICY);
+    expect(JSON.parse((await run('config', 'get', 'auto_remap', '--json')).stdout)).toEqual({ autoRemap: true });
+    expect(fs.existsSync(path.join(w.root, 'etc'))).toBe(false);
+  });
+
+  it('set then get round-trips every key; the directory is created 0755 and the file 0644', async () => {
+    const sets: [string, string, string][] = [
+      ['auto_remap', 'off', 'auto_remap = off (was on)\n'],
+      ['error_threshold', '65535', 'error_threshold = 65535 (was 1)\n'],
+      ['read_retries', '0', 'read_retries = 0 (was 3)\n'],
+      ['retry_backoff_ms', '10000', 'retry_backoff_ms = 10000 (was 10)\n'],
+    ];
+    for (const [key, value, out] of sets) {
+      const r = await run('config', 'set', key, value);
+      expect(r.stderr).toBe('');
+      expect(r.code).toBe(0);
+      expect(r.stdout).toBe(out);
+    }
+    expect(fileJson()).toEqual({ autoRemap: false, errorThreshold: 65535, readRetries: 0, retryBackoffMs: 10000 });
+    expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual({
+      autoRemap: false,
+      errorThreshold: 65535,
+      readRetries: 0,
+      retryBackoffMs: 10000,
+    });
+    expect((await run('config', 'get')).stdout).toBe('auto_remap = off\nerror_threshold = 65535\nread_retries = 0\nretry_backoff_ms = 10000\n');
+    expect(fs.statSync(cfgDir).mode & 0o777).toBe(0o755);
+    expect(fs.statSync(cfgFile).mode & 0o777).toBe(0o644);
+    expect(fs.readdirSync(cfgDir)).toEqual(['config.json']); // no temporary file left
+  });
+
+  it('auto_remap takes 0|1|on|off|true|false', async () => {
+    for (const [v, b] of [['0', false], ['1', true], ['off', false], ['on', true], ['false', false], ['true', true]] as const) {
+      expect((await run('config', 'set', 'auto_remap', v)).code).toBe(0);
+      expect(fileJson()).toEqual({ autoRemap: b });
+    }
+  });
+
+  it('setting the value already stored writes nothing', async () => {
+    await run('config', 'set', 'read_retries', '5');
+    const before = fs.statSync(cfgFile);
+    const r = await run('config', 'set', 'read_retries', '5');
+    expect(r.stdout).toBe('read_retries = 5 (unchanged)\n');
+    expect(fs.statSync(cfgFile).ino).toBe(before.ino);
+  });
+
+  it('per-device overrides win over the global values, only for that device', async () => {
+    expect((await run('config', 'set', 'read_retries', '5')).stdout).toBe('read_retries = 5 (was 3)\n');
+    expect((await run('config', 'set', 'read_retries', '2', '--device', 'vol')).stdout).toBe('read_retries = 2 for device vol (was 5)\n');
+    expect((await run('config', 'set', 'auto_remap', 'off', '--device', w.main)).stdout).toBe(`auto_remap = off for device ${w.main} (was on)\n`);
+    expect(fileJson()).toEqual({ readRetries: 5, devices: { vol: { readRetries: 2 }, [w.main]: { autoRemap: false } } });
+    expect((await run('config', 'get', 'read_retries', '--device', 'vol')).stdout).toBe('read_retries = 2\n');
+    expect((await run('config', 'get', 'read_retries', '--device', 'other')).stdout).toBe('read_retries = 5\n');
+    expect((await run('config', 'get', 'read_retries')).stdout).toBe('read_retries = 5\n');
+    // A relative path names the same entry as the absolute one.
+    const rel = path.relative(process.cwd(), w.main);
+    expect(JSON.parse((await run('config', 'get', '--device', rel, '--json')).stdout)).toMatchObject({ autoRemap: false, readRetries: 5 });
+    // Changing the global value does not change the device's override.
+    await run('config', 'set', 'read_retries', '7');
+    expect((await run('config', 'get', 'read_retries', '--device', 'vol')).stdout).toBe('read_retries = 2\n');
+  });
+
+  it('set keeps the other keys, and their order', async () => {
+    const text = '{\n  "retryBackoffMs": 20,\n  "devices": {\n    "b": { "readRetries": 1 },\n    "a": { "errorThreshold": 4 }\n  },\n  "autoRemap": true\n}\n';
+    writeFile(text);
+    await run('config', 'set', 'error_threshold', '3', '--device', 'b');
+    expect(fs.readFileSync(cfgFile, 'utf8')).toBe(
+      JSON.stringify({ retryBackoffMs: 20, devices: { b: { readRetries: 1, errorThreshold: 3 }, a: { errorThreshold: 4 } }, autoRemap: true }, null, 2) +
+        '\n',
+    );
+  });
+
+  it('set --json says what changed', async () => {
+    const r = await run('config', 'set', 'auto_remap', 'off', '--device', 'vol', '--json');
+    expect(JSON.parse(r.stdout)).toEqual({ key: 'auto_remap', device: 'vol', value: false, previous: true, changed: true, file: cfgFile });
+  });
+
+  it('unset falls back to the next level and drops empty sections; unsetting nothing writes nothing', async () => {
+    writeFile({ readRetries: 5, devices: { vol: { readRetries: 2 } } });
+    expect((await run('config', 'unset', 'read_retries', '--device', 'vol')).stdout).toBe('read_retries = 5 for device vol (was 2)\n');
+    expect(fileJson()).toEqual({ readRetries: 5 });
+    expect((await run('config', 'unset', 'read_retries')).stdout).toBe('read_retries = 3 (was 5)\n');
+    expect(fileJson()).toEqual({});
+    const before = fs.readFileSync(cfgFile);
+    expect((await run('config', 'unset', 'read_retries')).stdout).toBe('read_retries = 3 (unchanged)\n');
+    expect(fs.readFileSync(cfgFile)).toEqual(before);
+    fs.rmSync(path.join(w.root, 'etc'), { recursive: true });
+    expect((await run('config', 'unset', 'auto_remap', '--device', 'vol')).code).toBe(0);
+    expect(fs.existsSync(path.join(w.root, 'etc'))).toBe(false);
+  });
+
+  it('config --help and config get --help print the help', async () => {
+    for (const args of [['config', '--help'], ['config', 'get', '--help']]) {
+      const r = await run(...args);
+      expect(r.code).toBe(0);
+      expect(r.stdout).toMatch(/^Usage: dmremap-ublk config get/);
+      expect(r.stdout).toContain('devices added afterwards');
+    }
+  });
+});
+
+describe('bad input to config changes nothing', () => {
+  const usage: [string[], string][] = [
+    [['config'], 'missing config command (get, set, unset); see dmremap-ublk config --help'],
+    [['config', 'show'], 'unknown config command "show" (get, set, unset; see dmremap-ublk config --help)'],
+    [['config', 'set'], 'missing key to set (auto_remap, error_threshold, read_retries, retry_backoff_ms)'],
+    [['config', 'set', 'readRetries', '1'], 'unknown key "readRetries" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms)'],
+    [['config', 'set', 'read_retries'], 'missing value for read_retries'],
+    [['config', 'set', 'read_retries', '1', '2'], 'config set takes a key and a value, got 3 arguments'],
+    [['config', 'set', 'read_retries', '17'], 'read_retries must be from 0 to 16, got 17'],
+    [['config', 'set', 'read_retries', 'many'], 'read_retries must be a whole number, got "many"'],
+    [['config', 'set', 'error_threshold', '0'], 'error_threshold must be from 1 to 65535, got 0'],
+    [['config', 'set', 'retry_backoff_ms', '10001'], 'retry_backoff_ms must be from 0 to 10000, got 10001'],
+    [['config', 'set', 'retry_backoff_ms', '1.5'], 'retry_backoff_ms must be a whole number, got "1.5"'],
+    [['config', 'set', 'retry_backoff_ms', ''], 'retry_backoff_ms must be a whole number, got ""'],
+    [['config', 'set', 'auto_remap', 'yes'], 'auto_remap must be 0, 1, on, off, true or false, got "yes"'],
+    [['config', 'set', 'auto_remap', 'ON'], 'auto_remap must be 0, 1, on, off, true or false, got "ON"'],
+    [['config', 'set', 'read_retries', '1', '--device', 'my disk'], '--device must be a device name (as given to add --name) or a main device path, got "my disk"'],
+    [['config', 'set', 'read_retries', '1', '--device', 'ublkb0'], '--device must be a device name (as given to add --name) or a main device path, got "ublkb0"'],
+    [['config', 'set', 'read_retries', '1', '--frob'], 'unknown option --frob for config (see dmremap-ublk config --help)'],
+    [['config', 'unset'], 'missing key to unset (auto_remap, error_threshold, read_retries, retry_backoff_ms)'],
+    [['config', 'unset', 'read_retries', 'x'], 'config unset takes one key, got 2 arguments'],
+    [['config', 'get', 'a', 'b'], 'config get takes at most one key, got 2'],
+    [['config', 'get', 'bogus'], 'unknown key "bogus" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms)'],
+  ];
+  for (const [args, message] of usage) {
+    it(`${args.join(' ')} → exit 2`, async () => {
+      const before = writeFile({ readRetries: 5, devices: { vol: { autoRemap: false } } });
+      expectOneLine(await run(...args), 2, message);
+      expect(fs.readFileSync(cfgFile)).toEqual(before);
+      expect(fs.readdirSync(cfgDir)).toEqual(['config.json']);
+    });
+  }
+
+  it('a bad value with no file creates neither the file nor its directory', async () => {
+    expectOneLine(await run('config', 'set', 'read_retries', '99'), 2, 'read_retries must be from 0 to 16, got 99');
+    expect(fs.existsSync(path.join(w.root, 'etc'))).toBe(false);
+  });
+
+  it('--json errors carry the code', async () => {
+    const r = await run('config', 'set', 'read_retries', '99', '--json');
+    expect(r.code).toBe(2);
+    expect(JSON.parse(r.stdout)).toEqual({ error: { code: 'E_USAGE', message: 'read_retries must be from 0 to 16, got 99' } });
+  });
+});
+
+// Each invalid file and the one line every command reports for it (after "<file>: ").
+const BAD_FILES: [string, string, string | RegExp][] = [
+  ['out of range', '{"readRetries": 17}', 'readRetries: must be at most 16'],
+  ['below the minimum', '{"errorThreshold": 0}', 'errorThreshold: must be at least 1'],
+  ['not a whole number', '{"retryBackoffMs": 2.5}', 'retryBackoffMs: must be a whole number'],
+  ['a string for a number', '{"readRetries": "3"}', 'readRetries: must be a whole number'],
+  ['a number for a boolean', '{"autoRemap": 1}', 'autoRemap: must be true or false'],
+  ['an unknown key', '{"read_retries": 3}', 'unknown key "read_retries" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, devices)'],
+  ['an unknown per-device key', '{"devices": {"vol": {"spare": "x"}}}', 'devices.vol: unknown key "spare" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs)'],
+  ['a bad per-device value', '{"devices": {"/dev/sdb": {"readRetries": -1}}}', 'devices["/dev/sdb"].readRetries: must be at least 0'],
+  ['a bad device key', '{"devices": {"my disk": {}}}', 'devices: key "my disk" is neither a device name (as given to add --name) nor the absolute path of a main device'],
+  ['devices not an object', '{"devices": []}', 'devices: must be an object of device name → settings'],
+  ['not an object', '[1, 2]', 'must be a JSON object'],
+  ['not JSON', '{"readRetries": 3,}', /^not valid JSON \(.+\)$/],
+  ['empty', '', /^not valid JSON \(.+\)$/],
+];
+
+describe('an invalid config file: one line naming the file, exit 1, nothing changed or created', () => {
+  for (const [what, text, problem] of BAD_FILES) {
+    it(what, async () => {
+      const before = writeFile(text);
+      const message = typeof problem === 'string' ? `${cfgFile}: ${problem}` : new RegExp(`^${cfgFile}: ${problem.source.slice(1)}`);
+      for (const args of [
+        ['config', 'get'],
+        ['config', 'get', 'read_retries', '--device', 'vol'],
+        ['config', 'set', 'read_retries', '4'],
+        ['config', 'unset', 'read_retries'],
+        add(),
+        add('--foreground'),
+        add('--name', 'vol', '--read-retries', '1'),
+      ]) {
+        expectOneLine(await run(...args), 1, message);
+        expect(fs.readFileSync(cfgFile)).toEqual(before);
+        expect(fs.readdirSync(cfgDir)).toEqual(['config.json']);
+        expect(w.runDirEntries()).toEqual([]);
+        expect(w.devNodes()).toEqual([]);
+      }
+      const r = await run('config', 'get', '--json');
+      expect(JSON.parse(r.stdout).error.code).toBe('E_CONFIG');
+    });
+  }
+
+  it('a directory where the file should be', async () => {
+    fs.mkdirSync(cfgFile, { recursive: true });
+    expectOneLine(await run('config', 'get'), 1, `${cfgFile}: not a regular file`);
+    expectOneLine(await run(...add()), 1, `${cfgFile}: not a regular file`);
+    expect(w.runDirEntries()).toEqual([]);
+  });
+
+  it.skipIf(process.getuid?.() === 0)('an unreadable file', async () => {
+    writeFile('{}');
+    fs.chmodSync(cfgFile, 0o000);
+    expectOneLine(await run('config', 'get'), 1, `${cfgFile}: cannot read (EACCES)`);
+  });
+});
+
+describe('atomic write', () => {
+  it('a write that fails leaves the old file and no temporary file', () => {
+    fs.mkdirSync(cfgDir, { recursive: true });
+    // The rename cannot replace a non-empty directory: the write fails after the temp file was written.
+    const target = path.join(cfgDir, 'dir.json');
+    fs.mkdirSync(path.join(target, 'x'), { recursive: true });
+    expect(() => writeConfig(target, { readRetries: 1 })).toThrow(DmrError);
+    try {
+      writeConfig(target, { readRetries: 1 });
+    } catch (e) {
+      expect((e as DmrError).code).toBe('E_CONFIG');
+      expect((e as DmrError).message).toMatch(new RegExp(`^${target}: cannot write \\(E[A-Z]+\\)$`));
+    }
+    expect(fs.readdirSync(cfgDir)).toEqual(['dir.json']);
+  });
+
+  it('never writes a config it could not read back', () => {
+    expect(() => writeConfig(cfgFile, { readRetries: 99 })).toThrow(`${cfgFile}: readRetries: must be at most 16`);
+    expect(fs.existsSync(cfgDir)).toBe(false);
+  });
+
+  it('replaces the file by rename (a reader holding the old file keeps the old contents)', async () => {
+    writeFile({ readRetries: 1 });
+    const fd = fs.openSync(cfgFile, 'r');
+    try {
+      await run('config', 'set', 'read_retries', '2');
+      expect(JSON.parse(fs.readFileSync(fd, 'utf8'))).toEqual({ readRetries: 1 });
+      expect(fileJson()).toEqual({ readRetries: 2 });
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
+});
+
+describe('add and the policy', () => {
+  const badFlags: [string[], string][] = [
+    [['--read-retries', '99'], '--read-retries must be from 0 to 16, got 99'],
+    [['--read-retries', 'lots'], '--read-retries must be a whole number, got "lots"'],
+    [['--error-threshold', '0'], '--error-threshold must be from 1 to 65535, got 0'],
+    [['--retry-backoff-ms', '10001'], '--retry-backoff-ms must be from 0 to 10000, got 10001'],
+    [['--auto-remap', 'yes'], '--auto-remap must be on or off, got "yes"'],
+    [['--auto-remap'], 'option --auto-remap needs a value'],
+  ];
+  for (const [flags, message] of badFlags) {
+    it(`add ${flags.join(' ')} is refused (exit 2), nothing created`, async () => {
+      expectOneLine(await run(...add(...flags)), 2, message);
+      expect(w.runDirEntries()).toEqual([]);
+      expect(w.devNodes()).toEqual([]);
+    });
+  }
+
+  /** Runs add --foreground in this process and returns the DeviceConfig the daemon was started with. */
+  async function startedWith(...extra: string[]): Promise<DeviceConfig> {
+    let seen: DeviceConfig | undefined;
+    vi.spyOn(Daemon, 'start').mockImplementation(async (cfg) => {
+      seen = cfg;
+      throw new DmrError('E_INTERNAL', 'stopped by the test');
+    });
+    const r = await run(...add('--foreground', ...extra));
+    expect(r.stderr).toBe('dmremap-ublk: stopped by the test\n');
+    if (seen === undefined) throw new Error('Daemon.start was not called');
+    return seen;
+  }
+
+  it('the daemon gets DEFAULT_POLICY when there is no file and no flag', async () => {
+    expect((await startedWith()).policy).toEqual(DEFAULT_POLICY);
+  });
+
+  it('the daemon gets flags over the device entry over the global values', async () => {
+    writeFile({ readRetries: 5, retryBackoffMs: 100, devices: { vol: { readRetries: 2, autoRemap: false }, [w.main]: { errorThreshold: 50 } } });
+    expect((await startedWith('--name', 'vol', '--retry-backoff-ms', '7')).policy).toEqual({
+      autoRemap: false,
+      errorThreshold: 1,
+      readRetries: 2,
+      retryBackoffMs: 7,
+    } satisfies FaultPolicy);
+    vi.restoreAllMocks();
+    expect((await startedWith()).policy).toEqual({ autoRemap: true, errorThreshold: 50, readRetries: 5, retryBackoffMs: 100 });
+    vi.restoreAllMocks();
+    expect((await startedWith('--auto-remap', 'off', '--error-threshold', '3', '--read-retries', '16')).policy).toEqual({
+      autoRemap: false,
+      errorThreshold: 3,
+      readRetries: 16,
+      retryBackoffMs: 100,
+    });
+  });
+
+  it('the detached daemon gets the resolved policy as flags and does not read the file again', () => {
+    writeFile({ readRetries: 5, devices: { vol: { autoRemap: false } } });
+    const env = { DMREMAP_CONFIG: cfgFile };
+    const parse = (argv: string[]) => {
+      const { values } = parseShape('add', argv, addOptions, false);
+      return withPolicy(env, validate(addFlagsSchema, values));
+    };
+    const flags = parse(add('--name', 'vol', '--error-threshold', '4').slice(1));
+    expect(flags.device.policy).toEqual({ autoRemap: false, errorThreshold: 4, readRetries: 5, retryBackoffMs: 10 });
+    const args = daemonArgs(flags);
+    expect(args).toEqual(expect.arrayContaining(['--auto-remap', 'off', '--error-threshold', '4', '--read-retries', '5', '--retry-backoff-ms', '10']));
+    // The file changes (here: breaks) after add resolved the policy: the daemon still gets what add resolved.
+    writeFile('{"readRetries": 99}');
+    expect(parse([...args, '--foreground']).device).toEqual({ ...flags.device });
+  });
+});
