@@ -7,6 +7,7 @@ export default defineConfig({
     globalSetup: ['test/unit/global-setup.ts'],
     testTimeout: 20_000,
     // Daemons started by tests keep their state here, not in /var/lib.
-    env: { DMREMAP_STATE_DIR: '/tmp/dmremap-unit-state' },
+    // and read no config file unless a test names one.
+    env: { DMREMAP_STATE_DIR: '/tmp/dmremap-unit-state', DMREMAP_CONFIG: '/tmp/dmremap-unit-no-config/config.json' },
   },
 });

@@ -14,7 +14,9 @@ Commands:
   unremap  move a remapped block's data back to main
   verify   show where a sector maps and whether it reads
   table    show the remap table
-  message  send a dmsetup-message style command (remap N, unremap N, verify N, table, status, ping)
+  stats    error-handling statistics: errors, retries, recovered reads, auto remaps, pending blocks
+  message  send a dmsetup-message style command (remap N, unremap N, verify N, table, status, stats,
+           clear_stats, set_auto_remap 0|1, ping)
   config   show or change the error-handling defaults (auto_remap, error_threshold, read_retries,
            retry_backoff_ms) in /etc/dmremap-ublk/config.json
 
@@ -166,11 +168,25 @@ Options:
   --json        print {"total","offset","entries":[...]}
   -h, --help    show this help
 `,
+  stats: `Usage: dmremap-ublk stats <device> [--json]
+
+Shows how the device handles I/O errors: read and write errors, retries, reads recovered by a retry and
+reads that failed every try, automatic remaps and relocations, pending blocks (unreadable, waiting for a
+write), lost blocks, spare I/O errors and retired slots, errors passed through to the user, the auto-remap
+work queue, free slots and health. Counters run since start or the last clear_stats; the error totals
+and remap counts are persisted on the spare.
+<device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
+
+Options:
+  --json       print the statistics object
+  -h, --help   show this help
+`,
   message: `Usage: dmremap-ublk message <device> <words...>
 
 Sends a dm-remap style message and prints the reply, like dmsetup message. Messages:
   remap <sector>           unremap <sector>           verify <sector>
-  table [offset [limit]]   status (the status line)   ping
+  table [offset [limit]]   status (the status line)   stats (one key=value line)
+  clear_stats              set_auto_remap 0|1         ping
 An unknown message is an error.
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 

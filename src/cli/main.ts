@@ -25,10 +25,10 @@ import {
   tableFlagsSchema,
   tableOptions,
 } from './schemas.js';
-import { deviceAndSector, runMessage, runSectorCommand, runTable } from './remap.js';
+import { deviceAndSector, runMessage, runSectorCommand, runStats, runTable } from './remap.js';
 import { runStatus } from './status.js';
 
-const COMMANDS = ['add', 'list', 'status', 'del', 'remap', 'unremap', 'verify', 'table', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'remap', 'unremap', 'verify', 'table', 'stats', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -73,6 +73,11 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       if (values.help) return help(ctx, command);
       const flags = validate(tableFlagsSchema, values);
       return runTable(ctx, oneTarget(command, positionals), flags);
+    }
+    case 'stats': {
+      const { values, positionals } = parseShape(command, argv, statusOptions, true);
+      if (values.help) return help(ctx, command);
+      return runStats(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
     }
     case 'message': {
       const { values, positionals } = parseShape(command, argv, messageOptions, true);

@@ -1,8 +1,9 @@
-// `dmremap-ublk remap|unremap|verify <device> <sector>`, `table <device>` and `message <device> <words...>`:
+// `dmremap-ublk remap|unremap|verify <device> <sector>`, `table <device>`, `stats <device>` and
+// `message <device> <words...>`:
 // the remap control messages, sent to the device's daemon over its control socket.
 import { request } from '../control/client.js';
 import { usageError } from '../errors.js';
-import { describeRemap, describeTable, describeUnremap, describeVerify } from '../device/remap-control.js';
+import { describeRemap, describeStatsReport, describeTable, describeUnremap, describeVerify } from '../device/remap-control.js';
 import { parseSector } from '../device/remap-engine.js';
 import { printJson, type CliContext } from './context.js';
 import { liveEntry } from './status.js';
@@ -51,6 +52,13 @@ export async function runTable(ctx: CliContext, target: string, o: { offset?: nu
   const t = await request(sock, 'table', args);
   if (o.json) printJson(ctx, t);
   else ctx.stdout.write(`${describeTable(t)}\n`);
+  return 0;
+}
+
+export async function runStats(ctx: CliContext, target: string, json: boolean): Promise<number> {
+  const s = await request(liveEntry(ctx, target).socket, 'stats', {});
+  if (json) printJson(ctx, s);
+  else ctx.stdout.write(`${describeStatsReport(s)}\n`);
   return 0;
 }
 

@@ -141,6 +141,22 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultO
   };
 }
 
+/** The human output of `dmremap-ublk stats`. */
+export function describeStatsReport(s: ResultOf<'stats'>): string {
+  const q = s.queue;
+  return [
+    `auto-remap        ${s.autoRemap ? 'on' : 'off'} (error threshold ${s.policy.errorThreshold}, ${s.policy.readRetries} read retries, backoff ${s.policy.retryBackoffMs} ms)`,
+    `errors            ${s.writeErrors} write, ${s.readErrors} read, ${s.spareIoErrors} on the spare`,
+    `reads             ${s.retries} retries, ${s.recoveredReads} recovered, ${s.unrecoveredReads} failed every try`,
+    `remaps            ${s.autoRemaps} automatic, ${s.manualRemaps} manual, ${s.relocations} relocations (${s.relocationFailures} failed)`,
+    `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} healed by a write`,
+    `spare             ${s.freeSlots} free slots, ${s.retiredSlots} retired${s.spareFull ? ', FULL: errors reach the user' : ''}`,
+    `passed through    ${s.passedThrough} failed requests returned to the user`,
+    `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting`,
+    `health            ${s.health}`,
+  ].join('\n');
+}
+
 /** One line of `key=value` pairs: the reply of the `stats` message. */
 export function describeStats(s: ResultOf<'stats'>): string {
   return (

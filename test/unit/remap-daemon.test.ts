@@ -221,7 +221,7 @@ describe('remap engine in the daemon', () => {
       [request(sock, 'message', { words: ['remap', 'abc'] }), 'E_USAGE', /sector must be a whole number/],
       [request(sock, 'message', { words: ['remap', '-1'] }), 'E_USAGE', /sector must be a whole number/],
       [request(sock, 'message', { words: ['remap'] }), 'E_USAGE', /expected "remap <sector>"/],
-      [request(sock, 'message', { words: ['clear_stats'] }), 'E_USAGE', /unknown message "clear_stats"/],
+      [request(sock, 'message', { words: ['frobnicate'] }), 'E_USAGE', /unknown message "frobnicate"/],
       [request(sock, 'message', { words: ['table', 'x'] }), 'E_USAGE', /offset must be a whole number/],
       [request(sock, 'remap', { sector: 1 }), 'E_REMAP_STATE', /already remapped/],
       [request(sock, 'unremap', { sector: 2 }), 'E_REMAP_STATE', /not remapped/],
