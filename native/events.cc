@@ -67,6 +67,43 @@ void EventSink::Drain(Napi::Env env, Napi::Function callback) {
         o.Set("errno", Napi::Number::New(env, ev.err));
         o.Set("latencyUs", static_cast<double>(ev.latency_us));
         break;
+      case Event::Type::kIoFault: {
+        o.Set("type", "io_fault");
+        o.Set("tag", Napi::Number::New(env, ev.tag));
+        o.Set("seq", static_cast<double>(ev.seq));
+        o.Set("op", OpName(ev.op));
+        o.Set("kind", ev.fault_kind == Event::FaultKind::kError ? "error" : "lost_written");
+        o.Set("block", static_cast<double>(ev.block));
+        o.Set("blocks", Napi::Number::New(env, ev.blocks));
+        o.Set("attempt", Napi::Number::New(env, ev.attempt));
+        o.Set("latencyUs", static_cast<double>(ev.latency_us));
+        Napi::Array failed = Napi::Array::New(env, ev.failed.size());
+        for (uint32_t i = 0; i < ev.failed.size(); i++) {
+          const Event::FaultRange& r = ev.failed[i];
+          Napi::Object f = Napi::Object::New(env);
+          f.Set("device", r.spare ? "spare" : "main");
+          f.Set("block", static_cast<double>(r.block));
+          f.Set("blocks", Napi::Number::New(env, r.blocks));
+          f.Set("errno", Napi::Number::New(env, r.err));
+          failed.Set(i, f);
+        }
+        o.Set("failed", failed);
+        Napi::Array written = Napi::Array::New(env, ev.written.size());
+        for (uint32_t i = 0; i < ev.written.size(); i++) {
+          Napi::Object w = Napi::Object::New(env);
+          w.Set("block", static_cast<double>(ev.written[i].block));
+          w.Set("blocks", Napi::Number::New(env, ev.written[i].blocks));
+          written.Set(i, w);
+        }
+        o.Set("written", written);
+        break;
+      }
+      case Event::Type::kFaultCleared:
+        o.Set("type", "fault_cleared");
+        o.Set("tag", Napi::Number::New(env, ev.tag));
+        o.Set("seq", static_cast<double>(ev.seq));
+        o.Set("attempts", Napi::Number::New(env, ev.attempts));
+        break;
     }
     try {
       callback.Call({o});

@@ -10,7 +10,19 @@
 #include <vector>
 
 struct Event {
-  enum class Type { kQueueStarted, kQueueStopped, kIoError };
+  enum class Type { kQueueStarted, kQueueStopped, kIoError, kIoFault, kFaultCleared };
+  enum class FaultKind : uint8_t { kError, kLostWritten };
+  // A range of main blocks (remap units) of a faulted request.
+  struct FaultRange {
+    uint64_t block = 0;
+    uint32_t blocks = 0;
+    bool spare = false;  // the I/O went to the slots these blocks map to
+    int err = 0;         // positive errno
+  };
+  struct BlockRange {
+    uint64_t block = 0;
+    uint32_t blocks = 0;
+  };
   Type type = Type::kIoError;
   uint32_t queue = 0;
   int tid = 0;
@@ -21,6 +33,16 @@ struct Event {
   uint32_t sectors = 0;
   int err = 0;  // positive errno
   uint64_t latency_us = 0;
+  // io_fault and fault_cleared.
+  uint32_t tag = 0;
+  uint64_t seq = 0;
+  FaultKind fault_kind = FaultKind::kError;
+  uint64_t block = 0;  // the request: first block and length in blocks
+  uint32_t blocks = 0;
+  uint32_t attempt = 0;
+  uint32_t attempts = 0;  // fault_cleared: submissions made, the successful one included
+  std::vector<FaultRange> failed;
+  std::vector<BlockRange> written;
 };
 
 class EventSink {
