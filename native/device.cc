@@ -22,6 +22,7 @@ uint8_t Log2(uint32_t v) {
 // JS thread.
 Device::Device(DeviceConfig cfg, EventSink* events)
     : cfg_(std::move(cfg)), events_(events), index_(std::make_unique<RemapIndex>(cfg_.queues)) {
+  park_faults_.store(cfg_.park_faults, std::memory_order_relaxed);
   for (uint32_t q = 0; q < cfg_.queues; q++) counters_.push_back(std::make_unique<QueueCounters>());
 }
 
@@ -108,6 +109,7 @@ void Device::Start() {
       qc.zero_copy = cfg_.zero_copy;
       qc.block_shift = Log2(cfg_.block_size);
       qc.spare_data_offset = cfg_.spare_data_offset;
+      qc.park_faults = &park_faults_;
       auto queue = std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get());
       queue->Start();
       std::unique_lock<std::shared_mutex> ql(queues_mu_);
@@ -136,7 +138,8 @@ void Device::Stop() {
 
 // Lifecycle thread, mu_ held.
 void Device::Release(std::vector<std::string>* errors) {
-  // A request parked on a moving block would hold STOP_DEV forever: fail those with EIO.
+  // A request parked on a moving block, or held faulted for TypeScript, would hold STOP_DEV forever: the
+  // queues complete those (EIO, or a faulted request's errno) and hold no new ones from here on.
   {
     std::shared_lock<std::shared_mutex> ql(queues_mu_);
     for (auto& q : queues_) q->NotifyTableChanged(true);
@@ -183,6 +186,12 @@ void Device::PublishRemap(std::vector<RemapEntry> entries) {
   index_->Publish(std::move(entries));
   std::shared_lock<std::shared_mutex> ql(queues_mu_);
   for (auto& q : queues_) q->NotifyTableChanged();
+}
+
+// Any thread (the JS thread).
+void Device::ResolveFault(uint32_t queue, const FaultResolution& r) {
+  std::shared_lock<std::shared_mutex> ql(queues_mu_);
+  if (queue < queues_.size()) queues_[queue]->ResolveFault(r);
 }
 
 // Worker thread.

@@ -30,6 +30,7 @@ struct DeviceConfig {
   int32_t dev_id = -1;
   bool zero_copy = false;  // requires UBLK_F_AUTO_BUF_REG (6.16+)
   uint64_t spare_data_offset = 0;  // byte offset of spare slot 0
+  bool park_faults = false;        // initial fault parking (see Device::SetFaultParking)
 };
 
 struct DeviceState {
@@ -63,11 +64,18 @@ class Device {
   void PublishRemap(std::vector<RemapEntry> entries);
 
   // Worker thread. Returns once every request dispatched before the call has completed (requests
-  // parked on a moving block excepted). Throws SysError(ETIMEDOUT) after `timeout_ms`.
+  // parked on a moving block or held faulted excepted). Throws SysError(ETIMEDOUT) after `timeout_ms`.
   void Drain(int timeout_ms);
   // Worker thread. A dup of main's or the spare's O_DIRECT fd (the caller closes it), so a copy never
   // races a stop closing the original. Throws SysError(ENODEV) when the device is not running.
   int DupBackingFd(bool spare);
+
+  // Any thread (the JS thread). Failed reads/writes seen after the call are held faulted and reported
+  // as io_fault (on) or completed with their errno and reported as io_error (off).
+  void SetFaultParking(bool on) { park_faults_.store(on, std::memory_order_relaxed); }
+  // Any thread (the JS thread). Hands a resolution to queue `queue`'s thread; ignored when the device
+  // is not running (queue out of range or already released).
+  void ResolveFault(uint32_t queue, const FaultResolution& r);
 
   // Any thread. One entry per queue; valid for the device's lifetime.
   const std::vector<std::unique_ptr<QueueCounters>>& counters() const { return counters_; }
@@ -84,8 +92,10 @@ class Device {
   std::unique_ptr<Control> ctrl_;
   std::unique_ptr<RemapIndex> index_;
   std::vector<std::unique_ptr<Queue>> queues_;
-  // Guards queues_ against Release while PublishRemap or Drain look at it (Start appends under both).
+  // Guards queues_ against Release while PublishRemap, ResolveFault or Drain look at it (Start appends
+  // under both).
   std::shared_mutex queues_mu_;
+  std::atomic<bool> park_faults_{false};  // read by the queue threads through QueueConfig::park_faults
   int main_fd_ = -1;
   int spare_fd_ = -1;
   int cdev_fd_ = -1;

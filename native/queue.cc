@@ -103,6 +103,16 @@ void Queue::NotifyTableChanged(bool fail_parked) {
   (void)n;  // cannot overflow: the queue thread reads the counter back to zero on every wakeup
 }
 
+// Any thread (the JS thread).
+void Queue::ResolveFault(const FaultResolution& r) {
+  {
+    std::lock_guard<std::mutex> lock(resolve_mu_);
+    if (resolve_closed_) return;
+    resolutions_.push_back(r);
+  }
+  NotifyTableChanged();
+}
+
 // Owner thread.
 void Queue::Join() {
   if (thread_.joinable()) thread_.join();
@@ -221,9 +231,19 @@ void Queue::Run() {
     }
     io_uring_cq_advance(&ring_, seen);
     if (drain_waiters_.load(std::memory_order_acquire) > 0) PublishSettled();
-    if (inflight_backing_ == 0 && parked_.empty() && (stop_requested_ || live_cmds_ == 0)) break;
+    // Held requests keep the thread alive (their commit is still owed to the kernel) unless stopping,
+    // where FailHeld has already completed them.
+    if (inflight_backing_ == 0 && parked_.empty() && faulted_count_ == 0 && (stop_requested_ || live_cmds_ == 0))
+      break;
   }
   index_->Leave(reader_slot_);
+  {
+    std::lock_guard<std::mutex> lock(resolve_mu_);
+    resolve_closed_ = true;
+    resolutions_.clear();
+  }
+  // Commits prepared in the last round (requests failed at stop) still reach the kernel.
+  if (ring_ready_) io_uring_submit(&ring_);
   Teardown();
   Event stopped;
   stopped.type = Event::Type::kQueueStopped;
@@ -274,6 +294,7 @@ void Queue::HandleCqe(const io_uring_cqe* cqe) {
   switch (UdKind(ud)) {
     case kKindStop:
       stop_requested_ = true;
+      FailHeld();  // nobody resolves them any more
       return;
     case kKindTable: {
       if (!stop_requested_) {
@@ -320,6 +341,14 @@ void Queue::Dispatch(uint16_t tag) {
   dispatch_seq_.store(t.seq + 1, std::memory_order_release);
   t.active = true;
   t.parked = false;
+  t.faulted = false;
+  t.fault_kind = FaultKind::kNone;
+  t.fault_err = 0;
+  t.attempt = 0;
+  t.error_faults = 0;
+  t.narrow = false;
+  t.io_failed = false;
+  t.lost_segs = false;
   Bump(counters_.inflight);
   switch (t.op) {
     case ublk::kOpRead: Bump(counters_.reads); break;
@@ -345,7 +374,7 @@ void Queue::Route(uint16_t tag) {
         break;
       }
       int plan = PlanSegments(t);
-      if (plan == kPark && fail_parked_.load(std::memory_order_acquire)) {
+      if (plan == kPark && Stopping()) {
         t.result = -EIO;  // the device is stopping: nothing will end the move any more
         break;
       }
@@ -369,24 +398,91 @@ void Queue::Route(uint16_t tag) {
       t.result = -EOPNOTSUPP;
       break;
   }
-  if (t.pending == 0) Complete(tag);
+  if (t.pending == 0) Finish(tag);
 }
 
-// Queue thread: the table changed (or the device stops): re-route parked requests.
+// Queue thread: the table changed, a resolution arrived, or the device stops. Resolutions first (a
+// retried request routes against the current table), then parked requests are re-routed.
 void Queue::OnTableChanged() {
+  ApplyResolutions();
+  if (Stopping()) {
+    FailHeld();
+    return;
+  }
   if (parked_.empty()) return;
   std::vector<uint16_t> waiting;
   waiting.swap(parked_);
-  bool fail = fail_parked_.load(std::memory_order_acquire);
   for (uint16_t tag : waiting) {
-    Tag& t = tags_[tag];
-    t.parked = false;
-    if (fail) {
-      t.result = -EIO;
-      Complete(tag);
-    } else {
-      Route(tag);
+    tags_[tag].parked = false;
+    Route(tag);
+  }
+}
+
+// Queue thread, between the index's Enter and Leave.
+void Queue::ApplyResolutions() {
+  std::vector<FaultResolution> list;
+  {
+    std::lock_guard<std::mutex> lock(resolve_mu_);
+    if (resolutions_.empty()) return;
+    list.swap(resolutions_);
+  }
+  if (Stopping()) return;  // FailHeld completes the faulted requests
+  for (const FaultResolution& r : list) {
+    if (r.tag >= tags_.size()) continue;
+    Tag& t = tags_[r.tag];
+    if (!t.faulted || t.seq != r.seq) continue;  // stale: already resolved, or another dispatch
+    t.faulted = false;
+    faulted_count_--;
+    FaultKind kind = t.fault_kind;
+    t.fault_kind = FaultKind::kNone;
+    switch (r.action) {
+      case FaultResolution::Action::kRetry:
+        t.attempt++;
+        t.narrow = r.narrow;
+        t.pending = 0;
+        t.result = 0;
+        t.io_failed = false;
+        t.lost_segs = false;
+        Route(r.tag);
+        break;
+      case FaultResolution::Action::kFail:
+        t.result = -r.err;
+        Complete(r.tag);
+        break;
+      case FaultResolution::Action::kComplete:
+        // Success only where the data is known to be in place (a lost_written fault). For a kind error
+        // fault there is nothing to acknowledge: it fails with EIO rather than claim a write it lacks.
+        if (kind == FaultKind::kLostWritten) {
+          t.result = 0;
+          ReportCleared(r.tag);
+        } else {
+          t.result = -EIO;
+        }
+        Complete(r.tag);
+        break;
     }
+  }
+}
+
+// Queue thread.
+void Queue::FailHeld() {
+  if (!parked_.empty()) {
+    std::vector<uint16_t> waiting;
+    waiting.swap(parked_);
+    for (uint16_t tag : waiting) {
+      tags_[tag].parked = false;
+      tags_[tag].result = -EIO;
+      Complete(tag);
+    }
+  }
+  for (uint32_t tag = 0; faulted_count_ > 0 && tag < tags_.size(); tag++) {
+    Tag& t = tags_[tag];
+    if (!t.faulted) continue;
+    t.faulted = false;
+    faulted_count_--;
+    t.result = t.fault_kind == FaultKind::kError && t.fault_err > 0 ? -t.fault_err : -EIO;
+    t.fault_kind = FaultKind::kNone;
+    Complete(static_cast<uint16_t>(tag));
   }
 }
 
@@ -394,13 +490,14 @@ void Queue::OnTableChanged() {
 void Queue::PublishSettled() {
   uint64_t settled = dispatch_seq_.load(std::memory_order_relaxed);
   for (const Tag& t : tags_)
-    if (t.active && !t.parked && t.seq < settled) settled = t.seq;
+    if (t.active && !t.parked && !t.faulted && t.seq < settled) settled = t.seq;
   settled_seq_.store(settled, std::memory_order_release);
 }
 
 // Queue thread, between the index's Enter and Leave.
 int Queue::PlanSegments(Tag& t) {
   t.segs.clear();
+  t.lost_segs = false;
   const uint32_t shift = cfg_.block_shift;
   const uint64_t first = t.offset >> shift;
   const uint64_t end = (t.offset + t.len) >> shift;
@@ -410,31 +507,53 @@ int Queue::PlanSegments(Tag& t) {
   if (!e) {
     // The common case, and the only one while the table is empty: all of it on main.
     t.segs.push_back(Segment{false, t.offset, 0, t.len, 0});
-    return 0;
-  }
-  uint64_t cur = first;
-  while (cur < end) {
-    if (e != last && e->block == cur) {
-      // A block being moved is touched by nobody until the move is over.
-      if (e->flags & kRemapMoving) return kPark;
-      // Never serve a block whose data is lost: not from main (stale or unreadable), not from the slot
-      // (never written). Writes to it are the remap engine's to redirect, not the data path's.
-      if (e->flags & kRemapLost) return -EIO;
-      uint64_t slot = e->slot;
-      uint64_t n = 1;
-      ++e;
-      while (e != last && cur + n < end && e->block == cur + n && e->slot == slot + n && e->flags == 0) {
+  } else {
+    uint64_t cur = first;
+    while (cur < end) {
+      if (e != last && e->block == cur) {
+        // A block being moved is touched by nobody until the move is over.
+        if (e->flags & kRemapMoving) return kPark;
+        // Never serve a block whose data is lost: not from main (stale or unreadable), not from the slot
+        // (never written). A write (discard, write-zeroes) to it goes to its slot, and the request is
+        // then held for TypeScript to commit the block as mapped (a lost_written fault).
+        const bool lost = (e->flags & kRemapLost) != 0;
+        if (lost && t.op == ublk::kOpRead) return -EIO;
+        const uint32_t flags = e->flags;
+        uint64_t slot = e->slot;
+        uint64_t n = 1;
         ++e;
-        ++n;
+        while (e != last && cur + n < end && e->block == cur + n && e->slot == slot + n && e->flags == flags) {
+          ++e;
+          ++n;
+        }
+        Segment seg{true, cfg_.spare_data_offset + (slot << shift), uint32_t((cur - first) << shift),
+                    uint32_t(n << shift), 0};
+        seg.lost = lost;
+        t.lost_segs = t.lost_segs || lost;
+        t.segs.push_back(seg);
+        cur += n;
+      } else {
+        uint64_t stop = (e != last && e->block < end) ? e->block : end;
+        t.segs.push_back(Segment{false, cur << shift, uint32_t((cur - first) << shift), uint32_t((stop - cur) << shift), 0});
+        cur = stop;
       }
-      t.segs.push_back(Segment{true, cfg_.spare_data_offset + (slot << shift), uint32_t((cur - first) << shift),
-                               uint32_t(n << shift), 0});
-      cur += n;
-    } else {
-      uint64_t stop = (e != last && e->block < end) ? e->block : end;
-      t.segs.push_back(Segment{false, cur << shift, uint32_t((cur - first) << shift), uint32_t((stop - cur) << shift), 0});
-      cur = stop;
     }
+  }
+  // A narrow retry: one backing I/O per block, so that a failure names exactly its blocks (the segment
+  // index must fit its 16 bits of user_data).
+  if (t.narrow && (end - first) > t.segs.size() && (end - first) <= 0xffff) {
+    const uint32_t bs = 1u << shift;
+    split_.clear();
+    for (const Segment& s : t.segs) {
+      for (uint32_t off = 0; off < s.len; off += bs) {
+        Segment one = s;
+        one.dev_offset = s.dev_offset + off;
+        one.buf_offset = s.buf_offset + off;
+        one.len = std::min(bs, s.len - off);
+        split_.push_back(one);
+      }
+    }
+    t.segs.swap(split_);
   }
   return 0;
 }
@@ -501,19 +620,115 @@ void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
         ReportError(tag, -res, spare, s.dev_offset, s.len);
       }
     } else if (res <= 0) {
-      // res == 0: no progress (past the end of the device): never report that as success.
+      // res == 0: no progress (past the end of the device): never report that as success. Reported in
+      // Finish, as an io_fault or as io_error events.
       int err = res < 0 ? -res : EIO;
+      s.err = err;
+      t.io_failed = true;
       if (t.result == 0) t.result = -err;
-      ReportError(tag, err, spare, s.dev_offset + s.done, s.len - s.done);
     } else {
       s.done += static_cast<uint32_t>(res);
-      if (s.done < s.len && t.result == 0) {
-        SubmitSegment(tag, seg);  // short transfer: continue where it stopped
+      if (s.done < s.len) {
+        // Short transfer: continue where it stopped (also when another segment failed, so that each
+        // segment ends either done or failed).
+        SubmitSegment(tag, seg);
         return;
       }
     }
   }
-  if (t.pending == 0) Complete(tag);
+  if (t.pending == 0) Finish(tag);
+}
+
+// Queue thread, between the index's Enter and Leave.
+void Queue::Finish(uint16_t tag) {
+  Tag& t = tags_[tag];
+  if (t.io_failed) {
+    // A read or write whose backing I/O failed in part.
+    if (cfg_.park_faults && cfg_.park_faults->load(std::memory_order_relaxed) && !Stopping()) {
+      Fault(tag, FaultKind::kError);
+      return;
+    }
+    for (const Segment& s : t.segs)
+      if (s.err) ReportError(tag, s.err, s.spare, s.dev_offset + s.done, s.len - s.done);
+    Complete(tag);
+    return;
+  }
+  if (t.result == 0 && t.lost_segs) {
+    // Every part succeeded and LOST blocks now hold the request's data in their slots: TypeScript
+    // commits them as mapped before the write is acknowledged.
+    if (!Stopping()) {
+      Fault(tag, FaultKind::kLostWritten);
+      return;
+    }
+    t.result = -EIO;
+  }
+  if (t.result == 0) ReportCleared(tag);
+  Complete(tag);
+}
+
+// Queue thread: holds the request and reports it.
+void Queue::Fault(uint16_t tag, FaultKind kind) {
+  Tag& t = tags_[tag];
+  const uint32_t shift = cfg_.block_shift;
+  const uint64_t first = t.offset >> shift;
+  t.faulted = true;
+  t.fault_kind = kind;
+  faulted_count_++;
+  Event ev;
+  ev.type = Event::Type::kIoFault;
+  ev.queue = cfg_.q_id;
+  ev.tag = tag;
+  ev.seq = t.seq;
+  ev.op = t.op;
+  ev.fault_kind = kind == FaultKind::kError ? Event::FaultKind::kError : Event::FaultKind::kLostWritten;
+  ev.block = first;
+  ev.blocks = t.len >> shift;
+  ev.attempt = t.attempt;
+  ev.latency_us = (NowNs() - t.start_ns) / 1000;
+  if (kind == FaultKind::kError) {
+    t.error_faults++;
+    t.fault_err = 0;
+    for (const Segment& s : t.segs) {
+      if (!s.err) continue;
+      if (!t.fault_err) t.fault_err = s.err;
+      // The failed part in main-block space (a spare part: the blocks that map there). A short transfer
+      // before the failure leaves the block it stopped in counted as failed.
+      uint64_t from = first + ((s.buf_offset + s.done) >> shift);
+      uint64_t to = first + ((uint64_t(s.buf_offset) + s.len + (1u << shift) - 1) >> shift);
+      if (!ev.failed.empty()) {
+        Event::FaultRange& prev = ev.failed.back();
+        if (prev.spare == s.spare && prev.err == s.err && prev.block + prev.blocks == from) {
+          prev.blocks += static_cast<uint32_t>(to - from);
+          continue;
+        }
+      }
+      ev.failed.push_back(Event::FaultRange{from, static_cast<uint32_t>(to - from), s.spare, s.err});
+    }
+  } else {
+    for (const Segment& s : t.segs) {
+      if (!s.lost) continue;
+      uint64_t from = first + (s.buf_offset >> shift);
+      uint32_t n = s.len >> shift;
+      if (!ev.written.empty() && ev.written.back().block + ev.written.back().blocks == from)
+        ev.written.back().blocks += n;
+      else
+        ev.written.push_back(Event::BlockRange{from, n});
+    }
+  }
+  events_->Push(std::move(ev));
+}
+
+// Queue thread: a request that was reported faulted (kind error) completes successfully.
+void Queue::ReportCleared(uint16_t tag) {
+  const Tag& t = tags_[tag];
+  if (t.error_faults == 0) return;
+  Event ev;
+  ev.type = Event::Type::kFaultCleared;
+  ev.queue = cfg_.q_id;
+  ev.tag = tag;
+  ev.seq = t.seq;
+  ev.attempts = t.attempt + 1;
+  events_->Push(std::move(ev));
 }
 
 // Queue thread.

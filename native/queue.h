@@ -3,7 +3,9 @@
 // The thread fetches requests from /dev/ublkcN (FETCH_REQ, then COMMIT_AND_FETCH_REQ per completion),
 // turns each into backing I/O on the same ring (O_DIRECT main/spare, registered files, registered
 // buffers where the kernel allows), and commits the result. It makes no policy decisions: errors are
-// reported as events and returned to the kernel.
+// reported as events and returned to the kernel, or (fault parking) the request is held "faulted" until
+// TypeScript resolves it (retry, fail, complete). A write that touched LOST blocks is always held that way
+// once its data is in their slots, so that TypeScript can commit the blocks as mapped before it is acked.
 #pragma once
 
 #include <liburing.h>
@@ -35,6 +37,18 @@ struct QueueConfig {
   bool zero_copy = false;
   uint32_t block_shift = 9;        // log2 of the exported logical block size (the remap unit)
   uint64_t spare_data_offset = 0;  // byte offset of slot 0 on the spare; slot s is at + (s << block_shift)
+  // Park failed reads/writes (the device owns the flag; JS flips it, queue threads read it). Null: off.
+  const std::atomic<bool>* park_faults = nullptr;
+};
+
+// What TypeScript decided for a faulted request (resolveFault).
+struct FaultResolution {
+  enum class Action : uint8_t { kRetry, kFail, kComplete };
+  uint16_t tag = 0;
+  uint64_t seq = 0;
+  Action action = Action::kRetry;
+  bool narrow = false;  // kRetry: one backing I/O per block
+  int err = 0;          // kFail: positive errno
 };
 
 constexpr int kLatencyBuckets = 32;
@@ -63,15 +77,21 @@ class Queue {
   // Owner thread. Starts the queue thread and waits until it has fetched every tag (or failed: throws
   // SysError, and the thread is joined).
   void Start();
-  // Any thread. Wakes the queue thread to look at the remap table again: parked requests whose blocks
-  // are no longer moving are dispatched; with fail_parked, every parked request fails with EIO instead.
+  // Any thread. Wakes the queue thread to look at the remap table again (and at queued fault
+  // resolutions): parked requests whose blocks are no longer moving are dispatched. With fail_parked (the
+  // device stops), every parked request fails with EIO instead and every faulted one completes: kind
+  // error with its errno, kind lost_written with EIO.
   void NotifyTableChanged(bool fail_parked = false);
   // Any thread. Sequence number of the next request this queue will dispatch.
   uint64_t dispatch_seq() const { return dispatch_seq_.load(std::memory_order_acquire); }
-  // Any thread. Every request with a lower sequence number has completed (parked ones excepted), as seen
-  // at the queue thread's last look; it looks on each wakeup while a drain is wanted.
+  // Any thread. Every request with a lower sequence number has completed (parked and faulted ones
+  // excepted), as seen at the queue thread's last look; it looks on each wakeup while a drain is wanted.
   uint64_t settled_seq() const { return settled_seq_.load(std::memory_order_acquire); }
   void WantDrain(bool on) { drain_waiters_.fetch_add(on ? 1 : -1, std::memory_order_acq_rel); }
+  // Any thread (the JS thread). Queues a resolution for a faulted request and wakes the queue thread,
+  // which applies it (before re-routing parked requests) on that wakeup. Ignored there when the tag is not
+  // faulted or has another seq, and ignored once the queue is stopping.
+  void ResolveFault(const FaultResolution& r);
 
   // Any thread. Asks the queue thread to exit once its in-flight backing I/O is done; the kernel
   // cancels the fetch commands still outstanding when the ring is closed.
@@ -90,7 +110,11 @@ class Queue {
     uint32_t buf_offset = 0;  // byte offset in the request's buffer
     uint32_t len = 0;
     uint32_t done = 0;  // bytes transferred (short transfers are resubmitted)
+    bool lost = false;  // slots of LOST blocks (writes only)
+    int err = 0;        // positive errno once the segment failed
   };
+
+  enum class FaultKind : uint8_t { kNone, kError, kLostWritten };
 
   struct Tag {
     uint8_t op = 0;
@@ -105,6 +129,16 @@ class Queue {
     bool active = false;    // dispatched and not yet committed
     bool parked = false;    // waits for a table in which none of its blocks is moving
     bool cmd_live = false;  // a FETCH/COMMIT_AND_FETCH command is outstanding in the kernel
+    // Fault parking. A faulted tag is active (not committed, its buffer kept) and waits for a
+    // resolution with its seq; it is held out of drains like a parked one.
+    bool faulted = false;
+    FaultKind fault_kind = FaultKind::kNone;
+    int fault_err = 0;          // kError: errno it completes with if the device stops
+    uint32_t attempt = 0;       // 0 at dispatch, +1 per retry
+    uint32_t error_faults = 0;  // kError faults reported for this dispatch (fault_cleared when > 0)
+    bool narrow = false;        // this attempt: one backing I/O per block
+    bool io_failed = false;     // a read/write segment failed in this attempt
+    bool lost_segs = false;     // this attempt writes slots of LOST blocks
   };
 
   // Queue thread: the whole life of the queue.
@@ -120,6 +154,12 @@ class Queue {
   // Plans and submits a request's backing I/O, or parks it while a block it touches is moving.
   void Route(uint16_t tag);
   void OnTableChanged();
+  // Applies the queued resolutions (dropped when stopping).
+  void ApplyResolutions();
+  // Completes every held request (faulted, and parked with fail_parked): the device stops.
+  void FailHeld();
+  // True once nothing will resolve a held request any more (stop requested, or fail_parked).
+  bool Stopping() const { return stop_requested_ || fail_parked_.load(std::memory_order_acquire); }
   void PublishSettled();
   // Splits a request at remap boundaries: 0, kPark (a block is moving) or a negative errno (lost).
   static constexpr int kPark = 1;
@@ -127,6 +167,10 @@ class Queue {
   void SubmitSegment(uint16_t tag, uint32_t index);
   void SubmitSync(uint16_t tag, bool spare);
   void OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare);
+  // All of a request's backing I/O is done: complete it, or hold it faulted.
+  void Finish(uint16_t tag);
+  void Fault(uint16_t tag, FaultKind kind);
+  void ReportCleared(uint16_t tag);
   void Complete(uint16_t tag);
   void ReportError(uint16_t tag, int err, bool spare, uint64_t offset, uint64_t len);
   char* Buffer(uint16_t tag) { return buffers_ + size_t(tag) * cfg_.max_io_bytes; }
@@ -152,6 +196,10 @@ class Queue {
   std::atomic<uint64_t> settled_seq_{0};
   std::atomic<int> drain_waiters_{0};
   std::atomic<bool> fixed_buffers_{false};
+  // Resolutions from the JS thread; looked at only on the table eventfd's wakeup.
+  std::mutex resolve_mu_;
+  std::vector<FaultResolution> resolutions_;
+  bool resolve_closed_ = false;  // the queue thread has exited: drop further resolutions
 
   // Queue thread only.
   io_uring ring_{};
@@ -163,6 +211,8 @@ class Queue {
   uint32_t live_cmds_ = 0;
   uint32_t inflight_backing_ = 0;
   std::vector<uint16_t> parked_;
+  uint32_t faulted_count_ = 0;
+  std::vector<Segment> split_;  // scratch for narrow planning
   bool stop_requested_ = false;
   std::string stop_reason_;
 };
