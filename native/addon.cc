@@ -91,7 +91,9 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                         InstanceMethod("info", &DeviceWrap::Info), InstanceMethod("stats", &DeviceWrap::Stats),
                         InstanceMethod("setRemapTable", &DeviceWrap::SetRemapTable),
                         InstanceMethod("drain", &DeviceWrap::Drain), InstanceMethod("copyRange", &DeviceWrap::CopyRange),
-                        InstanceMethod("readRange", &DeviceWrap::ReadRange), InstanceMethod("flush", &DeviceWrap::Flush)});
+                        InstanceMethod("readRange", &DeviceWrap::ReadRange), InstanceMethod("flush", &DeviceWrap::Flush),
+                        InstanceMethod("setFaultParking", &DeviceWrap::SetFaultParking),
+                        InstanceMethod("resolveFault", &DeviceWrap::ResolveFault)});
   }
 
   // JS thread.
@@ -117,6 +119,12 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     if (sdo.IsBigInt()) cfg.spare_data_offset = sdo.As<Napi::BigInt>().Uint64Value(&lossless);
     Napi::Value zc = o.Get("zeroCopy");
     cfg.zero_copy = zc.IsBoolean() && zc.As<Napi::Boolean>().Value();
+    Napi::Value pf = o.Get("parkFaults");
+    if (!pf.IsUndefined() && !pf.IsBoolean()) {
+      Napi::TypeError::New(env, "Device(options): parkFaults must be a boolean").ThrowAsJavaScriptException();
+      return;
+    }
+    cfg.park_faults = pf.IsBoolean() && pf.As<Napi::Boolean>().Value();
     Napi::Value cb = o.Get("onEvent");
     if (!cb.IsFunction()) {
       Napi::TypeError::New(env, "Device(options): onEvent must be a function").ThrowAsJavaScriptException();
@@ -310,6 +318,62 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
       entries[i] = RemapEntry{blocks[i], slots[i], flags[i]};
     }
     device_->PublishRemap(std::move(entries));
+    return env.Undefined();
+  }
+
+  // JS thread. setFaultParking(on): failures seen after the call are parked (io_fault) or not (io_error).
+  // After the device was shut down it changes nothing.
+  Napi::Value SetFaultParking(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsBoolean()) throw Napi::TypeError::New(env, "setFaultParking(on: boolean)");
+    if (device_) device_->SetFaultParking(info[0].As<Napi::Boolean>().Value());
+    return env.Undefined();
+  }
+
+  // JS thread. resolveFault(queue, tag, seq, action): hands the decision to the queue thread, which
+  // applies it on its next wakeup. Arguments are checked here; whether the request is (still) faulted with
+  // that seq is the queue thread's to check (a stale resolution is ignored there, as is one that arrives
+  // after the device was stopped or shut down).
+  Napi::Value ResolveFault(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const char* usage =
+        "resolveFault(queue: number, tag: number, seq: number, action: {action: 'retry', narrow?: boolean} | "
+        "{action: 'fail', errno: number} | {action: 'complete'})";
+    if (!info[0].IsNumber() || !info[1].IsNumber() || !info[2].IsNumber() || !info[3].IsObject())
+      throw Napi::TypeError::New(env, usage);
+    double q = info[0].As<Napi::Number>().DoubleValue();
+    double tag = info[1].As<Napi::Number>().DoubleValue();
+    double seq = info[2].As<Napi::Number>().DoubleValue();
+    const DeviceConfig* cfg = device_ ? &device_->config() : nullptr;
+    auto is_index = [](double v, double limit) { return v >= 0 && v < limit && v == static_cast<double>(uint64_t(v)); };
+    if (!is_index(q, cfg ? cfg->queues : ublk::kMaxQueueDepth) || !is_index(tag, cfg ? cfg->depth : ublk::kMaxQueueDepth))
+      throw Napi::RangeError::New(env, "resolveFault: queue or tag out of range");
+    if (!is_index(seq, 9007199254740992.0)) throw Napi::RangeError::New(env, "resolveFault: seq must be a non-negative integer");
+    Napi::Object a = info[3].As<Napi::Object>();
+    Napi::Value kind = a.Get("action");
+    std::string k = kind.IsString() ? kind.As<Napi::String>().Utf8Value() : "";
+    FaultResolution r;
+    r.tag = static_cast<uint16_t>(tag);
+    r.seq = static_cast<uint64_t>(seq);
+    if (k == "retry") {
+      Napi::Value narrow = a.Get("narrow");
+      if (!narrow.IsUndefined() && !narrow.IsBoolean())
+        throw Napi::TypeError::New(env, "resolveFault: narrow must be a boolean");
+      r.action = FaultResolution::Action::kRetry;
+      r.narrow = narrow.IsBoolean() && narrow.As<Napi::Boolean>().Value();
+    } else if (k == "fail") {
+      Napi::Value err = a.Get("errno");
+      if (!err.IsNumber()) throw Napi::TypeError::New(env, "resolveFault: fail needs errno: number");
+      double e = err.As<Napi::Number>().DoubleValue();
+      if (!is_index(e, 4096) || e < 1) throw Napi::RangeError::New(env, "resolveFault: errno must be an integer from 1 to 4095");
+      r.action = FaultResolution::Action::kFail;
+      r.err = static_cast<int>(e);
+    } else if (k == "complete") {
+      r.action = FaultResolution::Action::kComplete;
+    } else {
+      throw Napi::TypeError::New(env, usage);
+    }
+    if (device_) device_->ResolveFault(static_cast<uint32_t>(q), r);
     return env.Undefined();
   }
 
