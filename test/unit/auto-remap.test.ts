@@ -8,7 +8,7 @@ import type { DeviceConfig } from '../../src/device/config.js';
 import { Daemon } from '../../src/device/daemon.js';
 import type { FaultAction, NativeEvent } from '../../src/native.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
-import { fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
 let w: World;
 let native: FakeNative;
@@ -16,17 +16,7 @@ let daemon: Daemon | null;
 let sock: string;
 let seq = 0;
 
-const config = (over: Partial<DeviceConfig> = {}): DeviceConfig => ({
-  mainPath: w.main,
-  sparePath: w.spare,
-  name: 'data',
-  queues: 1,
-  depth: 64,
-  blockSize: undefined,
-  maxIoBytes: 256 << 10,
-  buffers: 'auto',
-  ...over,
-});
+const config = (over: Partial<DeviceConfig> = {}): DeviceConfig => deviceConfig(w, over);
 const start = async (over: Partial<DeviceConfig> = {}): Promise<Daemon> => {
   daemon = await Daemon.start(config(over), { native, runDir: w.runDir, log: quietLog(), logFile: null });
   sock = path.join(w.runDir, `${daemon.info.devId}.sock`);

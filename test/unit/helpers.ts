@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { FakeNative, type FakeConfig } from '../../src/testing/fake-native.js';
 import { createLogger, type Logger } from '../../src/log.js';
 import type { CliContext } from '../../src/cli/context.js';
+import type { DeviceConfig } from '../../src/device/config.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(REPO, 'bin/dmremap-ublk.js');
@@ -113,4 +114,19 @@ export function pidAlive(pid: number): boolean {
   } catch {
     return false;
   }
+}
+
+/** The DeviceConfig the daemon tests start with: the world's main and spare, one queue, named "data". */
+export function deviceConfig(w: World, over: Partial<DeviceConfig> = {}): DeviceConfig {
+  return {
+    mainPath: w.main,
+    sparePath: w.spare,
+    name: 'data',
+    queues: 1,
+    depth: 64,
+    blockSize: undefined,
+    maxIoBytes: 256 << 10,
+    buffers: 'auto',
+    ...over,
+  };
 }

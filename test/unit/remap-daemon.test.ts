@@ -13,7 +13,7 @@ import { main } from '../../src/cli/main.js';
 import { DmrError } from '../../src/errors.js';
 import { FileSpareIo, RemapStore, slotOffset } from '../../src/remap/index.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
-import { captureCtx, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
 let w: World;
 let native: FakeNative;
@@ -21,17 +21,7 @@ let daemon: Daemon | null;
 let sock: string;
 
 const MAIN_BYTES = 8 << 20;
-const config = (over: Partial<DeviceConfig> = {}): DeviceConfig => ({
-  mainPath: w.main,
-  sparePath: w.spare,
-  name: 'data',
-  queues: 1,
-  depth: 64,
-  blockSize: undefined,
-  maxIoBytes: 256 << 10,
-  buffers: 'auto',
-  ...over,
-});
+const config = (over: Partial<DeviceConfig> = {}): DeviceConfig => deviceConfig(w, over);
 const start = async (over: Partial<DeviceConfig> = {}): Promise<Daemon> => {
   daemon = await Daemon.start(config(over), { native, runDir: w.runDir, log: quietLog(), logFile: null });
   sock = path.join(w.runDir, `${daemon.info.devId}.sock`);
