@@ -12,5 +12,8 @@ export default defineConfig({
     testTimeout: 600_000,
     hookTimeout: 120_000,
     teardownTimeout: 60_000,
+    // The guest's /var/lib is the host's, read-only: daemons keep their state (queued relocations) in
+    // the guest's tmpfs instead.
+    env: { DMREMAP_STATE_DIR: '/tmp/dmremap-state' },
   },
 });
