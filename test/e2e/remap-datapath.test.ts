@@ -27,6 +27,15 @@ function writeBlocks(dev: string, at: number, data: Buffer): { ok: boolean; stde
   return { ok: r.status === 0, stderr: r.stderr.toString() };
 }
 
+/** writeBlocks without blocking the JS thread (events must be handled while the write waits). */
+function writeBlocksAsync(dev: string, at: number, data: Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    const c = spawn('dd', [`of=${dev}`, `bs=${BS}`, `seek=${at}`, 'oflag=direct', 'conv=notrunc', 'status=none'], { stdio: ['pipe', 'ignore', 'ignore'] });
+    c.on('close', (code) => resolve(code === 0));
+    c.stdin.end(data);
+  });
+}
+
 
 function table(entries: [block: number, slot: number, lost?: boolean][]): [BigUint64Array, BigUint64Array, Uint8Array] {
   return [
@@ -73,7 +82,11 @@ describe('remap split in the native data path', () => {
       discard: false,
       devId: -1,
       spareDataOffset: BigInt(SPARE_DATA),
-      onEvent: (e) => events.push(e),
+      onEvent: (e) => {
+        events.push(e);
+        // The remap engine's part, refused here: a write to a lost block is not committed, so it fails.
+        if (e.type === 'io_fault') device?.resolveFault(e.queue, e.tag, e.seq, { action: 'fail', errno: 5 });
+      },
     });
     device.setRemapTable(...table([[10, 0], [11, 1], [12, 2], [100, 5], [200, 7, true]]));
     const { blockPath } = await device.start();
@@ -92,11 +105,13 @@ describe('remap split in the native data path', () => {
     expect(onMain.subarray(5 * BS).equals(fresh.subarray(5 * BS))).toBe(true);
     expect(readAt(spare, SPARE_DATA, 3 * BS).equals(fresh.subarray(2 * BS, 5 * BS))).toBe(true);
 
-    // A lost block fails with EIO, alone or inside a larger request, for reads and writes.
+    // A lost block's reads fail with EIO, alone or inside a larger request. A write to it goes to its
+    // slot and then waits for the remap engine (lost_written); refused, it fails and the block stays lost.
     expect(readBlocks(blockPath, 200, 1).ok).toBe(false);
     expect(readBlocks(blockPath, 198, 4).ok).toBe(false);
-    expect(writeBlocks(blockPath, 200, crypto.randomBytes(BS)).ok).toBe(false);
-    expect(readAt(spare, SPARE_DATA + 7 * BS, BS).equals(Buffer.alloc(BS))).toBe(true);
+    expect(await writeBlocksAsync(blockPath, 200, crypto.randomBytes(BS))).toBe(false);
+    expect(events.filter((e) => e.type === 'io_fault')).toMatchObject([{ kind: 'lost_written', op: 'write', block: 200, blocks: 1, written: [{ block: 200, blocks: 1 }] }]);
+    expect(readBlocks(blockPath, 200, 1).ok).toBe(false);
 
     // A table published while serving applies to the next request.
     device.setRemapTable(...table([[10, 0], [11, 1], [12, 2], [100, 5], [200, 7, true], [300, 9]]));

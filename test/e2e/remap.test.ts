@@ -29,6 +29,13 @@ function ddRead(dev: string, sector: number, count: number): { ok: boolean; stde
   return { ok: r.status === 0, stderr: r.stderr.toString() };
 }
 
+/** One sector read with O_DIRECT (no readahead into the error segment around it). */
+function ddData(dev: string, sector: number): Buffer {
+  const r = spawnSync('dd', [`if=${dev}`, 'bs=512', `skip=${sector}`, 'count=1', 'iflag=direct', 'status=none']);
+  expect(r.status, r.stderr.toString()).toBe(0);
+  return r.stdout;
+}
+
 async function tableOf(d: Added) {
   return (await request(sock(d), 'table', { limit: 100_000 })).entries.map((e) => [e.block, e.slot, e.state]);
 }
@@ -159,7 +166,7 @@ describe('remap engine', () => {
     expect(await tableOf(dev)).toEqual(table);
   });
 
-  it('a block whose data cannot be read is remapped as lost and never served', async () => {
+  it('a block whose data cannot be read is remapped as lost, never served until written, then reads the write', async () => {
     // main: 32 MiB whose sectors 20480..20487 are a device-mapper error segment.
     const backing = s.loop(32);
     const name = `dmr-e2e-${process.pid}`;
@@ -169,7 +176,8 @@ describe('remap engine', () => {
     expect(created.status, created.stderr.toString()).toBe(0);
     try {
       sh('dmsetup', ['mknodes', name]);
-      const dev = addDevice(`/dev/mapper/${name}`, s.loop(16));
+      const spare = s.loop(16);
+      const dev = addDevice(`/dev/mapper/${name}`, spare);
       const r = await request(sock(dev), 'remap', { sector: 20484 });
       expect(r.state).toBe('lost');
       expect(r.readErrno).toBe('EIO');
@@ -179,7 +187,17 @@ describe('remap engine', () => {
       expect(ddRead(dev.blockPath, 20480, 16).ok).toBe(false);
       expect(ddRead(dev.blockPath, 0, 16).ok).toBe(true);
       expect((await request(sock(dev), 'status', {})).remap.lost).toBe(1);
+      // A write heals it: acknowledged once committed mapped; it reads back, also after a restart.
+      const data = crypto.randomBytes(512);
+      const w = spawnSync('dd', [`of=${dev.blockPath}`, 'bs=512', 'seek=20484', 'count=1', 'oflag=direct', 'conv=notrunc', 'status=none'], { input: data });
+      expect(w.status, w.stderr.toString()).toBe(0);
+      expect(ddData(dev.blockPath, 20484).equals(data)).toBe(true);
+      expect((await request(sock(dev), 'verify', { sector: 20484 })).state).toBe('mapped');
+      expect((await request(sock(dev), 'status', {})).remap.lost).toBe(0);
       expect(dmr('del', dev.blockPath).status).toBe(0);
+      const again = addDevice(`/dev/mapper/${name}`, spare);
+      expect(ddData(again.blockPath, 20484).equals(data)).toBe(true);
+      expect(dmr('del', again.blockPath).status).toBe(0);
     } finally {
       sh('dmsetup', ['remove', name]);
     }
