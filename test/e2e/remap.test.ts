@@ -24,8 +24,9 @@ const sock = (d: Added) => path.join(RUN_DIR, `${d.devId}.sock`);
 const sha = (dev: string, bytes: number) => crypto.createHash('sha256').update(readAt(dev, 0, bytes)).digest('hex');
 
 
+/** Reads `count` sectors at `sector` with O_DIRECT in one request. */
 function ddRead(dev: string, sector: number, count: number): { ok: boolean; stderr: string } {
-  const r = spawnSync('dd', [`if=${dev}`, 'bs=512', `skip=${sector}`, `count=${count}`, 'iflag=direct', 'of=/dev/null', 'status=none']);
+  const r = spawnSync('dd', [`if=${dev}`, `bs=${count * 512}`, `skip=${sector * 512}`, 'count=1', 'iflag=direct,skip_bytes', 'of=/dev/null', 'status=none']);
   return { ok: r.status === 0, stderr: r.stderr.toString() };
 }
 
