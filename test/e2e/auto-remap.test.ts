@@ -17,6 +17,7 @@ import {
   blocksOverlapping,
   directRead,
   directWrite,
+  errorTable,
   ErrorSources,
   leftoverDmDevices,
   randInt,
@@ -391,6 +392,37 @@ describe('auto-remap', () => {
     expect(st.pendingBlocks).toBe(0);
     expect((await tableOf(dev)).find((e) => e.block === 1024)).toMatchObject({ block: 1024, state: 'mapped', origin: 'auto' });
     expect(directRead(sd.path, 1024).errno).toBe('ENODATA'); // main itself is as bad as before
+  });
+
+  it('a spare slot that fails writes is retired and the block moves to the next slot; a slot that fails reads is recovered or pending', async () => {
+    const main = src.dmError(16, [{ start: 100 * 8, sectors: 8 }, { start: 200 * 8, sectors: 8 }]); // blocks 100 and 200
+    const spare = src.dmError(16, []);
+    const dev = await rig.add(main.path, spare.path, ...ADD);
+    const slot0 = (await request(sock(dev), 'status', {})).remap.spareDataOffset / 512;
+    // Slots 0..3 of the spare now fail every I/O.
+    src.reload(spare, errorTable(spare.backing, spare.sectors, [{ start: slot0, sectors: 4 * 8 }]));
+    const data = crypto.randomBytes(BS);
+    const w = directWrite(dev.blockPath, 100, data);
+    expect(w.ok, w.stderr).toBe(true);
+    expect(directRead(dev.blockPath, 100).data.equals(data)).toBe(true);
+    let st = await drained(dev);
+    expect(st).toMatchObject({ retiredSlots: 4, spareIoErrors: 4, autoRemaps: 1, pendingBlocks: 0, passedThrough: 0 });
+    expect((await tableOf(dev)).find((e) => e.block === 100)).toMatchObject({ slot: 4, state: 'mapped', origin: 'auto' });
+
+    // Block 200 goes to slot 5; then slot 5 fails (reads and writes): a read of block 200 fails every try,
+    // the block moves to a fresh slot as pending (its data is gone), and reads EIO until written.
+    const d2 = crypto.randomBytes(BS);
+    expect(directWrite(dev.blockPath, 200, d2).ok).toBe(true);
+    expect((await tableOf(dev)).find((e) => e.block === 200)).toMatchObject({ slot: 5, state: 'mapped' });
+    src.reload(spare, errorTable(spare.backing, spare.sectors, [{ start: slot0, sectors: 4 * 8 }, { start: slot0 + 5 * 8, sectors: 8 }]));
+    expect(directRead(dev.blockPath, 200).errno).toBe('EIO');
+    st = await drained(dev);
+    expect(st).toMatchObject({ retiredSlots: 5, pendingBlocks: 1, unrecoveredReads: 1 });
+    expect((await tableOf(dev)).find((e) => e.block === 200)).toMatchObject({ slot: 6, state: 'lost' });
+    expect(directRead(dev.blockPath, 100).data.equals(data)).toBe(true); // untouched
+    const d3 = crypto.randomBytes(BS);
+    expect(directWrite(dev.blockPath, 200, d3).ok).toBe(true);
+    expect(directRead(dev.blockPath, 200).data.equals(d3)).toBe(true);
   });
 
   it('dm-flakey: write errors in a down interval never reach fio verify; transient read errors are retried and relocated', async () => {
