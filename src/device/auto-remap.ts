@@ -2,9 +2,9 @@
 // and with a write that healed lost blocks. Native never decides; this module does (DESIGN.md):
 //
 // - write error on main: narrow the failure to single blocks (a retry with one backing I/O per block),
-//   make those blocks `lost` at fresh spare slots (drained, journal-committed), retry: the write goes to
-//   the slots and comes back as 'lost_written', whose blocks are committed `mapped` (the commit's flush
-//   also makes the slot data durable) before the write is acknowledged. The user sees success.
+//   publish those blocks LOST at reserved spare slots (not committed yet), retry: the write goes to the
+//   slots and comes back as 'lost_written', whose blocks are committed remapped (one journal write; its
+//   flush also makes the slot data durable) before the write is acknowledged. The user sees success.
 // - read error: retry (narrowed, `readRetries` times, backoff doubling from `retryBackoffMs`). A retry that
 //   succeeds returns the data; the block's error count grows and at `errorThreshold` a background job
 //   relocates it. When every try fails the blocks become `lost` (pending: the next write heals them) and
@@ -291,7 +291,7 @@ export class AutoRemapper {
       return;
     }
     this.counters.unrecoveredReads++;
-    const errs = await this.markLost(rec);
+    const errs = await this.jobs('lost', rec);
     this.log.error(
       { blocks: [...rec.blocks.keys()].slice(0, 16), count: rec.blocks.size, after: ev.attempt + 1 },
       errs === null ? 'read failed on every try: blocks marked pending (lost until written)' : `read failed on every try; marking the blocks pending failed: ${errs.message}`,
@@ -306,26 +306,33 @@ export class AutoRemapper {
     }
     if (ev.attempt >= MAX_WRITE_ATTEMPTS) {
       this.log.error({ attempt: ev.attempt }, 'write keeps failing after remaps: it fails');
+      await this.engine.abandonRedirects([...rec.blocks.keys()]).catch(() => undefined);
       this.counters.passedThrough++;
       this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
       return;
     }
-    const err = await this.markLost(rec);
+    const err = await this.jobs('redirect', rec);
     if (err !== null) {
+      await this.engine.abandonRedirects([...rec.blocks.keys()]).catch(() => undefined);
       this.counters.passedThrough++;
       this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
       return;
     }
     rec.remapped = true;
-    // The blocks are lost at fresh slots now: the retry writes them there and reports 'lost_written'.
+    // The blocks are published LOST at reserved slots now: the retry writes them there and reports
+    // 'lost_written', whose commit makes the remap durable before the write is acknowledged.
     this.resolve(ev, { action: 'retry' });
   }
 
-  /** Makes the record's failed blocks lost at fresh slots; null when every one is, else the first error. */
-  private async markLost(rec: FaultRecord): Promise<Error | null> {
+  /**
+   * Runs a foreground job of `kind` for each of the record's failed blocks: 'lost' (committed lost at a
+   * fresh slot: pending) or 'redirect' (a failed write's blocks sent to reserved slots). Null when every
+   * one worked, else the first error.
+   */
+  private async jobs(kind: 'lost' | 'redirect', rec: FaultRecord): Promise<Error | null> {
     const errs = await Promise.all(
       [...rec.blocks].map(([block, device]) =>
-        this.queue.add('foreground', 'lost', { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block) }),
+        this.queue.add('foreground', kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block) }),
       ),
     );
     const err = errs.find((e) => e !== null) ?? null;
@@ -363,6 +370,8 @@ export class AutoRemapper {
     switch (kind) {
       case 'lost':
         return this.engine.markLost(items);
+      case 'redirect':
+        return this.engine.redirectWrites(items);
       case 'heal':
         await this.engine.healLost(items.map((i) => i.block));
         return new Map();

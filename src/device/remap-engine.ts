@@ -86,6 +86,13 @@ export function parseSector(s: string): number {
   return n;
 }
 
+/** A block a failed request touched: where it failed, and its error count so far. */
+export interface FaultItem {
+  block: number;
+  slotFailed: boolean;
+  errorCount: number;
+}
+
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function isReadFailure(e: unknown): boolean {
@@ -103,6 +110,13 @@ export class RemapEngine {
   private device: NativeDevice | null = null;
   /** Blocks being moved right now (published MOVING), block → slot. */
   private readonly moving = new Map<number, number>();
+  /**
+   * Blocks whose failed write is being redirected to a reserved slot, not committed yet (published LOST:
+   * the retried write lands in the slot, reads fail). Committed `mapped` when the write reports its data
+   * in the slot; dropped (the block is back on main, the slot free) if the write fails for good.
+   */
+  private readonly provisional = new Map<number, { slot: number; errorCount: number }>();
+  private exportCache: { gen: number; count: number; blocks: BigUint64Array; slots: BigUint64Array; flags: Uint8Array } | null = null;
   private chain: Promise<unknown> = Promise.resolve();
   /** Error totals changed since the last commit (persisted at the next commit or on close). */
   private countersDirty = false;
@@ -191,7 +205,7 @@ export class RemapEngine {
     const block = this.blockOf(sector);
     const e = this.store.table.get(block);
     const mainOff = block * this.blockSize;
-    if (this.moving.has(block)) {
+    if (this.moving.has(block) || this.provisional.has(block)) {
       return { sector, block, state: 'moving', device: e ? 'spare' : 'main', slot: e?.slot ?? null, offset: e ? this.store.allocator.offsetOf(e.slot) : mainOff, readable: false, errno: null };
     }
     if (e?.state === 'lost') {
@@ -252,8 +266,79 @@ export class RemapEngine {
    * failed slot) is left as it is. Resolves per block with null (done) or the error (E_SPARE_FULL when no
    * slot is free, E_IO when the commit failed).
    */
-  markLost(items: ReadonlyArray<{ block: number; slotFailed: boolean; errorCount: number }>): Promise<Map<number, DmrError | null>> {
+  markLost(items: ReadonlyArray<FaultItem>): Promise<Map<number, DmrError | null>> {
+    return this.serial(() => this.doMarkLost(items));
+  }
+
+  /**
+   * Redirects failed writes (issue 6): each block on main gets a reserved slot and is published LOST
+   * without a commit (a crash now leaves it on main, where the write never completed: nothing acknowledged
+   * depends on it); the caller retries the write, which lands in the slot, and healLost() then commits the
+   * remap. No drain is needed: a write still in flight to the block on main is concurrent with the one
+   * being redirected, so either's data is a valid result, and the redirected one completes last. A
+   * provisional block whose slot failed gets another slot (the bad one is retired); a committed block whose
+   * slot failed moves like markLost(). A block redirected or remapped meanwhile needs nothing.
+   */
+  redirectWrites(items: ReadonlyArray<FaultItem>): Promise<Map<number, DmrError | null>> {
     return this.serial(async () => {
+      const out = new Map<number, DmrError | null>();
+      const committedBadSlots: FaultItem[] = [];
+      const retire: RemapOp[] = [];
+      let changed = false;
+      for (const it of items) {
+        const p = this.provisional.get(it.block);
+        const e = this.store.table.get(it.block);
+        if (p === undefined && e !== undefined) {
+          if (it.slotFailed) committedBadSlots.push(it);
+          else out.set(it.block, null);
+          continue;
+        }
+        if (p !== undefined && !it.slotFailed) {
+          out.set(it.block, null);
+          continue;
+        }
+        let slot: number;
+        try {
+          slot = await this.store.reserveSlot();
+        } catch (err) {
+          out.set(it.block, err instanceof DmrError ? err : ioFailure(err, 'reserving a spare slot failed'));
+          continue;
+        }
+        if (p !== undefined) {
+          await this.store.unreserveSlot(p.slot);
+          retire.push({ op: 'retire', slot: p.slot });
+        }
+        this.provisional.set(it.block, { slot, errorCount: it.errorCount });
+        changed = true;
+        out.set(it.block, null);
+      }
+      if (retire.length > 0) {
+        // A slot that failed a write is never used again (committed: a restart must not hand it out).
+        await this.store.commitBatch(retire).catch((err: unknown) => this.log.error({ err: String(err) }, 'cannot retire failed spare slots'));
+      }
+      if (changed) this.publish();
+      if (committedBadSlots.length > 0) for (const [b, r] of await this.doMarkLost(committedBadSlots)) out.set(b, r);
+      return out;
+    });
+  }
+
+  /** The redirected writes to `blocks` failed for good: they go back to main and their slots are freed. */
+  abandonRedirects(blocks: readonly number[]): Promise<void> {
+    return this.serial(async () => {
+      let changed = false;
+      for (const b of blocks) {
+        const p = this.provisional.get(b);
+        if (p === undefined) continue;
+        this.provisional.delete(b);
+        await this.store.unreserveSlot(p.slot).catch(() => undefined);
+        changed = true;
+      }
+      if (changed) this.publish();
+    });
+  }
+
+  private async doMarkLost(items: ReadonlyArray<FaultItem>): Promise<Map<number, DmrError | null>> {
+    {
       const out = new Map<number, DmrError | null>();
       const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number }> = [];
       for (const it of items) {
@@ -304,7 +389,7 @@ export class RemapEngine {
         this.endMoving(moving.keys());
       }
       return out;
-    });
+    }
   }
 
   /**
@@ -316,7 +401,16 @@ export class RemapEngine {
   healLost(blocks: readonly number[]): Promise<void> {
     return this.serial(async () => {
       const ops: RemapOp[] = [];
-      for (const b of new Set(blocks)) if (this.store.table.get(b)?.state === 'lost') ops.push({ op: 'mapped', block: b });
+      const redirected: number[] = [];
+      for (const b of new Set(blocks)) {
+        const p = this.provisional.get(b);
+        if (p !== undefined) {
+          ops.push({ op: 'remap', block: b, slot: p.slot, origin: 'auto', errorCount: p.errorCount });
+          redirected.push(b);
+        } else if (this.store.table.get(b)?.state === 'lost') {
+          ops.push({ op: 'mapped', block: b });
+        }
+      }
       try {
         if (ops.length > 0) {
           await this.store.commitBatch(ops);
@@ -326,8 +420,16 @@ export class RemapEngine {
         }
       } catch (err) {
         throw ioFailure(err, 'committing written lost blocks failed');
+      } finally {
+        // Committed: the entries replace the overlay. Not committed: the writes fail, and the redirected
+        // blocks go back to main (their write never completed there either).
+        for (const b of redirected) {
+          const p = this.provisional.get(b);
+          this.provisional.delete(b);
+          if (p !== undefined && this.store.allocator.isReserved(p.slot)) await this.store.unreserveSlot(p.slot).catch(() => undefined);
+        }
+        if (ops.length > 0) this.publish();
       }
-      if (ops.length > 0) this.publish(this.moving);
     });
   }
 
@@ -416,53 +518,69 @@ export class RemapEngine {
   }
 
   /**
-   * Publishes the committed table to the native index, with the blocks of `moving` (block → slot) flagged
-   * MOVING (added at that slot where a block has no entry yet): requests touching them wait in native.
+   * Publishes the committed table to the native index, overlaid with the writes being redirected
+   * (`provisional`, flagged LOST: a write goes to the slot, a read fails) and the blocks being moved
+   * (`moving`, flagged MOVING: requests touching them wait in native; added at their slot where a block has
+   * no entry yet).
    */
-  private publish(moving?: ReadonlyMap<number, number>): void {
-    const t = this.store.table.exportSorted();
-    const flags = Uint8Array.from(t.lost, (l) => (l ? REMAP_FLAG_LOST : 0));
-    if (moving === undefined || moving.size === 0) {
-      this.dev().setRemapTable(t.blocks, t.slots, flags);
+  private publish(): void {
+    const t = this.exported();
+    if (this.moving.size === 0 && this.provisional.size === 0) {
+      this.dev().setRemapTable(t.blocks, t.slots, t.flags);
       return;
     }
-    // Merge the sorted table with the sorted moving blocks.
-    const mv = [...moving.keys()].sort((a, b) => a - b);
-    const extra = mv.filter((b) => !this.store.table.has(b)).length;
+    const over = new Map<number, { slot: number; flags: number }>();
+    for (const [b, p] of this.provisional) over.set(b, { slot: p.slot, flags: REMAP_FLAG_LOST });
+    for (const [b, slot] of this.moving) over.set(b, { slot: over.get(b)?.slot ?? slot, flags: REMAP_FLAG_MOVING });
+    // Merge the sorted table with the sorted overlay; an overlaid block keeps its committed slot unless
+    // it has none (MOVING) or is provisional (LOST at its new slot).
+    const ov = [...over.keys()].sort((a, b) => a - b);
+    const extra = ov.filter((b) => !this.store.table.has(b)).length;
     const n = t.count + extra;
     const blocks = new BigUint64Array(n);
     const slots = new BigUint64Array(n);
-    const nf = new Uint8Array(n);
+    const flags = new Uint8Array(n);
     let i = 0;
     let j = 0;
     for (let k = 0; k < n; k++) {
       const tb = i < t.count ? (t.blocks[i] as bigint) : undefined;
-      const mb = j < mv.length ? BigInt(mv[j] as number) : undefined;
-      if (mb === undefined || (tb !== undefined && tb < mb)) {
+      const ob = j < ov.length ? BigInt(ov[j] as number) : undefined;
+      if (ob === undefined || (tb !== undefined && tb < ob)) {
         blocks[k] = tb as bigint;
         slots[k] = t.slots[i] as bigint;
-        nf[k] = flags[i] as number;
+        flags[k] = t.flags[i] as number;
         i++;
-      } else if (tb === mb) {
-        blocks[k] = tb;
-        slots[k] = t.slots[i] as bigint;
-        nf[k] = (flags[i] as number) | REMAP_FLAG_MOVING;
-        i++;
-        j++;
-      } else {
-        blocks[k] = mb;
-        slots[k] = BigInt(moving.get(mv[j] as number) as number);
-        nf[k] = REMAP_FLAG_MOVING;
-        j++;
+        continue;
       }
+      const o = over.get(ov[j] as number) as { slot: number; flags: number };
+      blocks[k] = ob;
+      if (tb === ob) {
+        slots[k] = t.slots[i] as bigint;
+        flags[k] = (t.flags[i] as number) | o.flags;
+        i++;
+      } else {
+        slots[k] = BigInt(o.slot);
+        flags[k] = o.flags;
+      }
+      j++;
     }
-    this.dev().setRemapTable(blocks, slots, nf);
+    this.dev().setRemapTable(blocks, slots, flags);
+  }
+
+  /** The committed table as the native index takes it, exported again only after a commit changed it. */
+  private exported(): { count: number; blocks: BigUint64Array; slots: BigUint64Array; flags: Uint8Array } {
+    const gen = this.store.changes;
+    if (this.exportCache === null || this.exportCache.gen !== gen) {
+      const t = this.store.table.exportSorted();
+      this.exportCache = { gen, count: t.count, blocks: t.blocks, slots: t.slots, flags: Uint8Array.from(t.lost, (l) => (l ? REMAP_FLAG_LOST : 0)) };
+    }
+    return this.exportCache;
   }
 
   /** Publishes `moving` (block → slot) as MOVING and waits until no request dispatched before touches them. */
   private async startMoving(moving: Map<number, number>): Promise<void> {
     for (const [b, slot] of moving) this.moving.set(b, slot);
-    this.publish(this.moving);
+    this.publish();
     await this.dev().drain();
   }
 
@@ -470,11 +588,14 @@ export class RemapEngine {
   private endMoving(blocks: Iterable<number>): void {
     let any = false;
     for (const b of blocks) any = this.moving.delete(b) || any;
-    if (any) this.publish(this.moving);
+    if (any) this.publish();
   }
 
   private async doRemap(sector: number, block: number): Promise<RemapResult> {
     const dev = this.dev();
+    if (this.provisional.has(block)) {
+      throw new DmrError('E_REMAP_STATE', `sector ${sector} (block ${block}) is being remapped automatically (a failed write is redirected to the spare)`);
+    }
     let readErrno: string | null = null;
     try {
       const op = await remapBlock(this.store, block, 'manual', {

@@ -64,7 +64,7 @@ afterEach(async () => {
 });
 
 describe('write errors', () => {
-  it('narrows, makes the failed block lost at a slot, retries, heals it on lost_written and only then completes', async () => {
+  it('narrows, redirects the failed block to a reserved slot, retries, commits it on lost_written and only then completes', async () => {
     await start();
     expect(device().parkFaults).toBe(true);
     // A write of blocks 0..7 failed on main.
@@ -75,19 +75,17 @@ describe('write errors', () => {
     const f2 = { ...f1, attempt: 1, failed: [{ device: 'main' as const, block: 3, blocks: 1, errno: 5 }] };
     device().emit(f2);
     expect(await resolution(f2)).toEqual({ action: 'retry' });
-    // Before the retry: block 3 is committed lost and published LOST (its write goes to the slot).
-    expect(entry(3)).toMatchObject({ state: 'lost', origin: 'auto' });
+    // Before the retry: block 3 is published LOST at a reserved slot (its write goes there, reads fail);
+    // nothing is committed yet (a crash leaves it on main, where the write never completed).
     expect(published(3)).toBe(1);
-    // ... after it was published MOVING and drained.
-    const calls = device().calls;
-    const drained = calls.lastIndexOf('drain');
-    expect(calls.slice(drained - 1, drained + 1)).toEqual(['setRemapTable', 'drain']);
-    expect(device().tables.some((t) => t.flags[t.blocks.indexOf(3n)] === 2)).toBe(true);
-    // The retry wrote the slot: lost_written → committed mapped, published, then completed.
+    expect(entry(3)).toBeUndefined();
+    const journalWrites = daemon?.['engine']?.store.journalUsed;
+    // The retry wrote the slot: lost_written → committed (one journal record), published, then completed.
     const f3 = { ...f1, attempt: 2, kind: 'lost_written' as const, failed: [], written: [{ block: 3, blocks: 1 }] };
     device().emit(f3);
     expect(await resolution(f3)).toEqual({ action: 'complete' });
     expect(entry(3)).toMatchObject({ state: 'mapped', origin: 'auto' });
+    expect(daemon?.['engine']?.store.journalUsed).toBe((journalWrites as number) + 1);
     expect(published(3)).toBe(0);
     device().emit({ type: 'fault_cleared', queue: 0, tag: 1, seq: f1.seq, attempts: 3 });
     const s = await ask<{ writeErrors: number; autoRemaps: number; relocations: number; pendingBlocks: number; queue: { queued: number } }>('stats');
@@ -97,28 +95,32 @@ describe('write errors', () => {
     expect(line).toContain('errors=W1:R0 auto_remaps=1');
   });
 
-  it('a write whose slot fails moves the block to a fresh slot and retires the bad one', async () => {
+  it('a redirected write whose slot fails gets a fresh slot; the bad one is retired', async () => {
     await start();
+    const slotOf = (b: number): bigint | undefined => device().remapTable.slots[device().remapTable.blocks.indexOf(BigInt(b))];
     const f1 = fault({ op: 'write', block: 5, blocks: 1, failed: [{ device: 'main', block: 5, blocks: 1, errno: 5 }] });
     device().emit(f1);
     expect(await resolution(f1)).toEqual({ action: 'retry' });
-    const first = entry(5)?.slot as number;
+    const first = slotOf(5);
     const f2 = { ...f1, attempt: 1, failed: [{ device: 'spare' as const, block: 5, blocks: 1, errno: 5 }] };
     device().emit(f2);
     expect(await resolution(f2)).toEqual({ action: 'retry' });
-    expect(entry(5)?.slot).not.toBe(first);
-    expect(entry(5)?.state).toBe('lost');
+    expect(slotOf(5)).not.toBe(first);
+    expect(published(5)).toBe(1);
     const s = await ask<{ retiredSlots: number; spareIoErrors: number }>('stats');
     expect(s.retiredSlots).toBe(1);
     expect(s.spareIoErrors).toBe(1);
+    device().emit({ ...f1, attempt: 2, kind: 'lost_written', failed: [], written: [{ block: 5, blocks: 1 }] });
+    expect(await resolution(f1)).toEqual({ action: 'complete' });
+    expect(BigInt(entry(5)?.slot as number)).toBe(slotOf(5));
+    expect(BigInt(entry(5)?.slot as number)).not.toBe(first);
   });
 
-  it('a lost_written whose commit cannot happen fails the write (EIO) and the block stays lost', async () => {
+  it('a lost_written whose commit cannot happen fails the write (EIO) and the block goes back to main', async () => {
     await start();
     const f1 = fault({ op: 'write', block: 9, blocks: 1, failed: [{ device: 'main', block: 9, blocks: 1, errno: 5 }] });
     device().emit(f1);
     await resolution(f1);
-    // The table no longer fits a mapped op if the block vanished: simulate by a commit failure.
     const store = daemon?.['engine']?.store as { commitBatch: (...a: unknown[]) => Promise<unknown> };
     const orig = store.commitBatch.bind(store);
     store.commitBatch = () => Promise.reject(new Error('spare write failed'));
@@ -126,7 +128,21 @@ describe('write errors', () => {
     device().emit(f2);
     expect(await resolution(f2)).toEqual({ action: 'fail', errno: 5 });
     store.commitBatch = orig;
-    expect(entry(9)?.state).toBe('lost');
+    expect(entry(9)).toBeUndefined();
+    expect(published(9)).toBeUndefined();
+  });
+
+  it('a lost block (pending) written: committed mapped before the write completes', async () => {
+    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    const r = fault({ op: 'read', block: 12, blocks: 1, failed: [{ device: 'main', block: 12, blocks: 1, errno: 61 }] });
+    device().emit(r);
+    expect(await resolution(r)).toEqual({ action: 'fail', errno: 5 });
+    expect(entry(12)).toMatchObject({ state: 'lost', origin: 'auto' });
+    const w = fault({ op: 'write', block: 12, blocks: 1, kind: 'lost_written', failed: [], written: [{ block: 12, blocks: 1 }] });
+    device().emit(w);
+    expect(await resolution(w)).toEqual({ action: 'complete' });
+    expect(entry(12)).toMatchObject({ state: 'mapped', origin: 'auto' });
+    expect(published(12)).toBe(0);
   });
 });
 
@@ -206,6 +222,8 @@ describe('switches and limits', () => {
     const f = fault({ op: 'write', block: 7, blocks: 1, failed: [{ device: 'main', block: 7, blocks: 1, errno: 5 }] });
     device().emit(f);
     await resolution(f);
+    device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: [{ block: 7, blocks: 1 }] });
+    await resolution(f);
     expect((await ask<Record<string, number>>('stats')).writeErrors).toBe(1);
     expect((await ask<{ reply: string }>('message', { words: ['clear_stats'] })).reply).toBe('statistics cleared');
     const s = await ask<Record<string, number>>('stats');
@@ -221,6 +239,8 @@ describe('switches and limits', () => {
     }
     for (const f of faults) device().emit(f);
     for (const f of faults) expect(await resolution(f, 20_000)).toEqual({ action: 'retry' });
+    for (const f of faults) device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: [{ block: f.block, blocks: 1 }] });
+    for (const f of faults) expect(await resolution(f, 20_000)).toEqual({ action: 'complete' });
     const s = await ask<{ autoRemaps: number; writeErrors: number; queue: { queued: number; running: number; batches: number } }>('stats');
     expect(s.autoRemaps).toBe(2000);
     expect(s.writeErrors).toBe(2000);
