@@ -176,6 +176,22 @@ describe('read errors', () => {
     expect(s).toMatchObject({ recoveredReads: 1, relocations: 1, autoRemaps: 1 });
   });
 
+  it('a slot whose read a retry recovered: the block moves to a fresh slot with its data, the old slot is retired', async () => {
+    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 0 } });
+    await ask('remap', { sector: 30 });
+    const before = entry(30)?.slot as number;
+    const f = fault({ op: 'read', block: 30, blocks: 1, failed: [{ device: 'spare', block: 30, blocks: 1, errno: 5 }] });
+    device().emit(f);
+    expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
+    device().emit({ type: 'fault_cleared', queue: 0, tag: f.tag, seq: f.seq, attempts: 2 });
+    await daemon?.['auto']?.idle();
+    expect(entry(30)?.slot).not.toBe(before);
+    expect(entry(30)).toMatchObject({ state: 'mapped', origin: 'manual' });
+    expect(device().calls).toContain('copyRange spare->spare');
+    const s = await ask<Record<string, number>>('stats');
+    expect(s).toMatchObject({ relocations: 1, retiredSlots: 1, spareIoErrors: 1, recoveredReads: 1 });
+  });
+
   it('below the error threshold a recovered block stays on main', async () => {
     await start({ policy: { autoRemap: true, errorThreshold: 2, readRetries: 3, retryBackoffMs: 0 } });
     const f = fault({ op: 'read', block: 41, blocks: 1, failed: [{ device: 'main', block: 41, blocks: 1, errno: 5 }] });
