@@ -22,7 +22,7 @@ import { DmrError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FaultAction, NativeDevice, NativeEvent } from '../native.js';
 import type { RemapEngine } from './remap-engine.js';
-import { WorkQueue, type WorkQueueStats } from './work-queue.js';
+import { jobKey, WorkQueue, type WorkQueueStats } from './work-queue.js';
 
 type FaultEvent = Extract<NativeEvent, { type: 'io_fault' }>;
 type ClearedEvent = Extract<NativeEvent, { type: 'fault_cleared' }>;
@@ -106,7 +106,9 @@ export class AutoRemapper {
     /** Where queued relocations are kept across restarts; null: not kept. */
     private readonly queueFile: string | null = null,
   ) {
-    this.queue = new WorkQueue<Job>((kind, items) => this.runBatch(kind, items));
+    // A failed write's two steps (redirect, then commit once its data is in the slot) share batches: one
+    // commit and one table publish serve the writes being redirected and those being committed.
+    this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'heal' ? 'write' : kind));
     this.queue.onSettled = (kind) => {
       if (kind === 'relocate') this.persistSoon();
     };
@@ -366,19 +368,27 @@ export class AutoRemapper {
     }
   }
 
-  private async runBatch(kind: string, items: Job[]): Promise<Map<number, Error | null>> {
-    switch (kind) {
+  private async runBatch(group: string, jobs: Array<{ kind: string; item: Job }>): Promise<Map<string, Error | null>> {
+    const out = new Map<string, Error | null>();
+    const put = (kind: string, m: Map<number, Error | null>): void => {
+      for (const [b, e] of m) out.set(jobKey(kind, b), e);
+    };
+    const items = (kind: string): Job[] => jobs.filter((j) => j.kind === kind).map((j) => j.item);
+    switch (group) {
       case 'lost':
-        return this.engine.markLost(items);
-      case 'redirect':
-        return this.engine.redirectWrites(items);
-      case 'heal':
-        await this.engine.healLost(items.map((i) => i.block));
-        return new Map();
+        put('lost', await this.engine.markLost(items('lost')));
+        return out;
+      case 'write': {
+        const redirect = items('redirect');
+        const heal = items('heal').map((i) => i.block);
+        const r = await this.engine.writeBatch(redirect, heal);
+        put('redirect', r.redirected);
+        if (r.healError !== null) for (const b of heal) out.set(jobKey('heal', b), r.healError);
+        return out;
+      }
       case 'relocate': {
-        const out = new Map<number, Error | null>();
         const { readRetries, retryBackoffMs } = this.policy;
-        for (const it of items) {
+        for (const it of items('relocate')) {
           const r = await this.engine.relocate(it.block, it.slotFailed, it.errorCount, readRetries + 1, retryBackoffMs);
           if (r === 'relocated') {
             this.counters.relocations++;
@@ -388,12 +398,11 @@ export class AutoRemapper {
             this.counters.relocationFailures++;
             this.log.warn({ block: it.block }, 'relocation failed: the block did not read; it stays where it is');
           }
-          out.set(it.block, null);
         }
         return out;
       }
       default:
-        throw new DmrError('E_INTERNAL', `unknown job kind ${kind}`);
+        throw new DmrError('E_INTERNAL', `unknown job group ${group}`);
     }
   }
 }

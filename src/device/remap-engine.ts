@@ -273,53 +273,53 @@ export class RemapEngine {
   /**
    * Redirects failed writes (issue 6): each block on main gets a reserved slot and is published LOST
    * without a commit (a crash now leaves it on main, where the write never completed: nothing acknowledged
-   * depends on it); the caller retries the write, which lands in the slot, and healLost() then commits the
+   * depends on it); the caller retries the write, which lands in the slot, and doHeal() then commits the
    * remap. No drain is needed: a write still in flight to the block on main is concurrent with the one
    * being redirected, so either's data is a valid result, and the redirected one completes last. A
    * provisional block whose slot failed gets another slot (the bad one is retired); a committed block whose
    * slot failed moves like markLost(). A block redirected or remapped meanwhile needs nothing.
    */
-  redirectWrites(items: ReadonlyArray<FaultItem>): Promise<Map<number, DmrError | null>> {
-    return this.serial(async () => {
-      const out = new Map<number, DmrError | null>();
-      const committedBadSlots: FaultItem[] = [];
-      const retire: RemapOp[] = [];
-      let changed = false;
-      for (const it of items) {
-        const p = this.provisional.get(it.block);
-        const e = this.store.table.get(it.block);
-        if (p === undefined && e !== undefined) {
-          if (it.slotFailed) committedBadSlots.push(it);
-          else out.set(it.block, null);
-          continue;
-        }
-        if (p !== undefined && !it.slotFailed) {
-          out.set(it.block, null);
-          continue;
-        }
-        let slot: number;
-        try {
-          slot = await this.store.reserveSlot();
-        } catch (err) {
-          out.set(it.block, err instanceof DmrError ? err : ioFailure(err, 'reserving a spare slot failed'));
-          continue;
-        }
-        if (p !== undefined) {
-          await this.store.unreserveSlot(p.slot);
-          retire.push({ op: 'retire', slot: p.slot });
-        }
-        this.provisional.set(it.block, { slot, errorCount: it.errorCount });
-        changed = true;
+  private async doRedirect(items: ReadonlyArray<FaultItem>): Promise<{ out: Map<number, DmrError | null>; changed: boolean }> {
+    const out = new Map<number, DmrError | null>();
+    const committedBadSlots: FaultItem[] = [];
+    const retire: RemapOp[] = [];
+    let changed = false;
+    for (const it of items) {
+      const p = this.provisional.get(it.block);
+      const e = this.store.table.get(it.block);
+      if (p === undefined && e !== undefined) {
+        if (it.slotFailed) committedBadSlots.push(it);
+        else out.set(it.block, null);
+        continue;
+      }
+      if (p !== undefined && !it.slotFailed) {
         out.set(it.block, null);
+        continue;
       }
-      if (retire.length > 0) {
-        // A slot that failed a write is never used again (committed: a restart must not hand it out).
-        await this.store.commitBatch(retire).catch((err: unknown) => this.log.error({ err: String(err) }, 'cannot retire failed spare slots'));
+      let slot: number;
+      try {
+        slot = await this.store.reserveSlot();
+      } catch (err) {
+        out.set(it.block, err instanceof DmrError ? err : ioFailure(err, 'reserving a spare slot failed'));
+        continue;
       }
-      if (changed) this.publish();
-      if (committedBadSlots.length > 0) for (const [b, r] of await this.doMarkLost(committedBadSlots)) out.set(b, r);
-      return out;
-    });
+      if (p !== undefined) {
+        await this.store.unreserveSlot(p.slot);
+        retire.push({ op: 'retire', slot: p.slot });
+      }
+      this.provisional.set(it.block, { slot, errorCount: it.errorCount });
+      changed = true;
+      out.set(it.block, null);
+    }
+    if (retire.length > 0) {
+      // A slot that failed a write is never used again (committed: a restart must not hand it out).
+      await this.store.commitBatch(retire).catch((err: unknown) => this.log.error({ err: String(err) }, 'cannot retire failed spare slots'));
+    }
+    if (committedBadSlots.length > 0) {
+      if (changed) this.publish(); // doMarkLost publishes the table it moves blocks in
+      for (const [b, r] of await this.doMarkLost(committedBadSlots)) out.set(b, r);
+    }
+    return { out, changed };
   }
 
   /** The redirected writes to `blocks` failed for good: they go back to main and their slots are freed. */
@@ -338,98 +338,118 @@ export class RemapEngine {
   }
 
   private async doMarkLost(items: ReadonlyArray<FaultItem>): Promise<Map<number, DmrError | null>> {
-    {
-      const out = new Map<number, DmrError | null>();
-      const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number }> = [];
-      for (const it of items) {
-        if (out.has(it.block) || todo.some((t) => t.block === it.block)) continue;
-        const e = this.store.table.get(it.block);
-        if (e !== undefined && !it.slotFailed) {
-          out.set(it.block, null); // already lost, or remapped since the failure: its retry goes to the slot
-          continue;
-        }
-        if (e === undefined && it.slotFailed) {
-          out.set(it.block, null); // unremapped since: the retry goes to main
-          continue;
-        }
-        let slot: number;
-        try {
-          slot = await this.store.reserveSlot();
-        } catch (err) {
-          out.set(it.block, err instanceof DmrError ? err : ioFailure(err, 'reserving a spare slot failed'));
-          continue;
-        }
-        todo.push({ block: it.block, slot, oldSlot: e?.slot ?? null, errorCount: it.errorCount });
+    const out = new Map<number, DmrError | null>();
+    const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number }> = [];
+    for (const it of items) {
+      if (out.has(it.block) || todo.some((t) => t.block === it.block)) continue;
+      const e = this.store.table.get(it.block);
+      if (e !== undefined && !it.slotFailed) {
+        out.set(it.block, null); // already lost, or remapped since the failure: its retry goes to the slot
+        continue;
       }
-      if (todo.length === 0) return out;
-      const moving = new Map(todo.map((t) => [t.block, t.oldSlot ?? t.slot] as [number, number]));
-      let committed = false;
+      if (e === undefined && it.slotFailed) {
+        out.set(it.block, null); // unremapped since: the retry goes to main
+        continue;
+      }
+      let slot: number;
       try {
-        await this.startMoving(moving);
-        const ops: RemapOp[] = [];
-        for (const t of todo) {
-          if (t.oldSlot === null) {
-            ops.push({ op: 'remap', block: t.block, slot: t.slot, origin: 'auto', lost: true, errorCount: t.errorCount });
-          } else {
-            ops.push({ op: 'move', block: t.block, slot: t.slot }, { op: 'retire', slot: t.oldSlot });
-            if (this.store.table.get(t.block)?.state !== 'lost') ops.push({ op: 'lost', block: t.block });
-          }
-        }
-        await this.store.commitBatch(ops);
-        committed = true;
-        this.countersDirty = false;
-        for (const t of todo) out.set(t.block, null);
+        slot = await this.store.reserveSlot();
       } catch (err) {
-        const e = ioFailure(err, 'committing lost blocks failed');
-        for (const t of todo) out.set(t.block, e);
-      } finally {
-        if (!committed) {
-          for (const t of todo) if (this.store.allocator.isReserved(t.slot)) await this.store.unreserveSlot(t.slot).catch(() => undefined);
-        }
-        this.endMoving(moving.keys());
+        out.set(it.block, err instanceof DmrError ? err : ioFailure(err, 'reserving a spare slot failed'));
+        continue;
       }
-      return out;
+      todo.push({ block: it.block, slot, oldSlot: e?.slot ?? null, errorCount: it.errorCount });
     }
+    if (todo.length === 0) return out;
+    const moving = new Map(todo.map((t) => [t.block, t.oldSlot ?? t.slot] as [number, number]));
+    let committed = false;
+    try {
+      await this.startMoving(moving);
+      const ops: RemapOp[] = [];
+      for (const t of todo) {
+        if (t.oldSlot === null) {
+          ops.push({ op: 'remap', block: t.block, slot: t.slot, origin: 'auto', lost: true, errorCount: t.errorCount });
+        } else {
+          ops.push({ op: 'move', block: t.block, slot: t.slot }, { op: 'retire', slot: t.oldSlot });
+          if (this.store.table.get(t.block)?.state !== 'lost') ops.push({ op: 'lost', block: t.block });
+        }
+      }
+      await this.store.commitBatch(ops);
+      committed = true;
+      this.countersDirty = false;
+      for (const t of todo) out.set(t.block, null);
+    } catch (err) {
+      const e = ioFailure(err, 'committing lost blocks failed');
+      for (const t of todo) out.set(t.block, e);
+    } finally {
+      if (!committed) {
+        for (const t of todo) if (this.store.allocator.isReserved(t.slot)) await this.store.unreserveSlot(t.slot).catch(() => undefined);
+      }
+      this.endMoving(moving.keys());
+    }
+    return out;
   }
 
   /**
-   * Writes to `blocks` (lost) put their new data in their slots (native reported them 'lost_written'):
-   * commit them mapped (one journal write + flush, which also makes the slot data durable), publish. Blocks
-   * no longer lost only need that flush (a second write to a block healed meanwhile). Rejects on failure:
-   * the blocks stay lost, the writes must fail.
+   * Writes to `blocks` (lost, or redirected) put their new data in their slots (native reported them
+   * 'lost_written'): commit them remapped / mapped (one journal write + flush, which also makes the slot
+   * data durable); the caller publishes. Blocks that need no op (a second write to a block committed
+   * meanwhile) only need that flush. Rejects on failure: lost blocks stay lost, redirected ones go back to
+   * main, and the writes must fail. True when the table to publish changed.
    */
-  healLost(blocks: readonly number[]): Promise<void> {
-    return this.serial(async () => {
-      const ops: RemapOp[] = [];
-      const redirected: number[] = [];
-      for (const b of new Set(blocks)) {
+  private async doHeal(blocks: readonly number[]): Promise<boolean> {
+    const ops: RemapOp[] = [];
+    const redirected: number[] = [];
+    for (const b of new Set(blocks)) {
+      const p = this.provisional.get(b);
+      if (p !== undefined) {
+        ops.push({ op: 'remap', block: b, slot: p.slot, origin: 'auto', errorCount: p.errorCount });
+        redirected.push(b);
+      } else if (this.store.table.get(b)?.state === 'lost') {
+        ops.push({ op: 'mapped', block: b });
+      }
+    }
+    try {
+      if (ops.length > 0) {
+        await this.store.commitBatch(ops);
+        this.countersDirty = false;
+      } else {
+        await this.dev().flush('spare');
+      }
+    } catch (err) {
+      throw ioFailure(err, 'committing written lost blocks failed');
+    } finally {
+      // Committed: the entries replace the overlay. Not committed: the writes fail, and the redirected
+      // blocks go back to main (their write never completed there either).
+      for (const b of redirected) {
         const p = this.provisional.get(b);
-        if (p !== undefined) {
-          ops.push({ op: 'remap', block: b, slot: p.slot, origin: 'auto', errorCount: p.errorCount });
-          redirected.push(b);
-        } else if (this.store.table.get(b)?.state === 'lost') {
-          ops.push({ op: 'mapped', block: b });
+        this.provisional.delete(b);
+        if (p !== undefined && this.store.allocator.isReserved(p.slot)) await this.store.unreserveSlot(p.slot).catch(() => undefined);
+      }
+    }
+    return ops.length > 0 || redirected.length > 0;
+  }
+
+  /**
+   * One batch of failed-write work: commits the blocks whose redirected (or lost) writes have their data
+   * in the slots (doHeal), redirects newly failed writes (doRedirect), then publishes once. Resolves with
+   * each redirect's outcome and the commit's error, if it failed (those writes must fail).
+   */
+  writeBatch(redirects: ReadonlyArray<FaultItem>, heals: readonly number[]): Promise<{ redirected: Map<number, DmrError | null>; healError: DmrError | null }> {
+    return this.serial(async () => {
+      let healError: DmrError | null = null;
+      let changed = false;
+      if (heals.length > 0) {
+        try {
+          changed = await this.doHeal(heals);
+        } catch (e) {
+          healError = e instanceof DmrError ? e : ioFailure(e, 'committing written blocks failed');
+          changed = true;
         }
       }
-      try {
-        if (ops.length > 0) {
-          await this.store.commitBatch(ops);
-          this.countersDirty = false;
-        } else {
-          await this.dev().flush('spare');
-        }
-      } catch (err) {
-        throw ioFailure(err, 'committing written lost blocks failed');
-      } finally {
-        // Committed: the entries replace the overlay. Not committed: the writes fail, and the redirected
-        // blocks go back to main (their write never completed there either).
-        for (const b of redirected) {
-          const p = this.provisional.get(b);
-          this.provisional.delete(b);
-          if (p !== undefined && this.store.allocator.isReserved(p.slot)) await this.store.unreserveSlot(p.slot).catch(() => undefined);
-        }
-        if (ops.length > 0) this.publish();
-      }
+      const r = redirects.length > 0 ? await this.doRedirect(redirects) : { out: new Map<number, DmrError | null>(), changed: false };
+      if (changed || r.changed) this.publish();
+      return { redirected: r.out, healError };
     });
   }
 
@@ -532,38 +552,46 @@ export class RemapEngine {
     const over = new Map<number, { slot: number; flags: number }>();
     for (const [b, p] of this.provisional) over.set(b, { slot: p.slot, flags: REMAP_FLAG_LOST });
     for (const [b, slot] of this.moving) over.set(b, { slot: over.get(b)?.slot ?? slot, flags: REMAP_FLAG_MOVING });
-    // Merge the sorted table with the sorted overlay; an overlaid block keeps its committed slot unless
-    // it has none (MOVING) or is provisional (LOST at its new slot).
+    // Merge the sorted table with the sorted overlay (a few blocks): copy the table's runs between the
+    // overlay's blocks whole, so a publish costs a memcpy of the table, not a BigInt per entry. An overlaid
+    // block keeps its committed slot unless it has none (MOVING) or is provisional (LOST at its new slot).
     const ov = [...over.keys()].sort((a, b) => a - b);
     const extra = ov.filter((b) => !this.store.table.has(b)).length;
     const n = t.count + extra;
     const blocks = new BigUint64Array(n);
     const slots = new BigUint64Array(n);
     const flags = new Uint8Array(n);
-    let i = 0;
-    let j = 0;
-    for (let k = 0; k < n; k++) {
-      const tb = i < t.count ? (t.blocks[i] as bigint) : undefined;
-      const ob = j < ov.length ? BigInt(ov[j] as number) : undefined;
-      if (ob === undefined || (tb !== undefined && tb < ob)) {
-        blocks[k] = tb as bigint;
-        slots[k] = t.slots[i] as bigint;
-        flags[k] = t.flags[i] as number;
-        i++;
-        continue;
+    let i = 0; // next table index to copy
+    let k = 0; // next output index
+    for (const b of ov) {
+      const bb = BigInt(b);
+      let lo = i;
+      let hi = t.count;
+      while (lo < hi) {
+        const mid = (lo + hi) >>> 1;
+        if ((t.blocks[mid] as bigint) < bb) lo = mid + 1;
+        else hi = mid;
       }
-      const o = over.get(ov[j] as number) as { slot: number; flags: number };
-      blocks[k] = ob;
-      if (tb === ob) {
-        slots[k] = t.slots[i] as bigint;
+      blocks.set(t.blocks.subarray(i, lo), k);
+      slots.set(t.slots.subarray(i, lo), k);
+      flags.set(t.flags.subarray(i, lo), k);
+      k += lo - i;
+      i = lo;
+      const o = over.get(b) as { slot: number; flags: number };
+      blocks[k] = bb;
+      if (i < t.count && t.blocks[i] === bb) {
+        slots[k] = this.provisional.has(b) ? BigInt(o.slot) : (t.slots[i] as bigint);
         flags[k] = (t.flags[i] as number) | o.flags;
         i++;
       } else {
         slots[k] = BigInt(o.slot);
         flags[k] = o.flags;
       }
-      j++;
+      k++;
     }
+    blocks.set(t.blocks.subarray(i), k);
+    slots.set(t.slots.subarray(i), k);
+    flags.set(t.flags.subarray(i), k);
     this.dev().setRemapTable(blocks, slots, flags);
   }
 

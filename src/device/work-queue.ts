@@ -5,8 +5,14 @@
 
 export type JobLane = 'foreground' | 'background';
 
-/** Runs a batch of jobs of one kind; returns each key's outcome (null: done; missing: done). */
-export type BatchRunner<I> = (kind: string, items: I[]) => Promise<Map<number, Error | null>>;
+/**
+ * Runs a batch of jobs of one group (kinds that can share a batch, see groupOf); returns each block's
+ * outcome per kind (null or missing: done).
+ */
+export type BatchRunner<I> = (group: string, jobs: Array<{ kind: string; item: I }>) => Promise<Map<string, Error | null>>;
+
+/** The key of a job's outcome in a BatchRunner's answer. */
+export const jobKey = (kind: string, block: number): string => `${kind}:${block}`;
 
 interface Job<I> {
   kind: string;
@@ -33,8 +39,7 @@ export class WorkQueue<I extends { block: number }> {
   private readonly fg: string[] = [];
   private readonly bg: string[] = [];
   private runningCount = 0;
-  private running: I[] = [];
-  private runningKind = '';
+  private running: Job<I>[] = [];
   private handled = 0;
   private batches = 0;
   private working = false;
@@ -43,6 +48,8 @@ export class WorkQueue<I extends { block: number }> {
 
   constructor(
     private readonly run: BatchRunner<I>,
+    /** Kinds with the same group run in one batch (default: each kind alone). */
+    private readonly groupOf: (kind: string) => string = (k) => k,
     /** Most jobs in one batch (each batch is one drain and one journal commit). */
     private readonly batchMax = 512,
     /** Most background jobs waiting; further ones are dropped (counted) until the queue shrinks. */
@@ -57,7 +64,7 @@ export class WorkQueue<I extends { block: number }> {
    */
   add(lane: JobLane, kind: string, item: I): Promise<Error | null> {
     if (this.closed) return Promise.resolve(new Error('the device is stopping'));
-    const key = `${kind}:${item.block}`;
+    const key = jobKey(kind, item.block);
     return new Promise((resolve) => {
       const have = this.jobs.get(key);
       if (have !== undefined) {
@@ -88,7 +95,7 @@ export class WorkQueue<I extends { block: number }> {
 
   /** Items of `kind` queued or running. */
   items(kind: string): I[] {
-    const out = this.running.length > 0 && this.runningKind === kind ? [...this.running] : [];
+    const out = this.running.filter((j) => j.kind === kind).map((j) => j.item);
     for (const j of this.jobs.values()) if (j.kind === kind) out.push(j.item);
     return out;
   }
@@ -132,39 +139,38 @@ export class WorkQueue<I extends { block: number }> {
       for (;;) {
         const lane = this.fg.length > 0 ? this.fg : this.bg;
         if (lane.length === 0) break;
-        // The oldest job's kind, and every queued job of that kind in this lane, up to batchMax.
-        const kind = (this.jobs.get(lane[0] as string) as Job<I>).kind;
+        // The oldest job's group, and every queued job of that group in this lane, up to batchMax.
+        const group = this.groupOf((this.jobs.get(lane[0] as string) as Job<I>).kind);
         const max = lane === this.fg ? this.batchMax : 1;
         const batch: Job<I>[] = [];
         for (let i = 0; i < lane.length && batch.length < max; ) {
           const job = this.jobs.get(lane[i] as string) as Job<I>;
-          if (job.kind === kind) {
+          if (this.groupOf(job.kind) === group) {
             batch.push(job);
             lane.splice(i, 1);
             // A job added from now on is a new one: work that happens after this batch started (a write
             // landing in a slot after the batch's flush) is never covered by it.
-            this.jobs.delete(`${job.kind}:${job.block}`);
+            this.jobs.delete(jobKey(job.kind, job.block));
           } else i++;
         }
         this.runningCount = batch.length;
-        this.running = batch.map((j) => j.item);
-        this.runningKind = kind;
-        let outcome: Map<number, Error | null>;
+        this.running = batch;
+        let outcome: Map<string, Error | null>;
         try {
-          outcome = await this.run(kind, batch.map((j) => j.item));
+          outcome = await this.run(group, batch.map((j) => ({ kind: j.kind, item: j.item })));
         } catch (e) {
           const err = e instanceof Error ? e : new Error(String(e));
-          outcome = new Map(batch.map((j) => [j.block, err]));
+          outcome = new Map(batch.map((j) => [jobKey(j.kind, j.block), err]));
         }
         this.batches++;
         for (const job of batch) {
-          const err = outcome.get(job.block) ?? null;
+          const err = outcome.get(jobKey(job.kind, job.block)) ?? null;
           for (const w of job.waiters) w(err);
         }
         this.handled += batch.length;
         this.runningCount = 0;
         this.running = [];
-        this.onSettled?.(kind);
+        for (const k of new Set(batch.map((j) => j.kind))) this.onSettled?.(k);
       }
     } finally {
       this.working = false;
