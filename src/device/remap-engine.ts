@@ -296,13 +296,8 @@ export class RemapEngine {
         out.set(it.block, null);
         continue;
       }
-      let slot: number;
-      try {
-        slot = await this.store.reserveSlot();
-      } catch (err) {
-        out.set(it.block, err instanceof DmrError ? err : ioFailure(err, 'reserving a spare slot failed'));
-        continue;
-      }
+      const slot = await this.reserveFor(it.block, out);
+      if (slot === null) continue;
       if (p !== undefined) {
         await this.store.unreserveSlot(p.slot);
         retire.push({ op: 'retire', slot: p.slot });
@@ -337,6 +332,16 @@ export class RemapEngine {
     });
   }
 
+  /** Reserves a slot for `block`; on failure (E_SPARE_FULL, ...) records the error in `out` and gives null. */
+  private async reserveFor(block: number, out: Map<number, DmrError | null>): Promise<number | null> {
+    try {
+      return await this.store.reserveSlot();
+    } catch (err) {
+      out.set(block, err instanceof DmrError ? err : ioFailure(err, 'reserving a spare slot failed'));
+      return null;
+    }
+  }
+
   private async doMarkLost(items: ReadonlyArray<FaultItem>): Promise<Map<number, DmrError | null>> {
     const out = new Map<number, DmrError | null>();
     const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number }> = [];
@@ -351,13 +356,8 @@ export class RemapEngine {
         out.set(it.block, null); // unremapped since: the retry goes to main
         continue;
       }
-      let slot: number;
-      try {
-        slot = await this.store.reserveSlot();
-      } catch (err) {
-        out.set(it.block, err instanceof DmrError ? err : ioFailure(err, 'reserving a spare slot failed'));
-        continue;
-      }
+      const slot = await this.reserveFor(it.block, out);
+      if (slot === null) continue;
       todo.push({ block: it.block, slot, oldSlot: e?.slot ?? null, errorCount: it.errorCount });
     }
     if (todo.length === 0) return out;

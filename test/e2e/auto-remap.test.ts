@@ -11,7 +11,7 @@ import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import type { Stats } from '../../src/control/protocol.js';
-import { BIN, dmr, must, pidAlive, registryFiles, RUN_DIR, sh, ublkNodes, waitFor, type Added } from './helpers.js';
+import { BIN, dmr, Mounts, must, pidAlive, registryFiles, RUN_DIR, sh, ublkNodes, waitFor, type Added } from './helpers.js';
 import {
   blockSegments,
   blocksOverlapping,
@@ -39,7 +39,7 @@ const MiB = 1 << 20;
 class Rig {
   readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-auto-'));
   private readonly daemons: { dev: Added; child: ChildProcess; log: string[] }[] = [];
-  private readonly mounts: string[] = [];
+  private readonly mounts = new Mounts(this.dir);
 
   /** `dmremap-ublk add --foreground --json`; resolves once the device is live. */
   async add(main: string, spare: string, ...extra: string[]): Promise<Added> {
@@ -86,19 +86,15 @@ class Rig {
   }
 
   mount(dev: string): string {
-    const mnt = fs.mkdtempSync(path.join(this.dir, 'mnt-'));
-    must('mount', [dev, mnt]);
-    this.mounts.push(mnt);
-    return mnt;
+    return this.mounts.mount(dev);
   }
 
   umount(mnt: string): void {
-    must('umount', [mnt]);
-    this.mounts.splice(this.mounts.indexOf(mnt), 1);
+    this.mounts.umount(mnt);
   }
 
   async cleanup(): Promise<void> {
-    for (const m of this.mounts.reverse()) sh('umount', ['-l', m]);
+    this.mounts.releaseAll();
     for (const { dev, child } of this.daemons) {
       if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
       try {

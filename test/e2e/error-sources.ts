@@ -37,6 +37,7 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import { seededRandom } from '../../src/testing/seeded-random.js';
 import { must, sh } from './helpers.js';
 
 /** A range of 512-byte sectors. */
@@ -47,17 +48,7 @@ export interface SectorRange {
 
 // ---- seeded randomness and sector/block arithmetic ----------------------------------------------------------
 
-/** A seeded generator of floats in [0, 1) (mulberry32): the same seed gives the same layout on every run. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom };
 
 /** A whole number in [lo, hi] from `rnd`. */
 export function randInt(rnd: () => number, lo: number, hi: number): number {

@@ -78,10 +78,33 @@ export async function waitFor(what: string, cond: () => boolean, timeoutMs = 60_
 }
 
 /** What one test made, undone in reverse by cleanup(). */
+/** Filesystems a test mounted under its scratch directory, unmounted (lazily) at cleanup. */
+export class Mounts {
+  private readonly list: string[] = [];
+  constructor(private readonly dir: string) {}
+
+  mount(dev: string): string {
+    const mnt = fs.mkdtempSync(path.join(this.dir, 'mnt-'));
+    must('mount', [dev, mnt]);
+    this.list.push(mnt);
+    return mnt;
+  }
+
+  umount(mnt: string): void {
+    must('umount', [mnt]);
+    this.list.splice(this.list.indexOf(mnt), 1);
+  }
+
+  releaseAll(): void {
+    for (const m of this.list.reverse()) sh('umount', ['-l', m]);
+    this.list.length = 0;
+  }
+}
+
 export class Scratch {
   readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-e2e-'));
   private readonly loops: string[] = [];
-  private readonly mounts: string[] = [];
+  private readonly mounts = new Mounts(this.dir);
   private readonly children: ChildProcess[] = [];
 
   /** A loop device (direct I/O) over a new sparse file of `mib` MiB, with the given logical block size. */
@@ -95,15 +118,11 @@ export class Scratch {
   }
 
   mount(dev: string): string {
-    const mnt = fs.mkdtempSync(path.join(this.dir, 'mnt-'));
-    must('mount', [dev, mnt]);
-    this.mounts.push(mnt);
-    return mnt;
+    return this.mounts.mount(dev);
   }
 
   umount(mnt: string): void {
-    must('umount', [mnt]);
-    this.mounts.splice(this.mounts.indexOf(mnt), 1);
+    this.mounts.umount(mnt);
   }
 
   spawn(cmd: string, args: string[]): ChildProcess {
@@ -118,7 +137,7 @@ export class Scratch {
   /** Removes everything: child processes, mounts, dmremap-ublk devices, loop devices, files. */
   async cleanup(): Promise<void> {
     for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    for (const m of this.mounts.reverse()) sh('umount', ['-l', m]);
+    this.mounts.releaseAll();
     const list = dmr('list', '--json');
     if (list.status === 0) {
       for (const d of JSON.parse(list.stdout) as Added[]) dmr('del', d.blockPath);

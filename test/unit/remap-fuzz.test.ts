@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { DmrError } from '../../src/errors.js';
 import { crc32c } from '../../src/remap/crc32c.js';
+import { seededRandom } from '../../src/testing/seeded-random.js';
 import {
   decodeJournalRecord,
   decodeSuperblock,
@@ -30,17 +31,7 @@ const opts = (): OpenOptions => {
 const snap = (r: OpenResult): string =>
   JSON.stringify({ t: r.table.toJSON(), retired: r.allocator.retiredSlots(), c: r.store.counters() });
 
-/** Small deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = seededRandom;
 
 const TYPED = new Set(['E_SPARE_METADATA', 'E_SPARE_FOREIGN', 'E_BLOCK_SIZE', 'E_SPARE_TOO_SMALL', 'E_SPARE_IO']);
 
