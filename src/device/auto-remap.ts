@@ -43,7 +43,7 @@ export interface AutoRemapCounters {
   spareIoErrors: number;
   /** Failed requests completed with their error: auto-remap off, spare full, metadata failure. */
   passedThrough: number;
-  /** Lost blocks healed by a write. */
+  /** Blocks whose write landed in their slot and was committed: redirected writes and healed lost blocks. */
   healed: number;
 }
 

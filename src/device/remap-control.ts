@@ -149,7 +149,7 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
     `errors            ${s.writeErrors} write, ${s.readErrors} read, ${s.spareIoErrors} on the spare`,
     `reads             ${s.retries} retries, ${s.recoveredReads} recovered, ${s.unrecoveredReads} failed every try`,
     `remaps            ${s.autoRemaps} automatic, ${s.manualRemaps} manual, ${s.relocations} relocations (${s.relocationFailures} failed)`,
-    `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} healed by a write`,
+    `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} written to their slots (redirected or healed)`,
     `spare             ${s.freeSlots} free slots, ${s.retiredSlots} retired${s.spareFull ? ', FULL: errors reach the user' : ''}`,
     `passed through    ${s.passedThrough} failed requests returned to the user`,
     `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting`,
