@@ -8,6 +8,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <string>
 
 #include <unistd.h>
 
@@ -18,6 +19,9 @@
 #include "sys_error.h"
 
 namespace {
+
+// The flags value updateRemapTable takes for "drop this block's entry" (REMAP_FLAG_REMOVE in src/native.ts).
+constexpr uint32_t kJsRemapRemove = 0x80;
 
 // JS thread.
 Napi::Error ToJsError(Napi::Env env, const SysError& e) {
@@ -90,6 +94,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                        {InstanceMethod("start", &DeviceWrap::Start), InstanceMethod("stop", &DeviceWrap::Stop),
                         InstanceMethod("info", &DeviceWrap::Info), InstanceMethod("stats", &DeviceWrap::Stats),
                         InstanceMethod("setRemapTable", &DeviceWrap::SetRemapTable),
+                        InstanceMethod("updateRemapTable", &DeviceWrap::UpdateRemapTable),
                         InstanceMethod("drain", &DeviceWrap::Drain), InstanceMethod("copyRange", &DeviceWrap::CopyRange),
                         InstanceMethod("readRange", &DeviceWrap::ReadRange), InstanceMethod("flush", &DeviceWrap::Flush),
                         InstanceMethod("setFaultParking", &DeviceWrap::SetFaultParking),
@@ -294,31 +299,53 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     return n;
   }
 
-  // JS thread. setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): the whole
-  // table, sorted by block with no duplicates (checked: a bad table is refused and the old one stays).
-  Napi::Value SetRemapTable(const Napi::CallbackInfo& info) {
+  // JS thread. The entries of setRemapTable/updateRemapTable: (blocks: BigUint64Array, slots:
+  // BigUint64Array, flags: Uint8Array), sorted by block with no duplicates, inside the device; flags are
+  // LOST | MOVING, or (updates only) REMOVE alone. Throws on anything else (nothing is published).
+  std::vector<RemapEntry> Entries(const Napi::CallbackInfo& info, const char* name, bool update) {
     Napi::Env env = info.Env();
     if (!device_) throw Napi::Error::New(env, "device was shut down");
     if (!info[0].IsTypedArray() || !info[1].IsTypedArray() || !info[2].IsTypedArray() ||
         info[0].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array ||
         info[1].As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array ||
         info[2].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
-      throw Napi::TypeError::New(env, "setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array)");
+      throw Napi::TypeError::New(env, std::string(name) + "(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array)");
     auto blocks = info[0].As<Napi::TypedArrayOf<uint64_t>>();
     auto slots = info[1].As<Napi::TypedArrayOf<uint64_t>>();
     auto flags = info[2].As<Napi::TypedArrayOf<uint8_t>>();
     size_t n = blocks.ElementLength();
     if (slots.ElementLength() != n || flags.ElementLength() != n)
-      throw Napi::RangeError::New(env, "setRemapTable: blocks, slots and flags differ in length");
+      throw Napi::RangeError::New(env, std::string(name) + ": blocks, slots and flags differ in length");
     uint64_t dev_blocks = device_->config().size_bytes / device_->config().block_size;
     std::vector<RemapEntry> entries(n);
     for (size_t i = 0; i < n; i++) {
       if (blocks[i] >= dev_blocks || (i > 0 && blocks[i] <= blocks[i - 1]))
-        throw Napi::RangeError::New(env, "setRemapTable: blocks must be sorted, unique and inside the device");
-      entries[i] = RemapEntry{blocks[i], slots[i], flags[i]};
+        throw Napi::RangeError::New(env, std::string(name) + ": blocks must be sorted, unique and inside the device");
+      uint32_t f = flags[i];
+      if (update && f == kJsRemapRemove) {
+        f = kRemapRemove;
+      } else if ((f & ~(kRemapLost | kRemapMoving)) != 0) {
+        throw Napi::RangeError::New(env, std::string(name) + ": unknown flags " + std::to_string(f));
+      }
+      entries[i] = RemapEntry{blocks[i], slots[i], f};
     }
+    return entries;
+  }
+
+  // JS thread. setRemapTable(blocks, slots, flags): the whole table (see Entries; a bad table is refused
+  // and the old one stays).
+  Napi::Value SetRemapTable(const Napi::CallbackInfo& info) {
+    std::vector<RemapEntry> entries = Entries(info, "setRemapTable", false);
     device_->PublishRemap(std::move(entries));
-    return env.Undefined();
+    return info.Env().Undefined();
+  }
+
+  // JS thread. updateRemapTable(blocks, slots, flags): changes the entries of these blocks only; flags
+  // 0x80 (REMOVE) drops a block's entry. A bad update is refused and the table stays as it was.
+  Napi::Value UpdateRemapTable(const Napi::CallbackInfo& info) {
+    std::vector<RemapEntry> delta = Entries(info, "updateRemapTable", true);
+    device_->UpdateRemap(delta);
+    return info.Env().Undefined();
   }
 
   // JS thread. setFaultParking(on): failures seen after the call are parked (io_fault) or not (io_error).

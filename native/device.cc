@@ -188,6 +188,13 @@ void Device::PublishRemap(std::vector<RemapEntry> entries) {
   for (auto& q : queues_) q->NotifyTableChanged();
 }
 
+// JS thread.
+void Device::UpdateRemap(const std::vector<RemapEntry>& delta) {
+  index_->Update(delta);
+  std::shared_lock<std::shared_mutex> ql(queues_mu_);
+  for (auto& q : queues_) q->NotifyTableChanged();
+}
+
 // Any thread (the JS thread).
 void Device::ResolveFault(uint32_t queue, const FaultResolution& r) {
   std::shared_lock<std::shared_mutex> ql(queues_mu_);

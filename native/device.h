@@ -62,6 +62,8 @@ class Device {
   // Any one thread at a time (the JS thread). Replaces the remap index the queues consult; may be
   // called before Start (the table must be in place before the device goes live) and while serving.
   void PublishRemap(std::vector<RemapEntry> entries);
+  // Any one thread at a time (the JS thread). Changes a few entries of the remap index (RemapIndex::Update).
+  void UpdateRemap(const std::vector<RemapEntry>& delta);
 
   // Worker thread. Returns once every request dispatched before the call has completed (requests
   // parked on a moving block or held faulted excepted). Throws SysError(ETIMEDOUT) after `timeout_ms`.

@@ -103,6 +103,33 @@ void RemapIndex::Publish(std::vector<RemapEntry> entries) {
   next->entries = std::move(entries);
   BuildChunks(next);
   std::lock_guard<std::mutex> lock(writer_mu_);
+  SwapLocked(next);
+}
+
+// Writer thread.
+void RemapIndex::Update(const std::vector<RemapEntry>& delta) {
+  std::lock_guard<std::mutex> lock(writer_mu_);
+  // Only writers replace current_, and they hold writer_mu_: this snapshot stays alive while we copy it.
+  const Snapshot* cur = current_.load(std::memory_order_acquire);
+  auto* next = new Snapshot();
+  std::vector<RemapEntry>& out = next->entries;
+  out.reserve(cur->entries.size() + delta.size());
+  auto from = cur->entries.begin();
+  const auto end = cur->entries.end();
+  for (const RemapEntry& d : delta) {
+    auto at = std::lower_bound(from, end, d.block, [](const RemapEntry& e, uint64_t b) { return e.block < b; });
+    out.insert(out.end(), from, at);  // the unchanged run before d
+    from = at;
+    if (from != end && from->block == d.block) ++from;  // d replaces or drops it
+    if ((d.flags & kRemapRemove) == 0) out.push_back(d);
+  }
+  out.insert(out.end(), from, end);
+  BuildChunks(next);
+  SwapLocked(next);
+}
+
+// Writer thread, writer_mu_ held.
+void RemapIndex::SwapLocked(Snapshot* next) {
   const Snapshot* old = current_.exchange(next, std::memory_order_seq_cst);
   uint64_t e = epoch_.fetch_add(1, std::memory_order_seq_cst) + 1;
   retired_.push_back({old, e});

@@ -23,6 +23,7 @@ struct RemapEntry {
 
 constexpr uint32_t kRemapLost = 1u << 0;    // data unrecoverable: reads fail until written
 constexpr uint32_t kRemapMoving = 1u << 1;  // being moved: I/O touching it waits for the next table
+constexpr uint32_t kRemapRemove = 1u << 31;  // in an update only: the block's entry is dropped
 
 class RemapIndex {
  public:
@@ -71,6 +72,10 @@ class RemapIndex {
 
   // Writer (any one thread at a time): replaces the table; `entries` must be sorted and unique.
   void Publish(std::vector<RemapEntry> entries);
+  // Writer (any one thread at a time): publishes the current table changed by `delta` (sorted, unique):
+  // an entry replaces the block's entry or adds one; an entry flagged kRemapRemove drops the block's
+  // entry (nothing to do where it has none). Costs a copy of the table, not a rebuild from TypeScript.
+  void Update(const std::vector<RemapEntry>& delta);
   // Writer: frees retired snapshots no reader can still hold.
   void Reclaim();
 
@@ -80,6 +85,9 @@ class RemapIndex {
     uint64_t epoch;
   };
   static constexpr uint64_t kIdle = ~0ull;
+
+  // Writer, writer_mu_ held: makes `next` current and retires the snapshot it replaces.
+  void SwapLocked(Snapshot* next);
 
   std::atomic<const Snapshot*> current_;
   std::atomic<uint64_t> epoch_{1};

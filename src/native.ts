@@ -96,9 +96,11 @@ export interface FaultRange {
   errno: number;
 }
 
-/** Flags of setRemapTable entries. */
+/** Flags of setRemapTable/updateRemapTable entries. */
 export const REMAP_FLAG_LOST = 1;
 export const REMAP_FLAG_MOVING = 2;
+/** updateRemapTable only, alone: drops the block's entry. */
+export const REMAP_FLAG_REMOVE = 0x80;
 
 export type IoOp = 'read' | 'write' | 'flush' | 'discard' | 'write_zeroes';
 export type BackingRole = 'main' | 'spare';
@@ -196,6 +198,12 @@ export interface NativeDevice {
    * MOVING (requests touching the block wait in native until a table without MOVING for it is published).
    */
   setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void;
+  /**
+   * Changes the entries of these blocks only (same checks as setRemapTable): an entry replaces the block's
+   * entry or adds one; flags REMAP_FLAG_REMOVE drops it (nothing happens where the block has none). The
+   * native side copies its table once instead of taking a whole new one from here.
+   */
+  updateRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void;
   /** Resolves once every read/write dispatched before the call has completed (requests parked on a MOVING block excepted). */
   drain(): Promise<void>;
   /** Copies `bytes` between backing devices with O_DIRECT on a worker thread; rejects with a NativeError (EIO, ENODATA...). */

@@ -9,7 +9,7 @@
 // Operations run one at a time (a second request waits for the first).
 import { DmrError, errnoName, errorCodeOf } from '../errors.js';
 import type { BackingRole, NativeDevice, NativeEvent } from '../native.js';
-import { isNativeError, REMAP_FLAG_LOST, REMAP_FLAG_MOVING } from '../native.js';
+import { isNativeError, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE } from '../native.js';
 import type { Logger } from '../log.js';
 import {
   FileSpareIo,
@@ -106,6 +106,14 @@ function ioFailure(e: unknown, doing: string): DmrError {
   return new DmrError('E_IO', `${doing}: ${msg}${code !== undefined && !msg.includes(code) ? ` (${code})` : ''}`, { cause: e });
 }
 
+/** A provisional or moving block as published over the committed table. */
+interface Overlay {
+  slot: number;
+  flags: number;
+  /** Provisional (a redirected write's reserved slot), possibly moving too. */
+  provisional: boolean;
+}
+
 export class RemapEngine {
   private device: NativeDevice | null = null;
   /** Blocks being moved right now (published MOVING), block → slot. */
@@ -116,7 +124,10 @@ export class RemapEngine {
    * in the slot; dropped (the block is back on main, the slot free) if the write fails for good.
    */
   private readonly provisional = new Map<number, { slot: number; errorCount: number }>();
-  private exportCache: { gen: number; count: number; blocks: BigUint64Array; slots: BigUint64Array; flags: Uint8Array } | null = null;
+  /** The overlay (provisional and moving blocks) as last published, block → entry. */
+  private publishedOverlay = new Map<number, Overlay>();
+  /** The next publish sends the whole table (first publish, or a failed update left native unknown). */
+  private publishAll = true;
   private chain: Promise<unknown> = Promise.resolve();
   /** Error totals changed since the last commit (persisted at the next commit or on close). */
   private countersDirty = false;
@@ -164,6 +175,7 @@ export class RemapEngine {
   /** Attaches the native device and publishes the table to it (before its start: no I/O misses a remap). */
   attach(device: NativeDevice): void {
     this.device = device;
+    this.publishAll = true;
     this.publish();
   }
 
@@ -541,68 +553,90 @@ export class RemapEngine {
    * Publishes the committed table to the native index, overlaid with the writes being redirected
    * (`provisional`, flagged LOST: a write goes to the slot, a read fails) and the blocks being moved
    * (`moving`, flagged MOVING: requests touching them wait in native; added at their slot where a block has
-   * no entry yet).
+   * no entry yet). Sends only what changed since the last publish (the table's changed blocks and the
+   * old and new overlays, a batch's worth), so a publish costs O(changes) here whatever the table's size.
    */
   private publish(): void {
-    const t = this.exported();
-    if (this.moving.size === 0 && this.provisional.size === 0) {
-      this.dev().setRemapTable(t.blocks, t.slots, t.flags);
+    const table = this.store.table;
+    const changes = table.takeChanges();
+    const overlay = this.overlay();
+    if (this.publishAll || changes === 'all') {
+      this.publishAll = true; // until the whole table is in place
+      this.publishWhole(overlay);
+      this.publishAll = false;
+      this.publishedOverlay = overlay;
       return;
     }
-    const over = new Map<number, { slot: number; flags: number }>();
-    for (const [b, p] of this.provisional) over.set(b, { slot: p.slot, flags: REMAP_FLAG_LOST });
-    for (const [b, slot] of this.moving) over.set(b, { slot: over.get(b)?.slot ?? slot, flags: REMAP_FLAG_MOVING });
-    // Merge the sorted table with the sorted overlay (a few blocks): copy the table's runs between the
-    // overlay's blocks whole, so a publish costs a memcpy of the table, not a BigInt per entry. An overlaid
-    // block keeps its committed slot unless it has none (MOVING) or is provisional (LOST at its new slot).
-    const ov = [...over.keys()].sort((a, b) => a - b);
-    const extra = ov.filter((b) => !this.store.table.has(b)).length;
-    const n = t.count + extra;
+    const dirty = new Set<number>(changes);
+    for (const b of this.publishedOverlay.keys()) dirty.add(b);
+    for (const b of overlay.keys()) dirty.add(b);
+    if (dirty.size === 0) return;
+    const order = Float64Array.from(dirty).sort();
+    const n = order.length;
     const blocks = new BigUint64Array(n);
     const slots = new BigUint64Array(n);
     const flags = new Uint8Array(n);
-    let i = 0; // next table index to copy
-    let k = 0; // next output index
-    for (const b of ov) {
-      const bb = BigInt(b);
-      let lo = i;
-      let hi = t.count;
-      while (lo < hi) {
-        const mid = (lo + hi) >>> 1;
-        if ((t.blocks[mid] as bigint) < bb) lo = mid + 1;
-        else hi = mid;
-      }
-      blocks.set(t.blocks.subarray(i, lo), k);
-      slots.set(t.slots.subarray(i, lo), k);
-      flags.set(t.flags.subarray(i, lo), k);
-      k += lo - i;
-      i = lo;
-      const o = over.get(b) as { slot: number; flags: number };
-      blocks[k] = bb;
-      if (i < t.count && t.blocks[i] === bb) {
-        slots[k] = this.provisional.has(b) ? BigInt(o.slot) : (t.slots[i] as bigint);
-        flags[k] = (t.flags[i] as number) | o.flags;
-        i++;
-      } else {
-        slots[k] = BigInt(o.slot);
-        flags[k] = o.flags;
-      }
-      k++;
+    for (let i = 0; i < n; i++) {
+      const b = order[i] as number;
+      const e = this.publishedEntry(b, overlay);
+      blocks[i] = BigInt(b);
+      slots[i] = BigInt(e?.slot ?? 0);
+      flags[i] = e === null ? REMAP_FLAG_REMOVE : e.flags;
     }
-    blocks.set(t.blocks.subarray(i), k);
-    slots.set(t.slots.subarray(i), k);
-    flags.set(t.flags.subarray(i), k);
-    this.dev().setRemapTable(blocks, slots, flags);
+    try {
+      this.dev().updateRemapTable(blocks, slots, flags);
+    } catch (e) {
+      this.publishAll = true; // what native holds is unknown now: the next publish sends everything
+      throw e;
+    }
+    this.publishedOverlay = overlay;
   }
 
-  /** The committed table as the native index takes it, exported again only after a commit changed it. */
-  private exported(): { count: number; blocks: BigUint64Array; slots: BigUint64Array; flags: Uint8Array } {
-    const gen = this.store.changes;
-    if (this.exportCache === null || this.exportCache.gen !== gen) {
-      const t = this.store.table.exportSorted();
-      this.exportCache = { gen, count: t.count, blocks: t.blocks, slots: t.slots, flags: Uint8Array.from(t.lost, (l) => (l ? REMAP_FLAG_LOST : 0)) };
+  /** The provisional and moving blocks as published: provisional LOST at its new slot, moving MOVING. */
+  private overlay(): Map<number, Overlay> {
+    const over = new Map<number, Overlay>();
+    for (const [b, p] of this.provisional) over.set(b, { slot: p.slot, flags: REMAP_FLAG_LOST, provisional: true });
+    for (const [b, slot] of this.moving) {
+      const p = over.get(b);
+      over.set(b, { slot: p?.slot ?? slot, flags: REMAP_FLAG_MOVING, provisional: p !== undefined });
     }
-    return this.exportCache;
+    return over;
+  }
+
+  /**
+   * What the native index holds for `block`: the committed entry with an overlaid block's flags added (its
+   * committed slot kept unless it is provisional, LOST at its new slot), the overlay alone where the block
+   * has no entry, null where it has neither.
+   */
+  private publishedEntry(block: number, overlay: Map<number, Overlay>): { slot: number; flags: number } | null {
+    const e = this.store.table.get(block);
+    const o = overlay.get(block);
+    if (e === undefined) return o === undefined ? null : { slot: o.slot, flags: o.flags };
+    const lost = e.state === 'lost' ? REMAP_FLAG_LOST : 0;
+    if (o === undefined) return { slot: e.slot, flags: lost };
+    return { slot: o.provisional ? o.slot : e.slot, flags: lost | o.flags };
+  }
+
+  /** Publishes the whole table with `overlay` (on attach; O(table)). */
+  private publishWhole(overlay: Map<number, Overlay>): void {
+    const t = this.store.table.exportSorted();
+    if (overlay.size === 0) {
+      this.dev().setRemapTable(t.blocks, t.slots, Uint8Array.from(t.lost, (l) => (l ? REMAP_FLAG_LOST : 0)));
+      return;
+    }
+    const order = Float64Array.from(new Set([...t.blocks].map(Number).concat([...overlay.keys()]))).sort();
+    const n = order.length;
+    const blocks = new BigUint64Array(n);
+    const slots = new BigUint64Array(n);
+    const flags = new Uint8Array(n);
+    for (let i = 0; i < n; i++) {
+      const b = order[i] as number;
+      const e = this.publishedEntry(b, overlay) as { slot: number; flags: number };
+      blocks[i] = BigInt(b);
+      slots[i] = BigInt(e.slot);
+      flags[i] = e.flags;
+    }
+    this.dev().setRemapTable(blocks, slots, flags);
   }
 
   /** Publishes `moving` (block → slot) as MOVING and waits until no request dispatched before touches them. */

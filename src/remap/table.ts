@@ -49,6 +49,10 @@ function fillU64(view: Uint32Array, i: number, v: number): void {
 export class RemapTable {
   private readonly map = new Map<number, RemapEntry>();
   private c: TableCounts = { remapped: 0, mapped: 0, lost: 0, manual: 0, auto: 0 };
+  /** Blocks whose entry was set or deleted since the last takeChanges() (null: not tracked). */
+  private changed: Set<number> | null = null;
+  /** The table was cleared since the last takeChanges(): every block may have changed. */
+  private changedAll = false;
 
   get size(): number {
     return this.map.size;
@@ -80,6 +84,7 @@ export class RemapTable {
     };
     this.map.set(block, e);
     this.count(e, 1);
+    this.changed?.add(block);
   }
 
   /**
@@ -94,6 +99,7 @@ export class RemapTable {
       time,
       errorCount: errorCount > MAX_ERROR_COUNT ? MAX_ERROR_COUNT : errorCount,
     });
+    this.changed?.add(block);
     const c = this.c;
     c.remapped++;
     if (lost) c.lost++;
@@ -108,12 +114,31 @@ export class RemapTable {
     if (old === undefined) throw new DmrError('E_REMAP_STATE', `block ${block} is not remapped`);
     this.map.delete(block);
     this.count(old, -1);
+    this.changed?.add(block);
     return old;
   }
 
   clear(): void {
     this.map.clear();
     this.c = { remapped: 0, mapped: 0, lost: 0, manual: 0, auto: 0 };
+    this.changedAll = true;
+    this.changed?.clear();
+  }
+
+  /**
+   * The blocks whose entry was set or deleted since the previous call (ascending), or 'all' on the first
+   * call and after a clear(); starts the tracking. What a mirror of the table (the native index) needs to
+   * update instead of copying it whole.
+   */
+  takeChanges(): Float64Array | 'all' {
+    if (this.changed === null || this.changedAll) {
+      this.changed = new Set();
+      this.changedAll = false;
+      return 'all';
+    }
+    const out = Float64Array.from(this.changed).sort();
+    this.changed.clear();
+    return out;
   }
 
   entries(): IterableIterator<[number, RemapEntry]> {

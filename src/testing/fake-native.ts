@@ -22,6 +22,7 @@ import type {
   QueueStats,
   UblkProbe,
 } from '../native.js';
+import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE } from '../native.js';
 
 export const fakeConfigSchema = z.strictObject({
   devDir: z.string(),
@@ -129,14 +130,34 @@ export class FakeDevice implements NativeDevice {
   readonly tables: Array<{ blocks: bigint[]; slots: bigint[]; flags: number[] }> = [];
 
   setRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void {
-    if (slots.length !== blocks.length || flags.length !== blocks.length) throw new RangeError('setRemapTable: blocks, slots and flags differ in length');
-    const deviceBlocks = this.opts.sizeBytes / BigInt(this.opts.blockSize);
-    blocks.forEach((b, i) => {
-      if (b >= deviceBlocks || (i > 0 && b <= (blocks[i - 1] as bigint))) throw new RangeError('setRemapTable: blocks must be sorted, unique and inside the device');
-    });
+    this.checkEntries('setRemapTable', blocks, slots, flags, false);
     this.remapTable = { blocks: [...blocks], slots: [...slots], flags: [...flags] };
     this.tables.push(this.remapTable);
     this.calls.push('setRemapTable');
+  }
+
+  updateRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void {
+    this.checkEntries('updateRemapTable', blocks, slots, flags, true);
+    const m = new Map<bigint, { slot: bigint; flags: number }>();
+    this.remapTable.blocks.forEach((b, i) => m.set(b, { slot: this.remapTable.slots[i] as bigint, flags: this.remapTable.flags[i] as number }));
+    blocks.forEach((b, i) => {
+      if (flags[i] === REMAP_FLAG_REMOVE) m.delete(b);
+      else m.set(b, { slot: slots[i] as bigint, flags: flags[i] as number });
+    });
+    const sorted = [...m.keys()].sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    this.remapTable = { blocks: sorted, slots: sorted.map((b) => (m.get(b) as { slot: bigint }).slot), flags: sorted.map((b) => (m.get(b) as { flags: number }).flags) };
+    this.tables.push(this.remapTable);
+    this.calls.push('updateRemapTable');
+  }
+
+  private checkEntries(name: string, blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array, update: boolean): void {
+    if (slots.length !== blocks.length || flags.length !== blocks.length) throw new RangeError(`${name}: blocks, slots and flags differ in length`);
+    const deviceBlocks = this.opts.sizeBytes / BigInt(this.opts.blockSize);
+    blocks.forEach((b, i) => {
+      if (b >= deviceBlocks || (i > 0 && b <= (blocks[i - 1] as bigint))) throw new RangeError(`${name}: blocks must be sorted, unique and inside the device`);
+      const f = flags[i] as number;
+      if (!(update && f === REMAP_FLAG_REMOVE) && (f & ~(REMAP_FLAG_LOST | REMAP_FLAG_MOVING)) !== 0) throw new RangeError(`${name}: unknown flags ${f}`);
+    });
   }
 
   /** Fault parking as last set (DeviceOptions.parkFaults, then setFaultParking). */

@@ -1,14 +1,14 @@
 // The native data path's remap split, driven through the addon directly (the remap engine that owns the
 // table arrives with its own tests): reads and writes that span remapped blocks go to the right slots
 // on the spare, the rest stays on main, a lost block is never served, and a table published while the
-// device serves I/O takes effect for the next request.
+// device serves I/O takes effect for the next request, and so does an update of a few entries.
 import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import type { NativeAddon, NativeDevice, NativeEvent } from '../../src/native.js';
+import { REMAP_FLAG_REMOVE as REMOVE, type NativeAddon, type NativeDevice, type NativeEvent } from '../../src/native.js';
 import { parseFio, readAt, REPO, Scratch } from './helpers.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
@@ -123,6 +123,27 @@ describe('remap split in the native data path', () => {
     // A table that is not sorted is refused and the old one stays.
     expect(() => device?.setRemapTable(...table([[5, 1], [4, 2]]))).toThrow(/sorted/);
     expect(readBlocks(blockPath, 300, 1).data.equals(b300)).toBe(true);
+
+    // An update changes only the blocks it names: 100 is dropped (main again), 400 is added at slot 11,
+    // 500 had no entry (nothing to drop); 300 stays in slot 9.
+    const update = table([[100, 0], [400, 11], [500, 0]]);
+    update[2].set([REMOVE, 0, REMOVE]);
+    device.updateRemapTable(...update);
+    expect(readBlocks(blockPath, 100, 1).data.equals(original.subarray(100 * BS, 101 * BS))).toBe(true);
+    const b400 = crypto.randomBytes(BS);
+    expect(writeBlocks(blockPath, 400, b400).ok).toBe(true);
+    expect(readAt(spare, SPARE_DATA + 11 * BS, BS).equals(b400)).toBe(true);
+    expect(readAt(main, 400 * BS, BS).equals(original.subarray(400 * BS, 401 * BS))).toBe(true);
+    expect(readBlocks(blockPath, 300, 1).data.equals(b300)).toBe(true);
+    expect(readBlocks(blockPath, 200, 1).ok).toBe(false);
+    // Bad updates are refused whole: unknown flags, REMOVE in a whole table, unsorted blocks.
+    const bad = table([[100, 3], [401, 12]]);
+    bad[2].set([0, 4]);
+    expect(() => device?.updateRemapTable(...bad)).toThrow(/flags/);
+    expect(() => device?.setRemapTable(...update)).toThrow(/flags/);
+    expect(() => device?.updateRemapTable(...table([[401, 1], [400, 2]]))).toThrow(/sorted/);
+    expect(readBlocks(blockPath, 100, 1).data.equals(original.subarray(100 * BS, 101 * BS))).toBe(true);
+    expect(readBlocks(blockPath, 400, 1).data.equals(b400)).toBe(true);
     expect(events.filter((e) => e.type === 'io_error')).toEqual([]);
   });
 

@@ -8,6 +8,7 @@ import type { DeviceConfig } from '../../src/device/config.js';
 import { Daemon } from '../../src/device/daemon.js';
 import type { FaultAction, NativeEvent } from '../../src/native.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
+import { seededRandom } from '../../src/testing/seeded-random.js';
 import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
 let w: World;
@@ -315,4 +316,56 @@ describe('restart', () => {
     expect(entry(60)).toMatchObject({ state: 'lost', origin: 'auto' });
     expect((await ask<Record<string, number>>('stats')).pendingBlocks).toBe(1);
   });
+});
+
+describe('the data path mirror', () => {
+  it('after any mix of manual remaps, unremaps, redirected writes, pending reads and healing writes, the index the data path holds is exactly the table', async () => {
+    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    const rnd = seededRandom(6);
+    const blocks = 40; // few blocks, so that operations keep landing on blocks already remapped
+    const engine = daemon?.['engine'] as { store: { table: { exportSorted: () => { blocks: BigUint64Array; slots: BigUint64Array; lost: Uint8Array } } } };
+    const whole = (): { blocks: bigint[]; slots: bigint[]; flags: number[] } => {
+      const t = engine.store.table.exportSorted();
+      return { blocks: [...t.blocks], slots: [...t.slots], flags: [...t.lost] };
+    };
+    let updates = 0;
+    for (let step = 0; step < 300; step++) {
+      const block = Math.floor(rnd() * blocks);
+      const e = entry(block);
+      const pick = rnd();
+      const tag = step % 64;
+      if (pick < 0.25) {
+        await ask('remap', { sector: block }).catch(() => undefined); // refused when already remapped
+      } else if (pick < 0.4) {
+        await ask('unremap', { sector: block }).catch(() => undefined); // refused when not remapped or lost
+      } else if (pick < 0.7 || e?.state === 'lost') {
+        // A write: to a lost block it lands in the slot (lost_written); on main it fails and is redirected.
+        if (e?.state === 'lost') {
+          const f = fault({ op: 'write', tag, block, blocks: 1, kind: 'lost_written', failed: [], written: [{ block, blocks: 1 }] });
+          device().emit(f);
+          expect(await resolution(f)).toEqual({ action: 'complete' });
+        } else if (e === undefined) {
+          const f = fault({ op: 'write', tag, block, blocks: 1, failed: [{ device: 'main', block, blocks: 1, errno: 5 }] });
+          device().emit(f);
+          expect(await resolution(f)).toEqual({ action: 'retry' });
+          device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: [{ block, blocks: 1 }] });
+          expect(await resolution(f)).toEqual({ action: 'complete' });
+        }
+      } else if (e === undefined) {
+        // A read that never succeeds: the block becomes pending (lost until written).
+        const f = fault({ op: 'read', tag, block, blocks: 1, failed: [{ device: 'main', block, blocks: 1, errno: 61 }] });
+        device().emit(f);
+        expect(await resolution(f)).toEqual({ action: 'fail', errno: 5 });
+      }
+      await daemon!['auto']?.idle();
+      expect(device().remapTable, `step ${step}`).toEqual(whole());
+      if (device().calls.at(-1) === 'updateRemapTable') updates++;
+    }
+    // The mix did exercise the table: remaps, unremaps, lost and healed blocks, all published as updates.
+    const s = await ask<{ autoRemaps: number; manualRemaps: number; pendingBlocks: number; healedBlocks: number }>('stats');
+    expect(s.autoRemaps).toBeGreaterThan(10);
+    expect(s.manualRemaps).toBeGreaterThan(10);
+    expect(device().calls.filter((c) => c === 'setRemapTable')).toHaveLength(1);
+    expect(updates).toBeGreaterThan(50);
+  }, 60_000);
 });

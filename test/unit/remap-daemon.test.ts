@@ -114,7 +114,7 @@ describe('remap engine in the daemon', () => {
     const slot0 = Number(d.opts.spareDataOffset);
     expect(readAt(w.spare, slot0, 512).equals(pattern(21))).toBe(true);
     // Order: MOVING published, drained, copied, spare flushed, then the mapped entry published.
-    expect(d.calls).toEqual(['setRemapTable', 'drain', 'copyRange main->spare', 'flush spare', 'setRemapTable']);
+    expect(d.calls).toEqual(['updateRemapTable', 'drain', 'copyRange main->spare', 'flush spare', 'updateRemapTable']);
     const [moving, done] = d.tables.slice(-2);
     expect(moving).toEqual({ blocks: [21n], slots: [0n], flags: [2] });
     expect(done).toEqual({ blocks: [21n], slots: [0n], flags: [0] });
@@ -178,7 +178,7 @@ describe('remap engine in the daemon', () => {
     device().calls.length = 0;
     expect(await request(sock, 'unremap', { sector: 30 })).toEqual({ sector: 30, block: 30, slot: 0 });
     expect(readAt(w.main, 30 * 512, 512).equals(newer)).toBe(true);
-    expect(device().calls).toEqual(['setRemapTable', 'drain', 'copyRange spare->main', 'flush main', 'setRemapTable']);
+    expect(device().calls).toEqual(['updateRemapTable', 'drain', 'copyRange spare->main', 'flush main', 'updateRemapTable']);
     expect(device().tables.at(-2)).toEqual({ blocks: [30n], slots: [0n], flags: [2] });
     expect(device().remapTable).toEqual({ blocks: [], slots: [], flags: [] });
     expect(await reopenTable()).toEqual([]);
