@@ -105,12 +105,17 @@ void Queue::NotifyTableChanged(bool fail_parked) {
 
 // Any thread (the JS thread).
 void Queue::ResolveFault(const FaultResolution& r) {
+  bool wake;
   {
     std::lock_guard<std::mutex> lock(resolve_mu_);
     if (resolve_closed_) return;
+    // Only the first resolution of a round wakes the queue thread: it takes the whole list after its
+    // wakeup was consumed, so one that arrives behind it is either taken along or finds the list empty
+    // and wakes it again. A burst of resolutions costs one eventfd write, not one each.
+    wake = resolutions_.empty();
     resolutions_.push_back(r);
   }
-  NotifyTableChanged();
+  if (wake) NotifyTableChanged();
 }
 
 // Owner thread.

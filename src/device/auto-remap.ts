@@ -21,6 +21,7 @@ import type { FaultPolicy } from '../config/policy.js';
 import { DmrError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FaultAction, NativeDevice, NativeEvent } from '../native.js';
+import { BurstLog } from './burst-log.js';
 import type { RemapEngine } from './remap-engine.js';
 import { jobKey, WorkQueue, type WorkQueueStats } from './work-queue.js';
 
@@ -86,6 +87,9 @@ const queueFileSchema = z.strictObject({
   relocate: z.array(z.strictObject({ block: z.number().int().nonnegative(), slotFailed: z.boolean(), errorCount: z.number().int().nonnegative() })).max(MAX_SUSPECTS),
 });
 
+/** The blocks of a failed range (at most a log line's worth: the count is in the range). */
+const rangeBlocks = (r: { block: number; blocks: number }): number[] => Array.from({ length: Math.min(r.blocks, 16) }, (_, i) => r.block + i);
+
 const keyOf = (ev: { queue: number; tag: number; seq: number }): string => `${ev.queue}:${ev.tag}:${ev.seq}`;
 
 export class AutoRemapper {
@@ -96,6 +100,8 @@ export class AutoRemapper {
   private counters = zero();
   private closed = false;
   private persistTimer: NodeJS.Timeout | null = null;
+  /** Errors and remaps are logged through this: one line at once, then one summary per second of a burst. */
+  private readonly burst: BurstLog;
   spareFull = false;
 
   constructor(
@@ -106,6 +112,7 @@ export class AutoRemapper {
     /** Where queued relocations are kept across restarts; null: not kept. */
     private readonly queueFile: string | null = null,
   ) {
+    this.burst = new BurstLog(log);
     // A failed write's two steps (redirect, then commit once its data is in the slot) share batches: one
     // commit and one table publish serve the writes being redirected and those being committed.
     this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'heal' ? 'write' : kind));
@@ -196,6 +203,7 @@ export class AutoRemapper {
     this.persistTimer = null;
     // What is still queued now is what the next start picks up.
     this.persistNow();
+    this.burst.flush();
     await this.queue.close();
   }
 
@@ -235,12 +243,13 @@ export class AutoRemapper {
     const errs = await Promise.all(blocks.map((block) => this.queue.add('foreground', 'heal', { block, slotFailed: false, errorCount: 0 })));
     const err = errs.find((e) => e !== null);
     if (err) {
-      this.log.error({ blocks: blocks.length, err: err.message }, 'write to lost blocks could not be committed: the write fails');
+      this.burst.note('commit-failed', 'error', 'writes to spare slots could not be committed: they fail', blocks, { err: err.message });
       this.counters.passedThrough++;
       this.resolve(ev, { action: 'fail', errno: EIO });
       return;
     }
     this.counters.healed += blocks.length;
+    this.burst.note('committed', 'info', 'writes committed in spare slots (blocks remapped after write errors, or healed)', blocks);
     const rec = this.faults.get(keyOf(ev));
     if (rec) rec.remapped = true;
     this.resolve(ev, { action: 'complete' });
@@ -262,11 +271,13 @@ export class AutoRemapper {
       if (r.blocks > 1) multi = true;
       for (let b = r.block; b < r.block + r.blocks; b++) rec.blocks.set(b, r.device);
     }
-    const first = ev.failed[0];
-    this.log.warn(
-      { op: ev.op, attempt: ev.attempt, ranges: ev.failed.length, block: first?.block, blocks: first?.blocks, device: first?.device, errno: first?.errno },
-      `${ev.op} error`,
-    );
+    if (ev.attempt === 0) {
+      for (const r of ev.failed) {
+        this.burst.note(`${ev.op}:${r.device}`, 'warn', `${ev.op} errors on ${r.device}`, rangeBlocks(r), { op: ev.op, device: r.device, errno: r.errno });
+      }
+    } else {
+      this.log.debug({ op: ev.op, attempt: ev.attempt, failed: ev.failed.slice(0, 16) }, `${ev.op} failed again`);
+    }
     if (!this.policy.autoRemap || this.closed) {
       this.counters.passedThrough++;
       this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
@@ -294,10 +305,9 @@ export class AutoRemapper {
     }
     this.counters.unrecoveredReads++;
     const errs = await this.jobs('lost', rec);
-    this.log.error(
-      { blocks: [...rec.blocks.keys()].slice(0, 16), count: rec.blocks.size, after: ev.attempt + 1 },
-      errs === null ? 'read failed on every try: blocks marked pending (lost until written)' : `read failed on every try; marking the blocks pending failed: ${errs.message}`,
-    );
+    const blocks = [...rec.blocks.keys()];
+    if (errs === null) this.burst.note('pending', 'error', 'read failed on every try: blocks marked pending (lost until written)', blocks, { tries: ev.attempt + 1 });
+    else this.log.error({ blocks: blocks.slice(0, 16), count: blocks.length, err: errs.message }, 'read failed on every try; marking the blocks pending failed');
     this.resolve(ev, { action: 'fail', errno: EIO });
   }
 

@@ -17,6 +17,7 @@ import { mainIdentity } from './fingerprint.js';
 import { RemapEngine } from './remap-engine.js';
 import { remapHandlers, remapStatus } from './remap-control.js';
 import { AutoRemapper } from './auto-remap.js';
+import { BurstLog } from './burst-log.js';
 import { DEFAULT_POLICY } from '../config/policy.js';
 
 export interface DaemonDeps {
@@ -38,6 +39,8 @@ export class Daemon {
   private deviceInfo: DeviceInfo | null = null;
   private engine: RemapEngine | null = null;
   private auto: AutoRemapper | null = null;
+  /** Passed-through I/O errors (auto-remap off) are logged through this: no line per failed request in a burst. */
+  private readonly burst: BurstLog;
   private stopping: Promise<number> | null = null;
   private resolveExited!: (code: number) => void;
   /** Resolves with the process exit code once the device is stopped and its files are removed. */
@@ -47,7 +50,9 @@ export class Daemon {
     private readonly cfg: DeviceConfig,
     private readonly plan: DevicePlan,
     private readonly deps: DaemonDeps,
-  ) {}
+  ) {
+    this.burst = new BurstLog(deps.log);
+  }
 
   /** Validates, starts the device and publishes it. Throws a DmrError, leaving nothing behind, on failure. */
   static async start(cfg: DeviceConfig, deps: DaemonDeps): Promise<Daemon> {
@@ -182,10 +187,7 @@ export class Daemon {
       case 'io_error':
         this.errors.record(ev);
         this.engine?.recordIoError(ev);
-        log.warn(
-          { queue: ev.queue, op: ev.op, device: ev.device, sector: ev.sector.toString(), sectors: ev.sectors, errno: ev.errno },
-          'backing I/O error',
-        );
+        this.burst.note(`${ev.op}:${ev.device}`, 'warn', `backing ${ev.op} errors on ${ev.device} (passed to the user)`, [Number(ev.sector)], { op: ev.op, device: ev.device, errno: ev.errno }, 'sectors');
         break;
       case 'io_fault':
       case 'fault_cleared':
@@ -276,6 +278,7 @@ export class Daemon {
       await this.auto?.close();
       await this.engine?.quiesce();
       const stopped = await this.stopDevice();
+      this.burst.flush();
       await this.server?.close();
       await this.closeEngine();
       if (this.entry) removeEntry(this.deps.runDir, this.entry.devId, process.pid);

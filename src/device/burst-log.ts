@@ -1,0 +1,88 @@
+// Log lines for events that come in bursts (I/O errors, auto-remaps): a disk that fails 2,000 blocks at
+// once should leave a readable log, not 4,000 lines. The first event of a kind is logged at once; the ones
+// that follow within the window are counted and logged as one summary line when the window ends, with the
+// first blocks they touched. A sustained burst thus logs one line per kind per window.
+import type { Logger } from '../log.js';
+
+export type BurstLevel = 'info' | 'warn' | 'error';
+/** What the numbers a note carries are: device blocks, or 512-byte sectors. */
+export type Unit = 'blocks' | 'sectors';
+
+/** Blocks named in one line at most (the count says how many there were). */
+const SAMPLE = 16;
+
+interface Window {
+  level: BurstLevel;
+  unit: Unit;
+  msg: string;
+  fields: Record<string, unknown>;
+  events: number;
+  blocks: number;
+  sample: number[];
+  timer: NodeJS.Timeout | null;
+}
+
+export class BurstLog {
+  private readonly kinds = new Map<string, Window>();
+
+  constructor(
+    private readonly log: Logger,
+    private readonly windowMs = 1000,
+  ) {}
+
+  /**
+   * One event of `kind` touching `blocks` (or sectors): logged now when the kind is quiet, else counted
+   * for the summary.
+   */
+  note(kind: string, level: BurstLevel, msg: string, blocks: readonly number[], fields: Record<string, unknown> = {}, unit: Unit = 'blocks'): void {
+    let w = this.kinds.get(kind);
+    if (w === undefined || w.timer === null) {
+      this.log[level]({ ...fields, count: blocks.length, [unit]: blocks.slice(0, SAMPLE) }, msg);
+      w = { level, unit, msg, fields, events: 0, blocks: 0, sample: [], timer: null };
+      this.kinds.set(kind, w);
+      this.arm(kind, w);
+      return;
+    }
+    w.events++;
+    w.blocks += blocks.length;
+    w.fields = fields;
+    for (const b of blocks) {
+      if (w.sample.length >= SAMPLE) break;
+      w.sample.push(b);
+    }
+  }
+
+  /** Logs what is still counted and stops the timers (on close). */
+  flush(): void {
+    for (const w of this.kinds.values()) {
+      if (w.timer !== null) clearTimeout(w.timer);
+      w.timer = null;
+      this.summary(w);
+    }
+    this.kinds.clear();
+  }
+
+  private arm(kind: string, w: Window): void {
+    w.timer = setTimeout(() => {
+      w.timer = null;
+      if (w.events === 0) {
+        this.kinds.delete(kind); // quiet again: the next event is logged at once
+        return;
+      }
+      this.summary(w);
+      this.arm(kind, w); // still busy: keep counting
+    }, this.windowMs);
+    w.timer.unref();
+  }
+
+  private summary(w: Window): void {
+    if (w.events === 0) return;
+    this.log[w.level](
+      { ...w.fields, events: w.events, count: w.blocks, [w.unit]: w.sample, windowMs: this.windowMs },
+      `${w.msg} (${w.events} more in ${this.windowMs / 1000} s)`,
+    );
+    w.events = 0;
+    w.blocks = 0;
+    w.sample = [];
+  }
+}
