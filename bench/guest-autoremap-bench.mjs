@@ -1,8 +1,12 @@
 // Auto-remap benchmark, run inside the VM as root (issue #6):
-//  - 4k randread QD32 IOPS on healthy blocks of /dev/ublkbN while another job writes every block of a
-//    region that fails every write on main (a device-mapper `error` segment), so that each of its writes is
-//    an auto-remap; against the same run with that writer on a healthy region (no errors). Interleaved,
-//    3 rounds, median; ratio = with errors / without.
+//  - 4k randread QD32 IOPS on healthy blocks of /dev/ublkbN while a QD8 4k randwrite job writes a region
+//    that fails every write on main (a device-mapper `error` segment), so that each of its writes is an
+//    auto-remap; against the same run with that writer on a healthy region (no errors). Both jobs run for
+//    the same time window (BENCH_RUNTIME seconds), so the reader shares the machine with the writer for
+//    the whole window in both runs. The bad region is larger than what the writer gets through in the
+//    window and fio's random map writes each block once, so every write of the error run is a first write
+//    to a bad block (checked against the daemon's stats). Interleaved rounds, median; ratio = with errors
+//    / without.
 //  - the latency of those writes, from submission to completion (fio clat p50/p99): the time from a write
 //    error to the write's (successful) completion, with the same writer's latency on healthy blocks beside it.
 // Prints a table and one line `BENCH_JSON <json>`.
@@ -14,8 +18,8 @@ import { median, sh } from './fio.mjs';
 
 const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const cli = path.join(repo, 'bin', 'dmremap-ublk.js');
-const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
-const runtime = Number(process.env.BENCH_RUNTIME ?? 8);
+const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
+const runtime = Number(process.env.BENCH_RUNTIME ?? 20);
 const MiB = 1 << 20;
 const SECT = 512;
 // Layout of the main (sectors): healthy reads region, then the bad region, then a healthy write region.
@@ -51,7 +55,7 @@ function fioArgs(dev, o) {
   return [
     `--name=${o.rw}`, `--filename=${dev}`, '--direct=1', '--ioengine=io_uring', `--rw=${o.rw}`, '--bs=4k',
     `--iodepth=${o.qd}`, `--offset=${o.offset}`, `--size=${o.size}`, '--randrepeat=0', '--output-format=json',
-    ...(o.timeBased ? ['--time_based', `--runtime=${o.runtime}`, '--norandommap'] : []),
+    '--time_based', `--runtime=${runtime}`, ...(o.rw === 'randread' ? ['--norandommap'] : []),
   ];
 }
 const side = (out, rw) => {
@@ -59,13 +63,13 @@ const side = (out, rw) => {
   return rw.includes('read') ? j.read : j.write;
 };
 
-/** Reader on healthy blocks, while a writer writes each block of [offset, offset + size) once. */
+/** Reader on healthy blocks, while a writer writes random blocks of [offset, offset + badMiB), for the same time. */
 async function round(dev, writeOffset) {
   const writer = spawn('fio', fioArgs(dev, { rw: 'randwrite', qd: 8, offset: writeOffset, size: badMiB * MiB }), { stdio: ['ignore', 'pipe', 'inherit'] });
   let wout = '';
   writer.stdout.on('data', (d) => (wout += d));
   const wdone = new Promise((r) => writer.on('close', (code) => r(code)));
-  const rout = sh('fio', fioArgs(dev, { rw: 'randread', qd: 32, offset: 0, size: readMiB * MiB, timeBased: true, runtime }));
+  const rout = sh('fio', fioArgs(dev, { rw: 'randread', qd: 32, offset: 0, size: readMiB * MiB }));
   const code = await wdone;
   if (code !== 0) throw new Error(`writer fio exited ${code}`);
   const r = side(rout, 'randread');
@@ -92,8 +96,15 @@ try {
       const dev = sh('node', [cli, 'add', '--main', main, '--spare', spare, '--queues', '2', '--block-size', '4096']);
       try {
         const writeOffset = (kind === 'errors' ? readMiB : readMiB + badMiB) * MiB;
-        res[kind].push(await round(dev, writeOffset));
-        if (kind === 'errors') stats.push(JSON.parse(sh('node', [cli, 'stats', dev, '--json'])));
+        const x = await round(dev, writeOffset);
+        res[kind].push(x);
+        if (kind === 'errors') {
+          const st = JSON.parse(sh('node', [cli, 'stats', dev, '--json']));
+          stats.push(st);
+          if (st.autoRemaps !== x.writeIos || x.writeErrors !== 0) {
+            throw new Error(`round ${r}: ${x.writeIos} writes, ${st.autoRemaps} auto-remaps, ${x.writeErrors} write errors: not one auto-remap per write`);
+          }
+        }
       } finally {
         sh('node', [cli, 'del', dev]);
       }
@@ -110,8 +121,9 @@ try {
     healthyWriteP50us: Math.round(m('healthy', 'writeP50us')),
     healthyWriteP99us: Math.round(m('healthy', 'writeP99us')),
     remapsPerSecond: Math.round(m('errors', 'writeIos') / m('errors', 'writeSeconds')),
+    roundRatios: res.errors.map((x, i) => Number((x.readIops / res.healthy[i].readIops).toFixed(3))),
   };
-  console.log(`\n4k randread QD32 on healthy blocks: ${summary.readIopsHealthy} IOPS without errors, ${summary.readIopsDuringRemaps} IOPS during auto-remaps, ratio ${ratio}`);
+  console.log(`\n4k randread QD32 on healthy blocks: ${summary.readIopsHealthy} IOPS without errors, ${summary.readIopsDuringRemaps} IOPS during auto-remaps, ratio ${ratio} (rounds: ${summary.roundRatios.join(', ')})`);
   console.log(`write hitting a bad block, error to completion: p50 ${summary.remapWriteP50us} µs, p99 ${summary.remapWriteP99us} µs (healthy writes: p50 ${summary.healthyWriteP50us} µs, p99 ${summary.healthyWriteP99us} µs); ${summary.remapsPerSecond} auto-remaps/s`);
   console.log(`BENCH_JSON ${JSON.stringify({ kernel: os.release(), rounds, runtimeSec: runtime, badMiB, summary, rounds_: res, stats })}`);
 } finally {

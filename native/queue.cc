@@ -4,6 +4,7 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
 #include "events.h"
 #include "remap_index.h"
@@ -196,6 +198,9 @@ void Queue::Teardown() {
 
 // Queue thread.
 void Queue::Run() {
+  // Named for top -H / ps -L (15 characters at most): "dmremap-q<N>".
+  std::string name = "dmremap-q" + std::to_string(cfg_.q_id);
+  pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
   try {
     Setup();
   } catch (const SysError& e) {

@@ -6,6 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { DmrError, errorCodeOf, isErrorCode, toDmrError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { Daemon } from '../device/daemon.js';
+import { lowerControlPriority } from '../device/priority.js';
 import { planDevice } from '../device/validate.js';
 import { readEntries } from '../control/registry.js';
 import { defaultLogFile, ensureRunDir, runDir } from '../paths.js';
@@ -68,6 +69,8 @@ export async function runForeground(ctx: CliContext, flags: AddFlags): Promise<n
       if (readyFd !== null) sendReady(readyFd, failureMessage(err));
       throw err;
     }
+    // The queue threads exist now: from here on the JS thread yields the CPU to them (priority.ts).
+    lowerControlPriority(log);
     const ready: Ready = { ok: true, devId: daemon.info.devId, blockPath: daemon.info.blockPath, name: flags.device.name, pid: process.pid };
     if (readyFd !== null) sendReady(readyFd, ready);
     else announce(ctx, flags, ready);

@@ -1,5 +1,6 @@
 // Removing devices: `del` while idle, SIGTERM to a daemon while fio is writing, and `del` after the daemon
 // was killed -9. Each time the device goes away completely, no task hangs, and nothing is left behind.
+import fs from 'node:fs';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { addDevice, BIN, dmr, pidAlive, registryFiles, Scratch, ublkNodes, waitFor } from './helpers.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
@@ -14,13 +15,30 @@ afterEach(async () => {
   expectCleanKernel();
 });
 
+/** Name and nice value of each thread of `pid` (/proc/<pid>/task/<tid>/stat). */
+function threadNices(pid: number): Array<{ tid: number; name: string; nice: number }> {
+  return fs.readdirSync(`/proc/${pid}/task`).map((t) => {
+    const st = fs.readFileSync(`/proc/${pid}/task/${t}/stat`, 'utf8');
+    const name = st.slice(st.indexOf('(') + 1, st.lastIndexOf(')'));
+    const fields = st.slice(st.lastIndexOf(')') + 2).split(' '); // fields[0] is field 3 (state)
+    return { tid: Number(t), name, nice: Number(fields[16]) }; // field 19: nice
+  });
+}
+
 const exitOf = (c: import('node:child_process').ChildProcess): Promise<number | null> =>
   new Promise((r) => (c.exitCode !== null ? r(c.exitCode) : c.on('exit', (code) => r(code))));
 
 describe('device removal', () => {
   it('del while idle: daemon exits, device nodes and registry are gone', () => {
-    const dev = addDevice(s.loop(64), s.loop(16), '--name', 'idle');
+    const dev = addDevice(s.loop(64), s.loop(16), '--name', 'idle', '--queues', '2');
     expect(ublkNodes()).toEqual([`ublkb${dev.devId}`, `ublkc${dev.devId}`]);
+    // The data path comes first: the queue threads keep the daemon's start priority, the JS thread (the
+    // control path) runs 5 nice levels below them.
+    const threads = threadNices(dev.pid);
+    const queues = threads.filter((t) => t.name.startsWith('dmremap-q'));
+    expect(queues.map((t) => t.name).sort()).toEqual(['dmremap-q0', 'dmremap-q1']);
+    const main = threads.find((t) => t.tid === dev.pid);
+    for (const q of queues) expect(main?.nice).toBe(q.nice + 5);
     const del = dmr('del', 'idle');
     expect(del.stderr).toBe('');
     expect(del.status).toBe(0);
