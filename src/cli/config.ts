@@ -2,6 +2,7 @@
 // line are snake_case like dm-remap's sysfs attributes; the file and --json use FaultPolicy's camelCase.
 // Every argument is checked before the file is touched, and a bad argument or a bad file changes nothing.
 import { configPath, deviceSettings, loadConfig, resolvePolicy, withSetting, writeConfig } from '../config/file.js';
+import { withConfigLock } from '../config/lock.js';
 import { POLICY_LIMITS, type FaultPolicy } from '../config/policy.js';
 import { CLI_KEY_NAMES, POLICY_KEYS, type ConfigFile, type PolicyKey } from '../config/schema.js';
 import { usageError } from '../errors.js';
@@ -82,15 +83,19 @@ function change(ctx: CliContext, op: 'set' | 'unset', args: string[], flags: Con
   const device = flags.device ?? null;
 
   const file = configPath(ctx.env);
-  const { config } = loadConfig(file);
-  const previous = resolvePolicy(config, device)[key];
-  const changed = storedValue(config, device, key) !== value;
-  let now = previous;
-  if (changed) {
+  const apply = (): { previous: Value; changed: boolean; now: Value } => {
+    const { config } = loadConfig(file);
+    const before = resolvePolicy(config, device)[key];
+    if (storedValue(config, device, key) === value) return { previous: before, changed: false, now: before };
     const next = withSetting(config, device, key, value);
     writeConfig(file, next);
-    now = resolvePolicy(next, device)[key];
-  }
+    return { previous: before, changed: true, now: resolvePolicy(next, device)[key] };
+  };
+  // A change is read, made and written under the lock, so that a concurrent set/unset cannot lose it (or
+  // lose its own); a no-op needs no lock, and creates nothing.
+  const { config: current } = loadConfig(file);
+  const noop = storedValue(current, device, key) === value;
+  const { previous, changed, now } = noop ? apply() : withConfigLock(file, apply);
 
   if (flags.json) {
     printJson(ctx, { key: CLI_KEY_NAMES[key], device, value: now, previous, changed, file });

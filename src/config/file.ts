@@ -132,7 +132,7 @@ export function formatConfig(config: ConfigFile): string {
 }
 
 /** Creates `dir` (and missing parents) with mode 0755. */
-function ensureConfigDir(dir: string): void {
+export function ensureConfigDir(dir: string): void {
   let first: string | undefined;
   try {
     first = fs.mkdirSync(dir, { recursive: true, mode: 0o755 });

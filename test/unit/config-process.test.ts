@@ -1,10 +1,11 @@
 // The config commands and add's policy through the built CLI (node bin/dmremap-ublk.js, fake addon), as a
 // user runs them: the detached daemon is started with the policy add resolved, so a config file changed
 // (or broken) afterwards does not reach it.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { lockPathOf } from '../../src/config/lock.js';
 import { request } from '../../src/control/client.js';
 import { readEntries } from '../../src/control/registry.js';
 import { BIN, makeWorld, pidAlive, type World } from './helpers.js';
@@ -26,20 +27,33 @@ afterEach(() => {
   w.cleanup();
 });
 
+const cliEnv = (): NodeJS.ProcessEnv => ({
+  ...process.env,
+  VITEST: 'true',
+  DMREMAP_RUN_DIR: w.runDir,
+  DMREMAP_CONFIG: cfgFile,
+  DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir }),
+});
+
 function cli(args: string[]) {
-  const env = {
-    ...process.env,
-    VITEST: 'true',
-    DMREMAP_RUN_DIR: w.runDir,
-    DMREMAP_CONFIG: cfgFile,
-    DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir }),
-  };
-  return spawnSync(process.execPath, [BIN, ...args], { env, encoding: 'utf8', timeout: 30_000 });
+  return spawnSync(process.execPath, [BIN, ...args], { env: cliEnv(), encoding: 'utf8', timeout: 30_000 });
 }
 
 /** The daemon's command line, from /proc. */
 function cmdline(pid: number): string[] {
   return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').slice(0, -1);
+}
+
+/** cli() without blocking this process (several at once). */
+function cliAsync(args: string[]): Promise<{ status: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const c = spawn(process.execPath, [BIN, ...args], { env: cliEnv() });
+    let stdout = '';
+    let stderr = '';
+    c.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    c.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    c.on('close', (status) => resolve({ status, stdout, stderr }));
+  });
 }
 
 const flagValue = (args: string[], flag: string): string | undefined => args[args.indexOf(flag) + 1];
@@ -100,4 +114,33 @@ describe('config and add (built CLI, fake addon)', () => {
     expect(w.runDirEntries()).toEqual([]);
     expect(w.devNodes()).toEqual([]);
   });
+
+  it('concurrent config set runs lose no update (the lock serialises them)', async () => {
+    const runs = Array.from({ length: 8 }, (_, i) => cliAsync(['config', 'set', 'read_retries', String(i + 1), '--device', `vol${i}`]));
+    const out = await Promise.all(runs);
+    for (const r of out) expect(r).toMatchObject({ status: 0, stderr: '' });
+    const devices = (JSON.parse(fs.readFileSync(cfgFile, 'utf8')) as { devices: Record<string, { readRetries: number }> }).devices;
+    expect(Object.keys(devices).sort()).toEqual(Array.from({ length: 8 }, (_, i) => `vol${i}`));
+    for (let i = 0; i < 8; i++) expect(devices[`vol${i}`]?.readRetries).toBe(i + 1);
+    expect(fs.existsSync(lockPathOf(cfgFile))).toBe(false);
+  }, 60_000);
+
+  it('a lock left by a dead process is taken over; a live holder is waited for', async () => {
+    fs.mkdirSync(path.dirname(cfgFile), { recursive: true });
+    const lock = lockPathOf(cfgFile);
+    // A dead owner (a pid that is not running).
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid as number;
+    fs.writeFileSync(lock, JSON.stringify({ pid: dead, pidStart: null }));
+    expect(cli(['config', 'set', 'error_threshold', '3'])).toMatchObject({ status: 0, stderr: '' });
+    expect(fs.existsSync(lock)).toBe(false);
+    // A live owner (this test): the command waits until the lock is gone, then does its change.
+    fs.writeFileSync(lock, JSON.stringify({ pid: process.pid, pidStart: null }));
+    const waiting = cliAsync(['config', 'set', 'error_threshold', '4']);
+    await new Promise((r) => setTimeout(r, 700));
+    expect(JSON.parse(fs.readFileSync(cfgFile, 'utf8'))).toEqual({ errorThreshold: 3 });
+    fs.rmSync(lock);
+    expect(await waiting).toMatchObject({ status: 0, stderr: '' });
+    expect(JSON.parse(fs.readFileSync(cfgFile, 'utf8'))).toEqual({ errorThreshold: 4 });
+  }, 60_000);
 });
+
