@@ -189,7 +189,7 @@ export const statsSchema = z.strictObject({
   retiredSlots: n,
   passedThrough: n,
   faultsParked: n,
-  queue: z.strictObject({ queued: n, foreground: n, background: n, running: n, handled: n, batches: n }),
+  queue: z.strictObject({ queued: n, foreground: n, background: n, running: n, handled: n, batches: n, droppedBackground: n }),
   freeSlots: n,
   spareFull: z.boolean(),
   health: z.enum(['healthy', 'degraded', 'critical']),

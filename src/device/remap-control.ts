@@ -152,7 +152,8 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
     `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} written to their slots (redirected or healed)`,
     `spare             ${s.freeSlots} free slots, ${s.retiredSlots} retired${s.spareFull ? ', FULL: errors reach the user' : ''}`,
     `passed through    ${s.passedThrough} failed requests returned to the user`,
-    `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting`,
+    `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting` +
+      (q.droppedBackground > 0 ? `; ${q.droppedBackground} relocations dropped (queue full: they wait for the block's next error)` : ''),
     `health            ${s.health}`,
   ].join('\n');
 }

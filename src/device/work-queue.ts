@@ -32,6 +32,8 @@ export interface WorkQueueStats {
   /** Jobs finished since start. */
   handled: number;
   batches: number;
+  /** Background jobs refused because `backgroundMax` were queued already (relocations that will wait for the block's next error). */
+  droppedBackground: number;
 }
 
 export class WorkQueue<I extends { block: number }> {
@@ -108,6 +110,7 @@ export class WorkQueue<I extends { block: number }> {
       running: this.runningCount,
       handled: this.handled,
       batches: this.batches,
+      droppedBackground: this.droppedBackground,
     };
   }
 
