@@ -571,20 +571,8 @@ export class RemapEngine {
     for (const b of this.publishedOverlay.keys()) dirty.add(b);
     for (const b of overlay.keys()) dirty.add(b);
     if (dirty.size === 0) return;
-    const order = Float64Array.from(dirty).sort();
-    const n = order.length;
-    const blocks = new BigUint64Array(n);
-    const slots = new BigUint64Array(n);
-    const flags = new Uint8Array(n);
-    for (let i = 0; i < n; i++) {
-      const b = order[i] as number;
-      const e = this.publishedEntry(b, overlay);
-      blocks[i] = BigInt(b);
-      slots[i] = BigInt(e?.slot ?? 0);
-      flags[i] = e === null ? REMAP_FLAG_REMOVE : e.flags;
-    }
     try {
-      this.dev().updateRemapTable(blocks, slots, flags);
+      this.dev().updateRemapTable(...this.entriesOf(Float64Array.from(dirty).sort(), overlay));
     } catch (e) {
       this.publishAll = true; // what native holds is unknown now: the next publish sends everything
       throw e;
@@ -625,18 +613,23 @@ export class RemapEngine {
       return;
     }
     const order = Float64Array.from(new Set([...t.blocks].map(Number).concat([...overlay.keys()]))).sort();
+    this.dev().setRemapTable(...this.entriesOf(order, overlay));
+  }
+
+  /** The published entries of `order` (ascending blocks) as the native index takes them; REMOVE where a block has none. */
+  private entriesOf(order: Float64Array, overlay: Map<number, Overlay>): [BigUint64Array, BigUint64Array, Uint8Array] {
     const n = order.length;
     const blocks = new BigUint64Array(n);
     const slots = new BigUint64Array(n);
     const flags = new Uint8Array(n);
     for (let i = 0; i < n; i++) {
       const b = order[i] as number;
-      const e = this.publishedEntry(b, overlay) as { slot: number; flags: number };
+      const e = this.publishedEntry(b, overlay);
       blocks[i] = BigInt(b);
-      slots[i] = BigInt(e.slot);
-      flags[i] = e.flags;
+      slots[i] = BigInt(e?.slot ?? 0);
+      flags[i] = e === null ? REMAP_FLAG_REMOVE : e.flags;
     }
-    this.dev().setRemapTable(blocks, slots, flags);
+    return [blocks, slots, flags];
   }
 
   /** Publishes `moving` (block → slot) as MOVING and waits until no request dispatched before touches them. */
