@@ -2,19 +2,11 @@
 // device, registry entry or socket left behind.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { addDevice, dmr, must, registryFiles, Scratch, ublkNodes, type Added } from './helpers.js';
-import { expectCleanKernel, requireUblkHost } from './setup.js';
+import { describe, expect, it } from 'vitest';
+import { addDevice, dmr, must, registryFiles, ublkNodes, type Added } from './helpers.js';
+import { scratchPerTest } from './setup.js';
 
-let s: Scratch;
-beforeAll(requireUblkHost);
-beforeEach(() => {
-  s = new Scratch();
-});
-afterEach(async () => {
-  await s.cleanup();
-  expectCleanKernel();
-});
+const s = scratchPerTest();
 
 /** Runs add with `args`, expects exactly `message` (string or pattern) and `code`, and no change. */
 function expectRefused(args: string[], code: 1 | 2, message: string | RegExp): void {

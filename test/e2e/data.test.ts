@@ -3,19 +3,11 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { addDevice, dmr, must, parseFio, Scratch, sh } from './helpers.js';
-import { expectCleanKernel, requireUblkHost } from './setup.js';
+import { describe, expect, it } from 'vitest';
+import { addDevice, dmr, must, parseFio, sh } from './helpers.js';
+import { scratchPerTest } from './setup.js';
 
-let s: Scratch;
-beforeAll(requireUblkHost);
-beforeEach(() => {
-  s = new Scratch();
-});
-afterEach(async () => {
-  await s.cleanup();
-  expectCleanKernel();
-});
+const s = scratchPerTest();
 
 describe('data integrity', () => {
   it('fio: random writes of 4k-1M at QD32 over the whole device on two queues verify with crc32c', () => {

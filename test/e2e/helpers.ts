@@ -177,16 +177,7 @@ export function kernelTrouble(): string[] {
 }
 
 /** Reads `len` bytes at `offset` of a device or file (through the page cache). */
-export function readAt(dev: string, offset: number, len: number): Buffer {
-  const fd = fs.openSync(dev, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    fs.readSync(fd, b, 0, len, offset);
-    return b;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
+export { readAt } from '../../src/testing/file-bytes.js';
 
 /** Makes the hung-task detector report within seconds, so a hang shows up during the suite. */
 export function armHungTaskDetector(): void {

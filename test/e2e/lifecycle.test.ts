@@ -1,19 +1,11 @@
 // Removing devices: `del` while idle, SIGTERM to a daemon while fio is writing, and `del` after the daemon
 // was killed -9. Each time the device goes away completely, no task hangs, and nothing is left behind.
 import fs from 'node:fs';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { addDevice, BIN, dmr, pidAlive, registryFiles, Scratch, ublkNodes, waitFor } from './helpers.js';
-import { expectCleanKernel, requireUblkHost } from './setup.js';
+import { describe, expect, it } from 'vitest';
+import { addDevice, BIN, dmr, pidAlive, registryFiles, ublkNodes, waitFor } from './helpers.js';
+import { scratchPerTest } from './setup.js';
 
-let s: Scratch;
-beforeAll(requireUblkHost);
-beforeEach(() => {
-  s = new Scratch();
-});
-afterEach(async () => {
-  await s.cleanup();
-  expectCleanKernel();
-});
+const s = scratchPerTest();
 
 /** Name and nice value of each thread of `pid` (/proc/<pid>/task/<tid>/stat). */
 function threadNices(pid: number): Array<{ tid: number; name: string; nice: number }> {

@@ -7,10 +7,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { REMAP_FLAG_REMOVE as REMOVE, type NativeAddon, type NativeDevice, type NativeEvent } from '../../src/native.js';
-import { parseFio, readAt, REPO, Scratch } from './helpers.js';
-import { expectCleanKernel, requireUblkHost } from './setup.js';
+import { parseFio, readAt, REPO } from './helpers.js';
+import { scratchPerTest } from './setup.js';
 
 const native = createRequire(import.meta.url)(path.join(REPO, 'build/Release/dmremap_native.node')) as NativeAddon;
 const BS = 4096;
@@ -45,17 +45,10 @@ function table(entries: [block: number, slot: number, lost?: boolean][]): [BigUi
   ];
 }
 
-let s: Scratch;
 let device: NativeDevice | undefined;
-beforeAll(requireUblkHost);
-beforeEach(() => {
-  s = new Scratch();
-});
-afterEach(async () => {
+const s = scratchPerTest(async () => {
   await device?.stop();
   device = undefined;
-  await s.cleanup();
-  expectCleanKernel();
 });
 
 describe('remap split in the native data path', () => {
@@ -238,6 +231,6 @@ describe('remap split in the native data path', () => {
     const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 60_000 });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stdout.trim()).toMatch(/^\/dev\/ublkb\d+$/);
-    // afterEach checks that no /dev/ublkb* or /dev/ublkc* is left and the kernel logged no hung task.
+    // The hooks (scratchPerTest) check that no /dev/ublkb* or /dev/ublkc* is left and the kernel logged no hung task.
   });
 });

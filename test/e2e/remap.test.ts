@@ -5,20 +5,12 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { spawn, spawnSync } from 'node:child_process';
-import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
-import { addDevice, dmr, must, parseFio, pidAlive, readAt, RUN_DIR, Scratch, sh, waitFor, type Added } from './helpers.js';
-import { expectCleanKernel, requireUblkHost } from './setup.js';
+import { addDevice, dmr, must, parseFio, pidAlive, readAt, RUN_DIR, sh, waitFor, type Added } from './helpers.js';
+import { scratchPerTest } from './setup.js';
 
-let s: Scratch;
-beforeAll(requireUblkHost);
-beforeEach(() => {
-  s = new Scratch();
-});
-afterEach(async () => {
-  await s.cleanup();
-  expectCleanKernel();
-});
+const s = scratchPerTest();
 
 const sock = (d: Added) => path.join(RUN_DIR, `${d.devId}.sock`);
 const sha = (dev: string, bytes: number) => crypto.createHash('sha256').update(readAt(dev, 0, bytes)).digest('hex');

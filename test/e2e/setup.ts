@@ -1,7 +1,7 @@
 // Every e2e file starts here: the suite needs root and ublk, and fails loudly (never skips) without them.
 import fs from 'node:fs';
-import { expect } from 'vitest';
-import { armHungTaskDetector, kernelTrouble, ublkNodes } from './helpers.js';
+import { afterEach, beforeAll, beforeEach, expect } from 'vitest';
+import { armHungTaskDetector, kernelTrouble, Scratch, ublkNodes } from './helpers.js';
 
 export function requireUblkHost(): void {
   expect(process.getuid?.(), 'the e2e suite must run as root').toBe(0);
@@ -14,4 +14,31 @@ export function requireUblkHost(): void {
 export function expectCleanKernel(): void {
   expect(ublkNodes()).toEqual([]);
   expect(kernelTrouble()).toEqual([]);
+}
+
+/**
+ * The hooks most e2e files share: the suite needs a ublk host; each test gets a fresh Scratch, cleaned up
+ * after it (`first` runs before that, e.g. to stop a native device that holds the scratch's loop
+ * devices), and the kernel is then checked clean. The object returned stands for the current test's
+ * Scratch (it forwards to it), so a file declares it once at the top.
+ */
+export function scratchPerTest(first?: () => Promise<void> | void): Scratch {
+  let current: Scratch | null = null;
+  beforeAll(requireUblkHost);
+  beforeEach(() => {
+    current = new Scratch();
+  });
+  afterEach(async () => {
+    await first?.();
+    await current?.cleanup();
+    current = null;
+    expectCleanKernel();
+  });
+  return new Proxy({} as Scratch, {
+    get(_target, key) {
+      if (current === null) throw new Error('the scratch exists only while a test runs');
+      const v: unknown = Reflect.get(current, key);
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(current) : v;
+    },
+  });
 }

@@ -14,6 +14,7 @@ import { DmrError } from '../../src/errors.js';
 import { FileSpareIo, RemapStore, slotOffset } from '../../src/remap/index.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+import { readAt, writeAt } from '../../src/testing/file-bytes.js';
 
 let w: World;
 let native: FakeNative;
@@ -39,25 +40,6 @@ function pattern(b: number, blockSize = 512): Buffer {
   for (let i = 0; i < blockSize; i += 8) buf.writeBigUInt64LE(BigInt(b) * 1000n + 7n, i);
   return buf;
 }
-function readAt(file: string, offset: number, len: number): Buffer {
-  const fd = fs.openSync(file, 'r');
-  try {
-    const b = Buffer.alloc(len);
-    fs.readSync(fd, b, 0, len, offset);
-    return b;
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-function writeAt(file: string, offset: number, data: Buffer): void {
-  const fd = fs.openSync(file, 'r+');
-  try {
-    fs.writeSync(fd, data, 0, data.length, offset);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
 /** Opens the spare's metadata directly (as the next add would) and returns its table. */
 async function reopenTable(): Promise<ReturnType<RemapStore['table']['toJSON']>> {
   const io = await FileSpareIo.open(w.spare);
