@@ -1,31 +1,38 @@
-// Auto-remap benchmark, run inside the VM as root (issue #6):
-//  - 4k randread QD32 IOPS on healthy blocks of /dev/ublkbN while a QD8 4k randwrite job writes a region
-//    that fails every write on main (a device-mapper `error` segment), so that each of its writes is an
-//    auto-remap; against the same run with that writer on a healthy region (no errors). Both jobs run for
-//    the same time window (BENCH_RUNTIME seconds), so the reader shares the machine with the writer for
-//    the whole window in both runs. The bad region is larger than what the writer gets through in the
-//    window and fio's random map writes each block once, so every write of the error run is a first write
-//    to a bad block (checked against the daemon's stats). Interleaved rounds, median; ratio = with errors
-//    / without.
-//  - the latency of those writes, from submission to completion (fio clat p50/p99): the time from a write
-//    error to the write's (successful) completion, with the same writer's latency on healthy blocks beside it.
-// Prints a table and one line `BENCH_JSON <json>`.
+// Auto-remap benchmark, run inside the VM as root (issue #6).
+//
+// One device over a main whose middle region fails every write (a device-mapper `error` segment). A reader
+// (4k randread QD32 on healthy blocks) runs the whole time and logs its IOPS every second. Beside it a
+// writer (4k randwrite QD8) runs in phases of BENCH_PHASE seconds, alternating:
+//   - healthy: writes to a healthy region (the run with no errors);
+//   - errors:  writes to a fresh part of the bad region, so that every write is the first one to a bad
+//              block: an auto-remap (checked against the daemon's stats at the end).
+// The ratio compares the reader's IOPS during each error phase with the mean of the healthy phases just
+// before and after it, so that the machine's own drift (large on a shared host under TCG) cancels out;
+// the first second of each phase is left out (fio starting). Reported: the median of those ratios, and
+// each of them. The writer's completion latency in the error phases is the time from a write error to
+// the write's successful completion (fio clat p50/p99, median over the phases), beside the same writer's
+// latency on healthy blocks.
+// Prints a summary and one line `BENCH_JSON <json>`.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { median, sh } from './fio.mjs';
 
 const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const cli = path.join(repo, 'bin', 'dmremap-ublk.js');
-const rounds = Number(process.env.BENCH_ROUNDS ?? 5);
-const runtime = Number(process.env.BENCH_RUNTIME ?? 20);
+const pairs = Number(process.env.BENCH_ROUNDS ?? 9); // error phases (each between two healthy ones)
+const phaseSec = Number(process.env.BENCH_PHASE ?? 6);
 const MiB = 1 << 20;
 const SECT = 512;
-// Layout of the main (sectors): healthy reads region, then the bad region, then a healthy write region.
 const readMiB = 512;
-const badMiB = Number(process.env.BENCH_BAD_MIB ?? 48);
-const mainMiB = readMiB + 2 * badMiB;
+// Each error phase writes its own part of the bad region, larger than a phase gets through.
+const partMiB = Number(process.env.BENCH_PART_MIB ?? 12);
+const badMiB = pairs * partMiB;
+const healthyWriteMiB = 48;
+const mainMiB = readMiB + badMiB + healthyWriteMiB;
+const badStart = readMiB * MiB;
+const healthyStart = (readMiB + badMiB) * MiB;
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'dmremap-abench-'));
 const loops = [];
@@ -43,7 +50,7 @@ function dmMain(name, backing) {
   const table = [
     `0 ${s(readMiB)} linear ${backing} 0`,
     `${s(readMiB)} ${s(badMiB)} error`,
-    `${s(readMiB + badMiB)} ${s(badMiB)} linear ${backing} ${s(readMiB + badMiB)}`,
+    `${s(readMiB + badMiB)} ${s(healthyWriteMiB)} linear ${backing} ${s(readMiB + badMiB)}`,
   ].join('\n');
   sh('dmsetup', ['create', name, '--table', table]);
   sh('dmsetup', ['mknodes', name]);
@@ -51,81 +58,99 @@ function dmMain(name, backing) {
   return `/dev/mapper/${name}`;
 }
 
-function fioArgs(dev, o) {
-  return [
-    `--name=${o.rw}`, `--filename=${dev}`, '--direct=1', '--ioengine=io_uring', `--rw=${o.rw}`, '--bs=4k',
-    `--iodepth=${o.qd}`, `--offset=${o.offset}`, `--size=${o.size}`, '--randrepeat=0', '--output-format=json',
-    '--time_based', `--runtime=${runtime}`, ...(o.rw === 'randread' ? ['--norandommap'] : []),
-  ];
-}
-const side = (out, rw) => {
-  const j = JSON.parse(out.slice(out.indexOf('{'))).jobs[0];
-  return rw.includes('read') ? j.read : j.write;
-};
+const fioBase = (dev, rw, qd, offset, size, runtime) => [
+  `--name=${rw}`, `--filename=${dev}`, '--direct=1', '--ioengine=io_uring', `--rw=${rw}`, '--bs=4k',
+  `--iodepth=${qd}`, `--offset=${offset}`, `--size=${size}`, '--randrepeat=0', '--output-format=json',
+  '--time_based', `--runtime=${runtime}`,
+];
 
-/** Reader on healthy blocks, while a writer writes random blocks of [offset, offset + badMiB), for the same time. */
-async function round(dev, writeOffset) {
-  const writer = spawn('fio', fioArgs(dev, { rw: 'randwrite', qd: 8, offset: writeOffset, size: badMiB * MiB }), { stdio: ['ignore', 'pipe', 'inherit'] });
-  let wout = '';
-  writer.stdout.on('data', (d) => (wout += d));
-  const wdone = new Promise((r) => writer.on('close', (code) => r(code)));
-  const rout = sh('fio', fioArgs(dev, { rw: 'randread', qd: 32, offset: 0, size: readMiB * MiB }));
-  const code = await wdone;
-  if (code !== 0) throw new Error(`writer fio exited ${code}`);
-  const r = side(rout, 'randread');
-  const w = side(wout, 'randwrite');
+/** Runs fio; resolves with its JSON report. `stop` (optional) gets a function that ends a time-based run early (SIGINT: fio still reports). */
+function runFio(args, stop) {
+  const child = spawn('fio', args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  let stopped = false;
+  if (stop) stop(() => { stopped = true; child.kill('SIGINT'); });
+  let out = '';
+  child.stdout.on('data', (d) => (out += d));
+  return new Promise((resolve, reject) =>
+    child.on('close', (code) => {
+      // Stopped by SIGINT, fio exits non-zero after writing its report.
+      if (code === 0 || (stopped && out.includes('{'))) resolve(JSON.parse(out.slice(out.indexOf('{'))));
+      else reject(new Error(`fio exited ${code}`));
+    }),
+  );
+}
+
+/** One writer phase; returns its time span (ms since the epoch) and the write side of fio's report. */
+async function phase(dev, kind, i) {
+  const offset = kind === 'errors' ? badStart + i * partMiB * MiB : healthyStart;
+  const size = (kind === 'errors' ? partMiB : healthyWriteMiB) * MiB;
+  const start = Date.now();
+  const job = (await runFio(fioBase(dev, 'randwrite', 8, offset, size, phaseSec))).jobs[0];
+  const w = job.write;
   const pct = (p) => (w.clat_ns.percentile?.[p] ?? 0) / 1000;
-  return {
-    readIops: r.iops,
-    writeIos: w.total_ios,
-    writeErrors: w.error ?? 0,
-    writeP50us: pct('50.000000'),
-    writeP99us: pct('99.000000'),
-    writeSeconds: w.runtime / 1000,
-  };
+  return { kind, start, end: Date.now(), ios: w.total_ios, errors: job.error ?? 0, p50us: pct('50.000000'), p99us: pct('99.000000') };
 }
 
 try {
-  const backing = loop('main.img', mainMiB);
-  const main = dmMain('abench_main', backing);
-  const res = { errors: [], healthy: [] };
-  const stats = [];
-  for (let r = 0; r < rounds; r++) {
-    for (const kind of ['healthy', 'errors']) {
-      const spare = loop(`spare-${r}-${kind}.img`, 256);
-      const dev = sh('node', [cli, 'add', '--main', main, '--spare', spare, '--queues', '2', '--block-size', '4096']);
-      try {
-        const writeOffset = (kind === 'errors' ? readMiB : readMiB + badMiB) * MiB;
-        const x = await round(dev, writeOffset);
-        res[kind].push(x);
-        if (kind === 'errors') {
-          const st = JSON.parse(sh('node', [cli, 'stats', dev, '--json']));
-          stats.push(st);
-          if (st.autoRemaps !== x.writeIos || x.writeErrors !== 0) {
-            throw new Error(`round ${r}: ${x.writeIos} writes, ${st.autoRemaps} auto-remaps, ${x.writeErrors} write errors: not one auto-remap per write`);
-          }
-        }
-      } finally {
-        sh('node', [cli, 'del', dev]);
-      }
+  const main = dmMain('abench_main', loop('main.img', mainMiB));
+  const spare = loop('spare.img', 512);
+  const dev = sh('node', [cli, 'add', '--main', main, '--spare', spare, '--queues', '2', '--block-size', '4096']);
+  const phases = [];
+  let stats;
+  try {
+    const logPrefix = path.join(dir, 'reader');
+    let stopReader = () => {};
+    const reader = runFio([
+      ...fioBase(dev, 'randread', 32, 0, readMiB * MiB, 3600), '--norandommap',
+      `--write_iops_log=${logPrefix}`, '--log_avg_msec=1000',
+    ], (f) => (stopReader = f));
+    await new Promise((r) => setTimeout(r, 3000)); // the reader is up
+    phases.push(await phase(dev, 'healthy', 0));
+    for (let i = 0; i < pairs; i++) {
+      phases.push(await phase(dev, 'errors', i));
+      phases.push(await phase(dev, 'healthy', i + 1));
     }
+    stopReader();
+    const report = await reader;
+    // The reader's log times count from its job's start: its report's end time less its run time.
+    const readerStart = report.timestamp_ms - report.jobs[0].read.runtime;
+    stats = JSON.parse(sh('node', [cli, 'stats', dev, '--json']));
+    // Reader IOPS per second: "<ms since its start>, <iops>, ...".
+    const samples = readFileSync(`${logPrefix}_iops.1.log`, 'utf8').trim().split('\n').map((l) => l.split(',').map(Number))
+      .map(([ms, iops]) => ({ t: readerStart + ms, iops }));
+    for (const p of phases) {
+      const inside = samples.filter((s) => s.t > p.start + 1500 && s.t <= p.end);
+      p.readIops = inside.length > 0 ? inside.reduce((a, s) => a + s.iops, 0) / inside.length : NaN;
+    }
+  } finally {
+    sh('node', [cli, 'del', dev]);
   }
-  const m = (kind, k) => median(res[kind].map((x) => x[k]));
-  const ratio = Number((m('errors', 'readIops') / m('healthy', 'readIops')).toFixed(3));
+  const errorPhases = phases.filter((p) => p.kind === 'errors');
+  const healthyPhases = phases.filter((p) => p.kind === 'healthy');
+  const remapWrites = errorPhases.reduce((a, p) => a + p.ios, 0);
+  if (stats.autoRemaps !== remapWrites || errorPhases.some((p) => p.errors !== 0)) {
+    throw new Error(`${remapWrites} writes in the error phases, ${stats.autoRemaps} auto-remaps: not one auto-remap per write (or fio saw errors)`);
+  }
+  const ratios = phases.flatMap((p, i) =>
+    p.kind === 'errors' ? [Number((p.readIops / ((phases[i - 1].readIops + phases[i + 1].readIops) / 2)).toFixed(3))] : [],
+  );
+  const seconds = errorPhases.reduce((a, p) => a + (p.end - p.start) / 1000, 0);
   const summary = {
-    readIopsHealthy: Math.round(m('healthy', 'readIops')),
-    readIopsDuringRemaps: Math.round(m('errors', 'readIops')),
-    ratio,
-    remapWriteP50us: Math.round(m('errors', 'writeP50us')),
-    remapWriteP99us: Math.round(m('errors', 'writeP99us')),
-    healthyWriteP50us: Math.round(m('healthy', 'writeP50us')),
-    healthyWriteP99us: Math.round(m('healthy', 'writeP99us')),
-    remapsPerSecond: Math.round(m('errors', 'writeIos') / m('errors', 'writeSeconds')),
-    roundRatios: res.errors.map((x, i) => Number((x.readIops / res.healthy[i].readIops).toFixed(3))),
+    ratio: median(ratios),
+    ratios,
+    readIopsHealthy: Math.round(median(healthyPhases.map((p) => p.readIops))),
+    readIopsDuringRemaps: Math.round(median(errorPhases.map((p) => p.readIops))),
+    remapWriteP50us: Math.round(median(errorPhases.map((p) => p.p50us))),
+    remapWriteP99us: Math.round(median(errorPhases.map((p) => p.p99us))),
+    healthyWriteP50us: Math.round(median(healthyPhases.map((p) => p.p50us))),
+    healthyWriteP99us: Math.round(median(healthyPhases.map((p) => p.p99us))),
+    autoRemaps: stats.autoRemaps,
+    remapsPerSecond: Math.round(remapWrites / seconds),
   };
-  console.log(`\n4k randread QD32 on healthy blocks: ${summary.readIopsHealthy} IOPS without errors, ${summary.readIopsDuringRemaps} IOPS during auto-remaps, ratio ${ratio} (rounds: ${summary.roundRatios.join(', ')})`);
-  console.log(`write hitting a bad block, error to completion: p50 ${summary.remapWriteP50us} µs, p99 ${summary.remapWriteP99us} µs (healthy writes: p50 ${summary.healthyWriteP50us} µs, p99 ${summary.healthyWriteP99us} µs); ${summary.remapsPerSecond} auto-remaps/s`);
-  console.log(`BENCH_JSON ${JSON.stringify({ kernel: os.release(), rounds, runtimeSec: runtime, badMiB, summary, rounds_: res, stats })}`);
+  console.log(`\n4k randread QD32 on healthy blocks, during auto-remaps / with the same writer on healthy blocks: median ratio ${summary.ratio} (per error phase: ${ratios.join(', ')})`);
+  console.log(`reader: ${summary.readIopsHealthy} IOPS (healthy phases), ${summary.readIopsDuringRemaps} IOPS (error phases), medians`);
+  console.log(`write hitting a bad block, error to completion: p50 ${summary.remapWriteP50us} µs, p99 ${summary.remapWriteP99us} µs (healthy writes: p50 ${summary.healthyWriteP50us} µs, p99 ${summary.healthyWriteP99us} µs); ${summary.autoRemaps} auto-remaps, ${summary.remapsPerSecond}/s`);
+  console.log(`BENCH_JSON ${JSON.stringify({ kernel: os.release(), pairs, phaseSec, summary, phases, stats })}`);
 } finally {
   for (const d of dms) spawnSync('dmsetup', ['remove', d]);
   for (const l of loops.reverse()) spawnSync('losetup', ['-d', l]);
