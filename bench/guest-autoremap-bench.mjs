@@ -6,6 +6,7 @@
 //   - healthy: writes to a healthy region (the run with no errors);
 //   - errors:  writes to a fresh part of the bad region, so that every write is the first one to a bad
 //              block: an auto-remap (checked against the daemon's stats at the end).
+// A healthy and an error phase run first as a warm-up and are not counted.
 // The ratio compares the reader's IOPS during each error phase with the mean of the healthy phases just
 // before and after it, so that the machine's own drift (large on a shared host under TCG) cancels out;
 // the first second of each phase is left out (fio starting). Reported: the median of those ratios, and
@@ -28,7 +29,7 @@ const SECT = 512;
 const readMiB = 512;
 // Each error phase writes its own part of the bad region, larger than a phase gets through.
 const partMiB = Number(process.env.BENCH_PART_MIB ?? 12);
-const badMiB = pairs * partMiB;
+const badMiB = (pairs + 1) * partMiB; // part 0 for the warm-up
 const healthyWriteMiB = 48;
 const mainMiB = readMiB + badMiB + healthyWriteMiB;
 const badStart = readMiB * MiB;
@@ -82,7 +83,7 @@ function runFio(args, stop) {
 
 /** One writer phase; returns its time span (ms since the epoch) and the write side of fio's report. */
 async function phase(dev, kind, i) {
-  const offset = kind === 'errors' ? badStart + i * partMiB * MiB : healthyStart;
+  const offset = kind === 'errors' ? badStart + (i + 1) * partMiB * MiB : healthyStart;
   const size = (kind === 'errors' ? partMiB : healthyWriteMiB) * MiB;
   const start = Date.now();
   const job = (await runFio(fioBase(dev, 'randwrite', 8, offset, size, phaseSec))).jobs[0];
@@ -97,6 +98,7 @@ try {
   const dev = sh('node', [cli, 'add', '--main', main, '--spare', spare, '--queues', '2', '--block-size', '4096']);
   const phases = [];
   let stats;
+  let warmRemaps = 0;
   try {
     const logPrefix = path.join(dir, 'reader');
     let stopReader = () => {};
@@ -105,11 +107,16 @@ try {
       `--write_iops_log=${logPrefix}`, '--log_avg_msec=1000',
     ], (f) => (stopReader = f));
     await new Promise((r) => setTimeout(r, 3000)); // the reader is up
+    // Warm-up, not counted: a healthy phase and an error phase (on part 0 of the bad region). The first
+    // seconds after add are slower (the daemon's code paths compile, tmpfs allocates the written pages).
+    const warm = [await phase(dev, 'healthy', 0), await phase(dev, 'errors', -1)];
     phases.push(await phase(dev, 'healthy', 0));
     for (let i = 0; i < pairs; i++) {
       phases.push(await phase(dev, 'errors', i));
       phases.push(await phase(dev, 'healthy', i + 1));
     }
+    warmRemaps = warm[1].ios;
+    if (warm.some((p) => p.errors !== 0)) throw new Error('fio saw write errors in the warm-up');
     stopReader();
     const report = await reader;
     // The reader's log times count from its job's start: its report's end time less its run time.
@@ -127,13 +134,14 @@ try {
   }
   const errorPhases = phases.filter((p) => p.kind === 'errors');
   const healthyPhases = phases.filter((p) => p.kind === 'healthy');
-  const remapWrites = errorPhases.reduce((a, p) => a + p.ios, 0);
+  const remapWrites = errorPhases.reduce((a, p) => a + p.ios, 0) + warmRemaps;
   if (stats.autoRemaps !== remapWrites || errorPhases.some((p) => p.errors !== 0)) {
-    throw new Error(`${remapWrites} writes in the error phases, ${stats.autoRemaps} auto-remaps: not one auto-remap per write (or fio saw errors)`);
+    throw new Error(`${remapWrites} writes to bad blocks, ${stats.autoRemaps} auto-remaps: not one auto-remap per write (or fio saw errors)`);
   }
   const ratios = phases.flatMap((p, i) =>
     p.kind === 'errors' ? [Number((p.readIops / ((phases[i - 1].readIops + phases[i + 1].readIops) / 2)).toFixed(3))] : [],
   );
+  const errorWrites = remapWrites - warmRemaps;
   const seconds = errorPhases.reduce((a, p) => a + (p.end - p.start) / 1000, 0);
   const summary = {
     ratio: median(ratios),
@@ -145,7 +153,7 @@ try {
     healthyWriteP50us: Math.round(median(healthyPhases.map((p) => p.p50us))),
     healthyWriteP99us: Math.round(median(healthyPhases.map((p) => p.p99us))),
     autoRemaps: stats.autoRemaps,
-    remapsPerSecond: Math.round(remapWrites / seconds),
+    remapsPerSecond: Math.round(errorWrites / seconds),
   };
   console.log(`\n4k randread QD32 on healthy blocks, during auto-remaps / with the same writer on healthy blocks: median ratio ${summary.ratio} (per error phase: ${ratios.join(', ')})`);
   console.log(`reader: ${summary.readIopsHealthy} IOPS (healthy phases), ${summary.readIopsDuringRemaps} IOPS (error phases), medians`);

@@ -87,8 +87,8 @@ const queueFileSchema = z.strictObject({
   relocate: z.array(z.strictObject({ block: z.number().int().nonnegative(), slotFailed: z.boolean(), errorCount: z.number().int().nonnegative() })).max(MAX_SUSPECTS),
 });
 
-/** The blocks of a failed range (at most a log line's worth: the count is in the range). */
-const rangeBlocks = (r: { block: number; blocks: number }): number[] => Array.from({ length: Math.min(r.blocks, 16) }, (_, i) => r.block + i);
+/** The first blocks of a failed range (a log line's worth; the range's length is its count). */
+const firstBlocks = (r: { block: number; blocks: number }): number[] => Array.from({ length: Math.min(r.blocks, 16) }, (_, i) => r.block + i);
 
 const keyOf = (ev: { queue: number; tag: number; seq: number }): string => `${ev.queue}:${ev.tag}:${ev.seq}`;
 
@@ -243,13 +243,13 @@ export class AutoRemapper {
     const errs = await Promise.all(blocks.map((block) => this.queue.add('foreground', 'heal', { block, slotFailed: false, errorCount: 0 })));
     const err = errs.find((e) => e !== null);
     if (err) {
-      this.burst.note('commit-failed', 'error', 'writes to spare slots could not be committed: they fail', blocks, { err: err.message });
+      this.burst.note('commit-failed', 'error', 'writes to spare slots could not be committed: they fail', { blocks, fields: { err: err.message } });
       this.counters.passedThrough++;
       this.resolve(ev, { action: 'fail', errno: EIO });
       return;
     }
     this.counters.healed += blocks.length;
-    this.burst.note('committed', 'info', 'writes committed in spare slots (blocks remapped after write errors, or healed)', blocks);
+    this.burst.note('committed', 'info', 'writes committed in spare slots (blocks remapped after write errors, or healed)', { blocks });
     const rec = this.faults.get(keyOf(ev));
     if (rec) rec.remapped = true;
     this.resolve(ev, { action: 'complete' });
@@ -273,7 +273,11 @@ export class AutoRemapper {
     }
     if (ev.attempt === 0) {
       for (const r of ev.failed) {
-        this.burst.note(`${ev.op}:${r.device}`, 'warn', `${ev.op} errors on ${r.device}`, rangeBlocks(r), { op: ev.op, device: r.device, errno: r.errno });
+        this.burst.note(`${ev.op}:${r.device}`, 'warn', `${ev.op} errors on ${r.device}`, {
+          blocks: firstBlocks(r),
+          count: r.blocks,
+          fields: { op: ev.op, device: r.device, errno: r.errno },
+        });
       }
     } else {
       this.log.debug({ op: ev.op, attempt: ev.attempt, failed: ev.failed.slice(0, 16) }, `${ev.op} failed again`);
@@ -306,7 +310,7 @@ export class AutoRemapper {
     this.counters.unrecoveredReads++;
     const errs = await this.jobs('lost', rec);
     const blocks = [...rec.blocks.keys()];
-    if (errs === null) this.burst.note('pending', 'error', 'read failed on every try: blocks marked pending (lost until written)', blocks, { tries: ev.attempt + 1 });
+    if (errs === null) this.burst.note('pending', 'error', 'read failed on every try: blocks marked pending (lost until written)', { blocks, fields: { tries: ev.attempt + 1 } });
     else this.log.error({ blocks: blocks.slice(0, 16), count: blocks.length, err: errs.message }, 'read failed on every try; marking the blocks pending failed');
     this.resolve(ev, { action: 'fail', errno: EIO });
   }

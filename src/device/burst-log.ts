@@ -31,22 +31,25 @@ export class BurstLog {
   ) {}
 
   /**
-   * One event of `kind` touching `blocks` (or sectors): logged now when the kind is quiet, else counted
-   * for the summary.
+   * One event of `kind`: logged now when the kind is quiet, else counted for the summary. `blocks` are the
+   * first blocks (or sectors) it touched, `count` how many it touched in all (default: blocks.length).
    */
-  note(kind: string, level: BurstLevel, msg: string, blocks: readonly number[], fields: Record<string, unknown> = {}, unit: Unit = 'blocks'): void {
+  note(kind: string, level: BurstLevel, msg: string, what: { blocks: readonly number[]; count?: number; fields?: Record<string, unknown>; unit?: Unit }): void {
+    const fields = what.fields ?? {};
+    const unit = what.unit ?? 'blocks';
+    const count = what.count ?? what.blocks.length;
     let w = this.kinds.get(kind);
     if (w === undefined || w.timer === null) {
-      this.log[level]({ ...fields, count: blocks.length, [unit]: blocks.slice(0, SAMPLE) }, msg);
+      this.log[level]({ ...fields, count, [unit]: what.blocks.slice(0, SAMPLE) }, msg);
       w = { level, unit, msg, fields, events: 0, blocks: 0, sample: [], timer: null };
       this.kinds.set(kind, w);
       this.arm(kind, w);
       return;
     }
     w.events++;
-    w.blocks += blocks.length;
+    w.blocks += count;
     w.fields = fields;
-    for (const b of blocks) {
+    for (const b of what.blocks) {
       if (w.sample.length >= SAMPLE) break;
       w.sample.push(b);
     }

@@ -187,7 +187,12 @@ export class Daemon {
       case 'io_error':
         this.errors.record(ev);
         this.engine?.recordIoError(ev);
-        this.burst.note(`${ev.op}:${ev.device}`, 'warn', `backing ${ev.op} errors on ${ev.device} (passed to the user)`, [Number(ev.sector)], { op: ev.op, device: ev.device, errno: ev.errno }, 'sectors');
+        this.burst.note(`${ev.op}:${ev.device}`, 'warn', `backing ${ev.op} errors on ${ev.device} (passed to the user)`, {
+          blocks: [Number(ev.sector)],
+          count: ev.sectors,
+          fields: { op: ev.op, device: ev.device, errno: ev.errno },
+          unit: 'sectors',
+        });
         break;
       case 'io_fault':
       case 'fault_cleared':

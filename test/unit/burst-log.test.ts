@@ -20,9 +20,9 @@ afterEach(() => {
 describe('BurstLog', () => {
   it('logs the first event at once, the rest of a burst as one summary per window, then goes quiet', () => {
     const b = new BurstLog(logger(), 1000);
-    b.note('write:main', 'warn', 'write errors on main', [7], { errno: 5 });
+    b.note('write:main', 'warn', 'write errors on main', { blocks: [7], fields: { errno: 5 } });
     expect(lines).toEqual([{ level: 'warn', obj: { errno: 5, count: 1, blocks: [7] }, msg: 'write errors on main' }]);
-    for (let i = 0; i < 2000; i++) b.note('write:main', 'warn', 'write errors on main', [100 + i], { errno: 5 });
+    for (let i = 0; i < 2000; i++) b.note('write:main', 'warn', 'write errors on main', { blocks: [100 + i], fields: { errno: 5 } });
     expect(lines).toHaveLength(1);
     vi.advanceTimersByTime(1000);
     expect(lines).toHaveLength(2);
@@ -31,20 +31,21 @@ describe('BurstLog', () => {
     // A quiet window ends the burst: nothing is logged for it, and the next event is logged at once.
     vi.advanceTimersByTime(1000);
     expect(lines).toHaveLength(2);
-    b.note('write:main', 'warn', 'write errors on main', [9]);
+    b.note('write:main', 'warn', 'write errors on main', { blocks: [9] });
     expect(lines).toHaveLength(3);
     expect(lines[2]?.obj).toMatchObject({ count: 1, blocks: [9] });
   });
 
   it('keeps kinds apart, names sectors when told, and flush() logs what is still counted', () => {
     const b = new BurstLog(logger(), 1000);
-    b.note('read:main', 'warn', 'read errors', [1, 2]);
-    b.note('read:main', 'warn', 'read errors', [3]);
-    b.note('io', 'warn', 'passed through', [4096], {}, 'sectors');
+    b.note('read:main', 'warn', 'read errors', { blocks: [1, 2] });
+    b.note('read:main', 'warn', 'read errors', { blocks: [3], count: 40 });
+    b.note('io', 'warn', 'passed through', { blocks: [4096], count: 8, unit: 'sectors' });
     expect(lines.map((l) => l.msg)).toEqual(['read errors', 'passed through']);
-    expect(lines[1]?.obj).toEqual({ count: 1, sectors: [4096] });
+    expect(lines[1]?.obj).toEqual({ count: 8, sectors: [4096] });
     b.flush();
     expect(lines.map((l) => l.msg)).toEqual(['read errors', 'passed through', 'read errors (1 more in 1 s)']);
+    expect(lines[2]?.obj).toEqual({ events: 1, count: 40, blocks: [3], windowMs: 1000 });
     vi.advanceTimersByTime(5000);
     expect(lines).toHaveLength(3);
   });
