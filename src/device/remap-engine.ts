@@ -557,8 +557,7 @@ export class RemapEngine {
    * old and new overlays, a batch's worth), so a publish costs O(changes) here whatever the table's size.
    */
   private publish(): void {
-    const table = this.store.table;
-    const changes = table.takeChanges();
+    const changes = this.store.table.takeChanges();
     const overlay = this.overlay();
     if (this.publishAll || changes === 'all') {
       this.publishAll = true; // until the whole table is in place

@@ -450,12 +450,6 @@ export class RemapStore {
     return this.state.table;
   }
 
-  /** Grows each time committed ops changed the table (a cache of it is current while this is the same). */
-  get changes(): number {
-    return this.changeCount;
-  }
-  private changeCount = 0;
-
   get allocator(): SlotAllocator {
     return this.state.allocator;
   }
@@ -598,7 +592,6 @@ export class RemapStore {
           // The counters end up as in the record's snapshot (error totals set meanwhile are newer: kept).
           this.state.applyAll(rec.ops);
         }
-        this.changeCount++;
         this.pos += n;
         this.nextSeq += n;
         this.prevCrc = prev;

@@ -126,17 +126,17 @@ export class RemapTable {
   }
 
   /**
-   * The blocks whose entry was set or deleted since the previous call (ascending), or 'all' on the first
-   * call and after a clear(); starts the tracking. What a mirror of the table (the native index) needs to
-   * update instead of copying it whole.
+   * The blocks whose entry was set or deleted since the previous call (in no particular order), or 'all'
+   * on the first call and after a clear(); starts the tracking. What a mirror of the table (the native
+   * index) needs to update instead of copying it whole.
    */
-  takeChanges(): Float64Array | 'all' {
+  takeChanges(): number[] | 'all' {
     if (this.changed === null || this.changedAll) {
       this.changed = new Set();
       this.changedAll = false;
       return 'all';
     }
-    const out = Float64Array.from(this.changed).sort();
+    const out = [...this.changed];
     this.changed.clear();
     return out;
   }
