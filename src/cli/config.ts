@@ -83,19 +83,23 @@ function change(ctx: CliContext, op: 'set' | 'unset', args: string[], flags: Con
   const device = flags.device ?? null;
 
   const file = configPath(ctx.env);
-  const apply = (): { previous: Value; changed: boolean; now: Value } => {
-    const { config } = loadConfig(file);
-    const before = resolvePolicy(config, device)[key];
-    if (storedValue(config, device, key) === value) return { previous: before, changed: false, now: before };
-    const next = withSetting(config, device, key, value);
-    writeConfig(file, next);
-    return { previous: before, changed: true, now: resolvePolicy(next, device)[key] };
+  const unchanged = (config: ConfigFile): { previous: Value; changed: boolean; now: Value } => {
+    const v = resolvePolicy(config, device)[key];
+    return { previous: v, changed: false, now: v };
   };
-  // A change is read, made and written under the lock, so that a concurrent set/unset cannot lose it (or
-  // lose its own); a no-op needs no lock, and creates nothing.
+  // A no-op needs no lock and creates nothing. A change is read again, made and written under the lock, so
+  // that a concurrent set/unset cannot lose it (or lose its own).
   const { config: current } = loadConfig(file);
-  const noop = storedValue(current, device, key) === value;
-  const { previous, changed, now } = noop ? apply() : withConfigLock(file, apply);
+  const { previous, changed, now } =
+    storedValue(current, device, key) === value
+      ? unchanged(current)
+      : withConfigLock(file, () => {
+          const { config } = loadConfig(file);
+          if (storedValue(config, device, key) === value) return unchanged(config);
+          const next = withSetting(config, device, key, value);
+          writeConfig(file, next);
+          return { previous: resolvePolicy(config, device)[key], changed: true, now: resolvePolicy(next, device)[key] };
+        });
 
   if (flags.json) {
     printJson(ctx, { key: CLI_KEY_NAMES[key], device, value: now, previous, changed, file });
