@@ -628,8 +628,9 @@ void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
       ReportError(tag, -res, spare, t.offset, t.len);
     }
   } else if (t.op == ublk::kOpDiscard) {
-    if (res == -EOPNOTSUPP && cfg_.main_is_block && !discard_ioctl_) {
-      // A kernel before 6.12 has no io_uring block discard: the ioctl from here on.
+    if (res == -EOPNOTSUPP && cfg_.main_is_block) {
+      // The io_uring block discard is refused (a kernel before 6.12 has none): this piece, and every
+      // discard from now on, through the ioctl, whose answer is final.
       discard_ioctl_ = true;
       DiscardSync(tag, seg);
     } else {
