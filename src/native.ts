@@ -32,7 +32,7 @@ export interface BackingInfo {
   /** Logical and physical block sizes in bytes (512/4096 for files). */
   logicalBlockSize: number;
   physicalBlockSize: number;
-  /** Whether discard (and write-zeroes) can be passed down. */
+  /** Whether the device takes discards (a block device with discard_max_bytes > 0, or a regular file). */
   discard: boolean;
   /** Whether the device reports itself rotational (a spinning disk). */
   rotational: boolean;
