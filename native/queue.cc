@@ -629,8 +629,9 @@ void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
     }
   } else if (t.op == ublk::kOpDiscard) {
     if (res == -EOPNOTSUPP && cfg_.main_is_block) {
-      // The io_uring block discard is refused (a kernel before 6.12 has none): this piece, and every
-      // discard from now on, through the ioctl, whose answer is final.
+      // The io_uring block discard is refused (a kernel before 6.12 has none; on 6.12 a device-mapper
+      // main refused it where a loop device took it): this piece, and every discard from now on,
+      // through the ioctl, whose answer is final.
       discard_ioctl_ = true;
       DiscardSync(tag, seg);
     } else {

@@ -157,7 +157,7 @@ class Queue {
   int Plan(Tag& t);
   void SubmitSegment(uint16_t tag, uint32_t index);
   void SubmitSync(uint16_t tag, bool spare);
-  // A discard piece on main (a block device whose kernel has no io_uring discard): BLKDISCARD, here.
+  // A discard piece on main (a block device that refused the io_uring discard): BLKDISCARD, here.
   void DiscardSync(uint16_t tag, uint32_t index);
   // The result of a discard piece on main: a discard is a hint, so a refusal is reported (io_error) and
   // the request still succeeds.
@@ -212,7 +212,7 @@ class Queue {
   char* zeros_ = nullptr;        // max_io_bytes of zeros: the data of write-zeroes served as writes
   // fallocate(ZERO_RANGE) works on main / the spare (until it answers EOPNOTSUPP: then writes of zeros).
   bool zero_range_[2] = {true, true};
-  bool discard_ioctl_ = false;  // main refused the io_uring block discard (kernel < 6.12): BLKDISCARD
+  bool discard_ioctl_ = false;  // main refused the io_uring block discard: BLKDISCARD from then on
   bool stop_requested_ = false;
   std::string stop_reason_;
 };
