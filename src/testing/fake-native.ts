@@ -160,6 +160,25 @@ export class FakeDevice implements NativeDevice {
     });
   }
 
+  /**
+   * The `written` list native reports in a 'lost_written' io_fault for a write of blocks block..block+blocks-1
+   * against the table last published: its LOST blocks and the slots their data went to, in block order, a
+   * run split where the blocks or the slots stop being consecutive (as native/request_plan.cc does).
+   */
+  writtenRanges(block: number, blocks: number): Array<{ block: number; blocks: number; slot: number }> {
+    const out: Array<{ block: number; blocks: number; slot: number }> = [];
+    const t = this.remapTable;
+    t.blocks.forEach((b, i) => {
+      const n = Number(b);
+      if (n < block || n >= block + blocks || ((t.flags[i] as number) & REMAP_FLAG_LOST) === 0) return;
+      const slot = Number(t.slots[i] as bigint);
+      const prev = out[out.length - 1];
+      if (prev !== undefined && prev.block + prev.blocks === n && prev.slot + prev.blocks === slot) prev.blocks++;
+      else out.push({ block: n, blocks: 1, slot });
+    });
+    return out;
+  }
+
   /** Fault parking as last set (DeviceOptions.parkFaults, then setFaultParking). */
   parkFaults = false;
   /** Every resolveFault call, in order. */
