@@ -74,11 +74,18 @@ function addJson(main, spare) {
   return { dev: out.blockPath, pid: out.pid, ms: Number(process.hrtime.bigint() - t0) / 1e6 };
 }
 
-/** VmRSS of a process in MiB (/proc/<pid>/status). */
-function rssMiB(pid) {
-  const m = /^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  if (m === null) throw new Error(`no VmRSS for pid ${pid}`);
-  return Number(m[1]) / 1024;
+/**
+ * VmRSS of a process in MiB (/proc/<pid>/status), and VmPin: the pages io_uring pinned for the queues'
+ * registered I/O buffers (queues x depth x max I/O), which count in VmRSS whatever the spare.
+ */
+function memMiB(pid) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const field = (name) => {
+    const m = new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(status);
+    if (m === null) throw new Error(`no ${name} for pid ${pid}`);
+    return Number(m[1]) / 1024;
+  };
+  return { rss: field('VmRSS'), pin: field('VmPin') };
 }
 
 const ratio = (x, base) => Number((x / base).toFixed(3));
@@ -97,12 +104,14 @@ async function bigSpare(main) {
     formatMs[key] = Math.round(a.ms);
     del(a.dev);
   }
-  const m = { spare64M: { ms: [], rss: [] }, spare1T: { ms: [], rss: [] } };
+  const m = { spare64M: { ms: [], rss: [], pin: [] }, spare1T: { ms: [], rss: [], pin: [] } };
   for (let r = 0; r < rounds; r++) {
     for (const [key, spare] of [['spare64M', small], ['spare1T', big]]) {
       const a = addJson(main, spare);
       m[key].ms.push(a.ms);
-      m[key].rss.push(rssMiB(a.pid));
+      const mem = memMiB(a.pid);
+      m[key].rss.push(mem.rss);
+      m[key].pin.push(mem.pin);
       del(a.dev);
     }
   }
@@ -128,6 +137,11 @@ async function bigSpare(main) {
     formattingAddMs: formatMs,
     rssMiB: { spare64M: Number(median(m.spare64M.rss).toFixed(1)), spare1T: Number(median(m.spare1T.rss).toFixed(1)) },
     rssRatio: ratio(median(m.spare1T.rss), median(m.spare64M.rss)),
+    pinnedMiB: { spare64M: Number(median(m.spare64M.pin).toFixed(1)), spare1T: Number(median(m.spare1T.pin).toFixed(1)) },
+    rssUnpinnedMiB: {
+      spare64M: Number((median(m.spare64M.rss) - median(m.spare64M.pin)).toFixed(1)),
+      spare1T: Number((median(m.spare1T.rss) - median(m.spare1T.pin)).toFixed(1)),
+    },
     entries1MAddMs: { spare600M: Math.round(median(load1m.spare600M)), spare1T: Math.round(median(load1m.spare1T)) },
     entries1MRatio: ratio(median(load1m.spare1T), median(load1m.spare600M)),
     populate1MMs: populateMs,
@@ -137,6 +151,8 @@ async function bigSpare(main) {
   const row = (what, base, big, r) => console.log(`${what.padEnd(26)}${String(base).padEnd(18)}${String(big).padEnd(18)}${r}`);
   row('add, empty table (ms)', `${out.emptyAddMs.spare64M} (64 MiB)`, out.emptyAddMs.spare1T, out.emptyAddRatio);
   row('daemon VmRSS, empty (MiB)', `${out.rssMiB.spare64M} (64 MiB)`, out.rssMiB.spare1T, out.rssRatio);
+  row('  of which VmPin (MiB)', `${out.pinnedMiB.spare64M}`, out.pinnedMiB.spare1T, ratio(out.pinnedMiB.spare1T, out.pinnedMiB.spare64M));
+  row('  VmRSS - VmPin (MiB)', `${out.rssUnpinnedMiB.spare64M}`, out.rssUnpinnedMiB.spare1T, ratio(out.rssUnpinnedMiB.spare1T, out.rssUnpinnedMiB.spare64M));
   row('add, 1M entries (ms)', `${out.entries1MAddMs.spare600M} (600 MiB)`, out.entries1MAddMs.spare1T, out.entries1MRatio);
   console.log(`first add (formats): 64 MiB ${formatMs.spare64M} ms, 1 TiB ${formatMs.spare1T} ms`);
   return out;
