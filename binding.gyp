@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/backing.cc",
+        "native/claim.cc",
         "native/control.cc",
         "native/device.cc",
         "native/events.cc",

@@ -21,6 +21,10 @@ class EventSink;
 struct DeviceConfig {
   std::string main_path;
   std::string spare_path;
+  // Claims of main and spare (ClaimBacking) the device uses through dups of its own; the caller keeps
+  // and releases the originals. -1: the device opens the paths itself (OpenBacking).
+  int main_fd = -1;
+  int spare_fd = -1;
   uint32_t queues = 1;
   uint32_t depth = 128;
   uint32_t block_size = 512;

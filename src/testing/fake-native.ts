@@ -9,6 +9,7 @@ import path from 'node:path';
 import util from 'node:util';
 import { z } from 'zod';
 import type {
+  BackingClaim,
   BackingInfo,
   BackingRole,
   DeviceInfo,
@@ -304,6 +305,59 @@ export class FakeNative implements NativeAddon {
       discard: true,
       rotational: false,
     };
+  }
+
+  /** Claims held now: fd → identity (a second claim of the same file fails with EBUSY, as flock would). */
+  readonly claims = new Map<number, string>();
+
+  claimBacking(p: string): BackingClaim {
+    if (this.cfg.busy.includes(p)) throw nativeError('EBUSY', 'open', p);
+    let st: fs.BigIntStats;
+    try {
+      st = fs.statSync(p, { bigint: true });
+    } catch (e) {
+      throw nativeError((e as NodeJS.ErrnoException).code ?? 'EIO', 'stat', p);
+    }
+    if (!st.isFile() && !st.isBlockDevice()) throw nativeError('ENOTBLK', 'open', `${p} (not a block device or regular file)`);
+    const identity = st.isBlockDevice() ? `b:${st.rdev}` : `f:${st.dev}:${st.ino}`;
+    if ([...this.claims.values()].includes(identity)) throw nativeError('EBUSY', 'flock', p);
+    let fd: number;
+    try {
+      fd = fs.openSync(p, 'r+');
+    } catch (e) {
+      throw nativeError((e as NodeJS.ErrnoException).code ?? 'EIO', 'open', p);
+    }
+    this.claims.set(fd, identity);
+    return { fd, isBlockDevice: st.isBlockDevice(), rdev: st.isBlockDevice() ? st.rdev : 0n, dev: st.dev, ino: st.ino };
+  }
+
+  releaseBacking(fd: number): void {
+    if (!this.claims.delete(fd)) throw nativeError('EBADF', 'close');
+    fs.closeSync(fd);
+  }
+
+  private claimed(fd: number, offset: bigint, length: number): void {
+    if (!this.claims.has(fd)) throw nativeError('EBADF', 'read');
+    if (offset % 512n !== 0n || length % 512 !== 0 || length < 512 || length > 16 << 20) {
+      throw new RangeError('offset and length must be multiples of 512, the length from 512 to 16 MiB');
+    }
+  }
+
+  async readClaimed(fd: number, offset: bigint, length: number): Promise<Buffer> {
+    this.claimed(fd, offset, length);
+    const b = Buffer.alloc(length);
+    fs.readSync(fd, b, 0, length, Number(offset)); // past the end stays zero
+    return b;
+  }
+
+  async writeClaimed(fd: number, offset: bigint, data: Buffer): Promise<void> {
+    this.claimed(fd, offset, data.length);
+    fs.writeSync(fd, data, 0, data.length, Number(offset));
+  }
+
+  async syncClaimed(fd: number): Promise<void> {
+    if (!this.claims.has(fd)) throw nativeError('EBADF', 'fdatasync');
+    fs.fdatasyncSync(fd);
   }
 
   async kernelDeviceInfo(devId: number): Promise<KernelDeviceInfo> {
