@@ -19,7 +19,8 @@ export function parseBlkidExport(text: string): Record<string, string> {
   return out;
 }
 
-const article = (w: string): string => (/^[aeiou]/i.test(w) ? 'an' : 'a');
+/** "an" before a vowel sound: a vowel, or a name spelt out whose first letter sounds like one (xfs, ntfs, f2fs). */
+const article = (w: string): string => (/^[aeiou]|^[fhlmnrx][^aeiou]/i.test(w) ? 'an' : 'a');
 
 const PARTITION_TABLES: Record<string, string> = { dos: 'an MBR (dos)', gpt: 'a GPT' };
 const RAID_MEMBERS: Record<string, string> = {
