@@ -145,7 +145,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
       Napi::TypeError::New(env, "Device(options): onEvent must be a function").ThrowAsJavaScriptException();
       return;
     }
-    if (cfg.queues < 1 || cfg.queues > 16 || cfg.depth < 1 || cfg.depth > ublk::kMaxQueueDepth ||
+    if (cfg.queues < 1 || cfg.queues > kMaxQueues || cfg.depth < 1 || cfg.depth > ublk::kMaxQueueDepth ||
         (cfg.block_size != 512 && cfg.block_size != 4096) || cfg.max_io_bytes < 4096 ||
         cfg.max_io_bytes % 4096 != 0 || cfg.size_bytes == 0 || cfg.size_bytes % cfg.block_size != 0) {
       Napi::RangeError::New(env, "Device(options): queues, depth, blockSize, maxIoBytes or sizeBytes out of range")
@@ -695,6 +695,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   napi_add_env_cleanup_hook(env, Cleanup, data);
   exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("openBackingInfo", Napi::Function::New(env, OpenBackingInfo));
+  Napi::Object limits = Napi::Object::New(env);
+  limits.Set("maxQueues", Napi::Number::New(env, kMaxQueues));
+  limits.Set("maxDepth", Napi::Number::New(env, ublk::kMaxQueueDepth));
+  exports.Set("limits", limits);
   exports.Set("claimBacking", Napi::Function::New(env, ClaimBackingJs));
   exports.Set("releaseBacking", Napi::Function::New(env, ReleaseBackingJs));
   exports.Set("readClaimed", Napi::Function::New(env, ReadClaimedJs));

@@ -18,6 +18,10 @@
 
 class EventSink;
 
+// Most ublk queues a Device serves (the queue depth's limit is the ABI's ublk::kMaxQueueDepth). The addon
+// exports both as `limits`; src/device/config.ts's MAX_QUEUES / MAX_DEPTH must match (a unit test checks).
+constexpr uint32_t kMaxQueues = 16;
+
 struct DeviceConfig {
   std::string main_path;
   std::string spare_path;

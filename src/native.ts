@@ -58,9 +58,9 @@ export interface DeviceOptions {
    */
   mainFd?: number;
   spareFd?: number;
-  /** Number of ublk hardware queues (1..16). */
+  /** Number of ublk hardware queues (1..limits.maxQueues). */
   queues: number;
-  /** Queue depth (1..4096). */
+  /** Queue depth (1..limits.maxDepth). */
   depth: number;
   /** Logical block size exposed by /dev/ublkbN: 512 or 4096. */
   blockSize: 512 | 4096;
@@ -249,6 +249,8 @@ export interface KernelDeviceInfo {
 }
 
 export interface NativeAddon {
+  /** The most queues and the deepest queue a Device takes (MAX_QUEUES / MAX_DEPTH in device/config.ts). */
+  readonly limits: { maxQueues: number; maxDepth: number };
   probe(): UblkProbe;
   openBackingInfo(path: string): BackingInfo;
   /** Opens a backing device exclusively before anything reads or writes it; EBUSY when another holds it. */

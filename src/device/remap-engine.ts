@@ -79,14 +79,6 @@ export function journalRecordsFor(spareSize: number): number {
   return Math.max(MIN_JOURNAL_RECORDS, Math.min(DEFAULT_JOURNAL_RECORDS, n));
 }
 
-/** A 512-byte sector number given as a JSON number or decimal text; E_USAGE when it is not one. */
-export function parseSector(s: string): number {
-  if (!/^[0-9]{1,16}$/.test(s)) throw new DmrError('E_USAGE', `sector must be a whole number of 512-byte sectors, got ${JSON.stringify(s)}`);
-  const n = Number(s);
-  if (!Number.isSafeInteger(n)) throw new DmrError('E_USAGE', `sector ${s} is too large`);
-  return n;
-}
-
 /** A block a failed request touched: where it failed, and its error count so far. */
 export interface FaultItem {
   block: number;

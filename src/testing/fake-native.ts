@@ -24,6 +24,7 @@ import type {
   UblkProbe,
 } from '../native.js';
 import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE } from '../native.js';
+import { MAX_DEPTH, MAX_QUEUES } from '../device/config.js';
 
 export const fakeConfigSchema = z.strictObject({
   devDir: z.string(),
@@ -64,8 +65,8 @@ export class FakeDevice implements NativeDevice {
     private readonly addon: FakeNative,
     readonly opts: DeviceOptions,
   ) {
-    if (opts.queues < 1 || opts.queues > 16) throw new RangeError(`queues ${opts.queues} out of range`);
-    if (opts.depth < 1 || opts.depth > 4096) throw new RangeError(`depth ${opts.depth} out of range`);
+    if (opts.queues < 1 || opts.queues > MAX_QUEUES) throw new RangeError(`queues ${opts.queues} out of range`);
+    if (opts.depth < 1 || opts.depth > MAX_DEPTH) throw new RangeError(`depth ${opts.depth} out of range`);
     if (opts.sizeBytes % BigInt(opts.blockSize) !== 0n) throw new RangeError('size is not a multiple of the block size');
     this.queueStats = Array.from({ length: opts.queues }, (_, queue) => ({
       queue,
@@ -265,6 +266,7 @@ export class FakeNative implements NativeAddon {
   readonly cfg: z.output<typeof fakeConfigSchema>;
   readonly devices: FakeDevice[] = [];
   readonly Device: new (opts: DeviceOptions) => NativeDevice;
+  readonly limits = { maxQueues: MAX_QUEUES, maxDepth: MAX_DEPTH };
 
   constructor(cfg: FakeConfig) {
     this.cfg = fakeConfigSchema.parse(cfg);
