@@ -11,6 +11,7 @@
       "sources": [
         "native/addon.cc",
         "native/backing.cc",
+        "native/claim.cc",
         "native/control.cc",
         "native/device.cc",
         "native/events.cc",

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "backing.h"
+#include "claim.h"
 #include "control.h"
 #include "device.h"
 #include "events.h"
@@ -111,6 +112,15 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     DeviceConfig cfg;
     cfg.main_path = o.Get("mainPath").As<Napi::String>().Utf8Value();
     cfg.spare_path = o.Get("sparePath").As<Napi::String>().Utf8Value();
+    for (auto [key, fd] : {std::pair<const char*, int*>{"mainFd", &cfg.main_fd}, {"spareFd", &cfg.spare_fd}}) {
+      Napi::Value v = o.Get(key);
+      if (v.IsUndefined()) continue;
+      if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0) {
+        Napi::TypeError::New(env, std::string("Device(options): ") + key + " must be a claimed fd").ThrowAsJavaScriptException();
+        return;
+      }
+      *fd = v.As<Napi::Number>().Int32Value();
+    }
     cfg.queues = o.Get("queues").As<Napi::Number>().Uint32Value();
     cfg.depth = o.Get("depth").As<Napi::Number>().Uint32Value();
     cfg.block_size = o.Get("blockSize").As<Napi::Number>().Uint32Value();
@@ -134,7 +144,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
       Napi::TypeError::New(env, "Device(options): onEvent must be a function").ThrowAsJavaScriptException();
       return;
     }
-    if (cfg.queues < 1 || cfg.queues > 16 || cfg.depth < 1 || cfg.depth > ublk::kMaxQueueDepth ||
+    if (cfg.queues < 1 || cfg.queues > kMaxQueues || cfg.depth < 1 || cfg.depth > ublk::kMaxQueueDepth ||
         (cfg.block_size != 512 && cfg.block_size != 4096) || cfg.max_io_bytes < 4096 ||
         cfg.max_io_bytes % 4096 != 0 || cfg.size_bytes == 0 || cfg.size_bytes % cfg.block_size != 0) {
       Napi::RangeError::New(env, "Device(options): queues, depth, blockSize, maxIoBytes or sizeBytes out of range")
@@ -515,6 +525,85 @@ Napi::Value OpenBackingInfo(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// JS thread. claimBacking(path) -> { fd, isBlockDevice, rdev, dev, ino }: the exclusive open (ClaimBacking).
+Napi::Value ClaimBackingJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "claimBacking(path): path must be a string");
+  Claim c;
+  try {
+    c = ClaimBacking(info[0].As<Napi::String>().Utf8Value());
+  } catch (const SysError& e) {
+    throw ToJsError(env, e);
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("fd", Napi::Number::New(env, c.fd));
+  o.Set("isBlockDevice", c.is_block_device);
+  o.Set("rdev", Napi::BigInt::New(env, c.rdev));
+  o.Set("dev", Napi::BigInt::New(env, c.dev));
+  o.Set("ino", Napi::BigInt::New(env, c.ino));
+  return o;
+}
+
+// JS thread. The fd argument of the claimed-fd functions.
+int ClaimedFd(const Napi::Value& v) {
+  if (!v.IsNumber() || v.As<Napi::Number>().Int32Value() < 0) throw Napi::TypeError::New(v.Env(), "fd must be a claimed fd");
+  return v.As<Napi::Number>().Int32Value();
+}
+
+// JS thread. An offset or length of claimed-fd I/O: a multiple of 512, a length from 512 to 16 MiB.
+uint64_t ClaimedSpan(const Napi::Value& v, bool length) {
+  bool lossless = true;
+  uint64_t n = v.IsBigInt() ? v.As<Napi::BigInt>().Uint64Value(&lossless) : v.IsNumber() ? v.As<Napi::Number>().Int64Value() : 1;
+  if (!lossless || n % 512 != 0 || (length && (n == 0 || n > (16u << 20))))
+    throw Napi::RangeError::New(v.Env(), length ? "length must be a multiple of 512 from 512 to 16 MiB" : "offset must be a non-negative multiple of 512");
+  return n;
+}
+
+// JS thread. releaseBacking(fd): closes a claim.
+Napi::Value ReleaseBackingJs(const Napi::CallbackInfo& info) {
+  try {
+    ReleaseClaim(ClaimedFd(info[0]));
+  } catch (const SysError& e) {
+    throw ToJsError(info.Env(), e);
+  }
+  return info.Env().Undefined();
+}
+
+// JS thread. readClaimed(fd, offset, length) -> Promise<Buffer>, O_DIRECT on a pool thread.
+Napi::Value ReadClaimedJs(const Napi::CallbackInfo& info) {
+  int fd = ClaimedFd(info[0]);
+  uint64_t off = ClaimedSpan(info[1], false);
+  uint32_t len = static_cast<uint32_t>(ClaimedSpan(info[2], true));
+  auto data = std::make_shared<std::string>();
+  auto* w = new PromiseWorker(
+      info.Env(), [fd, off, len, data] { ReadClaimed(fd, off, len, data.get()); },
+      [data](Napi::Env e) { return Napi::Buffer<char>::Copy(e, data->data(), data->size()); });
+  w->Queue();
+  return w->Promise();
+}
+
+// JS thread. writeClaimed(fd, offset, data) -> Promise<void>, O_DIRECT on a pool thread (data copied here).
+Napi::Value WriteClaimedJs(const Napi::CallbackInfo& info) {
+  int fd = ClaimedFd(info[0]);
+  uint64_t off = ClaimedSpan(info[1], false);
+  if (!info[2].IsBuffer()) throw Napi::TypeError::New(info.Env(), "data must be a Buffer");
+  auto buf = info[2].As<Napi::Buffer<char>>();
+  ClaimedSpan(Napi::Number::New(info.Env(), static_cast<double>(buf.Length())), true);
+  auto data = std::make_shared<std::string>(buf.Data(), buf.Length());
+  auto* w = new PromiseWorker(
+      info.Env(), [fd, off, data] { WriteClaimed(fd, off, *data); }, [](Napi::Env e) { return e.Undefined(); });
+  w->Queue();
+  return w->Promise();
+}
+
+// JS thread. syncClaimed(fd) -> Promise<void>: fdatasync on a pool thread.
+Napi::Value SyncClaimedJs(const Napi::CallbackInfo& info) {
+  int fd = ClaimedFd(info[0]);
+  auto* w = new PromiseWorker(info.Env(), [fd] { SyncClaimed(fd); }, [](Napi::Env e) { return e.Undefined(); });
+  w->Queue();
+  return w->Promise();
+}
+
 // JS thread.
 Napi::Value KernelDeviceInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -573,6 +662,15 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   napi_add_env_cleanup_hook(env, Cleanup, data);
   exports.Set("probe", Napi::Function::New(env, Probe));
   exports.Set("openBackingInfo", Napi::Function::New(env, OpenBackingInfo));
+  Napi::Object limits = Napi::Object::New(env);
+  limits.Set("maxQueues", Napi::Number::New(env, kMaxQueues));
+  limits.Set("maxDepth", Napi::Number::New(env, ublk::kMaxQueueDepth));
+  exports.Set("limits", limits);
+  exports.Set("claimBacking", Napi::Function::New(env, ClaimBackingJs));
+  exports.Set("releaseBacking", Napi::Function::New(env, ReleaseBackingJs));
+  exports.Set("readClaimed", Napi::Function::New(env, ReadClaimedJs));
+  exports.Set("writeClaimed", Napi::Function::New(env, WriteClaimedJs));
+  exports.Set("syncClaimed", Napi::Function::New(env, SyncClaimedJs));
   exports.Set("kernelDeviceInfo", Napi::Function::New(env, KernelDeviceInfo));
   exports.Set("deleteKernelDevice", Napi::Function::New(env, DeleteKernelDevice));
   exports.Set("Device", DeviceWrap::Define(env));

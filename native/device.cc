@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "backing.h"
+#include "claim.h"
 #include "events.h"
 #include "sys_error.h"
 
@@ -62,8 +63,8 @@ void Device::Start() {
   if (added_ || state().stopped) ThrowSys(EALREADY, "start", "(device already started)");
   try {
     BackingInfo main_info = ProbeBacking(cfg_.main_path);
-    main_fd_ = OpenBacking(cfg_.main_path);
-    spare_fd_ = OpenBacking(cfg_.spare_path);
+    main_fd_ = cfg_.main_fd >= 0 ? DupClaim(cfg_.main_fd, "main") : OpenBacking(cfg_.main_path);
+    spare_fd_ = cfg_.spare_fd >= 0 ? DupClaim(cfg_.spare_fd, "spare") : OpenBacking(cfg_.spare_path);
     ctrl_ = std::make_unique<Control>();
 
     ublk::DevInfo info{};

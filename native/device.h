@@ -18,9 +18,17 @@
 
 class EventSink;
 
+// Most ublk queues a Device serves (the queue depth's limit is the ABI's ublk::kMaxQueueDepth). The addon
+// exports both as `limits`; src/device/config.ts's MAX_QUEUES / MAX_DEPTH must match (a unit test checks).
+constexpr uint32_t kMaxQueues = 16;
+
 struct DeviceConfig {
   std::string main_path;
   std::string spare_path;
+  // Claims of main and spare (ClaimBacking) the device uses through dups of its own; the caller keeps
+  // and releases the originals. -1: the device opens the paths itself (OpenBacking).
+  int main_fd = -1;
+  int spare_fd = -1;
   uint32_t queues = 1;
   uint32_t depth = 128;
   uint32_t block_size = 512;

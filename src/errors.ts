@@ -31,6 +31,9 @@ export const ERROR_CODES = {
   E_SPARE_TOO_SMALL: 1,
   E_SPARE_METADATA: 1,
   E_SPARE_IO: 1,
+  // The spare region holds something a user may care about (a filesystem, swap, a partition table, LUKS,
+  // LVM, RAID: blkid found it) or cannot be checked; --force-format overwrites it.
+  E_SPARE_IN_USE: 1,
   E_REMAP_STATE: 1,
   // Remap control messages: a sector outside the device; a backing-device read or write failed while data
   // was moved (the move was undone).

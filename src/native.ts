@@ -38,12 +38,29 @@ export interface BackingInfo {
   rotational: boolean;
 }
 
+/** An exclusive open of a backing device (claimBacking): O_EXCL on a block device, flock on a regular file. */
+export interface BackingClaim {
+  /** O_RDWR | O_DIRECT | O_CLOEXEC; closed by releaseBacking. */
+  fd: number;
+  isBlockDevice: boolean;
+  /** st_rdev for a block device, else 0n; st_dev and st_ino of what was opened. */
+  rdev: bigint;
+  dev: bigint;
+  ino: bigint;
+}
+
 export interface DeviceOptions {
   mainPath: string;
   sparePath: string;
-  /** Number of ublk hardware queues (1..16). */
+  /**
+   * Claims of main and spare (claimBacking): the device serves through dups of these and never opens the
+   * paths itself; the caller releases them after stop(). Absent: the device opens the paths (tests only).
+   */
+  mainFd?: number;
+  spareFd?: number;
+  /** Number of ublk hardware queues (1..limits.maxQueues). */
   queues: number;
-  /** Queue depth (1..4096). */
+  /** Queue depth (1..limits.maxDepth). */
   depth: number;
   /** Logical block size exposed by /dev/ublkbN: 512 or 4096. */
   blockSize: 512 | 4096;
@@ -240,8 +257,20 @@ export interface KernelDeviceInfo {
 }
 
 export interface NativeAddon {
+  /** The most queues and the deepest queue a Device takes (MAX_QUEUES / MAX_DEPTH in device/config.ts). */
+  readonly limits: { maxQueues: number; maxDepth: number };
   probe(): UblkProbe;
   openBackingInfo(path: string): BackingInfo;
+  /** Opens a backing device exclusively before anything reads or writes it; EBUSY when another holds it. */
+  claimBacking(path: string): BackingClaim;
+  /** Closes a claim's fd. */
+  releaseBacking(fd: number): void;
+  /** O_DIRECT read on a claimed fd (offset and length multiples of 512, length up to 16 MiB); zeros past the end. */
+  readClaimed(fd: number, offset: bigint, length: number): Promise<Buffer>;
+  /** O_DIRECT write on a claimed fd (offset and length multiples of 512, length up to 16 MiB). */
+  writeClaimed(fd: number, offset: bigint, data: Buffer): Promise<void>;
+  /** fdatasync of a claimed fd. */
+  syncClaimed(fd: number): Promise<void>;
   Device: new (opts: DeviceOptions) => NativeDevice;
   /** GET_DEV_INFO for one device id; throws a NativeError with code 'ENODEV' when there is none. */
   kernelDeviceInfo(devId: number): Promise<KernelDeviceInfo>;

@@ -7,7 +7,6 @@ import { DmrError, errorCodeOf, isErrorCode, toDmrError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { Daemon } from '../device/daemon.js';
 import { lowerControlPriority } from '../device/priority.js';
-import { planDevice } from '../device/validate.js';
 import { readEntries } from '../control/registry.js';
 import { defaultLogFile, ensureRunDir, runDir } from '../paths.js';
 import { configPath, deviceKey, loadConfig, resolvePolicy } from '../config/file.js';
@@ -85,9 +84,10 @@ export async function runForeground(ctx: CliContext, flags: AddFlags): Promise<n
 /** Starts the daemon detached and waits for it to report the device live (or why it is not). */
 export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<number> {
   const dir = runDir(ctx.env);
-  // Validate here too, so that bad input is reported before anything (run directory, log file, daemon)
-  // is created. The daemon validates again: things may change in between.
-  planDevice(await ctx.loadNative(), flags.device, readEntries(dir).live);
+  // Validate here too, so that bad input (and a spare in use) is reported before anything (run directory,
+  // log file, daemon) is created: claim main and spare, check the spare region, release them. The daemon
+  // claims and checks again: things may change in between.
+  await Daemon.precheck(flags.device, { native: await ctx.loadNative(), log: createLogger({ level: 'silent' }) }, readEntries(dir).live);
   ensureRunDir(dir);
   const logFile = flags.logFile ?? defaultLogFile(dir);
   let out: number;

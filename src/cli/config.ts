@@ -6,6 +6,7 @@ import { withConfigLock } from '../config/lock.js';
 import { POLICY_LIMITS, type FaultPolicy } from '../config/policy.js';
 import { CLI_KEY_NAMES, POLICY_KEYS, type ConfigFile, type PolicyKey } from '../config/schema.js';
 import { usageError } from '../errors.js';
+import { parseWholeNumber } from '../numbers.js';
 import { PROG, printJson, type CliContext } from './context.js';
 import type { ConfigFlags } from './schemas.js';
 
@@ -30,8 +31,8 @@ export function parseValue(key: PolicyKey, s: string): Value {
     return b;
   }
   const { min, max } = POLICY_LIMITS[key];
-  const n = /^[0-9]{1,9}$/.test(s) ? Number(s) : NaN;
-  if (Number.isNaN(n)) throw usageError(`${name} must be a whole number, got ${JSON.stringify(s)}`);
+  const n = parseWholeNumber(s, 9);
+  if (n === null) throw usageError(`${name} must be a whole number, got ${JSON.stringify(s)}`);
   if (n < min || n > max) throw usageError(`${name} must be from ${min} to ${max}, got ${n}`);
   return n;
 }

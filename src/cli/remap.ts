@@ -4,7 +4,7 @@
 import { request } from '../control/client.js';
 import { usageError } from '../errors.js';
 import { describeRemap, describeStatsReport, describeTable, describeUnremap, describeVerify } from '../device/remap-control.js';
-import { parseSector } from '../device/remap-engine.js';
+import { parseSector } from '../numbers.js';
 import { printJson, type CliContext } from './context.js';
 import { liveEntry } from './status.js';
 

@@ -13,6 +13,7 @@ import {
 } from '../device/config.js';
 import type { OptionSpecs } from './args.js';
 import { MAX_TABLE_LIMIT } from '../control/protocol.js';
+import { parseWholeNumber } from '../numbers.js';
 import { POLICY_LIMITS } from '../config/policy.js';
 import { CLI_KEY_NAMES, DEVICE_ID_LIKE_RE, DEVICE_NAME_RE, isDeviceKey, type PolicyKey, type PolicySettings } from '../config/schema.js';
 
@@ -51,8 +52,8 @@ export const configOptions = { device: { type: 'string' }, ...json, ...help } as
 /** A byte count in decimal digits (below 2^53); the message names the flag and the bad value. */
 export const bytesFlag = (flag: string, multipleOf = 1, min = 0) =>
   z.string().transform((s, ctx) => {
-    const n = /^[0-9]{1,16}$/.test(s) ? Number(s) : NaN;
-    if (!Number.isSafeInteger(n)) {
+    const n = parseWholeNumber(s);
+    if (n === null) {
       ctx.addIssue({ code: 'custom', message: `--${flag} must be a whole number of bytes, got ${JSON.stringify(s)}` });
       return z.NEVER;
     }
@@ -75,8 +76,8 @@ const devicePath = (flag: string) =>
 /** A whole number in [min, max] written in decimal digits; the message names the flag and the bad value. */
 export const intFlag = (flag: string, min: number, max: number, multipleOf = 1) =>
   z.string().transform((s, ctx) => {
-    const n = /^[0-9]{1,9}$/.test(s) ? Number(s) : NaN;
-    if (Number.isNaN(n)) {
+    const n = parseWholeNumber(s, 9);
+    if (n === null) {
       ctx.addIssue({ code: 'custom', message: `--${flag} must be a whole number, got ${JSON.stringify(s)}` });
       return z.NEVER;
     }

@@ -32,6 +32,7 @@ export type BufferMode = (typeof BUFFER_MODES)[number];
 
 export const DEFAULT_DEPTH = 128;
 export const DEFAULT_MAX_IO_KIB = 512;
+/** The addon takes at most these (native/device.h kMaxQueues, the ublk ABI's kMaxQueueDepth; its `limits`). */
 export const MAX_QUEUES = 16;
 export const MAX_DEPTH = 4096;
 export const MIN_MAX_IO_KIB = 4;

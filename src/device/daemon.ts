@@ -1,6 +1,7 @@
-// One device's life inside the daemon process: validate, create and start the native ublk device, publish
-// it (registry file + control socket), serve control requests, and on shutdown stop the device and remove
-// every trace of it. A failure at any step before the device is live undoes the steps before it.
+// One device's life inside the daemon process: validate and claim main and spare, check the spare region
+// holds nothing a user may care about, create and start the native ublk device, publish it (registry file
+// + control socket), serve control requests, and on shutdown stop the device, remove every trace of it and
+// release the claims. A failure at any step before the device is live undoes the steps before it.
 import { DmrError, errorCodeOf, kernelError, toDmrError } from '../errors.js';
 import type { DeviceInfo, NativeAddon, NativeDevice, NativeEvent } from '../native.js';
 import type { Logger } from '../log.js';
@@ -12,6 +13,8 @@ import type { DeviceConfig } from './config.js';
 import { IoErrorCounters, summarizeQueues } from './counters.js';
 import { featureNames, hex } from './features.js';
 import { planDevice, type DevicePlan } from './validate.js';
+import { checkSpareRegion } from './signatures.js';
+import { ClaimedSpareIo } from '../remap/io.js';
 import { reapStale } from './reap.js';
 import { mainIdentity } from './fingerprint.js';
 import { RemapEngine } from './remap-engine.js';
@@ -49,20 +52,43 @@ export class Daemon {
   private constructor(
     private readonly cfg: DeviceConfig,
     private readonly plan: DevicePlan,
+    private readonly spareIo: ClaimedSpareIo,
     private readonly deps: DaemonDeps,
   ) {
     this.burst = new BurstLog(deps.log);
   }
 
-  /** Validates, starts the device and publishes it. Throws a DmrError, leaving nothing behind, on failure. */
+  /**
+   * Validates and claims the devices, checks the spare, starts the device and publishes it. Throws a
+   * DmrError, leaving nothing behind (nothing written, the claims released), on failure.
+   */
   static async start(cfg: DeviceConfig, deps: DaemonDeps): Promise<Daemon> {
     ensureRunDir(deps.runDir);
     const { live, stale } = readEntries(deps.runDir);
     for (const e of stale) await reapStale(deps.native, deps.runDir, e, deps.log);
     const plan = planDevice(deps.native, cfg, live);
-    const daemon = new Daemon(cfg, plan, deps);
-    await daemon.bringUp();
-    return daemon;
+    try {
+      const spareIo = await checkedSpare(deps, cfg, plan);
+      const daemon = new Daemon(cfg, plan, spareIo, deps);
+      await daemon.bringUp();
+      return daemon;
+    } catch (e) {
+      plan.held.release();
+      throw toDmrError(e);
+    }
+  }
+
+  /**
+   * What `add` without --foreground runs before it starts the daemon: every refusal of start() that can be
+   * known without the kernel device (claims, signatures on the spare), then the claims are released again.
+   */
+  static async precheck(cfg: DeviceConfig, deps: Pick<DaemonDeps, 'native' | 'log'>, running: RegistryEntry[]): Promise<void> {
+    const plan = planDevice(deps.native, cfg, running);
+    try {
+      await checkedSpare(deps, cfg, plan);
+    } finally {
+      plan.held.release();
+    }
   }
 
   get info(): DeviceInfo {
@@ -84,7 +110,7 @@ export class Daemon {
     log.debug({ fingerprintSource: id.source }, 'main identity');
     try {
       this.engine = await RemapEngine.open({
-        sparePath: p.spare.path,
+        spare: this.spareIo,
         main: id,
         blockSize: p.blockSize,
         deviceBytes: p.sizeBytes,
@@ -103,6 +129,8 @@ export class Daemon {
       this.device = new native.Device({
         mainPath: p.main.path,
         sparePath: p.spare.path,
+        mainFd: p.main.fd,
+        spareFd: p.spare.fd,
         queues: p.queues,
         depth: p.depth,
         blockSize: p.blockSize,
@@ -286,6 +314,8 @@ export class Daemon {
       this.burst.flush();
       await this.server?.close();
       await this.closeEngine();
+      // Nothing uses main or the spare any more (the native device closed its dups when it stopped).
+      this.plan.held.release();
       if (this.entry) removeEntry(this.deps.runDir, this.entry.devId, process.pid);
       const code = stopped ? exitCode : 1;
       log.info({ exitCode: code }, 'device stopped');
@@ -307,6 +337,20 @@ export class Daemon {
       return false;
     }
   }
+}
+
+/** The spare's SpareIo over its claim, once checkSpareRegion found nothing to protect in its region. */
+async function checkedSpare(deps: Pick<DaemonDeps, 'native' | 'log'>, cfg: DeviceConfig, plan: DevicePlan): Promise<ClaimedSpareIo> {
+  const io = new ClaimedSpareIo(deps.native, plan.spare.fd, plan.spare.sizeBytes, plan.spare.path);
+  await checkSpareRegion({
+    io,
+    path: plan.spare.path,
+    spareOffset: cfg.spareOffset ?? 0,
+    spareSize: cfg.spareSize,
+    force: cfg.forceFormat === true,
+    log: deps.log,
+  });
+  return io;
 }
 
 function startError(e: unknown, p: DevicePlan): DmrError {

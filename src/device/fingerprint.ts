@@ -10,9 +10,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { mainFingerprint, type MainIdentity } from '../remap/index.js';
-
-const majorOf = (rdev: bigint): bigint => ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
-const minorOf = (rdev: bigint): bigint => (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
+import { sysfsBlockPath } from './dev-t.js';
 
 const ID_FILES = ['device/wwid', 'device/serial', 'serial', 'dm/uuid', 'md/uuid', 'loop/backing_file'] as const;
 
@@ -40,7 +38,7 @@ export function mainIdentitySource(mainPath: string): { kind: 'sysfs' | 'path' |
   if (!st.isBlockDevice()) return { kind: 'file', text: `file:${fs.realpathSync(mainPath)}` };
   let sysDir: string | null = null;
   try {
-    sysDir = fs.realpathSync(`/sys/dev/block/${majorOf(st.rdev)}:${minorOf(st.rdev)}`);
+    sysDir = fs.realpathSync(sysfsBlockPath(st.rdev));
   } catch {
     sysDir = null;
   }

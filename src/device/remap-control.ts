@@ -2,7 +2,8 @@
 // the status: the dm-remap v2.0 status line and its fields as JSON.
 import { DmrError, usageError } from '../errors.js';
 import { DEFAULT_TABLE_LIMIT, MAX_TABLE_LIMIT, type DeviceStatus, type Handlers, type ResultOf } from '../control/protocol.js';
-import { parseSector, type RemapEngine } from './remap-engine.js';
+import type { RemapEngine } from './remap-engine.js';
+import { parseSector, parseWholeNumber } from '../numbers.js';
 import type { AutoRemapper } from './auto-remap.js';
 
 type RemapStatus = DeviceStatus['remap'];
@@ -234,8 +235,9 @@ export function remapHandlers(engine: () => RemapEngine, status: () => DeviceSta
         count(verb, words, 0, 2, 'table [offset [limit]]');
         const num = (s: string | undefined, what: string, max: number): number | undefined => {
           if (s === undefined) return undefined;
-          if (!/^[0-9]{1,15}$/.test(s) || Number(s) > max) throw usageError(`message table: ${what} must be a whole number up to ${max}, got ${JSON.stringify(s)}`);
-          return Number(s);
+          const n = parseWholeNumber(s, 15);
+          if (n === null || n > max) throw usageError(`message table: ${what} must be a whole number up to ${max}, got ${JSON.stringify(s)}`);
+          return n;
         };
         const offset = num(words[1], 'offset', Number.MAX_SAFE_INTEGER);
         const limit = num(words[2], 'limit', MAX_TABLE_LIMIT);

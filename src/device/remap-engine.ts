@@ -12,10 +12,10 @@ import type { BackingRole, NativeDevice, NativeEvent } from '../native.js';
 import { isNativeError, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE } from '../native.js';
 import type { Logger } from '../log.js';
 import {
-  FileSpareIo,
   RemapStore,
   remapBlock,
   slotOffset,
+  type SpareIo,
   unremapBlock,
   type LoadReport,
   type MainIdentity,
@@ -27,7 +27,8 @@ import { JOURNAL_RECORD_SIZE, MIN_JOURNAL_RECORDS, DEFAULT_JOURNAL_RECORDS } fro
 export const SECTOR = 512;
 
 export interface EngineOptions {
-  sparePath: string;
+  /** The spare, claimed (ClaimedSpareIo): the engine never opens or closes it. */
+  spare: SpareIo;
   main: MainIdentity;
   blockSize: 512 | 4096;
   /** Size of the device /dev/ublkbN exposes (bytes, multiple of blockSize). */
@@ -76,14 +77,6 @@ export interface TableEntryOut {
 export function journalRecordsFor(spareSize: number): number {
   const n = Math.floor(spareSize / 8 / (2 * JOURNAL_RECORD_SIZE));
   return Math.max(MIN_JOURNAL_RECORDS, Math.min(DEFAULT_JOURNAL_RECORDS, n));
-}
-
-/** A 512-byte sector number given as a JSON number or decimal text; E_USAGE when it is not one. */
-export function parseSector(s: string): number {
-  if (!/^[0-9]{1,16}$/.test(s)) throw new DmrError('E_USAGE', `sector must be a whole number of 512-byte sectors, got ${JSON.stringify(s)}`);
-  const n = Number(s);
-  if (!Number.isSafeInteger(n)) throw new DmrError('E_USAGE', `sector ${s} is too large`);
-  return n;
 }
 
 /** A block a failed request touched: where it failed, and its error count so far. */
@@ -135,7 +128,7 @@ export class RemapEngine {
 
   private constructor(
     readonly store: RemapStore,
-    private readonly io: FileSpareIo,
+    private readonly io: SpareIo,
     readonly report: LoadReport,
     readonly blockSize: 512 | 4096,
     readonly deviceBytes: bigint,
@@ -144,23 +137,18 @@ export class RemapEngine {
 
   /** Opens (or formats) the spare's metadata. Refusals are typed errors and leave the spare untouched. */
   static async open(o: EngineOptions): Promise<RemapEngine> {
-    const io = await FileSpareIo.open(o.sparePath);
-    try {
-      const offset = o.spareOffset ?? 0;
-      const regionSize = o.spareSize ?? Math.max(0, Number(io.size) - offset);
-      const { store, report } = await RemapStore.open(io, {
-        main: o.main,
-        blockSize: o.blockSize,
-        spareOffset: offset,
-        spareSize: o.spareSize,
-        force: o.forceFormat === true,
-        journalRecords: journalRecordsFor(regionSize),
-      });
-      return new RemapEngine(store, io, report, o.blockSize, o.deviceBytes, o.log);
-    } catch (e) {
-      await io.close().catch(() => undefined);
-      throw e;
-    }
+    const io = o.spare;
+    const offset = o.spareOffset ?? 0;
+    const regionSize = o.spareSize ?? Math.max(0, Number(io.size) - offset);
+    const { store, report } = await RemapStore.open(io, {
+      main: o.main,
+      blockSize: o.blockSize,
+      spareOffset: offset,
+      spareSize: o.spareSize,
+      force: o.forceFormat === true,
+      journalRecords: journalRecordsFor(regionSize),
+    });
+    return new RemapEngine(store, io, report, o.blockSize, o.deviceBytes, o.log);
   }
 
   /** Byte offset of slot 0 on the spare (what the native data path adds slot * blockSize to). */
@@ -184,14 +172,13 @@ export class RemapEngine {
     this.countErrors(ev.op === 'read' ? 'read' : 'write', 1);
   }
 
-  /** Persists pending counters and waits for every commit; then closes the spare. Call after the device stopped. */
+  /** Persists pending counters and waits for every commit (the spare stays claimed). Call after the device stopped. */
   async close(): Promise<void> {
     await this.chain.catch(() => undefined);
     if (this.countersDirty) {
       await this.store.commitBatch([]).catch((e: unknown) => this.log.error({ err: String(e) }, 'cannot persist the error counters'));
     }
     await this.store.idle();
-    await this.io.close().catch(() => undefined);
   }
 
   /** The block holding `sector`; E_OUT_OF_RANGE outside the device. */

@@ -1,12 +1,15 @@
 // Every check that can be made before the kernel is touched: the devices exist and can be opened, main and
-// spare are different devices that do not overlap and that no other dmremap-ublk daemon uses, the block
-// size suits main, and ublk is available. Produces the exact options the native device is created with.
+// spare are different devices that do not overlap and that no other dmremap-ublk daemon uses, both are
+// claimed exclusively (claim.ts: nothing mounted or held), the block size suits main, and ublk is available.
+// Produces the exact options the native device is created with, and holds the claims.
 import fs from 'node:fs';
 import os from 'node:os';
 import { DmrError, backingDeviceError, errnoName } from '../errors.js';
-import type { BackingInfo, NativeAddon, UblkProbe } from '../native.js';
+import type { NativeAddon, UblkProbe } from '../native.js';
 import type { RegistryEntry } from '../control/registry.js';
 import type { DeviceConfig } from './config.js';
+import { HeldDevices, type ClaimedDevice } from './claim.js';
+import { sysfsBlockPath } from './dev-t.js';
 
 export interface Identity {
   path: string;
@@ -16,8 +19,10 @@ export interface Identity {
 }
 
 export interface DevicePlan {
-  main: BackingInfo & { identity: string };
-  spare: BackingInfo & { identity: string };
+  main: ClaimedDevice;
+  spare: ClaimedDevice;
+  /** The claims of main and spare: release() once nothing uses them (after the device stopped). */
+  held: HeldDevices;
   probe: UblkProbe;
   queues: number;
   depth: number;
@@ -30,8 +35,6 @@ export interface DevicePlan {
 
 const UBLK_F_AUTO_BUF_REG = 1n << 11n;
 
-const majorOf = (rdev: bigint): bigint => ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
-const minorOf = (rdev: bigint): bigint => (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
 
 /** Stats `p` (following symlinks) and names what it is; fails with a message naming `role`. */
 export function identify(p: string, role: 'main' | 'spare'): Identity {
@@ -45,7 +48,7 @@ export function identify(p: string, role: 'main' | 'spare'): Identity {
   if (st.isBlockDevice()) {
     let sysfs: string | null = null;
     try {
-      sysfs = fs.realpathSync(`/sys/dev/block/${majorOf(st.rdev)}:${minorOf(st.rdev)}`);
+      sysfs = fs.realpathSync(sysfsBlockPath(st.rdev));
     } catch {
       sysfs = null;
     }
@@ -101,14 +104,6 @@ function describe(e: RegistryEntry): string {
   return e.name === null ? e.blockPath : `${e.blockPath} (${e.name})`;
 }
 
-function backingInfo(native: NativeAddon, id: Identity, role: 'main' | 'spare'): BackingInfo & { identity: string } {
-  try {
-    return { ...native.openBackingInfo(id.path), identity: id.identity };
-  } catch (e) {
-    throw backingDeviceError(e, `${role} device ${id.path}`);
-  }
-}
-
 export function probeUblk(native: NativeAddon): UblkProbe {
   const probe = native.probe();
   if (probe.controlAvailable) return probe;
@@ -119,7 +114,10 @@ export function probeUblk(native: NativeAddon): UblkProbe {
   throw new DmrError('E_NO_UBLK', `/dev/ublk-control is not available (${code}); load the driver: modprobe ublk_drv`);
 }
 
-/** Validates `cfg` against the devices, the registry and the kernel. Changes nothing. */
+/**
+ * Validates `cfg` against the devices, the registry and the kernel, and claims main and spare. Writes
+ * nothing. The caller releases plan.held; a refusal releases the claims before it throws.
+ */
 export function planDevice(native: NativeAddon, cfg: DeviceConfig, running: RegistryEntry[]): DevicePlan {
   const mainId = identify(cfg.mainPath, 'main');
   const spareId = identify(cfg.sparePath, 'spare');
@@ -128,9 +126,17 @@ export function planDevice(native: NativeAddon, cfg: DeviceConfig, running: Regi
   checkAccess(cfg.sparePath, `spare device ${cfg.sparePath}`);
   checkRegistry(running, mainId, spareId, cfg.name);
 
-  const main = backingInfo(native, mainId, 'main');
-  const spare = backingInfo(native, spareId, 'spare');
+  const held = HeldDevices.claim(native, mainId, spareId);
+  try {
+    return planClaimed(native, cfg, held);
+  } catch (e) {
+    held.release();
+    throw e;
+  }
+}
 
+function planClaimed(native: NativeAddon, cfg: DeviceConfig, held: HeldDevices): DevicePlan {
+  const { main, spare } = held;
   const blockSize = cfg.blockSize ?? (main.logicalBlockSize > 512 ? 4096 : 512);
   if (blockSize < main.logicalBlockSize) {
     throw new DmrError(
@@ -159,6 +165,7 @@ export function planDevice(native: NativeAddon, cfg: DeviceConfig, running: Regi
   return {
     main,
     spare,
+    held,
     probe,
     queues: cfg.queues ?? Math.min(4, os.availableParallelism()),
     depth: cfg.depth,

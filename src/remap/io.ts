@@ -1,8 +1,11 @@
 // Block I/O on the spare device, as the remap store needs it: positioned reads and writes and a flush that
-// makes every write before it durable. FileSpareIo is the real one (a regular file or a block device);
-// MemSpareIo (mem-io.ts) simulates a disk for tests.
+// makes every write before it durable. ClaimedSpareIo is the daemon's (O_DIRECT on the spare's claimed fd,
+// the one open the data path shares); FileSpareIo opens a path itself (tools and tests); MemSpareIo
+// (mem-io.ts) simulates a disk for tests.
 import fs from 'node:fs';
 import { DmrError, errorCodeOf } from '../errors.js';
+import type { NativeAddon } from '../native.js';
+import { sysfsBlockPath } from '../device/dev-t.js';
 
 export interface SpareIo {
   /** Size of the spare device in bytes. */
@@ -14,13 +17,61 @@ export interface SpareIo {
   flush(): Promise<void>;
 }
 
-const majorOf = (rdev: bigint): bigint => ((rdev >> 8n) & 0xfffn) | ((rdev >> 32n) & ~0xfffn);
-const minorOf = (rdev: bigint): bigint => (rdev & 0xffn) | ((rdev >> 12n) & ~0xffn);
-
 function ioError(e: unknown, doing: string): DmrError {
   if (e instanceof DmrError) return e;
   const code = errorCodeOf(e);
   return new DmrError('E_SPARE_IO', `${doing}: ${code ?? (e instanceof Error ? e.message : String(e))}`, { cause: e });
+}
+
+/** Largest single native read or write (the addon takes up to 16 MiB). */
+const CLAIMED_CHUNK = 8 << 20;
+
+/**
+ * SpareIo over the spare's claimed fd (claimBacking): O_DIRECT reads, writes and fdatasync on the addon's
+ * worker threads, through its aligned buffers. Offsets and lengths are multiples of 512 (the store's are of
+ * 4096). Does not own the fd: the claim is released by whoever made it, after the device stopped.
+ */
+export class ClaimedSpareIo implements SpareIo {
+  constructor(
+    private readonly native: Pick<NativeAddon, 'readClaimed' | 'writeClaimed' | 'syncClaimed'>,
+    private readonly fd: number,
+    readonly size: bigint,
+    readonly path: string,
+  ) {}
+
+  async read(offset: number | bigint, length: number): Promise<Buffer> {
+    const parts: Buffer[] = [];
+    try {
+      for (let done = 0; done < length; ) {
+        const n = Math.min(CLAIMED_CHUNK, length - done);
+        parts.push(await this.native.readClaimed(this.fd, BigInt(offset) + BigInt(done), n));
+        done += n;
+      }
+    } catch (e) {
+      throw ioError(e, `read of ${length} bytes at ${offset} on spare ${this.path} failed`);
+    }
+    return parts.length === 1 ? (parts[0] as Buffer) : Buffer.concat(parts, length);
+  }
+
+  async write(offset: number | bigint, data: Buffer): Promise<void> {
+    try {
+      for (let done = 0; done < data.length; ) {
+        const n = Math.min(CLAIMED_CHUNK, data.length - done);
+        await this.native.writeClaimed(this.fd, BigInt(offset) + BigInt(done), data.subarray(done, done + n));
+        done += n;
+      }
+    } catch (e) {
+      throw ioError(e, `write of ${data.length} bytes at ${offset} on spare ${this.path} failed`);
+    }
+  }
+
+  async flush(): Promise<void> {
+    try {
+      await this.native.syncClaimed(this.fd);
+    } catch (e) {
+      throw ioError(e, `flush of spare ${this.path} failed`);
+    }
+  }
 }
 
 /** SpareIo over a file descriptor (node:fs FileHandle: pread/pwrite/fdatasync). */
@@ -46,7 +97,7 @@ export class FileSpareIo implements SpareIo {
       if (size === undefined) {
         const st = await fh.stat({ bigint: true });
         if (st.isBlockDevice()) {
-          const txt = await fs.promises.readFile(`/sys/dev/block/${majorOf(st.rdev)}:${minorOf(st.rdev)}/size`, 'utf8');
+          const txt = await fs.promises.readFile(`${sysfsBlockPath(st.rdev)}/size`, 'utf8');
           size = BigInt(txt.trim()) * 512n;
         } else {
           size = st.size;

@@ -9,6 +9,7 @@ import path from 'node:path';
 import util from 'node:util';
 import { z } from 'zod';
 import type {
+  BackingClaim,
   BackingInfo,
   BackingRole,
   DeviceInfo,
@@ -23,6 +24,7 @@ import type {
   UblkProbe,
 } from '../native.js';
 import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE } from '../native.js';
+import { MAX_DEPTH, MAX_QUEUES } from '../device/config.js';
 
 export const fakeConfigSchema = z.strictObject({
   devDir: z.string(),
@@ -63,8 +65,8 @@ export class FakeDevice implements NativeDevice {
     private readonly addon: FakeNative,
     readonly opts: DeviceOptions,
   ) {
-    if (opts.queues < 1 || opts.queues > 16) throw new RangeError(`queues ${opts.queues} out of range`);
-    if (opts.depth < 1 || opts.depth > 4096) throw new RangeError(`depth ${opts.depth} out of range`);
+    if (opts.queues < 1 || opts.queues > MAX_QUEUES) throw new RangeError(`queues ${opts.queues} out of range`);
+    if (opts.depth < 1 || opts.depth > MAX_DEPTH) throw new RangeError(`depth ${opts.depth} out of range`);
     if (opts.sizeBytes % BigInt(opts.blockSize) !== 0n) throw new RangeError('size is not a multiple of the block size');
     this.queueStats = Array.from({ length: opts.queues }, (_, queue) => ({
       queue,
@@ -283,6 +285,7 @@ export class FakeNative implements NativeAddon {
   readonly cfg: z.output<typeof fakeConfigSchema>;
   readonly devices: FakeDevice[] = [];
   readonly Device: new (opts: DeviceOptions) => NativeDevice;
+  readonly limits = { maxQueues: MAX_QUEUES, maxDepth: MAX_DEPTH };
 
   constructor(cfg: FakeConfig) {
     this.cfg = fakeConfigSchema.parse(cfg);
@@ -323,6 +326,59 @@ export class FakeNative implements NativeAddon {
       discard: true,
       rotational: false,
     };
+  }
+
+  /** Claims held now: fd → identity (a second claim of the same file fails with EBUSY, as flock would). */
+  readonly claims = new Map<number, string>();
+
+  claimBacking(p: string): BackingClaim {
+    if (this.cfg.busy.includes(p)) throw nativeError('EBUSY', 'open', p);
+    let st: fs.BigIntStats;
+    try {
+      st = fs.statSync(p, { bigint: true });
+    } catch (e) {
+      throw nativeError((e as NodeJS.ErrnoException).code ?? 'EIO', 'stat', p);
+    }
+    if (!st.isFile() && !st.isBlockDevice()) throw nativeError('ENOTBLK', 'open', `${p} (not a block device or regular file)`);
+    const identity = st.isBlockDevice() ? `b:${st.rdev}` : `f:${st.dev}:${st.ino}`;
+    if ([...this.claims.values()].includes(identity)) throw nativeError('EBUSY', 'flock', p);
+    let fd: number;
+    try {
+      fd = fs.openSync(p, 'r+');
+    } catch (e) {
+      throw nativeError((e as NodeJS.ErrnoException).code ?? 'EIO', 'open', p);
+    }
+    this.claims.set(fd, identity);
+    return { fd, isBlockDevice: st.isBlockDevice(), rdev: st.isBlockDevice() ? st.rdev : 0n, dev: st.dev, ino: st.ino };
+  }
+
+  releaseBacking(fd: number): void {
+    if (!this.claims.delete(fd)) throw nativeError('EBADF', 'close');
+    fs.closeSync(fd);
+  }
+
+  private claimed(fd: number, offset: bigint, length: number): void {
+    if (!this.claims.has(fd)) throw nativeError('EBADF', 'read');
+    if (offset % 512n !== 0n || length % 512 !== 0 || length < 512 || length > 16 << 20) {
+      throw new RangeError('offset and length must be multiples of 512, the length from 512 to 16 MiB');
+    }
+  }
+
+  async readClaimed(fd: number, offset: bigint, length: number): Promise<Buffer> {
+    this.claimed(fd, offset, length);
+    const b = Buffer.alloc(length);
+    fs.readSync(fd, b, 0, length, Number(offset)); // past the end stays zero
+    return b;
+  }
+
+  async writeClaimed(fd: number, offset: bigint, data: Buffer): Promise<void> {
+    this.claimed(fd, offset, data.length);
+    fs.writeSync(fd, data, 0, data.length, Number(offset));
+  }
+
+  async syncClaimed(fd: number): Promise<void> {
+    if (!this.claims.has(fd)) throw nativeError('EBADF', 'fdatasync');
+    fs.fdatasyncSync(fd);
   }
 
   async kernelDeviceInfo(devId: number): Promise<KernelDeviceInfo> {

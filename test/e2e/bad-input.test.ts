@@ -41,15 +41,15 @@ describe('bad input on real devices', () => {
   it('main mounted elsewhere', () => {
     const main = s.loop(64);
     must('mkfs.ext4', ['-q', '-F', main]);
-    s.mount(main);
-    expectRefused(['add', '--main', main, '--spare', s.loop(16)], 1, `main device ${main} is in use (mounted, or held by another program)`);
+    const mnt = s.mount(main);
+    expectRefused(['add', '--main', main, '--spare', s.loop(16)], 1, `main device ${main} is mounted on ${mnt}`);
   });
 
   it('spare mounted elsewhere (foreground)', () => {
     const spare = s.loop(16);
     must('mkfs.ext4', ['-q', '-F', spare]);
-    s.mount(spare);
-    expectRefused(['add', '--main', s.loop(64), '--spare', spare, '--foreground'], 1, `spare device ${spare} is in use (mounted, or held by another program)`);
+    const mnt = s.mount(spare);
+    expectRefused(['add', '--main', s.loop(64), '--spare', spare, '--foreground'], 1, `spare device ${spare} is mounted on ${mnt}`);
   });
 
   it('main or spare already claimed by another running daemon', () => {

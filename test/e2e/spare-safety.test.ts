@@ -1,0 +1,171 @@
+// Never format a spare that holds something (DESIGN.md invariant 6): `add` claims main and spare exclusively
+// before it reads or writes them, refuses a mounted or held device whatever the flags, and refuses a spare
+// region where blkid finds a filesystem, swap or a partition table unless --force-format is given. Every
+// refusal is one line, exit 1, and leaves the spare's bytes as they were.
+import crypto from 'node:crypto';
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { addDevice, dmr, must, registryFiles, sh, ublkNodes, waitFor } from './helpers.js';
+import { ErrorSources } from './error-sources.js';
+import { scratchPerTest } from './setup.js';
+
+const s = scratchPerTest();
+
+const sha = (p: string): string => crypto.createHash('sha256').update(fs.readFileSync(p)).digest('hex');
+
+/** blkid -p's fields for `dev` (empty when it finds nothing). */
+function blkid(dev: string): Record<string, string> {
+  const r = sh('blkid', ['-p', '-o', 'export', dev]);
+  const out: Record<string, string> = {};
+  for (const line of r.stdout.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) out[line.slice(0, eq)] = line.slice(eq + 1);
+  }
+  return out;
+}
+
+/**
+ * add with `args` (detached, then --foreground) is refused: exit 1, exactly `message` as its one line,
+ * E_SPARE_IN_USE / `code` in --json, no device or registry entry made, and `spare`'s bytes unchanged.
+ */
+function expectRefused(args: string[], spare: string, code: string, message: string | RegExp): void {
+  const before = { nodes: ublkNodes(), registry: registryFiles(), sum: sha(spare) };
+  for (const mode of [[], ['--foreground']]) {
+    const r = dmr('add', ...args, ...mode);
+    expect(r.status, r.stderr).toBe(1);
+    expect(r.stdout).toBe('');
+    const lines = r.stderr.replace(/\n$/, '').split('\n');
+    expect(lines, r.stderr).toHaveLength(1);
+    if (typeof message === 'string') expect(lines[0]).toBe(`dmremap-ublk: ${message}`);
+    else expect(lines[0]).toMatch(message);
+    const j = dmr('add', ...args, ...mode, '--json');
+    expect(j.status).toBe(1);
+    expect((JSON.parse(j.stdout) as { error: { code: string } }).error.code).toBe(code);
+  }
+  expect({ nodes: ublkNodes(), registry: registryFiles(), sum: sha(spare) }).toEqual(before);
+}
+
+describe('a spare that holds something is never formatted', () => {
+  it('an unmounted ext4: refused, bytes and filesystem intact; --force-format uses it', () => {
+    const main = s.loop(64);
+    const spare = s.loop(32);
+    must('mkfs.ext4', ['-q', '-F', '-L', 'backup', spare]);
+    expectRefused(['--main', main, '--spare', spare], spare, 'E_SPARE_IN_USE', `${spare} holds an ext4 filesystem (label "backup"); use --force-format to overwrite it`);
+    expect(blkid(spare)).toMatchObject({ TYPE: 'ext4', LABEL: 'backup' });
+    expect(sh('fsck.ext4', ['-n', '-f', spare]).status).toBe(0);
+
+    const dev = addDevice(main, spare, '--force-format');
+    expect(dmr('del', dev.blockPath).status).toBe(0);
+    expect(blkid(spare).TYPE).toBeUndefined();
+  });
+
+  it('the region at --spare-offset is what is checked', () => {
+    const main = s.loop(64);
+    const spare = s.loop(64);
+    // An ext4 image written 32 MiB into the spare: the region there holds it, the start of the spare does not.
+    const img = path.join(s.dir, 'fs.img');
+    fs.writeFileSync(img, '');
+    fs.truncateSync(img, 16 << 20);
+    must('mkfs.ext4', ['-q', '-F', '-L', 'inner', img]);
+    must('dd', [`if=${img}`, `of=${spare}`, 'bs=1M', 'seek=32', 'oflag=direct', 'conv=notrunc', 'status=none']);
+    expectRefused(['--main', main, '--spare', spare, '--spare-offset', String(32 << 20)], spare, 'E_SPARE_IN_USE',
+      `${spare} at offset ${32 << 20} holds an ext4 filesystem (label "inner"); use --force-format to overwrite it`);
+    const dev = addDevice(main, spare, '--spare-size', String(32 << 20));
+    expect(dmr('del', dev.blockPath).status).toBe(0);
+  });
+
+  it('a mounted ext4: refused even with --force-format, bytes unchanged, fsck clean after', () => {
+    const main = s.loop(64);
+    const spare = s.loop(32);
+    must('mkfs.ext4', ['-q', '-F', '-E', 'lazy_itable_init=0,lazy_journal_init=0', spare]);
+    const mnt = s.mount(spare);
+    fs.writeFileSync(path.join(mnt, 'keep'), 'data that must survive');
+    must('sync', []);
+    expectRefused(['--main', main, '--spare', spare, '--force-format'], spare, 'E_DEVICE_BUSY', `spare device ${spare} is mounted on ${mnt}`);
+    s.umount(mnt);
+    const fsck = sh('fsck.ext4', ['-n', '-f', spare]);
+    expect(fsck.status, fsck.stdout + fsck.stderr).toBe(0);
+  });
+
+  it('a GPT or an MBR partition table: refused', () => {
+    const main = s.loop(64);
+    for (const [label, what] of [
+      ['gpt', 'a GPT partition table'],
+      ['dos', 'an MBR (dos) partition table'],
+    ] as const) {
+      const spare = s.loop(32);
+      const r = spawnSync('sfdisk', ['-q', spare], { input: `label: ${label}\n,8M\n`, encoding: 'utf8' });
+      expect(r.status, r.stderr).toBe(0);
+      expectRefused(['--main', main, '--spare', spare], spare, 'E_SPARE_IN_USE', `${spare} holds ${what}; use --force-format to overwrite it`);
+    }
+  });
+
+  it('swap: refused', () => {
+    const spare = s.loop(32);
+    must('mkswap', ['-L', 'sw', spare]);
+    expectRefused(['--main', s.loop(64), '--spare', spare], spare, 'E_SPARE_IN_USE', `${spare} holds swap space (label "sw"); use --force-format to overwrite it`);
+  });
+
+  it('a regular file holding an ext4 image: refused', () => {
+    const spare = path.join(s.dir, 'spare.img');
+    fs.writeFileSync(spare, '');
+    fs.truncateSync(spare, 32 << 20);
+    must('mkfs.ext4', ['-q', '-F', spare]);
+    expectRefused(['--main', s.loop(64), '--spare', spare], spare, 'E_SPARE_IN_USE', `${spare} holds an ext4 filesystem; use --force-format to overwrite it`);
+  });
+
+  it('a spare this program formatted loads again with no flag, and blkid can probe it while it is held', () => {
+    const main = s.loop(64);
+    const spare = s.loop(32);
+    const first = addDevice(main, spare);
+    // The daemon holds the spare with O_EXCL; blkid opens it without: it still probes (and finds nothing).
+    expect(sh('blkid', ['-p', spare]).status).toBe(2);
+    must('dd', ['if=/dev/urandom', `of=${first.blockPath}`, 'bs=4096', 'count=16', 'oflag=direct', 'status=none']);
+    expect(dmr('remap', first.blockPath, '8').status).toBe(0);
+    const data = sh('dd', [`if=${first.blockPath}`, 'bs=4096', 'count=16', 'iflag=direct', 'status=none']);
+    expect(dmr('del', first.blockPath).status).toBe(0);
+    const again = addDevice(main, spare);
+    const table = dmr('table', again.blockPath, '--json');
+    expect(table.status, table.stderr).toBe(0);
+    expect(table.stdout).toMatch(/"sector":8\b/);
+    const back = sh('dd', [`if=${again.blockPath}`, 'bs=4096', 'count=16', 'iflag=direct', 'status=none']);
+    expect(back.stdout).toBe(data.stdout);
+    expect(dmr('del', again.blockPath).status).toBe(0);
+  });
+});
+
+describe('a device in use is never claimed', () => {
+  it('a spare held by a dm linear map: refused, even with --force-format', () => {
+    const src = new ErrorSources();
+    try {
+      const dm = src.dmError(32, []);
+      const holder = fs.readdirSync(`/sys/class/block/${path.basename(dm.backing)}/holders`);
+      expect(holder).toHaveLength(1);
+      expectRefused(['--main', s.loop(64), '--spare', dm.backing, '--force-format'], dm.backing, 'E_DEVICE_BUSY',
+        `spare device ${dm.backing} is held by /dev/${holder[0]}`);
+    } finally {
+      src.cleanup();
+    }
+  });
+
+  it('a mounted main: refused, even with --force-format', () => {
+    const main = s.loop(64);
+    must('mkfs.ext4', ['-q', '-F', main]);
+    const mnt = s.mount(main);
+    const spare = s.loop(32);
+    expectRefused(['--main', main, '--spare', spare, '--force-format'], spare, 'E_DEVICE_BUSY', `main device ${main} is mounted on ${mnt}`);
+  });
+
+  it('a regular file another program holds under flock: refused', async () => {
+    const spare = path.join(s.dir, 'spare.img');
+    fs.writeFileSync(spare, '');
+    fs.truncateSync(spare, 32 << 20);
+    const holder = s.spawn('flock', ['--exclusive', spare, 'sleep', '120']);
+    // flock(1) holds the lock from before it runs sleep: wait until a non-blocking attempt fails.
+    await waitFor('flock to hold the file', () => sh('flock', ['--exclusive', '--nonblock', spare, 'true']).status !== 0, 10_000);
+    expectRefused(['--main', s.loop(64), '--spare', spare], spare, 'E_DEVICE_BUSY', `spare device ${spare} is in use (mounted, or held by another program)`);
+    holder.kill('SIGKILL');
+  });
+});
