@@ -125,7 +125,8 @@ export type NativeEvent =
       /**
        * A request is parked until resolveFault(queue, tag, seq, ...). kind 'error': parts of it failed (with
        * parking on); `failed` lists them. kind 'lost_written': a write (or discard / write-zeroes) touched
-       * LOST blocks; its data went to their slots and every part succeeded; `written` lists the LOST ranges.
+       * LOST blocks; its data went to their slots and every part succeeded; `written` lists the LOST ranges:
+       * blocks block..block+blocks-1 went to spare slots slot..slot+blocks-1 (as published when it was planned).
        */
       type: 'io_fault';
       queue: number;
@@ -142,7 +143,7 @@ export type NativeEvent =
       /** Since the request was dispatched. */
       latencyUs: number;
       failed: FaultRange[];
-      written: Array<{ block: number; blocks: number }>;
+      written: Array<{ block: number; blocks: number; slot: number }>;
     }
   | {
       /** A request that had been reported by io_fault (kind 'error') completed successfully after a retry. */

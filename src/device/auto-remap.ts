@@ -46,6 +46,8 @@ export interface AutoRemapCounters {
   passedThrough: number;
   /** Blocks whose write landed in their slot and was committed: redirected writes and healed lost blocks. */
   healed: number;
+  /** Writes driven again because their data went to a slot their block had left (moved, or redirect abandoned). */
+  redrivenWrites: number;
 }
 
 const zero = (): AutoRemapCounters => ({
@@ -57,13 +59,19 @@ const zero = (): AutoRemapCounters => ({
   spareIoErrors: 0,
   passedThrough: 0,
   healed: 0,
+  redrivenWrites: 0,
 });
 
 interface Job {
   block: number;
+  /** 'slot-write' jobs: the slot the write's data went to. */
+  slot?: number;
   slotFailed: boolean;
   errorCount: number;
 }
+
+/** The outcome of a 'slot-write' job whose block is no longer at that slot: the write is driven again. */
+class RedriveWrite extends Error {}
 
 interface FaultRecord {
   op: FaultEvent['op'];
@@ -102,7 +110,8 @@ export class AutoRemapper {
   private persistTimer: NodeJS.Timeout | null = null;
   /** Errors and remaps are logged through this: one line at once, then one summary per second of a burst. */
   private readonly burst: BurstLog;
-  spareFull = false;
+  /** A slot was refused because the spare is full, and none has been freed since (nor stats cleared). */
+  private spareFullSeen = false;
 
   constructor(
     private readonly engine: RemapEngine,
@@ -115,7 +124,7 @@ export class AutoRemapper {
     this.burst = new BurstLog(log);
     // A failed write's two steps (redirect, then commit once its data is in the slot) share batches: one
     // commit and one table publish serve the writes being redirected and those being committed.
-    this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'heal' ? 'write' : kind));
+    this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'slot-write' ? 'write' : kind));
     this.queue.onSettled = (kind) => {
       if (kind === 'relocate') this.persistSoon();
     };
@@ -179,7 +188,20 @@ export class AutoRemapper {
     this.log.info({ autoRemap: on }, `auto-remap ${on ? 'on' : 'off'}`);
   }
 
+  /**
+   * The spare is full now: a remap was refused for want of a slot and no slot is free yet. Clears itself
+   * once a slot is free again (an unremap, a remap given up), and on clear_stats.
+   */
+  get spareFull(): boolean {
+    if (this.spareFullSeen && this.engine.store.allocator.free > 0) {
+      this.spareFullSeen = false;
+      this.log.info({ freeSlots: this.engine.store.allocator.free }, 'the spare has free slots again');
+    }
+    return this.spareFullSeen;
+  }
+
   clearStats(): void {
+    this.spareFullSeen = false;
     this.counters = zero();
     this.suspects.clear();
     this.engine.clearErrorCounters();
@@ -238,20 +260,39 @@ export class AutoRemapper {
   }
 
   private async lostWritten(ev: FaultEvent): Promise<void> {
-    const blocks: number[] = [];
-    for (const r of ev.written) for (let b = r.block; b < r.block + r.blocks; b++) blocks.push(b);
-    const errs = await Promise.all(blocks.map((block) => this.queue.add('foreground', 'heal', { block, slotFailed: false, errorCount: 0 })));
-    const err = errs.find((e) => e !== null);
+    const writes: Array<{ block: number; slot: number }> = [];
+    for (const r of ev.written) for (let i = 0; i < r.blocks; i++) writes.push({ block: r.block + i, slot: r.slot + i });
+    const blocks = writes.map((x) => x.block);
+    const errs = await Promise.all(writes.map((x) => this.queue.add('foreground', 'slot-write', { ...x, slotFailed: false, errorCount: 0 })));
+    const err = errs.find((e) => e !== null && !(e instanceof RedriveWrite));
     if (err) {
       this.burst.note('commit-failed', 'error', 'writes to spare slots could not be committed: they fail', { blocks, fields: { err: err.message } });
       this.counters.passedThrough++;
       this.resolve(ev, { action: 'fail', errno: EIO });
       return;
     }
-    this.counters.healed += blocks.length;
-    this.burst.note('committed', 'info', 'writes committed in spare slots (blocks remapped after write errors, or healed)', { blocks });
+    const redrive = writes.filter((_, i) => errs[i] instanceof RedriveWrite);
+    this.counters.healed += writes.length - redrive.length;
+    if (writes.length > redrive.length) {
+      this.burst.note('committed', 'info', 'writes committed in spare slots (blocks remapped after write errors, or healed)', { blocks });
+    }
     const rec = this.faults.get(keyOf(ev));
     if (rec) rec.remapped = true;
+    if (redrive.length > 0) {
+      // Their data went to a slot the table no longer gives the block (it moved, or its redirect was
+      // abandoned): acknowledging would map the block to a slot without the data. Write it again, against
+      // the table as it is now.
+      if (ev.attempt >= MAX_WRITE_ATTEMPTS) {
+        this.log.error({ attempt: ev.attempt, blocks: redrive.slice(0, 16).map((x) => x.block) }, 'write keeps landing in slots its blocks left: it fails');
+        this.counters.passedThrough++;
+        this.resolve(ev, { action: 'fail', errno: EIO });
+        return;
+      }
+      this.counters.redrivenWrites++;
+      this.log.debug({ blocks: redrive.slice(0, 16) }, 'write landed in slots its blocks left: written again');
+      this.resolve(ev, { action: 'retry' });
+      return;
+    }
     this.resolve(ev, { action: 'complete' });
   }
 
@@ -353,8 +394,8 @@ export class AutoRemapper {
     );
     const err = errs.find((e) => e !== null) ?? null;
     if (err !== null && err instanceof DmrError && err.code === 'E_SPARE_FULL') {
-      if (!this.spareFull) this.log.error('spare full: errors now reach the user; health is critical');
-      this.spareFull = true;
+      if (!this.spareFullSeen) this.log.error('spare full: errors now reach the user; health is critical');
+      this.spareFullSeen = true;
     }
     return err;
   }
@@ -394,10 +435,11 @@ export class AutoRemapper {
         return out;
       case 'write': {
         const redirect = items('redirect');
-        const heal = items('heal').map((i) => i.block);
-        const r = await this.engine.writeBatch(redirect, heal);
+        const slotWrites = items('slot-write').map((i) => ({ block: i.block, slot: i.slot ?? -1 }));
+        const r = await this.engine.writeBatch(redirect, slotWrites);
         put('redirect', r.redirected);
-        if (r.healError !== null) for (const b of heal) out.set(jobKey('heal', b), r.healError);
+        for (const x of r.redrive) out.set(jobKey('slot-write', x.block, x.slot), new RedriveWrite(`block ${x.block} left slot ${x.slot}`));
+        if (r.commitError !== null) for (const x of slotWrites) out.set(jobKey('slot-write', x.block, x.slot), r.commitError);
         return out;
       }
       case 'relocate': {

@@ -86,6 +86,12 @@ export function parseSector(s: string): number {
   return n;
 }
 
+/** A write's data for `block` went to spare slot `slot` (from a 'lost_written' report). */
+export interface SlotWrite {
+  block: number;
+  slot: number;
+}
+
 /** A block a failed request touched: where it failed, and its error count so far. */
 export interface FaultItem {
   block: number;
@@ -285,7 +291,7 @@ export class RemapEngine {
   /**
    * Redirects failed writes (issue 6): each block on main gets a reserved slot and is published LOST
    * without a commit (a crash now leaves it on main, where the write never completed: nothing acknowledged
-   * depends on it); the caller retries the write, which lands in the slot, and doHeal() then commits the
+   * depends on it); the caller retries the write, which lands in the slot, and doCommitSlotWrites() then commits the
    * remap. No drain is needed: a write still in flight to the block on main is concurrent with the one
    * being redirected, so either's data is a valid result, and the redirected one completes last. A
    * provisional block whose slot failed gets another slot (the bad one is retired); a committed block whose
@@ -310,15 +316,15 @@ export class RemapEngine {
       }
       const slot = await this.reserveFor(it.block, out);
       if (slot === null) continue;
-      if (p !== undefined) {
-        await this.store.unreserveSlot(p.slot);
-        retire.push({ op: 'retire', slot: p.slot });
-      }
+      // The failed slot stays reserved until every block of the batch has its new slot: given back now,
+      // it would be the next reserve's lowest free slot, handed to another block, and refused by retire.
+      if (p !== undefined) retire.push({ op: 'retire', slot: p.slot });
       this.provisional.set(it.block, { slot, errorCount: it.errorCount });
       changed = true;
       out.set(it.block, null);
     }
     if (retire.length > 0) {
+      for (const r of retire) if (r.op === 'retire') await this.store.unreserveSlot(r.slot);
       // A slot that failed a write is never used again (committed: a restart must not hand it out).
       await this.store.commitBatch(retire).catch((err: unknown) => this.log.error({ err: String(err) }, 'cannot retire failed spare slots'));
     }
@@ -403,65 +409,84 @@ export class RemapEngine {
   }
 
   /**
-   * Writes to `blocks` (lost, or redirected) put their new data in their slots (native reported them
-   * 'lost_written'): commit them remapped / mapped (one journal write + flush, which also makes the slot
-   * data durable); the caller publishes. Blocks that need no op (a second write to a block committed
-   * meanwhile) only need that flush. Rejects on failure: lost blocks stay lost, redirected ones go back to
-   * main, and the writes must fail. True when the table to publish changed.
+   * Writes put their new data in spare slots (native reported them 'lost_written', each block with the slot
+   * its data went to): commit those the table still places at that slot (one journal write + flush, which
+   * also makes the slot data durable): a redirected block (provisional at that slot) as remapped, a lost
+   * block at that slot as mapped; a block already mapped there needs only the flush. A block the table now
+   * places elsewhere (its slot failed and it moved, another redirect) or nowhere (its redirect was abandoned,
+   * the slot freed) is not committed: its write must be driven again to land where the table says
+   * (`redrive`). Rejects on a commit failure: lost blocks stay lost, redirected ones go back to main, and the
+   * writes must fail. `changed`: the table to publish changed.
    */
-  private async doHeal(blocks: readonly number[]): Promise<boolean> {
+  private async doCommitSlotWrites(writes: ReadonlyArray<SlotWrite>): Promise<{ changed: boolean; redrive: SlotWrite[] }> {
     const ops: RemapOp[] = [];
-    const redirected: number[] = [];
-    for (const b of new Set(blocks)) {
-      const p = this.provisional.get(b);
-      if (p !== undefined) {
-        ops.push({ op: 'remap', block: b, slot: p.slot, origin: 'auto', errorCount: p.errorCount });
-        redirected.push(b);
-      } else if (this.store.table.get(b)?.state === 'lost') {
-        ops.push({ op: 'mapped', block: b });
+    const redirected: Array<{ block: number; slot: number }> = [];
+    const redrive: SlotWrite[] = [];
+    const seen = new Set<string>();
+    for (const w of writes) {
+      const key = `${w.block}@${w.slot}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const p = this.provisional.get(w.block);
+      const e = this.store.table.get(w.block);
+      if (p !== undefined && p.slot === w.slot) {
+        ops.push({ op: 'remap', block: w.block, slot: w.slot, origin: 'auto', errorCount: p.errorCount });
+        redirected.push({ block: w.block, slot: w.slot });
+      } else if (p === undefined && e !== undefined && e.slot === w.slot) {
+        if (e.state === 'lost') ops.push({ op: 'mapped', block: w.block });
+      } else {
+        redrive.push(w);
       }
     }
     try {
       if (ops.length > 0) {
         await this.store.commitBatch(ops);
         this.countersDirty = false;
-      } else {
+      } else if (redrive.length < seen.size) {
         await this.dev().flush('spare');
       }
     } catch (err) {
-      throw ioFailure(err, 'committing written lost blocks failed');
+      throw ioFailure(err, 'committing writes in spare slots failed');
     } finally {
       // Committed: the entries replace the overlay. Not committed: the writes fail, and the redirected
       // blocks go back to main (their write never completed there either).
-      for (const b of redirected) {
-        const p = this.provisional.get(b);
-        this.provisional.delete(b);
-        if (p !== undefined && this.store.allocator.isReserved(p.slot)) await this.store.unreserveSlot(p.slot).catch(() => undefined);
+      for (const r of redirected) {
+        const p = this.provisional.get(r.block);
+        if (p?.slot !== r.slot) continue;
+        this.provisional.delete(r.block);
+        if (this.store.allocator.isReserved(p.slot)) await this.store.unreserveSlot(p.slot).catch(() => undefined);
       }
     }
-    return ops.length > 0 || redirected.length > 0;
+    return { changed: ops.length > 0 || redirected.length > 0, redrive };
   }
 
   /**
-   * One batch of failed-write work: commits the blocks whose redirected (or lost) writes have their data
-   * in the slots (doHeal), redirects newly failed writes (doRedirect), then publishes once. Resolves with
-   * each redirect's outcome and the commit's error, if it failed (those writes must fail).
+   * One batch of failed-write work: commits the writes that have their data in spare slots
+   * (doCommitSlotWrites), redirects newly failed writes (doRedirect), then publishes once. Resolves with
+   * each redirect's outcome, the writes to drive again (their slot is no longer the block's) and the
+   * commit's error, if it failed (those writes must fail).
    */
-  writeBatch(redirects: ReadonlyArray<FaultItem>, heals: readonly number[]): Promise<{ redirected: Map<number, DmrError | null>; healError: DmrError | null }> {
+  writeBatch(
+    redirects: ReadonlyArray<FaultItem>,
+    slotWrites: ReadonlyArray<SlotWrite>,
+  ): Promise<{ redirected: Map<number, DmrError | null>; redrive: SlotWrite[]; commitError: DmrError | null }> {
     return this.serial(async () => {
-      let healError: DmrError | null = null;
+      let commitError: DmrError | null = null;
+      let redrive: SlotWrite[] = [];
       let changed = false;
-      if (heals.length > 0) {
+      if (slotWrites.length > 0) {
         try {
-          changed = await this.doHeal(heals);
+          const c = await this.doCommitSlotWrites(slotWrites);
+          changed = c.changed;
+          redrive = c.redrive;
         } catch (e) {
-          healError = e instanceof DmrError ? e : ioFailure(e, 'committing written blocks failed');
+          commitError = e instanceof DmrError ? e : ioFailure(e, 'committing writes in spare slots failed');
           changed = true;
         }
       }
       const r = redirects.length > 0 ? await this.doRedirect(redirects) : { out: new Map<number, DmrError | null>(), changed: false };
       if (changed || r.changed) this.publish();
-      return { redirected: r.out, healError };
+      return { redirected: r.out, redrive, commitError };
     });
   }
 

@@ -254,6 +254,29 @@ export class FakeDevice implements NativeDevice {
     return this.queueStats.map((s) => ({ ...s, latencyLog2Us: [...s.latencyLog2Us] }));
   }
 
+  /**
+   * The 'lost_written' report native makes for a write of blocks [block, block + blocks) planned against
+   * the table published now: the LOST blocks it touched, in runs of consecutive blocks and slots, with the
+   * slots their data went to (the write's data is in those slots as of now). Null when it touches no LOST
+   * block (the write completes without a report). Not emitted: a test emits it when it chooses, after
+   * changing whatever it wants to interleave.
+   */
+  plannedWrite(tag: number, seq: number, block: number, blocks: number, attempt = 0): Extract<NativeEvent, { type: 'io_fault' }> | null {
+    const t = this.remapTable;
+    const written: Array<{ block: number; blocks: number; slot: number }> = [];
+    for (let b = block; b < block + blocks; b++) {
+      const i = t.blocks.indexOf(BigInt(b));
+      if (i < 0 || ((t.flags[i] as number) & REMAP_FLAG_LOST) === 0) continue;
+      if (((t.flags[i] as number) & REMAP_FLAG_MOVING) !== 0) throw new Error(`plannedWrite: block ${b} is MOVING: native would park the write`);
+      const slot = Number(t.slots[i]);
+      const last = written.at(-1);
+      if (last !== undefined && last.block + last.blocks === b && last.slot + last.blocks === slot) last.blocks++;
+      else written.push({ block: b, blocks: 1, slot });
+    }
+    if (written.length === 0) return null;
+    return { type: 'io_fault', queue: 0, tag, seq, op: 'write', kind: 'lost_written', block, blocks, attempt, latencyUs: 100, failed: [], written };
+  }
+
   /** Delivers an event as the addon's ThreadSafeFunction would. */
   emit(ev: NativeEvent): void {
     this.opts.onEvent(ev);
