@@ -183,6 +183,7 @@ export const statsSchema = z.strictObject({
   relocations: n,
   relocationFailures: n,
   healedBlocks: n,
+  redrivenWrites: n,
   pendingBlocks: n,
   lostBlocks: n,
   spareIoErrors: n,

@@ -128,6 +128,7 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultO
     relocations: a.relocations,
     relocationFailures: a.relocationFailures,
     healedBlocks: a.healed,
+    redrivenWrites: a.redrivenWrites,
     pendingBlocks: pending,
     lostBlocks: rs.lost,
     spareIoErrors: a.spareIoErrors,
@@ -149,7 +150,7 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
     `errors            ${s.writeErrors} write, ${s.readErrors} read, ${s.spareIoErrors} on the spare`,
     `reads             ${s.retries} retries, ${s.recoveredReads} recovered, ${s.unrecoveredReads} failed every try`,
     `remaps            ${s.autoRemaps} automatic, ${s.manualRemaps} manual, ${s.relocations} relocations (${s.relocationFailures} failed)`,
-    `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} written to their slots (redirected or healed)`,
+    `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} written to their slots (redirected or healed), ${s.redrivenWrites} writes driven again (their block had left the slot)`,
     `spare             ${s.freeSlots} free slots, ${s.retiredSlots} retired${s.spareFull ? ', FULL: errors reach the user' : ''}`,
     `passed through    ${s.passedThrough} failed requests returned to the user`,
     `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting` +
@@ -167,6 +168,19 @@ export function describeStats(s: ResultOf<'stats'>): string {
     `spare_io_errors=${s.spareIoErrors} retired_slots=${s.retiredSlots} passed_through=${s.passedThrough} ` +
     `queued=${s.queue.queued + s.queue.running} free_slots=${s.freeSlots} health=${s.health}`
   );
+}
+
+/**
+ * `dmsetup message <dev> <sector> <message>` passes the sector the message is for first; dm-remap scripts
+ * say `0 remap N`. The device is one target starting at sector 0, so a leading `0` is accepted and dropped;
+ * another leading number is an error (there is no other target to send it to).
+ */
+export function withoutDmsetupSector(words: string[]): string[] {
+  const first = words[0] ?? '';
+  if (!/^[0-9]+$/.test(first)) return words;
+  if (!/^0+$/.test(first)) throw usageError(`message: the leading sector (dmsetup's target sector) must be 0, got ${first}: the device is one target starting at sector 0`);
+  if (words.length === 1) throw usageError('message: nothing after the leading sector 0 (e.g. "0 remap 1234")');
+  return words.slice(1);
 }
 
 function count(from: string, words: string[], min: number, max: number, usage: string): void {
@@ -198,7 +212,7 @@ export function remapHandlers(engine: () => RemapEngine, status: () => DeviceSta
     },
   };
   const message = async (req: { words: string[] }): Promise<ResultOf<'message'>> => {
-    const words = req.words;
+    const words = withoutDmsetupSector(req.words);
     const verb = (words[0] ?? '').toLowerCase();
     switch (verb) {
       case 'ping':
