@@ -54,6 +54,11 @@ Error handling (each overrides the config file; see dmremap-ublk config --help):
   --error-threshold <n>     recovered read errors on a block before it is relocated, 1-65535 (default 1)
   --read-retries <n>        retries of a failed read before it fails, 0-16 (default 3)
   --retry-backoff-ms <n>    wait before the first retry in ms, doubling per retry, 0-10000 (default 10)
+  --outage-regions <n>      failures in this many of main's 64 regions within the window suspect an
+                            outage (main is probed), 1-64 (default 4)
+  --outage-window-ms <n>    that window in ms, 10-60000 (default 2000)
+  --outage-hold-ms <n>      requests held during an outage fail with their errno after this, 100-600000
+                            (default 30000)
 Each setting comes from the first of: the flag, the config file's entry for this device (by --name,
 else by the absolute --main path), the config file's global value, the default. A config file that cannot be
 read or is invalid makes add fail before anything is created.
@@ -75,10 +80,16 @@ Keys:
   error_threshold   recovered read errors on a block before it is relocated, 1-65535 (default 1)
   read_retries      retries of a failed read before it fails with EIO, 0-16 (default 3)
   retry_backoff_ms  wait before the first retry in ms, doubling per retry, 0-10000 (default 10)
+  outage_regions    failures in this many of main's 64 regions within outage_window_ms suspect a
+                    device-wide outage (main is then probed), 1-64 (default 4)
+  outage_window_ms  that window in ms, 10-60000 (default 2000)
+  outage_hold_ms    requests held during an outage fail with their errno after this, 100-600000
+                    (default 30000)
 
 get     prints the effective settings, one "key = value" per line (the given key only, if any):
         the defaults, overridden by the file's global values, overridden by the file's entry for
-        --device. With --json: {"autoRemap","errorThreshold","readRetries","retryBackoffMs"}.
+        --device. With --json: {"autoRemap","errorThreshold","readRetries","retryBackoffMs",
+        "outageRegions","outageWindowMs","outageHoldMs"}.
 set     stores a value, globally or for --device, and prints "key = value (was old)". The file is
         replaced atomically (created, with /etc/dmremap-ublk, if missing); other keys are kept.
 unset   removes a value, globally or for --device, so the next level's value applies again.

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import type { DeviceConfig } from '../../src/device/config.js';
+import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import { Daemon } from '../../src/device/daemon.js';
 import type { FaultAction, NativeEvent } from '../../src/native.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
@@ -140,7 +141,7 @@ describe('write errors', () => {
   });
 
   it('a lost block (pending) written: committed mapped before the write completes', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
     const r = fault({ op: 'read', block: 12, blocks: 1, failed: [{ device: 'main', block: 12, blocks: 1, errno: 61 }] });
     device().emit(r);
     expect(await resolution(r)).toEqual({ action: 'fail', errno: 5 });
@@ -208,7 +209,7 @@ describe('writes whose data landed in a slot the block has left', () => {
   });
 
   it('a pending block moved to a fresh slot (its slot failed a write) meanwhile: a write into the old slot is driven again', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
     const r = fault({ op: 'read', tag: 1, block: 12, blocks: 1, failed: [{ device: 'main', block: 12, blocks: 1, errno: 61 }] });
     device().emit(r);
     expect(await resolution(r)).toEqual({ action: 'fail', errno: 5 });
@@ -268,7 +269,7 @@ describe('writes whose data landed in a slot the block has left', () => {
 
 describe('read errors', () => {
   it('retries with backoff, then marks the blocks pending (lost, auto) before failing the read with EIO', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 2, retryBackoffMs: 1 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 2, retryBackoffMs: 1 } });
     const f = fault({ op: 'read', block: 16, blocks: 4, failed: [{ device: 'main', block: 16, blocks: 4, errno: 61 }] });
     device().emit(f);
     expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
@@ -284,7 +285,7 @@ describe('read errors', () => {
   });
 
   it('a read that a retry recovers is relocated with its data at the error threshold', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 0 } });
     const f = fault({ op: 'read', block: 40, blocks: 1, failed: [{ device: 'main', block: 40, blocks: 1, errno: 5 }] });
     device().emit(f);
     expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
@@ -297,7 +298,7 @@ describe('read errors', () => {
   });
 
   it('a slot whose read a retry recovered: the block moves to a fresh slot with its data, the old slot is retired', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 0 } });
     await ask('remap', { sector: 30 });
     const before = entry(30)?.slot as number;
     const f = fault({ op: 'read', block: 30, blocks: 1, failed: [{ device: 'spare', block: 30, blocks: 1, errno: 5 }] });
@@ -313,7 +314,7 @@ describe('read errors', () => {
   });
 
   it('below the error threshold a recovered block stays on main', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 2, readRetries: 3, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 2, readRetries: 3, retryBackoffMs: 0 } });
     const f = fault({ op: 'read', block: 41, blocks: 1, failed: [{ device: 'main', block: 41, blocks: 1, errno: 5 }] });
     device().emit(f);
     await resolution(f);
@@ -349,7 +350,7 @@ describe('switches and limits', () => {
   });
 
   it('starts with parking off when the policy says autoRemap false', async () => {
-    await start({ policy: { autoRemap: false, errorThreshold: 1, readRetries: 3, retryBackoffMs: 10 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: false, errorThreshold: 1, readRetries: 3, retryBackoffMs: 10 } });
     expect(device().parkFaults).toBe(false);
   });
 
@@ -409,7 +410,7 @@ describe('switches and limits', () => {
 
 describe('restart', () => {
   it('queued relocations survive a restart; pending blocks are in the table', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 1, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 1, retryBackoffMs: 0 } });
     // Hold the first relocation so that the others stay queued.
     const engine = daemon?.['engine'] as { relocate: (...a: unknown[]) => Promise<string> };
     let release!: () => void;
@@ -445,7 +446,7 @@ describe('restart', () => {
 
 describe('the data path mirror', () => {
   it('after any mix of manual remaps, unremaps, redirected writes, pending reads and healing writes, the index the data path holds is exactly the table', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
     const rnd = seededRandom(6);
     const blocks = 40; // few blocks, so that operations keep landing on blocks already remapped
     const engine = daemon?.['engine'] as { store: { table: { exportSorted: () => { blocks: BigUint64Array; slots: BigUint64Array; lost: Uint8Array } } } };
