@@ -193,6 +193,8 @@ export const statsSchema = z.strictObject({
   queue: z.strictObject({ queued: n, foreground: n, background: n, running: n, handled: n, batches: n, droppedBackground: n }),
   freeSlots: n,
   spareFull: z.boolean(),
+  /** Device-wide outages of main (README, "Outages"). */
+  outage: z.strictObject({ active: z.boolean(), since: n.nullable(), outages: n, held: n, heldTotal: n, failedAfterHold: n }),
   health: z.enum(['healthy', 'degraded', 'critical']),
 });
 export type Stats = z.infer<typeof statsSchema>;

@@ -22,6 +22,8 @@ import { DmrError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FaultAction, NativeDevice, NativeEvent } from '../native.js';
 import { BurstLog } from './burst-log.js';
+import { OutageDetector } from './outage-detector.js';
+import { OutageMonitor, probeMain, type OutageStats } from './outage-monitor.js';
 import type { RemapEngine } from './remap-engine.js';
 import { jobKey, WorkQueue, type WorkQueueStats } from './work-queue.js';
 
@@ -73,6 +75,9 @@ interface Job {
 /** The outcome of a 'slot-write' job whose block is no longer at that slot: the write is driven again. */
 class RedriveWrite extends Error {}
 
+/** The outcome of a 'lost' or 'redirect' job when main is in an outage: nothing was done; the request is held. */
+class OutageHold extends Error {}
+
 interface FaultRecord {
   op: FaultEvent['op'];
   /** Blocks that failed in the latest report, with where. */
@@ -82,6 +87,10 @@ interface FaultRecord {
   /** Its blocks were remapped for it (a write): nothing to relocate when it clears. */
   remapped: boolean;
   firstErrno: number;
+  /** Retries given to it when an outage it was held in ended (not counted against its retries). */
+  outageRetries: number;
+  /** It was held in an outage: its failures were the outage's, not its blocks'. */
+  outage: boolean;
 }
 
 /**
@@ -110,6 +119,11 @@ export class AutoRemapper {
   private persistTimer: NodeJS.Timeout | null = null;
   /** Errors and remaps are logged through this: one line at once, then one summary per second of a burst. */
   private readonly burst: BurstLog;
+  private readonly detector: OutageDetector;
+  /** Device-wide outages of main: while one lasts, failed requests are held, never remapped or marked lost. */
+  readonly outage: OutageMonitor;
+  /** Called when an outage ended (the daemon rechecks the blocks marked pending). */
+  onOutageEnded: (() => void) | null = null;
   /** A slot was refused because the spare is full, and none has been freed since (nor stats cleared). */
   private spareFullSeen = false;
 
@@ -122,6 +136,15 @@ export class AutoRemapper {
     private readonly queueFile: string | null = null,
   ) {
     this.burst = new BurstLog(log);
+    const deviceBlocks = Number(engine.deviceBytes / BigInt(engine.blockSize));
+    this.detector = new OutageDetector(() => ({ regions: policy.outageRegions, windowMs: policy.outageWindowMs }), deviceBlocks, Date.now);
+    this.outage = new OutageMonitor(
+      () => probeMain(device, engine.blockSize, deviceBlocks),
+      () => this.policy.outageHoldMs,
+      log,
+      () => this.onOutageEnded?.(),
+      () => this.detector.reset(),
+    );
     // A failed write's two steps (redirect, then commit once its data is in the slot) share batches: one
     // commit and one table publish serve the writes being redirected and those being committed.
     this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'slot-write' ? 'write' : kind));
@@ -202,13 +225,14 @@ export class AutoRemapper {
 
   clearStats(): void {
     this.spareFullSeen = false;
+    this.outage.clearStats();
     this.counters = zero();
     this.suspects.clear();
     this.engine.clearErrorCounters();
   }
 
-  stats(): AutoRemapCounters & { queue: WorkQueueStats; faultsParked: number; suspectBlocks: number } {
-    return { ...this.counters, queue: this.queue.stats(), faultsParked: this.faults.size, suspectBlocks: this.suspects.size };
+  stats(): AutoRemapCounters & { queue: WorkQueueStats; faultsParked: number; suspectBlocks: number; outage: OutageStats } {
+    return { ...this.counters, queue: this.queue.stats(), faultsParked: this.faults.size, suspectBlocks: this.suspects.size, outage: this.outage.stats() };
   }
 
   /** Waits until no fault is being handled and the work queue is empty (tests, benchmarks). */
@@ -219,6 +243,7 @@ export class AutoRemapper {
   /** Stops taking decisions: retries are cancelled, queued jobs dropped (native fails parked requests on stop). */
   async close(): Promise<void> {
     this.closed = true;
+    this.outage.close();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     if (this.persistTimer !== null) clearTimeout(this.persistTimer);
@@ -301,7 +326,7 @@ export class AutoRemapper {
     let rec = this.faults.get(key);
     const errno = ev.failed[0]?.errno ?? EIO;
     if (rec === undefined) {
-      rec = { op: ev.op, blocks: new Map(), narrowed: false, remapped: false, firstErrno: errno };
+      rec = { op: ev.op, blocks: new Map(), narrowed: false, remapped: false, firstErrno: errno, outageRetries: 0, outage: false };
       this.faults.set(key, rec);
     }
     if (ev.attempt === 0) this.engine.countErrors(ev.op === 'read' ? 'read' : 'write', ev.failed.length);
@@ -328,8 +353,37 @@ export class AutoRemapper {
       this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
       return;
     }
+    // A device-wide outage is not a surface defect: hold the request until main answers.
+    let suspicious = false;
+    for (const r of ev.failed) if (r.device === 'main' && this.detector.failure(r.block, r.errno)) suspicious = true;
+    if (this.outage.active || (suspicious && (await this.outage.confirm()))) {
+      this.holdForOutage(ev, rec);
+      return;
+    }
     if (ev.op === 'read') return this.readFailed(ev, rec, multi);
     return this.writeFailed(ev, rec, multi);
+  }
+
+  /**
+   * Holds a request during an outage (it stays parked in native): retried whole when main answers (the
+   * retry does not count against its own retries), failed with its first errno if main does not answer
+   * within outageHoldMs. Nothing is remapped or marked lost for it either way.
+   */
+  private holdForOutage(ev: FaultEvent, rec: FaultRecord): void {
+    rec.outage = true;
+    this.outage.hold({
+      release: (mainAnswers) => {
+        if (this.closed) return;
+        if (mainAnswers) {
+          rec.outageRetries++;
+          rec.narrowed = false;
+          this.resolve(ev, { action: 'retry' });
+        } else {
+          this.counters.passedThrough++;
+          this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
+        }
+      },
+    });
   }
 
   private retry(ev: FaultEvent, rec: FaultRecord, delayMs: number): void {
@@ -342,14 +396,19 @@ export class AutoRemapper {
 
   private async readFailed(ev: FaultEvent, rec: FaultRecord, multi: boolean): Promise<void> {
     const { readRetries, retryBackoffMs } = this.policy;
+    const attempt = ev.attempt - rec.outageRetries;
     // A failure not yet narrowed to single blocks is narrowed first, even with no retries configured:
     // marking a whole request's blocks lost for one bad block would throw good data away.
-    if (ev.attempt < readRetries || (multi && !rec.narrowed)) {
-      this.retry(ev, rec, retryBackoffMs * 2 ** Math.min(ev.attempt, 10));
+    if (attempt < readRetries || (multi && !rec.narrowed)) {
+      this.retry(ev, rec, retryBackoffMs * 2 ** Math.min(attempt, 10));
+      return;
+    }
+    const errs = await this.jobs('lost', rec);
+    if (errs instanceof OutageHold) {
+      this.holdForOutage(ev, rec);
       return;
     }
     this.counters.unrecoveredReads++;
-    const errs = await this.jobs('lost', rec);
     const blocks = [...rec.blocks.keys()];
     if (errs === null) this.burst.note('pending', 'error', 'read failed on every try: blocks marked pending (lost until written)', { blocks, fields: { tries: ev.attempt + 1 } });
     else this.log.error({ blocks: blocks.slice(0, 16), count: blocks.length, err: errs.message }, 'read failed on every try; marking the blocks pending failed');
@@ -361,7 +420,7 @@ export class AutoRemapper {
       this.retry(ev, rec, 0);
       return;
     }
-    if (ev.attempt >= MAX_WRITE_ATTEMPTS) {
+    if (ev.attempt - rec.outageRetries >= MAX_WRITE_ATTEMPTS) {
       this.log.error({ attempt: ev.attempt }, 'write keeps failing after remaps: it fails');
       await this.engine.abandonRedirects([...rec.blocks.keys()]).catch(() => undefined);
       this.counters.passedThrough++;
@@ -369,6 +428,10 @@ export class AutoRemapper {
       return;
     }
     const err = await this.jobs('redirect', rec);
+    if (err instanceof OutageHold) {
+      this.holdForOutage(ev, rec);
+      return;
+    }
     if (err !== null) {
       await this.engine.abandonRedirects([...rec.blocks.keys()]).catch(() => undefined);
       this.counters.passedThrough++;
@@ -412,7 +475,8 @@ export class AutoRemapper {
     const key = keyOf(ev);
     const rec = this.faults.get(key);
     this.faults.delete(key);
-    if (rec === undefined || rec.remapped) return;
+    // Held in an outage and through now: the outage failed it, not its blocks.
+    if (rec === undefined || rec.remapped || rec.outage) return;
     if (rec.op === 'read') this.counters.recoveredReads++;
     // The request went through on a retry: its blocks work, for now. Relocate them once they reach the threshold.
     for (const [block, device] of rec.blocks) {
@@ -430,11 +494,23 @@ export class AutoRemapper {
     };
     const items = (kind: string): Job[] => jobs.filter((j) => j.kind === kind).map((j) => j.item);
     switch (group) {
-      case 'lost':
+      case 'lost': {
+        // The last check before blocks are marked lost: main must answer a probe (faults being narrowed
+        // when an outage began end up here; they are held, not marked).
+        if (await this.outage.confirm()) {
+          for (const it of items('lost')) out.set(jobKey('lost', it.block), new OutageHold('main is in an outage'));
+          return out;
+        }
         put('lost', await this.engine.markLost(items('lost')));
         return out;
+      }
       case 'write': {
-        const redirect = items('redirect');
+        let redirect = items('redirect');
+        if (redirect.length > 0 && (await this.outage.confirm())) {
+          // No remap during an outage: the failed writes are held; writes already in slots are committed.
+          for (const it of redirect) out.set(jobKey('redirect', it.block), new OutageHold('main is in an outage'));
+          redirect = [];
+        }
         const slotWrites = items('slot-write').map((i) => ({ block: i.block, slot: i.slot ?? -1 }));
         const r = await this.engine.writeBatch(redirect, slotWrites);
         put('redirect', r.redirected);
@@ -443,6 +519,7 @@ export class AutoRemapper {
         return out;
       }
       case 'relocate': {
+        if (this.outage.active) return out; // main does not answer: the block comes back at its next error
         const { readRetries, retryBackoffMs } = this.policy;
         for (const it of items('relocate')) {
           const r = await this.engine.relocate(it.block, it.slotFailed, it.errorCount, readRetries + 1, retryBackoffMs);

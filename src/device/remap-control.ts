@@ -138,7 +138,8 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultO
     queue: a.queue,
     freeSlots: rs.free,
     spareFull: auto.spareFull || rs.free === 0,
-    health: auto.spareFull ? 'critical' : rs.health,
+    outage: a.outage,
+    health: auto.spareFull || a.outage.active ? 'critical' : rs.health,
   };
 }
 
@@ -153,6 +154,8 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
     `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} written to their slots (redirected or healed), ${s.redrivenWrites} writes driven again (their block had left the slot)`,
     `spare             ${s.freeSlots} free slots, ${s.retiredSlots} retired${s.spareFull ? ', FULL: errors reach the user' : ''}`,
     `passed through    ${s.passedThrough} failed requests returned to the user`,
+    `outages           ${s.outage.active ? `NOW (since ${new Date(s.outage.since ?? 0).toISOString()}, ${s.outage.held} requests held); ` : ''}` +
+      `${s.outage.outages} outages of main, ${s.outage.heldTotal} requests held, ${s.outage.failedAfterHold} failed after the hold`,
     `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting` +
       (q.droppedBackground > 0 ? `; ${q.droppedBackground} relocations dropped (queue full: they wait for the block's next error)` : ''),
     `health            ${s.health}`,
@@ -166,7 +169,8 @@ export function describeStats(s: ResultOf<'stats'>): string {
     `recovered_reads=${s.recoveredReads} unrecovered_reads=${s.unrecoveredReads} auto_remaps=${s.autoRemaps} ` +
     `manual_remaps=${s.manualRemaps} relocations=${s.relocations} pending=${s.pendingBlocks} lost=${s.lostBlocks} ` +
     `spare_io_errors=${s.spareIoErrors} retired_slots=${s.retiredSlots} passed_through=${s.passedThrough} ` +
-    `queued=${s.queue.queued + s.queue.running} free_slots=${s.freeSlots} health=${s.health}`
+    `queued=${s.queue.queued + s.queue.running} free_slots=${s.freeSlots} outage=${s.outage.active ? 1 : 0} outages=${s.outage.outages} ` +
+    `held=${s.outage.held} health=${s.health}`
   );
 }
 
