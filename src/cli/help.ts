@@ -15,8 +15,9 @@ Commands:
   verify   show where a sector maps and whether it reads
   table    show the remap table
   stats    error-handling statistics: errors, retries, recovered reads, auto remaps, pending blocks
+  recheck  re-read lost blocks on main; those that read now go back to main
   message  send a dmsetup-message style command (remap N, unremap N, verify N, table, status, stats,
-           clear_stats, set_auto_remap 0|1, ping)
+           clear_stats, set_auto_remap 0|1, recheck [N...], ping)
   config   show or change the error-handling defaults (auto_remap, error_threshold, read_retries,
            retry_backoff_ms) in /etc/dmremap-ublk/config.json
 
@@ -192,12 +193,27 @@ Options:
   --json       print the statistics object
   -h, --help   show this help
 `,
+  recheck: `Usage: dmremap-ublk recheck <device> [<sector>...] [--json]
+
+Reads lost blocks again on main: those holding the given sectors (512-byte sectors), or every lost block.
+A lost (pending) block still holds its last data on main, since nothing was written to it since; a block
+that reads now goes back to main (its entry is removed and its spare slot freed, counted as recovered in
+stats) with the care of an unremap: requests touching it wait while it moves. A block that still does
+not read stays lost. Also run by the daemon for pending blocks when an outage of main ends.
+<device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
+
+Options:
+  --json       print {"checked","recovered","unreadable","blocks":[{"sector","block","result","errno"}]}
+  -h, --help   show this help
+`,
   message: `Usage: dmremap-ublk message <device> <words...>
 
 Sends a dm-remap style message and prints the reply, like dmsetup message. Messages:
   remap <sector>           unremap <sector>           verify <sector>
   table [offset [limit]]   status (the status line)   stats (one key=value line)
   clear_stats              set_auto_remap 0|1         ping
+  recheck [sector...]
+A leading target sector, as dmsetup message passes it ("0 remap 1234"), is accepted when it is 0.
 An unknown message is an error.
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 

@@ -24,7 +24,7 @@ import type { FaultAction, NativeDevice, NativeEvent } from '../native.js';
 import { BurstLog } from './burst-log.js';
 import { OutageDetector } from './outage-detector.js';
 import { OutageMonitor, probeMain, type OutageStats } from './outage-monitor.js';
-import type { RemapEngine } from './remap-engine.js';
+import type { RecheckResult, RemapEngine } from './remap-engine.js';
 import { jobKey, WorkQueue, type WorkQueueStats } from './work-queue.js';
 
 type FaultEvent = Extract<NativeEvent, { type: 'io_fault' }>;
@@ -50,6 +50,8 @@ export interface AutoRemapCounters {
   healed: number;
   /** Writes driven again because their data went to a slot their block had left (moved, or redirect abandoned). */
   redrivenWrites: number;
+  /** Lost blocks that read on main again (recheck) and are back there. */
+  recovered: number;
 }
 
 const zero = (): AutoRemapCounters => ({
@@ -62,6 +64,7 @@ const zero = (): AutoRemapCounters => ({
   passedThrough: 0,
   healed: 0,
   redrivenWrites: 0,
+  recovered: 0,
 });
 
 interface Job {
@@ -122,8 +125,7 @@ export class AutoRemapper {
   private readonly detector: OutageDetector;
   /** Device-wide outages of main: while one lasts, failed requests are held, never remapped or marked lost. */
   readonly outage: OutageMonitor;
-  /** Called when an outage ended (the daemon rechecks the blocks marked pending). */
-  onOutageEnded: (() => void) | null = null;
+
   /** A slot was refused because the spare is full, and none has been freed since (nor stats cleared). */
   private spareFullSeen = false;
 
@@ -142,7 +144,7 @@ export class AutoRemapper {
       () => probeMain(device, engine.blockSize, deviceBlocks),
       () => this.policy.outageHoldMs,
       log,
-      () => this.onOutageEnded?.(),
+      () => this.afterOutage(),
       () => this.detector.reset(),
     );
     // A failed write's two steps (redirect, then commit once its data is in the slot) share batches: one
@@ -202,6 +204,28 @@ export class AutoRemapper {
     } catch (e) {
       this.log.warn({ file: this.queueFile, err: String(e) }, 'cannot save the relocation queue');
     }
+  }
+
+  /**
+   * Re-reads lost blocks on main (`blocks`, or all; `autoOnly`: only those auto-remap marked pending) and
+   * returns those that read to main (RemapEngine.recheck); counts them `recovered`.
+   */
+  async recheck(blocks: readonly number[] | null, autoOnly = false): Promise<RecheckResult[]> {
+    const r = await this.engine.recheck(blocks, autoOnly);
+    this.counters.recovered += r.filter((x) => x.result === 'recovered').length;
+    return r;
+  }
+
+  /** After an outage: the blocks marked pending may have failed for the outage's sake; read them again. */
+  private afterOutage(): void {
+    if (this.closed) return;
+    this.recheck(null, true).then(
+      (r) => {
+        const back = r.filter((x) => x.result === 'recovered').length;
+        if (r.length > 0) this.log.info({ checked: r.length, recovered: back }, 'pending blocks rechecked after the outage');
+      },
+      (e: unknown) => this.log.error({ err: String(e) }, 'rechecking pending blocks after the outage failed'),
+    );
   }
 
   /** Turns auto-remap on or off for this device (not persisted: the config file holds the default). */

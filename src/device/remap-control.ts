@@ -1,12 +1,12 @@
 // Control-socket handlers of the remap engine (remap, unremap, verify, table, message) and the remap part of
 // the status: the dm-remap v2.0 status line and its fields as JSON.
 import { DmrError, usageError } from '../errors.js';
-import { DEFAULT_TABLE_LIMIT, MAX_TABLE_LIMIT, type DeviceStatus, type Handlers, type ResultOf } from '../control/protocol.js';
+import { DEFAULT_TABLE_LIMIT, MAX_RECHECK_SECTORS, MAX_TABLE_LIMIT, type DeviceStatus, type Handlers, type ResultOf } from '../control/protocol.js';
 import { parseSector, type RemapEngine } from './remap-engine.js';
 import type { AutoRemapper } from './auto-remap.js';
 
 type RemapStatus = DeviceStatus['remap'];
-type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'stats' | 'clear_stats' | 'set_auto_remap';
+type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'stats' | 'clear_stats' | 'set_auto_remap' | 'recheck';
 
 /**
  * Health, a simple rule until the health model exists: `critical` when the spare has no free slot or 90%
@@ -87,6 +87,18 @@ export function describeVerify(r: ResultOf<'verify'>): string {
   }
 }
 
+export function describeRecheck(r: ResultOf<'recheck'>): string {
+  const lines = [`rechecked ${r.checked} lost block(s): ${r.recovered} read on main again and are back there, ${r.unreadable} still unreadable`];
+  for (const b of r.blocks) {
+    if (b.result === 'recovered') lines.push(`sector ${b.sector} (block ${b.block}): recovered`);
+    else if (b.result === 'unreadable') lines.push(`sector ${b.sector} (block ${b.block}): still unreadable (${b.errno ?? 'error'})`);
+    else if (b.result === 'main-stale') {
+      lines.push(`sector ${b.sector} (block ${b.block}): stays lost: main's copy is not known to be its data (its slot failed, or it was lost before the daemon started)`);
+    } else lines.push(`sector ${b.sector} (block ${b.block}): not lost, nothing to recheck`);
+  }
+  return lines.join('\n');
+}
+
 export function describeTable(t: ResultOf<'table'>): string {
   const lines = [`${t.total} remapped block(s)${t.entries.length < t.total ? `, showing ${t.offset}-${t.offset + t.entries.length - 1}` : ''}`];
   for (const e of t.entries) {
@@ -104,6 +116,7 @@ const MESSAGES = [
   'stats',
   'clear_stats',
   'set_auto_remap 0|1',
+  'recheck [sector...]',
   'ping',
 ] as const;
 
@@ -129,6 +142,7 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultO
     relocationFailures: a.relocationFailures,
     healedBlocks: a.healed,
     redrivenWrites: a.redrivenWrites,
+    recoveredBlocks: a.recovered,
     pendingBlocks: pending,
     lostBlocks: rs.lost,
     spareIoErrors: a.spareIoErrors,
@@ -151,7 +165,7 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
     `errors            ${s.writeErrors} write, ${s.readErrors} read, ${s.spareIoErrors} on the spare`,
     `reads             ${s.retries} retries, ${s.recoveredReads} recovered, ${s.unrecoveredReads} failed every try`,
     `remaps            ${s.autoRemaps} automatic, ${s.manualRemaps} manual, ${s.relocations} relocations (${s.relocationFailures} failed)`,
-    `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} written to their slots (redirected or healed), ${s.redrivenWrites} writes driven again (their block had left the slot)`,
+    `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} written to their slots (redirected or healed), ${s.redrivenWrites} writes driven again (their block had left the slot), ${s.recoveredBlocks} lost blocks recovered by recheck`,
     `spare             ${s.freeSlots} free slots, ${s.retiredSlots} retired${s.spareFull ? ', FULL: errors reach the user' : ''}`,
     `passed through    ${s.passedThrough} failed requests returned to the user`,
     `outages           ${s.outage.active ? `NOW (since ${new Date(s.outage.since ?? 0).toISOString()}, ${s.outage.held} requests held); ` : ''}` +
@@ -210,6 +224,18 @@ export function remapHandlers(engine: () => RemapEngine, status: () => DeviceSta
     remap: (req: { sector: number }) => engine().remap(req.sector),
     unremap: (req: { sector: number }) => engine().unremap(req.sector),
     verify: (req: { sector: number }) => engine().verify(req.sector),
+    recheck: async (req: { sectors?: number[] }): Promise<ResultOf<'recheck'>> => {
+      const e = engine();
+      const blocks = req.sectors === undefined ? null : req.sectors.map((s) => e.blockOf(s));
+      const r = await auto().recheck(blocks);
+      const count = (k: string): number => r.filter((x) => x.result === k).length;
+      return {
+        checked: count('recovered') + count('unreadable'),
+        recovered: count('recovered'),
+        unreadable: count('unreadable'),
+        blocks: r.slice(0, MAX_RECHECK_SECTORS).map((x) => ({ sector: (x.block * e.blockSize) / 512, ...x })),
+      };
+    },
     table: (req: { offset?: number; limit?: number }) => {
       const { offset, limit } = tableArgs(req.offset, req.limit);
       return engine().table(offset, limit);
@@ -247,6 +273,11 @@ export function remapHandlers(engine: () => RemapEngine, status: () => DeviceSta
         if (verb === 'remap') return { reply: describeRemap(await h.remap({ sector })) };
         if (verb === 'unremap') return { reply: describeUnremap(await h.unremap({ sector })) };
         return { reply: describeVerify(await h.verify({ sector })) };
+      }
+      case 'recheck': {
+        count(verb, words, 0, 15, 'recheck [sector...]');
+        const sectors = words.slice(1).map((w) => parseSector(w));
+        return { reply: describeRecheck(await h.recheck(sectors.length > 0 ? { sectors } : {})) };
       }
       case 'table': {
         count(verb, words, 0, 2, 'table [offset [limit]]');

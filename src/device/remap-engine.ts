@@ -59,6 +59,17 @@ export interface VerifyResult {
   errno: string | null;
 }
 
+/** What recheck did with one block. */
+export interface RecheckResult {
+  block: number;
+  /**
+   * recovered: it read on main and is back there; unreadable: still lost; not-lost: nothing to recheck;
+   * main-stale: lost, but main's copy is not known to be its last data (see lastDataOnMain): it stays lost.
+   */
+  result: 'recovered' | 'unreadable' | 'not-lost' | 'main-stale';
+  errno: string | null;
+}
+
 export interface TableEntryOut {
   block: number;
   sector: number;
@@ -130,6 +141,13 @@ export class RemapEngine {
    * in the slot; dropped (the block is back on main, the slot free) if the write fails for good.
    */
   private readonly provisional = new Map<number, { slot: number; errorCount: number }>();
+  /**
+   * Lost blocks whose last data is on main (marked lost because main could not read them, not because
+   * their slot failed): the only ones recheck may return to main. Kept in memory: a block marked lost
+   * before this daemon started is not known to be one (its data may have been in a slot that failed, with
+   * main holding older data), so recheck leaves it lost.
+   */
+  private readonly lastDataOnMain = new Set<number>();
   /** The overlay (provisional and moving blocks) as last published, block → entry. */
   private publishedOverlay = new Map<number, Overlay>();
   /** The next publish sends the whole table (first publish, or a failed update left native unknown). */
@@ -395,7 +413,10 @@ export class RemapEngine {
       await this.store.commitBatch(ops);
       committed = true;
       this.countersDirty = false;
-      for (const t of todo) out.set(t.block, null);
+      for (const t of todo) {
+        out.set(t.block, null);
+        if (t.oldSlot === null) this.lastDataOnMain.add(t.block); // a slot-failed one keeps what it was
+      }
     } catch (err) {
       const e = ioFailure(err, 'committing lost blocks failed');
       for (const t of todo) out.set(t.block, e);
@@ -442,6 +463,7 @@ export class RemapEngine {
       if (ops.length > 0) {
         await this.store.commitBatch(ops);
         this.countersDirty = false;
+        for (const op of ops) if (op.op === 'mapped' || op.op === 'remap') this.lastDataOnMain.delete(op.block);
       } else if (redrive.length < seen.size) {
         await this.dev().flush('spare');
       }
@@ -553,6 +575,87 @@ export class RemapEngine {
         if (!committed && this.store.allocator.isReserved(slot)) await this.store.unreserveSlot(slot).catch(() => undefined);
         this.endMoving([block]);
       }
+    });
+  }
+
+  /**
+   * Re-reads lost blocks on main (`blocks`, or every lost block; with `autoOnly`, only those auto-remap
+   * marked pending): a block whose main copy reads now holds its last data there (nothing was written
+   * since: a write would have made it mapped), so it returns to main: published MOVING and drained (no
+   * request touches it meanwhile), read again, then one journal commit removes the entries and frees their
+   * slots, and the table is published. A block that still does not read stays lost. A write that landed
+   * in the slot of a block returned meanwhile is driven again to main (doCommitSlotWrites).
+   */
+  recheck(blocks: readonly number[] | null, autoOnly = false): Promise<RecheckResult[]> {
+    return this.serial(async () => {
+      const dev = this.dev();
+      const out: RecheckResult[] = [];
+      const candidates: number[] = [];
+      const consider = (b: number, listed: boolean): void => {
+        const e = this.store.table.get(b);
+        if (e?.state !== 'lost' || this.provisional.has(b)) {
+          if (listed) out.push({ block: b, result: 'not-lost', errno: null });
+        } else if (autoOnly && e.origin !== 'auto') {
+          // not asked for
+        } else if (!this.lastDataOnMain.has(b)) {
+          out.push({ block: b, result: 'main-stale', errno: null });
+        } else {
+          candidates.push(b);
+        }
+      };
+      if (blocks === null) {
+        const all = [...this.store.table.entries()].filter(([, e]) => e.state === 'lost').map(([b]) => b);
+        for (const b of all.sort((a, b) => a - b)) consider(b, false);
+      } else {
+        for (const b of new Set(blocks)) consider(b, true);
+      }
+      const readMain = async (b: number): Promise<string | null> => {
+        try {
+          await dev.readRange('main', BigInt(b) * BigInt(this.blockSize), this.blockSize);
+          return null;
+        } catch (err) {
+          if (!isNativeError(err)) throw ioFailure(err, `reading block ${b} of main failed`);
+          return errorCodeOf(err) ?? (isNativeError(err) ? errnoName(err.errno) : 'EIO');
+        }
+      };
+      const readable: number[] = [];
+      for (const b of candidates) {
+        const errno = await readMain(b);
+        if (errno === null) readable.push(b);
+        else out.push({ block: b, result: 'unreadable', errno });
+      }
+      if (readable.length === 0) return out;
+      const moving = new Map(readable.map((b) => [b, (this.store.table.get(b) as RemapEntry).slot] as [number, number]));
+      try {
+        await this.startMoving(moving);
+        const back: number[] = [];
+        for (const b of readable) {
+          const e = this.store.table.get(b);
+          if (e?.state !== 'lost') {
+            out.push({ block: b, result: 'not-lost', errno: null }); // written (mapped) before it was MOVING
+            continue;
+          }
+          const errno = await readMain(b);
+          if (errno === null) back.push(b);
+          else out.push({ block: b, result: 'unreadable', errno });
+        }
+        if (back.length > 0) {
+          try {
+            await this.store.commitBatch(back.map((block) => ({ op: 'unremap', block }) as RemapOp));
+          } catch (err) {
+            throw ioFailure(err, 'committing rechecked blocks failed');
+          }
+          this.countersDirty = false;
+          for (const b of back) {
+            this.lastDataOnMain.delete(b);
+            out.push({ block: b, result: 'recovered', errno: null });
+          }
+          this.log.info({ blocks: back.slice(0, 16), count: back.length }, 'lost blocks read again on main: back on main, slots freed');
+        }
+      } finally {
+        this.endMoving(moving.keys());
+      }
+      return out;
     });
   }
 
@@ -693,6 +796,7 @@ export class RemapEngine {
         flushSpare: () => dev.flush('spare').catch((e: unknown) => Promise.reject(ioFailure(e, 'flushing the spare failed'))),
       });
       this.countersDirty = false;
+      if (op.lost) this.lastDataOnMain.add(block);
       this.log.info({ block, slot: op.slot, lost: op.lost }, 'block remapped');
       return { sector, block, slot: op.slot, state: op.lost ? 'lost' : 'mapped', readErrno };
     } finally {
