@@ -71,7 +71,7 @@ t_start=$(date +%s.%N)
 
 # --- Kernel -----------------------------------------------------------------
 kver="$(bash "$here/fetch-kernel.sh" "$suite")"
-kdir="$repo/.cache/vm/$suite"
+kdir="$(readlink -f "$repo/.cache/vm/$suite")" # .cache may be a symlink: the guest resolves paths without it
 modroot="$kdir/root"
 moddir="$modroot/lib/modules/$kver"
 
