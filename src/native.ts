@@ -125,8 +125,7 @@ export type NativeEvent =
       /**
        * A request is parked until resolveFault(queue, tag, seq, ...). kind 'error': parts of it failed (with
        * parking on); `failed` lists them. kind 'lost_written': a write (or discard / write-zeroes) touched
-       * LOST blocks; its data went to their slots and every part succeeded; `written` lists the LOST ranges:
-       * blocks block..block+blocks-1 went to spare slots slot..slot+blocks-1 (as published when it was planned).
+       * LOST blocks; its data went to their slots and every part succeeded; `written` lists the LOST ranges.
        */
       type: 'io_fault';
       queue: number;
@@ -143,6 +142,10 @@ export type NativeEvent =
       /** Since the request was dispatched. */
       latencyUs: number;
       failed: FaultRange[];
+      /**
+       * kind 'lost_written': blocks block..block+blocks-1 went to spare slots slot..slot+blocks-1 (a run
+       * whose slots are not consecutive is split). Empty for kind 'error'.
+       */
       written: Array<{ block: number; blocks: number; slot: number }>;
     }
   | {

@@ -89,7 +89,7 @@ describe('write errors', () => {
     expect(entry(3)).toBeUndefined();
     const journalWrites = daemon?.['engine']?.store.journalUsed;
     // The retry wrote the slot: lost_written → committed (one journal record), published, then completed.
-    const f3 = planned(f1, 2);
+    const f3 = { ...f1, attempt: 2, kind: 'lost_written' as const, failed: [], written: device().writtenRanges(3, 1) };
     device().emit(f3);
     expect(await resolution(f3)).toEqual({ action: 'complete' });
     expect(entry(3)).toMatchObject({ state: 'mapped', origin: 'auto' });
@@ -118,7 +118,7 @@ describe('write errors', () => {
     const s = await ask<{ retiredSlots: number; spareIoErrors: number }>('stats');
     expect(s.retiredSlots).toBe(1);
     expect(s.spareIoErrors).toBe(1);
-    device().emit(planned(f1, 2));
+    device().emit({ ...f1, attempt: 2, kind: 'lost_written', failed: [], written: device().writtenRanges(5, 1) });
     expect(await resolution(f1)).toEqual({ action: 'complete' });
     expect(BigInt(entry(5)?.slot as number)).toBe(slotOf(5));
     expect(BigInt(entry(5)?.slot as number)).not.toBe(first);
@@ -132,7 +132,7 @@ describe('write errors', () => {
     const store = daemon?.['engine']?.store as { commitBatch: (...a: unknown[]) => Promise<unknown> };
     const orig = store.commitBatch.bind(store);
     store.commitBatch = () => Promise.reject(new Error('spare write failed'));
-    const f2 = planned(f1, 1);
+    const f2 = { ...f1, attempt: 1, kind: 'lost_written' as const, failed: [], written: device().writtenRanges(9, 1) };
     device().emit(f2);
     expect(await resolution(f2)).toEqual({ action: 'fail', errno: 5 });
     store.commitBatch = orig;
@@ -146,7 +146,7 @@ describe('write errors', () => {
     device().emit(r);
     expect(await resolution(r)).toEqual({ action: 'fail', errno: 5 });
     expect(entry(12)).toMatchObject({ state: 'lost', origin: 'auto' });
-    const w = planned({ tag: 1, seq: ++seq, block: 12, blocks: 1 }, 0);
+    const w = fault({ op: 'write', block: 12, blocks: 1, kind: 'lost_written', failed: [], written: device().writtenRanges(12, 1) });
     device().emit(w);
     expect(await resolution(w)).toEqual({ action: 'complete' });
     expect(entry(12)).toMatchObject({ state: 'mapped', origin: 'auto' });
@@ -359,7 +359,7 @@ describe('switches and limits', () => {
     const f = fault({ op: 'write', block: 7, blocks: 1, failed: [{ device: 'main', block: 7, blocks: 1, errno: 5 }] });
     device().emit(f);
     await resolution(f);
-    device().emit(planned(f, 1));
+    device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: device().writtenRanges(7, 1) });
     await resolution(f);
     expect((await ask<Record<string, number>>('stats')).writeErrors).toBe(1);
     expect((await ask<{ reply: string }>('message', { words: ['clear_stats'] })).reply).toBe('statistics cleared');
@@ -376,7 +376,7 @@ describe('switches and limits', () => {
     }
     for (const f of faults) device().emit(f);
     for (const f of faults) expect(await resolution(f, 20_000)).toEqual({ action: 'retry' });
-    for (const f of faults) device().emit(planned(f, 1));
+    for (const f of faults) device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: device().writtenRanges(f.block, 1) });
     for (const f of faults) expect(await resolution(f, 20_000)).toEqual({ action: 'complete' });
     const s = await ask<{ autoRemaps: number; writeErrors: number; queue: { queued: number; running: number; batches: number } }>('stats');
     expect(s.autoRemaps).toBe(2000);
@@ -467,14 +467,14 @@ describe('the data path mirror', () => {
       } else if (pick < 0.7 || e?.state === 'lost') {
         // A write: to a lost block it lands in the slot (lost_written); on main it fails and is redirected.
         if (e?.state === 'lost') {
-          const f = planned({ tag, seq: ++seq, block, blocks: 1 }, 0);
+          const f = fault({ op: 'write', tag, block, blocks: 1, kind: 'lost_written', failed: [], written: device().writtenRanges(block, 1) });
           device().emit(f);
           expect(await resolution(f)).toEqual({ action: 'complete' });
         } else if (e === undefined) {
           const f = fault({ op: 'write', tag, block, blocks: 1, failed: [{ device: 'main', block, blocks: 1, errno: 5 }] });
           device().emit(f);
           expect(await resolution(f)).toEqual({ action: 'retry' });
-          device().emit(planned(f, 1));
+          device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: device().writtenRanges(block, 1) });
           expect(await resolution(f)).toEqual({ action: 'complete' });
         }
       } else if (e === undefined) {
