@@ -3,11 +3,12 @@
 // the remap control messages, sent to the device's daemon over its control socket.
 import { request } from '../control/client.js';
 import { usageError } from '../errors.js';
-import { MAX_RECHECK_SECTORS } from '../control/protocol.js';
-import { describeRecheck, describeRemap, describeStatsReport, describeTable, describeUnremap, describeVerify } from '../device/remap-control.js';
+import { describeRemap, describeStatsReport, describeTable, describeUnremap, describeVerify } from '../device/remap-control.js';
 import { parseSector } from '../device/remap-engine.js';
 import { printJson, type CliContext } from './context.js';
 import { liveEntry } from './status.js';
+import { MAX_RECHECK_SECTORS } from '../control/protocol.js';
+import { describeRecheck } from '../device/remap-control.js';
 
 export type SectorCommand = 'remap' | 'unremap' | 'verify';
 

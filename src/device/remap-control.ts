@@ -1,9 +1,10 @@
 // Control-socket handlers of the remap engine (remap, unremap, verify, table, message) and the remap part of
 // the status: the dm-remap v2.0 status line and its fields as JSON.
 import { DmrError, usageError } from '../errors.js';
-import { DEFAULT_TABLE_LIMIT, MAX_RECHECK_SECTORS, MAX_TABLE_LIMIT, type DeviceStatus, type Handlers, type ResultOf } from '../control/protocol.js';
+import { DEFAULT_TABLE_LIMIT, MAX_TABLE_LIMIT, type DeviceStatus, type Handlers, type ResultOf } from '../control/protocol.js';
 import { parseSector, type RemapEngine } from './remap-engine.js';
 import type { AutoRemapper } from './auto-remap.js';
+import { MAX_RECHECK_SECTORS } from '../control/protocol.js';
 
 type RemapStatus = DeviceStatus['remap'];
 type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'stats' | 'clear_stats' | 'set_auto_remap' | 'recheck';

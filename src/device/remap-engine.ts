@@ -97,17 +97,17 @@ export function parseSector(s: string): number {
   return n;
 }
 
-/** A write's data for `block` went to spare slot `slot` (from a 'lost_written' report). */
-export interface SlotWrite {
-  block: number;
-  slot: number;
-}
-
 /** A block a failed request touched: where it failed, and its error count so far. */
 export interface FaultItem {
   block: number;
   slotFailed: boolean;
   errorCount: number;
+}
+
+/** A write's data for `block` went to spare slot `slot` (from a 'lost_written' report). */
+export interface SlotWrite {
+  block: number;
+  slot: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
