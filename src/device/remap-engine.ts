@@ -60,6 +60,17 @@ export interface VerifyResult {
   errno: string | null;
 }
 
+/** What recheck did with one block. */
+export interface RecheckResult {
+  block: number;
+  /**
+   * recovered: it read on main and is back there; unreadable: still lost; not-lost: nothing to recheck;
+   * main-stale: lost, but main's copy is not known to be its last data (see lastDataOnMain): it stays lost.
+   */
+  result: 'recovered' | 'unreadable' | 'not-lost' | 'main-stale';
+  errno: string | null;
+}
+
 export interface TableEntryOut {
   block: number;
   sector: number;
@@ -84,6 +95,12 @@ export interface FaultItem {
   block: number;
   slotFailed: boolean;
   errorCount: number;
+}
+
+/** A write's data for `block` went to spare slot `slot` (from a 'lost_written' report). */
+export interface SlotWrite {
+  block: number;
+  slot: number;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -117,6 +134,13 @@ export class RemapEngine {
    * in the slot; dropped (the block is back on main, the slot free) if the write fails for good.
    */
   private readonly provisional = new Map<number, { slot: number; errorCount: number }>();
+  /**
+   * Lost blocks whose last data is on main (marked lost because main could not read them, not because
+   * their slot failed): the only ones recheck may return to main. Kept in memory: a block marked lost
+   * before this daemon started is not known to be one (its data may have been in a slot that failed, with
+   * main holding older data), so recheck leaves it lost.
+   */
+  private readonly lastDataOnMain = new Set<number>();
   /** The overlay (provisional and moving blocks) as last published, block → entry. */
   private publishedOverlay = new Map<number, Overlay>();
   /** The next publish sends the whole table (first publish, or a failed update left native unknown). */
@@ -272,7 +296,7 @@ export class RemapEngine {
   /**
    * Redirects failed writes (issue 6): each block on main gets a reserved slot and is published LOST
    * without a commit (a crash now leaves it on main, where the write never completed: nothing acknowledged
-   * depends on it); the caller retries the write, which lands in the slot, and doHeal() then commits the
+   * depends on it); the caller retries the write, which lands in the slot, and doCommitSlotWrites() then commits the
    * remap. No drain is needed: a write still in flight to the block on main is concurrent with the one
    * being redirected, so either's data is a valid result, and the redirected one completes last. A
    * provisional block whose slot failed gets another slot (the bad one is retired); a committed block whose
@@ -297,15 +321,15 @@ export class RemapEngine {
       }
       const slot = await this.reserveFor(it.block, out);
       if (slot === null) continue;
-      if (p !== undefined) {
-        await this.store.unreserveSlot(p.slot);
-        retire.push({ op: 'retire', slot: p.slot });
-      }
+      // The failed slot stays reserved until every block of the batch has its new slot: given back now,
+      // it would be the next reserve's lowest free slot, handed to another block, and refused by retire.
+      if (p !== undefined) retire.push({ op: 'retire', slot: p.slot });
       this.provisional.set(it.block, { slot, errorCount: it.errorCount });
       changed = true;
       out.set(it.block, null);
     }
     if (retire.length > 0) {
+      for (const r of retire) if (r.op === 'retire') await this.store.unreserveSlot(r.slot);
       // A slot that failed a write is never used again (committed: a restart must not hand it out).
       await this.store.commitBatch(retire).catch((err: unknown) => this.log.error({ err: String(err) }, 'cannot retire failed spare slots'));
     }
@@ -376,7 +400,10 @@ export class RemapEngine {
       await this.store.commitBatch(ops);
       committed = true;
       this.countersDirty = false;
-      for (const t of todo) out.set(t.block, null);
+      for (const t of todo) {
+        out.set(t.block, null);
+        if (t.oldSlot === null) this.lastDataOnMain.add(t.block); // a slot-failed one keeps what it was
+      }
     } catch (err) {
       const e = ioFailure(err, 'committing lost blocks failed');
       for (const t of todo) out.set(t.block, e);
@@ -390,65 +417,85 @@ export class RemapEngine {
   }
 
   /**
-   * Writes to `blocks` (lost, or redirected) put their new data in their slots (native reported them
-   * 'lost_written'): commit them remapped / mapped (one journal write + flush, which also makes the slot
-   * data durable); the caller publishes. Blocks that need no op (a second write to a block committed
-   * meanwhile) only need that flush. Rejects on failure: lost blocks stay lost, redirected ones go back to
-   * main, and the writes must fail. True when the table to publish changed.
+   * Writes put their new data in spare slots (native reported them 'lost_written', each block with the slot
+   * its data went to): commit those the table still places at that slot (one journal write + flush, which
+   * also makes the slot data durable): a redirected block (provisional at that slot) as remapped, a lost
+   * block at that slot as mapped; a block already mapped there needs only the flush. A block the table now
+   * places elsewhere (its slot failed and it moved, another redirect) or nowhere (its redirect was abandoned,
+   * the slot freed) is not committed: its write must be driven again to land where the table says
+   * (`redrive`). Rejects on a commit failure: lost blocks stay lost, redirected ones go back to main, and the
+   * writes must fail. `changed`: the table to publish changed.
    */
-  private async doHeal(blocks: readonly number[]): Promise<boolean> {
+  private async doCommitSlotWrites(writes: ReadonlyArray<SlotWrite>): Promise<{ changed: boolean; redrive: SlotWrite[] }> {
     const ops: RemapOp[] = [];
-    const redirected: number[] = [];
-    for (const b of new Set(blocks)) {
-      const p = this.provisional.get(b);
-      if (p !== undefined) {
-        ops.push({ op: 'remap', block: b, slot: p.slot, origin: 'auto', errorCount: p.errorCount });
-        redirected.push(b);
-      } else if (this.store.table.get(b)?.state === 'lost') {
-        ops.push({ op: 'mapped', block: b });
+    const redirected: Array<{ block: number; slot: number }> = [];
+    const redrive: SlotWrite[] = [];
+    const seen = new Set<string>();
+    for (const w of writes) {
+      const key = `${w.block}@${w.slot}`;
+      if (seen.has(key)) continue;
+      seen.add(key);
+      const p = this.provisional.get(w.block);
+      const e = this.store.table.get(w.block);
+      if (p !== undefined && p.slot === w.slot) {
+        ops.push({ op: 'remap', block: w.block, slot: w.slot, origin: 'auto', errorCount: p.errorCount });
+        redirected.push({ block: w.block, slot: w.slot });
+      } else if (p === undefined && e !== undefined && e.slot === w.slot) {
+        if (e.state === 'lost') ops.push({ op: 'mapped', block: w.block });
+      } else {
+        redrive.push(w);
       }
     }
     try {
       if (ops.length > 0) {
         await this.store.commitBatch(ops);
         this.countersDirty = false;
-      } else {
+        for (const op of ops) if (op.op === 'mapped' || op.op === 'remap') this.lastDataOnMain.delete(op.block);
+      } else if (redrive.length < seen.size) {
         await this.dev().flush('spare');
       }
     } catch (err) {
-      throw ioFailure(err, 'committing written lost blocks failed');
+      throw ioFailure(err, 'committing writes in spare slots failed');
     } finally {
       // Committed: the entries replace the overlay. Not committed: the writes fail, and the redirected
       // blocks go back to main (their write never completed there either).
-      for (const b of redirected) {
-        const p = this.provisional.get(b);
-        this.provisional.delete(b);
-        if (p !== undefined && this.store.allocator.isReserved(p.slot)) await this.store.unreserveSlot(p.slot).catch(() => undefined);
+      for (const r of redirected) {
+        const p = this.provisional.get(r.block);
+        if (p?.slot !== r.slot) continue;
+        this.provisional.delete(r.block);
+        if (this.store.allocator.isReserved(p.slot)) await this.store.unreserveSlot(p.slot).catch(() => undefined);
       }
     }
-    return ops.length > 0 || redirected.length > 0;
+    return { changed: ops.length > 0 || redirected.length > 0, redrive };
   }
 
   /**
-   * One batch of failed-write work: commits the blocks whose redirected (or lost) writes have their data
-   * in the slots (doHeal), redirects newly failed writes (doRedirect), then publishes once. Resolves with
-   * each redirect's outcome and the commit's error, if it failed (those writes must fail).
+   * One batch of failed-write work: commits the writes that have their data in spare slots
+   * (doCommitSlotWrites), redirects newly failed writes (doRedirect), then publishes once. Resolves with
+   * each redirect's outcome, the writes to drive again (their slot is no longer the block's) and the
+   * commit's error, if it failed (those writes must fail).
    */
-  writeBatch(redirects: ReadonlyArray<FaultItem>, heals: readonly number[]): Promise<{ redirected: Map<number, DmrError | null>; healError: DmrError | null }> {
+  writeBatch(
+    redirects: ReadonlyArray<FaultItem>,
+    slotWrites: ReadonlyArray<SlotWrite>,
+  ): Promise<{ redirected: Map<number, DmrError | null>; redrive: SlotWrite[]; commitError: DmrError | null }> {
     return this.serial(async () => {
-      let healError: DmrError | null = null;
+      let commitError: DmrError | null = null;
+      let redrive: SlotWrite[] = [];
       let changed = false;
-      if (heals.length > 0) {
+      if (slotWrites.length > 0) {
         try {
-          changed = await this.doHeal(heals);
+          const c = await this.doCommitSlotWrites(slotWrites);
+          changed = c.changed;
+          redrive = c.redrive;
         } catch (e) {
-          healError = e instanceof DmrError ? e : ioFailure(e, 'committing written blocks failed');
+          commitError = e instanceof DmrError ? e : ioFailure(e, 'committing writes in spare slots failed');
           changed = true;
         }
       }
       const r = redirects.length > 0 ? await this.doRedirect(redirects) : { out: new Map<number, DmrError | null>(), changed: false };
       if (changed || r.changed) this.publish();
-      return { redirected: r.out, healError };
+      return { redirected: r.out, redrive, commitError };
     });
   }
 
@@ -515,6 +562,87 @@ export class RemapEngine {
         if (!committed && this.store.allocator.isReserved(slot)) await this.store.unreserveSlot(slot).catch(() => undefined);
         this.endMoving([block]);
       }
+    });
+  }
+
+  /**
+   * Re-reads lost blocks on main (`blocks`, or every lost block; with `autoOnly`, only those auto-remap
+   * marked pending): a block whose main copy reads now holds its last data there (nothing was written
+   * since: a write would have made it mapped), so it returns to main: published MOVING and drained (no
+   * request touches it meanwhile), read again, then one journal commit removes the entries and frees their
+   * slots, and the table is published. A block that still does not read stays lost. A write that landed
+   * in the slot of a block returned meanwhile is driven again to main (doCommitSlotWrites).
+   */
+  recheck(blocks: readonly number[] | null, autoOnly = false): Promise<RecheckResult[]> {
+    return this.serial(async () => {
+      const dev = this.dev();
+      const out: RecheckResult[] = [];
+      const candidates: number[] = [];
+      const consider = (b: number, listed: boolean): void => {
+        const e = this.store.table.get(b);
+        if (e?.state !== 'lost' || this.provisional.has(b)) {
+          if (listed) out.push({ block: b, result: 'not-lost', errno: null });
+        } else if (autoOnly && e.origin !== 'auto') {
+          // not asked for
+        } else if (!this.lastDataOnMain.has(b)) {
+          out.push({ block: b, result: 'main-stale', errno: null });
+        } else {
+          candidates.push(b);
+        }
+      };
+      if (blocks === null) {
+        const all = [...this.store.table.entries()].filter(([, e]) => e.state === 'lost').map(([b]) => b);
+        for (const b of all.sort((a, b) => a - b)) consider(b, false);
+      } else {
+        for (const b of new Set(blocks)) consider(b, true);
+      }
+      const readMain = async (b: number): Promise<string | null> => {
+        try {
+          await dev.readRange('main', BigInt(b) * BigInt(this.blockSize), this.blockSize);
+          return null;
+        } catch (err) {
+          if (!isNativeError(err)) throw ioFailure(err, `reading block ${b} of main failed`);
+          return errorCodeOf(err) ?? (isNativeError(err) ? errnoName(err.errno) : 'EIO');
+        }
+      };
+      const readable: number[] = [];
+      for (const b of candidates) {
+        const errno = await readMain(b);
+        if (errno === null) readable.push(b);
+        else out.push({ block: b, result: 'unreadable', errno });
+      }
+      if (readable.length === 0) return out;
+      const moving = new Map(readable.map((b) => [b, (this.store.table.get(b) as RemapEntry).slot] as [number, number]));
+      try {
+        await this.startMoving(moving);
+        const back: number[] = [];
+        for (const b of readable) {
+          const e = this.store.table.get(b);
+          if (e?.state !== 'lost') {
+            out.push({ block: b, result: 'not-lost', errno: null }); // written (mapped) before it was MOVING
+            continue;
+          }
+          const errno = await readMain(b);
+          if (errno === null) back.push(b);
+          else out.push({ block: b, result: 'unreadable', errno });
+        }
+        if (back.length > 0) {
+          try {
+            await this.store.commitBatch(back.map((block) => ({ op: 'unremap', block }) as RemapOp));
+          } catch (err) {
+            throw ioFailure(err, 'committing rechecked blocks failed');
+          }
+          this.countersDirty = false;
+          for (const b of back) {
+            this.lastDataOnMain.delete(b);
+            out.push({ block: b, result: 'recovered', errno: null });
+          }
+          this.log.info({ blocks: back.slice(0, 16), count: back.length }, 'lost blocks read again on main: back on main, slots freed');
+        }
+      } finally {
+        this.endMoving(moving.keys());
+      }
+      return out;
     });
   }
 
@@ -655,6 +783,7 @@ export class RemapEngine {
         flushSpare: () => dev.flush('spare').catch((e: unknown) => Promise.reject(ioFailure(e, 'flushing the spare failed'))),
       });
       this.countersDirty = false;
+      if (op.lost) this.lastDataOnMain.add(block);
       this.log.info({ block, slot: op.slot, lost: op.lost }, 'block remapped');
       return { sector, block, slot: op.slot, state: op.lost ? 'lost' : 'mapped', readErrno };
     } finally {

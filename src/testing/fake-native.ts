@@ -275,6 +275,26 @@ export class FakeDevice implements NativeDevice {
     return this.queueStats.map((s) => ({ ...s, latencyLog2Us: [...s.latencyLog2Us] }));
   }
 
+  /**
+   * The 'lost_written' report native makes for a write of blocks [block, block + blocks) planned against
+   * the table published now: the LOST blocks it touched, in runs of consecutive blocks and slots, with the
+   * slots their data went to (the write's data is in those slots as of now). Null when it touches no LOST
+   * block (the write completes without a report). Not emitted: a test emits it when it chooses, after
+   * changing whatever it wants to interleave.
+   */
+  plannedWrite(tag: number, seq: number, block: number, blocks: number, attempt = 0): Extract<NativeEvent, { type: 'io_fault' }> | null {
+    const t = this.remapTable;
+    t.blocks.forEach((b, i) => {
+      const n = Number(b);
+      if (n >= block && n < block + blocks && ((t.flags[i] as number) & REMAP_FLAG_MOVING) !== 0) {
+        throw new Error(`plannedWrite: block ${n} is MOVING: native would park the write`);
+      }
+    });
+    const written = this.writtenRanges(block, blocks);
+    if (written.length === 0) return null;
+    return { type: 'io_fault', queue: 0, tag, seq, op: 'write', kind: 'lost_written', block, blocks, attempt, latencyUs: 100, failed: [], written };
+  }
+
   /** Delivers an event as the addon's ThreadSafeFunction would. */
   emit(ev: NativeEvent): void {
     this.opts.onEvent(ev);

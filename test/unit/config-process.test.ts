@@ -10,6 +10,9 @@ import { request } from '../../src/control/client.js';
 import { readEntries } from '../../src/control/registry.js';
 import { BIN, makeWorld, pidAlive, type World } from './helpers.js';
 
+/** The outage settings' defaults (DEFAULT_POLICY's), where a test spells a whole policy out. */
+const OUTAGE_DEFAULTS = { outageRegions: 4, outageWindowMs: 2000, outageHoldMs: 30000 } as const;
+
 let w: World;
 let cfgFile: string;
 beforeEach(() => {
@@ -66,7 +69,7 @@ describe('config and add (built CLI, fake addon)', () => {
     expect(set.stdout).toBe('retry_backoff_ms = 250 for device vol (was 10)\n');
     expect(JSON.parse(fs.readFileSync(cfgFile, 'utf8'))).toEqual({ devices: { vol: { retryBackoffMs: 250 } } });
     const get = cli(['config', 'get', '--device', 'vol', '--json']);
-    expect(JSON.parse(get.stdout)).toEqual({ autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 250 });
+    expect(JSON.parse(get.stdout)).toEqual({ autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 250, ...OUTAGE_DEFAULTS });
     const bad = cli(['config', 'set', 'read_retries', '99']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toBe('dmremap-ublk: read_retries must be from 0 to 16, got 99\n');
