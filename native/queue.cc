@@ -4,9 +4,9 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <poll.h>
-#include <sys/ioctl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -592,7 +592,7 @@ void Queue::SubmitSegment(uint16_t tag, uint32_t index) {
   inflight_backing_++;
 }
 
-// Queue thread. Blocks it for the discard's duration: only on kernels without the io_uring discard.
+// Queue thread. Blocks it for the discard's duration: only once main refused the io_uring discard.
 void Queue::DiscardSync(uint16_t tag, uint32_t index) {
   const Segment& s = tags_[tag].segs[index];
   uint64_t range[2] = {s.dev_offset, s.len};
