@@ -66,7 +66,9 @@ uint32_t RoundUpPow2(uint32_t v) {
 // Owner thread.
 Queue::Queue(const QueueConfig& cfg, RemapIndex* index, uint32_t reader_slot, EventSink* events,
              QueueCounters* counters)
-    : cfg_(cfg), index_(index), reader_slot_(reader_slot), events_(events), counters_(*counters) {}
+    : cfg_(cfg), index_(index), reader_slot_(reader_slot), events_(events), counters_(*counters) {
+  zero_range_[0] = cfg_.main_zero_range;
+}
 
 // Owner thread.
 Queue::~Queue() {
