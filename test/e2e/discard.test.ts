@@ -193,6 +193,38 @@ describe('write-zeroes over a failing main', () => {
   });
 });
 
+describe('regular files as main and spare', () => {
+  it('on tmpfs (no fallocate ZERO_RANGE there) write-zeroes falls back to writes of zeros; a discard punches a hole', async () => {
+    const main = path.join(dir, 'main.img');
+    const spare = path.join(dir, 'spare.img');
+    fs.writeFileSync(main, '');
+    fs.truncateSync(main, 16 << 20);
+    fs.writeFileSync(spare, '');
+    fs.truncateSync(spare, 8 << 20);
+    const d = await add(main, spare);
+    expect(queueAttr(d, 'discard_max_bytes')).toBeGreaterThan(0); // a file takes a punched hole
+    const data = crypto.randomBytes(64 * BS);
+    expect(directWrite(d.blockPath, 0, data).ok).toBe(true);
+    const z = run('blkdiscard', ['-z', '-o', String(16 * BS), '-l', String(16 * BS), d.blockPath]);
+    expect(z.status, z.out).toBe(0);
+    const dis = run('blkdiscard', ['-o', String(40 * BS), '-l', String(8 * BS), d.blockPath]);
+    expect(dis.status, dis.out).toBe(0);
+    const back = directRead(d.blockPath, 0, 64);
+    expect(back.ok, back.stderr).toBe(true);
+    expect(back.data.subarray(0, 16 * BS).equals(data.subarray(0, 16 * BS))).toBe(true);
+    expect(back.data.subarray(16 * BS, 32 * BS).equals(Buffer.alloc(16 * BS))).toBe(true);
+    expect(back.data.subarray(32 * BS, 40 * BS).equals(data.subarray(32 * BS, 40 * BS))).toBe(true);
+    expect(back.data.subarray(48 * BS).equals(data.subarray(48 * BS))).toBe(true);
+    // The zeros are in main's file, and the discarded range is a hole there (tmpfs reads holes as zeros).
+    const onMain = fs.readFileSync(main).subarray(0, 64 * BS);
+    expect(onMain.subarray(16 * BS, 32 * BS).equals(Buffer.alloc(16 * BS))).toBe(true);
+    expect(onMain.subarray(40 * BS, 48 * BS).equals(Buffer.alloc(8 * BS))).toBe(true);
+    const st = await drained(d);
+    expect(st).toMatchObject({ writeErrors: 0, readErrors: 0, autoRemaps: 0 });
+    expect(deviceErrorsInKernelLog(d)).toEqual([]);
+  });
+});
+
 describe('discard over remapped and pending blocks', () => {
   it('leaves a remapped block its data and a pending block unreadable (never heals it)', async () => {
     const main = src.dmError(16, [
