@@ -126,6 +126,7 @@ void Device::Start() {
       qc.block_shift = Log2(cfg_.block_size);
       qc.spare_data_offset = cfg_.spare_data_offset;
       qc.main_is_block = main_info.is_block_device;
+      qc.main_zero_range = !main_info.is_block_device || main_info.write_zeroes_max_bytes > 0;
       qc.park_faults = &park_faults_;
       auto queue = std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get());
       queue->Start();

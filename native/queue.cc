@@ -4,9 +4,9 @@
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <poll.h>
-#include <sys/ioctl.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -66,7 +66,9 @@ uint32_t RoundUpPow2(uint32_t v) {
 // Owner thread.
 Queue::Queue(const QueueConfig& cfg, RemapIndex* index, uint32_t reader_slot, EventSink* events,
              QueueCounters* counters)
-    : cfg_(cfg), index_(index), reader_slot_(reader_slot), events_(events), counters_(*counters) {}
+    : cfg_(cfg), index_(index), reader_slot_(reader_slot), events_(events), counters_(*counters) {
+  zero_range_[0] = cfg_.main_zero_range;
+}
 
 // Owner thread.
 Queue::~Queue() {
@@ -592,7 +594,7 @@ void Queue::SubmitSegment(uint16_t tag, uint32_t index) {
   inflight_backing_++;
 }
 
-// Queue thread. Blocks it for the discard's duration: only on kernels without the io_uring discard.
+// Queue thread. Blocks it for the discard's duration: only once main refused the io_uring discard.
 void Queue::DiscardSync(uint16_t tag, uint32_t index) {
   const Segment& s = tags_[tag].segs[index];
   uint64_t range[2] = {s.dev_offset, s.len};

@@ -40,6 +40,10 @@ struct QueueConfig {
   uint64_t spare_data_offset = 0;  // byte offset of slot 0 on the spare; slot s is at + (s << block_shift)
   // Main is a block device (discard goes down as a block discard) rather than a regular file (punch hole).
   bool main_is_block = false;
+  // Write-zeroes on main by fallocate(ZERO_RANGE): false for a block device without write-zeroes, where
+  // the kernel would only write zero pages itself (synchronously, in an io-wq thread): writes of zeros
+  // from the queue's buffer do the same asynchronously.
+  bool main_zero_range = true;
   // Park failed reads/writes (the device owns the flag; JS flips it, queue threads read it). Null: off.
   const std::atomic<bool>* park_faults = nullptr;
 };
@@ -210,7 +214,8 @@ class Queue {
   uint32_t faulted_count_ = 0;
   std::vector<Segment> split_;  // scratch for narrow planning
   char* zeros_ = nullptr;        // max_io_bytes of zeros: the data of write-zeroes served as writes
-  // fallocate(ZERO_RANGE) works on main / the spare (until it answers EOPNOTSUPP: then writes of zeros).
+  // Write-zeroes by fallocate(ZERO_RANGE) on main / the spare: main starts from cfg_.main_zero_range,
+  // and either turns to writes of zeros when fallocate answers EOPNOTSUPP.
   bool zero_range_[2] = {true, true};
   bool discard_ioctl_ = false;  // main refused the io_uring block discard: BLKDISCARD from then on
   bool stop_requested_ = false;
