@@ -16,6 +16,7 @@ import {
   FileSpareIo,
   RemapStore,
   slotOffset,
+  unremapBlock,
   type LoadReport,
   type MainIdentity,
 } from '../remap/index.js';
