@@ -141,7 +141,7 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultO
     manualRemaps: c.manualRemaps,
     relocations: a.relocations,
     relocationFailures: a.relocationFailures,
-    healedBlocks: a.healed,
+    healedBlocks: a.slotWritesCommitted,
     redrivenWrites: a.redrivenWrites,
     recoveredBlocks: a.recovered,
     pendingBlocks: pending,
