@@ -147,6 +147,7 @@ export class AutoRemapper {
       () => this.afterOutage(),
       () => this.detector.reset(),
     );
+    engine.outageActive = () => this.outage.active;
     // A failed write's two steps (redirect, then commit once its data is in the slot) share batches: one
     // commit and one table publish serve the writes being redirected and those being committed.
     this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'slot-write' ? 'write' : kind));

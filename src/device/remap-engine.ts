@@ -119,6 +119,8 @@ export class RemapEngine {
   private faults!: FaultOps;
   private manual!: ManualOps;
   private queries!: RemapQueries;
+  /** Whether main is in an outage now (set by the auto-remapper): the status's health is critical then. */
+  outageActive: () => boolean = () => false;
   private chain: Promise<unknown> = Promise.resolve();
   /** Error totals changed since the last commit (persisted at the next commit or on close). */
   private countersDirty = false;
