@@ -1,5 +1,5 @@
 // Auto-remap: what the daemon does with a request native parked because part of it failed (io_fault),
-// and with a write that healed lost blocks. Native never decides; this module does (DESIGN.md):
+// and with a write whose data native put in spare slots (lost_written). Native never decides; this module does (DESIGN.md):
 //
 // - write error on main: narrow the failure to single blocks (a retry with one backing I/O per block),
 //   publish those blocks LOST at reserved spare slots (not committed yet), retry: the write goes to the
@@ -46,8 +46,8 @@ export interface AutoRemapCounters {
   spareIoErrors: number;
   /** Failed requests completed with their error: auto-remap off, spare full, metadata failure. */
   passedThrough: number;
-  /** Blocks whose write landed in their slot and was committed: redirected writes and healed lost blocks. */
-  healed: number;
+  /** Blocks whose write landed in their slot and was committed there (redirected writes, and written lost blocks): stats healedBlocks. */
+  slotWritesCommitted: number;
   /** Writes driven again because their data went to a slot their block had left (moved, or redirect abandoned). */
   redrivenWrites: number;
   /** Lost blocks that read on main again (recheck) and are back there. */
@@ -62,7 +62,7 @@ const zero = (): AutoRemapCounters => ({
   relocationFailures: 0,
   spareIoErrors: 0,
   passedThrough: 0,
-  healed: 0,
+  slotWritesCommitted: 0,
   redrivenWrites: 0,
   recovered: 0,
 });
@@ -147,6 +147,7 @@ export class AutoRemapper {
       () => this.afterOutage(),
       () => this.detector.reset(),
     );
+    engine.outageActive = () => this.outage.active;
     // A failed write's two steps (redirect, then commit once its data is in the slot) share batches: one
     // commit and one table publish serve the writes being redirected and those being committed.
     this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'slot-write' ? 'write' : kind));
@@ -321,7 +322,7 @@ export class AutoRemapper {
       return;
     }
     const redrive = writes.filter((_, i) => errs[i] instanceof RedriveWrite);
-    this.counters.healed += writes.length - redrive.length;
+    this.counters.slotWritesCommitted += writes.length - redrive.length;
     if (writes.length > redrive.length) {
       this.burst.note('committed', 'info', 'writes committed in spare slots (blocks remapped after write errors, or healed)', { blocks });
     }

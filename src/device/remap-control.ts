@@ -12,7 +12,7 @@ type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'sta
 
 /**
  * Health, a simple rule until the health model exists: `critical` when the spare has no free slot or 90%
- * or more of its slots are used; `degraded` when a block is lost, half the slots are used, or a read or
+ * or more of its slots are used (and, in the status, during an outage of main); `degraded` when a block is lost, half the slots are used, or a read or
  * write error was ever counted; `healthy` otherwise.
  */
 export function healthOf(r: Pick<RemapStatus, 'slots' | 'used' | 'free' | 'lost' | 'readErrors' | 'writeErrors'>): RemapStatus['health'] {
@@ -60,7 +60,7 @@ export function remapStatus(engine: RemapEngine): RemapStatus {
     journalCapacity: st.journalCapacity,
     generation: st.generation,
   };
-  const withHealth = { ...base, health: healthOf(base) };
+  const withHealth = { ...base, health: engine.outageActive() ? ('critical' as const) : healthOf(base) };
   return { line: statusLine(withHealth), ...withHealth };
 }
 
@@ -142,7 +142,7 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultO
     manualRemaps: c.manualRemaps,
     relocations: a.relocations,
     relocationFailures: a.relocationFailures,
-    healedBlocks: a.healed,
+    healedBlocks: a.slotWritesCommitted,
     redrivenWrites: a.redrivenWrites,
     recoveredBlocks: a.recovered,
     pendingBlocks: pending,

@@ -78,7 +78,7 @@ describe('config and add (built CLI, fake addon)', () => {
   it('the detached daemon runs with the policy add resolved, whatever the file says later', async () => {
     fs.mkdirSync(path.dirname(cfgFile), { recursive: true });
     fs.writeFileSync(cfgFile, JSON.stringify({ readRetries: 7, devices: { vol: { autoRemap: false } } }));
-    const add = cli(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--error-threshold', '9', '--json']);
+    const add = cli(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--error-threshold', '9', '--outage-hold-ms', '2500', '--json']);
     expect(add.stderr).toBe('');
     expect(add.status).toBe(0);
     const { pid } = JSON.parse(add.stdout) as { pid: number };
@@ -89,6 +89,8 @@ describe('config and add (built CLI, fake addon)', () => {
     expect(flagValue(args, '--error-threshold')).toBe('9');
     expect(flagValue(args, '--read-retries')).toBe('7');
     expect(flagValue(args, '--retry-backoff-ms')).toBe('10');
+    expect(flagValue(args, '--outage-hold-ms')).toBe('2500');
+    expect(flagValue(args, '--outage-regions')).toBe('4');
     // ...and the daemon reports that policy as the one it applies.
     const [entry] = readEntries(w.runDir).live;
     const stats = await request(entry?.socket ?? '', 'stats', {});

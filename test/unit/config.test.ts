@@ -366,6 +366,9 @@ describe('add and the policy', () => {
     [['--read-retries', 'lots'], '--read-retries must be a whole number, got "lots"'],
     [['--error-threshold', '0'], '--error-threshold must be from 1 to 65535, got 0'],
     [['--retry-backoff-ms', '10001'], '--retry-backoff-ms must be from 0 to 10000, got 10001'],
+    [['--outage-hold-ms', '5'], '--outage-hold-ms must be from 100 to 600000, got 5'],
+    [['--outage-regions', '65'], '--outage-regions must be from 1 to 64, got 65'],
+    [['--outage-window-ms', 'soon'], '--outage-window-ms must be a whole number, got "soon"'],
     [['--auto-remap', 'yes'], '--auto-remap must be on or off, got "yes"'],
     [['--auto-remap'], 'option --auto-remap needs a value'],
   ];

@@ -93,6 +93,7 @@ describe('outages of main', () => {
     let s = await stats();
     expect(s.outage).toMatchObject({ active: true, outages: 1, held: 5, heldTotal: 5 });
     expect(s.health).toBe('critical');
+    expect((await request(sock, 'status', {})).remap.line).toContain(' health=critical ');
     expect(device().remapTable.blocks).toEqual([]);
     // New failures during the outage are held at once, whatever their place: a read gets no retry.
     const late = fault('read', 11);
@@ -106,6 +107,7 @@ describe('outages of main', () => {
     s = await stats();
     expect(s).toMatchObject({ lostBlocks: 0, autoRemaps: 0, pendingBlocks: 0, recoveredReads: 0, health: 'degraded' });
     expect(s.outage).toMatchObject({ active: false, outages: 1, held: 0, heldTotal: 6 });
+    expect((await request(sock, 'status', {})).remap.health).not.toBe('critical');
     for (const f of faults) expect(entry(f.block)).toBeUndefined();
     // Retried whole (not narrowed), and a failure after that goes the usual way, its retries intact.
     const again = { ...fault('read', 4100, 5, 1, faults[1]?.seq), tag: (faults[1] as Fault).tag };
