@@ -16,7 +16,6 @@ import {
   RemapStore,
   slotOffset,
   type SpareIo,
-  unremapBlock,
   type LoadReport,
   type MainIdentity,
 } from '../remap/index.js';
