@@ -23,7 +23,8 @@ import type { Logger } from '../log.js';
 import type { FaultAction, NativeDevice, NativeEvent } from '../native.js';
 import { BurstLog } from './burst-log.js';
 import { OutageDetector } from './outage-detector.js';
-import { OutageMonitor, probeMain, type OutageStats } from './outage-monitor.js';
+import { OutageMonitor, type OutageStats } from './outage-monitor.js';
+import { probeMain, ProbeTargets } from './outage-probe.js';
 import type { RecheckResult, RemapEngine } from './remap-engine.js';
 import { jobKey, WorkQueue, type WorkQueueStats } from './work-queue.js';
 
@@ -94,6 +95,12 @@ interface FaultRecord {
   outageRetries: number;
   /** It was held in an outage: its failures were the outage's, not its blocks'. */
   outage: boolean;
+  /** When it was first held in an outage (its holds together last outageHoldMs at most), null if never. */
+  heldSince: number | null;
+  /** Blocks redirected for it (a write): given up if it fails, else their slots would leak and read EIO. */
+  redirected: Set<number>;
+  /** The range it covers (as first reported). */
+  range: { block: number; blocks: number };
 }
 
 /**
@@ -125,6 +132,8 @@ export class AutoRemapper {
   private readonly detector: OutageDetector;
   /** Device-wide outages of main: while one lasts, failed requests are held, never remapped or marked lost. */
   readonly outage: OutageMonitor;
+  /** What the outage probe reads: blocks read on main lately, never one in the table. */
+  private readonly probeTargets: ProbeTargets;
 
   /** A slot was refused because the spare is full, and none has been freed since (nor stats cleared). */
   private spareFullSeen = false;
@@ -140,8 +149,9 @@ export class AutoRemapper {
     this.burst = new BurstLog(log);
     const deviceBlocks = Number(engine.deviceBytes / BigInt(engine.blockSize));
     this.detector = new OutageDetector(() => ({ regions: policy.outageRegions, windowMs: policy.outageWindowMs }), deviceBlocks, Date.now);
+    this.probeTargets = new ProbeTargets(deviceBlocks, (b) => engine.store.table.get(b) !== undefined);
     this.outage = new OutageMonitor(
-      () => probeMain(device, engine.blockSize, deviceBlocks),
+      () => probeMain(device, engine.blockSize, this.probeTargets.pick(), (b) => this.probeTargets.noteGood(b)),
       () => this.policy.outageHoldMs,
       log,
       () => this.afterOutage(),
@@ -213,7 +223,9 @@ export class AutoRemapper {
    */
   async recheck(blocks: readonly number[] | null, autoOnly = false): Promise<RecheckResult[]> {
     const r = await this.engine.recheck(blocks, autoOnly);
-    this.counters.recovered += r.filter((x) => x.result === 'recovered').length;
+    const back = r.filter((x) => x.result === 'recovered');
+    this.counters.recovered += back.length;
+    for (const x of back) this.probeTargets.noteGood(x.block);
     return r;
   }
 
@@ -351,7 +363,10 @@ export class AutoRemapper {
     let rec = this.faults.get(key);
     const errno = ev.failed[0]?.errno ?? EIO;
     if (rec === undefined) {
-      rec = { op: ev.op, blocks: new Map(), narrowed: false, remapped: false, firstErrno: errno, outageRetries: 0, outage: false };
+      rec = {
+        op: ev.op, blocks: new Map(), narrowed: false, remapped: false, firstErrno: errno, outageRetries: 0, outage: false,
+        heldSince: null, redirected: new Set(), range: { block: ev.block, blocks: ev.blocks },
+      };
       this.faults.set(key, rec);
     }
     if (ev.attempt === 0) this.engine.countErrors(ev.op === 'read' ? 'read' : 'write', ev.failed.length);
@@ -392,10 +407,12 @@ export class AutoRemapper {
   /**
    * Holds a request during an outage (it stays parked in native): retried whole when main answers (the
    * retry does not count against its own retries), failed with its first errno if main does not answer
-   * within outageHoldMs. Nothing is remapped or marked lost for it either way.
+   * within outageHoldMs of its first hold. Nothing is remapped or marked lost for it either way; a write
+   * that fails gives up the redirects made for it earlier (back to main, slots freed) first.
    */
   private holdForOutage(ev: FaultEvent, rec: FaultRecord): void {
     rec.outage = true;
+    rec.heldSince ??= Date.now();
     this.outage.hold({
       release: (mainAnswers) => {
         if (this.closed) return;
@@ -404,11 +421,22 @@ export class AutoRemapper {
           rec.narrowed = false;
           this.resolve(ev, { action: 'retry' });
         } else {
-          this.counters.passedThrough++;
-          this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
+          void this.failWrite(ev, rec, rec.firstErrno);
         }
       },
-    });
+    }, rec.heldSince);
+  }
+
+  /**
+   * Fails a request with `errno`; a write first gives up every redirect made for it (the engine publishes
+   * the table without them and frees their slots): the blocks stay on main, where the failed write may or
+   * may not have landed, as a failed write allows.
+   */
+  private async failWrite(ev: FaultEvent, rec: FaultRecord, errno: number): Promise<void> {
+    const give = new Set([...rec.redirected, ...(rec.op === 'read' ? [] : rec.blocks.keys())]);
+    if (give.size > 0) await this.engine.abandonRedirects([...give]).catch((e: unknown) => this.log.error({ err: String(e) }, 'giving up redirects failed'));
+    this.counters.passedThrough++;
+    this.resolve(ev, { action: 'fail', errno });
   }
 
   private retry(ev: FaultEvent, rec: FaultRecord, delayMs: number): void {
@@ -447,9 +475,7 @@ export class AutoRemapper {
     }
     if (ev.attempt - rec.outageRetries >= MAX_WRITE_ATTEMPTS) {
       this.log.error({ attempt: ev.attempt }, 'write keeps failing after remaps: it fails');
-      await this.engine.abandonRedirects([...rec.blocks.keys()]).catch(() => undefined);
-      this.counters.passedThrough++;
-      this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
+      await this.failWrite(ev, rec, rec.firstErrno);
       return;
     }
     const err = await this.jobs('redirect', rec);
@@ -458,11 +484,10 @@ export class AutoRemapper {
       return;
     }
     if (err !== null) {
-      await this.engine.abandonRedirects([...rec.blocks.keys()]).catch(() => undefined);
-      this.counters.passedThrough++;
-      this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
+      await this.failWrite(ev, rec, rec.firstErrno);
       return;
     }
+    for (const b of rec.blocks.keys()) rec.redirected.add(b);
     rec.remapped = true;
     // The blocks are published LOST at reserved slots now: the retry writes them there and reports
     // 'lost_written', whose commit makes the remap durable before the write is acknowledged.
@@ -501,7 +526,17 @@ export class AutoRemapper {
     const rec = this.faults.get(key);
     this.faults.delete(key);
     // Held in an outage and through now: the outage failed it, not its blocks.
-    if (rec === undefined || rec.remapped || rec.outage) return;
+    if (rec === undefined) return;
+    if (rec.op === 'read') {
+      // The whole range read on main now: a block of it that never failed is a good probe target.
+      for (let b = rec.range.block; b < rec.range.block + rec.range.blocks; b++) {
+        if (!rec.blocks.has(b)) {
+          this.probeTargets.noteGood(b);
+          break;
+        }
+      }
+    }
+    if (rec.remapped || rec.outage) return;
     if (rec.op === 'read') this.counters.recoveredReads++;
     // The request went through on a retry: its blocks work, for now. Relocate them once they reach the threshold.
     for (const [block, device] of rec.blocks) {

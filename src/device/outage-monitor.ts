@@ -2,16 +2,22 @@
 // lost and uses no slot). OutageDetector (outage-detector.ts) raises a suspicion; a probe read of main
 // confirms it; from then on the requests that fail are held (parked in native) instead of retried,
 // remapped or marked lost, and main is probed with backoff. When main answers, the held requests are
-// released to be retried; a request held longer than outageHoldMs is released to fail with its errno.
-// Runs on the JS thread.
+// released to be retried; a request held longer than outageHoldMs in all (counted from its first hold,
+// not reset when it is held again) is released to fail with its errno, by a timer of its own: a main that
+// hangs instead of failing cannot keep it. A probe that has not answered within probeTimeoutMs counts as
+// main not answering; one probe is in flight at a time (confirm and the backoff ticks share it), so a
+// hung main never holds more than one probe's reads. Runs on the JS thread.
 import type { Logger } from '../log.js';
-import type { NativeDevice } from '../native.js';
-import { isNativeError } from '../native.js';
-import { MEDIUM_ERRNOS } from './outage-detector.js';
 
 /** Probe backoff: the first wait, and the longest. */
 const PROBE_FIRST_MS = 50;
 const PROBE_MAX_MS = 1000;
+/**
+ * A probe not answered within this counts as main not answering (its reads stay in flight and are shared
+ * by the next probes). A disk coming out of standby takes a few seconds to spin up; a probe waiting longer
+ * than that only delays the outage's beginning.
+ */
+export const PROBE_TIMEOUT_MS = 5000;
 
 /** A request held during an outage: released with true (main answers: retry it) or false (held too long: fail it). */
 export interface Held {
@@ -33,29 +39,15 @@ export interface OutageStats {
   failedAfterHold: number;
 }
 
-/**
- * Reads a few blocks of main spread over the device (the first, the middle, the last): true when main
- * answers, that is when one read succeeds or fails with a medium error (the device is there, that sector
- * is bad); false when every read fails otherwise (EIO from everywhere, ENODEV...).
- */
-export async function probeMain(device: NativeDevice, blockSize: number, deviceBlocks: number): Promise<boolean> {
-  const blocks = [...new Set([0, Math.floor(deviceBlocks / 2), Math.max(0, deviceBlocks - 1)])];
-  const answers = await Promise.all(
-    blocks.map((b) =>
-      device.readRange('main', BigInt(b) * BigInt(blockSize), blockSize).then(
-        () => true,
-        (e: unknown) => isNativeError(e) && MEDIUM_ERRNOS.has(e.errno),
-      ),
-    ),
-  );
-  return answers.some((a) => a);
-}
-
 export class OutageMonitor {
   private activeSince: number | null = null;
   private probing: Promise<boolean> | null = null;
-  private held: Array<{ at: number; h: Held }> = [];
+  /** The probe whose reads are in flight (maybe past its timeout): the next probe waits for it, not new reads. */
+  private inFlight: Promise<boolean> | null = null;
+  /** Held requests, each with when it was first held (its hold ends at since + holdMs). */
+  private held: Array<{ since: number; h: Held }> = [];
   private timer: NodeJS.Timeout | null = null;
+  private expiryTimer: NodeJS.Timeout | null = null;
   private backoff = PROBE_FIRST_MS;
   private closed = false;
   private counts = { outages: 0, heldTotal: 0, failedAfterHold: 0 };
@@ -70,6 +62,7 @@ export class OutageMonitor {
     /** Called after a probe that main answered (the detector forgets its evidence). */
     private readonly onAnswered: () => void,
     private readonly now: () => number = Date.now,
+    private readonly probeTimeoutMs: number = PROBE_TIMEOUT_MS,
   ) {}
 
   get active(): boolean {
@@ -96,29 +89,88 @@ export class OutageMonitor {
     if (this.active) return true;
     if (this.closed) return false;
     if (this.probing === null) {
-      this.probing = this.probe()
-        .catch(() => false)
-        .then((answered) => {
-          this.probing = null;
-          if (answered) this.onAnswered();
-          else this.begin();
-          return !answered;
-        });
+      this.probing = this.probeOnce().then((answered) => {
+        this.probing = null;
+        if (answered) this.onAnswered();
+        else this.begin();
+        return !answered;
+      });
     }
     return this.probing;
   }
 
-  /** Holds a request until main answers or it has waited outageHoldMs. Only during an outage. */
-  hold(h: Held): void {
-    this.held.push({ at: this.now(), h });
+  /**
+   * Holds a request until main answers, or until outageHoldMs after `since` (when the request was first
+   * held: a request held again keeps its first time). Decided now: with no outage going on (it ended while
+   * the request was on its way here) the request is released at once to be retried; past its time it is
+   * released to fail.
+   */
+  hold(h: Held, since: number): void {
+    if (this.closed) return;
+    if (this.now() - since >= this.holdMs()) {
+      this.expire([{ since, h }]);
+      return;
+    }
+    if (!this.active) {
+      h.release(true);
+      return;
+    }
+    this.held.push({ since, h });
     this.counts.heldTotal++;
+    this.armExpiry();
   }
 
   /** Stops probing; held requests stay parked (native fails them when the device stops). */
   close(): void {
     this.closed = true;
     if (this.timer !== null) clearTimeout(this.timer);
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
     this.timer = null;
+    this.expiryTimer = null;
+  }
+
+  /** One probe of main: true when it answers within probeTimeoutMs. Reads still in flight are shared, not issued again. */
+  private probeOnce(): Promise<boolean> {
+    if (this.inFlight === null) {
+      const p = this.probe().catch(() => false);
+      this.inFlight = p;
+      void p.then((answered) => {
+        if (this.inFlight === p) this.inFlight = null;
+        // Reads that outlived their probe's timeout still tell: main answers now.
+        if (answered && this.active && !this.closed) this.end();
+      });
+    }
+    const reads = this.inFlight;
+    return new Promise<boolean>((resolve) => {
+      const t = setTimeout(() => resolve(false), this.probeTimeoutMs);
+      void reads.then((answered) => {
+        clearTimeout(t);
+        resolve(answered);
+      });
+    });
+  }
+
+  /** Arms the timer of the earliest held request's end. */
+  private armExpiry(): void {
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
+    if (this.closed || this.held.length === 0) return;
+    const first = Math.min(...this.held.map((x) => x.since));
+    this.expiryTimer = setTimeout(() => {
+      this.expiryTimer = null;
+      const limit = this.now() - this.holdMs();
+      const expired = this.held.filter((x) => x.since <= limit);
+      this.held = this.held.filter((x) => x.since > limit);
+      this.expire(expired);
+      this.armExpiry();
+    }, Math.max(0, first + this.holdMs() - this.now()));
+  }
+
+  private expire(expired: Array<{ since: number; h: Held }>): void {
+    if (expired.length === 0) return;
+    this.counts.failedAfterHold += expired.length;
+    this.log.error({ requests: expired.length, holdMs: this.holdMs() }, 'main still not answering: held requests fail with their errno (nothing marked lost)');
+    for (const x of expired) x.h.release(false);
   }
 
   private begin(): void {
@@ -141,28 +193,24 @@ export class OutageMonitor {
 
   private async tick(): Promise<void> {
     if (this.closed) return;
-    const answered = await this.probe().catch(() => false);
-    if (this.closed) return;
+    const answered = await this.probeOnce();
+    if (this.closed || !this.active) return;
     if (answered) {
       this.end();
       return;
-    }
-    const limit = this.now() - this.holdMs();
-    const expired = this.held.filter((x) => x.at <= limit);
-    if (expired.length > 0) {
-      this.held = this.held.filter((x) => x.at > limit);
-      this.counts.failedAfterHold += expired.length;
-      this.log.error({ requests: expired.length, holdMs: this.holdMs() }, 'main still not answering: held requests fail with their errno (nothing marked lost)');
-      for (const x of expired) x.h.release(false);
     }
     this.schedule();
   }
 
   private end(): void {
+    if (!this.active) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
     const since = this.activeSince ?? this.now();
     this.activeSince = null;
     const held = this.held;
     this.held = [];
+    this.armExpiry();
     this.onAnswered();
     this.log.warn({ durationMs: this.now() - since, released: held.length }, 'main device outage ended: held requests are retried');
     for (const x of held) x.h.release(true);

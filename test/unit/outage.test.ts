@@ -188,4 +188,58 @@ describe('outages of main', () => {
     expect(entry(700)).toMatchObject({ state: 'lost' });
     expect((await stats()).outage).toMatchObject({ active: false, outages: 0 });
   });
+  it('a write whose batch waited in the engine past the outage\'s end is retried, not held for ever', async () => {
+    await start();
+    mainDown();
+    // The engine's chain is busy (a slow spare flush, a relocation) for 400 ms.
+    const engine = daemon?.['engine'] as unknown as { serial: (fn: () => Promise<void>) => Promise<void> };
+    void engine.serial(() => settle(400));
+    const f = fault('write', 500);
+    device().emit(f);
+    // The redirect batch's probe fails: an outage begins; main is back 100 ms later and the outage ends,
+    // with nothing held yet: the batch still waits for the engine.
+    await settle(100);
+    mainUp();
+    expect(await resolution(f, 2500)).toEqual({ action: 'retry' });
+    expect((await stats()).outage).toMatchObject({ active: false, outages: 1, held: 0 });
+    expect(entry(500)).toBeUndefined();
+  });
+
+  it('a held write that fails after outage_hold_ms gives its earlier redirect up: the block is back on main, the slot free', async () => {
+    await start({ outageHoldMs: 300 });
+    const free0 = daemon?.['engine']?.store.allocator.free as number;
+    // A 2-block write fails on block 500 only: 500 is redirected to a slot, the write retried.
+    const f: Fault = { ...fault('write', 500), blocks: 2 };
+    device().emit(f);
+    expect(await resolution(f)).toEqual({ action: 'retry' });
+    expect(device().remapTable.blocks).toContain(500n);
+    // Main drops; the retry fails on block 501 (500 went to its slot): held, then failed after the hold.
+    mainDown();
+    const again: Fault = { ...f, attempt: 1, failed: [{ device: 'main', block: 501, blocks: 1, errno: 5 }] };
+    device().emit(again);
+    expect(await resolution(f, 3000)).toEqual({ action: 'fail', errno: 5 });
+    await daemon?.['auto']?.idle();
+    expect(device().remapTable.blocks).not.toContain(500n);
+    expect(entry(500)).toBeUndefined();
+    expect(daemon?.['engine']?.store.allocator.free).toBe(free0);
+    expect((await stats()).outage).toMatchObject({ failedAfterHold: 1 });
+  });
+
+  it('the probe skips blocks in the table: bad first, middle and last blocks do not make bad sectors look like an outage', async () => {
+    await start({ readRetries: 0, retryBackoffMs: 0 });
+    const bad = (b: number): void => void native.cfg.failReads.push({ device: 'main', offset: b * 512, bytes: 512, code: 'EIO' });
+    // Blocks 0, 8192 and 16383 are bad and remapped (lost: main could not be read).
+    for (const b of [0, 8192, 16383]) {
+      bad(b);
+      await request(sock, 'remap', { sector: b });
+    }
+    // Bad sectors in four regions within the window: the spread rule suspects an outage and main is probed.
+    const faults = [fault('read', 100), fault('read', 4200), fault('read', 8300), fault('read', 12400)];
+    for (const f of faults) bad(f.block);
+    for (const f of faults) device().emit(f);
+    for (const f of faults) expect(await resolution(f)).toEqual({ action: 'fail', errno: 5 });
+    for (const f of faults) expect(entry(f.block)).toMatchObject({ state: 'lost' });
+    expect((await stats()).outage).toMatchObject({ active: false, outages: 0 });
+  });
+
 });
