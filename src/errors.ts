@@ -39,6 +39,9 @@ export const ERROR_CODES = {
   // was moved (the move was undone).
   E_OUT_OF_RANGE: 1,
   E_IO: 1,
+  // Main is in an outage (it does not answer): a remap or recheck now would read nothing and could only
+  // mark blocks lost; try again once it ends.
+  E_OUTAGE: 1,
   // The config file (/etc/dmremap-ublk/config.json or $DMREMAP_CONFIG) cannot be read, is not JSON, breaks
   // the schema, or cannot be written. A run-time failure: the command line itself was fine.
   E_CONFIG: 1,

@@ -122,6 +122,14 @@ const MESSAGES = [
   'ping',
 ] as const;
 
+/**
+ * A manual remap copies the block from main and a recheck reads lost blocks there: while main is in an
+ * outage the copy fails and the block would be committed lost, though its data is intact on main.
+ */
+function refuseDuringOutage(auto: AutoRemapper, what: 'remap' | 'recheck'): void {
+  if (auto.outage.active) throw new DmrError('E_OUTAGE', `${what} refused: main is in an outage (it does not answer); try again once it ends`);
+}
+
 /** The error-handling statistics: the auto-remapper's counters, the store's persisted ones and the table's. */
 export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultOf<'stats'> {
   const st = engine.store;
@@ -223,10 +231,14 @@ export function remapHandlers(engine: () => RemapEngine, status: () => DeviceSta
       auto().setAutoRemap(req.enabled);
       return { autoRemap: req.enabled };
     },
-    remap: (req: { sector: number }) => engine().remap(req.sector),
+    remap: (req: { sector: number }) => {
+      refuseDuringOutage(auto(), 'remap');
+      return engine().remap(req.sector);
+    },
     unremap: (req: { sector: number }) => engine().unremap(req.sector),
     verify: (req: { sector: number }) => engine().verify(req.sector),
     recheck: async (req: { sectors?: number[] }): Promise<ResultOf<'recheck'>> => {
+      refuseDuringOutage(auto(), 'recheck');
       const e = engine();
       const blocks = req.sectors === undefined ? null : req.sectors.map((s) => e.blockOf(s));
       const r = await auto().recheck(blocks);

@@ -242,4 +242,20 @@ describe('outages of main', () => {
     expect((await stats()).outage).toMatchObject({ active: false, outages: 0 });
   });
 
+  it('manual remap and recheck are refused during an outage (E_OUTAGE): they would mark blocks lost whose data is on main', async () => {
+    await start();
+    mainDown('ENODEV');
+    const f = fault('read', 100, 19);
+    device().emit(f);
+    await settle(100);
+    expect((await stats()).outage.active).toBe(true);
+    await expect(request(sock, 'remap', { sector: 800 })).rejects.toMatchObject({ code: 'E_OUTAGE' });
+    await expect(request(sock, 'recheck', {})).rejects.toMatchObject({ code: 'E_OUTAGE' });
+    await expect(request(sock, 'message', { words: ['remap', '800'] })).rejects.toMatchObject({ code: 'E_OUTAGE' });
+    expect(entry(100)).toBeUndefined();
+    expect(entry(800)).toBeUndefined();
+    mainUp();
+    expect(await resolution(f)).toEqual({ action: 'retry' });
+    await expect(request(sock, 'remap', { sector: 800 })).resolves.toMatchObject({ state: 'mapped' });
+  });
 });
