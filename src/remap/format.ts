@@ -293,6 +293,11 @@ export function decodeTableCopy(
 ): Decoded<TableCopy> {
   const h = decodeTableHeader(b, ctx);
   if (!h.ok) return h;
+  // Check first, build only a copy whose checksum holds (the counts in the header are not trusted before).
+  const check = new TableCopyDecoder(b, h.value, ctx, false);
+  check.push(b.subarray(TB.body));
+  const checked = check.finish();
+  if (!checked.ok) return checked;
   const d = new TableCopyDecoder(b, h.value, ctx, true);
   d.push(b.subarray(TB.body));
   const r = d.finish();
@@ -348,7 +353,8 @@ export interface DecodedTableCopy {
  * one buffer): checksums it, checks every entry (blocks ascending and in range, slots in range, flags) and
  * retired slot (ascending, in range), and when `build` is set inserts them into a fresh RemapState. push()
  * returns false as soon as the copy is known bad (stop reading); finish() checks the checksum and, when
- * building, that no slot is used twice. Memory: the state being built plus one chunk.
+ * building, that no slot is used twice. Memory: the state being built plus one chunk. The header's counts
+ * are only vouched for by the checksum at the end: build only a copy a check pass (`build` false) accepted.
  */
 export class TableCopyDecoder {
   private readonly g: Geometry;

@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { DmrError } from '../../src/errors.js';
 import {
   decodeJournalRecord,
@@ -12,13 +12,16 @@ import {
   encodeJournalRecord,
   encodeSuperblock,
   encodeTableCopy,
+  ENTRY,
   MAX_OPS_PER_RECORD,
+  TB,
 } from '../../src/remap/format.js';
-import { computeGeometry, JOURNAL_RECORD_SIZE, metaLenFor } from '../../src/remap/geometry.js';
+import { computeGeometry, ENTRY_SIZE, JOURNAL_RECORD_SIZE, metaLenFor } from '../../src/remap/geometry.js';
 import { FileSpareIo } from '../../src/remap/io.js';
 import { MemSpareIo } from '../../src/remap/mem-io.js';
 import { RemapState, type RemapOp } from '../../src/remap/state.js';
 import { RemapStore, type OpenOptions, type OpenResult } from '../../src/remap/store.js';
+import { RemapTable } from '../../src/remap/table.js';
 
 const T0 = 1_764_000_000_000;
 const FP = Buffer.alloc(32, 0xa1);
@@ -378,6 +381,46 @@ describe('repair of corrupt copies', () => {
     expect(clean.report.repairs).toEqual([]);
     expect(snap(clean)).toBe(want);
     void last;
+  });
+
+  it('builds no entry of a copy whose header count was raised (stale entries after the real ones) before its checksum holds', async () => {
+    const io = new MemSpareIo(SPARE);
+    const r = await RemapStore.open(io, opts());
+    for (let i = 1; i <= 5; i++) await r.store.commit({ op: 'remap', block: 10 * i, origin: 'manual' });
+    await r.store.compact();
+    const want = snap(r);
+    const g = r.store.geometry;
+    const again = await RemapStore.open(io, opts());
+    const newest = again.report.loadedCopy;
+    const at = g.tableOffsets[newest];
+    const real = r.table.size;
+    expect(io.peek(at + TB.entryCount, 4).readUInt32LE()).toBe(real);
+    // Stale, well-formed, ascending entries after the real ones (what a larger table once left there), and a
+    // bit flip raising the count to cover them; the checksum is not fixed.
+    const stale = 40;
+    for (let i = real; i < stale; i++) {
+      const e = Buffer.alloc(ENTRY_SIZE);
+      e.writeUInt32LE(100_000 + i, ENTRY.block);
+      e.writeUInt32LE(i, ENTRY.slot);
+      io.poke(at + TB.body + i * ENTRY_SIZE, e);
+    }
+    const n = Buffer.alloc(4);
+    n.writeUInt32LE(stale);
+    io.poke(at + TB.entryCount, n);
+    const built = vi.spyOn(RemapTable.prototype, 'insertNew');
+    try {
+      const decoded = decodeTableCopy(io.peek(at, g.tableCopyLen), { uuid: r.store.uuid, geometry: g, mainBlocks: 2_000_000 });
+      expect(decoded).toEqual({ ok: false, why: 'bad checksum' });
+      const fixed = await RemapStore.open(io, opts());
+      expect(fixed.report.loadedCopy).toBe(newest === 0 ? 1 : 0);
+      expect(snap(fixed)).toBe(want);
+      expect(fixed.report.repairs).toEqual([expect.stringMatching(/bad checksum/)]);
+      // Only the entries of the copy that was loaded were ever built: none of the stale ones.
+      expect(built.mock.calls.filter((c) => c[0] >= 100_000)).toEqual([]);
+      expect(built.mock.calls.length).toBeLessThanOrEqual(real);
+    } finally {
+      built.mockRestore();
+    }
   });
 
   it('refuses when both table copies are corrupt, writing nothing; force formats', async () => {
