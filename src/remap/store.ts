@@ -188,6 +188,7 @@ async function replay(
   prevCrc: number | null,
 ): Promise<Replay> {
   let expectPrev = prevCrc;
+  const version = state.allocator.geometry.version;
   let ops = 0;
   let i = 0;
   let stop: string | null = null;
@@ -195,7 +196,7 @@ async function replay(
     const n = Math.min(REPLAY_CHUNK_RECORDS, records - i);
     const jbuf = await io.read(abs + i * JOURNAL_RECORD_SIZE, n * JOURNAL_RECORD_SIZE);
     for (let k = 0; k < n; k++, i++) {
-      const d = decodeJournalRecord(jbuf, k * JOURNAL_RECORD_SIZE, uuid);
+      const d = decodeJournalRecord(jbuf, k * JOURNAL_RECORD_SIZE, uuid, version);
       if (!d.ok) {
         stop = `record ${i}: ${d.why}`;
         break;
