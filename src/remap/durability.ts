@@ -11,7 +11,8 @@ import type { EntryOrigin } from './table.js';
 export interface CopyToSlot {
   /**
    * Copies the block's current contents from main into the slot at absolute spare byte `offset`.
-   * 'unreadable' when main cannot read it: the block is then remapped as `lost`.
+   * 'unreadable' when main cannot read it: the block is then remapped as `lost`, with "data on main" (main
+   * still holds its last data; always false on a version-1 spare).
    */
   copy(block: number, slot: number, offset: number): Promise<'copied' | 'unreadable'>;
   /** Makes the spare's data writes durable. */
@@ -37,7 +38,8 @@ export async function remapBlock(
     const got = await io.copy(block, slot, store.allocator.offsetOf(slot));
     const lost = got === 'unreadable';
     if (!lost) await io.flushSpare();
-    const op = await store.commit({ op: 'remap', block, slot, origin, lost, errorCount });
+    // Unreadable: nothing was written to the block, so main still holds its last data (recheck may return it).
+    const op = await store.commit({ op: 'remap', block, slot, origin, lost, dataOnMain: lost, errorCount });
     committed = true;
     return op;
   } finally {

@@ -76,11 +76,15 @@ describe('remapBlock', () => {
     expect((await RemapStore.open(io, opts())).table.get(42)?.slot).toBe(0);
   });
 
-  it('remaps an unreadable block as lost, without a data flush', async () => {
-    const { store, events } = await setup();
+  it('remaps an unreadable block as lost with its data on main, without a data flush', async () => {
+    const { io, store, events } = await setup();
     await remapBlock(store, 9, 'auto', { copy: async () => 'unreadable', flushSpare: async () => void events.push('data-flush') }, 1);
     expect(events).not.toContain('data-flush');
-    expect(store.table.get(9)).toMatchObject({ state: 'lost', origin: 'auto', errorCount: 1 });
+    expect(store.table.get(9)).toMatchObject({ state: 'lost', origin: 'auto', errorCount: 1, dataOnMain: true });
+    // Durable: main still holds the block's last data after a restart too.
+    expect((await RemapStore.open(io, opts())).table.get(9)).toMatchObject({ state: 'lost', dataOnMain: true });
+    const copied = await remapBlock(store, 10, 'auto', { copy: async () => 'copied', flushSpare: async () => {} });
+    expect(copied.dataOnMain).toBe(false);
   });
 
   it('gives the slot back and persists nothing when the copy or the flush fails', async () => {
