@@ -47,9 +47,18 @@ export class FaultOps {
       out.set(it.block, null);
     }
     if (retire.length > 0) {
-      for (const r of retire) if (r.op === 'retire') await this.c.store.unreserveSlot(r.slot);
-      // A slot that failed a write is never used again (committed: a restart must not hand it out).
-      await this.c.store.commitBatch(retire).catch((err: unknown) => this.c.log.error({ err: String(err) }, 'cannot retire failed spare slots'));
+      // Published with their new slots and drained first: were the retire commit to fail, a slot given
+      // back with a write still in flight to it could go to another block (releaseRedirectSlots).
+      this.c.mirror.publish();
+      const drained = await this.c.dev().drain().then(
+        () => true,
+        (err: unknown) => (this.c.log.error({ err: String(err) }, 'drain failed: failed spare slots stay reserved, not retired'), false),
+      );
+      if (drained) {
+        for (const r of retire) if (r.op === 'retire') await this.c.store.unreserveSlot(r.slot);
+        // A slot that failed a write is never used again (committed: a restart must not hand it out).
+        await this.c.store.commitBatch(retire).catch((err: unknown) => this.c.log.error({ err: String(err) }, 'cannot retire failed spare slots'));
+      }
     }
     if (committedBadSlots.length > 0) {
       if (changed) this.c.mirror.publish(); // doMarkLost publishes the table it moves blocks in
@@ -60,15 +69,32 @@ export class FaultOps {
 
   /** The redirected writes to `blocks` failed for good: they go back to main and their slots are freed. */
   async abandonRedirects(blocks: readonly number[]): Promise<void> {
-    let changed = false;
+    const slots: number[] = [];
     for (const b of blocks) {
       const p = this.c.mirror.redirects.get(b);
       if (p === undefined) continue;
       this.c.mirror.redirects.delete(b);
-      await this.c.store.unreserveSlot(p.slot).catch(() => undefined);
-      changed = true;
+      slots.push(p.slot);
     }
-    if (changed) this.c.mirror.publish();
+    await this.releaseRedirectSlots(slots);
+  }
+
+  /**
+   * Gives back the reserved slots of redirects just dropped from the mirror: publishes the table without
+   * them, waits for a drain (a write planned against a slot before that, still in flight, would otherwise
+   * land in it after the slot went to another block, whose committed data it would overwrite), and only
+   * then unreserves them. A failed drain keeps them reserved (lost to this daemon's life, never reused).
+   */
+  private async releaseRedirectSlots(slots: readonly number[]): Promise<void> {
+    if (slots.length === 0) return;
+    this.c.mirror.publish();
+    try {
+      await this.c.dev().drain();
+    } catch (err) {
+      this.c.log.error({ err: String(err), slots: slots.slice(0, 16) }, 'drain failed: the slots of abandoned redirects stay reserved');
+      return;
+    }
+    for (const slot of slots) if (this.c.store.allocator.isReserved(slot)) await this.c.store.unreserveSlot(slot).catch(() => undefined);
   }
 
   /**
@@ -172,13 +198,16 @@ export class FaultOps {
       throw ioFailure(err, 'committing writes in spare slots failed');
     } finally {
       // Committed: the entries replace the overlay. Not committed: the writes fail, and the redirected
-      // blocks go back to main (their write never completed there either).
+      // blocks go back to main (their write never completed there either); their slots are given back
+      // after a drain (releaseRedirectSlots).
+      const abandoned: number[] = [];
       for (const r of redirected) {
         const p = this.c.mirror.redirects.get(r.block);
         if (p?.slot !== r.slot) continue;
         this.c.mirror.redirects.delete(r.block);
-        if (this.c.store.allocator.isReserved(p.slot)) await this.c.store.unreserveSlot(p.slot).catch(() => undefined);
+        if (this.c.store.allocator.isReserved(p.slot)) abandoned.push(p.slot);
       }
+      await this.releaseRedirectSlots(abandoned);
     }
     return { changed: ops.length > 0 || redirected.length > 0, redrive };
   }
