@@ -110,6 +110,13 @@ export class FaultOps {
     const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number }> = [];
     for (const it of items) {
       if (out.has(it.block) || todo.some((t) => t.block === it.block)) continue;
+      if (this.c.mirror.redirects.has(it.block)) {
+        // A failed write's redirect is in flight: the block is remapped already (published LOST at its
+        // reserved slot; a read fails, the write's commit makes it mapped there). A `remap B lost` now
+        // would make that commit fail.
+        out.set(it.block, null);
+        continue;
+      }
       const e = this.c.store.table.get(it.block);
       if (e !== undefined && !it.slotFailed) {
         out.set(it.block, null); // already lost, or remapped since the failure: its retry goes to the slot
@@ -163,13 +170,16 @@ export class FaultOps {
    * block at that slot as mapped; a block already mapped there needs only the flush. A block the table now
    * places elsewhere (its slot failed and it moved, another redirect) or nowhere (its redirect was abandoned,
    * the slot freed) is not committed: its write must be driven again to land where the table says
-   * (`redrive`). Rejects on a commit failure: lost blocks stay lost, redirected ones go back to main, and the
+   * (`redrive`); so is one whose redirect no longer fits the table (the block has an entry now: the
+   * redirect is dropped), each op checked on its own so that one that does not fit fails no other write.
+   * Rejects on a commit failure: lost blocks stay lost, redirected ones go back to main, and the
    * writes must fail. `changed`: the table to publish changed.
    */
   private async commitSlotWrites(writes: ReadonlyArray<SlotWrite>): Promise<{ changed: boolean; redrive: SlotWrite[] }> {
     const ops: RemapOp[] = [];
     const redirected: Array<{ block: number; slot: number }> = [];
     const redrive: SlotWrite[] = [];
+    const stale: SlotWrite[] = [];
     const seen = new Set<string>();
     for (const w of writes) {
       const key = `${w.block}@${w.slot}`;
@@ -178,6 +188,13 @@ export class FaultOps {
       const p = this.c.mirror.redirects.get(w.block);
       const e = this.c.store.table.get(w.block);
       if (p !== undefined && p.slot === w.slot) {
+        if (e !== undefined || !(this.c.store.allocator.isReserved(w.slot) || this.c.store.allocator.isFree(w.slot))) {
+          // The redirect does not fit the table any more (the block got an entry meanwhile): it is
+          // dropped, and this write is driven again to where the table places the block.
+          stale.push(w);
+          redrive.push(w);
+          continue;
+        }
         ops.push({ op: 'remap', block: w.block, slot: w.slot, origin: 'auto', errorCount: p.errorCount });
         redirected.push({ block: w.block, slot: w.slot });
       } else if (p === undefined && e !== undefined && e.slot === w.slot) {
@@ -201,6 +218,10 @@ export class FaultOps {
       // blocks go back to main (their write never completed there either); their slots are given back
       // after a drain (releaseRedirectSlots).
       const abandoned: number[] = [];
+      for (const r of stale) {
+        this.c.mirror.redirects.delete(r.block);
+        if (this.c.store.allocator.isReserved(r.slot)) abandoned.push(r.slot);
+      }
       for (const r of redirected) {
         const p = this.c.mirror.redirects.get(r.block);
         if (p?.slot !== r.slot) continue;
@@ -209,7 +230,7 @@ export class FaultOps {
       }
       await this.releaseRedirectSlots(abandoned);
     }
-    return { changed: ops.length > 0 || redirected.length > 0, redrive };
+    return { changed: ops.length > 0 || redirected.length > 0 || stale.length > 0, redrive };
   }
 
   /**
