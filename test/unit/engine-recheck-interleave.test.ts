@@ -1,0 +1,52 @@
+// recheck reads its candidates on main outside the engine's one-at-a-time chain (review finding 4): fault
+// handling (a redirect of an unrelated failed write) is not held up by slow reads of failing sectors.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { makeWorld, type World } from './helpers.js';
+import { BS, openEngine, type EngineRig } from './engine-harness.js';
+
+let w: World;
+let rig: EngineRig;
+beforeEach(async () => {
+  w = makeWorld();
+  rig = await openEngine(w);
+});
+afterEach(async () => {
+  await rig.close();
+  w.cleanup();
+});
+
+const item = (block: number) => ({ block, slotFailed: false, errorCount: 1 });
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+describe('recheck beside fault handling', () => {
+  it('an unrelated redirect is not delayed by the slow main reads of recheck candidates', async () => {
+    const { engine, dev } = rig;
+    const pending = [10, 11, 12, 13, 14, 15];
+    const marked = await engine.markLost(pending.map(item));
+    expect([...marked.values()]).toEqual(pending.map(() => null));
+    // Each pending block now reads on main again, but slowly (a failing sector's retries).
+    const read = dev.readRange.bind(dev);
+    let slowReads = 0;
+    dev.readRange = async (from, offset, bytes) => {
+      const b = Number(offset) / BS;
+      if (from === 'main' && pending.includes(b)) {
+        slowReads++;
+        await sleep(100);
+      }
+      return read(from, offset, bytes);
+    };
+    let recheckDone = false;
+    const recheck = engine.recheck(null, true).then((r) => ((recheckDone = true), r));
+    await sleep(20);
+    const t0 = Date.now();
+    const r = await engine.writeBatch([item(500)], []);
+    const waited = Date.now() - t0;
+    expect(r.redirected.get(500)).toBeNull();
+    expect(recheckDone).toBe(false);
+    expect(slowReads).toBeLessThan(pending.length);
+    expect(waited).toBeLessThan(pending.length * 100);
+    const results = await recheck;
+    expect(results).toEqual(pending.map((block) => ({ block, result: 'recovered', errno: null })));
+    for (const b of pending) expect(engine.store.table.get(b)).toBeUndefined();
+  });
+});
