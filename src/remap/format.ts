@@ -234,6 +234,11 @@ export const TB = {
 export const ENTRY = { block: 0, slot: 8, flags: 14, reserved: 15, time: 16, errorCount: 22 } as const;
 export const ENTRY_LOST = 1;
 export const ENTRY_AUTO = 2;
+/** Format version 2 only, with ENTRY_LOST: main still holds the lost block's last data. */
+export const ENTRY_DATA_ON_MAIN = 4;
+
+/** The entry flag bits a table copy of format version `v` may hold. */
+const entryFlagsOf = (v: FormatVersion): number => (v === 1 ? ENTRY_LOST | ENTRY_AUTO : ENTRY_LOST | ENTRY_AUTO | ENTRY_DATA_ON_MAIN);
 
 export interface TableCopy {
   generation: number;
@@ -252,6 +257,7 @@ export function encodeTableCopy(
   const blocks = state.table.sortedBlocks();
   const retired = state.allocator.retiredSlots();
   const n = blocks.length;
+  const domBit = state.allocator.geometry.version === 1 ? 0 : ENTRY_DATA_ON_MAIN; // version 1 cannot store it
   const len = TB.body + n * ENTRY_SIZE + retired.length * RETIRED_SIZE;
   const b = Buffer.alloc(len);
   TABLE_MAGIC.copy(b, TB.magic);
@@ -269,7 +275,8 @@ export function encodeTableCopy(
     if (e === undefined) throw new DmrError('E_INTERNAL', 'table changed while it was encoded');
     putU64(b, off + ENTRY.block, block);
     putU48(b, off + ENTRY.slot, e.slot);
-    b[off + ENTRY.flags] = (e.state === 'lost' ? ENTRY_LOST : 0) | (e.origin === 'auto' ? ENTRY_AUTO : 0);
+    b[off + ENTRY.flags] =
+      (e.state === 'lost' ? ENTRY_LOST : 0) | (e.origin === 'auto' ? ENTRY_AUTO : 0) | (e.dataOnMain ? domBit : 0);
     putU48(b, off + ENTRY.time, e.time);
     b.writeUInt16LE(e.errorCount, off + ENTRY.errorCount);
   }
@@ -293,6 +300,11 @@ export function decodeTableCopy(
 ): Decoded<TableCopy> {
   const h = decodeTableHeader(b, ctx);
   if (!h.ok) return h;
+  // Check first, build only a copy whose checksum holds (the counts in the header are not trusted before).
+  const check = new TableCopyDecoder(b, h.value, ctx, false);
+  check.push(b.subarray(TB.body));
+  const checked = check.finish();
+  if (!checked.ok) return checked;
   const d = new TableCopyDecoder(b, h.value, ctx, true);
   d.push(b.subarray(TB.body));
   const r = d.finish();
@@ -348,7 +360,8 @@ export interface DecodedTableCopy {
  * one buffer): checksums it, checks every entry (blocks ascending and in range, slots in range, flags) and
  * retired slot (ascending, in range), and when `build` is set inserts them into a fresh RemapState. push()
  * returns false as soon as the copy is known bad (stop reading); finish() checks the checksum and, when
- * building, that no slot is used twice. Memory: the state being built plus one chunk.
+ * building, that no slot is used twice. Memory: the state being built plus one chunk. The header's counts
+ * are only vouched for by the checksum at the end: build only a copy a check pass (`build` false) accepted.
  */
 export class TableCopyDecoder {
   private readonly g: Geometry;
@@ -421,7 +434,9 @@ export class TableCopyDecoder {
       this.why = `entry ${i}: block out of order or range`;
       return;
     }
-    if (slot >= this.g.slotCount || (flags & ~(ENTRY_LOST | ENTRY_AUTO)) !== 0 || b[off + ENTRY.reserved] !== 0) {
+    const badFlags =
+      (flags & ~entryFlagsOf(this.g.version)) !== 0 || ((flags & ENTRY_DATA_ON_MAIN) !== 0 && (flags & ENTRY_LOST) === 0);
+    if (slot >= this.g.slotCount || badFlags || b[off + ENTRY.reserved] !== 0) {
       this.why = `entry ${i}: bad slot or flags`;
       return;
     }
@@ -435,6 +450,7 @@ export class TableCopyDecoder {
       (flags & ENTRY_AUTO) !== 0,
       u48(b, off + ENTRY.time),
       b.readUInt16LE(off + ENTRY.errorCount),
+      (flags & ENTRY_DATA_ON_MAIN) !== 0,
     );
   }
 
@@ -489,6 +505,8 @@ export const OP = { code: 0, flags: 1, errorCount: 2, reserved: 4, block: 8, slo
 export const OP_SIZE = 32;
 export const OP_LOST = 1;
 export const OP_AUTO = 2;
+/** Format version 2 only, on remap (with OP_LOST) and lost: main still holds the block's last data. */
+export const OP_DATA_ON_MAIN = 4;
 export const MAX_OPS_PER_RECORD = Math.floor((JOURNAL_RECORD_SIZE - JR.ops) / OP_SIZE);
 
 const OP_NAMES: Record<number, OpName> = Object.fromEntries(
@@ -523,7 +541,7 @@ export function encodeJournalRecord(
   let off = at + JR.ops;
   for (const op of rec.ops) {
     b[off + OP.code] = OP_CODES[op.op];
-    b[off + OP.flags] = (op.lost ? OP_LOST : 0) | (op.auto ? OP_AUTO : 0);
+    b[off + OP.flags] = (op.lost ? OP_LOST : 0) | (op.auto ? OP_AUTO : 0) | (op.dataOnMain ? OP_DATA_ON_MAIN : 0);
     b.writeUInt16LE(op.errorCount, off + OP.errorCount);
     putU64(b, off + OP.block, op.block);
     putU64(b, off + OP.slot, op.slot);
@@ -535,8 +553,16 @@ export function encodeJournalRecord(
   return crc;
 }
 
-/** Decodes the record at `b[at, at + 4096)`; bad bytes or another pair's record → { ok: false }. */
-export function decodeJournalRecord(b: Buffer, at: number, uuid: Buffer): Decoded<JournalRecord> {
+/**
+ * Decodes the record at `b[at, at + 4096)` of a spare of format version `version`; bad bytes, another
+ * pair's record, or a flag that version or opcode cannot carry → { ok: false }.
+ */
+export function decodeJournalRecord(
+  b: Buffer,
+  at: number,
+  uuid: Buffer,
+  version: FormatVersion = FORMAT_VERSION,
+): Decoded<JournalRecord> {
   if (at < 0 || b.length < at + JOURNAL_RECORD_SIZE) return bad('short');
   if (!hasMagic(b, JOURNAL_MAGIC, at)) return bad('no magic');
   if (!b.subarray(at + JR.uuid, at + JR.uuid + UUID_SIZE).equals(uuid)) return bad('other pair');
@@ -550,21 +576,23 @@ export function decodeJournalRecord(b: Buffer, at: number, uuid: Buffer): Decode
   const counters = readCounters(b, at + JR.counters);
   if (generation < 0 || seq < 0 || counters === null) return bad('bad header');
   const ops: ResolvedOp[] = [];
+  const allowed = version === 1 ? OP_LOST | OP_AUTO : OP_LOST | OP_AUTO | OP_DATA_ON_MAIN;
   for (let off = at + JR.ops; off < end; off += OP_SIZE) {
     const name = OP_NAMES[b[off + OP.code] as number];
     const flags = b[off + OP.flags] as number;
     const block = u64(b, off + OP.block);
     const slot = u64(b, off + OP.slot);
     const time = u64(b, off + OP.time);
-    if (name === undefined || (flags & ~(OP_LOST | OP_AUTO)) !== 0 || block < 0 || slot < 0 || time < 0) {
-      return bad('bad op');
-    }
+    if (name === undefined || (flags & ~allowed) !== 0 || block < 0 || slot < 0 || time < 0) return bad('bad op');
+    const dataOnMain = (flags & OP_DATA_ON_MAIN) !== 0;
+    if (dataOnMain && !(name === 'lost' || (name === 'remap' && (flags & OP_LOST) !== 0))) return bad('bad op');
     ops.push({
       op: name,
       block,
       slot,
       lost: (flags & OP_LOST) !== 0,
       auto: (flags & OP_AUTO) !== 0,
+      dataOnMain,
       time,
       errorCount: b.readUInt16LE(off + OP.errorCount),
     });

@@ -32,11 +32,24 @@ export const zeroCounters = (): PersistentCounters => ({
 export const OP_CODES = { remap: 1, unremap: 2, lost: 3, mapped: 4, retire: 5, move: 6, errors: 7 } as const;
 export type OpName = keyof typeof OP_CODES;
 
-/** An op as the caller gives it: a missing slot on remap/move means "the lowest free slot". */
+/**
+ * An op as the caller gives it: a missing slot on remap/move means "the lowest free slot". `dataOnMain`
+ * (remap with `lost`, and lost; default false) records that main still holds the block's last data (see
+ * RemapEntry.dataOnMain); mapped, move and unremap clear it; a version-1 spare never keeps it.
+ */
 export type RemapOp =
-  | { op: 'remap'; block: number; slot?: number; origin: EntryOrigin; lost?: boolean; time?: number; errorCount?: number }
+  | {
+      op: 'remap';
+      block: number;
+      slot?: number;
+      origin: EntryOrigin;
+      lost?: boolean;
+      dataOnMain?: boolean;
+      time?: number;
+      errorCount?: number;
+    }
   | { op: 'unremap'; block: number; time?: number }
-  | { op: 'lost'; block: number; time?: number }
+  | { op: 'lost'; block: number; dataOnMain?: boolean; time?: number }
   | { op: 'mapped'; block: number; time?: number }
   | { op: 'retire'; slot: number; time?: number }
   | { op: 'move'; block: number; slot?: number; time?: number }
@@ -49,6 +62,8 @@ export interface ResolvedOp {
   slot: number;
   lost: boolean;
   auto: boolean;
+  /** remap (with lost) and lost only: main still holds the block's last data. */
+  dataOnMain: boolean;
   time: number;
   errorCount: number;
 }
@@ -75,7 +90,9 @@ export class RemapState {
   resolve(op: RemapOp, now: number): ResolvedOp {
     const time = op.time ?? now;
     if (op.op !== 'retire') this.checkBlock(op.block); // before picking a slot: "beyond the device" wins over "full"
-    const base = { block: 0, slot: 0, lost: false, auto: false, time, errorCount: 0 };
+    const base = { block: 0, slot: 0, lost: false, auto: false, dataOnMain: false, time, errorCount: 0 };
+    // A version-1 spare cannot store "data on main": its entries always say false (recheck keeps them lost).
+    const storesDataOnMain = this.allocator.geometry.version !== 1;
     switch (op.op) {
       case 'remap':
         return {
@@ -85,6 +102,7 @@ export class RemapState {
           slot: op.slot ?? this.allocator.peek(),
           lost: op.lost === true,
           auto: op.origin === 'auto',
+          dataOnMain: storesDataOnMain && op.dataOnMain === true, // apply() refuses it without lost
           errorCount: Math.min(op.errorCount ?? 0, MAX_ERROR_COUNT),
         };
       case 'move':
@@ -93,8 +111,9 @@ export class RemapState {
         return { ...base, op: 'retire', slot: op.slot };
       case 'errors':
         return { ...base, op: 'errors', block: op.block, errorCount: Math.min(op.errorCount, MAX_ERROR_COUNT) };
-      case 'unremap':
       case 'lost':
+        return { ...base, op: 'lost', block: op.block, dataOnMain: storesDataOnMain && op.dataOnMain === true };
+      case 'unremap':
       case 'mapped':
         return { ...base, op: op.op, block: op.block };
       default:
@@ -109,12 +128,27 @@ export class RemapState {
       throw new DmrError('E_REMAP_STATE', `bad time or error count in ${op.op} op`);
     }
     if (op.op !== 'retire') this.checkBlock(op.block);
+    if (op.dataOnMain) {
+      if (!((op.op === 'remap' && op.lost) || op.op === 'lost')) {
+        throw new DmrError('E_REMAP_STATE', `data on main is only for a lost block (${op.op} op on block ${op.block})`);
+      }
+      if (this.allocator.geometry.version === 1) {
+        throw new DmrError('E_REMAP_STATE', 'a format-version-1 spare cannot record that a lost block\'s data is on main');
+      }
+    }
     switch (op.op) {
       case 'remap': {
         if (table.has(op.block)) throw new DmrError('E_REMAP_STATE', `block ${op.block} is already remapped`);
         const was = allocator.take(op.slot);
         const origin: EntryOrigin = op.auto ? 'auto' : 'manual';
-        table.set(op.block, { slot: op.slot, state: op.lost ? 'lost' : 'mapped', origin, time: op.time, errorCount: op.errorCount });
+        table.set(op.block, {
+          slot: op.slot,
+          state: op.lost ? 'lost' : 'mapped',
+          origin,
+          time: op.time,
+          errorCount: op.errorCount,
+          dataOnMain: op.dataOnMain,
+        });
         const key = op.auto ? 'autoRemaps' : 'manualRemaps';
         this.counters[key]++;
         return () => {
@@ -139,7 +173,7 @@ export class RemapState {
       case 'errors': {
         const old = this.entry(op.block);
         if (op.op === 'errors') table.set(op.block, { ...old, errorCount: op.errorCount });
-        else table.set(op.block, { ...old, state: op.op });
+        else table.set(op.block, { ...old, state: op.op, dataOnMain: op.dataOnMain });
         return () => table.set(op.block, old);
       }
       case 'move': {
@@ -151,7 +185,7 @@ export class RemapState {
           allocator.giveBack(op.slot, was);
           throw e;
         }
-        table.set(op.block, { ...old, slot: op.slot });
+        table.set(op.block, { ...old, slot: op.slot, dataOnMain: false });
         return () => {
           table.set(op.block, old);
           allocator.take(old.slot);

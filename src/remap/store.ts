@@ -188,6 +188,7 @@ async function replay(
   prevCrc: number | null,
 ): Promise<Replay> {
   let expectPrev = prevCrc;
+  const version = state.allocator.geometry.version;
   let ops = 0;
   let i = 0;
   let stop: string | null = null;
@@ -195,7 +196,7 @@ async function replay(
     const n = Math.min(REPLAY_CHUNK_RECORDS, records - i);
     const jbuf = await io.read(abs + i * JOURNAL_RECORD_SIZE, n * JOURNAL_RECORD_SIZE);
     for (let k = 0; k < n; k++, i++) {
-      const d = decodeJournalRecord(jbuf, k * JOURNAL_RECORD_SIZE, uuid);
+      const d = decodeJournalRecord(jbuf, k * JOURNAL_RECORD_SIZE, uuid, version);
       if (!d.ok) {
         stop = `record ${i}: ${d.why}`;
         break;
@@ -232,6 +233,12 @@ async function replay(
  * Reads and decodes the table copy at absolute offset `abs`: its header, then only its used bytes
  * (TB.body + 24n + 8r) in TABLE_READ_CHUNK reads, stopping at the first bad entry. Cost and memory follow
  * the entries in the copy, not the size of its area. `build`: also build its state (else only check it).
+ *
+ * The counts in the header are only vouched for by the checksum at the end of the body, so nothing is built
+ * before a check pass has verified it: a bit flip raising the entry count must not make the loader build
+ * stale entries past the real ones (up to the slot count) before the checksum fails. The build pass then
+ * feeds the bytes kept from the check pass (a copy of up to TABLE_READ_CHUNK bytes) or reads them again,
+ * and checks the checksum once more.
  */
 export async function readTableCopy(
   io: SpareIo,
@@ -242,15 +249,30 @@ export async function readTableCopy(
   const first = await io.read(abs, Math.min(META_ALIGN, ctx.geometry.tableCopyLen));
   const h = decodeTableHeader(first, ctx);
   if (!h.ok) return h;
-  const dec = new TableCopyDecoder(first, h.value, ctx, build);
-  let ok = dec.push(first.subarray(TB.body));
-  let pos = first.length;
-  while (ok && dec.remaining > 0) {
-    const len = Math.min(TABLE_READ_CHUNK, Math.ceil(dec.remaining / META_ALIGN) * META_ALIGN);
-    ok = dec.push(await io.read(abs + pos, len));
-    pos += len;
-  }
-  return dec.finish();
+  let kept: Buffer[] | null = [];
+  let keptBytes = first.length;
+  const pass = async (dec: TableCopyDecoder, from: Buffer[] | null): Promise<Decoded<DecodedTableCopy>> => {
+    let ok = dec.push(first.subarray(TB.body));
+    if (from !== null) {
+      for (const chunk of from) if (ok) ok = dec.push(chunk);
+      return dec.finish();
+    }
+    let pos = first.length;
+    while (ok && dec.remaining > 0) {
+      const len = Math.min(TABLE_READ_CHUNK, Math.ceil(dec.remaining / META_ALIGN) * META_ALIGN);
+      const chunk = await io.read(abs + pos, len);
+      ok = dec.push(chunk);
+      pos += len;
+      if (kept !== null && keptBytes + len <= TABLE_READ_CHUNK) {
+        kept.push(chunk);
+        keptBytes += len;
+      } else kept = null;
+    }
+    return dec.finish();
+  };
+  const checked = await pass(new TableCopyDecoder(first, h.value, ctx, false), null);
+  if (!build || !checked.ok) return checked;
+  return pass(new TableCopyDecoder(first, h.value, ctx, true), kept);
 }
 
 /** sha256 over the given parts: a convenient way to build a MainIdentity fingerprint. */

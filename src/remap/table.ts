@@ -15,6 +15,12 @@ export interface RemapEntry {
   readonly time: number;
   /** Errors seen on this block; saturates at MAX_ERROR_COUNT (what the on-disk format holds). */
   readonly errorCount: number;
+  /**
+   * The entry is `lost` and main still holds the block's last data: it was marked lost because main could
+   * not read it, and nothing was written to it since (what `recheck` may return to main). Always false for a
+   * `mapped` entry, and on a format-version-1 spare (which cannot store it).
+   */
+  readonly dataOnMain: boolean;
 }
 
 export const MAX_ERROR_COUNT = 0xffff;
@@ -81,6 +87,7 @@ export class RemapTable {
       origin: entry.origin,
       time: entry.time,
       errorCount: entry.errorCount > MAX_ERROR_COUNT ? MAX_ERROR_COUNT : entry.errorCount,
+      dataOnMain: entry.state === 'lost' && entry.dataOnMain,
     };
     this.map.set(block, e);
     this.count(e, 1);
@@ -91,13 +98,22 @@ export class RemapTable {
    * Adds an entry for a block known not to be in the table (the decoder of a table copy, whose blocks are
    * strictly ascending): no lookup of an old entry.
    */
-  insertNew(block: number, slot: number, lost: boolean, auto: boolean, time: number, errorCount: number): void {
+  insertNew(
+    block: number,
+    slot: number,
+    lost: boolean,
+    auto: boolean,
+    time: number,
+    errorCount: number,
+    dataOnMain = false,
+  ): void {
     this.map.set(block, {
       slot,
       state: lost ? 'lost' : 'mapped',
       origin: auto ? 'auto' : 'manual',
       time,
       errorCount: errorCount > MAX_ERROR_COUNT ? MAX_ERROR_COUNT : errorCount,
+      dataOnMain: lost && dataOnMain,
     });
     this.changed?.add(block);
     const c = this.c;

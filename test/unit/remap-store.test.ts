@@ -3,7 +3,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { DmrError } from '../../src/errors.js';
 import {
   decodeJournalRecord,
@@ -12,13 +12,16 @@ import {
   encodeJournalRecord,
   encodeSuperblock,
   encodeTableCopy,
+  ENTRY,
   MAX_OPS_PER_RECORD,
+  TB,
 } from '../../src/remap/format.js';
-import { computeGeometry, JOURNAL_RECORD_SIZE, metaLenFor } from '../../src/remap/geometry.js';
+import { computeGeometry, ENTRY_SIZE, JOURNAL_RECORD_SIZE, metaLenFor } from '../../src/remap/geometry.js';
 import { FileSpareIo } from '../../src/remap/io.js';
 import { MemSpareIo } from '../../src/remap/mem-io.js';
 import { RemapState, type RemapOp } from '../../src/remap/state.js';
 import { RemapStore, type OpenOptions, type OpenResult } from '../../src/remap/store.js';
+import { RemapTable } from '../../src/remap/table.js';
 
 const T0 = 1_764_000_000_000;
 const FP = Buffer.alloc(32, 0xa1);
@@ -380,6 +383,46 @@ describe('repair of corrupt copies', () => {
     void last;
   });
 
+  it('builds no entry of a copy whose header count was raised (stale entries after the real ones) before its checksum holds', async () => {
+    const io = new MemSpareIo(SPARE);
+    const r = await RemapStore.open(io, opts());
+    for (let i = 1; i <= 5; i++) await r.store.commit({ op: 'remap', block: 10 * i, origin: 'manual' });
+    await r.store.compact();
+    const want = snap(r);
+    const g = r.store.geometry;
+    const again = await RemapStore.open(io, opts());
+    const newest = again.report.loadedCopy;
+    const at = g.tableOffsets[newest];
+    const real = r.table.size;
+    expect(io.peek(at + TB.entryCount, 4).readUInt32LE()).toBe(real);
+    // Stale, well-formed, ascending entries after the real ones (what a larger table once left there), and a
+    // bit flip raising the count to cover them; the checksum is not fixed.
+    const stale = 40;
+    for (let i = real; i < stale; i++) {
+      const e = Buffer.alloc(ENTRY_SIZE);
+      e.writeUInt32LE(100_000 + i, ENTRY.block);
+      e.writeUInt32LE(i, ENTRY.slot);
+      io.poke(at + TB.body + i * ENTRY_SIZE, e);
+    }
+    const n = Buffer.alloc(4);
+    n.writeUInt32LE(stale);
+    io.poke(at + TB.entryCount, n);
+    const built = vi.spyOn(RemapTable.prototype, 'insertNew');
+    try {
+      const decoded = decodeTableCopy(io.peek(at, g.tableCopyLen), { uuid: r.store.uuid, geometry: g, mainBlocks: 2_000_000 });
+      expect(decoded).toEqual({ ok: false, why: 'bad checksum' });
+      const fixed = await RemapStore.open(io, opts());
+      expect(fixed.report.loadedCopy).toBe(newest === 0 ? 1 : 0);
+      expect(snap(fixed)).toBe(want);
+      expect(fixed.report.repairs).toEqual([expect.stringMatching(/bad checksum/)]);
+      // Only the entries of the copy that was loaded were ever built: none of the stale ones.
+      expect(built.mock.calls.filter((c) => c[0] >= 100_000)).toEqual([]);
+      expect(built.mock.calls.length).toBeLessThanOrEqual(real);
+    } finally {
+      built.mockRestore();
+    }
+  });
+
   it('refuses when both table copies are corrupt, writing nothing; force formats', async () => {
     const { io, r } = await worked();
     const g = r.store.geometry;
@@ -596,4 +639,112 @@ describe('a table of 1M entries', () => {
         `one remap commit: ${io.stats.writes} write (${io.stats.bytesWritten} bytes) + ${io.stats.flushes} flush, ${tCommit.toFixed(2)} ms in memory`,
     );
   }, 120_000);
+});
+
+describe('"data on main" of a lost block', () => {
+  const onMain = (t: OpenResult['table']): number[] => t.toJSON().filter((e) => e.dataOnMain).map((e) => e.block);
+  const copyOnMain = (io: MemSpareIo, store: RemapStore, c: 0 | 1): number[] => {
+    const g = store.geometry;
+    const d = decodeTableCopy(io.peek(g.tableOffsets[c], g.tableCopyLen), { uuid: store.uuid, geometry: g, mainBlocks: 2_000_000 });
+    if (!d.ok) throw new Error(d.why);
+    return onMain(d.value.state.table);
+  };
+  // remap/lost set it; mapped, move and a lost without it clear it; errors keeps it.
+  const ops: RemapOp[] = [
+    { op: 'remap', block: 10, origin: 'auto', lost: true, dataOnMain: true },
+    { op: 'remap', block: 11, origin: 'auto', lost: true },
+    { op: 'remap', block: 12, origin: 'manual', lost: true, dataOnMain: true },
+    { op: 'mapped', block: 12 },
+    { op: 'remap', block: 13, origin: 'manual' },
+    { op: 'lost', block: 13, dataOnMain: true },
+    { op: 'remap', block: 14, origin: 'auto', lost: true, dataOnMain: true },
+    { op: 'move', block: 14 },
+    { op: 'remap', block: 15, origin: 'auto', lost: true, dataOnMain: true },
+    { op: 'errors', block: 15, errorCount: 4 },
+    { op: 'remap', block: 16, origin: 'auto', lost: true, dataOnMain: true },
+    { op: 'lost', block: 16 },
+  ];
+
+  it('is set by remap and lost, cleared by mapped, move and lost without it, and survives replay, compaction and both table copies', async () => {
+    const io = new MemSpareIo(metaLenFor(SLOTS, 64) + SLOTS * 512);
+    const o = opts({ journalRecords: 64 });
+    const r = await RemapStore.open(io, o);
+    for (const op of ops) await r.store.commit(op);
+    expect(onMain(r.table)).toEqual([10, 13, 15]);
+    expect(r.table.get(15)).toMatchObject({ state: 'lost', errorCount: 4, dataOnMain: true });
+    const want = snap(r);
+    // Reload from the journal.
+    const replayed = await RemapStore.open(io, o);
+    expect(replayed.report.replayedOps).toBe(ops.length);
+    expect(snap(replayed)).toBe(want);
+    expect(onMain(replayed.table)).toEqual([10, 13, 15]);
+    // Compact, reload from the table copy (nothing to replay); compact again: both copies hold it.
+    await replayed.store.compact();
+    const compacted = await RemapStore.open(io, o);
+    expect(compacted.report.replayedOps).toBe(0);
+    expect(snap(compacted)).toBe(want);
+    await compacted.store.compact();
+    expect(copyOnMain(io, compacted.store, 0)).toEqual([10, 13, 15]);
+    expect(copyOnMain(io, compacted.store, 1)).toEqual([10, 13, 15]);
+    // A write to the block (mapped) clears it for good.
+    await compacted.store.commit({ op: 'mapped', block: 10 });
+    expect(onMain((await RemapStore.open(io, o)).table)).toEqual([13, 15]);
+  });
+
+  it('is refused on an op that does not leave the block lost: typed error, nothing written', async () => {
+    const io = new MemSpareIo(SPARE);
+    const r = await RemapStore.open(io, opts());
+    await r.store.commit({ op: 'remap', block: 5, origin: 'manual' });
+    const before = image(io);
+    expect(await code(r.store.commit({ op: 'remap', block: 6, origin: 'auto', lost: false, dataOnMain: true }))).toBe('E_REMAP_STATE');
+    const s = r.store.state;
+    const bad = { ...s.resolve({ op: 'mapped', block: 5 }, T0), dataOnMain: true };
+    expect(await code(() => s.apply(bad))).toBe('E_REMAP_STATE');
+    expect(image(io).equals(before)).toBe(true);
+    expect(r.table.get(5)).toMatchObject({ state: 'mapped', dataOnMain: false });
+    expect(r.table.has(6)).toBe(false);
+  });
+
+  it('journal op flag: decoded on remap and lost of a version-2 spare; a bad op elsewhere and on version 1', () => {
+    const uuid = Buffer.alloc(16, 3);
+    const g = computeGeometry({ spareOffset: 0, spareSize: SPARE, blockSize: 512, journalRecords: J });
+    const s = new RemapState(g, 1000);
+    const lostOp = s.resolve({ op: 'lost', block: 3, dataOnMain: true }, T0);
+    const remapOp = s.resolve({ op: 'remap', block: 4, slot: 1, origin: 'auto', lost: true, dataOnMain: true }, T0);
+    expect([lostOp.dataOnMain, remapOp.dataOnMain]).toEqual([true, true]);
+    const rec = (o: typeof lostOp) => {
+      const b = Buffer.alloc(JOURNAL_RECORD_SIZE);
+      encodeJournalRecord(uuid, { generation: 1, seq: 0, prevCrc: 0, counters: s.counters, ops: [o] }, b);
+      return b;
+    };
+    for (const o of [lostOp, remapOp]) {
+      const d = decodeJournalRecord(rec(o), 0, uuid, 2);
+      expect(d.ok && d.value.ops[0]).toEqual(o);
+      expect(decodeJournalRecord(rec(o), 0, uuid, 1)).toEqual({ ok: false, why: 'bad op' });
+    }
+    const mappedWithIt = { ...s.resolve({ op: 'mapped', block: 3 }, T0), dataOnMain: true };
+    expect(decodeJournalRecord(rec(mappedWithIt), 0, uuid, 2)).toEqual({ ok: false, why: 'bad op' });
+    const remapNotLost = { ...remapOp, lost: false };
+    expect(decodeJournalRecord(rec(remapNotLost), 0, uuid, 2)).toEqual({ ok: false, why: 'bad op' });
+  });
+
+  it('is never stored on a version-1 spare: its entries say false, before and after a restart', async () => {
+    const io = new MemSpareIo(SPARE);
+    const o = opts({ formatVersion: 1 });
+    const r = await RemapStore.open(io, o);
+    expect(r.store.geometry.version).toBe(1);
+    for (const op of ops) await r.store.commit(op); // J = 4: compacts on the way
+    expect(onMain(r.table)).toEqual([]);
+    const want = snap(r);
+    const again = await RemapStore.open(io, o);
+    expect(again.report.replayedOps).toBeGreaterThan(0);
+    expect(snap(again)).toBe(want);
+    await again.store.compact();
+    const compacted = await RemapStore.open(io, o);
+    expect(snap(compacted)).toBe(want);
+    expect(onMain(compacted.table)).toEqual([]);
+    // A resolved op carrying it is refused outright on version 1 (the journal could not store it).
+    const s = compacted.store.state;
+    expect(await code(() => s.apply({ ...s.resolve({ op: 'lost', block: 10 }, T0), dataOnMain: true }))).toBe('E_REMAP_STATE');
+  });
 });

@@ -48,13 +48,13 @@ describe('crc32c', () => {
 describe('RemapTable', () => {
   it('looks up, replaces, deletes and keeps counts', () => {
     const t = new RemapTable();
-    t.set(10, { slot: 0, state: 'mapped', origin: 'manual', time: 1, errorCount: 0 });
-    t.set(5, { slot: 1, state: 'lost', origin: 'auto', time: 2, errorCount: 3 });
-    t.set(2 ** 40, { slot: 2, state: 'mapped', origin: 'auto', time: 3, errorCount: 1e6 });
+    t.set(10, { slot: 0, state: 'mapped', origin: 'manual', time: 1, errorCount: 0, dataOnMain: false });
+    t.set(5, { slot: 1, state: 'lost', origin: 'auto', time: 2, errorCount: 3, dataOnMain: false });
+    t.set(2 ** 40, { slot: 2, state: 'mapped', origin: 'auto', time: 3, errorCount: 1e6, dataOnMain: false });
     expect(t.get(5)?.slot).toBe(1);
     expect(t.get(2 ** 40)?.errorCount).toBe(0xffff);
     expect(t.counts()).toEqual({ remapped: 3, mapped: 2, lost: 1, manual: 1, auto: 2 });
-    t.set(5, { slot: 1, state: 'mapped', origin: 'auto', time: 2, errorCount: 3 });
+    t.set(5, { slot: 1, state: 'mapped', origin: 'auto', time: 2, errorCount: 3, dataOnMain: false });
     expect(t.counts()).toEqual({ remapped: 3, mapped: 3, lost: 0, manual: 1, auto: 2 });
     expect(t.delete(10).slot).toBe(0);
     expect(code(() => t.delete(10))).toBe('E_REMAP_STATE');
@@ -65,7 +65,7 @@ describe('RemapTable', () => {
   it('exports entries sorted by block as typed arrays', () => {
     const t = new RemapTable();
     const blocks = [900, 3, 2 ** 33 + 7, 17, 0];
-    blocks.forEach((b, i) => t.set(b, { slot: 100 + i, state: i % 2 ? 'lost' : 'mapped', origin: 'manual', time: 0, errorCount: 0 }));
+    blocks.forEach((b, i) => t.set(b, { slot: 100 + i, state: i % 2 ? 'lost' : 'mapped', origin: 'manual', time: 0, errorCount: 0, dataOnMain: false }));
     const x = t.exportSorted();
     expect(x.count).toBe(5);
     expect([...x.blocks]).toEqual([0n, 3n, 17n, 900n, 2n ** 33n + 7n]);
@@ -211,8 +211,8 @@ describe('RemapState ops', () => {
     const s = new RemapState(g, 1000);
     s.apply(s.resolve({ op: 'remap', block: 7, origin: 'manual' }, now));
     s.apply(s.resolve({ op: 'remap', block: 9, origin: 'auto', lost: true, errorCount: 2 }, now));
-    expect(s.table.get(7)).toEqual({ slot: 0, state: 'mapped', origin: 'manual', time: now, errorCount: 0 });
-    expect(s.table.get(9)).toEqual({ slot: 1, state: 'lost', origin: 'auto', time: now, errorCount: 2 });
+    expect(s.table.get(7)).toEqual({ slot: 0, state: 'mapped', origin: 'manual', time: now, errorCount: 0, dataOnMain: false });
+    expect(s.table.get(9)).toEqual({ slot: 1, state: 'lost', origin: 'auto', time: now, errorCount: 2, dataOnMain: false });
     s.apply(s.resolve({ op: 'mapped', block: 9 }, now));
     s.apply(s.resolve({ op: 'lost', block: 7 }, now));
     s.apply(s.resolve({ op: 'errors', block: 7, errorCount: 5 }, now));
