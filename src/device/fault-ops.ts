@@ -138,7 +138,8 @@ export class FaultOps {
       const ops: RemapOp[] = [];
       for (const t of todo) {
         if (t.oldSlot === null) {
-          ops.push({ op: 'remap', block: t.block, slot: t.slot, origin: 'auto', lost: true, errorCount: t.errorCount });
+          // Main could not read it and holds its last data (what recheck may return to main).
+          ops.push({ op: 'remap', block: t.block, slot: t.slot, origin: 'auto', lost: true, dataOnMain: true, errorCount: t.errorCount });
         } else {
           ops.push({ op: 'move', block: t.block, slot: t.slot }, { op: 'retire', slot: t.oldSlot });
           if (this.c.store.table.get(t.block)?.state !== 'lost') ops.push({ op: 'lost', block: t.block });
@@ -147,10 +148,7 @@ export class FaultOps {
       await this.c.store.commitBatch(ops);
       committed = true;
       this.c.countersPersisted();
-      for (const t of todo) {
-        out.set(t.block, null);
-        if (t.oldSlot === null) this.c.lastDataOnMain.add(t.block); // a slot-failed one keeps what it was
-      }
+      for (const t of todo) out.set(t.block, null); // a slot-failed one: the move cleared dataOnMain
     } catch (err) {
       const e = ioFailure(err, 'committing lost blocks failed');
       for (const t of todo) out.set(t.block, e);
@@ -207,7 +205,6 @@ export class FaultOps {
       if (ops.length > 0) {
         await this.c.store.commitBatch(ops);
         this.c.countersPersisted();
-        for (const op of ops) if (op.op === 'mapped' || op.op === 'remap') this.c.lastDataOnMain.delete(op.block);
       } else if (redrive.length < seen.size) {
         await this.c.dev().flush('spare');
       }

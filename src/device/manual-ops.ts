@@ -32,7 +32,13 @@ export class ManualOps {
         flushSpare: () => dev.flush('spare').catch((e: unknown) => Promise.reject(ioFailure(e, 'flushing the spare failed'))),
       });
       this.c.countersPersisted();
-      if (op.lost) this.c.lastDataOnMain.add(block);
+      if (op.lost) {
+        // Main could not read it and holds its last data: recorded (a second journal commit; if it fails or
+        // the daemon dies first, the block is still lost, only recheck will leave it so).
+        await this.c.store
+          .commitBatch([{ op: 'lost', block, dataOnMain: true }])
+          .catch((e: unknown) => this.c.log.error({ block, err: String(e) }, 'cannot record that main holds the lost block\'s data'));
+      }
       this.c.log.info({ block, slot: op.slot, lost: op.lost }, 'block remapped');
       return { sector, block, slot: op.slot, state: op.lost ? 'lost' : 'mapped', readErrno };
     } finally {
@@ -84,7 +90,7 @@ export class ManualOps {
         if (listed) out.push({ block: b, result: 'not-lost', errno: null });
       } else if (autoOnly && e.origin !== 'auto') {
         // not asked for
-      } else if (!this.c.lastDataOnMain.has(b)) {
+      } else if (!e.dataOnMain) {
         out.push({ block: b, result: 'main-stale', errno: null });
       } else {
         candidates.push(b);
@@ -125,7 +131,7 @@ export class ManualOps {
     for (const b of readable) {
       const e = this.c.store.table.get(b);
       if (e?.state !== 'lost' || this.c.mirror.redirects.has(b)) out.push({ block: b, result: 'not-lost', errno: null });
-      else if (!this.c.lastDataOnMain.has(b)) out.push({ block: b, result: 'main-stale', errno: null });
+      else if (!e.dataOnMain) out.push({ block: b, result: 'main-stale', errno: null });
       else moving.set(b, e.slot);
     }
     if (moving.size === 0) return out;
@@ -144,10 +150,7 @@ export class ManualOps {
           throw ioFailure(err, 'committing rechecked blocks failed');
         }
         this.c.countersPersisted();
-        for (const b of back) {
-          this.c.lastDataOnMain.delete(b);
-          out.push({ block: b, result: 'recovered', errno: null });
-        }
+        for (const b of back) out.push({ block: b, result: 'recovered', errno: null });
         this.c.log.info({ blocks: back.slice(0, 16), count: back.length }, 'lost blocks read again on main: back on main, slots freed');
       }
     } finally {

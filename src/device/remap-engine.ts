@@ -69,7 +69,8 @@ export interface RecheckResult {
   block: number;
   /**
    * recovered: it read on main and is back there; unreadable: still lost; not-lost: nothing to recheck;
-   * main-stale: lost, but main's copy is not known to be its last data (see lastDataOnMain): it stays lost.
+   * main-stale: lost, but main's copy is not known to be its last data (its entry's dataOnMain is false: its slot failed, or
+   * it was marked on a format-version-1 spare): it stays lost.
    */
   result: 'recovered' | 'unreadable' | 'not-lost' | 'main-stale';
   errno: string | null;
@@ -134,7 +135,6 @@ export class RemapEngine {
       blockSize,
       log,
       mirror: this.mirror,
-      lastDataOnMain: new Set<number>(),
       dev: () => this.mirror.dev(),
       countersPersisted: () => {
         this.countersDirty = false;
