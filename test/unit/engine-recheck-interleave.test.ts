@@ -2,6 +2,7 @@
 // handling (a redirect of an unrelated failed write) is not held up by slow reads of failing sectors.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { makeWorld, type World } from './helpers.js';
+import { RECHECK_BATCH } from '../../src/device/remap-engine.js';
 import { BS, openEngine, type EngineRig } from './engine-harness.js';
 
 let w: World;
@@ -48,5 +49,34 @@ describe('recheck beside fault handling', () => {
     const results = await recheck;
     expect(results).toEqual(pending.map((block) => ({ block, result: 'recovered', errno: null })));
     for (const b of pending) expect(engine.store.table.get(b)).toBeUndefined();
+  });
+
+  it('blocks that read go back in bounded batches: a redirect queued meanwhile runs between two batches', async () => {
+    const { engine, dev } = rig;
+    const pending = Array.from({ length: RECHECK_BATCH + 2 }, (_, i) => 20 + i);
+    await engine.markLost(pending.map(item));
+    // The first read of each is quick; the read again under MOVING (inside the chain) is slow.
+    const read = dev.readRange.bind(dev);
+    const reads = new Map<number, number>();
+    let reReads = 0;
+    dev.readRange = async (from, offset, bytes) => {
+      const b = Number(offset) / BS;
+      if (from === 'main' && pending.includes(b)) {
+        const n = (reads.get(b) ?? 0) + 1;
+        reads.set(b, n);
+        if (n === 2) {
+          reReads++;
+          await sleep(30);
+        }
+      }
+      return read(from, offset, bytes);
+    };
+    const recheck = engine.recheck(pending);
+    while (reReads === 0) await sleep(2);
+    const r = await engine.writeBatch([item(500)], []);
+    expect(r.redirected.get(500)).toBeNull();
+    // It ran after the first batch, before the second batch's reads under MOVING.
+    expect(reReads).toBe(RECHECK_BATCH);
+    expect((await recheck).map((x) => x.result)).toEqual(pending.map(() => 'recovered'));
   });
 });
