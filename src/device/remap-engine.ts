@@ -268,6 +268,7 @@ export class RemapEngine {
     const { out, candidates } = this.manual.recheckCandidates(blocks, autoOnly);
     const readable: number[] = [];
     for (const b of candidates) {
+      if (this.closing) throw new DmrError('E_DAEMON', 'the device is stopping');
       const errno = await this.manual.readMain(b);
       if (errno === null) readable.push(b);
       else out.push({ block: b, result: 'unreadable', errno });

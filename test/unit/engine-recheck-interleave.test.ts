@@ -79,4 +79,24 @@ describe('recheck beside fault handling', () => {
     expect(reReads).toBe(RECHECK_BATCH);
     expect((await recheck).map((x) => x.result)).toEqual(pending.map(() => 'recovered'));
   });
+
+  it('stops reading candidates once the device is stopping', async () => {
+    const { engine, dev } = rig;
+    const pending = [30, 31, 32, 33];
+    await engine.markLost(pending.map(item));
+    const read = dev.readRange.bind(dev);
+    let mainReads = 0;
+    dev.readRange = async (from, offset, bytes) => {
+      if (from === 'main') {
+        mainReads++;
+        await sleep(40);
+      }
+      return read(from, offset, bytes);
+    };
+    const recheck = engine.recheck(null);
+    await sleep(10);
+    await engine.quiesce();
+    await expect(recheck).rejects.toMatchObject({ code: 'E_DAEMON' });
+    expect(mainReads).toBe(1);
+  });
 });
