@@ -16,13 +16,6 @@ export interface EngineContext {
   readonly log: Logger;
   /** The table as published to the data path, with the blocks being moved and the writes being redirected. */
   readonly mirror: RemapMirror;
-  /**
-   * Lost blocks whose last data is on main (marked lost because main could not read them, not because
-   * their slot failed): the only ones recheck may return to main. Kept in memory: a block marked lost
-   * before this daemon started is not known to be one (its data may have been in a slot that failed, with
-   * main holding older data), so recheck leaves it lost.
-   */
-  readonly lastDataOnMain: Set<number>;
   /** The attached native device; E_INTERNAL before attach. */
   dev(): NativeDevice;
   /** A commit just persisted the error counters too. */

@@ -47,9 +47,18 @@ export class FaultOps {
       out.set(it.block, null);
     }
     if (retire.length > 0) {
-      for (const r of retire) if (r.op === 'retire') await this.c.store.unreserveSlot(r.slot);
-      // A slot that failed a write is never used again (committed: a restart must not hand it out).
-      await this.c.store.commitBatch(retire).catch((err: unknown) => this.c.log.error({ err: String(err) }, 'cannot retire failed spare slots'));
+      // Published with their new slots and drained first: were the retire commit to fail, a slot given
+      // back with a write still in flight to it could go to another block (releaseRedirectSlots).
+      this.c.mirror.publish();
+      const drained = await this.c.dev().drain().then(
+        () => true,
+        (err: unknown) => (this.c.log.error({ err: String(err) }, 'drain failed: failed spare slots stay reserved, not retired'), false),
+      );
+      if (drained) {
+        for (const r of retire) if (r.op === 'retire') await this.c.store.unreserveSlot(r.slot);
+        // A slot that failed a write is never used again (committed: a restart must not hand it out).
+        await this.c.store.commitBatch(retire).catch((err: unknown) => this.c.log.error({ err: String(err) }, 'cannot retire failed spare slots'));
+      }
     }
     if (committedBadSlots.length > 0) {
       if (changed) this.c.mirror.publish(); // doMarkLost publishes the table it moves blocks in
@@ -60,15 +69,32 @@ export class FaultOps {
 
   /** The redirected writes to `blocks` failed for good: they go back to main and their slots are freed. */
   async abandonRedirects(blocks: readonly number[]): Promise<void> {
-    let changed = false;
+    const slots: number[] = [];
     for (const b of blocks) {
       const p = this.c.mirror.redirects.get(b);
       if (p === undefined) continue;
       this.c.mirror.redirects.delete(b);
-      await this.c.store.unreserveSlot(p.slot).catch(() => undefined);
-      changed = true;
+      slots.push(p.slot);
     }
-    if (changed) this.c.mirror.publish();
+    await this.releaseRedirectSlots(slots);
+  }
+
+  /**
+   * Gives back the reserved slots of redirects just dropped from the mirror: publishes the table without
+   * them, waits for a drain (a write planned against a slot before that, still in flight, would otherwise
+   * land in it after the slot went to another block, whose committed data it would overwrite), and only
+   * then unreserves them. A failed drain keeps them reserved (lost to this daemon's life, never reused).
+   */
+  private async releaseRedirectSlots(slots: readonly number[]): Promise<void> {
+    if (slots.length === 0) return;
+    this.c.mirror.publish();
+    try {
+      await this.c.dev().drain();
+    } catch (err) {
+      this.c.log.error({ err: String(err), slots: slots.slice(0, 16) }, 'drain failed: the slots of abandoned redirects stay reserved');
+      return;
+    }
+    for (const slot of slots) if (this.c.store.allocator.isReserved(slot)) await this.c.store.unreserveSlot(slot).catch(() => undefined);
   }
 
   /**
@@ -84,6 +110,13 @@ export class FaultOps {
     const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number }> = [];
     for (const it of items) {
       if (out.has(it.block) || todo.some((t) => t.block === it.block)) continue;
+      if (this.c.mirror.redirects.has(it.block)) {
+        // A failed write's redirect is in flight: the block is remapped already (published LOST at its
+        // reserved slot; a read fails, the write's commit makes it mapped there). A `remap B lost` now
+        // would make that commit fail.
+        out.set(it.block, null);
+        continue;
+      }
       const e = this.c.store.table.get(it.block);
       if (e !== undefined && !it.slotFailed) {
         out.set(it.block, null); // already lost, or remapped since the failure: its retry goes to the slot
@@ -105,7 +138,8 @@ export class FaultOps {
       const ops: RemapOp[] = [];
       for (const t of todo) {
         if (t.oldSlot === null) {
-          ops.push({ op: 'remap', block: t.block, slot: t.slot, origin: 'auto', lost: true, errorCount: t.errorCount });
+          // Main could not read it and holds its last data (what recheck may return to main).
+          ops.push({ op: 'remap', block: t.block, slot: t.slot, origin: 'auto', lost: true, dataOnMain: true, errorCount: t.errorCount });
         } else {
           ops.push({ op: 'move', block: t.block, slot: t.slot }, { op: 'retire', slot: t.oldSlot });
           if (this.c.store.table.get(t.block)?.state !== 'lost') ops.push({ op: 'lost', block: t.block });
@@ -114,10 +148,7 @@ export class FaultOps {
       await this.c.store.commitBatch(ops);
       committed = true;
       this.c.countersPersisted();
-      for (const t of todo) {
-        out.set(t.block, null);
-        if (t.oldSlot === null) this.c.lastDataOnMain.add(t.block); // a slot-failed one keeps what it was
-      }
+      for (const t of todo) out.set(t.block, null); // a slot-failed one: the move cleared dataOnMain
     } catch (err) {
       const e = ioFailure(err, 'committing lost blocks failed');
       for (const t of todo) out.set(t.block, e);
@@ -137,13 +168,16 @@ export class FaultOps {
    * block at that slot as mapped; a block already mapped there needs only the flush. A block the table now
    * places elsewhere (its slot failed and it moved, another redirect) or nowhere (its redirect was abandoned,
    * the slot freed) is not committed: its write must be driven again to land where the table says
-   * (`redrive`). Rejects on a commit failure: lost blocks stay lost, redirected ones go back to main, and the
+   * (`redrive`); so is one whose redirect no longer fits the table (the block has an entry now: the
+   * redirect is dropped), each op checked on its own so that one that does not fit fails no other write.
+   * Rejects on a commit failure: lost blocks stay lost, redirected ones go back to main, and the
    * writes must fail. `changed`: the table to publish changed.
    */
   private async commitSlotWrites(writes: ReadonlyArray<SlotWrite>): Promise<{ changed: boolean; redrive: SlotWrite[] }> {
     const ops: RemapOp[] = [];
     const redirected: Array<{ block: number; slot: number }> = [];
     const redrive: SlotWrite[] = [];
+    const stale: SlotWrite[] = [];
     const seen = new Set<string>();
     for (const w of writes) {
       const key = `${w.block}@${w.slot}`;
@@ -152,6 +186,13 @@ export class FaultOps {
       const p = this.c.mirror.redirects.get(w.block);
       const e = this.c.store.table.get(w.block);
       if (p !== undefined && p.slot === w.slot) {
+        if (e !== undefined || !(this.c.store.allocator.isReserved(w.slot) || this.c.store.allocator.isFree(w.slot))) {
+          // The redirect does not fit the table any more (the block got an entry meanwhile): it is
+          // dropped, and this write is driven again to where the table places the block.
+          stale.push(w);
+          redrive.push(w);
+          continue;
+        }
         ops.push({ op: 'remap', block: w.block, slot: w.slot, origin: 'auto', errorCount: p.errorCount });
         redirected.push({ block: w.block, slot: w.slot });
       } else if (p === undefined && e !== undefined && e.slot === w.slot) {
@@ -164,7 +205,6 @@ export class FaultOps {
       if (ops.length > 0) {
         await this.c.store.commitBatch(ops);
         this.c.countersPersisted();
-        for (const op of ops) if (op.op === 'mapped' || op.op === 'remap') this.c.lastDataOnMain.delete(op.block);
       } else if (redrive.length < seen.size) {
         await this.c.dev().flush('spare');
       }
@@ -172,15 +212,22 @@ export class FaultOps {
       throw ioFailure(err, 'committing writes in spare slots failed');
     } finally {
       // Committed: the entries replace the overlay. Not committed: the writes fail, and the redirected
-      // blocks go back to main (their write never completed there either).
+      // blocks go back to main (their write never completed there either); their slots are given back
+      // after a drain (releaseRedirectSlots).
+      const abandoned: number[] = [];
+      for (const r of stale) {
+        this.c.mirror.redirects.delete(r.block);
+        if (this.c.store.allocator.isReserved(r.slot)) abandoned.push(r.slot);
+      }
       for (const r of redirected) {
         const p = this.c.mirror.redirects.get(r.block);
         if (p?.slot !== r.slot) continue;
         this.c.mirror.redirects.delete(r.block);
-        if (this.c.store.allocator.isReserved(p.slot)) await this.c.store.unreserveSlot(p.slot).catch(() => undefined);
+        if (this.c.store.allocator.isReserved(p.slot)) abandoned.push(p.slot);
       }
+      await this.releaseRedirectSlots(abandoned);
     }
-    return { changed: ops.length > 0 || redirected.length > 0, redrive };
+    return { changed: ops.length > 0 || redirected.length > 0 || stale.length > 0, redrive };
   }
 
   /**

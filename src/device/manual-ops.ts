@@ -3,7 +3,7 @@
 // RemapEngine runs them one at a time.
 import { DmrError, errorCodeOf, errnoName } from '../errors.js';
 import { isNativeError } from '../native.js';
-import { remapBlock, unremapBlock, type RemapEntry, type RemapOp } from '../remap/index.js';
+import { remapBlock, unremapBlock, type RemapOp } from '../remap/index.js';
 import { ioFailure, isReadFailure, type EngineContext, type RecheckResult, type RemapResult } from './engine-context.js';
 
 export class ManualOps {
@@ -32,7 +32,13 @@ export class ManualOps {
         flushSpare: () => dev.flush('spare').catch((e: unknown) => Promise.reject(ioFailure(e, 'flushing the spare failed'))),
       });
       this.c.countersPersisted();
-      if (op.lost) this.c.lastDataOnMain.add(block);
+      if (op.lost) {
+        // Main could not read it and holds its last data: recorded (a second journal commit; if it fails or
+        // the daemon dies first, the block is still lost, only recheck will leave it so).
+        await this.c.store
+          .commitBatch([{ op: 'lost', block, dataOnMain: true }])
+          .catch((e: unknown) => this.c.log.error({ block, err: String(e) }, 'cannot record that main holds the lost block\'s data'));
+      }
       this.c.log.info({ block, slot: op.slot, lost: op.lost }, 'block remapped');
       return { sector, block, slot: op.slot, state: op.lost ? 'lost' : 'mapped', readErrno };
     } finally {
@@ -71,15 +77,11 @@ export class ManualOps {
   }
 
   /**
-   * Re-reads lost blocks on main (`blocks`, or every lost block; with `autoOnly`, only those auto-remap
-   * marked pending): a block whose main copy reads now holds its last data there (nothing was written
-   * since: a write would have made it mapped), so it returns to main: published MOVING and drained (no
-   * request touches it meanwhile), read again, then one journal commit removes the entries and frees their
-   * slots, and the table is published. A block that still does not read stays lost. A write that landed
-   * in the slot of a block returned meanwhile is driven again to main (doCommitSlotWrites).
+   * The blocks a recheck of `blocks` (or of every lost block; with `autoOnly`, only those auto-remap marked
+   * pending) is to read on main (`candidates`, ascending), and the answers already known for the others.
+   * Runs outside the engine's chain: it reads only the table.
    */
-  async recheck(blocks: readonly number[] | null, autoOnly = false): Promise<RecheckResult[]> {
-    const dev = this.c.dev();
+  recheckCandidates(blocks: readonly number[] | null, autoOnly: boolean): { out: RecheckResult[]; candidates: number[] } {
     const out: RecheckResult[] = [];
     const candidates: number[] = [];
     const consider = (b: number, listed: boolean): void => {
@@ -88,7 +90,7 @@ export class ManualOps {
         if (listed) out.push({ block: b, result: 'not-lost', errno: null });
       } else if (autoOnly && e.origin !== 'auto') {
         // not asked for
-      } else if (!this.c.lastDataOnMain.has(b)) {
+      } else if (!e.dataOnMain) {
         out.push({ block: b, result: 'main-stale', errno: null });
       } else {
         candidates.push(b);
@@ -98,35 +100,46 @@ export class ManualOps {
       const all = [...this.c.store.table.entries()].filter(([, e]) => e.state === 'lost').map(([b]) => b);
       for (const b of all.sort((a, b) => a - b)) consider(b, false);
     } else {
-      for (const b of new Set(blocks)) consider(b, true);
+      for (const b of [...new Set(blocks)].sort((a, b) => a - b)) consider(b, true);
     }
-    const readMain = async (b: number): Promise<string | null> => {
-      try {
-        await dev.readRange('main', BigInt(b) * BigInt(this.c.blockSize), this.c.blockSize);
-        return null;
-      } catch (err) {
-        if (!isNativeError(err)) throw ioFailure(err, `reading block ${b} of main failed`);
-        return errorCodeOf(err) ?? (isNativeError(err) ? errnoName(err.errno) : 'EIO');
-      }
-    };
-    const readable: number[] = [];
-    for (const b of candidates) {
-      const errno = await readMain(b);
-      if (errno === null) readable.push(b);
-      else out.push({ block: b, result: 'unreadable', errno });
+    return { out, candidates };
+  }
+
+  /** Reads `block` on main: null when it reads, else the errno name. Any thread of the chain, or outside it. */
+  async readMain(block: number): Promise<string | null> {
+    try {
+      await this.c.dev().readRange('main', BigInt(block) * BigInt(this.c.blockSize), this.c.blockSize);
+      return null;
+    } catch (err) {
+      if (!isNativeError(err)) throw ioFailure(err, `reading block ${block} of main failed`);
+      return errorCodeOf(err) ?? errnoName(err.errno);
     }
-    if (readable.length === 0) return out;
-    const moving = new Map(readable.map((b) => [b, (this.c.store.table.get(b) as RemapEntry).slot] as [number, number]));
+  }
+
+  /**
+   * Returns to main the lost blocks of `readable` (a bounded batch that read on main in a first pass, outside
+   * the chain): a block still lost with its last data on main holds that data there (nothing was written
+   * since: a write would have made it mapped), so it is published MOVING and drained (no request touches it
+   * meanwhile), read again, then one journal commit removes the entries and frees their slots, and the table
+   * is published. A block that does not read now stays lost; one written or redirected meanwhile is not
+   * lost any more. A write that landed in the slot of a block returned meanwhile is driven again to main
+   * (commitSlotWrites). Runs inside the chain.
+   */
+  async recheckBatch(readable: readonly number[]): Promise<RecheckResult[]> {
+    const out: RecheckResult[] = [];
+    const moving = new Map<number, number>();
+    for (const b of readable) {
+      const e = this.c.store.table.get(b);
+      if (e?.state !== 'lost' || this.c.mirror.redirects.has(b)) out.push({ block: b, result: 'not-lost', errno: null });
+      else if (!e.dataOnMain) out.push({ block: b, result: 'main-stale', errno: null });
+      else moving.set(b, e.slot);
+    }
+    if (moving.size === 0) return out;
     try {
       await this.c.mirror.startMoving(moving);
       const back: number[] = [];
-      for (const b of readable) {
-        const e = this.c.store.table.get(b);
-        if (e?.state !== 'lost') {
-          out.push({ block: b, result: 'not-lost', errno: null }); // written (mapped) before it was MOVING
-          continue;
-        }
-        const errno = await readMain(b);
+      for (const b of moving.keys()) {
+        const errno = await this.readMain(b);
         if (errno === null) back.push(b);
         else out.push({ block: b, result: 'unreadable', errno });
       }
@@ -137,10 +150,7 @@ export class ManualOps {
           throw ioFailure(err, 'committing rechecked blocks failed');
         }
         this.c.countersPersisted();
-        for (const b of back) {
-          this.c.lastDataOnMain.delete(b);
-          out.push({ block: b, result: 'recovered', errno: null });
-        }
+        for (const b of back) out.push({ block: b, result: 'recovered', errno: null });
         this.c.log.info({ blocks: back.slice(0, 16), count: back.length }, 'lost blocks read again on main: back on main, slots freed');
       }
     } finally {

@@ -27,6 +27,8 @@ import { RemapMirror } from './remap-mirror.js';
 import { RemapQueries } from './remap-queries.js';
 
 export const SECTOR = 512;
+/** Blocks a recheck returns to main per turn in the engine's chain (each is moved, drained and read again). */
+export const RECHECK_BATCH = 8;
 
 export interface EngineOptions {
   /** The spare, claimed (ClaimedSpareIo): the engine never opens or closes it. */
@@ -67,7 +69,8 @@ export interface RecheckResult {
   block: number;
   /**
    * recovered: it read on main and is back there; unreadable: still lost; not-lost: nothing to recheck;
-   * main-stale: lost, but main's copy is not known to be its last data (see lastDataOnMain): it stays lost.
+   * main-stale: lost, but main's copy is not known to be its last data (its entry's dataOnMain is false: its slot failed, or
+   * it was marked on a format-version-1 spare): it stays lost.
    */
   result: 'recovered' | 'unreadable' | 'not-lost' | 'main-stale';
   errno: string | null;
@@ -132,7 +135,6 @@ export class RemapEngine {
       blockSize,
       log,
       mirror: this.mirror,
-      lastDataOnMain: new Set<number>(),
       dev: () => this.mirror.dev(),
       countersPersisted: () => {
         this.countersDirty = false;
@@ -253,9 +255,27 @@ export class RemapEngine {
     return this.serial(() => this.faults.relocate(block, fromSpare, errorCount, tries, backoffMs));
   }
 
-  /** Re-reads lost blocks on main; those that read go back to main (ManualOps.recheck). */
-  recheck(blocks: readonly number[] | null, autoOnly = false): Promise<RecheckResult[]> {
-    return this.serial(() => this.manual.recheck(blocks, autoOnly));
+  /**
+   * Re-reads lost blocks on main (`blocks`, or every lost block; with `autoOnly`, only the pending ones);
+   * those that read go back to main. The first read of each candidate, which may take seconds on a failing
+   * sector, runs outside the one-at-a-time chain, so fault handling goes on meanwhile; only the blocks
+   * that read then enter it, RECHECK_BATCH at a time (ManualOps.recheckBatch: MOVING, drain, read again,
+   * commit), and other jobs run between the batches. Results are in block order.
+   */
+  async recheck(blocks: readonly number[] | null, autoOnly = false): Promise<RecheckResult[]> {
+    if (this.closing) throw new DmrError('E_DAEMON', 'the device is stopping');
+    this.mirror.dev();
+    const { out, candidates } = this.manual.recheckCandidates(blocks, autoOnly);
+    const readable: number[] = [];
+    for (const b of candidates) {
+      if (this.closing) throw new DmrError('E_DAEMON', 'the device is stopping');
+      const errno = await this.manual.readMain(b);
+      if (errno === null) readable.push(b);
+      else out.push({ block: b, result: 'unreadable', errno });
+      if (readable.length === RECHECK_BATCH) out.push(...(await this.serial(() => this.manual.recheckBatch(readable.splice(0)))));
+    }
+    if (readable.length > 0) out.push(...(await this.serial(() => this.manual.recheckBatch(readable.splice(0)))));
+    return out.sort((a, b) => a.block - b.block);
   }
 
   /** Refuses new remap/unremap requests and waits for the one in progress (before the device stops). */

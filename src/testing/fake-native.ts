@@ -196,9 +196,58 @@ export class FakeDevice implements NativeDevice {
     this.calls.push(`resolveFault ${action.action}`);
   }
 
+  /** Sequence number of the last request dispatched (startWrite), as native numbers them for drains. */
+  private dispatchSeq = 0;
+  /** Writes dispatched by startWrite and not completed yet: their sequence number and completion. */
+  private readonly inFlight = new Map<number, Promise<void>>();
+
+  /**
+   * Resolves once every write dispatched (startWrite) before the call has completed; writes dispatched
+   * after it do not hold it up (as native's drain, which waits for the dispatch sequence seen at its call).
+   */
   async drain(): Promise<void> {
-    // The fake serves no I/O of its own: nothing can be in flight.
     this.calls.push('drain');
+    const target = this.dispatchSeq;
+    const before = [...this.inFlight].filter(([s]) => s <= target).map(([, p]) => p);
+    await Promise.all(before);
+  }
+
+  /**
+   * Dispatches a write of `data` (whole blocks) at `block`, planned against the table published now, as
+   * native's queue does: a block with an entry goes to its slot on the spare (a LOST one too: its data goes
+   * there), any other to main; a MOVING block would park (an error here). The write stays in flight, holding
+   * up drains that started after it, until `complete()`, which puts the data where it was planned and gives
+   * the 'lost_written' report native would make (null when it touched no LOST block).
+   */
+  startWrite(tag: number, seq: number, block: number, data: Buffer): { complete(): Promise<Extract<NativeEvent, { type: 'io_fault' }> | null> } {
+    const bs = this.opts.blockSize;
+    const blocks = data.length / bs;
+    const report = this.plannedWrite(tag, seq, block, blocks);
+    const t = this.remapTable;
+    const targets: Array<{ role: BackingRole; offset: number }> = [];
+    for (let i = 0; i < blocks; i++) {
+      const k = t.blocks.indexOf(BigInt(block + i));
+      const base = Number(this.opts.spareDataOffset ?? 0n);
+      targets.push(k < 0 ? { role: 'main', offset: (block + i) * bs } : { role: 'spare', offset: base + Number(t.slots[k] as bigint) * bs });
+    }
+    const mySeq = ++this.dispatchSeq;
+    let finish!: () => void;
+    this.inFlight.set(mySeq, new Promise<void>((r) => (finish = r)));
+    return {
+      complete: async () => {
+        targets.forEach((to, i) => {
+          const fd = fs.openSync(this.pathOf(to.role), 'r+');
+          try {
+            fs.writeSync(fd, data, i * bs, bs, to.offset);
+          } finally {
+            fs.closeSync(fd);
+          }
+        });
+        this.inFlight.delete(mySeq);
+        finish();
+        return report;
+      },
+    };
   }
 
   /** The injected failure covering [offset, offset + bytes) of `role`, if any. */
