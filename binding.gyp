@@ -14,6 +14,7 @@
         "native/claim.cc",
         "native/control.cc",
         "native/device.cc",
+        "native/discard_worker.cc",
         "native/events.cc",
         "native/queue.cc",
         "native/remap_index.cc",

@@ -16,7 +16,9 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <string>
+#include <system_error>
 
 #include "events.h"
 #include "remap_index.h"
@@ -25,7 +27,15 @@
 namespace {
 
 // user_data: bits 0-15 tag, bits 16-23 kind, bits 24-39 segment index.
-enum Kind : uint64_t { kKindCmd = 1, kKindMain = 2, kKindSpare = 3, kKindStop = 4, kKindTable = 5 };
+enum Kind : uint64_t {
+  kKindCmd = 1,
+  kKindMain = 2,
+  kKindSpare = 3,
+  kKindStop = 4,
+  kKindTable = 5,
+  kKindDiscardWorker = 6,  // the discard worker's eventfd
+  kKindFuaSync = 7,        // a FUA write-zeroes' fdatasync; segment field: 1 for the spare
+};
 // Registered file slots.
 constexpr int kFileCdev = 0;
 constexpr int kFileMain = 1;
@@ -205,6 +215,8 @@ void Queue::Teardown() {
     io_uring_queue_exit(&ring_);
     ring_ready_ = false;
   }
+  // Idle here (the loop ends with no backing I/O in flight), unless the ring failed: then its ioctl ends first.
+  discard_worker_.reset();
   if (descs_) munmap(const_cast<ublk::IoDesc*>(descs_), descs_len_);
   descs_ = nullptr;
   free(buffers_);
@@ -350,6 +362,13 @@ void Queue::HandleCqe(const io_uring_cqe* cqe) {
       inflight_backing_--;
       OnBackingDone(tag, UdSeg(ud), cqe->res, UdKind(ud) == kKindSpare);
       return;
+    case kKindFuaSync:
+      inflight_backing_--;
+      OnFuaSyncDone(tag, UdSeg(ud) != 0, cqe->res);
+      return;
+    case kKindDiscardWorker:
+      OnDiscardWorkerDone();
+      return;
   }
 }
 
@@ -391,6 +410,7 @@ void Queue::Dispatch(uint16_t tag) {
 // Queue thread, between the index's Enter and Leave.
 void Queue::Route(uint16_t tag) {
   Tag& t = tags_[tag];
+  t.fua_synced = false;
   switch (t.op) {
     case ublk::kOpRead:
     case ublk::kOpWrite:
@@ -546,7 +566,7 @@ void Queue::SubmitSegment(uint16_t tag, uint32_t index) {
   Tag& t = tags_[tag];
   Segment& s = t.segs[index];
   if (t.op == ublk::kOpDiscard && cfg_.main_is_block && discard_ioctl_) {
-    DiscardSync(tag, index);
+    DiscardAsync(tag, index);
     return;
   }
   io_uring_sqe* sqe = GetSqe();
@@ -594,12 +614,45 @@ void Queue::SubmitSegment(uint16_t tag, uint32_t index) {
   inflight_backing_++;
 }
 
-// Queue thread. Blocks it for the discard's duration: only once main refused the io_uring discard.
-void Queue::DiscardSync(uint16_t tag, uint32_t index) {
-  const Segment& s = tags_[tag].segs[index];
-  uint64_t range[2] = {s.dev_offset, s.len};
-  int res = ioctl(cfg_.main_fd, BLKDISCARD, range) < 0 ? -errno : 0;
-  DiscardDone(tag, index, res);
+// Queue thread. Counts as backing I/O in flight until the worker's result is taken.
+void Queue::DiscardAsync(uint16_t tag, uint32_t index) {
+  Tag& t = tags_[tag];
+  const Segment& s = t.segs[index];
+  if (!discard_worker_) {
+    try {
+      std::string name = "dmremap-d" + std::to_string(cfg_.q_id);
+      discard_worker_ = std::make_unique<DiscardWorker>(cfg_.main_fd, name.c_str());
+    } catch (const SysError& e) {
+      DiscardDone(tag, index, -e.err());  // a hint dropped (out of descriptors): reported, and tried again next time
+      return;
+    } catch (const std::system_error& e) {
+      DiscardDone(tag, index, -(e.code().value() > 0 ? e.code().value() : EAGAIN));
+      return;
+    }
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_read(sqe, discard_worker_->done_fd(), &discard_event_, sizeof(discard_event_), 0);
+    io_uring_sqe_set_data64(sqe, Ud(kKindDiscardWorker, 0));
+  }
+  discard_worker_->Submit(DiscardWorker::Job{tag, index, s.dev_offset, s.len});
+  t.pending++;
+  inflight_backing_++;
+}
+
+// Queue thread, between the index's Enter and Leave.
+void Queue::OnDiscardWorkerDone() {
+  // Re-armed before the results are taken: a result posted after the take fires the new read.
+  io_uring_sqe* sqe = GetSqe();
+  io_uring_prep_read(sqe, discard_worker_->done_fd(), &discard_event_, sizeof(discard_event_), 0);
+  io_uring_sqe_set_data64(sqe, Ud(kKindDiscardWorker, 0));
+  discard_done_.clear();
+  discard_worker_->TakeDone(&discard_done_);
+  for (const DiscardWorker::Done& d : discard_done_) {
+    inflight_backing_--;
+    Tag& t = tags_[d.tag];
+    t.pending--;
+    DiscardDone(d.tag, d.seg, d.res);  // the ioctl's answer is final
+    if (t.pending == 0) Finish(d.tag);
+  }
 }
 
 // Queue thread.
@@ -619,6 +672,35 @@ void Queue::SubmitSync(uint16_t tag, bool spare) {
 }
 
 // Queue thread.
+bool Queue::SubmitFuaSync(uint16_t tag) {
+  Tag& t = tags_[tag];
+  t.fua_synced = true;
+  const uint32_t devices = FuaSyncDevices(t.segs);
+  for (uint32_t spare = 0; spare < 2; spare++) {
+    if (!(devices & (1u << spare))) continue;
+    io_uring_sqe* sqe = GetSqe();
+    io_uring_prep_fsync(sqe, spare ? kFileSpare : kFileMain, IORING_FSYNC_DATASYNC);
+    sqe->flags |= IOSQE_FIXED_FILE;
+    io_uring_sqe_set_data64(sqe, Ud(kKindFuaSync, tag, spare));
+    t.pending++;
+    inflight_backing_++;
+  }
+  return devices != 0;
+}
+
+// Queue thread, between the index's Enter and Leave.
+void Queue::OnFuaSyncDone(uint16_t tag, bool spare, int res) {
+  Tag& t = tags_[tag];
+  t.pending--;
+  if (res < 0) {
+    // The zeros may not be durable: the request fails (reported like a failed flush).
+    if (t.result == 0) t.result = res;
+    ReportError(tag, -res, spare, t.offset, t.len);
+  }
+  if (t.pending == 0) Finish(tag);
+}
+
+// Queue thread.
 void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
   Tag& t = tags_[tag];
   t.pending--;
@@ -635,7 +717,7 @@ void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
       // main refused it where a loop device took it): this piece, and every discard from now on,
       // through the ioctl, whose answer is final.
       discard_ioctl_ = true;
-      DiscardSync(tag, seg);
+      DiscardAsync(tag, seg);
     } else {
       DiscardDone(tag, seg, res);
     }
@@ -671,6 +753,9 @@ void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
 // Queue thread, between the index's Enter and Leave.
 void Queue::Finish(uint16_t tag) {
   Tag& t = tags_[tag];
+  if (!t.io_failed && t.result == 0 && !t.fua_synced && t.op == ublk::kOpWriteZeroes &&
+      (t.op_flags & ublk::kIoFFua) && SubmitFuaSync(tag))
+    return;  // FUA: the zeros fallocate wrote are made durable before the ack (or the LOST-block commit)
   if (t.io_failed) {
     // A read or write whose backing I/O failed in part.
     if (cfg_.park_faults && cfg_.park_faults->load(std::memory_order_relaxed) && !Stopping()) {

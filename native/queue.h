@@ -13,11 +13,13 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "discard_worker.h"
 #include "request_plan.h"
 #include "ublk_abi.h"
 
@@ -134,6 +136,7 @@ class Queue {
     bool narrow = false;        // this attempt: one backing I/O per block
     bool io_failed = false;     // a read/write segment failed in this attempt
     bool lost_segs = false;     // this attempt writes slots of LOST blocks
+    bool fua_synced = false;    // this attempt: a FUA write-zeroes' fdatasync was submitted
   };
 
   // Queue thread: the whole life of the queue.
@@ -161,8 +164,15 @@ class Queue {
   int Plan(Tag& t);
   void SubmitSegment(uint16_t tag, uint32_t index);
   void SubmitSync(uint16_t tag, bool spare);
-  // A discard piece on main (a block device that refused the io_uring discard): BLKDISCARD, here.
-  void DiscardSync(uint16_t tag, uint32_t index);
+  // A write-zeroes with FUA whose pieces all succeeded: fdatasync of the devices fallocate zeroed, before
+  // the ack. False when none needs it.
+  bool SubmitFuaSync(uint16_t tag);
+  void OnFuaSyncDone(uint16_t tag, bool spare, int res);
+  // A discard piece on main (a block device that refused the io_uring discard): BLKDISCARD on the
+  // queue's discard worker (started here the first time), so that the queue thread keeps serving.
+  void DiscardAsync(uint16_t tag, uint32_t index);
+  // The discard worker's eventfd fired: re-arm its read and finish the pieces it completed.
+  void OnDiscardWorkerDone();
   // The result of a discard piece on main: a discard is a hint, so a refusal is reported (io_error) and
   // the request still succeeds.
   void DiscardDone(uint16_t tag, uint32_t index, int res);
@@ -218,6 +228,9 @@ class Queue {
   // and either turns to writes of zeros when fallocate answers EOPNOTSUPP.
   bool zero_range_[2] = {true, true};
   bool discard_ioctl_ = false;  // main refused the io_uring block discard: BLKDISCARD from then on
+  std::unique_ptr<DiscardWorker> discard_worker_;  // started with the first BLKDISCARD; joined in Teardown
+  uint64_t discard_event_ = 0;                     // read target of the pending read of its eventfd
+  std::vector<DiscardWorker::Done> discard_done_;  // scratch for its results
   bool stop_requested_ = false;
   std::string stop_reason_;
 };

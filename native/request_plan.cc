@@ -126,3 +126,11 @@ void WrittenRanges(uint64_t first_block, uint32_t block_shift, const std::vector
     out->push_back(WrittenRange{from, n, s.slot});
   }
 }
+
+// Queue thread.
+uint32_t FuaSyncDevices(const std::vector<Segment>& segs) {
+  uint32_t devices = 0;
+  for (const Segment& s : segs)
+    if (s.zero_range) devices |= s.spare ? 2u : 1u;
+  return devices;
+}

@@ -87,3 +87,8 @@ int FailedRanges(uint64_t first_block, uint32_t block_shift, const std::vector<S
 // (a run whose slots are not consecutive is split).
 void WrittenRanges(uint64_t first_block, uint32_t block_shift, const std::vector<Segment>& segs,
                    std::vector<WrittenRange>* out);
+
+// Queue thread. The backing devices a write-zeroes with FUA must fdatasync before it is acknowledged:
+// bit 0 main, bit 1 the spare, for each device that got a piece served by fallocate(ZERO_RANGE), which
+// carries no FUA of its own (a piece served as a write of zeros is written with RWF_DSYNC).
+uint32_t FuaSyncDevices(const std::vector<Segment>& segs);

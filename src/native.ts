@@ -129,6 +129,7 @@ export type NativeEvent =
   | { type: 'queue_started'; queue: number; tid: number }
   | { type: 'queue_stopped'; queue: number; reason: string }
   | {
+      /** A failed request part, passed to the user; op 'discard': a piece main refused, the request succeeded. */
       type: 'io_error';
       queue: number;
       op: IoOp;

@@ -271,6 +271,21 @@ void WrittenRangesCarrySlots() {
 }  // namespace
 
 // Main thread.
+// A FUA write-zeroes syncs each device that got a fallocate piece, and only those.
+void FuaSyncsFallocatedDevices() {
+  current = "FuaSyncsFallocatedDevices";
+  std::vector<Segment> segs(3);
+  CHECK_EQ(FuaSyncDevices(segs), 0u);  // all written as zeros (RWF_DSYNC): nothing to sync after
+  segs[1].zero_range = true;
+  CHECK_EQ(FuaSyncDevices(segs), 1u);  // main
+  segs[2].spare = true;
+  CHECK_EQ(FuaSyncDevices(segs), 1u);  // the spare piece was written as zeros
+  segs[2].zero_range = true;
+  CHECK_EQ(FuaSyncDevices(segs), 3u);  // main and the spare
+  segs[1].zero_range = false;
+  CHECK_EQ(FuaSyncDevices(segs), 2u);  // the spare only
+}
+
 int main() {
   NoRemappedBlock();
   RunsAcrossRemappedAndLost();
@@ -280,6 +295,7 @@ int main() {
   NarrowOnePerBlock();
   FaultRangesMerge();
   WrittenRangesCarrySlots();
+  FuaSyncsFallocatedDevices();
   std::printf("request_plan_test: %d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -135,6 +135,8 @@ export const deviceStatusSchema = z.strictObject({
     spare: z.number(),
     byErrno: z.record(z.string(), z.number()),
     last: ioErrorRecord.nullable(),
+    /** Discard pieces main refused or failed; their requests succeeded, so they are not counted above. */
+    discardsRefused: z.number(),
   }),
   kernel: z.strictObject({
     features: z.string(),

@@ -12,6 +12,13 @@ export class IoErrorCounters {
   spare = 0;
   readonly byErrno: Record<string, number> = {};
   last: DeviceStatus['ioErrors']['last'] = null;
+  /** Discard pieces main refused or failed: the requests succeeded (a discard is a hint), so not errors above. */
+  discardsRefused = 0;
+
+  /** A discard piece main refused or failed (its request succeeded). */
+  recordDiscardRefused(): void {
+    this.discardsRefused++;
+  }
 
   record(ev: IoErrorEvent, at: Date = new Date()): void {
     this.total++;
@@ -30,7 +37,14 @@ export class IoErrorCounters {
   }
 
   snapshot(): DeviceStatus['ioErrors'] {
-    return { total: this.total, main: this.main, spare: this.spare, byErrno: { ...this.byErrno }, last: this.last };
+    return {
+      total: this.total,
+      main: this.main,
+      spare: this.spare,
+      byErrno: { ...this.byErrno },
+      last: this.last,
+      discardsRefused: this.discardsRefused,
+    };
   }
 }
 

@@ -213,6 +213,18 @@ export class Daemon {
         }
         break;
       case 'io_error':
+        if (ev.op === 'discard') {
+          // A discard main refused or failed: the request succeeded (a discard is a hint). Not an I/O
+          // error of the user's, and no write error on main: counted apart.
+          this.errors.recordDiscardRefused();
+          this.burst.note(`discard:${ev.device}`, 'info', `discards refused by ${ev.device} (the requests succeeded)`, {
+            blocks: [Number(ev.sector)],
+            count: ev.sectors,
+            fields: { op: ev.op, device: ev.device, errno: ev.errno },
+            unit: 'sectors',
+          });
+          break;
+        }
         this.errors.record(ev);
         this.engine?.recordIoError(ev);
         this.burst.note(`${ev.op}:${ev.device}`, 'warn', `backing ${ev.op} errors on ${ev.device} (passed to the user)`, {

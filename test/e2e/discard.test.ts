@@ -4,6 +4,8 @@
 //   remapped block's zeros go to its slot, and the zeroed range reads back as zeros;
 // - mkfs.ext4 with and without -E nodiscard succeeds over a main with 80 error segments, fsck is clean;
 // - a discard leaves a remapped block's data in its slot and never heals a pending (lost) block;
+// - a discard main refuses is no write error (errors=W unchanged), counted as ioErrors.discardsRefused;
+// - a discard main takes slowly (dm-delay) does not hold up reads on the same queue;
 // - and the kernel logs no error for the device meanwhile.
 // About 1 to 2 minutes in the TCG VM.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -31,18 +33,22 @@ let dir = '';
 let src: ErrorSources;
 let daemon: { dev: Added; child: ChildProcess; log: string[] } | null = null;
 let dmesgBefore = 0;
+/** dm devices a test made itself (not through ErrorSources): removed before the error sources. */
+let ownDm: string[] = [];
 
 beforeAll(requireUblkHost);
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-discard-'));
   src = new ErrorSources();
   dmesgBefore = dmesgLines().length;
+  ownDm = [];
 });
 afterEach(async (ctx) => {
   if (ctx.task.result?.state === 'fail' && daemon) console.log(daemon.log.slice(-40).join('\n'));
   try {
     await stopDaemon();
   } finally {
+    for (const name of ownDm) run('dmsetup', ['remove', '--retry', name]);
     src.cleanup();
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -51,9 +57,9 @@ afterEach(async (ctx) => {
 });
 
 /** `add --foreground --json` (auto-remap on by default); resolves once the device is live. */
-async function add(main: string, spare: string): Promise<Added> {
+async function add(main: string, spare: string, extra: string[] = []): Promise<Added> {
   const env = { ...process.env, DMREMAP_STATE_DIR: path.join(dir, 'state') };
-  const child = spawn(process.execPath, [BIN, 'add', '--main', main, '--spare', spare, '--block-size', String(BS), '--json', '--foreground'], {
+  const child = spawn(process.execPath, [BIN, 'add', '--main', main, '--spare', spare, '--block-size', String(BS), '--json', '--foreground', ...extra], {
     stdio: ['ignore', 'pipe', 'pipe'],
     env,
   });
@@ -201,6 +207,19 @@ describe('write-zeroes over a failing main', () => {
     const st = await drained(d);
     expect(st).toMatchObject({ lostBlocks: 0, pendingBlocks: 0, passedThrough: 0 });
     expect(st.autoRemaps).toBeGreaterThan(0); // the bad blocks mkfs wrote were redirected
+    // mkfs discarded the device: main (error segments) refused some of it, which counts apart.
+    const before = await request(sock(d), 'status', {});
+    expect(before.ioErrors.discardsRefused).toBeGreaterThan(0);
+    expect(before.ioErrors.total).toBe(0);
+    // A discard of the whole device over the 80 error segments: refused in part, never a write error.
+    const dis = run('blkdiscard', [d.blockPath]);
+    expect(dis.status, dis.out).toBe(0);
+    const after = await drained(d);
+    const status = await request(sock(d), 'status', {});
+    expect(after.writeErrors).toBe(st.writeErrors);
+    expect(status.remap.line).toContain(` errors=W${st.writeErrors}:R${st.readErrors} `);
+    expect(status.ioErrors.discardsRefused).toBeGreaterThan(before.ioErrors.discardsRefused);
+    expect(status.ioErrors.total).toBe(0);
     expect(deviceErrorsInKernelLog(d)).toEqual([]);
   });
 });
@@ -271,5 +290,55 @@ describe('discard over remapped and pending blocks', () => {
     // The remapped block keeps its data: the discard left its slot alone.
     expect(directRead(d.blockPath, 60).data.equals(data)).toBe(true);
     expect(deviceErrorsInKernelLog(d).filter((l) => !/ublkb\d+, .*READ|Buffer I\/O error/.test(l))).toEqual([]);
+  });
+});
+
+describe('a slow discard', () => {
+  it('does not hold up reads on the same queue (main: dm-delay, discards delayed 15 s)', async () => {
+    const backing = src.loop(16);
+    const sectors = (16 << 20) / 512;
+    // Reads pass at once; writes and discards (a discard is a write to dm-delay) wait 15 s: far longer than
+    // the reads below take in the TCG VM (a second or two), so they end first unless the discard blocks them.
+    const mod = run('modprobe', ['dm_delay']); // not preloaded in the VM, and the kernel does not load it on demand there
+    expect(mod.status, mod.out).toBe(0);
+    const name = `dmr-es-delay-${process.pid}-${Date.now().toString(36)}`;
+    const mk = spawnSync('dmsetup', ['create', name], { input: `0 ${sectors} delay ${backing} 0 0 ${backing} 0 15000\n`, encoding: 'utf8' });
+    expect(mk.status, `dmsetup create: ${mk.stderr}`).toBe(0);
+    ownDm.push(name);
+    sh('dmsetup', ['mknodes', name]);
+    const d = await add(`/dev/mapper/${name}`, src.loop(8), ['--queues', '1']);
+    expect(queueAttr(d, 'discard_max_bytes')).toBeGreaterThan(0);
+    // 16 O_DIRECT preads (not dd: dd lseeks the device, and the kernel holds an lseek of the device
+    // behind the BLKDISCARD ioctl that blkdiscard is in, whatever the daemon does).
+    const reads = [
+      '-c',
+      `import mmap, os\nfd = os.open(${JSON.stringify(d.blockPath)}, os.O_RDONLY | os.O_DIRECT)\nb = mmap.mmap(-1, ${BS})\n` +
+        `for i in range(16):\n    assert os.preadv(fd, [b], i * ${BS}) == ${BS}\n`,
+    ];
+    // Baseline: the same reads with nothing else going on.
+    let t0 = Date.now();
+    const alone = run('python3', reads);
+    expect(alone.status, alone.out).toBe(0);
+    const baselineMs = Date.now() - t0;
+
+    // One discard request (1 MiB, below the device's discard limit) in the background.
+    t0 = Date.now();
+    const discard = spawn('blkdiscard', ['-o', String(256 * BS), '-l', String(256 * BS), d.blockPath], { stdio: 'ignore' });
+    const discardExit = new Promise<number | null>((resolve) => discard.on('exit', (code) => resolve(code)));
+    const inflight = async () => (await request(sock(d), 'status', {})).io;
+    for (let io = await inflight(); !(io.discards >= 1 && io.inflight >= 1); io = await inflight()) {
+      if (Date.now() - t0 > 30_000) throw new Error(`the discard never showed in flight: ${JSON.stringify(io)}`);
+      await new Promise((res) => setTimeout(res, 50));
+    }
+    const r = run('python3', reads, 60_000);
+    const readsMs = Date.now() - t0;
+    expect(r.status, r.out).toBe(0);
+    // The reads were served while the discard still waited in dm-delay (the device still has it in
+    // flight): the queue thread was not blocked by it. Blocked, the reads would have waited for its end.
+    const io = await inflight();
+    expect(io.inflight, `reads took ${readsMs} ms (${baselineMs} ms alone); discard exited: ${String(discard.exitCode)}`).toBe(1);
+    expect(await discardExit).toBe(0);
+    expect((await request(sock(d), 'status', {})).ioErrors).toMatchObject({ total: 0, discardsRefused: 0 });
+    expect(deviceErrorsInKernelLog(d)).toEqual([]);
   });
 });

@@ -111,7 +111,7 @@ describe('daemon', () => {
       main: { path: w.main, sizeBytes: 8 << 20, isBlockDevice: false },
       spare: { path: w.spare, sizeBytes: 4 << 20 },
       io: { reads: 0, writes: 0, latencyP50Us: null },
-      ioErrors: { total: 0, last: null },
+      ioErrors: { total: 0, last: null, discardsRefused: 0 },
       kernel: { features: '0xc2', featureNames: ['URING_CMD_COMP_IN_TASK', 'CMD_IOCTL_ENCODE', 'USER_COPY'], opcodeEncoding: 'ioctl' },
       logFile: '/tmp/x.log',
     });
@@ -138,6 +138,20 @@ describe('daemon', () => {
     const e = daemon.status().ioErrors;
     expect(e).toMatchObject({ total: 3, main: 2, spare: 1, byErrno: { ENODATA: 1, EIO: 2 } });
     expect(e.last).toMatchObject({ op: 'write', device: 'spare', sector: '0', sectors: 1, errno: 'EIO' });
+  });
+
+  it('counts a discard main refused apart: not an I/O error, not a write error (the request succeeded)', async () => {
+    daemon = await start();
+    device().emit({ type: 'io_error', queue: 0, op: 'discard', device: 'main', sector: 2048n, sectors: 8, errno: 5, latencyUs: 10 });
+    device().emit({ type: 'io_error', queue: 1, op: 'discard', device: 'main', sector: 4096n, sectors: 1, errno: 22, latencyUs: 10 });
+    let s = daemon.status();
+    expect(s.ioErrors).toMatchObject({ total: 0, main: 0, byErrno: {}, last: null, discardsRefused: 2 });
+    expect(s.remap.line).toContain(' errors=W0:R0 ');
+    // A write error still counts as one (the same path, another op).
+    device().emit({ type: 'io_error', queue: 1, op: 'write', device: 'main', sector: 16n, sectors: 1, errno: 5, latencyUs: 10 });
+    s = daemon.status();
+    expect(s.ioErrors).toMatchObject({ total: 1, main: 1, discardsRefused: 2 });
+    expect(s.remap.line).toContain(' errors=W1:R0 ');
   });
 
   it('shuts down on the shutdown command: device stopped, files removed, exit 0', async () => {
