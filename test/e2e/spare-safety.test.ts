@@ -150,6 +150,41 @@ describe('a device in use is never claimed', () => {
     }
   });
 
+  it('a whole disk one of whose partitions is mounted: refused, even with --force-format', () => {
+    const img = path.join(s.dir, 'disk.img');
+    fs.writeFileSync(img, '');
+    fs.truncateSync(img, 64 << 20);
+    const r = spawnSync('sfdisk', ['-q', img], { input: 'label: dos\n,16M\n', encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const disk = must('losetup', ['-f', '--show', '--partscan', img]).trim();
+    const part = `${disk}p1`;
+    const mnt = fs.mkdtempSync(path.join(s.dir, 'mnt-'));
+    let mounted = false;
+    try {
+      for (let i = 0; i < 50 && !fs.existsSync(part); i++) spawnSync('sleep', ['0.1']);
+      must('mkfs.ext4', ['-q', '-F', part]);
+      must('mount', [part, mnt]);
+      mounted = true;
+      expectRefused(['--main', s.loop(64), '--spare', disk, '--force-format'], disk, 'E_DEVICE_BUSY',
+        `spare device ${disk} has partition ${path.basename(part)}, which is mounted on ${mnt}`);
+    } finally {
+      if (mounted) sh('umount', [mnt]);
+      sh('losetup', ['-d', disk]);
+    }
+  });
+
+  it('a regular file that backs a loop device: refused, even with --force-format', () => {
+    const spare = path.join(s.dir, 'spare.img');
+    fs.writeFileSync(spare, '');
+    fs.truncateSync(spare, 32 << 20);
+    const loop = must('losetup', ['-f', '--show', spare]).trim();
+    try {
+      expectRefused(['--main', s.loop(64), '--spare', spare, '--force-format'], spare, 'E_DEVICE_BUSY', `spare device ${spare} is the backing file of ${loop}`);
+    } finally {
+      sh('losetup', ['-d', loop]);
+    }
+  });
+
   it('a mounted main: refused, even with --force-format', () => {
     const main = s.loop(64);
     must('mkfs.ext4', ['-q', '-F', main]);
