@@ -1,4 +1,10 @@
 {
+  "target_defaults": {
+    "defines": ["_GNU_SOURCE"],
+    "cflags!": ["-fno-exceptions"],
+    "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
+    "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-O2"]
+  },
   "targets": [
     {
       "target_name": "dmremap_native",
@@ -11,6 +17,7 @@
         "native/events.cc",
         "native/queue.cc",
         "native/remap_index.cc",
+        "native/request_plan.cc",
         "native/sys_error.cc"
       ],
       "include_dirs": [
@@ -18,10 +25,17 @@
         "<!@(pkg-config --cflags-only-I liburing | sed 's/-I//g')"
       ],
       "libraries": ["<!@(pkg-config --libs liburing)", "-lpthread"],
-      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "_GNU_SOURCE"],
-      "cflags!": ["-fno-exceptions"],
-      "cflags_cc!": ["-fno-exceptions", "-fno-rtti"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-missing-field-initializers", "-O2"]
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS"]
+    },
+    {
+      "target_name": "request_plan_test",
+      "type": "executable",
+      "sources": ["native/test/request_plan_test.cc", "native/request_plan.cc", "native/remap_index.cc"]
+    },
+    {
+      "target_name": "lookup_bench",
+      "type": "executable",
+      "sources": ["native/bench/lookup_bench.cc", "native/remap_index.cc"]
     }
   ]
 }

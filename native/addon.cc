@@ -3,7 +3,6 @@
 // N-API values are only made or read on the JS thread (constructors, OnOK, plain methods).
 #include <napi.h>
 
-#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -648,38 +647,6 @@ Napi::Value DeleteKernelDevice(const Napi::CallbackInfo& info) {
   return p;
 }
 
-// JS thread. benchRemapLookup(entries, lookups): the data path's lookup for a 4 KiB request (8 blocks of
-// 512 bytes) against a table of `entries` remapped blocks spread over a
-// 1 TiB device; returns nanoseconds per lookup. For bench/ only.
-Napi::Value BenchRemapLookup(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  uint32_t n = info[0].As<Napi::Number>().Uint32Value();
-  uint32_t lookups = info[1].As<Napi::Number>().Uint32Value();
-  const uint64_t dev_blocks = (1ull << 40) / 512;
-  RemapIndex index(1);
-  std::vector<RemapEntry> entries(n);
-  uint64_t stride = n ? dev_blocks / n : 0;
-  for (uint32_t i = 0; i < n; i++) entries[i] = RemapEntry{i * stride + (i * 7919ull) % (stride ? stride : 1), i, 0};
-  index.Publish(std::move(entries));
-  uint64_t x = 88172645463325252ull, hits = 0;
-  index.Enter(0);
-  auto t0 = std::chrono::steady_clock::now();
-  for (uint32_t i = 0; i < lookups; i++) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    uint64_t first = x % (dev_blocks - 8);
-    if (RemapIndex::FirstInRange(index.Current(), first, first + 8)) hits++;
-  }
-  auto t1 = std::chrono::steady_clock::now();
-  index.Leave(0);
-  double ns = std::chrono::duration<double, std::nano>(t1 - t0).count() / (lookups ? lookups : 1);
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("nsPerLookup", ns);
-  o.Set("hits", static_cast<double>(hits));
-  return o;
-}
-
 // JS thread, at environment teardown: no device outlives its environment.
 void Cleanup(void* arg) {
   auto* data = static_cast<AddonData*>(arg);
@@ -707,7 +674,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernelDeviceInfo", Napi::Function::New(env, KernelDeviceInfo));
   exports.Set("deleteKernelDevice", Napi::Function::New(env, DeleteKernelDevice));
   exports.Set("Device", DeviceWrap::Define(env));
-  exports.Set("benchRemapLookup", Napi::Function::New(env, BenchRemapLookup));
   return exports;
 }
 

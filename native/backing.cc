@@ -53,7 +53,10 @@ BackingInfo ProbeBacking(const std::string& path) {
     info.size_bytes = size;
     info.logical_block_size = static_cast<uint32_t>(lbs);
     info.physical_block_size = pbs;
-    info.discard = SysfsQueueValue(st.st_rdev, "discard_max_bytes", 0) > 0;
+    info.discard_max_bytes = SysfsQueueValue(st.st_rdev, "discard_max_bytes", 0);
+    info.discard_granularity = static_cast<uint32_t>(SysfsQueueValue(st.st_rdev, "discard_granularity", 0));
+    info.write_zeroes_max_bytes = SysfsQueueValue(st.st_rdev, "write_zeroes_max_bytes", 0);
+    info.discard = info.discard_max_bytes > 0;
     info.rotational = SysfsQueueValue(st.st_rdev, "rotational", 0) != 0;
   } else if (S_ISREG(st.st_mode)) {
     info.size_bytes = static_cast<uint64_t>(st.st_size);

@@ -3,7 +3,6 @@
 
 #include <cstdint>
 #include <string>
-#include <cstdint>
 
 struct BackingInfo {
   std::string path;
@@ -15,6 +14,10 @@ struct BackingInfo {
   uint32_t logical_block_size = 512;
   uint32_t physical_block_size = 4096;
   bool discard = false;
+  // Block devices: queue/discard_max_bytes, discard_granularity and write_zeroes_max_bytes (0: none).
+  uint64_t discard_max_bytes = 0;
+  uint32_t discard_granularity = 0;
+  uint64_t write_zeroes_max_bytes = 0;
   bool rotational = false;
 };
 

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <thread>
@@ -17,6 +18,26 @@ uint8_t Log2(uint32_t v) {
   uint8_t s = 0;
   while ((1u << s) < v) s++;
   return s;
+}
+
+// The largest discard one request may carry: bounded so that its length fits the request's 32 bits.
+constexpr uint64_t kMaxDiscardBytes = 1ull << 30;
+
+// Worker thread. Advertises what the data path can serve. Write-zeroes always (fallocate ZERO_RANGE on
+// the device the block lives on, else writes of zeros from a buffer of max_io_bytes, which bounds one
+// request). Discard only where main takes one (a block device with discard_max_bytes, or a regular
+// file: punch hole), with main's granularity and at most main's limit.
+void SetDiscardParams(const BackingInfo& main, const DeviceConfig& cfg, ublk::Params* params) {
+  params->types |= ublk::kParamTypeDiscard;
+  ublk::ParamDiscard& d = params->discard;
+  d.max_write_zeroes_sectors = cfg.max_io_bytes >> 9;
+  d.discard_granularity = std::max<uint32_t>(cfg.block_size, main.discard_granularity);
+  if (!cfg.discard || !main.discard) return;
+  uint64_t max = main.is_block_device ? std::min(main.discard_max_bytes, kMaxDiscardBytes) : kMaxDiscardBytes;
+  max -= max % d.discard_granularity;
+  if (max == 0) return;
+  d.max_discard_sectors = static_cast<uint32_t>(max >> 9);
+  d.max_discard_segments = 1;
 }
 }  // namespace
 
@@ -79,13 +100,7 @@ void Device::Start() {
     b.io_opt_shift = b.physical_bs_shift;
     b.max_sectors = cfg_.max_io_bytes >> 9;
     b.dev_sectors = cfg_.size_bytes >> 9;
-    if (cfg_.discard) {
-      params.types |= ublk::kParamTypeDiscard;
-      params.discard.discard_granularity = std::max<uint32_t>(cfg_.block_size, main_info.physical_block_size);
-      params.discard.max_discard_sectors = cfg_.max_io_bytes >> 9;
-      params.discard.max_write_zeroes_sectors = cfg_.max_io_bytes >> 9;
-      params.discard.max_discard_segments = 1;
-    }
+    SetDiscardParams(main_info, cfg_, &params);
     ctrl_->SetParams(id, params);
 
     // Without udev the char device node appears a moment after ADD_DEV (devtmpfs): retry briefly.
@@ -110,6 +125,8 @@ void Device::Start() {
       qc.zero_copy = cfg_.zero_copy;
       qc.block_shift = Log2(cfg_.block_size);
       qc.spare_data_offset = cfg_.spare_data_offset;
+      qc.main_is_block = main_info.is_block_device;
+      qc.main_zero_range = !main_info.is_block_device || main_info.write_zeroes_max_bytes > 0;
       qc.park_faults = &park_faults_;
       auto queue = std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get());
       queue->Start();

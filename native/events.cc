@@ -79,7 +79,7 @@ void EventSink::Drain(Napi::Env env, Napi::Function callback) {
         o.Set("latencyUs", static_cast<double>(ev.latency_us));
         Napi::Array failed = Napi::Array::New(env, ev.failed.size());
         for (uint32_t i = 0; i < ev.failed.size(); i++) {
-          const Event::FaultRange& r = ev.failed[i];
+          const FaultRange& r = ev.failed[i];
           Napi::Object f = Napi::Object::New(env);
           f.Set("device", r.spare ? "spare" : "main");
           f.Set("block", static_cast<double>(r.block));
@@ -93,6 +93,7 @@ void EventSink::Drain(Napi::Env env, Napi::Function callback) {
           Napi::Object w = Napi::Object::New(env);
           w.Set("block", static_cast<double>(ev.written[i].block));
           w.Set("blocks", Napi::Number::New(env, ev.written[i].blocks));
+          w.Set("slot", static_cast<double>(ev.written[i].slot));
           written.Set(i, w);
         }
         o.Set("written", written);

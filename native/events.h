@@ -9,20 +9,11 @@
 #include <string>
 #include <vector>
 
+#include "request_plan.h"
+
 struct Event {
   enum class Type { kQueueStarted, kQueueStopped, kIoError, kIoFault, kFaultCleared };
   enum class FaultKind : uint8_t { kError, kLostWritten };
-  // A range of main blocks (remap units) of a faulted request.
-  struct FaultRange {
-    uint64_t block = 0;
-    uint32_t blocks = 0;
-    bool spare = false;  // the I/O went to the slots these blocks map to
-    int err = 0;         // positive errno
-  };
-  struct BlockRange {
-    uint64_t block = 0;
-    uint32_t blocks = 0;
-  };
   Type type = Type::kIoError;
   uint32_t queue = 0;
   int tid = 0;
@@ -42,7 +33,7 @@ struct Event {
   uint32_t attempt = 0;
   uint32_t attempts = 0;  // fault_cleared: submissions made, the successful one included
   std::vector<FaultRange> failed;
-  std::vector<BlockRange> written;
+  std::vector<WrittenRange> written;  // lost_written: where each LOST block's data went
 };
 
 class EventSink {

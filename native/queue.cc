@@ -6,6 +6,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -45,6 +46,11 @@ inline uint64_t NowNs() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
+// io_uring block command (include/uapi/linux/blkdev.h, Linux 6.12): an asynchronous discard.
+#ifndef BLOCK_URING_CMD_DISCARD
+#define BLOCK_URING_CMD_DISCARD _IO(0x12, 0)
+#endif
+
 inline void Bump(std::atomic<uint64_t>& c, uint64_t by = 1) {
   c.store(c.load(std::memory_order_relaxed) + by, std::memory_order_relaxed);
 }
@@ -60,7 +66,9 @@ uint32_t RoundUpPow2(uint32_t v) {
 // Owner thread.
 Queue::Queue(const QueueConfig& cfg, RemapIndex* index, uint32_t reader_slot, EventSink* events,
              QueueCounters* counters)
-    : cfg_(cfg), index_(index), reader_slot_(reader_slot), events_(events), counters_(*counters) {}
+    : cfg_(cfg), index_(index), reader_slot_(reader_slot), events_(events), counters_(*counters) {
+  zero_range_[0] = cfg_.main_zero_range;
+}
 
 // Owner thread.
 Queue::~Queue() {
@@ -155,6 +163,13 @@ void Queue::Setup() {
   size_t buf_bytes = cfg_.zero_copy ? 0 : size_t(cfg_.depth) * cfg_.max_io_bytes;
   void* mem = nullptr;
   if (buf_bytes > 0 && posix_memalign(&mem, 4096, buf_bytes) != 0) ThrowSys(ENOMEM, "posix_memalign");
+  void* zeros = nullptr;
+  if (posix_memalign(&zeros, 4096, cfg_.max_io_bytes) != 0) {
+    free(mem);
+    ThrowSys(ENOMEM, "posix_memalign");
+  }
+  std::memset(zeros, 0, cfg_.max_io_bytes);
+  zeros_ = static_cast<char*>(zeros);
   buffers_ = static_cast<char*>(mem);
   if (!cfg_.zero_copy && buf_bytes <= kMaxPinnedBytes) {
     std::vector<iovec> iov(cfg_.depth);
@@ -194,6 +209,8 @@ void Queue::Teardown() {
   descs_ = nullptr;
   free(buffers_);
   buffers_ = nullptr;
+  free(zeros_);
+  zeros_ = nullptr;
 }
 
 // Queue thread.
@@ -379,16 +396,18 @@ void Queue::Route(uint16_t tag) {
     case ublk::kOpWrite:
     case ublk::kOpDiscard:
     case ublk::kOpWriteZeroes: {
-      if ((t.op == ublk::kOpRead || t.op == ublk::kOpWrite) && t.len > cfg_.max_io_bytes) {
+      // Reads, writes and write-zeroes are bounded by max_io_bytes (write-zeroes by the limit advertised
+      // for them, the size of the zero buffer); discards by their own limit.
+      if (t.op != ublk::kOpDiscard && t.len > cfg_.max_io_bytes) {
         t.result = -EIO;
         break;
       }
-      int plan = PlanSegments(t);
-      if (plan == kPark && Stopping()) {
+      int plan = Plan(t);
+      if (plan == kPlanPark && Stopping()) {
         t.result = -EIO;  // the device is stopping: nothing will end the move any more
         break;
       }
-      if (plan == kPark) {
+      if (plan == kPlanPark) {
         t.parked = true;
         parked_.push_back(tag);
         return;
@@ -505,73 +524,31 @@ void Queue::PublishSettled() {
 }
 
 // Queue thread, between the index's Enter and Leave.
-int Queue::PlanSegments(Tag& t) {
-  t.segs.clear();
-  t.lost_segs = false;
-  const uint32_t shift = cfg_.block_shift;
-  const uint64_t first = t.offset >> shift;
-  const uint64_t end = (t.offset + t.len) >> shift;
-  const RemapIndex::Snapshot* snap = index_->Current();
-  const RemapEntry* e = RemapIndex::FirstInRange(snap, first, end);
-  const RemapEntry* last = e ? snap->entries.data() + snap->entries.size() : nullptr;
-  if (!e) {
-    // The common case, and the only one while the table is empty: all of it on main.
-    t.segs.push_back(Segment{false, t.offset, 0, t.len, 0});
-  } else {
-    uint64_t cur = first;
-    while (cur < end) {
-      if (e != last && e->block == cur) {
-        // A block being moved is touched by nobody until the move is over.
-        if (e->flags & kRemapMoving) return kPark;
-        // Never serve a block whose data is lost: not from main (stale or unreadable), not from the slot
-        // (never written). A write (discard, write-zeroes) to it goes to its slot, and the request is
-        // then held for TypeScript to commit the block as mapped (a lost_written fault).
-        const bool lost = (e->flags & kRemapLost) != 0;
-        if (lost && t.op == ublk::kOpRead) return -EIO;
-        const uint32_t flags = e->flags;
-        uint64_t slot = e->slot;
-        uint64_t n = 1;
-        ++e;
-        while (e != last && cur + n < end && e->block == cur + n && e->slot == slot + n && e->flags == flags) {
-          ++e;
-          ++n;
-        }
-        Segment seg{true, cfg_.spare_data_offset + (slot << shift), uint32_t((cur - first) << shift),
-                    uint32_t(n << shift), 0};
-        seg.lost = lost;
-        t.lost_segs = t.lost_segs || lost;
-        t.segs.push_back(seg);
-        cur += n;
-      } else {
-        uint64_t stop = (e != last && e->block < end) ? e->block : end;
-        t.segs.push_back(Segment{false, cur << shift, uint32_t((cur - first) << shift), uint32_t((stop - cur) << shift), 0});
-        cur = stop;
-      }
-    }
+int Queue::Plan(Tag& t) {
+  PlanRequest req;
+  switch (t.op) {
+    case ublk::kOpRead: req.op = PlanOp::kRead; break;
+    case ublk::kOpWrite: req.op = PlanOp::kWrite; break;
+    case ublk::kOpWriteZeroes: req.op = PlanOp::kWriteZeroes; break;
+    default: req.op = PlanOp::kDiscard; break;
   }
-  // A narrow retry: one backing I/O per block, so that a failure names exactly its blocks (the segment
-  // index must fit its 16 bits of user_data).
-  if (t.narrow && (end - first) > t.segs.size() && (end - first) <= 0xffff) {
-    const uint32_t bs = 1u << shift;
-    split_.clear();
-    for (const Segment& s : t.segs) {
-      for (uint32_t off = 0; off < s.len; off += bs) {
-        Segment one = s;
-        one.dev_offset = s.dev_offset + off;
-        one.buf_offset = s.buf_offset + off;
-        one.len = std::min(bs, s.len - off);
-        split_.push_back(one);
-      }
-    }
-    t.segs.swap(split_);
-  }
-  return 0;
+  req.offset = t.offset;
+  req.len = t.len;
+  req.narrow = t.narrow;
+  PlanGeometry geo;
+  geo.block_shift = cfg_.block_shift;
+  geo.spare_data_offset = cfg_.spare_data_offset;
+  return PlanSegments(req, geo, index_->Current(), &t.segs, &split_, &t.lost_segs);
 }
 
 // Queue thread.
 void Queue::SubmitSegment(uint16_t tag, uint32_t index) {
   Tag& t = tags_[tag];
   Segment& s = t.segs[index];
+  if (t.op == ublk::kOpDiscard && cfg_.main_is_block && discard_ioctl_) {
+    DiscardSync(tag, index);
+    return;
+  }
   io_uring_sqe* sqe = GetSqe();
   uint32_t buf_off = s.buf_offset + s.done;
   // With zero copy the "address" is the offset into the request's registered buffer.
@@ -580,11 +557,28 @@ void Queue::SubmitSegment(uint16_t tag, uint32_t index) {
   uint64_t off = s.dev_offset + s.done;
   int file = s.spare ? kFileSpare : kFileMain;
   bool fixed = fixed_buffers_.load(std::memory_order_relaxed);
-  if (t.op == ublk::kOpDiscard || t.op == ublk::kOpWriteZeroes) {
-    // Zeroing keeps what reads return next (zeros) whichever device the block lives on; discard frees.
-    int mode = (t.op == ublk::kOpWriteZeroes && (t.op_flags & ublk::kIoFNoUnmap)) ? FALLOC_FL_ZERO_RANGE
-                                                                                 : FALLOC_FL_PUNCH_HOLE;
-    io_uring_prep_fallocate(sqe, file, mode | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off), static_cast<off_t>(len));
+  s.zero_range = false;
+  if (t.op == ublk::kOpDiscard) {
+    // Planned on main only. A block device gets a block discard, a regular file a hole.
+    if (cfg_.main_is_block) {
+      io_uring_prep_rw(IORING_OP_URING_CMD, sqe, file, nullptr, 0, 0);
+      sqe->cmd_op = BLOCK_URING_CMD_DISCARD;
+      sqe->addr = off;
+      sqe->addr3 = len;
+    } else {
+      io_uring_prep_fallocate(sqe, file, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                              static_cast<off_t>(len));
+    }
+  } else if (t.op == ublk::kOpWriteZeroes && zero_range_[s.spare]) {
+    // A write of zeros, offloaded: on a block device the kernel uses the device's write-zeroes and falls
+    // back to writing zero pages itself; a file system allocates zeroed extents.
+    s.zero_range = true;
+    io_uring_prep_fallocate(sqe, file, FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(off),
+                            static_cast<off_t>(len));
+  } else if (t.op == ublk::kOpWriteZeroes) {
+    // Where fallocate cannot zero (tmpfs, some file systems): a plain write from the zero buffer.
+    io_uring_prep_write(sqe, file, zeros_, len, off);
+    if (t.op_flags & ublk::kIoFFua) sqe->rw_flags = RWF_DSYNC;
   } else if (t.op == ublk::kOpRead) {
     if (fixed) io_uring_prep_read_fixed(sqe, file, buf, len, off, tag);
     else io_uring_prep_read(sqe, file, buf, len, off);
@@ -598,6 +592,20 @@ void Queue::SubmitSegment(uint16_t tag, uint32_t index) {
   io_uring_sqe_set_data64(sqe, Ud(s.spare ? kKindSpare : kKindMain, tag, index));
   t.pending++;
   inflight_backing_++;
+}
+
+// Queue thread. Blocks it for the discard's duration: only once main refused the io_uring discard.
+void Queue::DiscardSync(uint16_t tag, uint32_t index) {
+  const Segment& s = tags_[tag].segs[index];
+  uint64_t range[2] = {s.dev_offset, s.len};
+  int res = ioctl(cfg_.main_fd, BLKDISCARD, range) < 0 ? -errno : 0;
+  DiscardDone(tag, index, res);
+}
+
+// Queue thread.
+void Queue::DiscardDone(uint16_t tag, uint32_t index, int res) {
+  const Segment& s = tags_[tag].segs[index];
+  if (res < 0) ReportError(tag, -res, false, s.dev_offset, s.len);
 }
 
 // Queue thread.
@@ -614,24 +622,35 @@ void Queue::SubmitSync(uint16_t tag, bool spare) {
 void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
   Tag& t = tags_[tag];
   t.pending--;
-  bool rw = t.op == ublk::kOpRead || t.op == ublk::kOpWrite;
-  bool segmented = rw || t.op == ublk::kOpDiscard || t.op == ublk::kOpWriteZeroes;
+  const bool segmented = t.op == ublk::kOpRead || t.op == ublk::kOpWrite || t.op == ublk::kOpDiscard ||
+                         t.op == ublk::kOpWriteZeroes;
   if (!segmented) {
     if (res < 0) {
       if (t.result == 0) t.result = res;
       ReportError(tag, -res, spare, t.offset, t.len);
     }
+  } else if (t.op == ublk::kOpDiscard) {
+    if (res == -EOPNOTSUPP && cfg_.main_is_block) {
+      // The io_uring block discard is refused (a kernel before 6.12 has none; on 6.12 a device-mapper
+      // main refused it where a loop device took it): this piece, and every discard from now on,
+      // through the ioctl, whose answer is final.
+      discard_ioctl_ = true;
+      DiscardSync(tag, seg);
+    } else {
+      DiscardDone(tag, seg, res);
+    }
   } else {
     Segment& s = t.segs[seg];
-    if (!rw) {
-      // fallocate: all or nothing
-      if (res < 0) {
-        if (t.result == 0) t.result = res;
-        ReportError(tag, -res, spare, s.dev_offset, s.len);
-      }
-    } else if (res <= 0) {
-      // res == 0: no progress (past the end of the device): never report that as success. Reported in
-      // Finish, as an io_fault or as io_error events.
+    if (s.zero_range && res == -EOPNOTSUPP) {
+      // This device cannot zero a range by fallocate: writes of zeros from now on, this piece first.
+      zero_range_[s.spare] = false;
+      SubmitSegment(tag, seg);
+      return;
+    }
+    if (s.zero_range && res == 0) res = static_cast<int>(s.len - s.done);  // fallocate: all of it
+    if (res <= 0) {
+      // A read, write or write-zeroes piece failed. res == 0: no progress (past the end of the device):
+      // never report that as success. Reported in Finish, as an io_fault or as io_error events.
       int err = res < 0 ? -res : EIO;
       s.err = err;
       t.io_failed = true;
@@ -697,33 +716,9 @@ void Queue::Fault(uint16_t tag, FaultKind kind) {
   ev.latency_us = (NowNs() - t.start_ns) / 1000;
   if (kind == FaultKind::kError) {
     t.error_faults++;
-    t.fault_err = 0;
-    for (const Segment& s : t.segs) {
-      if (!s.err) continue;
-      if (!t.fault_err) t.fault_err = s.err;
-      // The failed part in main-block space (a spare part: the blocks that map there). A short transfer
-      // before the failure leaves the block it stopped in counted as failed.
-      uint64_t from = first + ((s.buf_offset + s.done) >> shift);
-      uint64_t to = first + ((uint64_t(s.buf_offset) + s.len + (1u << shift) - 1) >> shift);
-      if (!ev.failed.empty()) {
-        Event::FaultRange& prev = ev.failed.back();
-        if (prev.spare == s.spare && prev.err == s.err && prev.block + prev.blocks == from) {
-          prev.blocks += static_cast<uint32_t>(to - from);
-          continue;
-        }
-      }
-      ev.failed.push_back(Event::FaultRange{from, static_cast<uint32_t>(to - from), s.spare, s.err});
-    }
+    t.fault_err = FailedRanges(first, shift, t.segs, &ev.failed);
   } else {
-    for (const Segment& s : t.segs) {
-      if (!s.lost) continue;
-      uint64_t from = first + (s.buf_offset >> shift);
-      uint32_t n = s.len >> shift;
-      if (!ev.written.empty() && ev.written.back().block + ev.written.back().blocks == from)
-        ev.written.back().blocks += n;
-      else
-        ev.written.push_back(Event::BlockRange{from, n});
-    }
+    WrittenRanges(first, shift, t.segs, &ev.written);
   }
   events_->Push(std::move(ev));
 }

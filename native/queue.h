@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "request_plan.h"
 #include "ublk_abi.h"
 
 class EventSink;
@@ -37,6 +38,12 @@ struct QueueConfig {
   bool zero_copy = false;
   uint32_t block_shift = 9;        // log2 of the exported logical block size (the remap unit)
   uint64_t spare_data_offset = 0;  // byte offset of slot 0 on the spare; slot s is at + (s << block_shift)
+  // Main is a block device (discard goes down as a block discard) rather than a regular file (punch hole).
+  bool main_is_block = false;
+  // Write-zeroes on main by fallocate(ZERO_RANGE): false for a block device without write-zeroes, where
+  // the kernel would only write zero pages itself (synchronously, in an io-wq thread): writes of zeros
+  // from the queue's buffer do the same asynchronously.
+  bool main_zero_range = true;
   // Park failed reads/writes (the device owns the flag; JS flips it, queue threads read it). Null: off.
   const std::atomic<bool>* park_faults = nullptr;
 };
@@ -102,18 +109,6 @@ class Queue {
   bool fixed_buffers() const { return fixed_buffers_.load(std::memory_order_relaxed); }
 
  private:
-  // One contiguous piece of a read or write: a run of unmapped blocks on main, or of remapped blocks
-  // in consecutive spare slots.
-  struct Segment {
-    bool spare = false;
-    uint64_t dev_offset = 0;  // byte offset on main or spare
-    uint32_t buf_offset = 0;  // byte offset in the request's buffer
-    uint32_t len = 0;
-    uint32_t done = 0;  // bytes transferred (short transfers are resubmitted)
-    bool lost = false;  // slots of LOST blocks (writes only)
-    int err = 0;        // positive errno once the segment failed
-  };
-
   enum class FaultKind : uint8_t { kNone, kError, kLostWritten };
 
   struct Tag {
@@ -161,11 +156,16 @@ class Queue {
   // True once nothing will resolve a held request any more (stop requested, or fail_parked).
   bool Stopping() const { return stop_requested_ || fail_parked_.load(std::memory_order_acquire); }
   void PublishSettled();
-  // Splits a request at remap boundaries: 0, kPark (a block is moving) or a negative errno (lost).
-  static constexpr int kPark = 1;
-  int PlanSegments(Tag& t);
+  // Splits a request at remap boundaries (PlanSegments): 0, kPlanPark (a block is moving) or a negative
+  // errno (a read of a LOST block).
+  int Plan(Tag& t);
   void SubmitSegment(uint16_t tag, uint32_t index);
   void SubmitSync(uint16_t tag, bool spare);
+  // A discard piece on main (a block device that refused the io_uring discard): BLKDISCARD, here.
+  void DiscardSync(uint16_t tag, uint32_t index);
+  // The result of a discard piece on main: a discard is a hint, so a refusal is reported (io_error) and
+  // the request still succeeds.
+  void DiscardDone(uint16_t tag, uint32_t index, int res);
   void OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare);
   // All of a request's backing I/O is done: complete it, or hold it faulted.
   void Finish(uint16_t tag);
@@ -213,6 +213,11 @@ class Queue {
   std::vector<uint16_t> parked_;
   uint32_t faulted_count_ = 0;
   std::vector<Segment> split_;  // scratch for narrow planning
+  char* zeros_ = nullptr;        // max_io_bytes of zeros: the data of write-zeroes served as writes
+  // Write-zeroes by fallocate(ZERO_RANGE) on main / the spare: main starts from cfg_.main_zero_range,
+  // and either turns to writes of zeros when fallocate answers EOPNOTSUPP.
+  bool zero_range_[2] = {true, true};
+  bool discard_ioctl_ = false;  // main refused the io_uring block discard: BLKDISCARD from then on
   bool stop_requested_ = false;
   std::string stop_reason_;
 };

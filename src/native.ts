@@ -32,7 +32,7 @@ export interface BackingInfo {
   /** Logical and physical block sizes in bytes (512/4096 for files). */
   logicalBlockSize: number;
   physicalBlockSize: number;
-  /** Whether discard (and write-zeroes) can be passed down. */
+  /** Whether the device takes discards (a block device with discard_max_bytes > 0, or a regular file). */
   discard: boolean;
   /** Whether the device reports itself rotational (a spinning disk). */
   rotational: boolean;
@@ -68,7 +68,10 @@ export interface DeviceOptions {
   sizeBytes: bigint;
   /** Largest single I/O in bytes (multiple of 4096). */
   maxIoBytes: number;
-  /** Advertise discard / write-zeroes (only where main supports discard). */
+  /**
+   * Advertise discard (only where main supports discard; a discard goes to main only, never to a remapped
+   * block's slot). Write-zeroes is always advertised, whatever this says: it is served as a write.
+   */
   discard: boolean;
   /** Requested ublk device id, or -1 for the kernel to choose. */
   devId: number;
@@ -143,6 +146,7 @@ export type NativeEvent =
        * A request is parked until resolveFault(queue, tag, seq, ...). kind 'error': parts of it failed (with
        * parking on); `failed` lists them. kind 'lost_written': a write (or discard / write-zeroes) touched
        * LOST blocks; its data went to their slots and every part succeeded; `written` lists the LOST ranges.
+       * A discard never reports lost_written: it leaves LOST blocks LOST.
        */
       type: 'io_fault';
       queue: number;
@@ -159,7 +163,11 @@ export type NativeEvent =
       /** Since the request was dispatched. */
       latencyUs: number;
       failed: FaultRange[];
-      written: Array<{ block: number; blocks: number }>;
+      /**
+       * kind 'lost_written': blocks block..block+blocks-1 went to spare slots slot..slot+blocks-1 (a run
+       * whose slots are not consecutive is split). Empty for kind 'error'.
+       */
+      written: Array<{ block: number; blocks: number; slot: number }>;
     }
   | {
       /** A request that had been reported by io_fault (kind 'error') completed successfully after a retry. */

@@ -15,8 +15,9 @@ Commands:
   verify   show where a sector maps and whether it reads
   table    show the remap table
   stats    error-handling statistics: errors, retries, recovered reads, auto remaps, pending blocks
+  recheck  re-read lost blocks on main; those that read now go back to main
   message  send a dmsetup-message style command (remap N, unremap N, verify N, table, status, stats,
-           clear_stats, set_auto_remap 0|1, ping)
+           clear_stats, set_auto_remap 0|1, recheck [N...], ping)
   config   show or change the error-handling defaults (auto_remap, error_threshold, read_retries,
            retry_backoff_ms) in /etc/dmremap-ublk/config.json
 
@@ -54,6 +55,11 @@ Error handling (each overrides the config file; see dmremap-ublk config --help):
   --error-threshold <n>     recovered read errors on a block before it is relocated, 1-65535 (default 1)
   --read-retries <n>        retries of a failed read before it fails, 0-16 (default 3)
   --retry-backoff-ms <n>    wait before the first retry in ms, doubling per retry, 0-10000 (default 10)
+  --outage-regions <n>      failures in this many of main's 64 regions within the window suspect an
+                            outage (main is probed), 1-64 (default 4)
+  --outage-window-ms <n>    that window in ms, 10-60000 (default 2000)
+  --outage-hold-ms <n>      requests held during an outage fail with their errno after this, 100-600000
+                            (default 30000)
 Each setting comes from the first of: the flag, the config file's entry for this device (by --name,
 else by the absolute --main path), the config file's global value, the default. A config file that cannot be
 read or is invalid makes add fail before anything is created.
@@ -75,10 +81,16 @@ Keys:
   error_threshold   recovered read errors on a block before it is relocated, 1-65535 (default 1)
   read_retries      retries of a failed read before it fails with EIO, 0-16 (default 3)
   retry_backoff_ms  wait before the first retry in ms, doubling per retry, 0-10000 (default 10)
+  outage_regions    failures in this many of main's 64 regions within outage_window_ms suspect a
+                    device-wide outage (main is then probed), 1-64 (default 4)
+  outage_window_ms  that window in ms, 10-60000 (default 2000)
+  outage_hold_ms    requests held during an outage fail with their errno after this, 100-600000
+                    (default 30000)
 
 get     prints the effective settings, one "key = value" per line (the given key only, if any):
         the defaults, overridden by the file's global values, overridden by the file's entry for
-        --device. With --json: {"autoRemap","errorThreshold","readRetries","retryBackoffMs"}.
+        --device. With --json: {"autoRemap","errorThreshold","readRetries","retryBackoffMs",
+        "outageRegions","outageWindowMs","outageHoldMs"}.
 set     stores a value, globally or for --device, and prints "key = value (was old)". The file is
         replaced atomically (created, with /etc/dmremap-ublk, if missing); other keys are kept.
 unset   removes a value, globally or for --device, so the next level's value applies again.
@@ -181,12 +193,27 @@ Options:
   --json       print the statistics object
   -h, --help   show this help
 `,
+  recheck: `Usage: dmremap-ublk recheck <device> [<sector>...] [--json]
+
+Reads lost blocks again on main: those holding the given sectors (512-byte sectors), or every lost block.
+A lost (pending) block still holds its last data on main, since nothing was written to it since; a block
+that reads now goes back to main (its entry is removed and its spare slot freed, counted as recovered in
+stats) with the care of an unremap: requests touching it wait while it moves. A block that still does
+not read stays lost. Also run by the daemon for pending blocks when an outage of main ends.
+<device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
+
+Options:
+  --json       print {"checked","recovered","unreadable","blocks":[{"sector","block","result","errno"}]}
+  -h, --help   show this help
+`,
   message: `Usage: dmremap-ublk message <device> <words...>
 
 Sends a dm-remap style message and prints the reply, like dmsetup message. Messages:
   remap <sector>           unremap <sector>           verify <sector>
   table [offset [limit]]   status (the status line)   stats (one key=value line)
   clear_stats              set_auto_remap 0|1         ping
+  recheck [sector...]
+A leading target sector, as dmsetup message passes it ("0 remap 1234"), is accepted when it is 0.
 An unknown message is an error.
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 

@@ -25,10 +25,10 @@ import {
   tableFlagsSchema,
   tableOptions,
 } from './schemas.js';
-import { deviceAndSector, runMessage, runSectorCommand, runStats, runTable } from './remap.js';
+import { deviceAndSectors, deviceAndSector, runMessage, runRecheck, runSectorCommand, runStats, runTable } from './remap.js';
 import { runStatus } from './status.js';
 
-const COMMANDS = ['add', 'list', 'status', 'del', 'remap', 'unremap', 'verify', 'table', 'stats', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -78,6 +78,13 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, statusOptions, true);
       if (values.help) return help(ctx, command);
       return runStats(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
+    }
+    case 'recheck': {
+      const { values, positionals } = parseShape(command, argv, sectorCommandOptions, true);
+      if (values.help) return help(ctx, command);
+      const json = validate(jsonFlagSchema, values).json;
+      const { target, sectors } = deviceAndSectors(command, positionals);
+      return runRecheck(ctx, target, sectors, json);
     }
     case 'message': {
       const { values, positionals } = parseShape(command, argv, messageOptions, true);

@@ -7,6 +7,8 @@ import { describeRemap, describeStatsReport, describeTable, describeUnremap, des
 import { parseSector } from '../numbers.js';
 import { printJson, type CliContext } from './context.js';
 import { liveEntry } from './status.js';
+import { MAX_RECHECK_SECTORS } from '../control/protocol.js';
+import { describeRecheck } from '../device/remap-control.js';
 
 export type SectorCommand = 'remap' | 'unremap' | 'verify';
 
@@ -18,6 +20,24 @@ export function deviceAndSector(command: SectorCommand, positionals: string[]): 
   const [target, s] = positionals as [string, string];
   if (target === '') throw usageError(`device to ${command} must not be empty`);
   return { target, sector: parseSector(s) };
+}
+
+/** `<device> [<sector>...]`: a device and any number of sectors (none: every lost block). */
+export function deviceAndSectors(command: 'recheck', positionals: string[]): { target: string; sectors: number[] } {
+  const [target, ...rest] = positionals;
+  if (target === undefined || target === '') throw usageError(`${command} takes a device and optional sectors: dmremap-ublk ${command} <device> [<sector>...]`);
+  if (rest.length > MAX_RECHECK_SECTORS) throw usageError(`${command} takes at most ${MAX_RECHECK_SECTORS} sectors, got ${rest.length}`);
+  return { target, sectors: rest.map((s) => parseSector(s)) };
+}
+
+/** `recheck <device> [<sector>...]`: re-reads lost blocks on main; those that read go back to main. */
+export async function runRecheck(ctx: CliContext, target: string, sectors: number[], json: boolean): Promise<number> {
+  const sock = liveEntry(ctx, target).socket;
+  // Every lost block is read on main, one block each: allow for a slow failing disk.
+  const r = await request(sock, 'recheck', sectors.length > 0 ? { sectors } : {}, 600_000);
+  if (json) printJson(ctx, r);
+  else ctx.stdout.write(`${describeRecheck(r)}\n`);
+  return 0;
 }
 
 export async function runSectorCommand(ctx: CliContext, command: SectorCommand, target: string, sector: number, json: boolean): Promise<number> {

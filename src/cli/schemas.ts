@@ -38,6 +38,9 @@ export const addOptions = {
   'error-threshold': { type: 'string' },
   'read-retries': { type: 'string' },
   'retry-backoff-ms': { type: 'string' },
+  'outage-regions': { type: 'string' },
+  'outage-window-ms': { type: 'string' },
+  'outage-hold-ms': { type: 'string' },
   ...json,
   ...help,
 } as const satisfies OptionSpecs;
@@ -131,6 +134,9 @@ export const addFlagsSchema = z
     'error-threshold': policyFlag('errorThreshold').optional(),
     'read-retries': policyFlag('readRetries').optional(),
     'retry-backoff-ms': policyFlag('retryBackoffMs').optional(),
+    'outage-regions': policyFlag('outageRegions').optional(),
+    'outage-window-ms': policyFlag('outageWindowMs').optional(),
+    'outage-hold-ms': policyFlag('outageHoldMs').optional(),
     json: z.boolean().default(false),
   })
   .transform((f) => ({
@@ -153,6 +159,9 @@ export const addFlagsSchema = z
       errorThreshold: f['error-threshold'],
       readRetries: f['read-retries'],
       retryBackoffMs: f['retry-backoff-ms'],
+      outageRegions: f['outage-regions'],
+      outageWindowMs: f['outage-window-ms'],
+      outageHoldMs: f['outage-hold-ms'],
     }) satisfies PolicySettings as PolicySettings,
     foreground: f.foreground,
     logFile: f['log-file'] ?? null,

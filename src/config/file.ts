@@ -93,6 +93,9 @@ export function resolvePolicy(config: ConfigFile, device: string | null, flags: 
     errorThreshold: pick('errorThreshold'),
     readRetries: pick('readRetries'),
     retryBackoffMs: pick('retryBackoffMs'),
+    outageRegions: pick('outageRegions'),
+    outageWindowMs: pick('outageWindowMs'),
+    outageHoldMs: pick('outageHoldMs'),
   };
 }
 

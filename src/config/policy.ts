@@ -9,6 +9,16 @@ export interface FaultPolicy {
   readRetries: number;
   /** Wait before the first retry in ms; doubles for each further retry (0..10000). */
   retryBackoffMs: number;
+  /**
+   * Failures on main in this many distinct regions (of 64 equal parts of the device) within
+   * outageWindowMs make a device-wide outage likely: main is probed, and if it does not answer the failed
+   * requests are held instead of remapped (1..64).
+   */
+  outageRegions: number;
+  /** The window of outageRegions, in ms (10..60000). */
+  outageWindowMs: number;
+  /** How long requests are held during an outage before they fail with their errno, in ms (100..600000). */
+  outageHoldMs: number;
 }
 
 export const DEFAULT_POLICY: Readonly<FaultPolicy> = Object.freeze({
@@ -16,10 +26,16 @@ export const DEFAULT_POLICY: Readonly<FaultPolicy> = Object.freeze({
   errorThreshold: 1,
   readRetries: 3,
   retryBackoffMs: 10,
+  outageRegions: 4,
+  outageWindowMs: 2000,
+  outageHoldMs: 30000,
 });
 
 export const POLICY_LIMITS = {
   errorThreshold: { min: 1, max: 65535 },
   readRetries: { min: 0, max: 16 },
   retryBackoffMs: { min: 0, max: 10000 },
+  outageRegions: { min: 1, max: 64 },
+  outageWindowMs: { min: 10, max: 60000 },
+  outageHoldMs: { min: 100, max: 600000 },
 } as const;

@@ -7,7 +7,7 @@ import { POLICY_LIMITS, type FaultPolicy } from './policy.js';
 export type PolicyKey = keyof FaultPolicy;
 
 /** The policy keys in the order they are shown and written. */
-export const POLICY_KEYS = ['autoRemap', 'errorThreshold', 'readRetries', 'retryBackoffMs'] as const satisfies readonly PolicyKey[];
+export const POLICY_KEYS = ['autoRemap', 'errorThreshold', 'readRetries', 'retryBackoffMs', 'outageRegions', 'outageWindowMs', 'outageHoldMs'] as const satisfies readonly PolicyKey[];
 
 /** The command line's names of the keys (snake_case, like dm-remap's sysfs attributes). */
 export const CLI_KEY_NAMES: Readonly<Record<PolicyKey, string>> = {
@@ -15,6 +15,9 @@ export const CLI_KEY_NAMES: Readonly<Record<PolicyKey, string>> = {
   errorThreshold: 'error_threshold',
   readRetries: 'read_retries',
   retryBackoffMs: 'retry_backoff_ms',
+  outageRegions: 'outage_regions',
+  outageWindowMs: 'outage_window_ms',
+  outageHoldMs: 'outage_hold_ms',
 };
 
 /** A device name as `add --name` accepts it: starts with a letter, at most 64 of [A-Za-z0-9._-]. */
@@ -42,6 +45,9 @@ export const policySettingsSchema = z.strictObject(
     errorThreshold: limitedInt(POLICY_LIMITS.errorThreshold).optional(),
     readRetries: limitedInt(POLICY_LIMITS.readRetries).optional(),
     retryBackoffMs: limitedInt(POLICY_LIMITS.retryBackoffMs).optional(),
+    outageRegions: limitedInt(POLICY_LIMITS.outageRegions).optional(),
+    outageWindowMs: limitedInt(POLICY_LIMITS.outageWindowMs).optional(),
+    outageHoldMs: limitedInt(POLICY_LIMITS.outageHoldMs).optional(),
   },
   { error: 'must be an object' },
 );

@@ -11,6 +11,7 @@
 //   → {"id":9,"cmd":"stats"}             ← {"id":9,"ok":true,"result":{...Stats}}
 //   → {"id":10,"cmd":"set_auto_remap","enabled":false}  ← {"id":10,"ok":true,"result":{"autoRemap":false}}
 //   → {"id":11,"cmd":"clear_stats"}      ← {"id":11,"ok":true,"result":{"cleared":true}}
+//   → {"id":12,"cmd":"recheck","sectors":[1234]}  ← {"id":12,"ok":true,"result":{"checked":1,"recovered":1,...}}
 //   → anything else                      ← {"id":<n|null>,"ok":false,"error":{"code":"E_PROTOCOL","message":"..."}}
 //
 // Adding a command is one request schema in `requestSchema`, one result schema in `resultSchemas`, and one
@@ -42,6 +43,13 @@ export const tableRequest = z.strictObject({
 export const statsRequest = z.strictObject({ id: requestId, cmd: z.literal('stats') });
 export const clearStatsRequest = z.strictObject({ id: requestId, cmd: z.literal('clear_stats') });
 export const setAutoRemapRequest = z.strictObject({ id: requestId, cmd: z.literal('set_auto_remap'), enabled: z.boolean() });
+/** Re-read lost blocks on main: those holding `sectors`, or every lost block when absent. */
+export const MAX_RECHECK_SECTORS = 4096;
+export const recheckRequest = z.strictObject({
+  id: requestId,
+  cmd: z.literal('recheck'),
+  sectors: z.array(sector).min(1, 'sectors must not be empty (leave it out to recheck every lost block)').max(MAX_RECHECK_SECTORS).optional(),
+});
 /** dmsetup-message style: "remap 1234", "unremap 1234", "verify 1234", "table [offset [limit]]", "status", "ping". */
 export const messageRequest = z.strictObject({
   id: requestId,
@@ -61,6 +69,7 @@ export const requestSchema = z.discriminatedUnion('cmd', [
   statsRequest,
   clearStatsRequest,
   setAutoRemapRequest,
+  recheckRequest,
 ]);
 export type Request = z.infer<typeof requestSchema>;
 export type Command = Request['cmd'];
@@ -183,6 +192,8 @@ export const statsSchema = z.strictObject({
   relocations: n,
   relocationFailures: n,
   healedBlocks: n,
+  redrivenWrites: n,
+  recoveredBlocks: n,
   pendingBlocks: n,
   lostBlocks: n,
   spareIoErrors: n,
@@ -192,6 +203,8 @@ export const statsSchema = z.strictObject({
   queue: z.strictObject({ queued: n, foreground: n, background: n, running: n, handled: n, batches: n, droppedBackground: n }),
   freeSlots: n,
   spareFull: z.boolean(),
+  /** Device-wide outages of main (README, "Outages"). */
+  outage: z.strictObject({ active: z.boolean(), since: n.nullable(), outages: n, held: n, heldTotal: n, failedAfterHold: n }),
   health: z.enum(['healthy', 'degraded', 'critical']),
 });
 export type Stats = z.infer<typeof statsSchema>;
@@ -238,6 +251,21 @@ export const resultSchemas = {
   stats: statsSchema,
   clear_stats: z.strictObject({ cleared: z.literal(true) }),
   set_auto_remap: z.strictObject({ autoRemap: z.boolean() }),
+  recheck: z.strictObject({
+    /** Lost blocks read on main. */
+    checked: z.number(),
+    /** Of those, blocks that read and are back on main (slot freed). */
+    recovered: z.number(),
+    /** Of those, blocks that still do not read (still lost). */
+    unreadable: z.number(),
+    /**
+     * One per block (the first MAX_RECHECK_SECTORS): recovered, unreadable (errno), not-lost (given, but not
+     * lost), main-stale (lost, but main's copy is not known to be its data: left lost).
+     */
+    blocks: z.array(
+      z.strictObject({ sector: z.number(), block: z.number(), result: z.enum(['recovered', 'unreadable', 'not-lost', 'main-stale']), errno: z.string().nullable() }),
+    ),
+  }),
 } satisfies Record<Command, z.ZodType>;
 export type ResultOf<C extends Command> = z.infer<(typeof resultSchemas)[C]>;
 

@@ -1,5 +1,5 @@
 // Auto-remap: what the daemon does with a request native parked because part of it failed (io_fault),
-// and with a write that healed lost blocks. Native never decides; this module does (DESIGN.md):
+// and with a write whose data native put in spare slots (lost_written). Native never decides; this module does (DESIGN.md):
 //
 // - write error on main: narrow the failure to single blocks (a retry with one backing I/O per block),
 //   publish those blocks LOST at reserved spare slots (not committed yet), retry: the write goes to the
@@ -22,7 +22,9 @@ import { DmrError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { FaultAction, NativeDevice, NativeEvent } from '../native.js';
 import { BurstLog } from './burst-log.js';
-import type { RemapEngine } from './remap-engine.js';
+import { OutageDetector } from './outage-detector.js';
+import { OutageMonitor, probeMain, type OutageStats } from './outage-monitor.js';
+import type { RecheckResult, RemapEngine } from './remap-engine.js';
 import { jobKey, WorkQueue, type WorkQueueStats } from './work-queue.js';
 
 type FaultEvent = Extract<NativeEvent, { type: 'io_fault' }>;
@@ -44,8 +46,12 @@ export interface AutoRemapCounters {
   spareIoErrors: number;
   /** Failed requests completed with their error: auto-remap off, spare full, metadata failure. */
   passedThrough: number;
-  /** Blocks whose write landed in their slot and was committed: redirected writes and healed lost blocks. */
-  healed: number;
+  /** Blocks whose write landed in their slot and was committed there (redirected writes, and written lost blocks): stats healedBlocks. */
+  slotWritesCommitted: number;
+  /** Writes driven again because their data went to a slot their block had left (moved, or redirect abandoned). */
+  redrivenWrites: number;
+  /** Lost blocks that read on main again (recheck) and are back there. */
+  recovered: number;
 }
 
 const zero = (): AutoRemapCounters => ({
@@ -56,14 +62,24 @@ const zero = (): AutoRemapCounters => ({
   relocationFailures: 0,
   spareIoErrors: 0,
   passedThrough: 0,
-  healed: 0,
+  slotWritesCommitted: 0,
+  redrivenWrites: 0,
+  recovered: 0,
 });
 
 interface Job {
   block: number;
+  /** 'slot-write' jobs: the slot the write's data went to. */
+  slot?: number;
   slotFailed: boolean;
   errorCount: number;
 }
+
+/** The outcome of a 'slot-write' job whose block is no longer at that slot: the write is driven again. */
+class RedriveWrite extends Error {}
+
+/** The outcome of a 'lost' or 'redirect' job when main is in an outage: nothing was done; the request is held. */
+class OutageHold extends Error {}
 
 interface FaultRecord {
   op: FaultEvent['op'];
@@ -74,6 +90,10 @@ interface FaultRecord {
   /** Its blocks were remapped for it (a write): nothing to relocate when it clears. */
   remapped: boolean;
   firstErrno: number;
+  /** Retries given to it when an outage it was held in ended (not counted against its retries). */
+  outageRetries: number;
+  /** It was held in an outage: its failures were the outage's, not its blocks'. */
+  outage: boolean;
 }
 
 /**
@@ -102,7 +122,12 @@ export class AutoRemapper {
   private persistTimer: NodeJS.Timeout | null = null;
   /** Errors and remaps are logged through this: one line at once, then one summary per second of a burst. */
   private readonly burst: BurstLog;
-  spareFull = false;
+  private readonly detector: OutageDetector;
+  /** Device-wide outages of main: while one lasts, failed requests are held, never remapped or marked lost. */
+  readonly outage: OutageMonitor;
+
+  /** A slot was refused because the spare is full, and none has been freed since (nor stats cleared). */
+  private spareFullSeen = false;
 
   constructor(
     private readonly engine: RemapEngine,
@@ -113,9 +138,19 @@ export class AutoRemapper {
     private readonly queueFile: string | null = null,
   ) {
     this.burst = new BurstLog(log);
+    const deviceBlocks = Number(engine.deviceBytes / BigInt(engine.blockSize));
+    this.detector = new OutageDetector(() => ({ regions: policy.outageRegions, windowMs: policy.outageWindowMs }), deviceBlocks, Date.now);
+    this.outage = new OutageMonitor(
+      () => probeMain(device, engine.blockSize, deviceBlocks),
+      () => this.policy.outageHoldMs,
+      log,
+      () => this.afterOutage(),
+      () => this.detector.reset(),
+    );
+    engine.outageActive = () => this.outage.active;
     // A failed write's two steps (redirect, then commit once its data is in the slot) share batches: one
     // commit and one table publish serve the writes being redirected and those being committed.
-    this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'heal' ? 'write' : kind));
+    this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'slot-write' ? 'write' : kind));
     this.queue.onSettled = (kind) => {
       if (kind === 'relocate') this.persistSoon();
     };
@@ -172,6 +207,28 @@ export class AutoRemapper {
     }
   }
 
+  /**
+   * Re-reads lost blocks on main (`blocks`, or all; `autoOnly`: only those auto-remap marked pending) and
+   * returns those that read to main (RemapEngine.recheck); counts them `recovered`.
+   */
+  async recheck(blocks: readonly number[] | null, autoOnly = false): Promise<RecheckResult[]> {
+    const r = await this.engine.recheck(blocks, autoOnly);
+    this.counters.recovered += r.filter((x) => x.result === 'recovered').length;
+    return r;
+  }
+
+  /** After an outage: the blocks marked pending may have failed for the outage's sake; read them again. */
+  private afterOutage(): void {
+    if (this.closed) return;
+    this.recheck(null, true).then(
+      (r) => {
+        const back = r.filter((x) => x.result === 'recovered').length;
+        if (r.length > 0) this.log.info({ checked: r.length, recovered: back }, 'pending blocks rechecked after the outage');
+      },
+      (e: unknown) => this.log.error({ err: String(e) }, 'rechecking pending blocks after the outage failed'),
+    );
+  }
+
   /** Turns auto-remap on or off for this device (not persisted: the config file holds the default). */
   setAutoRemap(on: boolean): void {
     this.policy.autoRemap = on;
@@ -179,14 +236,28 @@ export class AutoRemapper {
     this.log.info({ autoRemap: on }, `auto-remap ${on ? 'on' : 'off'}`);
   }
 
+  /**
+   * The spare is full now: a remap was refused for want of a slot and no slot is free yet. Clears itself
+   * once a slot is free again (an unremap, a remap given up), and on clear_stats.
+   */
+  get spareFull(): boolean {
+    if (this.spareFullSeen && this.engine.store.allocator.free > 0) {
+      this.spareFullSeen = false;
+      this.log.info({ freeSlots: this.engine.store.allocator.free }, 'the spare has free slots again');
+    }
+    return this.spareFullSeen;
+  }
+
   clearStats(): void {
+    this.spareFullSeen = false;
+    this.outage.clearStats();
     this.counters = zero();
     this.suspects.clear();
     this.engine.clearErrorCounters();
   }
 
-  stats(): AutoRemapCounters & { queue: WorkQueueStats; faultsParked: number; suspectBlocks: number } {
-    return { ...this.counters, queue: this.queue.stats(), faultsParked: this.faults.size, suspectBlocks: this.suspects.size };
+  stats(): AutoRemapCounters & { queue: WorkQueueStats; faultsParked: number; suspectBlocks: number; outage: OutageStats } {
+    return { ...this.counters, queue: this.queue.stats(), faultsParked: this.faults.size, suspectBlocks: this.suspects.size, outage: this.outage.stats() };
   }
 
   /** Waits until no fault is being handled and the work queue is empty (tests, benchmarks). */
@@ -197,6 +268,7 @@ export class AutoRemapper {
   /** Stops taking decisions: retries are cancelled, queued jobs dropped (native fails parked requests on stop). */
   async close(): Promise<void> {
     this.closed = true;
+    this.outage.close();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     if (this.persistTimer !== null) clearTimeout(this.persistTimer);
@@ -238,20 +310,39 @@ export class AutoRemapper {
   }
 
   private async lostWritten(ev: FaultEvent): Promise<void> {
-    const blocks: number[] = [];
-    for (const r of ev.written) for (let b = r.block; b < r.block + r.blocks; b++) blocks.push(b);
-    const errs = await Promise.all(blocks.map((block) => this.queue.add('foreground', 'heal', { block, slotFailed: false, errorCount: 0 })));
-    const err = errs.find((e) => e !== null);
+    const writes: Array<{ block: number; slot: number }> = [];
+    for (const r of ev.written) for (let i = 0; i < r.blocks; i++) writes.push({ block: r.block + i, slot: r.slot + i });
+    const blocks = writes.map((x) => x.block);
+    const errs = await Promise.all(writes.map((x) => this.queue.add('foreground', 'slot-write', { ...x, slotFailed: false, errorCount: 0 })));
+    const err = errs.find((e) => e !== null && !(e instanceof RedriveWrite));
     if (err) {
       this.burst.note('commit-failed', 'error', 'writes to spare slots could not be committed: they fail', { blocks, fields: { err: err.message } });
       this.counters.passedThrough++;
       this.resolve(ev, { action: 'fail', errno: EIO });
       return;
     }
-    this.counters.healed += blocks.length;
-    this.burst.note('committed', 'info', 'writes committed in spare slots (blocks remapped after write errors, or healed)', { blocks });
+    const redrive = writes.filter((_, i) => errs[i] instanceof RedriveWrite);
+    this.counters.slotWritesCommitted += writes.length - redrive.length;
+    if (writes.length > redrive.length) {
+      this.burst.note('committed', 'info', 'writes committed in spare slots (blocks remapped after write errors, or healed)', { blocks });
+    }
     const rec = this.faults.get(keyOf(ev));
     if (rec) rec.remapped = true;
+    if (redrive.length > 0) {
+      // Their data went to a slot the table no longer gives the block (it moved, or its redirect was
+      // abandoned): acknowledging would map the block to a slot without the data. Write it again, against
+      // the table as it is now.
+      if (ev.attempt >= MAX_WRITE_ATTEMPTS) {
+        this.log.error({ attempt: ev.attempt, blocks: redrive.slice(0, 16).map((x) => x.block) }, 'write keeps landing in slots its blocks left: it fails');
+        this.counters.passedThrough++;
+        this.resolve(ev, { action: 'fail', errno: EIO });
+        return;
+      }
+      this.counters.redrivenWrites++;
+      this.log.debug({ blocks: redrive.slice(0, 16) }, 'write landed in slots its blocks left: written again');
+      this.resolve(ev, { action: 'retry' });
+      return;
+    }
     this.resolve(ev, { action: 'complete' });
   }
 
@@ -260,7 +351,7 @@ export class AutoRemapper {
     let rec = this.faults.get(key);
     const errno = ev.failed[0]?.errno ?? EIO;
     if (rec === undefined) {
-      rec = { op: ev.op, blocks: new Map(), narrowed: false, remapped: false, firstErrno: errno };
+      rec = { op: ev.op, blocks: new Map(), narrowed: false, remapped: false, firstErrno: errno, outageRetries: 0, outage: false };
       this.faults.set(key, rec);
     }
     if (ev.attempt === 0) this.engine.countErrors(ev.op === 'read' ? 'read' : 'write', ev.failed.length);
@@ -287,8 +378,37 @@ export class AutoRemapper {
       this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
       return;
     }
+    // A device-wide outage is not a surface defect: hold the request until main answers.
+    let suspicious = false;
+    for (const r of ev.failed) if (r.device === 'main' && this.detector.failure(r.block, r.errno)) suspicious = true;
+    if (this.outage.active || (suspicious && (await this.outage.confirm()))) {
+      this.holdForOutage(ev, rec);
+      return;
+    }
     if (ev.op === 'read') return this.readFailed(ev, rec, multi);
     return this.writeFailed(ev, rec, multi);
+  }
+
+  /**
+   * Holds a request during an outage (it stays parked in native): retried whole when main answers (the
+   * retry does not count against its own retries), failed with its first errno if main does not answer
+   * within outageHoldMs. Nothing is remapped or marked lost for it either way.
+   */
+  private holdForOutage(ev: FaultEvent, rec: FaultRecord): void {
+    rec.outage = true;
+    this.outage.hold({
+      release: (mainAnswers) => {
+        if (this.closed) return;
+        if (mainAnswers) {
+          rec.outageRetries++;
+          rec.narrowed = false;
+          this.resolve(ev, { action: 'retry' });
+        } else {
+          this.counters.passedThrough++;
+          this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
+        }
+      },
+    });
   }
 
   private retry(ev: FaultEvent, rec: FaultRecord, delayMs: number): void {
@@ -301,14 +421,19 @@ export class AutoRemapper {
 
   private async readFailed(ev: FaultEvent, rec: FaultRecord, multi: boolean): Promise<void> {
     const { readRetries, retryBackoffMs } = this.policy;
+    const attempt = ev.attempt - rec.outageRetries;
     // A failure not yet narrowed to single blocks is narrowed first, even with no retries configured:
     // marking a whole request's blocks lost for one bad block would throw good data away.
-    if (ev.attempt < readRetries || (multi && !rec.narrowed)) {
-      this.retry(ev, rec, retryBackoffMs * 2 ** Math.min(ev.attempt, 10));
+    if (attempt < readRetries || (multi && !rec.narrowed)) {
+      this.retry(ev, rec, retryBackoffMs * 2 ** Math.min(attempt, 10));
+      return;
+    }
+    const errs = await this.jobs('lost', rec);
+    if (errs instanceof OutageHold) {
+      this.holdForOutage(ev, rec);
       return;
     }
     this.counters.unrecoveredReads++;
-    const errs = await this.jobs('lost', rec);
     const blocks = [...rec.blocks.keys()];
     if (errs === null) this.burst.note('pending', 'error', 'read failed on every try: blocks marked pending (lost until written)', { blocks, fields: { tries: ev.attempt + 1 } });
     else this.log.error({ blocks: blocks.slice(0, 16), count: blocks.length, err: errs.message }, 'read failed on every try; marking the blocks pending failed');
@@ -320,7 +445,7 @@ export class AutoRemapper {
       this.retry(ev, rec, 0);
       return;
     }
-    if (ev.attempt >= MAX_WRITE_ATTEMPTS) {
+    if (ev.attempt - rec.outageRetries >= MAX_WRITE_ATTEMPTS) {
       this.log.error({ attempt: ev.attempt }, 'write keeps failing after remaps: it fails');
       await this.engine.abandonRedirects([...rec.blocks.keys()]).catch(() => undefined);
       this.counters.passedThrough++;
@@ -328,6 +453,10 @@ export class AutoRemapper {
       return;
     }
     const err = await this.jobs('redirect', rec);
+    if (err instanceof OutageHold) {
+      this.holdForOutage(ev, rec);
+      return;
+    }
     if (err !== null) {
       await this.engine.abandonRedirects([...rec.blocks.keys()]).catch(() => undefined);
       this.counters.passedThrough++;
@@ -353,8 +482,8 @@ export class AutoRemapper {
     );
     const err = errs.find((e) => e !== null) ?? null;
     if (err !== null && err instanceof DmrError && err.code === 'E_SPARE_FULL') {
-      if (!this.spareFull) this.log.error('spare full: errors now reach the user; health is critical');
-      this.spareFull = true;
+      if (!this.spareFullSeen) this.log.error('spare full: errors now reach the user; health is critical');
+      this.spareFullSeen = true;
     }
     return err;
   }
@@ -371,7 +500,8 @@ export class AutoRemapper {
     const key = keyOf(ev);
     const rec = this.faults.get(key);
     this.faults.delete(key);
-    if (rec === undefined || rec.remapped) return;
+    // Held in an outage and through now: the outage failed it, not its blocks.
+    if (rec === undefined || rec.remapped || rec.outage) return;
     if (rec.op === 'read') this.counters.recoveredReads++;
     // The request went through on a retry: its blocks work, for now. Relocate them once they reach the threshold.
     for (const [block, device] of rec.blocks) {
@@ -389,18 +519,32 @@ export class AutoRemapper {
     };
     const items = (kind: string): Job[] => jobs.filter((j) => j.kind === kind).map((j) => j.item);
     switch (group) {
-      case 'lost':
+      case 'lost': {
+        // The last check before blocks are marked lost: main must answer a probe (faults being narrowed
+        // when an outage began end up here; they are held, not marked).
+        if (await this.outage.confirm()) {
+          for (const it of items('lost')) out.set(jobKey('lost', it.block), new OutageHold('main is in an outage'));
+          return out;
+        }
         put('lost', await this.engine.markLost(items('lost')));
         return out;
+      }
       case 'write': {
-        const redirect = items('redirect');
-        const heal = items('heal').map((i) => i.block);
-        const r = await this.engine.writeBatch(redirect, heal);
+        let redirect = items('redirect');
+        if (redirect.length > 0 && (await this.outage.confirm())) {
+          // No remap during an outage: the failed writes are held; writes already in slots are committed.
+          for (const it of redirect) out.set(jobKey('redirect', it.block), new OutageHold('main is in an outage'));
+          redirect = [];
+        }
+        const slotWrites = items('slot-write').map((i) => ({ block: i.block, slot: i.slot ?? -1 }));
+        const r = await this.engine.writeBatch(redirect, slotWrites);
         put('redirect', r.redirected);
-        if (r.healError !== null) for (const b of heal) out.set(jobKey('heal', b), r.healError);
+        for (const x of r.redrive) out.set(jobKey('slot-write', x.block, x.slot), new RedriveWrite(`block ${x.block} left slot ${x.slot}`));
+        if (r.commitError !== null) for (const x of slotWrites) out.set(jobKey('slot-write', x.block, x.slot), r.commitError);
         return out;
       }
       case 'relocate': {
+        if (this.outage.active) return out; // main does not answer: the block comes back at its next error
         const { readRetries, retryBackoffMs } = this.policy;
         for (const it of items('relocate')) {
           const r = await this.engine.relocate(it.block, it.slotFailed, it.errorCount, readRetries + 1, retryBackoffMs);

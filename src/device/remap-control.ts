@@ -5,13 +5,14 @@ import { DEFAULT_TABLE_LIMIT, MAX_TABLE_LIMIT, type DeviceStatus, type Handlers,
 import type { RemapEngine } from './remap-engine.js';
 import { parseSector, parseWholeNumber } from '../numbers.js';
 import type { AutoRemapper } from './auto-remap.js';
+import { MAX_RECHECK_SECTORS } from '../control/protocol.js';
 
 type RemapStatus = DeviceStatus['remap'];
-type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'stats' | 'clear_stats' | 'set_auto_remap';
+type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'stats' | 'clear_stats' | 'set_auto_remap' | 'recheck';
 
 /**
  * Health, a simple rule until the health model exists: `critical` when the spare has no free slot or 90%
- * or more of its slots are used; `degraded` when a block is lost, half the slots are used, or a read or
+ * or more of its slots are used (and, in the status, during an outage of main); `degraded` when a block is lost, half the slots are used, or a read or
  * write error was ever counted; `healthy` otherwise.
  */
 export function healthOf(r: Pick<RemapStatus, 'slots' | 'used' | 'free' | 'lost' | 'readErrors' | 'writeErrors'>): RemapStatus['health'] {
@@ -59,7 +60,7 @@ export function remapStatus(engine: RemapEngine): RemapStatus {
     journalCapacity: st.journalCapacity,
     generation: st.generation,
   };
-  const withHealth = { ...base, health: healthOf(base) };
+  const withHealth = { ...base, health: engine.outageActive() ? ('critical' as const) : healthOf(base) };
   return { line: statusLine(withHealth), ...withHealth };
 }
 
@@ -88,6 +89,18 @@ export function describeVerify(r: ResultOf<'verify'>): string {
   }
 }
 
+export function describeRecheck(r: ResultOf<'recheck'>): string {
+  const lines = [`rechecked ${r.checked} lost block(s): ${r.recovered} read on main again and are back there, ${r.unreadable} still unreadable`];
+  for (const b of r.blocks) {
+    if (b.result === 'recovered') lines.push(`sector ${b.sector} (block ${b.block}): recovered`);
+    else if (b.result === 'unreadable') lines.push(`sector ${b.sector} (block ${b.block}): still unreadable (${b.errno ?? 'error'})`);
+    else if (b.result === 'main-stale') {
+      lines.push(`sector ${b.sector} (block ${b.block}): stays lost: main's copy is not known to be its data (its slot failed, or it was lost before the daemon started)`);
+    } else lines.push(`sector ${b.sector} (block ${b.block}): not lost, nothing to recheck`);
+  }
+  return lines.join('\n');
+}
+
 export function describeTable(t: ResultOf<'table'>): string {
   const lines = [`${t.total} remapped block(s)${t.entries.length < t.total ? `, showing ${t.offset}-${t.offset + t.entries.length - 1}` : ''}`];
   for (const e of t.entries) {
@@ -105,6 +118,7 @@ const MESSAGES = [
   'stats',
   'clear_stats',
   'set_auto_remap 0|1',
+  'recheck [sector...]',
   'ping',
 ] as const;
 
@@ -128,7 +142,9 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultO
     manualRemaps: c.manualRemaps,
     relocations: a.relocations,
     relocationFailures: a.relocationFailures,
-    healedBlocks: a.healed,
+    healedBlocks: a.slotWritesCommitted,
+    redrivenWrites: a.redrivenWrites,
+    recoveredBlocks: a.recovered,
     pendingBlocks: pending,
     lostBlocks: rs.lost,
     spareIoErrors: a.spareIoErrors,
@@ -138,7 +154,8 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultO
     queue: a.queue,
     freeSlots: rs.free,
     spareFull: auto.spareFull || rs.free === 0,
-    health: auto.spareFull ? 'critical' : rs.health,
+    outage: a.outage,
+    health: auto.spareFull || a.outage.active ? 'critical' : rs.health,
   };
 }
 
@@ -150,9 +167,11 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
     `errors            ${s.writeErrors} write, ${s.readErrors} read, ${s.spareIoErrors} on the spare`,
     `reads             ${s.retries} retries, ${s.recoveredReads} recovered, ${s.unrecoveredReads} failed every try`,
     `remaps            ${s.autoRemaps} automatic, ${s.manualRemaps} manual, ${s.relocations} relocations (${s.relocationFailures} failed)`,
-    `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} written to their slots (redirected or healed)`,
+    `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} written to their slots (redirected or healed), ${s.redrivenWrites} writes driven again (their block had left the slot), ${s.recoveredBlocks} lost blocks recovered by recheck`,
     `spare             ${s.freeSlots} free slots, ${s.retiredSlots} retired${s.spareFull ? ', FULL: errors reach the user' : ''}`,
     `passed through    ${s.passedThrough} failed requests returned to the user`,
+    `outages           ${s.outage.active ? `NOW (since ${new Date(s.outage.since ?? 0).toISOString()}, ${s.outage.held} requests held); ` : ''}` +
+      `${s.outage.outages} outages of main, ${s.outage.heldTotal} requests held, ${s.outage.failedAfterHold} failed after the hold`,
     `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting` +
       (q.droppedBackground > 0 ? `; ${q.droppedBackground} relocations dropped (queue full: they wait for the block's next error)` : ''),
     `health            ${s.health}`,
@@ -166,8 +185,22 @@ export function describeStats(s: ResultOf<'stats'>): string {
     `recovered_reads=${s.recoveredReads} unrecovered_reads=${s.unrecoveredReads} auto_remaps=${s.autoRemaps} ` +
     `manual_remaps=${s.manualRemaps} relocations=${s.relocations} pending=${s.pendingBlocks} lost=${s.lostBlocks} ` +
     `spare_io_errors=${s.spareIoErrors} retired_slots=${s.retiredSlots} passed_through=${s.passedThrough} ` +
-    `queued=${s.queue.queued + s.queue.running} free_slots=${s.freeSlots} health=${s.health}`
+    `queued=${s.queue.queued + s.queue.running} free_slots=${s.freeSlots} outage=${s.outage.active ? 1 : 0} outages=${s.outage.outages} ` +
+    `held=${s.outage.held} health=${s.health}`
   );
+}
+
+/**
+ * `dmsetup message <dev> <sector> <message>` passes the sector the message is for first; dm-remap scripts
+ * say `0 remap N`. The device is one target starting at sector 0, so a leading `0` is accepted and dropped;
+ * another leading number is an error (there is no other target to send it to).
+ */
+export function withoutDmsetupSector(words: string[]): string[] {
+  const first = words[0] ?? '';
+  if (!/^[0-9]+$/.test(first)) return words;
+  if (!/^0+$/.test(first)) throw usageError(`message: the leading sector (dmsetup's target sector) must be 0, got ${first}: the device is one target starting at sector 0`);
+  if (words.length === 1) throw usageError('message: nothing after the leading sector 0 (e.g. "0 remap 1234")');
+  return words.slice(1);
 }
 
 function count(from: string, words: string[], min: number, max: number, usage: string): void {
@@ -193,13 +226,25 @@ export function remapHandlers(engine: () => RemapEngine, status: () => DeviceSta
     remap: (req: { sector: number }) => engine().remap(req.sector),
     unremap: (req: { sector: number }) => engine().unremap(req.sector),
     verify: (req: { sector: number }) => engine().verify(req.sector),
+    recheck: async (req: { sectors?: number[] }): Promise<ResultOf<'recheck'>> => {
+      const e = engine();
+      const blocks = req.sectors === undefined ? null : req.sectors.map((s) => e.blockOf(s));
+      const r = await auto().recheck(blocks);
+      const count = (k: string): number => r.filter((x) => x.result === k).length;
+      return {
+        checked: count('recovered') + count('unreadable'),
+        recovered: count('recovered'),
+        unreadable: count('unreadable'),
+        blocks: r.slice(0, MAX_RECHECK_SECTORS).map((x) => ({ sector: (x.block * e.blockSize) / 512, ...x })),
+      };
+    },
     table: (req: { offset?: number; limit?: number }) => {
       const { offset, limit } = tableArgs(req.offset, req.limit);
       return engine().table(offset, limit);
     },
   };
   const message = async (req: { words: string[] }): Promise<ResultOf<'message'>> => {
-    const words = req.words;
+    const words = withoutDmsetupSector(req.words);
     const verb = (words[0] ?? '').toLowerCase();
     switch (verb) {
       case 'ping':
@@ -230,6 +275,11 @@ export function remapHandlers(engine: () => RemapEngine, status: () => DeviceSta
         if (verb === 'remap') return { reply: describeRemap(await h.remap({ sector })) };
         if (verb === 'unremap') return { reply: describeUnremap(await h.unremap({ sector })) };
         return { reply: describeVerify(await h.verify({ sector })) };
+      }
+      case 'recheck': {
+        count(verb, words, 0, 15, 'recheck [sector...]');
+        const sectors = words.slice(1).map((w) => parseSector(w));
+        return { reply: describeRecheck(await h.recheck(sectors.length > 0 ? { sectors } : {})) };
       }
       case 'table': {
         count(verb, words, 0, 2, 'table [offset [limit]]');

@@ -1,28 +1,30 @@
-// The remap engine inside the daemon: the remap store on the spare (opened before the ublk device starts),
-// the table the native data path consults, and the online manual operations remap / unremap / verify.
+// The remap engine inside the daemon: the remap store on the spare (opened before the ublk device starts)
+// and the operations on it, run one at a time (a second request waits for the first). Its four jobs live in
+// their own files: the table the data path sees, with the blocks being moved and the writes being
+// redirected (remap-mirror.ts); the manual operations remap, unremap and recheck (manual-ops.ts); the fault
+// primitives auto-remap runs (fault-ops.ts); and the queries verify and table (remap-queries.ts).
 //
 // Order of a manual remap (DESIGN.md invariants 2-4): reserve a slot → publish the block as MOVING (I/O
 // touching it now waits in native) → drain (no earlier I/O still touches it) → copy main block → slot →
 // flush the spare → commit the remap (journal write + flush) → publish it mapped. A main read failure
 // during the copy commits the block as `lost` and publishes it LOST (reads fail, never stale data). Any
 // other failure before the commit gives the slot back and publishes the table without the block.
-// Operations run one at a time (a second request waits for the first).
-import { DmrError, errnoName, errorCodeOf } from '../errors.js';
+import { DmrError } from '../errors.js';
 import type { BackingRole, NativeDevice, NativeEvent } from '../native.js';
-import { isNativeError, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE } from '../native.js';
 import type { Logger } from '../log.js';
 import {
   RemapStore,
-  remapBlock,
   slotOffset,
   type SpareIo,
-  unremapBlock,
   type LoadReport,
   type MainIdentity,
-  type RemapEntry,
-  type RemapOp,
 } from '../remap/index.js';
 import { JOURNAL_RECORD_SIZE, MIN_JOURNAL_RECORDS, DEFAULT_JOURNAL_RECORDS } from '../remap/geometry.js';
+import type { EngineContext } from './engine-context.js';
+import { FaultOps } from './fault-ops.js';
+import { ManualOps } from './manual-ops.js';
+import { RemapMirror } from './remap-mirror.js';
+import { RemapQueries } from './remap-queries.js';
 
 export const SECTOR = 512;
 
@@ -60,6 +62,17 @@ export interface VerifyResult {
   errno: string | null;
 }
 
+/** What recheck did with one block. */
+export interface RecheckResult {
+  block: number;
+  /**
+   * recovered: it read on main and is back there; unreadable: still lost; not-lost: nothing to recheck;
+   * main-stale: lost, but main's copy is not known to be its last data (see lastDataOnMain): it stays lost.
+   */
+  result: 'recovered' | 'unreadable' | 'not-lost' | 'main-stale';
+  errno: string | null;
+}
+
 export interface TableEntryOut {
   block: number;
   sector: number;
@@ -86,41 +99,20 @@ export interface FaultItem {
   errorCount: number;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function isReadFailure(e: unknown): boolean {
-  return isNativeError(e) && e.command.startsWith('read');
-}
-
-function ioFailure(e: unknown, doing: string): DmrError {
-  if (e instanceof DmrError) return e;
-  const code = errorCodeOf(e);
-  const msg = e instanceof Error ? e.message : String(e);
-  return new DmrError('E_IO', `${doing}: ${msg}${code !== undefined && !msg.includes(code) ? ` (${code})` : ''}`, { cause: e });
-}
-
-/** A provisional or moving block as published over the committed table. */
-interface Overlay {
+/** A write's data for `block` went to spare slot `slot` (from a 'lost_written' report). */
+export interface SlotWrite {
+  block: number;
   slot: number;
-  flags: number;
-  /** Provisional (a redirected write's reserved slot), possibly moving too. */
-  provisional: boolean;
 }
 
 export class RemapEngine {
-  private device: NativeDevice | null = null;
-  /** Blocks being moved right now (published MOVING), block → slot. */
-  private readonly moving = new Map<number, number>();
-  /**
-   * Blocks whose failed write is being redirected to a reserved slot, not committed yet (published LOST:
-   * the retried write lands in the slot, reads fail). Committed `mapped` when the write reports its data
-   * in the slot; dropped (the block is back on main, the slot free) if the write fails for good.
-   */
-  private readonly provisional = new Map<number, { slot: number; errorCount: number }>();
-  /** The overlay (provisional and moving blocks) as last published, block → entry. */
-  private publishedOverlay = new Map<number, Overlay>();
-  /** The next publish sends the whole table (first publish, or a failed update left native unknown). */
-  private publishAll = true;
+  /** The table as the data path sees it (remap-mirror.ts). */
+  private mirror!: RemapMirror;
+  private faults!: FaultOps;
+  private manual!: ManualOps;
+  private queries!: RemapQueries;
+  /** Whether main is in an outage now (set by the auto-remapper): the status's health is critical then. */
+  outageActive: () => boolean = () => false;
   private chain: Promise<unknown> = Promise.resolve();
   /** Error totals changed since the last commit (persisted at the next commit or on close). */
   private countersDirty = false;
@@ -133,7 +125,24 @@ export class RemapEngine {
     readonly blockSize: 512 | 4096,
     readonly deviceBytes: bigint,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.mirror = new RemapMirror(store);
+    const ctx: EngineContext = {
+      store,
+      blockSize,
+      log,
+      mirror: this.mirror,
+      lastDataOnMain: new Set<number>(),
+      dev: () => this.mirror.dev(),
+      countersPersisted: () => {
+        this.countersDirty = false;
+      },
+      sectorOf: (block: number) => (block * blockSize) / SECTOR,
+    };
+    this.faults = new FaultOps(ctx);
+    this.manual = new ManualOps(ctx);
+    this.queries = new RemapQueries(ctx);
+  }
 
   /** Opens (or formats) the spare's metadata. Refusals are typed errors and leave the spare untouched. */
   static async open(o: EngineOptions): Promise<RemapEngine> {
@@ -162,9 +171,7 @@ export class RemapEngine {
 
   /** Attaches the native device and publishes the table to it (before its start: no I/O misses a remap). */
   attach(device: NativeDevice): void {
-    this.device = device;
-    this.publishAll = true;
-    this.publish();
+    this.mirror.attach(device);
   }
 
   /** Counts a backing I/O error (persisted with the next commit and on close). */
@@ -192,54 +199,20 @@ export class RemapEngine {
 
   remap(sector: number): Promise<RemapResult> {
     const block = this.blockOf(sector);
-    return this.serial(() => this.doRemap(sector, block));
+    return this.serial(() => this.manual.remap(sector, block));
   }
 
   unremap(sector: number): Promise<{ sector: number; block: number; slot: number }> {
     const block = this.blockOf(sector);
-    return this.serial(() => this.doUnremap(sector, block));
+    return this.serial(() => this.manual.unremap(sector, block));
   }
 
-  async verify(sector: number): Promise<VerifyResult> {
-    const block = this.blockOf(sector);
-    const e = this.store.table.get(block);
-    const mainOff = block * this.blockSize;
-    if (this.moving.has(block) || this.provisional.has(block)) {
-      return { sector, block, state: 'moving', device: e ? 'spare' : 'main', slot: e?.slot ?? null, offset: e ? this.store.allocator.offsetOf(e.slot) : mainOff, readable: false, errno: null };
-    }
-    if (e?.state === 'lost') {
-      // Its data is gone: the device fails reads of it with EIO until it is written.
-      return { sector, block, state: 'lost', device: 'spare', slot: e.slot, offset: this.store.allocator.offsetOf(e.slot), readable: false, errno: 'EIO' };
-    }
-    const device: BackingRole = e ? 'spare' : 'main';
-    const offset = e ? this.store.allocator.offsetOf(e.slot) : mainOff;
-    let errno: string | null = null;
-    try {
-      await this.dev().readRange(device, BigInt(offset), this.blockSize);
-    } catch (err) {
-      errno = errorCodeOf(err) ?? (isNativeError(err) ? errnoName(err.errno) : 'EIO');
-    }
-    return { sector, block, state: e ? 'mapped' : 'unmapped', device, slot: e?.slot ?? null, offset, readable: errno === null, errno };
+  verify(sector: number): Promise<VerifyResult> {
+    return this.queries.verify(sector, this.blockOf(sector));
   }
 
   table(offset: number, limit: number): { total: number; offset: number; entries: TableEntryOut[] } {
-    const keys = this.store.table.sortedBlocks();
-    const entries: TableEntryOut[] = [];
-    const end = Math.min(keys.length, offset + limit);
-    for (let i = offset; i < end; i++) {
-      const block = keys[i] as number;
-      const e = this.store.table.get(block) as RemapEntry;
-      entries.push({
-        block,
-        sector: (block * this.blockSize) / SECTOR,
-        slot: e.slot,
-        state: e.state,
-        origin: e.origin,
-        time: e.time,
-        errorCount: e.errorCount,
-      });
-    }
-    return { total: keys.length, offset, entries };
+    return this.queries.table(offset, limit);
   }
 
   /** Counts `n` read or write errors (persisted with the next commit and on close). */
@@ -257,265 +230,32 @@ export class RemapEngine {
     this.countersDirty = true;
   }
 
-  /**
-   * Makes each block `lost` (origin auto) at a slot of its own, in one batch: the blocks are published
-   * MOVING and drained first (no request still in flight touches them), then one journal commit, then the
-   * table is published with them LOST. A block on main gets a fresh slot; a block whose slot failed
-   * (`slotFailed`) moves to a fresh slot and the bad slot is retired. A block already lost (and not with a
-   * failed slot) is left as it is. Resolves per block with null (done) or the error (E_SPARE_FULL when no
-   * slot is free, E_IO when the commit failed).
-   */
+  /** Marks blocks lost at slots of their own, in one batch (FaultOps.markLost). */
   markLost(items: ReadonlyArray<FaultItem>): Promise<Map<number, DmrError | null>> {
-    return this.serial(() => this.doMarkLost(items));
+    return this.serial(() => this.faults.markLost(items));
   }
 
-  /**
-   * Redirects failed writes (issue 6): each block on main gets a reserved slot and is published LOST
-   * without a commit (a crash now leaves it on main, where the write never completed: nothing acknowledged
-   * depends on it); the caller retries the write, which lands in the slot, and doHeal() then commits the
-   * remap. No drain is needed: a write still in flight to the block on main is concurrent with the one
-   * being redirected, so either's data is a valid result, and the redirected one completes last. A
-   * provisional block whose slot failed gets another slot (the bad one is retired); a committed block whose
-   * slot failed moves like markLost(). A block redirected or remapped meanwhile needs nothing.
-   */
-  private async doRedirect(items: ReadonlyArray<FaultItem>): Promise<{ out: Map<number, DmrError | null>; changed: boolean }> {
-    const out = new Map<number, DmrError | null>();
-    const committedBadSlots: FaultItem[] = [];
-    const retire: RemapOp[] = [];
-    let changed = false;
-    for (const it of items) {
-      const p = this.provisional.get(it.block);
-      const e = this.store.table.get(it.block);
-      if (p === undefined && e !== undefined) {
-        if (it.slotFailed) committedBadSlots.push(it);
-        else out.set(it.block, null);
-        continue;
-      }
-      if (p !== undefined && !it.slotFailed) {
-        out.set(it.block, null);
-        continue;
-      }
-      const slot = await this.reserveFor(it.block, out);
-      if (slot === null) continue;
-      if (p !== undefined) {
-        await this.store.unreserveSlot(p.slot);
-        retire.push({ op: 'retire', slot: p.slot });
-      }
-      this.provisional.set(it.block, { slot, errorCount: it.errorCount });
-      changed = true;
-      out.set(it.block, null);
-    }
-    if (retire.length > 0) {
-      // A slot that failed a write is never used again (committed: a restart must not hand it out).
-      await this.store.commitBatch(retire).catch((err: unknown) => this.log.error({ err: String(err) }, 'cannot retire failed spare slots'));
-    }
-    if (committedBadSlots.length > 0) {
-      if (changed) this.publish(); // doMarkLost publishes the table it moves blocks in
-      for (const [b, r] of await this.doMarkLost(committedBadSlots)) out.set(b, r);
-    }
-    return { out, changed };
-  }
-
-  /** The redirected writes to `blocks` failed for good: they go back to main and their slots are freed. */
+  /** The redirected writes to `blocks` failed for good: back to main, slots freed (FaultOps.abandonRedirects). */
   abandonRedirects(blocks: readonly number[]): Promise<void> {
-    return this.serial(async () => {
-      let changed = false;
-      for (const b of blocks) {
-        const p = this.provisional.get(b);
-        if (p === undefined) continue;
-        this.provisional.delete(b);
-        await this.store.unreserveSlot(p.slot).catch(() => undefined);
-        changed = true;
-      }
-      if (changed) this.publish();
-    });
+    return this.serial(() => this.faults.abandonRedirects(blocks));
   }
 
-  /** Reserves a slot for `block`; on failure (E_SPARE_FULL, ...) records the error in `out` and gives null. */
-  private async reserveFor(block: number, out: Map<number, DmrError | null>): Promise<number | null> {
-    try {
-      return await this.store.reserveSlot();
-    } catch (err) {
-      out.set(block, err instanceof DmrError ? err : ioFailure(err, 'reserving a spare slot failed'));
-      return null;
-    }
+  /** One batch of failed-write work: commits of writes in slots, then new redirects (FaultOps.writeBatch). */
+  writeBatch(
+    redirects: ReadonlyArray<FaultItem>,
+    slotWrites: ReadonlyArray<SlotWrite>,
+  ): Promise<{ redirected: Map<number, DmrError | null>; redrive: SlotWrite[]; commitError: DmrError | null }> {
+    return this.serial(() => this.faults.writeBatch(redirects, slotWrites));
   }
 
-  private async doMarkLost(items: ReadonlyArray<FaultItem>): Promise<Map<number, DmrError | null>> {
-    const out = new Map<number, DmrError | null>();
-    const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number }> = [];
-    for (const it of items) {
-      if (out.has(it.block) || todo.some((t) => t.block === it.block)) continue;
-      const e = this.store.table.get(it.block);
-      if (e !== undefined && !it.slotFailed) {
-        out.set(it.block, null); // already lost, or remapped since the failure: its retry goes to the slot
-        continue;
-      }
-      if (e === undefined && it.slotFailed) {
-        out.set(it.block, null); // unremapped since: the retry goes to main
-        continue;
-      }
-      const slot = await this.reserveFor(it.block, out);
-      if (slot === null) continue;
-      todo.push({ block: it.block, slot, oldSlot: e?.slot ?? null, errorCount: it.errorCount });
-    }
-    if (todo.length === 0) return out;
-    const moving = new Map(todo.map((t) => [t.block, t.oldSlot ?? t.slot] as [number, number]));
-    let committed = false;
-    try {
-      await this.startMoving(moving);
-      const ops: RemapOp[] = [];
-      for (const t of todo) {
-        if (t.oldSlot === null) {
-          ops.push({ op: 'remap', block: t.block, slot: t.slot, origin: 'auto', lost: true, errorCount: t.errorCount });
-        } else {
-          ops.push({ op: 'move', block: t.block, slot: t.slot }, { op: 'retire', slot: t.oldSlot });
-          if (this.store.table.get(t.block)?.state !== 'lost') ops.push({ op: 'lost', block: t.block });
-        }
-      }
-      await this.store.commitBatch(ops);
-      committed = true;
-      this.countersDirty = false;
-      for (const t of todo) out.set(t.block, null);
-    } catch (err) {
-      const e = ioFailure(err, 'committing lost blocks failed');
-      for (const t of todo) out.set(t.block, e);
-    } finally {
-      if (!committed) {
-        for (const t of todo) if (this.store.allocator.isReserved(t.slot)) await this.store.unreserveSlot(t.slot).catch(() => undefined);
-      }
-      this.endMoving(moving.keys());
-    }
-    return out;
-  }
-
-  /**
-   * Writes to `blocks` (lost, or redirected) put their new data in their slots (native reported them
-   * 'lost_written'): commit them remapped / mapped (one journal write + flush, which also makes the slot
-   * data durable); the caller publishes. Blocks that need no op (a second write to a block committed
-   * meanwhile) only need that flush. Rejects on failure: lost blocks stay lost, redirected ones go back to
-   * main, and the writes must fail. True when the table to publish changed.
-   */
-  private async doHeal(blocks: readonly number[]): Promise<boolean> {
-    const ops: RemapOp[] = [];
-    const redirected: number[] = [];
-    for (const b of new Set(blocks)) {
-      const p = this.provisional.get(b);
-      if (p !== undefined) {
-        ops.push({ op: 'remap', block: b, slot: p.slot, origin: 'auto', errorCount: p.errorCount });
-        redirected.push(b);
-      } else if (this.store.table.get(b)?.state === 'lost') {
-        ops.push({ op: 'mapped', block: b });
-      }
-    }
-    try {
-      if (ops.length > 0) {
-        await this.store.commitBatch(ops);
-        this.countersDirty = false;
-      } else {
-        await this.dev().flush('spare');
-      }
-    } catch (err) {
-      throw ioFailure(err, 'committing written lost blocks failed');
-    } finally {
-      // Committed: the entries replace the overlay. Not committed: the writes fail, and the redirected
-      // blocks go back to main (their write never completed there either).
-      for (const b of redirected) {
-        const p = this.provisional.get(b);
-        this.provisional.delete(b);
-        if (p !== undefined && this.store.allocator.isReserved(p.slot)) await this.store.unreserveSlot(p.slot).catch(() => undefined);
-      }
-    }
-    return ops.length > 0 || redirected.length > 0;
-  }
-
-  /**
-   * One batch of failed-write work: commits the blocks whose redirected (or lost) writes have their data
-   * in the slots (doHeal), redirects newly failed writes (doRedirect), then publishes once. Resolves with
-   * each redirect's outcome and the commit's error, if it failed (those writes must fail).
-   */
-  writeBatch(redirects: ReadonlyArray<FaultItem>, heals: readonly number[]): Promise<{ redirected: Map<number, DmrError | null>; healError: DmrError | null }> {
-    return this.serial(async () => {
-      let healError: DmrError | null = null;
-      let changed = false;
-      if (heals.length > 0) {
-        try {
-          changed = await this.doHeal(heals);
-        } catch (e) {
-          healError = e instanceof DmrError ? e : ioFailure(e, 'committing written blocks failed');
-          changed = true;
-        }
-      }
-      const r = redirects.length > 0 ? await this.doRedirect(redirects) : { out: new Map<number, DmrError | null>(), changed: false };
-      if (changed || r.changed) this.publish();
-      return { redirected: r.out, healError };
-    });
-  }
-
-  /**
-   * Relocates a block whose read failed and then succeeded on a retry: from main to a fresh slot (origin
-   * auto), or from a failing slot to a fresh one (the old slot is retired). The copy is tried `tries` times;
-   * if it never reads, the block stays where it is ('unreadable': it keeps serving from there and the next
-   * error reports it again). 'skipped' when the block's place changed meanwhile.
-   */
+  /** Relocates a block whose read a retry recovered (FaultOps.relocate). */
   relocate(block: number, fromSpare: boolean, errorCount: number, tries: number, backoffMs: number): Promise<'relocated' | 'unreadable' | 'skipped'> {
-    return this.serial(async () => {
-      const dev = this.dev();
-      const e = this.store.table.get(block);
-      if (fromSpare ? e === undefined || e.state !== 'mapped' : e !== undefined) return 'skipped';
-      const copyWithRetries = async (from: BackingRole, fromOff: number, toOff: number): Promise<boolean> => {
-        for (let i = 0; i < Math.max(1, tries); i++) {
-          if (i > 0) await sleep(backoffMs * 2 ** (i - 1));
-          try {
-            await dev.copyRange(from, BigInt(fromOff), 'spare', BigInt(toOff), this.blockSize);
-            return true;
-          } catch (err) {
-            if (!isReadFailure(err)) throw ioFailure(err, `relocating block ${block} failed`);
-          }
-        }
-        return false;
-      };
-      if (!fromSpare) {
-        let unreadable = false;
-        try {
-          await remapBlock(this.store, block, 'auto', {
-            copy: async (_b, slot, offset) => {
-              await this.startMoving(new Map([[block, slot]]));
-              if (await copyWithRetries('main', block * this.blockSize, offset)) return 'copied';
-              unreadable = true;
-              throw new DmrError('E_IO', `block ${block} did not read in ${tries} tries`);
-            },
-            flushSpare: () => dev.flush('spare'),
-          }, errorCount);
-          this.countersDirty = false;
-          return 'relocated';
-        } catch (err) {
-          if (unreadable) return 'unreadable';
-          throw err;
-        } finally {
-          this.endMoving([block]);
-        }
-      }
-      const old = (e as RemapEntry).slot;
-      const slot = await this.store.reserveSlot();
-      let committed = false;
-      try {
-        await this.startMoving(new Map([[block, old]]));
-        if (!(await copyWithRetries('spare', this.store.allocator.offsetOf(old), this.store.allocator.offsetOf(slot)))) return 'unreadable';
-        await dev.flush('spare');
-        await this.store.commitBatch([
-          { op: 'move', block, slot },
-          { op: 'retire', slot: old },
-          { op: 'errors', block, errorCount },
-        ]);
-        committed = true;
-        this.countersDirty = false;
-        return 'relocated';
-      } finally {
-        if (!committed && this.store.allocator.isReserved(slot)) await this.store.unreserveSlot(slot).catch(() => undefined);
-        this.endMoving([block]);
-      }
-    });
+    return this.serial(() => this.faults.relocate(block, fromSpare, errorCount, tries, backoffMs));
+  }
+
+  /** Re-reads lost blocks on main; those that read go back to main (ManualOps.recheck). */
+  recheck(blocks: readonly number[] | null, autoOnly = false): Promise<RecheckResult[]> {
+    return this.serial(() => this.manual.recheck(blocks, autoOnly));
   }
 
   /** Refuses new remap/unremap requests and waits for the one in progress (before the device stops). */
@@ -529,166 +269,5 @@ export class RemapEngine {
     const run = this.chain.then(fn);
     this.chain = run.catch(() => undefined);
     return run;
-  }
-
-  private dev(): NativeDevice {
-    if (this.device === null) throw new DmrError('E_INTERNAL', 'the remap engine has no device attached');
-    return this.device;
-  }
-
-  /**
-   * Publishes the committed table to the native index, overlaid with the writes being redirected
-   * (`provisional`, flagged LOST: a write goes to the slot, a read fails) and the blocks being moved
-   * (`moving`, flagged MOVING: requests touching them wait in native; added at their slot where a block has
-   * no entry yet). Sends only what changed since the last publish (the table's changed blocks and the
-   * old and new overlays, a batch's worth), so a publish costs O(changes) here whatever the table's size.
-   */
-  private publish(): void {
-    const changes = this.store.table.takeChanges();
-    const overlay = this.overlay();
-    if (this.publishAll || changes === 'all') {
-      this.publishAll = true; // until the whole table is in place
-      this.publishWhole(overlay);
-      this.publishAll = false;
-      this.publishedOverlay = overlay;
-      return;
-    }
-    const dirty = new Set<number>(changes);
-    for (const b of this.publishedOverlay.keys()) dirty.add(b);
-    for (const b of overlay.keys()) dirty.add(b);
-    if (dirty.size === 0) return;
-    try {
-      this.dev().updateRemapTable(...this.entriesOf(Float64Array.from(dirty).sort(), overlay));
-    } catch (e) {
-      this.publishAll = true; // what native holds is unknown now: the next publish sends everything
-      throw e;
-    }
-    this.publishedOverlay = overlay;
-  }
-
-  /** The provisional and moving blocks as published: provisional LOST at its new slot, moving MOVING. */
-  private overlay(): Map<number, Overlay> {
-    const over = new Map<number, Overlay>();
-    for (const [b, p] of this.provisional) over.set(b, { slot: p.slot, flags: REMAP_FLAG_LOST, provisional: true });
-    for (const [b, slot] of this.moving) {
-      const p = over.get(b);
-      over.set(b, { slot: p?.slot ?? slot, flags: REMAP_FLAG_MOVING, provisional: p !== undefined });
-    }
-    return over;
-  }
-
-  /**
-   * What the native index holds for `block`: the committed entry with an overlaid block's flags added (its
-   * committed slot kept unless it is provisional, LOST at its new slot), the overlay alone where the block
-   * has no entry, null where it has neither.
-   */
-  private publishedEntry(block: number, overlay: Map<number, Overlay>): { slot: number; flags: number } | null {
-    const e = this.store.table.get(block);
-    const o = overlay.get(block);
-    if (e === undefined) return o === undefined ? null : { slot: o.slot, flags: o.flags };
-    const lost = e.state === 'lost' ? REMAP_FLAG_LOST : 0;
-    if (o === undefined) return { slot: e.slot, flags: lost };
-    return { slot: o.provisional ? o.slot : e.slot, flags: lost | o.flags };
-  }
-
-  /** Publishes the whole table with `overlay` (on attach; O(table)). */
-  private publishWhole(overlay: Map<number, Overlay>): void {
-    const t = this.store.table.exportSorted();
-    if (overlay.size === 0) {
-      this.dev().setRemapTable(t.blocks, t.slots, Uint8Array.from(t.lost, (l) => (l ? REMAP_FLAG_LOST : 0)));
-      return;
-    }
-    const order = Float64Array.from(new Set([...t.blocks].map(Number).concat([...overlay.keys()]))).sort();
-    this.dev().setRemapTable(...this.entriesOf(order, overlay));
-  }
-
-  /** The published entries of `order` (ascending blocks) as the native index takes them; REMOVE where a block has none. */
-  private entriesOf(order: Float64Array, overlay: Map<number, Overlay>): [BigUint64Array, BigUint64Array, Uint8Array] {
-    const n = order.length;
-    const blocks = new BigUint64Array(n);
-    const slots = new BigUint64Array(n);
-    const flags = new Uint8Array(n);
-    for (let i = 0; i < n; i++) {
-      const b = order[i] as number;
-      const e = this.publishedEntry(b, overlay);
-      blocks[i] = BigInt(b);
-      slots[i] = BigInt(e?.slot ?? 0);
-      flags[i] = e === null ? REMAP_FLAG_REMOVE : e.flags;
-    }
-    return [blocks, slots, flags];
-  }
-
-  /** Publishes `moving` (block → slot) as MOVING and waits until no request dispatched before touches them. */
-  private async startMoving(moving: Map<number, number>): Promise<void> {
-    for (const [b, slot] of moving) this.moving.set(b, slot);
-    this.publish();
-    await this.dev().drain();
-  }
-
-  /** Ends the moves of `blocks` and publishes the committed table (with any other moves still going on). */
-  private endMoving(blocks: Iterable<number>): void {
-    let any = false;
-    for (const b of blocks) any = this.moving.delete(b) || any;
-    if (any) this.publish();
-  }
-
-  private async doRemap(sector: number, block: number): Promise<RemapResult> {
-    const dev = this.dev();
-    if (this.provisional.has(block)) {
-      throw new DmrError('E_REMAP_STATE', `sector ${sector} (block ${block}) is being remapped automatically (a failed write is redirected to the spare)`);
-    }
-    let readErrno: string | null = null;
-    try {
-      const op = await remapBlock(this.store, block, 'manual', {
-        copy: async (_b, slot, offset) => {
-          await this.startMoving(new Map([[block, slot]]));
-          try {
-            await dev.copyRange('main', BigInt(block * this.blockSize), 'spare', BigInt(offset), this.blockSize);
-            return 'copied';
-          } catch (e) {
-            if (!isReadFailure(e)) throw ioFailure(e, `copying block ${block} to spare slot ${slot} failed`);
-            readErrno = errorCodeOf(e) ?? 'EIO';
-            this.log.warn({ block, slot, errno: readErrno }, 'main block unreadable: remapped as lost');
-            return 'unreadable';
-          }
-        },
-        flushSpare: () => dev.flush('spare').catch((e: unknown) => Promise.reject(ioFailure(e, 'flushing the spare failed'))),
-      });
-      this.countersDirty = false;
-      this.log.info({ block, slot: op.slot, lost: op.lost }, 'block remapped');
-      return { sector, block, slot: op.slot, state: op.lost ? 'lost' : 'mapped', readErrno };
-    } finally {
-      // Committed: the entry (mapped or lost) replaces MOVING. Not committed: the block is back on main.
-      // (Refused before anything was published: nothing to undo.)
-      this.endMoving([block]);
-    }
-  }
-
-  private async doUnremap(sector: number, block: number): Promise<{ sector: number; block: number; slot: number }> {
-    const dev = this.dev();
-    const e = this.store.table.get(block);
-    if (e === undefined) throw new DmrError('E_REMAP_STATE', `sector ${sector} (block ${block}) is not remapped`);
-    if (e.state === 'lost') {
-      throw new DmrError(
-        'E_REMAP_STATE',
-        `sector ${sector} (block ${block}) is lost: its data is gone, and moving it back would make main's stale contents readable; write the block first`,
-      );
-    }
-    try {
-      await unremapBlock(this.store, block, {
-        copyBack: async (_b, slot, offset) => {
-          await this.startMoving(new Map([[block, slot]]));
-          await dev
-            .copyRange('spare', BigInt(offset), 'main', BigInt(block * this.blockSize), this.blockSize)
-            .catch((err: unknown) => Promise.reject(ioFailure(err, `copying spare slot ${slot} back to block ${block} failed`)));
-        },
-        flushMain: () => dev.flush('main').catch((err: unknown) => Promise.reject(ioFailure(err, 'flushing main failed'))),
-      });
-      this.countersDirty = false;
-      this.log.info({ block, slot: e.slot }, 'block unremapped');
-      return { sector, block, slot: e.slot };
-    } finally {
-      this.endMoving([block]);
-    }
   }
 }

@@ -11,13 +11,17 @@ export type JobLane = 'foreground' | 'background';
  */
 export type BatchRunner<I> = (group: string, jobs: Array<{ kind: string; item: I }>) => Promise<Map<string, Error | null>>;
 
-/** The key of a job's outcome in a BatchRunner's answer. */
-export const jobKey = (kind: string, block: number): string => `${kind}:${block}`;
+/**
+ * The key of a job (and of its outcome in a BatchRunner's answer): one job per kind and block, or per kind,
+ * block and slot for items that name a slot (a write whose data went to that slot).
+ */
+export const jobKey = (kind: string, block: number, slot?: number): string => (slot === undefined ? `${kind}:${block}` : `${kind}:${block}@${slot}`);
 
 interface Job<I> {
   kind: string;
   lane: JobLane;
   block: number;
+  slot: number | undefined;
   item: I;
   waiters: Array<(err: Error | null) => void>;
 }
@@ -36,7 +40,7 @@ export interface WorkQueueStats {
   droppedBackground: number;
 }
 
-export class WorkQueue<I extends { block: number }> {
+export class WorkQueue<I extends { block: number; slot?: number }> {
   private readonly jobs = new Map<string, Job<I>>();
   private readonly fg: string[] = [];
   private readonly bg: string[] = [];
@@ -61,12 +65,12 @@ export class WorkQueue<I extends { block: number }> {
   droppedBackground = 0;
 
   /**
-   * Queues a job, or joins the one queued (not yet running) for the same kind and block (a background job
+   * Queues a job, or joins the one queued (not yet running) for the same key (kind, block, slot) (a background job
    * asked for in the foreground moves to the foreground). Resolves with null when it ran, or its error.
    */
   add(lane: JobLane, kind: string, item: I): Promise<Error | null> {
     if (this.closed) return Promise.resolve(new Error('the device is stopping'));
-    const key = jobKey(kind, item.block);
+    const key = jobKey(kind, item.block, item.slot);
     return new Promise((resolve) => {
       const have = this.jobs.get(key);
       if (have !== undefined) {
@@ -86,7 +90,7 @@ export class WorkQueue<I extends { block: number }> {
         resolve(new Error('background queue full'));
         return;
       }
-      this.jobs.set(key, { kind, lane, block: item.block, item, waiters: [resolve] });
+      this.jobs.set(key, { kind, lane, block: item.block, slot: item.slot, item, waiters: [resolve] });
       (lane === 'foreground' ? this.fg : this.bg).push(key);
       this.kick();
     });
@@ -153,7 +157,7 @@ export class WorkQueue<I extends { block: number }> {
             lane.splice(i, 1);
             // A job added from now on is a new one: work that happens after this batch started (a write
             // landing in a slot after the batch's flush) is never covered by it.
-            this.jobs.delete(jobKey(job.kind, job.block));
+            this.jobs.delete(jobKey(job.kind, job.block, job.slot));
           } else i++;
         }
         this.runningCount = batch.length;
@@ -163,11 +167,11 @@ export class WorkQueue<I extends { block: number }> {
           outcome = await this.run(group, batch.map((j) => ({ kind: j.kind, item: j.item })));
         } catch (e) {
           const err = e instanceof Error ? e : new Error(String(e));
-          outcome = new Map(batch.map((j) => [jobKey(j.kind, j.block), err]));
+          outcome = new Map(batch.map((j) => [jobKey(j.kind, j.block, j.slot), err]));
         }
         this.batches++;
         for (const job of batch) {
-          const err = outcome.get(jobKey(job.kind, job.block)) ?? null;
+          const err = outcome.get(jobKey(job.kind, job.block, job.slot)) ?? null;
           for (const w of job.waiters) w(err);
         }
         this.handled += batch.length;

@@ -6,6 +6,9 @@ import { crc32c } from './crc32c.js';
 import {
   computeGeometry,
   ENTRY_SIZE,
+  FORMAT_VERSION,
+  FORMAT_VERSIONS,
+  type FormatVersion,
   JOURNAL_RECORD_SIZE,
   RETIRED_SIZE,
   SUPERBLOCK_SIZE,
@@ -23,7 +26,7 @@ import {
   type ResolvedOp,
 } from './state.js';
 
-export const FORMAT_VERSION = 1;
+export { FORMAT_VERSION, FORMAT_VERSIONS };
 export const SB_MAGIC = Buffer.from('DMRMAPSB', 'latin1');
 export const TABLE_MAGIC = Buffer.from('DMRMAPTB', 'latin1');
 export const JOURNAL_MAGIC = Buffer.from('DMRMAPJR', 'latin1');
@@ -76,6 +79,7 @@ const bad = (why: string): { ok: false; why: string } => ({ ok: false, why });
 
 // ---------------------------------------------------------------------------------------------------------
 // Superblock: 4096 bytes, two copies at the start of the spare region; written at format time only.
+// Version 2 added the slot cap at 168 and moved the CRC from 168 (version 1) to 176.
 
 export const SB = {
   magic: 0,
@@ -98,9 +102,14 @@ export const SB = {
   journalA: 144,
   journalB: 152,
   formatTime: 160,
-  crc: 168,
-  end: 172,
+  maxSlots: 168,
+  crc: 176,
+  end: 180,
+  v1Crc: 168,
+  v1End: 172,
 } as const;
+
+const sbCrcOffset = (v: FormatVersion): number => (v === 1 ? SB.v1Crc : SB.crc);
 
 export interface Superblock {
   uuid: Buffer;
@@ -114,7 +123,7 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   const g = sb.geometry;
   const b = Buffer.alloc(SUPERBLOCK_SIZE);
   SB_MAGIC.copy(b, SB.magic);
-  b.writeUInt32LE(FORMAT_VERSION, SB.version);
+  b.writeUInt32LE(g.version, SB.version);
   sb.uuid.copy(b, SB.uuid, 0, UUID_SIZE);
   b.writeBigUInt64LE(sb.mainSize, SB.mainSize);
   sb.fingerprint.copy(b, SB.fingerprint, 0, FINGERPRINT_SIZE);
@@ -132,7 +141,9 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   putU64(b, SB.journalA, g.journalOffsets[0]);
   putU64(b, SB.journalB, g.journalOffsets[1]);
   putU64(b, SB.formatTime, sb.formatTime);
-  b.writeUInt32LE(crc32c(b, 0, SB.crc), SB.crc);
+  if (g.version === 2) putU64(b, SB.maxSlots, g.maxSlots ?? 0);
+  const crcAt = sbCrcOffset(g.version);
+  b.writeUInt32LE(crc32c(b, 0, crcAt), crcAt);
   return b;
 }
 
@@ -140,27 +151,35 @@ export const hasMagic = (b: Buffer, magic: Buffer, off = 0): boolean =>
   b.length >= off + magic.length && b.subarray(off, off + magic.length).equals(magic);
 
 /**
- * Decodes one superblock copy. Bad bytes → { ok: false }; a valid superblock of a newer format version
- * throws E_SPARE_METADATA (this program cannot use it, and must not repair or reformat it).
+ * Decodes one superblock copy (format version 1 or 2). Bad bytes → { ok: false }; a superblock of another
+ * format version whose checksum holds (at either known CRC position) throws E_SPARE_METADATA: this program
+ * cannot use it, and must not repair or reformat it.
  */
 export function decodeSuperblock(b: Buffer): Decoded<Superblock> {
   if (b.length < SB.end) return bad('short');
   if (!hasMagic(b, SB_MAGIC)) return bad('no magic');
-  if (b.readUInt32LE(SB.crc) !== crc32c(b, 0, SB.crc)) return bad('bad checksum');
-  const version = b.readUInt32LE(SB.version);
-  if (version !== FORMAT_VERSION) {
+  const v = b.readUInt32LE(SB.version);
+  if (v !== 1 && v !== 2) {
+    const checks = [SB.v1Crc, SB.crc].some((at) => b.readUInt32LE(at) === crc32c(b, 0, at));
+    if (!checks) return bad('bad checksum');
     throw new DmrError(
       'E_SPARE_METADATA',
-      `the spare's metadata has format version ${version}; this program reads version ${FORMAT_VERSION}`,
+      `the spare's metadata has format version ${v}; this program reads versions ${FORMAT_VERSIONS.join(' and ')}`,
     );
   }
+  const version: FormatVersion = v;
+  const crcAt = sbCrcOffset(version);
+  if (b.readUInt32LE(crcAt) !== crc32c(b, 0, crcAt)) return bad('bad checksum');
   const blockSize = b.readUInt32LE(SB.blockSize);
   const spareOffset = u64(b, SB.spareOffset);
   const spareSize = u64(b, SB.spareSize);
   const journalRecords = b.readUInt32LE(SB.journalRecords);
   let g: Geometry;
   try {
-    g = computeGeometry({ spareOffset, spareSize, blockSize, journalRecords });
+    g =
+      version === 1
+        ? computeGeometry({ spareOffset, spareSize, blockSize, journalRecords, version })
+        : computeGeometry({ spareOffset, spareSize, blockSize, journalRecords, version, maxSlots: u64(b, SB.maxSlots) });
   } catch {
     return bad('impossible geometry');
   }
@@ -236,7 +255,7 @@ export function encodeTableCopy(
   const len = TB.body + n * ENTRY_SIZE + retired.length * RETIRED_SIZE;
   const b = Buffer.alloc(len);
   TABLE_MAGIC.copy(b, TB.magic);
-  b.writeUInt32LE(FORMAT_VERSION, TB.version);
+  b.writeUInt32LE(state.allocator.geometry.version, TB.version);
   uuid.copy(b, TB.uuid, 0, UUID_SIZE);
   putU64(b, TB.generation, generation);
   putU64(b, TB.journalStartSeq, journalStartSeq);
@@ -264,16 +283,23 @@ export function encodeTableCopy(
 }
 
 /**
- * Decodes a table copy read from its area (`b` is the whole area, `geometry.tableCopyLen` bytes) into a
+ * Decodes a whole table copy held in one buffer (`b` starts at the copy; at least its used bytes) into a
  * fresh RemapState; anything wrong (magic, pair UUID, checksum, a field out of range, a block or slot used
- * twice) → { ok: false }.
+ * twice) → { ok: false }. The store streams copies through TableCopyDecoder instead (bounded memory).
  */
 export function decodeTableCopy(
   b: Buffer,
   ctx: { uuid: Buffer; geometry: Geometry; mainBlocks: number },
 ): Decoded<TableCopy> {
-  const h = checkTableCopy(b, ctx);
-  return h.ok ? buildTableCopy(b, h.value, ctx) : h;
+  const h = decodeTableHeader(b, ctx);
+  if (!h.ok) return h;
+  const d = new TableCopyDecoder(b, h.value, ctx, true);
+  d.push(b.subarray(TB.body));
+  const r = d.finish();
+  if (!r.ok) return r;
+  const { generation, journalStartSeq, crc, state } = r.value;
+  if (state === null) throw new DmrError('E_INTERNAL', 'table copy decoded without its state');
+  return { ok: true, value: { generation, journalStartSeq, crc, state } };
 }
 
 export interface TableCopyHeader {
@@ -281,18 +307,22 @@ export interface TableCopyHeader {
   journalStartSeq: number;
   entryCount: number;
   retiredCount: number;
-  crc: number;
+  /** Bytes of the copy in use: TB.body + 24n + 8r (the rest of its area is never read). */
+  usedLength: number;
 }
 
-/** Checks a table copy's header and checksum (cheap next to building its state). */
-export function checkTableCopy(
+/**
+ * Checks a table copy's header (the first TB.body bytes of its area): magic, version (the superblock's),
+ * pair UUID, and counts that fit the area. The checksum covers the body too: TableCopyDecoder checks it.
+ */
+export function decodeTableHeader(
   b: Buffer,
   ctx: { uuid: Buffer; geometry: Geometry },
 ): Decoded<TableCopyHeader> {
   const g = ctx.geometry;
   if (b.length < TB.body) return bad('short');
   if (!hasMagic(b, TABLE_MAGIC)) return bad('no magic');
-  if (b.readUInt32LE(TB.version) !== FORMAT_VERSION) return bad('other version');
+  if (b.readUInt32LE(TB.version) !== g.version) return bad('other version');
   if (!b.subarray(TB.uuid, TB.uuid + UUID_SIZE).equals(ctx.uuid)) return bad('other pair');
   const generation = u64(b, TB.generation);
   const journalStartSeq = u64(b, TB.journalStartSeq);
@@ -300,41 +330,105 @@ export function checkTableCopy(
   const r = u64(b, TB.retiredCount);
   if (generation < 1 || journalStartSeq < 0 || n < 0 || r < 0) return bad('bad header');
   if (n + r > g.slotCount) return bad('more entries than slots');
-  const len = TB.body + n * ENTRY_SIZE + r * RETIRED_SIZE;
-  if (len > b.length) return bad('longer than its area');
-  const crc = crc32c(b, TB.body, len, crc32c(b, 0, TB.crc));
-  if (b.readUInt32LE(TB.crc) !== crc) return bad('bad checksum');
-  return { ok: true, value: { generation, journalStartSeq, entryCount: n, retiredCount: r, crc } };
+  const usedLength = TB.body + n * ENTRY_SIZE + r * RETIRED_SIZE;
+  if (usedLength > g.tableCopyLen) return bad('longer than its area');
+  return { ok: true, value: { generation, journalStartSeq, entryCount: n, retiredCount: r, usedLength } };
 }
 
-/** Builds the state of a table copy that passed checkTableCopy(); a field out of range → { ok: false }. */
-export function buildTableCopy(
-  b: Buffer,
-  h: TableCopyHeader,
-  ctx: { geometry: Geometry; mainBlocks: number },
-): Decoded<TableCopy> {
-  const g = ctx.geometry;
-  const { generation, journalStartSeq, crc } = h;
-  const n = h.entryCount;
-  const r = h.retiredCount;
-  const counters = readCounters(b, TB.counters);
-  if (counters === null) return bad('bad counters');
-  const state = new RemapState(g, ctx.mainBlocks);
-  const table = state.table;
-  const slots = new Float64Array(n);
-  let prev = -1;
-  let off = TB.body;
-  for (let i = 0; i < n; i++, off += ENTRY_SIZE) {
+/** What TableCopyDecoder.finish() gives: the copy's header fields, its CRC and (when built) its state. */
+export interface DecodedTableCopy {
+  generation: number;
+  journalStartSeq: number;
+  crc: number;
+  state: RemapState | null;
+}
+
+/**
+ * Decodes a table copy's body fed in order in chunks of any size (so a copy of millions of entries is never
+ * one buffer): checksums it, checks every entry (blocks ascending and in range, slots in range, flags) and
+ * retired slot (ascending, in range), and when `build` is set inserts them into a fresh RemapState. push()
+ * returns false as soon as the copy is known bad (stop reading); finish() checks the checksum and, when
+ * building, that no slot is used twice. Memory: the state being built plus one chunk.
+ */
+export class TableCopyDecoder {
+  private readonly g: Geometry;
+  private readonly mainBlocks: number;
+  private readonly h: TableCopyHeader;
+  private readonly state: RemapState | null;
+  private readonly counters: PersistentCounters | null;
+  private readonly storedCrc: number;
+  private crc: number;
+  /** Body bytes not fed yet. */
+  private left: number;
+  /** Bytes of an entry or retired slot split across two chunks. */
+  private carry: Buffer = Buffer.alloc(0);
+  private entriesSeen = 0;
+  private retiredSeen = 0;
+  private prevBlock = -1;
+  private prevRetired = -1;
+  private readonly slots: number[] = [];
+  private readonly retired: number[] = [];
+  private why: string | null = null;
+
+  /** `header` holds at least the first TB.body bytes of the copy; `h` is its decodeTableHeader() result. */
+  constructor(header: Buffer, h: TableCopyHeader, ctx: { geometry: Geometry; mainBlocks: number }, build: boolean) {
+    this.g = ctx.geometry;
+    this.mainBlocks = ctx.mainBlocks;
+    this.h = h;
+    this.state = build ? new RemapState(ctx.geometry, ctx.mainBlocks) : null;
+    this.counters = readCounters(header, TB.counters);
+    if (this.counters === null) this.why = 'bad counters';
+    this.storedCrc = header.readUInt32LE(TB.crc);
+    this.crc = crc32c(header, 0, TB.crc);
+    this.left = h.usedLength - TB.body;
+  }
+
+  /** Body bytes still expected. */
+  get remaining(): number {
+    return this.left;
+  }
+
+  /** Feeds the next body bytes (anything past the used length is ignored); false once the copy is bad. */
+  push(chunk: Buffer): boolean {
+    if (this.why !== null) return false;
+    const data0 = chunk.length > this.left ? chunk.subarray(0, this.left) : chunk;
+    if (data0.length === 0) return true;
+    this.crc = crc32c(data0, 0, data0.length, this.crc);
+    this.left -= data0.length;
+    const data = this.carry.length > 0 ? Buffer.concat([this.carry, data0]) : data0;
+    let off = 0;
+    while (this.why === null) {
+      if (this.entriesSeen < this.h.entryCount) {
+        if (data.length - off < ENTRY_SIZE) break;
+        this.entry(data, off);
+        off += ENTRY_SIZE;
+      } else if (this.retiredSeen < this.h.retiredCount) {
+        if (data.length - off < RETIRED_SIZE) break;
+        this.retiredSlot(data, off);
+        off += RETIRED_SIZE;
+      } else break;
+    }
+    this.carry = off < data.length ? Buffer.from(data.subarray(off)) : Buffer.alloc(0);
+    return this.why === null;
+  }
+
+  private entry(b: Buffer, off: number): void {
+    const i = this.entriesSeen++;
     const block = u64(b, off + ENTRY.block);
     const slot = u48(b, off + ENTRY.slot);
     const flags = b[off + ENTRY.flags] as number;
-    if (block <= prev || block >= ctx.mainBlocks) return bad(`entry ${i}: block out of order or range`);
-    if (slot >= g.slotCount || (flags & ~(ENTRY_LOST | ENTRY_AUTO)) !== 0 || b[off + ENTRY.reserved] !== 0) {
-      return bad(`entry ${i}: bad slot or flags`);
+    if (block <= this.prevBlock || block >= this.mainBlocks) {
+      this.why = `entry ${i}: block out of order or range`;
+      return;
     }
-    prev = block;
-    slots[i] = slot;
-    table.insertNew(
+    if (slot >= this.g.slotCount || (flags & ~(ENTRY_LOST | ENTRY_AUTO)) !== 0 || b[off + ENTRY.reserved] !== 0) {
+      this.why = `entry ${i}: bad slot or flags`;
+      return;
+    }
+    this.prevBlock = block;
+    if (this.state === null) return;
+    this.slots.push(slot);
+    this.state.table.insertNew(
       block,
       slot,
       (flags & ENTRY_LOST) !== 0,
@@ -343,21 +437,35 @@ export function buildTableCopy(
       b.readUInt16LE(off + ENTRY.errorCount),
     );
   }
-  const retired: number[] = [];
-  prev = -1;
-  for (let i = 0; i < r; i++, off += RETIRED_SIZE) {
+
+  private retiredSlot(b: Buffer, off: number): void {
+    const i = this.retiredSeen++;
     const s = u64(b, off);
-    if (s <= prev || s >= g.slotCount) return bad(`retired slot ${i} out of order or range`);
-    retired.push(s);
-    prev = s;
+    if (s <= this.prevRetired || s >= this.g.slotCount) {
+      this.why = `retired slot ${i} out of order or range`;
+      return;
+    }
+    this.prevRetired = s;
+    if (this.state !== null) this.retired.push(s);
   }
-  try {
-    state.allocator = SlotAllocator.fromState(g, slots, retired);
-  } catch {
-    return bad('a slot is used twice');
+
+  /** After the whole body was fed: the decoded copy, or why it is bad. */
+  finish(): Decoded<DecodedTableCopy> {
+    if (this.why !== null) return bad(this.why);
+    if (this.left > 0 || this.carry.length > 0) return bad('short');
+    if (this.crc !== this.storedCrc) return bad('bad checksum');
+    const { generation, journalStartSeq } = this.h;
+    const state = this.state;
+    if (state !== null) {
+      try {
+        state.allocator = SlotAllocator.fromState(this.g, this.slots, this.retired);
+      } catch {
+        return bad('a slot is used twice');
+      }
+      state.counters = this.counters as PersistentCounters;
+    }
+    return { ok: true, value: { generation, journalStartSeq, crc: this.crc, state } };
   }
-  state.counters = counters;
-  return { ok: true, value: { generation, journalStartSeq, crc, state } };
 }
 
 // ---------------------------------------------------------------------------------------------------------

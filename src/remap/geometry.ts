@@ -1,6 +1,8 @@
 // Where everything lives in the spare region [spareOffset, spareOffset + spareSize) of the spare device.
 // The metadata area comes first and is sized from the slot count (each table copy can hold one entry per
-// slot); slots follow it. Capacity is every slot that fits. Offsets below are relative to the start of the
+// slot); slots follow it. Format version 2 caps the slot count at `maxSlots` (set at format time, default
+// DEFAULT_MAX_SLOTS), so a whole-disk spare does not get a table copy sized for hundreds of millions of
+// slots; version 1 (still read) used every slot that fits. Offsets below are relative to the start of the
 // spare region unless named `abs...`. See docs/FORMAT.md.
 import { DmrError } from '../errors.js';
 
@@ -14,8 +16,23 @@ export const RETIRED_SIZE = 8;
 export const DEFAULT_JOURNAL_RECORDS = 1024;
 export const MIN_JOURNAL_RECORDS = 2;
 export const MAX_JOURNAL_RECORDS = 1 << 20;
+/** Format versions this program reads; it formats the newest. */
+export const FORMAT_VERSIONS = [1, 2] as const;
+export type FormatVersion = (typeof FORMAT_VERSIONS)[number];
+export const FORMAT_VERSION: FormatVersion = 2;
+/**
+ * Default slot cap of a version-2 format: 4 Mi slots, so a table copy is at most 96 MiB (2 GiB of slots at
+ * 512-byte blocks, 16 GiB at 4 KiB). Reasoning in docs/FORMAT.md ("Why the slot count is capped").
+ */
+export const DEFAULT_MAX_SLOTS = 1 << 22;
+/** Slots are u48 on disk. */
+export const MAX_SLOTS_LIMIT = 2 ** 48 - 1;
 
 export interface Geometry {
+  /** Format version of the metadata (1: every slot that fits; 2: at most maxSlots slots). */
+  version: FormatVersion;
+  /** Version 2: the slot cap chosen at format time (stored in the superblock). Version 1: null (no cap). */
+  maxSlots: number | null;
   /** Absolute byte offset of the spare region on the spare device. */
   spareOffset: number;
   /** Length of the spare region in bytes. */
@@ -50,17 +67,31 @@ export function checkBlockSize(blockSize: number): asserts blockSize is 512 | 40
 }
 
 /**
- * Lays out a spare region: the largest slot count whose metadata area plus slots fit in `spareSize`.
- * Throws E_SPARE_TOO_SMALL when not even one slot fits beside the metadata.
+ * Lays out a spare region: the largest slot count whose metadata area plus slots fit in `spareSize`, at most
+ * `maxSlots` (version 2; default DEFAULT_MAX_SLOTS; version 1 has no cap). Throws E_SPARE_TOO_SMALL when not
+ * even one slot fits beside the metadata. Costs O(1) whatever the spare's size.
  */
 export function computeGeometry(p: {
   spareOffset: number;
   spareSize: number;
   blockSize: number;
   journalRecords?: number;
+  version?: FormatVersion;
+  maxSlots?: number;
 }): Geometry {
   const { spareOffset, spareSize, blockSize } = p;
   const journalRecords = p.journalRecords ?? DEFAULT_JOURNAL_RECORDS;
+  const version = p.version ?? FORMAT_VERSION;
+  if (version !== 1 && version !== 2) throw new DmrError('E_INTERNAL', `unknown format version ${String(version)}`);
+  let maxSlots: number | null = null;
+  if (version === 2) {
+    maxSlots = p.maxSlots ?? DEFAULT_MAX_SLOTS;
+    if (!Number.isSafeInteger(maxSlots) || maxSlots < 1 || maxSlots > MAX_SLOTS_LIMIT) {
+      throw new DmrError('E_USAGE', `the slot cap must be from 1 to ${MAX_SLOTS_LIMIT}, got ${maxSlots}`);
+    }
+  } else if (p.maxSlots !== undefined) {
+    throw new DmrError('E_INTERNAL', 'format version 1 has no slot cap');
+  }
   checkBlockSize(blockSize);
   if (!Number.isSafeInteger(spareOffset) || spareOffset < 0 || spareOffset % META_ALIGN !== 0) {
     throw new DmrError('E_USAGE', `spare offset must be a multiple of ${META_ALIGN} bytes, got ${spareOffset}`);
@@ -78,6 +109,7 @@ export function computeGeometry(p: {
   let n = Math.max(0, Math.floor((spareSize - fixed) / (blockSize + 2 * ENTRY_SIZE)));
   while (fits(n + 1)) n++;
   while (n > 0 && !fits(n)) n--;
+  if (maxSlots !== null) n = Math.min(n, maxSlots);
   if (n < 1) {
     const need = metaLenFor(1, journalRecords) + blockSize;
     throw new DmrError(
@@ -90,6 +122,8 @@ export function computeGeometry(p: {
   const j0 = t0 + 2 * tableCopyLen;
   const jl = journalRecords * JOURNAL_RECORD_SIZE;
   return {
+    version,
+    maxSlots,
     spareOffset,
     spareSize,
     blockSize,

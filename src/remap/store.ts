@@ -12,9 +12,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { DmrError } from '../errors.js';
 import type { SlotAllocator } from './allocator.js';
 import {
-  buildTableCopy,
-  checkTableCopy,
   decodeJournalRecord,
+  decodeTableHeader,
   decodeSuperblock,
   encodeJournalRecord,
   encodeSuperblock,
@@ -23,12 +22,15 @@ import {
   hasMagic,
   MAX_OPS_PER_RECORD,
   SB_MAGIC,
+  TableCopyDecoder,
+  TB,
   type Decoded,
+  type DecodedTableCopy,
   type Superblock,
-  type TableCopy,
 } from './format.js';
 import {
   computeGeometry,
+  type FormatVersion,
   JOURNAL_RECORD_SIZE,
   META_ALIGN,
   SUPERBLOCK_SIZE,
@@ -59,6 +61,13 @@ export interface OpenOptions {
   force?: boolean;
   /** Records per journal when formatting (default 1024). */
   journalRecords?: number;
+  /** Slot cap when formatting (format version 2; default DEFAULT_MAX_SLOTS). */
+  maxSlots?: number;
+  /**
+   * Format version to write when formatting (default: the newest, 2). Version 1 exists so tests and
+   * benchmarks can make the older layout; open() reads both whatever this says.
+   */
+  formatVersion?: FormatVersion;
   /** Clock for op times (unix ms); default Date.now. */
   now?: () => number;
 }
@@ -103,6 +112,8 @@ interface Prepared {
   fingerprint: Buffer;
   blockSize: 512 | 4096;
   journalRecords: number | undefined;
+  maxSlots: number | undefined;
+  formatVersion: FormatVersion | undefined;
   force: boolean;
   now: () => number;
 }
@@ -140,6 +151,8 @@ function prepare(io: SpareIo, o: OpenOptions): Prepared {
     fingerprint: Buffer.from(o.main.fingerprint),
     blockSize: o.blockSize,
     journalRecords: o.journalRecords,
+    maxSlots: o.maxSlots,
+    formatVersion: o.formatVersion,
     force: o.force === true,
     now: o.now ?? Date.now,
   };
@@ -153,48 +166,91 @@ interface Replay {
   stop: string;
 }
 
+/** Journal records read per I/O during replay: replay stops at the first bad record, reads stay small. */
+const REPLAY_CHUNK_RECORDS = 64;
+/** Bytes of a table copy read per I/O while loading it (a multiple of 4096). */
+export const TABLE_READ_CHUNK = 4 * 1024 * 1024;
+
 /**
- * Replays the journal `jbuf` of generation `gen` onto `state`: records 0, 1, ... while each is valid, of
- * that generation, numbered startSeq + i, chained to the CRC before it (`prevCrc`; null: do not check the
- * first record's link) and its ops fit the state.
+ * Replays the journal at absolute offset `abs` (`records` records) of generation `gen` onto `state`:
+ * records 0, 1, ... while each is valid, of that generation, numbered startSeq + i, chained to the CRC
+ * before it (`prevCrc`; null: do not check the first record's link) and its ops fit the state. Reads the
+ * journal in small chunks up to the first record that fails, so its cost is bounded by what is in it.
  */
-function replay(state: RemapState, jbuf: Buffer, uuid: Buffer, gen: number, startSeq: number, prevCrc: number | null): Replay {
-  const n = Math.floor(jbuf.length / JOURNAL_RECORD_SIZE);
+async function replay(
+  io: SpareIo,
+  abs: number,
+  records: number,
+  state: RemapState,
+  uuid: Buffer,
+  gen: number,
+  startSeq: number,
+  prevCrc: number | null,
+): Promise<Replay> {
   let expectPrev = prevCrc;
   let ops = 0;
   let i = 0;
-  let stop = 'journal full';
-  for (; i < n; i++) {
-    const d = decodeJournalRecord(jbuf, i * JOURNAL_RECORD_SIZE, uuid);
-    if (!d.ok) {
-      stop = `record ${i}: ${d.why}`;
-      break;
+  let stop: string | null = null;
+  while (stop === null && i < records) {
+    const n = Math.min(REPLAY_CHUNK_RECORDS, records - i);
+    const jbuf = await io.read(abs + i * JOURNAL_RECORD_SIZE, n * JOURNAL_RECORD_SIZE);
+    for (let k = 0; k < n; k++, i++) {
+      const d = decodeJournalRecord(jbuf, k * JOURNAL_RECORD_SIZE, uuid);
+      if (!d.ok) {
+        stop = `record ${i}: ${d.why}`;
+        break;
+      }
+      const r = d.value;
+      if (r.generation !== gen) {
+        stop = `record ${i}: generation ${r.generation}, not ${gen}`;
+        break;
+      }
+      if (r.seq !== startSeq + i) {
+        stop = `record ${i}: sequence ${r.seq}, not ${startSeq + i}`;
+        break;
+      }
+      if (expectPrev !== null && r.prevCrc !== expectPrev) {
+        stop = `record ${i}: not chained to the record before it`;
+        break;
+      }
+      try {
+        state.applyAll(r.ops);
+      } catch (e) {
+        if (!(e instanceof DmrError)) throw e;
+        stop = `record ${i}: ${e.message}`;
+        break;
+      }
+      state.counters = { ...r.counters };
+      ops += r.ops.length;
+      expectPrev = r.crc;
     }
-    const r = d.value;
-    if (r.generation !== gen) {
-      stop = `record ${i}: generation ${r.generation}, not ${gen}`;
-      break;
-    }
-    if (r.seq !== startSeq + i) {
-      stop = `record ${i}: sequence ${r.seq}, not ${startSeq + i}`;
-      break;
-    }
-    if (expectPrev !== null && r.prevCrc !== expectPrev) {
-      stop = `record ${i}: not chained to the record before it`;
-      break;
-    }
-    try {
-      state.applyAll(r.ops);
-    } catch (e) {
-      if (!(e instanceof DmrError)) throw e;
-      stop = `record ${i}: ${e.message}`;
-      break;
-    }
-    state.counters = { ...r.counters };
-    ops += r.ops.length;
-    expectPrev = r.crc;
   }
-  return { records: i, ops, nextSeq: startSeq + i, lastCrc: expectPrev ?? 0, stop };
+  return { records: i, ops, nextSeq: startSeq + i, lastCrc: expectPrev ?? 0, stop: stop ?? 'journal full' };
+}
+
+/**
+ * Reads and decodes the table copy at absolute offset `abs`: its header, then only its used bytes
+ * (TB.body + 24n + 8r) in TABLE_READ_CHUNK reads, stopping at the first bad entry. Cost and memory follow
+ * the entries in the copy, not the size of its area. `build`: also build its state (else only check it).
+ */
+export async function readTableCopy(
+  io: SpareIo,
+  abs: number,
+  ctx: { uuid: Buffer; geometry: Geometry; mainBlocks: number },
+  build: boolean,
+): Promise<Decoded<DecodedTableCopy>> {
+  const first = await io.read(abs, Math.min(META_ALIGN, ctx.geometry.tableCopyLen));
+  const h = decodeTableHeader(first, ctx);
+  if (!h.ok) return h;
+  const dec = new TableCopyDecoder(first, h.value, ctx, build);
+  let ok = dec.push(first.subarray(TB.body));
+  let pos = first.length;
+  while (ok && dec.remaining > 0) {
+    const len = Math.min(TABLE_READ_CHUNK, Math.ceil(dec.remaining / META_ALIGN) * META_ALIGN);
+    ok = dec.push(await io.read(abs + pos, len));
+    pos += len;
+  }
+  return dec.finish();
 }
 
 /** sha256 over the given parts: a convenient way to build a MainIdentity fingerprint. */
@@ -305,28 +361,31 @@ export class RemapStore {
     // Table copies: the newest valid one.
     const at = (rel: number): number => g.spareOffset + rel;
     const ctx = { uuid: sb.uuid, geometry: g, mainBlocks: p.mainBlocks };
-    // Check both (header + CRC), build the state of the newest only; if its contents do not validate, the
-    // other one is tried.
-    const bufs = [await io.read(at(g.tableOffsets[0]), g.tableCopyLen), await io.read(at(g.tableOffsets[1]), g.tableCopyLen)] as const;
-    const heads = [checkTableCopy(bufs[0], ctx), checkTableCopy(bufs[1], ctx)] as const;
+    // Both headers first (4 KiB each) to order the copies by generation; then the newest is read, checked
+    // and built (only its used bytes); if it does not validate, the other one is tried. The copy not loaded
+    // is still checked (its used bytes, no state built) so that a corrupt one is repaired below.
+    const tableAt = [at(g.tableOffsets[0]), at(g.tableOffsets[1])] as const;
+    const heads = [
+      decodeTableHeader(await io.read(tableAt[0], META_ALIGN), ctx),
+      decodeTableHeader(await io.read(tableAt[1], META_ALIGN), ctx),
+    ] as const;
     /** Why each copy is unusable ('' = valid as far as checked). */
     const whyBad: [string, string] = [heads[0].ok ? '' : heads[0].why, heads[1].ok ? '' : heads[1].why];
     const order: Array<0 | 1> =
       heads[0].ok && heads[1].ok && heads[1].value.generation > heads[0].value.generation ? [1, 0] : [0, 1];
     let copy: 0 | 1 | null = null;
-    let loadedCopy: TableCopy | null = null;
+    let loadedCopy: DecodedTableCopy | null = null;
     for (const c of order) {
-      const h = heads[c];
-      if (!h.ok) continue;
-      const built = buildTableCopy(bufs[c], h.value, ctx);
-      if (built.ok) {
+      if (whyBad[c] !== '') continue;
+      const built = await readTableCopy(io, tableAt[c], ctx, true);
+      if (built.ok && built.value.state !== null) {
         copy = c;
         loadedCopy = built.value;
         break;
       }
-      whyBad[c] = built.why;
+      whyBad[c] = built.ok ? 'not built' : built.why;
     }
-    if (copy === null || loadedCopy === null) {
+    if (copy === null || loadedCopy === null || loadedCopy.state === null) {
       return refuse(
         new DmrError(
           'E_SPARE_METADATA',
@@ -335,10 +394,14 @@ export class RemapStore {
       );
     }
     const other: 0 | 1 = copy === 0 ? 1 : 0;
+    if (whyBad[other] === '' && order[0] === copy) {
+      const checked = await readTableCopy(io, tableAt[other], ctx, false);
+      if (!checked.ok) whyBad[other] = checked.why;
+    }
     const state = loadedCopy.state;
     let gen = loadedCopy.generation;
-    const jlen = g.journalRecords * JOURNAL_RECORD_SIZE;
-    const r1 = replay(state, await io.read(at(g.journalOffsets[copy]), jlen), sb.uuid, gen, loadedCopy.journalStartSeq, loadedCopy.crc);
+    const J = g.journalRecords;
+    const r1 = await replay(io, at(g.journalOffsets[copy]), J, state, sb.uuid, gen, loadedCopy.journalStartSeq, loadedCopy.crc);
     let cur = { gen, copy, pos: r1.records, nextSeq: r1.nextSeq, prevCrc: r1.lastCrc };
     let replayedRecords = r1.records;
     let replayedOps = r1.ops;
@@ -347,7 +410,7 @@ export class RemapStore {
     if (otherBad) {
       // The other copy may be a newer generation that got corrupt after records were journaled behind it:
       // its journal then continues this one (its first record cannot be checked against the lost copy's CRC).
-      const r2 = replay(state, await io.read(at(g.journalOffsets[other]), jlen), sb.uuid, gen + 1, r1.nextSeq, null);
+      const r2 = await replay(io, at(g.journalOffsets[other]), J, state, sb.uuid, gen + 1, r1.nextSeq, null);
       if (r2.records > 0) {
         gen += 1;
         cur = { gen, copy: other, pos: r2.records, nextSeq: r2.nextSeq, prevCrc: r2.lastCrc };
@@ -406,7 +469,16 @@ export class RemapStore {
 
   private static async doFormat(io: SpareIo, p: Prepared, reason: string): Promise<OpenResult> {
     const spareSize = p.spareSize ?? p.deviceSize - p.spareOffset;
-    const g = computeGeometry({ spareOffset: p.spareOffset, spareSize, blockSize: p.blockSize, journalRecords: p.journalRecords });
+    const g =
+      p.formatVersion === 1
+        ? computeGeometry({ spareOffset: p.spareOffset, spareSize, blockSize: p.blockSize, journalRecords: p.journalRecords, version: 1 })
+        : computeGeometry({
+            spareOffset: p.spareOffset,
+            spareSize,
+            blockSize: p.blockSize,
+            journalRecords: p.journalRecords,
+            maxSlots: p.maxSlots,
+          });
     const uuid = randomBytes(16);
     const state = new RemapState(g, p.mainBlocks);
     const at = (rel: number): number => g.spareOffset + rel;

@@ -162,6 +162,25 @@ export class FakeDevice implements NativeDevice {
     });
   }
 
+  /**
+   * The `written` list native reports in a 'lost_written' io_fault for a write of blocks block..block+blocks-1
+   * against the table last published: its LOST blocks and the slots their data went to, in block order, a
+   * run split where the blocks or the slots stop being consecutive (as native/request_plan.cc does).
+   */
+  writtenRanges(block: number, blocks: number): Array<{ block: number; blocks: number; slot: number }> {
+    const out: Array<{ block: number; blocks: number; slot: number }> = [];
+    const t = this.remapTable;
+    t.blocks.forEach((b, i) => {
+      const n = Number(b);
+      if (n < block || n >= block + blocks || ((t.flags[i] as number) & REMAP_FLAG_LOST) === 0) return;
+      const slot = Number(t.slots[i] as bigint);
+      const prev = out[out.length - 1];
+      if (prev !== undefined && prev.block + prev.blocks === n && prev.slot + prev.blocks === slot) prev.blocks++;
+      else out.push({ block: n, blocks: 1, slot });
+    });
+    return out;
+  }
+
   /** Fault parking as last set (DeviceOptions.parkFaults, then setFaultParking). */
   parkFaults = false;
   /** Every resolveFault call, in order. */
@@ -254,6 +273,26 @@ export class FakeDevice implements NativeDevice {
 
   stats(): QueueStats[] {
     return this.queueStats.map((s) => ({ ...s, latencyLog2Us: [...s.latencyLog2Us] }));
+  }
+
+  /**
+   * The 'lost_written' report native makes for a write of blocks [block, block + blocks) planned against
+   * the table published now: the LOST blocks it touched, in runs of consecutive blocks and slots, with the
+   * slots their data went to (the write's data is in those slots as of now). Null when it touches no LOST
+   * block (the write completes without a report). Not emitted: a test emits it when it chooses, after
+   * changing whatever it wants to interleave.
+   */
+  plannedWrite(tag: number, seq: number, block: number, blocks: number, attempt = 0): Extract<NativeEvent, { type: 'io_fault' }> | null {
+    const t = this.remapTable;
+    t.blocks.forEach((b, i) => {
+      const n = Number(b);
+      if (n >= block && n < block + blocks && ((t.flags[i] as number) & REMAP_FLAG_MOVING) !== 0) {
+        throw new Error(`plannedWrite: block ${n} is MOVING: native would park the write`);
+      }
+    });
+    const written = this.writtenRanges(block, blocks);
+    if (written.length === 0) return null;
+    return { type: 'io_fault', queue: 0, tag, seq, op: 'write', kind: 'lost_written', block, blocks, attempt, latencyUs: 100, failed: [], written };
   }
 
   /** Delivers an event as the addon's ThreadSafeFunction would. */

@@ -168,9 +168,9 @@ export function directRead(dev: string, at: number, blocks = 1, bs = 4096): Dire
   return { ok, errno: ok ? null : (errnoOf(stderr) ?? 'short read'), data: ok ? r.stdout : Buffer.alloc(0), stderr };
 }
 
-/** Writes `data` (a multiple of bs) at block `at` with O_DIRECT (dd), as one request. */
+/** Writes `data` (a multiple of bs) at block `at` with O_DIRECT (dd), as one request (iflag=fullblock: a pipe gives dd short reads, which would become short writes). */
 export function directWrite(dev: string, at: number, data: Buffer, bs = 4096): DirectIo {
-  const args = [`of=${dev}`, `bs=${data.length}`, `seek=${at * bs}`, 'count=1', 'oflag=direct,seek_bytes', 'conv=notrunc', 'status=none'];
+  const args = [`of=${dev}`, `bs=${data.length}`, `seek=${at * bs}`, 'count=1', 'iflag=fullblock', 'oflag=direct,seek_bytes', 'conv=notrunc', 'status=none'];
   const r = spawnSync('dd', args, { input: data });
   const stderr = r.stderr.toString();
   return { ok: r.status === 0, errno: r.status === 0 ? null : errnoOf(stderr) ?? `dd exit ${r.status}`, data: Buffer.alloc(0), stderr };

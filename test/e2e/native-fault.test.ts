@@ -22,8 +22,8 @@ const SPARE_DATA = 1 << 20; // slot 0 starts 1 MiB into the spare
 const EIO = 5;
 const LOST = 1;
 // Blocks of main that fail (dm `error` segments), one group per test so that the tests stay independent.
-const BAD = { failWrite: 100, heal: 150, narrow: [202, 205], read: 300, stop: 400, parkingOff: 500 };
-const BAD_BLOCKS = [BAD.failWrite, BAD.heal, ...BAD.narrow, BAD.read, BAD.stop, BAD.parkingOff];
+const BAD = { failWrite: 100, heal: 150, narrow: [202, 205], read: 300, stop: 400, parkingOff: 500, zeroes: 700 };
+const BAD_BLOCKS = [BAD.failWrite, BAD.heal, ...BAD.narrow, BAD.read, BAD.stop, BAD.parkingOff, BAD.zeroes];
 const ZERO_COPY_FEATURE = 1n << 11n; // UBLK_F_AUTO_BUF_REG
 
 type Fault = Extract<NativeEvent, { type: 'io_fault' }>;
@@ -214,7 +214,7 @@ describe('fault parking in the native data path', () => {
       block: first,
       blocks: 4,
       failed: [],
-      written: [{ block: BAD.heal, blocks: 1 }],
+      written: [{ block: BAD.heal, blocks: 1, slot: 3 }],
     });
     // The data is in the slot before the write is acknowledged.
     expect(readAt(spareLoop, SPARE_DATA + 3 * BS, BS).equals(data.subarray(2 * BS, 3 * BS))).toBe(true);
@@ -228,6 +228,57 @@ describe('fault parking in the native data path', () => {
     const back = await read(dev, first, 4);
     expect(back.code).toBe(0);
     expect(back.data.equals(data)).toBe(true);
+    expect(ioErrors()).toEqual([]);
+  });
+
+  it('lost_written names the slot each block went to, split where the slots are not consecutive', async () => {
+    const dev = await start({ parkFaults: true });
+    // LOST blocks 600 -> slot 7, 601 -> 12, 602 -> 13 (none on a bad block of main); 603 stays on main.
+    device!.setRemapTable(...table([[600, 7, LOST], [601, 12, LOST], [602, 13, LOST]]));
+    const data = crypto.randomBytes(4 * BS);
+    const w = write(dev, 600, data);
+    const f = await fault(0);
+    expect(f).toMatchObject({ op: 'write', kind: 'lost_written', block: 600, blocks: 4, failed: [] });
+    expect(f.written).toEqual([
+      { block: 600, blocks: 1, slot: 7 },
+      { block: 601, blocks: 2, slot: 12 },
+    ]);
+    for (const [i, slot] of [[0, 7], [1, 12], [2, 13]] as const) {
+      expect(readAt(spareLoop, SPARE_DATA + slot * BS, BS).equals(data.subarray(i * BS, (i + 1) * BS))).toBe(true);
+    }
+    device!.setRemapTable(...table([[600, 7, 0], [601, 12, 0], [602, 13, 0]]));
+    device!.resolveFault(f.queue, f.tag, f.seq, { action: 'complete' });
+    expect((await w).code).toBe(0);
+    expect((await read(dev, 600, 4)).data.equals(data)).toBe(true);
+  });
+
+  it('a write-zeroes over a bad block parks like a write (op write_zeroes); redirected, its zeros land in the slot', async () => {
+    const dev = await start({ parkFaults: true });
+    // Slot 4 holds old bytes that must not survive.
+    const garbage = path.join(dir, 'garbage');
+    fs.writeFileSync(garbage, crypto.randomBytes(BS));
+    must('dd', [`if=${garbage}`, `of=${spareLoop}`, `bs=${BS}`, `seek=${(SPARE_DATA >> 12) + 4}`, 'oflag=direct', 'conv=notrunc', 'status=none']);
+    const first = BAD.zeroes - 2;
+    const z = spawn('blkdiscard', ['-z', '-o', String(first * BS), '-l', String(4 * BS), dev], { stdio: 'ignore' });
+    children.push(z);
+    const exited = new Promise<number | null>((resolve) => z.on('close', (code) => resolve(code)));
+    const f0 = await fault(0);
+    expect(f0).toMatchObject({ op: 'write_zeroes', kind: 'error', block: first, blocks: 4, written: [] });
+    expect(f0.failed).toEqual([{ device: 'main', block: first, blocks: 4, errno: EIO }]);
+    device!.resolveFault(f0.queue, f0.tag, f0.seq, { action: 'retry', narrow: true });
+    const f1 = await fault(1);
+    expect(f1.failed).toEqual([{ device: 'main', block: BAD.zeroes, blocks: 1, errno: EIO }]);
+    device!.setRemapTable(...table([[BAD.zeroes, 4, LOST]]));
+    device!.resolveFault(f1.queue, f1.tag, f1.seq, { action: 'retry' });
+    const f2 = await fault(2);
+    expect(f2).toMatchObject({ op: 'write_zeroes', kind: 'lost_written', failed: [], written: [{ block: BAD.zeroes, blocks: 1, slot: 4 }] });
+    expect(readAt(spareLoop, SPARE_DATA + 4 * BS, BS).equals(Buffer.alloc(BS))).toBe(true);
+    device!.setRemapTable(...table([[BAD.zeroes, 4, 0]]));
+    device!.resolveFault(f2.queue, f2.tag, f2.seq, { action: 'complete' });
+    expect(await exited).toBe(0);
+    const back = await read(dev, first, 4);
+    expect(back.code).toBe(0);
+    expect(back.data.equals(Buffer.alloc(4 * BS))).toBe(true);
     expect(ioErrors()).toEqual([]);
   });
 

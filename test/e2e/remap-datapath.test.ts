@@ -23,7 +23,7 @@ function readBlocks(dev: string, at: number, blocks: number): { ok: boolean; dat
 }
 
 function writeBlocks(dev: string, at: number, data: Buffer): { ok: boolean; stderr: string } {
-  const r = spawnSync('dd', [`of=${dev}`, `bs=${BS}`, `seek=${at}`, 'oflag=direct', 'conv=notrunc', 'status=none'], { input: data });
+  const r = spawnSync('dd', [`of=${dev}`, `bs=${BS}`, `seek=${at}`, 'iflag=fullblock', 'oflag=direct', 'conv=notrunc', 'status=none'], { input: data });
   return { ok: r.status === 0, stderr: r.stderr.toString() };
 }
 

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import type { DeviceConfig } from '../../src/device/config.js';
+import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import { Daemon } from '../../src/device/daemon.js';
 import type { FaultAction, NativeEvent } from '../../src/native.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
@@ -31,6 +32,12 @@ const settle = (ms = 30): Promise<void> => new Promise((r) => setTimeout(r, ms))
 type Fault = Extract<NativeEvent, { type: 'io_fault' }>;
 function fault(over: Partial<Fault> & Pick<Fault, 'op' | 'failed'>): Fault {
   return { type: 'io_fault', queue: 0, tag: 1, seq: ++seq, kind: 'error', block: 0, blocks: 8, attempt: 0, latencyUs: 100, written: [], ...over };
+}
+/** The 'lost_written' report of `f`'s write as native makes it against the table published now (its slots). */
+function planned(f: Pick<Fault, 'tag' | 'seq' | 'block' | 'blocks'>, attempt: number): Fault {
+  const ev = device().plannedWrite(f.tag, f.seq, f.block, f.blocks, attempt);
+  if (ev === null) throw new Error(`a write of blocks ${f.block}+${f.blocks} touches no LOST block`);
+  return ev;
 }
 /** Waits until the daemon resolved the fault `(tag, seq)` and returns the action. */
 async function resolution(f: { tag: number; seq: number }, timeoutMs = 3000): Promise<FaultAction> {
@@ -82,7 +89,7 @@ describe('write errors', () => {
     expect(entry(3)).toBeUndefined();
     const journalWrites = daemon?.['engine']?.store.journalUsed;
     // The retry wrote the slot: lost_written → committed (one journal record), published, then completed.
-    const f3 = { ...f1, attempt: 2, kind: 'lost_written' as const, failed: [], written: [{ block: 3, blocks: 1 }] };
+    const f3 = { ...f1, attempt: 2, kind: 'lost_written' as const, failed: [], written: device().writtenRanges(3, 1) };
     device().emit(f3);
     expect(await resolution(f3)).toEqual({ action: 'complete' });
     expect(entry(3)).toMatchObject({ state: 'mapped', origin: 'auto' });
@@ -111,7 +118,7 @@ describe('write errors', () => {
     const s = await ask<{ retiredSlots: number; spareIoErrors: number }>('stats');
     expect(s.retiredSlots).toBe(1);
     expect(s.spareIoErrors).toBe(1);
-    device().emit({ ...f1, attempt: 2, kind: 'lost_written', failed: [], written: [{ block: 5, blocks: 1 }] });
+    device().emit({ ...f1, attempt: 2, kind: 'lost_written', failed: [], written: device().writtenRanges(5, 1) });
     expect(await resolution(f1)).toEqual({ action: 'complete' });
     expect(BigInt(entry(5)?.slot as number)).toBe(slotOf(5));
     expect(BigInt(entry(5)?.slot as number)).not.toBe(first);
@@ -125,7 +132,7 @@ describe('write errors', () => {
     const store = daemon?.['engine']?.store as { commitBatch: (...a: unknown[]) => Promise<unknown> };
     const orig = store.commitBatch.bind(store);
     store.commitBatch = () => Promise.reject(new Error('spare write failed'));
-    const f2 = { ...f1, attempt: 1, kind: 'lost_written' as const, failed: [], written: [{ block: 9, blocks: 1 }] };
+    const f2 = { ...f1, attempt: 1, kind: 'lost_written' as const, failed: [], written: device().writtenRanges(9, 1) };
     device().emit(f2);
     expect(await resolution(f2)).toEqual({ action: 'fail', errno: 5 });
     store.commitBatch = orig;
@@ -134,12 +141,12 @@ describe('write errors', () => {
   });
 
   it('a lost block (pending) written: committed mapped before the write completes', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
     const r = fault({ op: 'read', block: 12, blocks: 1, failed: [{ device: 'main', block: 12, blocks: 1, errno: 61 }] });
     device().emit(r);
     expect(await resolution(r)).toEqual({ action: 'fail', errno: 5 });
     expect(entry(12)).toMatchObject({ state: 'lost', origin: 'auto' });
-    const w = fault({ op: 'write', block: 12, blocks: 1, kind: 'lost_written', failed: [], written: [{ block: 12, blocks: 1 }] });
+    const w = fault({ op: 'write', block: 12, blocks: 1, kind: 'lost_written', failed: [], written: device().writtenRanges(12, 1) });
     device().emit(w);
     expect(await resolution(w)).toEqual({ action: 'complete' });
     expect(entry(12)).toMatchObject({ state: 'mapped', origin: 'auto' });
@@ -147,9 +154,122 @@ describe('write errors', () => {
   });
 });
 
+describe('writes whose data landed in a slot the block has left', () => {
+  const slotOf = (b: number): number | undefined => {
+    const t = device().remapTable;
+    const i = t.blocks.indexOf(BigInt(b));
+    return i < 0 ? undefined : Number(t.slots[i]);
+  };
+
+  it('commits the slot the data went to: a block moved meanwhile (its slot failed) gets the write driven again', async () => {
+    await start();
+    // Write A to block 5 fails on main: redirected to slot s1.
+    const a = fault({ op: 'write', tag: 1, block: 5, blocks: 1, failed: [{ device: 'main', block: 5, blocks: 1, errno: 5 }] });
+    device().emit(a);
+    expect(await resolution(a)).toEqual({ action: 'retry' });
+    const s1 = slotOf(5) as number;
+    // Write B to block 5, planned now: its data goes to s1.
+    const b = fault({ op: 'write', tag: 2, block: 5, blocks: 1, failed: [] });
+    const bWritten = planned(b, 0);
+    expect(bWritten.written).toEqual([{ block: 5, blocks: 1, slot: s1 }]);
+    // A's retry fails on s1: the block moves to s2, s1 is retired.
+    device().emit({ ...a, attempt: 1, failed: [{ device: 'spare', block: 5, blocks: 1, errno: 5 }] });
+    expect(await resolution(a)).toEqual({ action: 'retry' });
+    const s2 = slotOf(5) as number;
+    expect(s2).not.toBe(s1);
+    // B reports its data in s1: not acknowledged, not committed; driven again.
+    device().emit(bWritten);
+    expect(await resolution(b)).toEqual({ action: 'retry' });
+    expect(entry(5)).toBeUndefined();
+    // B's second go lands in s2 and is committed there.
+    const b2 = planned(b, 1);
+    expect(b2.written).toEqual([{ block: 5, blocks: 1, slot: s2 }]);
+    device().emit(b2);
+    expect(await resolution(b)).toEqual({ action: 'complete' });
+    expect(entry(5)).toMatchObject({ slot: s2, state: 'mapped' });
+    expect((await ask<{ redrivenWrites: number }>('stats')).redrivenWrites).toBe(1);
+  });
+
+  it('a redirect abandoned meanwhile (slot freed): the write is driven again, to main, never acknowledged from the freed slot', async () => {
+    await start();
+    const a = fault({ op: 'write', tag: 1, block: 6, blocks: 1, failed: [{ device: 'main', block: 6, blocks: 1, errno: 5 }] });
+    device().emit(a);
+    expect(await resolution(a)).toEqual({ action: 'retry' });
+    const b = fault({ op: 'write', tag: 2, block: 6, blocks: 1, failed: [] });
+    const bWritten = planned(b, 0);
+    // A keeps failing until it gives up: its redirect is abandoned, the slot freed.
+    device().emit({ ...a, attempt: 8, failed: [{ device: 'spare', block: 6, blocks: 1, errno: 5 }] });
+    expect(await resolution(a)).toEqual({ action: 'fail', errno: 5 });
+    expect(published(6)).toBeUndefined();
+    device().emit(bWritten);
+    expect(await resolution(b)).toEqual({ action: 'retry' });
+    expect(entry(6)).toBeUndefined();
+    // Planned again, B touches no LOST block: it goes to main like any write.
+    expect(device().plannedWrite(b.tag, b.seq, 6, 1, 1)).toBeNull();
+  });
+
+  it('a pending block moved to a fresh slot (its slot failed a write) meanwhile: a write into the old slot is driven again', async () => {
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    const r = fault({ op: 'read', tag: 1, block: 12, blocks: 1, failed: [{ device: 'main', block: 12, blocks: 1, errno: 61 }] });
+    device().emit(r);
+    expect(await resolution(r)).toEqual({ action: 'fail', errno: 5 });
+    const s1 = entry(12)?.slot as number;
+    const b = fault({ op: 'write', tag: 2, block: 12, blocks: 1, failed: [] });
+    const bWritten = planned(b, 0);
+    // Another write to block 12 fails on its slot: the block moves (still pending) to s2, s1 is retired.
+    const c = fault({ op: 'write', tag: 3, block: 12, blocks: 1, failed: [{ device: 'spare', block: 12, blocks: 1, errno: 5 }] });
+    device().emit(c);
+    expect(await resolution(c)).toEqual({ action: 'retry' });
+    const s2 = entry(12)?.slot as number;
+    expect(s2).not.toBe(s1);
+    expect(entry(12)?.state).toBe('lost');
+    device().emit(bWritten);
+    expect(await resolution(b)).toEqual({ action: 'retry' });
+    expect(entry(12)).toMatchObject({ slot: s2, state: 'lost' });
+    device().emit(planned(b, 1));
+    expect(await resolution(b)).toEqual({ action: 'complete' });
+    expect(entry(12)).toMatchObject({ slot: s2, state: 'mapped' });
+  });
+
+  it('a second write into a block already committed at that slot needs no commit and completes', async () => {
+    await start();
+    const a = fault({ op: 'write', tag: 1, block: 7, blocks: 1, failed: [{ device: 'main', block: 7, blocks: 1, errno: 5 }] });
+    device().emit(a);
+    await resolution(a);
+    const b = fault({ op: 'write', tag: 2, block: 7, blocks: 1, failed: [] });
+    const bWritten = planned(b, 0);
+    device().emit(planned(a, 1));
+    expect(await resolution(a)).toEqual({ action: 'complete' });
+    const journal = daemon?.['engine']?.store.journalUsed;
+    device().emit(bWritten);
+    expect(await resolution(b)).toEqual({ action: 'complete' });
+    expect(daemon?.['engine']?.store.journalUsed).toBe(journal);
+    expect(device().calls.at(-2)).toBe('flush spare');
+  });
+
+  it('several redirected blocks whose slots fail in one batch: each gets a fresh slot, every failed slot is retired', async () => {
+    await start();
+    const blocks = [20, 21, 22];
+    const fs1 = blocks.map((blk) => fault({ op: 'write', tag: blk, block: blk, blocks: 1, failed: [{ device: 'main', block: blk, blocks: 1, errno: 5 }] }));
+    for (const f of fs1) device().emit(f);
+    for (const f of fs1) expect(await resolution(f)).toEqual({ action: 'retry' });
+    const old = blocks.map((blk) => slotOf(blk) as number);
+    // Their retries all fail on their slots, reported together: one batch.
+    for (const f of fs1) device().emit({ ...f, attempt: 1, failed: [{ device: 'spare', block: f.block, blocks: 1, errno: 5 }] });
+    for (const f of fs1) expect(await resolution(f)).toEqual({ action: 'retry' });
+    const fresh = blocks.map((blk) => slotOf(blk) as number);
+    for (const s of fresh) expect(old).not.toContain(s);
+    expect(new Set(fresh).size).toBe(3);
+    expect((await ask<{ retiredSlots: number }>('stats')).retiredSlots).toBe(3);
+    for (const f of fs1) device().emit(planned(f, 2));
+    for (const f of fs1) expect(await resolution(f)).toEqual({ action: 'complete' });
+    blocks.forEach((blk, i) => expect(entry(blk)).toMatchObject({ slot: fresh[i], state: 'mapped' }));
+  });
+});
+
 describe('read errors', () => {
   it('retries with backoff, then marks the blocks pending (lost, auto) before failing the read with EIO', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 2, retryBackoffMs: 1 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 2, retryBackoffMs: 1 } });
     const f = fault({ op: 'read', block: 16, blocks: 4, failed: [{ device: 'main', block: 16, blocks: 4, errno: 61 }] });
     device().emit(f);
     expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
@@ -165,7 +285,7 @@ describe('read errors', () => {
   });
 
   it('a read that a retry recovers is relocated with its data at the error threshold', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 0 } });
     const f = fault({ op: 'read', block: 40, blocks: 1, failed: [{ device: 'main', block: 40, blocks: 1, errno: 5 }] });
     device().emit(f);
     expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
@@ -178,7 +298,7 @@ describe('read errors', () => {
   });
 
   it('a slot whose read a retry recovered: the block moves to a fresh slot with its data, the old slot is retired', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 0 } });
     await ask('remap', { sector: 30 });
     const before = entry(30)?.slot as number;
     const f = fault({ op: 'read', block: 30, blocks: 1, failed: [{ device: 'spare', block: 30, blocks: 1, errno: 5 }] });
@@ -194,7 +314,7 @@ describe('read errors', () => {
   });
 
   it('below the error threshold a recovered block stays on main', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 2, readRetries: 3, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 2, readRetries: 3, retryBackoffMs: 0 } });
     const f = fault({ op: 'read', block: 41, blocks: 1, failed: [{ device: 'main', block: 41, blocks: 1, errno: 5 }] });
     device().emit(f);
     await resolution(f);
@@ -230,7 +350,7 @@ describe('switches and limits', () => {
   });
 
   it('starts with parking off when the policy says autoRemap false', async () => {
-    await start({ policy: { autoRemap: false, errorThreshold: 1, readRetries: 3, retryBackoffMs: 10 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: false, errorThreshold: 1, readRetries: 3, retryBackoffMs: 10 } });
     expect(device().parkFaults).toBe(false);
   });
 
@@ -239,7 +359,7 @@ describe('switches and limits', () => {
     const f = fault({ op: 'write', block: 7, blocks: 1, failed: [{ device: 'main', block: 7, blocks: 1, errno: 5 }] });
     device().emit(f);
     await resolution(f);
-    device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: [{ block: 7, blocks: 1 }] });
+    device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: device().writtenRanges(7, 1) });
     await resolution(f);
     expect((await ask<Record<string, number>>('stats')).writeErrors).toBe(1);
     expect((await ask<{ reply: string }>('message', { words: ['clear_stats'] })).reply).toBe('statistics cleared');
@@ -256,7 +376,7 @@ describe('switches and limits', () => {
     }
     for (const f of faults) device().emit(f);
     for (const f of faults) expect(await resolution(f, 20_000)).toEqual({ action: 'retry' });
-    for (const f of faults) device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: [{ block: f.block, blocks: 1 }] });
+    for (const f of faults) device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: device().writtenRanges(f.block, 1) });
     for (const f of faults) expect(await resolution(f, 20_000)).toEqual({ action: 'complete' });
     const s = await ask<{ autoRemaps: number; writeErrors: number; queue: { queued: number; running: number; batches: number } }>('stats');
     expect(s.autoRemaps).toBe(2000);
@@ -279,12 +399,18 @@ describe('switches and limits', () => {
     expect(actions.filter((a) => a.action === 'fail')).toEqual([{ action: 'fail', errno: 5 }]);
     const s = await ask<{ spareFull: boolean; health: string; freeSlots: number }>('stats');
     expect(s).toMatchObject({ spareFull: true, health: 'critical', freeSlots: 0 });
+    // spareFull says how the spare is now: a slot freed (an unremap) clears it.
+    device().emit(planned(faults[0] as Fault, 1));
+    expect(await resolution(faults[0] as Fault)).toEqual({ action: 'complete' });
+    await ask('unremap', { sector: 0 });
+    const after = await ask<{ spareFull: boolean; freeSlots: number }>('stats');
+    expect(after).toMatchObject({ spareFull: false, freeSlots: 1 });
   }, 120_000);
 });
 
 describe('restart', () => {
   it('queued relocations survive a restart; pending blocks are in the table', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 1, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 1, retryBackoffMs: 0 } });
     // Hold the first relocation so that the others stay queued.
     const engine = daemon?.['engine'] as { relocate: (...a: unknown[]) => Promise<string> };
     let release!: () => void;
@@ -320,7 +446,7 @@ describe('restart', () => {
 
 describe('the data path mirror', () => {
   it('after any mix of manual remaps, unremaps, redirected writes, pending reads and healing writes, the index the data path holds is exactly the table', async () => {
-    await start({ policy: { autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
     const rnd = seededRandom(6);
     const blocks = 40; // few blocks, so that operations keep landing on blocks already remapped
     const engine = daemon?.['engine'] as { store: { table: { exportSorted: () => { blocks: BigUint64Array; slots: BigUint64Array; lost: Uint8Array } } } };
@@ -341,14 +467,14 @@ describe('the data path mirror', () => {
       } else if (pick < 0.7 || e?.state === 'lost') {
         // A write: to a lost block it lands in the slot (lost_written); on main it fails and is redirected.
         if (e?.state === 'lost') {
-          const f = fault({ op: 'write', tag, block, blocks: 1, kind: 'lost_written', failed: [], written: [{ block, blocks: 1 }] });
+          const f = fault({ op: 'write', tag, block, blocks: 1, kind: 'lost_written', failed: [], written: device().writtenRanges(block, 1) });
           device().emit(f);
           expect(await resolution(f)).toEqual({ action: 'complete' });
         } else if (e === undefined) {
           const f = fault({ op: 'write', tag, block, blocks: 1, failed: [{ device: 'main', block, blocks: 1, errno: 5 }] });
           device().emit(f);
           expect(await resolution(f)).toEqual({ action: 'retry' });
-          device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: [{ block, blocks: 1 }] });
+          device().emit({ ...f, attempt: 1, kind: 'lost_written', failed: [], written: device().writtenRanges(block, 1) });
           expect(await resolution(f)).toEqual({ action: 'complete' });
         }
       } else if (e === undefined) {

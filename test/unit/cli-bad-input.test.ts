@@ -43,9 +43,9 @@ async function expectRejected(
 const add = (w: World, ...extra: string[]): string[] => ['add', '--main', w.main, '--spare', w.spare, ...extra];
 
 describe('usage errors (exit 2)', () => {
-  it('no command', () => expectRejected(() => [], 2, 'missing command (add, list, status, del, remap, unremap, verify, table, stats, message, config); see dmremap-ublk --help'));
+  it('no command', () => expectRejected(() => [], 2, 'missing command (add, list, status, del, remap, unremap, verify, table, stats, recheck, message, config); see dmremap-ublk --help'));
   it('unknown command', () =>
-    expectRejected(() => ['frobnicate'], 2, 'unknown command "frobnicate" (commands: add, list, status, del, remap, unremap, verify, table, stats, message, config; see dmremap-ublk --help)'));
+    expectRejected(() => ['frobnicate'], 2, 'unknown command "frobnicate" (commands: add, list, status, del, remap, unremap, verify, table, stats, recheck, message, config; see dmremap-ublk --help)'));
   it('unknown flag', () =>
     expectRejected((w) => add(w, '--sparse', 'x'), 2, 'unknown option --sparse for add (see dmremap-ublk add --help)'));
   it('unknown flag before the command', () => expectRejected(() => ['--frob'], 2, /^unknown option --frob /));
@@ -75,6 +75,8 @@ describe('usage errors (exit 2)', () => {
     expectRejected(() => ['status'], 2, 'missing device to status (a /dev/ublkbN path, device id or name)'));
   it('del with two devices', () => expectRejected(() => ['del', 'a', 'b'], 2, 'del takes one device, got 2'));
   it('list with an argument', () => expectRejected(() => ['list', 'x'], 2, /^unexpected argument "x" for list/));
+  it('recheck without a device', () => expectRejected(() => ['recheck'], 2, /^recheck takes a device and optional sectors/));
+  it('recheck with a bad sector', () => expectRejected(() => ['recheck', 'data', '12', 'x'], 2, 'sector must be a whole number of 512-byte sectors, got "x"'));
 });
 
 describe('run-time errors (exit 1), detached and foreground', () => {

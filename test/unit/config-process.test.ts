@@ -10,6 +10,9 @@ import { request } from '../../src/control/client.js';
 import { readEntries } from '../../src/control/registry.js';
 import { BIN, makeWorld, pidAlive, type World } from './helpers.js';
 
+/** The outage settings' defaults (DEFAULT_POLICY's), where a test spells a whole policy out. */
+const OUTAGE_DEFAULTS = { outageRegions: 4, outageWindowMs: 2000, outageHoldMs: 30000 } as const;
+
 let w: World;
 let cfgFile: string;
 beforeEach(() => {
@@ -66,7 +69,7 @@ describe('config and add (built CLI, fake addon)', () => {
     expect(set.stdout).toBe('retry_backoff_ms = 250 for device vol (was 10)\n');
     expect(JSON.parse(fs.readFileSync(cfgFile, 'utf8'))).toEqual({ devices: { vol: { retryBackoffMs: 250 } } });
     const get = cli(['config', 'get', '--device', 'vol', '--json']);
-    expect(JSON.parse(get.stdout)).toEqual({ autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 250 });
+    expect(JSON.parse(get.stdout)).toEqual({ autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 250, ...OUTAGE_DEFAULTS });
     const bad = cli(['config', 'set', 'read_retries', '99']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toBe('dmremap-ublk: read_retries must be from 0 to 16, got 99\n');
@@ -75,7 +78,7 @@ describe('config and add (built CLI, fake addon)', () => {
   it('the detached daemon runs with the policy add resolved, whatever the file says later', async () => {
     fs.mkdirSync(path.dirname(cfgFile), { recursive: true });
     fs.writeFileSync(cfgFile, JSON.stringify({ readRetries: 7, devices: { vol: { autoRemap: false } } }));
-    const add = cli(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--error-threshold', '9', '--json']);
+    const add = cli(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--error-threshold', '9', '--outage-hold-ms', '2500', '--json']);
     expect(add.stderr).toBe('');
     expect(add.status).toBe(0);
     const { pid } = JSON.parse(add.stdout) as { pid: number };
@@ -86,6 +89,8 @@ describe('config and add (built CLI, fake addon)', () => {
     expect(flagValue(args, '--error-threshold')).toBe('9');
     expect(flagValue(args, '--read-retries')).toBe('7');
     expect(flagValue(args, '--retry-backoff-ms')).toBe('10');
+    expect(flagValue(args, '--outage-hold-ms')).toBe('2500');
+    expect(flagValue(args, '--outage-regions')).toBe('4');
     // ...and the daemon reports that policy as the one it applies.
     const [entry] = readEntries(w.runDir).live;
     const stats = await request(entry?.socket ?? '', 'stats', {});

@@ -36,6 +36,9 @@ function startServer(overrides: Partial<Handlers> = {}, opts: { maxClients?: num
     },
     table: () => ({ total: 0, offset: 0, entries: [] }),
     message: () => ({ reply: '' }),
+    recheck: () => {
+      throw new DmrError('E_INTERNAL', 'not under test');
+    },
     stats: () => {
       throw new DmrError('E_INTERNAL', 'not under test');
     },
@@ -111,7 +114,7 @@ describe('control server', () => {
   const bad: [string, string, number | null, RegExp][] = [
     ['invalid JSON', '{"id":1,"cmd":', null, /^request is not valid JSON$/],
     ['a JSON array', '[1,2]', null, /^invalid request: /],
-    ['an unknown command', '{"id":5,"cmd":"format"}', 5, /^unknown command "format" \(known: ping, status, shutdown, remap, unremap, verify, table, message, stats, clear_stats, set_auto_remap\)$/],
+    ['an unknown command', '{"id":5,"cmd":"format"}', 5, /^unknown command "format" \(known: ping, status, shutdown, remap, unremap, verify, table, message, stats, clear_stats, set_auto_remap, recheck\)$/],
     ['a missing id', '{"cmd":"shutdown"}', null, /^invalid request: id: /],
     ['a negative id', '{"id":-1,"cmd":"shutdown"}', null, /^invalid request: id: /],
     ['a missing cmd', '{"id":6}', 6, /^invalid request: cmd: /],

@@ -242,6 +242,25 @@ describe('remap engine in the daemon', () => {
     expect(device().remapTable.blocks).toEqual([]);
   });
 
+  it('message takes dmsetup\'s leading sector 0 ("0 remap N") as well as the form without it', async () => {
+    await start();
+    const m = (...words: string[]) => request(sock, 'message', { words }).then((r) => r.reply);
+    expect(await m('0', 'remap', '12')).toBe('remapped sector 12 (block 12) to spare slot 0');
+    expect(await m('0', 'verify', '12')).toMatch(/^sector 12 \(block 12\): remapped to spare slot 0 /);
+    expect(await m('0', 'status')).toMatch(/^0 16384 remap v2\.0 1\//);
+    expect(await m('0', 'unremap', '12')).toMatch(/^unremapped sector 12 /);
+    // Another target sector, or nothing after the 0: refused, nothing changed.
+    for (const [words, msg] of [
+      [['8', 'remap', '12'], /leading sector .* must be 0, got 8/],
+      [['0'], /nothing after the leading sector 0/],
+    ] as const) {
+      const e = await rejected(request(sock, 'message', { words: [...words] }));
+      expect(e.code).toBe('E_USAGE');
+      expect(e.message).toMatch(msg);
+    }
+    expect((await request(sock, 'table', {})).total).toBe(0);
+  });
+
   it('a restart on the same files brings back the table and the counters, and publishes the table before start', async () => {
     await start();
     await request(sock, 'remap', { sector: 7 });

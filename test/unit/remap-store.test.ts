@@ -352,7 +352,7 @@ describe('repair of corrupt copies', () => {
     io.resetStats();
     const fixed = await RemapStore.open(io, opts());
     expect(snap(fixed)).toBe(last);
-    expect(fixed.report.repairs).toEqual([expect.stringMatching(new RegExp(`table copy ${'AB'[older]} \\(bad checksum\\) rewritten`))]);
+    expect(fixed.report.repairs).toEqual([expect.stringMatching(new RegExp(`table copy ${'AB'[older]} \\(entry 0: block out of order or range\\) rewritten`))]);
     expect(io.log).toContainEqual({ kind: 'write', offset: g.tableOffsets[older], length: 4096 });
     const clean = await RemapStore.open(io, opts());
     expect(clean.report.repairs).toEqual([]);

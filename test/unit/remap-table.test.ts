@@ -5,6 +5,7 @@ import { SlotAllocator } from '../../src/remap/allocator.js';
 import { crc32c } from '../../src/remap/crc32c.js';
 import {
   computeGeometry,
+  DEFAULT_MAX_SLOTS,
   JOURNAL_RECORD_SIZE,
   metaLenFor,
   slotOffset,
@@ -74,8 +75,8 @@ describe('RemapTable', () => {
   });
 });
 
-const geo = (spareSize: number, blockSize: 512 | 4096 = 512, journalRecords = 4, spareOffset = 0): Geometry =>
-  computeGeometry({ spareOffset, spareSize, blockSize, journalRecords });
+const geo = (spareSize: number, blockSize: 512 | 4096 = 512, journalRecords = 4, spareOffset = 0, version: 1 | 2 = 2): Geometry =>
+  computeGeometry({ spareOffset, spareSize, blockSize, journalRecords, version });
 
 describe('spare geometry', () => {
   it.each([
@@ -84,11 +85,19 @@ describe('spare geometry', () => {
     [64 << 20, 512, 1024],
     [10 * 2 ** 40, 4096, 1024],
     [2 ** 40 + 12345, 512, 1024],
-  ] as const)('capacity is every slot that fits (size %d, block %d, journal %d)', (size, bs, j) => {
+  ] as const)('capacity is every slot that fits, up to the cap (size %d, block %d, journal %d)', (size, bs, j) => {
+    const v1 = geo(size, bs, j, 0, 1);
     const g = geo(size, bs, j);
-    // Metadata + slots fit, and one more slot would not.
+    // Version 1: metadata + slots fit, and one more slot would not.
+    expect(v1.metaLen + v1.slotCount * bs).toBeLessThanOrEqual(size);
+    expect(metaLenFor(v1.slotCount + 1, j) + (v1.slotCount + 1) * bs).toBeGreaterThan(size);
+    expect(v1.maxSlots).toBe(null);
+    // Version 2: the same, capped at DEFAULT_MAX_SLOTS; the cap bounds the metadata whatever the spare's size.
+    expect(g.version).toBe(2);
+    expect(g.maxSlots).toBe(DEFAULT_MAX_SLOTS);
+    expect(g.slotCount).toBe(Math.min(v1.slotCount, DEFAULT_MAX_SLOTS));
+    expect(g.metaLen).toBeLessThanOrEqual(metaLenFor(DEFAULT_MAX_SLOTS, j));
     expect(g.metaLen + g.slotCount * bs).toBeLessThanOrEqual(size);
-    expect(metaLenFor(g.slotCount + 1, j) + (g.slotCount + 1) * bs).toBeGreaterThan(size);
     // Areas in order, aligned, none overlapping, slot 0 right after the metadata.
     const areas: Array<[number, number]> = [
       [g.superblockOffsets[0], SUPERBLOCK_SIZE],
@@ -108,6 +117,17 @@ describe('spare geometry', () => {
     expect(g.tableCopyLen).toBeGreaterThanOrEqual(136 + 24 * g.slotCount);
     expect(slotOffset(g, 0)).toBe(g.metaLen);
     expect(slotOffset(g, g.slotCount - 1) + bs).toBeLessThanOrEqual(size);
+  });
+
+  it('caps version 2 at the given slot count, version 1 has no cap', () => {
+    const size = 2 ** 40;
+    const g = computeGeometry({ spareOffset: 0, spareSize: size, blockSize: 4096, maxSlots: 1000 });
+    expect(g.slotCount).toBe(1000);
+    expect(g.tableCopyLen).toBe(Math.ceil((136 + 24 * 1000) / 4096) * 4096);
+    expect(geo(size, 4096, 1024).slotCount).toBe(DEFAULT_MAX_SLOTS);
+    expect(geo(size, 4096, 1024, 0, 1).slotCount).toBeGreaterThan(0.98 * 2 ** 28); // every 4 KiB slot of 1 TiB but the metadata
+    expect(code(() => computeGeometry({ spareOffset: 0, spareSize: size, blockSize: 4096, maxSlots: 0 }))).toBe('E_USAGE');
+    expect(code(() => computeGeometry({ spareOffset: 0, spareSize: size, blockSize: 4096, maxSlots: 2 ** 48 }))).toBe('E_USAGE');
   });
 
   it('puts slots after the metadata inside the spare region at its offset', () => {

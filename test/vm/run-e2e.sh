@@ -5,6 +5,8 @@
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
+# Each kernel gets 1800 s: normal work is about 500-700 s, and a fresh-clone run beside other VMs has needed
+# nearly twice that.
 suites="${DMREMAP_E2E_SUITES:-trixie sid}"
 
 # Runs vitest where the kernel is and prints the closing line; the report goes to /tmp (writable there).
@@ -20,7 +22,7 @@ else
   trap 'rm -f "$out"' EXIT
   for suite in $suites; do
     echo "=== e2e on Debian $suite kernel (QEMU TCG) ==="
-    bash "$here/run.sh" --suite "$suite" --timeout "${DMREMAP_E2E_TIMEOUT:-900}" -- bash -c "$inner" | tee "$out"
+    bash "$here/run.sh" --suite "$suite" --timeout "${DMREMAP_E2E_TIMEOUT:-1800}" -- bash -c "$inner" | tee "$out"
     rc=${PIPESTATUS[0]}
     [[ $rc -eq 0 ]] || status=1
     # (The line may follow terminal escape codes on the console.) A VM that died before vitest could report must still count as a failure in the closing lines.

@@ -1,0 +1,151 @@
+// The manual operations of the remap engine: remap and unremap a block by hand, and recheck lost blocks on
+// main. Each moves a block under MOVING and a drain (DESIGN.md invariant 4) and commits before publishing;
+// RemapEngine runs them one at a time.
+import { DmrError, errorCodeOf, errnoName } from '../errors.js';
+import { isNativeError } from '../native.js';
+import { remapBlock, unremapBlock, type RemapEntry, type RemapOp } from '../remap/index.js';
+import { ioFailure, isReadFailure, type EngineContext, type RecheckResult, type RemapResult } from './engine-context.js';
+
+export class ManualOps {
+  constructor(private readonly c: EngineContext) {}
+
+  async remap(sector: number, block: number): Promise<RemapResult> {
+    const dev = this.c.dev();
+    if (this.c.mirror.redirects.has(block)) {
+      throw new DmrError('E_REMAP_STATE', `sector ${sector} (block ${block}) is being remapped automatically (a failed write is redirected to the spare)`);
+    }
+    let readErrno: string | null = null;
+    try {
+      const op = await remapBlock(this.c.store, block, 'manual', {
+        copy: async (_b, slot, offset) => {
+          await this.c.mirror.startMoving(new Map([[block, slot]]));
+          try {
+            await dev.copyRange('main', BigInt(block * this.c.blockSize), 'spare', BigInt(offset), this.c.blockSize);
+            return 'copied';
+          } catch (e) {
+            if (!isReadFailure(e)) throw ioFailure(e, `copying block ${block} to spare slot ${slot} failed`);
+            readErrno = errorCodeOf(e) ?? 'EIO';
+            this.c.log.warn({ block, slot, errno: readErrno }, 'main block unreadable: remapped as lost');
+            return 'unreadable';
+          }
+        },
+        flushSpare: () => dev.flush('spare').catch((e: unknown) => Promise.reject(ioFailure(e, 'flushing the spare failed'))),
+      });
+      this.c.countersPersisted();
+      if (op.lost) this.c.lastDataOnMain.add(block);
+      this.c.log.info({ block, slot: op.slot, lost: op.lost }, 'block remapped');
+      return { sector, block, slot: op.slot, state: op.lost ? 'lost' : 'mapped', readErrno };
+    } finally {
+      // Committed: the entry (mapped or lost) replaces MOVING. Not committed: the block is back on main.
+      // (Refused before anything was published: nothing to undo.)
+      this.c.mirror.endMoving([block]);
+    }
+  }
+
+  async unremap(sector: number, block: number): Promise<{ sector: number; block: number; slot: number }> {
+    const dev = this.c.dev();
+    const e = this.c.store.table.get(block);
+    if (e === undefined) throw new DmrError('E_REMAP_STATE', `sector ${sector} (block ${block}) is not remapped`);
+    if (e.state === 'lost') {
+      throw new DmrError(
+        'E_REMAP_STATE',
+        `sector ${sector} (block ${block}) is lost: its data is gone, and moving it back would make main's stale contents readable; write the block first`,
+      );
+    }
+    try {
+      await unremapBlock(this.c.store, block, {
+        copyBack: async (_b, slot, offset) => {
+          await this.c.mirror.startMoving(new Map([[block, slot]]));
+          await dev
+            .copyRange('spare', BigInt(offset), 'main', BigInt(block * this.c.blockSize), this.c.blockSize)
+            .catch((err: unknown) => Promise.reject(ioFailure(err, `copying spare slot ${slot} back to block ${block} failed`)));
+        },
+        flushMain: () => dev.flush('main').catch((err: unknown) => Promise.reject(ioFailure(err, 'flushing main failed'))),
+      });
+      this.c.countersPersisted();
+      this.c.log.info({ block, slot: e.slot }, 'block unremapped');
+      return { sector, block, slot: e.slot };
+    } finally {
+      this.c.mirror.endMoving([block]);
+    }
+  }
+
+  /**
+   * Re-reads lost blocks on main (`blocks`, or every lost block; with `autoOnly`, only those auto-remap
+   * marked pending): a block whose main copy reads now holds its last data there (nothing was written
+   * since: a write would have made it mapped), so it returns to main: published MOVING and drained (no
+   * request touches it meanwhile), read again, then one journal commit removes the entries and frees their
+   * slots, and the table is published. A block that still does not read stays lost. A write that landed
+   * in the slot of a block returned meanwhile is driven again to main (doCommitSlotWrites).
+   */
+  async recheck(blocks: readonly number[] | null, autoOnly = false): Promise<RecheckResult[]> {
+    const dev = this.c.dev();
+    const out: RecheckResult[] = [];
+    const candidates: number[] = [];
+    const consider = (b: number, listed: boolean): void => {
+      const e = this.c.store.table.get(b);
+      if (e?.state !== 'lost' || this.c.mirror.redirects.has(b)) {
+        if (listed) out.push({ block: b, result: 'not-lost', errno: null });
+      } else if (autoOnly && e.origin !== 'auto') {
+        // not asked for
+      } else if (!this.c.lastDataOnMain.has(b)) {
+        out.push({ block: b, result: 'main-stale', errno: null });
+      } else {
+        candidates.push(b);
+      }
+    };
+    if (blocks === null) {
+      const all = [...this.c.store.table.entries()].filter(([, e]) => e.state === 'lost').map(([b]) => b);
+      for (const b of all.sort((a, b) => a - b)) consider(b, false);
+    } else {
+      for (const b of new Set(blocks)) consider(b, true);
+    }
+    const readMain = async (b: number): Promise<string | null> => {
+      try {
+        await dev.readRange('main', BigInt(b) * BigInt(this.c.blockSize), this.c.blockSize);
+        return null;
+      } catch (err) {
+        if (!isNativeError(err)) throw ioFailure(err, `reading block ${b} of main failed`);
+        return errorCodeOf(err) ?? (isNativeError(err) ? errnoName(err.errno) : 'EIO');
+      }
+    };
+    const readable: number[] = [];
+    for (const b of candidates) {
+      const errno = await readMain(b);
+      if (errno === null) readable.push(b);
+      else out.push({ block: b, result: 'unreadable', errno });
+    }
+    if (readable.length === 0) return out;
+    const moving = new Map(readable.map((b) => [b, (this.c.store.table.get(b) as RemapEntry).slot] as [number, number]));
+    try {
+      await this.c.mirror.startMoving(moving);
+      const back: number[] = [];
+      for (const b of readable) {
+        const e = this.c.store.table.get(b);
+        if (e?.state !== 'lost') {
+          out.push({ block: b, result: 'not-lost', errno: null }); // written (mapped) before it was MOVING
+          continue;
+        }
+        const errno = await readMain(b);
+        if (errno === null) back.push(b);
+        else out.push({ block: b, result: 'unreadable', errno });
+      }
+      if (back.length > 0) {
+        try {
+          await this.c.store.commitBatch(back.map((block) => ({ op: 'unremap', block }) as RemapOp));
+        } catch (err) {
+          throw ioFailure(err, 'committing rechecked blocks failed');
+        }
+        this.c.countersPersisted();
+        for (const b of back) {
+          this.c.lastDataOnMain.delete(b);
+          out.push({ block: b, result: 'recovered', errno: null });
+        }
+        this.c.log.info({ blocks: back.slice(0, 16), count: back.length }, 'lost blocks read again on main: back on main, slots freed');
+      }
+    } finally {
+      this.c.mirror.endMoving(moving.keys());
+    }
+    return out;
+  }
+}

@@ -1,0 +1,52 @@
+// Queries of the remap engine: where a sector's block lives and whether it reads (verify), and the table in
+// pages. They change nothing.
+import { errnoName, errorCodeOf } from '../errors.js';
+import type { BackingRole } from '../native.js';
+import { isNativeError } from '../native.js';
+import type { RemapEntry } from '../remap/index.js';
+import type { EngineContext, TableEntryOut, VerifyResult } from './engine-context.js';
+
+export class RemapQueries {
+  constructor(private readonly c: EngineContext) {}
+
+  async verify(sector: number, block: number): Promise<VerifyResult> {
+    const e = this.c.store.table.get(block);
+    const mainOff = block * this.c.blockSize;
+    if (this.c.mirror.moving.has(block) || this.c.mirror.redirects.has(block)) {
+      return { sector, block, state: 'moving', device: e ? 'spare' : 'main', slot: e?.slot ?? null, offset: e ? this.c.store.allocator.offsetOf(e.slot) : mainOff, readable: false, errno: null };
+    }
+    if (e?.state === 'lost') {
+      // Its data is gone: the device fails reads of it with EIO until it is written.
+      return { sector, block, state: 'lost', device: 'spare', slot: e.slot, offset: this.c.store.allocator.offsetOf(e.slot), readable: false, errno: 'EIO' };
+    }
+    const device: BackingRole = e ? 'spare' : 'main';
+    const offset = e ? this.c.store.allocator.offsetOf(e.slot) : mainOff;
+    let errno: string | null = null;
+    try {
+      await this.c.dev().readRange(device, BigInt(offset), this.c.blockSize);
+    } catch (err) {
+      errno = errorCodeOf(err) ?? (isNativeError(err) ? errnoName(err.errno) : 'EIO');
+    }
+    return { sector, block, state: e ? 'mapped' : 'unmapped', device, slot: e?.slot ?? null, offset, readable: errno === null, errno };
+  }
+
+  table(offset: number, limit: number): { total: number; offset: number; entries: TableEntryOut[] } {
+    const keys = this.c.store.table.sortedBlocks();
+    const entries: TableEntryOut[] = [];
+    const end = Math.min(keys.length, offset + limit);
+    for (let i = offset; i < end; i++) {
+      const block = keys[i] as number;
+      const e = this.c.store.table.get(block) as RemapEntry;
+      entries.push({
+        block,
+        sector: this.c.sectorOf(block),
+        slot: e.slot,
+        state: e.state,
+        origin: e.origin,
+        time: e.time,
+        errorCount: e.errorCount,
+      });
+    }
+    return { total: keys.length, offset, entries };
+  }
+}

@@ -1,0 +1,44 @@
+// The native request planner's C++ unit tests (native/test/request_plan_test.cc), built by `npm run build`
+// as a host executable (no kernel, no io_uring): they count in the unit run and fail it on any failed check.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { describe, expect, it } from 'vitest';
+import { FakeNative, type FakeDevice } from '../../src/testing/fake-native.js';
+
+const exe = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'Release', 'request_plan_test');
+
+describe('native request planner (C++ unit tests)', () => {
+  it('passes every check of request_plan_test', () => {
+    expect(fs.existsSync(exe), `${exe} is missing: run npm run build`).toBe(true);
+    const r = spawnSync(exe, [], { encoding: 'utf8' });
+    expect(r.stderr).toBe('');
+    expect(r.status, r.stdout).toBe(0);
+    expect(r.stdout).toMatch(/^request_plan_test: [1-9]\d* checks, 0 failed$/m);
+  });
+});
+
+describe('fake addon: lost_written slots', () => {
+  it('reports the LOST blocks of a write with their slots, split where blocks or slots stop being consecutive', () => {
+    const dir = fs.mkdtempSync(path.join('/tmp', 'dmr-fake-'));
+    try {
+      const native = new FakeNative({ devDir: dir });
+      const dev = new native.Device({
+        mainPath: '/dev/null', sparePath: '/dev/zero', queues: 1, depth: 1, blockSize: 4096, sizeBytes: 1048576n,
+        maxIoBytes: 1 << 16, discard: false, devId: -1, onEvent: () => undefined,
+      }) as FakeDevice;
+      // 10-11 LOST at slots 3-4, 12 LOST at slot 9, 13 mapped (not LOST), 14 LOST at 10, 20 LOST outside.
+      const e: Array<[number, number, number]> = [[10, 3, 1], [11, 4, 1], [12, 9, 1], [13, 50, 0], [14, 10, 1], [20, 11, 1]];
+      dev.setRemapTable(BigUint64Array.from(e.map((x) => BigInt(x[0]))), BigUint64Array.from(e.map((x) => BigInt(x[1]))), Uint8Array.from(e.map((x) => x[2])));
+      expect(dev.writtenRanges(9, 7)).toEqual([
+        { block: 10, blocks: 2, slot: 3 },
+        { block: 12, blocks: 1, slot: 9 },
+        { block: 14, blocks: 1, slot: 10 },
+      ]);
+      expect(dev.writtenRanges(13, 1)).toEqual([]);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
