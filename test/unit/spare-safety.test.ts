@@ -251,6 +251,9 @@ describe('claims', () => {
   it('the daemon holds both claims while it runs and releases them when it stops or fails to start', async () => {
     const native = fakeFor(w);
     const daemon = await Daemon.start(config(w), { native, runDir: w.runDir, log: quietLog(), logFile: null });
+    // One open per device: the geometry came with the claim, no path was opened again to probe it.
+    expect(native.openBackingInfoCalls).toBe(0);
+    expect(daemon.status().sizeBytes).toBe(fs.statSync(w.main).size);
     expect([...native.claims.values()].sort()).toEqual([identify(w.main, 'main').identity, identify(w.spare, 'spare').identity].sort());
     await daemon.shutdown('test');
     expect(native.claims.size).toBe(0);
