@@ -80,21 +80,22 @@ primaryKernelOnly('a spare that holds something is never formatted', () => {
     const MiB = 1 << 20;
     const main = s.loop(64);
     const spare = s.loop(64);
-    const region = (offset: number, size: number) => ['--main', main, '--spare', spare, '--spare-offset', String(offset * MiB), '--spare-size', String(size * MiB)];
+    const region = (dev: string, offset: number, size: number) => ['--main', main, '--spare', dev, '--spare-offset', String(offset * MiB), '--spare-size', String(size * MiB)];
     // blkid -O at 1 MiB finds nothing there: the filesystem starts at 0 and covers the region.
     must('mkfs.ext4', ['-q', '-F', '-L', 'whole', spare]);
-    expectRefused(region(1, 8), spare, 'E_SPARE_IN_USE', `${spare} at offset ${MiB} overlaps an ext4 filesystem (label "whole") at the start of the device; use --force-format to overwrite it`);
+    expectRefused(region(spare, 1, 8), spare, 'E_SPARE_IN_USE', `${spare} at offset ${MiB} overlaps an ext4 filesystem (label "whole") at the start of the device; use --force-format to overwrite it`);
     expect(sh('fsck.ext4', ['-n', '-f', spare]).status).toBe(0);
-    // A GPT with one partition from 1 MiB to 33 MiB.
-    must('wipefs', ['-a', '-q', spare]);
-    const r = spawnSync('sfdisk', ['-q', spare], { input: 'label: gpt\nstart=2048, size=65536\n', encoding: 'utf8' });
+    // A GPT with one partition from 1 MiB to 33 MiB, on a fresh device (wipefs would leave ext4's backup
+    // superblocks, which blkid finds at the offsets below).
+    const disk = s.loop(64);
+    const r = spawnSync('sfdisk', ['-q', disk], { input: 'label: gpt\nstart=2048, size=65536\n', encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
-    const table = must('sfdisk', ['--json', spare]);
-    expectRefused(region(20, 8), spare, 'E_SPARE_IN_USE', `${spare} at offset ${20 * MiB} overlaps partition ${spare}p1; use --force-format to overwrite it`);
-    expectRefused(region(40, 24), spare, 'E_SPARE_IN_USE', `${spare} at offset ${40 * MiB} overlaps the backup GPT at the end of the device; use --force-format to overwrite it`);
-    const dev = addDevice(main, spare, '--spare-offset', String(40 * MiB), '--spare-size', String(16 * MiB));
+    const table = must('sfdisk', ['--json', disk]);
+    expectRefused(region(disk, 20, 8), disk, 'E_SPARE_IN_USE', `${disk} at offset ${20 * MiB} overlaps partition ${disk}p1; use --force-format to overwrite it`);
+    expectRefused(region(disk, 40, 24), disk, 'E_SPARE_IN_USE', `${disk} at offset ${40 * MiB} overlaps the backup GPT at the end of the device; use --force-format to overwrite it`);
+    const dev = addDevice(main, disk, '--spare-offset', String(40 * MiB), '--spare-size', String(16 * MiB));
     expect(dmr('del', dev.blockPath).status).toBe(0);
-    expect(must('sfdisk', ['--json', spare])).toBe(table);
+    expect(must('sfdisk', ['--json', disk])).toBe(table);
   });
 
   it('a mounted ext4: refused even with --force-format, bytes unchanged, fsck clean after', () => {
