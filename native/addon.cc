@@ -501,6 +501,20 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// JS thread. The fields of a BackingInfo on `o` (openBackingInfo's result; claimBacking's too).
+void SetBackingInfo(Napi::Env env, Napi::Object o, const BackingInfo& b) {
+  o.Set("path", b.path);
+  o.Set("sizeBytes", Napi::BigInt::New(env, b.size_bytes));
+  o.Set("isBlockDevice", b.is_block_device);
+  o.Set("rdev", Napi::BigInt::New(env, b.rdev));
+  o.Set("dev", Napi::BigInt::New(env, b.dev));
+  o.Set("ino", Napi::BigInt::New(env, b.ino));
+  o.Set("logicalBlockSize", Napi::Number::New(env, b.logical_block_size));
+  o.Set("physicalBlockSize", Napi::Number::New(env, b.physical_block_size));
+  o.Set("discard", b.discard);
+  o.Set("rotational", b.rotational);
+}
+
 // JS thread.
 Napi::Value OpenBackingInfo(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -512,20 +526,12 @@ Napi::Value OpenBackingInfo(const Napi::CallbackInfo& info) {
     throw ToJsError(env, e);
   }
   Napi::Object o = Napi::Object::New(env);
-  o.Set("path", b.path);
-  o.Set("sizeBytes", Napi::BigInt::New(env, b.size_bytes));
-  o.Set("isBlockDevice", b.is_block_device);
-  o.Set("rdev", Napi::BigInt::New(env, b.rdev));
-  o.Set("dev", Napi::BigInt::New(env, b.dev));
-  o.Set("ino", Napi::BigInt::New(env, b.ino));
-  o.Set("logicalBlockSize", Napi::Number::New(env, b.logical_block_size));
-  o.Set("physicalBlockSize", Napi::Number::New(env, b.physical_block_size));
-  o.Set("discard", b.discard);
-  o.Set("rotational", b.rotational);
+  SetBackingInfo(env, o, b);
   return o;
 }
 
-// JS thread. claimBacking(path) -> { fd, isBlockDevice, rdev, dev, ino }: the exclusive open (ClaimBacking).
+// JS thread. claimBacking(path) -> { fd, ...BackingInfo }: the exclusive open (ClaimBacking) and the geometry
+// probed on its fd.
 Napi::Value ClaimBackingJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsString()) throw Napi::TypeError::New(env, "claimBacking(path): path must be a string");
@@ -536,6 +542,7 @@ Napi::Value ClaimBackingJs(const Napi::CallbackInfo& info) {
     throw ToJsError(env, e);
   }
   Napi::Object o = Napi::Object::New(env);
+  SetBackingInfo(env, o, c.info);
   o.Set("fd", Napi::Number::New(env, c.fd));
   o.Set("isBlockDevice", c.is_block_device);
   o.Set("rdev", Napi::BigInt::New(env, c.rdev));

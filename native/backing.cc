@@ -27,16 +27,24 @@ uint64_t SysfsQueueValue(dev_t rdev, const char* attr, uint64_t fallback) {
 
 // Any thread.
 BackingInfo ProbeBacking(const std::string& path) {
-  BackingInfo info;
-  info.path = path;
   int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) ThrowSys(errno, "open", path);
-  struct stat st {};
-  if (fstat(fd, &st) < 0) {
-    int e = errno;
+  try {
+    BackingInfo info = ProbeBackingFd(fd, path);
     close(fd);
-    ThrowSys(e, "fstat", path);
+    return info;
+  } catch (const SysError&) {
+    close(fd);
+    throw;
   }
+}
+
+// Any thread.
+BackingInfo ProbeBackingFd(int fd, const std::string& path) {
+  BackingInfo info;
+  info.path = path;
+  struct stat st {};
+  if (fstat(fd, &st) < 0) ThrowSys(errno, "fstat", path);
   info.dev = st.st_dev;
   info.ino = st.st_ino;
   if (S_ISBLK(st.st_mode)) {
@@ -46,9 +54,7 @@ BackingInfo ProbeBacking(const std::string& path) {
     int lbs = 0;
     unsigned int pbs = 0;
     if (ioctl(fd, BLKGETSIZE64, &size) < 0 || ioctl(fd, BLKSSZGET, &lbs) < 0 || ioctl(fd, BLKPBSZGET, &pbs) < 0) {
-      int e = errno;
-      close(fd);
-      ThrowSys(e, "ioctl", path);
+      ThrowSys(errno, "ioctl", path);
     }
     info.size_bytes = size;
     info.logical_block_size = static_cast<uint32_t>(lbs);
@@ -64,10 +70,8 @@ BackingInfo ProbeBacking(const std::string& path) {
     info.physical_block_size = 4096;
     info.discard = true;  // fallocate(PUNCH_HOLE) on the file
   } else {
-    close(fd);
     ThrowSys(ENOTBLK, "open", path + " (not a block device or regular file)");
   }
-  close(fd);
   return info;
 }
 

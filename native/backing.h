@@ -23,6 +23,9 @@ struct BackingInfo {
 
 // Any thread. Stats and queries the device read-only without claiming it. Throws SysError.
 BackingInfo ProbeBacking(const std::string& path);
+// Any thread. The same on an fd already open (a claim): no path is opened again; the fd stays open. Throws
+// SysError naming `path`.
+BackingInfo ProbeBackingFd(int fd, const std::string& path);
 
 // Worker thread. Reads `len` bytes at `offset` with the fd's O_DIRECT semantics (offset and len must be
 // multiples of the device's logical block size) into `out`, looping over short reads. Throws SysError.

@@ -48,6 +48,12 @@ Claim ClaimBacking(const std::string& path) {
     ThrowSys(e == EWOULDBLOCK ? EBUSY : e, "flock", path);
   }
   Claim c;
+  try {
+    c.info = ProbeBackingFd(fd, path);
+  } catch (const SysError&) {
+    close(fd);
+    throw;
+  }
   c.fd = fd;
   c.is_block_device = blk;
   c.rdev = blk ? fst.st_rdev : 0;

@@ -6,18 +6,22 @@
 #include <cstdint>
 #include <string>
 
+#include "backing.h"
+
 struct Claim {
   int fd = -1;
   bool is_block_device = false;
   uint64_t rdev = 0;
   uint64_t dev = 0;
   uint64_t ino = 0;
+  // The geometry, probed on `fd` (ProbeBackingFd): the path is opened once, by the claim.
+  BackingInfo info;
 };
 
 // Any thread (the JS thread). Opens `path` O_RDWR | O_DIRECT | O_CLOEXEC: a block device with O_EXCL (a
 // mounted device, or one another driver or program holds exclusively, fails with EBUSY), a regular file
 // under flock(LOCK_EX | LOCK_NB) (a file another claim holds fails with EBUSY). Anything else fails with
-// ENOTBLK. Reads and writes nothing. Throws SysError.
+// ENOTBLK. Probes the geometry on the claimed fd. Reads and writes no data. Throws SysError.
 Claim ClaimBacking(const std::string& path);
 
 // Any thread. Closes a claim's fd (the claim ends once every dup of it is closed too). Throws SysError.

@@ -62,8 +62,15 @@ void Device::Start() {
   std::lock_guard<std::mutex> lock(mu_);
   if (added_ || state().stopped) ThrowSys(EALREADY, "start", "(device already started)");
   try {
-    BackingInfo main_info = ProbeBacking(cfg_.main_path);
-    main_fd_ = cfg_.main_fd >= 0 ? DupClaim(cfg_.main_fd, "main") : OpenBacking(cfg_.main_path);
+    BackingInfo main_info;
+    if (cfg_.main_fd >= 0) {
+      // A claim: the geometry comes from its dup; the path is not opened again.
+      main_fd_ = DupClaim(cfg_.main_fd, "main");
+      main_info = ProbeBackingFd(main_fd_, cfg_.main_path);
+    } else {
+      main_info = ProbeBacking(cfg_.main_path);
+      main_fd_ = OpenBacking(cfg_.main_path);
+    }
     spare_fd_ = cfg_.spare_fd >= 0 ? DupClaim(cfg_.spare_fd, "spare") : OpenBacking(cfg_.spare_path);
     ctrl_ = std::make_unique<Control>();
 

@@ -38,8 +38,11 @@ export interface BackingInfo {
   rotational: boolean;
 }
 
-/** An exclusive open of a backing device (claimBacking): O_EXCL on a block device, flock on a regular file. */
-export interface BackingClaim {
+/**
+ * An exclusive open of a backing device (claimBacking): O_EXCL on a block device, flock on a regular file,
+ * with the geometry probed on that fd (the path is opened once).
+ */
+export interface BackingClaim extends BackingInfo {
   /** O_RDWR | O_DIRECT | O_CLOEXEC; closed by releaseBacking. */
   fd: number;
   isBlockDevice: boolean;

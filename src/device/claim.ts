@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { DmrError, backingDeviceError, errorCodeOf } from '../errors.js';
-import type { BackingInfo, NativeAddon } from '../native.js';
+import type { BackingClaim, BackingInfo, NativeAddon } from '../native.js';
 import { majorOf, minorOf } from './dev-t.js';
 
 /** What identify() (validate.ts) found at a path. */
@@ -22,7 +22,7 @@ export type Role = 'main' | 'spare';
 /** A claimed backing device: its geometry, its identity and the claimed fd. */
 export type ClaimedDevice = BackingInfo & { identity: string; fd: number };
 
-type ClaimAddon = Pick<NativeAddon, 'claimBacking' | 'releaseBacking' | 'openBackingInfo'>;
+type ClaimAddon = Pick<NativeAddon, 'claimBacking' | 'releaseBacking'>;
 
 function readText(p: string): string | null {
   try {
@@ -120,18 +120,18 @@ function busy(role: Role, t: ClaimTarget, why: string): DmrError {
 
 /**
  * Claims `t`: refuses it when it is in use (inUseReason), then opens it exclusively (EBUSY: another program
- * holds it) and reads its geometry. Reads and writes no data. The caller releases the claim (releaseClaim).
+ * holds it) and reads its geometry on that fd. Reads and writes no data. The caller releases the claim (releaseClaim).
  */
 export function claimDevice(native: ClaimAddon, t: ClaimTarget, role: Role): ClaimedDevice {
   const before = inUseReason(t);
   if (before !== null) throw busy(role, t, before);
-  let fd: number;
+  let claim: BackingClaim;
   try {
     const c = native.claimBacking(t.path);
-    fd = c.fd;
+    claim = c;
     const identity = c.isBlockDevice ? `b:${c.rdev}` : `f:${c.dev}:${c.ino}`;
     if (identity !== t.identity) {
-      native.releaseBacking(fd);
+      native.releaseBacking(c.fd);
       throw new DmrError('E_DEVICE_INVALID', `${role} device ${t.path} changed while it was being opened`);
     }
   } catch (e) {
@@ -141,12 +141,8 @@ export function claimDevice(native: ClaimAddon, t: ClaimTarget, role: Role): Cla
     }
     throw backingDeviceError(e, `${role} device ${t.path}`);
   }
-  try {
-    return { ...native.openBackingInfo(t.path), identity: t.identity, fd };
-  } catch (e) {
-    native.releaseBacking(fd);
-    throw backingDeviceError(e, `${role} device ${t.path}`);
-  }
+  // The geometry was probed on the claimed fd: the path is not opened again.
+  return { ...claim, path: t.path, identity: t.identity };
 }
 
 /** Main and spare, claimed; release() closes both claims (once; later calls do nothing). */

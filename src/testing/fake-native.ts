@@ -376,13 +376,21 @@ export class FakeNative implements NativeAddon {
     };
   }
 
+  /** How often openBackingInfo opened a path (a daemon opens each device once, by its claim: none). */
+  openBackingInfoCalls = 0;
+
   openBackingInfo(p: string): BackingInfo {
+    this.openBackingInfoCalls++;
     let st: fs.BigIntStats;
     try {
       st = fs.statSync(p, { bigint: true });
     } catch (e) {
       throw nativeError((e as NodeJS.ErrnoException).code ?? 'EIO', 'open', p);
     }
+    return this.backingInfo(p, st);
+  }
+
+  private backingInfo(p: string, st: fs.BigIntStats): BackingInfo {
     return {
       path: p,
       sizeBytes: st.size,
@@ -418,7 +426,7 @@ export class FakeNative implements NativeAddon {
       throw nativeError((e as NodeJS.ErrnoException).code ?? 'EIO', 'open', p);
     }
     this.claims.set(fd, identity);
-    return { fd, isBlockDevice: st.isBlockDevice(), rdev: st.isBlockDevice() ? st.rdev : 0n, dev: st.dev, ino: st.ino };
+    return { ...this.backingInfo(p, fs.fstatSync(fd, { bigint: true })), fd, isBlockDevice: st.isBlockDevice(), rdev: st.isBlockDevice() ? st.rdev : 0n, dev: st.dev, ino: st.ino };
   }
 
   releaseBacking(fd: number): void {

@@ -1,6 +1,6 @@
 // Every e2e file starts here: the suite needs root and ublk, and fails loudly (never skips) without them.
 import fs from 'node:fs';
-import { afterEach, beforeAll, beforeEach, expect } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect } from 'vitest';
 import { armHungTaskDetector, kernelTrouble, Scratch, ublkNodes } from './helpers.js';
 
 export function requireUblkHost(): void {
@@ -42,3 +42,15 @@ export function scratchPerTest(first?: () => Promise<void> | void): Scratch {
     },
   });
 }
+
+/** True in the one e2e run that covers what no kernel changes (test/vm/run-e2e.sh sets DMREMAP_E2E_PRIMARY=1 for it). */
+export const onPrimaryKernel = process.env.DMREMAP_E2E_PRIMARY === '1';
+
+/**
+ * A describe block that runs in the primary run only (skipped, and counted so, on the other kernels). What
+ * belongs here: cases whose outcome depends on userspace alone (blkid and sfdisk output, CLI messages, the
+ * registry, option parsing) and would only repeat on a second kernel. What does not: anything that goes
+ * through ublk, io_uring, device-mapper, the block layer's O_EXCL or error reporting; those run on every kernel.
+ * To run such a file by hand, set DMREMAP_E2E_PRIMARY=1 (test/vm/run.sh passes every DMREMAP_* to the guest).
+ */
+export const primaryKernelOnly = describe.runIf(onPrimaryKernel);

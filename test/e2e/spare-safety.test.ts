@@ -1,7 +1,9 @@
 // Never format a spare that holds something (DESIGN.md invariant 6): `add` claims main and spare exclusively
 // before it reads or writes them, refuses a mounted or held device whatever the flags, and refuses a spare
 // region where blkid finds a filesystem, swap or a partition table unless --force-format is given. Every
-// refusal is one line, exit 1, and leaves the spare's bytes as they were.
+// refusal is one line, exit 1, and leaves the spare's bytes as they were. What blkid, sfdisk and the CLI decide
+// is the same on every kernel: those cases run in the primary run only; the O_EXCL claim of a mounted device
+// runs on each kernel.
 import crypto from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -9,7 +11,7 @@ import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { addDevice, dmr, must, registryFiles, sh, ublkNodes, waitFor } from './helpers.js';
 import { ErrorSources } from './error-sources.js';
-import { scratchPerTest } from './setup.js';
+import { primaryKernelOnly, scratchPerTest } from './setup.js';
 
 const s = scratchPerTest();
 
@@ -27,27 +29,25 @@ function blkid(dev: string): Record<string, string> {
 }
 
 /**
- * add with `args` (detached, then --foreground) is refused: exit 1, exactly `message` as its one line,
- * E_SPARE_IN_USE / `code` in --json, no device or registry entry made, and `spare`'s bytes unchanged.
+ * add with `args` is refused: detached, exit 1 and exactly `message` as its one line; --foreground --json,
+ * exit 1 and `code`. No device or registry entry made, and `spare`'s bytes unchanged.
  */
 function expectRefused(args: string[], spare: string, code: string, message: string | RegExp): void {
   const before = { nodes: ublkNodes(), registry: registryFiles(), sum: sha(spare) };
-  for (const mode of [[], ['--foreground']]) {
-    const r = dmr('add', ...args, ...mode);
-    expect(r.status, r.stderr).toBe(1);
-    expect(r.stdout).toBe('');
-    const lines = r.stderr.replace(/\n$/, '').split('\n');
-    expect(lines, r.stderr).toHaveLength(1);
-    if (typeof message === 'string') expect(lines[0]).toBe(`dmremap-ublk: ${message}`);
-    else expect(lines[0]).toMatch(message);
-    const j = dmr('add', ...args, ...mode, '--json');
-    expect(j.status).toBe(1);
-    expect((JSON.parse(j.stdout) as { error: { code: string } }).error.code).toBe(code);
-  }
+  const r = dmr('add', ...args);
+  expect(r.status, r.stderr).toBe(1);
+  expect(r.stdout).toBe('');
+  const lines = r.stderr.replace(/\n$/, '').split('\n');
+  expect(lines, r.stderr).toHaveLength(1);
+  if (typeof message === 'string') expect(lines[0]).toBe(`dmremap-ublk: ${message}`);
+  else expect(lines[0]).toMatch(message);
+  const j = dmr('add', ...args, '--foreground', '--json');
+  expect(j.status).toBe(1);
+  expect((JSON.parse(j.stdout) as { error: { code: string } }).error.code).toBe(code);
   expect({ nodes: ublkNodes(), registry: registryFiles(), sum: sha(spare) }).toEqual(before);
 }
 
-describe('a spare that holds something is never formatted', () => {
+primaryKernelOnly('a spare that holds something is never formatted', () => {
   it('an unmounted ext4: refused, bytes and filesystem intact; --force-format uses it', () => {
     const main = s.loop(64);
     const spare = s.loop(32);
@@ -74,6 +74,28 @@ describe('a spare that holds something is never formatted', () => {
       `${spare} at offset ${32 << 20} holds an ext4 filesystem (label "inner"); use --force-format to overwrite it`);
     const dev = addDevice(main, spare, '--spare-size', String(32 << 20));
     expect(dmr('del', dev.blockPath).status).toBe(0);
+  });
+
+  it('a region past offset 0 inside a filesystem or a partition is refused; free space after the last partition is used', () => {
+    const MiB = 1 << 20;
+    const main = s.loop(64);
+    const spare = s.loop(64);
+    const region = (dev: string, offset: number, size: number) => ['--main', main, '--spare', dev, '--spare-offset', String(offset * MiB), '--spare-size', String(size * MiB)];
+    // blkid -O at 1 MiB finds nothing there: the filesystem starts at 0 and covers the region.
+    must('mkfs.ext4', ['-q', '-F', '-L', 'whole', spare]);
+    expectRefused(region(spare, 1, 8), spare, 'E_SPARE_IN_USE', `${spare} at offset ${MiB} overlaps an ext4 filesystem (label "whole") at the start of the device; use --force-format to overwrite it`);
+    expect(sh('fsck.ext4', ['-n', '-f', spare]).status).toBe(0);
+    // A GPT with one partition from 1 MiB to 33 MiB, on a fresh device (wipefs would leave ext4's backup
+    // superblocks, which blkid finds at the offsets below).
+    const disk = s.loop(64);
+    const r = spawnSync('sfdisk', ['-q', disk], { input: 'label: gpt\nstart=2048, size=65536\n', encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const table = must('sfdisk', ['--json', disk]);
+    expectRefused(region(disk, 20, 8), disk, 'E_SPARE_IN_USE', `${disk} at offset ${20 * MiB} overlaps partition ${disk}p1; use --force-format to overwrite it`);
+    expectRefused(region(disk, 40, 24), disk, 'E_SPARE_IN_USE', `${disk} at offset ${40 * MiB} overlaps the backup GPT at the end of the device; use --force-format to overwrite it`);
+    const dev = addDevice(main, disk, '--spare-offset', String(40 * MiB), '--spare-size', String(16 * MiB));
+    expect(dmr('del', dev.blockPath).status).toBe(0);
+    expect(must('sfdisk', ['--json', disk])).toBe(table);
   });
 
   it('a mounted ext4: refused even with --force-format, bytes unchanged, fsck clean after', () => {
@@ -136,7 +158,7 @@ describe('a spare that holds something is never formatted', () => {
   });
 });
 
-describe('a device in use is never claimed', () => {
+primaryKernelOnly('a device in use is never claimed', () => {
   it('a spare held by a dm linear map: refused, even with --force-format', () => {
     const src = new ErrorSources();
     try {
@@ -150,12 +172,39 @@ describe('a device in use is never claimed', () => {
     }
   });
 
-  it('a mounted main: refused, even with --force-format', () => {
-    const main = s.loop(64);
-    must('mkfs.ext4', ['-q', '-F', main]);
-    const mnt = s.mount(main);
-    const spare = s.loop(32);
-    expectRefused(['--main', main, '--spare', spare, '--force-format'], spare, 'E_DEVICE_BUSY', `main device ${main} is mounted on ${mnt}`);
+  it('a whole disk one of whose partitions is mounted: refused, even with --force-format', () => {
+    const img = path.join(s.dir, 'disk.img');
+    fs.writeFileSync(img, '');
+    fs.truncateSync(img, 64 << 20);
+    const r = spawnSync('sfdisk', ['-q', img], { input: 'label: dos\n,16M\n', encoding: 'utf8' });
+    expect(r.status, r.stderr).toBe(0);
+    const disk = must('losetup', ['-f', '--show', '--partscan', img]).trim();
+    const part = `${disk}p1`;
+    const mnt = fs.mkdtempSync(path.join(s.dir, 'mnt-'));
+    let mounted = false;
+    try {
+      for (let i = 0; i < 50 && !fs.existsSync(part); i++) spawnSync('sleep', ['0.1']);
+      must('mkfs.ext4', ['-q', '-F', part]);
+      must('mount', [part, mnt]);
+      mounted = true;
+      expectRefused(['--main', s.loop(64), '--spare', disk, '--force-format'], disk, 'E_DEVICE_BUSY',
+        `spare device ${disk} has partition ${path.basename(part)}, which is mounted on ${mnt}`);
+    } finally {
+      if (mounted) sh('umount', [mnt]);
+      sh('losetup', ['-d', disk]);
+    }
+  });
+
+  it('a regular file that backs a loop device: refused, even with --force-format', () => {
+    const spare = path.join(s.dir, 'spare.img');
+    fs.writeFileSync(spare, '');
+    fs.truncateSync(spare, 32 << 20);
+    const loop = must('losetup', ['-f', '--show', spare]).trim();
+    try {
+      expectRefused(['--main', s.loop(64), '--spare', spare, '--force-format'], spare, 'E_DEVICE_BUSY', `spare device ${spare} is the backing file of ${loop}`);
+    } finally {
+      sh('losetup', ['-d', loop]);
+    }
   });
 
   it('a regular file another program holds under flock: refused', async () => {
@@ -167,5 +216,15 @@ describe('a device in use is never claimed', () => {
     await waitFor('flock to hold the file', () => sh('flock', ['--exclusive', '--nonblock', spare, 'true']).status !== 0, 10_000);
     expectRefused(['--main', s.loop(64), '--spare', spare], spare, 'E_DEVICE_BUSY', `spare device ${spare} is in use (mounted, or held by another program)`);
     holder.kill('SIGKILL');
+  });
+});
+
+describe('on every kernel: the exclusive claim (O_EXCL) of a device in use', () => {
+  it('a mounted main: refused, even with --force-format', () => {
+    const main = s.loop(64);
+    must('mkfs.ext4', ['-q', '-F', main]);
+    const mnt = s.mount(main);
+    const spare = s.loop(32);
+    expectRefused(['--main', main, '--spare', spare, '--force-format'], spare, 'E_DEVICE_BUSY', `main device ${main} is mounted on ${mnt}`);
   });
 });

@@ -8,6 +8,8 @@ repo="$(cd "$here/../.." && pwd)"
 # Each kernel gets 1800 s: normal work is about 500-700 s, and a fresh-clone run beside other VMs has needed
 # nearly twice that.
 suites="${DMREMAP_E2E_SUITES:-trixie sid}"
+# DMREMAP_E2E_PRIMARY=1 marks the one run that also covers what is not kernel-specific (test/e2e/setup.ts,
+# primaryKernelOnly): the first suite of the list, or the run on a host with ublk. Every DMREMAP_* reaches the guest.
 
 # Runs vitest where the kernel is and prints the closing line; the report goes to /tmp (writable there).
 inner="cd '$repo' && node node_modules/vitest/vitest.mjs run --config vitest.e2e.config.ts --configLoader runner \
@@ -16,11 +18,14 @@ node test/report.mjs /tmp/e2e-report.json \"e2e-\$(uname -r)\""
 
 status=0
 if bash "$here/host-has-ublk.sh"; then
-  bash -c "$inner" || status=1
+  DMREMAP_E2E_PRIMARY=1 bash -c "$inner" || status=1
 else
   out="$(mktemp)"
   trap 'rm -f "$out"' EXIT
+  primary=1
   for suite in $suites; do
+    export DMREMAP_E2E_PRIMARY=$primary
+    primary=0
     echo "=== e2e on Debian $suite kernel (QEMU TCG) ==="
     bash "$here/run.sh" --suite "$suite" --timeout "${DMREMAP_E2E_TIMEOUT:-1800}" -- bash -c "$inner" | tee "$out"
     rc=${PIPESTATUS[0]}
