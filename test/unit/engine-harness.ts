@@ -1,10 +1,11 @@
 // An engine-level fixture: a RemapEngine on the world's spare file, attached to a started fake device
 // (src/testing/fake-native.ts) whose writes can be held in flight (startWrite) and whose drain waits for them.
 import fs from 'node:fs';
+import { afterEach, beforeEach } from 'vitest';
 import { RemapEngine } from '../../src/device/remap-engine.js';
 import { FileSpareIo } from '../../src/remap/index.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
-import { fakeFor, quietLog, type World } from './helpers.js';
+import { fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
 export const BS = 512;
 
@@ -59,4 +60,19 @@ export async function openEngine(w: World, native: FakeNative = fakeFor(w)): Pro
       await io.close();
     },
   };
+}
+
+/** Registers per-test hooks: a fresh world and an engine on it (handed to `take`), closed and removed after each test. */
+export function enginePerTest(take: (rig: EngineRig) => void): void {
+  let w: World | null = null;
+  let rig: EngineRig | null = null;
+  beforeEach(async () => {
+    w = makeWorld();
+    rig = await openEngine(w);
+    take(rig);
+  });
+  afterEach(async () => {
+    await rig?.close();
+    w?.cleanup();
+  });
 }

@@ -1,19 +1,10 @@
 // A block whose failed write is being redirected is already remapped for markLost, and the commit of
 // writes in slots checks each one on its own (review finding 6): an unrelated write never fails with it.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { makeWorld, type World } from './helpers.js';
-import { openEngine, type EngineRig } from './engine-harness.js';
+import { describe, expect, it } from 'vitest';
+import { enginePerTest, type EngineRig } from './engine-harness.js';
 
-let w: World;
 let rig: EngineRig;
-beforeEach(async () => {
-  w = makeWorld();
-  rig = await openEngine(w);
-});
-afterEach(async () => {
-  await rig.close();
-  w.cleanup();
-});
+enginePerTest((r) => (rig = r));
 
 const item = (block: number) => ({ block, slotFailed: false, errorCount: 1 });
 const slotOf = (ev: { written: Array<{ slot: number }> } | null): number => (ev?.written[0] as { slot: number }).slot;

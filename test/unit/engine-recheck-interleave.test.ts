@@ -1,20 +1,11 @@
 // recheck reads its candidates on main outside the engine's one-at-a-time chain (review finding 4): fault
 // handling (a redirect of an unrelated failed write) is not held up by slow reads of failing sectors.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { makeWorld, type World } from './helpers.js';
+import { describe, expect, it } from 'vitest';
 import { RECHECK_BATCH } from '../../src/device/remap-engine.js';
-import { BS, openEngine, type EngineRig } from './engine-harness.js';
+import { BS, enginePerTest, type EngineRig } from './engine-harness.js';
 
-let w: World;
 let rig: EngineRig;
-beforeEach(async () => {
-  w = makeWorld();
-  rig = await openEngine(w);
-});
-afterEach(async () => {
-  await rig.close();
-  w.cleanup();
-});
+enginePerTest((r) => (rig = r));
 
 const item = (block: number) => ({ block, slotFailed: false, errorCount: 1 });
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

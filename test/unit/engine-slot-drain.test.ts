@@ -1,19 +1,10 @@
 // Slots of redirects given up are freed only after a drain (review finding 5): a write planned against a
 // provisional slot and still in flight must not land in that slot after it went to another block.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { makeWorld, type World } from './helpers.js';
-import { openEngine, type EngineRig } from './engine-harness.js';
+import { describe, expect, it } from 'vitest';
+import { enginePerTest, type EngineRig } from './engine-harness.js';
 
-let w: World;
 let rig: EngineRig;
-beforeEach(async () => {
-  w = makeWorld();
-  rig = await openEngine(w);
-});
-afterEach(async () => {
-  await rig.close();
-  w.cleanup();
-});
+enginePerTest((r) => (rig = r));
 
 const item = (block: number) => ({ block, slotFailed: false, errorCount: 1 });
 
