@@ -196,6 +196,25 @@ export class FakeDevice implements NativeDevice {
     this.calls.push(`resolveFault ${action.action}`);
   }
 
+  /** Takes (removes and returns) the resolution of request (tag, seq), or undefined when there is none yet. */
+  takeResolution(f: { tag: number; seq: number }): FaultAction | undefined {
+    const i = this.resolutions.findIndex((x) => x.tag === f.tag && x.seq === f.seq);
+    if (i < 0) return undefined;
+    const [r] = this.resolutions.splice(i, 1);
+    return r?.action;
+  }
+
+  /** Waits until request (tag, seq) is resolved and takes its resolution; throws after `timeoutMs`. */
+  async awaitResolution(f: { tag: number; seq: number }, timeoutMs = 3000): Promise<FaultAction> {
+    const until = Date.now() + timeoutMs;
+    for (;;) {
+      const r = this.takeResolution(f);
+      if (r) return r;
+      if (Date.now() > until) throw new Error(`no resolution for tag ${f.tag} seq ${f.seq}`);
+      await new Promise((res) => setTimeout(res, 5));
+    }
+  }
+
   /** Sequence number of the last request dispatched (startWrite), as native numbers them for drains. */
   private dispatchSeq = 0;
   /** Writes dispatched by startWrite and not completed yet: their sequence number and completion. */

@@ -40,18 +40,7 @@ function planned(f: Pick<Fault, 'tag' | 'seq' | 'block' | 'blocks'>, attempt: nu
   return ev;
 }
 /** Waits until the daemon resolved the fault `(tag, seq)` and returns the action. */
-async function resolution(f: { tag: number; seq: number }, timeoutMs = 3000): Promise<FaultAction> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const r = device().resolutions.find((x) => x.tag === f.tag && x.seq === f.seq);
-    if (r) {
-      device().resolutions.splice(device().resolutions.indexOf(r), 1);
-      return r.action;
-    }
-    if (Date.now() > until) throw new Error(`no resolution for tag ${f.tag} seq ${f.seq}`);
-    await settle(5);
-  }
-}
+const resolution = (f: { tag: number; seq: number }, timeoutMs = 3000): Promise<FaultAction> => device().awaitResolution(f, timeoutMs);
 const entry = (block: number): { slot: number; state: string; origin: string } | undefined =>
   daemon?.['engine']?.store.table.get(block) as { slot: number; state: string; origin: string } | undefined;
 /** Flags of `block` in the last table published to the data path (undefined: not in it). */

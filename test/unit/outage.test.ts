@@ -34,19 +34,9 @@ const fault = (op: 'read' | 'write', block: number, errno = 5, attempt = 0, s = 
   type: 'io_fault', queue: 0, tag: block % 64, seq: s, op, kind: 'error', block, blocks: 1, attempt, latencyUs: 100, written: [],
   failed: [{ device: 'main', block, blocks: 1, errno }],
 });
+/** The resolution of `f` if there is one, left in place. */
 const resolutionOf = (f: Fault): FaultAction | undefined => device().resolutions.find((x) => x.tag === f.tag && x.seq === f.seq)?.action;
-async function resolution(f: Fault, timeoutMs = 5000): Promise<FaultAction> {
-  const until = Date.now() + timeoutMs;
-  for (;;) {
-    const r = device().resolutions.find((x) => x.tag === f.tag && x.seq === f.seq);
-    if (r) {
-      device().resolutions.splice(device().resolutions.indexOf(r), 1);
-      return r.action;
-    }
-    if (Date.now() > until) throw new Error(`no resolution for tag ${f.tag} seq ${f.seq}`);
-    await settle(5);
-  }
-}
+const resolution = (f: { tag: number; seq: number }, timeoutMs = 5000): Promise<FaultAction> => device().awaitResolution(f, timeoutMs);
 /**
  * Plays native while main is down: a request told to retry fails again (attempt + 1), until every one is
  * held (no answer) or answered otherwise. Returns the faults as last reported.
@@ -59,7 +49,7 @@ async function failRetries(faults: Fault[]): Promise<Fault[]> {
     cur.forEach((f, i) => {
       const a = resolutionOf(f);
       if (a?.action !== 'retry') return;
-      device().resolutions.splice(device().resolutions.findIndex((x) => x.tag === f.tag && x.seq === f.seq), 1);
+      device().takeResolution(f);
       const next = { ...f, attempt: f.attempt + 1 };
       cur[i] = next;
       device().emit(next);

@@ -27,15 +27,7 @@ const readFault = (block: number, where: 'main' | 'spare' = 'main'): Fault => ({
   type: 'io_fault', queue: 0, tag: block % 64, seq: ++seq, op: 'read', kind: 'error', block, blocks: 1, attempt: 0, latencyUs: 10, written: [],
   failed: [{ device: where, block, blocks: 1, errno: 5 }],
 });
-async function resolution(f: Fault): Promise<FaultAction> {
-  const until = Date.now() + 5000;
-  for (;;) {
-    const r = device().resolutions.find((x) => x.tag === f.tag && x.seq === f.seq);
-    if (r) return r.action;
-    if (Date.now() > until) throw new Error('no resolution');
-    await new Promise((res) => setTimeout(res, 5));
-  }
-}
+const resolution = (f: { tag: number; seq: number }): Promise<FaultAction> => device().awaitResolution(f);
 const entry = (block: number): { slot: number; state: string } | undefined => daemon?.['engine']?.store.table.get(block);
 const badMain = (block: number): void => void native.cfg.failReads.push({ device: 'main', offset: block * 512, bytes: 512, code: 'EIO' });
 /** Makes `block` pending: its read fails on main on every try. */
