@@ -18,7 +18,7 @@ if bash "$repo/test/vm/host-has-ublk.sh"; then
   node "$here/$script" | tee "$out"
 else
   bash "$repo/test/vm/run.sh" --suite "$suite" --timeout 1800 --env BENCH_ROUNDS --env BENCH_RUNTIME \
-    --env BENCH_SIZE_MIB --env BENCH_PHASE --env BENCH_PART_MIB -- node "$here/$script" | tee "$out"
+    --env BENCH_SIZE_MIB --env BENCH_PHASE --env BENCH_PART_MIB --env BENCH_REMAP_CASES -- node "$here/$script" | tee "$out"
 fi
 json="$(grep -a '^BENCH_JSON ' "$out" | tail -1 | sed 's/^BENCH_JSON //' | tr -d '\r')"
 [[ -n "$json" ]] || { echo "bench: no result line in the output" >&2; exit 1; }
