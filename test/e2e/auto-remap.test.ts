@@ -4,14 +4,14 @@
 // blocks is absorbed, and `set_auto_remap 0` lets errors through unchanged. Every device is small and every
 // fio run short: the whole file should take about 80 s per kernel in the TCG VM.
 import crypto from 'node:crypto';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import type { Stats } from '../../src/control/protocol.js';
-import { BIN, dmr, Mounts, must, pidAlive, registryFiles, RUN_DIR, sh, ublkNodes, waitFor, type Added } from './helpers.js';
+import { addForeground, dmr, type ForegroundDaemon, Mounts, must, pidAlive, registryFiles, RUN_DIR, sh, ublkNodes, waitFor, type Added } from './helpers.js';
 import {
   blockSegments,
   blocksOverlapping,
@@ -39,46 +39,14 @@ const MiB = 1 << 20;
  */
 class Rig {
   readonly dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-auto-'));
-  private readonly daemons: { dev: Added; child: ChildProcess; log: string[] }[] = [];
+  private readonly daemons: ForegroundDaemon[] = [];
   private readonly mounts = new Mounts(this.dir);
 
   /** `dmremap-ublk add --foreground --json`; resolves once the device is live. */
   async add(main: string, spare: string, ...extra: string[]): Promise<Added> {
-    // The state directory (queued relocations) defaults to /var/lib, read-only in the VM: keep it here.
-    const env = { ...process.env, DMREMAP_STATE_DIR: path.join(this.dir, 'state') };
-    const child = spawn(process.execPath, [BIN, 'add', '--main', main, '--spare', spare, '--json', '--foreground', ...extra], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env,
-    });
-    const log: string[] = [];
-    child.stderr.setEncoding('utf8');
-    child.stderr.on('data', (t: string) => {
-      log.push(...t.split('\n').filter((l) => l !== ''));
-      if (log.length > 400) log.splice(0, log.length - 400);
-    });
-    const dev = await new Promise<Added>((resolve, reject) => {
-      let out = '';
-      const timer = setTimeout(() => reject(new Error(`add did not report a device within 120 s: ${log.join('\n')}`)), 120_000);
-      child.stdout.setEncoding('utf8');
-      child.stdout.on('data', (t: string) => {
-        out += t;
-        const nl = out.indexOf('\n');
-        if (nl < 0) return;
-        clearTimeout(timer);
-        try {
-          resolve(JSON.parse(out.slice(0, nl)) as Added);
-        } catch (e) {
-          reject(e as Error);
-        }
-      });
-      child.on('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`add exited (${code}) before the device was live: ${log.join('\n')}`));
-      });
-    });
-    child.stdout.resume();
-    this.daemons.push({ dev, child, log });
-    return dev;
+    const d = await addForeground(main, spare, path.join(this.dir, 'state'), extra);
+    this.daemons.push(d);
+    return d.dev;
   }
 
   /** The last lines each daemon logged (stderr), to show with a failure. */

@@ -8,7 +8,7 @@
 // - a discard main takes slowly (dm-delay) does not hold up reads on the same queue;
 // - and the kernel logs no error for the device meanwhile.
 // About 1 to 2 minutes in the TCG VM.
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -16,7 +16,7 @@ import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import type { Stats } from '../../src/control/protocol.js';
-import { BIN, dmr, pidAlive, RUN_DIR, sh, ublkNodes, waitFor, type Added } from './helpers.js';
+import { addForeground, dmr, pidAlive, RUN_DIR, sh, ublkNodes, waitFor, type Added, type ForegroundDaemon } from './helpers.js';
 import { directRead, ErrorSources, leftoverDmDevices, scatterSegments } from './error-sources.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
@@ -31,7 +31,7 @@ interface Entry {
 
 let dir = '';
 let src: ErrorSources;
-let daemon: { dev: Added; child: ChildProcess; log: string[] } | null = null;
+let daemon: ForegroundDaemon | null = null;
 let dmesgBefore = 0;
 /** dm devices a test made itself (not through ErrorSources): removed before the error sources. */
 let ownDm: string[] = [];
@@ -58,37 +58,8 @@ afterEach(async (ctx) => {
 
 /** `add --foreground --json` (auto-remap on by default); resolves once the device is live. */
 async function add(main: string, spare: string, extra: string[] = []): Promise<Added> {
-  const env = { ...process.env, DMREMAP_STATE_DIR: path.join(dir, 'state') };
-  const child = spawn(process.execPath, [BIN, 'add', '--main', main, '--spare', spare, '--block-size', String(BS), '--json', '--foreground', ...extra], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env,
-  });
-  const log: string[] = [];
-  child.stderr.setEncoding('utf8');
-  child.stderr.on('data', (t: string) => log.push(...t.split('\n').filter((l) => l !== '')));
-  const dev = await new Promise<Added>((resolve, reject) => {
-    let out = '';
-    const timer = setTimeout(() => reject(new Error(`add did not report a device within 120 s: ${log.join('\n')}`)), 120_000);
-    child.stdout.setEncoding('utf8');
-    child.stdout.on('data', (t: string) => {
-      out += t;
-      const nl = out.indexOf('\n');
-      if (nl < 0) return;
-      clearTimeout(timer);
-      try {
-        resolve(JSON.parse(out.slice(0, nl)) as Added);
-      } catch (e) {
-        reject(e as Error);
-      }
-    });
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      reject(new Error(`add exited (${code}) before the device was live: ${log.join('\n')}`));
-    });
-  });
-  child.stdout.resume();
-  daemon = { dev, child, log };
-  return dev;
+  daemon = await addForeground(main, spare, path.join(dir, 'state'), ['--block-size', String(BS), ...extra]);
+  return daemon.dev;
 }
 
 async function stopDaemon(): Promise<void> {

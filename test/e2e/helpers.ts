@@ -49,6 +49,53 @@ export function addDevice(main: string, spare: string, ...extra: string[]): Adde
   return JSON.parse(r.stdout) as Added;
 }
 
+/** A daemon run by addForeground(): its device, its process and the last 400 lines of its stderr. */
+export interface ForegroundDaemon {
+  dev: Added;
+  child: ChildProcess;
+  log: string[];
+}
+
+/**
+ * `dmremap-ublk add --foreground --json` with its state directory in `stateDir` (the default, /var/lib, is
+ * read-only in the VM); resolves once the device is live, rejects with the daemon's log if it is not in 120 s.
+ */
+export async function addForeground(main: string, spare: string, stateDir: string, extra: string[] = []): Promise<ForegroundDaemon> {
+  const env = { ...process.env, DMREMAP_STATE_DIR: stateDir };
+  const child = spawn(process.execPath, [BIN, 'add', '--main', main, '--spare', spare, '--json', '--foreground', ...extra], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+  });
+  const log: string[] = [];
+  child.stderr.setEncoding('utf8');
+  child.stderr.on('data', (t: string) => {
+    log.push(...t.split('\n').filter((l) => l !== ''));
+    if (log.length > 400) log.splice(0, log.length - 400);
+  });
+  const dev = await new Promise<Added>((resolve, reject) => {
+    let out = '';
+    const timer = setTimeout(() => reject(new Error(`add did not report a device within 120 s: ${log.join('\n')}`)), 120_000);
+    child.stdout.setEncoding('utf8');
+    child.stdout.on('data', (t: string) => {
+      out += t;
+      const nl = out.indexOf('\n');
+      if (nl < 0) return;
+      clearTimeout(timer);
+      try {
+        resolve(JSON.parse(out.slice(0, nl)) as Added);
+      } catch (e) {
+        reject(e as Error);
+      }
+    });
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`add exited (${code}) before the device was live: ${log.join('\n')}`));
+    });
+  });
+  child.stdout.resume();
+  return { dev, child, log };
+}
+
 export function ublkNodes(): string[] {
   return fs
     .readdirSync('/dev')
