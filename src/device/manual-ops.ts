@@ -32,13 +32,6 @@ export class ManualOps {
         flushSpare: () => dev.flush('spare').catch((e: unknown) => Promise.reject(ioFailure(e, 'flushing the spare failed'))),
       });
       this.c.countersPersisted();
-      if (op.lost) {
-        // Main could not read it and holds its last data: recorded (a second journal commit; if it fails or
-        // the daemon dies first, the block is still lost, only recheck will leave it so).
-        await this.c.store
-          .commitBatch([{ op: 'lost', block, dataOnMain: true }])
-          .catch((e: unknown) => this.c.log.error({ block, err: String(e) }, 'cannot record that main holds the lost block\'s data'));
-      }
       this.c.log.info({ block, slot: op.slot, lost: op.lost }, 'block remapped');
       return { sector, block, slot: op.slot, state: op.lost ? 'lost' : 'mapped', readErrno };
     } finally {
