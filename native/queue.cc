@@ -40,8 +40,11 @@ enum Kind : uint64_t {
 constexpr int kFileCdev = 0;
 constexpr int kFileMain = 1;
 constexpr int kFileSpare = 2;
-// Registered buffers are pinned memory: register them only below this total per queue.
-constexpr size_t kMaxPinnedBytes = 256ull << 20;
+// Registered buffers are pinned: resident for the device's life whatever the load. Only the first
+// kPinnedPerTag bytes of each tag's buffer are registered (the size of most random I/O); larger requests use
+// plain reads and writes from the same buffer, whose pages the kernel maps per request and which stay
+// unallocated until a request that large arrives. Pinned per queue: depth x 64 KiB (8 MiB at depth 128).
+constexpr uint32_t kPinnedPerTag = 64u << 10;
 
 inline uint64_t Ud(Kind kind, uint16_t tag, uint32_t seg = 0) {
   return (uint64_t(seg) << 24) | (uint64_t(kind) << 16) | tag;
@@ -181,9 +184,10 @@ void Queue::Setup() {
   std::memset(zeros, 0, cfg_.max_io_bytes);
   zeros_ = static_cast<char*>(zeros);
   buffers_ = static_cast<char*>(mem);
-  if (!cfg_.zero_copy && buf_bytes <= kMaxPinnedBytes) {
+  if (!cfg_.zero_copy) {
+    pinned_len_ = std::min(cfg_.max_io_bytes, kPinnedPerTag);
     std::vector<iovec> iov(cfg_.depth);
-    for (uint32_t t = 0; t < cfg_.depth; t++) iov[t] = {Buffer(static_cast<uint16_t>(t)), cfg_.max_io_bytes};
+    for (uint32_t t = 0; t < cfg_.depth; t++) iov[t] = {Buffer(static_cast<uint16_t>(t)), pinned_len_};
     // Registration pins the pages once instead of per I/O; where it is refused, plain reads/writes work.
     fixed_buffers_.store(io_uring_register_buffers(&ring_, iov.data(), cfg_.depth) == 0, std::memory_order_relaxed);
   }
@@ -576,7 +580,8 @@ void Queue::SubmitSegment(uint16_t tag, uint32_t index) {
   uint32_t len = s.len - s.done;
   uint64_t off = s.dev_offset + s.done;
   int file = s.spare ? kFileSpare : kFileMain;
-  bool fixed = fixed_buffers_.load(std::memory_order_relaxed);
+  // Zero copy: the request's own buffer, always registered. Copy mode: the registered head of the tag's buffer.
+  bool fixed = fixed_buffers_.load(std::memory_order_relaxed) && (cfg_.zero_copy || buf_off + len <= pinned_len_);
   s.zero_range = false;
   if (t.op == ublk::kOpDiscard) {
     // Planned on main only. A block device gets a block discard, a regular file a hole.

@@ -217,6 +217,8 @@ class Queue {
   const ublk::IoDesc* descs_ = nullptr;
   size_t descs_len_ = 0;
   char* buffers_ = nullptr;
+  // Copy mode: bytes at the start of each tag's buffer registered with the ring (queue thread only).
+  uint32_t pinned_len_ = 0;
   std::vector<Tag> tags_;
   uint32_t live_cmds_ = 0;
   uint32_t inflight_backing_ = 0;
