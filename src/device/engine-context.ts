@@ -22,6 +22,8 @@ export interface EngineContext {
   countersPersisted(): void;
   /** The first 512-byte sector of `block`. */
   sectorOf(block: number): number;
+  /** Whether main is in an outage now (the auto-remapper's detector says so). */
+  outageActive(): boolean;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -37,6 +39,11 @@ export function ioFailure(e: unknown, doing: string): DmrError {
   const code = errorCodeOf(e);
   const msg = e instanceof Error ? e.message : String(e);
   return new DmrError('E_IO', `${doing}: ${msg}${code !== undefined && !msg.includes(code) ? ` (${code})` : ''}`, { cause: e });
+}
+
+/** The refusal of an operation that would read main to decide, while main is in an outage. */
+export function outageRefusal(what: 'remap' | 'recheck'): DmrError {
+  return new DmrError('E_OUTAGE', `${what} refused: main is in an outage (it does not answer); try again once it ends`);
 }
 
 /** Reserves a slot for `block`; on failure (E_SPARE_FULL, ...) records the error in `out` and gives null. */

@@ -3,8 +3,9 @@
 // RemapEngine runs them one at a time.
 import { DmrError, errorCodeOf, errnoName } from '../errors.js';
 import { isNativeError } from '../native.js';
+import { DEVICE_GONE_ERRNOS } from './outage-detector.js';
 import { remapBlock, unremapBlock, type RemapOp } from '../remap/index.js';
-import { ioFailure, isReadFailure, type EngineContext, type RecheckResult, type RemapResult } from './engine-context.js';
+import { ioFailure, isReadFailure, outageRefusal, type EngineContext, type RecheckResult, type RemapResult } from './engine-context.js';
 
 export class ManualOps {
   constructor(private readonly c: EngineContext) {}
@@ -14,6 +15,9 @@ export class ManualOps {
     if (this.c.mirror.redirects.has(block)) {
       throw new DmrError('E_REMAP_STATE', `sector ${sector} (block ${block}) is being remapped automatically (a failed write is redirected to the spare)`);
     }
+    // Checked again here (the control handler refused it too): a remap queued behind other work may run
+    // after an outage began.
+    if (this.c.outageActive()) throw outageRefusal('remap');
     let readErrno: string | null = null;
     try {
       const op = await remapBlock(this.c.store, block, 'manual', {
@@ -24,6 +28,8 @@ export class ManualOps {
             return 'copied';
           } catch (e) {
             if (!isReadFailure(e)) throw ioFailure(e, `copying block ${block} to spare slot ${slot} failed`);
+            // Main gone, or in an outage now: the block's data may well be intact there. Commit nothing.
+            if (this.c.outageActive() || (isNativeError(e) && DEVICE_GONE_ERRNOS.has(e.errno))) throw outageRefusal('remap');
             readErrno = errorCodeOf(e) ?? 'EIO';
             this.c.log.warn({ block, slot, errno: readErrno }, 'main block unreadable: remapped as lost');
             return 'unreadable';

@@ -6,6 +6,7 @@ import type { RemapEngine } from './remap-engine.js';
 import { parseSector, parseWholeNumber } from '../numbers.js';
 import type { AutoRemapper } from './auto-remap.js';
 import { MAX_RECHECK_SECTORS } from '../control/protocol.js';
+import { outageRefusal } from './engine-context.js';
 
 type RemapStatus = DeviceStatus['remap'];
 type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'stats' | 'clear_stats' | 'set_auto_remap' | 'recheck';
@@ -127,7 +128,7 @@ const MESSAGES = [
  * outage the copy fails and the block would be committed lost, though its data is intact on main.
  */
 function refuseDuringOutage(auto: AutoRemapper, what: 'remap' | 'recheck'): void {
-  if (auto.outage.active) throw new DmrError('E_OUTAGE', `${what} refused: main is in an outage (it does not answer); try again once it ends`);
+  if (auto.outage.active) throw outageRefusal(what);
 }
 
 /** The error-handling statistics: the auto-remapper's counters, the store's persisted ones and the table's. */

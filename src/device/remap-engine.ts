@@ -140,6 +140,7 @@ export class RemapEngine {
         this.countersDirty = false;
       },
       sectorOf: (block: number) => (block * blockSize) / SECTOR,
+      outageActive: () => this.outageActive(),
     };
     this.faults = new FaultOps(ctx);
     this.manual = new ManualOps(ctx);
