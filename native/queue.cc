@@ -175,10 +175,19 @@ void Queue::Setup() {
   }
   size_t buf_bytes = cfg_.zero_copy ? 0 : size_t(cfg_.depth) * cfg_.max_io_bytes;
   void* mem = nullptr;
-  if (buf_bytes > 0 && posix_memalign(&mem, 4096, buf_bytes) != 0) ThrowSys(ENOMEM, "posix_memalign");
+  if (buf_bytes > 0) {
+    // Anonymous pages, allocated on first touch, and never transparent huge pages: with those, pinning a
+    // tag's 64 KiB head (or one small request) would make its whole 2 MiB resident, and every tag's buffer
+    // with it (the kernel accounts a pinned huge page whole).
+    mem = mmap(nullptr, buf_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (mem == MAP_FAILED) ThrowSys(errno, "mmap", "(I/O buffers)");
+    madvise(mem, buf_bytes, MADV_NOHUGEPAGE);  // advice: a kernel without THP refuses it, harmlessly
+    buffers_len_ = buf_bytes;
+  }
   void* zeros = nullptr;
   if (posix_memalign(&zeros, 4096, cfg_.max_io_bytes) != 0) {
-    free(mem);
+    if (mem != nullptr) munmap(mem, buf_bytes);
+    buffers_len_ = 0;
     ThrowSys(ENOMEM, "posix_memalign");
   }
   std::memset(zeros, 0, cfg_.max_io_bytes);
@@ -223,8 +232,9 @@ void Queue::Teardown() {
   discard_worker_.reset();
   if (descs_) munmap(const_cast<ublk::IoDesc*>(descs_), descs_len_);
   descs_ = nullptr;
-  free(buffers_);
+  if (buffers_) munmap(buffers_, buffers_len_);
   buffers_ = nullptr;
+  buffers_len_ = 0;
   free(zeros_);
   zeros_ = nullptr;
 }

@@ -216,7 +216,8 @@ class Queue {
   bool ring_ready_ = false;
   const ublk::IoDesc* descs_ = nullptr;
   size_t descs_len_ = 0;
-  char* buffers_ = nullptr;
+  char* buffers_ = nullptr;  // mmap'd, buffers_len_ bytes (copy mode only)
+  size_t buffers_len_ = 0;
   // Copy mode: bytes at the start of each tag's buffer registered with the ring (queue thread only).
   uint32_t pinned_len_ = 0;
   std::vector<Tag> tags_;
