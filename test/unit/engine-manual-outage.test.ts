@@ -1,26 +1,14 @@
 // A manual remap that runs while main is in an outage commits nothing: the control handler refuses it when
 // an outage is already known, but a remap queued behind other work, or whose own copy is the first read to
 // find main gone, reaches the engine during one. Committing it `lost` would make intact data read EIO.
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { fakeFor, makeWorld, type World } from './helpers.js';
-import { BS, openEngine, type EngineRig } from './engine-harness.js';
-import type { FakeNative } from '../../src/testing/fake-native.js';
+import { describe, expect, it } from 'vitest';
+import { BS, enginePerTest, type EngineRig } from './engine-harness.js';
 
-let w: World;
-let native: FakeNative;
 let rig: EngineRig;
-beforeEach(async () => {
-  w = makeWorld();
-  native = fakeFor(w);
-  rig = await openEngine(w, native);
-});
-afterEach(async () => {
-  await rig.close();
-  w.cleanup();
-});
+enginePerTest((r) => (rig = r));
 
 const mainFails = (block: number, code: string): void =>
-  void native.cfg.failReads.push({ device: 'main', offset: block * BS, bytes: BS, code });
+  void rig.native.cfg.failReads.push({ device: 'main', offset: block * BS, bytes: BS, code });
 
 describe('manual remap during an outage of main', () => {
   it('is refused with E_OUTAGE when the engine runs it during an outage, and the table is unchanged', async () => {
@@ -57,7 +45,7 @@ describe('manual remap during an outage of main', () => {
     expect(rig.engine.store.counters().manualRemaps).toBe(before.manualRemaps);
     expect(rig.engine.store.state.allocator.free).toBe(free);
     outage = false;
-    native.cfg.failReads.length = 0;
+    rig.native.cfg.failReads.length = 0;
     const again = await rig.engine.remap(13);
     expect(again).toMatchObject({ block: 13, state: 'mapped' });
   });
