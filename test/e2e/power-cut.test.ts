@@ -699,7 +699,12 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
     const r0 = new Rig();
     rig = r0;
     const rnd = seededRandom(SEED ^ 0x5a5a5a5a);
-    const badBlocks = [100, 1000, 2100, 3900];
+    // Where mkfs.ext4 (these options, 16 MiB) puts things: superblock 0, reserved GDT 2, journal 9-18, 20-34
+    // and 292-1290, inode table 35-290 (the files' inodes in 35), free space (the files' data) from 1291. Bad
+    // blocks there make every state depend on remaps; 3900 stays free (never written, never read). Blocks 0
+    // and 1 stay good: the kernel's partition scan reads them when the device starts (with block 0 bad, add
+    // did not report the device within 120 s in the VM; not investigated here).
+    const badBlocks = [2, 12, 35, 300, 1295, 1320, 3900];
     const rec = await record(rig, badBlocks);
     const dev = rec.daemon.dev.blockPath;
     must('mkfs.ext4', ['-q', '-F', '-b', String(BS), '-E', 'nodiscard,lazy_itable_init=0,lazy_journal_init=0', dev]);
