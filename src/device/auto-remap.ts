@@ -3,8 +3,8 @@
 //
 // - write error on main: narrow the failure to single blocks (a retry with one backing I/O per block),
 //   publish those blocks LOST at reserved spare slots (not committed yet), retry: the write goes to the
-//   slots and comes back as 'lost_written', whose blocks are committed remapped (one journal write; its
-//   flush also makes the slot data durable) before the write is acknowledged. The user sees success.
+//   slots and comes back as 'lost_written', whose blocks are committed remapped (a spare flush for the slot
+//   data, then one journal write and flush) before the write is acknowledged. The user sees success.
 // - read error: retry (narrowed, `readRetries` times, backoff doubling from `retryBackoffMs`). A retry that
 //   succeeds returns the data; the block's error count grows and at `errorThreshold` a background job
 //   relocates it. When every try fails the blocks become `lost` (pending: the next write heals them) and

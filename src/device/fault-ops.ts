@@ -163,8 +163,8 @@ export class FaultOps {
 
   /**
    * Writes put their new data in spare slots (native reported them 'lost_written', each block with the slot
-   * its data went to): commit those the table still places at that slot (one journal write + flush, which
-   * also makes the slot data durable): a redirected block (provisional at that slot) as remapped, a lost
+   * its data went to): commit those the table still places at that slot (a spare flush that makes the slot
+   * data durable, then one journal write + flush): a redirected block (provisional at that slot) as remapped, a lost
    * block at that slot as mapped; a block already mapped there needs only the flush. A block the table now
    * places elsewhere (its slot failed and it moved, another redirect) or nowhere (its redirect was abandoned,
    * the slot freed) is not committed: its write must be driven again to land where the table says
@@ -203,6 +203,10 @@ export class FaultOps {
     }
     try {
       if (ops.length > 0) {
+        // The slot data is flushed before the record that points at it is written: the commit's own flush
+        // comes after its write, and a disk may keep unflushed writes in any order, so a power cut could
+        // otherwise keep the record and lose the data (the block would serve the slot's old contents).
+        await this.c.dev().flush('spare');
         await this.c.store.commitBatch(ops);
         this.c.countersPersisted();
       } else if (redrive.length < seen.size) {
