@@ -327,7 +327,7 @@ export class AutoRemapper {
    */
   private async probeWrites(): Promise<boolean> {
     if (this.mainWrites().ok > this.writeOutageOkBase) return true;
-    const h = this.writeOutage.takeOldest() as (Held & { probe?: () => Promise<boolean> }) | null;
+    const h = this.writeOutage.takeOldest();
     if (h === null) return false;
     if (h.probe === undefined) {
       h.release(true);
@@ -529,7 +529,7 @@ export class AutoRemapper {
     rec.heldSince ??= Date.now();
     const again = rec.writeHeld;
     rec.writeHeld = true;
-    const held: Held & { probe: () => Promise<boolean> } = {
+    const held: Held = {
       release: (mainAnswers) => {
         if (this.closed) return;
         if (mainAnswers) {

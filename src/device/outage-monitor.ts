@@ -22,6 +22,8 @@ export const PROBE_TIMEOUT_MS = 5000;
 /** A request held during an outage: released with true (main answers: retry it) or false (held too long: fail it). */
 export interface Held {
   release(mainAnswers: boolean): void;
+  /** A write-outage probe: retries the request and resolves with whether the retry went through. */
+  probe?: () => Promise<boolean>;
 }
 
 /** What the log says when an outage begins, ends, and when held requests fail after the hold. */
