@@ -472,7 +472,7 @@ export class AutoRemapper {
       this.holdForOutage(ev, rec);
       return;
     }
-    if (ev.op !== 'read' && this.writeOutageNow(ev)) {
+    if (ev.op !== 'read' && this.writeOutageNow(ev, !multi || rec.narrowed)) {
       this.holdForWriteOutage(ev, rec);
       return;
     }
@@ -505,12 +505,15 @@ export class AutoRemapper {
 
   /**
    * Whether main refuses writes: a write outage goes on, or this write's failures on main complete the
-   * evidence (WriteOutageDetector), which begins one.
+   * evidence (WriteOutageDetector), which begins one. Only per-block failures are `evidence`: a multi-block
+   * write that failed whole says nothing of its good blocks (its narrowed retry writes them, and a main
+   * that takes those writes is not refusing writes).
    */
-  private writeOutageNow(ev: FaultEvent): boolean {
+  private writeOutageNow(ev: FaultEvent, evidence: boolean): boolean {
     const main = ev.failed.filter((r) => r.device === 'main');
     if (main.length === 0) return false; // a failed slot write is the spare's, not main's
     if (this.writeOutage.active) return true;
+    if (!evidence) return false;
     const ok = this.mainWrites().ok;
     let now = false;
     for (const r of main) if (this.writeDetector.failure(r.block, ok)) now = true;

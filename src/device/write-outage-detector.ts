@@ -6,7 +6,8 @@
 //  - and no write to main done whole since the oldest of them (native's mainWritesOk has not moved).
 // Bad sectors fail the writes that touch them while writes elsewhere go through; a main that refuses writes
 // fails them all. Any write main takes clears the evidence, so a burst of real bad sectors amid a working
-// workload never makes one.
+// workload never makes one. The caller records per-block failures only (a multi-block write that failed
+// whole is narrowed first: its good blocks' writes are the evidence either way).
 import { REGION_COUNT } from './outage-detector.js';
 
 export interface WriteOutageRule {

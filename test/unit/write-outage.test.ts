@@ -154,4 +154,23 @@ describe('write outages of main (it refuses writes, still reads)', () => {
     expect(s).toMatchObject({ lostBlocks: 0, pendingBlocks: 0, autoRemaps: 0 });
     for (const f of held) expect(device().remapTable.blocks).not.toContain(BigInt(f.block));
   });
+  it('multi-block writes failing whole are no evidence until narrowed: then per-block failures with no write taken are', async () => {
+    await start({ writeOutageRegions: 4 });
+    // 2-block writes failing whole in 6 regions (in the first 1000 blocks of each region: no two collide).
+    const whole = spread(6).map((b) => ({ ...writeFault(b), blocks: 2, failed: [{ device: 'main' as const, block: b, blocks: 2, errno: 5 }] }));
+    for (const f of whole) {
+      device().emit(f);
+      expect(await resolution(f), `block ${f.block}`).toEqual({ action: 'retry', narrow: true });
+    }
+    expect((await stats()).writeOutage.active).toBe(false);
+    // Their narrowed retries fail on every block, and main took no write: a write outage.
+    const narrowed = whole.map((f) => {
+      device().takeResolution(f);
+      return { ...f, attempt: 1, failed: [{ device: 'main' as const, block: f.block, blocks: 1, errno: 5 }, { device: 'main' as const, block: f.block + 1, blocks: 1, errno: 5 }] };
+    });
+    for (const f of narrowed) device().emit(f);
+    await settle(150);
+    expect((await stats()).writeOutage).toMatchObject({ active: true, outages: 1 });
+    expect(resolutionOf(narrowed.at(-1) as Fault)).toBeUndefined();
+  });
 });
