@@ -435,6 +435,8 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
       n("writeBytes", c.write_bytes);
       n("errors", c.errors);
       n("inflight", c.inflight);
+      n("mainWritesOk", c.main_writes_ok);
+      n("mainWritesFailed", c.main_writes_failed);
       Napi::Array h = Napi::Array::New(env, kLatencyBuckets);
       for (int i = 0; i < kLatencyBuckets; i++)
         h.Set(i, static_cast<double>(c.latency_log2_us[i].load(std::memory_order_relaxed)));

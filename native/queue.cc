@@ -752,6 +752,7 @@ void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
       s.err = err;
       t.io_failed = true;
       if (t.result == 0) t.result = -err;
+      if (t.op != ublk::kOpRead && !s.spare) Bump(counters_.main_writes_failed);
     } else {
       s.done += static_cast<uint32_t>(res);
       if (s.done < s.len) {
@@ -760,6 +761,7 @@ void Queue::OnBackingDone(uint16_t tag, uint32_t seg, int res, bool spare) {
         SubmitSegment(tag, seg);
         return;
       }
+      if (t.op != ublk::kOpRead && !s.spare) Bump(counters_.main_writes_ok);
     }
   }
   if (t.pending == 0) Finish(tag);

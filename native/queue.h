@@ -66,6 +66,9 @@ constexpr int kLatencyBuckets = 32;
 struct QueueCounters {
   std::atomic<uint64_t> reads{0}, writes{0}, flushes{0}, discards{0};
   std::atomic<uint64_t> read_bytes{0}, write_bytes{0}, errors{0}, inflight{0};
+  // Backing writes (and write-zeroes) to main, counted per piece when it ends: done whole, or failed.
+  // `writes` above counts requests at dispatch; these tell a main that refuses writes from bad sectors.
+  std::atomic<uint64_t> main_writes_ok{0}, main_writes_failed{0};
   std::atomic<uint64_t> latency_log2_us[kLatencyBuckets];
   QueueCounters() {
     for (auto& b : latency_log2_us) b.store(0, std::memory_order_relaxed);

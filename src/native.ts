@@ -193,6 +193,10 @@ export interface QueueStats {
   writeBytes: number;
   errors: number;
   inflight: number;
+  /** Backing writes (and write-zeroes) to main done whole; `writes` counts requests at dispatch. */
+  mainWritesOk: number;
+  /** Backing writes (and write-zeroes) to main that failed. */
+  mainWritesFailed: number;
   /** log2 latency histogram: bucket i counts I/Os that took [2^i, 2^(i+1)) microseconds. */
   latencyLog2Us: number[];
 }

@@ -128,7 +128,7 @@ export function daemonArgs(flags: AddFlags): string[] {
   if (p !== undefined) {
     args.push('--auto-remap', p.autoRemap ? 'on' : 'off', '--error-threshold', String(p.errorThreshold));
     args.push('--read-retries', String(p.readRetries), '--retry-backoff-ms', String(p.retryBackoffMs));
-    args.push('--outage-regions', String(p.outageRegions), '--outage-window-ms', String(p.outageWindowMs), '--outage-hold-ms', String(p.outageHoldMs));
+    args.push('--outage-regions', String(p.outageRegions), '--write-outage-regions', String(p.writeOutageRegions), '--outage-window-ms', String(p.outageWindowMs), '--outage-hold-ms', String(p.outageHoldMs));
   }
   return args;
 }

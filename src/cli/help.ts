@@ -57,6 +57,9 @@ Error handling (each overrides the config file; see dmremap-ublk config --help):
   --retry-backoff-ms <n>    wait before the first retry in ms, doubling per retry, 0-10000 (default 10)
   --outage-regions <n>      failures in this many of main's 64 regions within the window suspect an
                             outage (main is probed), 1-64 (default 4)
+  --write-outage-regions <n>  write failures in this many regions within the window, with no write to
+                            main done since, make a write outage: main refuses writes; they are held,
+                            not redirected to the spare, 1-64 (default 8)
   --outage-window-ms <n>    that window in ms, 10-60000 (default 2000)
   --outage-hold-ms <n>      requests held during an outage fail with their errno after this, 100-600000
                             (default 30000)
@@ -83,6 +86,9 @@ Keys:
   retry_backoff_ms  wait before the first retry in ms, doubling per retry, 0-10000 (default 10)
   outage_regions    failures in this many of main's 64 regions within outage_window_ms suspect a
                     device-wide outage (main is then probed), 1-64 (default 4)
+  write_outage_regions  write failures in this many regions within outage_window_ms, with no write
+                    to main done since, make a write outage (main refuses writes: they are held,
+                    not redirected to the spare), 1-64 (default 8)
   outage_window_ms  that window in ms, 10-60000 (default 2000)
   outage_hold_ms    requests held during an outage fail with their errno after this, 100-600000
                     (default 30000)
@@ -90,7 +96,7 @@ Keys:
 get     prints the effective settings, one "key = value" per line (the given key only, if any):
         the defaults, overridden by the file's global values, overridden by the file's entry for
         --device. With --json: {"autoRemap","errorThreshold","readRetries","retryBackoffMs",
-        "outageRegions","outageWindowMs","outageHoldMs"}.
+        "outageRegions","writeOutageRegions","outageWindowMs","outageHoldMs"}.
 set     stores a value, globally or for --device, and prints "key = value (was old)". The file is
         replaced atomically (created, with /etc/dmremap-ublk, if missing); other keys are kept.
 unset   removes a value, globally or for --device, so the next level's value applies again.

@@ -94,6 +94,7 @@ export function resolvePolicy(config: ConfigFile, device: string | null, flags: 
     readRetries: pick('readRetries'),
     retryBackoffMs: pick('retryBackoffMs'),
     outageRegions: pick('outageRegions'),
+    writeOutageRegions: pick('writeOutageRegions'),
     outageWindowMs: pick('outageWindowMs'),
     outageHoldMs: pick('outageHoldMs'),
   };

@@ -15,7 +15,13 @@ export interface FaultPolicy {
    * requests are held instead of remapped (1..64).
    */
   outageRegions: number;
-  /** The window of outageRegions, in ms (10..60000). */
+  /**
+   * Write failures on main in this many distinct regions within outageWindowMs, with no write to main done
+   * since the first of them, make a write outage (main refuses writes while it still reads): the failed
+   * writes are held instead of redirected to the spare (1..64).
+   */
+  writeOutageRegions: number;
+  /** The window of outageRegions and writeOutageRegions, in ms (10..60000). */
   outageWindowMs: number;
   /** How long requests are held during an outage before they fail with their errno, in ms (100..600000). */
   outageHoldMs: number;
@@ -27,6 +33,7 @@ export const DEFAULT_POLICY: Readonly<FaultPolicy> = Object.freeze({
   readRetries: 3,
   retryBackoffMs: 10,
   outageRegions: 4,
+  writeOutageRegions: 8,
   outageWindowMs: 2000,
   outageHoldMs: 30000,
 });
@@ -36,6 +43,7 @@ export const POLICY_LIMITS = {
   readRetries: { min: 0, max: 16 },
   retryBackoffMs: { min: 0, max: 10000 },
   outageRegions: { min: 1, max: 64 },
+  writeOutageRegions: { min: 1, max: 64 },
   outageWindowMs: { min: 10, max: 60000 },
   outageHoldMs: { min: 100, max: 600000 },
 } as const;

@@ -7,7 +7,7 @@ import { POLICY_LIMITS, type FaultPolicy } from './policy.js';
 export type PolicyKey = keyof FaultPolicy;
 
 /** The policy keys in the order they are shown and written. */
-export const POLICY_KEYS = ['autoRemap', 'errorThreshold', 'readRetries', 'retryBackoffMs', 'outageRegions', 'outageWindowMs', 'outageHoldMs'] as const satisfies readonly PolicyKey[];
+export const POLICY_KEYS = ['autoRemap', 'errorThreshold', 'readRetries', 'retryBackoffMs', 'outageRegions', 'writeOutageRegions', 'outageWindowMs', 'outageHoldMs'] as const satisfies readonly PolicyKey[];
 
 /** The command line's names of the keys (snake_case, like dm-remap's sysfs attributes). */
 export const CLI_KEY_NAMES: Readonly<Record<PolicyKey, string>> = {
@@ -16,6 +16,7 @@ export const CLI_KEY_NAMES: Readonly<Record<PolicyKey, string>> = {
   readRetries: 'read_retries',
   retryBackoffMs: 'retry_backoff_ms',
   outageRegions: 'outage_regions',
+  writeOutageRegions: 'write_outage_regions',
   outageWindowMs: 'outage_window_ms',
   outageHoldMs: 'outage_hold_ms',
 };
@@ -46,6 +47,7 @@ export const policySettingsSchema = z.strictObject(
     readRetries: limitedInt(POLICY_LIMITS.readRetries).optional(),
     retryBackoffMs: limitedInt(POLICY_LIMITS.retryBackoffMs).optional(),
     outageRegions: limitedInt(POLICY_LIMITS.outageRegions).optional(),
+    writeOutageRegions: limitedInt(POLICY_LIMITS.writeOutageRegions).optional(),
     outageWindowMs: limitedInt(POLICY_LIMITS.outageWindowMs).optional(),
     outageHoldMs: limitedInt(POLICY_LIMITS.outageHoldMs).optional(),
   },

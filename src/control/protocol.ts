@@ -207,6 +207,13 @@ export const statsSchema = z.strictObject({
   spareFull: z.boolean(),
   /** Device-wide outages of main (README, "Outages"). */
   outage: z.strictObject({ active: z.boolean(), since: n.nullable(), outages: n, held: n, heldTotal: n, failedAfterHold: n }),
+  /**
+   * Write outages of main (it refuses writes while it reads: README, "Outages"), and native's counts of
+   * backing writes to main done whole and failed since the device started.
+   */
+  writeOutage: z.strictObject({
+    active: z.boolean(), since: n.nullable(), outages: n, held: n, heldTotal: n, failedAfterHold: n, mainWritesOk: n, mainWritesFailed: n,
+  }),
   health: z.enum(['healthy', 'degraded', 'critical']),
 });
 export type Stats = z.infer<typeof statsSchema>;

@@ -11,6 +11,9 @@
 //   the read fails with EIO: never zeros, never stale data.
 // - error on a spare slot: the block moves to a fresh slot and the bad slot is retired (as `lost` when the
 //   data could not be read, relocated with its data when a retry read it).
+// - a write outage (main refuses writes while it still reads: write-outage-detector.ts): the failed writes
+//   are held like an outage's, never redirected (a read-only main would fill the spare a block at a time);
+//   each probe retries the write held longest, and a write main takes ends it.
 // - spare full or the metadata cannot be written: the error reaches the user and is logged.
 // - auto-remap off: native completes failed requests with their errno (parking off); lost blocks still heal
 //   on write.
@@ -23,8 +26,9 @@ import type { Logger } from '../log.js';
 import type { FaultAction, NativeDevice, NativeEvent } from '../native.js';
 import { BurstLog } from './burst-log.js';
 import { OutageDetector } from './outage-detector.js';
-import { OutageMonitor, type OutageStats } from './outage-monitor.js';
+import { OutageMonitor, type Held, type OutageStats } from './outage-monitor.js';
 import { probeMain, ProbeTargets } from './outage-probe.js';
+import { WriteOutageDetector } from './write-outage-detector.js';
 import type { RecheckResult, RemapEngine } from './remap-engine.js';
 import { jobKey, WorkQueue, type WorkQueueStats } from './work-queue.js';
 
@@ -101,6 +105,10 @@ interface FaultRecord {
   redirected: Set<number>;
   /** The range it covers (as first reported). */
   range: { block: number; blocks: number };
+  /** It is held in a write outage (held again after a probe retry: not counted twice). */
+  writeHeld: boolean;
+  /** A write-outage probe retried it: told whether the retry went through. */
+  probeDone: ((ok: boolean) => void) | null;
 }
 
 /**
@@ -134,6 +142,11 @@ export class AutoRemapper {
   readonly outage: OutageMonitor;
   /** What the outage probe reads: blocks read on main lately, never one in the table. */
   private readonly probeTargets: ProbeTargets;
+  private readonly writeDetector: WriteOutageDetector;
+  /** Main refuses writes while it reads: failed writes are held, never redirected. */
+  readonly writeOutage: OutageMonitor;
+  /** Writes main had done whole when the write outage began. */
+  private writeOutageOkBase = 0;
 
   /** A slot was refused because the spare is full, and none has been freed since (nor stats cleared). */
   private spareFullSeen = false;
@@ -157,7 +170,20 @@ export class AutoRemapper {
       () => this.afterOutage(),
       () => this.detector.reset(),
     );
-    engine.outageActive = () => this.outage.active;
+    this.writeDetector = new WriteOutageDetector(() => ({ regions: policy.writeOutageRegions, windowMs: policy.outageWindowMs }), deviceBlocks, Date.now);
+    this.writeOutage = new OutageMonitor(
+      () => this.probeWrites(),
+      () => this.policy.outageHoldMs,
+      log,
+      () => undefined,
+      () => this.writeDetector.reset(),
+    );
+    this.writeOutage.words = {
+      began: 'main refuses writes (it still reads: read-only or write-protected?): failed writes are held, not redirected to the spare; health is critical',
+      ended: 'main takes writes again: held writes are retried',
+      expired: 'main still refuses writes: held writes fail with their errno (nothing remapped or marked lost)',
+    };
+    engine.outageActive = () => this.outage.active || this.writeOutage.active;
     // A failed write's two steps (redirect, then commit once its data is in the slot) share batches: one
     // commit and one table publish serve the writes being redirected and those being committed.
     this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'slot-write' ? 'write' : kind));
@@ -263,13 +289,52 @@ export class AutoRemapper {
   clearStats(): void {
     this.spareFullSeen = false;
     this.outage.clearStats();
+    this.writeOutage.clearStats();
     this.counters = zero();
     this.suspects.clear();
     this.engine.clearErrorCounters();
   }
 
-  stats(): AutoRemapCounters & { queue: WorkQueueStats; faultsParked: number; suspectBlocks: number; outage: OutageStats } {
-    return { ...this.counters, queue: this.queue.stats(), faultsParked: this.faults.size, suspectBlocks: this.suspects.size, outage: this.outage.stats() };
+  stats(): AutoRemapCounters & {
+    queue: WorkQueueStats;
+    faultsParked: number;
+    suspectBlocks: number;
+    outage: OutageStats;
+    writeOutage: OutageStats & { mainWritesOk: number; mainWritesFailed: number };
+  } {
+    const mw = this.mainWrites();
+    return {
+      ...this.counters, queue: this.queue.stats(), faultsParked: this.faults.size, suspectBlocks: this.suspects.size, outage: this.outage.stats(),
+      writeOutage: { ...this.writeOutage.stats(), mainWritesOk: mw.ok, mainWritesFailed: mw.failed },
+    };
+  }
+
+  /** Backing writes to main done whole and failed since the device started (native's counters). */
+  private mainWrites(): { ok: number; failed: number } {
+    let ok = 0;
+    let failed = 0;
+    for (const q of this.device.stats()) {
+      ok += q.mainWritesOk;
+      failed += q.mainWritesFailed;
+    }
+    return { ok, failed };
+  }
+
+  /**
+   * The write-outage probe: main takes writes when it has done one since the outage began; otherwise the
+   * write held longest is retried on main (the user's own data to its own blocks, not yet acknowledged: a
+   * probe writes nothing of its own), and the answer is whether it went through.
+   */
+  private async probeWrites(): Promise<boolean> {
+    if (this.mainWrites().ok > this.writeOutageOkBase) return true;
+    const h = this.writeOutage.takeOldest();
+    if (h === null) return false;
+    if (h.probe === undefined) {
+      h.release(true);
+      return false;
+    }
+    const went = await h.probe();
+    return went || this.mainWrites().ok > this.writeOutageOkBase;
   }
 
   /** Waits until no fault is being handled and the work queue is empty (tests, benchmarks). */
@@ -281,6 +346,7 @@ export class AutoRemapper {
   async close(): Promise<void> {
     this.closed = true;
     this.outage.close();
+    this.writeOutage.close();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
     if (this.persistTimer !== null) clearTimeout(this.persistTimer);
@@ -365,9 +431,15 @@ export class AutoRemapper {
     if (rec === undefined) {
       rec = {
         op: ev.op, blocks: new Map(), narrowed: false, remapped: false, firstErrno: errno, outageRetries: 0, outage: false,
-        heldSince: null, redirected: new Set(), range: { block: ev.block, blocks: ev.blocks },
+        heldSince: null, redirected: new Set(), range: { block: ev.block, blocks: ev.blocks }, writeHeld: false, probeDone: null,
       };
       this.faults.set(key, rec);
+    }
+    if (rec.probeDone !== null) {
+      // A write-outage probe's retry failed: main still refuses writes.
+      const done = rec.probeDone;
+      rec.probeDone = null;
+      done(false);
     }
     if (ev.attempt === 0) this.engine.countErrors(ev.op === 'read' ? 'read' : 'write', ev.failed.length);
     rec.blocks.clear();
@@ -400,6 +472,10 @@ export class AutoRemapper {
       this.holdForOutage(ev, rec);
       return;
     }
+    if (ev.op !== 'read' && this.writeOutageNow(ev, !multi || rec.narrowed)) {
+      this.holdForWriteOutage(ev, rec);
+      return;
+    }
     if (ev.op === 'read') return this.readFailed(ev, rec, multi);
     return this.writeFailed(ev, rec, multi);
   }
@@ -425,6 +501,58 @@ export class AutoRemapper {
         }
       },
     }, rec.heldSince);
+  }
+
+  /**
+   * Whether main refuses writes: a write outage goes on, or this write's failures on main complete the
+   * evidence (WriteOutageDetector), which begins one. Only per-block failures are `evidence`: a multi-block
+   * write that failed whole says nothing of its good blocks (its narrowed retry writes them, and a main
+   * that takes those writes is not refusing writes).
+   */
+  private writeOutageNow(ev: FaultEvent, evidence: boolean): boolean {
+    const main = ev.failed.filter((r) => r.device === 'main');
+    if (main.length === 0) return false; // a failed slot write is the spare's, not main's
+    if (this.writeOutage.active) return true;
+    if (!evidence) return false;
+    const ok = this.mainWrites().ok;
+    let now = false;
+    for (const r of main) if (this.writeDetector.failure(r.block, ok)) now = true;
+    if (!now) return false;
+    this.writeOutageOkBase = ok;
+    this.writeOutage.enter();
+    return true;
+  }
+
+  /**
+   * Holds a write in a write outage: as holdForOutage, and it may be the one a probe retries (a retry that
+   * goes through ends the outage).
+   */
+  private holdForWriteOutage(ev: FaultEvent, rec: FaultRecord): void {
+    rec.outage = true;
+    rec.heldSince ??= Date.now();
+    const again = rec.writeHeld;
+    rec.writeHeld = true;
+    const held: Held = {
+      release: (mainAnswers) => {
+        if (this.closed) return;
+        if (mainAnswers) {
+          rec.outageRetries++;
+          rec.narrowed = false;
+          this.resolve(ev, { action: 'retry' });
+        } else {
+          void this.failWrite(ev, rec, rec.firstErrno);
+        }
+      },
+      probe: () =>
+        new Promise<boolean>((res) => {
+          if (this.closed) return res(false);
+          rec.probeDone = res;
+          rec.outageRetries++;
+          rec.narrowed = false;
+          this.resolve(ev, { action: 'retry' });
+        }),
+    };
+    this.writeOutage.hold(held, rec.heldSince, again);
   }
 
   /**
@@ -480,7 +608,8 @@ export class AutoRemapper {
     }
     const err = await this.jobs('redirect', rec);
     if (err instanceof OutageHold) {
-      this.holdForOutage(ev, rec);
+      if (this.outage.active || !this.writeOutage.active) this.holdForOutage(ev, rec);
+      else this.holdForWriteOutage(ev, rec);
       return;
     }
     if (err !== null) {
@@ -527,6 +656,12 @@ export class AutoRemapper {
     this.faults.delete(key);
     // Held in an outage and through now: the outage failed it, not its blocks.
     if (rec === undefined) return;
+    if (rec.probeDone !== null) {
+      // A write-outage probe's retry went through: main takes writes again.
+      const done = rec.probeDone;
+      rec.probeDone = null;
+      done(true);
+    }
     if (rec.op === 'read') {
       // The whole range read on main now: a block of it that never failed is a good probe target.
       for (let b = rec.range.block; b < rec.range.block + rec.range.blocks; b++) {
@@ -566,7 +701,7 @@ export class AutoRemapper {
       }
       case 'write': {
         let redirect = items('redirect');
-        if (redirect.length > 0 && (await this.outage.confirm())) {
+        if (redirect.length > 0 && (this.writeOutage.active || (await this.outage.confirm()))) {
           // No remap during an outage: the failed writes are held; writes already in slots are committed.
           for (const it of redirect) out.set(jobKey('redirect', it.block), new OutageHold('main is in an outage'));
           redirect = [];

@@ -22,7 +22,22 @@ export const PROBE_TIMEOUT_MS = 5000;
 /** A request held during an outage: released with true (main answers: retry it) or false (held too long: fail it). */
 export interface Held {
   release(mainAnswers: boolean): void;
+  /** A write-outage probe: retries the request and resolves with whether the retry went through. */
+  probe?: () => Promise<boolean>;
 }
+
+/** What the log says when an outage begins, ends, and when held requests fail after the hold. */
+export interface OutageWords {
+  began: string;
+  ended: string;
+  expired: string;
+}
+
+const DEVICE_OUTAGE_WORDS: OutageWords = {
+  began: 'main device outage began: failed requests are held, nothing is remapped or marked lost',
+  ended: 'main device outage ended: held requests are retried',
+  expired: 'main still not answering: held requests fail with their errno (nothing marked lost)',
+};
 
 export interface OutageStats {
   /** An outage is going on now. */
@@ -51,6 +66,8 @@ export class OutageMonitor {
   private backoff = PROBE_FIRST_MS;
   private closed = false;
   private counts = { outages: 0, heldTotal: 0, failedAfterHold: 0 };
+  /** The log's words for this kind of outage (a write outage has its own). */
+  words: OutageWords = DEVICE_OUTAGE_WORDS;
 
   constructor(
     /** True when main answers (probeMain). */
@@ -105,7 +122,7 @@ export class OutageMonitor {
    * the request was on its way here) the request is released at once to be retried; past its time it is
    * released to fail.
    */
-  hold(h: Held, since: number): void {
+  hold(h: Held, since: number, again = false): void {
     if (this.closed) return;
     if (this.now() - since >= this.holdMs()) {
       this.expire([{ since, h }]);
@@ -116,8 +133,29 @@ export class OutageMonitor {
       return;
     }
     this.held.push({ since, h });
-    this.counts.heldTotal++;
+    if (!again) this.counts.heldTotal++;
     this.armExpiry();
+  }
+
+  /**
+   * Begins an outage without a probe of its own (the caller has the evidence: a write outage), and probes
+   * main with backoff until it answers.
+   */
+  enter(): void {
+    this.begin();
+  }
+
+  /**
+   * Takes the request held longest out of the hold (a write-outage probe retries it; if it fails again it
+   * is held again with its first time, `again` set: counted once). Null when none is held.
+   */
+  takeOldest(): Held | null {
+    if (this.held.length === 0) return null;
+    let at = 0;
+    for (let i = 1; i < this.held.length; i++) if ((this.held[i]?.since ?? 0) < (this.held[at]?.since ?? 0)) at = i;
+    const [x] = this.held.splice(at, 1);
+    this.armExpiry();
+    return x?.h ?? null;
   }
 
   /** Stops probing; held requests stay parked (native fails them when the device stops). */
@@ -169,7 +207,7 @@ export class OutageMonitor {
   private expire(expired: Array<{ since: number; h: Held }>): void {
     if (expired.length === 0) return;
     this.counts.failedAfterHold += expired.length;
-    this.log.error({ requests: expired.length, holdMs: this.holdMs() }, 'main still not answering: held requests fail with their errno (nothing marked lost)');
+    this.log.error({ requests: expired.length, holdMs: this.holdMs() }, this.words.expired);
     for (const x of expired) x.h.release(false);
   }
 
@@ -178,7 +216,7 @@ export class OutageMonitor {
     this.activeSince = this.now();
     this.counts.outages++;
     this.backoff = PROBE_FIRST_MS;
-    this.log.warn({ holdMs: this.holdMs() }, 'main device outage began: failed requests are held, nothing is remapped or marked lost');
+    this.log.warn({ holdMs: this.holdMs() }, this.words.began);
     this.schedule();
   }
 
@@ -212,7 +250,7 @@ export class OutageMonitor {
     this.held = [];
     this.armExpiry();
     this.onAnswered();
-    this.log.warn({ durationMs: this.now() - since, released: held.length }, 'main device outage ended: held requests are retried');
+    this.log.warn({ durationMs: this.now() - since, released: held.length }, this.words.ended);
     for (const x of held) x.h.release(true);
     this.onEnded();
   }

@@ -13,7 +13,7 @@ type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'sta
 
 /**
  * Health, a simple rule until the health model exists: `critical` when the spare has no free slot or 90%
- * or more of its slots are used (and, in the status, during an outage of main); `degraded` when a block is lost, half the slots are used, or a read or
+ * or more of its slots are used (and, in the status, during an outage of main or while main refuses writes); `degraded` when a block is lost, half the slots are used, or a read or
  * write error was ever counted; `healthy` otherwise.
  */
 export function healthOf(r: Pick<RemapStatus, 'slots' | 'used' | 'free' | 'lost' | 'readErrors' | 'writeErrors'>): RemapStatus['health'] {
@@ -164,7 +164,8 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultO
     freeSlots: rs.free,
     spareFull: auto.spareFull || rs.free === 0,
     outage: a.outage,
-    health: auto.spareFull || a.outage.active ? 'critical' : rs.health,
+    writeOutage: a.writeOutage,
+    health: auto.spareFull || a.outage.active || a.writeOutage.active ? 'critical' : rs.health,
   };
 }
 
@@ -181,6 +182,9 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
     `passed through    ${s.passedThrough} failed requests returned to the user`,
     `outages           ${s.outage.active ? `NOW (since ${new Date(s.outage.since ?? 0).toISOString()}, ${s.outage.held} requests held); ` : ''}` +
       `${s.outage.outages} outages of main, ${s.outage.heldTotal} requests held, ${s.outage.failedAfterHold} failed after the hold`,
+    `write outages     ${s.writeOutage.active ? `NOW: main refuses writes (since ${new Date(s.writeOutage.since ?? 0).toISOString()}, ${s.writeOutage.held} writes held); ` : ''}` +
+      `${s.writeOutage.outages} times main refused writes, ${s.writeOutage.heldTotal} writes held, ${s.writeOutage.failedAfterHold} failed after the hold; ` +
+      `main took ${s.writeOutage.mainWritesOk} writes, ${s.writeOutage.mainWritesFailed} failed`,
     `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting` +
       (q.droppedBackground > 0 ? `; ${q.droppedBackground} relocations dropped (queue full: they wait for the block's next error)` : ''),
     `health            ${s.health}`,
@@ -195,7 +199,8 @@ export function describeStats(s: ResultOf<'stats'>): string {
     `manual_remaps=${s.manualRemaps} relocations=${s.relocations} pending=${s.pendingBlocks} lost=${s.lostBlocks} ` +
     `spare_io_errors=${s.spareIoErrors} retired_slots=${s.retiredSlots} passed_through=${s.passedThrough} ` +
     `queued=${s.queue.queued + s.queue.running} free_slots=${s.freeSlots} outage=${s.outage.active ? 1 : 0} outages=${s.outage.outages} ` +
-    `held=${s.outage.held} health=${s.health}`
+    `held=${s.outage.held} write_outage=${s.writeOutage.active ? 1 : 0} write_outages=${s.writeOutage.outages} ` +
+    `writes_held=${s.writeOutage.held} health=${s.health}`
   );
 }
 

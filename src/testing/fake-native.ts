@@ -78,6 +78,8 @@ export class FakeDevice implements NativeDevice {
       writeBytes: 0,
       errors: 0,
       inflight: 0,
+      mainWritesOk: 0,
+      mainWritesFailed: 0,
       latencyLog2Us: new Array<number>(24).fill(0),
     }));
     this.parkFaults = opts.parkFaults === true;

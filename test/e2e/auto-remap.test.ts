@@ -417,8 +417,12 @@ describe('auto-remap', () => {
     const fl = src.flakey(32, { up: 3600, down: 1, features: ['error_writes'] });
     // A flakey down interval fails every read of the device for 1 s: by the default rule an outage (requests
     // held, retried when main answers: see 'outages of main' below). This test is about transient errors of
-    // sectors, so the spread rule is set out of reach (64 regions; the reads touch 9).
-    const dev = await rig.add(fl.path, src.loop(48), ...ADD, '--read-retries', '3', '--retry-backoff-ms', '300', '--error-threshold', '1', '--outage-regions', '64');
+    // sectors, so the spread rule is set out of reach (64 regions; the reads touch 9), and so is the
+    // write-outage rule (a down interval refuses every write: see 'main refuses writes' below).
+    const dev = await rig.add(
+      fl.path, src.loop(48), ...ADD, '--read-retries', '3', '--retry-backoff-ms', '300', '--error-threshold', '1', '--outage-regions', '64',
+      '--write-outage-regions', '64',
+    );
 
     // Writes: up 1 s, down 1 s, for 2.5 s of random writes with verification of each batch of 64.
     src.setFlakey(fl, { up: 1, down: 1, features: ['error_writes'] });
@@ -598,6 +602,86 @@ describe('outages of main', () => {
     const all = fio(dev.blockPath, '--rw=read', '--iodepth=16', ...region);
     expect(all.job.error, all.stderr).toBe(0);
     expect(all.job.read.io_bytes).toBe(8 * MiB);
+  });
+
+  it('main refuses writes for 3 s (dm-flakey error_writes) under fio verify writes and a reader: writes held, not redirected; verify passes', async () => {
+    const fl = src.flakey(32, { up: 3600, down: 1, features: ['error_writes'] });
+    const dev = await rig.add(fl.path, src.loop(32), ...ADD);
+    const region = ['--offset=16M', '--size=8M', '--bs=4k', '--verify=pattern', '--verify_pattern=%o'];
+    const pre = fio(dev.blockPath, '--rw=write', '--iodepth=32', '--do_verify=0', ...region);
+    expect(pre.job.error, pre.stderr).toBe(0);
+    const writer = fioAsync(
+      dev.blockPath,
+      '--rw=randwrite', '--bsrange=4k-64k', '--iodepth=16', '--size=16M', '--verify=crc32c', '--do_verify=1',
+      '--verify_fatal=1', '--verify_backlog=64', '--time_based', '--runtime=7s',
+    );
+    const reader = fioAsync(dev.blockPath, '--rw=randread', '--iodepth=8', '--time_based', '--runtime=7s', ...region);
+    await new Promise((r) => setTimeout(r, 1500));
+    src.setFlakey(fl, { up: 0, down: 3600, features: ['error_writes'] }); // every write fails, reads work
+    await new Promise((r) => setTimeout(r, 3000));
+    const during = await stats(dev);
+    src.setLinear(fl);
+    const w = await writer;
+    const rd = await reader;
+    const st = await drained(dev);
+    console.log(
+      `writes refused 3 s: ${st.writeOutage.outages} write outage(s), ${st.writeOutage.heldTotal} writes held, ` +
+        `${st.autoRemaps} auto-remaps, ${st.lostBlocks} lost, W${st.writeErrors}:R${st.readErrors}, ` +
+        `main took ${st.writeOutage.mainWritesOk} writes, ${st.writeOutage.mainWritesFailed} failed; health during: ${during.health}; ` +
+        `fio write ${w.job.write.io_bytes >> 20} MiB, read ${rd.job.read.io_bytes >> 20} MiB`,
+    );
+    expect(w.job.error, w.stderr).toBe(0);
+    expect(w.status).toBe(0);
+    expect(rd.job.error, rd.stderr).toBe(0);
+    expect(rd.job.total_err ?? 0).toBe(0);
+    expect(during.writeOutage.active).toBe(true);
+    expect(during.outage.active).toBe(false); // main still reads: no device outage
+    expect(during.health).toBe('critical');
+    expect(st.writeOutage).toMatchObject({ active: false, failedAfterHold: 0 });
+    expect(st.writeOutage.outages).toBeGreaterThanOrEqual(1);
+    expect(st.writeOutage.heldTotal).toBeGreaterThan(0);
+    expect(st.writeOutage.mainWritesFailed).toBeGreaterThan(0);
+    expect(st).toMatchObject({ lostBlocks: 0, pendingBlocks: 0 });
+    // No slot per failed block: only writes that failed before the evidence was complete (in fewer than
+    // write_outage_regions = 8 regions, each request at most 16 blocks of 4 KiB) may have been redirected.
+    expect(st.autoRemaps).toBeLessThanOrEqual(7 * 16);
+    // Every block written before still reads its own data; a write lands on main again.
+    const all = fio(dev.blockPath, '--rw=read', '--iodepth=16', ...region);
+    expect(all.job.error, all.stderr).toBe(0);
+    expect(all.job.read.io_bytes).toBe(8 * MiB);
+    const d = crypto.randomBytes(BS);
+    expect(directWrite(dev.blockPath, 7000, d).ok).toBe(true);
+    expect(directRead(dev.blockPath, 7000).data.equals(d)).toBe(true);
+  });
+
+  it('main refusing writes past outage_hold_ms: the held write fails with its errno, reads go on, nothing remapped; a later write lands on main', async () => {
+    const fl = src.flakey(16, { up: 3600, down: 1, features: ['error_writes'] });
+    // One region is evidence enough here (the default 8 needs writes spread over the device).
+    const dev = await rig.add(fl.path, src.loop(16), ...ADD, '--write-outage-regions', '1', '--outage-hold-ms', '2000');
+    const a = crypto.randomBytes(BS);
+    expect(directWrite(dev.blockPath, 700, a).ok).toBe(true);
+    src.setFlakey(fl, { up: 0, down: 3600, features: ['error_writes'] });
+    const t0 = Date.now();
+    const wr = directWrite(dev.blockPath, 2000, crypto.randomBytes(BS));
+    const writeMs = Date.now() - t0;
+    expect(wr.errno).toBe('EIO');
+    expect(writeMs).toBeGreaterThanOrEqual(1900);
+    expect(directRead(dev.blockPath, 700).data.equals(a)).toBe(true); // reads work meanwhile
+    let st = await stats(dev);
+    expect(st.writeOutage).toMatchObject({ active: true });
+    expect(st.writeOutage.failedAfterHold).toBeGreaterThanOrEqual(1);
+    expect(st.health).toBe('critical');
+    src.setLinear(fl);
+    const b = crypto.randomBytes(BS);
+    expect(directWrite(dev.blockPath, 2000, b).ok).toBe(true);
+    const deadline = Date.now() + 10_000;
+    while ((await stats(dev)).writeOutage.active && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+    st = await drained(dev);
+    console.log(`writes refused, hold 2000 ms: write failed after ${writeMs} ms; ${st.writeOutage.failedAfterHold} failed after the hold, ${st.autoRemaps} auto-remaps, ${st.lostBlocks} lost`);
+    expect(st.writeOutage.active).toBe(false);
+    expect(st).toMatchObject({ lostBlocks: 0, pendingBlocks: 0, autoRemaps: 0 });
+    expect(await tableOf(dev)).toEqual([]);
+    expect(directRead(dev.blockPath, 2000).data.equals(b)).toBe(true);
   });
 
   it('an outage longer than outage_hold_ms fails the held requests with their errno and still marks nothing lost', async () => {

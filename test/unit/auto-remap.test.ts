@@ -358,7 +358,9 @@ describe('switches and limits', () => {
   });
 
   it('a burst of 2000 distinct bad blocks is handled in a few batches, none dropped', async () => {
-    await start({ depth: 4096 });
+    // 2000 failures spread over the device with no write taken by main in between (the fake counts none)
+    // would be a write outage (write-outage.test.ts): out of reach here, these are bad sectors.
+    await start({ depth: 4096, policy: { ...DEFAULT_POLICY, writeOutageRegions: 64 } });
     const faults: Fault[] = [];
     for (let i = 0; i < 2000; i++) {
       faults.push(fault({ op: 'write', tag: i, block: i * 3, blocks: 1, failed: [{ device: 'main', block: i * 3, blocks: 1, errno: 5 }] }));

@@ -11,7 +11,7 @@ import { readEntries } from '../../src/control/registry.js';
 import { BIN, makeWorld, pidAlive, type World } from './helpers.js';
 
 /** The outage settings' defaults (DEFAULT_POLICY's), where a test spells a whole policy out. */
-const OUTAGE_DEFAULTS = { outageRegions: 4, outageWindowMs: 2000, outageHoldMs: 30000 } as const;
+const OUTAGE_DEFAULTS = { outageRegions: 4, writeOutageRegions: 8, outageWindowMs: 2000, outageHoldMs: 30000 } as const;
 
 let w: World;
 let cfgFile: string;

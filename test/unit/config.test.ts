@@ -16,7 +16,7 @@ import { DmrError } from '../../src/errors.js';
 import { captureCtx, fakeFor, makeWorld, type World } from './helpers.js';
 
 /** The outage settings' defaults (DEFAULT_POLICY's), where a test spells a whole policy out. */
-const OUTAGE_DEFAULTS = { outageRegions: 4, outageWindowMs: 2000, outageHoldMs: 30000 } as const;
+const OUTAGE_DEFAULTS = { outageRegions: 4, writeOutageRegions: 8, outageWindowMs: 2000, outageHoldMs: 30000 } as const;
 
 let w: World;
 let cfgDir: string;
@@ -122,7 +122,7 @@ describe('config get / set / unset', () => {
     expect(r).toEqual({
       code: 0,
       stderr: '',
-      stdout: 'auto_remap = on\nerror_threshold = 1\nread_retries = 3\nretry_backoff_ms = 10\noutage_regions = 4\noutage_window_ms = 2000\noutage_hold_ms = 30000\n',
+      stdout: 'auto_remap = on\nerror_threshold = 1\nread_retries = 3\nretry_backoff_ms = 10\noutage_regions = 4\nwrite_outage_regions = 8\noutage_window_ms = 2000\noutage_hold_ms = 30000\n',
     });
     expect((await run('config', 'get', 'retry_backoff_ms')).stdout).toBe('retry_backoff_ms = 10\n');
     expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual(DEFAULT_POLICY);
@@ -137,6 +137,7 @@ describe('config get / set / unset', () => {
       ['read_retries', '0', 'read_retries = 0 (was 3)\n'],
       ['retry_backoff_ms', '10000', 'retry_backoff_ms = 10000 (was 10)\n'],
       ['outage_regions', '64', 'outage_regions = 64 (was 4)\n'],
+      ['write_outage_regions', '64', 'write_outage_regions = 64 (was 8)\n'],
       ['outage_window_ms', '10', 'outage_window_ms = 10 (was 2000)\n'],
       ['outage_hold_ms', '600000', 'outage_hold_ms = 600000 (was 30000)\n'],
     ];
@@ -146,10 +147,10 @@ describe('config get / set / unset', () => {
       expect(r.code).toBe(0);
       expect(r.stdout).toBe(out);
     }
-    const all = { autoRemap: false, errorThreshold: 65535, readRetries: 0, retryBackoffMs: 10000, outageRegions: 64, outageWindowMs: 10, outageHoldMs: 600000 };
+    const all = { autoRemap: false, errorThreshold: 65535, readRetries: 0, retryBackoffMs: 10000, outageRegions: 64, writeOutageRegions: 64, outageWindowMs: 10, outageHoldMs: 600000 };
     expect(fileJson()).toEqual(all);
     expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual(all);
-    expect((await run('config', 'get')).stdout).toBe('auto_remap = off\nerror_threshold = 65535\nread_retries = 0\nretry_backoff_ms = 10000\noutage_regions = 64\noutage_window_ms = 10\noutage_hold_ms = 600000\n');
+    expect((await run('config', 'get')).stdout).toBe('auto_remap = off\nerror_threshold = 65535\nread_retries = 0\nretry_backoff_ms = 10000\noutage_regions = 64\nwrite_outage_regions = 64\noutage_window_ms = 10\noutage_hold_ms = 600000\n');
     expect(fs.statSync(cfgDir).mode & 0o777).toBe(0o755);
     expect(fs.statSync(cfgFile).mode & 0o777).toBe(0o644);
     expect(fs.readdirSync(cfgDir)).toEqual(['config.json']); // no temporary file left
@@ -229,8 +230,8 @@ describe('bad input to config changes nothing', () => {
   const usage: [string[], string][] = [
     [['config'], 'missing config command (get, set, unset); see dmremap-ublk config --help'],
     [['config', 'show'], 'unknown config command "show" (get, set, unset; see dmremap-ublk config --help)'],
-    [['config', 'set'], 'missing key to set (auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, outage_window_ms, outage_hold_ms)'],
-    [['config', 'set', 'readRetries', '1'], 'unknown key "readRetries" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, outage_window_ms, outage_hold_ms)'],
+    [['config', 'set'], 'missing key to set (auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms)'],
+    [['config', 'set', 'readRetries', '1'], 'unknown key "readRetries" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms)'],
     [['config', 'set', 'read_retries'], 'missing value for read_retries'],
     [['config', 'set', 'read_retries', '1', '2'], 'config set takes a key and a value, got 3 arguments'],
     [['config', 'set', 'read_retries', '17'], 'read_retries must be from 0 to 16, got 17'],
@@ -244,10 +245,10 @@ describe('bad input to config changes nothing', () => {
     [['config', 'set', 'read_retries', '1', '--device', 'my disk'], '--device must be a device name (as given to add --name) or a main device path, got "my disk"'],
     [['config', 'set', 'read_retries', '1', '--device', 'ublkb0'], '--device must be a device name (as given to add --name) or a main device path, got "ublkb0"'],
     [['config', 'set', 'read_retries', '1', '--frob'], 'unknown option --frob for config (see dmremap-ublk config --help)'],
-    [['config', 'unset'], 'missing key to unset (auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, outage_window_ms, outage_hold_ms)'],
+    [['config', 'unset'], 'missing key to unset (auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms)'],
     [['config', 'unset', 'read_retries', 'x'], 'config unset takes one key, got 2 arguments'],
     [['config', 'get', 'a', 'b'], 'config get takes at most one key, got 2'],
-    [['config', 'get', 'bogus'], 'unknown key "bogus" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, outage_window_ms, outage_hold_ms)'],
+    [['config', 'get', 'bogus'], 'unknown key "bogus" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms)'],
   ];
   for (const [args, message] of usage) {
     it(`${args.join(' ')} → exit 2`, async () => {
@@ -277,8 +278,8 @@ const BAD_FILES: [string, string, string | RegExp][] = [
   ['not a whole number', '{"retryBackoffMs": 2.5}', 'retryBackoffMs: must be a whole number'],
   ['a string for a number', '{"readRetries": "3"}', 'readRetries: must be a whole number'],
   ['a number for a boolean', '{"autoRemap": 1}', 'autoRemap: must be true or false'],
-  ['an unknown key', '{"read_retries": 3}', 'unknown key "read_retries" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, outageWindowMs, outageHoldMs, devices)'],
-  ['an unknown per-device key', '{"devices": {"vol": {"spare": "x"}}}', 'devices.vol: unknown key "spare" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, outageWindowMs, outageHoldMs)'],
+  ['an unknown key', '{"read_retries": 3}', 'unknown key "read_retries" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, writeOutageRegions, outageWindowMs, outageHoldMs, devices)'],
+  ['an unknown per-device key', '{"devices": {"vol": {"spare": "x"}}}', 'devices.vol: unknown key "spare" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, writeOutageRegions, outageWindowMs, outageHoldMs)'],
   ['a bad per-device value', '{"devices": {"/dev/sdb": {"readRetries": -1}}}', 'devices["/dev/sdb"].readRetries: must be at least 0'],
   ['a bad device key', '{"devices": {"my disk": {}}}', 'devices: key "my disk" is neither a device name (as given to add --name) nor the absolute path of a main device'],
   ['devices not an object', '{"devices": []}', 'devices: must be an object of device name → settings'],

@@ -122,4 +122,28 @@ describe('outage monitor', () => {
     expect(late.got).toEqual([false]);
     m.close();
   });
+
+  it('enter() begins an outage without a probe; takeOldest() hands out the request held longest, held again it counts once', async () => {
+    const p = scriptedProbe();
+    const m = monitor(p.probe);
+    m.enter();
+    expect(m.active).toBe(true);
+    expect(p.calls).toBe(0);
+    const a = recorder();
+    const b = recorder();
+    const t = Date.now();
+    m.hold(b, t + 10);
+    m.hold(a, t);
+    expect(m.takeOldest()).toBe(a);
+    expect(m.stats()).toMatchObject({ held: 1, heldTotal: 2 });
+    m.hold(a, t, true); // its probe retry failed: held again, with its first time
+    expect(m.stats()).toMatchObject({ held: 2, heldTotal: 2 });
+    // Its hold still ends at its first time + HOLD_MS.
+    await vi.advanceTimersByTimeAsync(HOLD_MS - 1);
+    expect(a.got).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(a.got).toEqual([false]);
+    expect(b.got).toEqual([]);
+    m.close();
+  });
 });

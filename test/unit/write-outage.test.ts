@@ -1,0 +1,176 @@
+// A main that refuses writes while it still reads (a drive gone read-only, dm-flakey error_writes), against
+// the fake addon: main's reads work (the device-outage probe answers), the test reports failed writes as
+// native would and moves native's count of writes main took (mainWritesOk) by hand. Spread write failures
+// with no write taken are held, not redirected, until a write goes through; the same failures amid writes
+// that go through are bad sectors and are redirected as before.
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { request } from '../../src/control/client.js';
+import { DEFAULT_POLICY, type FaultPolicy } from '../../src/config/policy.js';
+import type { Stats } from '../../src/control/protocol.js';
+import { Daemon } from '../../src/device/daemon.js';
+import type { FaultAction, NativeEvent } from '../../src/native.js';
+import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
+import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+
+let w: World;
+let native: FakeNative;
+let daemon: Daemon | null;
+let sock: string;
+let seq = 0;
+
+type Fault = Extract<NativeEvent, { type: 'io_fault' }>;
+
+const start = async (policy: Partial<FaultPolicy> = {}): Promise<void> => {
+  daemon = await Daemon.start(deviceConfig(w, { policy: { ...DEFAULT_POLICY, ...policy } }), { native, runDir: w.runDir, log: quietLog(), logFile: null });
+  sock = path.join(w.runDir, `${daemon.info.devId}.sock`);
+};
+const device = (): FakeDevice => native.devices.at(-1) as FakeDevice;
+const stats = async (): Promise<Stats> => (await request(sock, 'stats', {})) as Stats;
+const settle = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+// 8 MiB main of 512-byte blocks: 256 blocks per region. One failed write in each of `n` regions:
+const spread = (n: number): number[] => Array.from({ length: n }, (_, i) => Math.floor((i * 64) / n) * 256 + 3);
+const writeFault = (block: number, attempt = 0, s = ++seq): Fault => ({
+  type: 'io_fault', queue: 0, tag: s % 64, seq: s, op: 'write', kind: 'error', block, blocks: 1, attempt, latencyUs: 100, written: [],
+  failed: [{ device: 'main', block, blocks: 1, errno: 5 }],
+});
+const resolutionOf = (f: Fault): FaultAction | undefined => device().resolutions.find((x) => x.tag === f.tag && x.seq === f.seq)?.action;
+const resolution = (f: { tag: number; seq: number }, timeoutMs = 5000): Promise<FaultAction> => device().awaitResolution(f, timeoutMs);
+/** Native's count of backing writes main did whole moves on by `n`. */
+const mainTakes = (n = 1): void => void ((device().queueStats[0] as { mainWritesOk: number }).mainWritesOk += n);
+/**
+ * Plays native while main refuses writes: a held write retried by a probe fails again (attempt + 1).
+ * Runs for `ms`; returns the faults as last reported.
+ */
+async function refuseRetries(faults: Fault[], ms: number): Promise<Fault[]> {
+  const cur = [...faults];
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    await settle(20);
+    cur.forEach((f, i) => {
+      if (resolutionOf(f)?.action !== 'retry') return;
+      device().takeResolution(f);
+      const next = { ...f, attempt: f.attempt + 1 };
+      cur[i] = next;
+      device().emit(next);
+    });
+  }
+  return cur;
+}
+
+beforeEach(() => {
+  w = makeWorld();
+  native = fakeFor(w);
+  daemon = null;
+});
+afterEach(async () => {
+  await daemon?.shutdown('test');
+  w.cleanup();
+});
+
+describe('write outages of main (it refuses writes, still reads)', () => {
+  it('writes failing in `write_outage_regions` regions with no write taken: held, not redirected; retried once main takes a write', async () => {
+    await start({ writeOutageRegions: 4 });
+    const [a, b, c, d, e] = spread(5) as [number, number, number, number, number];
+    // The first three are indistinguishable from bad sectors yet: redirected (the rule needs 4 regions).
+    const early = [writeFault(a), writeFault(b), writeFault(c)];
+    for (const f of early) {
+      device().emit(f);
+      expect(await resolution(f)).toEqual({ action: 'retry' });
+    }
+    // The fourth completes the evidence: held; so is every write failing on main from now on.
+    const held = [writeFault(d), writeFault(e), writeFault(a + 100)];
+    for (const f of held) device().emit(f);
+    const cur = await refuseRetries(held, 600);
+    for (const f of cur) expect(resolutionOf(f), `block ${f.block}`).toBeUndefined();
+    let s = await stats();
+    expect(s.writeOutage).toMatchObject({ active: true, outages: 1, held: 3, heldTotal: 3 });
+    expect(s.outage.active).toBe(false); // main reads: no device outage
+    expect(s.health).toBe('critical');
+    expect((await request(sock, 'status', {})).remap.health).toBe('critical');
+    const table = device().remapTable.blocks;
+    for (const f of held) expect(table).not.toContain(BigInt(f.block));
+    // Probes retried held writes meanwhile (their retries failed again).
+    expect(cur.some((f) => f.attempt > 0)).toBe(true);
+    // Main takes a write again (the device came back writable): the next probe sees it; all are retried.
+    mainTakes();
+    for (const f of cur) expect(await resolution(f, 3000)).toEqual({ action: 'retry' });
+    for (const f of cur) device().emit({ type: 'fault_cleared', queue: 0, tag: f.tag, seq: f.seq, attempts: f.attempt + 2 });
+    await daemon?.['auto']?.idle();
+    s = await stats();
+    expect(s.writeOutage).toMatchObject({ active: false, outages: 1, held: 0, failedAfterHold: 0 });
+    expect(s).toMatchObject({ lostBlocks: 0, pendingBlocks: 0 });
+    expect(s.autoRemaps).toBe(0); // the three early redirects were never committed (no lost_written here)
+    for (const f of held) expect(daemon?.['engine']?.store.table.get(f.block)).toBeUndefined();
+  });
+
+  it('a held write retried by a probe that goes through ends the write outage', async () => {
+    await start({ writeOutageRegions: 2 });
+    const [a, b] = spread(2) as [number, number];
+    const first = writeFault(a);
+    device().emit(first);
+    expect(await resolution(first)).toEqual({ action: 'retry' });
+    const f = writeFault(b);
+    device().emit(f);
+    // The probe retries it (the only one held): this time native completes it.
+    expect(await resolution(f, 3000)).toEqual({ action: 'retry' });
+    device().takeResolution(f);
+    mainTakes();
+    device().emit({ type: 'fault_cleared', queue: 0, tag: f.tag, seq: f.seq, attempts: 2 });
+    const deadline = Date.now() + 3000;
+    while ((await stats()).writeOutage.active && Date.now() < deadline) await settle(20);
+    expect((await stats()).writeOutage).toMatchObject({ active: false, outages: 1, held: 0 });
+  });
+
+  it('the same spread of failures with writes going through between them is bad sectors: each write redirected, no write outage', async () => {
+    await start({ writeOutageRegions: 4 });
+    const faults = spread(12).map((b) => writeFault(b));
+    for (const f of faults) {
+      mainTakes(5); // the workload's other writes land on main
+      device().emit(f);
+      expect(await resolution(f), `block ${f.block}`).toEqual({ action: 'retry' });
+    }
+    const table = device().remapTable.blocks;
+    for (const f of faults) expect(table).toContain(BigInt(f.block));
+    const s = await stats();
+    expect(s.writeOutage).toMatchObject({ active: false, outages: 0, heldTotal: 0 });
+    expect(s.writeOutage.mainWritesOk).toBe(60);
+  });
+
+  it('main refusing writes past outage_hold_ms: held writes fail with their errno; nothing remapped or marked lost', async () => {
+    await start({ writeOutageRegions: 2, outageHoldMs: 300 });
+    const faults = spread(4).map((b) => writeFault(b));
+    device().emit(faults[0] as Fault);
+    expect(await resolution(faults[0] as Fault)).toEqual({ action: 'retry' });
+    const held = faults.slice(1);
+    const t0 = Date.now();
+    for (const f of held) device().emit(f);
+    const cur = await refuseRetries(held, 500);
+    for (const f of cur) expect(await resolution(f, 3000)).toEqual({ action: 'fail', errno: 5 });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
+    await daemon?.['auto']?.idle();
+    const s = await stats();
+    expect(s.writeOutage).toMatchObject({ active: true, failedAfterHold: 3, held: 0 });
+    expect(s).toMatchObject({ lostBlocks: 0, pendingBlocks: 0, autoRemaps: 0 });
+    for (const f of held) expect(device().remapTable.blocks).not.toContain(BigInt(f.block));
+  });
+  it('multi-block writes failing whole are no evidence until narrowed: then per-block failures with no write taken are', async () => {
+    await start({ writeOutageRegions: 4 });
+    // 2-block writes failing whole in 6 regions (in the first 1000 blocks of each region: no two collide).
+    const whole = spread(6).map((b) => ({ ...writeFault(b), blocks: 2, failed: [{ device: 'main' as const, block: b, blocks: 2, errno: 5 }] }));
+    for (const f of whole) {
+      device().emit(f);
+      expect(await resolution(f), `block ${f.block}`).toEqual({ action: 'retry', narrow: true });
+    }
+    expect((await stats()).writeOutage.active).toBe(false);
+    // Their narrowed retries fail on every block, and main took no write: a write outage.
+    const narrowed = whole.map((f) => {
+      device().takeResolution(f);
+      return { ...f, attempt: 1, failed: [{ device: 'main' as const, block: f.block, blocks: 1, errno: 5 }, { device: 'main' as const, block: f.block + 1, blocks: 1, errno: 5 }] };
+    });
+    for (const f of narrowed) device().emit(f);
+    await settle(150);
+    expect((await stats()).writeOutage).toMatchObject({ active: true, outages: 1 });
+    expect(resolutionOf(narrowed.at(-1) as Fault)).toBeUndefined();
+  });
+});
