@@ -1,11 +1,14 @@
 // ublk user recovery against the kernel: the daemon's death is a pause, not an I/O error. One device (over
 // loop devices) is shared by the cases, in order: three kill -9 of its daemon during one fio verify run,
 // each followed by `recover` by hand (fio sees no error and no mismatch, status answers after each
-// recovery, the kernel logs no I/O error for the device); `recover` of the live device is refused; after
-// one more kill, `del` of the quiesced device removes it.
+// recovery, the kernel logs no I/O error for the device); `recover` of the live device is refused; a
+// daemon dying of an unhandled error exits 70 and leaves the device quiesced; after one more kill, `del` of
+// the quiesced device removes it.
+import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readEntryOf } from '../../src/control/registry.js';
-import { addDevice, dmr, parseFio, pidAlive, registryFiles, RUN_DIR, Scratch, sh, ublkNodes, waitFor, type Added } from './helpers.js';
+import { loadNative } from '../../src/native.js';
+import { addDevice, dmr, parseFio, pidAlive, registryFiles, REPO, RUN_DIR, Scratch, sh, ublkNodes, waitFor, type Added } from './helpers.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
 const KILLS = 3;
@@ -111,6 +114,34 @@ describe('user recovery', () => {
     const r = dmr('recover', 'rec');
     expect(r.status).toBe(1);
     expect(r.stderr).toBe(`dmremap-ublk: ${dev.blockPath} is live (daemon pid ${daemonPid()}): nothing to recover\n`);
+    expect(dmr('status', 'rec').status).toBe(0);
+  });
+
+  it('a daemon with an unhandled error logs it, exits 70 and leaves the device quiesced for recover', async () => {
+    await kill9();
+    const log = `${s.dir}/fatal.log`;
+    // The recovering daemon (serveForeground, as `recover --foreground` runs it) throws once the device is live.
+    const script = `
+      const { serveForeground } = await import(${JSON.stringify(`${REPO}/dist/cli/add.js`)});
+      const { Daemon } = await import(${JSON.stringify(`${REPO}/dist/device/daemon.js`)});
+      const { loadNative } = await import(${JSON.stringify(`${REPO}/dist/native.js`)});
+      const ctx = { env: process.env, stdout: process.stdout, stderr: process.stderr, stderrIsTTY: false, loadNative: async () => loadNative() };
+      await serveForeground(ctx, { logFile: ${JSON.stringify(log)}, json: false, name: 'rec' }, async (deps) => {
+        const d = await Daemon.recover(${dev.devId}, deps);
+        setTimeout(() => { throw new Error('boom in a timer'); }, 100);
+        return d;
+      });
+      console.log('returned');
+    `;
+    const r = sh(process.execPath, ['--input-type=module', '-e', script]);
+    expect(r.stdout).not.toContain('returned');
+    expect(r.status, r.stderr).toBe(70);
+    expect(fs.readFileSync(log, 'utf8')).toMatch(/"level":60.*boom in a timer/);
+    const k = await loadNative().kernelDeviceInfo(dev.devId);
+    expect(k.state).toBe('quiesced');
+    expect(ublkNodes()).toEqual([`ublkb${dev.devId}`, `ublkc${dev.devId}`]);
+    const rec = dmr('recover', 'rec');
+    expect([rec.status, rec.stderr]).toEqual([0, '']);
     expect(dmr('status', 'rec').status).toBe(0);
   });
 
