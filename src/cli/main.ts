@@ -20,6 +20,8 @@ import {
   jsonFlagSchema,
   listOptions,
   messageOptions,
+  recoverFlagsSchema,
+  recoverOptions,
   sectorCommandOptions,
   statusOptions,
   tableFlagsSchema,
@@ -27,8 +29,9 @@ import {
 } from './schemas.js';
 import { deviceAndSectors, deviceAndSector, runMessage, runRecheck, runSectorCommand, runStats, runTable } from './remap.js';
 import { runStatus } from './status.js';
+import { runRecover } from './recover.js';
 
-const COMMANDS = ['add', 'list', 'status', 'del', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -58,6 +61,11 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, delOptions, true);
       if (values.help) return help(ctx, command);
       return runDel(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
+    }
+    case 'recover': {
+      const { values, positionals } = parseShape(command, argv, recoverOptions, true);
+      if (values.help) return help(ctx, command);
+      return runRecover(ctx, oneTarget(command, positionals), validate(recoverFlagsSchema, values));
     }
     case 'remap':
     case 'unremap':
