@@ -245,9 +245,13 @@ void Device::Release(std::vector<std::string>* errors, bool detach) {
     }
     added_ = false;
   }
-  if (main_fd_ >= 0) close(main_fd_);
-  if (spare_fd_ >= 0) close(spare_fd_);
-  main_fd_ = spare_fd_ = -1;
+  {
+    std::lock_guard<std::mutex> f(fds_mu_);
+    fds_open_ = false;
+    if (main_fd_ >= 0) close(main_fd_);
+    if (spare_fd_ >= 0) close(spare_fd_);
+    main_fd_ = spare_fd_ = -1;
+  }
   ctrl_.reset();
   std::lock_guard<std::mutex> s(state_mu_);
   if (state_.live) state_.stopped = true;
@@ -298,9 +302,11 @@ void Device::Drain(int timeout_ms) {
 
 // Worker thread.
 int Device::DupBackingFd(bool spare) {
-  std::lock_guard<std::mutex> lock(mu_);
-  int fd = spare ? spare_fd_ : main_fd_;
-  if (!started_ || fd < 0) ThrowSys(ENODEV, spare ? "spare" : "main", "(device not running)");
+  // Not mu_: a fault raised while Start waits in START_DEV (the partition scan) or END_USER_RECOVERY is
+  // resolved with reads that come here.
+  std::lock_guard<std::mutex> lock(fds_mu_);
+  int fd = fds_open_ ? (spare ? spare_fd_ : main_fd_) : -1;  // written before fds_open_ was set, under this lock
+  if (fd < 0) ThrowSys(ENODEV, spare ? "spare" : "main", "(device not running)");
   int d = dup(fd);
   if (d < 0) ThrowSys(errno, "dup");
   return d;
@@ -360,4 +366,7 @@ void Device::StartQueues(uint32_t id, const BackingInfo& main_info) {
     std::unique_lock<std::shared_mutex> ql(queues_mu_);
     queues_.push_back(std::move(queue));
   }
+  // Requests can fault from here on (START_DEV's partition scan, reissued requests): let workers read.
+  std::lock_guard<std::mutex> f(fds_mu_);
+  fds_open_ = true;
 }

@@ -116,6 +116,10 @@ class Device {
   DeviceConfig cfg_;
   EventSink* events_;
   std::mutex mu_;                // serializes Start and Stop
+  // Guards main_fd_/spare_fd_ and fds_open_ for DupBackingFd. Not mu_: Start holds mu_ through START_DEV,
+  // which waits for the kernel's partition scan, whose failed read may need a worker's read to resolve.
+  std::mutex fds_mu_;
+  bool fds_open_ = false;  // the queues run: workers may dup the backing fds
   mutable std::mutex state_mu_;  // guards state_ (short critical sections only)
   std::vector<std::unique_ptr<QueueCounters>> counters_;
   std::unique_ptr<Control> ctrl_;

@@ -381,6 +381,24 @@ describe('auto-remap', () => {
     expect(directRead(sd.path, 1024).errno).toBe('ENODATA'); // main itself is as bad as before
   });
 
+  it('a main whose first block fails reads: add completes (the kernel reads it at start), the block is pending, a write heals it', async () => {
+    // The partition scan reads block 0 while START_DEV waits for it: the fault is handled while the device
+    // is being started (a worker read blocked behind the start's lock once: add never returned).
+    const main = src.dmError(8, [{ start: 0, sectors: 8 }]);
+    const t0 = Date.now();
+    const dev = await rig.add(main.path, src.loop(8), ...ADD);
+    const addMs = Date.now() - t0;
+    expect(directRead(dev.blockPath, 0).errno).toBe('EIO');
+    const st = await drained(dev);
+    expect(st.pendingBlocks).toBe(1);
+    expect((await tableOf(dev)).map((e) => [e.block, e.state])).toEqual([[0, 'lost']]);
+    const data = crypto.randomBytes(BS);
+    expect(directWrite(dev.blockPath, 0, data).ok).toBe(true);
+    expect(directRead(dev.blockPath, 0).data.equals(data)).toBe(true);
+    expect((await tableOf(dev)).map((e) => [e.block, e.state])).toEqual([[0, 'mapped']]);
+    console.log(`first block bad: add took ${addMs} ms`);
+  });
+
   it('a spare slot that fails writes is retired and the block moves to the next slot; a slot that fails reads is recovered or pending', async () => {
     const main = src.dmError(16, [{ start: 100 * 8, sectors: 8 }, { start: 200 * 8, sectors: 8 }]); // blocks 100 and 200
     const spare = src.dmError(16, []);
