@@ -11,7 +11,7 @@ import type { Logger } from '../log.js';
 
 /** Probe backoff: the first wait, and the longest. */
 const PROBE_FIRST_MS = 50;
-const PROBE_MAX_MS = 1000;
+export const PROBE_MAX_MS = 1000;
 /**
  * A probe not answered within this counts as main not answering (its reads stay in flight and are shared
  * by the next probes). A disk coming out of standby takes a few seconds to spin up; a probe waiting longer
