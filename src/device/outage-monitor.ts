@@ -50,7 +50,7 @@ export interface OutageStats {
   held: number;
   /** Requests held since start or the last clear_stats. */
   heldTotal: number;
-  /** Held requests that failed with their errno because main did not answer within outageHoldMs. */
+  /** Held requests released at the end of outageHoldMs: failed with their errno (a write outage: redirected to the spare). */
   failedAfterHold: number;
 }
 
