@@ -60,10 +60,10 @@ Error handling (each overrides the config file; see dmremap-ublk config --help):
                             outage (main is probed), 1-64 (default 4)
   --write-outage-regions <n>  write failures in this many regions within the window, with no write to
                             main done since, make a write outage: main refuses writes; they are held,
-                            not redirected to the spare, 1-64 (default 8)
+                            redirected to the spare only when their hold ends, 2-64 (default 8)
   --outage-window-ms <n>    that window in ms, 10-60000 (default 2000)
-  --outage-hold-ms <n>      requests held during an outage fail with their errno after this, 100-600000
-                            (default 30000)
+  --outage-hold-ms <n>      requests held during an outage fail with their errno after this (writes held
+                            in a write outage are redirected instead), 100-600000 (default 30000)
 Each setting comes from the first of: the flag, the config file's entry for this device (by --name,
 else by the absolute --main path), the config file's global value, the default. A config file that cannot be
 read or is invalid makes add fail before anything is created.
@@ -89,10 +89,10 @@ Keys:
                     device-wide outage (main is then probed), 1-64 (default 4)
   write_outage_regions  write failures in this many regions within outage_window_ms, with no write
                     to main done since, make a write outage (main refuses writes: they are held,
-                    not redirected to the spare), 1-64 (default 8)
+                    redirected to the spare only when their hold ends), 2-64 (default 8)
   outage_window_ms  that window in ms, 10-60000 (default 2000)
-  outage_hold_ms    requests held during an outage fail with their errno after this, 100-600000
-                    (default 30000)
+  outage_hold_ms    requests held during an outage fail with their errno after this (writes held
+                    in a write outage are redirected to the spare instead), 100-600000 (default 30000)
 
 get     prints the effective settings, one "key = value" per line (the given key only, if any):
         the defaults, overridden by the file's global values, overridden by the file's entry for

@@ -18,7 +18,8 @@ export interface FaultPolicy {
   /**
    * Write failures on main in this many distinct regions within outageWindowMs, with no write to main done
    * since the first of them, make a write outage (main refuses writes while it still reads): the failed
-   * writes are held instead of redirected to the spare (1..64).
+   * writes are held instead of redirected to the spare (2..64: one region would be any bad sector written
+   * on an otherwise idle device).
    */
   writeOutageRegions: number;
   /** The window of outageRegions and writeOutageRegions, in ms (10..60000). */
@@ -43,7 +44,7 @@ export const POLICY_LIMITS = {
   readRetries: { min: 0, max: 16 },
   retryBackoffMs: { min: 0, max: 10000 },
   outageRegions: { min: 1, max: 64 },
-  writeOutageRegions: { min: 1, max: 64 },
+  writeOutageRegions: { min: 2, max: 64 },
   outageWindowMs: { min: 10, max: 60000 },
   outageHoldMs: { min: 100, max: 600000 },
 } as const;

@@ -11,9 +11,12 @@
 //   the read fails with EIO: never zeros, never stale data.
 // - error on a spare slot: the block moves to a fresh slot and the bad slot is retired (as `lost` when the
 //   data could not be read, relocated with its data when a retry read it).
-// - a write outage (main refuses writes while it still reads: write-outage-detector.ts): the failed writes
-//   are held like an outage's, never redirected (a read-only main would fill the spare a block at a time);
-//   each probe retries the write held longest, and a write main takes ends it.
+// - a write outage (main refuses writes while it still reads: write-outage-detector.ts): the writes that
+//   fail on main are held like an outage's, not redirected (a read-only main would fill the spare a block
+//   at a time); each probe first asks whether main took a write since the outage began, else retries the
+//   write held longest (one retry out at a time, waited for one probe interval at most). A write main
+//   takes ends it. A held write whose hold ends is redirected as a bad sector (a misclassification costs
+//   latency, never an error). A write failing on a spare slot is not main's: it moves to a fresh slot.
 // - spare full or the metadata cannot be written: the error reaches the user and is logged.
 // - auto-remap off: native completes failed requests with their errno (parking off); lost blocks still heal
 //   on write.
@@ -26,7 +29,7 @@ import type { Logger } from '../log.js';
 import type { FaultAction, NativeDevice, NativeEvent } from '../native.js';
 import { BurstLog } from './burst-log.js';
 import { OutageDetector } from './outage-detector.js';
-import { OutageMonitor, type Held, type OutageStats } from './outage-monitor.js';
+import { OutageMonitor, PROBE_MAX_MS, type Held, type OutageStats } from './outage-monitor.js';
 import { probeMain, ProbeTargets } from './outage-probe.js';
 import { WriteOutageDetector } from './write-outage-detector.js';
 import type { RecheckResult, RemapEngine } from './remap-engine.js';
@@ -78,6 +81,8 @@ interface Job {
   slot?: number;
   slotFailed: boolean;
   errorCount: number;
+  /** 'redirect' jobs: the write's write-outage hold ended: redirected even though a write outage goes on. */
+  pastHold?: boolean;
 }
 
 /** The outcome of a 'slot-write' job whose block is no longer at that slot: the write is driven again. */
@@ -107,7 +112,7 @@ interface FaultRecord {
   range: { block: number; blocks: number };
   /** It is held in a write outage (held again after a probe retry: not counted twice). */
   writeHeld: boolean;
-  /** A write-outage probe retried it: told whether the retry went through. */
+  /** A write-outage probe retried it: told whether the retry went through (settled by resolve too). */
   probeDone: ((ok: boolean) => void) | null;
 }
 
@@ -147,6 +152,8 @@ export class AutoRemapper {
   readonly writeOutage: OutageMonitor;
   /** Writes main had done whole when the write outage began. */
   private writeOutageOkBase = 0;
+  /** The write-outage probe's retry out now (a held write retried on main), null when none. */
+  private writeProbe: Promise<boolean> | null = null;
 
   /** A slot was refused because the spare is full, and none has been freed since (nor stats cleared). */
   private spareFullSeen = false;
@@ -181,9 +188,11 @@ export class AutoRemapper {
     this.writeOutage.words = {
       began: 'main refuses writes (it still reads: read-only or write-protected?): failed writes are held, not redirected to the spare; health is critical',
       ended: 'main takes writes again: held writes are retried',
-      expired: 'main still refuses writes: held writes fail with their errno (nothing remapped or marked lost)',
+      expired: 'main still refuses writes: held writes are redirected to the spare as bad sectors (one hold each while it lasts)',
     };
     engine.outageActive = () => this.outage.active || this.writeOutage.active;
+    // A manual remap reads the block on main: refused in a device outage only (main still reads in a write outage).
+    engine.readOutageActive = () => this.outage.active;
     // A failed write's two steps (redirect, then commit once its data is in the slot) share batches: one
     // commit and one table publish serve the writes being redirected and those being committed.
     this.queue = new WorkQueue<Job>((group, jobs) => this.runBatch(group, jobs), (kind) => (kind === 'redirect' || kind === 'slot-write' ? 'write' : kind));
@@ -271,6 +280,8 @@ export class AutoRemapper {
   setAutoRemap(on: boolean): void {
     this.policy.autoRemap = on;
     this.device.setFaultParking(on);
+    // Native now completes parked requests itself, a probe's retry among them, without an event.
+    if (!on) for (const rec of this.faults.values()) this.settleProbe(rec, false);
     this.log.info({ autoRemap: on }, `auto-remap ${on ? 'on' : 'off'}`);
   }
 
@@ -321,20 +332,40 @@ export class AutoRemapper {
   }
 
   /**
-   * The write-outage probe: main takes writes when it has done one since the outage began; otherwise the
-   * write held longest is retried on main (the user's own data to its own blocks, not yet acknowledged: a
-   * probe writes nothing of its own), and the answer is whether it went through.
+   * The write-outage probe: main takes writes when it has done one since the outage began (asked first, at
+   * every probe); otherwise the write held longest is retried on main (the user's own data to its own
+   * blocks, not yet acknowledged: a probe writes nothing of its own), and the answer is whether it went
+   * through. One retry is out at a time; a probe waits for it PROBE_MAX_MS at most (the longest gap between
+   * probes), so a retry that is slow or never reports back never stops the next probes.
    */
   private async probeWrites(): Promise<boolean> {
-    if (this.mainWrites().ok > this.writeOutageOkBase) return true;
-    const h = this.writeOutage.takeOldest();
-    if (h === null) return false;
-    if (h.probe === undefined) {
-      h.release(true);
-      return false;
+    const took = (): boolean => this.mainWrites().ok > this.writeOutageOkBase;
+    if (took()) return true;
+    if (this.writeProbe === null) {
+      const h = this.writeOutage.takeOldest();
+      if (h === null) return false;
+      if (h.probe === undefined) {
+        h.release(true);
+        return false;
+      }
+      const p = h.probe();
+      this.writeProbe = p;
+      void p.then(() => {
+        if (this.writeProbe === p) this.writeProbe = null;
+      });
     }
-    const went = await h.probe();
-    return went || this.mainWrites().ok > this.writeOutageOkBase;
+    let t: NodeJS.Timeout | undefined;
+    const went = await Promise.race([this.writeProbe, new Promise<boolean>((res) => (t = setTimeout(() => res(false), PROBE_MAX_MS)))]);
+    clearTimeout(t);
+    return went || took();
+  }
+
+  /** Tells a write-outage probe retrying this request whether the retry went through. */
+  private settleProbe(rec: FaultRecord | undefined, went: boolean): void {
+    if (rec?.probeDone == null) return;
+    const done = rec.probeDone;
+    rec.probeDone = null;
+    done(went);
   }
 
   /** Waits until no fault is being handled and the work queue is empty (tests, benchmarks). */
@@ -371,7 +402,11 @@ export class AutoRemapper {
   }
 
   private resolve(ev: { queue: number; tag: number; seq: number }, action: FaultAction): void {
-    if (action.action !== 'retry') this.faults.delete(keyOf(ev));
+    if (action.action !== 'retry') {
+      // Its final answer: a probe retrying it learns whether it went through (complete) or not.
+      this.settleProbe(this.faults.get(keyOf(ev)), action.action === 'complete');
+      this.faults.delete(keyOf(ev));
+    }
     try {
       this.device.resolveFault(ev.queue, ev.tag, ev.seq, action);
     } catch (e) {
@@ -435,12 +470,8 @@ export class AutoRemapper {
       };
       this.faults.set(key, rec);
     }
-    if (rec.probeDone !== null) {
-      // A write-outage probe's retry failed: main still refuses writes.
-      const done = rec.probeDone;
-      rec.probeDone = null;
-      done(false);
-    }
+    // A write-outage probe's retry failed: main still refuses writes.
+    this.settleProbe(rec, false);
     if (ev.attempt === 0) this.engine.countErrors(ev.op === 'read' ? 'read' : 'write', ev.failed.length);
     rec.blocks.clear();
     let multi = false;
@@ -525,7 +556,8 @@ export class AutoRemapper {
 
   /**
    * Holds a write in a write outage: as holdForOutage, and it may be the one a probe retries (a retry that
-   * goes through ends the outage).
+   * goes through ends the outage). When its hold ends (counted from its first hold, a probe's retry
+   * included: one that comes back failed after it is released at once) it is redirected as a bad sector.
    */
   private holdForWriteOutage(ev: FaultEvent, rec: FaultRecord): void {
     rec.outage = true;
@@ -540,7 +572,11 @@ export class AutoRemapper {
           rec.narrowed = false;
           this.resolve(ev, { action: 'retry' });
         } else {
-          void this.failWrite(ev, rec, rec.firstErrno);
+          // Narrowed first if it failed whole: only its failed blocks go to the spare.
+          this.writeFailed(ev, rec, !rec.narrowed && rec.blocks.size > 1, true).catch((e: unknown) => {
+            this.log.error({ err: String(e) }, 'redirecting a held write failed: it fails');
+            this.resolve(ev, { action: 'fail', errno: EIO });
+          });
         }
       },
       probe: () =>
@@ -596,7 +632,8 @@ export class AutoRemapper {
     this.resolve(ev, { action: 'fail', errno: EIO });
   }
 
-  private async writeFailed(ev: FaultEvent, rec: FaultRecord, multi: boolean): Promise<void> {
+  /** `pastHold`: its write-outage hold ended: redirected even though the write outage goes on. */
+  private async writeFailed(ev: FaultEvent, rec: FaultRecord, multi: boolean, pastHold = false): Promise<void> {
     if (multi && !rec.narrowed) {
       this.retry(ev, rec, 0);
       return;
@@ -606,7 +643,7 @@ export class AutoRemapper {
       await this.failWrite(ev, rec, rec.firstErrno);
       return;
     }
-    const err = await this.jobs('redirect', rec);
+    const err = await this.jobs('redirect', rec, pastHold);
     if (err instanceof OutageHold) {
       if (this.outage.active || !this.writeOutage.active) this.holdForOutage(ev, rec);
       else this.holdForWriteOutage(ev, rec);
@@ -628,10 +665,10 @@ export class AutoRemapper {
    * fresh slot: pending) or 'redirect' (a failed write's blocks sent to reserved slots). Null when every
    * one worked, else the first error.
    */
-  private async jobs(kind: 'lost' | 'redirect', rec: FaultRecord): Promise<Error | null> {
+  private async jobs(kind: 'lost' | 'redirect', rec: FaultRecord, pastHold = false): Promise<Error | null> {
     const errs = await Promise.all(
       [...rec.blocks].map(([block, device]) =>
-        this.queue.add('foreground', kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block) }),
+        this.queue.add('foreground', kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block), pastHold }),
       ),
     );
     const err = errs.find((e) => e !== null) ?? null;
@@ -656,12 +693,8 @@ export class AutoRemapper {
     this.faults.delete(key);
     // Held in an outage and through now: the outage failed it, not its blocks.
     if (rec === undefined) return;
-    if (rec.probeDone !== null) {
-      // A write-outage probe's retry went through: main takes writes again.
-      const done = rec.probeDone;
-      rec.probeDone = null;
-      done(true);
-    }
+    // A write-outage probe's retry went through: main takes writes again.
+    this.settleProbe(rec, true);
     if (rec.op === 'read') {
       // The whole range read on main now: a block of it that never failed is a good probe target.
       for (let b = rec.range.block; b < rec.range.block + rec.range.blocks; b++) {
@@ -700,12 +733,17 @@ export class AutoRemapper {
         return out;
       }
       case 'write': {
-        let redirect = items('redirect');
-        if (redirect.length > 0 && (this.writeOutage.active || (await this.outage.confirm()))) {
-          // No remap during an outage: the failed writes are held; writes already in slots are committed.
-          for (const it of redirect) out.set(jobKey('redirect', it.block), new OutageHold('main is in an outage'));
+        // No remap during an outage: the failed writes are held; writes already in slots are committed.
+        // A write outage holds only writes that failed on main (a failed slot moves to a fresh one) and
+        // whose hold has not ended yet.
+        const all = items('redirect');
+        let held = all.filter((it) => this.writeOutage.active && !it.slotFailed && it.pastHold !== true);
+        let redirect = all.filter((it) => !held.includes(it));
+        if (redirect.length > 0 && (await this.outage.confirm())) {
+          held = all;
           redirect = [];
         }
+        for (const it of held) out.set(jobKey('redirect', it.block), new OutageHold('main is in an outage'));
         const slotWrites = items('slot-write').map((i) => ({ block: i.block, slot: i.slot ?? -1 }));
         const r = await this.engine.writeBatch(redirect, slotWrites);
         put('redirect', r.redirected);

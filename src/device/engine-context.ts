@@ -22,8 +22,10 @@ export interface EngineContext {
   countersPersisted(): void;
   /** The first 512-byte sector of `block`. */
   sectorOf(block: number): number;
-  /** Whether main is in an outage now (the auto-remapper's detector says so). */
+  /** Whether main is in an outage now, a write outage included (the auto-remapper's detectors say so). */
   outageActive(): boolean;
+  /** Whether main does not answer reads now (a device outage, not a write outage): manual remaps are refused. */
+  readOutageActive(): boolean;
 }
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));

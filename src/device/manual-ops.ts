@@ -17,7 +17,7 @@ export class ManualOps {
     }
     // Checked again here (the control handler refused it too): a remap queued behind other work may run
     // after an outage began.
-    if (this.c.outageActive()) throw outageRefusal('remap');
+    if (this.c.readOutageActive()) throw outageRefusal('remap');
     let readErrno: string | null = null;
     try {
       const op = await remapBlock(this.c.store, block, 'manual', {
@@ -29,7 +29,7 @@ export class ManualOps {
           } catch (e) {
             if (!isReadFailure(e)) throw ioFailure(e, `copying block ${block} to spare slot ${slot} failed`);
             // Main gone, or in an outage now: the block's data may well be intact there. Commit nothing.
-            if (this.c.outageActive() || (isNativeError(e) && DEVICE_GONE_ERRNOS.has(e.errno))) throw outageRefusal('remap');
+            if (this.c.readOutageActive() || (isNativeError(e) && DEVICE_GONE_ERRNOS.has(e.errno))) throw outageRefusal('remap');
             readErrno = errorCodeOf(e) ?? 'EIO';
             this.c.log.warn({ block, slot, errno: readErrno }, 'main block unreadable: remapped as lost');
             return 'unreadable';

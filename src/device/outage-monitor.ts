@@ -11,7 +11,7 @@ import type { Logger } from '../log.js';
 
 /** Probe backoff: the first wait, and the longest. */
 const PROBE_FIRST_MS = 50;
-const PROBE_MAX_MS = 1000;
+export const PROBE_MAX_MS = 1000;
 /**
  * A probe not answered within this counts as main not answering (its reads stay in flight and are shared
  * by the next probes). A disk coming out of standby takes a few seconds to spin up; a probe waiting longer
@@ -50,7 +50,7 @@ export interface OutageStats {
   held: number;
   /** Requests held since start or the last clear_stats. */
   heldTotal: number;
-  /** Held requests that failed with their errno because main did not answer within outageHoldMs. */
+  /** Held requests released at the end of outageHoldMs: failed with their errno (a write outage: redirected to the spare). */
   failedAfterHold: number;
 }
 

@@ -183,7 +183,7 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
     `outages           ${s.outage.active ? `NOW (since ${new Date(s.outage.since ?? 0).toISOString()}, ${s.outage.held} requests held); ` : ''}` +
       `${s.outage.outages} outages of main, ${s.outage.heldTotal} requests held, ${s.outage.failedAfterHold} failed after the hold`,
     `write outages     ${s.writeOutage.active ? `NOW: main refuses writes (since ${new Date(s.writeOutage.since ?? 0).toISOString()}, ${s.writeOutage.held} writes held); ` : ''}` +
-      `${s.writeOutage.outages} times main refused writes, ${s.writeOutage.heldTotal} writes held, ${s.writeOutage.failedAfterHold} failed after the hold; ` +
+      `${s.writeOutage.outages} times main refused writes, ${s.writeOutage.heldTotal} writes held, ${s.writeOutage.failedAfterHold} redirected after the hold; ` +
       `main took ${s.writeOutage.mainWritesOk} writes, ${s.writeOutage.mainWritesFailed} failed`,
     `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting` +
       (q.droppedBackground > 0 ? `; ${q.droppedBackground} relocations dropped (queue full: they wait for the block's next error)` : ''),

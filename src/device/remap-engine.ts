@@ -118,6 +118,8 @@ export class RemapEngine {
   private queries!: RemapQueries;
   /** Whether main is in an outage now (set by the auto-remapper): the status's health is critical then. */
   outageActive: () => boolean = () => false;
+  /** Whether main does not answer reads now (a device outage; set by the auto-remapper): manual remaps are refused then. */
+  readOutageActive: () => boolean = () => false;
   private chain: Promise<unknown> = Promise.resolve();
   /** Error totals changed since the last commit (persisted at the next commit or on close). */
   private countersDirty = false;
@@ -143,6 +145,7 @@ export class RemapEngine {
       },
       sectorOf: (block: number) => (block * blockSize) / SECTOR,
       outageActive: () => this.outageActive(),
+      readOutageActive: () => this.readOutageActive(),
     };
     this.faults = new FaultOps(ctx);
     this.manual = new ManualOps(ctx);

@@ -237,6 +237,8 @@ describe('bad input to config changes nothing', () => {
     [['config', 'set', 'read_retries', '17'], 'read_retries must be from 0 to 16, got 17'],
     [['config', 'set', 'read_retries', 'many'], 'read_retries must be a whole number, got "many"'],
     [['config', 'set', 'error_threshold', '0'], 'error_threshold must be from 1 to 65535, got 0'],
+    // One region would make every write to a bad sector on an idle device a write outage.
+    [['config', 'set', 'write_outage_regions', '1'], 'write_outage_regions must be from 2 to 64, got 1'],
     [['config', 'set', 'retry_backoff_ms', '10001'], 'retry_backoff_ms must be from 0 to 10000, got 10001'],
     [['config', 'set', 'retry_backoff_ms', '1.5'], 'retry_backoff_ms must be a whole number, got "1.5"'],
     [['config', 'set', 'retry_backoff_ms', ''], 'retry_backoff_ms must be a whole number, got ""'],
@@ -275,6 +277,7 @@ describe('bad input to config changes nothing', () => {
 const BAD_FILES: [string, string, string | RegExp][] = [
   ['out of range', '{"readRetries": 17}', 'readRetries: must be at most 16'],
   ['below the minimum', '{"errorThreshold": 0}', 'errorThreshold: must be at least 1'],
+  ['one write-outage region', '{"writeOutageRegions": 1}', 'writeOutageRegions: must be at least 2'],
   ['not a whole number', '{"retryBackoffMs": 2.5}', 'retryBackoffMs: must be a whole number'],
   ['a string for a number', '{"readRetries": "3"}', 'readRetries: must be a whole number'],
   ['a number for a boolean', '{"autoRemap": 1}', 'autoRemap: must be true or false'],
@@ -369,6 +372,7 @@ describe('add and the policy', () => {
     [['--retry-backoff-ms', '10001'], '--retry-backoff-ms must be from 0 to 10000, got 10001'],
     [['--outage-hold-ms', '5'], '--outage-hold-ms must be from 100 to 600000, got 5'],
     [['--outage-regions', '65'], '--outage-regions must be from 1 to 64, got 65'],
+    [['--write-outage-regions', '1'], '--write-outage-regions must be from 2 to 64, got 1'],
     [['--outage-window-ms', 'soon'], '--outage-window-ms must be a whole number, got "soon"'],
     [['--auto-remap', 'yes'], '--auto-remap must be on or off, got "yes"'],
     [['--auto-remap'], 'option --auto-remap needs a value'],

@@ -13,11 +13,17 @@ const mainFails = (block: number, code: string): void =>
 describe('manual remap during an outage of main', () => {
   it('is refused with E_OUTAGE when the engine runs it during an outage, and the table is unchanged', async () => {
     let outage = true;
-    rig.engine.outageActive = () => outage;
+    rig.engine.readOutageActive = () => outage;
     await expect(rig.engine.remap(10)).rejects.toMatchObject({ code: 'E_OUTAGE' });
     expect(rig.engine.store.table.get(10)).toBeUndefined();
     outage = false;
     expect(await rig.engine.remap(10)).toMatchObject({ block: 10, state: 'mapped' });
+  });
+
+  it('is not refused during a write outage (main refuses writes but still reads: the copy reads main)', async () => {
+    rig.engine.outageActive = () => true; // health critical
+    rig.engine.readOutageActive = () => false;
+    expect(await rig.engine.remap(14)).toMatchObject({ block: 14, state: 'mapped' });
   });
 
   it('a copy that fails because main is gone (ENODEV) commits nothing, where EIO commits the block lost', async () => {
@@ -39,7 +45,7 @@ describe('manual remap during an outage of main', () => {
       outage = true; // the detector declares the outage while this copy is in flight
       return copy(...a);
     };
-    rig.engine.outageActive = () => outage;
+    rig.engine.readOutageActive = () => outage;
     await expect(rig.engine.remap(13)).rejects.toMatchObject({ code: 'E_OUTAGE' });
     expect(rig.engine.store.table.get(13)).toBeUndefined();
     expect(rig.engine.store.counters().manualRemaps).toBe(before.manualRemaps);

@@ -37,6 +37,7 @@ const writeFault = (block: number, attempt = 0, s = ++seq): Fault => ({
 const resolutionOf = (f: Fault): FaultAction | undefined => device().resolutions.find((x) => x.tag === f.tag && x.seq === f.seq)?.action;
 const resolution = (f: { tag: number; seq: number }, timeoutMs = 5000): Promise<FaultAction> => device().awaitResolution(f, timeoutMs);
 /** Native's count of backing writes main did whole moves on by `n`. */
+const emitted = (f: Fault): Fault => (device().emit(f), f);
 const mainTakes = (n = 1): void => void ((device().queueStats[0] as { mainWritesOk: number }).mainWritesOk += n);
 /**
  * Plays native while main refuses writes: a held write retried by a probe fails again (attempt + 1).
@@ -56,6 +57,30 @@ async function refuseRetries(faults: Fault[], ms: number): Promise<Fault[]> {
     });
   }
   return cur;
+}
+
+/**
+ * Plays native for one failed write until it completes or fails: a retry on main (a probe) fails again;
+ * a retry after its blocks were redirected lands in their slots and comes back as lost_written. Returns
+ * what became of it.
+ */
+async function untilRedirected(first: Fault, timeoutMs = 4000): Promise<string> {
+  let f = first;
+  for (;;) {
+    const r = await resolution(f, timeoutMs);
+    device().takeResolution(f);
+    if (r.action !== 'retry') return `${r.action}${'errno' in r ? ` errno ${r.errno}` : ''}`;
+    if (!device().remapTable.blocks.includes(BigInt(f.block))) {
+      f = { ...f, attempt: f.attempt + 1 };
+      device().emit(f);
+      continue;
+    }
+    const lw: Fault = { ...f, attempt: f.attempt + 1, kind: 'lost_written', failed: [], written: device().writtenRanges(f.block, 1) };
+    device().emit(lw);
+    const r2 = await resolution(lw, timeoutMs);
+    device().takeResolution(lw);
+    return `redirected, then ${r2.action}`;
+  }
 }
 
 beforeEach(() => {
@@ -137,7 +162,7 @@ describe('write outages of main (it refuses writes, still reads)', () => {
     expect(s.writeOutage.mainWritesOk).toBe(60);
   });
 
-  it('main refusing writes past outage_hold_ms: held writes fail with their errno; nothing remapped or marked lost', async () => {
+  it('main refusing writes past outage_hold_ms: each held write is redirected to the spare when its hold ends; nothing lost', async () => {
     await start({ writeOutageRegions: 2, outageHoldMs: 300 });
     const faults = spread(4).map((b) => writeFault(b));
     device().emit(faults[0] as Fault);
@@ -145,15 +170,17 @@ describe('write outages of main (it refuses writes, still reads)', () => {
     const held = faults.slice(1);
     const t0 = Date.now();
     for (const f of held) device().emit(f);
-    const cur = await refuseRetries(held, 500);
-    for (const f of cur) expect(await resolution(f, 3000)).toEqual({ action: 'fail', errno: 5 });
+    const outcome = await Promise.all(held.map((f) => untilRedirected(f)));
+    expect(outcome).toEqual(held.map(() => 'redirected, then complete'));
     expect(Date.now() - t0).toBeGreaterThanOrEqual(300);
     await daemon?.['auto']?.idle();
     const s = await stats();
+    // Main still took no write: the write outage goes on (health critical), its writes are redirected one hold each.
     expect(s.writeOutage).toMatchObject({ active: true, failedAfterHold: 3, held: 0 });
-    expect(s).toMatchObject({ lostBlocks: 0, pendingBlocks: 0, autoRemaps: 0 });
-    for (const f of held) expect(device().remapTable.blocks).not.toContain(BigInt(f.block));
+    expect(s).toMatchObject({ lostBlocks: 0, pendingBlocks: 0, health: 'critical' });
+    for (const f of held) expect(daemon?.['engine']?.store.table.get(f.block)?.state).toBe('mapped');
   });
+
   it('multi-block writes failing whole are no evidence until narrowed: then per-block failures with no write taken are', async () => {
     await start({ writeOutageRegions: 4 });
     // 2-block writes failing whole in 6 regions (in the first 1000 blocks of each region: no two collide).
@@ -172,5 +199,88 @@ describe('write outages of main (it refuses writes, still reads)', () => {
     await settle(150);
     expect((await stats()).writeOutage).toMatchObject({ active: true, outages: 1 });
     expect(resolutionOf(narrowed.at(-1) as Fault)).toBeUndefined();
+  });
+  it('main takes writes again while a probe retry is still out (slow on main): the next probe sees it; other held writes are retried', async () => {
+    await start({ writeOutageRegions: 2, outageHoldMs: 2500 });
+    const [a, b, c] = spread(3) as [number, number, number];
+    const first = writeFault(a);
+    device().emit(first);
+    expect(await resolution(first)).toEqual({ action: 'retry' });
+    const probed = writeFault(b);
+    device().emit(probed); // completes the evidence: held; the first probe retries it
+    expect(await resolution(probed, 3000)).toEqual({ action: 'retry' });
+    device().takeResolution(probed); // its retry never comes back
+    const other = writeFault(c);
+    device().emit(other);
+    await settle(100);
+    expect((await stats()).writeOutage.active).toBe(true);
+    mainTakes(100);
+    // Retried when the outage ends, well before its hold (2500 ms) would end.
+    expect(await resolution(other, 2000)).toEqual({ action: 'retry' });
+    expect(device().remapTable.blocks).not.toContain(BigInt(c));
+  });
+
+  it('a probe retry that never reports back (native completed it, auto-remap off): a write main takes still ends the outage', async () => {
+    await start({ writeOutageRegions: 2, outageHoldMs: 1500 });
+    const [a, b] = spread(2) as [number, number];
+    const first = writeFault(a);
+    device().emit(first);
+    expect(await resolution(first)).toEqual({ action: 'retry' });
+    const probed = writeFault(b);
+    device().emit(probed);
+    expect(await resolution(probed, 3000)).toEqual({ action: 'retry' });
+    device().takeResolution(probed);
+    mainTakes(1000);
+    const deadline = Date.now() + 3000;
+    while ((await stats()).writeOutage.active && Date.now() < deadline) await settle(20);
+    expect((await stats()).writeOutage.active, 'still in a write outage although main took 1000 writes').toBe(false);
+  });
+
+  it('auto-remap switched off while a probe retry is out: the probe is told, and the next probe retries another held write', async () => {
+    await start({ writeOutageRegions: 2, outageHoldMs: 3000 });
+    const [a, b, c] = spread(3) as [number, number, number];
+    const first = writeFault(a);
+    device().emit(first);
+    expect(await resolution(first)).toEqual({ action: 'retry' });
+    const probed = writeFault(b);
+    device().emit(probed);
+    expect(await resolution(probed, 3000)).toEqual({ action: 'retry' });
+    device().takeResolution(probed);
+    // Parking off: native completes the retry itself, no event reaches the daemon.
+    await request(sock, 'set_auto_remap', { enabled: false });
+    await request(sock, 'set_auto_remap', { enabled: true });
+    const other = writeFault(c);
+    device().emit(other);
+    // A probe retries it on main (not redirected), long before its hold ends.
+    expect(await resolution(other, 2000)).toEqual({ action: 'retry' });
+    expect(device().remapTable.blocks).not.toContain(BigInt(c));
+  });
+
+  it('bad sectors rewritten one at a time in 8 regions, no other write (the default rule sees a write outage): each write is redirected, the last after its hold', async () => {
+    await start({ outageHoldMs: 1500 }); // write_outage_regions 8
+    const outcome: string[] = [];
+    for (const b of spread(8)) outcome.push(await untilRedirected(emitted(writeFault(b))));
+    expect(outcome).toEqual(Array(8).fill('redirected, then complete'));
+    expect((await stats()).writeOutage).toMatchObject({ active: true, failedAfterHold: 1 });
+  });
+
+  it('during a write outage a write failing on a spare slot moves to a fresh slot at once (it is not held)', async () => {
+    await start({ writeOutageRegions: 2, outageHoldMs: 1500 });
+    const [a, b] = spread(2) as [number, number];
+    // a: a bad sector, remapped (redirect, lost_written, committed).
+    expect(await untilRedirected(emitted(writeFault(a)))).toBe('redirected, then complete');
+    const slotBefore = daemon?.['engine']?.store.table.get(a)?.slot;
+    expect(slotBefore).toBeDefined();
+    // b's failure (another region, no write taken since a's) completes the evidence.
+    device().emit(writeFault(b));
+    await settle(100);
+    expect((await stats()).writeOutage.active).toBe(true);
+    // A write to a fails on its slot: the spare's failure, not main's.
+    const s: Fault = { ...writeFault(a), failed: [{ device: 'spare', block: a, blocks: 1, errno: 5 }] };
+    device().emit(s);
+    expect(await resolution(s, 1000)).toEqual({ action: 'retry' });
+    const slotAfter = daemon?.['engine']?.store.table.get(a)?.slot;
+    expect(slotAfter).toBeDefined();
+    expect(slotAfter).not.toBe(slotBefore);
   });
 });
