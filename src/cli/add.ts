@@ -81,7 +81,10 @@ export async function runForeground(ctx: CliContext, flags: AddFlags): Promise<n
   }
 }
 
-/** Starts the daemon detached and waits for it to report the device live (or why it is not). */
+/**
+ * Starts the daemon detached, under a supervisor (`supervise`, src/supervisor/) that restarts it in
+ * recovery mode when it dies, and waits for it to report the device live (or why it is not).
+ */
 export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<number> {
   const dir = runDir(ctx.env);
   // Validate here too, so that bad input (and a spare in use) is reported before anything (run directory,
@@ -96,7 +99,7 @@ export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<num
   } catch (e) {
     throw new DmrError('E_RUN_DIR', `cannot open log file ${logFile}: ${errorCodeOf(e) ?? String(e)}`);
   }
-  const args = [BIN, 'add', ...daemonArgs(flags), '--foreground', '--log-file', logFile];
+  const args = [BIN, 'supervise', 'add', ...daemonArgs(flags), '--foreground', '--log-file', logFile];
   const child = spawn(process.execPath, args, {
     cwd: '/',
     detached: true,

@@ -27,6 +27,7 @@ import {
 } from './schemas.js';
 import { deviceAndSectors, deviceAndSector, runMessage, runRecheck, runSectorCommand, runStats, runTable } from './remap.js';
 import { runStatus } from './status.js';
+import { runSupervise } from './supervise.js';
 
 const COMMANDS = ['add', 'list', 'status', 'del', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
@@ -113,6 +114,8 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
       ctx.stdout.write(`${version()}\n`);
       return 0;
     }
+    // Internal: the process `add` detaches, which runs and restarts the daemon (not in the help).
+    if (first === 'supervise') return await runSupervise(ctx, rest);
     if (!(COMMANDS as readonly string[]).includes(first)) {
       const what = first.startsWith('-') ? `unknown option ${first}` : `unknown command ${JSON.stringify(first)}`;
       throw usageError(`${what} (commands: ${COMMANDS.join(', ')}; see ${PROG} --help)`);

@@ -27,6 +27,8 @@ export const registryEntrySchema = z.strictObject({
   startedAt: z.string(),
   main: backingRef,
   spare: backingRef,
+  /** Why the device is quiesced with no daemon (written by the supervisor when its daemon died); absent or null while served. */
+  quiesced: z.strictObject({ since: z.string(), reason: z.string() }).nullable().optional(),
 });
 export type RegistryEntry = z.infer<typeof registryEntrySchema>;
 
@@ -64,6 +66,17 @@ export function writeEntry(dir: string, entry: RegistryEntry): void {
     fs.rmSync(tmp, { force: true });
     throw new DmrError('E_RUN_DIR', `cannot write registry file ${file}: ${errorCodeOf(e) ?? String(e)}`, { cause: e });
   }
+}
+
+/**
+ * Records why device `devId` is quiesced in its registry entry, unless the entry is gone or a running
+ * daemon owns it (then it is not quiesced). Returns whether it wrote.
+ */
+export function markQuiesced(dir: string, devId: number, reason: string, now: Date = new Date()): boolean {
+  const entry = readEntry(registryPath(dir, devId));
+  if (entry === null || isAlive(entry)) return false;
+  writeEntry(dir, { ...entry, quiesced: { since: now.toISOString(), reason } });
+  return true;
 }
 
 /** Removes the entry of `devId`, but only if it is still the one `pid` wrote. */
