@@ -92,6 +92,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Device",
                        {InstanceMethod("start", &DeviceWrap::Start), InstanceMethod("stop", &DeviceWrap::Stop),
+                        InstanceMethod("recover", &DeviceWrap::Recover), InstanceMethod("detach", &DeviceWrap::Detach),
                         InstanceMethod("info", &DeviceWrap::Info), InstanceMethod("stats", &DeviceWrap::Stats),
                         InstanceMethod("setRemapTable", &DeviceWrap::SetRemapTable),
                         InstanceMethod("updateRemapTable", &DeviceWrap::UpdateRemapTable),
@@ -194,6 +195,27 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
       return d.Promise();
     }
     auto* w = new PromiseWorker(info.Env(), [dev] { dev->Stop(); }, [](Napi::Env env) { return env.Undefined(); });
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  // JS thread. recover(): user recovery of the existing device `devId` (Device::Recover) on a pool thread.
+  Napi::Value Recover(const Napi::CallbackInfo& info) {
+    std::shared_ptr<Device> dev = device_;
+    if (!dev) return Rejected(info.Env(), "device was shut down");
+    auto* w = new PromiseWorker(
+        info.Env(), [dev] { dev->Recover(); }, [this](Napi::Env env) { return InfoObject(env); });
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  }
+
+  // JS thread. detach(): leaves the kernel device quiesced for a successor (Device::Detach) on a pool thread.
+  Napi::Value Detach(const Napi::CallbackInfo& info) {
+    std::shared_ptr<Device> dev = device_;
+    if (!dev) return Rejected(info.Env(), "device was shut down");
+    auto* w = new PromiseWorker(info.Env(), [dev] { dev->Detach(); }, [](Napi::Env env) { return env.Undefined(); });
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;

@@ -158,3 +158,22 @@ ublk::DevInfo Control::GetDevInfo(uint32_t dev_id) {
   Run(ublk::kCmdGetDevInfo, false, "GET_DEV_INFO", cmd);
   return info;
 }
+
+// Any thread.
+void Control::StartUserRecovery(uint32_t dev_id) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ublk::CtrlCmd cmd{};
+  cmd.dev_id = dev_id;
+  cmd.queue_id = 0xffff;
+  Run(ublk::kCmdStartUserRecovery, true, "START_USER_RECOVERY", cmd);
+}
+
+// Any thread.
+void Control::EndUserRecovery(uint32_t dev_id, pid_t server_pid) {
+  std::lock_guard<std::mutex> lock(mu_);
+  ublk::CtrlCmd cmd{};
+  cmd.dev_id = dev_id;
+  cmd.queue_id = 0xffff;
+  cmd.data[0] = static_cast<uint64_t>(server_pid);
+  Run(ublk::kCmdEndUserRecovery, true, "END_USER_RECOVERY", cmd);
+}

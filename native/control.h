@@ -35,6 +35,11 @@ class Control {
   // Blocks until /dev/ublkcN is released by everyone.
   void DelDev(uint32_t dev_id);
   ublk::DevInfo GetDevInfo(uint32_t dev_id);
+  // User recovery of a device whose server died (UBLK_F_USER_RECOVERY). START fails with EBUSY while the
+  // device is not quiesced yet or the dead server's /dev/ublkcN is not released yet. END blocks until every
+  // queue of the new server has fetched its tags, then makes the device live with `server_pid`.
+  void StartUserRecovery(uint32_t dev_id);
+  void EndUserRecovery(uint32_t dev_id, pid_t server_pid);
 
  private:
   // Any thread, with mu_ held. Returns the completion's result (>= 0) or throws SysError.

@@ -62,16 +62,7 @@ void Device::Start() {
   std::lock_guard<std::mutex> lock(mu_);
   if (added_ || state().stopped) ThrowSys(EALREADY, "start", "(device already started)");
   try {
-    BackingInfo main_info;
-    if (cfg_.main_fd >= 0) {
-      // A claim: the geometry comes from its dup; the path is not opened again.
-      main_fd_ = DupClaim(cfg_.main_fd, "main");
-      main_info = ProbeBackingFd(main_fd_, cfg_.main_path);
-    } else {
-      main_info = ProbeBacking(cfg_.main_path);
-      main_fd_ = OpenBacking(cfg_.main_path);
-    }
-    spare_fd_ = cfg_.spare_fd >= 0 ? DupClaim(cfg_.spare_fd, "spare") : OpenBacking(cfg_.spare_path);
+    BackingInfo main_info = OpenBackingFds();
     ctrl_ = std::make_unique<Control>();
 
     ublk::DevInfo info{};
@@ -81,6 +72,11 @@ void Device::Start() {
     info.dev_id = cfg_.dev_id < 0 ? ~0u : static_cast<uint32_t>(cfg_.dev_id);
     info.ublksrv_pid = getpid();
     info.flags = ctrl_->encoded() ? ublk::kFCmdIoctlEncode : 0;
+    // User recovery: when this process dies the kernel quiesces the device (requests wait) instead of
+    // failing them, and requests the dead server held are reissued to its successor (Recover). Only both
+    // together: without REISSUE the requests a dead server held would fail. Never FAIL_IO.
+    constexpr uint64_t kRecovery = ublk::kFUserRecovery | ublk::kFUserRecoveryReissue;
+    if ((ctrl_->features() & kRecovery) == kRecovery) info.flags |= kRecovery;
     if (cfg_.zero_copy) {
       if (!(ctrl_->features() & ublk::kFAutoBufReg)) ThrowSys(EOPNOTSUPP, "ADD_DEV", "(zero copy needs UBLK_F_AUTO_BUF_REG)");
       info.flags |= ublk::kFAutoBufReg;
@@ -110,36 +106,7 @@ void Device::Start() {
     SetDiscardParams(main_info, cfg_, &params);
     ctrl_->SetParams(id, params);
 
-    // Without udev the char device node appears a moment after ADD_DEV (devtmpfs): retry briefly.
-    std::string cdev = "/dev/ublkc" + std::to_string(id);
-    for (int i = 0; i < 300; i++) {
-      cdev_fd_ = open(cdev.c_str(), O_RDWR | O_CLOEXEC);
-      if (cdev_fd_ >= 0 || errno != ENOENT) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (cdev_fd_ < 0) ThrowSys(errno, "open", cdev);
-
-    for (uint32_t q = 0; q < cfg_.queues; q++) {
-      QueueConfig qc;
-      qc.dev_id = id;
-      qc.q_id = static_cast<uint16_t>(q);
-      qc.depth = cfg_.depth;
-      qc.max_io_bytes = cfg_.max_io_bytes;
-      qc.cdev_fd = cdev_fd_;
-      qc.main_fd = main_fd_;
-      qc.spare_fd = spare_fd_;
-      qc.encoded = ctrl_->encoded();
-      qc.zero_copy = cfg_.zero_copy;
-      qc.block_shift = Log2(cfg_.block_size);
-      qc.spare_data_offset = cfg_.spare_data_offset;
-      qc.main_is_block = main_info.is_block_device;
-      qc.main_zero_range = !main_info.is_block_device || main_info.write_zeroes_max_bytes > 0;
-      qc.park_faults = &park_faults_;
-      auto queue = std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get());
-      queue->Start();
-      std::unique_lock<std::shared_mutex> ql(queues_mu_);
-      queues_.push_back(std::move(queue));
-    }
+    StartQueues(id, main_info);
     ctrl_->StartDev(id, getpid());
     started_ = true;
     std::lock_guard<std::mutex> s(state_mu_);
@@ -148,27 +115,108 @@ void Device::Start() {
     state_.live = true;
   } catch (const SysError&) {
     std::vector<std::string> ignored;
-    Release(&ignored);
+    Release(&ignored, false);
     throw;
   }
+}
+
+// Worker thread.
+void Device::Recover() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (added_ || state().stopped) ThrowSys(EALREADY, "recover", "(device already started)");
+  if (cfg_.dev_id < 0) ThrowSys(EINVAL, "recover", "(no device id)");
+  const uint32_t id = static_cast<uint32_t>(cfg_.dev_id);
+  try {
+    BackingInfo main_info = OpenBackingFds();
+    ctrl_ = std::make_unique<Control>();
+    ublk::DevInfo info = ctrl_->GetDevInfo(id);
+    CheckRecoverable(id, info);
+    // START_USER_RECOVERY answers EBUSY until the kernel has quiesced the device and the dead server's
+    // /dev/ublkcN (its fd, mmaps and rings) is released: retry for a while.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kRecoverBusyMs);
+    for (;;) {
+      try {
+        ctrl_->StartUserRecovery(id);
+        break;
+      } catch (const SysError& e) {
+        if (e.err() != EBUSY || std::chrono::steady_clock::now() >= deadline) throw;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    dev_id_ = id;
+    {
+      std::lock_guard<std::mutex> s(state_mu_);
+      state_.dev_id = static_cast<int32_t>(id);
+      state_.flags = info.flags;
+    }
+    StartQueues(id, main_info);
+    ctrl_->EndUserRecovery(id, getpid());
+    // Served by this process from here on: a stop deletes it (STOP_DEV, DEL_DEV) like an added one.
+    added_ = true;
+    started_ = true;
+    std::lock_guard<std::mutex> s(state_mu_);
+    state_.fixed_buffers = queues_.front()->fixed_buffers();
+    state_.zero_copy = cfg_.zero_copy;
+    state_.live = true;
+  } catch (const SysError&) {
+    // The kernel device stays as it was (quiesced, or recovering: a later START_USER_RECOVERY starts over).
+    std::vector<std::string> ignored;
+    Release(&ignored, true);
+    throw;
+  }
+}
+
+// Lifecycle thread, mu_ held. Refuses a device this configuration cannot serve: one created without user
+// recovery, or with other queues, depth, I/O size, block size, size or buffer mode.
+void Device::CheckRecoverable(uint32_t id, const ublk::DevInfo& info) {
+  const std::string what = "(device " + std::to_string(id) + " ";
+  if (!(info.flags & ublk::kFUserRecovery)) ThrowSys(EOPNOTSUPP, "recover", what + "was created without UBLK_F_USER_RECOVERY)");
+  auto mismatch = [&](const char* field, uint64_t have, uint64_t want) {
+    if (have != want)
+      ThrowSys(EINVAL, "recover", what + "has " + field + " " + std::to_string(have) + ", this daemon wants " + std::to_string(want) + ")");
+  };
+  mismatch("queues", info.nr_hw_queues, cfg_.queues);
+  mismatch("depth", info.queue_depth, cfg_.depth);
+  mismatch("max io bytes", info.max_io_buf_bytes, cfg_.max_io_bytes);
+  mismatch("zero copy", (info.flags & ublk::kFAutoBufReg) ? 1 : 0, cfg_.zero_copy ? 1 : 0);
+  ublk::Params params{};
+  params.len = sizeof(params);
+  ctrl_->GetParams(id, params);
+  mismatch("block size", 1ull << params.basic.logical_bs_shift, cfg_.block_size);
+  mismatch("size bytes", params.basic.dev_sectors << 9, cfg_.size_bytes);
+}
+
+// Worker thread.
+void Device::Detach() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> errors;
+  Release(&errors, true);
+  if (!errors.empty()) ThrowSys(EIO, "detach", errors.front());
 }
 
 // Worker thread, or JS thread at env cleanup.
 void Device::Stop() {
   std::lock_guard<std::mutex> lock(mu_);
   std::vector<std::string> errors;
-  Release(&errors);
+  Release(&errors, false);
   if (!errors.empty()) ThrowSys(EIO, "stop", errors.front());
 }
 
 // Lifecycle thread, mu_ held.
-void Device::Release(std::vector<std::string>* errors) {
-  // A request parked on a moving block, or held faulted for TypeScript, would hold STOP_DEV forever: the
-  // queues complete those (EIO, or a faulted request's errno) and hold no new ones from here on.
-  {
-    std::shared_lock<std::shared_mutex> ql(queues_mu_);
+void Device::Release(std::vector<std::string>* errors, bool detach) {
+  std::shared_lock<std::shared_mutex> ql(queues_mu_);
+  if (detach) {
+    // The kernel device is left to a successor: no STOP_DEV, no DEL_DEV. The queues finish their backing
+    // I/O and leave every other request uncommitted; closing the rings and /dev/ublkcN quiesces the device.
+    started_ = false;
+    added_ = false;
+    for (auto& q : queues_) q->RequestDetach();
+  } else {
+    // A request parked on a moving block, or held faulted for TypeScript, would hold STOP_DEV forever: the
+    // queues complete those (EIO, or a faulted request's errno) and hold no new ones from here on.
     for (auto& q : queues_) q->NotifyTableChanged(true);
   }
+  ql.unlock();
   if (started_) {
     // The queues keep serving while STOP_DEV removes the disk (it may flush dirty pages through them).
     try {
@@ -264,3 +312,52 @@ DeviceState Device::state() const {
   return state_;
 }
 
+// Lifecycle thread, mu_ held. Dups the claims of main and spare (or opens the paths) and probes main.
+BackingInfo Device::OpenBackingFds() {
+  BackingInfo main_info;
+  if (cfg_.main_fd >= 0) {
+    // A claim: the geometry comes from its dup; the path is not opened again.
+    main_fd_ = DupClaim(cfg_.main_fd, "main");
+    main_info = ProbeBackingFd(main_fd_, cfg_.main_path);
+  } else {
+    main_info = ProbeBacking(cfg_.main_path);
+    main_fd_ = OpenBacking(cfg_.main_path);
+  }
+  spare_fd_ = cfg_.spare_fd >= 0 ? DupClaim(cfg_.spare_fd, "spare") : OpenBacking(cfg_.spare_path);
+  return main_info;
+}
+
+// Lifecycle thread, mu_ held. Opens /dev/ublkcN and starts every queue thread (each has fetched its tags
+// when this returns).
+void Device::StartQueues(uint32_t id, const BackingInfo& main_info) {
+  // Without udev the char device node appears a moment after ADD_DEV (devtmpfs): retry briefly.
+  std::string cdev = "/dev/ublkc" + std::to_string(id);
+  for (int i = 0; i < 300; i++) {
+    cdev_fd_ = open(cdev.c_str(), O_RDWR | O_CLOEXEC);
+    if (cdev_fd_ >= 0 || errno != ENOENT) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (cdev_fd_ < 0) ThrowSys(errno, "open", cdev);
+
+  for (uint32_t q = 0; q < cfg_.queues; q++) {
+    QueueConfig qc;
+    qc.dev_id = id;
+    qc.q_id = static_cast<uint16_t>(q);
+    qc.depth = cfg_.depth;
+    qc.max_io_bytes = cfg_.max_io_bytes;
+    qc.cdev_fd = cdev_fd_;
+    qc.main_fd = main_fd_;
+    qc.spare_fd = spare_fd_;
+    qc.encoded = ctrl_->encoded();
+    qc.zero_copy = cfg_.zero_copy;
+    qc.block_shift = Log2(cfg_.block_size);
+    qc.spare_data_offset = cfg_.spare_data_offset;
+    qc.main_is_block = main_info.is_block_device;
+    qc.main_zero_range = !main_info.is_block_device || main_info.write_zeroes_max_bytes > 0;
+    qc.park_faults = &park_faults_;
+    auto queue = std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get());
+    queue->Start();
+    std::unique_lock<std::shared_mutex> ql(queues_mu_);
+    queues_.push_back(std::move(queue));
+  }
+}

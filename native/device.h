@@ -12,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "backing.h"
 #include "control.h"
 #include "queue.h"
 #include "remap_index.h"
@@ -21,6 +22,8 @@ class EventSink;
 // Most ublk queues a Device serves (the queue depth's limit is the ABI's ublk::kMaxQueueDepth). The addon
 // exports both as `limits`; src/device/config.ts's MAX_QUEUES / MAX_DEPTH must match (a unit test checks).
 constexpr uint32_t kMaxQueues = 16;
+// How long Recover retries START_USER_RECOVERY while the kernel answers EBUSY.
+constexpr int kRecoverBusyMs = 5000;
 
 struct DeviceConfig {
   std::string main_path;
@@ -64,6 +67,17 @@ class Device {
   // DEL_DEV. Idempotent; errors are collected and the first is thrown after everything was tried.
   void Stop();
 
+  // Worker thread. User recovery of the existing device cfg.dev_id, whose server died (or detached): checks
+  // that it was created with UBLK_F_USER_RECOVERY and with this configuration's queues, depth, max I/O,
+  // block size, size and buffer mode (EOPNOTSUPP / EINVAL otherwise), START_USER_RECOVERY (retried on
+  // EBUSY for kRecoverBusyMs), queues, END_USER_RECOVERY. No SET_PARAMS. On failure throws SysError and
+  // leaves the kernel device as it was (never deleted), no thread or open file behind.
+  void Recover();
+  // Worker thread. Leaves the device to a successor: the queues finish their backing I/O in flight, leave
+  // every other request uncommitted (reissued by the kernel to the next server), and exit; /dev/ublkcN is
+  // closed. No STOP_DEV, no DEL_DEV: the kernel quiesces the device. Threads joined, fds closed.
+  void Detach();
+
   // Any thread.
   DeviceState state() const;
   const DeviceConfig& config() const { return cfg_; }
@@ -91,8 +105,13 @@ class Device {
   const std::vector<std::unique_ptr<QueueCounters>>& counters() const { return counters_; }
 
  private:
-  // Lifecycle thread with mu_ held: releases everything Start acquired, in reverse order.
-  void Release(std::vector<std::string>* errors);
+  // Lifecycle thread with mu_ held: releases everything Start acquired, in reverse order. detach: without
+  // STOP_DEV/DEL_DEV, and without failing held requests (Queue::RequestDetach).
+  void Release(std::vector<std::string>* errors, bool detach);
+  // Lifecycle thread with mu_ held.
+  BackingInfo OpenBackingFds();
+  void StartQueues(uint32_t id, const BackingInfo& main_info);
+  void CheckRecoverable(uint32_t id, const ublk::DevInfo& info);
 
   DeviceConfig cfg_;
   EventSink* events_;

@@ -115,6 +115,12 @@ void Queue::RequestStop() {
 }
 
 // Any thread.
+void Queue::RequestDetach() {
+  detach_.store(true, std::memory_order_release);
+  RequestStop();
+}
+
+// Any thread.
 void Queue::NotifyTableChanged(bool fail_parked) {
   if (fail_parked) fail_parked_.store(true, std::memory_order_release);
   if (table_fd_ < 0) return;
@@ -348,7 +354,10 @@ void Queue::HandleCqe(const io_uring_cqe* cqe) {
       Tag& t = tags_[tag];
       t.cmd_live = false;
       live_cmds_--;
-      if (cqe->res == ublk::kIoResOk) {
+      if (cqe->res == ublk::kIoResOk && stop_requested_ && detach_.load(std::memory_order_acquire)) {
+        // Detaching: not served here; the kernel reissues it to the next server.
+        return;
+      } else if (cqe->res == ublk::kIoResOk) {
         Dispatch(tag);
       } else if (cqe->res != -ENODEV) {
         // Not an abort: the kernel refused our command. The tag is out of service; say so.
@@ -423,6 +432,10 @@ void Queue::Route(uint16_t tag) {
         break;
       }
       int plan = Plan(t);
+      if (plan == kPlanPark && Stopping() && detach_.load(std::memory_order_acquire)) {
+        Drop(tag);  // the next server serves it once the move is over
+        return;
+      }
       if (plan == kPlanPark && Stopping()) {
         t.result = -EIO;  // the device is stopping: nothing will end the move any more
         break;
@@ -514,7 +527,28 @@ void Queue::ApplyResolutions() {
 }
 
 // Queue thread.
+void Queue::Drop(uint16_t tag) {
+  Tag& t = tags_[tag];
+  t.active = false;
+  t.parked = false;
+  counters_.inflight.store(counters_.inflight.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+}
+
+// Queue thread.
 void Queue::FailHeld() {
+  if (detach_.load(std::memory_order_acquire)) {
+    for (uint16_t tag : parked_) Drop(tag);
+    parked_.clear();
+    for (uint32_t tag = 0; faulted_count_ > 0 && tag < tags_.size(); tag++) {
+      Tag& t = tags_[tag];
+      if (!t.faulted) continue;
+      t.faulted = false;
+      t.fault_kind = FaultKind::kNone;
+      faulted_count_--;
+      Drop(static_cast<uint16_t>(tag));
+    }
+    return;
+  }
   if (!parked_.empty()) {
     std::vector<uint16_t> waiting;
     waiting.swap(parked_);
@@ -762,6 +796,10 @@ void Queue::Finish(uint16_t tag) {
       Fault(tag, FaultKind::kError);
       return;
     }
+    if (Stopping() && detach_.load(std::memory_order_acquire)) {
+      Drop(tag);  // the next server handles the failure from scratch
+      return;
+    }
     for (const Segment& s : t.segs)
       if (s.err) ReportError(tag, s.err, s.spare, s.dev_offset + s.done, s.len - s.done);
     Complete(tag);
@@ -772,6 +810,10 @@ void Queue::Finish(uint16_t tag) {
     // commits them as mapped before the write is acknowledged.
     if (!Stopping()) {
       Fault(tag, FaultKind::kLostWritten);
+      return;
+    }
+    if (detach_.load(std::memory_order_acquire)) {
+      Drop(tag);  // its LOST blocks are committed by the next server, which writes them again
       return;
     }
     t.result = -EIO;

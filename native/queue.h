@@ -105,6 +105,11 @@ class Queue {
   // Any thread. Asks the queue thread to exit once its in-flight backing I/O is done; the kernel
   // cancels the fetch commands still outstanding when the ring is closed.
   void RequestStop();
+  // Any thread. Like RequestStop, for a detach (the device is left to a successor, ublk user recovery):
+  // backing I/O in flight completes and is committed, but no request is failed for the stop. Requests
+  // held (parked, faulted) and requests fetched from now on are left uncommitted, so that the kernel
+  // reissues them to the next server (UBLK_F_USER_RECOVERY_REISSUE) when the ring is closed.
+  void RequestDetach();
   // Owner thread. Waits for the queue thread to exit.
   void Join();
 
@@ -154,8 +159,11 @@ class Queue {
   void OnTableChanged();
   // Applies the queued resolutions (dropped when stopping).
   void ApplyResolutions();
-  // Completes every held request (faulted, and parked with fail_parked): the device stops.
+  // Completes every held request (faulted, and parked with fail_parked): the device stops. On a detach
+  // they are dropped instead (Drop).
   void FailHeld();
+  // A request this server gives up without committing it: the kernel reissues it to the next server.
+  void Drop(uint16_t tag);
   // True once nothing will resolve a held request any more (stop requested, or fail_parked).
   bool Stopping() const { return stop_requested_ || fail_parked_.load(std::memory_order_acquire); }
   void PublishSettled();
@@ -233,4 +241,5 @@ class Queue {
   std::vector<DiscardWorker::Done> discard_done_;  // scratch for its results
   bool stop_requested_ = false;
   std::string stop_reason_;
+  std::atomic<bool> detach_{false};  // set by RequestDetach before the stop eventfd is written
 };

@@ -19,6 +19,8 @@ constexpr uint32_t kCmdStartDev = 0x06;
 constexpr uint32_t kCmdStopDev = 0x07;
 constexpr uint32_t kCmdSetParams = 0x08;
 constexpr uint32_t kCmdGetParams = 0x09;
+constexpr uint32_t kCmdStartUserRecovery = 0x10;
+constexpr uint32_t kCmdEndUserRecovery = 0x11;
 constexpr uint32_t kCmdGetFeatures = 0x13;  // only exists in ioctl-encoded form
 
 // Legacy I/O opcodes.

@@ -119,6 +119,10 @@ export interface FaultRange {
   errno: number;
 }
 
+/** UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE: devices are created with both where the kernel offers both. */
+export const UBLK_F_USER_RECOVERY = 1n << 3n;
+export const UBLK_F_USER_RECOVERY_REISSUE = 1n << 4n;
+
 /** Flags of setRemapTable/updateRemapTable entries. */
 export const REMAP_FLAG_LOST = 1;
 export const REMAP_FLAG_MOVING = 2;
@@ -219,6 +223,21 @@ export interface NativeDevice {
   start(): Promise<DeviceInfo>;
   /** STOP_DEV, join every queue thread, close the char device, DEL_DEV. Idempotent. */
   stop(): Promise<void>;
+  /**
+   * Instead of start(): ublk user recovery of the existing device `devId` (whose server died or detached).
+   * Refuses (NativeError, nothing changed) a device created without UBLK_F_USER_RECOVERY (EOPNOTSUPP) or
+   * with other queues, depth, maxIoBytes, blockSize, sizeBytes or zero copy (EINVAL), and one that is not
+   * quiesced within 5 s (EBUSY: live, or the dead server's /dev/ublkcN still held). START_USER_RECOVERY,
+   * queue threads, END_USER_RECOVERY; no SET_PARAMS. Requests the dead server held are reissued to us.
+   * A failure never deletes the kernel device. After it resolves, stop() deletes the device as usual.
+   */
+  recover(): Promise<DeviceInfo>;
+  /**
+   * Leaves the device to a successor (recover() in another process): backing I/O in flight completes,
+   * every other request is left uncommitted (the kernel reissues it), the queue threads exit and
+   * /dev/ublkcN is closed; no STOP_DEV/DEL_DEV: the kernel quiesces the device. stop() is a no-op after it.
+   */
+  detach(): Promise<void>;
   info(): DeviceInfo;
   stats(): QueueStats[];
   /**

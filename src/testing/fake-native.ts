@@ -23,7 +23,7 @@ import type {
   QueueStats,
   UblkProbe,
 } from '../native.js';
-import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE } from '../native.js';
+import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
 import { MAX_DEPTH, MAX_QUEUES } from '../device/config.js';
 
 export const fakeConfigSchema = z.strictObject({
@@ -47,6 +47,26 @@ export const fakeConfigSchema = z.strictObject({
   failWrites: z.array(z.strictObject({ device: z.enum(['main', 'spare']), offset: z.number(), bytes: z.number(), code: z.string() })).default([]),
 });
 export type FakeConfig = z.input<typeof fakeConfigSchema>;
+
+const fakeKernelStateSchema = z.strictObject({
+  state: z.enum(['dead', 'live', 'quiesced']),
+  queues: z.number(),
+  depth: z.number(),
+  maxIoBytes: z.number(),
+  blockSize: z.number(),
+  sizeBytes: z.string(),
+  zeroCopy: z.boolean(),
+  flags: z.string(),
+});
+type FakeKernelState = z.infer<typeof fakeKernelStateSchema>;
+
+function readFakeKernelState(devDir: string, devId: number): FakeKernelState | null {
+  try {
+    return fakeKernelStateSchema.parse(JSON.parse(fs.readFileSync(path.join(devDir, `ublkc${devId}.meta`), 'utf8')));
+  } catch {
+    return null;
+  }
+}
 
 /** An error shaped like the addon's: message "<command>[ <detail>]: <strerror>". */
 export function nativeError(code: string, command: string, detail = ''): NativeErrorShape {
@@ -88,6 +108,89 @@ export class FakeDevice implements NativeDevice {
     return path.join(this.addon.cfg.devDir, `ublk${kind}${this.devId}`);
   }
 
+  /** The kernel's side of a device, kept beside its char node (ublkc<id>.meta) so that another process sees it. */
+  private meta(): string {
+    return `${this.node('c')}.meta`;
+  }
+
+  private writeMeta(state: FakeKernelState['state']): void {
+    const m: FakeKernelState = {
+      state,
+      queues: this.opts.queues,
+      depth: this.opts.depth,
+      maxIoBytes: this.opts.maxIoBytes,
+      blockSize: this.opts.blockSize,
+      sizeBytes: String(this.opts.sizeBytes),
+      zeroCopy: this.opts.zeroCopy === true,
+      flags: `0x${this.flags.toString(16)}`,
+    };
+    fs.writeFileSync(this.meta(), JSON.stringify(m));
+  }
+
+  /** What the device is created with: CMD_IOCTL_ENCODE, and both recovery flags where the fake kernel offers both. */
+  private get flags(): bigint {
+    const rec = UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE;
+    return 0x40n | ((BigInt(this.addon.cfg.features) & rec) === rec ? rec : 0n);
+  }
+
+  /** Whether recover() or start() made this device live (detach or a crash ends it). */
+  get live(): boolean {
+    return this.started;
+  }
+
+  async recover(): Promise<DeviceInfo> {
+    const cfg = this.addon.cfg;
+    if (this.devId >= 0 || this.opts.devId < 0) throw nativeError('EALREADY', 'recover', '(device already started)');
+    for (const p of [this.opts.mainPath, this.opts.sparePath]) {
+      if (cfg.busy.includes(p)) throw nativeError('EBUSY', 'open', p);
+    }
+    const id = this.opts.devId;
+    const m = readFakeKernelState(cfg.devDir, id);
+    if (m === null) throw nativeError('ENODEV', 'GET_DEV_INFO');
+    const rec = UBLK_F_USER_RECOVERY;
+    if ((BigInt(m.flags) & rec) === 0n) throw nativeError('EOPNOTSUPP', 'recover', `(device ${id} was created without UBLK_F_USER_RECOVERY)`);
+    const want: Array<[string, unknown, unknown]> = [
+      ['queues', m.queues, this.opts.queues],
+      ['depth', m.depth, this.opts.depth],
+      ['max io bytes', m.maxIoBytes, this.opts.maxIoBytes],
+      ['zero copy', m.zeroCopy, this.opts.zeroCopy === true],
+      ['block size', m.blockSize, this.opts.blockSize],
+      ['size bytes', m.sizeBytes, String(this.opts.sizeBytes)],
+    ];
+    for (const [field, have, wants] of want) {
+      if (have !== wants) throw nativeError('EINVAL', 'recover', `(device ${id} has ${field} ${String(have)}, this daemon wants ${String(wants)})`);
+    }
+    if (m.state !== 'quiesced') throw nativeError('EBUSY', 'START_USER_RECOVERY');
+    this.devId = id;
+    fs.writeFileSync(this.node('c'), String(process.pid));
+    this.writeMeta('live');
+    this.started = true;
+    this.addon.recoveries++;
+    for (let q = 0; q < this.opts.queues; q++) {
+      setImmediate(() => this.emit({ type: 'queue_started', queue: q, tid: 1000 + q }));
+    }
+    return this.info();
+  }
+
+  async detach(): Promise<void> {
+    if (this.devId < 0 || !this.started) return;
+    this.calls.push('detach');
+    for (let q = 0; q < this.opts.queues; q++) this.emit({ type: 'queue_stopped', queue: q, reason: 'stopped' });
+    this.writeMeta('quiesced');
+    this.started = false;
+    this.devId = -1;
+  }
+
+  /** As if the process serving the device died (kill -9): the kernel quiesces a device created with user recovery, stops any other. */
+  simulateCrash(): void {
+    if (this.devId < 0) return;
+    const recovery = (this.flags & UBLK_F_USER_RECOVERY) !== 0n;
+    this.writeMeta(recovery ? 'quiesced' : 'dead');
+    if (!recovery) fs.rmSync(this.node('b'), { force: true });
+    this.started = false;
+    this.devId = -1;
+  }
+
   async start(): Promise<DeviceInfo> {
     const cfg = this.addon.cfg;
     for (const p of [this.opts.mainPath, this.opts.sparePath]) {
@@ -103,8 +206,10 @@ export class FakeDevice implements NativeDevice {
         if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       }
     }
+    this.writeMeta('dead');
     if (cfg.failStart !== null) throw nativeError(cfg.failStart, 'START_DEV');
     fs.writeFileSync(this.node('b'), '');
+    this.writeMeta('live');
     this.started = true;
     for (let q = 0; q < this.opts.queues; q++) {
       setImmediate(() => this.emit({ type: 'queue_started', queue: q, tid: 1000 + q }));
@@ -120,6 +225,7 @@ export class FakeDevice implements NativeDevice {
     }
     fs.rmSync(this.node('b'), { force: true });
     fs.rmSync(this.node('c'), { force: true });
+    fs.rmSync(this.meta(), { force: true });
     this.started = false;
     this.devId = -1;
   }
@@ -332,7 +438,7 @@ export class FakeDevice implements NativeDevice {
       charPath: this.node('c'),
       queues: this.opts.queues,
       depth: this.opts.depth,
-      flags: 0x40n,
+      flags: this.flags,
       state: this.started ? 'live' : 'dead',
       fixedBuffers: false,
       zeroCopy: this.opts.zeroCopy === true,
@@ -484,11 +590,17 @@ export class FakeNative implements NativeAddon {
     } catch {
       throw nativeError('ENODEV', 'GET_DEV_INFO');
     }
-    return { devId, state: 'dead', pid, queues: 1, depth: 128, flags: 0x40n };
+    const m = readFakeKernelState(this.cfg.devDir, devId);
+    if (m === null) return { devId, state: 'dead', pid, queues: 1, depth: 128, flags: 0x40n };
+    return { devId, state: m.state, pid, queues: m.queues, depth: m.depth, flags: BigInt(m.flags) };
   }
+
+  /** Devices recover() made live. */
+  recoveries = 0;
 
   async deleteKernelDevice(devId: number): Promise<void> {
     fs.rmSync(path.join(this.cfg.devDir, `ublkb${devId}`), { force: true });
     fs.rmSync(path.join(this.cfg.devDir, `ublkc${devId}`), { force: true });
+    fs.rmSync(path.join(this.cfg.devDir, `ublkc${devId}.meta`), { force: true });
   }
 }
