@@ -7,7 +7,7 @@ import { DmrError, errorCodeOf, isErrorCode, toDmrError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { Daemon } from '../device/daemon.js';
 import { lowerControlPriority } from '../device/priority.js';
-import { readEntries } from '../control/registry.js';
+import { occupied, readEntries } from '../control/registry.js';
 import { defaultLogFile, ensureRunDir, runDir } from '../paths.js';
 import { configPath, deviceKey, loadConfig, resolvePolicy } from '../config/file.js';
 import { POLICY_KEYS } from '../config/schema.js';
@@ -90,7 +90,7 @@ export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<num
   // Validate here too, so that bad input (and a spare in use) is reported before anything (run directory,
   // log file, daemon) is created: claim main and spare, check the spare region, release them. The daemon
   // claims and checks again: things may change in between.
-  await Daemon.precheck(flags.device, { native: await ctx.loadNative(), log: createLogger({ level: 'silent' }) }, readEntries(dir).live);
+  await Daemon.precheck(flags.device, { native: await ctx.loadNative(), log: createLogger({ level: 'silent' }) }, occupied(readEntries(dir)));
   ensureRunDir(dir);
   const logFile = flags.logFile ?? defaultLogFile(dir);
   let out: number;

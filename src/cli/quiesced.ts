@@ -1,8 +1,7 @@
 // A device whose daemon is gone while the kernel keeps it (ublk user recovery: its I/O waits, QUIESCED):
 // what `list` and `status` show for it. The reason comes from the registry entry (the supervisor writes it
 // when its daemon dies or when it gives up); a daemon that had no supervisor leaves none.
-import fs from 'node:fs';
-import type { RegistryEntry } from '../control/registry.js';
+import { entryState, type RegistryEntry } from '../control/registry.js';
 import { PROG } from './context.js';
 
 export interface QuiescedView {
@@ -19,9 +18,9 @@ export interface QuiescedView {
   action: string;
 }
 
-/** The view of a stale entry whose device still exists; null when the kernel device is gone too. */
+/** The view of an entry whose device is quiesced (registry.ts entryState); null otherwise. */
 export function quiescedView(e: RegistryEntry): QuiescedView | null {
-  if (!fs.existsSync(e.charPath)) return null;
+  if (e.version !== 2 || entryState(e) !== 'quiesced') return null;
   return {
     devId: e.devId,
     name: e.name,

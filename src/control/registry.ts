@@ -1,11 +1,16 @@
-// The registry: one small JSON file per running daemon in the run directory (<devId>.json), so that `list`,
+// The registry: one small JSON file per device in the run directory (<devId>.json), so that `list`,
 // `status` and `del <name>` can find devices and `add` can refuse a main or spare another daemon already uses.
-// Entries whose process is gone are stale: they are removed (with their socket) when read.
+// Version 2 entries also hold everything a successor needs to take the device over after its daemon died
+// (ublk user recovery: `recover` needs only the device id). An entry whose daemon is gone is either
+// quiesced (its kernel device still exists and was created with user recovery: the entry is its state and
+// is kept) or gone (nothing to recover: removed, with its kernel device if any, by device/reap.ts).
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { DmrError, errorCodeOf } from '../errors.js';
 import { registryPath } from '../paths.js';
+import { policySettingsSchema } from '../config/schema.js';
+import { BUFFER_MODES } from '../device/config.js';
 
 const backingRef = z.strictObject({
   path: z.string(),
@@ -13,8 +18,7 @@ const backingRef = z.strictObject({
   identity: z.string(),
 });
 
-export const registryEntrySchema = z.strictObject({
-  version: z.literal(1),
+const entryFields = {
   devId: z.number().int().nonnegative(),
   name: z.string().nullable(),
   pid: z.number().int().positive(),
@@ -27,10 +31,44 @@ export const registryEntrySchema = z.strictObject({
   startedAt: z.string(),
   main: backingRef,
   spare: backingRef,
-  /** Why the device is quiesced with no daemon (written by the supervisor when its daemon died); absent or null while served. */
-  quiesced: z.strictObject({ since: z.string(), reason: z.string() }).nullable().optional(),
+};
+
+/** Entries written before recovery existed: readable (list, del), never recoverable. */
+export const registryEntryV1Schema = z.strictObject({ version: z.literal(1), ...entryFields });
+
+/** The parameters a successor daemon serves the device with: exactly what the first daemon ran with. */
+export const recoveryStateSchema = z.strictObject({
+  /** The kernel device was created with UBLK_F_USER_RECOVERY (and _REISSUE): it outlives its daemon. */
+  userRecovery: z.boolean(),
+  blockSize: z.union([z.literal(512), z.literal(4096)]),
+  queues: z.number().int().positive(),
+  depth: z.number().int().positive(),
+  maxIoBytes: z.number().int().positive(),
+  /** The --buffers mode given, and what it resolved to on this kernel. */
+  buffers: z.enum(BUFFER_MODES),
+  zeroCopy: z.boolean(),
+  /** Bytes exported (decimal: JSON has no 64-bit integers). */
+  sizeBytes: z.string().regex(/^\d+$/),
+  spareOffset: z.number().int().nonnegative().nullable(),
+  spareSize: z.number().int().positive().nullable(),
+  /** The resolved error-handling policy (config file and flags as they were at `add`). */
+  policy: policySettingsSchema.required(),
 });
+export type RecoveryState = z.infer<typeof recoveryStateSchema>;
+
+/** Set when the device was left quiesced on purpose (a detach, or a supervisor that gave up); null otherwise. */
+export const quiescedSchema = z.strictObject({ since: z.string(), reason: z.string() }).nullable();
+
+export const registryEntryV2Schema = z.strictObject({
+  version: z.literal(2),
+  ...entryFields,
+  recovery: recoveryStateSchema,
+  quiesced: quiescedSchema,
+});
+
+export const registryEntrySchema = z.discriminatedUnion('version', [registryEntryV1Schema, registryEntryV2Schema]);
 export type RegistryEntry = z.infer<typeof registryEntrySchema>;
+export type RegistryEntryV2 = z.infer<typeof registryEntryV2Schema>;
 
 export function processStartTime(pid: number): string | null {
   try {
@@ -74,7 +112,7 @@ export function writeEntry(dir: string, entry: RegistryEntry): void {
  */
 export function markQuiesced(dir: string, devId: number, reason: string, now: Date = new Date()): boolean {
   const entry = readEntry(registryPath(dir, devId));
-  if (entry === null || isAlive(entry)) return false;
+  if (entry === null || entry.version !== 2 || isAlive(entry)) return false;
   writeEntry(dir, { ...entry, quiesced: { since: now.toISOString(), reason } });
   return true;
 }
@@ -85,6 +123,11 @@ export function removeEntry(dir: string, devId: number, pid: number): void {
   const current = readEntry(file);
   if (current !== null && current.pid !== pid) return;
   fs.rmSync(file, { force: true });
+}
+
+/** The entry of `devId`, or null when there is none or it is not a valid entry. */
+export function readEntryOf(dir: string, devId: number): RegistryEntry | null {
+  return readEntry(registryPath(dir, devId));
 }
 
 function readEntry(file: string): RegistryEntry | null {
@@ -102,11 +145,28 @@ function readEntry(file: string): RegistryEntry | null {
   }
 }
 
+/**
+ * live: the daemon runs. quiesced: the daemon is gone but its kernel device remains and can be taken over
+ * (`recover`): a version 2 entry of a device created with user recovery whose /dev/ublkcN exists. gone:
+ * the daemon is gone and there is nothing to recover (the device is gone, or was created without recovery).
+ */
+export type EntryState = 'live' | 'quiesced' | 'gone';
+
+export function entryState(e: RegistryEntry): EntryState {
+  if (isAlive(e)) return 'live';
+  if (e.version === 2 && e.recovery.userRecovery && fs.existsSync(e.charPath)) return 'quiesced';
+  return 'gone';
+}
+
 export interface Entries {
   /** Entries whose daemon is running, sorted by device id. */
   live: RegistryEntry[];
-  /** Entries whose daemon is gone: its ublk device may still exist in the kernel (see device/reap.ts). */
+  /** Entries whose daemon is gone (quiesced and gone together), sorted by device id. */
   stale: RegistryEntry[];
+  /** Stale entries whose kernel device waits for a successor (`recover`): never reaped. */
+  quiesced: RegistryEntryV2[];
+  /** Stale entries with nothing to recover: device/reap.ts removes them (and their kernel device, if any). */
+  gone: RegistryEntry[];
 }
 
 /** Reads every registry entry. Changes nothing. */
@@ -115,18 +175,30 @@ export function readEntries(dir: string): Entries {
   try {
     names = fs.readdirSync(dir);
   } catch (e) {
-    if (errorCodeOf(e) === 'ENOENT') return { live: [], stale: [] };
+    if (errorCodeOf(e) === 'ENOENT') return { live: [], stale: [], quiesced: [], gone: [] };
     throw new DmrError('E_RUN_DIR', `cannot read run directory ${dir}: ${errorCodeOf(e) ?? String(e)}`, { cause: e });
   }
-  const out: Entries = { live: [], stale: [] };
-  for (const n of names) {
+  const out: Entries = { live: [], stale: [], quiesced: [], gone: [] };
+  for (const n of names.sort()) {
     if (!/^\d+\.json$/.test(n)) continue;
     const entry = readEntry(path.join(dir, n));
-    if (entry !== null) (isAlive(entry) ? out.live : out.stale).push(entry);
+    if (entry === null) continue;
+    const state = entryState(entry);
+    if (state === 'live') {
+      out.live.push(entry);
+      continue;
+    }
+    out.stale.push(entry);
+    if (state === 'quiesced' && entry.version === 2) out.quiesced.push(entry);
+    else out.gone.push(entry);
   }
-  out.live.sort((a, b) => a.devId - b.devId);
-  out.stale.sort((a, b) => a.devId - b.devId);
+  for (const list of [out.live, out.stale, out.quiesced, out.gone]) list.sort((a, b) => a.devId - b.devId);
   return out;
+}
+
+/** Entries whose main and spare nobody else may take: running devices and quiesced ones (waiting for `recover`). */
+export function occupied(entries: Entries): RegistryEntry[] {
+  return [...entries.live, ...entries.quiesced].sort((a, b) => a.devId - b.devId);
 }
 
 /** Removes a stale entry's registry file and socket. */

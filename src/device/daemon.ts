@@ -3,11 +3,11 @@
 // + control socket), serve control requests, and on shutdown stop the device, remove every trace of it and
 // release the claims. A failure at any step before the device is live undoes the steps before it.
 import { DmrError, errorCodeOf, kernelError, toDmrError } from '../errors.js';
-import type { DeviceInfo, NativeAddon, NativeDevice, NativeEvent } from '../native.js';
+import { UBLK_F_USER_RECOVERY, type DeviceInfo, type NativeAddon, type NativeDevice, type NativeEvent } from '../native.js';
 import type { Logger } from '../log.js';
 import { ControlServer } from '../control/server.js';
 import type { DeviceStatus, Handlers } from '../control/protocol.js';
-import { processStartTime, readEntries, removeEntry, writeEntry, type RegistryEntry } from '../control/registry.js';
+import { occupied, processStartTime, readEntries, removeEntry, writeEntry, type RegistryEntry } from '../control/registry.js';
 import { ensureRunDir, relocationQueuePath, socketPath, stateDir } from '../paths.js';
 import type { DeviceConfig } from './config.js';
 import { IoErrorCounters, summarizeQueues } from './counters.js';
@@ -64,9 +64,11 @@ export class Daemon {
    */
   static async start(cfg: DeviceConfig, deps: DaemonDeps): Promise<Daemon> {
     ensureRunDir(deps.runDir);
-    const { live, stale } = readEntries(deps.runDir);
-    for (const e of stale) await reapStale(deps.native, deps.runDir, e, deps.log);
-    const plan = planDevice(deps.native, cfg, live);
+    const entries = readEntries(deps.runDir);
+    // Quiesced devices (daemon gone, kernel device waiting for `recover`) are kept, and their main and spare
+    // stay taken; only entries with nothing to recover are cleaned up.
+    for (const e of entries.gone) await reapStale(deps.native, deps.runDir, e, deps.log);
+    const plan = planDevice(deps.native, cfg, occupied(entries));
     try {
       const spareIo = await checkedSpare(deps, cfg, plan);
       const daemon = new Daemon(cfg, plan, spareIo, deps);
@@ -157,7 +159,7 @@ export class Daemon {
     const sock = socketPath(this.deps.runDir, info.devId);
     try {
       this.entry = {
-        version: 1,
+        version: 2,
         devId: info.devId,
         name: this.cfg.name,
         pid: process.pid,
@@ -169,6 +171,20 @@ export class Daemon {
         startedAt: this.startedAt.toISOString(),
         main: { path: p.main.path, identity: p.main.identity },
         spare: { path: p.spare.path, identity: p.spare.identity },
+        recovery: {
+          userRecovery: (info.flags & UBLK_F_USER_RECOVERY) !== 0n,
+          blockSize: p.blockSize,
+          queues: p.queues,
+          depth: p.depth,
+          maxIoBytes: p.maxIoBytes,
+          buffers: this.cfg.buffers,
+          zeroCopy: p.zeroCopy,
+          sizeBytes: p.sizeBytes.toString(),
+          spareOffset: this.cfg.spareOffset ?? null,
+          spareSize: this.cfg.spareSize ?? null,
+          policy,
+        },
+        quiesced: null,
       };
       this.server = new ControlServer({ socketPath: sock, handlers: this.handlers(), log });
       await this.server.listen();

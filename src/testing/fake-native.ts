@@ -60,9 +60,12 @@ const fakeKernelStateSchema = z.strictObject({
 });
 type FakeKernelState = z.infer<typeof fakeKernelStateSchema>;
 
+/** Where the fake kernel keeps device `devId`'s state: beside devDir (not in it: tests list the device nodes). */
+const fakeKernelStatePath = (devDir: string, devId: number): string => path.join(`${devDir}.kernel`, `ublk${devId}.json`);
+
 function readFakeKernelState(devDir: string, devId: number): FakeKernelState | null {
   try {
-    return fakeKernelStateSchema.parse(JSON.parse(fs.readFileSync(path.join(devDir, `ublkc${devId}.meta`), 'utf8')));
+    return fakeKernelStateSchema.parse(JSON.parse(fs.readFileSync(fakeKernelStatePath(devDir, devId), 'utf8')));
   } catch {
     return null;
   }
@@ -108,9 +111,9 @@ export class FakeDevice implements NativeDevice {
     return path.join(this.addon.cfg.devDir, `ublk${kind}${this.devId}`);
   }
 
-  /** The kernel's side of a device, kept beside its char node (ublkc<id>.meta) so that another process sees it. */
+  /** The kernel's side of a device, in a file (fakeKernelStatePath) so that another process sees it. */
   private meta(): string {
-    return `${this.node('c')}.meta`;
+    return fakeKernelStatePath(this.addon.cfg.devDir, this.devId);
   }
 
   private writeMeta(state: FakeKernelState['state']): void {
@@ -124,6 +127,7 @@ export class FakeDevice implements NativeDevice {
       zeroCopy: this.opts.zeroCopy === true,
       flags: `0x${this.flags.toString(16)}`,
     };
+    fs.mkdirSync(path.dirname(this.meta()), { recursive: true });
     fs.writeFileSync(this.meta(), JSON.stringify(m));
   }
 
@@ -186,7 +190,11 @@ export class FakeDevice implements NativeDevice {
     if (this.devId < 0) return;
     const recovery = (this.flags & UBLK_F_USER_RECOVERY) !== 0n;
     this.writeMeta(recovery ? 'quiesced' : 'dead');
-    if (!recovery) fs.rmSync(this.node('b'), { force: true });
+    if (!recovery) {
+      // The kernel stops a device without recovery when its server dies, and forgets the pid.
+      fs.rmSync(this.node('b'), { force: true });
+      fs.writeFileSync(this.node('c'), '-1');
+    }
     this.started = false;
     this.devId = -1;
   }
@@ -601,6 +609,6 @@ export class FakeNative implements NativeAddon {
   async deleteKernelDevice(devId: number): Promise<void> {
     fs.rmSync(path.join(this.cfg.devDir, `ublkb${devId}`), { force: true });
     fs.rmSync(path.join(this.cfg.devDir, `ublkc${devId}`), { force: true });
-    fs.rmSync(path.join(this.cfg.devDir, `ublkc${devId}.meta`), { force: true });
+    fs.rmSync(fakeKernelStatePath(this.cfg.devDir, devId), { force: true });
   }
 }

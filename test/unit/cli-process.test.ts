@@ -124,8 +124,10 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     });
   }
 
+  // A fake kernel that offers UBLK_F_USER_RECOVERY | _REISSUE (0x18): the device outlives its daemon.
+  const RECOVERY = { features: '0xda' };
   it('a device whose daemon and supervisor were killed is quiesced (list, status exit 0 with the reason); del deletes it', async () => {
-    const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', 'crashy', '--json']);
+    const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', 'crashy', '--json'], RECOVERY);
     const { pid } = JSON.parse(add.stdout) as { pid: number };
     // add runs the daemon under a supervisor (its parent): kill that first, or it would recover the device.
     const supervisor = parentPid(pid);
@@ -136,12 +138,12 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     expect(w.devNodes()).toEqual(['ublkb0', 'ublkc0']); // the kernel keeps a dead server's device
     const blockPath = path.join(w.devDir, 'ublkb0');
     const noReason = `daemon pid ${pid} is gone (no supervisor)`;
-    expect(JSON.parse(cli(w, ['list', '--json']).stdout)).toEqual([expect.objectContaining({ name: 'crashy', pid, state: 'quiesced', reason: noReason })]);
-    expect(cli(w, ['list']).stdout).toContain(`quiesced: ${noReason}`);
+    expect(JSON.parse(cli(w, ['list', '--json'], RECOVERY).stdout)).toEqual([expect.objectContaining({ name: 'crashy', pid, state: 'quiesced', reason: noReason })]);
+    expect(cli(w, ['list'], RECOVERY).stdout).toContain(`quiesced: ${noReason}`);
     // What a supervisor that gave up records.
     const why = 'gave up after 5 crashes in 60 s (last: signal SIGKILL)';
     expect(markQuiesced(w.runDir, 0, why, new Date('2026-01-02T03:04:05.000Z'))).toBe(true);
-    const st = cli(w, ['status', 'crashy']);
+    const st = cli(w, ['status', 'crashy'], RECOVERY);
     expect(st.stderr).toBe('');
     expect(st.status).toBe(0);
     expect(st.stdout).toBe(
@@ -149,11 +151,11 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
         `  reason ${why} since 2026-01-02T03:04:05.000Z\n` +
         '  action run "dmremap-ublk recover 0" to serve it again, or "dmremap-ublk del 0" to remove it\n',
     );
-    const sj = cli(w, ['status', '0', '--json']);
+    const sj = cli(w, ['status', '0', '--json'], RECOVERY);
     expect(sj.status).toBe(0);
     expect(JSON.parse(sj.stdout)).toMatchObject({ devId: 0, state: 'quiesced', pid: null, lastPid: pid, reason: why, since: '2026-01-02T03:04:05.000Z' });
-    expect(JSON.parse(cli(w, ['list', '--json']).stdout)).toEqual([expect.objectContaining({ state: 'quiesced', reason: why })]);
-    const del = cli(w, ['del', 'crashy']);
+    expect(JSON.parse(cli(w, ['list', '--json'], RECOVERY).stdout)).toEqual([expect.objectContaining({ state: 'quiesced', reason: why })]);
+    const del = cli(w, ['del', 'crashy'], RECOVERY);
     expect(del.stderr).toBe('');
     expect(del.status).toBe(0);
     expect(w.devNodes()).toEqual([]);

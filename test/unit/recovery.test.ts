@@ -1,0 +1,162 @@
+// ublk user recovery against the fake addon: the registry's version 2 entry (the state a successor needs),
+// live / quiesced / gone, reaping that keeps quiesced devices, Daemon.detach and Daemon.recover.
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { entryState, readEntries, readEntryOf, writeEntry, type RegistryEntry, type RegistryEntryV2 } from '../../src/control/registry.js';
+import { Daemon } from '../../src/device/daemon.js';
+import { DEFAULT_POLICY } from '../../src/config/policy.js';
+import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
+import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+
+/** UBLK_F_CMD_IOCTL_ENCODE | UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE | USER_COPY, as 6.12 offers them. */
+const RECOVERY_FEATURES = '0xd8';
+const DEAD_PID = 2 ** 22 + 4321;
+
+let w: World;
+let native: FakeNative;
+let daemons: Daemon[];
+
+const deps = () => ({ native, runDir: w.runDir, log: quietLog(), logFile: '/tmp/x.log', stateDir: path.join(w.root, 'state') });
+const start = async (over = {}): Promise<Daemon> => {
+  const d = await Daemon.start(deviceConfig(w, over), deps());
+  daemons.push(d);
+  return d;
+};
+const device = (): FakeDevice => native.devices.at(-1) as FakeDevice;
+
+/** The registry entry as a daemon that was killed -9 leaves it: its pid is gone. */
+function killEntry(devId: number): RegistryEntryV2 {
+  const e = readEntryOf(w.runDir, devId);
+  if (e === null || e.version !== 2) throw new Error('no version 2 entry');
+  const dead = { ...e, pid: DEAD_PID, pidStart: null };
+  writeEntry(w.runDir, dead);
+  return dead;
+}
+
+/** As if the daemon serving `d` was killed -9: the kernel quiesces its device, its claims close, its pid is gone. */
+function crash(d: Daemon): RegistryEntryV2 {
+  const id = d.info.devId;
+  (native.devices.find((x) => x.info().devId === id) as FakeDevice).simulateCrash();
+  for (const fd of [...native.claims.keys()]) native.releaseBacking(fd);
+  daemons = daemons.filter((x) => x !== d);
+  return killEntry(id);
+}
+
+beforeEach(() => {
+  w = makeWorld();
+  native = fakeFor(w, { features: RECOVERY_FEATURES });
+  daemons = [];
+});
+afterEach(async () => {
+  for (const d of daemons) await d.shutdown('test done');
+  w.cleanup();
+});
+
+const v1 = (devId: number, pid: number): RegistryEntry => ({
+  version: 1,
+  devId,
+  name: null,
+  pid,
+  pidStart: null,
+  blockPath: path.join(w.devDir, `ublkb${devId}`),
+  charPath: path.join(w.devDir, `ublkc${devId}`),
+  socket: path.join(w.runDir, `${devId}.sock`),
+  logFile: null,
+  startedAt: '',
+  main: { path: 'm', identity: 'x' },
+  spare: { path: 's', identity: 'y' },
+});
+
+describe('registry version 2', () => {
+  it('add writes every parameter a successor needs', async () => {
+    const d = await start({ blockSize: 4096, queues: 2, depth: 32, spareOffset: 4096, buffers: 'copy', policy: { ...DEFAULT_POLICY, readRetries: 5 } });
+    const e = readEntryOf(w.runDir, d.info.devId);
+    expect(e).toMatchObject({
+      version: 2,
+      name: 'data',
+      logFile: '/tmp/x.log',
+      main: { path: w.main },
+      spare: { path: w.spare },
+      quiesced: null,
+      recovery: {
+        userRecovery: true,
+        blockSize: 4096,
+        queues: 2,
+        depth: 32,
+        maxIoBytes: 256 << 10,
+        buffers: 'copy',
+        zeroCopy: false,
+        sizeBytes: String(fs.statSync(w.main).size),
+        spareOffset: 4096,
+        spareSize: null,
+        policy: { ...DEFAULT_POLICY, readRetries: 5 },
+      },
+    });
+  });
+
+  it('records a kernel without user recovery, whose device cannot outlive its daemon', async () => {
+    native = fakeFor(w);
+    const d = await start();
+    const e = crash(d);
+    expect(e.recovery.userRecovery).toBe(false);
+    expect(entryState(e)).toBe('gone');
+  });
+
+  it('still reads version 1 entries, which are never quiesced', () => {
+    fs.mkdirSync(w.runDir, { mode: 0o700 });
+    writeEntry(w.runDir, v1(0, DEAD_PID));
+    writeEntry(w.runDir, v1(1, process.pid));
+    fs.writeFileSync(path.join(w.devDir, 'ublkc0'), '-1');
+    const r = readEntries(w.runDir);
+    expect(r.live.map((e) => [e.devId, e.version])).toEqual([[1, 1]]);
+    expect(r.gone.map((e) => e.devId)).toEqual([0]);
+    expect(r.stale.map((e) => e.devId)).toEqual([0]);
+    expect(r.quiesced).toEqual([]);
+  });
+
+  it('skips an entry that is not valid', () => {
+    fs.mkdirSync(w.runDir, { mode: 0o700 });
+    fs.writeFileSync(path.join(w.runDir, '0.json'), JSON.stringify({ ...v1(0, DEAD_PID), version: 2 }));
+    expect(readEntries(w.runDir)).toEqual({ live: [], stale: [], quiesced: [], gone: [] });
+  });
+
+  it('tells live, quiesced (daemon dead, kernel device there) and gone (kernel device gone)', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    expect(entryState(readEntryOf(w.runDir, id) as RegistryEntry)).toBe('live');
+    const dead = crash(d);
+    expect(entryState(dead)).toBe('quiesced');
+    expect(readEntries(w.runDir).quiesced.map((e) => e.devId)).toEqual([id]);
+    await native.deleteKernelDevice(id);
+    expect(entryState(dead)).toBe('gone');
+    expect(readEntries(w.runDir).gone.map((e) => e.devId)).toEqual([id]);
+  });
+});
+
+describe('reaping', () => {
+  it('another add keeps a quiesced device and its entry, and refuses its main and spare', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    crash(d);
+    await expect(start({ name: 'other' })).rejects.toMatchObject({
+      code: 'E_DEVICE_BUSY',
+      message: `main device ${w.main} is already the main of dmremap-ublk device ${path.join(w.devDir, `ublkb${id}`)} (data)`,
+    });
+    const m2 = w.file('m2.img', 8 << 20);
+    const s2 = w.file('s2.img', 1 << 20);
+    const other = await start({ name: 'other', mainPath: m2, sparePath: s2 });
+    expect(other.info.devId).toBe(id + 1);
+    expect(fs.existsSync(path.join(w.devDir, `ublkc${id}`))).toBe(true);
+    expect(readEntries(w.runDir).quiesced.map((e) => e.devId)).toEqual([id]);
+  });
+
+  it('another add still reaps a dead daemon whose device was created without recovery', async () => {
+    native = fakeFor(w);
+    const d = await start();
+    crash(d);
+    const again = await start();
+    expect(again.info.devId).toBe(0);
+    expect(readEntries(w.runDir).stale).toEqual([]);
+  });
+});
