@@ -45,6 +45,12 @@ export const ERROR_CODES = {
   // The config file (/etc/dmremap-ublk/config.json or $DMREMAP_CONFIG) cannot be read, is not JSON, breaks
   // the schema, or cannot be written. A run-time failure: the command line itself was fine.
   E_CONFIG: 1,
+  // Recovery (`recover`): the device's daemon is running (nothing to recover); the device is not quiesced
+  // (its kernel device is gone, or was created without user recovery); its saved state is missing or does
+  // not match what is there now (another main or spare at its paths, another size).
+  E_DEVICE_LIVE: 1,
+  E_NOT_QUIESCED: 1,
+  E_STATE: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -3,12 +3,23 @@
 // + control socket), serve control requests, and on shutdown stop the device, remove every trace of it and
 // release the claims. A failure at any step before the device is live undoes the steps before it.
 import { DmrError, errorCodeOf, kernelError, toDmrError } from '../errors.js';
-import { UBLK_F_USER_RECOVERY, type DeviceInfo, type NativeAddon, type NativeDevice, type NativeEvent } from '../native.js';
+import { isNativeError, UBLK_F_USER_RECOVERY, type DeviceInfo, type KernelDeviceInfo, type NativeAddon, type NativeDevice, type NativeEvent } from '../native.js';
 import type { Logger } from '../log.js';
 import { ControlServer } from '../control/server.js';
 import type { DeviceStatus, Handlers } from '../control/protocol.js';
-import { occupied, processStartTime, readEntries, removeEntry, writeEntry, type RegistryEntry } from '../control/registry.js';
-import { ensureRunDir, relocationQueuePath, socketPath, stateDir } from '../paths.js';
+import fs from 'node:fs';
+import {
+  entryState,
+  occupied,
+  processStartTime,
+  readEntries,
+  readEntryOf,
+  removeEntry,
+  writeEntry,
+  type RegistryEntry,
+  type RegistryEntryV2,
+} from '../control/registry.js';
+import { ensureRunDir, registryPath, relocationQueuePath, socketPath, stateDir } from '../paths.js';
 import type { DeviceConfig } from './config.js';
 import { IoErrorCounters, summarizeQueues } from './counters.js';
 import { featureNames, hex } from './features.js';
@@ -22,6 +33,15 @@ import { remapHandlers, remapStatus } from './remap-control.js';
 import { AutoRemapper } from './auto-remap.js';
 import { BurstLog } from './burst-log.js';
 import { DEFAULT_POLICY } from '../config/policy.js';
+
+/**
+ * The exit code of a daemon that detached (Daemon.detach): its device is quiesced and its registry entry
+ * kept, and a successor should take it over (`recover`). EX_TEMPFAIL of sysexits.h.
+ */
+export const RESTART_EXIT_CODE = 75;
+
+/** How long recover retries a claim of main or spare that the dead daemon's process still holds. */
+const CLAIM_RETRY_MS = 5000;
 
 export interface DaemonDeps {
   native: NativeAddon;
@@ -45,6 +65,8 @@ export class Daemon {
   /** Passed-through I/O errors (auto-remap off) are logged through this: no line per failed request in a burst. */
   private readonly burst: BurstLog;
   private stopping: Promise<number> | null = null;
+  /** The device id this daemon took over (recover), or null for a device it created (start). */
+  private recoverId: number | null = null;
   private resolveExited!: (code: number) => void;
   /** Resolves with the process exit code once the device is stopped and its files are removed. */
   readonly exited: Promise<number> = new Promise((r) => (this.resolveExited = r));
@@ -72,6 +94,36 @@ export class Daemon {
     try {
       const spareIo = await checkedSpare(deps, cfg, plan);
       const daemon = new Daemon(cfg, plan, spareIo, deps);
+      await daemon.bringUp();
+      return daemon;
+    } catch (e) {
+      plan.held.release();
+      throw toDmrError(e);
+    }
+  }
+
+  /**
+   * Takes over the quiesced device `devId` whose daemon died or detached (ublk user recovery), with the
+   * parameters its registry entry saved: claims main and spare again (retrying while the dead process's fds
+   * are released), opens the remap metadata on the spare (journal replay; never a format, never the
+   * signature check of a new spare), publishes the table, recovers the kernel device (requests the dead
+   * daemon held are reissued to this one) and publishes it again (registry entry with this pid, control
+   * socket). Refuses, changing nothing, a device that is live (E_DEVICE_LIVE), not quiesced (E_NOT_QUIESCED),
+   * unknown (E_NOT_FOUND) or whose saved state is invalid or does not match its devices (E_STATE).
+   */
+  static async recover(devId: number, deps: DaemonDeps): Promise<Daemon> {
+    ensureRunDir(deps.runDir);
+    const entries = readEntries(deps.runDir);
+    const entry = recoverableEntry(deps.runDir, devId);
+    await checkKernelQuiesced(deps.native, entry);
+    const cfg = recoveredConfig(entry);
+    const others = occupied(entries).filter((e) => e.devId !== devId);
+    const plan = await claimRetrying(() => planDevice(deps.native, cfg, others));
+    try {
+      checkSameDevices(entry, plan);
+      const spareIo = new ClaimedSpareIo(deps.native, plan.spare.fd, plan.spare.sizeBytes, plan.spare.path);
+      const daemon = new Daemon(cfg, { ...plan, zeroCopy: entry.recovery.zeroCopy }, spareIo, deps);
+      daemon.recoverId = devId;
       await daemon.bringUp();
       return daemon;
     } catch (e) {
@@ -118,7 +170,8 @@ export class Daemon {
         deviceBytes: p.sizeBytes,
         spareOffset: this.cfg.spareOffset,
         spareSize: this.cfg.spareSize,
-        forceFormat: this.cfg.forceFormat,
+        forceFormat: this.recoverId === null && this.cfg.forceFormat === true,
+        mustExist: this.recoverId !== null,
         log,
       });
     } catch (e) {
@@ -141,19 +194,19 @@ export class Daemon {
         discard: p.discard,
         zeroCopy: p.zeroCopy,
         spareDataOffset: engine.spareDataOffset,
-        devId: -1,
+        devId: this.recoverId ?? -1,
         parkFaults: policy.autoRemap,
         onEvent: (ev) => this.onEvent(ev),
       });
       engine.attach(this.device);
       const queueFile = relocationQueuePath(this.deps.stateDir ?? stateDir(), engine.store.pairId);
       this.auto = new AutoRemapper(engine, this.device, policy, log, queueFile);
-      this.deviceInfo = await this.device.start();
+      this.deviceInfo = this.recoverId === null ? await this.device.start() : await this.device.recover();
       this.auto.restore();
     } catch (e) {
-      await this.stopDevice();
+      await this.releaseDevice();
       await this.closeEngine();
-      throw startError(e, p);
+      throw this.recoverId === null ? startError(e, p) : recoverError(e, this.recoverId);
     }
     const info = this.deviceInfo;
     const sock = socketPath(this.deps.runDir, info.devId);
@@ -192,13 +245,14 @@ export class Daemon {
     } catch (e) {
       await this.server?.close();
       this.server = null;
-      if (this.entry) removeEntry(this.deps.runDir, this.entry.devId, process.pid);
+      // A recovered device's entry is its saved state: it stays (with the dead daemon's pid).
+      if (this.entry && this.recoverId === null) removeEntry(this.deps.runDir, this.entry.devId, process.pid);
       this.entry = null;
-      await this.stopDevice();
+      await this.releaseDevice();
       await this.closeEngine();
       throw toDmrError(e);
     }
-    log.info({ devId: info.devId, blockPath: info.blockPath, name: this.cfg.name, socket: sock }, 'device live');
+    log.info({ devId: info.devId, blockPath: info.blockPath, name: this.cfg.name, socket: sock, recovered: this.recoverId !== null }, 'device live');
   }
 
   private handlers(): Handlers {
@@ -354,6 +408,66 @@ export class Daemon {
     return this.stopping;
   }
 
+  /**
+   * Leaves the device to a successor instead of stopping it (an in-place restart): stops taking control
+   * requests, finishes a relocation in progress and saves the queued ones, lets backing I/O in flight
+   * complete (every other request is reissued by the kernel to the successor), flushes the remap metadata,
+   * closes the ublk char device without deleting the device (the kernel quiesces it: its users wait) and
+   * releases main and spare. The registry entry stays, marked quiesced with `reason`: it is the state
+   * `recover` takes over. Resolves (and `exited` resolves) with RESTART_EXIT_CODE, or 1 if the native
+   * detach failed. Idempotent with shutdown: whichever comes first wins.
+   */
+  detach(reason: string): Promise<number> {
+    if (this.stopping) return this.stopping;
+    let begin!: () => void;
+    const begun = new Promise<void>((r) => (begin = r));
+    this.stopping = (async () => {
+      await begun;
+      const log = this.deps.log;
+      log.info({ reason }, 'detaching: the device stays quiesced for a successor');
+      await this.server?.close();
+      await this.auto?.close();
+      await this.engine?.quiesce();
+      let detached = true;
+      try {
+        await this.device?.detach();
+      } catch (e) {
+        detached = false;
+        log.error({ err: kernelError(e, 'detach').message }, 'detaching the ublk device failed');
+      }
+      this.burst.flush();
+      await this.closeEngine();
+      this.plan.held.release();
+      if (this.entry !== null && this.entry.version === 2) {
+        this.entry = { ...this.entry, quiesced: { since: new Date().toISOString(), reason } };
+        try {
+          writeEntry(this.deps.runDir, this.entry);
+        } catch (e) {
+          log.error({ err: String(e) }, 'cannot mark the registry entry quiesced');
+        }
+      }
+      const code = detached ? RESTART_EXIT_CODE : 1;
+      log.info({ exitCode: code }, 'device detached');
+      this.resolveExited(code);
+      return code;
+    })();
+    begin();
+    return this.stopping;
+  }
+
+  /** After a failed start: stops (deletes) a device this daemon created, detaches one it recovered. */
+  private async releaseDevice(): Promise<void> {
+    if (this.recoverId === null || this.device === null) {
+      await this.stopDevice();
+      return;
+    }
+    try {
+      await this.device.detach();
+    } catch (e) {
+      this.deps.log.error({ err: kernelError(e, 'detach').message }, 'detaching the ublk device failed');
+    }
+  }
+
   /** Stops the native device if there is one; false if stopping failed (logged). */
   private async stopDevice(): Promise<boolean> {
     if (this.device === null) return true;
@@ -379,6 +493,108 @@ async function checkedSpare(deps: Pick<DaemonDeps, 'native' | 'log'>, cfg: Devic
     log: deps.log,
   });
   return io;
+}
+
+/** The registry entry of `devId` if it can be recovered; a typed refusal otherwise. */
+function recoverableEntry(dir: string, devId: number): RegistryEntryV2 {
+  const file = registryPath(dir, devId);
+  if (!fs.existsSync(file)) throw new DmrError('E_NOT_FOUND', `no dmremap-ublk device ${devId} (no state file ${file})`);
+  const entry = readEntryOf(dir, devId);
+  if (entry === null) throw new DmrError('E_STATE', `the state file ${file} of device ${devId} is not valid`);
+  const state = entryState(entry);
+  if (state === 'live') throw new DmrError('E_DEVICE_LIVE', `${entry.blockPath} is live (daemon pid ${entry.pid}): nothing to recover`);
+  if (entry.version !== 2) throw new DmrError('E_STATE', `the state file ${file} was written by a version without recovery (version 1)`);
+  if (!entry.recovery.userRecovery) {
+    throw new DmrError('E_NOT_QUIESCED', `${entry.blockPath} was created without ublk user recovery (the kernel offered none): it cannot outlive its daemon`);
+  }
+  if (state !== 'quiesced') throw new DmrError('E_NOT_QUIESCED', `${entry.blockPath} is gone: its kernel device no longer exists`);
+  return entry;
+}
+
+/** Refuses a kernel device that is gone, stopped, or served by a live process. */
+async function checkKernelQuiesced(native: NativeAddon, entry: RegistryEntryV2): Promise<void> {
+  let k: KernelDeviceInfo;
+  try {
+    k = await native.kernelDeviceInfo(entry.devId);
+  } catch (e) {
+    if (isNativeError(e) && e.code === 'ENODEV') throw new DmrError('E_NOT_QUIESCED', `${entry.blockPath} is gone: its kernel device no longer exists`);
+    throw kernelError(e, `cannot query ublk device ${entry.devId}`);
+  }
+  if (k.state === 'dead' || k.state === 'fail_io') throw new DmrError('E_NOT_QUIESCED', `${entry.blockPath} is not quiesced (kernel state ${k.state}): it cannot be recovered; del removes it`);
+  if (k.state === 'live' && k.pid > 0 && k.pid !== entry.pid && pidRunning(k.pid)) {
+    throw new DmrError('E_DEVICE_LIVE', `${entry.blockPath} is live: served by pid ${k.pid}`);
+  }
+}
+
+function pidRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errorCodeOf(e) === 'EPERM';
+  }
+}
+
+/** The configuration the device ran with, from its saved state. */
+function recoveredConfig(e: RegistryEntryV2): DeviceConfig {
+  const r = e.recovery;
+  return {
+    mainPath: e.main.path,
+    sparePath: e.spare.path,
+    name: e.name,
+    queues: r.queues,
+    depth: r.depth,
+    blockSize: r.blockSize,
+    maxIoBytes: r.maxIoBytes,
+    buffers: r.buffers,
+    ...(r.spareOffset !== null ? { spareOffset: r.spareOffset } : {}),
+    ...(r.spareSize !== null ? { spareSize: r.spareSize } : {}),
+    forceFormat: false,
+    policy: r.policy,
+  };
+}
+
+/** planDevice, retried for a while when main or the spare is still held (the dead process is being torn down). */
+async function claimRetrying(plan: () => DevicePlan): Promise<DevicePlan> {
+  const deadline = Date.now() + CLAIM_RETRY_MS;
+  for (;;) {
+    try {
+      return plan();
+    } catch (e) {
+      if (!(e instanceof DmrError && e.code === 'E_DEVICE_BUSY') || Date.now() > deadline) throw e;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Refuses paths that now name other devices than the ones the device was added with, or a main of another size. */
+function checkSameDevices(e: RegistryEntryV2, plan: DevicePlan): void {
+  for (const [role, saved, now] of [['main', e.main, plan.main], ['spare', e.spare, plan.spare]] as const) {
+    if (saved.identity !== now.identity) {
+      throw new DmrError('E_STATE', `${role} device ${saved.path} is not the device ${e.blockPath} was added with (${saved.identity}, now ${now.identity})`);
+    }
+  }
+  if (plan.sizeBytes.toString() !== e.recovery.sizeBytes) {
+    throw new DmrError('E_STATE', `main device ${e.main.path} now gives ${plan.sizeBytes} bytes, ${e.blockPath} has ${e.recovery.sizeBytes}`);
+  }
+}
+
+/** A refusal of the kernel's recovery as a typed error: nothing was changed (the device stays quiesced). */
+function recoverError(e: unknown, devId: number): DmrError {
+  if (e instanceof DmrError) return e;
+  const what = `ublk device ${devId}`;
+  switch (errorCodeOf(e)) {
+    case 'EOPNOTSUPP':
+      return new DmrError('E_NOT_QUIESCED', `${what} cannot be recovered: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    case 'EINVAL':
+      return new DmrError('E_STATE', `${what} does not match its saved state: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
+    case 'EBUSY':
+      return new DmrError('E_NOT_QUIESCED', `${what} was not quiesced within 5 s (is its daemon still running?)`, { cause: e });
+    case 'ENODEV':
+      return new DmrError('E_NOT_QUIESCED', `${what} is gone: its kernel device no longer exists`, { cause: e });
+    default:
+      return kernelError(e, `cannot recover ${what}`);
+  }
 }
 
 function startError(e: unknown, p: DevicePlan): DmrError {

@@ -40,6 +40,8 @@ export interface EngineOptions {
   spareOffset?: number;
   spareSize?: number;
   forceFormat?: boolean;
+  /** Recovery: the spare must hold this main's metadata already (never formatted here). */
+  mustExist?: boolean;
   log: Logger;
 }
 
@@ -157,6 +159,7 @@ export class RemapEngine {
       spareOffset: offset,
       spareSize: o.spareSize,
       force: o.forceFormat === true,
+      mustExist: o.mustExist === true,
       journalRecords: journalRecordsFor(regionSize),
     });
     return new RemapEngine(store, io, report, o.blockSize, o.deviceBytes, o.log);

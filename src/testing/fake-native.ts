@@ -165,6 +165,7 @@ export class FakeDevice implements NativeDevice {
       if (have !== wants) throw nativeError('EINVAL', 'recover', `(device ${id} has ${field} ${String(have)}, this daemon wants ${String(wants)})`);
     }
     if (m.state !== 'quiesced') throw nativeError('EBUSY', 'START_USER_RECOVERY');
+    this.calls.push('recover');
     this.devId = id;
     fs.writeFileSync(this.node('c'), String(process.pid));
     this.writeMeta('live');

@@ -4,7 +4,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { entryState, readEntries, readEntryOf, writeEntry, type RegistryEntry, type RegistryEntryV2 } from '../../src/control/registry.js';
-import { Daemon } from '../../src/device/daemon.js';
+import { Daemon, RESTART_EXIT_CODE } from '../../src/device/daemon.js';
+import { request } from '../../src/control/client.js';
 import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
@@ -158,5 +159,126 @@ describe('reaping', () => {
     const again = await start();
     expect(again.info.devId).toBe(0);
     expect(readEntries(w.runDir).stale).toEqual([]);
+  });
+});
+
+describe('detach and recover', () => {
+  const sockOf = (id: number): string => path.join(w.runDir, `${id}.sock`);
+  const kernelState = async (id: number): Promise<string> => (await native.kernelDeviceInfo(id)).state;
+
+  it('detach leaves the device quiesced, keeps the entry marked, releases everything, exits 75', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    expect(await d.detach('upgrade')).toBe(RESTART_EXIT_CODE);
+    expect(await d.exited).toBe(75);
+    daemons = [];
+    expect(await kernelState(id)).toBe('quiesced');
+    expect(fs.existsSync(path.join(w.devDir, `ublkb${id}`))).toBe(true);
+    expect(fs.existsSync(sockOf(id))).toBe(false);
+    expect(native.claims.size).toBe(0);
+    const e = readEntryOf(w.runDir, id) as RegistryEntryV2;
+    expect(e.quiesced).toMatchObject({ reason: 'upgrade' });
+    expect(device().calls).toContain('detach');
+  });
+
+  it('recover takes over a detached device: same id, table published before the kernel recovery, new pid, socket answers', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    const before = await request(sockOf(id), 'remap', { sector: 21 });
+    expect(before).toMatchObject({ block: 21 });
+    await d.detach('upgrade');
+    daemons = [];
+    killEntry(id); // the detached daemon's process exits
+    const r = await Daemon.recover(id, deps());
+    daemons.push(r);
+    expect(r.info.devId).toBe(id);
+    expect(native.recoveries).toBe(1);
+    const calls = device().calls;
+    expect(calls.indexOf('setRemapTable')).toBeGreaterThanOrEqual(0);
+    expect(calls.indexOf('setRemapTable')).toBeLessThan(calls.indexOf('recover'));
+    expect(device().remapTable.blocks).toContain(21n);
+    expect(readEntryOf(w.runDir, id)).toMatchObject({ pid: process.pid, quiesced: null, version: 2 });
+    const st = await request(sockOf(id), 'status', {});
+    expect(st.remap.line).toContain('1'); // one remapped block, found on the spare again
+    expect(await kernelState(id)).toBe('live');
+  });
+
+  it('recover takes over a device whose daemon was killed', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    crash(d);
+    const r = await Daemon.recover(id, deps());
+    daemons.push(r);
+    expect(r.info.devId).toBe(id);
+    expect(await kernelState(id)).toBe('live');
+    // del of the recovered device deletes it like any other.
+    expect(await r.shutdown('done')).toBe(0);
+    daemons = [];
+    expect(fs.existsSync(path.join(w.devDir, `ublkb${id}`))).toBe(false);
+    expect(readEntryOf(w.runDir, id)).toBeNull();
+  });
+
+  it('refuses a live device, an unknown one, and invalid or old state, changing nothing', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_DEVICE_LIVE', message: `${d.info.blockPath} is live (daemon pid ${process.pid}): nothing to recover` });
+    await expect(Daemon.recover(7, deps())).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    crash(d);
+    const file = path.join(w.runDir, `${id}.json`);
+    const saved = fs.readFileSync(file, 'utf8');
+    fs.writeFileSync(file, '{"version": 2}');
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_STATE', message: `the state file ${file} of device ${id} is not valid` });
+    const e = JSON.parse(saved) as RegistryEntryV2;
+    const { recovery: _r, quiesced: _q, ...old } = e;
+    fs.writeFileSync(file, JSON.stringify({ ...old, version: 1 }));
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_STATE' });
+    fs.writeFileSync(file, saved);
+    expect(await kernelState(id)).toBe('quiesced');
+    expect(native.recoveries).toBe(0);
+    expect(native.claims.size).toBe(0);
+    const r = await Daemon.recover(id, deps());
+    daemons.push(r);
+  });
+
+  it('refuses a device created without recovery, and one whose kernel device is gone', async () => {
+    native = fakeFor(w);
+    const d = await start();
+    const id = d.info.devId;
+    crash(d);
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_NOT_QUIESCED' });
+    native = fakeFor(w, { features: RECOVERY_FEATURES });
+    await native.deleteKernelDevice(id);
+    const e = readEntryOf(w.runDir, id) as RegistryEntryV2;
+    writeEntry(w.runDir, { ...e, recovery: { ...e.recovery, userRecovery: true } });
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_NOT_QUIESCED', message: `${e.blockPath} is gone: its kernel device no longer exists` });
+  });
+
+  it('refuses a main path that now names another device, and parameters the kernel device does not have', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    crash(d);
+    const file = path.join(w.runDir, `${id}.json`);
+    const e = readEntryOf(w.runDir, id) as RegistryEntryV2;
+    writeEntry(w.runDir, { ...e, main: { ...e.main, identity: 'f:1:1' } });
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_STATE' });
+    writeEntry(w.runDir, { ...e, recovery: { ...e.recovery, depth: e.recovery.depth * 2 } });
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({
+      code: 'E_STATE',
+      message: expect.stringContaining(`has depth ${e.recovery.depth}, this daemon wants ${e.recovery.depth * 2}`),
+    });
+    expect(await kernelState(id)).toBe('quiesced');
+    expect(native.claims.size).toBe(0);
+    expect(fs.existsSync(file)).toBe(true);
+  });
+
+  it('refuses a spare without metadata instead of formatting it', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    crash(d);
+    const blank = Buffer.alloc(1 << 20);
+    fs.writeFileSync(w.spare, blank);
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_SPARE_METADATA' });
+    expect(fs.readFileSync(w.spare).equals(blank)).toBe(true);
+    expect(await kernelState(id)).toBe('quiesced');
   });
 });
