@@ -27,9 +27,10 @@ import {
 } from './schemas.js';
 import { deviceAndSectors, deviceAndSector, runMessage, runRecheck, runSectorCommand, runStats, runTable } from './remap.js';
 import { runStatus } from './status.js';
+import { runRestart } from './restart.js';
 import { runSupervise } from './supervise.js';
 
-const COMMANDS = ['add', 'list', 'status', 'del', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -59,6 +60,11 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, delOptions, true);
       if (values.help) return help(ctx, command);
       return runDel(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
+    }
+    case 'restart': {
+      const { values, positionals } = parseShape(command, argv, statusOptions, true);
+      if (values.help) return help(ctx, command);
+      return runRestart(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
     }
     case 'remap':
     case 'unremap':
