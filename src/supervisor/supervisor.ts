@@ -33,7 +33,12 @@ export interface SupervisorDeps {
   now?: () => number;
 }
 
-export const recoverArgs = (devId: number): string[] => ['recover', String(devId), '--foreground'];
+/** The successor's command line: recover the device, logging where the first daemon logged (its --log-file). */
+export function recoverArgs(devId: number, firstArgs: readonly string[]): string[] {
+  const i = firstArgs.lastIndexOf('--log-file');
+  const logFile = i >= 0 ? firstArgs[i + 1] : undefined;
+  return ['recover', String(devId), '--foreground', ...(logFile !== undefined ? ['--log-file', logFile] : [])];
+}
 
 export class Supervisor {
   private policy: PolicyState = initialPolicyState();
@@ -110,7 +115,7 @@ export class Supervisor {
             log.info({ devId }, 'device deleted meanwhile; supervisor exits');
             return 0;
           }
-          current = this.spawn(recoverArgs(devId));
+          current = this.spawn(recoverArgs(devId, this.firstArgs));
           void current.ready.then((r) => {
             if (r?.ok) log.info({ devId, daemonPid: r.pid }, 'device recovered');
           });

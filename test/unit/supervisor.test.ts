@@ -48,7 +48,7 @@ function starts(): string[] {
 
 function supervisor(): Supervisor {
   const env = { ...process.env, FAKE_DAEMON_LOG: path.join(dir, 'log'), FAKE_DAEMON_PLAN: path.join(dir, 'plan') };
-  return new Supervisor(['add', '--main', '/x', '--foreground'], {
+  return new Supervisor(['add', '--main', '/x', '--foreground', '--log-file', '/tmp/d.log'], {
     start: (args) => {
       const c = startChild(args, env, [process.execPath, FAKE]);
       started.push(c);
@@ -90,7 +90,7 @@ describe('supervisor', () => {
     expect(Date.now() - killedAt).toBeLessThan(1000);
     const pid2 = await readyPid(started[1]);
     expect(pid2).not.toBe(pid);
-    expect(starts()).toEqual(['add --main /x --foreground', 'recover 7 --foreground']);
+    expect(starts()).toEqual(['add --main /x --foreground --log-file /tmp/d.log', 'recover 7 --foreground --log-file /tmp/d.log']);
     expect(marks).toEqual(['7: daemon exited (signal SIGKILL)']);
     expect(relayed).toHaveLength(1); // add heard only from the first daemon
     sup.stop('SIGTERM');
@@ -105,7 +105,7 @@ describe('supervisor', () => {
     const running = sup.run();
     await until(() => started.length === n + 1);
     await readyPid(started[n]);
-    expect(starts().slice(1)).toEqual(Array.from({ length: n }, () => 'recover 7 --foreground'));
+    expect(starts().slice(1)).toEqual(Array.from({ length: n }, () => 'recover 7 --foreground --log-file /tmp/d.log'));
     expect(marks).toEqual([]);
     sup.stop('SIGTERM');
     expect(await running).toBe(0);
@@ -166,7 +166,7 @@ describe('supervisor', () => {
     process.kill(pid, 'SIGKILL');
     sup.stop('SIGTERM'); // during the pause: the recovery starts at once and is told to stop once ready
     expect(await running).toBe(0);
-    expect(starts()).toEqual(['add --main /x --foreground', 'recover 7 --foreground']);
+    expect(starts()).toEqual(['add --main /x --foreground --log-file /tmp/d.log', 'recover 7 --foreground --log-file /tmp/d.log']);
     expect(await started[1]?.exited).toEqual({ code: 0, signal: null });
   });
 });
