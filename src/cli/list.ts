@@ -7,6 +7,7 @@ import { runDir } from '../paths.js';
 import { printJson, type CliContext } from './context.js';
 import { table } from './format.js';
 import { quiescedView } from './quiesced.js';
+import { supervisorOf } from '../supervisor/find.js';
 
 const PING_TIMEOUT_MS = 2000;
 
@@ -36,6 +37,8 @@ export async function runList(ctx: CliContext, json: boolean): Promise<number> {
         pid: e.pid,
         startedAt: e.startedAt,
         state: st,
+        /** The supervisor that restarts this daemon (its parent), or null (--foreground, or no daemon). */
+        supervisorPid: st === 'running' || st === 'unresponsive' ? supervisorOf(e.pid) : null,
         /** Why a quiesced device has no daemon; null otherwise. */
         reason: q?.reason ?? null,
       };

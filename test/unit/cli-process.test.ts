@@ -47,7 +47,7 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     const list = cli(w, ['list', '--json']);
     expect(list.status).toBe(0);
     expect(JSON.parse(list.stdout)).toEqual([
-      expect.objectContaining({ devId: 0, name: 'vol', blockPath, main: w.main, spare: w.spare, state: 'running' }),
+      expect.objectContaining({ devId: 0, name: 'vol', blockPath, main: w.main, spare: w.spare, state: 'running', supervisorPid: parentPid(entry?.pid ?? 0) }),
     ]);
     const human = cli(w, ['list']);
     expect(human.stdout).toMatch(/^DEVICE\s+NAME\s+MAIN\s+SPARE\s+PID\s+STATE\n/);
@@ -69,12 +69,14 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     const msg = cli(w, ['message', 'vol', 'table']);
     expect(msg.stdout).toMatch(/^1 remapped block\(s\)\nblock 3 sector 3 slot 0 mapped manual /);
 
+    const supervisor = parentPid(entry?.pid ?? 0);
     const del = cli(w, ['del', 'vol']);
     expect(del.stderr).toBe('');
     expect(del.status).toBe(0);
     expect(del.stdout).toBe(`removed ${blockPath}\n`);
-    // del returns only once the daemon has exited and the device is gone.
+    // del returns only once the daemon has exited and the device is gone; its supervisor exits after it.
     expect(pidAlive(entry?.pid ?? 0)).toBe(false);
+    await waitFor(() => !pidAlive(supervisor), 10_000);
     expect(w.devNodes()).toEqual([]);
     expect(w.runDirEntries()).toEqual(['daemon.log']);
     expect(cli(w, ['list', '--json']).stdout).toBe('[]\n');
