@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DmrError, errorCodeOf, isErrorCode, toDmrError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { Daemon } from '../device/daemon.js';
+import { Daemon, type DaemonDeps } from '../device/daemon.js';
 import { lowerControlPriority } from '../device/priority.js';
 import { occupied, readEntries } from '../control/registry.js';
 import { defaultLogFile, ensureRunDir, runDir } from '../paths.js';
@@ -18,8 +18,8 @@ import type { AddFlags } from './schemas.js';
 const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
 export const READY_TIMEOUT_MS = 120_000;
 
-function announce(ctx: CliContext, flags: AddFlags, ready: Ready): void {
-  if (flags.json) printJson(ctx, { devId: ready.devId, blockPath: ready.blockPath, name: ready.name, pid: ready.pid });
+export function announce(ctx: CliContext, json: boolean, ready: Ready): void {
+  if (json) printJson(ctx, { devId: ready.devId, blockPath: ready.blockPath, name: ready.name, pid: ready.pid });
   else ctx.stdout.write(`${ready.blockPath}\n`);
 }
 
@@ -38,14 +38,39 @@ export function withPolicy(env: NodeJS.ProcessEnv, flags: AddFlags): AddFlags {
 }
 
 /** Runs the daemon in this process until it is told to stop. Resolves with the exit code. */
-export async function runForeground(ctx: CliContext, flags: AddFlags): Promise<number> {
+export function runForeground(ctx: CliContext, flags: AddFlags): Promise<number> {
+  return serveForeground(ctx, { logFile: flags.logFile, json: flags.json, name: flags.device.name }, (deps) => Daemon.start(flags.device, deps));
+}
+
+/** The exit code of a daemon that died of an error nothing handled (EX_SOFTWARE): its device stays quiesced. */
+export const FATAL_EXIT_CODE = 70;
+
+/**
+ * Runs a daemon in this process (`add --foreground`, `recover --foreground`): `begin` creates or recovers
+ * the device; its readiness goes to the parent's pipe (detached) or stdout. Resolves with the exit code.
+ * An exception or rejection nothing handled is logged (fatal) and ends the process with FATAL_EXIT_CODE,
+ * never letting it run on in an undefined state; the kernel quiesces a device created with user recovery.
+ */
+export async function serveForeground(
+  ctx: CliContext,
+  opts: { logFile: string | null; json: boolean; name: string | null },
+  begin: (deps: DaemonDeps) => Promise<Daemon>,
+): Promise<number> {
   const readyFd = takeReadyFd(ctx.env);
   const log = createLogger({
-    file: flags.logFile ?? undefined,
-    pretty: flags.logFile === null && ctx.stderrIsTTY,
+    file: opts.logFile ?? undefined,
+    pretty: opts.logFile === null && ctx.stderrIsTTY,
     stderr: ctx.stderr,
     level: ctx.env.DMREMAP_LOG_LEVEL,
   });
+  const fatal = (err: unknown, origin: string): void => {
+    log.fatal({ err: err instanceof Error ? (err.stack ?? err.message) : String(err), origin }, 'unhandled error: exiting');
+    process.exit(FATAL_EXIT_CODE);
+  };
+  const onException = (err: unknown): void => fatal(err, 'uncaughtException');
+  const onRejection = (err: unknown): void => fatal(err, 'unhandledRejection');
+  process.on('uncaughtException', onException);
+  process.on('unhandledRejection', onRejection);
   // Signals that arrive while the device is being set up are remembered and acted on once it is up,
   // so that setup is never cut short with a half-created device left in the kernel.
   let daemon: Daemon | null = null;
@@ -60,24 +85,26 @@ export async function runForeground(ctx: CliContext, flags: AddFlags): Promise<n
   process.on('SIGHUP', ignoreHup);
   try {
     try {
-      daemon = await Daemon.start(flags.device, { native: await ctx.loadNative(), runDir: runDir(ctx.env), log, logFile: flags.logFile });
+      daemon = await begin({ native: await ctx.loadNative(), runDir: runDir(ctx.env), log, logFile: opts.logFile });
     } catch (e) {
       const err = toDmrError(e);
       // On stderr the CLI's own one-line error says it; a log file must say it too.
-      if (flags.logFile !== null) log.error({ code: err.code, err: err.message }, 'device not created');
+      if (opts.logFile !== null) log.error({ code: err.code, err: err.message }, 'device not created');
       if (readyFd !== null) sendReady(readyFd, failureMessage(err));
       throw err;
     }
     // The queue threads exist now: from here on the JS thread yields the CPU to them (priority.ts).
     lowerControlPriority(log);
-    const ready: Ready = { ok: true, devId: daemon.info.devId, blockPath: daemon.info.blockPath, name: flags.device.name, pid: process.pid };
+    const ready: Ready = { ok: true, devId: daemon.info.devId, blockPath: daemon.info.blockPath, name: opts.name, pid: process.pid };
     if (readyFd !== null) sendReady(readyFd, ready);
-    else announce(ctx, flags, ready);
+    else announce(ctx, opts.json, ready);
     if (pendingSignal !== null) void daemon.shutdown(`signal ${pendingSignal}`);
     return await daemon.exited;
   } finally {
     for (const s of signals) process.off(s, onSignal);
     process.off('SIGHUP', ignoreHup);
+    process.off('uncaughtException', onException);
+    process.off('unhandledRejection', onRejection);
   }
 }
 
@@ -92,25 +119,33 @@ export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<num
   // claims and checks again: things may change in between.
   await Daemon.precheck(flags.device, { native: await ctx.loadNative(), log: createLogger({ level: 'silent' }) }, occupied(readEntries(dir)));
   ensureRunDir(dir);
-  const logFile = flags.logFile ?? defaultLogFile(dir);
+  const ready = await spawnDaemon(['add', ...daemonArgs(flags)], flags.logFile ?? defaultLogFile(dir), ctx.env);
+  announce(ctx, flags.json, ready);
+  return 0;
+}
+
+/**
+ * Starts `dmremap-ublk <args> --foreground --log-file <logFile>` detached, under `supervise` (a new session, cwd /, output to
+ * the log file) and waits for its one readiness line: the device live, or the error that stopped it.
+ */
+export async function spawnDaemon(args: string[], logFile: string, env: NodeJS.ProcessEnv): Promise<Ready> {
   let out: number;
   try {
     out = fs.openSync(logFile, 'a', 0o600);
   } catch (e) {
     throw new DmrError('E_RUN_DIR', `cannot open log file ${logFile}: ${errorCodeOf(e) ?? String(e)}`);
   }
-  const args = [BIN, 'supervise', 'add', ...daemonArgs(flags), '--foreground', '--log-file', logFile];
-  const child = spawn(process.execPath, args, {
+  // Under a supervisor (`supervise`, src/supervisor/): it restarts the daemon in recovery mode when it dies.
+  const child = spawn(process.execPath, [BIN, 'supervise', ...args, '--foreground', '--log-file', logFile], {
     cwd: '/',
     detached: true,
     stdio: ['ignore', out, out, 'pipe'],
-    env: { ...ctx.env, [READY_FD_ENV]: '3' },
+    env: { ...env, [READY_FD_ENV]: '3' },
   });
   fs.closeSync(out);
   const ready = await awaitReady(child, logFile);
   child.unref();
-  announce(ctx, flags, ready);
-  return 0;
+  return ready;
 }
 
 /**

@@ -1,12 +1,12 @@
 // `dmremap-ublk del <device>`: asks the daemon to shut down (SIGTERM if its socket does not answer) and
 // waits until the daemon has exited and the device nodes are gone. A device whose daemon died without
-// cleaning up is deleted from the kernel directly.
+// cleaning up (quiesced, or left dead by a kernel without user recovery) is deleted from the kernel directly.
 import fs from 'node:fs';
 import { request } from '../control/client.js';
 import { findTarget, isAlive, readEntries, resolveTarget, type RegistryEntry } from '../control/registry.js';
 import { DmrError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { reapStale } from '../device/reap.js';
+import { deleteQuiesced, reapStale } from '../device/reap.js';
 import { runDir } from '../paths.js';
 import { printJson, type CliContext } from './context.js';
 
@@ -42,10 +42,16 @@ async function stopDaemon(e: RegistryEntry): Promise<void> {
 
 export async function runDel(ctx: CliContext, target: string, json: boolean, timeoutMs = DEL_TIMEOUT_MS): Promise<number> {
   const dir = runDir(ctx.env);
-  const { live, stale } = readEntries(dir);
+  const { live, stale, quiesced } = readEntries(dir);
   let entry = findTarget(live, target);
+  const waiting = entry === null ? findTarget(quiesced, target) : null;
   if (entry !== null) {
     await stopDaemon(entry);
+    await waitGone(entry, timeoutMs);
+  } else if (waiting !== null) {
+    // Quiesced: no daemon to ask; the device is stopped and deleted from here.
+    entry = waiting;
+    await deleteQuiesced(await ctx.loadNative(), dir, waiting, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
     await waitGone(entry, timeoutMs);
   } else {
     // Not a running device: perhaps one whose daemon died. Throws E_NOT_FOUND if it is not that either.

@@ -11,6 +11,7 @@ Commands:
   status   show one device's status and counters
   del      stop and remove a device
   restart  replace a device's daemon with a new one (the code installed now) without removing the device
+  recover  bring back a device whose daemon died (it waits, quiesced) with a new daemon
   remap    remap the block holding a sector to the spare (copying its data)
   unremap  move a remapped block's data back to main
   verify   show where a sector maps and whether it reads
@@ -132,7 +133,8 @@ Options:
 `,
   del: `Usage: dmremap-ublk del <device> [--json]
 
-Stops a device's daemon and waits until the daemon has exited and /dev/ublkbN is gone.
+Stops a device's daemon and waits until the daemon has exited and /dev/ublkbN is gone. A quiesced
+device (its daemon died; see recover) is stopped and deleted directly: I/O waiting on it fails.
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 
 Options:
@@ -150,6 +152,23 @@ new daemon answers, and prints its pid. <device> is /dev/ublkbN, the device id (
 Options:
   --json       print {"devId","blockPath","name","pid","previousPid","supervised","seconds"}
   -h, --help   show this help
+`,
+  recover: `Usage: dmremap-ublk recover <device> [--foreground] [--log-file <path>] [--json]
+
+Takes over a quiesced device with a new daemon. When a daemon dies (kill -9, a crash) or detaches, the
+kernel keeps /dev/ublkbN and holds its I/O (ublk user recovery, UBLK_F_USER_RECOVERY); requests the dead
+daemon had taken are sent again to the new one. The new daemon runs with the parameters add saved in
+/run/dmremap-ublk/<id>.json and the remap table on the spare.
+<device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
+Refused (nothing changed): a device whose daemon runs (E_DEVICE_LIVE), one that is not quiesced
+(E_NOT_QUIESCED: gone, or created on a kernel without user recovery), an unknown one (E_NOT_FOUND), and
+saved state that is missing, invalid or no longer matches main and spare (E_STATE).
+
+Options:
+  --foreground      run the daemon in this process (default: detached, like add)
+  --log-file <path> the daemon's log (default: the log file add used)
+  --json            print {"devId","blockPath","name","pid"}
+  -h, --help        show this help
 `,
   remap: `Usage: dmremap-ublk remap <device> <sector> [--json]
 

@@ -20,6 +20,8 @@ import {
   jsonFlagSchema,
   listOptions,
   messageOptions,
+  recoverFlagsSchema,
+  recoverOptions,
   sectorCommandOptions,
   statusOptions,
   tableFlagsSchema,
@@ -29,8 +31,9 @@ import { deviceAndSectors, deviceAndSector, runMessage, runRecheck, runSectorCom
 import { runStatus } from './status.js';
 import { runRestart } from './restart.js';
 import { runSupervise } from './supervise.js';
+import { runRecover } from './recover.js';
 
-const COMMANDS = ['add', 'list', 'status', 'del', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -60,6 +63,11 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, delOptions, true);
       if (values.help) return help(ctx, command);
       return runDel(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
+    }
+    case 'recover': {
+      const { values, positionals } = parseShape(command, argv, recoverOptions, true);
+      if (values.help) return help(ctx, command);
+      return runRecover(ctx, oneTarget(command, positionals), validate(recoverFlagsSchema, values));
     }
     case 'restart': {
       const { values, positionals } = parseShape(command, argv, statusOptions, true);

@@ -47,6 +47,7 @@ export const addOptions = {
 export const listOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const statusOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const delOptions = { ...json, ...help } as const satisfies OptionSpecs;
+export const recoverOptions = { foreground: { type: 'boolean' }, 'log-file': { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 export const sectorCommandOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const tableOptions = { offset: { type: 'string' }, limit: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 export const messageOptions = { ...help } as const satisfies OptionSpecs;
@@ -199,3 +200,12 @@ export const tableFlagsSchema = z.object({
   limit: intFlag('limit', 1, MAX_TABLE_LIMIT).optional(),
   json: z.boolean().default(false),
 });
+
+export const recoverFlagsSchema = z
+  .object({
+    foreground: z.boolean().default(false),
+    'log-file': z.string().min(1, '--log-file must not be empty').transform((p) => path.resolve(p)).optional(),
+    json: z.boolean().default(false),
+  })
+  .transform((f) => ({ foreground: f.foreground, logFile: f['log-file'] ?? null, json: f.json }));
+export type RecoverFlags = z.output<typeof recoverFlagsSchema>;

@@ -134,6 +134,16 @@ export class Daemon {
   }
 
   /**
+   * What `recover` without --foreground checks before it starts the daemon: the refusals of recover() that
+   * need neither main, the spare nor the kernel's recovery (unknown, live, not quiesced, invalid state).
+   */
+  static async precheckRecover(devId: number, deps: Pick<DaemonDeps, 'native' | 'runDir'>): Promise<RegistryEntryV2> {
+    const entry = recoverableEntry(deps.runDir, devId);
+    await checkKernelQuiesced(deps.native, entry);
+    return entry;
+  }
+
+  /**
    * What `add` without --foreground runs before it starts the daemon: every refusal of start() that can be
    * known without the kernel device (claims, signatures on the spare), then the claims are released again.
    */

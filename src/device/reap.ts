@@ -3,7 +3,7 @@
 // kernel says it belongs to the dead daemon's pid, or has no server at all (the kernel resets the pid of a
 // device whose server died), so a device id reused by a newer, live daemon is never touched.
 import { isNativeError, type NativeAddon } from '../native.js';
-import { kernelError } from '../errors.js';
+import { DmrError, errorCodeOf, kernelError } from '../errors.js';
 import { removeStale, type RegistryEntry } from '../control/registry.js';
 import type { Logger } from '../log.js';
 
@@ -29,4 +29,37 @@ export async function reapStale(native: NativeAddon, dir: string, entry: Registr
   removeStale(dir, entry);
   log.info({ devId: entry.devId, pid: entry.pid, result }, 'cleaned up after a daemon that is gone');
   return result;
+}
+
+/**
+ * `del` of a quiesced device (its daemon gone, its kernel device waiting for `recover`): STOP_DEV (the kernel
+ * fails the I/O its users were waiting with) and DEL_DEV, then its registry entry and socket. Refuses
+ * (E_DEVICE_LIVE) a device another process serves now (a successor took it over in the meantime).
+ */
+export async function deleteQuiesced(native: NativeAddon, dir: string, entry: RegistryEntry, log: Logger): Promise<ReapResult> {
+  let result: ReapResult;
+  try {
+    const info = await native.kernelDeviceInfo(entry.devId);
+    if (info.state === 'live' && info.pid > 0 && info.pid !== entry.pid && running(info.pid)) {
+      throw new DmrError('E_DEVICE_LIVE', `${entry.blockPath} is live again (served by pid ${info.pid}): del it again to stop that daemon`);
+    }
+    await native.deleteKernelDevice(entry.devId);
+    result = 'deleted';
+  } catch (e) {
+    if (e instanceof DmrError) throw e;
+    if (!(isNativeError(e) && e.code === 'ENODEV')) throw kernelError(e, `cannot delete quiesced ublk device ${entry.devId}`);
+    result = 'already-gone';
+  }
+  removeStale(dir, entry);
+  log.info({ devId: entry.devId, pid: entry.pid, result }, 'deleted a quiesced device');
+  return result;
+}
+
+function running(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errorCodeOf(e) === 'EPERM';
+  }
 }

@@ -63,11 +63,34 @@ type FakeKernelState = z.infer<typeof fakeKernelStateSchema>;
 /** Where the fake kernel keeps device `devId`'s state: beside devDir (not in it: tests list the device nodes). */
 const fakeKernelStatePath = (devDir: string, devId: number): string => path.join(`${devDir}.kernel`, `ublk${devId}.json`);
 
+/**
+ * The fake kernel's state of device `devId`. A live device whose server process is gone (killed) reads as the
+ * kernel would make it: quiesced when it was created with user recovery, else dead.
+ */
 function readFakeKernelState(devDir: string, devId: number): FakeKernelState | null {
+  let m: FakeKernelState;
   try {
-    return fakeKernelStateSchema.parse(JSON.parse(fs.readFileSync(fakeKernelStatePath(devDir, devId), 'utf8')));
+    m = fakeKernelStateSchema.parse(JSON.parse(fs.readFileSync(fakeKernelStatePath(devDir, devId), 'utf8')));
   } catch {
     return null;
+  }
+  if (m.state !== 'live') return m;
+  let pid = 0;
+  try {
+    pid = Number(fs.readFileSync(path.join(devDir, `ublkc${devId}`), 'utf8'));
+  } catch {
+    return m;
+  }
+  if (pid > 0 && !processRunning(pid)) return { ...m, state: (BigInt(m.flags) & UBLK_F_USER_RECOVERY) !== 0n ? 'quiesced' : 'dead' };
+  return m;
+}
+
+function processRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 
