@@ -141,7 +141,10 @@ async function afterWrites(d: Added, n: number, timeoutMs = 120_000): Promise<vo
   for (;;) {
     const st = await request(sock(d), 'status', {});
     if (done(st) - base >= n) return;
-    if (Date.now() - t0 > timeoutMs) throw new Error(`only ${done(st) - base} requests in ${timeoutMs} ms`);
+    if (Date.now() - t0 > timeoutMs) {
+      const dmesg = sh('dmesg', []).stdout.split('\n').slice(-15).join('\n');
+      throw new Error(`only ${done(st) - base} requests in ${timeoutMs} ms (status ${JSON.stringify(st.io)} ${JSON.stringify(st.perQueue)}); dmesg:\n${dmesg}`);
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
 }
@@ -160,7 +163,12 @@ describe('supervisor', () => {
     let pid = dev.pid;
     const recoveries: number[] = [];
     for (let i = 0; i < 3; i++) {
-      await afterWrites(dev, 200);
+      await Promise.race([
+        afterWrites(dev, 200),
+        f.done.then((r) => {
+          throw new Error(`fio ended before kill ${i + 1}: status ${r.status}, error ${r.error}, ${r.writeBytes} bytes written: ${r.stderr}`);
+        }),
+      ]);
       expect(f.running(), `fio ended before kill ${i + 1}`).toBe(true);
       step(`kill ${i + 1}: daemon ${pid}`);
       process.kill(pid, 'SIGKILL');
