@@ -155,11 +155,12 @@ const step = (what: string): void => console.log(`[${((Date.now() - t0) / 1000).
 
 describe('supervisor', () => {
   it('kill -9 of the daemon three times during one fio verify run: recovered each time without help, fio clean', async () => {
-    const main = src.loop(256);
+    const main = src.loop(448);
     const dev = addSupervised(main);
     const supervisor = parentPid(dev.pid);
-    // Writes, then reads them back to verify: the kills land in either phase.
-    const f = fioAsync(dev.blockPath, [...VERIFY, '--size=128M']);
+    // Writes, then reads them back to verify: the kills land in either phase. Large enough that fio is
+    // still running at the third kill in the VM (128 MiB were done 35 s after the first recovery).
+    const f = fioAsync(dev.blockPath, [...VERIFY, '--size=384M']);
     let pid = dev.pid;
     const recoveries: number[] = [];
     for (let i = 0; i < 3; i++) {
@@ -185,7 +186,7 @@ describe('supervisor', () => {
     step(`fio done: error ${r.error}, ${r.writeBytes} bytes written`);
     expect(r.error, r.stderr).toBe(0);
     expect(r.status).toBe(0);
-    expect(r.writeBytes).toBe(128 * MiB);
+    expect(r.writeBytes).toBe(384 * MiB);
     expect(ioErrorsOf(dev)).toEqual([]);
     console.log(`kill -9 x3 under fio verify: served again after ${recoveries.join(', ')} ms`);
   });
