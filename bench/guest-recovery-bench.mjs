@@ -1,7 +1,8 @@
 // Recovery benchmark, run inside the VM as root (issue 12): how long a kill -9 of the daemon stalls the
 // device's users when the supervisor recovers it.
 //
-// One device (`add`, so under a supervisor) over loop devices. A reader (fio 4k randread QD16, time based)
+// One device (`add`, so under a supervisor) over loop devices. A reader (fio 4k randread QD16, stopped
+// with SIGINT 3 s after the last round)
 // logs every completed I/O with its completion time (--write_lat_log, --log_unix_epoch: wall-clock ms).
 // BENCH_ROUNDS times (default 10), BENCH_SPACING seconds apart (default 16: the supervisor gives up after 5
 // crashes within 60 s, so kills closer than 15 s would end the run), the daemon is killed with SIGKILL.
@@ -95,15 +96,16 @@ try {
   dev = added.blockPath;
   const sock = path.join(RUN_DIR, `${added.devId}.sock`);
   const logPrefix = path.join(dir, 'reader');
-  const totalSec = Math.ceil(5 + rounds * spacingSec + 5);
   const fio = spawn('fio', [
     '--name=reader', `--filename=${dev}`, '--direct=1', '--ioengine=io_uring', '--rw=randread', '--bs=4k', '--iodepth=16',
-    '--norandommap', '--randrepeat=0', '--time_based', `--runtime=${totalSec}`, '--output-format=json',
+    '--norandommap', '--randrepeat=0', '--time_based', '--runtime=3600', '--output-format=json',
     `--write_lat_log=${logPrefix}`, '--log_avg_msec=0', '--log_unix_epoch=1',
   ], { stdio: ['ignore', 'pipe', 'inherit'], cwd: dir });
   let out = '';
   fio.stdout.on('data', (d) => (out += d));
   const fioDone = new Promise((resolve) => fio.on('close', (code) => resolve(code)));
+  let fioExited = false;
+  fio.on('close', () => (fioExited = true));
   await sleep(5000);
   const kills = [];
   for (let i = 0; i < rounds; i++) {
@@ -124,10 +126,15 @@ try {
     kills.push({ t, oldPid: st.pid, servedMs });
     await sleep(Math.max(0, spacingSec * 1000 - (Date.now() - t)));
   }
+  // The reader runs until told to stop (SIGINT: fio writes its report and exits), 3 s after the last round.
+  await sleep(3000);
+  if (fioExited) throw new Error('fio ended before the last round');
+  fio.kill('SIGINT');
   const code = await fioDone;
+  if (!out.includes('{')) throw new Error(`fio exited ${code} without a report`);
   const report = JSON.parse(out.slice(out.indexOf('{')));
   const errors = report.jobs[0].error;
-  if (code !== 0 || errors !== 0) throw new Error(`fio exited ${code} with error ${errors}`);
+  if (errors !== 0) throw new Error(`fio exited ${code} with error ${errors}`);
   // The completion latency log: "<epoch ms>, <clat ns>, <dir>, <bs>, <offset>...".
   const clat = readdirSync(dir).find((n) => n.startsWith('reader_clat') && n.endsWith('.log'));
   const times = readFileSync(path.join(dir, clat), 'utf8').split('\n').filter((l) => l !== '').map((l) => Number(l.slice(0, l.indexOf(','))));
