@@ -140,7 +140,8 @@ try {
   const times = readFileSync(path.join(dir, clat), 'utf8').split('\n').filter((l) => l !== '').map((l) => Number(l.slice(0, l.indexOf(','))));
   times.sort((a, b) => a - b);
   const results = kills.map((k) => ({ ...k, ...analyse(times, k.t) }));
-  const rec = results.map((r) => r.recoveryMs);
+  // Kills with no completion in the log after them (none found within 30 s) have no recoveryMs.
+  const rec = results.map((r) => r.recoveryMs).filter((v) => Number.isFinite(v));
   const summary = {
     kills: rounds,
     recoveryMsMedian: median(rec),
