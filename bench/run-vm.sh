@@ -17,7 +17,7 @@ trap 'rm -f "$out"' EXIT
 if bash "$repo/test/vm/host-has-ublk.sh"; then
   node "$here/$script" | tee "$out"
 else
-  bash "$repo/test/vm/run.sh" --suite "$suite" --timeout 1800 --env BENCH_ROUNDS --env BENCH_RUNTIME \
+  bash "$repo/test/vm/run.sh" --suite "$suite" --timeout 1800 --env BENCH_ROUNDS --env BENCH_RUNTIME --env BENCH_SPACING \
     --env BENCH_SIZE_MIB --env BENCH_PHASE --env BENCH_PART_MIB --env BENCH_REMAP_CASES -- node "$here/$script" | tee "$out"
 fi
 json="$(grep -a '^BENCH_JSON ' "$out" | tail -1 | sed 's/^BENCH_JSON //' | tr -d '\r')"

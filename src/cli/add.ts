@@ -108,7 +108,10 @@ export async function serveForeground(
   }
 }
 
-/** Starts the daemon detached and waits for it to report the device live (or why it is not). */
+/**
+ * Starts the daemon detached, under a supervisor (`supervise`, src/supervisor/) that restarts it in
+ * recovery mode when it dies, and waits for it to report the device live (or why it is not).
+ */
 export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<number> {
   const dir = runDir(ctx.env);
   // Validate here too, so that bad input (and a spare in use) is reported before anything (run directory,
@@ -122,7 +125,7 @@ export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<num
 }
 
 /**
- * Starts `dmremap-ublk <args> --foreground --log-file <logFile>` detached (a new session, cwd /, output to
+ * Starts `dmremap-ublk <args> --foreground --log-file <logFile>` detached, under `supervise` (a new session, cwd /, output to
  * the log file) and waits for its one readiness line: the device live, or the error that stopped it.
  */
 export async function spawnDaemon(args: string[], logFile: string, env: NodeJS.ProcessEnv): Promise<Ready> {
@@ -132,7 +135,8 @@ export async function spawnDaemon(args: string[], logFile: string, env: NodeJS.P
   } catch (e) {
     throw new DmrError('E_RUN_DIR', `cannot open log file ${logFile}: ${errorCodeOf(e) ?? String(e)}`);
   }
-  const child = spawn(process.execPath, [BIN, ...args, '--foreground', '--log-file', logFile], {
+  // Under a supervisor (`supervise`, src/supervisor/): it restarts the daemon in recovery mode when it dies.
+  const child = spawn(process.execPath, [BIN, 'supervise', ...args, '--foreground', '--log-file', logFile], {
     cwd: '/',
     detached: true,
     stdio: ['ignore', out, out, 'pipe'],

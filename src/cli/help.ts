@@ -10,6 +10,7 @@ Commands:
   list     list the devices
   status   show one device's status and counters
   del      stop and remove a device
+  restart  replace a device's daemon with a new one (the code installed now) without removing the device
   recover  bring back a device whose daemon died (it waits, quiesced) with a new daemon
   remap    remap the block holding a sector to the spare (copying its data)
   unremap  move a remapped block's data back to main
@@ -31,7 +32,8 @@ Exit codes: 0 success, 1 run-time failure, 2 bad usage.
   add: `Usage: dmremap-ublk add --main <path> --spare <path> [options]
 
 Creates a ublk block device over <main>, with <spare> as the remap target, and prints its path
-(/dev/ublkbN) once it is live. Without --foreground the daemon detaches and the command returns.
+(/dev/ublkbN) once it is live. Without --foreground the daemon detaches and the command returns; it then
+runs under a supervisor that recovers the device when the daemon dies (see the README, "When the daemon dies").
 
 Options:
   --main <path>        the device to serve (block device or file), opened exclusively
@@ -143,6 +145,18 @@ device (its daemon died; see recover) is stopped and deleted directly: I/O waiti
 
 Options:
   --json       print {"devId","blockPath","name","removed":true}
+  -h, --help   show this help
+`,
+  restart: `Usage: dmremap-ublk restart <device> [--json]
+
+Replaces the device's daemon with a new one running the code installed now, without removing the device:
+the old daemon stops taking new requests, finishes what it holds, flushes and exits, leaving the device
+quiesced (its users' I/O waits); a new daemon recovers it. A daemon run by add's supervisor is replaced by
+the supervisor; one started with --foreground by this command (\`recover\`, detached). Returns once the
+new daemon answers, and prints its pid. <device> is /dev/ublkbN, the device id (N or ublkbN), or the name.
+
+Options:
+  --json       print {"devId","blockPath","name","pid","previousPid","supervised","seconds"}
   -h, --help   show this help
 `,
   recover: `Usage: dmremap-ublk recover <device> [--foreground] [--log-file <path>] [--json]

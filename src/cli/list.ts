@@ -1,14 +1,17 @@
 // `dmremap-ublk list`: the devices in the registry. A running one is pinged over its control socket
-// ("running" or "unresponsive"); one whose daemon died is "orphaned" until `del` cleans it up.
+// ("running" or "unresponsive"); one whose daemon died is "quiesced" while the kernel keeps its device (with
+// the reason, see quiesced.ts), else "orphaned" until `del` cleans the entry up.
 import { request } from '../control/client.js';
 import { readEntries, type RegistryEntry } from '../control/registry.js';
 import { runDir } from '../paths.js';
 import { printJson, type CliContext } from './context.js';
 import { table } from './format.js';
+import { quiescedView } from './quiesced.js';
+import { supervisorOf } from '../supervisor/find.js';
 
 const PING_TIMEOUT_MS = 2000;
 
-type State = 'running' | 'unresponsive' | 'orphaned';
+type State = 'running' | 'unresponsive' | 'quiesced' | 'orphaned';
 
 async function state(e: RegistryEntry): Promise<State> {
   try {
@@ -22,23 +25,31 @@ async function state(e: RegistryEntry): Promise<State> {
 export async function runList(ctx: CliContext, json: boolean): Promise<number> {
   const { live, stale } = readEntries(runDir(ctx.env));
   const rows = await Promise.all(
-    [...live, ...stale].sort((a, b) => a.devId - b.devId).map(async (e) => ({
-      devId: e.devId,
-      name: e.name,
-      blockPath: e.blockPath,
-      main: e.main.path,
-      spare: e.spare.path,
-      pid: e.pid,
-      startedAt: e.startedAt,
-      state: stale.includes(e) ? ('orphaned' as const) : await state(e),
-    })),
+    [...live, ...stale].sort((a, b) => a.devId - b.devId).map(async (e) => {
+      const q = stale.includes(e) ? quiescedView(e) : null;
+      const st: State = q !== null ? 'quiesced' : stale.includes(e) ? 'orphaned' : await state(e);
+      return {
+        devId: e.devId,
+        name: e.name,
+        blockPath: e.blockPath,
+        main: e.main.path,
+        spare: e.spare.path,
+        pid: e.pid,
+        startedAt: e.startedAt,
+        state: st,
+        /** The supervisor that restarts this daemon (its parent), or null (--foreground, or no daemon). */
+        supervisorPid: st === 'running' || st === 'unresponsive' ? supervisorOf(e.pid) : null,
+        /** Why a quiesced device has no daemon; null otherwise. */
+        reason: q?.reason ?? null,
+      };
+    }),
   );
   if (json) {
     printJson(ctx, rows);
   } else if (rows.length === 0) {
     ctx.stdout.write('no dmremap-ublk devices\n');
   } else {
-    const cells = rows.map((r) => [r.blockPath, r.name ?? '-', r.main, r.spare, String(r.pid), r.state]);
+    const cells = rows.map((r) => [r.blockPath, r.name ?? '-', r.main, r.spare, String(r.pid), r.reason === null ? r.state : `${r.state}: ${r.reason}`]);
     ctx.stdout.write(table([['DEVICE', 'NAME', 'MAIN', 'SPARE', 'PID', 'STATE'], ...cells]));
   }
   return 0;

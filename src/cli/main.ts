@@ -29,9 +29,11 @@ import {
 } from './schemas.js';
 import { deviceAndSectors, deviceAndSector, runMessage, runRecheck, runSectorCommand, runStats, runTable } from './remap.js';
 import { runStatus } from './status.js';
+import { runRestart } from './restart.js';
+import { runSupervise } from './supervise.js';
 import { runRecover } from './recover.js';
 
-const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -66,6 +68,11 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, recoverOptions, true);
       if (values.help) return help(ctx, command);
       return runRecover(ctx, oneTarget(command, positionals), validate(recoverFlagsSchema, values));
+    }
+    case 'restart': {
+      const { values, positionals } = parseShape(command, argv, statusOptions, true);
+      if (values.help) return help(ctx, command);
+      return runRestart(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
     }
     case 'remap':
     case 'unremap':
@@ -121,6 +128,8 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
       ctx.stdout.write(`${version()}\n`);
       return 0;
     }
+    // Internal: the process `add` detaches, which runs and restarts the daemon (not in the help).
+    if (first === 'supervise') return await runSupervise(ctx, rest);
     if (!(COMMANDS as readonly string[]).includes(first)) {
       const what = first.startsWith('-') ? `unknown option ${first}` : `unknown command ${JSON.stringify(first)}`;
       throw usageError(`${what} (commands: ${COMMANDS.join(', ')}; see ${PROG} --help)`);

@@ -5,6 +5,7 @@ import { DmrError } from '../errors.js';
 import { runDir } from '../paths.js';
 import { printJson, type CliContext } from './context.js';
 import { formatStatus } from './format.js';
+import { formatQuiesced, quiescedView } from './quiesced.js';
 
 /** No running device by that name: say whether it is an orphan (daemon died) or unknown. */
 function notRunning(stale: RegistryEntry[], target: string): never {
@@ -22,7 +23,19 @@ export function liveEntry(ctx: CliContext, target: string): RegistryEntry {
   return findTarget(live, target) ?? notRunning(stale, target);
 }
 
+/**
+ * A quiesced device (its daemon gone, the kernel holding its I/O) is a state, not an error: exit 0 with
+ * state "quiesced", the reason and what to do.
+ */
 export async function runStatus(ctx: CliContext, target: string, json: boolean): Promise<number> {
+  const { live, stale } = readEntries(runDir(ctx.env));
+  const dead = findTarget(live, target) === null ? findTarget(stale, target) : null;
+  const q = dead === null ? null : quiescedView(dead);
+  if (q !== null) {
+    if (json) printJson(ctx, q);
+    else ctx.stdout.write(formatQuiesced(q));
+    return 0;
+  }
   const entry = liveEntry(ctx, target);
   const status = await request(entry.socket, 'status', {});
   if (json) printJson(ctx, status);

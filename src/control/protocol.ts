@@ -12,6 +12,7 @@
 //   → {"id":10,"cmd":"set_auto_remap","enabled":false}  ← {"id":10,"ok":true,"result":{"autoRemap":false}}
 //   → {"id":11,"cmd":"clear_stats"}      ← {"id":11,"ok":true,"result":{"cleared":true}}
 //   → {"id":12,"cmd":"recheck","sectors":[1234]}  ← {"id":12,"ok":true,"result":{"checked":1,"recovered":1,...}}
+//   → {"id":13,"cmd":"restart"}         ← {"id":13,"ok":true,"result":{"restarting":true,"supervised":true}}
 //   → anything else                      ← {"id":<n|null>,"ok":false,"error":{"code":"E_PROTOCOL","message":"..."}}
 //
 // Adding a command is one request schema in `requestSchema`, one result schema in `resultSchemas`, and one
@@ -25,6 +26,8 @@ const requestId = z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER);
 export const pingRequest = z.strictObject({ id: requestId, cmd: z.literal('ping') });
 export const statusRequest = z.strictObject({ id: requestId, cmd: z.literal('status') });
 export const shutdownRequest = z.strictObject({ id: requestId, cmd: z.literal('shutdown') });
+/** Detach (the device stays quiesced) and exit RESTART_EXIT_CODE, for a successor to recover the device. */
+export const restartRequest = z.strictObject({ id: requestId, cmd: z.literal('restart') });
 
 /** A 512-byte sector of the device (the remap unit is the block holding it). */
 const sector = z.number({ error: 'sector must be a number' }).int('sector must be a whole number').nonnegative('sector must not be negative').max(Number.MAX_SAFE_INTEGER);
@@ -61,6 +64,7 @@ export const requestSchema = z.discriminatedUnion('cmd', [
   pingRequest,
   statusRequest,
   shutdownRequest,
+  restartRequest,
   remapRequest,
   unremapRequest,
   verifyRequest,
@@ -222,6 +226,8 @@ export const resultSchemas = {
   ping: z.literal('pong'),
   status: deviceStatusSchema,
   shutdown: z.strictObject({ stopping: z.literal(true) }),
+  /** supervised: a supervisor will start the successor; false: whoever asked must (`restart` runs `recover`). */
+  restart: z.strictObject({ restarting: z.literal(true), supervised: z.boolean() }),
   remap: z.strictObject({
     sector: z.number(),
     block: z.number(),

@@ -106,6 +106,17 @@ export function writeEntry(dir: string, entry: RegistryEntry): void {
   }
 }
 
+/**
+ * Records why device `devId` is quiesced in its registry entry, unless the entry is gone or a running
+ * daemon owns it (then it is not quiesced). Returns whether it wrote.
+ */
+export function markQuiesced(dir: string, devId: number, reason: string, now: Date = new Date()): boolean {
+  const entry = readEntry(registryPath(dir, devId));
+  if (entry === null || entry.version !== 2 || isAlive(entry)) return false;
+  writeEntry(dir, { ...entry, quiesced: { since: now.toISOString(), reason } });
+  return true;
+}
+
 /** Removes the entry of `devId`, but only if it is still the one `pid` wrote. */
 export function removeEntry(dir: string, devId: number, pid: number): void {
   const file = registryPath(dir, devId);

@@ -33,6 +33,7 @@ import { remapHandlers, remapStatus } from './remap-control.js';
 import { AutoRemapper } from './auto-remap.js';
 import { BurstLog } from './burst-log.js';
 import { DEFAULT_POLICY } from '../config/policy.js';
+import { hasSupervisor } from '../supervisor/child-process.js';
 
 /**
  * The exit code of a daemon that detached (Daemon.detach): its device is quiesced and its registry entry
@@ -274,6 +275,11 @@ export class Daemon {
         // Answer first, then stop: the reply is written before the socket closes.
         setImmediate(() => void this.shutdown('shutdown requested over the control socket'));
         return { stopping: true };
+      },
+      restart: () => {
+        // As shutdown: the reply is written first. The supervisor (if any) starts the successor.
+        setImmediate(() => void this.detach('restart requested over the control socket'));
+        return { restarting: true, supervised: hasSupervisor() };
       },
     };
   }

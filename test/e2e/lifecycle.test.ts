@@ -4,6 +4,7 @@ import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { addDevice, BIN, dmr, pidAlive, registryFiles, ublkNodes, waitFor } from './helpers.js';
 import { scratchPerTest } from './setup.js';
+import { supervisorOf } from '../../src/supervisor/find.js';
 
 const s = scratchPerTest();
 
@@ -77,9 +78,13 @@ describe('device removal', () => {
 
   it('del after the daemon was killed -9 deletes the orphaned device', async () => {
     const dev = addDevice(s.loop(64), s.loop(16), '--name', 'crashed');
+    // Its supervisor would recover the device: kill it first, so that nothing brings the device back.
+    const sup = supervisorOf(dev.pid);
+    expect(sup).not.toBeNull();
+    process.kill(sup ?? 0, 'SIGKILL');
     process.kill(dev.pid, 'SIGKILL');
     await waitFor('the daemon to die', () => !pidAlive(dev.pid));
-    expect(JSON.parse(dmr('list', '--json').stdout)).toEqual([expect.objectContaining({ name: 'crashed', pid: dev.pid, state: 'orphaned' })]);
+    expect(JSON.parse(dmr('list', '--json').stdout)).toEqual([expect.objectContaining({ name: 'crashed', pid: dev.pid, state: 'quiesced' })]);
     const del = dmr('del', 'crashed');
     expect(del.stderr).toBe('');
     expect(del.status).toBe(0);

@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readEntryOf } from '../../src/control/registry.js';
 import { loadNative } from '../../src/native.js';
+import { supervisorOf } from '../../src/supervisor/find.js';
 import { addDevice, dmr, parseFio, pidAlive, registryFiles, REPO, RUN_DIR, Scratch, sh, ublkNodes, waitFor, type Added } from './helpers.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
@@ -19,6 +20,10 @@ beforeAll(() => {
   requireUblkHost();
   s = new Scratch();
   dev = addDevice(s.loop(128), s.loop(16), '--name', 'rec', '--queues', '2');
+  // These cases recover by hand: stop add's supervisor, which would otherwise recover the device itself
+  // (test/e2e/supervisor.test.ts covers that).
+  const sup = supervisorOf(dev.pid);
+  if (sup !== null) process.kill(sup, 'SIGKILL');
 });
 afterAll(async () => {
   await s.cleanup();

@@ -9,6 +9,7 @@ import { describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import { addDevice, dmr, must, parseFio, pidAlive, readAt, RUN_DIR, sh, waitFor, type Added } from './helpers.js';
 import { scratchPerTest } from './setup.js';
+import { supervisorOf } from '../../src/supervisor/find.js';
 
 const s = scratchPerTest();
 
@@ -106,9 +107,11 @@ describe('remap engine', () => {
 
     // The reply means the remap is durable: a crash right after it must not lose it.
     const r = await request(sock(dev), 'remap', { sector: 15000 });
+    const sup = supervisorOf(dev.pid); // killed first: it would recover the device
+    if (sup !== null) process.kill(sup, 'SIGKILL');
     process.kill(dev.pid, 'SIGKILL');
     await waitFor('the daemon to die', () => !pidAlive(dev.pid));
-    expect(dmr('del', String(dev.devId)).status).toBe(0); // removes the orphaned kernel device
+    expect(dmr('del', String(dev.devId)).status).toBe(0); // removes the quiesced kernel device
     dev = addDevice(main, spare);
     const after = await tableOf(dev);
     expect(after).toContainEqual([r.block, r.slot, 'mapped']);

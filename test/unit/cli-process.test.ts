@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { readEntries } from '../../src/control/registry.js';
+import { markQuiesced, readEntries } from '../../src/control/registry.js';
 import { cli, cliSpawn, makeWorld, pidAlive, waitFor, type World } from './helpers.js';
 
 let w: World;
@@ -12,9 +12,12 @@ beforeEach(() => {
   w = makeWorld();
 });
 afterEach(() => {
-  // Never leave a daemon behind, even when a test failed half-way.
+  // Never leave a daemon (or its supervisor, killed first so that it does not recover it) behind, even when
+  // a test failed half-way.
   for (const e of readEntries(w.runDir).live) {
     try {
+      const parent = parentPid(e.pid);
+      if (fs.readFileSync(`/proc/${parent}/cmdline`, 'utf8').split('\0').includes('supervise')) process.kill(parent, 'SIGKILL');
       process.kill(e.pid, 'SIGKILL');
     } catch {
       // already gone
@@ -22,6 +25,11 @@ afterEach(() => {
   }
   w.cleanup();
 });
+
+function parentPid(pid: number): number {
+  const m = /^PPid:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1]);
+}
 
 describe('dmremap-ublk (built CLI, fake addon)', () => {
   it('add detaches, prints the path; list, status, del work by path, id and name', async () => {
@@ -39,7 +47,7 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     const list = cli(w, ['list', '--json']);
     expect(list.status).toBe(0);
     expect(JSON.parse(list.stdout)).toEqual([
-      expect.objectContaining({ devId: 0, name: 'vol', blockPath, main: w.main, spare: w.spare, state: 'running' }),
+      expect.objectContaining({ devId: 0, name: 'vol', blockPath, main: w.main, spare: w.spare, state: 'running', supervisorPid: parentPid(entry?.pid ?? 0) }),
     ]);
     const human = cli(w, ['list']);
     expect(human.stdout).toMatch(/^DEVICE\s+NAME\s+MAIN\s+SPARE\s+PID\s+STATE\n/);
@@ -61,12 +69,14 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     const msg = cli(w, ['message', 'vol', 'table']);
     expect(msg.stdout).toMatch(/^1 remapped block\(s\)\nblock 3 sector 3 slot 0 mapped manual /);
 
+    const supervisor = parentPid(entry?.pid ?? 0);
     const del = cli(w, ['del', 'vol']);
     expect(del.stderr).toBe('');
     expect(del.status).toBe(0);
     expect(del.stdout).toBe(`removed ${blockPath}\n`);
-    // del returns only once the daemon has exited and the device is gone.
+    // del returns only once the daemon has exited and the device is gone; its supervisor exits after it.
     expect(pidAlive(entry?.pid ?? 0)).toBe(false);
+    await waitFor(() => !pidAlive(supervisor), 10_000);
     expect(w.devNodes()).toEqual([]);
     expect(w.runDirEntries()).toEqual(['daemon.log']);
     expect(cli(w, ['list', '--json']).stdout).toBe('[]\n');
@@ -116,17 +126,38 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     });
   }
 
-  it('del of a device whose daemon was killed deletes its kernel device', async () => {
-    const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', 'crashy', '--json']);
+  // A fake kernel that offers UBLK_F_USER_RECOVERY | _REISSUE (0x18): the device outlives its daemon.
+  const RECOVERY = { features: '0xda' };
+  it('a device whose daemon and supervisor were killed is quiesced (list, status exit 0 with the reason); del deletes it', async () => {
+    const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', 'crashy', '--json'], RECOVERY);
     const { pid } = JSON.parse(add.stdout) as { pid: number };
+    // add runs the daemon under a supervisor (its parent): kill that first, or it would recover the device.
+    const supervisor = parentPid(pid);
+    expect(fs.readFileSync(`/proc/${supervisor}/cmdline`, 'utf8').split('\0')).toContain('supervise');
+    process.kill(supervisor, 'SIGKILL');
     process.kill(pid, 'SIGKILL');
-    await waitFor(() => !pidAlive(pid));
+    await waitFor(() => !pidAlive(pid) && !pidAlive(supervisor));
     expect(w.devNodes()).toEqual(['ublkb0', 'ublkc0']); // the kernel keeps a dead server's device
-    expect(JSON.parse(cli(w, ['list', '--json']).stdout)).toEqual([expect.objectContaining({ name: 'crashy', pid, state: 'orphaned' })]);
-    const st = cli(w, ['status', 'crashy']);
-    expect(st.status).toBe(1);
-    expect(st.stderr).toBe(`dmremap-ublk: the daemon of ${path.join(w.devDir, 'ublkb0')} is gone (pid ${pid}); "dmremap-ublk del crashy" removes the device\n`);
-    const del = cli(w, ['del', 'crashy']);
+    const blockPath = path.join(w.devDir, 'ublkb0');
+    const noReason = `daemon pid ${pid} is gone (no supervisor)`;
+    expect(JSON.parse(cli(w, ['list', '--json'], RECOVERY).stdout)).toEqual([expect.objectContaining({ name: 'crashy', pid, state: 'quiesced', reason: noReason })]);
+    expect(cli(w, ['list'], RECOVERY).stdout).toContain(`quiesced: ${noReason}`);
+    // What a supervisor that gave up records.
+    const why = 'gave up after 5 crashes in 60 s (last: signal SIGKILL)';
+    expect(markQuiesced(w.runDir, 0, why, new Date('2026-01-02T03:04:05.000Z'))).toBe(true);
+    const st = cli(w, ['status', 'crashy'], RECOVERY);
+    expect(st.stderr).toBe('');
+    expect(st.status).toBe(0);
+    expect(st.stdout).toBe(
+      `${blockPath} (crashy): quiesced, device id 0, no daemon (last pid ${pid}): I/O waits\n` +
+        `  reason ${why} since 2026-01-02T03:04:05.000Z\n` +
+        '  action run "dmremap-ublk recover 0" to serve it again, or "dmremap-ublk del 0" to remove it\n',
+    );
+    const sj = cli(w, ['status', '0', '--json'], RECOVERY);
+    expect(sj.status).toBe(0);
+    expect(JSON.parse(sj.stdout)).toMatchObject({ devId: 0, state: 'quiesced', pid: null, lastPid: pid, reason: why, since: '2026-01-02T03:04:05.000Z' });
+    expect(JSON.parse(cli(w, ['list', '--json'], RECOVERY).stdout)).toEqual([expect.objectContaining({ state: 'quiesced', reason: why })]);
+    const del = cli(w, ['del', 'crashy'], RECOVERY);
     expect(del.stderr).toBe('');
     expect(del.status).toBe(0);
     expect(w.devNodes()).toEqual([]);

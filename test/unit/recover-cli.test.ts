@@ -8,6 +8,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readEntries, readEntryOf } from '../../src/control/registry.js';
 import { cli, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
+import { supervisorOf } from '../../src/supervisor/find.js';
 
 const FAKE = { features: '0xd8' }; // CMD_IOCTL_ENCODE | USER_COPY | USER_RECOVERY | USER_RECOVERY_REISSUE
 let w: World;
@@ -17,6 +18,8 @@ beforeEach(() => {
 afterEach(() => {
   for (const e of readEntries(w.runDir).live) {
     try {
+      const sup = supervisorOf(e.pid);
+      if (sup !== null) process.kill(sup, 'SIGKILL');
       process.kill(e.pid, 'SIGKILL');
     } catch {
       // already gone
@@ -29,6 +32,9 @@ async function addAndKill(name: string): Promise<number> {
   const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', name, '--json'], FAKE);
   expect(add.stderr).toBe('');
   const { pid } = JSON.parse(add.stdout) as { pid: number };
+  // add runs the daemon under a supervisor that would recover the device itself: kill that first.
+  const sup = supervisorOf(pid);
+  if (sup !== null) process.kill(sup, 'SIGKILL');
   process.kill(pid, 'SIGKILL');
   await waitFor(() => !pidAlive(pid));
   return pid;

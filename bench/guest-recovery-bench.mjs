@@ -1,0 +1,164 @@
+// Recovery benchmark, run inside the VM as root (issue 12): how long a kill -9 of the daemon stalls the
+// device's users when the supervisor recovers it.
+//
+// One device (`add`, so under a supervisor) over loop devices. A reader (fio 4k randread QD16, stopped
+// with SIGINT 3 s after the last round)
+// logs every completed I/O with its completion time (--write_lat_log, --log_unix_epoch: wall-clock ms).
+// BENCH_ROUNDS times (default 10), BENCH_SPACING seconds apart (default 16: the supervisor gives up after 5
+// crashes within 60 s, so kills closer than 15 s would end the run), the daemon is killed with SIGKILL.
+// For each kill, from the reader's log:
+//   - recoveryMs: time from the kill to the first I/O completed after the stall. The stall is the longest
+//     gap between two consecutive completions that ends within 30 s after the kill; its end is the first
+//     completion served by the new daemon (requests the dead one held are reissued to it).
+//   - the IOPS dip: completions per 100 ms bin in the 2 s before the kill (baseline, mean) and the 2 s
+//     after it (mean and the lowest bin).
+// Also reported: when the new daemon answered `status` (servedMs, polled every 50 ms over the control
+// socket). Prints a summary and one line `BENCH_JSON <json>`.
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { median, sh } from './fio.mjs';
+import { request } from '../dist/control/client.js';
+
+const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const cli = path.join(repo, 'bin', 'dmremap-ublk.js');
+const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
+const spacingSec = Number(process.env.BENCH_SPACING ?? 16);
+const RUN_DIR = process.env.DMREMAP_RUN_DIR ?? '/run/dmremap-ublk';
+const BIN_MS = 100;
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'dmremap-rbench-'));
+const loops = [];
+const loop = (name, mib) => {
+  const f = path.join(dir, name);
+  sh('truncate', ['-s', `${mib}M`, f]);
+  const dev = sh('losetup', ['-f', '--show', '--direct-io=on', f]);
+  loops.push(dev);
+  return dev;
+};
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function statusOf(sock) {
+  try {
+    return await request(sock, 'status', {}, 1000);
+  } catch {
+    return null;
+  }
+}
+
+/** Analyses one kill at wall-clock `t` against the sorted completion times `times`. */
+function analyse(times, t) {
+  // First completion at or after the kill.
+  let lo = 0;
+  let hi = times.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (times[mid] < t) lo = mid + 1;
+    else hi = mid;
+  }
+  let best = -1;
+  let bestGap = -1;
+  for (let j = Math.max(lo, 1); j < times.length && times[j] <= t + 30_000; j++) {
+    const gap = times[j] - times[j - 1];
+    if (gap > bestGap) {
+      bestGap = gap;
+      best = j;
+    }
+  }
+  if (best < 0) return null;
+  const bins = (from, to) => {
+    const n = Math.round((to - from) / BIN_MS);
+    const counts = new Array(n).fill(0);
+    for (let j = 0; j < times.length; j++) {
+      if (times[j] < from || times[j] >= to) continue;
+      counts[Math.floor((times[j] - from) / BIN_MS)]++;
+    }
+    return counts.map((c) => (c * 1000) / BIN_MS);
+  };
+  const before = bins(t - 2000, t);
+  const after = bins(t, t + 2000);
+  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  return {
+    recoveryMs: times[best] - t,
+    stallMs: bestGap,
+    iopsBefore: Math.round(mean(before)),
+    iopsAfter2s: Math.round(mean(after)),
+    iopsMinBin: Math.min(...after),
+  };
+}
+
+let dev;
+try {
+  const main = loop('main.img', 1024);
+  const spare = loop('spare.img', 64);
+  const added = JSON.parse(sh('node', [cli, 'add', '--main', main, '--spare', spare, '--json']));
+  dev = added.blockPath;
+  const sock = path.join(RUN_DIR, `${added.devId}.sock`);
+  const logPrefix = path.join(dir, 'reader');
+  const fio = spawn('fio', [
+    '--name=reader', `--filename=${dev}`, '--direct=1', '--ioengine=io_uring', '--rw=randread', '--bs=4k', '--iodepth=16',
+    '--norandommap', '--randrepeat=0', '--time_based', '--runtime=3600', '--output-format=json',
+    `--write_lat_log=${logPrefix}`, '--log_avg_msec=0', '--log_unix_epoch=1',
+  ], { stdio: ['ignore', 'pipe', 'inherit'], cwd: dir });
+  let out = '';
+  fio.stdout.on('data', (d) => (out += d));
+  const fioDone = new Promise((resolve) => fio.on('close', (code) => resolve(code)));
+  let fioExited = false;
+  fio.on('close', () => (fioExited = true));
+  await sleep(5000);
+  const kills = [];
+  for (let i = 0; i < rounds; i++) {
+    const st = await statusOf(sock);
+    if (st === null) throw new Error(`round ${i}: the daemon does not answer`);
+    const t = Date.now();
+    process.kill(st.pid, 'SIGKILL');
+    let servedMs = null;
+    for (;;) {
+      const now = await statusOf(sock);
+      if (now !== null && now.pid !== st.pid) {
+        servedMs = Date.now() - t;
+        break;
+      }
+      if (Date.now() - t > 60_000) throw new Error(`round ${i}: not served again within 60 s`);
+      await sleep(50);
+    }
+    kills.push({ t, oldPid: st.pid, servedMs });
+    await sleep(Math.max(0, spacingSec * 1000 - (Date.now() - t)));
+  }
+  // The reader runs until told to stop (SIGINT: fio writes its report and exits), 3 s after the last round.
+  await sleep(3000);
+  if (fioExited) throw new Error('fio ended before the last round');
+  fio.kill('SIGINT');
+  const code = await fioDone;
+  if (!out.includes('{')) throw new Error(`fio exited ${code} without a report`);
+  const report = JSON.parse(out.slice(out.indexOf('{')));
+  const errors = report.jobs[0].error;
+  if (errors !== 0) throw new Error(`fio exited ${code} with error ${errors}`);
+  // The completion latency log: "<epoch ms>, <clat ns>, <dir>, <bs>, <offset>...".
+  const clat = readdirSync(dir).find((n) => n.startsWith('reader_clat') && n.endsWith('.log'));
+  const times = readFileSync(path.join(dir, clat), 'utf8').split('\n').filter((l) => l !== '').map((l) => Number(l.slice(0, l.indexOf(','))));
+  times.sort((a, b) => a - b);
+  const results = kills.map((k) => ({ ...k, ...analyse(times, k.t) }));
+  // Kills with no completion in the log after them (none found within 30 s) have no recoveryMs.
+  const rec = results.map((r) => r.recoveryMs).filter((v) => Number.isFinite(v));
+  const summary = {
+    kills: rounds,
+    recoveryMsMedian: median(rec),
+    recoveryMsMax: Math.max(...rec),
+    servedMsMedian: median(results.map((r) => r.servedMs)),
+    iopsBeforeMedian: median(results.map((r) => r.iopsBefore)),
+    iopsAfter2sMedian: median(results.map((r) => r.iopsAfter2s)),
+    fioErrors: errors,
+    readIops: Math.round(report.jobs[0].read.iops),
+  };
+  console.log(`\nkill -9 of the daemon under 4k randread QD16, ${rounds} kills ${spacingSec} s apart, supervisor recovering:`);
+  console.log(`kill to first completed I/O after recovery: median ${summary.recoveryMsMedian} ms, max ${summary.recoveryMsMax} ms (per kill: ${rec.join(', ')})`);
+  console.log(`new daemon answering status: median ${summary.servedMsMedian} ms after the kill`);
+  console.log(`reader IOPS (100 ms bins): ${summary.iopsBeforeMedian} in the 2 s before a kill, ${summary.iopsAfter2sMedian} in the 2 s after (medians); fio errors ${errors}`);
+  console.log(`BENCH_JSON ${JSON.stringify({ kernel: os.release(), rounds, spacingSec, summary, kills: results.map(({ t, ...r }) => r) })}`);
+} finally {
+  if (dev) spawnSync('node', [cli, 'del', dev], { stdio: 'inherit' });
+  for (const l of loops.reverse()) spawnSync('losetup', ['-d', l]);
+  rmSync(dir, { recursive: true, force: true });
+}

@@ -1,0 +1,66 @@
+// `dmremap-ublk restart <device>`: replaces the device's daemon with a new one running the code installed
+// now, without taking the device away from its users. The old daemon detaches (stops taking new work,
+// finishes what it holds, flushes, exits RESTART_EXIT_CODE leaving the device quiesced: its users' I/O
+// waits); its supervisor starts `recover <id>` at once. A daemon with no supervisor (--foreground): this
+// command starts `recover <id>` itself once the old pid is gone. Returns when the device is live again and
+// the new daemon answers `status`.
+import { spawn } from 'node:child_process';
+import { request } from '../control/client.js';
+import { isAlive, readEntries, type RegistryEntry } from '../control/registry.js';
+import { DmrError } from '../errors.js';
+import { runDir } from '../paths.js';
+import { BIN } from '../supervisor/child-process.js';
+import { printJson, type CliContext } from './context.js';
+import { liveEntry } from './status.js';
+
+export const RESTART_TIMEOUT_MS = 60_000;
+const POLL_MS = 20;
+
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T | null> | T | null): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== null) return v;
+    if (Date.now() > deadline) throw new DmrError('E_TIMEOUT', `${what} within ${timeoutMs / 1000} s`);
+    await sleep(POLL_MS);
+  }
+}
+
+/** Runs `dmremap-ublk recover <id>` (it detaches its daemon) and waits for it; its error becomes ours. */
+function recoverDetached(ctx: CliContext, devId: number): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, 'recover', String(devId)], { cwd: '/', env: ctx.env, stdio: ['ignore', 'ignore', 'pipe'] });
+    let err = '';
+    child.stderr.setEncoding('utf8');
+    child.stderr.on('data', (d: string) => (err += d));
+    child.on('error', (e) => reject(new DmrError('E_DAEMON', `cannot run recover: ${e.message}`)));
+    child.on('exit', (code) => {
+      if (code === 0) resolve();
+      else reject(new DmrError('E_DAEMON', `recover ${devId} failed: ${err.trim().replace(/^dmremap-ublk: /, '') || `exit code ${code}`}`));
+    });
+  });
+}
+
+export async function runRestart(ctx: CliContext, target: string, json: boolean, timeoutMs = RESTART_TIMEOUT_MS): Promise<number> {
+  const began = Date.now();
+  const dir = runDir(ctx.env);
+  const old: RegistryEntry = liveEntry(ctx, target);
+  const { supervised } = await request(old.socket, 'restart', {});
+  await until(`daemon pid ${old.pid} did not exit`, timeoutMs, () => (isAlive(old) ? null : true));
+  if (!supervised) await recoverDetached(ctx, old.devId);
+  const pid = await until(`${old.blockPath} was not served again`, timeoutMs, async () => {
+    const next = readEntries(dir).live.find((e) => e.devId === old.devId && e.pid !== old.pid);
+    if (next === undefined) return null;
+    try {
+      return (await request(next.socket, 'status', {}, 2000)).pid;
+    } catch {
+      return null;
+    }
+  });
+  const seconds = (Date.now() - began) / 1000;
+  if (json) printJson(ctx, { devId: old.devId, blockPath: old.blockPath, name: old.name, pid, previousPid: old.pid, supervised, seconds });
+  else ctx.stdout.write(`restarted ${old.blockPath}: daemon pid ${pid} (was ${old.pid})\n`);
+  return 0;
+}

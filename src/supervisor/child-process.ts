@@ -1,0 +1,46 @@
+// Starting the supervised daemon: `node bin/dmremap-ublk.js <args>` in the supervisor's session, cwd /,
+// stdout and stderr shared with the supervisor (the log file), fd 3 a pipe for its readiness line. The
+// child learns its supervisor's pid from DMREMAP_SUPERVISOR_PID (`restart` asks whether one will start its
+// successor).
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { READY_FD_ENV } from '../cli/readiness.js';
+import { readReadyLine } from './ready-line.js';
+import type { SupervisedChild } from './supervisor.js';
+import type { ChildExit } from './restart-policy.js';
+
+export const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
+export const SUPERVISOR_PID_ENV = 'DMREMAP_SUPERVISOR_PID';
+
+export function startChild(args: string[], env: NodeJS.ProcessEnv, command: string[] = [process.execPath, BIN]): SupervisedChild {
+  const [exe, ...pre] = command as [string, ...string[]];
+  const child = spawn(exe, [...pre, ...args], {
+    cwd: '/',
+    stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
+    env: { ...env, [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) },
+  });
+  const exited = new Promise<ChildExit>((resolve) => {
+    child.on('exit', (code, signal) => resolve({ code, signal }));
+    // A child that could not be started at all (ENOENT, EACCES): reported as an exit code like a crash.
+    child.on('error', () => resolve({ code: 127, signal: null }));
+  });
+  const pipe = child.stdio[3] as NodeJS.ReadableStream;
+  return {
+    pid: child.pid,
+    ready: readReadyLine(pipe),
+    exited,
+    kill: (sig) => {
+      try {
+        child.kill(sig);
+      } catch {
+        // Exited meanwhile.
+      }
+    },
+  };
+}
+
+/** Whether this daemon runs under a supervisor that will start its successor: its parent is the supervisor. */
+export function hasSupervisor(env: NodeJS.ProcessEnv = process.env): boolean {
+  const v = env[SUPERVISOR_PID_ENV];
+  return v !== undefined && v === String(process.ppid);
+}

@@ -1,0 +1,172 @@
+// The supervisor with real child processes (a fake daemon script standing in for `add|recover
+// --foreground`): readiness relay, recovery after a crash, restart without counting, give-up, clean exit,
+// hand-off to another daemon, and SIGTERM forwarding.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { createLogger } from '../../src/log.js';
+import type { ReadyMessage } from '../../src/cli/readiness.js';
+import { startChild } from '../../src/supervisor/child-process.js';
+import { Supervisor, type SupervisedChild } from '../../src/supervisor/supervisor.js';
+import { MAX_CRASHES } from '../../src/supervisor/restart-policy.js';
+
+const FAKE = fileURLToPath(new URL('./fixtures/fake-daemon.mjs', import.meta.url));
+
+let dir: string;
+let started: SupervisedChild[];
+let marks: string[];
+let relayed: ReadyMessage[];
+let exists: boolean;
+let owner: number | null;
+let logLines: string[];
+
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-sup-'));
+  started = [];
+  marks = [];
+  relayed = [];
+  exists = true;
+  owner = null;
+  logLines = [];
+});
+afterEach(() => {
+  for (const c of started) c.kill('SIGKILL');
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+function plan(...steps: string[]): void {
+  fs.writeFileSync(path.join(dir, 'plan'), steps.map((s) => `${s}\n`).join(''));
+}
+
+/** The args each fake daemon was started with, in order. */
+function starts(): string[] {
+  const f = path.join(dir, 'log');
+  return fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim().split('\n').map((l) => l.slice(l.indexOf(' ') + 1)) : [];
+}
+
+function supervisor(): Supervisor {
+  const env = { ...process.env, FAKE_DAEMON_LOG: path.join(dir, 'log'), FAKE_DAEMON_PLAN: path.join(dir, 'plan') };
+  return new Supervisor(['add', '--main', '/x', '--foreground', '--log-file', '/tmp/d.log'], {
+    start: (args) => {
+      const c = startChild(args, env, [process.execPath, FAKE]);
+      started.push(c);
+      return c;
+    },
+    deviceExists: () => exists,
+    ownerPid: () => owner,
+    markQuiesced: (devId, reason) => marks.push(`${devId}: ${reason}`),
+    relay: (m) => relayed.push(m),
+    log: createLogger({ stderr: { write: (s: string) => logLines.push(s) } }),
+  });
+}
+
+async function until(cond: () => boolean, ms = 10_000): Promise<void> {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const readyPid = async (c: SupervisedChild | undefined): Promise<number> => {
+  const r = await c?.ready;
+  if (!r?.ok) throw new Error('child not ready');
+  return r.pid;
+};
+
+describe('supervisor', () => {
+  it('relays the first readiness once, and recovers a daemon killed with SIGKILL within a second', async () => {
+    plan('ready', 'ready');
+    const sup = supervisor();
+    const running = sup.run();
+    const pid = await readyPid(started[0]);
+    expect(relayed).toEqual([{ ok: true, devId: 7, blockPath: '/dev/ublkb7', name: null, pid }]);
+    const killedAt = Date.now();
+    process.kill(pid, 'SIGKILL');
+    await until(() => started.length === 2);
+    // The recovery is started within a second (how fast node then starts is the machine's business).
+    expect(Date.now() - killedAt).toBeLessThan(1000);
+    const pid2 = await readyPid(started[1]);
+    expect(pid2).not.toBe(pid);
+    expect(starts()).toEqual(['add --main /x --foreground --log-file /tmp/d.log', 'recover 7 --foreground --log-file /tmp/d.log']);
+    expect(marks).toEqual(['7: daemon exited (signal SIGKILL)']);
+    expect(relayed).toHaveLength(1); // add heard only from the first daemon
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+    expect(started).toHaveLength(2);
+  });
+
+  it('exit 75 (restart) starts the successor at once and is never counted as a crash', async () => {
+    const n = MAX_CRASHES + 2;
+    plan(...Array.from({ length: n }, () => 'ready-exit 75'), 'ready');
+    const sup = supervisor();
+    const running = sup.run();
+    await until(() => started.length === n + 1);
+    await readyPid(started[n]);
+    expect(starts().slice(1)).toEqual(Array.from({ length: n }, () => 'recover 7 --foreground --log-file /tmp/d.log'));
+    expect(marks).toEqual([]);
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+  });
+
+  it(`gives up after ${MAX_CRASHES} crashes within 60 s, records why and exits non-zero`, async () => {
+    plan('ready', 'die', 'die', 'die', 'die', 'ready');
+    const sup = supervisor();
+    const running = sup.run();
+    process.kill(await readyPid(started[0]), 'SIGKILL');
+    expect(await running).toBe(1);
+    expect(started).toHaveLength(MAX_CRASHES);
+    expect(marks.at(-1)).toBe('7: gave up after 5 crashes in 60 s (last: exit code 3)');
+    expect(logLines.join('')).toContain('not restarting the daemon again');
+  });
+
+  it('exit 0 ends the supervisor without a restart', async () => {
+    plan('ready-exit 0');
+    expect(await supervisor().run()).toBe(0);
+    expect(started).toHaveLength(1);
+    expect(marks).toEqual([]);
+  });
+
+  it('a crash that leaves no device (it was deleted) ends the supervisor', async () => {
+    plan('ready');
+    const sup = supervisor();
+    const running = sup.run();
+    const pid = await readyPid(started[0]);
+    exists = false;
+    process.kill(pid, 'SIGKILL');
+    expect(await running).toBe(0);
+    expect(started).toHaveLength(1);
+  });
+
+  it('hands off when another daemon serves the device by the time it would recover', async () => {
+    plan('ready');
+    const sup = supervisor();
+    const running = sup.run();
+    const pid = await readyPid(started[0]);
+    owner = 4242;
+    process.kill(pid, 'SIGKILL');
+    expect(await running).toBe(0);
+    expect(started).toHaveLength(1);
+  });
+
+  it('a daemon that fails to start: its failure is relayed and nothing is restarted', async () => {
+    plan('fail');
+    expect(await supervisor().run()).toBe(1);
+    expect(relayed).toEqual([{ ok: false, code: 'E_DEVICE_BUSY', message: 'spare is in use' }]);
+    expect(started).toHaveLength(1);
+  });
+
+  it('stop forwards SIGTERM to the daemon; stopped in the pause after a crash, it recovers and then stops the new one', async () => {
+    plan('ready', 'ready');
+    const sup = supervisor();
+    const running = sup.run();
+    const pid = await readyPid(started[0]);
+    process.kill(pid, 'SIGKILL');
+    sup.stop('SIGTERM'); // during the pause: the recovery starts at once and is told to stop once ready
+    expect(await running).toBe(0);
+    expect(starts()).toEqual(['add --main /x --foreground --log-file /tmp/d.log', 'recover 7 --foreground --log-file /tmp/d.log']);
+    expect(await started[1]?.exited).toEqual({ code: 0, signal: null });
+  });
+});
