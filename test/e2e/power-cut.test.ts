@@ -7,7 +7,7 @@
 // and enough commits for the 8-record journals of a 512 KiB spare to be compacted several times. A mark
 // pc-N follows each step, once what it did was acknowledged: both maps are suspended (--noflush: no flush
 // is sent, in-flight I/O completes), the mark goes to both logs, and both resume, so mark pc-N is the same
-// instant in both logs.
+// instant in both logs. A mark x-... follows each remap and unremap command too.
 //
 // The logs are then read back (test/e2e/tools/log-writes.mjs) and each device rebuilt as a power cut
 // would leave it, per device (dm-log-writes logs writes in completion order, flushed ones before their
@@ -19,7 +19,7 @@
 //     never.
 // The two devices' states are combined per mark interval: each state of main (after mark pc-(N-1), before
 // pc-N) with the spare as it was at mark pc-(N-1), each state of the spare with main as it is at mark pc-N,
-// and both at each mark. At each combination the spare is loaded with the store `add` uses (same options,
+// and both at each mark (pc-N and x-...). At each combination the spare is loaded with the store `add` uses (same options,
 // no force), and every block of the device is resolved as the data path serves it (table → slot, lost →
 // EIO, error segment → EIO, else main): a write acknowledged and flushed before the last mark reads back its
 // bytes, a block reads only data that was written to it (its own block number and a generation written to
@@ -558,6 +558,18 @@ function pairStates(main: DeviceLog, spare: DeviceLog, mainStates: { prefix: Cra
   return out;
 }
 
+/** Both devices at each mark whose name starts with `prefix` (a cut at one instant in both logs). */
+function bothAtMarks(main: DeviceLog, spare: DeviceLog, prefix: string): PairState[] {
+  return [...main.named.keys()]
+    .filter((n) => n.startsWith(prefix))
+    .map((n) => {
+      const mi = main.named.get(n) as number;
+      const si = spare.named.get(n);
+      if (si === undefined) throw new Error(`mark ${n} is in main's log, not in the spare's`);
+      return { label: `both at mark ${n}`, done: marksDone(main.marks, mi), main: prefixAt(main.log, mi, `main at ${n}`), spare: prefixAt(spare.log, si, `spare at ${n}`), prefix: true };
+    });
+}
+
 /** A device's log replayed into a buffer, forwards; started again from empty when asked for an earlier flush. */
 class DeviceReplay {
   private readonly base: Buffer;
@@ -693,13 +705,18 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
       rec.mark(`pc-${model.step}`);
       model.step++;
     };
+    // A mark after each remap and unremap (x-...): what the command made durable on either device is in
+    // both logs before it, so the cut there catches a flush sent to the wrong device.
+    let ops = 0;
     const remap = async (b: number) => {
       await cliOk('remap', dev, String(b * SECTORS_PER_BLOCK));
       model.tableFact(b, true);
+      rec.mark(`x-${ops++}-remap-${b}`);
     };
     const unremap = async (b: number) => {
       await cliOk('unremap', dev, String(b * SECTORS_PER_BLOCK));
       model.tableFact(b, false);
+      rec.mark(`x-${ops++}-unremap-${b}`);
     };
     const p = (i: number) => pool[i] as number;
 
@@ -776,7 +793,7 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
 
     const mainStates = crashStates(mainLog.log, mainLog.marks, rnd, 0, true);
     const spareStates = crashStates(spareLog.log, spareLog.marks, rnd, 0, false);
-    const pairs = pairStates(mainLog, spareLog, mainStates, spareStates);
+    const pairs = [...pairStates(mainLog, spareLog, mainStates, spareStates), ...bothAtMarks(mainLog, spareLog, 'x-')];
     const t0 = Date.now();
     await forEachPair(mainLog, spareLog, pairs, checkState);
     console.log(
@@ -856,13 +873,7 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
     const mainLog = readLog(rec.mainLog, lastStep + 1);
     const spareLog = readLog(rec.spareLog, lastStep + 1);
     // Every mark after mkfs (pc-N and the x- marks between them): an instant in both logs.
-    const names = [...mainLog.named.keys()].filter((n) => (n.startsWith('pc-') || n.startsWith('x-')) && (mainLog.named.get(n) as number) >= (mainLog.marks[1] as number));
-    const states: PairState[] = names.map((n) => {
-      const mi = mainLog.named.get(n) as number;
-      const si = spareLog.named.get(n);
-      if (si === undefined) throw new Error(`mark ${n} is in main's log, not in the spare's`);
-      return { label: `mark ${n}`, done: marksDone(mainLog.marks, mi), main: prefixAt(mainLog.log, mi, `main at ${n}`), spare: prefixAt(spareLog.log, si, `spare at ${n}`), prefix: true };
-    });
+    const states = [...bothAtMarks(mainLog, spareLog, 'pc-'), ...bothAtMarks(mainLog, spareLog, 'x-')].filter((x) => x.done >= 2);
     console.log(`fs logs: main ${mainLog.log.entries.length} entries, spare ${spareLog.log.entries.length}; ${states.length} marks from mkfs done on`);
     const problems: string[] = [];
     let fileChecks = 0;
