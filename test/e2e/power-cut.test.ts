@@ -1,30 +1,37 @@
 // Power cuts, replayed from the kernel's own record of the writes (issue 12, "Power cut"; DESIGN.md
-// invariants 1-3). One loop device (over a tmpfs file) sits under a dm-log-writes target with a log device
-// of its own; main and spare are two device-mapper maps on top of it (main: linear pieces with `error`
-// segments, the bad sectors; spare: linear), so one log orders the writes and flushes of both. A daemon
-// serves main and spare while a workload runs: user writes of self-describing blocks with fdatasync,
+// invariants 1-3). Main and spare each sit on a loop device (over a tmpfs file) under a dm-log-writes target
+// of their own with a log device of their own, so a flush sent to one device is recorded in that device's log
+// only (main: linear pieces over its log-writes with `error` segments, the bad sectors; spare: linear). A
+// daemon serves main and spare while a workload runs: user writes of self-describing blocks with fdatasync,
 // auto-remaps of writes and reads that hit the error segments, manual remaps and unremaps through the CLI,
 // and enough commits for the 8-record journals of a 512 KiB spare to be compacted several times. A mark
-// (`dmsetup message <lw> 0 mark pc-N`) follows each step, once what it did was acknowledged.
+// pc-N follows each step, once what it did was acknowledged: both maps are suspended (--noflush: no flush
+// is sent, in-flight I/O completes), the mark goes to both logs, and both resume, so mark pc-N is the same
+// instant in both logs. A mark x-... follows each remap and unremap command too.
 //
-// The log is then read back (test/e2e/tools/log-writes.mjs) and the data device rebuilt as a power cut
-// would leave it:
-//   - at every FLUSH and FUA entry, every mark, and a seeded sample of entries between marks (a prefix of
-//     the log: dm-log-writes logs writes in completion order, flushed ones before their flush), and
-//   - for every flush epoch (the writes between two flushes), each state that keeps all of the epoch but one
-//     non-FUA write: a disk may lose any unflushed write (docs/FORMAT.md, "Failure model").
-// At each state the spare is loaded with the store `add` uses (same options, no force), and every block of
-// the device is resolved as the data path serves it (table → slot, lost → EIO, error segment → EIO, else
-// main): a write acknowledged and flushed before the last mark reads back its bytes, a block reads only
-// data that was written to it (its own block number and a generation written to it: older never, another
-// block's never, zeros only if it was never written), and a remap acknowledged before the mark is in the
-// table. At a few prefix points (seeded) the rebuilt devices also go through the real thing:
-// `dmremap-ublk add` (no --force-format) over main and spare rebuilt as before, every block read through
-// /dev/ublkbN and compared with the model, then `del`.
+// The logs are then read back (test/e2e/tools/log-writes.mjs) and each device rebuilt as a power cut
+// would leave it, per device (dm-log-writes logs writes in completion order, flushed ones before their
+// flush): its log through its own last FLUSH before the cut plus a subset of its unflushed writes:
+//   - prefixes: at every FLUSH and FUA entry and mark of its log, and a seeded sample between marks, and
+//   - per flush epoch (the writes between two of its FLUSHes): the epoch without each one non-FUA write, and
+//     the epoch without any of them (a disk may lose any unflushed write: docs/FORMAT.md, "Failure model");
+//     main's are thinned to a seeded sample when there are too many, the spare's (journal and slot writes)
+//     never.
+// The two devices' states are combined per mark interval: each state of main (after mark pc-(N-1), before
+// pc-N) with the spare as it was at mark pc-(N-1), each state of the spare with main as it is at mark pc-N,
+// and both at each mark (pc-N and x-...). At each combination the spare is loaded with the store `add` uses (same options,
+// no force), and every block of the device is resolved as the data path serves it (table → slot, lost →
+// EIO, error segment → EIO, else main): a write acknowledged and flushed before the last mark reads back its
+// bytes, a block reads only data that was written to it (its own block number and a generation written to
+// it: older never, another block's never, zeros only if it was never written), and a remap acknowledged
+// before the mark is in the table. At a few points (seeded) the rebuilt devices also go through the real
+// thing: `dmremap-ublk add` (no --force-format) over main and spare rebuilt as before, every block read
+// through /dev/ublkbN and compared with the model, then `del`.
 //
-// The filesystem run: mkfs.ext4 on the ublk device (with bad blocks under it), files written with fsync;
-// at each flush after mkfs the rebuilt device's image passes `e2fsck -fn` (after its journal is replayed,
-// as mount would) and holds every file whose fsync came before the last mark.
+// The filesystem run: mkfs.ext4 on the ublk device (with bad blocks under it), files written with fsync,
+// a mark after each write, fsync and directory fsync; at each mark after mkfs the rebuilt devices' image
+// passes `e2fsck -fn` (after its journal is replayed, as mount would) and holds every file whose fsync came
+// before the last pc mark.
 //
 // Seeds: DMREMAP_POWERCUT_SEED (default: random, printed). DMREMAP_POWERCUT_ADDS: how many points go through
 // a real `add` in the block run (default 3; each costs a daemon start, ~20 s in the TCG VM).
@@ -61,13 +68,12 @@ const BS = 4096;
 const MAIN_BLOCKS = 4096;
 const MAIN_BYTES = MAIN_BLOCKS * BS; // 16 MiB
 const SPARE_BYTES = 512 * 1024; // journals of 8 records: a compaction every 8 commits
-const DATA_BYTES = MAIN_BYTES + SPARE_BYTES;
 const LOG_BYTES = 1 << 30; // sparse
 const SECTORS_PER_BLOCK = BS / 512;
 
 const SEED = Number(process.env.DMREMAP_POWERCUT_SEED ?? Math.floor(Math.random() * 2 ** 31));
 const REAL_ADDS = Number(process.env.DMREMAP_POWERCUT_ADDS ?? 3);
-/** Crash states that drop one unflushed write, at most (a seeded sample beyond). */
+/** Main's crash states that drop unflushed writes, at most (a seeded sample beyond; the spare's: all). */
 const MAX_REORDER_STATES = 400;
 /** Entries sampled between two consecutive marks. */
 const SAMPLES_PER_INTERVAL = 3;
@@ -179,51 +185,89 @@ class Rig {
   }
 }
 
+/** One device's dm-log-writes log, read back. */
+interface DeviceLog {
+  log: ParsedLog;
+  src: LogSource;
+  /** The entry index of mark pc-k, for k = 0.. */
+  marks: number[];
+  /** Every mark's entry index by name. */
+  named: Map<string, number>;
+}
+
 interface Recording {
   /** The main device's path (a dm name: the same name is used when it is rebuilt, for its fingerprint). */
   mainName: string;
   spareName: string;
   identity: ReturnType<typeof mainIdentity>;
   bad: SectorRange[];
-  logFile: string;
-  /** Mark the log-writes device with `name` (after what it records was acknowledged). */
+  mainLog: string;
+  spareLog: string;
+  /** Marks both logs with `name` at one instant (after what it records was acknowledged). */
   mark(name: string): void;
   daemon: ForegroundDaemon;
-  /** Stops the daemon, removes the maps and the log-writes target (which writes the log's last super block). */
+  /** Stops the daemon, removes the maps and the log-writes targets (which write their logs' last super blocks). */
   finish(): Promise<void>;
 }
 
-/** Builds loop → log-writes → main (with `bad` error blocks) + spare and starts a daemon on them; marks pc-0. */
+/**
+ * Builds loop → log-writes → main (with `bad` error blocks) and loop → log-writes → spare, each log-writes
+ * with a log of its own, and starts a daemon on them; marks pc-0.
+ */
 async function record(rig: Rig, badBlocks: readonly number[]): Promise<Recording> {
-  const data = rig.loop(rig.file('data.img', DATA_BYTES), true);
-  const logFile = rig.file('log.img', LOG_BYTES);
-  const logDev = rig.loop(logFile, false);
-  const lwName = `${rig.tag}-lw`;
-  const lw = rig.dm(lwName, `0 ${DATA_BYTES / 512} log-writes ${data} ${logDev}\n`);
+  const mainData = rig.loop(rig.file('main.img', MAIN_BYTES), true);
+  const spareData = rig.loop(rig.file('spare.img', SPARE_BYTES), true);
+  const mainLog = rig.file('main-log.img', LOG_BYTES);
+  const spareLog = rig.file('spare-log.img', LOG_BYTES);
+  const mainLogDev = rig.loop(mainLog, false);
+  const spareLogDev = rig.loop(spareLog, false);
+  const lwMainName = `${rig.tag}-lw-main`;
+  const lwSpareName = `${rig.tag}-lw-spare`;
+  const lwMain = rig.dm(lwMainName, `0 ${MAIN_BYTES / 512} log-writes ${mainData} ${mainLogDev}\n`);
+  const lwSpare = rig.dm(lwSpareName, `0 ${SPARE_BYTES / 512} log-writes ${spareData} ${spareLogDev}\n`);
   const bad = blockRanges(badBlocks);
   const mainName = `${rig.tag}-main`;
   const spareName = `${rig.tag}-spare`;
-  const main = rig.dm(mainName, errorTable(lw, MAIN_BYTES / 512, bad));
-  const spare = rig.dm(spareName, `0 ${SPARE_BYTES / 512} linear ${lw} ${MAIN_BYTES / 512}\n`);
+  const main = rig.dm(mainName, errorTable(lwMain, MAIN_BYTES / 512, bad));
+  const spare = rig.dm(spareName, `0 ${SPARE_BYTES / 512} linear ${lwSpare} 0\n`);
   const identity = mainIdentity(main, BigInt(MAIN_BYTES));
   const daemon = await rig.daemon(main, spare, 'state-record');
-  const mark = (name: string) => void must('dmsetup', ['message', lwName, '0', 'mark', name]);
+  // Both maps held (no flush sent: --noflush; no freeze: --nolockfs), so no write is in flight below them
+  // while the two marks are logged: the same instant in both logs.
+  const mark = (name: string) => {
+    must('dmsetup', ['suspend', '--noflush', '--nolockfs', mainName]);
+    try {
+      must('dmsetup', ['suspend', '--noflush', '--nolockfs', spareName]);
+      try {
+        must('dmsetup', ['message', lwMainName, '0', 'mark', name]);
+        must('dmsetup', ['message', lwSpareName, '0', 'mark', name]);
+      } finally {
+        must('dmsetup', ['resume', spareName]);
+      }
+    } finally {
+      must('dmsetup', ['resume', mainName]);
+    }
+  };
   mark('pc-0');
   return {
     mainName,
     spareName,
     identity,
     bad,
-    logFile,
+    mainLog,
+    spareLog,
     mark,
     daemon,
     async finish() {
       await rig.del(daemon);
       await rig.dmRemove(mainName);
       await rig.dmRemove(spareName);
-      await rig.dmRemove(lwName);
-      rig.detach(logDev);
-      rig.detach(data);
+      await rig.dmRemove(lwMainName);
+      await rig.dmRemove(lwSpareName);
+      rig.detach(mainLogDev);
+      rig.detach(spareLogDev);
+      rig.detach(mainData);
+      rig.detach(spareData);
     },
   };
 }
@@ -356,14 +400,14 @@ class CrashImage {
   }
 }
 
-/** The spare part of a crash image as the store's I/O (writes, i.e. repairs at open, stay in memory). */
+/** The spare's crash image as the store's I/O (writes, i.e. repairs at open, stay in memory). */
 class ImageSpareIo implements SpareIo {
   readonly size = BigInt(SPARE_BYTES);
   private readonly written: Array<{ off: number; data: Buffer }> = [];
   constructor(private readonly img: CrashImage) {}
   async read(offset: number | bigint, length: number): Promise<Buffer> {
     const off = Number(offset);
-    const out = Buffer.from(this.img.read(MAIN_BYTES + off, length));
+    const out = Buffer.from(this.img.read(off, length));
     for (const w of this.written) {
       const from = Math.max(off, w.off);
       const to = Math.min(off + length, w.off + w.data.length);
@@ -385,8 +429,8 @@ interface Resolved {
 }
 
 /** Loads the spare as `add` does (no force) and resolves every block; throws what `add` would refuse with. */
-async function resolve(img: CrashImage, rec: Recording): Promise<Resolved> {
-  const io = new ImageSpareIo(img);
+async function resolve(main: CrashImage, spare: CrashImage, rec: Recording): Promise<Resolved> {
+  const io = new ImageSpareIo(spare);
   const { store, report } = await RemapStore.open(io, {
     main: rec.identity,
     blockSize: BS,
@@ -401,29 +445,47 @@ async function resolve(img: CrashImage, rec: Recording): Promise<Resolved> {
   for (let b = 0; b < MAIN_BLOCKS; b++) {
     const e = store.table.get(b);
     if (e !== undefined) blocks.push(e.state === 'lost' ? 'EIO' : await io.read(slotOffset(store.geometry, e.slot), BS));
-    else blocks.push(bad.has(b) ? 'EIO' : img.read(b * BS, BS));
+    else blocks.push(bad.has(b) ? 'EIO' : main.read(b * BS, BS));
   }
   return { report, blocks, table };
 }
 
+/** One device after a power cut: its log through `flush` (its last FLUSH), plus `extra` entries on top. */
 interface CrashState {
   label: string;
-  /** Entries up to here count for the marks. */
+  /** Entries of its log up to here count for the marks. */
   at: number;
   /** The last FLUSH at or before the state (-1: none): the base is replayed through it. */
   flush: number;
   extra: LogEntry[];
 }
 
+/** Both devices after one power cut; `done`: how many marks pc-N came before it. */
+interface PairState {
+  label: string;
+  done: number;
+  main: CrashState;
+  spare: CrashState;
+  /** A prefix of both logs (no unflushed write dropped): a point a real `add` may be run at. */
+  prefix: boolean;
+}
+
 /** How many marks pc-N are at or before entry `at`. */
 const marksDone = (marks: readonly number[], at: number): number => marks.filter((m) => m <= at).length;
 
+/** The state of a device's log as a prefix through entry `p`. */
+function prefixAt(log: ParsedLog, p: number, label: string): CrashState {
+  const f = log.entries.slice(0, p + 1).filter((x) => (x.flags & FLAG_FLUSH) !== 0).at(-1)?.index ?? -1;
+  return { label, at: p, flush: f, extra: log.entries.slice(f + 1, p + 1) };
+}
+
 /**
- * The crash states to check: prefixes at every FLUSH/FUA entry and mark, and a seeded sample between marks
- * (consecutive prefixes with no data entry between them are the same state: kept once); then, per flush
- * epoch with two or more non-FUA writes, the epoch minus one of them.
+ * One device's crash states: prefixes at every FLUSH/FUA entry and mark of its log, and a seeded sample
+ * between marks (consecutive prefixes with no data entry between them are the same state: kept once); then,
+ * per flush epoch, the epoch without each one of its non-FUA writes (two or more), and without all of them.
+ * `thin`: at most MAX_REORDER_STATES of the latter (a seeded sample).
  */
-function crashStates(log: ParsedLog, marks: readonly number[], rnd: () => number, fromEntry: number): { prefix: CrashState[]; reorder: CrashState[] } {
+function crashStates(log: ParsedLog, marks: readonly number[], rnd: () => number, fromEntry: number, thin: boolean): { prefix: CrashState[]; reorder: CrashState[] } {
   const e = log.entries;
   const flushes = e.filter((x) => (x.flags & FLAG_FLUSH) !== 0).map((x) => x.index);
   const lastFlushAt = (i: number): number => flushes.filter((f) => f <= i).at(-1) ?? -1;
@@ -454,36 +516,102 @@ function crashStates(log: ParsedLog, marks: readonly number[], rnd: () => number
     const droppable = epoch.filter((x) => x.nrSectors > 0 && (x.flags & FLAG_FUA) === 0 && x.index >= fromEntry);
     if (droppable.length >= 2) {
       for (const drop of droppable) {
-        reorder.push({
-          label: `entries ${prev + 1}..${next - 1} without ${drop.index}`,
-          at: next - 1,
-          flush: prev,
-          extra: epoch.filter((x) => x !== drop),
-        });
+        reorder.push({ label: `entries ${prev + 1}..${next - 1} without ${drop.index}`, at: next - 1, flush: prev, extra: epoch.filter((x) => x !== drop) });
       }
+    }
+    if (droppable.length >= 1) {
+      reorder.push({ label: `entries ${prev + 1}..${next - 1} without any unflushed write`, at: next - 1, flush: prev, extra: epoch.filter((x) => !droppable.includes(x)) });
     }
     prev = next;
   }
-  // A seeded sample when there are too many.
-  while (reorder.length > MAX_REORDER_STATES) reorder.splice(Math.floor(rnd() * reorder.length), 1);
+  if (thin) while (reorder.length > MAX_REORDER_STATES) reorder.splice(Math.floor(rnd() * reorder.length), 1);
   return { prefix, reorder };
 }
 
-/** Runs `fn` on each state in order of its base flush, replaying the log forwards once. */
-async function forEachState(log: ParsedLog, src: LogSource, states: CrashState[], fn: (s: CrashState, img: CrashImage) => Promise<void>): Promise<void> {
-  const base = Buffer.alloc(DATA_BYTES);
-  const replayer = new Replayer(src, log, bufferTarget(base));
-  for (const s of [...states].sort((a, b) => a.flush - b.flush || a.at - b.at)) {
-    replayer.through(s.flush);
-    await fn(s, new CrashImage(base, s.extra, src, log.sectorSize));
+/**
+ * The combinations of the two devices' states, per mark interval: each state of main before mark pc-N (N
+ * marks before it) with the spare at mark pc-(N-1); each state of the spare with main at mark pc-N (the last
+ * mark when there is none); and both at each mark. Main ahead of the spare within a step is what a cut can
+ * leave when the spare's writes of the step are still unflushed; whatever the step did may or may not be there.
+ */
+function pairStates(main: DeviceLog, spare: DeviceLog, mainStates: { prefix: CrashState[]; reorder: CrashState[] }, spareStates: { prefix: CrashState[]; reorder: CrashState[] }): PairState[] {
+  const last = main.marks.length - 1;
+  const atMark = (d: DeviceLog, k: number, who: string) => prefixAt(d.log, d.marks[k] as number, `${who} at mark pc-${k}`);
+  const out: PairState[] = [];
+  for (let k = 0; k <= last; k++) {
+    out.push({ label: `both at mark pc-${k}`, done: k + 1, main: atMark(main, k, 'main'), spare: atMark(spare, k, 'spare'), prefix: true });
+  }
+  for (const [list, prefix] of [[mainStates.prefix, true], [mainStates.reorder, false]] as const) {
+    for (const m of list) {
+      const done = marksDone(main.marks, m.at);
+      const s = atMark(spare, Math.max(0, Math.min(done - 1, last)), 'spare');
+      out.push({ label: `main ${m.label}, ${s.label}`, done, main: m, spare: s, prefix });
+    }
+  }
+  for (const [list, prefix] of [[spareStates.prefix, true], [spareStates.reorder, false]] as const) {
+    for (const sp of list) {
+      const done = marksDone(spare.marks, sp.at);
+      const m = atMark(main, Math.min(done, last), 'main');
+      out.push({ label: `spare ${sp.label}, ${m.label}`, done, main: m, spare: sp, prefix });
+    }
+  }
+  return out;
+}
+
+/** Both devices at each mark whose name starts with `prefix` (a cut at one instant in both logs). */
+function bothAtMarks(main: DeviceLog, spare: DeviceLog, prefix: string): PairState[] {
+  return [...main.named.keys()]
+    .filter((n) => n.startsWith(prefix))
+    .map((n) => {
+      const mi = main.named.get(n) as number;
+      const si = spare.named.get(n);
+      if (si === undefined) throw new Error(`mark ${n} is in main's log, not in the spare's`);
+      return { label: `both at mark ${n}`, done: marksDone(main.marks, mi), main: prefixAt(main.log, mi, `main at ${n}`), spare: prefixAt(spare.log, si, `spare at ${n}`), prefix: true };
+    });
+}
+
+/** A device's log replayed into a buffer, forwards; started again from empty when asked for an earlier flush. */
+class DeviceReplay {
+  private readonly base: Buffer;
+  private replayer: Replayer;
+  constructor(
+    private readonly d: DeviceLog,
+    bytes: number,
+  ) {
+    this.base = Buffer.alloc(bytes);
+    this.replayer = new Replayer(d.src, d.log, bufferTarget(this.base));
+  }
+
+  /** The device in state `s` (valid until the next call). */
+  image(s: CrashState): CrashImage {
+    if (s.flush + 1 < this.replayer.applied) {
+      this.base.fill(0);
+      this.replayer = new Replayer(this.d.src, this.d.log, bufferTarget(this.base));
+    }
+    this.replayer.through(s.flush);
+    return new CrashImage(this.base, s.extra, this.d.src, this.d.log.sectorSize);
   }
 }
 
-function readLog(file: string): { log: ParsedLog; src: LogSource; marks: Map<string, number> } {
+/** Runs `fn` on each combined state (in order of main's base flush, then the spare's). */
+async function forEachPair(main: DeviceLog, spare: DeviceLog, states: PairState[], fn: (s: PairState, main: CrashImage, spare: CrashImage) => Promise<void>): Promise<void> {
+  const m = new DeviceReplay(main, MAIN_BYTES);
+  const sp = new DeviceReplay(spare, SPARE_BYTES);
+  for (const s of [...states].sort((a, b) => a.main.flush - b.main.flush || a.spare.flush - b.spare.flush)) {
+    await fn(s, m.image(s.main), sp.image(s.spare));
+  }
+}
+
+function readLog(file: string, pcMarks: number): DeviceLog {
   const src = fdSource(fs.openSync(file, 'r'));
   const log = parseLog(src);
-  const marks = new Map(syncPoints(log).marks.map((m) => [m.name, m.index]));
-  return { log, src, marks };
+  const named = new Map(syncPoints(log).marks.map((m) => [m.name, m.index]));
+  const marks = [...Array(pcMarks).keys()].map((k) => {
+    const i = named.get(`pc-${k}`);
+    if (i === undefined) throw new Error(`mark pc-${k} is not in the log ${file}`);
+    return i;
+  });
+  return { log, src, marks, named };
 }
 
 /** Every block of a device, read through the page cache (a fresh device: nothing cached), EIO where it fails. */
@@ -509,20 +637,21 @@ function readBlocks(dev: string): Array<Buffer | 'EIO'> {
 }
 
 /**
- * The real thing at one point: the data device replayed through `at` into a file, main and spare rebuilt
- * over it (same names, same error segments), `dmremap-ublk add` without --force-format, `fn` on the device,
- * `del`, and the maps removed again.
+ * The real thing at one combined state: main and spare written into files, rebuilt over loops (same names,
+ * same error segments), `dmremap-ublk add` without --force-format, `fn` on the device, `del`, and the maps
+ * removed again.
  */
-async function withRealAdd<T>(rig: Rig, rec: Recording, log: ParsedLog, src: LogSource, at: number, fn: (dev: string) => Promise<T> | T): Promise<T> {
-  const img = Buffer.alloc(DATA_BYTES);
-  new Replayer(src, log, bufferTarget(img)).through(at);
-  const file = path.join(rig.dir, `replay-${at}.img`);
-  fs.writeFileSync(file, img);
-  const loop = rig.loop(file, true);
-  const main = rig.dm(rec.mainName, errorTable(loop, MAIN_BYTES / 512, rec.bad));
-  const spare = rig.dm(rec.spareName, `0 ${SPARE_BYTES / 512} linear ${loop} ${MAIN_BYTES / 512}\n`);
+async function withRealAdd<T>(rig: Rig, rec: Recording, tag: string, mainBytes: Buffer, spareBytes: Buffer, fn: (dev: string) => Promise<T> | T): Promise<T> {
+  const mainFile = path.join(rig.dir, `replay-main-${tag}.img`);
+  const spareFile = path.join(rig.dir, `replay-spare-${tag}.img`);
+  fs.writeFileSync(mainFile, mainBytes);
+  fs.writeFileSync(spareFile, spareBytes);
+  const mainLoop = rig.loop(mainFile, true);
+  const spareLoop = rig.loop(spareFile, true);
+  const main = rig.dm(rec.mainName, errorTable(mainLoop, MAIN_BYTES / 512, rec.bad));
+  const spare = rig.dm(rec.spareName, `0 ${SPARE_BYTES / 512} linear ${spareLoop} 0\n`);
   try {
-    const d = await rig.daemon(main, spare, `state-${at}`);
+    const d = await rig.daemon(main, spare, `state-${tag}`);
     try {
       return await fn(d.dev.blockPath);
     } finally {
@@ -531,8 +660,10 @@ async function withRealAdd<T>(rig: Rig, rec: Recording, log: ParsedLog, src: Log
   } finally {
     await rig.dmRemove(rec.mainName);
     await rig.dmRemove(rec.spareName);
-    rig.detach(loop);
-    fs.rmSync(file);
+    rig.detach(mainLoop);
+    rig.detach(spareLoop);
+    fs.rmSync(mainFile);
+    fs.rmSync(spareFile);
   }
 }
 
@@ -574,13 +705,18 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
       rec.mark(`pc-${model.step}`);
       model.step++;
     };
+    // A mark after each remap and unremap (x-...): what the command made durable on either device is in
+    // both logs before it, so the cut there catches a flush sent to the wrong device.
+    let ops = 0;
     const remap = async (b: number) => {
       await cliOk('remap', dev, String(b * SECTORS_PER_BLOCK));
       model.tableFact(b, true);
+      rec.mark(`x-${ops++}-remap-${b}`);
     };
     const unremap = async (b: number) => {
       await cliOk('unremap', dev, String(b * SECTORS_PER_BLOCK));
       model.tableFact(b, false);
+      rec.mark(`x-${ops++}-unremap-${b}`);
     };
     const p = (i: number) => pool[i] as number;
 
@@ -622,26 +758,24 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
     const steps = model.step - 1;
     await rec.finish();
 
-    const { log, src, marks } = readLog(rec.logFile);
-    const markIdx = [...Array(steps + 1).keys()].map((k) => {
-      const i = marks.get(`pc-${k}`);
-      if (i === undefined) throw new Error(`mark pc-${k} is not in the log`);
-      return i;
-    });
-    const sp = syncPoints(log);
-    console.log(`log: ${log.entries.length} entries, ${sp.flush.length} FLUSH, ${sp.fua.length} FUA, marks at ${markIdx.join(' ')}`);
+    const mainLog = readLog(rec.mainLog, steps + 1);
+    const spareLog = readLog(rec.spareLog, steps + 1);
+    for (const [who, d] of [['main', mainLog], ['spare', spareLog]] as const) {
+      const sp = syncPoints(d.log);
+      console.log(`${who} log: ${d.log.entries.length} entries, ${sp.flush.length} FLUSH, ${sp.fua.length} FUA, marks at ${d.marks.join(' ')}`);
+    }
 
     const problems: string[] = [];
     const generations = new Set<number>();
     let formattedStates = 0;
-    const checkState = async (s: CrashState, img: CrashImage): Promise<Resolved | null> => {
-      const done = marksDone(markIdx, s.at);
+    const checkState = async (s: PairState, main: CrashImage, spare: CrashImage): Promise<void> => {
+      const done = s.done;
       let r: Resolved;
       try {
-        r = await resolve(img, rec);
+        r = await resolve(main, spare, rec);
       } catch (e) {
         problems.push(`${s.label}: add refuses the spare: ${(e as Error).message}`);
-        return null;
+        return;
       }
       generations.add(r.report.loadedGeneration);
       if (r.report.formatted) {
@@ -655,39 +789,43 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
       for (const [b, present] of model.tableAt(done)) {
         if (r.table.has(b) !== present) problems.push(`${s.label}: block ${b} is ${present ? 'missing from' : 'still in'} the table`);
       }
-      return r;
     };
 
-    const { prefix, reorder } = crashStates(log, markIdx, rnd, 0);
+    const mainStates = crashStates(mainLog.log, mainLog.marks, rnd, 0, true);
+    const spareStates = crashStates(spareLog.log, spareLog.marks, rnd, 0, false);
+    const pairs = [...pairStates(mainLog, spareLog, mainStates, spareStates), ...bothAtMarks(mainLog, spareLog, 'x-')];
     const t0 = Date.now();
-    await forEachState(log, src, prefix, async (s, img) => void (await checkState(s, img)));
-    const prefixProblems = problems.length;
-    await forEachState(log, src, reorder, async (s, img) => void (await checkState(s, img)));
+    await forEachPair(mainLog, spareLog, pairs, checkState);
     console.log(
-      `checked ${prefix.length} prefix states and ${reorder.length} states missing one unflushed write in ${Date.now() - t0} ms; ` +
-        `table generations loaded: ${[...generations].sort((a, b) => a - b).join(' ')}; formatted at ${formattedStates} (before pc-0); ` +
-        `problems: ${prefixProblems} at prefixes, ${problems.length - prefixProblems} with a write dropped`,
+      `checked ${pairs.length} states (main: ${mainStates.prefix.length} prefixes, ${mainStates.reorder.length} with unflushed writes dropped; ` +
+        `spare: ${spareStates.prefix.length} prefixes, ${spareStates.reorder.length} with unflushed writes dropped) in ${Date.now() - t0} ms; ` +
+        `table generations loaded: ${[...generations].sort((a, b) => a - b).join(' ')}; formatted at ${formattedStates} (before pc-0); problems: ${problems.length}`,
     );
 
-    // The real thing at a few prefix points: the last mark, and a seeded sample of the others.
-    const candidates = prefix.filter((s) => s.at > (markIdx[0] as number) && s.at !== markIdx[steps]);
-    const real = [markIdx[steps] as number, ...pick(rnd, candidates, Math.max(0, REAL_ADDS - 1)).map((s) => s.at)];
-    console.log(`real add at entries ${real.join(' ')}`);
-    for (const at of real) {
-      const f = [...log.entries].slice(0, at + 1).filter((x) => (x.flags & FLAG_FLUSH) !== 0).at(-1)?.index ?? -1;
-      const state: CrashState = { label: `entry ${at} (real add)`, at, flush: f, extra: log.entries.slice(f + 1, at + 1) };
-      const found: Resolved[] = [];
-      await forEachState(log, src, [state], async (_s, img) => void found.push(await resolve(img, rec)));
-      const expected = found[0] as Resolved;
-      const got = await withRealAdd(rig, rec, log, src, at, (blockDev) => readBlocks(blockDev));
-      const done = marksDone(markIdx, at);
+    // The real thing at a few prefix points: both at the last mark, and a seeded sample of the others.
+    const lastMark = pairs.find((x) => x.label === `both at mark pc-${steps}`) as PairState;
+    const candidates = pairs.filter((x) => x.prefix && x.done > 0 && x !== lastMark);
+    const real = [lastMark, ...pick(rnd, candidates, Math.max(0, REAL_ADDS - 1))];
+    console.log(`real add at: ${real.map((x) => x.label).join('; ')}`);
+    for (const [i, state] of real.entries()) {
+      let expected: Resolved | null = null;
+      let mainBytes = Buffer.alloc(0);
+      let spareBytes = Buffer.alloc(0);
+      await forEachPair(mainLog, spareLog, [state], async (_s, m, sp) => {
+        expected = await resolve(m, sp, rec);
+        mainBytes = Buffer.from(m.read(0, MAIN_BYTES));
+        spareBytes = Buffer.from(sp.read(0, SPARE_BYTES));
+      });
+      const want = expected as Resolved | null;
+      if (want === null) throw new Error(`${state.label}: not resolved`);
+      const got = await withRealAdd(rig, rec, String(i), mainBytes, spareBytes, (blockDev) => readBlocks(blockDev));
       for (let b = 0; b < MAIN_BLOCKS; b++) {
         const g = got[b] as Buffer | 'EIO';
-        const bad = model.check(b, g, done);
-        if (bad !== null) problems.push(`entry ${at} through /dev/ublkb: ${bad}`);
-        const want = expected.blocks[b];
-        const same = want === 'EIO' || g === 'EIO' ? want === g : want !== undefined && want.equals(g);
-        if (!same) problems.push(`entry ${at}: block ${b} reads ${show(classify(g))} through the device, the spare's table says ${want === undefined ? 'nothing' : show(classify(want))}`);
+        const bad = model.check(b, g, state.done);
+        if (bad !== null) problems.push(`${state.label} through /dev/ublkb: ${bad}`);
+        const w = want.blocks[b];
+        const same = w === 'EIO' || g === 'EIO' ? w === g : w !== undefined && w.equals(g);
+        if (!same) problems.push(`${state.label}: block ${b} reads ${show(classify(g))} through the device, the spare's table says ${w === undefined ? 'nothing' : show(classify(w))}`);
       }
     }
 
@@ -695,7 +833,7 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
     expect(problems.slice(0, 40), `${problems.length} problems`).toEqual([]);
   });
 
-  it('ext4 on the device: e2fsck -n passes at each flush after mkfs, and fsynced files are whole', async () => {
+  it('ext4 on the device: e2fsck -n passes at each mark after mkfs, and fsynced files are whole', async () => {
     const r0 = new Rig();
     rig = r0;
     const rnd = seededRandom(SEED ^ 0x5a5a5a5a);
@@ -717,8 +855,10 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
       const data = crypto.randomBytes(4096 * (1 + Math.floor(rnd() * 24)) + Math.floor(rnd() * 4096));
       const fd = fs.openSync(path.join(mnt, name), 'w');
       fs.writeSync(fd, data);
+      rec.mark(`x-${step}-written`);
       fs.fsyncSync(fd);
       fs.closeSync(fd);
+      rec.mark(`x-${step}-fsynced`);
       const dfd = fs.openSync(mnt, 'r');
       fs.fsyncSync(dfd);
       fs.closeSync(dfd);
@@ -730,21 +870,11 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
     const lastStep = step;
     await rec.finish();
 
-    const { log, src, marks } = readLog(rec.logFile);
-    const markIdx = [...Array(lastStep + 1).keys()].map((k) => marks.get(`pc-${k}`) as number);
-    const mkfsDone = markIdx[1] as number;
-    const flushes = log.entries.filter((x) => x.index > mkfsDone && (x.flags & (FLAG_FLUSH | FLAG_FUA)) !== 0).map((x) => x.index);
-    console.log(`fs log: ${log.entries.length} entries, mkfs done at ${mkfsDone}, ${flushes.length} FLUSH/FUA after it`);
-    const states: CrashState[] = [];
-    let lastData = -2;
-    for (const p of flushes) {
-      let d = p;
-      while (d >= 0 && (log.entries[d] as LogEntry).nrSectors === 0) d--;
-      if (d === lastData) continue;
-      lastData = d;
-      const f = log.entries.slice(0, p + 1).filter((x) => (x.flags & FLAG_FLUSH) !== 0).at(-1)?.index ?? -1;
-      states.push({ label: `entry ${p}`, at: p, flush: f, extra: log.entries.slice(f + 1, p + 1) });
-    }
+    const mainLog = readLog(rec.mainLog, lastStep + 1);
+    const spareLog = readLog(rec.spareLog, lastStep + 1);
+    // Every mark after mkfs (pc-N and the x- marks between them): an instant in both logs.
+    const states = [...bothAtMarks(mainLog, spareLog, 'pc-'), ...bothAtMarks(mainLog, spareLog, 'x-')].filter((x) => x.done >= 2);
+    console.log(`fs logs: main ${mainLog.log.entries.length} entries, spare ${spareLog.log.entries.length}; ${states.length} marks from mkfs done on`);
     const problems: string[] = [];
     let fileChecks = 0;
     const poison = Buffer.alloc(BS, 0xe7);
@@ -771,10 +901,10 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
         if (got === null || !got.equals(f.data)) problems.push(`${label}: file ${f.name} (fsynced before mark pc-${f.step}) ${got === null ? 'is missing' : `differs (${got.length} bytes)`}`);
       }
     };
-    await forEachState(log, src, states, async (s, img) => {
+    await forEachPair(mainLog, spareLog, states, async (s, m, sp) => {
       let r: Resolved;
       try {
-        r = await resolve(img, rec);
+        r = await resolve(m, sp, rec);
       } catch (e) {
         problems.push(`${s.label}: add refuses the spare: ${(e as Error).message}`);
         return;
@@ -785,13 +915,19 @@ primaryKernelOnly('power cut: the log of every write replayed to each flush, and
         fs.writeSync(fd, g === 'EIO' ? poison : g, 0, BS, b * BS);
       }
       fs.closeSync(fd);
-      fsck(image, s.label, marksDone(markIdx, s.at));
+      fsck(image, s.label, s.done);
     });
     console.log(`fsck at ${states.length} states in ${Date.now() - t0} ms, ${fileChecks} fsynced files compared`);
     const real = pick(rnd, states, 1)[0];
     if (real !== undefined) {
-      console.log(`fs: real add at entry ${real.at}`);
-      await withRealAdd(rig, rec, log, src, real.at, (blockDev) => fsck(blockDev, `entry ${real.at} through /dev/ublkb`, marksDone(markIdx, real.at)));
+      console.log(`fs: real add at ${real.label}`);
+      let mainBytes = Buffer.alloc(0);
+      let spareBytes = Buffer.alloc(0);
+      await forEachPair(mainLog, spareLog, [real], async (_s, m, sp) => {
+        mainBytes = Buffer.from(m.read(0, MAIN_BYTES));
+        spareBytes = Buffer.from(sp.read(0, SPARE_BYTES));
+      });
+      await withRealAdd(rig, rec, 'fs', mainBytes, spareBytes, (blockDev) => fsck(blockDev, `${real.label} through /dev/ublkb`, real.done));
     }
     expect(states.length).toBeGreaterThan(3);
     expect(fileChecks, 'fsynced files compared').toBeGreaterThan(0);
