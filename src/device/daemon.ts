@@ -441,8 +441,13 @@ export class Daemon {
       await begun;
       const log = this.deps.log;
       log.info({ reason }, 'detaching: the device stays quiesced for a successor');
+      // First, before anything awaits: auto-remap resolves no held request from now on (the jobs it drops
+      // and the faults still arriving would otherwise fail with EIO while the queues still complete
+      // requests); native leaves them uncommitted at detach and the kernel reissues them to the successor.
+      // A batch running now (a relocation, a redirect commit) finishes; queued relocations are saved.
+      const autoClosed = this.auto?.close({ leaveHeld: true });
       await this.server?.close();
-      await this.auto?.close();
+      await autoClosed;
       await this.engine?.quiesce();
       let detached = true;
       try {
