@@ -277,6 +277,8 @@ export class Daemon {
         return { stopping: true };
       },
       restart: () => {
+        // Without user recovery the kernel stops the device when its daemon leaves: refused, nothing changed.
+        if ((this.info.flags & UBLK_F_USER_RECOVERY) === 0n) throw noRecoveryError(this.info.blockPath);
         // As shutdown: the reply is written first. The supervisor (if any) starts the successor.
         setImmediate(() => void this.detach('restart requested over the control socket'));
         return { restarting: true, supervised: hasSupervisor() };
@@ -500,6 +502,14 @@ export class Daemon {
       return false;
     }
   }
+}
+
+/** The refusal of `restart` for a device created without ublk user recovery (daemon and CLI say the same). */
+export function noRecoveryError(blockPath: string): DmrError {
+  return new DmrError(
+    'E_NO_RECOVERY',
+    `${blockPath} was created without ublk user recovery (the kernel offered none): a restart would stop it; nothing was changed`,
+  );
 }
 
 /** The spare's SpareIo over its claim, once checkSpareRegion found nothing to protect in its region. */
