@@ -51,6 +51,9 @@ export const ERROR_CODES = {
   E_DEVICE_LIVE: 1,
   E_NOT_QUIESCED: 1,
   E_STATE: 1,
+  // `restart` of a device created without ublk user recovery (the kernel offered none): its daemon leaving
+  // would stop the device. Refused, nothing changed.
+  E_NO_RECOVERY: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -154,6 +154,8 @@ the old daemon stops taking new requests, finishes what it holds, flushes and ex
 quiesced (its users' I/O waits); a new daemon recovers it. A daemon run by add's supervisor is replaced by
 the supervisor; one started with --foreground by this command (\`recover\`, detached). Returns once the
 new daemon answers, and prints its pid. <device> is /dev/ublkbN, the device id (N or ublkbN), or the name.
+Refused (nothing changed): a device created without ublk user recovery, which the kernel would stop when
+its daemon leaves (E_NO_RECOVERY; kernels before 6.5 offer none).
 
 Options:
   --json       print {"devId","blockPath","name","pid","previousPid","supervised","seconds"}

@@ -7,6 +7,7 @@
 import { spawn } from 'node:child_process';
 import { request } from '../control/client.js';
 import { isAlive, readEntries, type RegistryEntry } from '../control/registry.js';
+import { noRecoveryError } from '../device/daemon.js';
 import { DmrError } from '../errors.js';
 import { runDir } from '../paths.js';
 import { BIN } from '../supervisor/child-process.js';
@@ -47,6 +48,8 @@ export async function runRestart(ctx: CliContext, target: string, json: boolean,
   const began = Date.now();
   const dir = runDir(ctx.env);
   const old: RegistryEntry = liveEntry(ctx, target);
+  // Checked here too, from the entry: a daemon of an older version would detach and the kernel stop the device.
+  if (old.version !== 2 || !old.recovery.userRecovery) throw noRecoveryError(old.blockPath);
   const { supervised } = await request(old.socket, 'restart', {});
   await until(`daemon pid ${old.pid} did not exit`, timeoutMs, () => (isAlive(old) ? null : true));
   if (!supervised) await recoverDetached(ctx, old.devId);

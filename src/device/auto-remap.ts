@@ -139,6 +139,11 @@ export class AutoRemapper {
   private readonly queue: WorkQueue<Job>;
   private counters = zero();
   private closed = false;
+  /**
+   * Closed for a detach (an in-place restart): no held request is resolved any more, whatever its handling
+   * concludes; native drops them uncommitted at detach and the kernel reissues them to the successor.
+   */
+  private leavingHeld = false;
   private persistTimer: NodeJS.Timeout | null = null;
   /** Errors and remaps are logged through this: one line at once, then one summary per second of a burst. */
   private readonly burst: BurstLog;
@@ -373,8 +378,15 @@ export class AutoRemapper {
     await this.queue.idle();
   }
 
-  /** Stops taking decisions: retries are cancelled, queued jobs dropped (native fails parked requests on stop). */
-  async close(): Promise<void> {
+  /**
+   * Stops taking decisions: retries are cancelled, queued jobs dropped (native fails parked requests on
+   * stop). A batch running now finishes (a relocation never stops half-done). `leaveHeld` (a detach): from
+   * now on no request is resolved, neither the ones whose jobs are dropped nor faults reported later; they
+   * stay held in native, which leaves them to the kernel to reissue to the next daemon. Set before the
+   * first await: nothing resolved by this close.
+   */
+  async close(opts: { leaveHeld?: boolean } = {}): Promise<void> {
+    if (opts.leaveHeld === true) this.leavingHeld = true;
     this.closed = true;
     this.outage.close();
     this.writeOutage.close();
@@ -390,6 +402,7 @@ export class AutoRemapper {
 
   /** Handles io_fault and fault_cleared events (JS thread). Never throws. */
   handle(ev: FaultEvent | ClearedEvent): void {
+    if (this.leavingHeld && ev.type === 'io_fault') return; // held for the next daemon (close({ leaveHeld }))
     if (ev.type === 'fault_cleared') {
       this.cleared(ev);
       return;
@@ -402,6 +415,10 @@ export class AutoRemapper {
   }
 
   private resolve(ev: { queue: number; tag: number; seq: number }, action: FaultAction): void {
+    if (this.leavingHeld) {
+      this.log.debug({ queue: ev.queue, tag: ev.tag, action: action.action }, 'detaching: the request stays held for the next daemon');
+      return;
+    }
     if (action.action !== 'retry') {
       // Its final answer: a probe retrying it learns whether it went through (complete) or not.
       this.settleProbe(this.faults.get(keyOf(ev)), action.action === 'complete');

@@ -277,6 +277,8 @@ export class Daemon {
         return { stopping: true };
       },
       restart: () => {
+        // Without user recovery the kernel stops the device when its daemon leaves: refused, nothing changed.
+        if ((this.info.flags & UBLK_F_USER_RECOVERY) === 0n) throw noRecoveryError(this.info.blockPath);
         // As shutdown: the reply is written first. The supervisor (if any) starts the successor.
         setImmediate(() => void this.detach('restart requested over the control socket'));
         return { restarting: true, supervised: hasSupervisor() };
@@ -441,8 +443,13 @@ export class Daemon {
       await begun;
       const log = this.deps.log;
       log.info({ reason }, 'detaching: the device stays quiesced for a successor');
+      // First, before anything awaits: auto-remap resolves no held request from now on (the jobs it drops
+      // and the faults still arriving would otherwise fail with EIO while the queues still complete
+      // requests); native leaves them uncommitted at detach and the kernel reissues them to the successor.
+      // A batch running now (a relocation, a redirect commit) finishes; queued relocations are saved.
+      const autoClosed = this.auto?.close({ leaveHeld: true });
       await this.server?.close();
-      await this.auto?.close();
+      await autoClosed;
       await this.engine?.quiesce();
       let detached = true;
       try {
@@ -495,6 +502,14 @@ export class Daemon {
       return false;
     }
   }
+}
+
+/** The refusal of `restart` for a device created without ublk user recovery (daemon and CLI say the same). */
+export function noRecoveryError(blockPath: string): DmrError {
+  return new DmrError(
+    'E_NO_RECOVERY',
+    `${blockPath} was created without ublk user recovery (the kernel offered none): a restart would stop it; nothing was changed`,
+  );
 }
 
 /** The spare's SpareIo over its claim, once checkSpareRegion found nothing to protect in its region. */
