@@ -168,7 +168,9 @@ daemon had taken are sent again to the new one. The new daemon runs with the par
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 Refused (nothing changed): a device whose daemon runs (E_DEVICE_LIVE), one that is not quiesced
 (E_NOT_QUIESCED: gone, or created on a kernel without user recovery), an unknown one (E_NOT_FOUND), and
-saved state that is missing, invalid or no longer matches main and spare (E_STATE).
+saved state that is missing, invalid or no longer matches main and spare (E_STATE). A device the dead
+daemon's process still holds after 5 s (a backing I/O it started has not ended): E_PREDECESSOR_BUSY, exit
+69; try again later.
 
 Options:
   --foreground      run the daemon in this process (default: detached, like add)

@@ -577,10 +577,22 @@ async function claimRetrying(plan: () => DevicePlan): Promise<DevicePlan> {
     try {
       return plan();
     } catch (e) {
-      if (!(e instanceof DmrError && e.code === 'E_DEVICE_BUSY') || Date.now() > deadline) throw e;
+      if (!(e instanceof DmrError && e.code === 'E_DEVICE_BUSY')) throw e;
+      if (Date.now() > deadline) throw predecessorBusy(e);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * A claim still refused when the retries end: an exclusive open that failed with EBUSY and nothing else
+ * explains (not mounted, no holder, not swap) is the dead daemon's io_uring still holding the device until
+ * a backing I/O in flight ends (a failing disk's timeouts take 30 s and more): E_PREDECESSOR_BUSY, which
+ * the supervisor retries. A device in use for a reason we can name stays E_DEVICE_BUSY.
+ */
+function predecessorBusy(e: DmrError): DmrError {
+  if (errorCodeOf(e.cause) !== 'EBUSY') return e;
+  return new DmrError('E_PREDECESSOR_BUSY', `${e.message.replace(/ is in use \(mounted, or held by another program\)$/, '')} is still held after ${CLAIM_RETRY_MS / 1000} s (by the dead daemon's process, while a backing I/O it started ends?); try again later`, { cause: e });
 }
 
 /** Refuses paths that now name other devices than the ones the device was added with, or a main of another size. */
@@ -605,7 +617,8 @@ function recoverError(e: unknown, devId: number): DmrError {
     case 'EINVAL':
       return new DmrError('E_STATE', `${what} does not match its saved state: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     case 'EBUSY':
-      return new DmrError('E_NOT_QUIESCED', `${what} was not quiesced within 5 s (is its daemon still running?)`, { cause: e });
+      // The kernel answers EBUSY until the dead daemon's /dev/ublkcN is released: temporary.
+      return new DmrError('E_PREDECESSOR_BUSY', `${what} was not quiesced within 5 s (its dead daemon's process still holds /dev/ublkc${devId}); try again later`, { cause: e });
     case 'ENODEV':
       return new DmrError('E_NOT_QUIESCED', `${what} is gone: its kernel device no longer exists`, { cause: e });
     default:

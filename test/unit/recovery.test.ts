@@ -7,6 +7,7 @@ import { entryState, readEntries, readEntryOf, writeEntry, type RegistryEntry, t
 import { Daemon, RESTART_EXIT_CODE } from '../../src/device/daemon.js';
 import { request } from '../../src/control/client.js';
 import { DEFAULT_POLICY } from '../../src/config/policy.js';
+import { PREDECESSOR_BUSY_EXIT_CODE } from '../../src/errors.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
@@ -239,6 +240,24 @@ describe('detach and recover', () => {
     const r = await Daemon.recover(id, deps());
     daemons.push(r);
   });
+
+  it('a main still held by the dead daemon\'s process after the claim retries: E_PREDECESSOR_BUSY, its own exit code', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    // kill -9 with a backing I/O still in flight: the device is quiesced but the claims stay held.
+    (native.devices.find((x) => x.info().devId === id) as FakeDevice).simulateCrash();
+    daemons = daemons.filter((x) => x !== d);
+    killEntry(id);
+    const t0 = Date.now();
+    const err = await Daemon.recover(id, deps()).catch((e: unknown) => e);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(5000);
+    expect(err).toMatchObject({ code: 'E_PREDECESSOR_BUSY', exitCode: PREDECESSOR_BUSY_EXIT_CODE, message: `main device ${w.main} is still held after 5 s (by the dead daemon's process, while a backing I/O it started ends?); try again later` });
+    expect(PREDECESSOR_BUSY_EXIT_CODE).not.toBe(1);
+    expect(native.recoveries).toBe(0);
+    // Once the old process lets go, the next try succeeds.
+    for (const fd of [...native.claims.keys()]) native.releaseBacking(fd);
+    daemons.push(await Daemon.recover(id, deps()));
+  }, 15_000);
 
   it('refuses a device created without recovery, and one whose kernel device is gone', async () => {
     native = fakeFor(w);
