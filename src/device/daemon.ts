@@ -13,10 +13,12 @@ import {
   occupied,
   processStartTime,
   readEntries,
+  parseEntryFile,
   readEntryOf,
   removeEntry,
   writeEntry,
   type RegistryEntry,
+  type Occupant,
   type RegistryEntryV2,
 } from '../control/registry.js';
 import { ensureRunDir, registryPath, relocationQueuePath, socketPath, stateDir } from '../paths.js';
@@ -118,7 +120,10 @@ export class Daemon {
     const entry = recoverableEntry(deps.runDir, devId);
     await checkKernelQuiesced(deps.native, entry);
     const cfg = recoveredConfig(entry);
-    const others = occupied(entries).filter((e) => e.devId !== devId);
+    // An unreadable entry of another device does not stop this one coming back: its main and spare were
+    // this device's already, and the exclusive claims keep anyone else off them.
+    const readable = { ...entries, invalid: entries.invalid.filter((e) => e.main !== null && e.spare !== null) };
+    const others = occupied(readable).filter((e) => e.devId !== devId);
     const plan = await claimRetrying(() => planDevice(deps.native, cfg, others));
     try {
       checkSameDevices(entry, plan);
@@ -147,7 +152,7 @@ export class Daemon {
    * What `add` without --foreground runs before it starts the daemon: every refusal of start() that can be
    * known without the kernel device (claims, signatures on the spare), then the claims are released again.
    */
-  static async precheck(cfg: DeviceConfig, deps: Pick<DaemonDeps, 'native' | 'log'>, running: RegistryEntry[]): Promise<void> {
+  static async precheck(cfg: DeviceConfig, deps: Pick<DaemonDeps, 'native' | 'log'>, running: Occupant[]): Promise<void> {
     const plan = planDevice(deps.native, cfg, running);
     try {
       await checkedSpare(deps, cfg, plan);
@@ -515,8 +520,10 @@ async function checkedSpare(deps: Pick<DaemonDeps, 'native' | 'log'>, cfg: Devic
 function recoverableEntry(dir: string, devId: number): RegistryEntryV2 {
   const file = registryPath(dir, devId);
   if (!fs.existsSync(file)) throw new DmrError('E_NOT_FOUND', `no dmremap-ublk device ${devId} (no state file ${file})`);
-  const entry = readEntryOf(dir, devId);
-  if (entry === null) throw new DmrError('E_STATE', `the state file ${file} of device ${devId} is not valid`);
+  const parsed = parseEntryFile(file);
+  if (parsed === null) throw new DmrError('E_NOT_FOUND', `no dmremap-ublk device ${devId} (no state file ${file})`);
+  if ('invalid' in parsed) throw new DmrError('E_STATE', `the state file ${file} of device ${devId} is not valid (${parsed.invalid.reason})`);
+  const { entry } = parsed;
   const state = entryState(entry);
   if (state === 'live') throw new DmrError('E_DEVICE_LIVE', `${entry.blockPath} is live (daemon pid ${entry.pid}): nothing to recover`);
   if (entry.version !== 2) throw new DmrError('E_STATE', `the state file ${file} was written by a version without recovery (version 1)`);

@@ -117,10 +117,13 @@ describe('registry version 2', () => {
     expect(r.quiesced).toEqual([]);
   });
 
-  it('skips an entry that is not valid', () => {
+  it('reports an entry that is not valid as invalid, never skips it', () => {
     fs.mkdirSync(w.runDir, { mode: 0o700 });
-    fs.writeFileSync(path.join(w.runDir, '0.json'), JSON.stringify({ ...v1(0, DEAD_PID), version: 2 }));
-    expect(readEntries(w.runDir)).toEqual({ live: [], stale: [], quiesced: [], gone: [] });
+    const file = path.join(w.runDir, '0.json');
+    fs.writeFileSync(file, JSON.stringify({ ...v1(0, DEAD_PID), version: 2 }));
+    const r = readEntries(w.runDir);
+    expect({ ...r, invalid: [] }).toEqual({ live: [], stale: [], quiesced: [], gone: [], invalid: [] });
+    expect(r.invalid).toMatchObject([{ devId: 0, file, pid: DEAD_PID, reason: expect.stringMatching(/^recovery: /) }]);
   });
 
   it('tells live, quiesced (daemon dead, kernel device there) and gone (kernel device gone)', async () => {
@@ -228,7 +231,7 @@ describe('detach and recover', () => {
     const file = path.join(w.runDir, `${id}.json`);
     const saved = fs.readFileSync(file, 'utf8');
     fs.writeFileSync(file, '{"version": 2}');
-    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_STATE', message: `the state file ${file} of device ${id} is not valid` });
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_STATE', message: expect.stringMatching(`^the state file ${file} of device ${id} is not valid \\(`) });
     const e = JSON.parse(saved) as RegistryEntryV2;
     const { recovery: _r, quiesced: _q, ...old } = e;
     fs.writeFileSync(file, JSON.stringify({ ...old, version: 1 }));
