@@ -262,6 +262,19 @@ describe('detach and recover', () => {
     daemons.push(await Daemon.recover(id, deps()));
   }, 15_000);
 
+  it('a kernel device still held by the dead daemon (START_USER_RECOVERY busy): E_PREDECESSOR_BUSY', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    // The kernel still sees the old server on /dev/ublkcN (its pid), though that process is gone as far as
+    // the registry can tell (another process start time), and its claims are closed.
+    for (const fd of [...native.claims.keys()]) native.releaseBacking(fd);
+    const e = readEntryOf(w.runDir, id) as RegistryEntryV2;
+    writeEntry(w.runDir, { ...e, pidStart: 'not-this-process' });
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_PREDECESSOR_BUSY', exitCode: PREDECESSOR_BUSY_EXIT_CODE });
+    expect(native.recoveries).toBe(0);
+    writeEntry(w.runDir, e);
+  });
+
   it('refuses a device created without recovery, and one whose kernel device is gone', async () => {
     native = fakeFor(w);
     const d = await start();
