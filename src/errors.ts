@@ -1,8 +1,16 @@
 // Typed errors with stable codes. Every failure the CLI or the daemon reports is a DmrError: `code` is
 // stable (scripts match on it, it appears in --json output and control-socket replies) and `exitCode` is
-// what the CLI exits with (2 for bad usage, 1 for everything that went wrong at run time).
+// what the CLI exits with (2 for bad usage, 1 for everything that went wrong at run time, except
+// E_PREDECESSOR_BUSY: PREDECESSOR_BUSY_EXIT_CODE).
 import os from 'node:os';
 import { isNativeError, type NativeErrorShape } from './native.js';
+
+/**
+ * The exit code of a `recover` that failed only because the dead daemon's process has not let go of the
+ * device yet (EX_UNAVAILABLE of sysexits.h): the supervisor waits and tries again, and does not count it as
+ * a crash (supervisor/restart-policy.ts).
+ */
+export const PREDECESSOR_BUSY_EXIT_CODE = 69;
 
 export const ERROR_CODES = {
   E_USAGE: 2,
@@ -54,6 +62,9 @@ export const ERROR_CODES = {
   // `restart` of a device created without ublk user recovery (the kernel offered none): its daemon leaving
   // would stop the device. Refused, nothing changed.
   E_NO_RECOVERY: 1,
+  // `recover`: the dead daemon's process still holds main or the spare exclusively, or /dev/ublkcN (its
+  // io_uring keeps them until a backing I/O in flight ends); temporary: try again later.
+  E_PREDECESSOR_BUSY: PREDECESSOR_BUSY_EXIT_CODE,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
@@ -64,7 +75,7 @@ export function isErrorCode(s: string): s is ErrorCode {
 
 export class DmrError extends Error {
   readonly code: ErrorCode;
-  readonly exitCode: 1 | 2;
+  readonly exitCode: (typeof ERROR_CODES)[ErrorCode];
 
   constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);

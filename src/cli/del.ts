@@ -1,12 +1,13 @@
 // `dmremap-ublk del <device>`: asks the daemon to shut down (SIGTERM if its socket does not answer) and
 // waits until the daemon has exited and the device nodes are gone. A device whose daemon died without
-// cleaning up (quiesced, or left dead by a kernel without user recovery) is deleted from the kernel directly.
+// cleaning up (quiesced, or left dead by a kernel without user recovery) is deleted from the kernel directly,
+// and so is one whose registry file this version cannot parse (named by its device id or path).
 import fs from 'node:fs';
 import { request } from '../control/client.js';
-import { findTarget, isAlive, readEntries, resolveTarget, type RegistryEntry } from '../control/registry.js';
+import { findTarget, isAlive, notFound, readEntries, type InvalidEntry, type RegistryEntry } from '../control/registry.js';
 import { DmrError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { deleteQuiesced, reapStale } from '../device/reap.js';
+import { deleteInvalid, deleteQuiesced, reapStale } from '../device/reap.js';
 import { runDir } from '../paths.js';
 import { printJson, type CliContext } from './context.js';
 
@@ -40,9 +41,15 @@ async function stopDaemon(e: RegistryEntry): Promise<void> {
   }
 }
 
+/** The invalid entry `target` names by device id (N, ublkbN, /dev/ublkbN, /dev/ublkcN) or by its block path. */
+function findInvalid(invalid: InvalidEntry[], target: string): InvalidEntry | null {
+  const m = /^(?:\/dev\/ublk[bc]|ublk[bc]?)?(\d+)$/.exec(target);
+  return invalid.find((e) => (m !== null && e.devId === Number(m[1])) || (e.blockPath !== null && e.blockPath === target)) ?? null;
+}
+
 export async function runDel(ctx: CliContext, target: string, json: boolean, timeoutMs = DEL_TIMEOUT_MS): Promise<number> {
   const dir = runDir(ctx.env);
-  const { live, stale, quiesced } = readEntries(dir);
+  const { live, stale, quiesced, invalid } = readEntries(dir);
   let entry = findTarget(live, target);
   const waiting = entry === null ? findTarget(quiesced, target) : null;
   if (entry !== null) {
@@ -54,8 +61,17 @@ export async function runDel(ctx: CliContext, target: string, json: boolean, tim
     await deleteQuiesced(await ctx.loadNative(), dir, waiting, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
     await waitGone(entry, timeoutMs);
   } else {
-    // Not a running device: perhaps one whose daemon died. Throws E_NOT_FOUND if it is not that either.
-    entry = resolveTarget(stale, target);
+    // Not a running device: perhaps one whose daemon died, or one whose registry file cannot be read.
+    entry = findTarget(stale, target);
+    if (entry === null) {
+      const bad = findInvalid(invalid, target);
+      if (bad === null) throw notFound(target);
+      await deleteInvalid(await ctx.loadNative(), bad, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
+      const blockPath = bad.blockPath ?? `device ${bad.devId}`;
+      if (json) printJson(ctx, { devId: bad.devId, blockPath, name: bad.name, removed: true });
+      else ctx.stdout.write(`removed ${blockPath}\n`);
+      return 0;
+    }
     await reapStale(await ctx.loadNative(), dir, entry, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
     await waitGone(entry, timeoutMs);
   }

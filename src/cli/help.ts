@@ -119,7 +119,9 @@ Examples:
   list: `Usage: dmremap-ublk list [--json]
 
 Lists the devices: path, name, main, spare, daemon pid and state: running, unresponsive (the
-daemon does not answer), or orphaned (the daemon died; \`del\` removes the device).
+daemon does not answer), quiesced (the daemon is gone, the device waits for recover), orphaned
+(the daemon died; \`del\` removes the device), or invalid (its registry file cannot be read, with why;
+its main and spare stay taken; \`del <id>\` removes it).
 
 Options:
   --json       print a JSON array
@@ -140,7 +142,8 @@ Options:
   del: `Usage: dmremap-ublk del <device> [--json]
 
 Stops a device's daemon and waits until the daemon has exited and /dev/ublkbN is gone. A quiesced
-device (its daemon died; see recover) is stopped and deleted directly: I/O waiting on it fails.
+device (its daemon died; see recover) is stopped and deleted directly: I/O waiting on it fails, and
+so is one whose registry file cannot be read (list: invalid; name it by its device id).
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 
 Options:
@@ -170,7 +173,9 @@ daemon had taken are sent again to the new one. The new daemon runs with the par
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 Refused (nothing changed): a device whose daemon runs (E_DEVICE_LIVE), one that is not quiesced
 (E_NOT_QUIESCED: gone, or created on a kernel without user recovery), an unknown one (E_NOT_FOUND), and
-saved state that is missing, invalid or no longer matches main and spare (E_STATE).
+saved state that is missing, invalid or no longer matches main and spare (E_STATE). A device the dead
+daemon's process still holds after 5 s (a backing I/O it started has not ended): E_PREDECESSOR_BUSY, exit
+69; try again later.
 
 Options:
   --foreground      run the daemon in this process (default: detached, like add)

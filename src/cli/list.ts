@@ -1,6 +1,7 @@
 // `dmremap-ublk list`: the devices in the registry. A running one is pinged over its control socket
 // ("running" or "unresponsive"); one whose daemon died is "quiesced" while the kernel keeps its device (with
-// the reason, see quiesced.ts), else "orphaned" until `del` cleans the entry up.
+// the reason, see quiesced.ts), else "orphaned" until `del` cleans the entry up. A registry file this version
+// cannot parse is "invalid: <why>" (never left out: its main and spare stay taken until `del <id>`).
 import { request } from '../control/client.js';
 import { readEntries, type RegistryEntry } from '../control/registry.js';
 import { runDir } from '../paths.js';
@@ -11,7 +12,7 @@ import { supervisorOf } from '../supervisor/find.js';
 
 const PING_TIMEOUT_MS = 2000;
 
-type State = 'running' | 'unresponsive' | 'quiesced' | 'orphaned';
+type State = 'running' | 'unresponsive' | 'quiesced' | 'orphaned' | 'invalid';
 
 async function state(e: RegistryEntry): Promise<State> {
   try {
@@ -23,8 +24,8 @@ async function state(e: RegistryEntry): Promise<State> {
 }
 
 export async function runList(ctx: CliContext, json: boolean): Promise<number> {
-  const { live, stale } = readEntries(runDir(ctx.env));
-  const rows = await Promise.all(
+  const { live, stale, invalid } = readEntries(runDir(ctx.env));
+  const valid = await Promise.all(
     [...live, ...stale].sort((a, b) => a.devId - b.devId).map(async (e) => {
       const q = stale.includes(e) ? quiescedView(e) : null;
       const st: State = q !== null ? 'quiesced' : stale.includes(e) ? 'orphaned' : await state(e);
@@ -44,12 +45,25 @@ export async function runList(ctx: CliContext, json: boolean): Promise<number> {
       };
     }),
   );
+  const broken = invalid.map((e) => ({
+    devId: e.devId,
+    name: e.name,
+    blockPath: e.blockPath ?? `(device ${e.devId})`,
+    main: e.main?.path ?? null,
+    spare: e.spare?.path ?? null,
+    pid: e.pid,
+    startedAt: null,
+    state: 'invalid' as State,
+    supervisorPid: null,
+    reason: `${e.file}: ${e.reason}`,
+  }));
+  const rows = [...valid, ...broken].sort((a, b) => a.devId - b.devId);
   if (json) {
     printJson(ctx, rows);
   } else if (rows.length === 0) {
     ctx.stdout.write('no dmremap-ublk devices\n');
   } else {
-    const cells = rows.map((r) => [r.blockPath, r.name ?? '-', r.main, r.spare, String(r.pid), r.reason === null ? r.state : `${r.state}: ${r.reason}`]);
+    const cells = rows.map((r) => [r.blockPath, r.name ?? '-', r.main ?? '-', r.spare ?? '-', String(r.pid ?? '-'), r.reason === null ? r.state : `${r.state}: ${r.reason}`]);
     ctx.stdout.write(table([['DEVICE', 'NAME', 'MAIN', 'SPARE', 'PID', 'STATE'], ...cells]));
   }
   return 0;

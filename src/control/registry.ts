@@ -4,15 +4,21 @@
 // (ublk user recovery: `recover` needs only the device id). An entry whose daemon is gone is either
 // quiesced (its kernel device still exists and was created with user recovery: the entry is its state and
 // is kept) or gone (nothing to recover: removed, with its kernel device if any, by device/reap.ts).
+//
+// Upgrades (`restart` runs new code on an entry old code wrote, or the reverse): fields this version does not
+// know are accepted and dropped, a policy key added since is filled from DEFAULT_POLICY. An entry that still
+// will not parse is never skipped: readEntries reports it as invalid (with the reason), `list` shows it,
+// `del` removes it, and the main and spare it names stay taken (add refuses to run while it cannot tell).
 import fs from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
 import { DmrError, errorCodeOf } from '../errors.js';
 import { registryPath } from '../paths.js';
 import { policySettingsSchema } from '../config/schema.js';
+import { DEFAULT_POLICY } from '../config/policy.js';
 import { BUFFER_MODES } from '../device/config.js';
 
-const backingRef = z.strictObject({
+const backingRef = z.object({
   path: z.string(),
   /** Identity of the device or file: "b:<rdev>" for block devices, "f:<dev>:<ino>" for files. */
   identity: z.string(),
@@ -34,10 +40,10 @@ const entryFields = {
 };
 
 /** Entries written before recovery existed: readable (list, del), never recoverable. */
-export const registryEntryV1Schema = z.strictObject({ version: z.literal(1), ...entryFields });
+export const registryEntryV1Schema = z.object({ version: z.literal(1), ...entryFields });
 
 /** The parameters a successor daemon serves the device with: exactly what the first daemon ran with. */
-export const recoveryStateSchema = z.strictObject({
+export const recoveryStateSchema = z.object({
   /** The kernel device was created with UBLK_F_USER_RECOVERY (and _REISSUE): it outlives its daemon. */
   userRecovery: z.boolean(),
   blockSize: z.union([z.literal(512), z.literal(4096)]),
@@ -51,15 +57,18 @@ export const recoveryStateSchema = z.strictObject({
   sizeBytes: z.string().regex(/^\d+$/),
   spareOffset: z.number().int().nonnegative().nullable(),
   spareSize: z.number().int().positive().nullable(),
-  /** The resolved error-handling policy (config file and flags as they were at `add`). */
-  policy: policySettingsSchema.required(),
+  /**
+   * The resolved error-handling policy (config file and flags as they were at `add`). A key missing (the
+   * entry was written before it existed) takes its default; keys this version does not know are dropped.
+   */
+  policy: z.object(policySettingsSchema.shape).transform((p) => ({ ...DEFAULT_POLICY, ...p })),
 });
 export type RecoveryState = z.infer<typeof recoveryStateSchema>;
 
 /** Set when the device was left quiesced on purpose (a detach, or a supervisor that gave up); null otherwise. */
-export const quiescedSchema = z.strictObject({ since: z.string(), reason: z.string() }).nullable();
+export const quiescedSchema = z.object({ since: z.string(), reason: z.string() }).nullable();
 
-export const registryEntryV2Schema = z.strictObject({
+export const registryEntryV2Schema = z.object({
   version: z.literal(2),
   ...entryFields,
   recovery: recoveryStateSchema,
@@ -131,18 +140,71 @@ export function readEntryOf(dir: string, devId: number): RegistryEntry | null {
 }
 
 function readEntry(file: string): RegistryEntry | null {
+  const r = parseEntryFile(file);
+  return r !== null && 'entry' in r ? r.entry : null;
+}
+
+/**
+ * A registry file this version cannot parse, with what could be read of it: the main and spare it names
+ * (null when not even those are readable) and its daemon's pid.
+ */
+export interface InvalidEntry {
+  devId: number;
+  file: string;
+  /** Why it does not parse: "not JSON", or the first field that breaks the schema. */
+  reason: string;
+  main: BackingRef | null;
+  spare: BackingRef | null;
+  name: string | null;
+  blockPath: string | null;
+  pid: number | null;
+  pidStart: string | null;
+  socket: string | null;
+}
+export type BackingRef = z.infer<typeof backingRef>;
+
+/** The parsed entry in `file`, or why it does not parse; null when the file cannot be read (it is gone). */
+export function parseEntryFile(file: string): { entry: RegistryEntry } | { invalid: InvalidEntry } | null {
   let text: string;
   try {
     text = fs.readFileSync(file, 'utf8');
   } catch {
     return null;
   }
+  const devId = Number(/(\d+)\.json$/.exec(file)?.[1] ?? -1);
+  let raw: unknown;
   try {
-    const parsed = registryEntrySchema.safeParse(JSON.parse(text));
-    return parsed.success ? parsed.data : null;
+    raw = JSON.parse(text);
   } catch {
-    return null;
+    return { invalid: invalidEntry(devId, file, 'not JSON', undefined) };
   }
+  const parsed = registryEntrySchema.safeParse(raw);
+  if (parsed.success) return { entry: parsed.data };
+  const issue = parsed.error.issues[0];
+  const where = issue === undefined || issue.path.length === 0 ? '' : `${issue.path.map(String).join('.')}: `;
+  return { invalid: invalidEntry(devId, file, `${where}${issue?.message ?? 'invalid'}`, raw) };
+}
+
+function invalidEntry(devId: number, file: string, reason: string, raw: unknown): InvalidEntry {
+  const o = typeof raw === 'object' && raw !== null ? (raw as Record<string, unknown>) : {};
+  const ref = (v: unknown): BackingRef | null => {
+    const r = backingRef.safeParse(v);
+    return r.success ? r.data : null;
+  };
+  const str = (v: unknown): string | null => (typeof v === 'string' ? v : null);
+  const pid = z.number().int().positive().safeParse(o.pid);
+  return {
+    devId,
+    file,
+    reason,
+    main: ref(o.main),
+    spare: ref(o.spare),
+    name: str(o.name),
+    blockPath: str(o.blockPath),
+    pid: pid.success ? pid.data : null,
+    pidStart: str(o.pidStart),
+    socket: str(o.socket),
+  };
 }
 
 /**
@@ -167,6 +229,8 @@ export interface Entries {
   quiesced: RegistryEntryV2[];
   /** Stale entries with nothing to recover: device/reap.ts removes them (and their kernel device, if any). */
   gone: RegistryEntry[];
+  /** Files this version cannot parse (written by another version, or damaged), sorted by device id. */
+  invalid: InvalidEntry[];
 }
 
 /** Reads every registry entry. Changes nothing. */
@@ -175,14 +239,19 @@ export function readEntries(dir: string): Entries {
   try {
     names = fs.readdirSync(dir);
   } catch (e) {
-    if (errorCodeOf(e) === 'ENOENT') return { live: [], stale: [], quiesced: [], gone: [] };
+    if (errorCodeOf(e) === 'ENOENT') return { live: [], stale: [], quiesced: [], gone: [], invalid: [] };
     throw new DmrError('E_RUN_DIR', `cannot read run directory ${dir}: ${errorCodeOf(e) ?? String(e)}`, { cause: e });
   }
-  const out: Entries = { live: [], stale: [], quiesced: [], gone: [] };
+  const out: Entries = { live: [], stale: [], quiesced: [], gone: [], invalid: [] };
   for (const n of names.sort()) {
     if (!/^\d+\.json$/.test(n)) continue;
-    const entry = readEntry(path.join(dir, n));
-    if (entry === null) continue;
+    const r = parseEntryFile(path.join(dir, n));
+    if (r === null) continue;
+    if ('invalid' in r) {
+      out.invalid.push(r.invalid);
+      continue;
+    }
+    const { entry } = r;
     const state = entryState(entry);
     if (state === 'live') {
       out.live.push(entry);
@@ -192,13 +261,26 @@ export function readEntries(dir: string): Entries {
     if (state === 'quiesced' && entry.version === 2) out.quiesced.push(entry);
     else out.gone.push(entry);
   }
-  for (const list of [out.live, out.stale, out.quiesced, out.gone]) list.sort((a, b) => a.devId - b.devId);
+  for (const list of [out.live, out.stale, out.quiesced, out.gone, out.invalid]) list.sort((a, b) => a.devId - b.devId);
   return out;
 }
 
-/** Entries whose main and spare nobody else may take: running devices and quiesced ones (waiting for `recover`). */
-export function occupied(entries: Entries): RegistryEntry[] {
-  return [...entries.live, ...entries.quiesced].sort((a, b) => a.devId - b.devId);
+/** What `add` checks a new main, spare and name against. */
+export type Occupant = Pick<RegistryEntry, 'devId' | 'name' | 'blockPath' | 'main' | 'spare'>;
+
+/**
+ * Entries whose main and spare nobody else may take: running devices, quiesced ones (waiting for
+ * `recover`) and invalid ones (nothing says their device is gone). An invalid entry that does not even
+ * say which main and spare it holds makes this throw (E_STATE): nothing could be safely added.
+ */
+export function occupied(entries: Entries): Occupant[] {
+  const invalid: Occupant[] = entries.invalid.map((e) => {
+    if (e.main === null || e.spare === null) {
+      throw new DmrError('E_STATE', `the state file ${e.file} of device ${e.devId} cannot be read (${e.reason}), so its main and spare are unknown; remove it with: dmremap-ublk del ${e.devId}`);
+    }
+    return { devId: e.devId, name: e.name, blockPath: e.blockPath ?? `device ${e.devId}`, main: e.main, spare: e.spare };
+  });
+  return [...entries.live, ...entries.quiesced, ...invalid].sort((a, b) => a.devId - b.devId);
 }
 
 /** Removes a stale entry's registry file and socket. */

@@ -13,10 +13,12 @@ import {
   occupied,
   processStartTime,
   readEntries,
+  parseEntryFile,
   readEntryOf,
   removeEntry,
   writeEntry,
   type RegistryEntry,
+  type Occupant,
   type RegistryEntryV2,
 } from '../control/registry.js';
 import { ensureRunDir, registryPath, relocationQueuePath, socketPath, stateDir } from '../paths.js';
@@ -118,7 +120,10 @@ export class Daemon {
     const entry = recoverableEntry(deps.runDir, devId);
     await checkKernelQuiesced(deps.native, entry);
     const cfg = recoveredConfig(entry);
-    const others = occupied(entries).filter((e) => e.devId !== devId);
+    // An unreadable entry of another device does not stop this one coming back: its main and spare were
+    // this device's already, and the exclusive claims keep anyone else off them.
+    const readable = { ...entries, invalid: entries.invalid.filter((e) => e.main !== null && e.spare !== null) };
+    const others = occupied(readable).filter((e) => e.devId !== devId);
     const plan = await claimRetrying(() => planDevice(deps.native, cfg, others));
     try {
       checkSameDevices(entry, plan);
@@ -147,7 +152,7 @@ export class Daemon {
    * What `add` without --foreground runs before it starts the daemon: every refusal of start() that can be
    * known without the kernel device (claims, signatures on the spare), then the claims are released again.
    */
-  static async precheck(cfg: DeviceConfig, deps: Pick<DaemonDeps, 'native' | 'log'>, running: RegistryEntry[]): Promise<void> {
+  static async precheck(cfg: DeviceConfig, deps: Pick<DaemonDeps, 'native' | 'log'>, running: Occupant[]): Promise<void> {
     const plan = planDevice(deps.native, cfg, running);
     try {
       await checkedSpare(deps, cfg, plan);
@@ -530,8 +535,10 @@ async function checkedSpare(deps: Pick<DaemonDeps, 'native' | 'log'>, cfg: Devic
 function recoverableEntry(dir: string, devId: number): RegistryEntryV2 {
   const file = registryPath(dir, devId);
   if (!fs.existsSync(file)) throw new DmrError('E_NOT_FOUND', `no dmremap-ublk device ${devId} (no state file ${file})`);
-  const entry = readEntryOf(dir, devId);
-  if (entry === null) throw new DmrError('E_STATE', `the state file ${file} of device ${devId} is not valid`);
+  const parsed = parseEntryFile(file);
+  if (parsed === null) throw new DmrError('E_NOT_FOUND', `no dmremap-ublk device ${devId} (no state file ${file})`);
+  if ('invalid' in parsed) throw new DmrError('E_STATE', `the state file ${file} of device ${devId} is not valid (${parsed.invalid.reason})`);
+  const { entry } = parsed;
   const state = entryState(entry);
   if (state === 'live') throw new DmrError('E_DEVICE_LIVE', `${entry.blockPath} is live (daemon pid ${entry.pid}): nothing to recover`);
   if (entry.version !== 2) throw new DmrError('E_STATE', `the state file ${file} was written by a version without recovery (version 1)`);
@@ -592,10 +599,22 @@ async function claimRetrying(plan: () => DevicePlan): Promise<DevicePlan> {
     try {
       return plan();
     } catch (e) {
-      if (!(e instanceof DmrError && e.code === 'E_DEVICE_BUSY') || Date.now() > deadline) throw e;
+      if (!(e instanceof DmrError && e.code === 'E_DEVICE_BUSY')) throw e;
+      if (Date.now() > deadline) throw predecessorBusy(e);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
+}
+
+/**
+ * A claim still refused when the retries end: an exclusive open that failed with EBUSY and nothing else
+ * explains (not mounted, no holder, not swap) is the dead daemon's io_uring still holding the device until
+ * a backing I/O in flight ends (a failing disk's timeouts take 30 s and more): E_PREDECESSOR_BUSY, which
+ * the supervisor retries. A device in use for a reason we can name stays E_DEVICE_BUSY.
+ */
+function predecessorBusy(e: DmrError): DmrError {
+  if (errorCodeOf(e.cause) !== 'EBUSY') return e;
+  return new DmrError('E_PREDECESSOR_BUSY', `${e.message.replace(/ is in use \(mounted, or held by another program\)$/, '')} is still held after ${CLAIM_RETRY_MS / 1000} s (by the dead daemon's process, while a backing I/O it started ends?); try again later`, { cause: e });
 }
 
 /** Refuses paths that now name other devices than the ones the device was added with, or a main of another size. */
@@ -620,7 +639,8 @@ function recoverError(e: unknown, devId: number): DmrError {
     case 'EINVAL':
       return new DmrError('E_STATE', `${what} does not match its saved state: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     case 'EBUSY':
-      return new DmrError('E_NOT_QUIESCED', `${what} was not quiesced within 5 s (is its daemon still running?)`, { cause: e });
+      // The kernel answers EBUSY until the dead daemon's /dev/ublkcN is released: temporary.
+      return new DmrError('E_PREDECESSOR_BUSY', `${what} was not quiesced within 5 s (its dead daemon's process still holds /dev/ublkc${devId}); try again later`, { cause: e });
     case 'ENODEV':
       return new DmrError('E_NOT_QUIESCED', `${what} is gone: its kernel device no longer exists`, { cause: e });
     default:

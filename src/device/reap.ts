@@ -4,7 +4,8 @@
 // device whose server died), so a device id reused by a newer, live daemon is never touched.
 import { isNativeError, type NativeAddon } from '../native.js';
 import { DmrError, errorCodeOf, kernelError } from '../errors.js';
-import { removeStale, type RegistryEntry } from '../control/registry.js';
+import fs from 'node:fs';
+import { isAlive, removeStale, type InvalidEntry, type RegistryEntry } from '../control/registry.js';
 import type { Logger } from '../log.js';
 
 export type ReapResult = 'deleted' | 'already-gone' | 'reused';
@@ -52,6 +53,35 @@ export async function deleteQuiesced(native: NativeAddon, dir: string, entry: Re
   }
   removeStale(dir, entry);
   log.info({ devId: entry.devId, pid: entry.pid, result }, 'deleted a quiesced device');
+  return result;
+}
+
+/**
+ * `del` of a device whose registry file this version cannot parse (invalid): refuses (E_DEVICE_LIVE) while
+ * its daemon, or any live process serving its kernel device, runs; else deletes the kernel device (if any)
+ * like a quiesced one, then the file and socket.
+ */
+export async function deleteInvalid(native: NativeAddon, entry: InvalidEntry, log: Logger): Promise<ReapResult> {
+  const what = `device ${entry.devId}`;
+  if (entry.pid !== null && isAlive({ pid: entry.pid, pidStart: entry.pidStart })) {
+    throw new DmrError('E_DEVICE_LIVE', `${what} is served by pid ${entry.pid}, whose state file ${entry.file} this version cannot read (${entry.reason}): stop it with the version that started it`);
+  }
+  let result: ReapResult;
+  try {
+    const info = await native.kernelDeviceInfo(entry.devId);
+    if (info.state === 'live' && info.pid > 0 && info.pid !== entry.pid && running(info.pid)) {
+      throw new DmrError('E_DEVICE_LIVE', `${what} is live (served by pid ${info.pid}); its state file ${entry.file} cannot be read (${entry.reason})`);
+    }
+    await native.deleteKernelDevice(entry.devId);
+    result = 'deleted';
+  } catch (e) {
+    if (e instanceof DmrError) throw e;
+    if (!(isNativeError(e) && e.code === 'ENODEV')) throw kernelError(e, `cannot delete ublk ${what}`);
+    result = 'already-gone';
+  }
+  fs.rmSync(entry.file, { force: true });
+  if (entry.socket !== null) fs.rmSync(entry.socket, { force: true });
+  log.info({ devId: entry.devId, pid: entry.pid, result, reason: entry.reason }, 'deleted a device whose state file could not be read');
   return result;
 }
 

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import { DmrError, backingDeviceError, errnoName } from '../errors.js';
 import type { NativeAddon, UblkProbe } from '../native.js';
-import type { RegistryEntry } from '../control/registry.js';
+import type { Occupant } from '../control/registry.js';
 import type { DeviceConfig } from './config.js';
 import { HeldDevices, type ClaimedDevice } from './claim.js';
 import { sysfsBlockPath } from './dev-t.js';
@@ -82,7 +82,7 @@ export function checkDistinct(main: Identity, spare: Identity): void {
 }
 
 /** Refuses a main or spare that a running dmremap-ublk daemon already serves, and a name already taken. */
-export function checkRegistry(entries: RegistryEntry[], main: Identity, spare: Identity, name: string | null): void {
+export function checkRegistry(entries: Occupant[], main: Identity, spare: Identity, name: string | null): void {
   for (const e of entries) {
     for (const [role, id] of [['main', main], ['spare', spare]] as const) {
       for (const [theirRole, theirs] of [['main', e.main], ['spare', e.spare]] as const) {
@@ -100,7 +100,7 @@ export function checkRegistry(entries: RegistryEntry[], main: Identity, spare: I
   }
 }
 
-function describe(e: RegistryEntry): string {
+function describe(e: Occupant): string {
   return e.name === null ? e.blockPath : `${e.blockPath} (${e.name})`;
 }
 
@@ -118,7 +118,7 @@ export function probeUblk(native: NativeAddon): UblkProbe {
  * Validates `cfg` against the devices, the registry and the kernel, and claims main and spare. Writes
  * nothing. The caller releases plan.held; a refusal releases the claims before it throws.
  */
-export function planDevice(native: NativeAddon, cfg: DeviceConfig, running: RegistryEntry[]): DevicePlan {
+export function planDevice(native: NativeAddon, cfg: DeviceConfig, running: Occupant[]): DevicePlan {
   const mainId = identify(cfg.mainPath, 'main');
   const spareId = identify(cfg.sparePath, 'spare');
   checkDistinct(mainId, spareId);

@@ -2,7 +2,8 @@
 // first readiness line to `add`, and brings the device back when the daemon dies: a crash (a signal, an
 // exit code other than 0 and RESTART_EXIT_CODE) while the device still exists starts `recover <id>
 // --foreground` after CRASH_PAUSE_MS; RESTART_EXIT_CODE (the daemon detached for `restart`) starts it at
-// once; exit 0 (del, shutdown) ends the supervisor. restart-policy.ts decides; this module only acts.
+// once; PREDECESSOR_BUSY_EXIT_CODE (the dead daemon's process still holds the device) starts it again after
+// a growing pause; exit 0 (del, shutdown) ends the supervisor. restart-policy.ts decides; this module only acts.
 //
 // It holds no device open (not main, not the spare, not /dev/ublkcN: it only looks whether the node exists),
 // so it never keeps a device busy or delays its deletion.
@@ -97,10 +98,13 @@ export class Supervisor {
           this.deps.markQuiesced(devId, decision.why);
           return 1;
         case 'restart':
+        case 'retry':
         case 'recover': {
           if (decision.action === 'recover') {
             log.error({ ...fields, why: decision.why }, 'daemon died; recovering the device');
             this.deps.markQuiesced(devId, decision.why);
+          } else if (decision.action === 'retry') {
+            log.warn({ ...fields, why: decision.why, delayMs: decision.delayMs }, 'device not released yet by the dead daemon; trying again');
           } else {
             log.info(fields, 'daemon detached for a restart; starting its successor');
           }

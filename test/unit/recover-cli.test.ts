@@ -85,7 +85,7 @@ describe('recover (built CLI, fake addon)', () => {
     const file = path.join(w.runDir, '0.json');
     fs.writeFileSync(file, '{');
     const bad = cli(w, ['recover', '0'], FAKE);
-    expect([bad.status, bad.stderr]).toEqual([1, `dmremap-ublk: the state file ${file} of device 0 is not valid\n`]);
+    expect([bad.status, bad.stderr]).toEqual([1, `dmremap-ublk: the state file ${file} of device 0 is not valid (not JSON)\n`]);
     expect(w.devNodes()).toEqual(['ublkb0', 'ublkc0']);
     expect(fs.readFileSync(file, 'utf8')).toBe('{');
     const h = cli(w, ['recover', '--help'], FAKE);

@@ -7,6 +7,7 @@ import { entryState, readEntries, readEntryOf, writeEntry, type RegistryEntry, t
 import { Daemon, RESTART_EXIT_CODE } from '../../src/device/daemon.js';
 import { request } from '../../src/control/client.js';
 import { DEFAULT_POLICY } from '../../src/config/policy.js';
+import { PREDECESSOR_BUSY_EXIT_CODE } from '../../src/errors.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
@@ -116,10 +117,13 @@ describe('registry version 2', () => {
     expect(r.quiesced).toEqual([]);
   });
 
-  it('skips an entry that is not valid', () => {
+  it('reports an entry that is not valid as invalid, never skips it', () => {
     fs.mkdirSync(w.runDir, { mode: 0o700 });
-    fs.writeFileSync(path.join(w.runDir, '0.json'), JSON.stringify({ ...v1(0, DEAD_PID), version: 2 }));
-    expect(readEntries(w.runDir)).toEqual({ live: [], stale: [], quiesced: [], gone: [] });
+    const file = path.join(w.runDir, '0.json');
+    fs.writeFileSync(file, JSON.stringify({ ...v1(0, DEAD_PID), version: 2 }));
+    const r = readEntries(w.runDir);
+    expect({ ...r, invalid: [] }).toEqual({ live: [], stale: [], quiesced: [], gone: [], invalid: [] });
+    expect(r.invalid).toMatchObject([{ devId: 0, file, pid: DEAD_PID, reason: expect.stringMatching(/^recovery: /) }]);
   });
 
   it('tells live, quiesced (daemon dead, kernel device there) and gone (kernel device gone)', async () => {
@@ -227,7 +231,7 @@ describe('detach and recover', () => {
     const file = path.join(w.runDir, `${id}.json`);
     const saved = fs.readFileSync(file, 'utf8');
     fs.writeFileSync(file, '{"version": 2}');
-    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_STATE', message: `the state file ${file} of device ${id} is not valid` });
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_STATE', message: expect.stringMatching(`^the state file ${file} of device ${id} is not valid \\(`) });
     const e = JSON.parse(saved) as RegistryEntryV2;
     const { recovery: _r, quiesced: _q, ...old } = e;
     fs.writeFileSync(file, JSON.stringify({ ...old, version: 1 }));
@@ -238,6 +242,37 @@ describe('detach and recover', () => {
     expect(native.claims.size).toBe(0);
     const r = await Daemon.recover(id, deps());
     daemons.push(r);
+  });
+
+  it('a main still held by the dead daemon\'s process after the claim retries: E_PREDECESSOR_BUSY, its own exit code', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    // kill -9 with a backing I/O still in flight: the device is quiesced but the claims stay held.
+    (native.devices.find((x) => x.info().devId === id) as FakeDevice).simulateCrash();
+    daemons = daemons.filter((x) => x !== d);
+    killEntry(id);
+    const t0 = Date.now();
+    const err = await Daemon.recover(id, deps()).catch((e: unknown) => e);
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(5000);
+    expect(err).toMatchObject({ code: 'E_PREDECESSOR_BUSY', exitCode: PREDECESSOR_BUSY_EXIT_CODE, message: `main device ${w.main} is still held after 5 s (by the dead daemon's process, while a backing I/O it started ends?); try again later` });
+    expect(PREDECESSOR_BUSY_EXIT_CODE).not.toBe(1);
+    expect(native.recoveries).toBe(0);
+    // Once the old process lets go, the next try succeeds.
+    for (const fd of [...native.claims.keys()]) native.releaseBacking(fd);
+    daemons.push(await Daemon.recover(id, deps()));
+  }, 15_000);
+
+  it('a kernel device still held by the dead daemon (START_USER_RECOVERY busy): E_PREDECESSOR_BUSY', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    // The kernel still sees the old server on /dev/ublkcN (its pid), though that process is gone as far as
+    // the registry can tell (another process start time), and its claims are closed.
+    for (const fd of [...native.claims.keys()]) native.releaseBacking(fd);
+    const e = readEntryOf(w.runDir, id) as RegistryEntryV2;
+    writeEntry(w.runDir, { ...e, pidStart: 'not-this-process' });
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_PREDECESSOR_BUSY', exitCode: PREDECESSOR_BUSY_EXIT_CODE });
+    expect(native.recoveries).toBe(0);
+    writeEntry(w.runDir, e);
   });
 
   it('refuses a device created without recovery, and one whose kernel device is gone', async () => {

@@ -10,7 +10,8 @@ import { createLogger } from '../../src/log.js';
 import type { ReadyMessage } from '../../src/cli/readiness.js';
 import { startChild } from '../../src/supervisor/child-process.js';
 import { Supervisor, type SupervisedChild } from '../../src/supervisor/supervisor.js';
-import { MAX_CRASHES } from '../../src/supervisor/restart-policy.js';
+import { MAX_CRASHES, RELEASE_PAUSE_MS } from '../../src/supervisor/restart-policy.js';
+import { PREDECESSOR_BUSY_EXIT_CODE } from '../../src/errors.js';
 
 const FAKE = fileURLToPath(new URL('./fixtures/fake-daemon.mjs', import.meta.url));
 
@@ -120,6 +121,25 @@ describe('supervisor', () => {
     expect(started).toHaveLength(MAX_CRASHES);
     expect(marks.at(-1)).toBe('7: gave up after 5 crashes in 60 s (last: exit code 3)');
     expect(logLines.join('')).toContain('not restarting the daemon again');
+  });
+
+  it('a successor that finds the device still held by the dead daemon is retried after a pause, not counted as a crash', async () => {
+    // One kill and three crashes: a fifth crash would give up. The successor that exits with the
+    // predecessor-busy code is started again after RELEASE_PAUSE_MS instead.
+    plan('ready', 'die', 'die', 'die', `fail ${PREDECESSOR_BUSY_EXIT_CODE}`, 'ready');
+    const sup = supervisor();
+    const running = sup.run();
+    process.kill(await readyPid(started[0]), 'SIGKILL');
+    await until(() => started.length === 5);
+    const busyAt = Date.now();
+    await until(() => started.length === 6);
+    expect(Date.now() - busyAt).toBeGreaterThanOrEqual(RELEASE_PAUSE_MS - 50);
+    await readyPid(started[5]);
+    expect(logLines.join('')).toContain('device not released yet by the dead daemon; trying again');
+    expect(logLines.join('')).not.toContain('not restarting the daemon again');
+    expect(marks).toHaveLength(4);
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
   });
 
   it('exit 0 ends the supervisor without a restart', async () => {
