@@ -12,7 +12,7 @@ import { defaultLogFile, ensureRunDir, runDir } from '../paths.js';
 import { configPath, deviceKey, loadConfig, resolvePolicy } from '../config/file.js';
 import { POLICY_KEYS } from '../config/schema.js';
 import { printJson, type CliContext } from './context.js';
-import { failureMessage, readyMessageSchema, READY_FD_ENV, sendReady, takeReadyFd, type Ready } from './readiness.js';
+import { failureMessage, onFirstReadyLine, READY_FD_ENV, sendReady, takeReadyFd, type Ready } from './readiness.js';
 import type { AddFlags } from './schemas.js';
 
 const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
@@ -174,7 +174,6 @@ export function daemonArgs(flags: AddFlags): string[] {
 function awaitReady(child: ReturnType<typeof spawn>, logFile: string): Promise<Ready> {
   const pipe = child.stdio[3] as NodeJS.ReadableStream & { destroy(): void };
   return new Promise((resolve, reject) => {
-    let buf = '';
     let settled = false;
     const settle = (err: DmrError | null, ready?: Ready): void => {
       if (settled) return;
@@ -198,21 +197,10 @@ function awaitReady(child: ReturnType<typeof spawn>, logFile: string): Promise<R
     };
     child.on('exit', onExit);
     child.on('error', (e) => settle(new DmrError('E_DAEMON', `cannot start the daemon: ${e.message}`)));
-    pipe.setEncoding('utf8');
-    pipe.on('data', (chunk: string) => {
-      buf += chunk;
-      const nl = buf.indexOf('\n');
-      if (nl < 0) return;
-      let raw: unknown;
-      try {
-        raw = JSON.parse(buf.slice(0, nl));
-      } catch {
-        raw = undefined;
-      }
-      const msg = readyMessageSchema.safeParse(raw);
-      if (!msg.success) settle(new DmrError('E_PROTOCOL', `daemon sent a malformed readiness message (see ${logFile})`));
-      else if (msg.data.ok) settle(null, msg.data);
-      else settle(new DmrError(isErrorCode(msg.data.code) ? msg.data.code : 'E_DAEMON', msg.data.message));
+    onFirstReadyLine(pipe, (msg) => {
+      if (msg === null) settle(new DmrError('E_PROTOCOL', `daemon sent a malformed readiness message (see ${logFile})`));
+      else if (msg.ok) settle(null, msg);
+      else settle(new DmrError(isErrorCode(msg.code) ? msg.code : 'E_DAEMON', msg.message));
     });
   });
 }

@@ -41,3 +41,28 @@ export function sendReady(fd: number, msg: ReadyMessage): void {
 }
 
 export const failureMessage = (e: DmrError): ReadyMessage => ({ ok: false, code: e.code, message: e.message });
+
+/**
+ * Calls `onLine` once with the first line read from `pipe` (a daemon's readiness pipe), parsed: the message,
+ * or null when it is not a valid one. Later data is ignored.
+ */
+export function onFirstReadyLine(pipe: NodeJS.ReadableStream, onLine: (msg: ReadyMessage | null) => void): void {
+  let buf = '';
+  let seen = false;
+  pipe.setEncoding('utf8');
+  pipe.on('data', (chunk: string) => {
+    if (seen) return;
+    buf += chunk;
+    const nl = buf.indexOf('\n');
+    if (nl < 0) return;
+    seen = true;
+    let raw: unknown;
+    try {
+      raw = JSON.parse(buf.slice(0, nl));
+    } catch {
+      raw = undefined;
+    }
+    const parsed = readyMessageSchema.safeParse(raw);
+    onLine(parsed.success ? parsed.data : null);
+  });
+}
