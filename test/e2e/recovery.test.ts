@@ -40,6 +40,9 @@ function daemonPid(): number {
 
 async function kill9(): Promise<number> {
   const pid = daemonPid();
+  // `recover` (detached) runs its daemon under a supervisor too, which would race the recovery by hand.
+  const sup = supervisorOf(pid);
+  if (sup !== null) process.kill(sup, 'SIGKILL');
   process.kill(pid, 'SIGKILL');
   await waitFor('the daemon to die', () => !pidAlive(pid), 30_000);
   return pid;
