@@ -223,6 +223,23 @@ export function kernelTrouble(): string[] {
   return r.stdout.split('\n').filter((l) => /blocked for more than|BUG:|WARNING:|Oops|hung_task/.test(l));
 }
 
+/** The kernel log's clock now (seconds since boot, as dmesg stamps its lines). */
+export function kernelLogNow(): number {
+  return Number(fs.readFileSync('/proc/uptime', 'utf8').split(' ')[0]);
+}
+
+/**
+ * dmesg lines stamped after `since` (kernelLogNow()) that report an I/O error on `blockPath`: earlier tests
+ * in the same VM use the same device names, and some make I/O errors on purpose.
+ */
+export function ioErrorLinesSince(since: number, blockPath: string): string[] {
+  const name = path.basename(blockPath);
+  return sh('dmesg', []).stdout.split('\n').filter((l) => {
+    const t = /^\[\s*(\d+\.\d+)\]/.exec(l);
+    return t !== null && Number(t[1]) > since && l.includes(name) && /I\/O error|critical|Buffer I\/O/.test(l);
+  });
+}
+
 /** Reads `len` bytes at `offset` of a device or file (through the page cache). */
 export { readAt } from '../../src/testing/file-bytes.js';
 

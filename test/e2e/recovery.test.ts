@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readEntryOf } from '../../src/control/registry.js';
 import { loadNative } from '../../src/native.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
-import { addDevice, dmr, parseFio, pidAlive, registryFiles, REPO, RUN_DIR, Scratch, sh, ublkNodes, waitFor, type Added } from './helpers.js';
+import { addDevice, dmr, ioErrorLinesSince, kernelLogNow, parseFio, pidAlive, registryFiles, REPO, RUN_DIR, Scratch, sh, ublkNodes, waitFor, type Added } from './helpers.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
 // The supervisor's e2e kills three times under fio verify; here one kill shows `recover` by hand does it too.
@@ -48,16 +48,13 @@ async function kill9(): Promise<number> {
   return pid;
 }
 
-/** Kernel log lines reporting an I/O error on the device. */
-function ioErrorLines(): string[] {
-  return sh('dmesg', []).stdout.split('\n').filter((l) => l.includes(`ublkb${dev.devId}`) && /I\/O error|critical|Buffer I\/O/.test(l));
-}
 
 const exitOf = (c: import('node:child_process').ChildProcess): Promise<number | null> =>
   new Promise((r) => (c.exitCode !== null ? r(c.exitCode) : c.on('exit', (code) => r(code))));
 
 describe('user recovery', () => {
   it(`kill -9 of the daemon ${KILLS} times during fio verify, recover by hand each time: no error, no mismatch`, async () => {
+    const logSince = kernelLogNow();
     expect(readEntryOf(RUN_DIR, dev.devId)).toMatchObject({ version: 2, recovery: { userRecovery: true } });
     const fio = s.spawn('fio', [
       '--name=verify',
@@ -117,7 +114,7 @@ describe('user recovery', () => {
     expect(r.errors).toEqual([0]);
     expect(r.writeBytes).toBe(48 << 20);
     expect(r.readBytes).toBe(48 << 20); // the verify pass read everything back
-    expect(ioErrorLines()).toEqual([]);
+    expect(ioErrorLinesSince(logSince, dev.blockPath)).toEqual([]);
   });
 
   it('recover of a live device is refused', () => {

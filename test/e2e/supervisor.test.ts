@@ -10,7 +10,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
-import { BIN, pidAlive, RUN_DIR, sh, ublkNodes, waitFor, type Added, type Result } from './helpers.js';
+import { BIN, ioErrorLinesSince, kernelLogNow, pidAlive, RUN_DIR, sh, ublkNodes, waitFor, type Added, type Result } from './helpers.js';
 import { blockSegments, ErrorSources, leftoverDmDevices } from './error-sources.js';
 import { expectCleanKernel, onPrimaryKernel, requireUblkHost } from './setup.js';
 
@@ -127,11 +127,9 @@ function fioAsync(dev: string, args: string[]): { done: Promise<Fio>; running: (
 
 const VERIFY = ['--rw=randwrite', '--bsrange=4k-64k', '--iodepth=32', '--verify=crc32c', '--do_verify=1', '--verify_fatal=1'];
 
-/** Kernel log lines reporting an I/O error on the ublk device. */
-function ioErrorsOf(d: Added): string[] {
-  const name = path.basename(d.blockPath);
-  return sh('dmesg', []).stdout.split('\n').filter((l) => l.includes('I/O error') && l.includes(name));
-}
+/** Kernel log lines reporting an I/O error on the ublk device since this file started. */
+const logSince = kernelLogNow();
+const ioErrorsOf = (d: Added): string[] => ioErrorLinesSince(logSince, d.blockPath);
 
 /** Waits until `d` has served at least `n` more requests (so a kill lands in the middle of fio's work). */
 async function afterWrites(d: Added, n: number, timeoutMs = 120_000): Promise<void> {
