@@ -652,6 +652,9 @@ export class AutoRemapper {
   /** `pastHold`: its write-outage hold ended: redirected even though the write outage goes on. */
   private async writeFailed(ev: FaultEvent, rec: FaultRecord, multi: boolean, pastHold = false): Promise<void> {
     if (multi && !rec.narrowed) {
+      // After a hold the write was retried whole: narrowing it again is the outage's doing, not a try of
+      // its own (a burst of bad blocks taken for a write outage several times over failed writes with EIO).
+      if (rec.outage) rec.outageRetries++;
       this.retry(ev, rec, 0);
       return;
     }
