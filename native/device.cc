@@ -109,10 +109,7 @@ void Device::Start() {
     StartQueues(id, main_info);
     ctrl_->StartDev(id, getpid());
     started_ = true;
-    std::lock_guard<std::mutex> s(state_mu_);
-    state_.fixed_buffers = queues_.front()->fixed_buffers();
-    state_.zero_copy = cfg_.zero_copy;
-    state_.live = true;
+    MarkLive();
   } catch (const SysError&) {
     std::vector<std::string> ignored;
     Release(&ignored, false);
@@ -154,10 +151,7 @@ void Device::Recover() {
     // Served by this process from here on: a stop deletes it (STOP_DEV, DEL_DEV) like an added one.
     added_ = true;
     started_ = true;
-    std::lock_guard<std::mutex> s(state_mu_);
-    state_.fixed_buffers = queues_.front()->fixed_buffers();
-    state_.zero_copy = cfg_.zero_copy;
-    state_.live = true;
+    MarkLive();
   } catch (const SysError&) {
     // The kernel device stays as it was (quiesced, or recovering: a later START_USER_RECOVERY starts over).
     std::vector<std::string> ignored;
@@ -316,6 +310,14 @@ int Device::DupBackingFd(bool spare) {
 DeviceState Device::state() const {
   std::lock_guard<std::mutex> lock(state_mu_);
   return state_;
+}
+
+// Lifecycle thread, mu_ held. The queues serve the kernel device: what the state reports of it.
+void Device::MarkLive() {
+  std::lock_guard<std::mutex> s(state_mu_);
+  state_.fixed_buffers = queues_.front()->fixed_buffers();
+  state_.zero_copy = cfg_.zero_copy;
+  state_.live = true;
 }
 
 // Lifecycle thread, mu_ held. Dups the claims of main and spare (or opens the paths) and probes main.

@@ -111,6 +111,7 @@ class Device {
   // Lifecycle thread with mu_ held.
   BackingInfo OpenBackingFds();
   void StartQueues(uint32_t id, const BackingInfo& main_info);
+  void MarkLive();
   void CheckRecoverable(uint32_t id, const ublk::DevInfo& info);
 
   DeviceConfig cfg_;
