@@ -540,13 +540,8 @@ export class AutoRemapper {
     this.outage.hold({
       release: (mainAnswers) => {
         if (this.closed) return;
-        if (mainAnswers) {
-          rec.outageRetries++;
-          rec.narrowed = false;
-          this.resolve(ev, { action: 'retry' });
-        } else {
-          void this.failWrite(ev, rec, rec.firstErrno);
-        }
+        if (mainAnswers) this.retryAfterHold(ev, rec);
+        else void this.failWrite(ev, rec, rec.firstErrno);
       },
     }, rec.heldSince);
   }
@@ -585,9 +580,7 @@ export class AutoRemapper {
       release: (mainAnswers) => {
         if (this.closed) return;
         if (mainAnswers) {
-          rec.outageRetries++;
-          rec.narrowed = false;
-          this.resolve(ev, { action: 'retry' });
+          this.retryAfterHold(ev, rec);
         } else {
           // Narrowed first if it failed whole: only its failed blocks go to the spare.
           this.writeFailed(ev, rec, !rec.narrowed && rec.blocks.size > 1, true).catch((e: unknown) => {
@@ -600,9 +593,7 @@ export class AutoRemapper {
         new Promise<boolean>((res) => {
           if (this.closed) return res(false);
           rec.probeDone = res;
-          rec.outageRetries++;
-          rec.narrowed = false;
-          this.resolve(ev, { action: 'retry' });
+          this.retryAfterHold(ev, rec);
         }),
     };
     this.writeOutage.hold(held, rec.heldSince, again);
@@ -618,6 +609,13 @@ export class AutoRemapper {
     if (give.size > 0) await this.engine.abandonRedirects([...give]).catch((e: unknown) => this.log.error({ err: String(e) }, 'giving up redirects failed'));
     this.counters.passedThrough++;
     this.resolve(ev, { action: 'fail', errno });
+  }
+
+  /** Retries a held request whole; the retry does not count against its own tries. */
+  private retryAfterHold(ev: FaultEvent, rec: FaultRecord): void {
+    rec.outageRetries++;
+    rec.narrowed = false;
+    this.resolve(ev, { action: 'retry' });
   }
 
   private retry(ev: FaultEvent, rec: FaultRecord, delayMs: number): void {
