@@ -5,12 +5,8 @@ import fs from 'node:fs';
 import { toDmrError, usageError } from '../errors.js';
 import { selectNative } from '../native-select.js';
 import { oneTarget, parseShape, validate } from './args.js';
-import { runDetached, runForeground, withPolicy } from './add.js';
-import { runConfig } from './config.js';
 import { PROG, printJson, type CliContext } from './context.js';
-import { runDel } from './del.js';
 import { HELP } from './help.js';
-import { runList } from './list.js';
 import {
   addFlagsSchema,
   addOptions,
@@ -27,12 +23,9 @@ import {
   tableFlagsSchema,
   tableOptions,
 } from './schemas.js';
-import { deviceAndSectors, deviceAndSector, runMessage, runRecheck, runSectorCommand, runStats, runTable } from './remap.js';
-import { runStatus } from './status.js';
-import { runRestart } from './restart.js';
-import { runSupervise } from './supervise.js';
-import { runRecover } from './recover.js';
 
+// Each command's module is imported when that command runs: a CLI call loads only what it needs (the daemon,
+// its engine and logger are for `add` and `supervise` alone), which keeps `list` or `status` quick to start.
 const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
@@ -46,32 +39,38 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
     case 'add': {
       const { values } = parseShape(command, argv, addOptions, false);
       if (values.help) return help(ctx, command);
+      const { runDetached, runForeground, withPolicy } = await import('./add.js');
       const flags = withPolicy(ctx.env, validate(addFlagsSchema, values));
       return flags.foreground ? runForeground(ctx, flags) : runDetached(ctx, flags);
     }
     case 'list': {
       const { values } = parseShape(command, argv, listOptions, false);
       if (values.help) return help(ctx, command);
+      const { runList } = await import('./list.js');
       return runList(ctx, validate(jsonFlagSchema, values).json);
     }
     case 'status': {
       const { values, positionals } = parseShape(command, argv, statusOptions, true);
       if (values.help) return help(ctx, command);
+      const { runStatus } = await import('./status.js');
       return runStatus(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
     }
     case 'del': {
       const { values, positionals } = parseShape(command, argv, delOptions, true);
       if (values.help) return help(ctx, command);
+      const { runDel } = await import('./del.js');
       return runDel(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
     }
     case 'recover': {
       const { values, positionals } = parseShape(command, argv, recoverOptions, true);
       if (values.help) return help(ctx, command);
+      const { runRecover } = await import('./recover.js');
       return runRecover(ctx, oneTarget(command, positionals), validate(recoverFlagsSchema, values));
     }
     case 'restart': {
       const { values, positionals } = parseShape(command, argv, statusOptions, true);
       if (values.help) return help(ctx, command);
+      const { runRestart } = await import('./restart.js');
       return runRestart(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
     }
     case 'remap':
@@ -80,6 +79,7 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, sectorCommandOptions, true);
       if (values.help) return help(ctx, command);
       const json = validate(jsonFlagSchema, values).json;
+      const { deviceAndSector, runSectorCommand } = await import('./remap.js');
       const { target, sector } = deviceAndSector(command, positionals);
       return runSectorCommand(ctx, command, target, sector, json);
     }
@@ -87,28 +87,33 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, tableOptions, true);
       if (values.help) return help(ctx, command);
       const flags = validate(tableFlagsSchema, values);
+      const { runTable } = await import('./remap.js');
       return runTable(ctx, oneTarget(command, positionals), flags);
     }
     case 'stats': {
       const { values, positionals } = parseShape(command, argv, statusOptions, true);
       if (values.help) return help(ctx, command);
+      const { runStats } = await import('./remap.js');
       return runStats(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
     }
     case 'recheck': {
       const { values, positionals } = parseShape(command, argv, sectorCommandOptions, true);
       if (values.help) return help(ctx, command);
       const json = validate(jsonFlagSchema, values).json;
+      const { deviceAndSectors, runRecheck } = await import('./remap.js');
       const { target, sectors } = deviceAndSectors(command, positionals);
       return runRecheck(ctx, target, sectors, json);
     }
     case 'message': {
       const { values, positionals } = parseShape(command, argv, messageOptions, true);
       if (values.help) return help(ctx, command);
+      const { runMessage } = await import('./remap.js');
       return runMessage(ctx, positionals);
     }
     case 'config': {
       const { values, positionals } = parseShape(command, argv, configOptions, true);
       if (values.help) return help(ctx, command);
+      const { runConfig } = await import('./config.js');
       return runConfig(ctx, positionals, validate(configFlagsSchema, values));
     }
   }
@@ -129,7 +134,7 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
       return 0;
     }
     // Internal: the process `add` detaches, which runs and restarts the daemon (not in the help).
-    if (first === 'supervise') return await runSupervise(ctx, rest);
+    if (first === 'supervise') return await (await import('./supervise.js')).runSupervise(ctx, rest);
     if (!(COMMANDS as readonly string[]).includes(first)) {
       const what = first.startsWith('-') ? `unknown option ${first}` : `unknown command ${JSON.stringify(first)}`;
       throw usageError(`${what} (commands: ${COMMANDS.join(', ')}; see ${PROG} --help)`);
