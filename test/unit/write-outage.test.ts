@@ -34,6 +34,14 @@ const writeFault = (block: number, attempt = 0, s = ++seq): Fault => ({
   type: 'io_fault', queue: 0, tag: s % 64, seq: s, op: 'write', kind: 'error', block, blocks: 1, attempt, latencyUs: 100, written: [],
   failed: [{ device: 'main', block, blocks: 1, errno: 5 }],
 });
+/**
+ * A `blocks`-block write at `block` failing on main as native reports it: whole (one range: its first
+ * try and every retry not narrowed), or narrowed (one backing I/O per block: only `bad` fails).
+ */
+const multiFault = (block: number, blocks: number, bad: number, narrowed: boolean, attempt: number, s = ++seq): Fault => ({
+  type: 'io_fault', queue: 0, tag: s % 64, seq: s, op: 'write', kind: 'error', block, blocks, attempt, latencyUs: 100, written: [],
+  failed: [narrowed ? { device: 'main', block: bad, blocks: 1, errno: 5 } : { device: 'main', block, blocks, errno: 5 }],
+});
 const resolutionOf = (f: Fault): FaultAction | undefined => device().resolutions.find((x) => x.tag === f.tag && x.seq === f.seq)?.action;
 const resolution = (f: { tag: number; seq: number }, timeoutMs = 5000): Promise<FaultAction> => device().awaitResolution(f, timeoutMs);
 /** Native's count of backing writes main did whole moves on by `n`. */
@@ -282,5 +290,54 @@ describe('write outages of main (it refuses writes, still reads)', () => {
     const slotAfter = daemon?.['engine']?.store.table.get(a)?.slot;
     expect(slotAfter).toBeDefined();
     expect(slotAfter).not.toBe(slotBefore);
+  });
+  it('a multi-block write with one bad block, held in a write outage more times than MAX_WRITE_ATTEMPTS (whole, narrowed, held, retried whole...): finally redirected, never failed', async () => {
+    await start({ writeOutageRegions: 2, outageHoldMs: 10_000 });
+    // 256 blocks (region 20, the whole of it), one bad block; each time a write outage is entered, main
+    // fails a one-block write in region 40 first (a bad sector there: redirected), then the narrowed
+    // retry's bad block completes the evidence. Main takes a write then: the outage ends, held writes are
+    // retried whole.
+    const block = 20 * 256;
+    const bad = block + 100;
+    const first = multiFault(block, 256, bad, false, 0);
+    let f = first;
+    const next = (narrowed: boolean): Fault => multiFault(block, 256, bad, narrowed, f.attempt + 1, f.seq);
+    device().emit(f);
+    expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
+    const cycles = 10; // each cycle: two tries of its own before d48e675; 8 (MAX_WRITE_ATTEMPTS) failed it
+    for (let i = 0; i < cycles; i++) {
+      const other = emitted(writeFault(40 * 256 + i));
+      expect(await resolution(other), `cycle ${i}: the other region's bad sector`).toEqual({ action: 'retry' });
+      f = emitted(next(true)); // its bad block fails again: a write outage begins; the write is held
+      const deadline = Date.now() + 1000;
+      while (!(await stats()).writeOutage.active && Date.now() < deadline) await settle(5);
+      expect((await stats()).writeOutage.active, `cycle ${i}: write outage`).toBe(true);
+      expect(resolutionOf(f), `cycle ${i}: held`).toBeUndefined();
+      if (i % 2 === 1) {
+        // A probe retries it whole (the write held longest); it fails whole again: held again, not narrowed.
+        expect(await resolution(f, 1000), `cycle ${i}: probe retry`).toEqual({ action: 'retry' });
+        f = emitted(next(false));
+        await settle(20);
+        expect(resolutionOf(f), `cycle ${i}: held again after the probe`).toBeUndefined();
+      }
+      mainTakes();
+      expect(await resolution(f, 1000), `cycle ${i}: released when main takes a write`).toEqual({ action: 'retry' });
+      f = emitted(next(false)); // retried whole: fails whole; narrowed again
+      expect(await resolution(f), `cycle ${i}: narrowed again`).toEqual({ action: 'retry', narrow: true });
+    }
+    expect(f.attempt).toBeGreaterThanOrEqual(2 * 8);
+    // The narrowed retry fails on its bad block once more, no write outage now (one region): a bad sector.
+    f = emitted(next(true));
+    expect(await resolution(f), 'after the last narrowing').toEqual({ action: 'retry' });
+    expect(device().remapTable.blocks).toContain(BigInt(bad));
+    const lw: Fault = { ...next(false), kind: 'lost_written', failed: [], written: device().writtenRanges(block, 256) };
+    expect(lw.written).toEqual([expect.objectContaining({ block: bad, blocks: 1 })]);
+    device().emit(lw);
+    expect(await resolution(lw)).toEqual({ action: 'complete' });
+    expect(device().resolutions.filter((r) => r.seq === first.seq && r.action.action === 'fail')).toEqual([]);
+    await daemon?.['auto']?.idle();
+    expect(daemon?.['engine']?.store.table.get(bad)?.state).toBe('mapped');
+    for (const b of [block, bad - 1, bad + 1, block + 255]) expect(daemon?.['engine']?.store.table.get(b), `block ${b}`).toBeUndefined();
+    expect((await stats()).writeOutage).toMatchObject({ outages: cycles, failedAfterHold: 0, held: 0 });
   });
 });
