@@ -462,7 +462,8 @@ export class AutoRemapper {
       // Their data went to a slot the table no longer gives the block (it moved, or its redirect was
       // abandoned): acknowledging would map the block to a slot without the data. Write it again, against
       // the table as it is now.
-      if (ev.attempt >= MAX_WRITE_ATTEMPTS) {
+      // Tries spent held in an outage are not the write's own (as in writeFailed).
+      if (ev.attempt - (rec?.outageRetries ?? 0) >= MAX_WRITE_ATTEMPTS) {
         this.log.error({ attempt: ev.attempt, blocks: redrive.slice(0, 16).map((x) => x.block) }, 'write keeps landing in slots its blocks left: it fails');
         this.counters.passedThrough++;
         this.resolve(ev, { action: 'fail', errno: EIO });
