@@ -1,15 +1,15 @@
 // A whole-disk spare (issue 11 point 2): a 1 TiB sparse file on tmpfs behind a loop device. add formats it
 // without writing anything sized by the disk, data written through the device and a few manual remaps
 // survive del + add (the restart that used to fail with `The value of "size" is out of range`), and the
-// table is capped by format version 2 (docs/FORMAT.md).
+// table is capped by format version 2 (docs/FORMAT.md). The format and its loading are userspace's: primary run only.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import { DEFAULT_MAX_SLOTS } from '../../src/remap/geometry.js';
 import { addDevice, dmr, must, readAt, RUN_DIR, sh, type Added } from './helpers.js';
-import { scratchPerTest } from './setup.js';
+import { primaryKernelOnly, scratchPerTest } from './setup.js';
 
 const s = scratchPerTest();
 const sock = (d: Added) => path.join(RUN_DIR, `${d.devId}.sock`);
@@ -21,7 +21,7 @@ async function tableOf(d: Added) {
 
 const ms = (t0: bigint): number => Number(process.hrtime.bigint() - t0) / 1e6;
 
-describe('whole-disk spare', () => {
+primaryKernelOnly('whole-disk spare', () => {
   it('a 1 TiB sparse spare: add, write, remap, del, add again (table and data back), del', async () => {
     const main = s.loop(64);
     // Scratch.loop() sizes in MiB with 32-bit arithmetic; the 1 TiB file is made here and detached below.

@@ -10,7 +10,7 @@ import { readEntryOf } from '../../src/control/registry.js';
 import { loadNative } from '../../src/native.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
 import { addDevice, dmr, ioErrorLinesSince, kernelLogNow, parseFio, pidAlive, registryFiles, REPO, RUN_DIR, Scratch, sh, ublkNodes, waitFor, type Added } from './helpers.js';
-import { expectCleanKernel, requireUblkHost } from './setup.js';
+import { expectCleanKernel, itPrimary, requireUblkHost } from './setup.js';
 
 // The supervisor's e2e kills three times under fio verify; here one kill shows `recover` by hand does it too.
 const KILLS = 1;
@@ -124,7 +124,8 @@ describe('user recovery', () => {
     expect(dmr('status', 'rec').status).toBe(0);
   });
 
-  it('a daemon with an unhandled error logs it, exits 70 and leaves the device quiesced for recover', async () => {
+  // What the daemon does with an unhandled error is userspace's: primary run only.
+  itPrimary('a daemon with an unhandled error logs it, exits 70 and leaves the device quiesced for recover', async () => {
     await kill9();
     const log = `${s.dir}/fatal.log`;
     // The recovering daemon (serveForeground, as `recover --foreground` runs it) throws once the device is live.

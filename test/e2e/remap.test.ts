@@ -8,7 +8,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import { addDevice, dmr, must, parseFio, pidAlive, readAt, RUN_DIR, sh, waitFor, type Added } from './helpers.js';
-import { scratchPerTest } from './setup.js';
+import { itPrimary, scratchPerTest } from './setup.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
 
 const s = scratchPerTest();
@@ -89,7 +89,8 @@ describe('remap engine', () => {
     expect((await tableOf(dev)).length).toBe(remaps - unremaps);
   });
 
-  it('del + add, and kill -9 right after a remap reply: table, counters and bytes come back', async () => {
+  // The table's durability, the format's checks and the CLI's answers are userspace's: primary run only.
+  itPrimary('del + add, and kill -9 right after a remap reply: table, counters and bytes come back', async () => {
     const main = s.loop(32);
     const spare = s.loop(16);
     let dev = addDevice(main, spare);
@@ -120,7 +121,7 @@ describe('remap engine', () => {
     expect(dmr('del', dev.blockPath).status).toBe(0);
   });
 
-  it('a spare of another main is refused and left unchanged; --force-format takes it over', async () => {
+  itPrimary('a spare of another main is refused and left unchanged; --force-format takes it over', async () => {
     const spare = s.loop(16);
     const first = addDevice(s.loop(32), spare);
     await request(sock(first), 'remap', { sector: 100 });
@@ -136,7 +137,7 @@ describe('remap engine', () => {
     expect(await tableOf(taken)).toEqual([]);
   });
 
-  it('a corrupted table copy on the spare is detected and repaired from the other', async () => {
+  itPrimary('a corrupted table copy on the spare is detected and repaired from the other', async () => {
     const main = s.loop(32);
     const spare = s.loop(16);
     let dev = addDevice(main, spare);
@@ -199,7 +200,7 @@ describe('remap engine', () => {
     }
   });
 
-  it('bad input changes nothing: sector beyond the device, not a number, unknown message', async () => {
+  itPrimary('bad input changes nothing: sector beyond the device, not a number, unknown message', async () => {
     const dev = addDevice(s.loop(16), s.loop(8));
     await request(sock(dev), 'remap', { sector: 64 });
     const before = await tableOf(dev);

@@ -1,6 +1,6 @@
 // Every e2e file starts here: the suite needs root and ublk, and fails loudly (never skips) without them.
 import fs from 'node:fs';
-import { afterEach, beforeAll, beforeEach, describe, expect } from 'vitest';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { armHungTaskDetector, kernelTrouble, Scratch, ublkNodes } from './helpers.js';
 
 export function requireUblkHost(): void {
@@ -54,3 +54,6 @@ export const onPrimaryKernel = process.env.DMREMAP_E2E_PRIMARY === '1';
  * To run such a file by hand, set DMREMAP_E2E_PRIMARY=1 (test/vm/run.sh passes every DMREMAP_* to the guest).
  */
 export const primaryKernelOnly = describe.runIf(onPrimaryKernel);
+
+/** One test that runs in the primary run only: the same rule as primaryKernelOnly, for a case inside a block that runs everywhere. */
+export const itPrimary = it.runIf(onPrimaryKernel);
