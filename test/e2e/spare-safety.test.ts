@@ -29,21 +29,22 @@ function blkid(dev: string): Record<string, string> {
 }
 
 /**
- * add with `args` is refused: detached, exit 1 and exactly `message` as its one line; --foreground --json,
- * exit 1 and `code`. No device or registry entry made, and `spare`'s bytes unchanged.
+ * add with `args` is refused: exit 1, exactly `message` as its one line on stderr and `code` in its --json
+ * answer; no device or registry entry made, and `spare`'s bytes unchanged. The detached add refuses in its
+ * precheck, before any daemon starts; `bothPaths` also runs `--foreground`, where the daemon's own claim and
+ * check refuse (the same functions, called from the other place: a few cases run both).
  */
-function expectRefused(args: string[], spare: string, code: string, message: string | RegExp): void {
+function expectRefused(args: string[], spare: string, code: string, message: string | RegExp, bothPaths = false): void {
   const before = { nodes: ublkNodes(), registry: registryFiles(), sum: sha(spare) };
-  const r = dmr('add', ...args);
-  expect(r.status, r.stderr).toBe(1);
-  expect(r.stdout).toBe('');
-  const lines = r.stderr.replace(/\n$/, '').split('\n');
-  expect(lines, r.stderr).toHaveLength(1);
-  if (typeof message === 'string') expect(lines[0]).toBe(`dmremap-ublk: ${message}`);
-  else expect(lines[0]).toMatch(message);
-  const j = dmr('add', ...args, '--foreground', '--json');
-  expect(j.status).toBe(1);
-  expect((JSON.parse(j.stdout) as { error: { code: string } }).error.code).toBe(code);
+  for (const extra of bothPaths ? [[], ['--foreground']] : [[]]) {
+    const r = dmr('add', ...args, ...extra, '--json');
+    expect(r.status, r.stderr).toBe(1);
+    const lines = r.stderr.replace(/\n$/, '').split('\n');
+    expect(lines, r.stderr).toHaveLength(1);
+    if (typeof message === 'string') expect(lines[0]).toBe(`dmremap-ublk: ${message}`);
+    else expect(lines[0]).toMatch(message);
+    expect((JSON.parse(r.stdout) as { error: { code: string } }).error.code).toBe(code);
+  }
   expect({ nodes: ublkNodes(), registry: registryFiles(), sum: sha(spare) }).toEqual(before);
 }
 
@@ -52,7 +53,7 @@ primaryKernelOnly('a spare that holds something is never formatted', () => {
     const main = s.loop(64);
     const spare = s.loop(32);
     must('mkfs.ext4', ['-q', '-F', '-L', 'backup', spare]);
-    expectRefused(['--main', main, '--spare', spare], spare, 'E_SPARE_IN_USE', `${spare} holds an ext4 filesystem (label "backup"); use --force-format to overwrite it`);
+    expectRefused(['--main', main, '--spare', spare], spare, 'E_SPARE_IN_USE', `${spare} holds an ext4 filesystem (label "backup"); use --force-format to overwrite it`, true);
     expect(blkid(spare)).toMatchObject({ TYPE: 'ext4', LABEL: 'backup' });
     expect(sh('fsck.ext4', ['-n', '-f', spare]).status).toBe(0);
 
@@ -105,7 +106,7 @@ primaryKernelOnly('a spare that holds something is never formatted', () => {
     const mnt = s.mount(spare);
     fs.writeFileSync(path.join(mnt, 'keep'), 'data that must survive');
     must('sync', []);
-    expectRefused(['--main', main, '--spare', spare, '--force-format'], spare, 'E_DEVICE_BUSY', `spare device ${spare} is mounted on ${mnt}`);
+    expectRefused(['--main', main, '--spare', spare, '--force-format'], spare, 'E_DEVICE_BUSY', `spare device ${spare} is mounted on ${mnt}`, true);
     s.umount(mnt);
     const fsck = sh('fsck.ext4', ['-n', '-f', spare]);
     expect(fsck.status, fsck.stdout + fsck.stderr).toBe(0);
@@ -166,7 +167,7 @@ primaryKernelOnly('a device in use is never claimed', () => {
       const holder = fs.readdirSync(`/sys/class/block/${path.basename(dm.backing)}/holders`);
       expect(holder).toHaveLength(1);
       expectRefused(['--main', s.loop(64), '--spare', dm.backing, '--force-format'], dm.backing, 'E_DEVICE_BUSY',
-        `spare device ${dm.backing} is held by /dev/${holder[0]}`);
+        `spare device ${dm.backing} is held by /dev/${holder[0]}`, true);
     } finally {
       src.cleanup();
     }
