@@ -65,6 +65,9 @@ export const ERROR_CODES = {
   // `recover`: the dead daemon's process still holds main or the spare exclusively, or /dev/ublkcN (its
   // io_uring keeps them until a backing I/O in flight ends); temporary: try again later.
   E_PREDECESSOR_BUSY: PREDECESSOR_BUSY_EXIT_CODE,
+  // `recover`: the kernel refuses START_USER_RECOVERY with EINVAL: an earlier recovery was cut short after
+  // it started (6.12), and the device can only be deleted (`del`; the remap table stays on the spare).
+  E_RECOVERY_STUCK: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -637,6 +637,14 @@ function recoverError(e: unknown, devId: number): DmrError {
     case 'EOPNOTSUPP':
       return new DmrError('E_NOT_QUIESCED', `${what} cannot be recovered: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     case 'EINVAL':
+      if (isNativeError(e) && e.command === 'START_USER_RECOVERY') {
+        return new DmrError(
+          'E_RECOVERY_STUCK',
+          `${what} cannot be recovered: the kernel refuses START_USER_RECOVERY (EINVAL), an earlier recovery was cut short after it started; ` +
+            `the device stays quiesced (its I/O waits). Run \`dmremap-ublk del ${devId}\` (waiting I/O fails), then add it again: the remaps stay on the spare`,
+          { cause: e },
+        );
+      }
       return new DmrError('E_STATE', `${what} does not match its saved state: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     case 'EBUSY':
       // The kernel answers EBUSY until the dead daemon's /dev/ublkcN is released: temporary.

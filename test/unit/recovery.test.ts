@@ -306,6 +306,36 @@ describe('detach and recover', () => {
     expect(fs.existsSync(file)).toBe(true);
   });
 
+  it('a queue setup that fails in recover comes before START_USER_RECOVERY: the device stays quiesced and recoverable', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    crash(d);
+    native.cfg.failRecoverSetup = 'ENOMEM';
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_KERNEL', message: expect.stringContaining('io_uring_queue_init') });
+    expect(device().calls).not.toContain('recover');
+    expect(native.recoveries).toBe(0);
+    expect(await kernelState(id)).toBe('quiesced');
+    expect(native.claims.size).toBe(0);
+    native.cfg.failRecoverSetup = null;
+    const r = await Daemon.recover(id, deps());
+    daemons.push(r);
+    expect(await kernelState(id)).toBe('live');
+  });
+
+  it('a device whose earlier recovery was cut short after START_USER_RECOVERY (EINVAL): E_RECOVERY_STUCK, says to del it', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    crash(d);
+    native.simulateRecoveryCutShort(id);
+    const err = await Daemon.recover(id, deps()).catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: 'E_RECOVERY_STUCK',
+      message: expect.stringMatching(new RegExp(`^ublk device ${id} cannot be recovered: the kernel refuses START_USER_RECOVERY \\(EINVAL\\).*dmremap-ublk del ${id}`)),
+    });
+    expect(native.claims.size).toBe(0);
+    expect(readEntryOf(w.runDir, id)).not.toBeNull();
+  });
+
   it('refuses a spare without metadata instead of formatting it', async () => {
     const d = await start();
     const id = d.info.devId;
