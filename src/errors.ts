@@ -55,7 +55,8 @@ export const ERROR_CODES = {
   E_CONFIG: 1,
   // Recovery (`recover`): the device's daemon is running (nothing to recover); the device is not quiesced
   // (its kernel device is gone, or was created without user recovery); its saved state is missing or does
-  // not match what is there now (another main or spare at its paths, another size).
+  // not match what is there now (another main or spare at its paths, another size). E_STATE also: `status`,
+  // `restart` and the remap commands naming a device whose registry file does not parse (file, why, what to do).
   E_DEVICE_LIVE: 1,
   E_NOT_QUIESCED: 1,
   E_STATE: 1,

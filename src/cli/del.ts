@@ -4,7 +4,7 @@
 // and so is one whose registry file this version cannot parse (named by its device id or path).
 import fs from 'node:fs';
 import { request } from '../control/client.js';
-import { findTarget, isAlive, notFound, readEntries, type InvalidEntry, type RegistryEntry } from '../control/registry.js';
+import { findInvalidTarget, findTarget, isAlive, notFound, readEntries, type RegistryEntry } from '../control/registry.js';
 import { DmrError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { deleteInvalid, deleteQuiesced, reapStale } from '../device/reap.js';
@@ -41,12 +41,6 @@ async function stopDaemon(e: RegistryEntry): Promise<void> {
   }
 }
 
-/** The invalid entry `target` names by device id (N, ublkbN, /dev/ublkbN, /dev/ublkcN) or by its block path. */
-function findInvalid(invalid: InvalidEntry[], target: string): InvalidEntry | null {
-  const m = /^(?:\/dev\/ublk[bc]|ublk[bc]?)?(\d+)$/.exec(target);
-  return invalid.find((e) => (m !== null && e.devId === Number(m[1])) || (e.blockPath !== null && e.blockPath === target)) ?? null;
-}
-
 export async function runDel(ctx: CliContext, target: string, json: boolean, timeoutMs = DEL_TIMEOUT_MS): Promise<number> {
   const dir = runDir(ctx.env);
   const { live, stale, quiesced, invalid } = readEntries(dir);
@@ -64,7 +58,7 @@ export async function runDel(ctx: CliContext, target: string, json: boolean, tim
     // Not a running device: perhaps one whose daemon died, or one whose registry file cannot be read.
     entry = findTarget(stale, target);
     if (entry === null) {
-      const bad = findInvalid(invalid, target);
+      const bad = findInvalidTarget(invalid, target);
       if (bad === null) throw notFound(target);
       await deleteInvalid(await ctx.loadNative(), bad, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
       const blockPath = bad.blockPath ?? `device ${bad.devId}`;
