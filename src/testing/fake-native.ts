@@ -23,7 +23,7 @@ import type {
   QueueStats,
   UblkProbe,
 } from '../native.js';
-import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
+import { loadNative, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
 import { MAX_DEPTH, MAX_QUEUES } from '../device/config.js';
 
 export const fakeConfigSchema = z.strictObject({
@@ -655,5 +655,12 @@ export class FakeNative implements NativeAddon {
     fs.rmSync(path.join(this.cfg.devDir, `ublkb${devId}`), { force: true });
     fs.rmSync(path.join(this.cfg.devDir, `ublkc${devId}`), { force: true });
     fs.rmSync(fakeKernelStatePath(this.cfg.devDir, devId), { force: true });
+  }
+
+  /** Watchdogs armed (ms, code). Nothing of the kernel in it to fake: the real addon's watchdog runs. */
+  readonly exitWatchdogs: Array<{ ms: number; code: number }> = [];
+  armExitWatchdog(ms: number, code: number): void {
+    this.exitWatchdogs.push({ ms, code });
+    loadNative().armExitWatchdog(ms, code);
   }
 }
