@@ -69,6 +69,8 @@ export const ERROR_CODES = {
   // `recover`: the kernel refuses START_USER_RECOVERY with EINVAL: an earlier recovery was cut short after
   // it started (6.12), and the device can only be deleted (`del`; the remap table stays on the spare).
   E_RECOVERY_STUCK: 1,
+  // `recover` (by hand, by the supervisor, by `restart`) of a device a `del` is removing: del wins.
+  E_DELETING: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
