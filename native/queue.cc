@@ -223,7 +223,6 @@ void Queue::SetupLocal() {
     // Registration pins the pages once instead of per I/O; where it is refused, plain reads/writes work.
     fixed_buffers_.store(io_uring_register_buffers(&ring_, iov.data(), cfg_.depth) == 0, std::memory_order_relaxed);
   }
-
 }
 
 // Queue thread.
