@@ -3,11 +3,13 @@
 // N-API values are only made or read on the JS thread (constructors, OnOK, plain methods).
 #include <napi.h>
 
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <set>
 #include <string>
+#include <thread>
 
 #include <unistd.h>
 
@@ -678,6 +680,23 @@ Napi::Value DeleteKernelDevice(const Napi::CallbackInfo& info) {
   return p;
 }
 
+// JS thread. armExitWatchdog(ms, code): a detached thread ends the process with _exit(code) after `ms`
+// unless it has exited by then. For the fatal path: process.exit() joins libuv's worker threads
+// (uv_library_shutdown), and one stuck in a blocking syscall (a read of a dead device) would hang it for ever.
+Napi::Value ArmExitWatchdog(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber())
+    throw Napi::TypeError::New(env, "armExitWatchdog(ms, code)");
+  int64_t ms = info[0].As<Napi::Number>().Int64Value();
+  int code = info[1].As<Napi::Number>().Int32Value();
+  if (ms < 0 || code < 0 || code > 255) throw Napi::RangeError::New(env, "armExitWatchdog: ms >= 0, code 0..255");
+  std::thread([ms, code] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    _exit(code);
+  }).detach();
+  return env.Undefined();
+}
+
 // JS thread, at environment teardown: no device outlives its environment.
 void Cleanup(void* arg) {
   auto* data = static_cast<AddonData*>(arg);
@@ -704,6 +723,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("syncClaimed", Napi::Function::New(env, SyncClaimedJs));
   exports.Set("kernelDeviceInfo", Napi::Function::New(env, KernelDeviceInfo));
   exports.Set("deleteKernelDevice", Napi::Function::New(env, DeleteKernelDevice));
+  exports.Set("armExitWatchdog", Napi::Function::New(env, ArmExitWatchdog));
   exports.Set("Device", DeviceWrap::Define(env));
   return exports;
 }

@@ -106,7 +106,8 @@ void Device::Start() {
     SetDiscardParams(main_info, cfg_, &params);
     ctrl_->SetParams(id, params);
 
-    StartQueues(id, main_info);
+    PrepareQueues(id, main_info);
+    StartQueues(id);
     ctrl_->StartDev(id, getpid());
     started_ = true;
     MarkLive();
@@ -128,6 +129,11 @@ void Device::Recover() {
     ctrl_ = std::make_unique<Control>();
     ublk::DevInfo info = ctrl_->GetDevInfo(id);
     CheckRecoverable(id, info);
+    // Every step that can fail and needs no /dev/ublkcN comes before START_USER_RECOVERY: on 6.12 a
+    // recovery cut short after it (no queue fetched) leaves a device whose next START_USER_RECOVERY fails
+    // with EINVAL. /dev/ublkcN itself can only be opened after it (the kernel answers EBUSY while it is
+    // open) and its descriptors mapped only after it (START resets the mm that may map them).
+    PrepareQueues(id, main_info);
     // START_USER_RECOVERY answers EBUSY until the kernel has quiesced the device and the dead server's
     // /dev/ublkcN (its fd, mmaps and rings) is released: retry for a while.
     auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kRecoverBusyMs);
@@ -146,7 +152,7 @@ void Device::Recover() {
       state_.dev_id = static_cast<int32_t>(id);
       state_.flags = info.flags;
     }
-    StartQueues(id, main_info);
+    StartQueues(id);
     ctrl_->EndUserRecovery(id, getpid());
     // Served by this process from here on: a stop deletes it (STOP_DEV, DEL_DEV) like an added one.
     added_ = true;
@@ -335,25 +341,16 @@ BackingInfo Device::OpenBackingFds() {
   return main_info;
 }
 
-// Lifecycle thread, mu_ held. Opens /dev/ublkcN and starts every queue thread (each has fetched its tags
-// when this returns).
-void Device::StartQueues(uint32_t id, const BackingInfo& main_info) {
-  // Without udev the char device node appears a moment after ADD_DEV (devtmpfs): retry briefly.
-  std::string cdev = "/dev/ublkc" + std::to_string(id);
-  for (int i = 0; i < 300; i++) {
-    cdev_fd_ = open(cdev.c_str(), O_RDWR | O_CLOEXEC);
-    if (cdev_fd_ >= 0 || errno != ENOENT) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  if (cdev_fd_ < 0) ThrowSys(errno, "open", cdev);
-
+// Lifecycle thread, mu_ held. Creates every queue and its thread, which sets up its io_uring and buffers
+// (what needs no /dev/ublkcN) and waits for StartQueues.
+void Device::PrepareQueues(uint32_t id, const BackingInfo& main_info) {
   for (uint32_t q = 0; q < cfg_.queues; q++) {
     QueueConfig qc;
     qc.dev_id = id;
     qc.q_id = static_cast<uint16_t>(q);
     qc.depth = cfg_.depth;
     qc.max_io_bytes = cfg_.max_io_bytes;
-    qc.cdev_fd = cdev_fd_;
+    qc.cdev_fd = -1;  // handed over by StartQueues
     qc.main_fd = main_fd_;
     qc.spare_fd = spare_fd_;
     qc.encoded = ctrl_->encoded();
@@ -364,9 +361,26 @@ void Device::StartQueues(uint32_t id, const BackingInfo& main_info) {
     qc.main_zero_range = !main_info.is_block_device || main_info.write_zeroes_max_bytes > 0;
     qc.park_faults = &park_faults_;
     auto queue = std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get());
-    queue->Start();
+    queue->Prepare();
     std::unique_lock<std::shared_mutex> ql(queues_mu_);
     queues_.push_back(std::move(queue));
+  }
+}
+
+// Lifecycle thread, mu_ held, after PrepareQueues. Opens /dev/ublkcN and hands it to every queue thread
+// (each has fetched its tags when this returns).
+void Device::StartQueues(uint32_t id) {
+  // Without udev the char device node appears a moment after ADD_DEV (devtmpfs): retry briefly.
+  std::string cdev = "/dev/ublkc" + std::to_string(id);
+  for (int i = 0; i < 300; i++) {
+    cdev_fd_ = open(cdev.c_str(), O_RDWR | O_CLOEXEC);
+    if (cdev_fd_ >= 0 || errno != ENOENT) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  if (cdev_fd_ < 0) ThrowSys(errno, "open", cdev);
+  {
+    std::shared_lock<std::shared_mutex> ql(queues_mu_);
+    for (auto& q : queues_) q->Start(cdev_fd_);
   }
   // Requests can fault from here on (START_DEV's partition scan, reissued requests): let workers read.
   std::lock_guard<std::mutex> f(fds_mu_);

@@ -110,7 +110,8 @@ class Device {
   void Release(std::vector<std::string>* errors, bool detach);
   // Lifecycle thread with mu_ held.
   BackingInfo OpenBackingFds();
-  void StartQueues(uint32_t id, const BackingInfo& main_info);
+  void PrepareQueues(uint32_t id, const BackingInfo& main_info);
+  void StartQueues(uint32_t id);
   void MarkLive();
   void CheckRecoverable(uint32_t id, const ublk::DevInfo& info);
 

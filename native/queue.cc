@@ -94,7 +94,7 @@ Queue::~Queue() {
 }
 
 // Owner thread.
-void Queue::Start() {
+void Queue::Prepare() {
   stop_fd_ = eventfd(0, EFD_CLOEXEC);
   if (stop_fd_ < 0) ThrowSys(errno, "eventfd");
   table_fd_ = eventfd(0, EFD_CLOEXEC);
@@ -109,8 +109,29 @@ void Queue::Start() {
   }
 }
 
+// Owner thread.
+void Queue::Start(int cdev_fd) {
+  if (!thread_.joinable()) Prepare();
+  std::unique_lock<std::mutex> lock(ready_mu_);
+  cfg_.cdev_fd = cdev_fd;
+  go_ = true;
+  ready_cv_.notify_all();
+  ready_cv_.wait(lock, [this] { return ready_state_ == 1 || ready_state_ < 0; });
+  if (ready_state_ < 0) {
+    lock.unlock();
+    thread_.join();
+    ThrowSys(ready_errno_, ready_error_, "(queue " + std::to_string(cfg_.q_id) + ")");
+  }
+}
+
 // Any thread.
 void Queue::RequestStop() {
+  {
+    // A prepared thread still waiting for Start exits.
+    std::lock_guard<std::mutex> lock(ready_mu_);
+    abort_ = true;
+    ready_cv_.notify_all();
+  }
   if (stop_fd_ < 0) return;
   uint64_t one = 1;
   ssize_t n = write(stop_fd_, &one, sizeof(one));
@@ -153,7 +174,7 @@ void Queue::Join() {
 }
 
 // Queue thread.
-void Queue::Setup() {
+void Queue::SetupLocal() {
   uint32_t entries = RoundUpPow2(cfg_.depth * 2 + 4);
   io_uring_params p{};
   // Only this thread submits; let completions run when it waits (6.1+), with fallbacks for older kernels.
@@ -169,10 +190,6 @@ void Queue::Setup() {
   }
   if (rc < 0) ThrowSys(-rc, "io_uring_queue_init");
   ring_ready_ = true;
-
-  int files[3] = {cfg_.cdev_fd, cfg_.main_fd, cfg_.spare_fd};
-  rc = io_uring_register_files(&ring_, files, 3);
-  if (rc < 0) ThrowSys(-rc, "io_uring_register_files");
 
   if (cfg_.zero_copy) {
     rc = io_uring_register_buffers_sparse(&ring_, cfg_.depth);
@@ -206,6 +223,13 @@ void Queue::Setup() {
     // Registration pins the pages once instead of per I/O; where it is refused, plain reads/writes work.
     fixed_buffers_.store(io_uring_register_buffers(&ring_, iov.data(), cfg_.depth) == 0, std::memory_order_relaxed);
   }
+}
+
+// Queue thread.
+void Queue::SetupDevice() {
+  int files[3] = {cfg_.cdev_fd, cfg_.main_fd, cfg_.spare_fd};
+  int rc = io_uring_register_files(&ring_, files, 3);
+  if (rc < 0) ThrowSys(-rc, "io_uring_register_files");
 
   long page = sysconf(_SC_PAGESIZE);
   descs_len_ = (size_t(cfg_.depth) * sizeof(ublk::IoDesc) + page - 1) / page * page;
@@ -250,15 +274,37 @@ void Queue::Run() {
   // Named for top -H / ps -L (15 characters at most): "dmremap-q<N>".
   std::string name = "dmremap-q" + std::to_string(cfg_.q_id);
   pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
-  try {
-    Setup();
-  } catch (const SysError& e) {
+  auto fail = [this](const SysError& e) {
     Teardown();
     std::lock_guard<std::mutex> lock(ready_mu_);
     ready_state_ = -1;
     ready_errno_ = e.err();
     ready_error_ = e.command();
     ready_cv_.notify_all();
+  };
+  try {
+    SetupLocal();
+  } catch (const SysError& e) {
+    fail(e);
+    return;
+  }
+  {
+    std::unique_lock<std::mutex> lock(ready_mu_);
+    ready_state_ = 2;
+    ready_cv_.notify_all();
+    ready_cv_.wait(lock, [this] { return go_ || abort_; });
+    if (!go_) {
+      // Stopped before Start: nothing was fetched, nothing is owed to the kernel.
+      ready_state_ = -1;
+      lock.unlock();
+      Teardown();
+      return;
+    }
+  }
+  try {
+    SetupDevice();
+  } catch (const SysError& e) {
+    fail(e);
     return;
   }
   {

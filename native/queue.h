@@ -86,9 +86,13 @@ class Queue {
   Queue(const Queue&) = delete;
   Queue& operator=(const Queue&) = delete;
 
-  // Owner thread. Starts the queue thread and waits until it has fetched every tag (or failed: throws
-  // SysError, and the thread is joined).
-  void Start();
+  // Owner thread. Starts the queue thread and waits until it has set up what needs no /dev/ublkcN (its
+  // io_uring, I/O buffers): every fallible step a user recovery can take before START_USER_RECOVERY. The
+  // thread then waits for Start (or a stop: it exits). Throws SysError on failure (the thread is joined).
+  void Prepare();
+  // Owner thread. Hands /dev/ublkcN to the queue thread (Prepare first, if not done) and waits until it has
+  // registered it, mapped its descriptors and fetched every tag (or failed: throws SysError, joined).
+  void Start(int cdev_fd);
   // Any thread. Wakes the queue thread to look at the remap table again (and at queued fault
   // resolutions): parked requests whose blocks are no longer moving are dispatched. With fail_parked (the
   // device stops), every parked request fails with EIO instead and every faulted one completes: kind
@@ -149,8 +153,10 @@ class Queue {
 
   // Queue thread: the whole life of the queue.
   void Run();
-  // Queue thread: ring, files, buffers, descriptors; throws SysError.
-  void Setup();
+  // Queue thread; throw SysError. SetupLocal: ring and buffers (before /dev/ublkcN is open); SetupDevice:
+  // registered files, descriptors, FETCH_REQ of every tag.
+  void SetupLocal();
+  void SetupDevice();
   void Teardown();
   // Queue thread.
   io_uring_sqe* GetSqe();
@@ -205,7 +211,9 @@ class Queue {
   std::thread thread_;
   std::mutex ready_mu_;
   std::condition_variable ready_cv_;
-  int ready_state_ = 0;  // 0 pending, 1 serving, -1 failed
+  int ready_state_ = 0;  // 0 pending, 2 prepared (waits for go_), 1 serving, -1 failed
+  bool go_ = false;      // Start handed over cfg_.cdev_fd
+  bool abort_ = false;   // stopped before Start: the prepared thread exits
   std::string ready_error_;
   int ready_errno_ = 0;
 

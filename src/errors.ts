@@ -55,7 +55,8 @@ export const ERROR_CODES = {
   E_CONFIG: 1,
   // Recovery (`recover`): the device's daemon is running (nothing to recover); the device is not quiesced
   // (its kernel device is gone, or was created without user recovery); its saved state is missing or does
-  // not match what is there now (another main or spare at its paths, another size).
+  // not match what is there now (another main or spare at its paths, another size). E_STATE also: `status`,
+  // `restart` and the remap commands naming a device whose registry file does not parse (file, why, what to do).
   E_DEVICE_LIVE: 1,
   E_NOT_QUIESCED: 1,
   E_STATE: 1,
@@ -65,6 +66,11 @@ export const ERROR_CODES = {
   // `recover`: the dead daemon's process still holds main or the spare exclusively, or /dev/ublkcN (its
   // io_uring keeps them until a backing I/O in flight ends); temporary: try again later.
   E_PREDECESSOR_BUSY: PREDECESSOR_BUSY_EXIT_CODE,
+  // `recover`: the kernel refuses START_USER_RECOVERY with EINVAL: an earlier recovery was cut short after
+  // it started (6.12), and the device can only be deleted (`del`; the remap table stays on the spare).
+  E_RECOVERY_STUCK: 1,
+  // `recover` (by hand, by the supervisor, by `restart`) of a device a `del` is removing: del wins.
+  E_DELETING: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -303,6 +303,12 @@ export interface NativeAddon {
   kernelDeviceInfo(devId: number): Promise<KernelDeviceInfo>;
   /** STOP_DEV + DEL_DEV of a device whose server is gone (state dead, pid not alive). */
   deleteKernelDevice(devId: number): Promise<void>;
+  /**
+   * Ends the process with `_exit(code)` after `ms` unless it exited by then (a detached native thread). For
+   * the fatal path: process.exit() waits for libuv's worker threads, and one stuck in a blocking read of a
+   * dead device would keep the process (and the device's recovery) waiting for ever.
+   */
+  armExitWatchdog(ms: number, code: number): void;
 
 }
 

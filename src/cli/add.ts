@@ -14,6 +14,7 @@ import { POLICY_KEYS } from '../config/schema.js';
 import { printJson, type CliContext } from './context.js';
 import { failureMessage, onFirstReadyLine, READY_FD_ENV, sendReady, takeReadyFd, type Ready } from './readiness.js';
 import type { AddFlags } from './schemas.js';
+import type { NativeAddon } from '../native.js';
 
 const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
 export const READY_TIMEOUT_MS = 120_000;
@@ -44,6 +45,12 @@ export function runForeground(ctx: CliContext, flags: AddFlags): Promise<number>
 
 /** The exit code of a daemon that died of an error nothing handled (EX_SOFTWARE): its device stays quiesced. */
 export const FATAL_EXIT_CODE = 70;
+/**
+ * How long the fatal path lets process.exit() take before a native watchdog ends the process (_exit) with
+ * FATAL_EXIT_CODE anyway: exit waits for libuv's worker threads, and one stuck in a blocking syscall (a read
+ * of a dead device) would otherwise keep the process, and with it the device's recovery, waiting for ever.
+ */
+export const FATAL_EXIT_GRACE_MS = 3000;
 
 /**
  * Runs a daemon in this process (`add --foreground`, `recover --foreground`): `begin` creates or recovers
@@ -63,8 +70,10 @@ export async function serveForeground(
     stderr: ctx.stderr,
     level: ctx.env.DMREMAP_LOG_LEVEL,
   });
+  let native: NativeAddon | null = null;
   const fatal = (err: unknown, origin: string): void => {
     log.fatal({ err: err instanceof Error ? (err.stack ?? err.message) : String(err), origin }, 'unhandled error: exiting');
+    native?.armExitWatchdog(FATAL_EXIT_GRACE_MS, FATAL_EXIT_CODE);
     process.exit(FATAL_EXIT_CODE);
   };
   const onException = (err: unknown): void => fatal(err, 'uncaughtException');
@@ -85,7 +94,8 @@ export async function serveForeground(
   process.on('SIGHUP', ignoreHup);
   try {
     try {
-      daemon = await begin({ native: await ctx.loadNative(), runDir: runDir(ctx.env), log, logFile: opts.logFile });
+      native = await ctx.loadNative();
+      daemon = await begin({ native, runDir: runDir(ctx.env), log, logFile: opts.logFile });
     } catch (e) {
       const err = toDmrError(e);
       // On stderr the CLI's own one-line error says it; a log file must say it too.

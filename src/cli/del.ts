@@ -1,10 +1,12 @@
 // `dmremap-ublk del <device>`: asks the daemon to shut down (SIGTERM if its socket does not answer) and
 // waits until the daemon has exited and the device nodes are gone. A device whose daemon died without
 // cleaning up (quiesced, or left dead by a kernel without user recovery) is deleted from the kernel directly,
-// and so is one whose registry file this version cannot parse (named by its device id or path).
+// and so is one whose registry file this version cannot parse (named by its device id or path). A del wins
+// over a restart or recovery under way: see control/deleting.ts.
 import fs from 'node:fs';
 import { request } from '../control/client.js';
-import { findTarget, isAlive, notFound, readEntries, type InvalidEntry, type RegistryEntry } from '../control/registry.js';
+import { markDeleting } from '../control/deleting.js';
+import { entryState, findInvalidTarget, findTarget, isAlive, notFound, readEntries, readEntryOf, type RegistryEntry } from '../control/registry.js';
 import { DmrError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { deleteInvalid, deleteQuiesced, reapStale } from '../device/reap.js';
@@ -15,17 +17,6 @@ export const DEL_TIMEOUT_MS = 60_000;
 const POLL_MS = 50;
 
 const gone = (e: RegistryEntry): boolean => !isAlive(e) && !fs.existsSync(e.blockPath) && !fs.existsSync(e.charPath);
-
-async function waitGone(e: RegistryEntry, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!gone(e)) {
-    if (Date.now() > deadline) {
-      const what = isAlive(e) ? `daemon pid ${e.pid} is still running` : `${e.blockPath} still exists`;
-      throw new DmrError('E_TIMEOUT', `${e.blockPath} not removed after ${timeoutMs / 1000} s: ${what}`);
-    }
-    await new Promise((r) => setTimeout(r, POLL_MS));
-  }
-}
 
 async function stopDaemon(e: RegistryEntry): Promise<void> {
   try {
@@ -41,41 +32,63 @@ async function stopDaemon(e: RegistryEntry): Promise<void> {
   }
 }
 
-/** The invalid entry `target` names by device id (N, ublkbN, /dev/ublkbN, /dev/ublkcN) or by its block path. */
-function findInvalid(invalid: InvalidEntry[], target: string): InvalidEntry | null {
-  const m = /^(?:\/dev\/ublk[bc]|ublk[bc]?)?(\d+)$/.exec(target);
-  return invalid.find((e) => (m !== null && e.devId === Number(m[1])) || (e.blockPath !== null && e.blockPath === target)) ?? null;
-}
-
 export async function runDel(ctx: CliContext, target: string, json: boolean, timeoutMs = DEL_TIMEOUT_MS): Promise<number> {
   const dir = runDir(ctx.env);
   const { live, stale, quiesced, invalid } = readEntries(dir);
-  let entry = findTarget(live, target);
-  const waiting = entry === null ? findTarget(quiesced, target) : null;
-  if (entry !== null) {
-    await stopDaemon(entry);
-    await waitGone(entry, timeoutMs);
-  } else if (waiting !== null) {
-    // Quiesced: no daemon to ask; the device is stopped and deleted from here.
-    entry = waiting;
-    await deleteQuiesced(await ctx.loadNative(), dir, waiting, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
-    await waitGone(entry, timeoutMs);
-  } else {
-    // Not a running device: perhaps one whose daemon died, or one whose registry file cannot be read.
-    entry = findTarget(stale, target);
-    if (entry === null) {
-      const bad = findInvalid(invalid, target);
-      if (bad === null) throw notFound(target);
-      await deleteInvalid(await ctx.loadNative(), bad, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
-      const blockPath = bad.blockPath ?? `device ${bad.devId}`;
-      if (json) printJson(ctx, { devId: bad.devId, blockPath, name: bad.name, removed: true });
-      else ctx.stdout.write(`removed ${blockPath}\n`);
-      return 0;
-    }
-    await reapStale(await ctx.loadNative(), dir, entry, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
-    await waitGone(entry, timeoutMs);
+  const entry = findTarget(live, target) ?? findTarget(quiesced, target) ?? findTarget(stale, target);
+  if (entry === null) {
+    // Not a device with a readable entry: perhaps one whose registry file cannot be read.
+    const bad = findInvalidTarget(invalid, target);
+    if (bad === null) throw notFound(target);
+    await deleteInvalid(await ctx.loadNative(), bad, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
+    const blockPath = bad.blockPath ?? `device ${bad.devId}`;
+    if (json) printJson(ctx, { devId: bad.devId, blockPath, name: bad.name, removed: true });
+    else ctx.stdout.write(`removed ${blockPath}\n`);
+    return 0;
+  }
+  // Held until the device is gone: a successor starting meanwhile (a restart, the supervisor) refuses it.
+  const unmark = markDeleting(dir, entry.devId);
+  try {
+    await removeDevice(ctx, dir, entry, timeoutMs);
+  } finally {
+    unmark();
   }
   if (json) printJson(ctx, { devId: entry.devId, blockPath: entry.blockPath, name: entry.name, removed: true });
   else ctx.stdout.write(`removed ${entry.blockPath}\n`);
   return 0;
+}
+
+/**
+ * Removes device `first.devId` whatever serves it now, until neither its entry nor its device nodes are
+ * left: a live daemon is asked to shut down (one that was detaching for a restart leaves the device
+ * quiesced instead); a quiesced device is deleted from the kernel; a stale entry is reaped. Each round
+ * reads the entry again, so a successor that took the device over before it saw the mark is stopped too.
+ */
+async function removeDevice(ctx: CliContext, dir: string, first: RegistryEntry, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const log = createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr });
+  const stopped = new Set<number>();
+  for (let entry: RegistryEntry | null = first; ; entry = readEntryOf(dir, first.devId)) {
+    if (entry === null) {
+      if (gone(first)) return;
+    } else if (isAlive(entry)) {
+      if (!stopped.has(entry.pid)) await stopDaemon(entry);
+      stopped.add(entry.pid);
+    } else if (entryState(entry) === 'quiesced') {
+      try {
+        await deleteQuiesced(await ctx.loadNative(), dir, entry, log);
+      } catch (e) {
+        // A successor took the device over before it saw the mark: stopped once its entry is live.
+        if (!(e instanceof DmrError && e.code === 'E_DEVICE_LIVE')) throw e;
+      }
+    } else {
+      await reapStale(await ctx.loadNative(), dir, entry, log);
+    }
+    if (Date.now() > deadline) {
+      const now = readEntryOf(dir, first.devId);
+      const what = now !== null && isAlive(now) ? `daemon pid ${now.pid} is still running` : `${first.blockPath} still exists`;
+      throw new DmrError('E_TIMEOUT', `${first.blockPath} not removed after ${timeoutMs / 1000} s: ${what}`);
+    }
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
 }

@@ -1,16 +1,19 @@
 // `dmremap-ublk status <device>`: asks the device's daemon for its status over the control socket.
 import { request } from '../control/client.js';
-import { findTarget, notFound, readEntries, type RegistryEntry } from '../control/registry.js';
+import { findInvalidTarget, findTarget, invalidEntryError, notFound, readEntries, type InvalidEntry, type RegistryEntry } from '../control/registry.js';
 import { DmrError } from '../errors.js';
 import { runDir } from '../paths.js';
 import { printJson, type CliContext } from './context.js';
 import { formatStatus } from './format.js';
 import { formatQuiesced, quiescedView } from './quiesced.js';
 
-/** No running device by that name: say whether it is an orphan (daemon died) or unknown. */
-function notRunning(stale: RegistryEntry[], target: string): never {
+/** No running device by that name: say whether it is an orphan (daemon died), has an invalid entry, or is unknown. */
+function notRunning(stale: RegistryEntry[], invalid: InvalidEntry[], target: string): never {
   const orphan = findTarget(stale, target);
-  if (orphan === null) throw notFound(target);
+  if (orphan === null) {
+    const bad = findInvalidTarget(invalid, target);
+    throw bad === null ? notFound(target) : invalidEntryError(bad);
+  }
   throw new DmrError(
     'E_DAEMON',
     `the daemon of ${orphan.blockPath} is gone (pid ${orphan.pid}); "dmremap-ublk del ${target}" removes the device`,
@@ -19,8 +22,8 @@ function notRunning(stale: RegistryEntry[], target: string): never {
 
 /** The registry entry of the running device `target` names (path, id or name). */
 export function liveEntry(ctx: CliContext, target: string): RegistryEntry {
-  const { live, stale } = readEntries(runDir(ctx.env));
-  return findTarget(live, target) ?? notRunning(stale, target);
+  const { live, stale, invalid } = readEntries(runDir(ctx.env));
+  return findTarget(live, target) ?? notRunning(stale, invalid, target);
 }
 
 /**

@@ -311,6 +311,28 @@ export function resolveTarget(entries: RegistryEntry[], target: string): Registr
   return found[0] as RegistryEntry;
 }
 
+/** The invalid entry `target` names by device id (N, ublkbN, /dev/ublkbN, /dev/ublkcN), block path or name. */
+export function findInvalidTarget(invalid: InvalidEntry[], target: string): InvalidEntry | null {
+  const m = /^(?:\/dev\/ublk[bc]|ublk[bc]?)?(\d+)$/.exec(target);
+  return (
+    invalid.find((e) => (m !== null && e.devId === Number(m[1])) || (e.blockPath !== null && e.blockPath === target)) ??
+    invalid.find((e) => e.name !== null && e.name === target) ??
+    null
+  );
+}
+
+/**
+ * A command that needs the daemon of a device whose registry file does not parse: which file, why, and what
+ * to do (its daemon, if it still runs, is another version's; else `del` removes the device).
+ */
+export function invalidEntryError(e: InvalidEntry): DmrError {
+  const alive = e.pid !== null && isAlive({ pid: e.pid, pidStart: e.pidStart });
+  const todo = alive
+    ? `its daemon (pid ${e.pid}) runs another version: use that version's dmremap-ublk`
+    : `"dmremap-ublk del ${e.devId}" removes the device (its remaps stay on the spare)`;
+  return new DmrError('E_STATE', `the state file ${e.file} of device ${e.devId} is not valid (${e.reason}); ${todo}`);
+}
+
 export const notFound = (target: string): DmrError =>
   new DmrError('E_NOT_FOUND', `no dmremap-ublk device ${JSON.stringify(target)}`);
 

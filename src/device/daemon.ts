@@ -3,6 +3,7 @@
 // + control socket), serve control requests, and on shutdown stop the device, remove every trace of it and
 // release the claims. A failure at any step before the device is live undoes the steps before it.
 import { DmrError, errorCodeOf, kernelError, toDmrError } from '../errors.js';
+import { refuseIfDeleting } from '../control/deleting.js';
 import { isNativeError, UBLK_F_USER_RECOVERY, type DeviceInfo, type KernelDeviceInfo, type NativeAddon, type NativeDevice, type NativeEvent } from '../native.js';
 import type { Logger } from '../log.js';
 import { ControlServer } from '../control/server.js';
@@ -217,6 +218,8 @@ export class Daemon {
       engine.attach(this.device);
       const queueFile = relocationQueuePath(this.deps.stateDir ?? stateDir(), engine.store.pairId);
       this.auto = new AutoRemapper(engine, this.device, policy, log, queueFile);
+      // A del that began while this successor claimed and loaded: it wins, the device is not taken over.
+      if (this.recoverId !== null) refuseIfDeleting(this.deps.runDir, this.recoverId, `ublk device ${this.recoverId}`);
       this.deviceInfo = this.recoverId === null ? await this.device.start() : await this.device.recover();
       this.auto.restore();
     } catch (e) {
@@ -257,6 +260,9 @@ export class Daemon {
       };
       this.server = new ControlServer({ socketPath: sock, handlers: this.handlers(), log });
       await this.server.listen();
+      // A del that began during the kernel recovery: the entry is not published again (del removed it or
+      // will); the device is detached below, quiesced, and del deletes it.
+      if (this.recoverId !== null) refuseIfDeleting(this.deps.runDir, info.devId, info.blockPath);
       writeEntry(this.deps.runDir, this.entry);
     } catch (e) {
       await this.server?.close();
@@ -546,6 +552,7 @@ function recoverableEntry(dir: string, devId: number): RegistryEntryV2 {
     throw new DmrError('E_NOT_QUIESCED', `${entry.blockPath} was created without ublk user recovery (the kernel offered none): it cannot outlive its daemon`);
   }
   if (state !== 'quiesced') throw new DmrError('E_NOT_QUIESCED', `${entry.blockPath} is gone: its kernel device no longer exists`);
+  refuseIfDeleting(dir, devId, entry.blockPath);
   return entry;
 }
 
@@ -637,6 +644,14 @@ function recoverError(e: unknown, devId: number): DmrError {
     case 'EOPNOTSUPP':
       return new DmrError('E_NOT_QUIESCED', `${what} cannot be recovered: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     case 'EINVAL':
+      if (isNativeError(e) && e.command === 'START_USER_RECOVERY') {
+        return new DmrError(
+          'E_RECOVERY_STUCK',
+          `${what} cannot be recovered: the kernel refuses START_USER_RECOVERY (EINVAL), an earlier recovery was cut short after it started; ` +
+            `the device stays quiesced (its I/O waits). Run \`dmremap-ublk del ${devId}\` (waiting I/O fails), then add it again: the remaps stay on the spare`,
+          { cause: e },
+        );
+      }
       return new DmrError('E_STATE', `${what} does not match its saved state: ${e instanceof Error ? e.message : String(e)}`, { cause: e });
     case 'EBUSY':
       // The kernel answers EBUSY until the dead daemon's /dev/ublkcN is released: temporary.

@@ -23,7 +23,7 @@ import type {
   QueueStats,
   UblkProbe,
 } from '../native.js';
-import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
+import { loadNative, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
 import { MAX_DEPTH, MAX_QUEUES } from '../device/config.js';
 
 export const fakeConfigSchema = z.strictObject({
@@ -36,6 +36,11 @@ export const fakeConfigSchema = z.strictObject({
   busy: z.array(z.string()).default([]),
   /** errno name START_DEV fails with, after ADD_DEV succeeded. */
   failStart: z.string().nullable().default(null),
+  /**
+   * errno name recover()'s queue setup (io_uring, buffers) fails with. As the addon does, that setup comes
+   * before START_USER_RECOVERY, so the kernel device stays quiesced and recoverable.
+   */
+  failRecoverSetup: z.string().nullable().default(null),
   logicalBlockSize: z.number().int().default(512),
   /** Milliseconds stop() takes. */
   stopDelayMs: z.number().int().nonnegative().default(0),
@@ -57,6 +62,11 @@ const fakeKernelStateSchema = z.strictObject({
   sizeBytes: z.string(),
   zeroCopy: z.boolean(),
   flags: z.string(),
+  /**
+   * 6.12: a START_USER_RECOVERY whose recovery was cut short: GET_DEV_INFO still
+   * says quiesced, and every later START_USER_RECOVERY fails with EINVAL.
+   */
+  recoveryCutShort: z.boolean().optional(),
 });
 type FakeKernelState = z.infer<typeof fakeKernelStateSchema>;
 
@@ -189,7 +199,9 @@ export class FakeDevice implements NativeDevice {
     for (const [field, have, wants] of want) {
       if (have !== wants) throw nativeError('EINVAL', 'recover', `(device ${id} has ${field} ${String(have)}, this daemon wants ${String(wants)})`);
     }
+    if (cfg.failRecoverSetup !== null) throw nativeError(cfg.failRecoverSetup, 'io_uring_queue_init', '(queue 0)');
     if (m.state !== 'quiesced') throw nativeError('EBUSY', 'START_USER_RECOVERY');
+    if (m.recoveryCutShort === true) throw nativeError('EINVAL', 'START_USER_RECOVERY');
     this.calls.push('recover');
     this.devId = id;
     fs.writeFileSync(this.node('c'), String(process.pid));
@@ -632,9 +644,23 @@ export class FakeNative implements NativeAddon {
   /** Devices recover() made live. */
   recoveries = 0;
 
+  /** As if a recovery of quiesced device `devId` was cut short after START_USER_RECOVERY (6.12): stuck. */
+  simulateRecoveryCutShort(devId: number): void {
+    const m = readFakeKernelState(this.cfg.devDir, devId);
+    if (m === null || m.state !== 'quiesced') throw new Error(`fake device ${devId} is not quiesced`);
+    fs.writeFileSync(fakeKernelStatePath(this.cfg.devDir, devId), JSON.stringify({ ...m, recoveryCutShort: true }));
+  }
+
   async deleteKernelDevice(devId: number): Promise<void> {
     fs.rmSync(path.join(this.cfg.devDir, `ublkb${devId}`), { force: true });
     fs.rmSync(path.join(this.cfg.devDir, `ublkc${devId}`), { force: true });
     fs.rmSync(fakeKernelStatePath(this.cfg.devDir, devId), { force: true });
+  }
+
+  /** Watchdogs armed (ms, code). Nothing of the kernel in it to fake: the real addon's watchdog runs. */
+  readonly exitWatchdogs: Array<{ ms: number; code: number }> = [];
+  armExitWatchdog(ms: number, code: number): void {
+    this.exitWatchdogs.push({ ms, code });
+    loadNative().armExitWatchdog(ms, code);
   }
 }

@@ -2,14 +2,16 @@
 // live / quiesced / gone, reaping that keeps quiesced devices, Daemon.detach and Daemon.recover.
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { entryState, readEntries, readEntryOf, writeEntry, type RegistryEntry, type RegistryEntryV2 } from '../../src/control/registry.js';
 import { Daemon, RESTART_EXIT_CODE } from '../../src/device/daemon.js';
 import { request } from '../../src/control/client.js';
 import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import { PREDECESSOR_BUSY_EXIT_CODE } from '../../src/errors.js';
-import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
-import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+import { FakeDevice, type FakeNative } from '../../src/testing/fake-native.js';
+import { runDel } from '../../src/cli/del.js';
+import { deletingPath, markDeleting } from '../../src/control/deleting.js';
+import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
 /** UBLK_F_CMD_IOCTL_ENCODE | UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE | USER_COPY, as 6.12 offers them. */
 const RECOVERY_FEATURES = '0xd8';
@@ -306,6 +308,36 @@ describe('detach and recover', () => {
     expect(fs.existsSync(file)).toBe(true);
   });
 
+  it('a queue setup that fails in recover comes before START_USER_RECOVERY: the device stays quiesced and recoverable', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    crash(d);
+    native.cfg.failRecoverSetup = 'ENOMEM';
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_KERNEL', message: expect.stringContaining('io_uring_queue_init') });
+    expect(device().calls).not.toContain('recover');
+    expect(native.recoveries).toBe(0);
+    expect(await kernelState(id)).toBe('quiesced');
+    expect(native.claims.size).toBe(0);
+    native.cfg.failRecoverSetup = null;
+    const r = await Daemon.recover(id, deps());
+    daemons.push(r);
+    expect(await kernelState(id)).toBe('live');
+  });
+
+  it('a device whose earlier recovery was cut short after START_USER_RECOVERY (EINVAL): E_RECOVERY_STUCK, says to del it', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    crash(d);
+    native.simulateRecoveryCutShort(id);
+    const err = await Daemon.recover(id, deps()).catch((e: unknown) => e);
+    expect(err).toMatchObject({
+      code: 'E_RECOVERY_STUCK',
+      message: expect.stringMatching(new RegExp(`^ublk device ${id} cannot be recovered: the kernel refuses START_USER_RECOVERY \\(EINVAL\\).*dmremap-ublk del ${id}`)),
+    });
+    expect(native.claims.size).toBe(0);
+    expect(readEntryOf(w.runDir, id)).not.toBeNull();
+  });
+
   it('refuses a spare without metadata instead of formatting it', async () => {
     const d = await start();
     const id = d.info.devId;
@@ -315,5 +347,55 @@ describe('detach and recover', () => {
     await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_SPARE_METADATA' });
     expect(fs.readFileSync(w.spare).equals(blank)).toBe(true);
     expect(await kernelState(id)).toBe('quiesced');
+  });
+});
+
+describe('del during a restart: del wins', () => {
+  it('a successor started while del runs (the supervisor after exit 75, restart\'s recover) refuses the device: E_DELETING, nothing taken', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    await d.detach('upgrade');
+    daemons = [];
+    killEntry(id);
+    const unmark = markDeleting(w.runDir, id); // as del holds it while it deletes
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_DELETING', message: expect.stringContaining(`is being deleted (dmremap-ublk del, pid ${process.pid})`) });
+    expect(native.recoveries).toBe(0);
+    expect(native.claims.size).toBe(0);
+    unmark();
+    expect(fs.existsSync(deletingPath(w.runDir, id))).toBe(false);
+    // A mark whose del is gone (killed) is ignored.
+    fs.writeFileSync(deletingPath(w.runDir, id), JSON.stringify({ pid: DEAD_PID, pidStart: null }));
+    daemons.push(await Daemon.recover(id, deps()));
+  });
+
+  it('del begun while a successor is in its kernel recovery: the successor does not publish its entry, del removes everything', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    const blockPath = d.info.blockPath;
+    await d.detach('upgrade'); // restart: the old daemon detached and exited 75
+    daemons = [];
+    killEntry(id);
+    // The supervisor's successor: del begins right after its START/END_USER_RECOVERY, before it rewrites
+    // the entry (which still names the dead pid while the kernel already names the successor).
+    const c = captureCtx(w, native);
+    let del: Promise<number> | null = null;
+    const recover = FakeDevice.prototype.recover;
+    const spy = vi.spyOn(FakeDevice.prototype, 'recover').mockImplementation(async function (this: FakeDevice) {
+      const info = await recover.call(this);
+      del = runDel(c.ctx, String(id), false, 10_000);
+      return info;
+    });
+    try {
+      await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_DELETING' });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(del).not.toBeNull();
+    expect(await del).toBe(0);
+    expect(c.stdout()).toBe(`removed ${blockPath}\n`);
+    expect(readEntryOf(w.runDir, id)).toBeNull();
+    expect(w.devNodes()).toEqual([]);
+    expect(fs.existsSync(deletingPath(w.runDir, id))).toBe(false);
+    expect(native.claims.size).toBe(0);
   });
 });

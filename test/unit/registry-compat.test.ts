@@ -10,6 +10,8 @@ import { Daemon } from '../../src/device/daemon.js';
 import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import { runList } from '../../src/cli/list.js';
 import { runDel } from '../../src/cli/del.js';
+import { runStatus } from '../../src/cli/status.js';
+import { runRestart } from '../../src/cli/restart.js';
 import type { FakeNative } from '../../src/testing/fake-native.js';
 import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
@@ -113,6 +115,25 @@ describe('a registry entry written by another version', () => {
     expect(JSON.parse(c.stdout())).toMatchObject({ devId: id, removed: true });
     expect(w.devNodes()).toEqual([]);
     daemons.push(await Daemon.start(deviceConfig(w, { mainPath: m2, sparePath: s2 }), deps()));
+  });
+
+  it('status and restart of a device whose entry does not parse: E_STATE naming the file, why, and what to do (not "not found")', async () => {
+    const { id, file } = await detachedAs((e) => ({ ...e, name: 'data', recovery: { ...e.recovery, blockSize: 8192 } }));
+    const c = captureCtx(w, native);
+    const msg = new RegExp(`^the state file ${file} of device ${id} is not valid \\(recovery\\.blockSize: .*\\); "dmremap-ublk del ${id}" removes the device`);
+    for (const target of [String(id), `ublkb${id}`, path.join(w.devDir, `ublkb${id}`), 'data']) {
+      await expect(runStatus(c.ctx, target, false)).rejects.toMatchObject({ code: 'E_STATE', message: expect.stringMatching(msg) });
+      await expect(runRestart(c.ctx, target, false)).rejects.toMatchObject({ code: 'E_STATE', message: expect.stringMatching(msg) });
+    }
+    // An unknown device is still not found.
+    await expect(runStatus(c.ctx, '7', false)).rejects.toMatchObject({ code: 'E_NOT_FOUND' });
+    // Its daemon still running (another version's): no del advice.
+    fs.writeFileSync(file, JSON.stringify({ ...JSON.parse(fs.readFileSync(file, 'utf8')), pid: process.pid, pidStart: null }));
+    await expect(runStatus(c.ctx, String(id), false)).rejects.toMatchObject({
+      code: 'E_STATE',
+      message: expect.stringContaining(`its daemon (pid ${process.pid}) runs another version: use that version's dmremap-ublk`),
+    });
+    expect(fs.existsSync(file)).toBe(true);
   });
 
   it('del refuses an invalid entry whose daemon still runs', async () => {
