@@ -25,7 +25,7 @@ import {
   seededRandom,
   type DmDevice,
 } from './error-sources.js';
-import { expectCleanKernel, requireUblkHost } from './setup.js';
+import { expectCleanKernel, itPrimary, requireUblkHost } from './setup.js';
 
 const BS = 4096;
 const MiB = 1 << 20;
@@ -533,7 +533,8 @@ describe('auto-remap', () => {
     expect(mem.hwmKiB).toBeLessThan(512 * 1024);
   });
 
-  it('set_auto_remap 0 lets errors reach the user and remaps nothing; set_auto_remap 1 remaps again', async () => {
+  // What the policy switch does is userspace's: primary run only.
+  itPrimary('set_auto_remap 0 lets errors reach the user and remaps nothing; set_auto_remap 1 remaps again', async () => {
     // Block 512 wholly bad, block 1024 partly.
     const main = src.dmError(16, [
       { start: 512 * 8, sectors: 8 },
@@ -672,7 +673,8 @@ describe('outages of main', () => {
     expect(directRead(dev.blockPath, 7000).data.equals(d)).toBe(true);
   });
 
-  it('main refusing writes past outage_hold_ms: the held write is redirected when its hold ends and succeeds, reads go on, nothing lost; a later write lands on main', async () => {
+  // What happens when a hold ends is the daemon's timing alone: primary run only (the outages themselves run everywhere).
+  itPrimary('main refusing writes past outage_hold_ms: the held write is redirected when its hold ends and succeeds, reads go on, nothing lost; a later write lands on main', async () => {
     const fl = src.flakey(16, { up: 3600, down: 1, features: ['error_writes'] });
     // Two regions are evidence enough here (the default 8 needs writes spread over the device).
     const dev = await rig.add(fl.path, src.loop(16), ...ADD, '--write-outage-regions', '2', '--outage-hold-ms', '2000');
@@ -712,7 +714,7 @@ describe('outages of main', () => {
     expect(directRead(dev.blockPath, 3000).data.equals(x)).toBe(true);
   });
 
-  it('an outage longer than outage_hold_ms fails the held requests with their errno and still marks nothing lost', async () => {
+  itPrimary('an outage longer than outage_hold_ms fails the held requests with their errno and still marks nothing lost', async () => {
     const main = src.dmError(16, []);
     const dev = await rig.add(main.path, src.loop(16), ...ADD, '--outage-hold-ms', '2000');
     const a = crypto.randomBytes(BS);
@@ -742,7 +744,8 @@ describe('outages of main', () => {
 });
 
 describe('recheck', () => {
-  it('a pending block whose error segment is made readable again returns to main with its original bytes', async () => {
+  // recheck is userspace's (the read of main runs through the same path as every read): primary run only.
+  itPrimary('a pending block whose error segment is made readable again returns to main with its original bytes', async () => {
     const main = src.dmError(16, [{ start: 300 * 8, sectors: 8 }]);
     // The block's bytes, written on the backing device under the error segment.
     const orig = crypto.randomBytes(BS);
