@@ -8,15 +8,17 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
 import type { ReadyMessage } from '../../src/cli/readiness.js';
-import { startChild } from '../../src/supervisor/child-process.js';
-import { Supervisor, type SupervisedChild } from '../../src/supervisor/supervisor.js';
+import { startChild, startStandby } from '../../src/supervisor/child-process.js';
+import { STANDBY_RESPAWN_MS, Supervisor, type StandbyChild, type SupervisedChild } from '../../src/supervisor/supervisor.js';
 import { MAX_CRASHES, RELEASE_PAUSE_MS } from '../../src/supervisor/restart-policy.js';
 import { PREDECESSOR_BUSY_EXIT_CODE } from '../../src/errors.js';
 
 const FAKE = fileURLToPath(new URL('./fixtures/fake-daemon.mjs', import.meta.url));
+const FAKE_STANDBY = fileURLToPath(new URL('./fixtures/fake-standby.mjs', import.meta.url));
 
 let dir: string;
 let started: SupervisedChild[];
+let standbys: StandbyChild[];
 let marks: string[];
 let relayed: ReadyMessage[];
 let exists: boolean;
@@ -26,6 +28,7 @@ let logLines: string[];
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-sup-'));
   started = [];
+  standbys = [];
   marks = [];
   relayed = [];
   exists = true;
@@ -33,7 +36,7 @@ beforeEach(() => {
   logLines = [];
 });
 afterEach(() => {
-  for (const c of started) c.kill('SIGKILL');
+  for (const c of [...started, ...standbys]) c.kill('SIGKILL');
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -47,14 +50,41 @@ function starts(): string[] {
   return fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim().split('\n').map((l) => l.slice(l.indexOf(' ') + 1)) : [];
 }
 
-function supervisor(): Supervisor {
-  const env = { ...process.env, FAKE_DAEMON_LOG: path.join(dir, 'log'), FAKE_DAEMON_PLAN: path.join(dir, 'plan') };
+/** "<pid> waiting" for each standby started, in order. */
+function standbyLog(): string[] {
+  const f = path.join(dir, 'standby-log');
+  return fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim().split('\n') : [];
+}
+
+const alive = (pid: number | undefined): boolean => {
+  try {
+    process.kill(pid ?? -1, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+function supervisor(opts: { standby?: boolean } = {}): Supervisor {
+  const env = {
+    ...process.env,
+    FAKE_DAEMON_LOG: path.join(dir, 'log'),
+    FAKE_DAEMON_PLAN: path.join(dir, 'plan'),
+    FAKE_STANDBY_LOG: path.join(dir, 'standby-log'),
+  };
   return new Supervisor(['add', '--main', '/x', '--foreground', '--log-file', '/tmp/d.log'], {
     start: (args) => {
       const c = startChild(args, env, [process.execPath, FAKE]);
       started.push(c);
       return c;
     },
+    startStandby: opts.standby
+      ? () => {
+          const s = startStandby(env, [process.execPath, FAKE_STANDBY]);
+          standbys.push(s);
+          return s;
+        }
+      : undefined,
     deviceExists: () => exists,
     ownerPid: () => owner,
     markQuiesced: (devId, reason) => marks.push(`${devId}: ${reason}`),
@@ -188,5 +218,107 @@ describe('supervisor', () => {
     expect(await running).toBe(0);
     expect(starts()).toEqual(['add --main /x --foreground --log-file /tmp/d.log', 'recover 7 --foreground --log-file /tmp/d.log']);
     expect(await started[1]?.exited).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('supervisor with a warm standby', () => {
+  it('keeps one standby while the daemon runs, hands it the recovery after a SIGKILL, then starts the next', async () => {
+    plan('ready', 'ready');
+    const sup = supervisor({ standby: true });
+    const running = sup.run();
+    const pid = await readyPid(started[0]);
+    await until(() => standbyLog().length === 1);
+    expect(standbys).toHaveLength(1);
+    const standbyPid = standbys[0]?.pid;
+    process.kill(pid, 'SIGKILL');
+    // The successor is the standby, told what to run: no process is spawned for it.
+    await until(() => starts().length === 2);
+    expect(starts()).toEqual(['add --main /x --foreground --log-file /tmp/d.log', 'recover 7 --foreground --log-file /tmp/d.log']);
+    expect(started).toHaveLength(1);
+    expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[1]).toBe(`${standbyPid} recover 7 --foreground --log-file /tmp/d.log`);
+    expect(marks).toEqual(['7: daemon exited (signal SIGKILL)']);
+    // Once it is the live daemon, the next standby waits; it is the successor of the next crash.
+    await until(() => standbys.length === 2 && standbyLog().length === 2);
+    process.kill(standbyPid ?? -1, 'SIGKILL');
+    await until(() => starts().length === 3);
+    expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[2]).toBe(`${standbys[1]?.pid} recover 7 --foreground --log-file /tmp/d.log`);
+    expect(started).toHaveLength(1);
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+  });
+
+  it('exit 75 (restart) hands the successor to the standby too, not counted as a crash', async () => {
+    plan('ready-exit 75', 'ready');
+    const sup = supervisor({ standby: true });
+    const running = sup.run();
+    await readyPid(started[0]);
+    // The daemon exits 50 ms after ready; the standby may not be up by then (it then is spawned, not used).
+    await until(() => starts().length === 2);
+    const standbyPid = standbys[0]?.pid;
+    expect(started.length + standbys.length).toBeGreaterThanOrEqual(2);
+    expect(marks).toEqual([]);
+    if (started.length === 1) expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[1]?.startsWith(`${standbyPid} recover 7`)).toBe(true);
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+  });
+
+  it('a standby that dies while waiting is replaced after a pause and never counted as a crash', async () => {
+    plan('ready', 'ready');
+    const sup = supervisor({ standby: true });
+    const running = sup.run();
+    const pid = await readyPid(started[0]);
+    await until(() => standbyLog().length === 1);
+    const diedAt = Date.now();
+    process.kill(standbys[0]?.pid ?? -1, 'SIGKILL');
+    await until(() => standbyLog().length === 2);
+    expect(Date.now() - diedAt).toBeGreaterThanOrEqual(STANDBY_RESPAWN_MS - 50);
+    expect(marks).toEqual([]);
+    expect(logLines.join('')).toContain('standby exited while waiting; replacing it (not a daemon crash)');
+    // The replacement is the successor.
+    process.kill(pid, 'SIGKILL');
+    await until(() => starts().length === 2);
+    expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[1]).toBe(`${standbys[1]?.pid} recover 7 --foreground --log-file /tmp/d.log`);
+    expect(started).toHaveLength(1);
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+  });
+
+  it('a dead standby is not used: the successor is spawned', async () => {
+    plan('ready', 'ready');
+    const sup = supervisor({ standby: true });
+    const running = sup.run();
+    const pid = await readyPid(started[0]);
+    await until(() => standbyLog().length === 1);
+    const s = standbys[0];
+    s?.kill('SIGKILL');
+    await s?.exited;
+    process.kill(pid, 'SIGKILL'); // before the replacement is due
+    await until(() => started.length === 2);
+    expect(await readyPid(started[1])).not.toBe(s?.pid);
+    expect(marks).toEqual(['7: daemon exited (signal SIGKILL)']);
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+  });
+
+  it('no orphan: the standby exits when the supervisor ends (stop, give-up) or dies (its stdin closes)', async () => {
+    plan('ready');
+    let sup = supervisor({ standby: true });
+    let running = sup.run();
+    await readyPid(started[0]);
+    await until(() => standbyLog().length === 1);
+    const first = standbys[0];
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+    await first?.exited;
+    expect(alive(first?.pid)).toBe(false);
+
+    plan('ready', 'die', 'die', 'die', 'die');
+    sup = supervisor({ standby: true });
+    running = sup.run();
+    process.kill(await readyPid(started[1]), 'SIGKILL');
+    expect(await running).toBe(1);
+    await Promise.all(standbys.map((s) => s.exited));
+    expect(standbys.every((s) => !alive(s.pid))).toBe(true);
+
   });
 });
