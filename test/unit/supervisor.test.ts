@@ -35,7 +35,11 @@ beforeEach(() => {
   owner = null;
   logLines = [];
 });
+// A test that failed early leaves its supervisor running: from here on it sees no device (so it ends) and
+// records nothing into the next test's state.
+let generation = 0;
 afterEach(() => {
+  generation++;
   for (const c of [...started, ...standbys]) c.kill('SIGKILL');
   fs.rmSync(dir, { recursive: true, force: true });
 });
@@ -66,6 +70,8 @@ const alive = (pid: number | undefined): boolean => {
 };
 
 function supervisor(opts: { standby?: boolean } = {}): Supervisor {
+  const gen = generation;
+  const mine = (): boolean => gen === generation;
   const env = {
     ...process.env,
     FAKE_DAEMON_LOG: path.join(dir, 'log'),
@@ -85,10 +91,10 @@ function supervisor(opts: { standby?: boolean } = {}): Supervisor {
           return s;
         }
       : undefined,
-    deviceExists: () => exists,
+    deviceExists: () => mine() && exists,
     ownerPid: () => owner,
-    markQuiesced: (devId, reason) => marks.push(`${devId}: ${reason}`),
-    relay: (m) => relayed.push(m),
+    markQuiesced: (devId, reason) => void (mine() && marks.push(`${devId}: ${reason}`)),
+    relay: (m) => void (mine() && relayed.push(m)),
     log: createLogger({ stderr: { write: (s: string) => logLines.push(s) } }),
   });
 }
@@ -248,16 +254,15 @@ describe('supervisor with a warm standby', () => {
   });
 
   it('exit 75 (restart) hands the successor to the standby too, not counted as a crash', async () => {
-    plan('ready-exit 75', 'ready');
+    plan('ready-exit 75 1500', 'ready');
     const sup = supervisor({ standby: true });
     const running = sup.run();
     await readyPid(started[0]);
-    // The daemon exits 50 ms after ready; the standby may not be up by then (it then is spawned, not used).
+    await until(() => standbyLog().length === 1);
     await until(() => starts().length === 2);
-    const standbyPid = standbys[0]?.pid;
-    expect(started.length + standbys.length).toBeGreaterThanOrEqual(2);
+    expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[1]).toBe(`${standbys[0]?.pid} recover 7 --foreground --log-file /tmp/d.log`);
+    expect(started).toHaveLength(1);
     expect(marks).toEqual([]);
-    if (started.length === 1) expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[1]?.startsWith(`${standbyPid} recover 7`)).toBe(true);
     sup.stop('SIGTERM');
     expect(await running).toBe(0);
   });
@@ -300,7 +305,7 @@ describe('supervisor with a warm standby', () => {
     expect(await running).toBe(0);
   });
 
-  it('no orphan: the standby exits when the supervisor ends (stop, give-up) or dies (its stdin closes)', async () => {
+  it('no orphan: the waiting standby is killed when the supervisor ends (stop, give-up; its death: supervisor-cli.test.ts)', async () => {
     plan('ready');
     let sup = supervisor({ standby: true });
     let running = sup.run();
@@ -312,12 +317,18 @@ describe('supervisor with a warm standby', () => {
     await first?.exited;
     expect(alive(first?.pid)).toBe(false);
 
-    plan('ready', 'die', 'die', 'die', 'die');
+    // Each successor gets ready (so a standby is started after it) and then crashes: at the give-up a standby waits.
+    plan('ready', ...Array.from({ length: 4 }, () => 'ready-exit 3 400'));
     sup = supervisor({ standby: true });
     running = sup.run();
+    await readyPid(started[1]);
+    await until(() => standbyLog().length === 2);
     process.kill(await readyPid(started[1]), 'SIGKILL');
     expect(await running).toBe(1);
-    await Promise.all(standbys.map((s) => s.exited));
+    expect(marks.at(-1)).toBe('7: gave up after 5 crashes in 60 s (last: exit code 3)');
+    const last = standbys.at(-1);
+    expect(last?.pid).not.toBe(standbys[1]?.pid);
+    expect(await last?.exited).toEqual({ code: null, signal: 'SIGTERM' });
     expect(standbys.every((s) => !alive(s.pid))).toBe(true);
 
   });
