@@ -8,12 +8,24 @@
 // crashes within 60 s, so kills closer than 15 s would end the run), the daemon is killed with SIGKILL.
 // For each kill, from the reader's log:
 //   - recoveryMs: time from the kill to the first I/O completed after the stall. The stall is the longest
-//     gap between two consecutive completions that ends within 30 s after the kill; its end is the first
-//     completion served by the new daemon (requests the dead one held are reissued to it).
+//     gap between two consecutive completions after the kill and before the next kill (not a fixed 30 s
+//     window, which took in the next kill's stall when that one was longer); its end is the first
+//     completion served by the new daemon (requests the dead one held are reissued to it). Completions
+//     reaped just after the kill (the dead daemon had completed them; QD16) end before the stall and are
+//     not taken for it.
+//   - stallMs: the stall itself (last completion before it to the first after), which needs no common
+//     clock; clockSkewMs = stall start - kill time checks the common clock: fio stamps completions with its
+//     own clock (forced to clock_gettime here: its default TSC-based one drifts under TCG), the kill is
+//     stamped with Date.now(); the stall cannot start long after the kill, nor before it.
 //   - the IOPS dip: completions per 100 ms bin in the 2 s before the kill (baseline, mean) and the 2 s
-//     after it (mean and the lowest bin).
+//     after it (mean and the lowest bin); dipMs: time in 100 ms bins below half the baseline between the
+//     kill and the next one.
 // Also reported: when the new daemon answered `status` (servedMs, polled every 50 ms over the control
-// socket). Prints a summary and one line `BENCH_JSON <json>`.
+// socket), and the phase breakdown of each recovery from the daemon log (DMREMAP_LOG_LEVEL=debug for the
+// device): process start (or, for a warm standby, when it was told), modules imported, main and spare
+// claimed, remap table loaded, first queue started (after START_USER_RECOVERY), device live (after
+// END_USER_RECOVERY and the control socket), in ms after the kill. Prints a summary and one line
+// `BENCH_JSON <json>`.
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -47,8 +59,8 @@ async function statusOf(sock) {
   }
 }
 
-/** Analyses one kill at wall-clock `t` against the sorted completion times `times`. */
-function analyse(times, t) {
+/** Analyses one kill at wall-clock `t` (the next kill at `end`) against the sorted completion times `times`. */
+function analyse(times, t, end) {
   // First completion at or after the kill.
   let lo = 0;
   let hi = times.length;
@@ -59,7 +71,7 @@ function analyse(times, t) {
   }
   let best = -1;
   let bestGap = -1;
-  for (let j = Math.max(lo, 1); j < times.length && times[j] <= t + 30_000; j++) {
+  for (let j = Math.max(lo, 1); j < times.length && times[j] < end; j++) {
     const gap = times[j] - times[j - 1];
     if (gap > bestGap) {
       bestGap = gap;
@@ -79,26 +91,60 @@ function analyse(times, t) {
   const before = bins(t - 2000, t);
   const after = bins(t, t + 2000);
   const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+  const baseline = mean(before);
+  const dipMs = bins(t, Math.min(end, t + 30_000)).filter((v) => v < baseline / 2).length * BIN_MS;
   return {
     recoveryMs: times[best] - t,
     stallMs: bestGap,
-    iopsBefore: Math.round(mean(before)),
+    clockSkewMs: times[best - 1] - t,
+    iopsBefore: Math.round(baseline),
     iopsAfter2s: Math.round(mean(after)),
     iopsMinBin: Math.min(...after),
+    dipMs,
   };
+}
+
+/** The phases of each recovery in the daemon's log (pino JSON lines), in ms after the kill at `t`. */
+function phases(logLines, kills) {
+  const recs = logLines.map((l) => {
+    try {
+      return JSON.parse(l);
+    } catch {
+      return null;
+    }
+  }).filter((r) => r !== null);
+  return kills.map(({ t, newPid }) => {
+    const mine = recs.filter((r) => r.pid === newPid);
+    const first = (msg) => mine.find((r) => r.msg === msg);
+    const at = (r, field) => (r === undefined ? null : (field === undefined ? r.time : Date.parse(r[field])) - t);
+    const rec = first('recovering the device');
+    return {
+      start: rec === undefined ? null : rec.standbyRequestedAt !== null ? at(rec, 'standbyRequestedAt') : at(rec, 'processStartedAt'),
+      warmStandby: rec === undefined ? null : rec.standbyRequestedAt !== null,
+      modulesImported: rec?.standbyRequestedAt !== null ? null : at(rec, 'modulesImportedAt'),
+      recovering: at(rec),
+      claimed: at(first('starting device')),
+      tableLoaded: at(first('remap table loaded')),
+      firstQueueStarted: at(first('queue started')),
+      live: at(first('device live')),
+    };
+  });
 }
 
 let dev;
 try {
   const main = loop('main.img', 1024);
   const spare = loop('spare.img', 64);
-  const added = JSON.parse(sh('node', [cli, 'add', '--main', main, '--spare', spare, '--json']));
+  const logFile = path.join(dir, 'daemon.log');
+  process.env.DMREMAP_LOG_LEVEL = 'debug';
+  const added = JSON.parse(sh('node', [cli, 'add', '--main', main, '--spare', spare, '--log-file', logFile, '--json']));
+  delete process.env.DMREMAP_LOG_LEVEL;
   dev = added.blockPath;
   const sock = path.join(RUN_DIR, `${added.devId}.sock`);
   const logPrefix = path.join(dir, 'reader');
   const fio = spawn('fio', [
     '--name=reader', `--filename=${dev}`, '--direct=1', '--ioengine=io_uring', '--rw=randread', '--bs=4k', '--iodepth=16',
-    '--norandommap', '--randrepeat=0', '--time_based', '--runtime=3600', '--output-format=json',
+    '--norandommap', '--randrepeat=0', '--time_based', '--runtime=3600', '--output-format=json', '--clocksource=clock_gettime',
     `--write_lat_log=${logPrefix}`, '--log_avg_msec=0', '--log_unix_epoch=1',
   ], { stdio: ['ignore', 'pipe', 'inherit'], cwd: dir });
   let out = '';
@@ -114,16 +160,18 @@ try {
     const t = Date.now();
     process.kill(st.pid, 'SIGKILL');
     let servedMs = null;
+    let newPid = null;
     for (;;) {
       const now = await statusOf(sock);
       if (now !== null && now.pid !== st.pid) {
         servedMs = Date.now() - t;
+        newPid = now.pid;
         break;
       }
       if (Date.now() - t > 60_000) throw new Error(`round ${i}: not served again within 60 s`);
       await sleep(50);
     }
-    kills.push({ t, oldPid: st.pid, servedMs });
+    kills.push({ t, oldPid: st.pid, newPid, servedMs });
     await sleep(Math.max(0, spacingSec * 1000 - (Date.now() - t)));
   }
   // The reader runs until told to stop (SIGINT: fio writes its report and exits), 3 s after the last round.
@@ -139,14 +187,22 @@ try {
   const clat = readdirSync(dir).find((n) => n.startsWith('reader_clat') && n.endsWith('.log'));
   const times = readFileSync(path.join(dir, clat), 'utf8').split('\n').filter((l) => l !== '').map((l) => Number(l.slice(0, l.indexOf(','))));
   times.sort((a, b) => a - b);
-  const results = kills.map((k) => ({ ...k, ...analyse(times, k.t) }));
+  const stopAt = Date.now();
+  const phaseList = phases(readFileSync(logFile, 'utf8').split('\n'), kills);
+  const results = kills.map((k, i) => ({ ...k, ...analyse(times, k.t, kills[i + 1]?.t ?? stopAt), phases: phaseList[i] }));
   // Kills with no completion in the log after them (none found within 30 s) have no recoveryMs.
   const rec = results.map((r) => r.recoveryMs).filter((v) => Number.isFinite(v));
   const summary = {
     kills: rounds,
     recoveryMsMedian: median(rec),
     recoveryMsMax: Math.max(...rec),
+    stallMsMedian: median(results.map((r) => r.stallMs)),
+    clockSkewMsMax: Math.max(...results.map((r) => Math.abs(r.clockSkewMs ?? 0))),
     servedMsMedian: median(results.map((r) => r.servedMs)),
+    iopsMinBinMedian: median(results.map((r) => r.iopsMinBin)),
+    dipMsMedian: median(results.map((r) => r.dipMs)),
+    phasesMedian: Object.fromEntries(Object.keys(phaseList[0] ?? {}).filter((k) => k !== 'warmStandby').map((k) => [k, median(phaseList.map((p) => p[k]).filter((v) => v !== null))])),
+    warmStandbyRecoveries: phaseList.filter((p) => p.warmStandby === true).length,
     iopsBeforeMedian: median(results.map((r) => r.iopsBefore)),
     iopsAfter2sMedian: median(results.map((r) => r.iopsAfter2s)),
     fioErrors: errors,
@@ -154,8 +210,10 @@ try {
   };
   console.log(`\nkill -9 of the daemon under 4k randread QD16, ${rounds} kills ${spacingSec} s apart, supervisor recovering:`);
   console.log(`kill to first completed I/O after recovery: median ${summary.recoveryMsMedian} ms, max ${summary.recoveryMsMax} ms (per kill: ${rec.join(', ')})`);
+  console.log(`stall (no completion, no common clock needed): median ${summary.stallMsMedian} ms; largest |stall start - kill| ${summary.clockSkewMsMax} ms`);
   console.log(`new daemon answering status: median ${summary.servedMsMedian} ms after the kill`);
-  console.log(`reader IOPS (100 ms bins): ${summary.iopsBeforeMedian} in the 2 s before a kill, ${summary.iopsAfter2sMedian} in the 2 s after (medians); fio errors ${errors}`);
+  console.log(`reader IOPS (100 ms bins): ${summary.iopsBeforeMedian} in the 2 s before a kill, ${summary.iopsAfter2sMedian} in the 2 s after, lowest bin ${summary.iopsMinBinMedian}; below half the baseline for ${summary.dipMsMedian} ms (medians); fio errors ${errors}`);
+  console.log(`recovery phases, ms after the kill (medians; ${summary.warmStandbyRecoveries}/${rounds} by a warm standby): ${JSON.stringify(summary.phasesMedian)}`);
   console.log(`BENCH_JSON ${JSON.stringify({ kernel: os.release(), rounds, spacingSec, summary, kills: results.map(({ t, ...r }) => r) })}`);
 } finally {
   if (dev) spawnSync('node', [cli, 'del', dev], { stdio: 'inherit' });

@@ -2,14 +2,20 @@
 // `dmremap-ublk <args>` as the supervised daemon (src/supervisor/supervisor.ts) and relays its readiness
 // line to `add` on the fd DMREMAP_READY_FD names. Its own log lines go to stderr, which `add` points at the
 // daemon's log file.
+//
+// `supervise standby` is the supervisor's warm standby (src/supervisor/supervisor.ts): it imports everything
+// `recover --foreground` needs and loads the addon, then waits for one line on stdin, {"args": [...]}, the
+// successor's command line, and runs it in this process. It opens no device while it waits. Its stdin
+// closing without a line (the supervisor ended or died) ends it with exit 0.
 import fs from 'node:fs';
+import { z } from 'zod';
 import path from 'node:path';
 import { usageError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { markQuiesced, readEntries } from '../control/registry.js';
 import { runDir } from '../paths.js';
 import { Supervisor } from '../supervisor/supervisor.js';
-import { startChild } from '../supervisor/child-process.js';
+import { startChild, startStandby } from '../supervisor/child-process.js';
 import { sendReady, takeReadyFd } from './readiness.js';
 import type { CliContext } from './context.js';
 
@@ -18,8 +24,58 @@ export function charPathOf(blockPath: string): string {
   return path.join(path.dirname(blockPath), path.basename(blockPath).replace(/^ublkb/, 'ublkc'));
 }
 
+/** The one line a standby reads: a `recover <id> --foreground ...` command line. */
+export const standbyCommandSchema = z.strictObject({
+  args: z
+    .array(z.string())
+    .refine((a) => a[0] === 'recover' && a.includes('--foreground'), 'a standby runs only "recover <id> --foreground ..."'),
+});
+
+/** Reads the first line of `input`; null when it ends without one. */
+export function readFirstLine(input: NodeJS.ReadableStream): Promise<string | null> {
+  return new Promise((resolve) => {
+    let buf = '';
+    let done = false;
+    const finish = (line: string | null): void => {
+      if (done) return;
+      done = true;
+      input.removeListener('data', onData);
+      resolve(line);
+    };
+    const onData = (chunk: Buffer | string): void => {
+      buf += chunk.toString();
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) finish(buf.slice(0, nl));
+    };
+    input.on('data', onData);
+    input.on('end', () => finish(null));
+    input.on('close', () => finish(null));
+    input.on('error', () => finish(null));
+  });
+}
+
+/** `supervise standby`: warm up, wait for the command on `input`, run it. */
+export async function runStandby(ctx: CliContext, input: NodeJS.ReadableStream & { destroy?: () => void }): Promise<number> {
+  // Everything `recover --foreground` loads, loaded now: the CLI, the daemon and its engine, the logger, the addon.
+  const [{ main }] = await Promise.all([import('./main.js'), import('./recover.js'), ctx.loadNative()]);
+  const line = await readFirstLine(input);
+  input.destroy?.();
+  if (line === null) return 0;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(line);
+  } catch {
+    raw = undefined;
+  }
+  const parsed = standbyCommandSchema.safeParse(raw);
+  if (!parsed.success) throw usageError('supervise standby: its command line is not {"args": ["recover", "<id>", "--foreground", ...]}');
+  (await import('./recover.js')).markRecoverRequested();
+  return main(parsed.data.args, ctx);
+}
+
 export async function runSupervise(ctx: CliContext, args: string[]): Promise<number> {
   const [cmd] = args;
+  if (cmd === 'standby' && args.length === 1) return runStandby(ctx, process.stdin);
   if (cmd !== 'add' && cmd !== 'recover') throw usageError('supervise runs "add ..." or "recover ..." (internal command)');
   if (!args.includes('--foreground')) throw usageError('supervise needs the daemon in the foreground (--foreground)');
   const readyFd = takeReadyFd(ctx.env);
@@ -28,6 +84,7 @@ export async function runSupervise(ctx: CliContext, args: string[]): Promise<num
   let charPath: string | null = null;
   const sup = new Supervisor(args, {
     start: (a) => startChild(a, ctx.env),
+    startStandby: ctx.env.DMREMAP_NO_STANDBY === '1' ? undefined : () => startStandby(ctx.env),
     deviceExists: () => charPath !== null && fs.existsSync(charPath),
     ownerPid: (devId) => readEntries(dir).live.find((e) => e.devId === devId)?.pid ?? null,
     markQuiesced: (devId, reason) => void markQuiesced(dir, devId, reason),

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { READY_FD_ENV } from '../cli/readiness.js';
 import { readReadyLine } from './ready-line.js';
-import type { SupervisedChild } from './supervisor.js';
+import type { StandbyChild, SupervisedChild } from './supervisor.js';
 import type { ChildExit } from './restart-policy.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
@@ -36,6 +36,44 @@ export function startChild(args: string[], env: NodeJS.ProcessEnv, command: stri
         // Exited meanwhile.
       }
     },
+  };
+}
+
+/**
+ * Starts a warm standby: `node bin/dmremap-ublk.js supervise standby` (cli/supervise.ts), like startChild but
+ * with its stdin a pipe from the supervisor, on which activate() writes the successor's command line. Its
+ * readiness pipe is read from the start, so the line it writes once it is the daemon is not missed.
+ */
+export function startStandby(env: NodeJS.ProcessEnv, command: string[] = [process.execPath, BIN, 'supervise', 'standby']): StandbyChild {
+  const [exe, ...args] = command as [string, ...string[]];
+  const child = spawn(exe, args, {
+    cwd: '/',
+    stdio: ['pipe', 'inherit', 'inherit', 'pipe'],
+    env: { ...env, [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) },
+  });
+  const exited = new Promise<ChildExit>((resolve) => {
+    child.on('exit', (code, signal) => resolve({ code, signal }));
+    child.on('error', () => resolve({ code: 127, signal: null }));
+  });
+  // A standby that died has a closed stdin: the write fails with EPIPE, which its exit already reports.
+  child.stdin?.on('error', () => {});
+  const ready = readReadyLine(child.stdio[3] as NodeJS.ReadableStream);
+  const kill = (sig: NodeJS.Signals): void => {
+    try {
+      child.kill(sig);
+    } catch {
+      // Exited meanwhile.
+    }
+  };
+  return {
+    pid: child.pid,
+    exited,
+    alive: () => child.exitCode === null && child.signalCode === null && child.pid !== undefined,
+    activate: (a) => {
+      child.stdin?.end(`${JSON.stringify({ args: a })}\n`);
+      return { pid: child.pid, ready, exited, kill };
+    },
+    kill,
   };
 }
 

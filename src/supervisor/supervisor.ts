@@ -7,6 +7,14 @@
 //
 // It holds no device open (not main, not the spare, not /dev/ublkcN: it only looks whether the node exists),
 // so it never keeps a device busy or delays its deletion.
+//
+// Warm standby: a successor started after a crash would spend seconds importing modules and loading the
+// addon before it even claims the device. So while a daemon runs, the supervisor keeps ONE standby child
+// (`supervise standby`) that has done all that and waits on its stdin holding no device open; recover
+// and restart hand it the successor's command line instead of spawning. The next standby is started once
+// the successor reported the device live (not while it recovers, to leave it the CPU). A standby that dies
+// while waiting is replaced after a pause (never counted as a daemon crash); when the supervisor ends it
+// kills its standby, and a standby whose supervisor died sees its stdin close and exits.
 import type { Logger } from '../log.js';
 import type { ReadyMessage } from '../cli/readiness.js';
 import { decide, describeExit, initialPolicyState, type ChildExit, type PolicyState } from './restart-policy.js';
@@ -19,6 +27,24 @@ export interface SupervisedChild {
   kill(signal: NodeJS.Signals): void;
 }
 
+/** A pre-started successor waiting for its command line (see the top of this file). */
+export interface StandbyChild {
+  readonly pid: number | undefined;
+  /** Resolves when the process exits, whether it was still waiting or had become the daemon. */
+  readonly exited: Promise<ChildExit>;
+  /** Whether it is still running (it may have died while waiting). */
+  alive(): boolean;
+  /** Hands it `args` (`recover <id> --foreground ...`): from then on it is the daemon. */
+  activate(args: string[]): SupervisedChild;
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** First pause before a standby that died while waiting is replaced; doubles while they keep dying, up to the max. */
+export const STANDBY_RESPAWN_MS = 1000;
+export const STANDBY_RESPAWN_MAX_MS = 60_000;
+/** A standby that waited this long before dying resets the pause to STANDBY_RESPAWN_MS. */
+const STANDBY_STABLE_MS = 60_000;
+
 export interface SupervisorDeps {
   /** Starts `dmremap-ublk <args>` as a child whose fd 3 is a readiness pipe. */
   start(args: string[]): SupervisedChild;
@@ -30,6 +56,8 @@ export interface SupervisorDeps {
   markQuiesced(devId: number, reason: string): void;
   /** Hands the first child's readiness to `add` (called at most once). */
   relay(msg: ReadyMessage): void;
+  /** Starts a warm standby successor; without it every successor is spawned when needed. */
+  startStandby?: () => StandbyChild;
   log: Logger;
   now?: () => number;
 }
@@ -47,6 +75,10 @@ export class Supervisor {
   private childReady = false;
   private stopSignal: NodeJS.Signals | null = null;
   private wake: (() => void) | null = null;
+  private standby: StandbyChild | null = null;
+  private standbyTimer: NodeJS.Timeout | null = null;
+  private standbyPauseMs = STANDBY_RESPAWN_MS;
+  private finished = false;
 
   constructor(
     private readonly firstArgs: string[],
@@ -62,12 +94,23 @@ export class Supervisor {
     if (this.stopSignal !== null) return;
     this.stopSignal = signal;
     this.deps.log.info({ signal }, 'supervisor stopping: shutting the daemon down');
+    this.dropStandby();
     if (this.child !== null && this.childReady) this.child.kill('SIGTERM');
     this.wake?.();
   }
 
   /** Runs until the device is gone, the daemon exited cleanly, or the supervisor gave up. Resolves with its exit code. */
   async run(): Promise<number> {
+    try {
+      return await this.supervise();
+    } finally {
+      // No orphan: the standby never outlives its supervisor.
+      this.finished = true;
+      this.dropStandby();
+    }
+  }
+
+  private async supervise(): Promise<number> {
     const { log } = this.deps;
     const now = this.deps.now ?? Date.now;
     const first = this.spawn(this.firstArgs);
@@ -119,7 +162,7 @@ export class Supervisor {
             log.info({ devId }, 'device deleted meanwhile; supervisor exits');
             return 0;
           }
-          current = this.spawn(recoverArgs(devId, this.firstArgs));
+          current = this.spawn(recoverArgs(devId, this.firstArgs), true);
           void current.ready.then((r) => {
             if (r?.ok) log.info({ devId, daemonPid: r.pid }, 'device recovered');
           });
@@ -129,16 +172,62 @@ export class Supervisor {
     }
   }
 
-  private spawn(args: string[]): SupervisedChild {
-    const child = this.deps.start(args);
+  /** Starts the daemon `args`: hands them to the waiting standby if `warm` and there is a live one, else spawns it. */
+  private spawn(args: string[], warm = false): SupervisedChild {
+    const standby = warm ? this.takeStandby() : null;
+    const child = standby !== null ? standby.activate(args) : this.deps.start(args);
+    if (standby !== null) this.deps.log.info({ standbyPid: standby.pid }, 'successor: the warm standby');
     this.child = child;
     this.childReady = false;
     void child.ready.then((r) => {
       if (this.child !== child || r === null || !r.ok) return;
       this.childReady = true;
       if (this.stopSignal !== null) child.kill('SIGTERM');
+      else this.startStandby();
     });
     return child;
+  }
+
+  /** The waiting standby, now taken (a dead one is dropped), or null. */
+  private takeStandby(): StandbyChild | null {
+    const s = this.standby;
+    this.standby = null;
+    if (s === null) return null;
+    if (s.alive()) return s;
+    s.kill('SIGKILL');
+    return null;
+  }
+
+  /** Starts a standby unless there is one, one is scheduled, none is wanted, or the supervisor is ending. */
+  private startStandby(): void {
+    const start = this.deps.startStandby;
+    if (start === undefined || this.standby !== null || this.standbyTimer !== null || this.finished || this.stopSignal !== null) return;
+    const s = start();
+    this.standby = s;
+    const startedAt = (this.deps.now ?? Date.now)();
+    this.deps.log.debug({ standbyPid: s.pid }, 'standby started');
+    void s.exited.then((exit) => {
+      if (this.standby !== s) return; // activated (its exit is the daemon's) or dropped
+      this.standby = null;
+      if (this.finished || this.stopSignal !== null) return;
+      if ((this.deps.now ?? Date.now)() - startedAt >= STANDBY_STABLE_MS) this.standbyPauseMs = STANDBY_RESPAWN_MS;
+      const delayMs = this.standbyPauseMs;
+      this.standbyPauseMs = Math.min(delayMs * 2, STANDBY_RESPAWN_MAX_MS);
+      this.deps.log.warn({ standbyPid: s.pid, exit: describeExit(exit), delayMs }, 'standby exited while waiting; replacing it (not a daemon crash)');
+      this.standbyTimer = setTimeout(() => {
+        this.standbyTimer = null;
+        // Only while a daemon runs: a recovery in progress starts the next standby once it is ready.
+        if (this.child !== null && this.childReady) this.startStandby();
+      }, delayMs);
+    });
+  }
+
+  private dropStandby(): void {
+    if (this.standbyTimer !== null) clearTimeout(this.standbyTimer);
+    this.standbyTimer = null;
+    const s = this.standby;
+    this.standby = null;
+    s?.kill('SIGTERM');
   }
 
   /** Waits `ms`, or less if stop() is called meanwhile. */

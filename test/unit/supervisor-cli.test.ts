@@ -47,6 +47,21 @@ async function newDaemon(old: number): Promise<number> {
   return pid;
 }
 
+/** The pid of supervisor `sup`'s waiting standby (`supervise standby`), or 0. */
+function standbyOf(sup: number, not = 0): number {
+  for (const d of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const ppid = Number(/^PPid:\s+(\d+)$/m.exec(fs.readFileSync(`/proc/${d}/status`, 'utf8'))?.[1]);
+      const argv = fs.readFileSync(`/proc/${d}/cmdline`, 'utf8').split('\0');
+      if (ppid === sup && argv.includes('standby') && Number(d) !== not) return Number(d);
+    } catch {
+      // gone
+    }
+  }
+  return 0;
+}
+
 describe('supervisor (built CLI, fake addon)', () => {
   it('recovers a daemon killed -9 by itself; restart replaces the daemon; del ends the supervisor', async () => {
     const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--json'], FAKE);
@@ -77,6 +92,41 @@ describe('supervisor (built CLI, fake addon)', () => {
     expect([del.status, del.stderr]).toEqual([0, '']);
     await waitFor(() => !pidAlive(sup ?? 0), 10_000);
     expect(w.devNodes()).toEqual([]);
+  });
+
+  it('keeps a warm standby that holds no device, is the successor of a kill -9, and exits when its supervisor is killed', async () => {
+    const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--json'], FAKE);
+    const { pid } = JSON.parse(add.stdout) as { pid: number };
+    const sup = supervisorOf(pid) ?? 0;
+    let standby = 0;
+    await waitFor(() => {
+      standby = standbyOf(sup);
+      return standby !== 0;
+    }, 10_000);
+    // Waiting, it has neither main, the spare nor a device node open.
+    const held = [w.main, w.spare].map((f) => fs.realpathSync(f));
+    const devDir = fs.realpathSync(w.devDir);
+    const open = fs.readdirSync(`/proc/${standby}/fd`).map((f) => {
+      try {
+        return fs.readlinkSync(`/proc/${standby}/fd/${f}`);
+      } catch {
+        return '';
+      }
+    });
+    expect(open.filter((l) => held.includes(l) || l.startsWith(`${devDir}/`))).toEqual([]);
+    expect(open.length).toBeGreaterThan(0);
+    process.kill(pid, 'SIGKILL');
+    expect(await newDaemon(pid)).toBe(standby);
+    expect(fs.readFileSync(path.join(w.runDir, 'daemon.log'), 'utf8')).toContain('successor: the warm standby');
+    // The next standby, then the supervisor killed: the standby's stdin closes and it exits by itself.
+    let next = 0;
+    await waitFor(() => {
+      next = standbyOf(sup, standby);
+      return next !== 0;
+    }, 10_000);
+    process.kill(sup, 'SIGKILL');
+    await waitFor(() => !pidAlive(next), 10_000);
+    process.kill(standby, 'SIGKILL');
   });
 
   it('restart of a daemon started with --foreground: the CLI runs recover itself', async () => {

@@ -8,15 +8,17 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createLogger } from '../../src/log.js';
 import type { ReadyMessage } from '../../src/cli/readiness.js';
-import { startChild } from '../../src/supervisor/child-process.js';
-import { Supervisor, type SupervisedChild } from '../../src/supervisor/supervisor.js';
+import { startChild, startStandby } from '../../src/supervisor/child-process.js';
+import { STANDBY_RESPAWN_MS, Supervisor, type StandbyChild, type SupervisedChild } from '../../src/supervisor/supervisor.js';
 import { MAX_CRASHES, RELEASE_PAUSE_MS } from '../../src/supervisor/restart-policy.js';
 import { PREDECESSOR_BUSY_EXIT_CODE } from '../../src/errors.js';
 
 const FAKE = fileURLToPath(new URL('./fixtures/fake-daemon.mjs', import.meta.url));
+const FAKE_STANDBY = fileURLToPath(new URL('./fixtures/fake-standby.mjs', import.meta.url));
 
 let dir: string;
 let started: SupervisedChild[];
+let standbys: StandbyChild[];
 let marks: string[];
 let relayed: ReadyMessage[];
 let exists: boolean;
@@ -26,14 +28,19 @@ let logLines: string[];
 beforeEach(() => {
   dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-sup-'));
   started = [];
+  standbys = [];
   marks = [];
   relayed = [];
   exists = true;
   owner = null;
   logLines = [];
 });
+// A test that failed early leaves its supervisor running: from here on it sees no device (so it ends) and
+// records nothing into the next test's state.
+let generation = 0;
 afterEach(() => {
-  for (const c of started) c.kill('SIGKILL');
+  generation++;
+  for (const c of [...started, ...standbys]) c.kill('SIGKILL');
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -47,18 +54,47 @@ function starts(): string[] {
   return fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim().split('\n').map((l) => l.slice(l.indexOf(' ') + 1)) : [];
 }
 
-function supervisor(): Supervisor {
-  const env = { ...process.env, FAKE_DAEMON_LOG: path.join(dir, 'log'), FAKE_DAEMON_PLAN: path.join(dir, 'plan') };
+/** "<pid> waiting" for each standby started, in order. */
+function standbyLog(): string[] {
+  const f = path.join(dir, 'standby-log');
+  return fs.existsSync(f) ? fs.readFileSync(f, 'utf8').trim().split('\n') : [];
+}
+
+const alive = (pid: number | undefined): boolean => {
+  try {
+    process.kill(pid ?? -1, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
+
+function supervisor(opts: { standby?: boolean } = {}): Supervisor {
+  const gen = generation;
+  const mine = (): boolean => gen === generation;
+  const env = {
+    ...process.env,
+    FAKE_DAEMON_LOG: path.join(dir, 'log'),
+    FAKE_DAEMON_PLAN: path.join(dir, 'plan'),
+    FAKE_STANDBY_LOG: path.join(dir, 'standby-log'),
+  };
   return new Supervisor(['add', '--main', '/x', '--foreground', '--log-file', '/tmp/d.log'], {
     start: (args) => {
       const c = startChild(args, env, [process.execPath, FAKE]);
       started.push(c);
       return c;
     },
-    deviceExists: () => exists,
+    startStandby: opts.standby
+      ? () => {
+          const s = startStandby(env, [process.execPath, FAKE_STANDBY]);
+          standbys.push(s);
+          return s;
+        }
+      : undefined,
+    deviceExists: () => mine() && exists,
     ownerPid: () => owner,
-    markQuiesced: (devId, reason) => marks.push(`${devId}: ${reason}`),
-    relay: (m) => relayed.push(m),
+    markQuiesced: (devId, reason) => void (mine() && marks.push(`${devId}: ${reason}`)),
+    relay: (m) => void (mine() && relayed.push(m)),
     log: createLogger({ stderr: { write: (s: string) => logLines.push(s) } }),
   });
 }
@@ -188,5 +224,112 @@ describe('supervisor', () => {
     expect(await running).toBe(0);
     expect(starts()).toEqual(['add --main /x --foreground --log-file /tmp/d.log', 'recover 7 --foreground --log-file /tmp/d.log']);
     expect(await started[1]?.exited).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('supervisor with a warm standby', () => {
+  it('keeps one standby while the daemon runs, hands it the recovery after a SIGKILL, then starts the next', async () => {
+    plan('ready', 'ready');
+    const sup = supervisor({ standby: true });
+    const running = sup.run();
+    const pid = await readyPid(started[0]);
+    await until(() => standbyLog().length === 1);
+    expect(standbys).toHaveLength(1);
+    const standbyPid = standbys[0]?.pid;
+    process.kill(pid, 'SIGKILL');
+    // The successor is the standby, told what to run: no process is spawned for it.
+    await until(() => starts().length === 2);
+    expect(starts()).toEqual(['add --main /x --foreground --log-file /tmp/d.log', 'recover 7 --foreground --log-file /tmp/d.log']);
+    expect(started).toHaveLength(1);
+    expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[1]).toBe(`${standbyPid} recover 7 --foreground --log-file /tmp/d.log`);
+    expect(marks).toEqual(['7: daemon exited (signal SIGKILL)']);
+    // Once it is the live daemon, the next standby waits; it is the successor of the next crash.
+    await until(() => standbys.length === 2 && standbyLog().length === 2);
+    process.kill(standbyPid ?? -1, 'SIGKILL');
+    await until(() => starts().length === 3);
+    expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[2]).toBe(`${standbys[1]?.pid} recover 7 --foreground --log-file /tmp/d.log`);
+    expect(started).toHaveLength(1);
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+  });
+
+  it('exit 75 (restart) hands the successor to the standby too, not counted as a crash', async () => {
+    plan('ready-exit 75 1500', 'ready');
+    const sup = supervisor({ standby: true });
+    const running = sup.run();
+    await readyPid(started[0]);
+    await until(() => standbyLog().length === 1);
+    await until(() => starts().length === 2);
+    expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[1]).toBe(`${standbys[0]?.pid} recover 7 --foreground --log-file /tmp/d.log`);
+    expect(started).toHaveLength(1);
+    expect(marks).toEqual([]);
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+  });
+
+  it('a standby that dies while waiting is replaced after a pause and never counted as a crash', async () => {
+    plan('ready', 'ready');
+    const sup = supervisor({ standby: true });
+    const running = sup.run();
+    const pid = await readyPid(started[0]);
+    await until(() => standbyLog().length === 1);
+    const diedAt = Date.now();
+    process.kill(standbys[0]?.pid ?? -1, 'SIGKILL');
+    await until(() => standbyLog().length === 2);
+    expect(Date.now() - diedAt).toBeGreaterThanOrEqual(STANDBY_RESPAWN_MS - 50);
+    expect(marks).toEqual([]);
+    expect(logLines.join('')).toContain('standby exited while waiting; replacing it (not a daemon crash)');
+    // The replacement is the successor.
+    process.kill(pid, 'SIGKILL');
+    await until(() => starts().length === 2);
+    expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[1]).toBe(`${standbys[1]?.pid} recover 7 --foreground --log-file /tmp/d.log`);
+    expect(started).toHaveLength(1);
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+  });
+
+  it('a dead standby is not used: the successor is spawned', async () => {
+    plan('ready', 'ready');
+    const sup = supervisor({ standby: true });
+    const running = sup.run();
+    const pid = await readyPid(started[0]);
+    await until(() => standbyLog().length === 1);
+    const s = standbys[0];
+    s?.kill('SIGKILL');
+    await s?.exited;
+    process.kill(pid, 'SIGKILL'); // before the replacement is due
+    await until(() => started.length === 2);
+    expect(await readyPid(started[1])).not.toBe(s?.pid);
+    expect(marks).toEqual(['7: daemon exited (signal SIGKILL)']);
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+  });
+
+  it('no orphan: the waiting standby is killed when the supervisor ends (stop, give-up; its death: supervisor-cli.test.ts)', async () => {
+    plan('ready');
+    let sup = supervisor({ standby: true });
+    let running = sup.run();
+    await readyPid(started[0]);
+    await until(() => standbyLog().length === 1);
+    const first = standbys[0];
+    sup.stop('SIGTERM');
+    expect(await running).toBe(0);
+    await first?.exited;
+    expect(alive(first?.pid)).toBe(false);
+
+    // Each successor gets ready (so a standby is started after it) and then crashes: at the give-up a standby waits.
+    plan('ready', ...Array.from({ length: 4 }, () => 'ready-exit 3 400'));
+    sup = supervisor({ standby: true });
+    running = sup.run();
+    await readyPid(started[1]);
+    await until(() => standbyLog().length === 2);
+    process.kill(await readyPid(started[1]), 'SIGKILL');
+    expect(await running).toBe(1);
+    expect(marks.at(-1)).toBe('7: gave up after 5 crashes in 60 s (last: exit code 3)');
+    const last = standbys.at(-1);
+    expect(last?.pid).not.toBe(standbys[1]?.pid);
+    expect(await last?.exited).toEqual({ code: null, signal: 'SIGTERM' });
+    expect(standbys.every((s) => !alive(s.pid))).toBe(true);
+
   });
 });
