@@ -162,7 +162,10 @@ export class Supervisor {
             log.info({ devId }, 'device deleted meanwhile; supervisor exits');
             return 0;
           }
-          current = this.spawn(recoverArgs(devId, this.firstArgs), true);
+          // A restart is the upgrade path: its successor runs the code installed now, never the standby that
+          // imported the code of before (dropped; the next one starts once the successor is live).
+          if (decision.action === 'restart') this.dropStandby();
+          current = this.spawn(recoverArgs(devId, this.firstArgs), decision.action === 'recover');
           void current.ready.then((r) => {
             if (r?.ok) log.info({ devId, daemonPid: r.pid }, 'device recovered');
           });
@@ -202,7 +205,14 @@ export class Supervisor {
   private startStandby(): void {
     const start = this.deps.startStandby;
     if (start === undefined || this.standby !== null || this.standbyTimer !== null || this.finished || this.stopSignal !== null) return;
-    const s = start();
+    let s: StandbyChild;
+    try {
+      s = start();
+    } catch (e) {
+      // fork refused (ENOMEM, ...): the standby only makes recovery faster, never a reason for the supervisor to end.
+      this.standbyLater({ err: String(e) }, 'cannot start a standby; trying again later');
+      return;
+    }
     this.standby = s;
     const startedAt = (this.deps.now ?? Date.now)();
     this.deps.log.debug({ standbyPid: s.pid }, 'standby started');
@@ -211,15 +221,20 @@ export class Supervisor {
       this.standby = null;
       if (this.finished || this.stopSignal !== null) return;
       if ((this.deps.now ?? Date.now)() - startedAt >= STANDBY_STABLE_MS) this.standbyPauseMs = STANDBY_RESPAWN_MS;
-      const delayMs = this.standbyPauseMs;
-      this.standbyPauseMs = Math.min(delayMs * 2, STANDBY_RESPAWN_MAX_MS);
-      this.deps.log.warn({ standbyPid: s.pid, exit: describeExit(exit), delayMs }, 'standby exited while waiting; replacing it (not a daemon crash)');
-      this.standbyTimer = setTimeout(() => {
-        this.standbyTimer = null;
-        // Only while a daemon runs: a recovery in progress starts the next standby once it is ready.
-        if (this.child !== null && this.childReady) this.startStandby();
-      }, delayMs);
+      this.standbyLater({ standbyPid: s.pid, exit: describeExit(exit) }, 'standby exited while waiting; replacing it (not a daemon crash)');
     });
+  }
+
+  /** Starts the next standby after the current pause (doubling it, up to STANDBY_RESPAWN_MAX_MS), logging why. */
+  private standbyLater(fields: Record<string, unknown>, msg: string): void {
+    const delayMs = this.standbyPauseMs;
+    this.standbyPauseMs = Math.min(delayMs * 2, STANDBY_RESPAWN_MAX_MS);
+    this.deps.log.warn({ ...fields, delayMs }, msg);
+    this.standbyTimer = setTimeout(() => {
+      this.standbyTimer = null;
+      // Only while a daemon runs: a recovery in progress starts the next standby once it is ready.
+      if (this.child !== null && this.childReady) this.startStandby();
+    }, delayMs);
   }
 
   private dropStandby(): void {

@@ -253,15 +253,16 @@ describe('supervisor with a warm standby', () => {
     expect(await running).toBe(0);
   });
 
-  it('exit 75 (restart) hands the successor to the standby too, not counted as a crash', async () => {
+  it('exit 75 (restart, the upgrade path) spawns a fresh successor, never the standby that imported the code of before; not counted as a crash', async () => {
     plan('ready-exit 75 1500', 'ready');
     const sup = supervisor({ standby: true });
     const running = sup.run();
     await readyPid(started[0]);
     await until(() => standbyLog().length === 1);
+    const warmedBefore = standbys[0]?.pid;
     await until(() => starts().length === 2);
-    expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[1]).toBe(`${standbys[0]?.pid} recover 7 --foreground --log-file /tmp/d.log`);
-    expect(started).toHaveLength(1);
+    expect(started).toHaveLength(2); // a new process: the code on disk now
+    expect(fs.readFileSync(path.join(dir, 'log'), 'utf8').trim().split('\n')[1]).not.toMatch(new RegExp(`^${warmedBefore} `));
     expect(marks).toEqual([]);
     sup.stop('SIGTERM');
     expect(await running).toBe(0);
@@ -331,5 +332,46 @@ describe('supervisor with a warm standby', () => {
     expect(await last?.exited).toEqual({ code: null, signal: 'SIGTERM' });
     expect(standbys.every((s) => !alive(s.pid))).toBe(true);
 
+  });
+});
+
+describe('a standby that cannot be started', () => {
+  it('a spawn of the standby that throws (ENOMEM from fork) does not take the supervisor down: the next crash is still recovered', async () => {
+    plan('ready', 'ready');
+    const env = { ...process.env, FAKE_DAEMON_LOG: path.join(dir, 'log'), FAKE_DAEMON_PLAN: path.join(dir, 'plan') };
+    const unhandled: unknown[] = [];
+    const onUnhandled = (e: unknown): void => void unhandled.push(e);
+    const saved = process.listeners('unhandledRejection');
+    process.removeAllListeners('unhandledRejection');
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      const sup = new Supervisor(['add', '--main', '/x', '--foreground', '--log-file', '/tmp/d.log'], {
+        start: (args) => {
+          const c = startChild(args, env, [process.execPath, FAKE]);
+          started.push(c);
+          return c;
+        },
+        startStandby: () => {
+          throw Object.assign(new Error('spawn ENOMEM'), { code: 'ENOMEM' });
+        },
+        deviceExists: () => true,
+        ownerPid: () => null,
+        markQuiesced: () => {},
+        relay: () => {},
+        log: createLogger({ stderr: { write: () => true } }),
+      });
+      const running = sup.run();
+      const pid = await readyPid(started[0]);
+      await new Promise((r) => setTimeout(r, 200));
+      // In the real supervisor (node's default --unhandled-rejections=throw) this rejection ends the process.
+      expect(unhandled).toEqual([]);
+      process.kill(pid, 'SIGKILL');
+      await until(() => started.length === 2);
+      sup.stop('SIGTERM');
+      expect(await running).toBe(0);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      for (const l of saved) process.on('unhandledRejection', l as (...a: unknown[]) => void);
+    }
   });
 });
