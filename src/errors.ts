@@ -1,7 +1,8 @@
 // Typed errors with stable codes. Every failure the CLI or the daemon reports is a DmrError: `code` is
 // stable (scripts match on it, it appears in --json output and control-socket replies) and `exitCode` is
-// what the CLI exits with (2 for bad usage, 1 for everything that went wrong at run time, except
-// E_PREDECESSOR_BUSY: PREDECESSOR_BUSY_EXIT_CODE).
+// what the CLI exits with (2 for bad usage, 1 for everything that went wrong at run time, except the
+// refusals of `recover` the supervisor must tell apart from a crash: E_PREDECESSOR_BUSY, E_DELETING,
+// E_RECOVERY_STUCK, each with its own code below).
 import os from 'node:os';
 import { isNativeError, type NativeErrorShape } from './native.js';
 
@@ -11,6 +12,19 @@ import { isNativeError, type NativeErrorShape } from './native.js';
  * a crash (supervisor/restart-policy.ts).
  */
 export const PREDECESSOR_BUSY_EXIT_CODE = 69;
+
+/**
+ * The exit code of a `recover` refused because a `del` of the device is under way (E_DELETING; EX_NOPERM of
+ * sysexits.h: del owns the device): the supervisor exits at once and leaves the registry entry to del.
+ */
+export const DELETING_EXIT_CODE = 77;
+
+/**
+ * The exit code of a `recover` the kernel refuses for good (E_RECOVERY_STUCK: START_USER_RECOVERY fails with
+ * EINVAL after an earlier recovery was cut short; EX_OSERR of sysexits.h): no retry can help, only `del`.
+ * The supervisor gives up at once and records why in the registry entry.
+ */
+export const RECOVERY_STUCK_EXIT_CODE = 71;
 
 export const ERROR_CODES = {
   E_USAGE: 2,
@@ -68,9 +82,9 @@ export const ERROR_CODES = {
   E_PREDECESSOR_BUSY: PREDECESSOR_BUSY_EXIT_CODE,
   // `recover`: the kernel refuses START_USER_RECOVERY with EINVAL: an earlier recovery was cut short after
   // it started (6.12), and the device can only be deleted (`del`; the remap table stays on the spare).
-  E_RECOVERY_STUCK: 1,
+  E_RECOVERY_STUCK: RECOVERY_STUCK_EXIT_CODE,
   // `recover` (by hand, by the supervisor, by `restart`) of a device a `del` is removing: del wins.
-  E_DELETING: 1,
+  E_DELETING: DELETING_EXIT_CODE,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -46,9 +46,11 @@ export function runForeground(ctx: CliContext, flags: AddFlags): Promise<number>
 /** The exit code of a daemon that died of an error nothing handled (EX_SOFTWARE): its device stays quiesced. */
 export const FATAL_EXIT_CODE = 70;
 /**
- * How long the fatal path lets process.exit() take before a native watchdog ends the process (_exit) with
- * FATAL_EXIT_CODE anyway: exit waits for libuv's worker threads, and one stuck in a blocking syscall (a read
- * of a dead device) would otherwise keep the process, and with it the device's recovery, waiting for ever.
+ * How long a daemon's exit (fatal, or with the code serveForeground returns: 0, RESTART_EXIT_CODE, a failed
+ * start or recover) lets process.exit() take before a native watchdog ends the process (_exit) with that
+ * code anyway: exit waits for libuv's worker threads, and one stuck in a blocking syscall (a read of a dead
+ * device) would otherwise keep the process, and with it the device's recovery (the supervisor waits for
+ * this exit to start the successor), waiting for ever.
  */
 export const FATAL_EXIT_GRACE_MS = 3000;
 
@@ -57,6 +59,8 @@ export const FATAL_EXIT_GRACE_MS = 3000;
  * the device; its readiness goes to the parent's pipe (detached) or stdout. Resolves with the exit code.
  * An exception or rejection nothing handled is logged (fatal) and ends the process with FATAL_EXIT_CODE,
  * never letting it run on in an undefined state; the kernel quiesces a device created with user recovery.
+ * When the process exits with the code returned (ctx.exitsAfter), every exit once the addon is loaded is
+ * bounded by the exit watchdog (FATAL_EXIT_GRACE_MS), not only the fatal one.
  */
 export async function serveForeground(
   ctx: CliContext,
@@ -71,6 +75,10 @@ export async function serveForeground(
     level: ctx.env.DMREMAP_LOG_LEVEL,
   });
   let native: NativeAddon | null = null;
+  /** The process is about to exit with `code`: a libuv worker stuck in a blocking syscall cannot hold it. */
+  const boundExit = (code: number): void => {
+    if (ctx.exitsAfter === true) native?.armExitWatchdog(FATAL_EXIT_GRACE_MS, code);
+  };
   const fatal = (err: unknown, origin: string): void => {
     log.fatal({ err: err instanceof Error ? (err.stack ?? err.message) : String(err), origin }, 'unhandled error: exiting');
     native?.armExitWatchdog(FATAL_EXIT_GRACE_MS, FATAL_EXIT_CODE);
@@ -101,6 +109,7 @@ export async function serveForeground(
       // On stderr the CLI's own one-line error says it; a log file must say it too.
       if (opts.logFile !== null) log.error({ code: err.code, err: err.message }, 'device not created');
       if (readyFd !== null) sendReady(readyFd, failureMessage(err));
+      boundExit(err.exitCode);
       throw err;
     }
     // The queue threads exist now: from here on the JS thread yields the CPU to them (priority.ts).
@@ -109,7 +118,9 @@ export async function serveForeground(
     if (readyFd !== null) sendReady(readyFd, ready);
     else announce(ctx, opts.json, ready);
     if (pendingSignal !== null) void daemon.shutdown(`signal ${pendingSignal}`);
-    return await daemon.exited;
+    const code = await daemon.exited;
+    boundExit(code);
+    return code;
   } finally {
     for (const s of signals) process.off(s, onSignal);
     process.off('SIGHUP', ignoreHup);

@@ -12,6 +12,12 @@ export interface CliContext {
   stderr: Out;
   stderrIsTTY: boolean;
   loadNative: () => Promise<NativeAddon>;
+  /**
+   * Whether this process exits with the code the command returns (the CLI entry point, run()): a daemon
+   * command then bounds that exit (serveForeground's exit watchdog). Tests running commands in their own
+   * process leave it unset.
+   */
+  exitsAfter?: boolean;
 }
 
 export const PROG = 'dmremap-ublk';

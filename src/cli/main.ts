@@ -155,6 +155,7 @@ export async function run(): Promise<void> {
     stderr: process.stderr,
     stderrIsTTY: process.stderr.isTTY === true,
     loadNative: () => selectNative(process.env),
+    exitsAfter: true,
   };
   const code = await main(process.argv.slice(2), ctx);
   // Let stdout drain (it may be a pipe), then exit: native threads or sockets must not keep us alive.

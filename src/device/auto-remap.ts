@@ -145,6 +145,11 @@ export class AutoRemapper {
    */
   private leavingHeld = false;
   private persistTimer: NodeJS.Timeout | null = null;
+  /**
+   * Whether restore() took up the queue file: until then the file is the previous run's list, which a
+   * close (a recover failing before the device is back) must leave for the next daemon, not overwrite.
+   */
+  private restored = false;
   /** Errors and remaps are logged through this: one line at once, then one summary per second of a burst. */
   private readonly burst: BurstLog;
   private readonly detector: OutageDetector;
@@ -208,6 +213,7 @@ export class AutoRemapper {
 
   /** Queues the relocations a previous run left in the queue file (for this spare pair only). */
   restore(): number {
+    this.restored = true;
     if (this.queueFile === null) return 0;
     let raw: string;
     try {
@@ -240,7 +246,7 @@ export class AutoRemapper {
 
   /** Writes the relocations queued or running now (temp file + rename: the old list or the new one). */
   private persistNow(): void {
-    if (this.queueFile === null) return;
+    if (this.queueFile === null || !this.restored) return;
     const relocate = this.queue.items('relocate');
     const body = JSON.stringify({ version: 1, pairId: this.engine.store.pairId, relocate });
     const tmp = `${this.queueFile}.tmp`;

@@ -454,21 +454,7 @@ export class Daemon {
       await begun;
       const log = this.deps.log;
       log.info({ reason }, 'detaching: the device stays quiesced for a successor');
-      // First, before anything awaits: auto-remap resolves no held request from now on (the jobs it drops
-      // and the faults still arriving would otherwise fail with EIO while the queues still complete
-      // requests); native leaves them uncommitted at detach and the kernel reissues them to the successor.
-      // A batch running now (a relocation, a redirect commit) finishes; queued relocations are saved.
-      const autoClosed = this.auto?.close({ leaveHeld: true });
-      await this.server?.close();
-      await autoClosed;
-      await this.engine?.quiesce();
-      let detached = true;
-      try {
-        await this.device?.detach();
-      } catch (e) {
-        detached = false;
-        log.error({ err: kernelError(e, 'detach').message }, 'detaching the ublk device failed');
-      }
+      const detached = await this.leaveDevice();
       this.burst.flush();
       await this.closeEngine();
       this.plan.held.release();
@@ -489,17 +475,39 @@ export class Daemon {
     return this.stopping;
   }
 
-  /** After a failed start: stops (deletes) a device this daemon created, detaches one it recovered. */
+  /**
+   * Leaves the device quiesced for the next daemon, holding back every request it has not answered (detach,
+   * and a recover that fails after the kernel's recovery). First, before anything awaits: auto-remap resolves
+   * no held request from now on (the jobs it drops and the faults still arriving would otherwise fail with
+   * EIO while the queues still complete requests); native leaves them uncommitted at detach and the kernel
+   * reissues them to the next daemon. A batch running now (a relocation, a redirect commit) finishes; queued
+   * relocations are saved. Then the control socket closes, the engine takes no more remap requests, and
+   * native detaches. False if the native detach failed (logged).
+   */
+  private async leaveDevice(): Promise<boolean> {
+    const autoClosed = this.auto?.close({ leaveHeld: true });
+    await this.server?.close();
+    await autoClosed;
+    await this.engine?.quiesce();
+    try {
+      await this.device?.detach();
+      return true;
+    } catch (e) {
+      this.deps.log.error({ err: kernelError(e, 'detach').message }, 'detaching the ublk device failed');
+      return false;
+    }
+  }
+
+  /**
+   * After a failed start: stops (deletes) a device this daemon created; leaves one it recovered quiesced
+   * for the next daemon as a detach does (leaveDevice: no request it holds is failed).
+   */
   private async releaseDevice(): Promise<void> {
     if (this.recoverId === null || this.device === null) {
       await this.stopDevice();
       return;
     }
-    try {
-      await this.device.detach();
-    } catch (e) {
-      this.deps.log.error({ err: kernelError(e, 'detach').message }, 'detaching the ublk device failed');
-    }
+    await this.leaveDevice();
   }
 
   /** Stops the native device if there is one; false if stopping failed (logged). */

@@ -11,8 +11,12 @@
 //                               process still holds main, the spare or /dev/ublkcN until a backing I/O ends):
 //                               not a crash; retry after a pause that doubles from RELEASE_PAUSE_MS to
 //                               RELEASE_PAUSE_MAX_MS, and give up once this has lasted RELEASE_WAIT_LIMIT_MS.
+//   exit DELETING_EXIT_CODE   → the successor found a `del` of the device under way (E_DELETING): del owns
+//                               the device and its registry entry; the supervisor is done, touching nothing.
+//   exit RECOVERY_STUCK_EXIT_CODE → the kernel refuses the recovery for good (E_RECOVERY_STUCK): no retry
+//                               helps; give up at once, with that reason and what to do (del).
 //   a crash after which the device is gone → nothing to recover: the supervisor is done.
-import { PREDECESSOR_BUSY_EXIT_CODE } from '../errors.js';
+import { DELETING_EXIT_CODE, PREDECESSOR_BUSY_EXIT_CODE, RECOVERY_STUCK_EXIT_CODE } from '../errors.js';
 
 /** The exit code of a daemon that detached from its device on purpose (restart, upgrade). */
 export const RESTART_EXIT_CODE = 75;
@@ -31,13 +35,15 @@ export interface ChildExit {
   signal: NodeJS.Signals | null;
 }
 
-export type ExitClass = 'clean' | 'restart' | 'predecessor-busy' | 'crash';
+export type ExitClass = 'clean' | 'restart' | 'predecessor-busy' | 'deleting' | 'recovery-stuck' | 'crash';
 
 export function classifyExit(e: ChildExit): ExitClass {
   if (e.signal !== null) return 'crash';
   if (e.code === 0) return 'clean';
   if (e.code === RESTART_EXIT_CODE) return 'restart';
   if (e.code === PREDECESSOR_BUSY_EXIT_CODE) return 'predecessor-busy';
+  if (e.code === DELETING_EXIT_CODE) return 'deleting';
+  if (e.code === RECOVERY_STUCK_EXIT_CODE) return 'recovery-stuck';
   return 'crash';
 }
 
@@ -72,6 +78,7 @@ export function decide(state: PolicyState, exit: ChildExit, now: number, deviceE
   const cls = classifyExit(exit);
   const how = describeExit(exit);
   if (cls === 'clean') return { decision: { action: 'exit', why: 'daemon exited cleanly (exit code 0)' }, state };
+  if (cls === 'deleting') return { decision: { action: 'exit', why: 'a del of the device is under way: it owns the device' }, state };
   if (!deviceExists) return { decision: { action: 'exit', why: `daemon exited (${how}) and its device is gone` }, state };
   if (cls === 'predecessor-busy') {
     const since = state.busySince ?? now;
@@ -83,6 +90,12 @@ export function decide(state: PolicyState, exit: ChildExit, now: number, deviceE
     const delayMs = state.busyPauseMs;
     const next = { ...state, busySince: since, busyPauseMs: Math.min(delayMs * 2, RELEASE_PAUSE_MAX_MS) };
     return { decision: { action: 'retry', delayMs, why: 'the dead daemon\'s process still holds the device' }, state: next };
+  }
+  if (cls === 'recovery-stuck') {
+    const why =
+      'gave up: the kernel refuses START_USER_RECOVERY (EINVAL), an earlier recovery was cut short after it started; ' +
+      'no retry can help: run dmremap-ublk del on the device (its waiting I/O fails), then add it again (the remaps stay on the spare)';
+    return { decision: { action: 'give-up', why }, state };
   }
   // Anything else ends a wait for the predecessor to let go.
   const settled = { ...state, busySince: null, busyPauseMs: RELEASE_PAUSE_MS };

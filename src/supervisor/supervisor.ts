@@ -3,7 +3,10 @@
 // exit code other than 0 and RESTART_EXIT_CODE) while the device still exists starts `recover <id>
 // --foreground` after CRASH_PAUSE_MS; RESTART_EXIT_CODE (the daemon detached for `restart`) starts it at
 // once; PREDECESSOR_BUSY_EXIT_CODE (the dead daemon's process still holds the device) starts it again after
-// a growing pause; exit 0 (del, shutdown) ends the supervisor. restart-policy.ts decides; this module only acts.
+// a growing pause; exit 0 (del, shutdown) and DELETING_EXIT_CODE (a del is removing the device) end the
+// supervisor; RECOVERY_STUCK_EXIT_CODE gives up at once. restart-policy.ts decides; this module only acts.
+// A successor run by the warm standby exits with the same codes (the standby runs `recover` in its own
+// process): its exit goes through the same decision.
 //
 // It holds no device open (not main, not the spare, not /dev/ublkcN: it only looks whether the node exists),
 // so it never keeps a device busy or delays its deletion.
@@ -17,6 +20,7 @@
 // kills its standby, and a standby whose supervisor died sees its stdin close and exits.
 import type { Logger } from '../log.js';
 import type { ReadyMessage } from '../cli/readiness.js';
+import { DELETING_EXIT_CODE } from '../errors.js';
 import { decide, describeExit, initialPolicyState, type ChildExit, type PolicyState } from './restart-policy.js';
 
 export interface SupervisedChild {
@@ -135,9 +139,10 @@ export class Supervisor {
       switch (decision.action) {
         case 'exit':
           log.info({ ...fields, why: decision.why }, 'supervisor exits');
-          return exit.code === 0 || !exists ? 0 : 1;
+          // A del under way (DELETING_EXIT_CODE) owns the device and its entry: nothing is written here.
+          return exit.code === 0 || exit.code === DELETING_EXIT_CODE || !exists ? 0 : 1;
         case 'give-up':
-          log.error({ ...fields, why: decision.why }, 'not restarting the daemon again: the device stays quiesced (dmremap-ublk recover or del)');
+          log.error({ ...fields, why: decision.why }, 'not restarting the daemon again: the device stays quiesced');
           this.deps.markQuiesced(devId, decision.why);
           return 1;
         case 'restart':

@@ -11,6 +11,7 @@ import { PREDECESSOR_BUSY_EXIT_CODE } from '../../src/errors.js';
 import { FakeDevice, type FakeNative } from '../../src/testing/fake-native.js';
 import { runDel } from '../../src/cli/del.js';
 import { deletingPath, markDeleting } from '../../src/control/deleting.js';
+import { relocationQueuePath } from '../../src/paths.js';
 import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
 /** UBLK_F_CMD_IOCTL_ENCODE | UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE | USER_COPY, as 6.12 offers them. */
@@ -338,6 +339,22 @@ describe('detach and recover', () => {
     expect(readEntryOf(w.runDir, id)).not.toBeNull();
   });
 
+  it('a recover refused by the kernel leaves the relocations its predecessor queued in their file for the next daemon', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    const pairId = (d['engine'] as unknown as { store: { pairId: string } }).store.pairId;
+    await d.detach('upgrade');
+    daemons = [];
+    killEntry(id);
+    const file = relocationQueuePath(path.join(w.root, 'state'), pairId);
+    const queued = JSON.stringify({ version: 1, pairId, relocate: [{ block: 77, slotFailed: false, errorCount: 3 }] });
+    fs.mkdirSync(path.dirname(file), { recursive: true });
+    fs.writeFileSync(file, queued);
+    native.simulateRecoveryCutShort(id);
+    await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_RECOVERY_STUCK' });
+    expect(fs.existsSync(file) ? fs.readFileSync(file, 'utf8') : null).toBe(queued);
+  });
+
   it('refuses a spare without metadata instead of formatting it', async () => {
     const d = await start();
     const id = d.info.devId;
@@ -397,5 +414,39 @@ describe('del during a restart: del wins', () => {
     expect(w.devNodes()).toEqual([]);
     expect(fs.existsSync(deletingPath(w.runDir, id))).toBe(false);
     expect(native.claims.size).toBe(0);
+  });
+
+  it('a successor that gives the device up after its kernel recovery fails none of the requests reissued to it (left to the next daemon, as a detach does)', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    await d.detach('upgrade');
+    daemons = [];
+    killEntry(id);
+    // Right after START/END_USER_RECOVERY the kernel reissues what the dead daemon held: here write faults on
+    // main, parked for auto-remap (their redirects queue); then del begins, and the successor gives up.
+    let seq = 0;
+    let dev: FakeDevice | null = null;
+    let del: Promise<number> | null = null;
+    const c = captureCtx(w, native);
+    const recover = FakeDevice.prototype.recover;
+    const spy = vi.spyOn(FakeDevice.prototype, 'recover').mockImplementation(async function (this: FakeDevice) {
+      const info = await recover.call(this);
+      dev = this;
+      for (let i = 0; i < 8; i++) {
+        const block = 100 + i * 16;
+        this.emit({ type: 'io_fault', queue: 0, tag: i, seq: ++seq, kind: 'error', op: 'write', block, blocks: 1, attempt: 0, latencyUs: 100, written: [], failed: [{ device: 'main', block, blocks: 1, errno: 5 }] });
+      }
+      del = runDel(c.ctx, String(id), false, 10_000);
+      return info;
+    });
+    try {
+      await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_DELETING' });
+    } finally {
+      spy.mockRestore();
+    }
+    expect(await del).toBe(0);
+    const calls = (dev as FakeDevice | null)?.calls ?? [];
+    expect(calls).toContain('detach');
+    expect(calls.filter((x) => x === 'resolveFault fail')).toEqual([]);
   });
 });

@@ -11,7 +11,7 @@ import type { ReadyMessage } from '../../src/cli/readiness.js';
 import { startChild, startStandby } from '../../src/supervisor/child-process.js';
 import { STANDBY_RESPAWN_MS, Supervisor, type StandbyChild, type SupervisedChild } from '../../src/supervisor/supervisor.js';
 import { MAX_CRASHES, RELEASE_PAUSE_MS } from '../../src/supervisor/restart-policy.js';
-import { PREDECESSOR_BUSY_EXIT_CODE } from '../../src/errors.js';
+import { DELETING_EXIT_CODE, PREDECESSOR_BUSY_EXIT_CODE, RECOVERY_STUCK_EXIT_CODE } from '../../src/errors.js';
 
 const FAKE = fileURLToPath(new URL('./fixtures/fake-daemon.mjs', import.meta.url));
 const FAKE_STANDBY = fileURLToPath(new URL('./fixtures/fake-standby.mjs', import.meta.url));
@@ -228,6 +228,36 @@ describe('supervisor', () => {
 });
 
 describe('supervisor with a warm standby', () => {
+  // The successor after a restart (exit 75) refuses the device: a del is under way (E_DELETING), or the
+  // kernel refuses the recovery for good (E_RECOVERY_STUCK). Whether the standby or a spawned process ran it.
+  for (const standby of [true, false]) {
+    const how = standby ? 'the standby' : 'a spawned successor';
+    it(`${how} refusing with E_DELETING: the supervisor exits 0 at once, the registry entry untouched`, async () => {
+      plan('ready-exit 75 1500', `fail ${DELETING_EXIT_CODE}`);
+      const sup = supervisor({ standby });
+      const running = sup.run();
+      await readyPid(started[0]);
+      if (standby) await until(() => standbyLog().length === 1);
+      expect(await running).toBe(0);
+      expect(starts()).toHaveLength(2);
+      expect(started).toHaveLength(standby ? 1 : 2);
+      expect(marks).toEqual([]);
+    });
+
+    it(`${how} refusing with E_RECOVERY_STUCK: the supervisor gives up at once, recording why and what to do`, async () => {
+      plan('ready-exit 75 1500', `fail ${RECOVERY_STUCK_EXIT_CODE}`);
+      const sup = supervisor({ standby });
+      const running = sup.run();
+      await readyPid(started[0]);
+      if (standby) await until(() => standbyLog().length === 1);
+      expect(await running).toBe(1);
+      expect(starts()).toHaveLength(2);
+      expect(started).toHaveLength(standby ? 1 : 2);
+      expect(marks).toHaveLength(1);
+      expect(marks[0]).toMatch(/^7: gave up: the kernel refuses START_USER_RECOVERY .*dmremap-ublk del/);
+    });
+  }
+
   it('keeps one standby while the daemon runs, hands it the recovery after a SIGKILL, then starts the next', async () => {
     plan('ready', 'ready');
     const sup = supervisor({ standby: true });
