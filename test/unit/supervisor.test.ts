@@ -228,12 +228,15 @@ describe('supervisor', () => {
 });
 
 describe('supervisor with a warm standby', () => {
-  // The successor after a restart (exit 75) refuses the device: a del is under way (E_DELETING), or the
-  // kernel refuses the recovery for good (E_RECOVERY_STUCK). Whether the standby or a spawned process ran it.
+  // The successor refuses the device: a del is under way (E_DELETING), or the kernel refuses the recovery for
+  // good (E_RECOVERY_STUCK). The standby is the successor after a crash (exit 1 here: marked quiesced first);
+  // a spawned process is the successor after a restart (exit 75).
   for (const standby of [true, false]) {
     const how = standby ? 'the standby' : 'a spawned successor';
+    const first = standby ? 'ready-exit 1 1500' : 'ready-exit 75 1500';
+    const crashMarks = standby ? ['7: daemon exited (exit code 1)'] : [];
     it(`${how} refusing with E_DELETING: the supervisor exits 0 at once, the registry entry untouched`, async () => {
-      plan('ready-exit 75 1500', `fail ${DELETING_EXIT_CODE}`);
+      plan(first, `fail ${DELETING_EXIT_CODE}`);
       const sup = supervisor({ standby });
       const running = sup.run();
       await readyPid(started[0]);
@@ -241,11 +244,11 @@ describe('supervisor with a warm standby', () => {
       expect(await running).toBe(0);
       expect(starts()).toHaveLength(2);
       expect(started).toHaveLength(standby ? 1 : 2);
-      expect(marks).toEqual([]);
+      expect(marks).toEqual(crashMarks); // nothing more: del owns the entry
     });
 
     it(`${how} refusing with E_RECOVERY_STUCK: the supervisor gives up at once, recording why and what to do`, async () => {
-      plan('ready-exit 75 1500', `fail ${RECOVERY_STUCK_EXIT_CODE}`);
+      plan(first, `fail ${RECOVERY_STUCK_EXIT_CODE}`);
       const sup = supervisor({ standby });
       const running = sup.run();
       await readyPid(started[0]);
@@ -253,8 +256,9 @@ describe('supervisor with a warm standby', () => {
       expect(await running).toBe(1);
       expect(starts()).toHaveLength(2);
       expect(started).toHaveLength(standby ? 1 : 2);
-      expect(marks).toHaveLength(1);
-      expect(marks[0]).toMatch(/^7: gave up: the kernel refuses START_USER_RECOVERY .*dmremap-ublk del/);
+      expect(marks.slice(0, crashMarks.length)).toEqual(crashMarks);
+      expect(marks).toHaveLength(crashMarks.length + 1);
+      expect(marks.at(-1)).toMatch(/^7: gave up: the kernel refuses START_USER_RECOVERY .*dmremap-ublk del/);
     });
   }
 
