@@ -268,8 +268,9 @@ describe('supervisor', () => {
     expect(ublkNodes()).toEqual([]);
   });
 
-  // Slow (a burst, two verify passes); reissue after a kill is covered on every kernel by the kill test.
-  it.runIf(onPrimaryKernel)('kill -9 during a burst of auto-remaps: fio verify clean, and a second full read-verify pass clean', async () => {
+  // On every kernel (issue 12 asks for both): requests parked for auto-remap when the daemon dies are reissued
+  // by the kernel, and what it reissues is the kernel's.
+  it('kill -9 during a burst of auto-remaps: fio verify clean, and a second full read-verify pass clean', async () => {
     // 1,000 one-block error segments among the 4,096 blocks of [1 MiB, 17 MiB).
     const bad = blockSegments({ seed: 1212, count: 1000, fromBlock: 256, toBlock: 256 + 4096 });
     const main = src.dmError(32, bad);
