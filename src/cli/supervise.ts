@@ -57,7 +57,7 @@ export function readFirstLine(input: NodeJS.ReadableStream): Promise<string | nu
 /** `supervise standby`: warm up, wait for the command on `input`, run it. */
 export async function runStandby(ctx: CliContext, input: NodeJS.ReadableStream & { destroy?: () => void }): Promise<number> {
   // Everything `recover --foreground` loads, loaded now: the CLI, the daemon and its engine, the logger, the addon.
-  const [{ main }] = await Promise.all([import('./main.js'), import('./recover.js'), ctx.loadNative()]);
+  const [{ main }, { markRecoverRequested }] = await Promise.all([import('./main.js'), import('./recover.js'), ctx.loadNative()]);
   const line = await readFirstLine(input);
   input.destroy?.();
   if (line === null) return 0;
@@ -69,7 +69,7 @@ export async function runStandby(ctx: CliContext, input: NodeJS.ReadableStream &
   }
   const parsed = standbyCommandSchema.safeParse(raw);
   if (!parsed.success) throw usageError('supervise standby: its command line is not {"args": ["recover", "<id>", "--foreground", ...]}');
-  (await import('./recover.js')).markRecoverRequested();
+  markRecoverRequested();
   return main(parsed.data.args, ctx);
 }
 

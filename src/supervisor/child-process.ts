@@ -2,7 +2,7 @@
 // stdout and stderr shared with the supervisor (the log file), fd 3 a pipe for its readiness line. The
 // child learns its supervisor's pid from DMREMAP_SUPERVISOR_PID (`restart` asks whether one will start its
 // successor).
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { READY_FD_ENV } from '../cli/readiness.js';
 import { readReadyLine } from './ready-line.js';
@@ -12,11 +12,14 @@ import type { ChildExit } from './restart-policy.js';
 export const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
 export const SUPERVISOR_PID_ENV = 'DMREMAP_SUPERVISOR_PID';
 
-export function startChild(args: string[], env: NodeJS.ProcessEnv, command: string[] = [process.execPath, BIN]): SupervisedChild {
-  const [exe, ...pre] = command as [string, ...string[]];
-  const child = spawn(exe, [...pre, ...args], {
+/**
+ * Spawns `exe argv` as a supervised process: cwd /, stdout and stderr the supervisor's, fd 3 its readiness
+ * pipe (read from the start), stdin ignored or a pipe. Returns the child with its readiness, exit and kill.
+ */
+function spawnSupervised(exe: string, argv: string[], env: NodeJS.ProcessEnv, stdin: 'ignore' | 'pipe'): SupervisedChild & { child: ChildProcess } {
+  const child = spawn(exe, argv, {
     cwd: '/',
-    stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
+    stdio: [stdin, 'inherit', 'inherit', 'pipe'],
     env: { ...env, [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) },
   });
   const exited = new Promise<ChildExit>((resolve) => {
@@ -24,10 +27,10 @@ export function startChild(args: string[], env: NodeJS.ProcessEnv, command: stri
     // A child that could not be started at all (ENOENT, EACCES): reported as an exit code like a crash.
     child.on('error', () => resolve({ code: 127, signal: null }));
   });
-  const pipe = child.stdio[3] as NodeJS.ReadableStream;
   return {
+    child,
     pid: child.pid,
-    ready: readReadyLine(pipe),
+    ready: readReadyLine(child.stdio[3] as NodeJS.ReadableStream),
     exited,
     kill: (sig) => {
       try {
@@ -39,6 +42,11 @@ export function startChild(args: string[], env: NodeJS.ProcessEnv, command: stri
   };
 }
 
+export function startChild(args: string[], env: NodeJS.ProcessEnv, command: string[] = [process.execPath, BIN]): SupervisedChild {
+  const [exe, ...pre] = command as [string, ...string[]];
+  return spawnSupervised(exe, [...pre, ...args], env, 'ignore');
+}
+
 /**
  * Starts a warm standby: `node bin/dmremap-ublk.js supervise standby` (cli/supervise.ts), like startChild but
  * with its stdin a pipe from the supervisor, on which activate() writes the successor's command line. Its
@@ -46,34 +54,18 @@ export function startChild(args: string[], env: NodeJS.ProcessEnv, command: stri
  */
 export function startStandby(env: NodeJS.ProcessEnv, command: string[] = [process.execPath, BIN, 'supervise', 'standby']): StandbyChild {
   const [exe, ...args] = command as [string, ...string[]];
-  const child = spawn(exe, args, {
-    cwd: '/',
-    stdio: ['pipe', 'inherit', 'inherit', 'pipe'],
-    env: { ...env, [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) },
-  });
-  const exited = new Promise<ChildExit>((resolve) => {
-    child.on('exit', (code, signal) => resolve({ code, signal }));
-    child.on('error', () => resolve({ code: 127, signal: null }));
-  });
+  const { child, ...supervised } = spawnSupervised(exe, args, env, 'pipe');
   // A standby that died has a closed stdin: the write fails with EPIPE, which its exit already reports.
   child.stdin?.on('error', () => {});
-  const ready = readReadyLine(child.stdio[3] as NodeJS.ReadableStream);
-  const kill = (sig: NodeJS.Signals): void => {
-    try {
-      child.kill(sig);
-    } catch {
-      // Exited meanwhile.
-    }
-  };
   return {
-    pid: child.pid,
-    exited,
+    pid: supervised.pid,
+    exited: supervised.exited,
     alive: () => child.exitCode === null && child.signalCode === null && child.pid !== undefined,
     activate: (a) => {
       child.stdin?.end(`${JSON.stringify({ args: a })}\n`);
-      return { pid: child.pid, ready, exited, kill };
+      return supervised;
     },
-    kill,
+    kill: supervised.kill,
   };
 }
 
