@@ -1,14 +1,16 @@
-// Every exit of a daemon process is bounded, not only the fatal one (review of the recovery work, issue #12):
+// Every exit of a daemon process is bounded, the fatal one and the others (review of the recovery work, issue #12):
 // process.exit() joins libuv's worker threads, and one stuck in a blocking syscall (here: an open of a FIFO no
 // writer opens; on a real host, a read of a hung main) would hang it for ever. The supervisor waits for that
 // exit before it starts the successor, so the device stayed quiesced. serveForeground arms the native exit
 // watchdog (FATAL_EXIT_GRACE_MS) with the code it returns: after a detach for a restart (75), and after a
-// start or recover that failed once the addon was loaded (the error's exit code).
+// start or recover that failed once the addon was loaded (the error's exit code); the fatal path (an uncaught
+// exception: exit 70, the device left quiesced) arms it itself.
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { FATAL_EXIT_GRACE_MS } from '../../src/cli/add.js';
+import { readEntries } from '../../src/control/registry.js';
 import { makeWorld, REPO, type World } from './helpers.js';
 
 const FAKE = { features: '0xd8' };
@@ -48,7 +50,7 @@ function runStuck(begin: string): { status: number | null; signal: NodeJS.Signal
     timeout: HANG_MS,
     killSignal: 'SIGKILL',
   });
-  return { status: r.status, signal: r.signal, ms: Date.now() - t0, log: fs.existsSync(log) ? fs.readFileSync(log, 'utf8').slice(-400) : '' };
+  return { status: r.status, signal: r.signal, ms: Date.now() - t0, log: fs.existsSync(log) ? fs.readFileSync(log, 'utf8') : '' };
 }
 
 describe('a daemon exit other than fatal is bounded by the exit watchdog', () => {
@@ -58,7 +60,7 @@ describe('a daemon exit other than fatal is bounded by the exit watchdog', () =>
       stick();
       setTimeout(() => void d.detach('restart requested (test)'), 200);
       return d;`);
-    expect(r.signal, `hung in process.exit (killed after ${HANG_MS} ms); log: ${r.log}`).toBeNull();
+    expect(r.signal, `hung in process.exit (killed after ${HANG_MS} ms); log: ${r.log.slice(-400)}`).toBeNull();
     expect(r.status).toBe(75);
     expect(r.ms).toBeLessThan(HANG_MS - 1000);
   }, HANG_MS + 5000);
@@ -67,8 +69,23 @@ describe('a daemon exit other than fatal is bounded by the exit watchdog', () =>
     const r = runStuck(`
       stick();
       throw new DmrError('E_DEVICE_BUSY', 'main is busy (test)');`);
-    expect(r.signal, `hung in process.exit (killed after ${HANG_MS} ms); log: ${r.log}`).toBeNull();
+    expect(r.signal, `hung in process.exit (killed after ${HANG_MS} ms); log: ${r.log.slice(-400)}`).toBeNull();
     expect(r.status).toBe(1);
     expect(r.log).toContain('main is busy (test)');
+  }, HANG_MS + 5000);
+
+  it('the fatal exit is bounded: an uncaught exception with a worker stuck exits 70, the device left quiesced', () => {
+    const r = runStuck(`
+      const d = await Daemon.start(cfg, deps);
+      stick();
+      setTimeout(() => { throw new Error('boom with a stuck worker'); }, 200);
+      return d;`);
+    expect(r.signal, `hung in process.exit (killed after ${HANG_MS} ms); log: ${r.log.slice(-400)}`).toBeNull();
+    expect(r.status).toBe(70);
+    expect(r.ms).toBeLessThan(12_000);
+    const fatal = r.log.split('\n').filter((l) => l.includes('"level":60'));
+    expect(fatal).toHaveLength(1);
+    expect(fatal[0]).toContain('boom with a stuck worker');
+    expect(readEntries(w.runDir).quiesced.map((e) => e.devId)).toEqual([0]);
   }, HANG_MS + 5000);
 });
