@@ -85,6 +85,11 @@ export const ERROR_CODES = {
   E_RECOVERY_STUCK: RECOVERY_STUCK_EXIT_CODE,
   // `recover` (by hand, by the supervisor, by `restart`) of a device a `del` is removing: del wins.
   E_DELETING: DELETING_EXIT_CODE,
+  // Background scan (src/scan/): a command that does not fit the scan's state (`start` while running, `pause`
+  // while idle); a persisted scan record (cursor, region record) that is short, corrupt, of another version
+  // or of another device (ScanRecordError says which).
+  E_SCAN_STATE: 1,
+  E_SCAN_RECORD: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
