@@ -1,0 +1,54 @@
+// Replacing a small state file so that a crash or a power cut leaves either the old file or the new one, whole:
+// the bytes go to a temporary file in the same directory, which is fsynced, renamed over the file, and then the
+// directory is fsynced (so the rename itself is on disk). Used for daemon state in the state dir (scan records).
+// (config/file.ts's writeConfig does the same for the config file, with its own checks and error messages.)
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { DmrError, errorCodeOf, type ErrorCode } from './errors.js';
+
+export interface AtomicWriteOptions {
+  /** Mode of the new file (default 0600: daemon state is not for other users). */
+  mode?: number;
+  /** The DmrError code of a failure (the message names the file and the errno). */
+  errorCode: ErrorCode;
+}
+
+/** fsync of a directory is refused by some file systems; the rename has happened then, and that is all they offer. */
+const DIR_FSYNC_UNSUPPORTED = new Set(['EINVAL', 'ENOTSUP', 'EOPNOTSUPP']);
+
+/**
+ * Replaces `file` with `data`, atomically and durably (temp file + fsync + rename + directory fsync). On a
+ * failure before the rename the old file is untouched and no temporary file is left; the error is a DmrError
+ * with `errorCode`. The directory must exist.
+ */
+export function writeFileAtomic(file: string, data: Uint8Array | string, options: AtomicWriteOptions): void {
+  const mode = options.mode ?? 0o600;
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  const fail = (doing: string, e: unknown): DmrError =>
+    new DmrError(options.errorCode, `cannot ${doing} ${file} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
+  let fd: number | null = null;
+  try {
+    fd = fs.openSync(tmp, 'wx', mode);
+    fs.fchmodSync(fd, mode);
+    fs.writeFileSync(fd, data);
+    fs.fsyncSync(fd);
+    fs.closeSync(fd);
+    fd = null;
+    fs.renameSync(tmp, file);
+  } catch (e) {
+    if (fd !== null) fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw fail('write', e);
+  }
+  let dfd: number | null = null;
+  try {
+    dfd = fs.openSync(dir, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+    fs.fsyncSync(dfd);
+  } catch (e) {
+    if (!DIR_FSYNC_UNSUPPORTED.has(errorCodeOf(e) ?? '')) throw fail('sync the directory of', e);
+  } finally {
+    if (dfd !== null) fs.closeSync(dfd);
+  }
+}
