@@ -2,6 +2,7 @@
 // I/O, back up when they stop; a token bucket over the injected clock.
 import { describe, expect, it } from 'vitest';
 import { DmrError } from '../../src/errors.js';
+import type { QueueStats } from '../../src/native.js';
 import {
   decideRate,
   initialRateState,
@@ -151,6 +152,24 @@ describe('user activity from native per-queue counters', () => {
     const a = [q(0, 100, 100, 90000)];
     const b = [q(0, 4, 1, 2000), q(1, 2, 0, 100)];
     expect(userActivity(a, b)).toEqual({ requests: 7, bytes: 2100, inflight: 0 });
+  });
+
+  it("takes native's QueueStats as they are", () => {
+    const stats = (reads: number, inflight: number): QueueStats => ({
+      queue: 0,
+      reads,
+      writes: 0,
+      flushes: 1,
+      discards: 0,
+      readBytes: reads * 4096,
+      writeBytes: 0,
+      errors: 0,
+      inflight,
+      mainWritesOk: 0,
+      mainWritesFailed: 0,
+      latencyLog2Us: [],
+    });
+    expect(userActivity([stats(5, 0)], [stats(9, 2)])).toEqual({ requests: 4, bytes: 4 * 4096, inflight: 2 });
   });
 
   it('knows only the requests in flight without a previous read', () => {
