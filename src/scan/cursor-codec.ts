@@ -13,6 +13,7 @@
 //   48      8     slowFound (u64)
 //
 // 76 bytes in all. Decoding checks the frame, then that the fields are what scanCursorSchema allows.
+import { DmrError } from '../errors.js';
 import { frameRecord, ScanRecordError, unframeRecord } from './record-frame.js';
 import { SCAN_STATES, scanCursorSchema, type ScanCursor } from './cursor.js';
 
@@ -24,7 +25,9 @@ const WHAT = 'scan cursor';
 
 /** The record of `c` (validated first: what cannot be read back is never written). */
 export function encodeCursor(c: ScanCursor): Buffer {
-  const v = scanCursorSchema.parse(c);
+  const r = scanCursorSchema.safeParse(c);
+  if (!r.success) throw new DmrError('E_INTERNAL', `scan cursor to save is invalid: ${r.error.issues[0]?.message ?? 'invalid'}`);
+  const v = r.data;
   const p = Buffer.alloc(CURSOR_PAYLOAD_BYTES);
   p.writeUInt8(SCAN_STATES.indexOf(v.state), 0);
   p.writeUInt32LE(v.pass, 4);

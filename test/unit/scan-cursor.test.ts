@@ -147,7 +147,9 @@ describe('scan cursor record', () => {
   });
 
   it('refuses to encode a cursor its decoder would refuse', () => {
-    expect(() => encodeCursor({ ...newCursor(GIB), position: 7 })).toThrow();
+    expect(() => encodeCursor({ ...newCursor(GIB), position: 7 })).toThrow(
+      expect.objectContaining({ code: 'E_INTERNAL', message: 'scan cursor to save is invalid: an idle cursor must be at position 0' }),
+    );
   });
 
   it('gives a short record a typed error, at every length', () => {
