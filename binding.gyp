@@ -19,6 +19,7 @@
         "native/queue.cc",
         "native/remap_index.cc",
         "native/request_plan.cc",
+        "native/scan_reader.cc",
         "native/sys_error.cc"
       ],
       "include_dirs": [
@@ -32,6 +33,11 @@
       "target_name": "request_plan_test",
       "type": "executable",
       "sources": ["native/test/request_plan_test.cc", "native/request_plan.cc", "native/remap_index.cc"]
+    },
+    {
+      "target_name": "scan_reader_test",
+      "type": "executable",
+      "sources": ["native/test/scan_reader_test.cc", "native/scan_reader.cc", "native/remap_index.cc", "native/sys_error.cc"]
     },
     {
       "target_name": "lookup_bench",

@@ -100,6 +100,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                         InstanceMethod("updateRemapTable", &DeviceWrap::UpdateRemapTable),
                         InstanceMethod("drain", &DeviceWrap::Drain), InstanceMethod("copyRange", &DeviceWrap::CopyRange),
                         InstanceMethod("readRange", &DeviceWrap::ReadRange), InstanceMethod("flush", &DeviceWrap::Flush),
+                        InstanceMethod("scanRead", &DeviceWrap::ScanRead),
                         InstanceMethod("setFaultParking", &DeviceWrap::SetFaultParking),
                         InstanceMethod("resolveFault", &DeviceWrap::ResolveFault)});
   }
@@ -285,6 +286,48 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
           close(fd);
         },
         [data](Napi::Env e) { return Napi::Buffer<char>::Copy(e, data->data(), data->size()); });
+    w->Queue();
+    return w->Promise();
+  }
+
+  // JS thread. scanRead(offset, bytes, narrow?) -> {offset, bytes, segments}: the scanner's read of the exported
+  // range (Device::ScanRead, ScanReader) on a libuv pool thread; the segments are made into JS values back
+  // on the JS thread. The data read is not returned.
+  Napi::Value ScanRead(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    std::shared_ptr<Device> dev = Running(env);
+    uint64_t off = Offset(info[0]);
+    uint32_t bytes = Bytes(info[1]);
+    if (!info[2].IsUndefined() && !info[2].IsBoolean()) throw Napi::TypeError::New(env, "scanRead: narrow must be a boolean");
+    bool narrow = info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
+    auto segs = std::make_shared<std::vector<ScanSegment>>();
+    auto* w = new PromiseWorker(
+        env, [dev, off, bytes, narrow, segs] { dev->ScanRead(off, bytes, narrow, segs.get()); },
+        [off, bytes, segs](Napi::Env e) {
+          Napi::Object o = Napi::Object::New(e);
+          o.Set("offset", Napi::BigInt::New(e, off));
+          o.Set("bytes", Napi::Number::New(e, bytes));
+          Napi::Array a = Napi::Array::New(e, segs->size());
+          for (size_t i = 0; i < segs->size(); i++) {
+            const ScanSegment& s = (*segs)[i];
+            Napi::Object x = Napi::Object::New(e);
+            x.Set("device", s.spare ? "spare" : "main");
+            x.Set("block", Napi::Number::New(e, static_cast<double>(s.block)));
+            x.Set("blocks", Napi::Number::New(e, s.blocks));
+            if (s.skip == ScanSkip::kMoving) {
+              x.Set("skipped", "moving");
+            } else if (s.skip == ScanSkip::kLost) {
+              x.Set("skipped", "lost");
+            } else {
+              x.Set("skipped", e.Null());
+            }
+            x.Set("latencyUs", Napi::Number::New(e, s.latency_us));
+            x.Set("errno", Napi::Number::New(e, s.err));
+            a.Set(static_cast<uint32_t>(i), x);
+          }
+          o.Set("segments", a);
+          return o;
+        });
     w->Queue();
     return w->Promise();
   }

@@ -43,7 +43,11 @@ void SetDiscardParams(const BackingInfo& main, const DeviceConfig& cfg, ublk::Pa
 
 // JS thread.
 Device::Device(DeviceConfig cfg, EventSink* events)
-    : cfg_(std::move(cfg)), events_(events), index_(std::make_unique<RemapIndex>(cfg_.queues)) {
+    : cfg_(std::move(cfg)), events_(events), index_(std::make_unique<RemapIndex>(cfg_.queues + 1)) {
+  PlanGeometry geo;
+  geo.block_shift = Log2(cfg_.block_size);
+  geo.spare_data_offset = cfg_.spare_data_offset;
+  scan_ = std::make_unique<ScanReader>(index_.get(), cfg_.queues, geo);
   park_faults_.store(cfg_.park_faults, std::memory_order_relaxed);
   for (uint32_t q = 0; q < cfg_.queues; q++) counters_.push_back(std::make_unique<QueueCounters>());
 }
@@ -298,6 +302,29 @@ void Device::Drain(int timeout_ms) {
   }
   for (auto& q : queues_) q->WantDrain(false);
   if (!done) ThrowSys(ETIMEDOUT, "drain", "(requests still in flight)");
+  // The scanner plans against the table too: a scan read planned before a MOVING publish ends before the
+  // caller copies the block.
+  if (!scan_->WaitIdle(deadline)) ThrowSys(ETIMEDOUT, "drain", "(a scan read still in flight)");
+}
+
+// Pool thread.
+void Device::ScanRead(uint64_t offset, uint32_t len, bool narrow, std::vector<ScanSegment>* out) {
+  const uint64_t bs = cfg_.block_size;
+  if (len == 0 || offset % bs != 0 || len % bs != 0 || offset > cfg_.size_bytes || len > cfg_.size_bytes - offset)
+    ThrowSys(EINVAL, "scan read", "(offset " + std::to_string(offset) + " and " + std::to_string(len) +
+                                      " bytes must be whole blocks of " + std::to_string(bs) + " inside the device)");
+  int main_fd = DupBackingFd(false);
+  int spare_fd = -1;
+  try {
+    spare_fd = DupBackingFd(true);
+    scan_->Read(offset, len, narrow, main_fd, spare_fd, out);
+  } catch (...) {
+    close(main_fd);
+    if (spare_fd >= 0) close(spare_fd);
+    throw;
+  }
+  close(main_fd);
+  close(spare_fd);
 }
 
 // Worker thread.

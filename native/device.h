@@ -16,6 +16,7 @@
 #include "control.h"
 #include "queue.h"
 #include "remap_index.h"
+#include "scan_reader.h"
 
 class EventSink;
 
@@ -88,8 +89,13 @@ class Device {
   void UpdateRemap(const std::vector<RemapEntry>& delta);
 
   // Worker thread. Returns once every request dispatched before the call has completed (requests
-  // parked on a moving block or held faulted excepted). Throws SysError(ETIMEDOUT) after `timeout_ms`.
+  // parked on a moving block or held faulted excepted), and no scan read (ScanRead) is still running. Throws SysError(ETIMEDOUT) after `timeout_ms`.
   void Drain(int timeout_ms);
+  // Pool thread. The scanner's read of [offset, offset + len) (ScanReader::Read) through dups of the backing
+  // fds: counted in no queue counter, never parked. Throws SysError: EINVAL for a range that is not whole
+  // blocks inside the device, ENODEV when the device is not running.
+  void ScanRead(uint64_t offset, uint32_t len, bool narrow, std::vector<ScanSegment>* out);
+
   // Worker thread. A dup of main's or the spare's O_DIRECT fd (the caller closes it), so a copy never
   // races a stop closing the original. Throws SysError(ENODEV) when the device is not running.
   int DupBackingFd(bool spare);
@@ -125,7 +131,8 @@ class Device {
   mutable std::mutex state_mu_;  // guards state_ (short critical sections only)
   std::vector<std::unique_ptr<QueueCounters>> counters_;
   std::unique_ptr<Control> ctrl_;
-  std::unique_ptr<RemapIndex> index_;
+  std::unique_ptr<RemapIndex> index_;  // reader slots: one per queue, then the scanner's
+  std::unique_ptr<ScanReader> scan_;
   std::vector<std::unique_ptr<Queue>> queues_;
   // Guards queues_ against Release while PublishRemap, ResolveFault or Drain look at it (Start appends
   // under both).
