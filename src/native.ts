@@ -186,6 +186,31 @@ export type NativeEvent =
       attempts: number;
     };
 
+/** One piece of a scan read (scanRead): a run of blocks read with one O_DIRECT read, or skipped. */
+export interface ScanSegment {
+  /** Where the blocks were read: main, or their spare slots (remapped blocks; also names skipped remapped blocks). */
+  device: BackingRole;
+  /** First block (exported device's block number, in blockSize units) and how many. */
+  block: number;
+  blocks: number;
+  /**
+   * Why the piece was not read: 'moving' (a move is copying it: the data path holds requests for it; read it
+   * again later) or 'lost' (its data is gone: a user read fails with EIO without any I/O). null: read.
+   */
+  skipped: 'moving' | 'lost' | null;
+  /** How long the read took (0 when skipped). */
+  latencyUs: number;
+  /** Positive errno of a failed read (EIO, ENODATA, ...), 0 when it succeeded or was skipped. */
+  errno: number;
+}
+
+/** What scanRead read: the range asked for, cut into pieces in block order that cover it exactly. */
+export interface ScanReadResult {
+  offset: bigint;
+  bytes: number;
+  segments: ScanSegment[];
+}
+
 /** Counters of one queue, cumulative since start. */
 export interface QueueStats {
   queue: number;
@@ -264,6 +289,15 @@ export interface NativeDevice {
   readRange(from: BackingRole, offset: bigint, bytes: number): Promise<Buffer>;
   /** fdatasync of a backing device. */
   flush(which: BackingRole): Promise<void>;
+  /**
+   * The scanner's read of the exported range [offset, offset + bytes) (whole blocks inside the device, up to
+   * 16 MiB), on a pool thread: planned against the current remap table as a user read is (unmapped runs from
+   * main, remapped runs from their slots), MOVING and LOST blocks skipped, each piece read O_DIRECT into a
+   * native buffer (the data is not returned). Counts in no user counter (stats()) and is never parked: a
+   * failed piece is its errno in the result. `narrow`: one read per block. drain() waits for a scan read in
+   * flight. Rejects (NativeError) only for a bad range (EINVAL) or a device not running (ENODEV).
+   */
+  scanRead(offset: bigint, bytes: number, narrow?: boolean): Promise<ScanReadResult>;
   /** Turns parking of failed reads/writes on or off (see DeviceOptions.parkFaults); affects failures seen after the call. */
   setFaultParking(on: boolean): void;
   /**

@@ -21,6 +21,8 @@ import type {
   NativeErrorShape,
   NativeEvent,
   QueueStats,
+  ScanReadResult,
+  ScanSegment,
   UblkProbe,
 } from '../native.js';
 import { loadNative, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
@@ -451,6 +453,67 @@ export class FakeDevice implements NativeDevice {
     } finally {
       fs.closeSync(fd);
     }
+  }
+
+  /**
+   * scanRead as native plans it (native/scan_reader.cc) against the table published now: unmapped runs from
+   * main, remapped runs of consecutive slots with the same flags from the spare, MOVING and LOST runs
+   * skipped; a piece overlapping an injected read failure (failReads) fails with its errno, the others are
+   * read from the files. Touches no queue counter.
+   */
+  async scanRead(offset: bigint, bytes: number, narrow = false): Promise<ScanReadResult> {
+    this.calls.push('scanRead');
+    if (!this.started) throw nativeError('ENODEV', 'main', '(device not running)');
+    const bs = this.opts.blockSize;
+    const off = Number(offset);
+    if (bytes <= 0 || off % bs !== 0 || bytes % bs !== 0 || off + bytes > Number(this.opts.sizeBytes)) {
+      throw nativeError('EINVAL', 'scan read', `(offset ${off} and ${bytes} bytes must be whole blocks of ${bs} inside the device)`);
+    }
+    const t = this.remapTable;
+    const base = Number(this.opts.spareDataOffset ?? 0n);
+    const entry = new Map<number, { slot: number; flags: number }>();
+    t.blocks.forEach((b, i) => entry.set(Number(b), { slot: Number(t.slots[i] as bigint), flags: t.flags[i] as number }));
+    const first = off / bs;
+    const end = first + bytes / bs;
+    const plan: Array<{ spare: boolean; block: number; blocks: number; devOffset: number; flags: number }> = [];
+    for (let b = first; b < end; ) {
+      const e = entry.get(b);
+      let n = 1;
+      if (e === undefined) {
+        while (b + n < end && !entry.has(b + n)) n++;
+        plan.push({ spare: false, block: b, blocks: n, devOffset: b * bs, flags: 0 });
+      } else {
+        for (;;) {
+          const next = entry.get(b + n);
+          if (b + n >= end || next === undefined || next.slot !== e.slot + n || next.flags !== e.flags) break;
+          n++;
+        }
+        plan.push({ spare: true, block: b, blocks: n, devOffset: base + e.slot * bs, flags: e.flags });
+      }
+      b += n;
+    }
+    const segments: ScanSegment[] = [];
+    for (const p of plan) {
+      const step = narrow ? 1 : p.blocks;
+      for (let i = 0; i < p.blocks; i += step) {
+        const n = Math.min(step, p.blocks - i);
+        const device: BackingRole = p.spare ? 'spare' : 'main';
+        const skipped = (p.flags & REMAP_FLAG_MOVING) !== 0 ? 'moving' : (p.flags & REMAP_FLAG_LOST) !== 0 ? 'lost' : null;
+        const seg: ScanSegment = { device, block: p.block + i, blocks: n, skipped, latencyUs: 0, errno: 0 };
+        if (skipped === null) {
+          const at = BigInt(p.devOffset + i * bs);
+          const t0 = process.hrtime.bigint();
+          try {
+            this.read(device, at, n * bs);
+          } catch (e) {
+            seg.errno = (e as NativeErrorShape).errno || 5;
+          }
+          seg.latencyUs = Number((process.hrtime.bigint() - t0) / 1000n);
+        }
+        segments.push(seg);
+      }
+    }
+    return { offset, bytes, segments };
   }
 
   async copyRange(from: BackingRole, fromOffset: bigint, to: BackingRole, toOffset: bigint, bytes: number): Promise<void> {

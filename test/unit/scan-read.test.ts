@@ -1,0 +1,115 @@
+// The scanner's read as TypeScript sees it: the fake addon's scanRead (planned like native's: remapped blocks
+// from their slots, MOVING and LOST skipped, injected read failures per piece, no user counters) and
+// src/scan/scan-read.ts, which turns a result into the region record's reads.
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DmrError } from '../../src/errors.js';
+import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, type ScanReadResult } from '../../src/native.js';
+import { recordScanReads, scanOutcome } from '../../src/scan/scan-read.js';
+import { ERROR_BIN, RegionRecord } from '../../src/scan/regions.js';
+import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
+import { fakeFor, makeWorld, type World } from './helpers.js';
+
+const BS = 4096;
+const SPARE_DATA = 64 * BS;
+
+let w: World;
+let native: FakeNative;
+let dev: FakeDevice;
+
+function table(entries: Array<[block: number, slot: number, flags: number]>): void {
+  dev.setRemapTable(
+    BigUint64Array.from(entries.map((e) => BigInt(e[0]))),
+    BigUint64Array.from(entries.map((e) => BigInt(e[1]))),
+    Uint8Array.from(entries.map((e) => e[2])),
+  );
+}
+
+beforeEach(async () => {
+  w = makeWorld();
+  native = fakeFor(w);
+  dev = new native.Device({
+    mainPath: w.main, sparePath: w.spare, queues: 1, depth: 4, blockSize: BS, sizeBytes: 1n << 20n, maxIoBytes: 1 << 16,
+    discard: false, devId: -1, spareDataOffset: BigInt(SPARE_DATA), onEvent: () => undefined,
+  }) as FakeDevice;
+  await dev.start();
+});
+
+afterEach(async () => {
+  await dev.stop();
+  w.cleanup();
+});
+
+describe('fake scanRead', () => {
+  it('reads unmapped runs from main and remapped runs from their slots, skips MOVING and LOST, and counts no user I/O', async () => {
+    // 3 → slot 2, 4 → slot 3 (one spare run), 6 → slot 9, 7 MOVING at slot 4, 8 LOST at slot 5.
+    table([[3, 2, 0], [4, 3, 0], [6, 9, 0], [7, 4, REMAP_FLAG_MOVING], [8, 5, REMAP_FLAG_LOST]]);
+    // A failure on main's block 1 fails the first piece; one on the spare's slot 9 fails block 6's piece.
+    native.cfg.failReads.push({ device: 'main', offset: BS, bytes: BS, code: 'EIO' });
+    native.cfg.failReads.push({ device: 'spare', offset: SPARE_DATA + 9 * BS, bytes: BS, code: 'ENODATA' });
+    const before = JSON.stringify(dev.stats());
+    const r = await dev.scanRead(0n, 12 * BS);
+    const brief = r.segments.map((s) => [s.device, s.block, s.blocks, s.skipped, s.errno]);
+    expect(brief).toEqual([
+      ['main', 0, 3, null, 5],
+      ['spare', 3, 2, null, 0],
+      ['main', 5, 1, null, 0],
+      ['spare', 6, 1, null, 61],
+      ['spare', 7, 1, 'moving', 0],
+      ['spare', 8, 1, 'lost', 0],
+      ['main', 9, 3, null, 0],
+    ]);
+    expect(JSON.stringify(dev.stats())).toBe(before);
+  });
+
+  it('narrow: one piece per block, so a failure names exactly its block', async () => {
+    native.cfg.failReads.push({ device: 'main', offset: 2 * BS, bytes: BS, code: 'EIO' });
+    const r = await dev.scanRead(BigInt(BS), 3 * BS, true);
+    expect(r.segments.map((s) => [s.block, s.blocks, s.errno])).toEqual([[1, 1, 0], [2, 1, 5], [3, 1, 0]]);
+  });
+
+  it('refuses a range that is not whole blocks inside the device, and a stopped device', async () => {
+    await expect(dev.scanRead(512n, BS)).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(dev.scanRead(0n, (1 << 20) + BS)).rejects.toMatchObject({ code: 'EINVAL' });
+    await dev.stop();
+    await expect(dev.scanRead(0n, BS)).rejects.toMatchObject({ code: 'ENODEV' });
+  });
+});
+
+describe('scanOutcome', () => {
+  it('turns read pieces into region reads (failed ones in the error bin), lists skips and failures', async () => {
+    table([[200, 0, 0], [201, 1, REMAP_FLAG_MOVING]]);
+    native.cfg.failReads.push({ device: 'main', offset: 10 * BS, bytes: BS, code: 'EIO' });
+    const r = await dev.scanRead(0n, 1 << 20, true);
+    const o = scanOutcome(r, BS);
+    expect(o.reads).toHaveLength(255);
+    expect(o.skipped).toEqual([{ offset: 201 * BS, length: BS, reason: 'moving' }]);
+    expect(o.failed).toEqual([{ offset: 10 * BS, length: BS, device: 'main', errno: 5 }]);
+    expect(o.reads[10]).toMatchObject({ offset: 10 * BS, length: BS, failed: true });
+    const rec = RegionRecord.forDevice(1 << 20);
+    recordScanReads(rec, o);
+    const bins = rec.region(0).bins;
+    expect(bins[ERROR_BIN]).toBe(1);
+    expect(bins.reduce((a, b) => a + b, 0)).toBe(255);
+  });
+
+  it('keeps the latency in ms', () => {
+    const r: ScanReadResult = { offset: 8192n, bytes: 8192, segments: [{ device: 'main', block: 2, blocks: 2, skipped: null, latencyUs: 25_000, errno: 0 }] };
+    expect(scanOutcome(r, BS).reads).toEqual([{ offset: 8192, length: 8192, latencyMs: 25, failed: false }]);
+  });
+
+  it('refuses pieces that leave a gap, overlap or fall short of the range (E_INTERNAL)', () => {
+    const seg = (block: number, blocks: number) => ({ device: 'main' as const, block, blocks, skipped: null, latencyUs: 1, errno: 0 });
+    const bad: ScanReadResult[] = [
+      { offset: 0n, bytes: 3 * BS, segments: [seg(0, 1), seg(2, 1)] },
+      { offset: 0n, bytes: 3 * BS, segments: [seg(0, 2), seg(1, 2)] },
+      { offset: 0n, bytes: 3 * BS, segments: [seg(0, 2)] },
+      { offset: BigInt(BS), bytes: BS, segments: [seg(0, 1)] },
+      { offset: 0n, bytes: BS, segments: [seg(0, 1), seg(1, 0)] },
+    ];
+    for (const r of bad) {
+      expect(() => scanOutcome(r, BS)).toThrow(DmrError);
+      expect(() => scanOutcome(r, BS)).toThrow(/scan read/);
+    }
+    expect(scanOutcome({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 1), seg(1, 2)] }, BS).reads).toHaveLength(2);
+  });
+});
