@@ -13,6 +13,7 @@
 //   → {"id":11,"cmd":"clear_stats"}      ← {"id":11,"ok":true,"result":{"cleared":true}}
 //   → {"id":12,"cmd":"recheck","sectors":[1234]}  ← {"id":12,"ok":true,"result":{"checked":1,"recovered":1,...}}
 //   → {"id":13,"cmd":"restart"}         ← {"id":13,"ok":true,"result":{"restarting":true,"supervised":true}}
+//   → {"id":14,"cmd":"scan_read","offset":0,"bytes":1048576}  ← {"id":14,"ok":true,"result":{"offset":0,"bytes":1048576,"segments":[...]}}
 //   → anything else                      ← {"id":<n|null>,"ok":false,"error":{"code":"E_PROTOCOL","message":"..."}}
 //
 // Adding a command is one request schema in `requestSchema`, one result schema in `resultSchemas`, and one
@@ -60,6 +61,20 @@ export const messageRequest = z.strictObject({
   words: z.array(z.string().max(256)).min(1, 'message must not be empty').max(16),
 });
 
+/** Most bytes one scan_read reads (native's limit of one scanRead). */
+export const MAX_SCAN_READ_BYTES = 16 << 20;
+/**
+ * Debug, until the scanner is wired (issue 13): one scanner read of [offset, offset + bytes) through native's
+ * scanRead (whole blocks inside the device); `narrow`: one read per block. Changes nothing.
+ */
+export const scanReadRequest = z.strictObject({
+  id: requestId,
+  cmd: z.literal('scan_read'),
+  offset: z.number({ error: 'offset must be a number' }).int('offset must be a whole number').nonnegative('offset must not be negative').max(Number.MAX_SAFE_INTEGER),
+  bytes: z.number({ error: 'bytes must be a number' }).int('bytes must be a whole number').min(1, 'bytes must be at least 1').max(MAX_SCAN_READ_BYTES, `bytes must be at most ${MAX_SCAN_READ_BYTES}`),
+  narrow: z.boolean().optional(),
+});
+
 export const requestSchema = z.discriminatedUnion('cmd', [
   pingRequest,
   statusRequest,
@@ -74,6 +89,7 @@ export const requestSchema = z.discriminatedUnion('cmd', [
   clearStatsRequest,
   setAutoRemapRequest,
   recheckRequest,
+  scanReadRequest,
 ]);
 export type Request = z.infer<typeof requestSchema>;
 export type Command = Request['cmd'];
@@ -279,6 +295,21 @@ export const resultSchemas = {
      */
     blocks: z.array(
       z.strictObject({ sector: z.number(), block: z.number(), result: z.enum(['recovered', 'unreadable', 'not-lost', 'main-stale']), errno: z.string().nullable() }),
+    ),
+  }),
+  scan_read: z.strictObject({
+    offset: z.number(),
+    bytes: z.number(),
+    /** NativeDevice.scanRead's pieces, in block order, covering the range exactly. */
+    segments: z.array(
+      z.strictObject({
+        device: z.enum(['main', 'spare']),
+        block: z.number(),
+        blocks: z.number(),
+        skipped: z.enum(['moving', 'lost']).nullable(),
+        latencyUs: z.number(),
+        errno: z.number(),
+      }),
     ),
   }),
 } satisfies Record<Command, z.ZodType>;

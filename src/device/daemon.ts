@@ -7,7 +7,7 @@ import { refuseIfDeleting } from '../control/deleting.js';
 import { isNativeError, UBLK_F_USER_RECOVERY, type DeviceInfo, type KernelDeviceInfo, type NativeAddon, type NativeDevice, type NativeEvent } from '../native.js';
 import type { Logger } from '../log.js';
 import { ControlServer } from '../control/server.js';
-import type { DeviceStatus, Handlers } from '../control/protocol.js';
+import type { DeviceStatus, Handlers, ResultOf } from '../control/protocol.js';
 import fs from 'node:fs';
 import {
   entryState,
@@ -282,6 +282,7 @@ export class Daemon {
       ping: () => 'pong',
       status: () => this.status(),
       ...remapHandlers(() => this.liveEngine(), () => this.status(), () => this.liveAuto()),
+      scan_read: (req) => this.scanRead(req.offset, req.bytes, req.narrow === true),
       shutdown: () => {
         // Answer first, then stop: the reply is written before the socket closes.
         setImmediate(() => void this.shutdown('shutdown requested over the control socket'));
@@ -384,6 +385,18 @@ export class Daemon {
       logFile: this.deps.logFile,
       remap: remapStatus(this.liveEngine()),
     };
+  }
+
+  /** The scan_read debug command: one native scanRead of whole blocks inside the device (E_OUT_OF_RANGE otherwise). */
+  private async scanRead(offset: number, bytes: number, narrow: boolean): Promise<ResultOf<'scan_read'>> {
+    const bs = this.plan.blockSize;
+    const size = Number(this.plan.sizeBytes);
+    if (offset % bs !== 0 || bytes % bs !== 0 || offset + bytes > size) {
+      throw new DmrError('E_OUT_OF_RANGE', `scan_read: offset ${offset} and ${bytes} bytes must be whole ${bs}-byte blocks inside the device (${size} bytes)`);
+    }
+    if (this.device === null) throw new DmrError('E_INTERNAL', 'scan_read: the device is not running');
+    const r = await this.device.scanRead(BigInt(offset), bytes, narrow);
+    return { offset: Number(r.offset), bytes: r.bytes, segments: r.segments };
   }
 
   private liveAuto(): AutoRemapper {

@@ -1,0 +1,108 @@
+// The scanner's native read (NativeDevice.scanRead, issue 13) on a real device, through the scan_read debug
+// command of the control socket: over a main with a dm `error` segment and a manually remapped block, the
+// remapped block is read from its spare slot, the error segment's blocks fail with EIO, everything else
+// reads, and the scan changes none of the user I/O counters `status --json` shows (nor the error counters).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { request } from '../../src/control/client.js';
+import type { DeviceStatus } from '../../src/control/protocol.js';
+import { addForeground, pidAlive, RUN_DIR, waitFor, type ForegroundDaemon } from './helpers.js';
+import { ErrorSources, leftoverDmDevices } from './error-sources.js';
+import { expectCleanKernel, requireUblkHost } from './setup.js';
+
+const MiB = 1 << 20;
+// The error segment: sectors 4096..4111 (bytes 2 MiB .. 2 MiB + 8 KiB), away from what a partition scan reads.
+const BAD = { start: 4096, sectors: 16 };
+// The manually remapped sector: 512 KiB in.
+const REMAPPED_SECTOR = 1024;
+
+let src: ErrorSources;
+let daemon: ForegroundDaemon | null = null;
+let dir: string;
+
+beforeAll(requireUblkHost);
+beforeEach(() => {
+  src = new ErrorSources();
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-scan-'));
+});
+afterEach(async (ctx) => {
+  try {
+    if (daemon !== null) {
+      if (ctx.task.result?.state === 'fail') console.log(daemon.log.slice(-40).join('\n'));
+      const { dev, child } = daemon;
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      await waitFor(`daemon ${dev.pid} to stop`, () => !pidAlive(dev.pid) && !fs.existsSync(dev.blockPath), 60_000);
+      daemon = null;
+    }
+  } finally {
+    src.cleanup();
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+  expectCleanKernel();
+  expect(leftoverDmDevices()).toEqual([]);
+});
+
+/** The counters of user I/O and of errors, as `status --json` shows them. */
+function userCounters(s: DeviceStatus): unknown {
+  return { io: s.io, perQueue: s.perQueue, ioErrors: s.ioErrors, readErrors: s.remap.readErrors, writeErrors: s.remap.writeErrors };
+}
+
+describe('scanRead through the data path', () => {
+  it('reads a remapped block from its slot, fails the error segment with EIO, reads the rest, and counts no user I/O', async () => {
+    const main = src.dmError(16, [BAD]);
+    daemon = await addForeground(main.path, src.loop(16), path.join(dir, 'state'), ['--auto-remap', 'off']);
+    const sock = path.join(RUN_DIR, `${daemon.dev.devId}.sock`);
+    const remap = await request(sock, 'remap', { sector: REMAPPED_SECTOR }, 60_000);
+    expect(remap.state).toBe('mapped');
+
+    // Whatever read the new device (the partition scan, udev's probe) has settled: the counters hold still.
+    let before = await request(sock, 'status', {});
+    for (let i = 0; i < 50; i++) {
+      await new Promise((r) => setTimeout(r, 500));
+      const now = await request(sock, 'status', {});
+      const settled = JSON.stringify(userCounters(now)) === JSON.stringify(userCounters(before));
+      before = now;
+      if (settled) break;
+    }
+    const bs = before.blockSize;
+    const rb = (REMAPPED_SECTOR * 512) / bs; // the remapped block
+    const badFirst = (BAD.start * 512) / bs;
+    const badEnd = ((BAD.start + BAD.sectors) * 512) / bs;
+
+    // One read of the first 4 MiB: main up to the remapped block, the block from its slot, then main again,
+    // which holds the error segment and fails as a whole (one O_DIRECT read of a dm range that crosses it).
+    const whole = await request(sock, 'scan_read', { offset: 0, bytes: 4 * MiB }, 60_000);
+    const end = (4 * MiB) / bs;
+    expect(whole.segments.map((s) => [s.device, s.block, s.blocks, s.skipped, s.errno])).toEqual([
+      ['main', 0, rb, null, 0],
+      ['spare', rb, 1, null, 0],
+      ['main', rb + 1, end - rb - 1, null, 5],
+    ]);
+
+    // Narrow over the error segment and 8 blocks either side: exactly its blocks fail, with EIO.
+    const from = badFirst - 8;
+    const narrow = await request(sock, 'scan_read', { offset: from * bs, bytes: (badEnd - badFirst + 16) * bs, narrow: true }, 60_000);
+    expect(narrow.segments).toHaveLength(badEnd - badFirst + 16);
+    narrow.segments.forEach((s, i) => {
+      expect(s).toMatchObject({ device: 'main', block: from + i, blocks: 1, skipped: null });
+      expect([s.block, s.errno]).toEqual([s.block, s.block >= badFirst && s.block < badEnd ? 5 : 0]);
+    });
+
+    // Narrow over the remapped block: it is read from the spare, its neighbours from main, all of them fine.
+    const around = await request(sock, 'scan_read', { offset: (rb - 1) * bs, bytes: 3 * bs, narrow: true }, 60_000);
+    expect(around.segments.map((s) => [s.device, s.block, s.errno])).toEqual([
+      ['main', rb - 1, 0],
+      ['spare', rb, 0],
+      ['main', rb + 1, 0],
+    ]);
+    expect(whole.segments.concat(narrow.segments, around.segments).every((s) => s.latencyUs > 0 || s.errno !== 0)).toBe(true);
+
+    // None of it is user I/O: the counters status shows did not move, and the failures became no error count.
+    const after = await request(sock, 'status', {});
+    expect(userCounters(after)).toEqual(userCounters(before));
+    // The table is as the manual remap left it: the scan remapped nothing.
+    expect((await request(sock, 'table', {})).entries.map((e) => [e.sector, e.state])).toEqual([[(rb * bs) / 512, 'mapped']]);
+  });
+});
