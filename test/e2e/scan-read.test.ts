@@ -8,7 +8,7 @@ import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import type { DeviceStatus } from '../../src/control/protocol.js';
-import { addForeground, pidAlive, RUN_DIR, waitFor, type ForegroundDaemon } from './helpers.js';
+import { addForeground, must, pidAlive, RUN_DIR, waitFor, type ForegroundDaemon } from './helpers.js';
 import { ErrorSources, leftoverDmDevices } from './error-sources.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
@@ -104,5 +104,32 @@ describe('scanRead through the data path', () => {
     expect(userCounters(after)).toEqual(userCounters(before));
     // The table is as the manual remap left it: the scan remapped nothing.
     expect((await request(sock, 'table', {})).entries.map((e) => [e.sector, e.state])).toEqual([[(rb * bs) / 512, 'mapped']]);
+  });
+
+  it('a remap waits for a scan read in flight: its drain covers the scanner', async () => {
+    // The spare is a dm linear map while the device is added and a block remapped, then a dm-delay map
+    // whose reads take 3 s (writes and flushes none): a scan read of the remapped block's slot is in
+    // flight for 3 s, and a remap of another block started meanwhile must wait for it in its drain.
+    const spare = src.dmError(16, []);
+    daemon = await addForeground(src.loop(16), spare.path, path.join(dir, 'state'), ['--auto-remap', 'off']);
+    const sock = path.join(RUN_DIR, `${daemon.dev.devId}.sock`);
+    expect((await request(sock, 'remap', { sector: REMAPPED_SECTOR }, 60_000)).state).toBe('mapped');
+    const bs = (await request(sock, 'status', {})).blockSize;
+    const rb = (REMAPPED_SECTOR * 512) / bs;
+    must('modprobe', ['dm_delay']); // not among the VM's preloaded modules
+    src.reload(spare, `0 ${spare.sectors} delay ${spare.backing} 0 3000 ${spare.backing} 0 0\n`);
+    try {
+      const scan = request(sock, 'scan_read', { offset: rb * bs, bytes: bs }, 60_000).then((r) => ({ r, at: Date.now() }));
+      await new Promise((r) => setTimeout(r, 500));
+      const remap = request(sock, 'remap', { sector: 4 * REMAPPED_SECTOR }, 60_000).then((r) => ({ r, at: Date.now() }));
+      const [s, m] = await Promise.all([scan, remap]);
+      expect(s.r.segments).toHaveLength(1);
+      expect(s.r.segments[0]).toMatchObject({ device: 'spare', block: rb, blocks: 1, skipped: null, errno: 0 });
+      expect(s.r.segments[0]?.latencyUs).toBeGreaterThanOrEqual(2_900_000);
+      expect(m.r.state).toBe('mapped');
+      expect(m.at).toBeGreaterThanOrEqual(s.at);
+    } finally {
+      src.setLinear(spare);
+    }
   });
 });
