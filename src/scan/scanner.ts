@@ -1,0 +1,574 @@
+// The daemon's background scan of one device: a loop that, while the cursor is running, reads the device in
+// order through native's scanRead at the rate rate-control.ts decides, counts every read in the region
+// record, hands what it finds to the fault policy (auto-remap.ts: failed blocks, slow blocks) and moves the
+// cursor. Clock and timer are injected: tests drive the loop tick by tick.
+//
+// Rules it keeps:
+// - One read in flight at most: a tick reads its chunks one after another; the next tick is armed only when
+//   the previous one has finished. pause/stop/close wait for the tick (and so the read) in flight, then
+//   change the cursor: a read's result is always applied to the pass it was read for.
+// - Chunks are `chunkBytes` (1 MiB) aligned to multiples of it, clipped to the device end: never past the
+//   device, and an aligned chunk stays inside one region (regions are whole MiB). The front (the cursor's
+//   position) moves by exactly the chunk read, so a chunk is counted once.
+// - A tick reads a chunk only when the rate's allowance left in the tick holds all of it (no overreading).
+// - Skipped blocks: 'lost' ones are not read (their data is gone; a user read fails them without I/O);
+//   'moving' ones (a move is copying them) are revisited: kept in a list (at most MAX_REVISITS ranges; more
+//   are given up at once, logged), each tried again at the next ticks, at most MAX_REVISIT_TRIES times, then
+//   given up (logged, counted in `unrevisitedBytes`). The pass's last chunk waits until the list is empty,
+//   so a pass is done only after its revisits. The list is not persisted: after a restart the blocks being
+//   moved before it are not revisited (the move read them).
+// - Persistence: `save` (scan-file.ts) at least every `saveIntervalMs` while running, at each command and at
+//   the end of a pass, and at close (shutdown, detach). A failed save is logged; the scan goes on.
+import type { Logger } from 'pino';
+import { DmrError } from '../errors.js';
+import type { BackingRole, ScanReadResult } from '../native.js';
+import {
+  advancePass,
+  etaSeconds,
+  newCursor,
+  pausePass,
+  progressPercent,
+  resumePass,
+  startPass,
+  stopPass,
+  type ScanCursor,
+  type ScanState,
+} from './cursor.js';
+import { decideRate, initialRateState, MIB, rateLimits, userActivity, type QueueCounters, type RateLimits, type RateState } from './rate-control.js';
+import { RegionRecord } from './regions.js';
+import type { SavedScan } from './scan-file.js';
+import { recordScanReads, scanOutcome, type ScanFailure } from './scan-read.js';
+import type { ScanSettings } from './settings.js';
+
+export const SCAN_CHUNK_BYTES = MIB;
+export const SCAN_INTERVAL_MS = 100;
+export const SCAN_SAVE_INTERVAL_MS = 5000;
+export const MAX_REVISITS = 1024;
+export const MAX_REVISIT_TRIES = 50;
+/** Blocks per narrow re-read call (a slow or failed chunk re-read block by block): pause/stop wait for one call at most. */
+export const NARROW_STEP_BLOCKS = 32;
+/** Blocks whose slow reads are remembered (for slow_threshold) at most; the oldest are forgotten. */
+export const MAX_SLOW_SUSPECTS = 100_000;
+const DAY_MS = 86_400_000;
+/** How often an idle or finished scan checks its schedule (scan_interval_days). */
+export const SCHEDULE_CHECK_MS = 60_000;
+
+/** What the scanner needs of the native device. */
+export interface ScanDevice {
+  scanRead(offset: bigint, bytes: number, narrow?: boolean): Promise<ScanReadResult>;
+  /** Native's cumulative per-queue counters (QueueStats): the users' I/O, which slows the scan. */
+  stats(): QueueCounters[];
+}
+
+export interface ScanClock {
+  /** ms since the epoch (the cursor's times; the rate's elapsed time). */
+  now(): number;
+}
+
+export interface ScanTimer {
+  set(fn: () => void, ms: number): unknown;
+  clear(handle: unknown): void;
+}
+
+export const realTimer: ScanTimer = {
+  set: (fn, ms) => setTimeout(fn, ms),
+  clear: (h) => clearTimeout(h as NodeJS.Timeout),
+};
+
+/** A block whose scan read failed, named by a narrow (per-block) read. */
+export interface ScanBlockFailure {
+  block: number;
+  device: BackingRole;
+  errno: number;
+}
+
+/** What the policy concluded about failed blocks. */
+export type ScanFailureVerdict = 'handled' | 'outage';
+
+/** Where what the scan finds goes (the daemon's AutoRemapper; tests' fakes). */
+export interface ScanFindingsSink {
+  /**
+   * Blocks whose read failed (per block). `reread` reads the given blocks again, narrow, and returns those
+   * that failed again. 'outage': main is in a device-wide outage: nothing was decided, the scanner reads
+   * the chunk again later.
+   */
+  readFailed(failed: readonly ScanBlockFailure[], reread: (blocks: readonly number[]) => Promise<ScanBlockFailure[]>): Promise<ScanFailureVerdict>;
+  /** A block was slow `slow_threshold` times: relocate it with its data. */
+  slowBlock(block: number, device: BackingRole): void;
+}
+
+/** `scan` status (control message, CLI). */
+export interface ScanStatus {
+  state: ScanState;
+  progress: number;
+  position: number;
+  deviceBytes: number;
+  rateBps: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  errorsFound: number;
+  slowFound: number;
+  etaSeconds: number | null;
+  pass: number;
+}
+
+export interface ScanCounters {
+  /** Reads (chunks or pieces) slower than slow_io_ms. */
+  slowIos: number;
+  /** Blocks found slow by a block-by-block re-read. */
+  slowBlocks: number;
+  /** Blocks relocated for being slow slow_threshold times (handed to the policy). */
+  slowRelocations: number;
+  /** Bytes skipped as moving and given up after their revisits. */
+  unrevisitedBytes: number;
+}
+
+export interface ScannerOptions {
+  device: ScanDevice;
+  blockSize: number;
+  deviceBytes: number;
+  settings: ScanSettings;
+  log: Logger;
+  clock?: ScanClock;
+  timer?: ScanTimer;
+  sink?: ScanFindingsSink | null;
+  /** What loadScan found (null: a fresh cursor). */
+  saved?: SavedScan | null;
+  /** Persists the scan (saveScan); null: not persisted. Throws on failure (logged). */
+  save?: ((s: SavedScan) => void) | null;
+  chunkBytes?: number;
+  intervalMs?: number;
+  saveIntervalMs?: number;
+}
+
+interface Range {
+  offset: number;
+  bytes: number;
+}
+
+interface Revisit extends Range {
+  tries: number;
+  /** Tried again no earlier than this tick (one try per tick). */
+  dueTick: number;
+}
+
+export class Scanner {
+  private cursor: ScanCursor;
+  readonly regions: RegionRecord;
+  private settings: ScanSettings;
+  private limits: RateLimits;
+  private rate: RateState;
+  private prevStats: QueueCounters[] | null = null;
+  private readSinceDecision = 0;
+  private revisits: Revisit[] = [];
+  private tickCount = 0;
+  private readonly slowSuspects = new Map<number, number>();
+  private counters: ScanCounters = { slowIos: 0, slowBlocks: 0, slowRelocations: 0, unrevisitedBytes: 0 };
+  private timerHandle: unknown = null;
+  private scheduleHandle: unknown = null;
+  /** The tick running now (its reads), null between ticks. */
+  private ticking: Promise<void> | null = null;
+  /** Set while a command waits for the tick in flight: the tick reads nothing more. */
+  private halting = false;
+  private closed = false;
+  private lastSaveAt: number;
+  /** Commands run one at a time. */
+  private ops: Promise<unknown> = Promise.resolve();
+  private readonly clock: ScanClock;
+  private readonly timer: ScanTimer;
+  private readonly chunkBytes: number;
+  private readonly intervalMs: number;
+  private readonly saveIntervalMs: number;
+
+  constructor(private readonly o: ScannerOptions) {
+    if (!Number.isSafeInteger(o.blockSize) || o.blockSize <= 0 || !Number.isSafeInteger(o.deviceBytes) || o.deviceBytes <= 0 || o.deviceBytes % o.blockSize !== 0) {
+      throw new DmrError('E_INTERNAL', `scanner: device of ${o.deviceBytes} bytes is not whole ${o.blockSize}-byte blocks`);
+    }
+    this.clock = o.clock ?? { now: () => Date.now() };
+    this.timer = o.timer ?? realTimer;
+    this.chunkBytes = o.chunkBytes ?? SCAN_CHUNK_BYTES;
+    if (this.chunkBytes % o.blockSize !== 0) throw new DmrError('E_INTERNAL', `scan chunk ${this.chunkBytes} is not whole blocks of ${o.blockSize}`);
+    this.intervalMs = o.intervalMs ?? SCAN_INTERVAL_MS;
+    this.saveIntervalMs = o.saveIntervalMs ?? SCAN_SAVE_INTERVAL_MS;
+    this.settings = { ...o.settings };
+    this.cursor = o.saved?.cursor ?? newCursor(o.deviceBytes);
+    this.regions = o.saved?.regions ?? RegionRecord.forDevice(o.deviceBytes);
+    if (this.cursor.deviceBytes !== o.deviceBytes || this.regions.deviceBytes !== o.deviceBytes) {
+      throw new DmrError('E_INTERNAL', `scanner: saved scan is of a ${this.cursor.deviceBytes}-byte device, this one has ${o.deviceBytes}`);
+    }
+    this.limits = this.limitsFor(this.settings.scanRateMib);
+    this.rate = initialRateState(this.limits);
+    this.lastSaveAt = this.clock.now();
+  }
+
+  /** Starts the loop (a running cursor resumes where it was) and the schedule. */
+  begin(): void {
+    if (this.cursor.state === 'running') this.arm(0);
+    this.armSchedule(0);
+  }
+
+  get state(): ScanState {
+    return this.cursor.state;
+  }
+
+  get cursorNow(): ScanCursor {
+    return { ...this.cursor };
+  }
+
+  status(): ScanStatus {
+    const c = this.cursor;
+    const rateBps = c.state === 'running' ? Math.round(this.rate.rateBps) : 0;
+    return {
+      state: c.state,
+      progress: progressPercent(c),
+      position: c.position,
+      deviceBytes: c.deviceBytes,
+      rateBps,
+      startedAt: c.startedAt,
+      finishedAt: c.finishedAt,
+      errorsFound: c.errorsFound,
+      slowFound: c.slowFound,
+      etaSeconds: etaSeconds(c, rateBps),
+      pass: c.pass,
+    };
+  }
+
+  stats(): ScanCounters {
+    return { ...this.counters };
+  }
+
+  /** Changes the settings (config): the rate's limits apply at once, the schedule at its next check. */
+  setSettings(s: ScanSettings): void {
+    this.settings = { ...s };
+    this.limits = this.limitsFor(s.scanRateMib);
+    this.rate = { ...this.rate, rateBps: Math.min(Math.max(this.rate.rateBps, this.limits.floorBps), this.limits.ceilingBps) };
+  }
+
+  /** `scan start [--rate N]`: a new pass from byte 0; `rateMib` is this pass's ceiling (E_USAGE unless > 0). */
+  start(rateMib?: number): Promise<ScanStatus> {
+    if (rateMib !== undefined && !(Number.isFinite(rateMib) && rateMib > 0)) {
+      return Promise.reject(new DmrError('E_USAGE', `scan rate must be a positive number of MiB/s, got ${String(rateMib)}`));
+    }
+    return this.command(() => {
+      const next = startPass(this.cursor, this.clock.now());
+      this.limits = this.limitsFor(rateMib ?? this.settings.scanRateMib);
+      this.cursor = next;
+      this.regions.clearReads();
+      this.revisits = [];
+      this.rate = initialRateState(this.limits);
+      this.prevStats = null;
+      this.readSinceDecision = 0;
+      this.saveNow();
+      this.arm(0);
+    });
+  }
+
+  pause(): Promise<ScanStatus> {
+    return this.command(() => {
+      this.cursor = pausePass(this.cursor);
+      this.disarm();
+      this.saveNow();
+    }, () => pausePass(this.cursor));
+  }
+
+  resume(): Promise<ScanStatus> {
+    return this.command(() => {
+      this.cursor = resumePass(this.cursor);
+      this.rate = initialRateState(this.limits);
+      this.prevStats = null;
+      this.saveNow();
+      this.arm(0);
+    });
+  }
+
+  stop(): Promise<ScanStatus> {
+    return this.command(() => {
+      this.cursor = stopPass(this.cursor);
+      this.revisits = [];
+      this.disarm();
+      this.saveNow();
+    }, () => stopPass(this.cursor));
+  }
+
+  /**
+   * Shutdown or detach: the loop ends after the read in flight, the cursor is saved as it is (a running
+   * scan resumes in the next daemon). Idempotent.
+   */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.halting = true;
+    this.disarm();
+    if (this.scheduleHandle !== null) this.timer.clear(this.scheduleHandle);
+    this.scheduleHandle = null;
+    await this.ops.catch(() => undefined);
+    await this.ticking;
+    this.saveNow();
+  }
+
+  /** Resolves once no tick is running (tests). */
+  async idle(): Promise<void> {
+    await this.ticking;
+  }
+
+  /**
+   * Runs `apply`, one command at a time. With `check` (pause, stop): `check` refuses first (waiting for
+   * nothing), then the tick in flight ends (its read applied), then `apply` runs against the cursor it left.
+   */
+  private command(apply: () => void, check: (() => void) | null = null): Promise<ScanStatus> {
+    const run = async (): Promise<ScanStatus> => {
+      if (this.closed) throw new DmrError('E_SCAN_STATE', 'the scanner is shutting down');
+      if (check !== null) {
+        // A refusal first, before any waiting; `apply` checks again against the cursor the tick left.
+        check();
+        this.halting = true;
+        try {
+          await this.ticking;
+        } finally {
+          this.halting = false;
+        }
+      }
+      apply();
+      return this.status();
+    };
+    const p = this.ops.then(run, run);
+    this.ops = p.catch(() => undefined);
+    return p;
+  }
+
+  private limitsFor(ceilingMib: number): RateLimits {
+    return rateLimits(ceilingMib, this.settings.scanMinRateMib, this.chunkBytes);
+  }
+
+  private arm(ms: number): void {
+    if (this.closed || this.timerHandle !== null || this.ticking !== null) return;
+    this.timerHandle = this.timer.set(() => {
+      this.timerHandle = null;
+      this.ticking = this.tick().finally(() => {
+        this.ticking = null;
+        if (this.cursor.state === 'running' && !this.halting) this.arm(this.intervalMs);
+        else if (this.cursor.state === 'done') this.armSchedule(0);
+      });
+    }, ms);
+  }
+
+  private disarm(): void {
+    if (this.timerHandle !== null) this.timer.clear(this.timerHandle);
+    this.timerHandle = null;
+  }
+
+  /** scan_interval_days: a finished pass starts the next once the interval since its end has passed. */
+  private armSchedule(ms: number): void {
+    if (this.closed) return;
+    if (this.scheduleHandle !== null) this.timer.clear(this.scheduleHandle);
+    this.scheduleHandle = this.timer.set(() => {
+      this.scheduleHandle = null;
+      if (this.closed) return;
+      if (this.due()) {
+        this.o.log.info({ pass: this.cursor.pass + 1, intervalDays: this.settings.scanIntervalDays }, 'scheduled scan pass starting');
+        this.start().catch((e: unknown) => this.o.log.warn({ err: String(e) }, 'scheduled scan pass did not start'));
+      }
+      this.armSchedule(SCHEDULE_CHECK_MS);
+    }, ms);
+  }
+
+  /** Whether a scheduled pass is due: the last pass is done and scan_interval_days (> 0) have passed since it finished. */
+  due(): boolean {
+    const days = this.settings.scanIntervalDays;
+    const c = this.cursor;
+    return days > 0 && c.state === 'done' && c.finishedAt !== null && this.clock.now() >= c.finishedAt + days * DAY_MS;
+  }
+
+  private saveNow(): void {
+    this.lastSaveAt = this.clock.now();
+    if (!this.o.save) return;
+    try {
+      this.o.save({ cursor: this.cursor, regions: this.regions });
+    } catch (e) {
+      this.o.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'cannot save the scan cursor');
+    }
+  }
+
+  /** One interval: a rate decision, then chunks while its allowance holds them. */
+  private async tick(): Promise<void> {
+    if (this.cursor.state !== 'running' || this.halting) return;
+    const now = this.clock.now();
+    const stats = this.o.device.stats();
+    const user = userActivity(this.prevStats, stats);
+    this.prevStats = stats;
+    const d = decideRate(this.limits, this.rate, { atMs: now, user, scannedBytes: this.readSinceDecision });
+    this.rate = d.state;
+    this.readSinceDecision = 0;
+    let budget = d.allowanceBytes;
+    const tick = ++this.tickCount;
+    try {
+      while (this.cursor.state === 'running' && !this.halting) {
+        const revisit = this.revisits.find((r) => r.dueTick <= tick);
+        if (revisit !== undefined) {
+          if (revisit.bytes > budget) break;
+          budget -= revisit.bytes;
+          this.readSinceDecision += revisit.bytes;
+          await this.readRevisit(revisit);
+          continue;
+        }
+        const next = this.nextChunk();
+        if (next === null || next.bytes > budget) break;
+        // The pass's last chunk waits for the revisits: the pass is done only after them.
+        if (next.offset + next.bytes === this.cursor.deviceBytes && this.revisits.length > 0) break;
+        budget -= next.bytes;
+        this.readSinceDecision += next.bytes;
+        const ok = await this.readChunk(next);
+        if (!ok) break;
+      }
+    } catch (e) {
+      this.o.log.error({ err: e instanceof Error ? e.message : String(e), position: this.cursor.position }, 'scan read failed; trying again at the next interval');
+    }
+    if (this.stateNow() === 'done') {
+      this.o.log.info({ pass: this.cursor.pass, errorsFound: this.cursor.errorsFound, slowFound: this.cursor.slowFound }, 'scan pass done');
+      this.saveNow();
+    } else if (this.clock.now() - this.lastSaveAt >= this.saveIntervalMs) {
+      this.saveNow();
+    }
+  }
+
+  /** The cursor's state now (read again after awaits). */
+  private stateNow(): ScanState {
+    return this.cursor.state;
+  }
+
+  /** The chunk at the front: up to the next multiple of chunkBytes, clipped to the device end; null at the end. */
+  private nextChunk(): Range | null {
+    const pos = this.cursor.position;
+    const end = this.cursor.deviceBytes;
+    if (pos >= end) return null;
+    const stop = Math.min(end, (Math.floor(pos / this.chunkBytes) + 1) * this.chunkBytes);
+    return { offset: pos, bytes: stop - pos };
+  }
+
+  /** Reads the chunk at the front and moves the front past it; false when it must be read again later (outage). */
+  private async readChunk(r: Range): Promise<boolean> {
+    const found = await this.readRange(r);
+    if (found === null) return false;
+    this.cursor = advancePass(this.cursor, r.offset + r.bytes, this.clock.now(), found);
+    return true;
+  }
+
+  private async readRevisit(r: Revisit): Promise<void> {
+    this.revisits = this.revisits.filter((x) => x !== r);
+    const found = await this.readRange(r, r.tries + 1);
+    if (found === null) {
+      this.revisits.push(r);
+      return;
+    }
+    if (this.cursor.state === 'running') {
+      this.cursor = { ...this.cursor, errorsFound: this.cursor.errorsFound + found.errors, slowFound: this.cursor.slowFound + found.slow };
+    }
+  }
+
+  /**
+   * Reads `r`, counts its reads in the region record, queues its moving pieces for a revisit, and hands its
+   * failed and slow blocks to the policy. Null (nothing counted) when the policy says main is in an outage.
+   */
+  private async readRange(r: Range, tries = 0): Promise<{ errors: number; slow: number } | null> {
+    const result = await this.o.device.scanRead(BigInt(r.offset), r.bytes, false);
+    const outcome = scanOutcome(result, this.o.blockSize);
+    let errors = 0;
+    if (outcome.failed.length > 0) {
+      const failed = await this.nameFailedBlocks(outcome.failed);
+      if (failed.length > 0 && this.o.sink) {
+        const verdict = await this.o.sink.readFailed(failed, (blocks) => this.rereadBlocks(blocks));
+        if (verdict === 'outage') return null;
+      }
+      errors = failed.length;
+    }
+    recordScanReads(this.regions, outcome);
+    for (const s of outcome.skipped) if (s.reason === 'moving') this.queueRevisit({ offset: s.offset, bytes: s.length, tries, dueTick: this.tickCount + 1 });
+    let slow = 0;
+    for (const read of outcome.reads) {
+      if (read.failed || read.latencyMs <= this.settings.slowIoMs) continue;
+      this.counters.slowIos++;
+      slow += await this.findSlowBlocks(read.offset, read.length);
+    }
+    return { errors, slow };
+  }
+
+  private queueRevisit(r: Revisit): void {
+    if (r.tries >= MAX_REVISIT_TRIES || this.revisits.length >= MAX_REVISITS) {
+      this.counters.unrevisitedBytes += r.bytes;
+      this.o.log.warn({ offset: r.offset, bytes: r.bytes, tries: r.tries }, 'scan: blocks still being moved are not revisited in this pass');
+      return;
+    }
+    this.revisits.push(r);
+  }
+
+  /** The blocks of failed pieces that fail read one by one (a piece of one block is that block). */
+  private async nameFailedBlocks(failed: readonly ScanFailure[]): Promise<ScanBlockFailure[]> {
+    const bs = this.o.blockSize;
+    const out: ScanBlockFailure[] = [];
+    for (const f of failed) {
+      if (f.length === bs) {
+        out.push({ block: f.offset / bs, device: f.device, errno: f.errno });
+        continue;
+      }
+      for (const seg of await this.narrowRead(f.offset, f.length)) {
+        if (seg.skipped === null && seg.errno !== 0) out.push({ block: seg.block, device: seg.device, errno: seg.errno });
+      }
+    }
+    return out;
+  }
+
+  /** The policy's re-read: each block read alone; those that fail again. */
+  private async rereadBlocks(blocks: readonly number[]): Promise<ScanBlockFailure[]> {
+    const bs = this.o.blockSize;
+    const out: ScanBlockFailure[] = [];
+    for (const b of blocks) {
+      const res = await this.o.device.scanRead(BigInt(b * bs), bs, true);
+      for (const seg of res.segments) if (seg.skipped === null && seg.errno !== 0) out.push({ block: seg.block, device: seg.device, errno: seg.errno });
+    }
+    return out;
+  }
+
+  /** Block-by-block reads of [offset, offset + bytes), NARROW_STEP_BLOCKS per call. */
+  private async narrowRead(offset: number, bytes: number): Promise<ScanReadResult['segments']> {
+    const bs = this.o.blockSize;
+    const step = NARROW_STEP_BLOCKS * bs;
+    const segs: ScanReadResult['segments'] = [];
+    for (let at = offset; at < offset + bytes; at += step) {
+      const res = await this.o.device.scanRead(BigInt(at), Math.min(step, offset + bytes - at), true);
+      segs.push(...res.segments);
+    }
+    return segs;
+  }
+
+  /**
+   * A read slower than slow_io_ms: its blocks read one by one; each slower than slow_io_ms is counted, and
+   * one slow slow_threshold times is handed to the policy for relocation. Stops early when a command waits.
+   * Returns the slow blocks found.
+   */
+  private async findSlowBlocks(offset: number, bytes: number): Promise<number> {
+    const bs = this.o.blockSize;
+    const step = NARROW_STEP_BLOCKS * bs;
+    let found = 0;
+    for (let at = offset; at < offset + bytes && !this.halting; at += step) {
+      const res = await this.o.device.scanRead(BigInt(at), Math.min(step, offset + bytes - at), true);
+      for (const seg of res.segments) {
+        if (seg.skipped !== null || seg.errno !== 0 || seg.latencyUs / 1000 <= this.settings.slowIoMs) continue;
+        for (let b = seg.block; b < seg.block + seg.blocks; b++) {
+          found++;
+          this.counters.slowBlocks++;
+          const n = (this.slowSuspects.get(b) ?? 0) + 1;
+          this.slowSuspects.delete(b);
+          if (n >= this.settings.slowThreshold) {
+            this.counters.slowRelocations++;
+            this.o.log.info({ block: b, device: seg.device, times: n }, 'scan: block slow too often: relocating it with its data');
+            this.o.sink?.slowBlock(b, seg.device);
+            continue;
+          }
+          this.slowSuspects.set(b, n);
+          if (this.slowSuspects.size > MAX_SLOW_SUSPECTS) this.slowSuspects.delete(this.slowSuspects.keys().next().value as number);
+        }
+      }
+    }
+    return found;
+  }
+}
