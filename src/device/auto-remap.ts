@@ -33,6 +33,7 @@ import { OutageMonitor, PROBE_MAX_MS, type Held, type OutageStats } from './outa
 import { probeMain, ProbeTargets } from './outage-probe.js';
 import { WriteOutageDetector } from './write-outage-detector.js';
 import type { RecheckResult, RemapEngine } from './remap-engine.js';
+import type { ScanBlockFailure, ScanFailureVerdict, ScanFindingsSink } from '../scan/scanner.js';
 import { jobKey, WorkQueue, type WorkQueueStats } from './work-queue.js';
 
 type FaultEvent = Extract<NativeEvent, { type: 'io_fault' }>;
@@ -136,6 +137,8 @@ export class AutoRemapper {
   private readonly faults = new Map<string, FaultRecord>();
   private readonly suspects = new Map<number, number>();
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** Waits of the scanner's retries (scanReadFailed): woken at close. */
+  private readonly wakers = new Set<() => void>();
   private readonly queue: WorkQueue<Job>;
   private counters = zero();
   private closed = false;
@@ -398,6 +401,8 @@ export class AutoRemapper {
     this.writeOutage.close();
     for (const t of this.timers) clearTimeout(t);
     this.timers.clear();
+    for (const wake of this.wakers) wake();
+    this.wakers.clear();
     if (this.persistTimer !== null) clearTimeout(this.persistTimer);
     this.persistTimer = null;
     // What is still queued now is what the next start picks up.
@@ -634,12 +639,11 @@ export class AutoRemapper {
   }
 
   private async readFailed(ev: FaultEvent, rec: FaultRecord, multi: boolean): Promise<void> {
-    const { readRetries, retryBackoffMs } = this.policy;
     const attempt = ev.attempt - rec.outageRetries;
     // A failure not yet narrowed to single blocks is narrowed first, even with no retries configured:
     // marking a whole request's blocks lost for one bad block would throw good data away.
-    if (attempt < readRetries || (multi && !rec.narrowed)) {
-      this.retry(ev, rec, retryBackoffMs * 2 ** Math.min(attempt, 10));
+    if (this.readRetryDue(attempt) || (multi && !rec.narrowed)) {
+      this.retry(ev, rec, this.readBackoffMs(attempt));
       return;
     }
     const errs = await this.jobs('lost', rec);
@@ -652,6 +656,16 @@ export class AutoRemapper {
     if (errs === null) this.burst.note('pending', 'error', 'read failed on every try: blocks marked pending (lost until written)', { blocks, fields: { tries: ev.attempt + 1 } });
     else this.log.error({ blocks: blocks.slice(0, 16), count: blocks.length, err: errs.message }, 'read failed on every try; marking the blocks pending failed');
     this.resolve(ev, { action: 'fail', errno: EIO });
+  }
+
+  /** Whether a read that failed `attempt` retries so far (its first try is 0) is tried again. */
+  private readRetryDue(attempt: number): boolean {
+    return attempt < this.policy.readRetries;
+  }
+
+  /** The wait before a read's retry number `attempt` (0: the first retry): retryBackoffMs, doubling. */
+  private readBackoffMs(attempt: number): number {
+    return this.policy.retryBackoffMs * 2 ** Math.min(attempt, 10);
   }
 
   /** `pastHold`: its write-outage hold ended: redirected even though the write outage goes on. */
@@ -690,7 +704,7 @@ export class AutoRemapper {
    * fresh slot: pending) or 'redirect' (a failed write's blocks sent to reserved slots). Null when every
    * one worked, else the first error.
    */
-  private async jobs(kind: 'lost' | 'redirect', rec: FaultRecord, pastHold = false): Promise<Error | null> {
+  private async jobs(kind: 'lost' | 'redirect', rec: Pick<FaultRecord, 'blocks'>, pastHold = false): Promise<Error | null> {
     const errs = await Promise.all(
       [...rec.blocks].map(([block, device]) =>
         this.queue.add('foreground', kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block), pastHold }),
@@ -731,13 +745,91 @@ export class AutoRemapper {
     }
     if (rec.remapped || rec.outage) return;
     if (rec.op === 'read') this.counters.recoveredReads++;
-    // The request went through on a retry: its blocks work, for now. Relocate them once they reach the threshold.
-    for (const [block, device] of rec.blocks) {
+    this.recovered(rec.blocks);
+  }
+
+  /** Blocks whose read failed and a retry read: they work, for now. Relocated once they reach the threshold. */
+  private recovered(blocks: ReadonlyMap<number, 'main' | 'spare'>): void {
+    for (const [block, device] of blocks) {
       const n = this.bumpSuspect(block);
       if (n < this.policy.errorThreshold || this.closed) continue;
       void this.queue.add('background', 'relocate', { block, slotFailed: device === 'spare', errorCount: n });
       this.persistSoon();
     }
+  }
+
+  /**
+   * Blocks the background scan could not read (src/scan/scanner.ts names them block by block): the policy
+   * of a failed user read, with the scanner's reads as the retries. Counted as read errors; in a device-wide
+   * outage nothing is decided ('outage': the scanner reads the chunk again later); each block is read again
+   * `readRetries` times with the same backoff; a block a retry reads is recovered (relocated with its data at
+   * `errorThreshold`), one that fails every try is marked pending (lost until written, reads fail with
+   * EIO). Auto-remap off: only counted (a user read meets the block later). Never throws.
+   */
+  async scanReadFailed(failed: readonly ScanBlockFailure[], reread: (blocks: readonly number[]) => Promise<ScanBlockFailure[]>): Promise<ScanFailureVerdict> {
+    if (failed.length === 0) return 'handled';
+    this.engine.countErrors('read', failed.length);
+    for (const f of failed) {
+      if (f.device === 'spare') this.counters.spareIoErrors++;
+      this.burst.note(`scan:${f.device}`, 'warn', `scan read errors on ${f.device}`, { blocks: [f.block], fields: { op: 'scan', device: f.device, errno: f.errno } });
+    }
+    if (!this.policy.autoRemap || this.closed) return 'handled';
+    let suspicious = false;
+    for (const f of failed) if (f.device === 'main' && this.detector.failure(f.block, f.errno)) suspicious = true;
+    if (this.outage.active || (suspicious && (await this.outage.confirm()))) return 'outage';
+    let failing = new Map(failed.map((f) => [f.block, f.device] as [number, 'main' | 'spare']));
+    const back = new Map<number, 'main' | 'spare'>();
+    try {
+      for (let attempt = 0; failing.size > 0 && this.readRetryDue(attempt); attempt++) {
+        await this.sleep(this.readBackoffMs(attempt));
+        if (this.closed) return 'handled';
+        this.counters.retries++;
+        const again = await reread([...failing.keys()]);
+        const still = new Map(again.filter((f) => failing.has(f.block)).map((f) => [f.block, f.device] as [number, 'main' | 'spare']));
+        for (const [b, d] of failing) if (!still.has(b)) back.set(b, d);
+        failing = still;
+      }
+    } catch (e) {
+      this.log.error({ err: String(e) }, 'scan: re-reading failed blocks failed; they stay where they are');
+      return 'handled';
+    }
+    if (back.size > 0) {
+      this.counters.recoveredReads++;
+      this.recovered(back);
+    }
+    if (failing.size === 0 || this.closed) return 'handled';
+    const errs = await this.jobs('lost', { blocks: failing });
+    if (errs instanceof OutageHold) return 'outage';
+    this.counters.unrecoveredReads++;
+    const blocks = [...failing.keys()];
+    if (errs === null) this.burst.note('pending', 'error', 'scan: blocks did not read on any try: marked pending (lost until written)', { blocks, fields: { tries: this.policy.readRetries + 1 } });
+    else this.log.error({ blocks: blocks.slice(0, 16), count: blocks.length, err: errs.message }, 'scan: marking unreadable blocks pending failed');
+    return 'handled';
+  }
+
+  /** A block the scan found slow `slow_threshold` times: relocated with its data, as a recovered read's block is. */
+  scanSlowBlock(block: number, device: 'main' | 'spare'): void {
+    if (this.closed || !this.policy.autoRemap) return;
+    void this.queue.add('background', 'relocate', { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block) });
+    this.persistSoon();
+  }
+
+  /** The scanner's sink: what a scan finds goes through this policy. */
+  scanSink(): ScanFindingsSink {
+    return { readFailed: (f, r) => this.scanReadFailed(f, r), slowBlock: (b, d) => this.scanSlowBlock(b, d) };
+  }
+
+  /** Waits `ms` (cut short by close). */
+  private sleep(ms: number): Promise<void> {
+    if (ms <= 0 || this.closed) return Promise.resolve();
+    return new Promise((res) => {
+      const wake = (): void => {
+        this.wakers.delete(wake);
+        res();
+      };
+      this.wakers.add(wake);
+      this.later(ms, wake);
+    });
   }
 
   private async runBatch(group: string, jobs: Array<{ kind: string; item: Job }>): Promise<Map<string, Error | null>> {

@@ -1,0 +1,107 @@
+// What a scan finds goes through the auto-remap policy (AutoRemapper.scanReadFailed / scanSlowBlock), against
+// the daemon and the fake addon: unreadable blocks become pending (never invented data), blocks a retry reads
+// are relocated with their data, slow blocks are relocated with their data, and nothing is decided with
+// auto-remap off.
+import fs from 'node:fs';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DEFAULT_POLICY } from '../../src/config/policy.js';
+import type { DeviceConfig } from '../../src/device/config.js';
+import { Daemon } from '../../src/device/daemon.js';
+import type { AutoRemapper } from '../../src/device/auto-remap.js';
+import type { ScanBlockFailure } from '../../src/scan/scanner.js';
+import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
+import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+
+let w: World;
+let native: FakeNative;
+let daemon: Daemon | null;
+
+const start = async (over: Partial<DeviceConfig['policy']> = {}): Promise<Daemon> => {
+  daemon = await Daemon.start(deviceConfig(w, { policy: { ...DEFAULT_POLICY, readRetries: 2, retryBackoffMs: 0, ...over } }), {
+    native, runDir: w.runDir, log: quietLog(), logFile: null,
+  });
+  return daemon;
+};
+const device = (): FakeDevice => native.devices.at(-1) as FakeDevice;
+const auto = (): AutoRemapper => daemon?.['auto'] as AutoRemapper;
+const bs = (): number => daemon?.status().blockSize as number;
+const entry = (block: number): { slot: number; state: string; origin: string } | undefined =>
+  daemon?.['engine']?.store.table.get(block) as { slot: number; state: string; origin: string } | undefined;
+/** The scanner's re-read: each block alone through scanRead; those that fail again. */
+const reread = async (blocks: readonly number[]): Promise<ScanBlockFailure[]> => {
+  const out: ScanBlockFailure[] = [];
+  for (const b of blocks) {
+    const r = await device().scanRead(BigInt(b * bs()), bs(), true);
+    for (const s of r.segments) if (s.skipped === null && s.errno !== 0) out.push({ block: s.block, device: s.device, errno: s.errno });
+  }
+  return out;
+};
+
+beforeEach(() => {
+  w = makeWorld();
+  native = fakeFor(w);
+  daemon = null;
+});
+afterEach(async () => {
+  await daemon?.shutdown('test');
+  w.cleanup();
+});
+
+describe('scan findings through the auto-remap policy', () => {
+  it('a block that fails every retry is marked pending (lost, reads fail until written); counted as a read error', async () => {
+    await start();
+    native.cfg.failReads.push({ device: 'main', offset: 12 * bs(), bytes: bs(), code: 'EIO' });
+    let calls = 0;
+    const verdict = await auto().scanReadFailed([{ block: 12, device: 'main', errno: 5 }], async (b) => {
+      calls++;
+      return reread(b);
+    });
+    await auto().idle();
+    expect(verdict).toBe('handled');
+    expect(calls).toBe(2);
+    expect(entry(12)).toMatchObject({ state: 'lost', origin: 'auto' });
+    expect(auto().stats()).toMatchObject({ unrecoveredReads: 1, retries: 2, recoveredReads: 0 });
+    expect(daemon?.['engine']?.store.counters().readErrors).toBe(1);
+  });
+
+  it('a block a retry reads is relocated with its data (errorThreshold 1)', async () => {
+    await start({ errorThreshold: 1 });
+    const data = Buffer.alloc(bs(), 0x5a);
+    const fd = fs.openSync(w.main, 'r+');
+    fs.writeSync(fd, data, 0, bs(), 20 * bs());
+    fs.closeSync(fd);
+    native.cfg.failReads.push({ device: 'main', offset: 20 * bs(), bytes: bs(), code: 'EIO' });
+    const verdict = await auto().scanReadFailed([{ block: 20, device: 'main', errno: 5 }], async (b) => {
+      native.cfg.failReads.length = 0; // it reads on the retry
+      return reread(b);
+    });
+    await auto().idle();
+    expect(verdict).toBe('handled');
+    expect(entry(20)).toMatchObject({ state: 'mapped', origin: 'auto' });
+    expect(device().calls).toContain('copyRange main->spare');
+    const slotData = await device().readRange('spare', BigInt(daemon?.['engine']?.spareDataOffset as bigint) + BigInt((entry(20)?.slot as number) * bs()), bs());
+    expect(slotData.equals(data)).toBe(true);
+    expect(auto().stats()).toMatchObject({ recoveredReads: 1, relocations: 1, unrecoveredReads: 0 });
+  });
+
+  it('a slow block is relocated with its data', async () => {
+    await start();
+    auto().scanSlowBlock(33, 'main');
+    await auto().idle();
+    expect(entry(33)).toMatchObject({ state: 'mapped' });
+    expect(auto().stats().relocations).toBe(1);
+  });
+
+  it('with auto-remap off, a failed block is only counted; nothing is remapped', async () => {
+    await start({ autoRemap: false });
+    native.cfg.failReads.push({ device: 'main', offset: 12 * bs(), bytes: bs(), code: 'EIO' });
+    let calls = 0;
+    expect(await auto().scanReadFailed([{ block: 12, device: 'main', errno: 5 }], async (b) => (calls++, reread(b)))).toBe('handled');
+    auto().scanSlowBlock(33, 'main');
+    await auto().idle();
+    expect(calls).toBe(0);
+    expect(entry(12)).toBeUndefined();
+    expect(entry(33)).toBeUndefined();
+    expect(daemon?.['engine']?.store.counters().readErrors).toBe(1);
+  });
+});
