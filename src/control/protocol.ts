@@ -14,6 +14,8 @@
 //   → {"id":12,"cmd":"recheck","sectors":[1234]}  ← {"id":12,"ok":true,"result":{"checked":1,"recovered":1,...}}
 //   → {"id":13,"cmd":"restart"}         ← {"id":13,"ok":true,"result":{"restarting":true,"supervised":true}}
 //   → {"id":14,"cmd":"scan_read","offset":0,"bytes":1048576}  ← {"id":14,"ok":true,"result":{"offset":0,"bytes":1048576,"segments":[...]}}
+//   → {"id":15,"cmd":"scan"}            ← {"id":15,"ok":true,"result":{"state":"running","progress":42,...ScanStatus}}
+//   → {"id":16,"cmd":"scan_start","rateMib":32}  ← {"id":16,"ok":true,"result":{...ScanStatus}} (also scan_pause, scan_resume, scan_stop)
 //   → anything else                      ← {"id":<n|null>,"ok":false,"error":{"code":"E_PROTOCOL","message":"..."}}
 //
 // Adding a command is one request schema in `requestSchema`, one result schema in `resultSchemas`, and one
@@ -75,6 +77,22 @@ export const scanReadRequest = z.strictObject({
   narrow: z.boolean().optional(),
 });
 
+/** The background scan's status (issue 13). */
+export const scanRequest = z.strictObject({ id: requestId, cmd: z.literal('scan') });
+/**
+ * A new pass from byte 0 (refused, E_SCAN_STATE, while one runs or is paused). `rateMib`: this pass's
+ * ceiling in MiB/s instead of scan_rate_mib; a number that is not > 0 is E_USAGE (checked by the handler,
+ * so the refusal names the rate), anything but a number E_PROTOCOL.
+ */
+export const scanStartRequest = z.strictObject({
+  id: requestId,
+  cmd: z.literal('scan_start'),
+  rateMib: z.number({ error: 'rateMib must be a number' }).optional(),
+});
+export const scanPauseRequest = z.strictObject({ id: requestId, cmd: z.literal('scan_pause') });
+export const scanResumeRequest = z.strictObject({ id: requestId, cmd: z.literal('scan_resume') });
+export const scanStopRequest = z.strictObject({ id: requestId, cmd: z.literal('scan_stop') });
+
 export const requestSchema = z.discriminatedUnion('cmd', [
   pingRequest,
   statusRequest,
@@ -90,6 +108,11 @@ export const requestSchema = z.discriminatedUnion('cmd', [
   setAutoRemapRequest,
   recheckRequest,
   scanReadRequest,
+  scanRequest,
+  scanStartRequest,
+  scanPauseRequest,
+  scanResumeRequest,
+  scanStopRequest,
 ]);
 export type Request = z.infer<typeof requestSchema>;
 export type Command = Request['cmd'];
@@ -199,6 +222,27 @@ export const deviceStatusSchema = z.strictObject({
 });
 export type DeviceStatus = z.infer<typeof deviceStatusSchema>;
 
+/** The background scan (src/scan/scanner.ts ScanStatus); times are ms since the epoch. */
+export const scanStatusSchema = z.strictObject({
+  state: z.enum(['idle', 'running', 'paused', 'done']),
+  /** Whole percent; 100 only when the pass is done, 0 when idle. */
+  progress: z.number(),
+  /** Bytes of the device the pass has read. */
+  position: z.number(),
+  deviceBytes: z.number(),
+  /** The rate now, bytes/s (0 unless running). */
+  rateBps: z.number(),
+  startedAt: z.number().nullable(),
+  /** The last finished pass's end. */
+  finishedAt: z.number().nullable(),
+  errorsFound: z.number(),
+  slowFound: z.number(),
+  /** Seconds left at the rate now; null unless running. */
+  etaSeconds: z.number().nullable(),
+  pass: z.number(),
+});
+export type ScanStatusResult = z.infer<typeof scanStatusSchema>;
+
 const n = z.number();
 /** Error handling statistics (issue 6); README documents every field. */
 export const statsSchema = z.strictObject({
@@ -235,6 +279,9 @@ export const statsSchema = z.strictObject({
     active: z.boolean(), since: n.nullable(), outages: n, held: n, heldTotal: n, failedAfterHold: n, mainWritesOk: n, mainWritesFailed: n,
   }),
   health: z.enum(['healthy', 'degraded', 'critical']),
+  /** The background scan: reads slower than slow_io_ms, and blocks a block-by-block re-read found slow. */
+  slowIos: n,
+  slowBlocks: n,
 });
 export type Stats = z.infer<typeof statsSchema>;
 
@@ -312,6 +359,11 @@ export const resultSchemas = {
       }),
     ),
   }),
+  scan: scanStatusSchema,
+  scan_start: scanStatusSchema,
+  scan_pause: scanStatusSchema,
+  scan_resume: scanStatusSchema,
+  scan_stop: scanStatusSchema,
 } satisfies Record<Command, z.ZodType>;
 export type ResultOf<C extends Command> = z.infer<(typeof resultSchemas)[C]>;
 

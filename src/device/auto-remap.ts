@@ -760,29 +760,32 @@ export class AutoRemapper {
 
   /**
    * Blocks the background scan could not read (src/scan/scanner.ts names them block by block): the policy
-   * of a failed user read, with the scanner's reads as the retries. Counted as read errors; in a device-wide
-   * outage nothing is decided ('outage': the scanner reads the chunk again later); each block is read again
+   * of a failed user read, with the scanner's reads as the retries. In a device-wide outage nothing is
+   * decided or counted ('outage': the scanner reads the chunk again later; 'closed' likewise at shutdown);
+   * otherwise counted as read errors; each block is read again
    * `readRetries` times with the same backoff; a block a retry reads is recovered (relocated with its data at
    * `errorThreshold`), one that fails every try is marked pending (lost until written, reads fail with
    * EIO). Auto-remap off: only counted (a user read meets the block later). Never throws.
    */
   async scanReadFailed(failed: readonly ScanBlockFailure[], reread: (blocks: readonly number[]) => Promise<ScanBlockFailure[]>): Promise<ScanFailureVerdict> {
     if (failed.length === 0) return 'handled';
+    if (this.closed) return 'closed';
+    // An outage first: the scanner reads the chunk again later, and counts it then (not once per try).
+    let suspicious = false;
+    for (const f of failed) if (f.device === 'main' && this.detector.failure(f.block, f.errno)) suspicious = true;
+    if (this.outage.active || (suspicious && (await this.outage.confirm()))) return 'outage';
     this.engine.countErrors('read', failed.length);
     for (const f of failed) {
       if (f.device === 'spare') this.counters.spareIoErrors++;
       this.burst.note(`scan:${f.device}`, 'warn', `scan read errors on ${f.device}`, { blocks: [f.block], fields: { op: 'scan', device: f.device, errno: f.errno } });
     }
-    if (!this.policy.autoRemap || this.closed) return 'handled';
-    let suspicious = false;
-    for (const f of failed) if (f.device === 'main' && this.detector.failure(f.block, f.errno)) suspicious = true;
-    if (this.outage.active || (suspicious && (await this.outage.confirm()))) return 'outage';
+    if (!this.policy.autoRemap) return 'handled';
     let failing = new Map(failed.map((f) => [f.block, f.device] as [number, 'main' | 'spare']));
     const back = new Map<number, 'main' | 'spare'>();
     try {
       for (let attempt = 0; failing.size > 0 && this.readRetryDue(attempt); attempt++) {
         await this.sleep(this.readBackoffMs(attempt));
-        if (this.closed) return 'handled';
+        if (this.closed) return 'closed';
         this.counters.retries++;
         const again = await reread([...failing.keys()]);
         const still = new Map(again.filter((f) => failing.has(f.block)).map((f) => [f.block, f.device] as [number, 'main' | 'spare']));
@@ -797,7 +800,8 @@ export class AutoRemapper {
       this.counters.recoveredReads++;
       this.recovered(back);
     }
-    if (failing.size === 0 || this.closed) return 'handled';
+    if (failing.size === 0) return 'handled';
+    if (this.closed) return 'closed';
     const errs = await this.jobs('lost', { blocks: failing });
     if (errs instanceof OutageHold) return 'outage';
     this.counters.unrecoveredReads++;

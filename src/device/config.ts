@@ -1,5 +1,6 @@
 // The settings one device runs with, after the CLI parsed and checked them.
 import type { FaultPolicy } from '../config/policy.js';
+import type { PartialScanSettings } from '../scan/settings.js';
 
 export interface DeviceConfig {
   mainPath: string;
@@ -20,6 +21,8 @@ export interface DeviceConfig {
   forceFormat?: boolean;
   /** Error handling (config file defaults overridden by `add` flags); absent: DEFAULT_POLICY. */
   policy?: FaultPolicy;
+  /** The background scan's settings (config file, then defaults); absent keys: DEFAULT_SCAN_SETTINGS. */
+  scan?: PartialScanSettings;
 }
 
 /**

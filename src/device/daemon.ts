@@ -37,6 +37,10 @@ import { AutoRemapper } from './auto-remap.js';
 import { BurstLog } from './burst-log.js';
 import { DEFAULT_POLICY } from '../config/policy.js';
 import { hasSupervisor } from '../supervisor/child-process.js';
+import { Scanner } from '../scan/scanner.js';
+import { loadScan, saveScan, type SavedScan } from '../scan/scan-file.js';
+import { resolveScanSettings } from '../scan/settings.js';
+import { scanHandlers } from '../scan/scan-control.js';
 
 /**
  * The exit code of a daemon that detached (Daemon.detach): its device is quiesced and its registry entry
@@ -66,6 +70,8 @@ export class Daemon {
   private deviceInfo: DeviceInfo | null = null;
   private engine: RemapEngine | null = null;
   private auto: AutoRemapper | null = null;
+  /** The background scan (issue 13); created once the device is live. */
+  private scanner: Scanner | null = null;
   /** Passed-through I/O errors (auto-remap off) are logged through this: no line per failed request in a burst. */
   private readonly burst: BurstLog;
   private stopping: Promise<number> | null = null;
@@ -275,13 +281,65 @@ export class Daemon {
       throw toDmrError(e);
     }
     log.info({ devId: info.devId, blockPath: info.blockPath, name: this.cfg.name, socket: sock, recovered: this.recoverId !== null }, 'device live');
+    this.startScanner();
+  }
+
+  /**
+   * The background scan: its cursor from <state dir>/<pairId>.scan (a running scan resumes where it was, a
+   * paused one stays paused, a finished one stays done); an unusable file is logged and the scan starts
+   * over from a fresh cursor. Saved by the scanner every 5 s while running and at close.
+   */
+  private startScanner(): void {
+    const engine = this.liveEngine();
+    const device = this.device;
+    const auto = this.auto;
+    if (device === null || auto === null) return;
+    const dir = this.deps.stateDir ?? stateDir();
+    const pairId = engine.store.pairId;
+    const deviceBytes = Number(this.plan.sizeBytes);
+    let saved: SavedScan | null = null;
+    try {
+      saved = loadScan(dir, pairId, deviceBytes);
+    } catch (e) {
+      this.deps.log.warn({ err: e instanceof Error ? e.message : String(e), dir }, 'the saved scan cannot be used: the scan starts over');
+    }
+    this.scanner = new Scanner({
+      device,
+      blockSize: this.plan.blockSize,
+      deviceBytes,
+      settings: resolveScanSettings(this.cfg.scan ?? {}),
+      log: this.deps.log,
+      sink: auto.scanSink(),
+      saved,
+      save: (s) => saveScan(dir, pairId, s),
+    });
+    if (saved !== null) this.deps.log.info({ state: saved.cursor.state, position: saved.cursor.position, pass: saved.cursor.pass }, 'scan cursor loaded');
+    this.scanner.begin();
+  }
+
+  private liveScanner(): Scanner {
+    if (this.scanner === null) throw new DmrError('E_INTERNAL', 'the scanner is not running');
+    return this.scanner;
+  }
+
+  /** Ends the scan loop after its read in flight and saves the cursor (shutdown, detach). */
+  private async closeScanner(): Promise<void> {
+    try {
+      await this.scanner?.close();
+    } catch (e) {
+      this.deps.log.error({ err: String(e) }, 'closing the scanner failed');
+    }
   }
 
   private handlers(): Handlers {
     return {
       ping: () => 'pong',
       status: () => this.status(),
-      ...remapHandlers(() => this.liveEngine(), () => this.status(), () => this.liveAuto()),
+      ...remapHandlers(() => this.liveEngine(), () => this.status(), () => this.liveAuto(), {
+        handlers: scanHandlers(() => this.liveScanner()),
+        counters: () => this.liveScanner().stats(),
+      }),
+      ...scanHandlers(() => this.liveScanner()),
       scan_read: (req) => this.scanRead(req.offset, req.bytes, req.narrow === true),
       shutdown: () => {
         // Answer first, then stop: the reply is written before the socket closes.
@@ -383,7 +441,7 @@ export class Daemon {
         zeroCopy: info.zeroCopy,
       },
       logFile: this.deps.logFile,
-      remap: remapStatus(this.liveEngine()),
+      remap: remapStatus(this.liveEngine(), this.scanner?.status().progress ?? 0),
     };
   }
 
@@ -430,9 +488,13 @@ export class Daemon {
       await begun; // this.stopping is set before anything (an event fired by stop()) can look at it
       const log = this.deps.log;
       log.info({ reason }, 'stopping device');
-      // Queued auto-remap work is dropped (its requests fail when the device stops); a move in progress
-      // finishes first: the device never stops with a block parked as MOVING.
-      await this.auto?.close();
+      // Queued auto-remap work is dropped (its requests fail when the device stops; queued relocations are
+      // saved first, synchronously); a move in progress finishes first: the device never stops with a
+      // block parked as MOVING. Meanwhile the scan's read in flight ends (what it found is left undecided
+      // and read again next time) and its cursor is saved (a running scan resumes next time).
+      const autoClosed = this.auto?.close();
+      await this.closeScanner();
+      await autoClosed;
       await this.engine?.quiesce();
       const stopped = await this.stopDevice();
       this.burst.flush();
@@ -500,6 +562,7 @@ export class Daemon {
   private async leaveDevice(): Promise<boolean> {
     const autoClosed = this.auto?.close({ leaveHeld: true });
     await this.server?.close();
+    await this.closeScanner();
     await autoClosed;
     await this.engine?.quiesce();
     try {

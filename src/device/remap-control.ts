@@ -7,6 +7,8 @@ import { parseSector, parseWholeNumber } from '../numbers.js';
 import type { AutoRemapper } from './auto-remap.js';
 import { MAX_RECHECK_SECTORS } from '../control/protocol.js';
 import { outageRefusal } from './engine-context.js';
+import { scanMessage, type ScanCommands } from '../scan/scan-control.js';
+import type { ScanCounters } from '../scan/scanner.js';
 
 type RemapStatus = DeviceStatus['remap'];
 type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'stats' | 'clear_stats' | 'set_auto_remap' | 'recheck';
@@ -31,7 +33,8 @@ export function statusLine(r: Omit<RemapStatus, 'line'>): string {
   );
 }
 
-export function remapStatus(engine: RemapEngine): RemapStatus {
+/** `scanPercent`: the background scan's progress (Scanner.status().progress): the line's `scan=<p>%`. */
+export function remapStatus(engine: RemapEngine, scanPercent = 0): RemapStatus {
   const st = engine.store;
   const g = st.geometry;
   const counts = st.table.counts();
@@ -52,7 +55,7 @@ export function remapStatus(engine: RemapEngine): RemapStatus {
     autoRemaps: c.autoRemaps,
     manualRemaps: c.manualRemaps,
     unremaps: c.unremaps,
-    scanPercent: 0,
+    scanPercent,
     pairId: st.pairId,
     spareOffset: g.spareOffset,
     spareSize: g.spareSize,
@@ -120,6 +123,7 @@ const MESSAGES = [
   'clear_stats',
   'set_auto_remap 0|1',
   'recheck [sector...]',
+  'scan [start [rate_mib]|pause|resume|stop]',
   'ping',
 ] as const;
 
@@ -132,7 +136,7 @@ function refuseDuringOutage(auto: AutoRemapper, what: 'remap' | 'recheck'): void
 }
 
 /** The error-handling statistics: the auto-remapper's counters, the store's persisted ones and the table's. */
-export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultOf<'stats'> {
+export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, scan: Pick<ScanCounters, 'slowIos' | 'slowBlocks'> | null = null): ResultOf<'stats'> {
   const st = engine.store;
   const c = st.counters();
   const a = auto.stats();
@@ -166,6 +170,8 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper): ResultO
     outage: a.outage,
     writeOutage: a.writeOutage,
     health: auto.spareFull || a.outage.active || a.writeOutage.active ? 'critical' : rs.health,
+    slowIos: scan?.slowIos ?? 0,
+    slowBlocks: scan?.slowBlocks ?? 0,
   };
 }
 
@@ -187,6 +193,7 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
       `main took ${s.writeOutage.mainWritesOk} writes, ${s.writeOutage.mainWritesFailed} failed`,
     `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting` +
       (q.droppedBackground > 0 ? `; ${q.droppedBackground} relocations dropped (queue full: they wait for the block's next error)` : ''),
+    `scan              ${s.slowIos} reads slower than slow_io_ms, ${s.slowBlocks} slow blocks found`,
     `health            ${s.health}`,
   ].join('\n');
 }
@@ -200,7 +207,7 @@ export function describeStats(s: ResultOf<'stats'>): string {
     `spare_io_errors=${s.spareIoErrors} retired_slots=${s.retiredSlots} passed_through=${s.passedThrough} ` +
     `queued=${s.queue.queued + s.queue.running} free_slots=${s.freeSlots} outage=${s.outage.active ? 1 : 0} outages=${s.outage.outages} ` +
     `held=${s.outage.held} write_outage=${s.writeOutage.active ? 1 : 0} write_outages=${s.writeOutage.outages} ` +
-    `writes_held=${s.writeOutage.held} health=${s.health}`
+    `writes_held=${s.writeOutage.held} slow_ios=${s.slowIos} slow_blocks=${s.slowBlocks} health=${s.health}`
   );
 }
 
@@ -226,9 +233,14 @@ function tableArgs(offset: number | undefined, limit: number | undefined): { off
   return { offset: offset ?? 0, limit: limit ?? DEFAULT_TABLE_LIMIT };
 }
 
-export function remapHandlers(engine: () => RemapEngine, status: () => DeviceStatus, auto: () => AutoRemapper): Pick<Handlers, RemapCommands> {
+export function remapHandlers(
+  engine: () => RemapEngine,
+  status: () => DeviceStatus,
+  auto: () => AutoRemapper,
+  scan: { handlers: Pick<Handlers, ScanCommands>; counters: () => ScanCounters } | null = null,
+): Pick<Handlers, RemapCommands> {
   const h = {
-    stats: () => autoRemapStats(engine(), auto()),
+    stats: () => autoRemapStats(engine(), auto(), scan?.counters() ?? null),
     clear_stats: () => {
       auto().clearStats();
       return { cleared: true as const };
@@ -312,6 +324,9 @@ export function remapHandlers(engine: () => RemapEngine, status: () => DeviceSta
         if (limit === 0) throw usageError('message table: limit must be at least 1');
         return { reply: describeTable(h.table({ offset, limit })) };
       }
+      case 'scan':
+        if (scan === null) throw new DmrError('E_USAGE', 'message scan: this device has no background scan');
+        return { reply: await scanMessage(scan.handlers, words) };
       default:
         throw new DmrError('E_USAGE', `unknown message ${JSON.stringify(words.join(' '))} (known: ${MESSAGES.join(', ')})`);
     }

@@ -70,8 +70,9 @@ export interface ScanTimer {
   clear(handle: unknown): void;
 }
 
+/** Node's timers, unref'd: the scan never keeps a process alive. */
 export const realTimer: ScanTimer = {
-  set: (fn, ms) => setTimeout(fn, ms),
+  set: (fn, ms) => setTimeout(fn, ms).unref(),
   clear: (h) => clearTimeout(h as NodeJS.Timeout),
 };
 
@@ -82,8 +83,12 @@ export interface ScanBlockFailure {
   errno: number;
 }
 
-/** What the policy concluded about failed blocks. */
-export type ScanFailureVerdict = 'handled' | 'outage';
+/**
+ * What the policy concluded about failed blocks: 'handled'; 'outage' (main is in a device-wide outage) and
+ * 'closed' (the policy is shutting down): nothing was decided, the chunk is read again later (by this
+ * daemon or the next: the cursor does not move past it).
+ */
+export type ScanFailureVerdict = 'handled' | 'outage' | 'closed';
 
 /** Where what the scan finds goes (the daemon's AutoRemapper; tests' fakes). */
 export interface ScanFindingsSink {
@@ -477,7 +482,7 @@ export class Scanner {
       const failed = await this.nameFailedBlocks(outcome.failed);
       if (failed.length > 0 && this.o.sink) {
         const verdict = await this.o.sink.readFailed(failed, (blocks) => this.rereadBlocks(blocks));
-        if (verdict === 'outage') return null;
+        if (verdict !== 'handled') return null;
       }
       errors = failed.length;
     }
