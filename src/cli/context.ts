@@ -11,6 +11,8 @@ export interface CliContext {
   stdout: Out;
   stderr: Out;
   stderrIsTTY: boolean;
+  /** Whether stdout is a terminal (scan --watch draws a bar there, plain lines otherwise); unset: not. */
+  stdoutIsTTY?: boolean;
   loadNative: () => Promise<NativeAddon>;
   /**
    * Whether this process exits with the code the command returns (the CLI entry point, run()): a daemon

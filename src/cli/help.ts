@@ -18,8 +18,9 @@ Commands:
   table    show the remap table
   stats    error-handling statistics: errors, retries, recovered reads, auto remaps, pending blocks
   recheck  re-read lost blocks on main; those that read now go back to main
+  scan     the background scan: status, start [--rate N], pause, resume, stop, --watch
   message  send a dmsetup-message style command (remap N, unremap N, verify N, table, status, stats,
-           clear_stats, set_auto_remap 0|1, recheck [N...], ping)
+           clear_stats, set_auto_remap 0|1, recheck [N...], scan [start [N]|pause|resume|stop], ping)
   config   show or change the error-handling defaults (auto_remap, error_threshold, read_retries,
            retry_backoff_ms) in /etc/dmremap-ublk/config.json
 
@@ -252,13 +253,43 @@ Options:
   --json       print {"checked","recovered","unreadable","blocks":[{"sector","block","result","errno"}]}
   -h, --help   show this help
 `,
+  scan: `Usage: dmremap-ublk scan <device> [start [--rate N] [--wait] | pause | resume | stop] [--watch] [--json]
+
+The background scan reads every block of the device in order, in 1 MiB chunks, to find bad and slow
+sectors before a user reads them. It runs at up to scan_rate_mib MiB/s (default 64) while the device is
+idle and drops toward scan_min_rate_mib (default 1) while users do I/O. A block that does not read is
+handled as a failed user read is (retried; relocated with its data when a retry reads it; pending,
+reads failing until written, when no try reads it). A read slower than slow_io_ms (default 500) is read
+again block by block; a block slow slow_threshold times (default 2) is relocated with its data.
+The scan's place is kept in the state directory: after a restart a running scan goes on, a paused one
+stays paused. A finished pass starts again scan_interval_days (default 30; 0: never) after it ended.
+Without an action: the scan's state (idle, running, paused, done), progress, position, rate, ETA,
+errors and slow blocks found, start and finish times.
+<device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
+
+Actions:
+  start      a new pass from the start of the device (refused while one runs or is paused)
+  pause      pause the running pass (after its read in flight)
+  resume     go on with a paused pass
+  stop       abandon the pass (idle; the next start begins at 0)
+
+Options:
+  --rate <N>   with start: this pass's ceiling in MiB/s (above 0; default scan_rate_mib)
+  --wait       with start: show the progress until the pass is done
+  --watch      show the progress until the pass is done (a bar on a terminal, one line per change
+               otherwise); Ctrl-C ends the display, not the scan
+  --json       print the status object ({"state","progress","position","deviceBytes","rateBps",
+               "startedAt","finishedAt","errorsFound","slowFound","etaSeconds","pass"}, times in ms
+               since the epoch); with --watch or --wait, one object per line
+  -h, --help   show this help
+`,
   message: `Usage: dmremap-ublk message <device> <words...>
 
 Sends a dm-remap style message and prints the reply, like dmsetup message. Messages:
   remap <sector>           unremap <sector>           verify <sector>
   table [offset [limit]]   status (the status line)   stats (one key=value line)
   clear_stats              set_auto_remap 0|1         ping
-  recheck [sector...]
+  recheck [sector...]      scan [start [rate_mib] | pause | resume | stop]
 A leading target sector, as dmsetup message passes it ("0 remap 1234"), is accepted when it is 0.
 An unknown message is an error.
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.

@@ -18,6 +18,8 @@ import {
   messageOptions,
   recoverFlagsSchema,
   recoverOptions,
+  scanFlagsSchema,
+  scanOptions,
   sectorCommandOptions,
   statusOptions,
   tableFlagsSchema,
@@ -26,7 +28,7 @@ import {
 
 // Each command's module is imported when that command runs: a CLI call loads only what it needs (the daemon,
 // its engine and logger are for `add` and `supervise` alone), which keeps `list` or `status` quick to start.
-const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -104,6 +106,23 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { target, sectors } = deviceAndSectors(command, positionals);
       return runRecheck(ctx, target, sectors, json);
     }
+    case 'scan': {
+      const { values, positionals } = parseShape(command, argv, scanOptions, true);
+      if (values.help) return help(ctx, command);
+      const flags = validate(scanFlagsSchema, values);
+      const { runScan, scanTarget } = await import('./scan.js');
+      const { target, action } = scanTarget(positionals);
+      if (!flags.watch && !flags.wait) return runScan(ctx, target, action, flags);
+      // The progress display ends on Ctrl-C (the scan goes on).
+      const stop = new AbortController();
+      const onInt = (): void => stop.abort();
+      process.once('SIGINT', onInt);
+      try {
+        return await runScan(ctx, target, action, flags, { signal: stop.signal });
+      } finally {
+        process.off('SIGINT', onInt);
+      }
+    }
     case 'message': {
       const { values, positionals } = parseShape(command, argv, messageOptions, true);
       if (values.help) return help(ctx, command);
@@ -154,6 +173,7 @@ export async function run(): Promise<void> {
     stdout: process.stdout,
     stderr: process.stderr,
     stderrIsTTY: process.stderr.isTTY === true,
+    stdoutIsTTY: process.stdout.isTTY === true,
     loadNative: () => selectNative(process.env),
     exitsAfter: true,
   };

@@ -53,6 +53,7 @@ export const sectorCommandOptions = { ...json, ...help } as const satisfies Opti
 export const tableOptions = { offset: { type: 'string' }, limit: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 export const messageOptions = { ...help } as const satisfies OptionSpecs;
 export const configOptions = { device: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
+export const scanOptions = { rate: { type: 'string' }, wait: { type: 'boolean' }, watch: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 
 /** A byte count in decimal digits (below 2^53); the message names the flag and the bad value. */
 export const bytesFlag = (flag: string, multipleOf = 1, min = 0) =>
@@ -203,6 +204,25 @@ export const tableFlagsSchema = z.object({
   limit: intFlag('limit', 1, MAX_TABLE_LIMIT).optional(),
   json: z.boolean().default(false),
 });
+
+/** scan's flags: --rate in MiB/s above 0 (decimals allowed), --wait, --watch, --json. */
+export const scanFlagsSchema = z.object({
+  rate: z
+    .string()
+    .transform((t, ctx) => {
+      const n = /^[0-9]+(\.[0-9]+)?$/.test(t.trim()) ? Number(t.trim()) : Number.NaN;
+      if (!(Number.isFinite(n) && n > 0)) {
+        ctx.addIssue({ code: 'custom', message: `--rate must be a number of MiB/s above 0, got ${JSON.stringify(t)}` });
+        return z.NEVER;
+      }
+      return n;
+    })
+    .optional(),
+  wait: z.boolean().default(false),
+  watch: z.boolean().default(false),
+  json: z.boolean().default(false),
+});
+export type ScanFlags = z.output<typeof scanFlagsSchema>;
 
 export const recoverFlagsSchema = z
   .object({
