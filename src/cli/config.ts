@@ -1,30 +1,34 @@
-// `dmremap-ublk config get|set|unset`: the error-handling defaults in the config file. Keys on the command
-// line are snake_case like dm-remap's sysfs attributes; the file and --json use FaultPolicy's camelCase.
+// `dmremap-ublk config get|set|unset`: the error-handling and background-scan defaults in the config file.
+// Keys on the command line are snake_case like dm-remap's sysfs attributes; the file and --json use
+// camelCase (FaultPolicy's and ScanSettings' names).
 // Every argument is checked before the file is touched, and a bad argument or a bad file changes nothing.
-import { configPath, deviceSettings, loadConfig, resolvePolicy, withSetting, writeConfig } from '../config/file.js';
+import { configPath, deviceSettings, loadConfig, resolvePolicy, resolveScanConfig, withSetting, writeConfig, type SettingValue } from '../config/file.js';
 import { withConfigLock } from '../config/lock.js';
-import { POLICY_LIMITS, type FaultPolicy } from '../config/policy.js';
-import { CLI_KEY_NAMES, POLICY_KEYS, type ConfigFile, type PolicyKey } from '../config/schema.js';
+import { POLICY_LIMITS } from '../config/policy.js';
+import { SETTING_CLI_NAMES as CLI_KEY_NAMES, SETTING_KEYS, type ConfigFile, type PolicyKey, type SettingKey } from '../config/schema.js';
+import { parseScanSetting, SCAN_SETTING_KEYS, type ScanSettingKey } from '../scan/settings.js';
 import { usageError } from '../errors.js';
 import { parseWholeNumber } from '../numbers.js';
 import { PROG, printJson, type CliContext } from './context.js';
 import type { ConfigFlags } from './schemas.js';
 
-type Value = FaultPolicy[PolicyKey];
+type Value = SettingValue;
 
-const KEY_LIST = POLICY_KEYS.map((k) => CLI_KEY_NAMES[k]).join(', ');
+const KEY_LIST = SETTING_KEYS.map((k) => CLI_KEY_NAMES[k]).join(', ');
+const isScanKey = (k: SettingKey): k is ScanSettingKey => (SCAN_SETTING_KEYS as readonly string[]).includes(k);
 const BOOL_WORDS: Readonly<Record<string, boolean>> = { '1': true, on: true, true: true, '0': false, off: false, false: false };
 
-/** A key as typed on the command line (auto_remap, ...) → its FaultPolicy key. */
-export function parseKey(s: string): PolicyKey {
-  const key = POLICY_KEYS.find((k) => CLI_KEY_NAMES[k] === s);
+/** A key as typed on the command line (auto_remap, scan_rate_mib, ...) → its key in the file. */
+export function parseKey(s: string): SettingKey {
+  const key = SETTING_KEYS.find((k) => CLI_KEY_NAMES[k] === s);
   if (key === undefined) throw usageError(`unknown key ${JSON.stringify(s)} (keys: ${KEY_LIST})`);
   return key;
 }
 
 /** A value as typed on the command line, checked against the key's limits. */
-export function parseValue(key: PolicyKey, s: string): Value {
-  const name = CLI_KEY_NAMES[key];
+export function parseValue(key: SettingKey, s: string): Value {
+  if (isScanKey(key)) return parseScanSetting(key, s);
+  const name = CLI_KEY_NAMES[key as PolicyKey];
   if (key === 'autoRemap') {
     const b = Object.hasOwn(BOOL_WORDS, s) ? BOOL_WORDS[s] : undefined;
     if (b === undefined) throw usageError(`${name} must be 0, 1, on, off, true or false, got ${JSON.stringify(s)}`);
@@ -59,15 +63,22 @@ export async function runConfig(ctx: CliContext, positionals: string[], flags: C
 
 function get(ctx: CliContext, args: string[], flags: ConfigFlags): number {
   if (args.length > 1) throw usageError(`config get takes at most one key, got ${args.length}`);
-  const keys = args[0] === undefined ? [...POLICY_KEYS] : [parseKey(args[0])];
+  const keys = args[0] === undefined ? [...SETTING_KEYS] : [parseKey(args[0])];
   const { config } = loadConfig(configPath(ctx.env));
-  const policy = resolvePolicy(config, flags.device ?? null);
-  if (flags.json) printJson(ctx, Object.fromEntries(keys.map((k) => [k, policy[k]])));
-  else ctx.stdout.write(keys.map((k) => `${CLI_KEY_NAMES[k]} = ${showValue(policy[k])}\n`).join(''));
+  const value = resolved(config, flags.device ?? null);
+  if (flags.json) printJson(ctx, Object.fromEntries(keys.map((k) => [k, value(k)])));
+  else ctx.stdout.write(keys.map((k) => `${CLI_KEY_NAMES[k]} = ${showValue(value(k))}\n`).join(''));
   return 0;
 }
 
-function storedValue(config: ConfigFile, device: string | null, key: PolicyKey): Value | undefined {
+/** The value each key has for `device` (or globally): file, then defaults. */
+function resolved(config: ConfigFile, device: string | null): (k: SettingKey) => Value {
+  const policy = resolvePolicy(config, device);
+  const scan = resolveScanConfig(config, device);
+  return (k) => (isScanKey(k) ? scan[k] : policy[k]);
+}
+
+function storedValue(config: ConfigFile, device: string | null, key: SettingKey): Value | undefined {
   return device === null ? config[key] : deviceSettings(config, device)?.[key];
 }
 
@@ -85,7 +96,7 @@ function change(ctx: CliContext, op: 'set' | 'unset', args: string[], flags: Con
 
   const file = configPath(ctx.env);
   const unchanged = (config: ConfigFile): { previous: Value; changed: boolean; now: Value } => {
-    const v = resolvePolicy(config, device)[key];
+    const v = resolved(config, device)(key);
     return { previous: v, changed: false, now: v };
   };
   // A no-op needs no lock and creates nothing. A change is read again, made and written under the lock, so
@@ -99,7 +110,7 @@ function change(ctx: CliContext, op: 'set' | 'unset', args: string[], flags: Con
           if (storedValue(config, device, key) === value) return unchanged(config);
           const next = withSetting(config, device, key, value);
           writeConfig(file, next);
-          return { previous: resolvePolicy(config, device)[key], changed: true, now: resolvePolicy(next, device)[key] };
+          return { previous: resolved(config, device)(key), changed: true, now: resolved(next, device)(key) };
         });
 
   if (flags.json) {

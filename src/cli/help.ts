@@ -22,7 +22,7 @@ Commands:
   message  send a dmsetup-message style command (remap N, unremap N, verify N, table, status, stats,
            clear_stats, set_auto_remap 0|1, recheck [N...], scan [start [N]|pause|resume|stop], ping)
   config   show or change the error-handling defaults (auto_remap, error_threshold, read_retries,
-           retry_backoff_ms) in /etc/dmremap-ublk/config.json
+           retry_backoff_ms, ...) and the scan's (scan_rate_mib, ...) in /etc/dmremap-ublk/config.json
 
 Options:
   -h, --help     show help (also: dmremap-ublk <command> --help)
@@ -79,9 +79,10 @@ Other options:
        dmremap-ublk config set <key> <value> [--device <name>] [--json]
        dmremap-ublk config unset <key> [--device <name>] [--json]
 
-The error-handling defaults, kept in /etc/dmremap-ublk/config.json (or $DMREMAP_CONFIG). They apply to
-devices added afterwards; a running device keeps the settings it was added with (but
-"dmremap-ublk message <device> set_auto_remap 0|1" switches its auto-remap).
+The error-handling and background-scan defaults, kept in /etc/dmremap-ublk/config.json (or
+$DMREMAP_CONFIG). The error-handling keys apply to devices added afterwards; a running device keeps the
+settings it was added with (but "dmremap-ublk message <device> set_auto_remap 0|1" switches its
+auto-remap). The scan keys are read by a device's daemon when it starts (add, restart, recover).
 
 Keys:
   auto_remap        remap blocks on I/O errors: 0|1|on|off|true|false (default on)
@@ -96,11 +97,20 @@ Keys:
   outage_window_ms  that window in ms, 10-60000 (default 2000)
   outage_hold_ms    requests held during an outage fail with their errno after this (writes held
                     in a write outage are redirected to the spare instead), 100-600000 (default 30000)
+  scan_rate_mib     the background scan's rate while the device is idle, MiB/s, 1-1048576 (default 64)
+  scan_min_rate_mib its rate while users do I/O (the floor), MiB/s, 1-1048576 (default 1)
+  scan_interval_days  days from the end of a scan pass to the start of the next, 0-3650 (0: no
+                    scheduled passes; default 30)
+  slow_io_ms        a scan read slower than this is slow (read again block by block), ms,
+                    1-600000 (default 500)
+  slow_threshold    times a block is found slow before it is relocated with its data, 1-65535
+                    (default 2)
 
 get     prints the effective settings, one "key = value" per line (the given key only, if any):
         the defaults, overridden by the file's global values, overridden by the file's entry for
         --device. With --json: {"autoRemap","errorThreshold","readRetries","retryBackoffMs",
-        "outageRegions","writeOutageRegions","outageWindowMs","outageHoldMs"}.
+        "outageRegions","writeOutageRegions","outageWindowMs","outageHoldMs","scanRateMib",
+        "scanMinRateMib","scanIntervalDays","slowIoMs","slowThreshold"}.
 set     stores a value, globally or for --device, and prints "key = value (was old)". The file is
         replaced atomically (created, with /etc/dmremap-ublk, if missing); other keys are kept.
 unset   removes a value, globally or for --device, so the next level's value applies again.

@@ -7,7 +7,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { DmrError, errorCodeOf } from '../errors.js';
 import { DEFAULT_POLICY, type FaultPolicy } from './policy.js';
-import { configFileSchema, describeFirstIssue, POLICY_KEYS, type ConfigFile, type PolicyKey, type PolicySettings } from './schema.js';
+import { configFileSchema, describeFirstIssue, type ConfigFile, type PolicySettings, type SectionSettings, type SettingKey } from './schema.js';
+import { resolveScanSettings, type ScanSettings } from '../scan/settings.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/dmremap-ublk/config.json';
 /** A config file larger than this is refused (it is a handful of keys; this catches pointing at a disk). */
@@ -75,7 +76,7 @@ export function deviceKey(name: string | null, mainPath: string): string {
 }
 
 /** The per-device section for `device`, if the file has one. */
-export function deviceSettings(config: ConfigFile, device: string | null): PolicySettings | undefined {
+export function deviceSettings(config: ConfigFile, device: string | null): SectionSettings | undefined {
   if (device === null || config.devices === undefined || !Object.hasOwn(config.devices, device)) return undefined;
   return config.devices[device];
 }
@@ -86,7 +87,7 @@ export function deviceSettings(config: ConfigFile, device: string | null): Polic
  */
 export function resolvePolicy(config: ConfigFile, device: string | null, flags: PolicySettings = {}): FaultPolicy {
   const perDevice = deviceSettings(config, device) ?? {};
-  const pick = <K extends PolicyKey>(k: K): FaultPolicy[K] =>
+  const pick = <K extends keyof FaultPolicy>(k: K): FaultPolicy[K] =>
     (flags[k] ?? perDevice[k] ?? config[k] ?? DEFAULT_POLICY[k]) as FaultPolicy[K];
   return {
     autoRemap: pick('autoRemap'),
@@ -101,6 +102,25 @@ export function resolvePolicy(config: ConfigFile, device: string | null, flags: 
 }
 
 /**
+ * The background scan's settings of a device: the file's section for `device`, then its global keys, then
+ * DEFAULT_SCAN_SETTINGS. Read by the daemon at start and at recover.
+ */
+export function resolveScanConfig(config: ConfigFile, device: string | null): ScanSettings {
+  const perDevice = deviceSettings(config, device) ?? {};
+  const pick = (s: SectionSettings) => ({
+    scanRateMib: s.scanRateMib,
+    scanMinRateMib: s.scanMinRateMib,
+    scanIntervalDays: s.scanIntervalDays,
+    slowIoMs: s.slowIoMs,
+    slowThreshold: s.slowThreshold,
+  });
+  return resolveScanSettings(pick(perDevice), pick(config));
+}
+
+/** A value of any key of a section. */
+export type SettingValue = boolean | number;
+
+/**
  * A copy of `config` with `key` set to `value` (or removed when `value` is undefined) globally or in the
  * section of `device`. Other keys keep their values and order; a device section (and `devices`) left
  * empty by a removal is dropped.
@@ -108,20 +128,20 @@ export function resolvePolicy(config: ConfigFile, device: string | null, flags: 
 export function withSetting(
   config: ConfigFile,
   device: string | null,
-  key: PolicyKey,
-  value: FaultPolicy[PolicyKey] | undefined,
+  key: SettingKey,
+  value: SettingValue | undefined,
 ): ConfigFile {
   const next = structuredClone(config) as ConfigFile;
-  const assign = (section: PolicySettings): void => {
+  const assign = (section: SectionSettings): void => {
     if (value === undefined) delete section[key];
-    else (section as Record<PolicyKey, unknown>)[key] = value;
+    else (section as Record<SettingKey, unknown>)[key] = value;
   };
   if (device === null) {
     assign(next);
     return next;
   }
   const devices: NonNullable<ConfigFile['devices']> = next.devices ?? {};
-  const section: PolicySettings = Object.hasOwn(devices, device) ? (devices[device] as PolicySettings) : {};
+  const section: SectionSettings = Object.hasOwn(devices, device) ? (devices[device] as SectionSettings) : {};
   assign(section);
   if (Object.keys(section).length > 0) devices[device] = section;
   else delete devices[device];

@@ -1,8 +1,9 @@
-// The config file's schema (/etc/dmremap-ublk/config.json): global FaultPolicy settings, every key optional,
+// The config file's schema (/etc/dmremap-ublk/config.json): global FaultPolicy and scan settings, every key optional,
 // plus optional per-device overrides keyed by the device's --name (or its main device's absolute path when
 // it has no name). The schema is strict: an unknown key is an error, not something silently ignored.
 import { z } from 'zod';
 import { POLICY_LIMITS, type FaultPolicy } from './policy.js';
+import { SCAN_CLI_KEY_NAMES, SCAN_SETTING_KEYS, scanSettingsSchema, type ScanSettingKey } from '../scan/settings.js';
 
 export type PolicyKey = keyof FaultPolicy;
 
@@ -55,20 +56,30 @@ export const policySettingsSchema = z.strictObject(
 );
 export type PolicySettings = z.output<typeof policySettingsSchema>;
 
+/** Every key a section of the file holds: the policy's, then the background scan's (src/scan/settings.ts). */
+export type SettingKey = PolicyKey | ScanSettingKey;
+export const SETTING_KEYS = [...POLICY_KEYS, ...SCAN_SETTING_KEYS] as const satisfies readonly SettingKey[];
+/** Command-line names of every key. */
+export const SETTING_CLI_NAMES: Readonly<Record<SettingKey, string>> = { ...CLI_KEY_NAMES, ...SCAN_CLI_KEY_NAMES };
+
+/** A section of the file (global, or one device's): the policy keys and the scan keys, each optional. */
+export const sectionSchema = z.strictObject({ ...policySettingsSchema.shape, ...scanSettingsSchema.shape }, { error: 'must be an object' });
+export type SectionSettings = z.output<typeof sectionSchema>;
+
 const deviceKeySchema = z.string().refine(isDeviceKey, {
   message: 'is neither a device name (as given to add --name) nor the absolute path of a main device',
 });
 
 export const configFileSchema = z.strictObject(
   {
-    ...policySettingsSchema.shape,
-    devices: z.record(deviceKeySchema, policySettingsSchema, { error: 'must be an object of device name → settings' }).optional(),
+    ...sectionSchema.shape,
+    devices: z.record(deviceKeySchema, sectionSchema, { error: 'must be an object of device name → settings' }).optional(),
   },
   { error: 'must be a JSON object' },
 );
 export type ConfigFile = z.output<typeof configFileSchema>;
 
-const TOP_KEYS = [...POLICY_KEYS, 'devices'] as const;
+const TOP_KEYS = [...SETTING_KEYS, 'devices'] as const;
 
 function formatPath(path: readonly PropertyKey[]): string {
   let out = '';
@@ -87,7 +98,7 @@ export function describeFirstIssue(error: z.ZodError): string {
   const where = formatPath(issue.path);
   let what: string;
   if (issue.code === 'unrecognized_keys') {
-    const allowed = issue.path.length === 0 ? TOP_KEYS : POLICY_KEYS;
+    const allowed = issue.path.length === 0 ? TOP_KEYS : SETTING_KEYS;
     const keys = issue.keys.map((k) => JSON.stringify(k)).join(', ');
     what = `unknown key${issue.keys.length > 1 ? 's' : ''} ${keys} (known: ${allowed.join(', ')})`;
   } else if (issue.code === 'invalid_key') {

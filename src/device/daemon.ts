@@ -39,7 +39,8 @@ import { DEFAULT_POLICY } from '../config/policy.js';
 import { hasSupervisor } from '../supervisor/child-process.js';
 import { Scanner } from '../scan/scanner.js';
 import { loadScan, saveScan, type SavedScan } from '../scan/scan-file.js';
-import { resolveScanSettings } from '../scan/settings.js';
+import { DEFAULT_SCAN_SETTINGS, resolveScanSettings, type ScanSettings } from '../scan/settings.js';
+import { configPath, deviceKey, loadConfig, resolveScanConfig } from '../config/file.js';
 import { scanHandlers } from '../scan/scan-control.js';
 
 /**
@@ -307,7 +308,7 @@ export class Daemon {
       device,
       blockSize: this.plan.blockSize,
       deviceBytes,
-      settings: resolveScanSettings(this.cfg.scan ?? {}),
+      settings: this.scanSettings(),
       log: this.deps.log,
       sink: auto.scanSink(),
       saved,
@@ -315,6 +316,21 @@ export class Daemon {
     });
     if (saved !== null) this.deps.log.info({ state: saved.cursor.state, position: saved.cursor.position, pass: saved.cursor.pass }, 'scan cursor loaded');
     this.scanner.begin();
+  }
+
+  /**
+   * The scan's settings: the DeviceConfig's when it has them, else the config file's (the device's section,
+   * then the global keys, then the defaults), read now: at start and at recover. A config file that cannot
+   * be used is logged and the defaults apply (the device still starts).
+   */
+  private scanSettings(): ScanSettings {
+    if (this.cfg.scan !== undefined) return resolveScanSettings(this.cfg.scan);
+    try {
+      return resolveScanConfig(loadConfig(configPath()).config, deviceKey(this.cfg.name, this.cfg.mainPath));
+    } catch (e) {
+      this.deps.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'the config file cannot be read: the scan runs with its default settings');
+      return { ...DEFAULT_SCAN_SETTINGS };
+    }
   }
 
   private liveScanner(): Scanner {

@@ -10,6 +10,7 @@ import { main } from '../../src/cli/main.js';
 import { addFlagsSchema, addOptions } from '../../src/cli/schemas.js';
 import { configPath, DEFAULT_CONFIG_FILE, loadConfig, resolvePolicy, writeConfig } from '../../src/config/file.js';
 import { DEFAULT_POLICY, type FaultPolicy } from '../../src/config/policy.js';
+import { DEFAULT_SCAN_SETTINGS } from '../../src/scan/settings.js';
 import type { DeviceConfig } from '../../src/device/config.js';
 import { Daemon } from '../../src/device/daemon.js';
 import { DmrError } from '../../src/errors.js';
@@ -122,10 +123,12 @@ describe('config get / set / unset', () => {
     expect(r).toEqual({
       code: 0,
       stderr: '',
-      stdout: 'auto_remap = on\nerror_threshold = 1\nread_retries = 3\nretry_backoff_ms = 10\noutage_regions = 4\nwrite_outage_regions = 8\noutage_window_ms = 2000\noutage_hold_ms = 30000\n',
+      stdout:
+        'auto_remap = on\nerror_threshold = 1\nread_retries = 3\nretry_backoff_ms = 10\noutage_regions = 4\nwrite_outage_regions = 8\noutage_window_ms = 2000\noutage_hold_ms = 30000\n' +
+        'scan_rate_mib = 64\nscan_min_rate_mib = 1\nscan_interval_days = 30\nslow_io_ms = 500\nslow_threshold = 2\n',
     });
     expect((await run('config', 'get', 'retry_backoff_ms')).stdout).toBe('retry_backoff_ms = 10\n');
-    expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual(DEFAULT_POLICY);
+    expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual({ ...DEFAULT_POLICY, ...DEFAULT_SCAN_SETTINGS });
     expect(JSON.parse((await run('config', 'get', 'auto_remap', '--json')).stdout)).toEqual({ autoRemap: true });
     expect(fs.existsSync(path.join(w.root, 'etc'))).toBe(false);
   });
@@ -140,6 +143,11 @@ describe('config get / set / unset', () => {
       ['write_outage_regions', '64', 'write_outage_regions = 64 (was 8)\n'],
       ['outage_window_ms', '10', 'outage_window_ms = 10 (was 2000)\n'],
       ['outage_hold_ms', '600000', 'outage_hold_ms = 600000 (was 30000)\n'],
+      ['scan_rate_mib', '1048576', 'scan_rate_mib = 1048576 (was 64)\n'],
+      ['scan_min_rate_mib', '8', 'scan_min_rate_mib = 8 (was 1)\n'],
+      ['scan_interval_days', '0', 'scan_interval_days = 0 (was 30)\n'],
+      ['slow_io_ms', '1', 'slow_io_ms = 1 (was 500)\n'],
+      ['slow_threshold', '65535', 'slow_threshold = 65535 (was 2)\n'],
     ];
     for (const [key, value, out] of sets) {
       const r = await run('config', 'set', key, value);
@@ -147,10 +155,16 @@ describe('config get / set / unset', () => {
       expect(r.code).toBe(0);
       expect(r.stdout).toBe(out);
     }
-    const all = { autoRemap: false, errorThreshold: 65535, readRetries: 0, retryBackoffMs: 10000, outageRegions: 64, writeOutageRegions: 64, outageWindowMs: 10, outageHoldMs: 600000 };
+    const all = {
+      autoRemap: false, errorThreshold: 65535, readRetries: 0, retryBackoffMs: 10000, outageRegions: 64, writeOutageRegions: 64, outageWindowMs: 10, outageHoldMs: 600000,
+      scanRateMib: 1048576, scanMinRateMib: 8, scanIntervalDays: 0, slowIoMs: 1, slowThreshold: 65535,
+    };
     expect(fileJson()).toEqual(all);
     expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual(all);
-    expect((await run('config', 'get')).stdout).toBe('auto_remap = off\nerror_threshold = 65535\nread_retries = 0\nretry_backoff_ms = 10000\noutage_regions = 64\nwrite_outage_regions = 64\noutage_window_ms = 10\noutage_hold_ms = 600000\n');
+    expect((await run('config', 'get')).stdout).toBe(
+      'auto_remap = off\nerror_threshold = 65535\nread_retries = 0\nretry_backoff_ms = 10000\noutage_regions = 64\nwrite_outage_regions = 64\noutage_window_ms = 10\noutage_hold_ms = 600000\n' +
+        'scan_rate_mib = 1048576\nscan_min_rate_mib = 8\nscan_interval_days = 0\nslow_io_ms = 1\nslow_threshold = 65535\n',
+    );
     expect(fs.statSync(cfgDir).mode & 0o777).toBe(0o755);
     expect(fs.statSync(cfgFile).mode & 0o777).toBe(0o644);
     expect(fs.readdirSync(cfgDir)).toEqual(['config.json']); // no temporary file left
@@ -230,8 +244,8 @@ describe('bad input to config changes nothing', () => {
   const usage: [string[], string][] = [
     [['config'], 'missing config command (get, set, unset); see dmremap-ublk config --help'],
     [['config', 'show'], 'unknown config command "show" (get, set, unset; see dmremap-ublk config --help)'],
-    [['config', 'set'], 'missing key to set (auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms)'],
-    [['config', 'set', 'readRetries', '1'], 'unknown key "readRetries" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms)'],
+    [['config', 'set'], 'missing key to set (auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms, scan_rate_mib, scan_min_rate_mib, scan_interval_days, slow_io_ms, slow_threshold)'],
+    [['config', 'set', 'readRetries', '1'], 'unknown key "readRetries" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms, scan_rate_mib, scan_min_rate_mib, scan_interval_days, slow_io_ms, slow_threshold)'],
     [['config', 'set', 'read_retries'], 'missing value for read_retries'],
     [['config', 'set', 'read_retries', '1', '2'], 'config set takes a key and a value, got 3 arguments'],
     [['config', 'set', 'read_retries', '17'], 'read_retries must be from 0 to 16, got 17'],
@@ -240,6 +254,9 @@ describe('bad input to config changes nothing', () => {
     // One region would make every write to a bad sector on an idle device a write outage.
     [['config', 'set', 'write_outage_regions', '1'], 'write_outage_regions must be from 2 to 64, got 1'],
     [['config', 'set', 'retry_backoff_ms', '10001'], 'retry_backoff_ms must be from 0 to 10000, got 10001'],
+    [['config', 'set', 'scan_rate_mib', '0'], 'scan_rate_mib must be a whole number from 1 to 1048576, got "0"'],
+    [['config', 'set', 'scan_interval_days', '3651'], 'scan_interval_days must be a whole number from 0 to 3650, got "3651"'],
+    [['config', 'set', 'slow_io_ms', 'fast'], 'slow_io_ms must be a whole number from 1 to 600000, got "fast"'],
     [['config', 'set', 'retry_backoff_ms', '1.5'], 'retry_backoff_ms must be a whole number, got "1.5"'],
     [['config', 'set', 'retry_backoff_ms', ''], 'retry_backoff_ms must be a whole number, got ""'],
     [['config', 'set', 'auto_remap', 'yes'], 'auto_remap must be 0, 1, on, off, true or false, got "yes"'],
@@ -247,10 +264,10 @@ describe('bad input to config changes nothing', () => {
     [['config', 'set', 'read_retries', '1', '--device', 'my disk'], '--device must be a device name (as given to add --name) or a main device path, got "my disk"'],
     [['config', 'set', 'read_retries', '1', '--device', 'ublkb0'], '--device must be a device name (as given to add --name) or a main device path, got "ublkb0"'],
     [['config', 'set', 'read_retries', '1', '--frob'], 'unknown option --frob for config (see dmremap-ublk config --help)'],
-    [['config', 'unset'], 'missing key to unset (auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms)'],
+    [['config', 'unset'], 'missing key to unset (auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms, scan_rate_mib, scan_min_rate_mib, scan_interval_days, slow_io_ms, slow_threshold)'],
     [['config', 'unset', 'read_retries', 'x'], 'config unset takes one key, got 2 arguments'],
     [['config', 'get', 'a', 'b'], 'config get takes at most one key, got 2'],
-    [['config', 'get', 'bogus'], 'unknown key "bogus" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms)'],
+    [['config', 'get', 'bogus'], 'unknown key "bogus" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms, scan_rate_mib, scan_min_rate_mib, scan_interval_days, slow_io_ms, slow_threshold)'],
   ];
   for (const [args, message] of usage) {
     it(`${args.join(' ')} → exit 2`, async () => {
@@ -281,8 +298,8 @@ const BAD_FILES: [string, string, string | RegExp][] = [
   ['not a whole number', '{"retryBackoffMs": 2.5}', 'retryBackoffMs: must be a whole number'],
   ['a string for a number', '{"readRetries": "3"}', 'readRetries: must be a whole number'],
   ['a number for a boolean', '{"autoRemap": 1}', 'autoRemap: must be true or false'],
-  ['an unknown key', '{"read_retries": 3}', 'unknown key "read_retries" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, writeOutageRegions, outageWindowMs, outageHoldMs, devices)'],
-  ['an unknown per-device key', '{"devices": {"vol": {"spare": "x"}}}', 'devices.vol: unknown key "spare" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, writeOutageRegions, outageWindowMs, outageHoldMs)'],
+  ['an unknown key', '{"read_retries": 3}', 'unknown key "read_retries" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, writeOutageRegions, outageWindowMs, outageHoldMs, scanRateMib, scanMinRateMib, scanIntervalDays, slowIoMs, slowThreshold, devices)'],
+  ['an unknown per-device key', '{"devices": {"vol": {"spare": "x"}}}', 'devices.vol: unknown key "spare" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, writeOutageRegions, outageWindowMs, outageHoldMs, scanRateMib, scanMinRateMib, scanIntervalDays, slowIoMs, slowThreshold)'],
   ['a bad per-device value', '{"devices": {"/dev/sdb": {"readRetries": -1}}}', 'devices["/dev/sdb"].readRetries: must be at least 0'],
   ['a bad device key', '{"devices": {"my disk": {}}}', 'devices: key "my disk" is neither a device name (as given to add --name) nor the absolute path of a main device'],
   ['devices not an object', '{"devices": []}', 'devices: must be an object of device name → settings'],

@@ -4,7 +4,7 @@
 // paused, done stays done; an unusable file starts over).
 import fs from 'node:fs';
 import path from 'node:path';
-import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { request } from '../../src/control/client.js';
 import { readEntryOf, writeEntry, type RegistryEntryV2 } from '../../src/control/registry.js';
 import { DEFAULT_POLICY } from '../../src/config/policy.js';
@@ -106,6 +106,32 @@ describe('the scan over the control socket', () => {
     expect((await request(sock, 'message', { words: ['scan'] })).reply).toMatch(/^scan paused/);
     expect((await rejected(request(sock, 'message', { words: ['scan', 'start', '0'] }))).code).toBe('E_USAGE');
     expect((await request(sock, 'message', { words: ['scan', 'stop'] })).reply).toMatch(/^scan idle/);
+  });
+});
+
+describe('the scan settings', () => {
+  afterEach(() => {
+    vi.unstubAllEnvs();
+  });
+
+  it('come from the config file: the device\'s section over the global keys over the defaults', async () => {
+    const file = path.join(w.root, 'config.json');
+    fs.writeFileSync(file, JSON.stringify({ scanRateMib: 2, slowIoMs: 900, devices: { data: { slowIoMs: 100, scanIntervalDays: 0 } } }));
+    vi.stubEnv('DMREMAP_CONFIG', file);
+    await start();
+    expect(daemon?.['scanner']?.['settings']).toEqual({ scanRateMib: 2, scanMinRateMib: 1, scanIntervalDays: 0, slowIoMs: 100, slowThreshold: 2 });
+    await request(sock, 'scan_start', {});
+    // The ceiling is the config's: 2 MiB/s, however idle the device.
+    await new Promise((r) => setTimeout(r, 1200));
+    expect((await scan()).rateBps).toBe(2 * 1048576);
+  });
+
+  it('a config file that cannot be used: the defaults, and the device starts', async () => {
+    const file = path.join(w.root, 'config.json');
+    fs.writeFileSync(file, '{"scanRateMib": 0}');
+    vi.stubEnv('DMREMAP_CONFIG', file);
+    await start();
+    expect(daemon?.['scanner']?.['settings']).toEqual({ scanRateMib: 64, scanMinRateMib: 1, scanIntervalDays: 30, slowIoMs: 500, slowThreshold: 2 });
   });
 });
 
