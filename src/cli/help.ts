@@ -228,7 +228,7 @@ Options:
   table: `Usage: dmremap-ublk table <device> [--offset N] [--limit N] [--json]
 
 Shows the remap table sorted by block: block, first sector, spare slot, state (mapped or lost),
-origin (manual or auto), time and error count. Big tables come in pages.
+origin (manual, auto, or scan: found by the background scan), time and error count. Big tables come in pages.
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 
 Options:

@@ -319,7 +319,7 @@ export const resultSchemas = {
         sector: z.number(),
         slot: z.number(),
         state: z.enum(['mapped', 'lost']),
-        origin: z.enum(['manual', 'auto']),
+        origin: z.enum(['manual', 'auto', 'scan']),
         time: z.number(),
         errorCount: z.number(),
       }),

@@ -84,6 +84,8 @@ interface Job {
   errorCount: number;
   /** 'redirect' jobs: the write's write-outage hold ended: redirected even though a write outage goes on. */
   pastHold?: boolean;
+  /** 'lost' and 'relocate' jobs: the background scan found the block (the table's origin `scan`). */
+  scan?: boolean;
 }
 
 /** The outcome of a 'slot-write' job whose block is no longer at that slot: the write is driven again. */
@@ -125,7 +127,9 @@ interface FaultRecord {
 const queueFileSchema = z.strictObject({
   version: z.literal(1),
   pairId: z.string(),
-  relocate: z.array(z.strictObject({ block: z.number().int().nonnegative(), slotFailed: z.boolean(), errorCount: z.number().int().nonnegative() })).max(MAX_SUSPECTS),
+  relocate: z
+    .array(z.strictObject({ block: z.number().int().nonnegative(), slotFailed: z.boolean(), errorCount: z.number().int().nonnegative(), scan: z.boolean().optional() }))
+    .max(MAX_SUSPECTS),
 });
 
 /** The first blocks of a failed range (a log line's worth; the range's length is its count). */
@@ -704,10 +708,10 @@ export class AutoRemapper {
    * fresh slot: pending) or 'redirect' (a failed write's blocks sent to reserved slots). Null when every
    * one worked, else the first error.
    */
-  private async jobs(kind: 'lost' | 'redirect', rec: Pick<FaultRecord, 'blocks'>, pastHold = false): Promise<Error | null> {
+  private async jobs(kind: 'lost' | 'redirect', rec: Pick<FaultRecord, 'blocks'>, pastHold = false, scan = false): Promise<Error | null> {
     const errs = await Promise.all(
       [...rec.blocks].map(([block, device]) =>
-        this.queue.add('foreground', kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block), pastHold }),
+        this.queue.add('foreground', kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block), pastHold, ...(scan ? { scan } : {}) }),
       ),
     );
     const err = errs.find((e) => e !== null) ?? null;
@@ -749,11 +753,11 @@ export class AutoRemapper {
   }
 
   /** Blocks whose read failed and a retry read: they work, for now. Relocated once they reach the threshold. */
-  private recovered(blocks: ReadonlyMap<number, 'main' | 'spare'>): void {
+  private recovered(blocks: ReadonlyMap<number, 'main' | 'spare'>, scan = false): void {
     for (const [block, device] of blocks) {
       const n = this.bumpSuspect(block);
       if (n < this.policy.errorThreshold || this.closed) continue;
-      void this.queue.add('background', 'relocate', { block, slotFailed: device === 'spare', errorCount: n });
+      void this.queue.add('background', 'relocate', { block, slotFailed: device === 'spare', errorCount: n, ...(scan ? { scan } : {}) });
       this.persistSoon();
     }
   }
@@ -798,11 +802,11 @@ export class AutoRemapper {
     }
     if (back.size > 0) {
       this.counters.recoveredReads++;
-      this.recovered(back);
+      this.recovered(back, true);
     }
     if (failing.size === 0) return 'handled';
     if (this.closed) return 'closed';
-    const errs = await this.jobs('lost', { blocks: failing });
+    const errs = await this.jobs('lost', { blocks: failing }, false, true);
     if (errs instanceof OutageHold) return 'outage';
     this.counters.unrecoveredReads++;
     const blocks = [...failing.keys()];
@@ -814,7 +818,7 @@ export class AutoRemapper {
   /** A block the scan found slow `slow_threshold` times: relocated with its data, as a recovered read's block is. */
   scanSlowBlock(block: number, device: 'main' | 'spare'): void {
     if (this.closed || !this.policy.autoRemap) return;
-    void this.queue.add('background', 'relocate', { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block) });
+    void this.queue.add('background', 'relocate', { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block), scan: true });
     this.persistSoon();
   }
 
@@ -850,7 +854,7 @@ export class AutoRemapper {
           for (const it of items('lost')) out.set(jobKey('lost', it.block), new OutageHold('main is in an outage'));
           return out;
         }
-        put('lost', await this.engine.markLost(items('lost')));
+        put('lost', await this.engine.markLost(items('lost').map((it) => ({ block: it.block, slotFailed: it.slotFailed, errorCount: it.errorCount, origin: it.scan === true ? 'scan' : 'auto' }))));
         return out;
       }
       case 'write': {
@@ -876,7 +880,7 @@ export class AutoRemapper {
         if (this.outage.active) return out; // main does not answer: the block comes back at its next error
         const { readRetries, retryBackoffMs } = this.policy;
         for (const it of items('relocate')) {
-          const r = await this.engine.relocate(it.block, it.slotFailed, it.errorCount, readRetries + 1, retryBackoffMs);
+          const r = await this.engine.relocate(it.block, it.slotFailed, it.errorCount, readRetries + 1, retryBackoffMs, it.scan === true ? 'scan' : 'auto');
           if (r === 'relocated') {
             this.counters.relocations++;
             this.suspects.delete(it.block);

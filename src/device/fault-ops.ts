@@ -107,7 +107,7 @@ export class FaultOps {
    */
   async markLost(items: ReadonlyArray<FaultItem>): Promise<Map<number, DmrError | null>> {
     const out = new Map<number, DmrError | null>();
-    const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number }> = [];
+    const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number; origin: 'auto' | 'scan' }> = [];
     for (const it of items) {
       if (out.has(it.block) || todo.some((t) => t.block === it.block)) continue;
       if (this.c.mirror.redirects.has(it.block)) {
@@ -128,7 +128,7 @@ export class FaultOps {
       }
       const slot = await reserveFor(this.c, it.block, out);
       if (slot === null) continue;
-      todo.push({ block: it.block, slot, oldSlot: e?.slot ?? null, errorCount: it.errorCount });
+      todo.push({ block: it.block, slot, oldSlot: e?.slot ?? null, errorCount: it.errorCount, origin: it.origin ?? 'auto' });
     }
     if (todo.length === 0) return out;
     const moving = new Map(todo.map((t) => [t.block, t.oldSlot ?? t.slot] as [number, number]));
@@ -139,7 +139,7 @@ export class FaultOps {
       for (const t of todo) {
         if (t.oldSlot === null) {
           // Main could not read it and holds its last data (what recheck may return to main).
-          ops.push({ op: 'remap', block: t.block, slot: t.slot, origin: 'auto', lost: true, dataOnMain: true, errorCount: t.errorCount });
+          ops.push({ op: 'remap', block: t.block, slot: t.slot, origin: t.origin, lost: true, dataOnMain: true, errorCount: t.errorCount });
         } else {
           ops.push({ op: 'move', block: t.block, slot: t.slot }, { op: 'retire', slot: t.oldSlot });
           if (this.c.store.table.get(t.block)?.state !== 'lost') ops.push({ op: 'lost', block: t.block });
@@ -268,7 +268,14 @@ export class FaultOps {
    * if it never reads, the block stays where it is ('unreadable': it keeps serving from there and the next
    * error reports it again). 'skipped' when the block's place changed meanwhile.
    */
-  async relocate(block: number, fromSpare: boolean, errorCount: number, tries: number, backoffMs: number): Promise<'relocated' | 'unreadable' | 'skipped'> {
+  async relocate(
+    block: number,
+    fromSpare: boolean,
+    errorCount: number,
+    tries: number,
+    backoffMs: number,
+    origin: 'auto' | 'scan' = 'auto',
+  ): Promise<'relocated' | 'unreadable' | 'skipped'> {
     const dev = this.c.dev();
     const e = this.c.store.table.get(block);
     if (fromSpare ? e === undefined || e.state !== 'mapped' : e !== undefined) return 'skipped';
@@ -287,7 +294,7 @@ export class FaultOps {
     if (!fromSpare) {
       let unreadable = false;
       try {
-        await remapBlock(this.c.store, block, 'auto', {
+        await remapBlock(this.c.store, block, origin, {
           copy: async (_b, slot, offset) => {
             await this.c.mirror.startMoving(new Map([[block, slot]]));
             if (await copyWithRetries('main', block * this.c.blockSize, offset)) return 'copied';

@@ -87,7 +87,7 @@ export class ManualOps {
       const e = this.c.store.table.get(b);
       if (e?.state !== 'lost' || this.c.mirror.redirects.has(b)) {
         if (listed) out.push({ block: b, result: 'not-lost', errno: null });
-      } else if (autoOnly && e.origin !== 'auto') {
+      } else if (autoOnly && e.origin === 'manual') {
         // not asked for
       } else if (!e.dataOnMain) {
         out.push({ block: b, result: 'main-stale', errno: null });

@@ -141,7 +141,7 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, scan: Pi
   const c = st.counters();
   const a = auto.stats();
   let pending = 0;
-  for (const [, e] of st.table.entries()) if (e.state === 'lost' && e.origin === 'auto') pending++;
+  for (const [, e] of st.table.entries()) if (e.state === 'lost' && e.origin !== 'manual') pending++;
   const rs = remapStatus(engine);
   return {
     autoRemap: auto.policy.autoRemap,

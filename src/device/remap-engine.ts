@@ -83,7 +83,7 @@ export interface TableEntryOut {
   sector: number;
   slot: number;
   state: 'mapped' | 'lost';
-  origin: 'manual' | 'auto';
+  origin: 'manual' | 'auto' | 'scan';
   time: number;
   errorCount: number;
 }
@@ -102,6 +102,8 @@ export interface FaultItem {
   block: number;
   slotFailed: boolean;
   errorCount: number;
+  /** Who found the failure: the data path (auto, the default) or the background scan (scan). */
+  origin?: 'auto' | 'scan';
 }
 
 /** A write's data for `block` went to spare slot `slot` (from a 'lost_written' report). */
@@ -258,8 +260,8 @@ export class RemapEngine {
   }
 
   /** Relocates a block whose read a retry recovered (FaultOps.relocate). */
-  relocate(block: number, fromSpare: boolean, errorCount: number, tries: number, backoffMs: number): Promise<'relocated' | 'unreadable' | 'skipped'> {
-    return this.serial(() => this.faults.relocate(block, fromSpare, errorCount, tries, backoffMs));
+  relocate(block: number, fromSpare: boolean, errorCount: number, tries: number, backoffMs: number, origin: 'auto' | 'scan' = 'auto'): Promise<'relocated' | 'unreadable' | 'skipped'> {
+    return this.serial(() => this.faults.relocate(block, fromSpare, errorCount, tries, backoffMs, origin));
   }
 
   /**

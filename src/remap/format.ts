@@ -236,9 +236,11 @@ export const ENTRY_LOST = 1;
 export const ENTRY_AUTO = 2;
 /** Format version 2 only, with ENTRY_LOST: main still holds the lost block's last data. */
 export const ENTRY_DATA_ON_MAIN = 4;
+/** Format version 2 only, with ENTRY_AUTO: the entry's origin is the background scan. */
+export const ENTRY_SCAN = 8;
 
 /** The entry flag bits a table copy of format version `v` may hold. */
-const entryFlagsOf = (v: FormatVersion): number => (v === 1 ? ENTRY_LOST | ENTRY_AUTO : ENTRY_LOST | ENTRY_AUTO | ENTRY_DATA_ON_MAIN);
+const entryFlagsOf = (v: FormatVersion): number => (v === 1 ? ENTRY_LOST | ENTRY_AUTO : ENTRY_LOST | ENTRY_AUTO | ENTRY_DATA_ON_MAIN | ENTRY_SCAN);
 
 export interface TableCopy {
   generation: number;
@@ -258,6 +260,7 @@ export function encodeTableCopy(
   const retired = state.allocator.retiredSlots();
   const n = blocks.length;
   const domBit = state.allocator.geometry.version === 1 ? 0 : ENTRY_DATA_ON_MAIN; // version 1 cannot store it
+  const scanBit = state.allocator.geometry.version === 1 ? 0 : ENTRY_SCAN; // version 1: stored as auto
   const len = TB.body + n * ENTRY_SIZE + retired.length * RETIRED_SIZE;
   const b = Buffer.alloc(len);
   TABLE_MAGIC.copy(b, TB.magic);
@@ -276,7 +279,10 @@ export function encodeTableCopy(
     putU64(b, off + ENTRY.block, block);
     putU48(b, off + ENTRY.slot, e.slot);
     b[off + ENTRY.flags] =
-      (e.state === 'lost' ? ENTRY_LOST : 0) | (e.origin === 'auto' ? ENTRY_AUTO : 0) | (e.dataOnMain ? domBit : 0);
+      (e.state === 'lost' ? ENTRY_LOST : 0) |
+      (e.origin !== 'manual' ? ENTRY_AUTO : 0) |
+      (e.origin === 'scan' ? scanBit : 0) |
+      (e.dataOnMain ? domBit : 0);
     putU48(b, off + ENTRY.time, e.time);
     b.writeUInt16LE(e.errorCount, off + ENTRY.errorCount);
   }
@@ -435,7 +441,9 @@ export class TableCopyDecoder {
       return;
     }
     const badFlags =
-      (flags & ~entryFlagsOf(this.g.version)) !== 0 || ((flags & ENTRY_DATA_ON_MAIN) !== 0 && (flags & ENTRY_LOST) === 0);
+      (flags & ~entryFlagsOf(this.g.version)) !== 0 ||
+      ((flags & ENTRY_DATA_ON_MAIN) !== 0 && (flags & ENTRY_LOST) === 0) ||
+      ((flags & ENTRY_SCAN) !== 0 && (flags & ENTRY_AUTO) === 0);
     if (slot >= this.g.slotCount || badFlags || b[off + ENTRY.reserved] !== 0) {
       this.why = `entry ${i}: bad slot or flags`;
       return;
@@ -451,6 +459,7 @@ export class TableCopyDecoder {
       u48(b, off + ENTRY.time),
       b.readUInt16LE(off + ENTRY.errorCount),
       (flags & ENTRY_DATA_ON_MAIN) !== 0,
+      (flags & ENTRY_SCAN) !== 0,
     );
   }
 
@@ -507,6 +516,8 @@ export const OP_LOST = 1;
 export const OP_AUTO = 2;
 /** Format version 2 only, on remap (with OP_LOST) and lost: main still holds the block's last data. */
 export const OP_DATA_ON_MAIN = 4;
+/** Format version 2 only, remap ops with OP_AUTO: the remap's origin is the background scan. */
+export const OP_SCAN = 8;
 export const MAX_OPS_PER_RECORD = Math.floor((JOURNAL_RECORD_SIZE - JR.ops) / OP_SIZE);
 
 const OP_NAMES: Record<number, OpName> = Object.fromEntries(
@@ -541,7 +552,7 @@ export function encodeJournalRecord(
   let off = at + JR.ops;
   for (const op of rec.ops) {
     b[off + OP.code] = OP_CODES[op.op];
-    b[off + OP.flags] = (op.lost ? OP_LOST : 0) | (op.auto ? OP_AUTO : 0) | (op.dataOnMain ? OP_DATA_ON_MAIN : 0);
+    b[off + OP.flags] = (op.lost ? OP_LOST : 0) | (op.auto ? OP_AUTO : 0) | (op.dataOnMain ? OP_DATA_ON_MAIN : 0) | (op.scan ? OP_SCAN : 0);
     b.writeUInt16LE(op.errorCount, off + OP.errorCount);
     putU64(b, off + OP.block, op.block);
     putU64(b, off + OP.slot, op.slot);
@@ -576,7 +587,7 @@ export function decodeJournalRecord(
   const counters = readCounters(b, at + JR.counters);
   if (generation < 0 || seq < 0 || counters === null) return bad('bad header');
   const ops: ResolvedOp[] = [];
-  const allowed = version === 1 ? OP_LOST | OP_AUTO : OP_LOST | OP_AUTO | OP_DATA_ON_MAIN;
+  const allowed = version === 1 ? OP_LOST | OP_AUTO : OP_LOST | OP_AUTO | OP_DATA_ON_MAIN | OP_SCAN;
   for (let off = at + JR.ops; off < end; off += OP_SIZE) {
     const name = OP_NAMES[b[off + OP.code] as number];
     const flags = b[off + OP.flags] as number;
@@ -586,12 +597,15 @@ export function decodeJournalRecord(
     if (name === undefined || (flags & ~allowed) !== 0 || block < 0 || slot < 0 || time < 0) return bad('bad op');
     const dataOnMain = (flags & OP_DATA_ON_MAIN) !== 0;
     if (dataOnMain && !(name === 'lost' || (name === 'remap' && (flags & OP_LOST) !== 0))) return bad('bad op');
+    const scan = (flags & OP_SCAN) !== 0;
+    if (scan && !(name === 'remap' && (flags & OP_AUTO) !== 0)) return bad('bad op');
     ops.push({
       op: name,
       block,
       slot,
       lost: (flags & OP_LOST) !== 0,
       auto: (flags & OP_AUTO) !== 0,
+      scan,
       dataOnMain,
       time,
       errorCount: b.readUInt16LE(off + OP.errorCount),

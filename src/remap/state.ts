@@ -62,6 +62,8 @@ export interface ResolvedOp {
   slot: number;
   lost: boolean;
   auto: boolean;
+  /** remap with auto only (format version 2): the remap's origin is the background scan. */
+  scan: boolean;
   /** remap (with lost) and lost only: main still holds the block's last data. */
   dataOnMain: boolean;
   time: number;
@@ -90,7 +92,7 @@ export class RemapState {
   resolve(op: RemapOp, now: number): ResolvedOp {
     const time = op.time ?? now;
     if (op.op !== 'retire') this.checkBlock(op.block); // before picking a slot: "beyond the device" wins over "full"
-    const base = { block: 0, slot: 0, lost: false, auto: false, dataOnMain: false, time, errorCount: 0 };
+    const base = { block: 0, slot: 0, lost: false, auto: false, scan: false, dataOnMain: false, time, errorCount: 0 };
     // A version-1 spare cannot store "data on main": its entries always say false (recheck keeps them lost).
     const storesDataOnMain = this.allocator.geometry.version !== 1;
     switch (op.op) {
@@ -101,7 +103,9 @@ export class RemapState {
           block: op.block,
           slot: op.slot ?? this.allocator.peek(),
           lost: op.lost === true,
-          auto: op.origin === 'auto',
+          auto: op.origin !== 'manual',
+          // A version-1 spare cannot store the scan origin: the entry is auto there.
+          scan: storesDataOnMain && op.origin === 'scan',
           dataOnMain: storesDataOnMain && op.dataOnMain === true, // apply() refuses it without lost
           errorCount: Math.min(op.errorCount ?? 0, MAX_ERROR_COUNT),
         };
@@ -140,7 +144,10 @@ export class RemapState {
       case 'remap': {
         if (table.has(op.block)) throw new DmrError('E_REMAP_STATE', `block ${op.block} is already remapped`);
         const was = allocator.take(op.slot);
-        const origin: EntryOrigin = op.auto ? 'auto' : 'manual';
+        if (op.scan && (!op.auto || this.allocator.geometry.version === 1)) {
+          throw new DmrError('E_REMAP_STATE', `the scan origin is for an automatic remap on a format-version-2 spare (block ${op.block})`);
+        }
+        const origin: EntryOrigin = op.auto ? (op.scan ? 'scan' : 'auto') : 'manual';
         table.set(op.block, {
           slot: op.slot,
           state: op.lost ? 'lost' : 'mapped',

@@ -5,7 +5,8 @@
 import { DmrError } from '../errors.js';
 
 export type EntryState = 'mapped' | 'lost';
-export type EntryOrigin = 'manual' | 'auto';
+/** manual: a remap command; auto: the data path's error handling; scan: what the background scan found. */
+export type EntryOrigin = 'manual' | 'auto' | 'scan';
 
 export interface RemapEntry {
   readonly slot: number;
@@ -32,6 +33,7 @@ export interface TableCounts {
   mapped: number;
   lost: number;
   manual: number;
+  /** Entries not made by hand: origin auto or scan. */
   auto: number;
 }
 
@@ -106,11 +108,12 @@ export class RemapTable {
     time: number,
     errorCount: number,
     dataOnMain = false,
+    scan = false,
   ): void {
     this.map.set(block, {
       slot,
       state: lost ? 'lost' : 'mapped',
-      origin: auto ? 'auto' : 'manual',
+      origin: auto ? (scan ? 'scan' : 'auto') : 'manual',
       time,
       errorCount: errorCount > MAX_ERROR_COUNT ? MAX_ERROR_COUNT : errorCount,
       dataOnMain: lost && dataOnMain,
@@ -200,7 +203,7 @@ export class RemapTable {
     this.c.remapped += d;
     if (e.state === 'lost') this.c.lost += d;
     else this.c.mapped += d;
-    if (e.origin === 'auto') this.c.auto += d;
+    if (e.origin !== 'manual') this.c.auto += d;
     else this.c.manual += d;
   }
 }

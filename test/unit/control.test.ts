@@ -16,6 +16,10 @@ let sock: string;
 let server: ControlServer;
 let calls: string[];
 
+const notUnderTest = (): never => {
+  throw new DmrError('E_INTERNAL', 'not under test');
+};
+
 function startServer(overrides: Partial<Handlers> = {}, opts: { maxClients?: number; maxLineBytes?: number } = {}): Promise<void> {
   calls = [];
   const handlers: Handlers = {
@@ -45,6 +49,12 @@ function startServer(overrides: Partial<Handlers> = {}, opts: { maxClients?: num
     },
     clear_stats: () => ({ cleared: true }),
     set_auto_remap: (req) => ({ autoRemap: req.enabled }),
+    scan_read: notUnderTest,
+    scan: notUnderTest,
+    scan_start: notUnderTest,
+    scan_pause: notUnderTest,
+    scan_resume: notUnderTest,
+    scan_stop: notUnderTest,
     ...overrides,
   };
   server = new ControlServer({ socketPath: sock, handlers, log: quietLog(), ...opts });

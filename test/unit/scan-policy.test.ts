@@ -59,7 +59,7 @@ describe('scan findings through the auto-remap policy', () => {
     await auto().idle();
     expect(verdict).toBe('handled');
     expect(calls).toBe(2);
-    expect(entry(12)).toMatchObject({ state: 'lost', origin: 'auto' });
+    expect(entry(12)).toMatchObject({ state: 'lost', origin: 'scan' });
     expect(auto().stats()).toMatchObject({ unrecoveredReads: 1, retries: 2, recoveredReads: 0 });
     expect(daemon?.['engine']?.store.counters().readErrors).toBe(1);
   });
@@ -77,7 +77,7 @@ describe('scan findings through the auto-remap policy', () => {
     });
     await auto().idle();
     expect(verdict).toBe('handled');
-    expect(entry(20)).toMatchObject({ state: 'mapped', origin: 'auto' });
+    expect(entry(20)).toMatchObject({ state: 'mapped', origin: 'scan' });
     expect(device().calls).toContain('copyRange main->spare');
     const slotData = await device().readRange('spare', BigInt(daemon?.['engine']?.spareDataOffset as bigint) + BigInt((entry(20)?.slot as number) * bs()), bs());
     expect(slotData.equals(data)).toBe(true);
@@ -88,7 +88,7 @@ describe('scan findings through the auto-remap policy', () => {
     await start();
     auto().scanSlowBlock(33, 'main');
     await auto().idle();
-    expect(entry(33)).toMatchObject({ state: 'mapped' });
+    expect(entry(33)).toMatchObject({ state: 'mapped', origin: 'scan' });
     expect(auto().stats().relocations).toBe(1);
   });
 
