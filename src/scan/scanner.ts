@@ -177,6 +177,8 @@ export class Scanner {
   private halting = false;
   private closed = false;
   private lastSaveAt: number;
+  /** Something changed since the last save (reads counted, the cursor moved). */
+  private dirty = false;
   /** Commands run one at a time. */
   private ops: Promise<unknown> = Promise.resolve();
   private readonly clock: ScanClock;
@@ -308,7 +310,7 @@ export class Scanner {
     this.scheduleHandle = null;
     await this.ops.catch(() => undefined);
     await this.ticking;
-    this.saveNow();
+    if (this.dirty) this.saveNow();
   }
 
   /** Resolves once no tick is running (tests). */
@@ -386,6 +388,7 @@ export class Scanner {
 
   private saveNow(): void {
     this.lastSaveAt = this.clock.now();
+    this.dirty = false;
     if (!this.o.save) return;
     try {
       this.o.save({ cursor: this.cursor, regions: this.regions });
@@ -431,7 +434,7 @@ export class Scanner {
     if (this.stateNow() === 'done') {
       this.o.log.info({ pass: this.cursor.pass, errorsFound: this.cursor.errorsFound, slowFound: this.cursor.slowFound }, 'scan pass done');
       this.saveNow();
-    } else if (this.clock.now() - this.lastSaveAt >= this.saveIntervalMs) {
+    } else if (this.dirty && this.clock.now() - this.lastSaveAt >= this.saveIntervalMs) {
       this.saveNow();
     }
   }
@@ -487,6 +490,7 @@ export class Scanner {
       errors = failed.length;
     }
     recordScanReads(this.regions, outcome);
+    this.dirty = true;
     for (const s of outcome.skipped) if (s.reason === 'moving') this.queueRevisit({ offset: s.offset, bytes: s.length, tries, dueTick: this.tickCount + 1 });
     let slow = 0;
     for (const read of outcome.reads) {

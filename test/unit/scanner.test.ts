@@ -365,6 +365,14 @@ describe('the scan loop', () => {
     expect(r.dev.reads.length).toBe(n);
   });
 
+  it('close saves only what changed since the last save: an idle scanner writes nothing', async () => {
+    const r = rig();
+    r.scanner.begin();
+    await r.run(1000);
+    await r.scanner.close();
+    expect(r.saves).toHaveLength(0);
+  });
+
   it('starts the next pass scan_interval_days after the last one finished (0: never)', async () => {
     const time = new FakeTime();
     const r = rig({ bytes: MIB, settings: { scanIntervalDays: 1 }, time });
