@@ -17,8 +17,9 @@
 //   given up (logged, counted in `unrevisitedBytes`). The pass's last chunk waits until the list is empty,
 //   so a pass is done only after its revisits. The list is not persisted: after a restart the blocks being
 //   moved before it are not revisited (the move read them).
-// - Persistence: `save` (scan-file.ts) at least every `saveIntervalMs` while running, at each command and at
-//   the end of a pass, and at close (shutdown, detach). A failed save is logged; the scan goes on.
+// - Persistence: `save` (scan-file.ts) while running at least every `saveIntervalMs` and each time the front
+//   moved 1% of the device, at each command and at the end of a pass, and at close (shutdown, detach) when
+//   something changed. A failed save is logged; the scan goes on.
 import type { Logger } from 'pino';
 import { DmrError } from '../errors.js';
 import type { BackingRole, ScanReadResult } from '../native.js';
@@ -43,6 +44,8 @@ import type { ScanSettings } from './settings.js';
 export const SCAN_CHUNK_BYTES = MIB;
 export const SCAN_INTERVAL_MS = 100;
 export const SCAN_SAVE_INTERVAL_MS = 5000;
+/** Also saved each time the front moved this fraction of the device (1%): a kill -9 loses at most that much. */
+export const SAVE_EVERY_FRACTION = 100;
 export const MAX_REVISITS = 1024;
 export const MAX_REVISIT_TRIES = 50;
 /** Blocks per narrow re-read call (a slow or failed chunk re-read block by block): pause/stop wait for one call at most. */
@@ -179,6 +182,8 @@ export class Scanner {
   private lastSaveAt: number;
   /** Something changed since the last save (reads counted, the cursor moved). */
   private dirty = false;
+  /** The cursor's position at the last save. */
+  private lastSavePosition = 0;
   /** Commands run one at a time. */
   private ops: Promise<unknown> = Promise.resolve();
   private readonly clock: ScanClock;
@@ -388,6 +393,7 @@ export class Scanner {
 
   private saveNow(): void {
     this.lastSaveAt = this.clock.now();
+    this.lastSavePosition = this.cursor.position;
     this.dirty = false;
     if (!this.o.save) return;
     try {
@@ -434,7 +440,10 @@ export class Scanner {
     if (this.stateNow() === 'done') {
       this.o.log.info({ pass: this.cursor.pass, errorsFound: this.cursor.errorsFound, slowFound: this.cursor.slowFound }, 'scan pass done');
       this.saveNow();
-    } else if (this.dirty && this.clock.now() - this.lastSaveAt >= this.saveIntervalMs) {
+    } else if (
+      this.dirty &&
+      (this.clock.now() - this.lastSaveAt >= this.saveIntervalMs || this.cursor.position - this.lastSavePosition >= this.cursor.deviceBytes / SAVE_EVERY_FRACTION)
+    ) {
       this.saveNow();
     }
   }

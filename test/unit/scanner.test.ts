@@ -365,6 +365,17 @@ describe('the scan loop', () => {
     expect(r.dev.reads.length).toBe(n);
   });
 
+  it('also saves each time the front moved 1% of the device, so a kill -9 loses at most that much', async () => {
+    const r = rig({ bytes: 200 * MIB, settings: { scanRateMib: 64 } });
+    await r.scanner.start();
+    for (let i = 0; i < 40; i++) {
+      await r.run(100);
+      const saved = r.saves.at(-1)?.cursor.position ?? 0;
+      expect(r.scanner.status().position - saved).toBeLessThan(2 * MIB + MIB);
+    }
+    expect(r.scanner.status().position).toBeGreaterThan(50 * MIB);
+  });
+
   it('close saves only what changed since the last save: an idle scanner writes nothing', async () => {
     const r = rig();
     r.scanner.begin();
