@@ -822,9 +822,28 @@ export class AutoRemapper {
     this.persistSoon();
   }
 
+  /**
+   * Pending blocks a scan pass came to: read again on main (recheck of the blocks auto-remap or the scan
+   * marked; not during an outage, nor with auto-remap off); those that read go back to main. Never throws.
+   */
+  async scanPendingSeen(blocks: readonly number[]): Promise<void> {
+    if (this.closed || !this.policy.autoRemap || this.outage.active || blocks.length === 0) return;
+    try {
+      const r = await this.recheck(blocks, true);
+      const back = r.filter((x) => x.result === 'recovered').map((x) => x.block);
+      if (back.length > 0) this.log.info({ blocks: back.slice(0, 16), count: back.length }, 'scan: pending blocks read on main again and are back there');
+    } catch (e) {
+      this.log.warn({ err: String(e) }, 'scan: rechecking pending blocks failed');
+    }
+  }
+
   /** The scanner's sink: what a scan finds goes through this policy. */
   scanSink(): ScanFindingsSink {
-    return { readFailed: (f, r) => this.scanReadFailed(f, r), slowBlock: (b, d) => this.scanSlowBlock(b, d) };
+    return {
+      readFailed: (f, r) => this.scanReadFailed(f, r),
+      slowBlock: (b, d) => this.scanSlowBlock(b, d),
+      pendingSeen: (b) => this.scanPendingSeen(b),
+    };
   }
 
   /** Waits `ms` (cut short by close). */

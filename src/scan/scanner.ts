@@ -103,6 +103,11 @@ export interface ScanFindingsSink {
   readFailed(failed: readonly ScanBlockFailure[], reread: (blocks: readonly number[]) => Promise<ScanBlockFailure[]>): Promise<ScanFailureVerdict>;
   /** A block was slow `slow_threshold` times: relocate it with its data. */
   slowBlock(block: number, device: BackingRole): void;
+  /**
+   * Pending (lost) blocks the pass came to (native skipped them: nothing to read on the exported device):
+   * read them again on main; those that read go back there (recheck). Never throws.
+   */
+  pendingSeen?(blocks: readonly number[]): Promise<void>;
 }
 
 /** `scan` status (control message, CLI). */
@@ -501,6 +506,12 @@ export class Scanner {
     recordScanReads(this.regions, outcome);
     this.dirty = true;
     for (const s of outcome.skipped) if (s.reason === 'moving') this.queueRevisit({ offset: s.offset, bytes: s.length, tries, dueTick: this.tickCount + 1 });
+    const pending: number[] = [];
+    for (const s of outcome.skipped) {
+      if (s.reason !== 'lost') continue;
+      for (let b = s.offset / this.o.blockSize; b < (s.offset + s.length) / this.o.blockSize; b++) pending.push(b);
+    }
+    if (pending.length > 0 && this.o.sink?.pendingSeen) await this.o.sink.pendingSeen(pending);
     let slow = 0;
     for (const read of outcome.reads) {
       if (read.failed || read.latencyMs <= this.settings.slowIoMs) continue;

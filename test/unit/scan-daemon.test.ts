@@ -78,7 +78,14 @@ describe('the scan over the control socket', () => {
     const e = daemon?.['engine']?.store.table.get(block);
     expect(e).toMatchObject({ state: 'lost' });
     const stats = await request(sock, 'stats', {});
-    expect(stats).toMatchObject({ readErrors: 1, unrecoveredReads: 1, slowIos: 0, slowBlocks: 0 });
+    expect(stats).toMatchObject({ readErrors: 1, unrecoveredReads: 1, slowIos: 0, slowBlocks: 0, pendingBlocks: 1 });
+    // The next pass comes to the pending block: it reads on main now, so it goes back there.
+    native.cfg.failReads.length = 0;
+    await request(sock, 'scan_start', {});
+    await until(async () => (await scan()).state === 'done');
+    expect(daemon?.['engine']?.store.table.get(block)).toBeUndefined();
+    expect(await request(sock, 'stats', {})).toMatchObject({ recoveredBlocks: 1, pendingBlocks: 0 });
+    expect(await scan()).toMatchObject({ pass: 2, errorsFound: 0 });
   });
 
   it('refuses commands that do not fit the state (E_SCAN_STATE) and a rate that is not above 0 (E_USAGE), changing nothing', async () => {
