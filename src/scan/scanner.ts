@@ -53,6 +53,7 @@ export const NARROW_STEP_BLOCKS = 32;
 /** Blocks whose slow reads are remembered (for slow_threshold) at most; the oldest are forgotten. */
 export const MAX_SLOW_SUSPECTS = 100_000;
 const DAY_MS = 86_400_000;
+const ERROR_LOG_MS = 10_000;
 /** How often an idle or finished scan checks its schedule (scan_interval_days). */
 export const SCHEDULE_CHECK_MS = 60_000;
 
@@ -187,6 +188,9 @@ export class Scanner {
   private lastSaveAt: number;
   /** Something changed since the last save (reads counted, the cursor moved). */
   private dirty = false;
+  /** A tick whose read threw: logged at most once per ERROR_LOG_MS, with the count since the last line. */
+  private lastErrorLogAt: number | null = null;
+  private failedTicks = 0;
   /** The cursor's position at the last save. */
   private lastSavePosition = 0;
   /** Commands run one at a time. */
@@ -440,7 +444,13 @@ export class Scanner {
         if (!ok) break;
       }
     } catch (e) {
-      this.o.log.error({ err: e instanceof Error ? e.message : String(e), position: this.cursor.position }, 'scan read failed; trying again at the next interval');
+      // One line per ERROR_LOG_MS at most: a device that refuses every read would log 10 lines a second.
+      this.failedTicks++;
+      if (this.lastErrorLogAt === null || now - this.lastErrorLogAt >= ERROR_LOG_MS) {
+        this.o.log.error({ err: e instanceof Error ? e.message : String(e), position: this.cursor.position, failedTicks: this.failedTicks }, 'scan read failed; trying again at the next interval');
+        this.lastErrorLogAt = now;
+        this.failedTicks = 0;
+      }
     }
     if (this.stateNow() === 'done') {
       this.o.log.info({ pass: this.cursor.pass, errorsFound: this.cursor.errorsFound, slowFound: this.cursor.slowFound }, 'scan pass done');

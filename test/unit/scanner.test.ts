@@ -16,6 +16,7 @@ import {
 } from '../../src/scan/scanner.js';
 import { DEFAULT_SCAN_SETTINGS, type ScanSettings } from '../../src/scan/settings.js';
 import { quietLog } from './helpers.js';
+import { createLogger, type Logger } from '../../src/log.js';
 
 const MIB = 1 << 20;
 const BS = 4096;
@@ -107,7 +108,9 @@ interface Rig {
   run(ms: number): Promise<void>;
 }
 
-function rig(opts: { bytes?: number; settings?: Partial<ScanSettings>; sink?: Partial<ScanFindingsSink>; saved?: SavedScan | null; dev?: FakeScanDevice; time?: FakeTime } = {}): Rig {
+function rig(
+  opts: { bytes?: number; settings?: Partial<ScanSettings>; sink?: Partial<ScanFindingsSink>; saved?: SavedScan | null; dev?: FakeScanDevice; time?: FakeTime; log?: Logger } = {},
+): Rig {
   const dev = opts.dev ?? new FakeScanDevice(opts.bytes ?? 8 * MIB);
   const time = opts.time ?? new FakeTime();
   const saves: SavedScan[] = [];
@@ -125,7 +128,7 @@ function rig(opts: { bytes?: number; settings?: Partial<ScanSettings>; sink?: Pa
     blockSize: BS,
     deviceBytes: dev.deviceBytes,
     settings: { ...DEFAULT_SCAN_SETTINGS, ...opts.settings },
-    log: quietLog(),
+    log: opts.log ?? quietLog(),
     clock: time,
     timer: time,
     sink,
@@ -374,6 +377,19 @@ describe('the scan loop', () => {
       expect(r.scanner.status().position - saved).toBeLessThan(2 * MIB + MIB);
     }
     expect(r.scanner.status().position).toBeGreaterThan(50 * MIB);
+  });
+
+  it('a device whose reads keep failing is logged once per 10 s, not at every tick', async () => {
+    const lines: string[] = [];
+    const r = rig({ bytes: 64 * MIB, log: createLogger({ level: 'info', stderr: { write: (l: string) => lines.push(l) } }) });
+    r.dev.scanRead = async () => {
+      throw new Error('ENODEV');
+    };
+    await r.scanner.start();
+    await r.run(15_000);
+    const errors = lines.filter((l) => l.includes('scan read failed'));
+    expect(errors).toHaveLength(2);
+    expect(r.scanner.status()).toMatchObject({ state: 'running', position: 0 });
   });
 
   it('close saves only what changed since the last save: an idle scanner writes nothing', async () => {
