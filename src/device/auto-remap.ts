@@ -808,6 +808,8 @@ export class AutoRemapper {
     if (this.closed) return 'closed';
     const errs = await this.jobs('lost', { blocks: failing }, false, true);
     if (errs instanceof OutageHold) return 'outage';
+    // Closed meanwhile: the queued job was dropped, nothing was marked; the next daemon reads it again.
+    if (errs !== null && this.closed) return 'closed';
     this.counters.unrecoveredReads++;
     const blocks = [...failing.keys()];
     if (errs === null) this.burst.note('pending', 'error', 'scan: blocks did not read on any try: marked pending (lost until written)', { blocks, fields: { tries: this.policy.readRetries + 1 } });

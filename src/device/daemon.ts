@@ -304,16 +304,24 @@ export class Daemon {
     } catch (e) {
       this.deps.log.warn({ err: e instanceof Error ? e.message : String(e), dir }, 'the saved scan cannot be used: the scan starts over');
     }
-    this.scanner = new Scanner({
-      device,
-      blockSize: this.plan.blockSize,
-      deviceBytes,
-      settings: this.scanSettings(),
-      log: this.deps.log,
-      sink: auto.scanSink(),
-      saved,
-      save: (s) => saveScan(dir, pairId, s),
-    });
+    let scanner: Scanner;
+    try {
+      scanner = new Scanner({
+        device,
+        blockSize: this.plan.blockSize,
+        deviceBytes,
+        settings: this.scanSettings(),
+        log: this.deps.log,
+        sink: auto.scanSink(),
+        saved,
+        save: (s) => saveScan(dir, pairId, s),
+      });
+    } catch (e) {
+      // The device serves without a scan rather than not at all.
+      this.deps.log.error({ err: e instanceof Error ? e.message : String(e) }, 'the scanner cannot start: no background scan on this device');
+      return;
+    }
+    this.scanner = scanner;
     if (saved !== null) this.deps.log.info({ state: saved.cursor.state, position: saved.cursor.position, pass: saved.cursor.pass }, 'scan cursor loaded');
     this.scanner.begin();
   }

@@ -169,7 +169,7 @@ interface Revisit extends Range {
 export class Scanner {
   private cursor: ScanCursor;
   readonly regions: RegionRecord;
-  private settings: ScanSettings;
+  private readonly settings: ScanSettings;
   private limits: RateLimits;
   private rate: RateState;
   private prevStats: QueueCounters[] | null = null;
@@ -256,13 +256,6 @@ export class Scanner {
 
   stats(): ScanCounters {
     return { ...this.counters };
-  }
-
-  /** Changes the settings (config): the rate's limits apply at once, the schedule at its next check. */
-  setSettings(s: ScanSettings): void {
-    this.settings = { ...s };
-    this.limits = this.limitsFor(s.scanRateMib);
-    this.rate = { ...this.rate, rateBps: Math.min(Math.max(this.rate.rateBps, this.limits.floorBps), this.limits.ceilingBps) };
   }
 
   /** `scan start [--rate N]`: a new pass from byte 0; `rateMib` is this pass's ceiling (E_USAGE unless > 0). */

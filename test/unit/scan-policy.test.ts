@@ -92,6 +92,16 @@ describe('scan findings through the auto-remap policy', () => {
     expect(auto().stats().relocations).toBe(1);
   });
 
+  it('closed while the block is being marked: nothing decided (\'closed\': the next daemon reads it again)', async () => {
+    await start({ readRetries: 0 });
+    native.cfg.failReads.push({ device: 'main', offset: 12 * bs(), bytes: bs(), code: 'EIO' });
+    const p = auto().scanReadFailed([{ block: 12, device: 'main', errno: 5 }], reread);
+    const closing = auto().close();
+    expect(await p).toBe('closed');
+    await closing;
+    expect(entry(12)).toBeUndefined();
+  });
+
   it('with auto-remap off, a failed block is only counted; nothing is remapped', async () => {
     await start({ autoRemap: false });
     native.cfg.failReads.push({ device: 'main', offset: 12 * bs(), bytes: bs(), code: 'EIO' });
