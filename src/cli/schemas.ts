@@ -15,6 +15,7 @@ import type { OptionSpecs } from './args.js';
 import { MAX_TABLE_LIMIT } from '../control/protocol.js';
 import { parseWholeNumber } from '../numbers.js';
 import { POLICY_LIMITS } from '../config/policy.js';
+import { isScanRate, MAX_SCAN_RATE_MIB } from '../scan/settings.js';
 import { CLI_KEY_NAMES, DEVICE_ID_LIKE_RE, DEVICE_NAME_RE, isDeviceKey, type PolicyKey, type PolicySettings } from '../config/schema.js';
 
 const help = { help: { type: 'boolean', short: 'h' } } as const;
@@ -211,8 +212,8 @@ export const scanFlagsSchema = z.object({
     .string()
     .transform((t, ctx) => {
       const n = /^[0-9]+(\.[0-9]+)?$/.test(t.trim()) ? Number(t.trim()) : Number.NaN;
-      if (!(Number.isFinite(n) && n > 0)) {
-        ctx.addIssue({ code: 'custom', message: `--rate must be a number of MiB/s above 0, got ${JSON.stringify(t)}` });
+      if (!isScanRate(n)) {
+        ctx.addIssue({ code: 'custom', message: `--rate must be a number of MiB/s above 0 and at most ${MAX_SCAN_RATE_MIB}, got ${JSON.stringify(t)}` });
         return z.NEVER;
       }
       return n;

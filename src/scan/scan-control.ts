@@ -1,9 +1,10 @@
 // Control-socket handlers of the background scan (scan, scan_start, scan_pause, scan_resume, scan_stop), the
 // `scan ...` words of the `message` command, and the scan's human-readable lines (CLI and message replies).
-import { DmrError, usageError } from '../errors.js';
+import { usageError } from '../errors.js';
 import type { Handlers, ScanStatusResult } from '../control/protocol.js';
 import { MIB } from './rate-control.js';
 import type { Scanner } from './scanner.js';
+import { badRate, isScanRate } from './settings.js';
 
 export type ScanCommands = 'scan' | 'scan_start' | 'scan_pause' | 'scan_resume' | 'scan_stop';
 
@@ -11,9 +12,7 @@ export function scanHandlers(scanner: () => Scanner): Pick<Handlers, ScanCommand
   return {
     scan: () => scanner().status(),
     scan_start: (req) => {
-      if (req.rateMib !== undefined && !(Number.isFinite(req.rateMib) && req.rateMib > 0)) {
-        throw new DmrError('E_USAGE', `scan start: the rate must be a number of MiB/s above 0, got ${String(req.rateMib)}`);
-      }
+      if (req.rateMib !== undefined && !isScanRate(req.rateMib)) throw badRate(req.rateMib);
       return scanner().start(req.rateMib);
     },
     scan_pause: () => scanner().pause(),
@@ -51,11 +50,11 @@ export async function scanMessage(h: Pick<Handlers, ScanCommands>, words: readon
   }
 }
 
-/** A rate typed by a user, MiB/s: a number above 0 (decimals allowed); E_USAGE otherwise. */
+/** A rate typed by a user, MiB/s: a number above 0 (decimals allowed) up to MAX_SCAN_RATE_MIB; E_USAGE otherwise. */
 export function parseRate(text: string): number {
   const t = text.trim();
   const n = /^[0-9]+(\.[0-9]+)?$/.test(t) ? Number(t) : Number.NaN;
-  if (!(Number.isFinite(n) && n > 0)) throw usageError(`scan rate must be a number of MiB/s above 0, got ${JSON.stringify(text)}`);
+  if (!isScanRate(n)) throw badRate(text);
   return n;
 }
 

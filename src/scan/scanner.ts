@@ -39,7 +39,7 @@ import { decideRate, initialRateState, MIB, rateLimits, userActivity, type Queue
 import { RegionRecord } from './regions.js';
 import type { SavedScan } from './scan-file.js';
 import { recordScanReads, scanOutcome, type ScanFailure } from './scan-read.js';
-import type { ScanSettings } from './settings.js';
+import { badRate, isScanRate, type ScanSettings } from './settings.js';
 
 export const SCAN_CHUNK_BYTES = MIB;
 export const SCAN_INTERVAL_MS = 100;
@@ -258,11 +258,9 @@ export class Scanner {
     return { ...this.counters };
   }
 
-  /** `scan start [--rate N]`: a new pass from byte 0; `rateMib` is this pass's ceiling (E_USAGE unless > 0). */
+  /** `scan start [--rate N]`: a new pass from byte 0; `rateMib` is this pass's ceiling (E_USAGE unless a valid rate). */
   start(rateMib?: number): Promise<ScanStatus> {
-    if (rateMib !== undefined && !(Number.isFinite(rateMib) && rateMib > 0)) {
-      return Promise.reject(new DmrError('E_USAGE', `scan rate must be a positive number of MiB/s, got ${String(rateMib)}`));
-    }
+    if (rateMib !== undefined && !isScanRate(rateMib)) return Promise.reject(badRate(rateMib));
     return this.command(() => {
       const next = startPass(this.cursor, this.clock.now());
       this.limits = this.limitsFor(rateMib ?? this.settings.scanRateMib);

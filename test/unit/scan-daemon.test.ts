@@ -96,7 +96,7 @@ describe('the scan over the control socket', () => {
       expect(e.message).toMatch(/idle/);
       expect(e.message).not.toContain('\n');
     }
-    for (const rateMib of [0, -5]) {
+    for (const rateMib of [0, -5, 2_000_000]) {
       const e = await rejected(request(sock, 'scan_start', { rateMib }));
       expect(e.code).toBe('E_USAGE');
       expect(e.message).toContain(String(rateMib));

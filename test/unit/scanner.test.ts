@@ -275,7 +275,7 @@ describe('the scan loop', () => {
     await expect(r.scanner.pause()).rejects.toMatchObject({ code: 'E_SCAN_STATE' });
     await expect(r.scanner.resume()).rejects.toMatchObject({ code: 'E_SCAN_STATE' });
     await expect(r.scanner.stop()).rejects.toMatchObject({ code: 'E_SCAN_STATE' });
-    for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+    for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY, 1048577]) {
       const e = await r.scanner.start(bad).catch((x: unknown) => x);
       expect(e).toBeInstanceOf(DmrError);
       expect((e as DmrError).code).toBe('E_USAGE');
