@@ -54,6 +54,8 @@ export const NARROW_STEP_BLOCKS = 32;
 export const MAX_SLOW_SUSPECTS = 100_000;
 const DAY_MS = 86_400_000;
 const ERROR_LOG_MS = 10_000;
+/** After the policy said 'outage' (main does not answer), the loop reads nothing for this long. */
+export const OUTAGE_BACKOFF_MS = 1000;
 /** How often an idle or finished scan checks its schedule (scan_interval_days). */
 export const SCHEDULE_CHECK_MS = 60_000;
 
@@ -191,6 +193,8 @@ export class Scanner {
   /** A tick whose read threw: logged at most once per ERROR_LOG_MS, with the count since the last line. */
   private lastErrorLogAt: number | null = null;
   private failedTicks = 0;
+  /** No reads before this time (an outage of main was reported); null: none. */
+  private holdUntil: number | null = null;
   /** The cursor's position at the last save. */
   private lastSavePosition = 0;
   /** Commands run one at a time. */
@@ -407,6 +411,8 @@ export class Scanner {
   private async tick(): Promise<void> {
     if (this.cursor.state !== 'running' || this.halting) return;
     const now = this.clock.now();
+    if (this.holdUntil !== null && now < this.holdUntil) return;
+    this.holdUntil = null;
     const stats = this.o.device.stats();
     const user = userActivity(this.prevStats, stats);
     this.prevStats = stats;
@@ -500,7 +506,10 @@ export class Scanner {
       const failed = await this.nameFailedBlocks(outcome.failed);
       if (failed.length > 0 && this.o.sink) {
         const verdict = await this.o.sink.readFailed(failed, (blocks) => this.rereadBlocks(blocks));
-        if (verdict !== 'handled') return null;
+        if (verdict !== 'handled') {
+          if (verdict === 'outage') this.holdUntil = this.clock.now() + OUTAGE_BACKOFF_MS;
+          return null;
+        }
       }
       errors = failed.length;
     }
