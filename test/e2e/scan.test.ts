@@ -1,7 +1,8 @@
 // The background scan (issue 13) on a real device: one pass over a main with 40 dm `error` segments, nothing
 // written, finds every one (pending: reads fail with EIO, a write heals it), the status line says scan=100%
-// and the state is done; and a running scan survives del + add (same spare, same state dir) where it was.
-// Not yet here (issue 13): the dm-delay slow-block case, kill -9, fio verify during a scan, the benchmark.
+// and the state is done; a dm-delay segment of 800 ms: its blocks are counted slow and relocated with their
+// data at the second pass (slow_threshold 2); and a running scan survives del + add (same spare, same state
+// dir) where it was. Not yet here (issue 13): kill -9, fio verify during a scan, the benchmark.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -9,7 +10,7 @@ import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import type { ScanStatusResult } from '../../src/control/protocol.js';
-import { addForeground, pidAlive, RUN_DIR, waitFor, type ForegroundDaemon } from './helpers.js';
+import { addForeground, must, pidAlive, RUN_DIR, waitFor, type ForegroundDaemon } from './helpers.js';
 import { blockSegments, directRead, directWrite, ErrorSources, leftoverDmDevices } from './error-sources.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
@@ -85,6 +86,51 @@ describe('the background scan', () => {
       expect(directWrite(daemon.dev.blockPath, b, data).ok, `block ${b}`).toBe(true);
       expect(directRead(daemon.dev.blockPath, b).data.equals(data), `block ${b}`).toBe(true);
     }
+  });
+
+  it('a dm-delay segment of 800 ms: its blocks are counted slow, and relocated with their data at the second pass', async () => {
+    // 16 MiB; blocks 1000..1007 (sectors 8000..8063) read in 800 ms, writes are not delayed.
+    const SLOW = { block: 1000, blocks: 8 };
+    const main = src.dmError(16, []);
+    daemon = await addForeground(main.path, src.loop(16), path.join(dir, 'state'), ['--block-size', '4096']);
+    const sock = sockOf(daemon);
+    const data = crypto.randomBytes(SLOW.blocks * BS);
+    expect(directWrite(daemon.dev.blockPath, SLOW.block, data).ok).toBe(true);
+    must('modprobe', ['dm_delay']); // not among the VM's preloaded modules
+    const s0 = SLOW.block * (BS / 512);
+    const n = SLOW.blocks * (BS / 512);
+    const b = main.backing;
+    src.reload(main, `0 ${s0} linear ${b} 0\n${s0} ${n} delay ${b} ${s0} 800 ${b} ${s0} 0\n${s0 + n} ${main.sectors - s0 - n} linear ${b} ${s0 + n}\n`);
+    try {
+      await request(sock, 'scan_start', {});
+      const first = await scanUntil(sock, 'the first pass', (x) => x.state === 'done');
+      expect(first.slowFound).toBe(SLOW.blocks);
+      let stats = await request(sock, 'stats', {});
+      expect(stats.slowIos).toBeGreaterThanOrEqual(1);
+      expect(stats.slowBlocks).toBe(SLOW.blocks);
+      expect((await request(sock, 'table', {})).total).toBe(0); // slow once: not yet relocated
+      await request(sock, 'scan_start', {});
+      const second = await scanUntil(sock, 'the second pass', (x) => x.state === 'done' && x.pass === 2);
+      expect(second.slowFound).toBe(SLOW.blocks);
+      const end = Date.now() + 60_000;
+      let entries = (await request(sock, 'table', {})).entries;
+      while (entries.length < SLOW.blocks && Date.now() < end) {
+        await new Promise((r) => setTimeout(r, 250));
+        entries = (await request(sock, 'table', {})).entries;
+      }
+      expect(entries.map((e) => [e.block, e.state, e.origin])).toEqual(
+        Array.from({ length: SLOW.blocks }, (_, i) => [SLOW.block + i, 'mapped', 'scan']),
+      );
+      stats = await request(sock, 'stats', {});
+      expect(stats.slowBlocks).toBe(2 * SLOW.blocks);
+      expect(stats.relocations).toBe(SLOW.blocks);
+    } finally {
+      src.setLinear(main);
+    }
+    // Their data came along: read from the spare now.
+    const back = directRead(daemon.dev.blockPath, SLOW.block, SLOW.blocks);
+    expect(back.ok, back.stderr).toBe(true);
+    expect(back.data.equals(data)).toBe(true);
   });
 
   it('a running scan survives del + add where it was; a paused one stays paused', async () => {
