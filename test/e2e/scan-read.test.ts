@@ -146,7 +146,7 @@ describe('scanRead through the data path', () => {
     }
   });
 
-  it('a remap during a slow narrow scan waits for the piece in flight only, not for the whole scan read', async () => {
+  it('a remap during a slow narrow scan waits for the piece in flight only, not for the whole scan read; a second scan read is refused', async () => {
     // main is a dm linear map while the device is added, then a dm-delay map whose reads take 1 s: a narrow
     // scan of 8 blocks takes 8 s, one piece (block) at a time. A remap of another block started 1.5 s in
     // drains (the scan's piece in flight: 0.5 s more), copies the block from main (1 s) and is done long
@@ -161,7 +161,17 @@ describe('scanRead through the data path', () => {
       const first = (2 * MiB) / bs;
       const t0 = Date.now();
       const scan = request(sock, 'scan_read', { offset: first * bs, bytes: 8 * bs, narrow: true }, 120_000).then((r) => ({ r, at: Date.now() }));
-      await new Promise((r) => setTimeout(r, 1500));
+      await new Promise((r) => setTimeout(r, 500));
+      // One scan read at a time per device: a second one, on another connection, is refused at once (EBUSY),
+      // it does not wait for the first on a pool thread.
+      const asked = Date.now();
+      const second = await request(sock, 'scan_read', { offset: 0, bytes: bs }, 60_000).then(
+        () => 'answered',
+        (e: unknown) => (e instanceof Error ? e.message : String(e)),
+      );
+      expect(second).toMatch(/EBUSY/);
+      expect(Date.now() - asked).toBeLessThan(900);
+      await new Promise((r) => setTimeout(r, 1000 - (Date.now() - asked)));
       const started = Date.now();
       const remap = request(sock, 'remap', { sector: REMAPPED_SECTOR }, 120_000).then((r) => ({ r, at: Date.now() }));
       const [s, m] = await Promise.all([scan, remap]);
