@@ -189,10 +189,12 @@ describe('scanRead through the data path', () => {
     }
   });
 
-  it('a stop during a slow narrow scan read ends it within one piece: the daemon exits at once and main is free', async () => {
+  it('a stop during a slow narrow scan read ends it within one piece: main is free once the daemon says stopped', async () => {
     // main's reads take 3 s (dm-delay): a narrow scan of 20 blocks would take 60 s. SIGTERM 1 s in: the stop
-    // ends the scan read after its piece in flight and waits for it (its dups of main and spare closed),
-    // so the daemon exits within a few seconds, not after the 60 s scan, and nothing holds main then.
+    // ends the scan read after its piece in flight and waits for it, so its dups of main and spare are closed
+    // when the stop returns: once the daemon logs "device stopped" (claims released), nothing holds main.
+    // (Before the fix the scan read went on through its dups, holding main's claim until the process was
+    // gone: the exit watchdog's 3 s and the pread in flight later.)
     const main = src.dmError(16, []);
     daemon = await addForeground(main.path, src.loop(16), path.join(dir, 'state'), ['--auto-remap', 'off']);
     const sock = path.join(RUN_DIR, `${daemon.dev.devId}.sock`);
@@ -206,17 +208,29 @@ describe('scanRead through the data path', () => {
         (e: unknown) => (e instanceof Error ? e.message : String(e)),
       );
       await new Promise((r) => setTimeout(r, 1000));
-      const { dev, child } = daemon;
+      const d = daemon;
       const killed = Date.now();
-      child.kill('SIGTERM');
-      await waitFor(`daemon ${dev.pid} to exit`, () => !pidAlive(dev.pid), 60_000);
-      const exitMs = Date.now() - killed;
+      d.child.kill('SIGTERM');
+      await waitFor('the daemon to log "device stopped"', () => d.log.some((l) => l.includes('device stopped')), 60_000);
+      // Nothing holds main any more: an exclusive open succeeds (EBUSY while a claim or a dup of it lives),
+      // allowing 1 s for the queues' io_uring teardown, which the kernel finishes asynchronously.
+      const stoppedAt = Date.now();
+      let open: string = 'EBUSY';
+      while (open !== 'ok' && Date.now() - stoppedAt < 1000) {
+        try {
+          fs.closeSync(fs.openSync(main.path, fs.constants.O_RDONLY | fs.constants.O_EXCL));
+          open = 'ok';
+        } catch (e) {
+          open = (e as NodeJS.ErrnoException).code ?? String(e);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      expect(open).toBe('ok');
+      await waitFor(`daemon ${d.dev.pid} to exit`, () => !pidAlive(d.dev.pid), 60_000);
       daemon = null;
-      // The scan read was ended, not answered with a full result.
+      // The scan read was ended, not answered with a full result, and the stop took about one piece.
       expect(await scan).not.toBe('answered');
-      expect(exitMs).toBeLessThan(20_000);
-      // Nothing holds main any more: an exclusive open succeeds (EBUSY while a claim or a dup of it lives).
-      fs.closeSync(fs.openSync(main.path, fs.constants.O_RDONLY | fs.constants.O_EXCL));
+      expect(stoppedAt - killed).toBeLessThan(20_000);
     } finally {
       src.setLinear(main);
     }
