@@ -113,6 +113,7 @@ struct FdCloser {
   }
 };
 
+// Pool thread. Frees a Read's buffer (posix_memalign'ed) when it returns or throws.
 struct FreeDeleter {
   void operator()(char* p) const { free(p); }
 };
