@@ -3,6 +3,7 @@
 // N-API values are only made or read on the JS thread (constructors, OnOK, plain methods).
 #include <napi.h>
 
+#include <cerrno>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -101,6 +102,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                         InstanceMethod("drain", &DeviceWrap::Drain), InstanceMethod("copyRange", &DeviceWrap::CopyRange),
                         InstanceMethod("readRange", &DeviceWrap::ReadRange), InstanceMethod("flush", &DeviceWrap::Flush),
                         InstanceMethod("scanRead", &DeviceWrap::ScanRead),
+                        InstanceMethod("tableGeneration", &DeviceWrap::TableGeneration),
                         InstanceMethod("setFaultParking", &DeviceWrap::SetFaultParking),
                         InstanceMethod("resolveFault", &DeviceWrap::ResolveFault)});
   }
@@ -290,26 +292,33 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     return w->Promise();
   }
 
-  // JS thread. scanRead(offset, bytes, narrow?) -> {offset, bytes, segments}: the scanner's read of the exported
-  // range (Device::ScanRead, ScanReader) on a libuv pool thread; the segments are made into JS values back
-  // on the JS thread. The data read is not returned.
+  // JS thread. scanRead(offset, bytes, narrow?) -> {offset, bytes, segments, coveredBytes, stopped,
+  // generation}: the scanner's read of the exported range (Device::ScanRead, ScanReader) on a libuv pool
+  // thread; the segments are made into JS values back on the JS thread. The data read is not returned.
+  // Rejects with ENODEV when the device is not running (shut down included), EBUSY when a scan read runs.
   Napi::Value ScanRead(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    std::shared_ptr<Device> dev = Running(env);
     uint64_t off = Offset(info[0]);
     uint32_t bytes = Bytes(info[1]);
     if (!info[2].IsUndefined() && !info[2].IsBoolean()) throw Napi::TypeError::New(env, "scanRead: narrow must be a boolean");
     bool narrow = info[2].IsBoolean() && info[2].As<Napi::Boolean>().Value();
-    auto segs = std::make_shared<std::vector<ScanSegment>>();
+    std::shared_ptr<Device> dev = device_;
+    if (!dev) {
+      auto d = Napi::Promise::Deferred::New(env);
+      d.Reject(ToJsError(env, SysError(ENODEV, "scan read", "(device not running: shut down)")).Value());
+      return d.Promise();
+    }
+    auto res = std::make_shared<ScanResult>();
     auto* w = new PromiseWorker(
-        env, [dev, off, bytes, narrow, segs] { dev->ScanRead(off, bytes, narrow, segs.get()); },
-        [off, bytes, segs](Napi::Env e) {
+        env, [dev, off, bytes, narrow, res] { dev->ScanRead(off, bytes, narrow, res.get()); },
+        [off, bytes, res](Napi::Env e) {
           Napi::Object o = Napi::Object::New(e);
           o.Set("offset", Napi::BigInt::New(e, off));
           o.Set("bytes", Napi::Number::New(e, bytes));
-          Napi::Array a = Napi::Array::New(e, segs->size());
-          for (size_t i = 0; i < segs->size(); i++) {
-            const ScanSegment& s = (*segs)[i];
+          const std::vector<ScanSegment>& segs = res->segments;
+          Napi::Array a = Napi::Array::New(e, segs.size());
+          for (size_t i = 0; i < segs.size(); i++) {
+            const ScanSegment& s = segs[i];
             Napi::Object x = Napi::Object::New(e);
             x.Set("device", s.spare ? "spare" : "main");
             x.Set("block", Napi::Number::New(e, static_cast<double>(s.block)));
@@ -326,10 +335,27 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
             a.Set(static_cast<uint32_t>(i), x);
           }
           o.Set("segments", a);
+          o.Set("coveredBytes", Napi::Number::New(e, res->covered_bytes));
+          if (res->stopped == ScanStop::kNarrowCap) {
+            o.Set("stopped", "narrow_cap");
+          } else if (res->stopped == ScanStop::kFailures) {
+            o.Set("stopped", "failures");
+          } else {
+            o.Set("stopped", e.Null());
+          }
+          o.Set("generation", Napi::Number::New(e, static_cast<double>(res->generation)));
           return o;
         });
     w->Queue();
     return w->Promise();
+  }
+
+  // JS thread. tableGeneration() -> number: the generation of the remap table published last (1 before any
+  // publish, one more per setRemapTable/updateRemapTable), what scanRead's `generation` compares with.
+  Napi::Value TableGeneration(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!device_) throw Napi::Error::New(env, "device was shut down");
+    return Napi::Number::New(env, static_cast<double>(device_->RemapGeneration()));
   }
 
   // JS thread. flush(which): fdatasync of main or the spare, on a pool thread.
@@ -369,8 +395,10 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     return o;
   }
   static uint32_t Bytes(const Napi::Value& v) {
-    uint32_t n = v.IsNumber() ? v.As<Napi::Number>().Uint32Value() : 0;
-    if (n == 0 || n % 512 != 0 || n > (16u << 20))
+    // Checked as a double: Uint32Value() would wrap 2^32 + 4096 to 4096 and truncate 4096.5 to 4096.
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0;
+    uint32_t n = d >= 512 && d <= double(16u << 20) && d == double(uint32_t(d)) ? uint32_t(d) : 0;
+    if (n == 0 || n % 512 != 0)
       throw Napi::RangeError::New(v.Env(), "bytes must be a multiple of 512 from 512 to 16 MiB");
     return n;
   }

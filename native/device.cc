@@ -47,7 +47,7 @@ Device::Device(DeviceConfig cfg, EventSink* events)
   PlanGeometry geo;
   geo.block_shift = Log2(cfg_.block_size);
   geo.spare_data_offset = cfg_.spare_data_offset;
-  scan_ = std::make_unique<ScanReader>(index_.get(), cfg_.queues, geo);
+  scan_ = std::make_unique<ScanReader>(index_.get(), cfg_.queues, geo, cfg_.max_io_bytes);
   park_faults_.store(cfg_.park_faults, std::memory_order_relaxed);
   for (uint32_t q = 0; q < cfg_.queues; q++) counters_.push_back(std::make_unique<QueueCounters>());
 }
@@ -208,6 +208,10 @@ void Device::Stop() {
 
 // Lifecycle thread, mu_ held.
 void Device::Release(std::vector<std::string>* errors, bool detach) {
+  // A scan read stops before its next piece; the one in flight is waited for (bounded: a read blocked in
+  // the kernel on a failing disk keeps its dups until it returns, and nothing here can end it sooner), so
+  // that the scan's dups of main and spare are closed, and their claims free, when this returns.
+  scan_->Cancel(std::chrono::steady_clock::now() + std::chrono::milliseconds(kScanStopWaitMs));
   std::shared_lock<std::shared_mutex> ql(queues_mu_);
   if (detach) {
     // The kernel device is left to a successor: no STOP_DEV, no DEL_DEV. The queues finish their backing
@@ -301,30 +305,36 @@ void Device::Drain(int timeout_ms) {
     for (size_t i = 0; i < queues_.size(); i++) done = done && queues_[i]->settled_seq() >= target[i];
   }
   for (auto& q : queues_) q->WantDrain(false);
+  // The scan's wait needs no queue: a Stop (which takes queues_mu_ exclusively) is not held up by it.
+  ql.unlock();
   if (!done) ThrowSys(ETIMEDOUT, "drain", "(requests still in flight)");
-  // The scanner plans against the table too: a scan read planned before a MOVING publish ends before the
-  // caller copies the block.
+  // The scanner plans against the table too: a scan piece planned before a MOVING publish ends before the
+  // caller copies the block (one piece at most is waited for).
   if (!scan_->WaitIdle(deadline)) ThrowSys(ETIMEDOUT, "drain", "(a scan read still in flight)");
 }
 
 // Pool thread.
-void Device::ScanRead(uint64_t offset, uint32_t len, bool narrow, std::vector<ScanSegment>* out) {
+void Device::ScanRead(uint64_t offset, uint32_t len, bool narrow, ScanResult* out) {
   const uint64_t bs = cfg_.block_size;
   if (len == 0 || offset % bs != 0 || len % bs != 0 || offset > cfg_.size_bytes || len > cfg_.size_bytes - offset)
     ThrowSys(EINVAL, "scan read", "(offset " + std::to_string(offset) + " and " + std::to_string(len) +
                                       " bytes must be whole blocks of " + std::to_string(bs) + " inside the device)");
-  int main_fd = DupBackingFd(false);
-  int spare_fd = -1;
-  try {
-    spare_fd = DupBackingFd(true);
-    scan_->Read(offset, len, narrow, main_fd, spare_fd, out);
-  } catch (...) {
-    close(main_fd);
-    if (spare_fd >= 0) close(spare_fd);
-    throw;
-  }
-  close(main_fd);
-  close(spare_fd);
+  // The dups are made once the read is admitted (not refused as busy) and closed by the reader before
+  // it returns (Release waits for that).
+  scan_->Read(
+      offset, len, narrow,
+      [this] {
+        ScanFds fds;
+        fds.main = DupBackingFd(false);
+        try {
+          fds.spare = DupBackingFd(true);
+        } catch (...) {
+          close(fds.main);
+          throw;
+        }
+        return fds;
+      },
+      out);
 }
 
 // Worker thread.
@@ -412,4 +422,5 @@ void Device::StartQueues(uint32_t id) {
   // Requests can fault from here on (START_DEV's partition scan, reissued requests): let workers read.
   std::lock_guard<std::mutex> f(fds_mu_);
   fds_open_ = true;
+  scan_->Reopen();
 }

@@ -25,6 +25,9 @@ class EventSink;
 constexpr uint32_t kMaxQueues = 16;
 // How long Recover retries START_USER_RECOVERY while the kernel answers EBUSY.
 constexpr int kRecoverBusyMs = 5000;
+// How long Stop/Detach wait for a scan read's piece in flight (the drain's deadline: a piece that takes
+// longer is stuck in the kernel's error handling, and its dups stay open until the pread returns).
+constexpr int kScanStopWaitMs = 30000;
 
 struct DeviceConfig {
   std::string main_path;
@@ -89,12 +92,18 @@ class Device {
   void UpdateRemap(const std::vector<RemapEntry>& delta);
 
   // Worker thread. Returns once every request dispatched before the call has completed (requests
-  // parked on a moving block or held faulted excepted), and no scan read (ScanRead) is still running. Throws SysError(ETIMEDOUT) after `timeout_ms`.
+  // parked on a moving block or held faulted excepted), and the scan read's piece in flight at the call (if
+  // any) has finished. Throws SysError(ETIMEDOUT) after `timeout_ms`. Holds queues_mu_ (shared) only
+  // while it looks at the queues, not while it waits for the scan piece.
   void Drain(int timeout_ms);
   // Pool thread. The scanner's read of [offset, offset + len) (ScanReader::Read) through dups of the backing
-  // fds: counted in no queue counter, never parked. Throws SysError: EINVAL for a range that is not whole
-  // blocks inside the device, ENODEV when the device is not running.
-  void ScanRead(uint64_t offset, uint32_t len, bool narrow, std::vector<ScanSegment>* out);
+  // fds it closes before returning: counted in no queue counter, never parked. Throws SysError: EINVAL for
+  // a range that is not whole blocks inside the device, EBUSY at once when a scan read is running on this
+  // device, ENODEV when the device is not running (not started, stopping or detaching: Stop and Detach
+  // stop a running scan read before its next piece and wait for it).
+  void ScanRead(uint64_t offset, uint32_t len, bool narrow, ScanResult* out);
+  // Any thread (the JS thread, the writer: then exact). The remap table's generation (RemapIndex::Generation).
+  uint64_t RemapGeneration() const { return index_->Generation(); }
 
   // Worker thread. A dup of main's or the spare's O_DIRECT fd (the caller closes it), so a copy never
   // races a stop closing the original. Throws SysError(ENODEV) when the device is not running.
@@ -111,8 +120,9 @@ class Device {
   const std::vector<std::unique_ptr<QueueCounters>>& counters() const { return counters_; }
 
  private:
-  // Lifecycle thread with mu_ held: releases everything Start acquired, in reverse order. detach: without
-  // STOP_DEV/DEL_DEV, and without failing held requests (Queue::RequestDetach).
+  // Lifecycle thread with mu_ held: releases everything Start acquired, in reverse order, after stopping
+  // a scan read (ScanReader::Cancel, waiting up to kScanStopWaitMs). detach: without STOP_DEV/DEL_DEV, and
+  // without failing held requests (Queue::RequestDetach).
   void Release(std::vector<std::string>* errors, bool detach);
   // Lifecycle thread with mu_ held.
   BackingInfo OpenBackingFds();

@@ -28,12 +28,12 @@ RemapIndex::~RemapIndex() {
   delete current_.load();
 }
 
-// Queue thread `reader`.
+// Reader thread `reader`. The seq_cst store pairs with Current()'s seq_cst load (see there).
 void RemapIndex::Enter(uint32_t reader) {
   seen_[reader].store(epoch_.load(std::memory_order_seq_cst), std::memory_order_seq_cst);
 }
 
-// Queue thread `reader`.
+// Reader thread `reader`.
 void RemapIndex::Leave(uint32_t reader) { seen_[reader].store(kIdle, std::memory_order_seq_cst); }
 
 namespace {
@@ -57,7 +57,7 @@ void RemapIndex::ChunkArray::Assign(size_t n) {
 // The owner of the snapshot.
 RemapIndex::ChunkArray::~ChunkArray() { free(data); }
 
-// Queue thread.
+// Reader thread.
 const RemapEntry* RemapIndex::FirstInRange(const Snapshot* s, uint64_t first, uint64_t end) {
   if (s->entries.empty() || first >= end) return nullptr;
   const uint64_t last_chunk = (end - 1) >> kChunkShift;
@@ -130,6 +130,8 @@ void RemapIndex::Update(const std::vector<RemapEntry>& delta) {
 
 // Writer thread, writer_mu_ held.
 void RemapIndex::SwapLocked(Snapshot* next) {
+  // Only writers change epoch_, under writer_mu_: the increment below makes it this value.
+  next->generation = epoch_.load(std::memory_order_relaxed) + 1;
   const Snapshot* old = current_.exchange(next, std::memory_order_seq_cst);
   uint64_t e = epoch_.fetch_add(1, std::memory_order_seq_cst) + 1;
   retired_.push_back({old, e});
@@ -146,4 +148,10 @@ void RemapIndex::Reclaim() {
     return true;
   });
   retired_.erase(keep, retired_.end());
+}
+
+// Writer thread.
+size_t RemapIndex::RetiredCount() {
+  std::lock_guard<std::mutex> lock(writer_mu_);
+  return retired_.size();
 }

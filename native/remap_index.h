@@ -1,6 +1,7 @@
 // RemapIndex: the data path's read-only mirror of the remap table that TypeScript owns.
 //
-// Readers are the queue threads; the writer is whichever thread TypeScript's updates arrive on. A
+// Readers are the queue threads and the scanner (ScanReader, on a libuv pool thread), each with its own
+// reader slot; the writer is whichever thread TypeScript's updates arrive on (the JS thread). A
 // lookup is lock-free: one acquire load of the current snapshot, then (unless the table is empty) one
 // probe per 64-block chunk the request touches in an open-addressing hash of the chunks that hold
 // remapped blocks; a hit points into the immutable array of entries sorted by block. A 4 KiB request
@@ -51,23 +52,38 @@ class RemapIndex {
   };
 
   struct Snapshot {
+    // Which publish this is: 1 for the empty table of construction, then one more per Publish/Update.
+    // Set before the snapshot is made current, never changed after.
+    uint64_t generation = 1;
     std::vector<RemapEntry> entries;  // sorted by block, unique
     ChunkArray chunks;                // power-of-two sized hash of the non-empty chunks
     uint64_t mask = 0;
   };
 
-  // JS thread (construction). `readers` is the number of queue threads that will call Enter/Leave.
+  // JS thread (construction). `readers` is the number of reader slots (the queue threads, then the
+  // scanner's) that will call Enter/Leave.
   explicit RemapIndex(uint32_t readers);
   ~RemapIndex();
 
-  // Queue thread `reader`: marks the start of a section in which it may dereference snapshots.
+  // Reader thread `reader` (a queue thread, or the scanner's pool thread): marks the start of a section in
+  // which it may dereference snapshots.
   void Enter(uint32_t reader);
-  // Queue thread `reader`: marks that it holds no snapshot pointer (before blocking in the kernel).
+  // Reader thread `reader`: marks that it holds no snapshot pointer (before blocking in the kernel).
   void Leave(uint32_t reader);
-  // Queue thread, between Enter and Leave: the current snapshot (never null).
-  const Snapshot* Current() const { return current_.load(std::memory_order_acquire); }
+  // Reader thread, between Enter and Leave: the current snapshot (never null).
+  //
+  // seq_cst, not acquire: Enter's store to seen_ and this load form a store-then-load pair against the
+  // writer's exchange of current_ then load of seen_ (SwapLocked, Reclaim). Only if all four are seq_cst
+  // is it impossible that the reader loads the old snapshot while the writer still reads its seen_ as idle
+  // and frees it (the store-buffering outcome). An acquire load may be ordered before the earlier store on
+  // weakly ordered CPUs (ARM64 LDAPR, used for acquire loads from armv8.3); a seq_cst load (LDAR) may not.
+  // On x86 both are one plain load.
+  const Snapshot* Current() const { return current_.load(std::memory_order_seq_cst); }
+  // The writer's thread (the JS thread), or any thread for a value that may be stale: the generation of
+  // the table published last (Snapshot::generation of Current() once a publish has returned).
+  uint64_t Generation() const { return epoch_.load(std::memory_order_seq_cst); }
 
-  // Queue thread, between Enter and Leave: the first entry with first <= block < end, or nullptr.
+  // Reader thread, between Enter and Leave: the first entry with first <= block < end, or nullptr.
   static const RemapEntry* FirstInRange(const Snapshot* s, uint64_t first, uint64_t end);
 
   // Writer (any one thread at a time): replaces the table; `entries` must be sorted and unique.
@@ -78,6 +94,9 @@ class RemapIndex {
   void Update(const std::vector<RemapEntry>& delta);
   // Writer: frees retired snapshots no reader can still hold.
   void Reclaim();
+  // Writer: how many retired snapshots are not freed yet (a reader still in a section entered before they
+  // were retired holds them).
+  size_t RetiredCount();
 
  private:
   struct Retired {

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <memory>
+#include <string>
 
 #include "sys_error.h"
 
@@ -65,29 +67,20 @@ void PlanScan(uint64_t first, uint64_t end, uint32_t max_blocks, const PlanGeome
 }
 
 // JS thread.
-ScanReader::ScanReader(RemapIndex* index, uint32_t reader, PlanGeometry geo) : index_(index), reader_(reader), geo_(geo) {}
+ScanReader::ScanReader(RemapIndex* index, uint32_t reader, PlanGeometry geo, uint32_t max_piece_bytes, PreadFn pread_fn)
+    : index_(index), reader_(reader), geo_(geo), max_piece_blocks_(std::max<uint32_t>(1, max_piece_bytes >> geo.block_shift)),
+      pread_(pread_fn) {}
 
 // The Device's owner thread, after every scan read has finished (each PromiseWorker holds the Device).
-ScanReader::~ScanReader() { free(buf_); }
-
-// Pool thread, mu_ held.
-char* ScanReader::Buffer(uint32_t len) {
-  if (buf_len_ >= len) return buf_;
-  void* p = nullptr;
-  if (posix_memalign(&p, 4096, len) != 0) ThrowSys(ENOMEM, "scan read", "(buffer of " + std::to_string(len) + " bytes)");
-  free(buf_);
-  buf_ = static_cast<char*>(p);
-  buf_len_ = len;
-  return buf_;
-}
+ScanReader::~ScanReader() = default;
 
 namespace {
 // Pool thread. One O_DIRECT pread of `len` bytes, looping over short reads: 0 or a positive errno (EIO for
 // a read that ends before `len`: past the end of the device).
-int PreadWhole(int fd, char* buf, uint32_t len, uint64_t offset) {
+int PreadWhole(ScanReader::PreadFn read_fn, int fd, char* buf, uint32_t len, uint64_t offset) {
   uint32_t done = 0;
   while (done < len) {
-    ssize_t n = pread(fd, buf + done, len - done, static_cast<off_t>(offset + done));
+    ssize_t n = read_fn(fd, buf + done, len - done, static_cast<off_t>(offset + done));
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) return errno;
     if (n == 0) return EIO;
@@ -95,32 +88,143 @@ int PreadWhole(int fd, char* buf, uint32_t len, uint64_t offset) {
   }
   return 0;
 }
+
+// Pool thread. The scanner's reader section of the index: Enter on construction, Leave on destruction, so
+// that a throw while planning (an allocation) never leaves the slot entered (which would keep every
+// snapshot retired from then on alive).
+class ReadSection {
+ public:
+  ReadSection(RemapIndex* index, uint32_t reader) : index_(index), reader_(reader) { index_->Enter(reader_); }
+  ~ReadSection() { index_->Leave(reader_); }
+  ReadSection(const ReadSection&) = delete;
+  ReadSection& operator=(const ReadSection&) = delete;
+
+ private:
+  RemapIndex* index_;
+  uint32_t reader_;
+};
+
+// Pool thread. Closes a Read's fds when it returns or throws.
+struct FdCloser {
+  ScanFds fds;
+  ~FdCloser() {
+    if (fds.main >= 0) close(fds.main);
+    if (fds.spare >= 0) close(fds.spare);
+  }
+};
+
+// Pool thread. Frees a Read's buffer (posix_memalign'ed) when it returns or throws.
+struct FreeDeleter {
+  void operator()(char* p) const { free(p); }
+};
 }  // namespace
 
 // Pool thread.
-void ScanReader::Read(uint64_t offset, uint32_t len, bool narrow, int main_fd, int spare_fd, std::vector<ScanSegment>* out) {
-  std::lock_guard<std::timed_mutex> lock(mu_);
-  const uint32_t shift = geo_.block_shift;
-  char* buf = Buffer(len);
-  // The plan is made from one snapshot, held only while planning (the reads below block in the kernel); the
-  // drain that follows a MOVING publish waits for this whole function (mu_), so no piece read below can be
-  // one a move has started to copy.
-  index_->Enter(reader_);
-  PlanScan(offset >> shift, (offset + len) >> shift, narrow ? 1 : ~0u, geo_, index_->Current(), out);
-  index_->Leave(reader_);
-  for (ScanSegment& s : *out) {
-    if (s.skip != ScanSkip::kNone) continue;
-    const uint32_t bytes = s.blocks << shift;
-    auto t0 = std::chrono::steady_clock::now();
-    s.err = PreadWhole(s.spare ? spare_fd : main_fd, buf, bytes, s.dev_offset);
-    auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
-    s.latency_us = static_cast<uint32_t>(std::min<int64_t>(us, UINT32_MAX));
+void ScanReader::Read(uint64_t offset, uint32_t len, bool narrow, const std::function<ScanFds()>& open_fds, ScanResult* out) {
+  {
+    std::lock_guard<std::mutex> l(state_mu_);
+    if (cancelled_) ThrowSys(ENODEV, "scan read", "(device not running)");
+    if (running_) ThrowSys(EBUSY, "scan read", "(another scan read is running on this device)");
+    running_ = true;
   }
+  // Declared first, destroyed last: the fds are closed before Cancel can see running_ false.
+  struct Admitted {
+    ScanReader* r;
+    ~Admitted() {
+      std::lock_guard<std::mutex> l(r->state_mu_);
+      r->running_ = false;
+      r->state_cv_.notify_all();
+    }
+  } admitted{this};
+  FdCloser fds{open_fds()};
+
+  out->segments.clear();
+  out->covered_bytes = 0;
+  out->stopped = ScanStop::kNone;
+  out->generation = 0;
+  const uint32_t shift = geo_.block_shift;
+  const uint64_t first = offset >> shift;
+  uint64_t end = (offset + len) >> shift;
+  bool capped = false;
+  if (narrow && len > kScanNarrowMaxBytes) {
+    end = first + (kScanNarrowMaxBytes >> shift);
+    capped = true;
+  }
+  const uint32_t max_blocks = narrow ? 1 : max_piece_blocks_;
+  const uint32_t buf_len = static_cast<uint32_t>(std::min<uint64_t>(uint64_t(max_blocks) << shift, (end - first) << shift));
+  void* p = nullptr;
+  if (posix_memalign(&p, 4096, buf_len) != 0) ThrowSys(ENOMEM, "scan read", "(buffer of " + std::to_string(buf_len) + " bytes)");
+  std::unique_ptr<char, FreeDeleter> buf(static_cast<char*>(p));
+
+  std::vector<ScanSegment> plan;  // the pieces of [plan's first block, end) as planned against plan_gen
+  size_t next = 0;
+  uint64_t plan_gen = 0;
+  uint32_t failures = 0;
+  uint64_t cur = first;
+  while (cur < end) {
+    // One piece: marked in flight first (WaitIdle waits for it), then planned (or taken from the plan,
+    // if the table has not changed since), then read. A piece marked after a drain's WaitIdle looked is
+    // planned after the drain's MOVING publish, so it sees that table. The snapshot is held only while
+    // planning: the read below blocks in the kernel.
+    {
+      std::lock_guard<std::mutex> l(state_mu_);
+      if (cancelled_) ThrowSys(ENODEV, "scan read", "(device not running: stopped during the read)");
+      in_piece_ = true;
+      piece_seq_++;
+    }
+    struct PieceDone {
+      ScanReader* r;
+      ~PieceDone() {
+        std::lock_guard<std::mutex> l(r->state_mu_);
+        r->in_piece_ = false;
+        r->state_cv_.notify_all();
+      }
+    } piece_done{this};
+    {
+      ReadSection section(index_, reader_);
+      const RemapIndex::Snapshot* snap = index_->Current();
+      if (next == plan.size() || snap->generation != plan_gen) {
+        PlanScan(cur, end, max_blocks, geo_, snap, &plan);
+        next = 0;
+        plan_gen = snap->generation;
+      }
+    }
+    ScanSegment s = plan[next++];
+    s.generation = plan_gen;
+    if (s.skip == ScanSkip::kNone) {
+      auto t0 = std::chrono::steady_clock::now();
+      s.err = PreadWhole(pread_, s.spare ? fds.fds.spare : fds.fds.main, buf.get(), s.blocks << shift, s.dev_offset);
+      auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
+      s.latency_us = static_cast<uint32_t>(std::min<int64_t>(us, UINT32_MAX));
+    }
+    if (out->segments.empty()) out->generation = plan_gen;
+    out->segments.push_back(s);
+    cur = s.block + s.blocks;
+    if (s.err != 0 && ++failures >= kScanMaxFailures && cur < end) {
+      out->stopped = ScanStop::kFailures;
+      break;
+    }
+  }
+  if (out->stopped == ScanStop::kNone && capped) out->stopped = ScanStop::kNarrowCap;
+  out->covered_bytes = static_cast<uint32_t>((cur - first) << shift);
 }
 
 // Pool thread.
 bool ScanReader::WaitIdle(std::chrono::steady_clock::time_point deadline) {
-  if (!mu_.try_lock_until(deadline)) return false;
-  mu_.unlock();
-  return true;
+  std::unique_lock<std::mutex> l(state_mu_);
+  const uint64_t seq = piece_seq_;
+  return state_cv_.wait_until(l, deadline, [&] { return !in_piece_ || piece_seq_ != seq; });
+}
+
+// Lifecycle thread.
+bool ScanReader::Cancel(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> l(state_mu_);
+  cancelled_ = true;
+  return state_cv_.wait_until(l, deadline, [this] { return !running_; });
+}
+
+// Lifecycle thread.
+void ScanReader::Reopen() {
+  std::lock_guard<std::mutex> l(state_mu_);
+  cancelled_ = false;
 }

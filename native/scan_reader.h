@@ -7,28 +7,52 @@
 //  - a block the data path holds requests for (MOVING: a move is copying it) is skipped, not read, and so is
 //    a LOST block (a user read of it fails with EIO without any backing I/O: there is nothing to read);
 //    TypeScript revisits skipped blocks;
-//  - Device::Drain waits for a scan read in flight (WaitIdle), as it waits for user requests, so the remap
-//    engine's order (publish MOVING, drain, copy) covers the scanner too: a scan read planned before the
-//    MOVING table has finished before the copy starts, one planned after it skips the block.
+//  - the exclusion with a move is per piece, not per call: each piece is marked in flight, then taken from
+//    a plan made against the table current when the piece starts (the rest of the range is
+//    planned again whenever the table's generation changed). Device::Drain waits for the piece in flight
+//    (WaitIdle), as it waits for user requests, so the remap engine's order (publish MOVING, drain, copy)
+//    covers the scanner: a piece planned before the MOVING table has finished before the copy starts, and
+//    every piece started after it sees the MOVING table and skips the block. A drain waits for one piece at
+//    most, and a piece is at most `max_piece_bytes` (the device's max I/O: as long as a user request's I/O).
 //
-// The reads are O_DIRECT preads into one reused aligned buffer (the data is not returned), timed one by
-// one. They go through dups of the backing fds, never through a queue: they count in no queue counter and
-// are never parked as faults; a failure is an errno in the result, nothing else.
+// The reads are O_DIRECT preads into an aligned buffer of one piece, allocated per call (the data is not
+// returned), timed one by one. They go through dups of the backing fds, never through a queue: they count
+// in no queue counter and are never parked as faults; a failed read is an errno in the result, nothing
+// else. A call is bounded: a narrow call covers at most kScanNarrowMaxBytes, and any call stops after
+// kScanMaxFailures failed reads; the result says how far it got (the caller asks again for the rest).
 //
-// Threads: Read and WaitIdle run on libuv pool threads (the addon's PromiseWorkers); one scan read at a
-// time per device (mu_), which uses the remap index's reader slot given at construction.
+// Threads: Read runs on a libuv pool thread (the addon's PromiseWorker), one call at a time per device: a
+// second call is refused at once with EBUSY (it never waits for the first, so scan reads can occupy one
+// pool thread at most). WaitIdle runs on a pool thread (Device::Drain); Cancel and Reopen on the device's
+// lifecycle thread (Start/Stop/Detach: a pool thread, or the JS thread at env cleanup). The reader slot
+// given at construction is used only by Read, between its index Enter and Leave.
 #pragma once
 
+#include <sys/types.h>
+#include <unistd.h>
+
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <vector>
 
 #include "remap_index.h"
 #include "request_plan.h"
 
+// Most bytes one narrow call reads (one pread per block: up to 2048 at 512-byte blocks); a longer narrow
+// call stops there (ScanStop::kNarrowCap).
+constexpr uint32_t kScanNarrowMaxBytes = 1u << 20;
+// Failed reads after which a call stops (ScanStop::kFailures): each one on a failing disk can be seconds
+// of error handling that stalls the disk's other I/O, so a call is at most this many of them in a row.
+constexpr uint32_t kScanMaxFailures = 32;
+
 // Why a piece of a scan was not read.
 enum class ScanSkip : uint8_t { kNone, kMoving, kLost };
+
+// Why a call stopped before the end of its range (ScanResult::covered_bytes tells where).
+enum class ScanStop : uint8_t { kNone, kNarrowCap, kFailures };
 
 // One piece of a scan: a run of blocks read with one pread (or skipped).
 struct ScanSegment {
@@ -39,6 +63,21 @@ struct ScanSegment {
   ScanSkip skip = ScanSkip::kNone;
   uint32_t latency_us = 0;   // time the read took (0 for a skipped piece)
   int err = 0;               // positive errno of a failed read, 0 when it succeeded or was skipped
+  uint64_t generation = 0;   // the table (RemapIndex::Snapshot::generation) the piece was planned against
+};
+
+// What one Read did.
+struct ScanResult {
+  std::vector<ScanSegment> segments;  // in block order, covering [offset, offset + covered_bytes) exactly
+  uint32_t covered_bytes = 0;         // the whole length asked for unless `stopped`
+  ScanStop stopped = ScanStop::kNone;
+  uint64_t generation = 0;            // the oldest generation a piece was planned against (the first's)
+};
+
+// The backing fds one Read uses: dups it owns and closes before it returns.
+struct ScanFds {
+  int main = -1;
+  int spare = -1;
 };
 
 // Any thread holding the snapshot (a reader between the index's Enter and Leave, or a test). The pieces of
@@ -50,30 +89,47 @@ void PlanScan(uint64_t first, uint64_t end, uint32_t max_blocks, const PlanGeome
 
 class ScanReader {
  public:
+  using PreadFn = ssize_t (*)(int fd, void* buf, size_t count, off_t offset);
+
   // JS thread (with the Device). `reader`: the index's reader slot reserved for the scanner.
-  ScanReader(RemapIndex* index, uint32_t reader, PlanGeometry geo);
+  // `max_piece_bytes`: the longest piece (a multiple of the block size). `pread_fn`: the read (tests
+  // inject one that blocks or fails).
+  ScanReader(RemapIndex* index, uint32_t reader, PlanGeometry geo, uint32_t max_piece_bytes, PreadFn pread_fn = ::pread);
   ~ScanReader();
   ScanReader(const ScanReader&) = delete;
   ScanReader& operator=(const ScanReader&) = delete;
 
-  // Pool thread. Plans blocks [offset, offset + len) (block-aligned, checked by the caller) against the
-  // current table and reads each piece that is not skipped: main pieces from `main_fd`, spare pieces from
-  // `spare_fd`. `narrow`: one read per block. Fills `out` (cleared first). Throws SysError only when the
-  // buffer cannot be allocated; a failed read is its piece's err.
-  void Read(uint64_t offset, uint32_t len, bool narrow, int main_fd, int spare_fd, std::vector<ScanSegment>* out);
+  // Pool thread. Reads blocks [offset, offset + len) (block-aligned, checked by the caller), piece by
+  // piece (see the top): main pieces from the main fd, spare pieces from the spare fd, both from
+  // `open_fds`, called once the call is admitted; the fds are closed before Read returns or throws.
+  // `narrow`: one read per block. Fills `out` (cleared first). Throws SysError: EBUSY at once when another
+  // Read is running, ENODEV when the reader is cancelled (before the call, or between two pieces: what
+  // was read is dropped), ENOMEM when the buffer cannot be allocated; whatever `open_fds` throws. A failed
+  // read is its piece's err.
+  void Read(uint64_t offset, uint32_t len, bool narrow, const std::function<ScanFds()>& open_fds, ScanResult* out);
 
-  // Pool thread (Device::Drain). Waits until no scan read is running (one that started before the call
-  // has finished); false when it is still running at `deadline`.
+  // Pool thread (Device::Drain). Waits until the piece in flight when called (if any) has finished: every
+  // piece started after the call plans against the table current then. Never waits for more than that one
+  // piece (a piece after it does not hold it up). False when that piece is still in flight at `deadline`.
   bool WaitIdle(std::chrono::steady_clock::time_point deadline);
 
- private:
-  // Pool thread, mu_ held: a buffer of at least `len` bytes, aligned for O_DIRECT.
-  char* Buffer(uint32_t len);
+  // Lifecycle thread (Device::Release). From now on Read refuses with ENODEV, and a running Read stops
+  // before its next piece. Waits until a running Read has returned (its fds closed); false if it is still
+  // running at `deadline` (a piece blocked in the kernel: it keeps its fds until its pread returns).
+  bool Cancel(std::chrono::steady_clock::time_point deadline);
+  // Lifecycle thread (the device's backing fds are open again): Read is admitted again.
+  void Reopen();
 
+ private:
   RemapIndex* index_;
   uint32_t reader_;
   PlanGeometry geo_;
-  std::timed_mutex mu_;  // one scan read at a time; held for the whole read (WaitIdle takes it)
-  char* buf_ = nullptr;  // mu_
-  uint32_t buf_len_ = 0;
+  uint32_t max_piece_blocks_;
+  PreadFn pread_;
+  std::mutex state_mu_;  // guards the four below (short sections only; never held across a read)
+  std::condition_variable state_cv_;  // running_ or in_piece_ became false
+  bool running_ = false;    // a Read is admitted and has not returned (its fds are open)
+  bool cancelled_ = false;  // Cancel was called (and no Reopen since)
+  bool in_piece_ = false;   // a piece is being planned or read
+  uint64_t piece_seq_ = 0;  // pieces started
 };

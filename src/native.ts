@@ -211,6 +211,30 @@ export interface ScanReadResult {
   segments: ScanSegment[];
 }
 
+/**
+ * What the addon's scanRead answers: a ScanReadResult whose pieces may stop short of the range asked for
+ * (`stopped`): `segments` then cover [offset, offset + coveredBytes) exactly, `bytes` is still the length
+ * asked for, and the caller asks again from offset + coveredBytes for the rest.
+ */
+export interface NativeScanReadResult extends ScanReadResult {
+  /** Bytes from `offset` the segments cover: `bytes` unless the call stopped early. */
+  coveredBytes: number;
+  /**
+   * Why the call stopped early, null when it covered the whole range: 'narrow_cap' (a narrow call covers
+   * 1 MiB at most: native/scan_reader.h kScanNarrowMaxBytes), 'failures' (32 reads failed,
+   * kScanMaxFailures: each is a command the failing disk's error handling may take seconds over, so one
+   * call issues no more than that).
+   */
+  stopped: 'narrow_cap' | 'failures' | null;
+  /**
+   * The remap table generation (tableGeneration()) the oldest piece was planned against; every piece was
+   * planned against this generation or a newer one. Equal to tableGeneration() now: every piece was read
+   * where the table still maps it; older: the table changed since (a failure may have been on a place the
+   * block has left: read it again before acting on it).
+   */
+  generation: number;
+}
+
 /** Counters of one queue, cumulative since start. */
 export interface QueueStats {
   queue: number;
@@ -281,7 +305,10 @@ export interface NativeDevice {
    * native side copies its table once instead of taking a whole new one from here.
    */
   updateRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void;
-  /** Resolves once every read/write dispatched before the call has completed (requests parked on a MOVING block excepted). */
+  /**
+   * Resolves once every read/write dispatched before the call has completed (requests parked on a MOVING block
+   * excepted), and the scanRead piece in flight at the call (if any) has finished.
+   */
   drain(): Promise<void>;
   /** Copies `bytes` between backing devices with O_DIRECT on a worker thread; rejects with a NativeError (EIO, ENODATA...). */
   copyRange(from: BackingRole, fromOffset: bigint, to: BackingRole, toOffset: bigint, bytes: number): Promise<void>;
@@ -291,13 +318,24 @@ export interface NativeDevice {
   flush(which: BackingRole): Promise<void>;
   /**
    * The scanner's read of the exported range [offset, offset + bytes) (whole blocks inside the device, up to
-   * 16 MiB), on a pool thread: planned against the current remap table as a user read is (unmapped runs from
-   * main, remapped runs from their slots), MOVING and LOST blocks skipped, each piece read O_DIRECT into a
-   * native buffer (the data is not returned). Counts in no user counter (stats()) and is never parked: a
-   * failed piece is its errno in the result. `narrow`: one read per block. drain() waits for a scan read in
-   * flight. Rejects (NativeError) only for a bad range (EINVAL) or a device not running (ENODEV).
+   * 16 MiB), on a pool thread, piece by piece: each piece planned against the remap table current when it
+   * starts, as a user read is (unmapped runs from main, remapped runs from their slots), MOVING and LOST
+   * blocks skipped, read O_DIRECT into a native buffer (the data is not returned). A piece is at most
+   * maxIoBytes (`narrow`: one block). Counts in no user counter (stats()) and is never parked: a failed piece
+   * is its errno in the result. A call stops early (`stopped`, `coveredBytes`) after 32 failed reads, and a
+   * narrow one after 1 MiB. drain() waits for the piece in flight only.
+   * One scan read at a time per device. Rejects (NativeError) with EINVAL for a bad range, EBUSY at once when
+   * another scanRead of this device is running, ENODEV when the device is not running (not started,
+   * stopped, detached, shut down; stop() and detach() end a running scanRead before its next piece, which
+   * then rejects with ENODEV, and wait for it). A non-integer `bytes`, or one outside 512..16 MiB or not a
+   * multiple of 512, throws a RangeError.
    */
-  scanRead(offset: bigint, bytes: number, narrow?: boolean): Promise<ScanReadResult>;
+  scanRead(offset: bigint, bytes: number, narrow?: boolean): Promise<NativeScanReadResult>;
+  /**
+   * The generation of the remap table published last: 1 before any publish, one more per setRemapTable or
+   * updateRemapTable (what scanRead's `generation` is compared with).
+   */
+  tableGeneration(): number;
   /** Turns parking of failed reads/writes on or off (see DeviceOptions.parkFaults); affects failures seen after the call. */
   setFaultParking(on: boolean): void;
   /**

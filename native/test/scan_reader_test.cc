@@ -1,21 +1,40 @@
 // Unit tests of the scanner's planning and reads (native/scan_reader.*), run on the host: no kernel, no ublk.
 // The reads go to regular files (opened without O_DIRECT: the logic under test is the plan, the skips, the
-// per-piece errors and the drain's wait, not the page cache). Built by `npm run build` as
-// build/Release/scan_reader_test and run by test/unit/native-scan-reader.test.ts; exits non-zero when a
-// check fails, naming it on stderr.
+// per-piece errors, the drain's wait, the busy refusal, the cancel and the call's bounds, not the page
+// cache). A test pread (ScanReader's injected PreadFn) blocks, slows or fails chosen pieces. Built by
+// `npm run build` as build/Release/scan_reader_test and run by test/unit/native-scan-reader.test.ts; exits
+// non-zero when a check fails, naming it on stderr.
 #include <fcntl.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
+#include <mutex>
+#include <new>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "../remap_index.h"
 #include "../scan_reader.h"
+#include "../sys_error.h"
+
+// Allocation failure on demand (the planning's allocation throwing bad_alloc): any thread, while set.
+std::atomic<bool> g_fail_new{false};
+
+void* operator new(std::size_t n) {
+  if (g_fail_new.load()) throw std::bad_alloc();
+  if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
+  throw std::bad_alloc();
+}
+void operator delete(void* p) noexcept { std::free(p); }
+void operator delete(void* p, std::size_t) noexcept { std::free(p); }
 
 namespace {
 
@@ -112,6 +131,17 @@ int TempFile(uint64_t bytes) {
   return fd;
 }
 
+// Main thread. Dups of `main_fd` and `spare_fd`, as Device::ScanRead hands them to a Read (-1 stays -1).
+std::function<ScanFds()> Dups(int main_fd, int spare_fd, std::atomic<int>* opened = nullptr) {
+  return [=] {
+    if (opened) opened->fetch_add(1);
+    ScanFds f;
+    f.main = main_fd >= 0 ? dup(main_fd) : -1;
+    f.spare = spare_fd >= 0 ? dup(spare_fd) : -1;
+    return f;
+  };
+}
+
 // Main thread.
 void TestRead() {
   // main: 16 blocks; spare: slot area from kSpareData, 8 slots. Block 3 is remapped to slot 2, block 5 MOVING,
@@ -119,11 +149,12 @@ void TestRead() {
   int main_fd = TempFile(16 * kBs);
   int spare_fd = TempFile(kSpareData + 7 * kBs);
   RemapIndex index(2);
-  ScanReader reader(&index, 1, Geo());
+  ScanReader reader(&index, 1, Geo(), 64 * kBs);
   index.Publish({{3, 2, 0}, {5, 4, kRemapMoving}, {6, 5, kRemapLost}, {9, 7, 0}});
-  std::vector<ScanSegment> segs;
+  ScanResult r;
   current = "a read: main and spare pieces read, MOVING and LOST skipped, a failed piece carries its errno";
-  reader.Read(0, 12 * kBs, false, main_fd, spare_fd, &segs);
+  reader.Read(0, 12 * kBs, false, Dups(main_fd, spare_fd), &r);
+  const std::vector<ScanSegment>& segs = r.segments;
   CHECK_EQ(segs.size(), size_t(8));
   Piece(segs, 0, false, 0, 3, 0, ScanSkip::kNone);
   Piece(segs, 1, true, 3, 1, kSpareData + 2 * kBs, ScanSkip::kNone);
@@ -138,24 +169,290 @@ void TestRead() {
     CHECK_EQ(segs[6].err, EIO);
     CHECK_EQ(segs[3].latency_us, 0u);
   }
+  CHECK_EQ(r.covered_bytes, uint32_t(12 * kBs));
+  CHECK_EQ(static_cast<int>(r.stopped), static_cast<int>(ScanStop::kNone));
+
+  current = "every piece and the result carry the generation of the table they were planned against";
+  CHECK_EQ(index.Generation(), uint64_t(2));
+  CHECK_EQ(r.generation, uint64_t(2));
+  for (const ScanSegment& s : segs) CHECK_EQ(s.generation, uint64_t(2));
 
   current = "a read of a bad fd fails its pieces with EBADF, not the call";
-  reader.Read(0, 2 * kBs, false, -1, spare_fd, &segs);
-  CHECK_EQ(segs.size(), size_t(1));
-  if (segs.size() == 1) CHECK_EQ(segs[0].err, EBADF);
+  reader.Read(0, 2 * kBs, false, Dups(-1, spare_fd), &r);
+  CHECK_EQ(r.segments.size(), size_t(1));
+  if (r.segments.size() == 1) CHECK_EQ(r.segments[0].err, EBADF);
 
   current = "the next read plans against the table published since";
   index.Publish({});
   index.Publish({{1, 1, 0}});
   index.Reclaim();
-  reader.Read(0, 2 * kBs, false, main_fd, spare_fd, &segs);
-  CHECK_EQ(segs.size(), size_t(2));
-  Piece(segs, 1, true, 1, 1, kSpareData + kBs, ScanSkip::kNone);
+  reader.Read(0, 2 * kBs, false, Dups(main_fd, spare_fd), &r);
+  CHECK_EQ(r.segments.size(), size_t(2));
+  Piece(r.segments, 1, true, 1, 1, kSpareData + kBs, ScanSkip::kNone);
+  CHECK_EQ(r.generation, uint64_t(4));
 
   current = "WaitIdle answers at once when no scan read runs";
   CHECK_EQ(reader.WaitIdle(std::chrono::steady_clock::now() + std::chrono::milliseconds(1)), true);
+
+  current = "a piece is at most max_piece_bytes: a long main run is read in pieces of that size";
+  ScanReader small(&index, 1, Geo(), 4 * kBs);
+  index.Publish({});
+  small.Read(0, 10 * kBs, false, Dups(main_fd, spare_fd), &r);
+  CHECK_EQ(r.segments.size(), size_t(3));
+  Piece(r.segments, 0, false, 0, 4, 0, ScanSkip::kNone);
+  Piece(r.segments, 1, false, 4, 4, 4 * kBs, ScanSkip::kNone);
+  Piece(r.segments, 2, false, 8, 2, 8 * kBs, ScanSkip::kNone);
   close(main_fd);
   close(spare_fd);
+}
+
+// The test pread: counts calls; the call numbered `block_call` (1-based) waits until released; calls
+// after it sleep `slow_ms` each; reads of blocks in [fail_first, fail_end) fail with EIO.
+struct TestPread {
+  std::mutex mu;
+  std::condition_variable cv;
+  int calls = 0;
+  int block_call = 0;
+  bool blocked = false;
+  bool released = false;
+  int slow_ms = 0;
+  uint64_t fail_first = 0;
+  uint64_t fail_end = 0;
+
+  void Reset() {
+    std::lock_guard<std::mutex> l(mu);
+    calls = block_call = slow_ms = 0;
+    blocked = released = false;
+    fail_first = fail_end = 0;
+  }
+  // Main thread: waits until the blocking call has started.
+  void WaitBlocked() {
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [this] { return blocked; });
+  }
+  // Any thread.
+  void Release() {
+    std::lock_guard<std::mutex> l(mu);
+    released = true;
+    cv.notify_all();
+  }
+  int Calls() {
+    std::lock_guard<std::mutex> l(mu);
+    return calls;
+  }
+};
+TestPread g_pread;
+
+// The Read's thread.
+ssize_t InjectedPread(int fd, void* buf, size_t count, off_t offset) {
+  int slow = 0;
+  {
+    std::unique_lock<std::mutex> l(g_pread.mu);
+    const int n = ++g_pread.calls;
+    if (n == g_pread.block_call) {
+      g_pread.blocked = true;
+      g_pread.cv.notify_all();
+      g_pread.cv.wait(l, [] { return g_pread.released; });
+    } else if (g_pread.block_call != 0 && n > g_pread.block_call) {
+      slow = g_pread.slow_ms;
+    }
+    const uint64_t block = static_cast<uint64_t>(offset) >> kShift;
+    if (block < g_pread.fail_end && block + (count >> kShift) > g_pread.fail_first) {
+      errno = EIO;
+      return -1;
+    }
+  }
+  if (slow > 0) std::this_thread::sleep_for(std::chrono::milliseconds(slow));
+  return pread(fd, buf, count, offset);
+}
+
+using Clock = std::chrono::steady_clock;
+int64_t MsSince(Clock::time_point t) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - t).count();
+}
+
+// Main thread. A drain waits for the piece in flight only, and the pieces after it see the MOVING table.
+void TestDrainWaitsForOnePiece() {
+  int main_fd = TempFile(16 * kBs);
+  RemapIndex index(2);
+  ScanReader reader(&index, 1, Geo(), 64 * kBs, InjectedPread);
+  g_pread.Reset();
+  g_pread.block_call = 2;  // block 1's read
+  g_pread.slow_ms = 100;   // blocks 2, 3, 4, 6, 7: 500 ms after the release
+  ScanResult r;
+  std::atomic<bool> read_done{false};
+  std::thread a([&] {
+    reader.Read(0, 8 * kBs, true, Dups(main_fd, -1), &r);
+    read_done.store(true);
+  });
+  g_pread.WaitBlocked();
+  current = "a drain times out while the piece in flight is blocked";
+  index.Publish({{5, 0, kRemapMoving}});  // the remap engine's MOVING publish, then its drain
+  CHECK_EQ(reader.WaitIdle(Clock::now() + std::chrono::milliseconds(30)), false);
+  current = "a drain waits for the piece in flight, not for the rest of the call";
+  std::thread releaser([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    g_pread.Release();
+  });
+  auto t0 = Clock::now();
+  CHECK_EQ(reader.WaitIdle(Clock::now() + std::chrono::seconds(5)), true);
+  CHECK_EQ(read_done.load(), false);
+  CHECK_EQ(MsSince(t0) < 400, true);
+  releaser.join();
+  a.join();
+  current = "pieces started after the MOVING publish plan against it: the moving block is skipped";
+  CHECK_EQ(r.segments.size(), size_t(8));
+  if (r.segments.size() == 8) {
+    Piece(r.segments, 5, true, 5, 1, kSpareData, ScanSkip::kMoving);
+    CHECK_EQ(r.segments[1].generation, uint64_t(1));
+    CHECK_EQ(r.segments[7].generation, uint64_t(2));
+    CHECK_EQ(r.generation, uint64_t(1));
+  }
+  CHECK_EQ(g_pread.Calls(), 7);
+  close(main_fd);
+}
+
+// Main thread. A second Read while one runs is refused at once (no pool thread waits); Cancel stops the
+// running one before its next piece and returns once it has returned and closed its fds.
+void TestBusyAndCancel() {
+  int main_fd = TempFile(16 * kBs);
+  RemapIndex index(2);
+  ScanReader reader(&index, 1, Geo(), 64 * kBs, InjectedPread);
+  g_pread.Reset();
+  g_pread.block_call = 2;
+  ScanResult r;
+  std::atomic<int> opened{0};
+  ScanFds used;
+  int err = 0;
+  std::thread a([&] {
+    try {
+      reader.Read(0, 8 * kBs, true,
+                  [&] {
+                    used = Dups(main_fd, main_fd)();
+                    return used;
+                  },
+                  &r);
+    } catch (const SysError& e) {
+      err = e.err();
+    }
+  });
+  g_pread.WaitBlocked();
+
+  current = "a second read while one runs is refused with EBUSY at once, and opens no fd";
+  ScanResult r2;
+  int err2 = 0;
+  auto t0 = Clock::now();
+  try {
+    reader.Read(0, kBs, false, Dups(main_fd, main_fd, &opened), &r2);
+  } catch (const SysError& e) {
+    err2 = e.err();
+  }
+  CHECK_EQ(err2, EBUSY);
+  CHECK_EQ(MsSince(t0) < 50, true);
+  CHECK_EQ(opened.load(), 0);
+
+  current = "a cancel waits for the piece in flight (bounded)";
+  CHECK_EQ(reader.Cancel(Clock::now() + std::chrono::milliseconds(30)), false);
+  current = "a cancel returns once the read has returned: no further pread, the read fails ENODEV, its fds closed";
+  std::thread releaser([] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    g_pread.Release();
+  });
+  t0 = Clock::now();
+  CHECK_EQ(reader.Cancel(Clock::now() + std::chrono::seconds(5)), true);
+  CHECK_EQ(MsSince(t0) >= 40, true);
+  CHECK_EQ(g_pread.Calls(), 2);
+  CHECK_EQ(fcntl(used.main, F_GETFD) == -1 && errno == EBADF, true);
+  CHECK_EQ(fcntl(used.spare, F_GETFD) == -1 && errno == EBADF, true);
+  releaser.join();
+  a.join();
+  CHECK_EQ(err, ENODEV);
+
+  current = "a cancelled reader refuses a read with ENODEV, and takes them again once reopened";
+  err2 = 0;
+  try {
+    reader.Read(0, kBs, false, Dups(main_fd, main_fd, &opened), &r2);
+  } catch (const SysError& e) {
+    err2 = e.err();
+  }
+  CHECK_EQ(err2, ENODEV);
+  CHECK_EQ(opened.load(), 0);
+  reader.Reopen();
+  g_pread.Reset();
+  reader.Read(0, kBs, false, Dups(main_fd, main_fd, &opened), &r2);
+  CHECK_EQ(r2.segments.size(), size_t(1));
+  CHECK_EQ(opened.load(), 1);
+  close(main_fd);
+}
+
+// Main thread. A call is bounded: a narrow one covers kScanNarrowMaxBytes at most, any one stops after
+// kScanMaxFailures failed reads; the result says how far it got.
+void TestBounds() {
+  const uint64_t blocks = 2 * (kScanNarrowMaxBytes >> kShift);
+  int main_fd = TempFile(blocks * kBs);
+  RemapIndex index(2);
+  ScanReader reader(&index, 1, Geo(), 64 * kBs, InjectedPread);
+  ScanResult r;
+
+  current = "a narrow call over more than the cap reads the cap and says so";
+  g_pread.Reset();
+  reader.Read(0, static_cast<uint32_t>(blocks * kBs), true, Dups(main_fd, -1), &r);
+  CHECK_EQ(r.segments.size(), size_t(kScanNarrowMaxBytes >> kShift));
+  CHECK_EQ(r.covered_bytes, kScanNarrowMaxBytes);
+  CHECK_EQ(static_cast<int>(r.stopped), static_cast<int>(ScanStop::kNarrowCap));
+
+  current = "a narrow call over 64 failing blocks stops after the failure budget, its pieces covering what it read";
+  g_pread.Reset();
+  g_pread.fail_first = 8;
+  g_pread.fail_end = 72;
+  reader.Read(0, 80 * kBs, true, Dups(main_fd, -1), &r);
+  CHECK_EQ(r.segments.size(), size_t(8 + kScanMaxFailures));
+  CHECK_EQ(r.covered_bytes, uint32_t((8 + kScanMaxFailures) * kBs));
+  CHECK_EQ(static_cast<int>(r.stopped), static_cast<int>(ScanStop::kFailures));
+  CHECK_EQ(g_pread.Calls(), int(8 + kScanMaxFailures));
+  for (size_t i = 0; i < r.segments.size(); i++) {
+    CHECK_EQ(r.segments[i].block, uint64_t(i));
+    CHECK_EQ(r.segments[i].err, i < 8 ? 0 : EIO);
+  }
+
+  current = "a call whose last piece is the budget's last failure ends normally";
+  g_pread.Reset();
+  g_pread.fail_first = 0;
+  g_pread.fail_end = kScanMaxFailures;
+  reader.Read(0, kScanMaxFailures * kBs, true, Dups(main_fd, -1), &r);
+  CHECK_EQ(r.covered_bytes, uint32_t(kScanMaxFailures * kBs));
+  CHECK_EQ(static_cast<int>(r.stopped), static_cast<int>(ScanStop::kNone));
+  close(main_fd);
+}
+
+// Main thread. An allocation that fails while planning leaves the scanner's reader slot idle: snapshots
+// retired afterwards are still freed.
+void TestPlanThrowLeavesSlot() {
+  int main_fd = TempFile(16 * kBs);
+  RemapIndex index(2);
+  ScanReader reader(&index, 1, Geo(), 64 * kBs);
+  index.Publish({{3, 2, 0}});
+  ScanResult r;
+  auto fds = Dups(main_fd, main_fd);
+  current = "a read whose planning throws bad_alloc";
+  bool threw = false;
+  g_fail_new.store(true);
+  try {
+    reader.Read(0, 8 * kBs, false, fds, &r);
+  } catch (const std::bad_alloc&) {
+    threw = true;
+  }
+  g_fail_new.store(false);
+  CHECK_EQ(threw, true);
+  current = "after it, publishes retire and free the old tables (the slot is not left entered)";
+  index.Publish({});
+  index.Publish({{4, 1, 0}});
+  index.Reclaim();
+  CHECK_EQ(index.RetiredCount(), size_t(0));
+  current = "and the reader reads again";
+  reader.Read(0, 8 * kBs, false, fds, &r);
+  CHECK_EQ(r.segments.size(), size_t(3));
+  close(main_fd);
 }
 
 }  // namespace
@@ -163,6 +460,10 @@ void TestRead() {
 int main() {
   TestPlan();
   TestRead();
+  TestDrainWaitsForOnePiece();
+  TestBusyAndCancel();
+  TestBounds();
+  TestPlanThrowLeavesSlot();
   std::printf("scan_reader_test: %d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;
 }

@@ -21,12 +21,16 @@ import type {
   NativeErrorShape,
   NativeEvent,
   QueueStats,
-  ScanReadResult,
+  NativeScanReadResult,
   ScanSegment,
   UblkProbe,
 } from '../native.js';
 import { loadNative, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
 import { MAX_DEPTH, MAX_QUEUES } from '../device/config.js';
+
+/** Native's bounds of one scanRead (native/scan_reader.h kScanNarrowMaxBytes, kScanMaxFailures). */
+export const FAKE_SCAN_NARROW_MAX_BYTES = 1 << 20;
+export const FAKE_SCAN_MAX_FAILURES = 32;
 
 export const fakeConfigSchema = z.strictObject({
   devDir: z.string(),
@@ -455,26 +459,35 @@ export class FakeDevice implements NativeDevice {
     }
   }
 
+  /** 1 before any publish, one more per setRemapTable/updateRemapTable, as native counts them. */
+  tableGeneration(): number {
+    return 1 + this.tables.length;
+  }
+
   /**
    * scanRead as native plans it (native/scan_reader.cc) against the table published now: unmapped runs from
    * main, remapped runs of consecutive slots with the same flags from the spare, MOVING and LOST runs
-   * skipped; a piece overlapping an injected read failure (failReads) fails with its errno, the others are
-   * read from the files. Touches no queue counter.
+   * skipped, pieces of at most maxIoBytes (narrow: one block); a piece overlapping an injected read failure
+   * (failReads) fails with its errno, the others are read from the files. Stops as native does: a narrow
+   * call after FAKE_SCAN_NARROW_MAX_BYTES, any call after FAKE_SCAN_MAX_FAILURES failed pieces. Touches no
+   * queue counter. (It never overlaps another call: it does not wait, so native's EBUSY cannot arise.)
    */
-  async scanRead(offset: bigint, bytes: number, narrow = false): Promise<ScanReadResult> {
+  async scanRead(offset: bigint, bytes: number, narrow = false): Promise<NativeScanReadResult> {
     this.calls.push('scanRead');
-    if (!this.started) throw nativeError('ENODEV', 'main', '(device not running)');
+    if (!this.started) throw nativeError('ENODEV', 'scan read', '(device not running)');
     const bs = this.opts.blockSize;
     const off = Number(offset);
     if (bytes <= 0 || off % bs !== 0 || bytes % bs !== 0 || off + bytes > Number(this.opts.sizeBytes)) {
       throw nativeError('EINVAL', 'scan read', `(offset ${off} and ${bytes} bytes must be whole blocks of ${bs} inside the device)`);
     }
     const t = this.remapTable;
+    const generation = this.tableGeneration();
     const base = Number(this.opts.spareDataOffset ?? 0n);
     const entry = new Map<number, { slot: number; flags: number }>();
     t.blocks.forEach((b, i) => entry.set(Number(b), { slot: Number(t.slots[i] as bigint), flags: t.flags[i] as number }));
     const first = off / bs;
-    const end = first + bytes / bs;
+    const capped = narrow && bytes > FAKE_SCAN_NARROW_MAX_BYTES;
+    const end = first + (capped ? FAKE_SCAN_NARROW_MAX_BYTES : bytes) / bs;
     const plan: Array<{ spare: boolean; block: number; blocks: number; devOffset: number; flags: number }> = [];
     for (let b = first; b < end; ) {
       const e = entry.get(b);
@@ -493,8 +506,11 @@ export class FakeDevice implements NativeDevice {
       b += n;
     }
     const segments: ScanSegment[] = [];
-    for (const p of plan) {
-      const step = narrow ? 1 : p.blocks;
+    const step = narrow ? 1 : Math.max(1, Math.floor(this.opts.maxIoBytes / bs));
+    let failures = 0;
+    let covered = end;
+    let stopped: NativeScanReadResult['stopped'] = capped ? 'narrow_cap' : null;
+    pieces: for (const p of plan) {
       for (let i = 0; i < p.blocks; i += step) {
         const n = Math.min(step, p.blocks - i);
         const device: BackingRole = p.spare ? 'spare' : 'main';
@@ -511,9 +527,14 @@ export class FakeDevice implements NativeDevice {
           seg.latencyUs = Number((process.hrtime.bigint() - t0) / 1000n);
         }
         segments.push(seg);
+        if (seg.errno !== 0 && ++failures >= FAKE_SCAN_MAX_FAILURES && seg.block + n < end) {
+          covered = seg.block + n;
+          stopped = 'failures';
+          break pieces;
+        }
       }
     }
-    return { offset, bytes, segments };
+    return { offset, bytes, segments, coveredBytes: (covered - first) * bs, stopped, generation };
   }
 
   async copyRange(from: BackingRole, fromOffset: bigint, to: BackingRole, toOffset: bigint, bytes: number): Promise<void> {

@@ -1,7 +1,9 @@
 // The scanner's native read (NativeDevice.scanRead, issue 13) on a real device, through the scan_read debug
 // command of the control socket: over a main with a dm `error` segment and a manually remapped block, the
 // remapped block is read from its spare slot, the error segment's blocks fail with EIO, everything else
-// reads, and the scan changes none of the user I/O counters `status --json` shows (nor the error counters).
+// reads (in pieces of at most the device's max I/O), and the scan changes none of the user I/O counters
+// `status --json` shows (nor the error counters). Over a slow main (dm-delay), a remap's drain waits for
+// the scan's piece in flight, not for the whole scan read, and a stop ends a scan read within one piece.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -72,14 +74,25 @@ describe('scanRead through the data path', () => {
     const badEnd = ((BAD.start + BAD.sectors) * 512) / bs;
 
     // One read of the first 4 MiB: main up to the remapped block, the block from its slot, then main again,
-    // which holds the error segment and fails as a whole (one O_DIRECT read of a dm range that crosses it).
+    // each run in pieces of at most max I/O; the piece that holds the error segment fails as a whole (one
+    // O_DIRECT read of a dm range that crosses it).
     const whole = await request(sock, 'scan_read', { offset: 0, bytes: 4 * MiB }, 60_000);
     const end = (4 * MiB) / bs;
+    const per = before.maxIoBytes / bs;
+    const cut = (device: string, first: number, stop: number): unknown[][] => {
+      const out: unknown[][] = [];
+      for (let b = first; b < stop; b += per) {
+        const n = Math.min(per, stop - b);
+        out.push([device, b, n, null, device === 'main' && b < badEnd && b + n > badFirst ? 5 : 0]);
+      }
+      return out;
+    };
     expect(whole.segments.map((s) => [s.device, s.block, s.blocks, s.skipped, s.errno])).toEqual([
-      ['main', 0, rb, null, 0],
+      ...cut('main', 0, rb),
       ['spare', rb, 1, null, 0],
-      ['main', rb + 1, end - rb - 1, null, 5],
+      ...cut('main', rb + 1, end),
     ]);
+    expect(whole.segments.filter((s) => s.errno !== 0).length).toBeGreaterThan(0);
 
     // Narrow over the error segment and 8 blocks either side: exactly its blocks fail, with EIO.
     const from = badFirst - 8;
@@ -130,6 +143,96 @@ describe('scanRead through the data path', () => {
       expect(m.at).toBeGreaterThanOrEqual(s.at);
     } finally {
       src.setLinear(spare);
+    }
+  });
+
+  it('a remap during a slow narrow scan waits for the piece in flight only, not for the whole scan read; a second scan read is refused', async () => {
+    // main is a dm linear map while the device is added, then a dm-delay map whose reads take 1 s: a narrow
+    // scan of 8 blocks takes 8 s, one piece (block) at a time. A remap of another block started 1.5 s in
+    // drains (the scan's piece in flight: 0.5 s more), copies the block from main (1 s) and is done long
+    // before the scan; the scan's later pieces read as usual.
+    const main = src.dmError(16, []);
+    daemon = await addForeground(main.path, src.loop(16), path.join(dir, 'state'), ['--auto-remap', 'off']);
+    const sock = path.join(RUN_DIR, `${daemon.dev.devId}.sock`);
+    const bs = (await request(sock, 'status', {})).blockSize;
+    must('modprobe', ['dm_delay']);
+    src.reload(main, `0 ${main.sectors} delay ${main.backing} 0 1000 ${main.backing} 0 0\n`);
+    try {
+      const first = (2 * MiB) / bs;
+      const t0 = Date.now();
+      const scan = request(sock, 'scan_read', { offset: first * bs, bytes: 8 * bs, narrow: true }, 120_000).then((r) => ({ r, at: Date.now() }));
+      await new Promise((r) => setTimeout(r, 500));
+      // One scan read at a time per device: a second one, on another connection, is refused at once (EBUSY),
+      // it does not wait for the first on a pool thread.
+      const asked = Date.now();
+      const second = await request(sock, 'scan_read', { offset: 0, bytes: bs }, 60_000).then(
+        () => 'answered',
+        (e: unknown) => (e instanceof Error ? e.message : String(e)),
+      );
+      expect(second).toMatch(/EBUSY/);
+      expect(Date.now() - asked).toBeLessThan(900);
+      await new Promise((r) => setTimeout(r, 1000 - (Date.now() - asked)));
+      const started = Date.now();
+      const remap = request(sock, 'remap', { sector: REMAPPED_SECTOR }, 120_000).then((r) => ({ r, at: Date.now() }));
+      const [s, m] = await Promise.all([scan, remap]);
+      expect(m.r.state).toBe('mapped');
+      expect(s.r.segments.map((x) => [x.device, x.block, x.blocks, x.skipped, x.errno])).toEqual(
+        Array.from({ length: 8 }, (_, i) => ['main', first + i, 1, null, 0]),
+      );
+      expect(s.r.segments.every((x) => x.latencyUs >= 900_000)).toBe(true);
+      expect(s.at - t0).toBeGreaterThanOrEqual(7_500);
+      // Before the fix the drain waited for the whole scan read: the remap ended after it.
+      expect(m.at).toBeLessThan(s.at);
+      expect(m.at - started).toBeLessThan(6_000);
+    } finally {
+      src.setLinear(main);
+    }
+  });
+
+  it('a stop during a slow narrow scan read ends it within one piece: main is free once the daemon says stopped', async () => {
+    // main's reads take 3 s (dm-delay): a narrow scan of 20 blocks would take 60 s. SIGTERM 1 s in: the stop
+    // ends the scan read after its piece in flight and waits for it, so its dups of main and spare are closed
+    // when the stop returns: once the daemon logs "device stopped" (claims released), nothing holds main.
+    // (Before the fix the scan read went on through its dups, holding main's claim until the process was
+    // gone: the exit watchdog's 3 s and the pread in flight later.)
+    const main = src.dmError(16, []);
+    daemon = await addForeground(main.path, src.loop(16), path.join(dir, 'state'), ['--auto-remap', 'off']);
+    const sock = path.join(RUN_DIR, `${daemon.dev.devId}.sock`);
+    const bs = (await request(sock, 'status', {})).blockSize;
+    must('modprobe', ['dm_delay']);
+    src.reload(main, `0 ${main.sectors} delay ${main.backing} 0 3000 ${main.backing} 0 0\n`);
+    try {
+      const first = (2 * MiB) / bs;
+      const scan = request(sock, 'scan_read', { offset: first * bs, bytes: 20 * bs, narrow: true }, 120_000).then(
+        () => 'answered',
+        (e: unknown) => (e instanceof Error ? e.message : String(e)),
+      );
+      await new Promise((r) => setTimeout(r, 1000));
+      const d = daemon;
+      const killed = Date.now();
+      d.child.kill('SIGTERM');
+      await waitFor('the daemon to log "device stopped"', () => d.log.some((l) => l.includes('device stopped')), 60_000);
+      // Nothing holds main any more: an exclusive open succeeds (EBUSY while a claim or a dup of it lives),
+      // allowing 1 s for the queues' io_uring teardown, which the kernel finishes asynchronously.
+      const stoppedAt = Date.now();
+      let open: string = 'EBUSY';
+      while (open !== 'ok' && Date.now() - stoppedAt < 1000) {
+        try {
+          fs.closeSync(fs.openSync(main.path, fs.constants.O_RDONLY | fs.constants.O_EXCL));
+          open = 'ok';
+        } catch (e) {
+          open = (e as NodeJS.ErrnoException).code ?? String(e);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      }
+      expect(open).toBe('ok');
+      await waitFor(`daemon ${d.dev.pid} to exit`, () => !pidAlive(d.dev.pid), 60_000);
+      daemon = null;
+      // The scan read was ended, not answered with a full result, and the stop took about one piece.
+      expect(await scan).not.toBe('answered');
+      expect(stoppedAt - killed).toBeLessThan(20_000);
+    } finally {
+      src.setLinear(main);
     }
   });
 });
