@@ -347,7 +347,12 @@ export const resultSchemas = {
   scan_read: z.strictObject({
     offset: z.number(),
     bytes: z.number(),
-    /** NativeDevice.scanRead's pieces, in block order, covering the range exactly. */
+    /** Bytes from offset the pieces cover: `bytes` unless native stopped early (`stopped`). */
+    coveredBytes: z.number(),
+    stopped: z.enum(['narrow_cap', 'failures']).nullable(),
+    /** The remap table generation the oldest piece was planned against. */
+    generation: z.number(),
+    /** NativeDevice.scanRead's pieces, in block order, covering [offset, offset + coveredBytes) exactly. */
     segments: z.array(
       z.strictObject({
         device: z.enum(['main', 'spare']),

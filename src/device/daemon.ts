@@ -4,7 +4,7 @@
 // release the claims. A failure at any step before the device is live undoes the steps before it.
 import { DmrError, errorCodeOf, kernelError, toDmrError } from '../errors.js';
 import { refuseIfDeleting } from '../control/deleting.js';
-import { isNativeError, UBLK_F_USER_RECOVERY, type DeviceInfo, type KernelDeviceInfo, type NativeAddon, type NativeDevice, type NativeEvent } from '../native.js';
+import { isNativeError, UBLK_F_USER_RECOVERY, type DeviceInfo, type KernelDeviceInfo, type NativeAddon, type NativeDevice, type NativeEvent, type NativeScanReadResult } from '../native.js';
 import type { Logger } from '../log.js';
 import { ControlServer } from '../control/server.js';
 import type { DeviceStatus, Handlers, ResultOf } from '../control/protocol.js';
@@ -476,9 +476,17 @@ export class Daemon {
     if (offset % bs !== 0 || bytes % bs !== 0 || offset + bytes > size) {
       throw new DmrError('E_OUT_OF_RANGE', `scan_read: offset ${offset} and ${bytes} bytes must be whole ${bs}-byte blocks inside the device (${size} bytes)`);
     }
-    if (this.device === null) throw new DmrError('E_INTERNAL', 'scan_read: the device is not running');
-    const r = await this.device.scanRead(BigInt(offset), bytes, narrow);
-    return { offset: Number(r.offset), bytes: r.bytes, segments: r.segments };
+    if (this.device === null) throw new DmrError('E_DAEMON', 'scan_read: the device is not running');
+    let r: NativeScanReadResult;
+    try {
+      r = await this.device.scanRead(BigInt(offset), bytes, narrow);
+    } catch (e) {
+      const code = errorCodeOf(e);
+      if (code === 'EBUSY') throw new DmrError('E_SCAN_STATE', 'scan_read: another scan read of this device is running (EBUSY: one at a time per device, the background scan included)', { cause: e });
+      if (code === 'ENODEV') throw new DmrError('E_DAEMON', 'scan_read: the device stopped while it was read', { cause: e });
+      throw e;
+    }
+    return { offset: Number(r.offset), bytes: r.bytes, segments: r.segments, coveredBytes: r.coveredBytes, stopped: r.stopped, generation: r.generation };
   }
 
   private liveAuto(): AutoRemapper {

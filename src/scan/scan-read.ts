@@ -2,9 +2,10 @@
 // ReadResult of the region record (regions.ts: a latency bin, or the error bin for a failed read), each piece
 // native skipped (a block being moved, or a lost one) is listed for the scanner to revisit or count, and each
 // failed piece is listed with its errno for the scanner to act on. Native decides nothing; this decides
-// nothing either, it only translates, and refuses a result that does not cover exactly the range asked for.
+// nothing either, it only translates, and refuses a result whose pieces do not cover exactly the part of the
+// range native says it covered (a call may stop early: `coveredBytes`, `stopped`).
 import { DmrError } from '../errors.js';
-import type { BackingRole, ScanReadResult } from '../native.js';
+import type { BackingRole, NativeScanReadResult } from '../native.js';
 import type { ReadResult, RegionRecord } from './regions.js';
 
 /** A piece of the range that was not read. */
@@ -31,18 +32,31 @@ export interface ScanOutcome {
   reads: ReadResult[];
   skipped: ScanSkip[];
   failed: ScanFailure[];
+  /** Bytes from the range's start the pieces cover (> 0, whole blocks): the range's length unless native stopped early. */
+  coveredBytes: number;
+  /** The remap table generation the oldest piece was planned against (NativeScanReadResult.generation). */
+  generation: number;
 }
 
 /**
  * The outcome of `result` on a device of `blockSize`-byte blocks. Throws E_INTERNAL when the pieces do not
- * cover the range asked for exactly, in order (a read the scanner would otherwise count wrongly).
+ * cover [offset, offset + coveredBytes) exactly, in order, or when coveredBytes is not a whole number of
+ * blocks in (0, bytes], or says the call stopped early without a reason (a read the scanner would otherwise
+ * count wrongly, or a range it would skip).
  */
-export function scanOutcome(result: ScanReadResult, blockSize: number): ScanOutcome {
+export function scanOutcome(result: NativeScanReadResult, blockSize: number): ScanOutcome {
   const start = Number(result.offset);
   if (!Number.isSafeInteger(start) || !Number.isSafeInteger(blockSize) || blockSize <= 0) {
     throw new DmrError('E_INTERNAL', `scan read at ${String(result.offset)} with block size ${String(blockSize)}: not a usable range`);
   }
-  const out: ScanOutcome = { reads: [], skipped: [], failed: [] };
+  const covered = result.coveredBytes;
+  if (!Number.isSafeInteger(covered) || covered <= 0 || covered > result.bytes || covered % blockSize !== 0) {
+    throw new DmrError('E_INTERNAL', `scan read at ${start}: covered ${String(covered)} of ${result.bytes} bytes, not whole blocks of ${blockSize} in range`);
+  }
+  if ((covered < result.bytes) !== (result.stopped !== null)) {
+    throw new DmrError('E_INTERNAL', `scan read at ${start}: covered ${covered} of ${result.bytes} bytes with stopped=${String(result.stopped)}`);
+  }
+  const out: ScanOutcome = { reads: [], skipped: [], failed: [], coveredBytes: covered, generation: result.generation };
   let at = start;
   for (const s of result.segments) {
     const offset = s.block * blockSize;
@@ -59,8 +73,8 @@ export function scanOutcome(result: ScanReadResult, blockSize: number): ScanOutc
     out.reads.push({ offset, length, latencyMs: s.latencyUs / 1000, failed });
     if (failed) out.failed.push({ offset, length, device: s.device, errno: s.errno });
   }
-  if (at !== start + result.bytes) {
-    throw new DmrError('E_INTERNAL', `scan read at ${start}: pieces cover ${at - start} of ${result.bytes} bytes`);
+  if (at !== start + covered) {
+    throw new DmrError('E_INTERNAL', `scan read at ${start}: pieces cover ${at - start} bytes, native says ${covered}`);
   }
   return out;
 }

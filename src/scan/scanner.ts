@@ -22,7 +22,7 @@
 //   something changed. A failed save is logged; the scan goes on.
 import type { Logger } from 'pino';
 import { DmrError } from '../errors.js';
-import type { BackingRole, ScanReadResult } from '../native.js';
+import type { BackingRole, NativeScanReadResult } from '../native.js';
 import {
   advancePass,
   etaSeconds,
@@ -50,6 +50,8 @@ export const MAX_REVISITS = 1024;
 export const MAX_REVISIT_TRIES = 50;
 /** Blocks per narrow re-read call (a slow or failed chunk re-read block by block): pause/stop wait for one call at most. */
 export const NARROW_STEP_BLOCKS = 32;
+/** Tries of the policy's re-read of one block while the remap table keeps changing under it. */
+export const REREAD_STALE_TRIES = 3;
 /** Blocks whose slow reads are remembered (for slow_threshold) at most; the oldest are forgotten. */
 export const MAX_SLOW_SUSPECTS = 100_000;
 const DAY_MS = 86_400_000;
@@ -61,7 +63,10 @@ export const SCHEDULE_CHECK_MS = 60_000;
 
 /** What the scanner needs of the native device. */
 export interface ScanDevice {
-  scanRead(offset: bigint, bytes: number, narrow?: boolean): Promise<ScanReadResult>;
+  /** NativeDevice.scanRead: may cover less than asked (coveredBytes); names the table generation it read against. */
+  scanRead(offset: bigint, bytes: number, narrow?: boolean): Promise<NativeScanReadResult>;
+  /** NativeDevice.tableGeneration: a result of an older generation may have read a place a block has left. */
+  tableGeneration(): number;
   /** Native's cumulative per-queue counters (QueueStats): the users' I/O, which slows the scan. */
   stats(): QueueCounters[];
 }
@@ -478,7 +483,8 @@ export class Scanner {
   private async readChunk(r: Range): Promise<boolean> {
     const found = await this.readRange(r);
     if (found === null) return false;
-    this.cursor = advancePass(this.cursor, r.offset + r.bytes, this.clock.now(), found);
+    // Native may stop short of the chunk (many failed reads): the front moves past what it covered only.
+    this.cursor = advancePass(this.cursor, r.offset + found.coveredBytes, this.clock.now(), found);
     return true;
   }
 
@@ -489,6 +495,9 @@ export class Scanner {
       this.revisits.push(r);
       return;
     }
+    if (found.coveredBytes < r.bytes) {
+      this.queueRevisit({ offset: r.offset + found.coveredBytes, bytes: r.bytes - found.coveredBytes, tries: r.tries, dueTick: this.tickCount + 1 });
+    }
     if (this.cursor.state === 'running') {
       this.cursor = { ...this.cursor, errorsFound: this.cursor.errorsFound + found.errors, slowFound: this.cursor.slowFound + found.slow };
     }
@@ -498,12 +507,15 @@ export class Scanner {
    * Reads `r`, counts its reads in the region record, queues its moving pieces for a revisit, and hands its
    * failed and slow blocks to the policy. Null (nothing counted) when the policy says main is in an outage.
    */
-  private async readRange(r: Range, tries = 0): Promise<{ errors: number; slow: number } | null> {
+  private async readRange(r: Range, tries = 0): Promise<{ errors: number; slow: number; coveredBytes: number } | null> {
     const result = await this.o.device.scanRead(BigInt(r.offset), r.bytes, false);
     const outcome = scanOutcome(result, this.o.blockSize);
     let errors = 0;
     if (outcome.failed.length > 0) {
-      const failed = await this.nameFailedBlocks(outcome.failed);
+      // Read against an older table, a failed piece may be a place its blocks have left: every failed piece
+      // is then read again, block by block, against the table of now.
+      const stale = outcome.generation !== this.o.device.tableGeneration();
+      const failed = await this.nameFailedBlocks(outcome.failed, stale, tries);
       if (failed.length > 0 && this.o.sink) {
         const verdict = await this.o.sink.readFailed(failed, (blocks) => this.rereadBlocks(blocks));
         if (verdict !== 'handled') {
@@ -528,7 +540,7 @@ export class Scanner {
       this.counters.slowIos++;
       slow += await this.findSlowBlocks(read.offset, read.length);
     }
-    return { errors, slow };
+    return { errors, slow, coveredBytes: outcome.coveredBytes };
   }
 
   private queueRevisit(r: Revisit): void {
@@ -540,43 +552,65 @@ export class Scanner {
     this.revisits.push(r);
   }
 
-  /** The blocks of failed pieces that fail read one by one (a piece of one block is that block). */
-  private async nameFailedBlocks(failed: readonly ScanFailure[]): Promise<ScanBlockFailure[]> {
+  /**
+   * The blocks of failed pieces that fail read one by one (a piece of one block is that block, unless the
+   * read was `stale`: planned against an older table). A narrow read that is itself stale names nothing:
+   * its range is revisited later, like a block being moved.
+   */
+  private async nameFailedBlocks(failed: readonly ScanFailure[], stale: boolean, tries: number): Promise<ScanBlockFailure[]> {
     const bs = this.o.blockSize;
     const out: ScanBlockFailure[] = [];
     for (const f of failed) {
-      if (f.length === bs) {
+      if (f.length === bs && !stale) {
         out.push({ block: f.offset / bs, device: f.device, errno: f.errno });
         continue;
       }
-      for (const seg of await this.narrowRead(f.offset, f.length)) {
-        if (seg.skipped === null && seg.errno !== 0) out.push({ block: seg.block, device: seg.device, errno: seg.errno });
-      }
+      await this.narrowRead(f.offset, f.length, (res) => {
+        if (res.generation !== this.o.device.tableGeneration()) {
+          this.queueRevisit({ offset: Number(res.offset), bytes: res.coveredBytes, tries, dueTick: this.tickCount + 1 });
+          return;
+        }
+        for (const seg of res.segments) if (seg.skipped === null && seg.errno !== 0) out.push({ block: seg.block, device: seg.device, errno: seg.errno });
+      });
     }
     return out;
   }
 
-  /** The policy's re-read: each block read alone; those that fail again. */
+  /**
+   * The policy's re-read: each block read alone; those that fail again. A read planned against an older
+   * table is read again (REREAD_STALE_TRIES times); a block whose table keeps changing under it throws:
+   * the policy then decides nothing for these blocks.
+   */
   private async rereadBlocks(blocks: readonly number[]): Promise<ScanBlockFailure[]> {
     const bs = this.o.blockSize;
     const out: ScanBlockFailure[] = [];
     for (const b of blocks) {
-      const res = await this.o.device.scanRead(BigInt(b * bs), bs, true);
-      for (const seg of res.segments) if (seg.skipped === null && seg.errno !== 0) out.push({ block: seg.block, device: seg.device, errno: seg.errno });
+      for (let attempt = 1; ; attempt++) {
+        const res = await this.o.device.scanRead(BigInt(b * bs), bs, true);
+        if (res.generation !== this.o.device.tableGeneration()) {
+          if (attempt < REREAD_STALE_TRIES) continue;
+          throw new DmrError('E_INTERNAL', `scan: block ${b} was re-read ${attempt} times while the remap table changed; nothing is decided for it`);
+        }
+        for (const seg of res.segments) if (seg.skipped === null && seg.errno !== 0) out.push({ block: seg.block, device: seg.device, errno: seg.errno });
+        break;
+      }
     }
     return out;
   }
 
-  /** Block-by-block reads of [offset, offset + bytes), NARROW_STEP_BLOCKS per call. */
-  private async narrowRead(offset: number, bytes: number): Promise<ScanReadResult['segments']> {
+  /**
+   * Block-by-block reads of [offset, offset + bytes), NARROW_STEP_BLOCKS per call, each result handed to
+   * `each`; the next call starts where native says the last one stopped. Stops early when a command waits.
+   */
+  private async narrowRead(offset: number, bytes: number, each: (res: NativeScanReadResult) => void): Promise<void> {
     const bs = this.o.blockSize;
     const step = NARROW_STEP_BLOCKS * bs;
-    const segs: ScanReadResult['segments'] = [];
-    for (let at = offset; at < offset + bytes; at += step) {
+    for (let at = offset; at < offset + bytes; ) {
       const res = await this.o.device.scanRead(BigInt(at), Math.min(step, offset + bytes - at), true);
-      segs.push(...res.segments);
+      scanOutcome(res, bs); // checks that the pieces cover what native says they cover
+      each(res);
+      at += res.coveredBytes;
     }
-    return segs;
   }
 
   /**
@@ -588,8 +622,12 @@ export class Scanner {
     const bs = this.o.blockSize;
     const step = NARROW_STEP_BLOCKS * bs;
     let found = 0;
-    for (let at = offset; at < offset + bytes && !this.halting; at += step) {
+    for (let at = offset; at < offset + bytes && !this.halting; ) {
       const res = await this.o.device.scanRead(BigInt(at), Math.min(step, offset + bytes - at), true);
+      scanOutcome(res, bs);
+      at += res.coveredBytes;
+      // Read against an older table, a slow piece may be a place its block has left: not counted.
+      if (res.generation !== this.o.device.tableGeneration()) continue;
       for (const seg of res.segments) {
         if (seg.skipped !== null || seg.errno !== 0 || seg.latencyUs / 1000 <= this.settings.slowIoMs) continue;
         for (let b = seg.block; b < seg.block + seg.blocks; b++) {

@@ -40,6 +40,9 @@ describe('scan_read over the control socket', () => {
     const r = await request(sock, 'scan_read', { offset: 0, bytes: 16 * 512, narrow: true });
     expect(r.offset).toBe(0);
     expect(r.bytes).toBe(16 * 512);
+    expect(r).toMatchObject({ coveredBytes: 16 * 512, stopped: null });
+    // The remap of sector 5 published one table after the first.
+    expect(r.generation).toBe((native.devices.at(-1) as FakeDevice).tableGeneration());
     expect(r.segments).toHaveLength(16);
     expect(r.segments.map((s) => `${s.block}:${s.device}:${s.errno}`)).toEqual(
       Array.from({ length: 16 }, (_, b) => `${b}:${b === 5 ? 'spare' : 'main'}:${b === 8 || b === 9 ? 5 : 0}`),

@@ -3,11 +3,14 @@
 // src/scan/scan-read.ts, which turns a result into the region record's reads.
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DmrError } from '../../src/errors.js';
-import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, type ScanReadResult } from '../../src/native.js';
+import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, type NativeScanReadResult, type ScanReadResult } from '../../src/native.js';
 import { recordScanReads, scanOutcome } from '../../src/scan/scan-read.js';
 import { ERROR_BIN, RegionRecord } from '../../src/scan/regions.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { fakeFor, makeWorld, type World } from './helpers.js';
+
+/** A result that covers the whole range asked for. */
+const full = (r: ScanReadResult): NativeScanReadResult => ({ ...r, coveredBytes: r.bytes, stopped: null, generation: 1 });
 
 const BS = 4096;
 const SPARE_DATA = 64 * BS;
@@ -93,23 +96,39 @@ describe('scanOutcome', () => {
   });
 
   it('keeps the latency in ms', () => {
-    const r: ScanReadResult = { offset: 8192n, bytes: 8192, segments: [{ device: 'main', block: 2, blocks: 2, skipped: null, latencyUs: 25_000, errno: 0 }] };
+    const r = full({ offset: 8192n, bytes: 8192, segments: [{ device: 'main', block: 2, blocks: 2, skipped: null, latencyUs: 25_000, errno: 0 }] });
     expect(scanOutcome(r, BS).reads).toEqual([{ offset: 8192, length: 8192, latencyMs: 25, failed: false }]);
   });
 
   it('refuses pieces that leave a gap, overlap or fall short of the range (E_INTERNAL)', () => {
     const seg = (block: number, blocks: number) => ({ device: 'main' as const, block, blocks, skipped: null, latencyUs: 1, errno: 0 });
-    const bad: ScanReadResult[] = [
-      { offset: 0n, bytes: 3 * BS, segments: [seg(0, 1), seg(2, 1)] },
-      { offset: 0n, bytes: 3 * BS, segments: [seg(0, 2), seg(1, 2)] },
-      { offset: 0n, bytes: 3 * BS, segments: [seg(0, 2)] },
-      { offset: BigInt(BS), bytes: BS, segments: [seg(0, 1)] },
-      { offset: 0n, bytes: BS, segments: [seg(0, 1), seg(1, 0)] },
+    const bad: NativeScanReadResult[] = [
+      full({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 1), seg(2, 1)] }),
+      full({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 2), seg(1, 2)] }),
+      full({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 2)] }),
+      full({ offset: BigInt(BS), bytes: BS, segments: [seg(0, 1)] }),
+      full({ offset: 0n, bytes: BS, segments: [seg(0, 1), seg(1, 0)] }),
+      // Stopped early: the pieces must cover coveredBytes exactly, a whole number of blocks > 0, with a reason.
+      { ...full({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 2)] }), coveredBytes: BS, stopped: 'failures' },
+      { ...full({ offset: 0n, bytes: 3 * BS, segments: [] }), coveredBytes: 0, stopped: 'failures' },
+      { ...full({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 1)] }), coveredBytes: BS + 1, stopped: 'failures' },
+      { ...full({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 2)] }), coveredBytes: 2 * BS, stopped: null },
+      { ...full({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 3)] }), stopped: 'narrow_cap' },
+      { ...full({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 4)] }), coveredBytes: 4 * BS },
     ];
     for (const r of bad) {
       expect(() => scanOutcome(r, BS)).toThrow(DmrError);
       expect(() => scanOutcome(r, BS)).toThrow(/scan read/);
     }
-    expect(scanOutcome({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 1), seg(1, 2)] }, BS).reads).toHaveLength(2);
+    expect(scanOutcome(full({ offset: 0n, bytes: 3 * BS, segments: [seg(0, 1), seg(1, 2)] }), BS).reads).toHaveLength(2);
+  });
+
+  it('a call native stopped early covers what it says it covered, and keeps the table generation', () => {
+    const seg = (block: number, blocks: number, errno = 0) => ({ device: 'main' as const, block, blocks, skipped: null, latencyUs: 1, errno });
+    const r: NativeScanReadResult = { offset: 0n, bytes: 8 * BS, segments: [seg(0, 1, 5), seg(1, 1, 5)], coveredBytes: 2 * BS, stopped: 'failures', generation: 7 };
+    const o = scanOutcome(r, BS);
+    expect(o.coveredBytes).toBe(2 * BS);
+    expect(o.generation).toBe(7);
+    expect(o.failed.map((f) => f.offset)).toEqual([0, BS]);
   });
 });

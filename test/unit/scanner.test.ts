@@ -3,7 +3,7 @@
 // fails whole, narrow reads name the block).
 import { describe, expect, it } from 'vitest';
 import { DmrError } from '../../src/errors.js';
-import type { ScanReadResult, ScanSegment } from '../../src/native.js';
+import type { NativeScanReadResult, ScanSegment } from '../../src/native.js';
 import type { QueueCounters } from '../../src/scan/rate-control.js';
 import type { SavedScan } from '../../src/scan/scan-file.js';
 import {
@@ -33,6 +33,18 @@ class FakeScanDevice implements ScanDevice {
   userReads = 0;
   /** When set, the next scanRead waits for this before it answers. */
   gate: Promise<void> | null = null;
+  /** The remap table generation (tableGeneration()); a read answers the one it started with. */
+  generation = 1;
+  /** Called as each read starts (after its generation is taken): a table published while it runs. */
+  duringRead: ((r: { offset: number; bytes: number; narrow: boolean }) => void) | null = null;
+  /** As native: a call stops after this many failed pieces (when more of the range remains). */
+  maxFailures = 32;
+  /** The generation the last answered read was planned against. */
+  lastGeneration = 0;
+
+  tableGeneration(): number {
+    return this.generation;
+  }
 
   constructor(readonly deviceBytes: number) {}
 
@@ -44,10 +56,12 @@ class FakeScanDevice implements ScanDevice {
     return this.moving.has(b) ? 'moving' : this.lost.has(b) ? 'lost' : 'read';
   }
 
-  async scanRead(offset: bigint, bytes: number, narrow = false): Promise<ScanReadResult> {
+  async scanRead(offset: bigint, bytes: number, narrow = false): Promise<NativeScanReadResult> {
     const off = Number(offset);
     if (off % BS !== 0 || bytes % BS !== 0 || bytes <= 0 || off + bytes > this.deviceBytes) throw new Error(`bad range ${off}+${bytes}`);
     this.reads.push({ offset: off, bytes, narrow });
+    const generation = this.generation;
+    this.duringRead?.({ offset: off, bytes, narrow });
     this.inflight++;
     this.maxInflight = Math.max(this.maxInflight, this.inflight);
     try {
@@ -60,6 +74,8 @@ class FakeScanDevice implements ScanDevice {
       const segments: ScanSegment[] = [];
       const first = off / BS;
       const end = first + bytes / BS;
+      let failures = 0;
+      let covered = end;
       for (let b = first; b < end; ) {
         const k = this.kind(b);
         let n = 1;
@@ -73,8 +89,13 @@ class FakeScanDevice implements ScanDevice {
         }
         segments.push(seg);
         b += n;
+        if (seg.errno !== 0 && ++failures >= this.maxFailures && b < end) {
+          covered = b;
+          break;
+        }
       }
-      return { offset, bytes, segments };
+      this.lastGeneration = generation;
+      return { offset, bytes, segments, coveredBytes: (covered - first) * BS, stopped: covered < end ? 'failures' : null, generation };
     } finally {
       this.inflight--;
     }
@@ -308,6 +329,96 @@ describe('the scan loop', () => {
     expect(r.scanner.status()).toMatchObject({ state: 'done', errorsFound: 2 });
     // The failed chunks are in the error bin.
     expect(r.scanner.regions.totals().bins[6]).toBe(2);
+  });
+
+  it('a chunk native stopped short of (many failed reads) is read on from where it stopped: no block is skipped', async () => {
+    const r = rig({ bytes: 2 * MIB });
+    r.dev.maxFailures = 2;
+    // Failed and moving blocks alternate: each failed block is a piece of its own.
+    for (let b = 0; b < 10; b += 2) r.dev.failing.set(b, 5);
+    for (let b = 1; b < 10; b += 2) r.dev.moving.add(b);
+    r.dev.duringRead = (x) => {
+      if (x.offset >= 10 * BS) r.dev.moving.clear();
+    };
+    await r.scanner.start();
+    await r.run(60_000);
+    expect(r.failures.flat().map((f) => f.block)).toEqual([0, 2, 4, 6, 8]);
+    expect(r.scanner.status()).toMatchObject({ state: 'done', errorsFound: 5 });
+    // The first call stopped after block 2: the next starts at block 3.
+    expect(wide(r.dev)[0]).toEqual({ offset: 0, bytes: MIB });
+    expect(wide(r.dev)).toContainEqual({ offset: 3 * BS, bytes: MIB - 3 * BS });
+  });
+
+  it('a failure read against a table that changed meanwhile is read again before the policy hears of it', async () => {
+    const r = rig({ bytes: 2 * MIB });
+    // Block 5 is a piece of its own (its neighbours are being moved) and fails in the first, stale read only.
+    r.dev.failing.set(5, 5);
+    r.dev.moving.add(4);
+    r.dev.moving.add(6);
+    let first = true;
+    r.dev.duringRead = () => {
+      if (first) {
+        first = false;
+        r.dev.generation++;
+        return;
+      }
+      r.dev.failing.delete(5);
+      r.dev.moving.clear();
+    };
+    await r.scanner.start();
+    await r.run(60_000);
+    expect(r.failures).toEqual([]);
+    expect(r.scanner.status()).toMatchObject({ state: 'done', errorsFound: 0 });
+    expect(r.dev.reads.filter((x) => x.narrow)[0]).toEqual({ offset: 5 * BS, bytes: BS, narrow: true });
+  });
+
+  it('a block-by-block read that is itself stale names nothing: its blocks are revisited, and the policy hears only of a current read', async () => {
+    const current: boolean[] = [];
+    const r = rig({
+      bytes: 2 * MIB,
+      sink: {
+        readFailed: async (f) => {
+          current.push(r.dev.lastGeneration === r.dev.generation);
+          r.failures.push([...f]);
+          return 'handled';
+        },
+      },
+    });
+    r.dev.failing.set(5, 5);
+    let bumped = false;
+    r.dev.duringRead = (x) => {
+      if (x.narrow && !bumped) {
+        bumped = true;
+        r.dev.generation++;
+      }
+    };
+    await r.scanner.start();
+    await r.run(60_000);
+    expect(current).toEqual([true]);
+    expect(r.failures).toEqual([[{ block: 5, device: 'main', errno: 5 }]]);
+    expect(r.scanner.status()).toMatchObject({ state: 'done', errorsFound: 1 });
+  });
+
+  it("the policy's re-read of a block whose table keeps changing decides nothing (it throws)", async () => {
+    let reread: Promise<ScanBlockFailure[]> | null = null;
+    const r = rig({
+      bytes: MIB,
+      sink: {
+        readFailed: async (f, again) => {
+          r.dev.duringRead = () => void r.dev.generation++;
+          reread = again(f.map((x) => x.block));
+          await reread.catch(() => undefined);
+          r.dev.duringRead = null;
+          return 'handled';
+        },
+      },
+    });
+    r.dev.failing.set(5, 5);
+    await r.scanner.start();
+    await r.run(60_000);
+    expect(reread).not.toBeNull();
+    await expect(reread).rejects.toThrow(/nothing is decided/);
+    expect(r.dev.reads.filter((x) => x.narrow && x.offset === 5 * BS && x.bytes === BS)).toHaveLength(3);
   });
 
   it('an outage verdict counts nothing and reads the chunk again later', async () => {
