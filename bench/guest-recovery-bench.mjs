@@ -190,13 +190,17 @@ try {
   const stopAt = Date.now();
   const phaseList = phases(readFileSync(logFile, 'utf8').split('\n'), kills);
   const results = kills.map((k, i) => ({ ...k, ...analyse(times, k.t, kills[i + 1]?.t ?? stopAt), phases: phaseList[i] }));
-  // Kills with no completion in the log after them (none found within 30 s) have no recoveryMs.
+  // A kill with no completion before the next kill (or the end) has no recoveryMs: it did not recover within
+  // the spacing. It is not left out quietly: the summary counts it, the medians are over the rest, and the
+  // bench fails (a median over the kills that recovered would hide the one that did not).
   const rec = results.map((r) => r.recoveryMs).filter((v) => Number.isFinite(v));
+  const unrecovered = results.map((r, i) => (Number.isFinite(r.recoveryMs) ? null : i + 1)).filter((i) => i !== null);
   const summary = {
     kills: rounds,
+    unrecoveredKills: unrecovered,
     recoveryMsMedian: median(rec),
     recoveryMsMax: Math.max(...rec),
-    stallMsMedian: median(results.map((r) => r.stallMs)),
+    stallMsMedian: median(results.map((r) => r.stallMs).filter((v) => Number.isFinite(v))),
     clockSkewMsMax: Math.max(...results.map((r) => Math.abs(r.clockSkewMs ?? 0))),
     servedMsMedian: median(results.map((r) => r.servedMs)),
     iopsMinBinMedian: median(results.map((r) => r.iopsMinBin)),
@@ -214,6 +218,10 @@ try {
   console.log(`new daemon answering status: median ${summary.servedMsMedian} ms after the kill`);
   console.log(`reader IOPS (100 ms bins): ${summary.iopsBeforeMedian} in the 2 s before a kill, ${summary.iopsAfter2sMedian} in the 2 s after, lowest bin ${summary.iopsMinBinMedian}; below half the baseline for ${summary.dipMsMedian} ms (medians); fio errors ${errors}`);
   console.log(`recovery phases, ms after the kill (medians; ${summary.warmStandbyRecoveries}/${rounds} by a warm standby): ${JSON.stringify(summary.phasesMedian)}`);
+  if (unrecovered.length > 0) {
+    console.log(`NOT RECOVERED: kill(s) ${unrecovered.join(', ')} of ${rounds} had no completed I/O before the next kill; the medians above leave them out`);
+    process.exitCode = 1;
+  }
   console.log(`BENCH_JSON ${JSON.stringify({ kernel: os.release(), rounds, spacingSec, summary, kills: results.map(({ t, ...r }) => r) })}`);
 } finally {
   if (dev) spawnSync('node', [cli, 'del', dev], { stdio: 'inherit' });
