@@ -59,6 +59,7 @@ export async function runStandby(ctx: CliContext, input: NodeJS.ReadableStream &
   // Everything `recover --foreground` loads, loaded now: the CLI, the daemon and its engine, the logger, the addon.
   const [{ main }, { markRecoverRequested }] = await Promise.all([import('./main.js'), import('./recover.js'), ctx.loadNative()]);
   const line = await readFirstLine(input);
+  const requestedAt = Date.now();
   input.destroy?.();
   if (line === null) return 0;
   let raw: unknown;
@@ -69,7 +70,7 @@ export async function runStandby(ctx: CliContext, input: NodeJS.ReadableStream &
   }
   const parsed = standbyCommandSchema.safeParse(raw);
   if (!parsed.success) throw usageError('supervise standby: its command line is not {"args": ["recover", "<id>", "--foreground", ...]}');
-  markRecoverRequested();
+  markRecoverRequested(requestedAt);
   return main(parsed.data.args, ctx);
 }
 
