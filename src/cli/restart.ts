@@ -6,6 +6,7 @@
 // the new daemon answers `status`.
 import { spawn } from 'node:child_process';
 import { request } from '../control/client.js';
+import { deletingBy } from '../control/deleting.js';
 import { isAlive, readEntries, type RegistryEntry } from '../control/registry.js';
 import { noRecoveryError } from '../device/daemon.js';
 import { DmrError } from '../errors.js';
@@ -29,6 +30,18 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
   }
 }
 
+/**
+ * Throws when the restart of device `devId` can no longer succeed because a `del` took the device: one is
+ * under way (its mark is held: every successor refuses the device, E_DELETING), or one finished (no registry
+ * entry is left, live or quiesced). Without it `restart` would wait out its timeout and say E_TIMEOUT.
+ */
+export function checkNotDeleted(dir: string, devId: number, blockPath: string): void {
+  const by = deletingBy(dir, devId);
+  if (by !== null) throw new DmrError('E_DELETING', `${blockPath} is being deleted (dmremap-ublk del, pid ${by}): not restarted`);
+  const { live, stale, invalid } = readEntries(dir);
+  if (![...live, ...stale, ...invalid].some((e) => e.devId === devId)) throw new DmrError('E_DELETING', `${blockPath} was deleted during the restart`);
+}
+
 /** Runs `dmremap-ublk recover <id>` (it detaches its daemon) and waits for it; its error becomes ours. */
 function recoverDetached(ctx: CliContext, devId: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -50,10 +63,12 @@ export async function runRestart(ctx: CliContext, target: string, json: boolean,
   const old: RegistryEntry = liveEntry(ctx, target);
   // Checked here too, from the entry: a daemon of an older version would detach and the kernel stop the device.
   if (old.version !== 2 || !old.recovery.userRecovery) throw noRecoveryError(old.blockPath);
+  checkNotDeleted(dir, old.devId, old.blockPath);
   const { supervised } = await request(old.socket, 'restart', {});
   await until(`daemon pid ${old.pid} did not exit`, timeoutMs, () => (isAlive(old) ? null : true));
   if (!supervised) await recoverDetached(ctx, old.devId);
   const pid = await until(`${old.blockPath} was not served again`, timeoutMs, async () => {
+    checkNotDeleted(dir, old.devId, old.blockPath);
     const next = readEntries(dir).live.find((e) => e.devId === old.devId && e.pid !== old.pid);
     if (next === undefined) return null;
     try {
