@@ -56,8 +56,9 @@ export function readFirstLine(input: NodeJS.ReadableStream): Promise<string | nu
 
 /** `supervise standby`: warm up, wait for the command on `input`, run it. */
 export async function runStandby(ctx: CliContext, input: NodeJS.ReadableStream & { destroy?: () => void }): Promise<number> {
-  // Everything `recover --foreground` loads, loaded now: the CLI, the daemon and its engine, the logger, the addon.
-  const [{ main }, { markRecoverRequested }] = await Promise.all([import('./main.js'), import('./recover.js'), ctx.loadNative()]);
+  // Everything `recover --foreground` loads, loaded now: the CLI, the daemon and its engine, the logger (add.js's
+  // serveForeground imports it only when a daemon runs), the addon.
+  const [{ main }, { markRecoverRequested }] = await Promise.all([import('./main.js'), import('./recover.js'), import('../log.js'), ctx.loadNative()]);
   const line = await readFirstLine(input);
   const requestedAt = Date.now();
   input.destroy?.();

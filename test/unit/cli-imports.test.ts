@@ -23,6 +23,21 @@ function staticSpecifiers(file: string): string[] {
   return out;
 }
 
+/** The relative specifiers of `file`'s import('...') calls with a string literal. */
+function dynamicSpecifiers(file: string): string[] {
+  const src = ts.createSourceFile(file, fs.readFileSync(file, 'utf8'), ts.ScriptTarget.Latest, false, ts.ScriptKind.JS);
+  const out: string[] = [];
+  const visit = (n: ts.Node): void => {
+    if (ts.isCallExpression(n) && n.expression.kind === ts.SyntaxKind.ImportKeyword) {
+      const [arg] = n.arguments;
+      if (arg !== undefined && ts.isStringLiteral(arg)) out.push(arg.text);
+    }
+    ts.forEachChild(n, visit);
+  };
+  visit(src);
+  return out;
+}
+
 /** Every module `entry` loads through static imports: files of dist/ by path, packages by name. */
 function staticGraph(entry: string): Set<string> {
   const seen = new Set<string>();
@@ -53,5 +68,20 @@ describe('the modules a refused add loads', () => {
     const g = rel(staticGraph(path.join(DIST, 'cli', 'main.js')));
     expect(g).toContain('cli/schemas.js');
     expect(g.filter((m) => m === 'device/daemon.js' || m === 'log.js' || m === 'pino' || m === 'cli/add.js')).toEqual([]);
+  });
+});
+
+describe('the warm standby (cli/supervise.js runStandby)', () => {
+  it('has loaded every module `recover --foreground` loads, the ones add.js imports only when a daemon runs included', () => {
+    const supervise = path.join(DIST, 'cli', 'supervise.js');
+    // What runStandby imports while it waits (its import() calls), and everything those load statically.
+    const warm = new Set<string>();
+    for (const spec of dynamicSpecifiers(supervise)) for (const m of staticGraph(path.resolve(path.dirname(supervise), spec))) warm.add(m);
+    // What the successor loads once told: recover.js, and add.js's modules loaded on demand (the daemon, the logger).
+    const add = path.join(DIST, 'cli', 'add.js');
+    const needed = new Set(staticGraph(path.join(DIST, 'cli', 'recover.js')));
+    for (const spec of dynamicSpecifiers(add)) for (const m of staticGraph(path.resolve(path.dirname(add), spec))) needed.add(m);
+    expect(rel(needed)).toEqual(expect.arrayContaining(['device/daemon.js', 'log.js', 'pino']));
+    expect(rel(new Set([...needed].filter((m) => !warm.has(m))))).toEqual([]);
   });
 });
