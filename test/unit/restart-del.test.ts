@@ -3,14 +3,15 @@
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { markDeleting } from '../../src/control/deleting.js';
-import { removeEntry } from '../../src/control/registry.js';
+import { readEntryOf, removeEntry, writeEntry, type RegistryEntry, type RegistryEntryV2 } from '../../src/control/registry.js';
 import { Daemon } from '../../src/device/daemon.js';
-import { checkNotDeleted, runRestart } from '../../src/cli/restart.js';
+import { runRestart, takeOver } from '../../src/cli/restart.js';
 import { runStatus } from '../../src/cli/status.js';
 import type { FakeNative } from '../../src/testing/fake-native.js';
 import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
 const RECOVERY_FEATURES = '0xd8';
+const DEAD_PID = 2 ** 22 + 4321;
 let w: World;
 let native: FakeNative;
 let daemons: Daemon[];
@@ -48,12 +49,39 @@ describe('restart while a del removes the device', () => {
     expect(JSON.parse(s.stdout())).toMatchObject({ pid: process.pid });
   });
 
-  it('a device detached for its successor is still there; one whose entry a del removed is reported deleted', async () => {
+  /** A device whose daemon detached for a restart and is gone (its entry quiesced, its pid dead): what takeOver waits on. */
+  async function detachedEntry(): Promise<RegistryEntry> {
     const d = await Daemon.start(deviceConfig(w), deps());
-    const id = d.info.devId;
     await d.detach('upgrade');
-    expect(() => checkNotDeleted(w.runDir, id, d.info.blockPath)).not.toThrow();
-    removeEntry(w.runDir, id, process.pid);
-    expect(() => checkNotDeleted(w.runDir, id, d.info.blockPath)).toThrow(`${d.info.blockPath} was deleted during the restart`);
+    const e = readEntryOf(w.runDir, d.info.devId) as RegistryEntryV2;
+    writeEntry(w.runDir, { ...e, pid: DEAD_PID, pidStart: null });
+    return { ...e, pid: DEAD_PID, pidStart: null };
+  }
+
+  it('a del that starts while restart waits for the successor ends the wait at once with E_DELETING', async () => {
+    const old = await detachedEntry();
+    const c = captureCtx(w, native);
+    const unmark = markDeleting(w.runDir, old.devId);
+    try {
+      const began = Date.now();
+      for (const supervised of [true, false]) {
+        await expect(takeOver(c.ctx, old, supervised, 5000)).rejects.toMatchObject({
+          code: 'E_DELETING',
+          message: `${old.blockPath} is being deleted (dmremap-ublk del, pid ${process.pid}): not restarted`,
+        });
+      }
+      expect(Date.now() - began).toBeLessThan(2000);
+    } finally {
+      unmark();
+    }
+  });
+
+  it('a del that finished (no entry left) ends the wait with E_DELETING; a quiesced entry alone is waited on (E_TIMEOUT)', async () => {
+    const old = await detachedEntry();
+    const c = captureCtx(w, native);
+    // The entry of a device waiting for its successor (quiesced, its daemon gone) is not a deleted device.
+    await expect(takeOver(c.ctx, old, true, 300)).rejects.toMatchObject({ code: 'E_TIMEOUT' });
+    removeEntry(w.runDir, old.devId, DEAD_PID);
+    await expect(takeOver(c.ctx, old, true, 5000)).rejects.toMatchObject({ code: 'E_DELETING', message: `${old.blockPath} was deleted during the restart` });
   });
 });
