@@ -6,7 +6,7 @@
 // the new daemon answers `status`.
 import { spawn } from 'node:child_process';
 import { request } from '../control/client.js';
-import { deletingBy } from '../control/deleting.js';
+import { refuseIfDeleting } from '../control/deleting.js';
 import { isAlive, readEntries, type RegistryEntry } from '../control/registry.js';
 import { noRecoveryError } from '../device/daemon.js';
 import { DELETING_EXIT_CODE, DmrError } from '../errors.js';
@@ -36,8 +36,7 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
  * entry is left, live or quiesced). Without it `restart` would wait out its timeout and say E_TIMEOUT.
  */
 export function checkNotDeleted(dir: string, devId: number, blockPath: string): void {
-  const by = deletingBy(dir, devId);
-  if (by !== null) throw new DmrError('E_DELETING', `${blockPath} is being deleted (dmremap-ublk del, pid ${by}): not restarted`);
+  refuseIfDeleting(dir, devId, blockPath, 'not restarted');
   const { live, stale, invalid } = readEntries(dir);
   if (![...live, ...stale, ...invalid].some((e) => e.devId === devId)) throw new DmrError('E_DELETING', `${blockPath} was deleted during the restart`);
 }

@@ -518,7 +518,6 @@ export function noRecoveryError(blockPath: string): DmrError {
   );
 }
 
-/** The spare's SpareIo over its claim, once checkSpareRegion found nothing to protect in its region. */
 /** The registry entry of `devId` if it can be recovered; a typed refusal otherwise. */
 function recoverableEntry(dir: string, devId: number): RegistryEntryV2 {
   const file = registryPath(dir, devId);
