@@ -8,10 +8,8 @@ import { Daemon } from '../../src/device/daemon.js';
 import { runRestart, takeOver } from '../../src/cli/restart.js';
 import { runStatus } from '../../src/cli/status.js';
 import type { FakeNative } from '../../src/testing/fake-native.js';
-import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, DEAD_PID, RECOVERY_FEATURES, type World } from './helpers.js';
 
-const RECOVERY_FEATURES = '0xd8';
-const DEAD_PID = 2 ** 22 + 4321;
 let w: World;
 let native: FakeNative;
 let daemons: Daemon[];
