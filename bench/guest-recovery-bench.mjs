@@ -31,6 +31,7 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { median, sh } from './fio.mjs';
+import { analyse, finite } from './recovery-analysis.mjs';
 import { request } from '../dist/control/client.js';
 
 const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
@@ -38,7 +39,6 @@ const cli = path.join(repo, 'bin', 'dmremap-ublk.js');
 const rounds = Number(process.env.BENCH_ROUNDS ?? 10);
 const spacingSec = Number(process.env.BENCH_SPACING ?? 16);
 const RUN_DIR = process.env.DMREMAP_RUN_DIR ?? '/run/dmremap-ublk';
-const BIN_MS = 100;
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'dmremap-rbench-'));
 const loops = [];
@@ -57,51 +57,6 @@ async function statusOf(sock) {
   } catch {
     return null;
   }
-}
-
-/** Analyses one kill at wall-clock `t` (the next kill at `end`) against the sorted completion times `times`. */
-function analyse(times, t, end) {
-  // First completion at or after the kill.
-  let lo = 0;
-  let hi = times.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >> 1;
-    if (times[mid] < t) lo = mid + 1;
-    else hi = mid;
-  }
-  let best = -1;
-  let bestGap = -1;
-  for (let j = Math.max(lo, 1); j < times.length && times[j] < end; j++) {
-    const gap = times[j] - times[j - 1];
-    if (gap > bestGap) {
-      bestGap = gap;
-      best = j;
-    }
-  }
-  if (best < 0) return null;
-  const bins = (from, to) => {
-    const n = Math.round((to - from) / BIN_MS);
-    const counts = new Array(n).fill(0);
-    for (let j = 0; j < times.length; j++) {
-      if (times[j] < from || times[j] >= to) continue;
-      counts[Math.floor((times[j] - from) / BIN_MS)]++;
-    }
-    return counts.map((c) => (c * 1000) / BIN_MS);
-  };
-  const before = bins(t - 2000, t);
-  const after = bins(t, t + 2000);
-  const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
-  const baseline = mean(before);
-  const dipMs = bins(t, Math.min(end, t + 30_000)).filter((v) => v < baseline / 2).length * BIN_MS;
-  return {
-    recoveryMs: times[best] - t,
-    stallMs: bestGap,
-    clockSkewMs: times[best - 1] - t,
-    iopsBefore: Math.round(baseline),
-    iopsAfter2s: Math.round(mean(after)),
-    iopsMinBin: Math.min(...after),
-    dipMs,
-  };
 }
 
 /** The phases of each recovery in the daemon's log (pino JSON lines), in ms after the kill at `t`. */
@@ -177,6 +132,7 @@ try {
   // The reader runs until told to stop (SIGINT: fio writes its report and exits), 3 s after the last round.
   await sleep(3000);
   if (fioExited) throw new Error('fio ended before the last round');
+  const fioStoppedAt = Date.now(); // the last kill's window ends here (the reader completes I/O until told)
   fio.kill('SIGINT');
   const code = await fioDone;
   if (!out.includes('{')) throw new Error(`fio exited ${code} without a report`);
@@ -187,24 +143,27 @@ try {
   const clat = readdirSync(dir).find((n) => n.startsWith('reader_clat') && n.endsWith('.log'));
   const times = readFileSync(path.join(dir, clat), 'utf8').split('\n').filter((l) => l !== '').map((l) => Number(l.slice(0, l.indexOf(','))));
   times.sort((a, b) => a - b);
-  const stopAt = Date.now();
   const phaseList = phases(readFileSync(logFile, 'utf8').split('\n'), kills);
-  const results = kills.map((k, i) => ({ ...k, ...analyse(times, k.t, kills[i + 1]?.t ?? stopAt), phases: phaseList[i] }));
-  // Kills with no completion in the log after them (none found within 30 s) have no recoveryMs.
+  const results = kills.map((k, i) => ({ ...k, ...analyse(times, k.t, kills[i + 1]?.t ?? fioStoppedAt), phases: phaseList[i] }));
+  // A kill with no completion before the next kill (or the end) has no recoveryMs: it did not recover within
+  // the spacing. It is not left out quietly: the summary counts it, the medians are over the rest, and the
+  // bench fails (a median over the kills that recovered would hide the one that did not).
   const rec = results.map((r) => r.recoveryMs).filter((v) => Number.isFinite(v));
+  const unrecovered = results.map((r, i) => (Number.isFinite(r.recoveryMs) ? null : i + 1)).filter((i) => i !== null);
   const summary = {
     kills: rounds,
+    unrecoveredKills: unrecovered,
     recoveryMsMedian: median(rec),
     recoveryMsMax: Math.max(...rec),
-    stallMsMedian: median(results.map((r) => r.stallMs)),
-    clockSkewMsMax: Math.max(...results.map((r) => Math.abs(r.clockSkewMs ?? 0))),
-    servedMsMedian: median(results.map((r) => r.servedMs)),
-    iopsMinBinMedian: median(results.map((r) => r.iopsMinBin)),
-    dipMsMedian: median(results.map((r) => r.dipMs)),
+    stallMsMedian: median(finite(results.map((r) => r.stallMs))),
+    clockSkewMsMax: Math.max(...finite(results.map((r) => r.clockSkewMs)).map(Math.abs)),
+    servedMsMedian: median(finite(results.map((r) => r.servedMs))),
+    iopsMinBinMedian: median(finite(results.map((r) => r.iopsMinBin))),
+    dipMsMedian: median(finite(results.map((r) => r.dipMs))),
     phasesMedian: Object.fromEntries(Object.keys(phaseList[0] ?? {}).filter((k) => k !== 'warmStandby').map((k) => [k, median(phaseList.map((p) => p[k]).filter((v) => v !== null))])),
     warmStandbyRecoveries: phaseList.filter((p) => p.warmStandby === true).length,
-    iopsBeforeMedian: median(results.map((r) => r.iopsBefore)),
-    iopsAfter2sMedian: median(results.map((r) => r.iopsAfter2s)),
+    iopsBeforeMedian: median(finite(results.map((r) => r.iopsBefore))),
+    iopsAfter2sMedian: median(finite(results.map((r) => r.iopsAfter2s))),
     fioErrors: errors,
     readIops: Math.round(report.jobs[0].read.iops),
   };
@@ -214,6 +173,10 @@ try {
   console.log(`new daemon answering status: median ${summary.servedMsMedian} ms after the kill`);
   console.log(`reader IOPS (100 ms bins): ${summary.iopsBeforeMedian} in the 2 s before a kill, ${summary.iopsAfter2sMedian} in the 2 s after, lowest bin ${summary.iopsMinBinMedian}; below half the baseline for ${summary.dipMsMedian} ms (medians); fio errors ${errors}`);
   console.log(`recovery phases, ms after the kill (medians; ${summary.warmStandbyRecoveries}/${rounds} by a warm standby): ${JSON.stringify(summary.phasesMedian)}`);
+  if (unrecovered.length > 0) {
+    console.log(`NOT RECOVERED: kill(s) ${unrecovered.join(', ')} of ${rounds} had no completed I/O before the next kill; the medians above leave them out`);
+    process.exitCode = 1;
+  }
   console.log(`BENCH_JSON ${JSON.stringify({ kernel: os.release(), rounds, spacingSec, summary, kills: results.map(({ t, ...r }) => r) })}`);
 } finally {
   if (dev) spawnSync('node', [cli, 'del', dev], { stdio: 'inherit' });

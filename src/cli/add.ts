@@ -4,8 +4,8 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { DmrError, errorCodeOf, isErrorCode, toDmrError } from '../errors.js';
-import { createLogger } from '../log.js';
-import { Daemon, type DaemonDeps } from '../device/daemon.js';
+import type { Daemon, DaemonDeps } from '../device/daemon.js';
+import { precheckDevice } from '../device/precheck.js';
 import { lowerControlPriority } from '../device/priority.js';
 import { occupied, readEntries } from '../control/registry.js';
 import { defaultLogFile, ensureRunDir, runDir } from '../paths.js';
@@ -38,8 +38,13 @@ export function withPolicy(env: NodeJS.ProcessEnv, flags: AddFlags): AddFlags {
   return { ...flags, device: { ...flags.device, policy } };
 }
 
-/** Runs the daemon in this process until it is told to stop. Resolves with the exit code. */
-export function runForeground(ctx: CliContext, flags: AddFlags): Promise<number> {
+/**
+ * Runs the daemon in this process until it is told to stop. Resolves with the exit code. The daemon's modules
+ * (and the logger's) load here and in serveForeground, not with this module: a detached `add` never needs
+ * them, and one its precheck refuses is not kept waiting for them.
+ */
+export async function runForeground(ctx: CliContext, flags: AddFlags): Promise<number> {
+  const { Daemon } = await import('../device/daemon.js');
   return serveForeground(ctx, { logFile: flags.logFile, json: flags.json, name: flags.device.name }, (deps) => Daemon.start(flags.device, deps));
 }
 
@@ -67,6 +72,7 @@ export async function serveForeground(
   opts: { logFile: string | null; json: boolean; name: string | null },
   begin: (deps: DaemonDeps) => Promise<Daemon>,
 ): Promise<number> {
+  const { createLogger } = await import('../log.js');
   const readyFd = takeReadyFd(ctx.env);
   const log = createLogger({
     file: opts.logFile ?? undefined,
@@ -138,7 +144,7 @@ export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<num
   // Validate here too, so that bad input (and a spare in use) is reported before anything (run directory,
   // log file, daemon) is created: claim main and spare, check the spare region, release them. The daemon
   // claims and checks again: things may change in between.
-  await Daemon.precheck(flags.device, { native: await ctx.loadNative(), log: createLogger({ level: 'silent' }) }, occupied(readEntries(dir)));
+  await precheckDevice(await ctx.loadNative(), flags.device, occupied(readEntries(dir)));
   ensureRunDir(dir);
   const ready = await spawnDaemon(['add', ...daemonArgs(flags)], flags.logFile ?? defaultLogFile(dir), ctx.env);
   announce(ctx, flags.json, ready);

@@ -14,9 +14,9 @@ import type { RecoverFlags } from './schemas.js';
 const modulesImportedAt = Date.now();
 let requestedAt: number | null = null;
 
-/** Called by a warm standby (cli/supervise.ts) when it is told to recover. */
-export function markRecoverRequested(): void {
-  requestedAt = Date.now();
+/** Called by a warm standby (cli/supervise.ts) with the time its `recover` command line arrived. */
+export function markRecoverRequested(at: number): void {
+  requestedAt = at;
 }
 
 /** The device id `target` names: /dev/ublkbN, /dev/ublkcN, N, ublkbN; or a name or path found in the registry. */

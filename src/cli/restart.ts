@@ -6,9 +6,10 @@
 // the new daemon answers `status`.
 import { spawn } from 'node:child_process';
 import { request } from '../control/client.js';
+import { refuseIfDeleting } from '../control/deleting.js';
 import { isAlive, readEntries, type RegistryEntry } from '../control/registry.js';
 import { noRecoveryError } from '../device/daemon.js';
-import { DmrError } from '../errors.js';
+import { DELETING_EXIT_CODE, DmrError } from '../errors.js';
 import { runDir } from '../paths.js';
 import { BIN } from '../supervisor/child-process.js';
 import { printJson, type CliContext } from './context.js';
@@ -29,6 +30,17 @@ async function until<T>(what: string, timeoutMs: number, probe: () => Promise<T 
   }
 }
 
+/**
+ * Throws when the restart of device `devId` can no longer succeed because a `del` took the device: one is
+ * under way (its mark is held: every successor refuses the device, E_DELETING), or one finished (no registry
+ * entry is left, live or quiesced). Without it `restart` would wait out its timeout and say E_TIMEOUT.
+ */
+export function checkNotDeleted(dir: string, devId: number, blockPath: string): void {
+  refuseIfDeleting(dir, devId, blockPath, 'not restarted');
+  const { live, stale, invalid } = readEntries(dir);
+  if (![...live, ...stale, ...invalid].some((e) => e.devId === devId)) throw new DmrError('E_DELETING', `${blockPath} was deleted during the restart`);
+}
+
 /** Runs `dmremap-ublk recover <id>` (it detaches its daemon) and waits for it; its error becomes ours. */
 function recoverDetached(ctx: CliContext, devId: number): Promise<void> {
   return new Promise((resolve, reject) => {
@@ -38,9 +50,35 @@ function recoverDetached(ctx: CliContext, devId: number): Promise<void> {
     child.stderr.on('data', (d: string) => (err += d));
     child.on('error', (e) => reject(new DmrError('E_DAEMON', `cannot run recover: ${e.message}`)));
     child.on('exit', (code) => {
+      const why = err.trim().replace(/^dmremap-ublk: /, '');
       if (code === 0) resolve();
-      else reject(new DmrError('E_DAEMON', `recover ${devId} failed: ${err.trim().replace(/^dmremap-ublk: /, '') || `exit code ${code}`}`));
+      // A del took the device between our check and the recover: the same answer as the check's.
+      else if (code === DELETING_EXIT_CODE) reject(new DmrError('E_DELETING', why || `device ${devId} is being deleted: not restarted`));
+      else reject(new DmrError('E_DAEMON', `recover ${devId} failed: ${why || `exit code ${code}`}`));
     });
+  });
+}
+
+/**
+ * After the old daemon exited: runs `recover` for a daemon that had no supervisor (its supervisor does it
+ * otherwise), then waits until a new daemon serves the device; its pid. A del under way or done ends the
+ * wait at once (E_DELETING).
+ */
+export async function takeOver(ctx: CliContext, old: RegistryEntry, supervised: boolean, timeoutMs: number): Promise<number> {
+  const dir = runDir(ctx.env);
+  if (!supervised) {
+    checkNotDeleted(dir, old.devId, old.blockPath);
+    await recoverDetached(ctx, old.devId);
+  }
+  return until(`${old.blockPath} was not served again`, timeoutMs, async () => {
+    checkNotDeleted(dir, old.devId, old.blockPath);
+    const next = readEntries(dir).live.find((e) => e.devId === old.devId && e.pid !== old.pid);
+    if (next === undefined) return null;
+    try {
+      return (await request(next.socket, 'status', {}, 2000)).pid;
+    } catch {
+      return null;
+    }
   });
 }
 
@@ -50,18 +88,10 @@ export async function runRestart(ctx: CliContext, target: string, json: boolean,
   const old: RegistryEntry = liveEntry(ctx, target);
   // Checked here too, from the entry: a daemon of an older version would detach and the kernel stop the device.
   if (old.version !== 2 || !old.recovery.userRecovery) throw noRecoveryError(old.blockPath);
+  checkNotDeleted(dir, old.devId, old.blockPath);
   const { supervised } = await request(old.socket, 'restart', {});
   await until(`daemon pid ${old.pid} did not exit`, timeoutMs, () => (isAlive(old) ? null : true));
-  if (!supervised) await recoverDetached(ctx, old.devId);
-  const pid = await until(`${old.blockPath} was not served again`, timeoutMs, async () => {
-    const next = readEntries(dir).live.find((e) => e.devId === old.devId && e.pid !== old.pid);
-    if (next === undefined) return null;
-    try {
-      return (await request(next.socket, 'status', {}, 2000)).pid;
-    } catch {
-      return null;
-    }
-  });
+  const pid = await takeOver(ctx, old, supervised, timeoutMs);
   const seconds = (Date.now() - began) / 1000;
   if (json) printJson(ctx, { devId: old.devId, blockPath: old.blockPath, name: old.name, pid, previousPid: old.pid, supervised, seconds });
   else ctx.stdout.write(`restarted ${old.blockPath}: daemon pid ${pid} (was ${old.pid})\n`);

@@ -31,8 +31,8 @@ export const standbyCommandSchema = z.strictObject({
     .refine((a) => a[0] === 'recover' && a.includes('--foreground'), 'a standby runs only "recover <id> --foreground ..."'),
 });
 
-/** Reads the first line of `input`; null when it ends without one. */
-export function readFirstLine(input: NodeJS.ReadableStream): Promise<string | null> {
+/** Reads the first line of `input` and when it arrived (Date.now()); null when it ends without one. */
+export function readFirstLine(input: NodeJS.ReadableStream): Promise<{ line: string; at: number } | null> {
   return new Promise((resolve) => {
     let buf = '';
     let done = false;
@@ -40,7 +40,7 @@ export function readFirstLine(input: NodeJS.ReadableStream): Promise<string | nu
       if (done) return;
       done = true;
       input.removeListener('data', onData);
-      resolve(line);
+      resolve(line === null ? null : { line, at: Date.now() });
     };
     const onData = (chunk: Buffer | string): void => {
       buf += chunk.toString();
@@ -56,20 +56,23 @@ export function readFirstLine(input: NodeJS.ReadableStream): Promise<string | nu
 
 /** `supervise standby`: warm up, wait for the command on `input`, run it. */
 export async function runStandby(ctx: CliContext, input: NodeJS.ReadableStream & { destroy?: () => void }): Promise<number> {
-  // Everything `recover --foreground` loads, loaded now: the CLI, the daemon and its engine, the logger, the addon.
-  const [{ main }, { markRecoverRequested }] = await Promise.all([import('./main.js'), import('./recover.js'), ctx.loadNative()]);
-  const line = await readFirstLine(input);
+  // Everything `recover --foreground` loads, loaded now: the CLI, the daemon and its engine, the logger (add.js's
+  // serveForeground imports it only when a daemon runs), the addon.
+  // Listening from the start: a command that arrives while the modules still load is stamped when it came.
+  const first = readFirstLine(input);
+  const [{ main }, { markRecoverRequested }] = await Promise.all([import('./main.js'), import('./recover.js'), import('../log.js'), ctx.loadNative()]);
+  const got = await first;
   input.destroy?.();
-  if (line === null) return 0;
+  if (got === null) return 0;
   let raw: unknown;
   try {
-    raw = JSON.parse(line);
+    raw = JSON.parse(got.line);
   } catch {
     raw = undefined;
   }
   const parsed = standbyCommandSchema.safeParse(raw);
   if (!parsed.success) throw usageError('supervise standby: its command line is not {"args": ["recover", "<id>", "--foreground", ...]}');
-  markRecoverRequested();
+  markRecoverRequested(got.at);
   return main(parsed.data.args, ctx);
 }
 

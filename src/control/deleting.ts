@@ -37,8 +37,8 @@ export function deletingBy(dir: string, devId: number): number | null {
   return m.success && isAlive(m.data) ? m.data.pid : null;
 }
 
-/** E_DELETING when a `del` of device `devId` is under way. */
-export function refuseIfDeleting(dir: string, devId: number, what: string): void {
+/** E_DELETING when a `del` of device `devId` is under way: "<what> is being deleted (...): <outcome>". */
+export function refuseIfDeleting(dir: string, devId: number, what: string, outcome = 'not taken over'): void {
   const pid = deletingBy(dir, devId);
-  if (pid !== null) throw new DmrError('E_DELETING', `${what} is being deleted (dmremap-ublk del, pid ${pid}): not taken over`);
+  if (pid !== null) throw new DmrError('E_DELETING', `${what} is being deleted (dmremap-ublk del, pid ${pid}): ${outcome}`);
 }

@@ -27,7 +27,7 @@ import type { DeviceConfig } from './config.js';
 import { IoErrorCounters, summarizeQueues } from './counters.js';
 import { featureNames, hex } from './features.js';
 import { planDevice, type DevicePlan } from './validate.js';
-import { checkSpareRegion } from './signatures.js';
+import { checkedSpare } from './precheck.js';
 import { ClaimedSpareIo } from '../remap/io.js';
 import { reapStale } from './reap.js';
 import { mainIdentity } from './fingerprint.js';
@@ -154,19 +154,6 @@ export class Daemon {
     const entry = recoverableEntry(deps.runDir, devId);
     await checkKernelQuiesced(deps.native, entry);
     return entry;
-  }
-
-  /**
-   * What `add` without --foreground runs before it starts the daemon: every refusal of start() that can be
-   * known without the kernel device (claims, signatures on the spare), then the claims are released again.
-   */
-  static async precheck(cfg: DeviceConfig, deps: Pick<DaemonDeps, 'native' | 'log'>, running: Occupant[]): Promise<void> {
-    const plan = planDevice(deps.native, cfg, running);
-    try {
-      await checkedSpare(deps, cfg, plan);
-    } finally {
-      plan.held.release();
-    }
   }
 
   get info(): DeviceInfo {
@@ -637,20 +624,6 @@ export function noRecoveryError(blockPath: string): DmrError {
     'E_NO_RECOVERY',
     `${blockPath} was created without ublk user recovery (the kernel offered none): a restart would stop it; nothing was changed`,
   );
-}
-
-/** The spare's SpareIo over its claim, once checkSpareRegion found nothing to protect in its region. */
-async function checkedSpare(deps: Pick<DaemonDeps, 'native' | 'log'>, cfg: DeviceConfig, plan: DevicePlan): Promise<ClaimedSpareIo> {
-  const io = new ClaimedSpareIo(deps.native, plan.spare.fd, plan.spare.sizeBytes, plan.spare.path);
-  await checkSpareRegion({
-    io,
-    path: plan.spare.path,
-    spareOffset: cfg.spareOffset ?? 0,
-    spareSize: cfg.spareSize,
-    force: cfg.forceFormat === true,
-    log: deps.log,
-  });
-  return io;
 }
 
 /** The registry entry of `devId` if it can be recovered; a typed refusal otherwise. */

@@ -213,7 +213,8 @@ export interface SpareRegionCheck {
   spareOffset: number;
   spareSize?: number;
   force: boolean;
-  log: Logger;
+  /** Where --force-format says what it overwrites. */
+  log: Pick<Logger, 'warn'>;
   /** The probe (default probeSignatures); tests pass their own. */
   probe?: (path: string, offset: number, size?: number) => Promise<ProbeResult>;
   /** The partitions of a device with a partition table (default partitionExtents); tests pass their own. */

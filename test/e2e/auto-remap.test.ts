@@ -664,8 +664,8 @@ describe('outages of main', () => {
     // No slot per failed block: only writes that failed before the evidence was complete may have been
     // redirected. The evidence is failures in write_outage_regions = 8 of the 32 regions the writer covers
     // (64 regions of 512 KiB, writes in the first 16 MiB), and a failed write lands in a region drawn at
-    // random, so more than 7 writes can fail first (two in one region): 9 on average, more than 12 with
-    // probability 1 %, 20 or more with probability below 1e-6 (at most 7 distinct regions in 20 draws of
+    // random, so more than 7 writes can fail first (two in one region): 8 on average, more than 12 with
+    // probability 0.3 %, 20 or more with probability 1.5e-7 (at most 7 distinct regions in 20 draws of
     // 32). Each write is at most 16 blocks. (A CI run once saw 114 blocks, above the naive 7 × 16.) Without
     // the rule every write of the 3 s would be redirected: thousands of blocks.
     expect(st.autoRemaps).toBeLessThanOrEqual(20 * 16);

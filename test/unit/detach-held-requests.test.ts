@@ -12,9 +12,8 @@ import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import { Daemon, RESTART_EXIT_CODE } from '../../src/device/daemon.js';
 import type { NativeEvent } from '../../src/native.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
-import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+import { deviceConfig, fakeFor, makeWorld, quietLog, RECOVERY_FEATURES, type World } from './helpers.js';
 
-const RECOVERY_FEATURES = '0xd8'; // CMD_IOCTL_ENCODE | USER_COPY | USER_RECOVERY | USER_RECOVERY_REISSUE
 let w: World;
 let native: FakeNative;
 type Fault = Extract<NativeEvent, { type: 'io_fault' }>;

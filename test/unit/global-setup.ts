@@ -1,8 +1,7 @@
-// Builds dist/ so that tests can run the CLI (bin/dmremap-ublk.js) as a child process.
+// Builds dist/ and the CLI's bundle (npm run build:ts) so that tests can run the CLI (bin/dmremap-ublk.js)
+// as a child process.
 import { execFileSync } from 'node:child_process';
-import { createRequire } from 'node:module';
 
 export default function setup(): void {
-  const tsc = createRequire(import.meta.url).resolve('typescript/bin/tsc');
-  execFileSync(process.execPath, [tsc, '-p', 'tsconfig.json'], { stdio: 'inherit' });
+  execFileSync('npm', ['run', '--silent', 'build:ts'], { stdio: 'inherit' });
 }

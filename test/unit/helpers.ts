@@ -58,6 +58,12 @@ export function fakeFor(w: World, cfg: Partial<FakeConfig> = {}): FakeNative {
 
 export const quietLog = (): Logger => createLogger({ level: 'silent' });
 
+/** What a kernel with user recovery offers: CMD_IOCTL_ENCODE | USER_COPY | USER_RECOVERY | USER_RECOVERY_REISSUE. */
+export const RECOVERY_FEATURES = '0xd8';
+
+/** A pid above the kernel's default pid_max: no process has it (a daemon that died). */
+export const DEAD_PID = 2 ** 22 + 4321;
+
 export interface Captured {
   ctx: CliContext;
   stdout: () => string;

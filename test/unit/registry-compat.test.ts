@@ -13,11 +13,8 @@ import { runDel } from '../../src/cli/del.js';
 import { runStatus } from '../../src/cli/status.js';
 import { runRestart } from '../../src/cli/restart.js';
 import type { FakeNative } from '../../src/testing/fake-native.js';
-import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, DEAD_PID, RECOVERY_FEATURES, type World } from './helpers.js';
 
-/** UBLK_F_CMD_IOCTL_ENCODE | UBLK_F_USER_RECOVERY | UBLK_F_USER_RECOVERY_REISSUE | USER_COPY. */
-const RECOVERY_FEATURES = '0xd8';
-const DEAD_PID = 2 ** 22 + 4321;
 let w: World;
 let native: FakeNative;
 let daemons: Daemon[];
