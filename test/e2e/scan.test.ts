@@ -2,7 +2,7 @@
 // written, finds every one (pending: reads fail with EIO, a write heals it), the status line says scan=100%
 // and the state is done; a dm-delay segment of 800 ms: its blocks are counted slow and relocated with their
 // data at the second pass (slow_threshold 2); and a running scan survives del + add (same spare, same state
-// dir) where it was. Not yet here (issue 13): kill -9, fio verify during a scan, the benchmark.
+// dir) where it was. kill -9 and fio verify during a scan: supervisor.test.ts (its kill case runs a scan).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
