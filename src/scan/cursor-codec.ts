@@ -1,5 +1,5 @@
 // The persisted form of the scan cursor: a framed record (record-frame.ts), magic "DMRSCUR1", version 1,
-// a 56-byte payload, little-endian:
+// a 64-byte payload, little-endian:
 //
 //   offset  size  field
 //   0       1     state: 0 idle, 1 running, 2 paused, 3 done
@@ -11,15 +11,16 @@
 //   32      8     finishedAt, ms since the epoch (i64; -1 = none)
 //   40      8     errorsFound (u64)
 //   48      8     slowFound (u64)
+//   56      8     rateMib, the pass's --rate ceiling (f64; 0 = none: scan_rate_mib)
 //
-// 76 bytes in all. Decoding checks the frame, then that the fields are what scanCursorSchema allows.
+// 84 bytes in all. Decoding checks the frame, then that the fields are what scanCursorSchema allows.
 import { DmrError } from '../errors.js';
 import { frameRecord, ScanRecordError, unframeRecord } from './record-frame.js';
 import { SCAN_STATES, scanCursorSchema, type ScanCursor } from './cursor.js';
 
 export const CURSOR_MAGIC = 'DMRSCUR1';
 export const CURSOR_VERSION = 1;
-export const CURSOR_PAYLOAD_BYTES = 56;
+export const CURSOR_PAYLOAD_BYTES = 64;
 
 const WHAT = 'scan cursor';
 
@@ -37,6 +38,7 @@ export function encodeCursor(c: ScanCursor): Buffer {
   p.writeBigInt64LE(BigInt(v.finishedAt ?? -1), 32);
   p.writeBigUInt64LE(BigInt(v.errorsFound), 40);
   p.writeBigUInt64LE(BigInt(v.slowFound), 48);
+  p.writeDoubleLE(v.rateMib ?? 0, 56);
   return frameRecord(CURSOR_MAGIC, CURSOR_VERSION, p);
 }
 
@@ -68,6 +70,7 @@ export function decodeCursor(buf: Uint8Array): ScanCursor {
     finishedAt: optTime(p.readBigInt64LE(32), 'finishedAt'),
     errorsFound: safe(p.readBigUInt64LE(40), 'errorsFound'),
     slowFound: safe(p.readBigUInt64LE(48), 'slowFound'),
+    rateMib: p.readDoubleLE(56) === 0 ? null : p.readDoubleLE(56),
   };
   const r = scanCursorSchema.safeParse(raw);
   if (!r.success) {

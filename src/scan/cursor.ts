@@ -9,6 +9,7 @@
 // `pass` how many passes were started, `errorsFound` and `slowFound` what the current or last pass found.
 import { z } from 'zod';
 import { DmrError } from '../errors.js';
+import { MAX_SCAN_RATE_MIB } from './settings.js';
 
 export const SCAN_STATES = ['idle', 'running', 'paused', 'done'] as const;
 export type ScanState = (typeof SCAN_STATES)[number];
@@ -30,6 +31,8 @@ export const scanCursorSchema = z
     pass: z.number().int().min(0).max(0xffffffff),
     errorsFound: count,
     slowFound: count,
+    /** The pass's ceiling in MiB/s given by `scan start --rate` (kept across restarts), null: scan_rate_mib. */
+    rateMib: z.number().positive().max(MAX_SCAN_RATE_MIB).nullable(),
   })
   .superRefine((c, ctx) => {
     const bad = (message: string): void => {
@@ -76,14 +79,15 @@ export function newCursor(deviceBytes: number): ScanCursor {
     pass: 0,
     errorsFound: 0,
     slowFound: 0,
+    rateMib: null,
   });
 }
 
 /** `start`: a new pass from byte 0. Refused (E_SCAN_STATE) while one runs or is paused. */
-export function startPass(c: ScanCursor, nowMs: number): ScanCursor {
+export function startPass(c: ScanCursor, nowMs: number, rateMib: number | null = null): ScanCursor {
   if (c.state === 'running') throw stateError('a scan is already running');
   if (c.state === 'paused') throw stateError('a scan is paused: resume it, or stop it before starting a new one');
-  return { ...c, state: 'running', position: 0, startedAt: nowMs, pass: c.pass + 1, errorsFound: 0, slowFound: 0 };
+  return { ...c, state: 'running', position: 0, startedAt: nowMs, pass: c.pass + 1, errorsFound: 0, slowFound: 0, rateMib };
 }
 
 /** `pause`: only a running scan. */

@@ -226,7 +226,8 @@ export class Scanner {
     if (this.cursor.deviceBytes !== o.deviceBytes || this.regions.deviceBytes !== o.deviceBytes) {
       throw new DmrError('E_INTERNAL', `scanner: saved scan is of a ${this.cursor.deviceBytes}-byte device, this one has ${o.deviceBytes}`);
     }
-    this.limits = this.limitsFor(this.settings.scanRateMib);
+    // A pass started with --rate keeps its ceiling in the cursor: a resumed pass runs at it again.
+    this.limits = this.limitsFor(this.cursor.rateMib ?? this.settings.scanRateMib);
     this.rate = initialRateState(this.limits);
     this.lastSaveAt = this.clock.now();
   }
@@ -271,7 +272,7 @@ export class Scanner {
   start(rateMib?: number): Promise<ScanStatus> {
     if (rateMib !== undefined && !isScanRate(rateMib)) return Promise.reject(badRate(rateMib));
     return this.command(() => {
-      const next = startPass(this.cursor, this.clock.now());
+      const next = startPass(this.cursor, this.clock.now(), rateMib ?? null);
       this.limits = this.limitsFor(rateMib ?? this.settings.scanRateMib);
       this.cursor = next;
       this.regions.clearReads();

@@ -126,6 +126,7 @@ describe('scan cursor commands', () => {
     for (const b of bad) expect(scanCursorSchema.safeParse({ ...ok, ...b }).success, JSON.stringify(b)).toBe(false);
     expect(scanCursorSchema.safeParse({ ...ok, state: 'done', position: GIB, finishedAt: T0 - 1 }).success).toBe(false);
     expect(scanCursorSchema.safeParse({ ...ok, extra: 1 }).success).toBe(false);
+    for (const rateMib of [0, -1, 2 ** 21, Number.NaN]) expect(scanCursorSchema.safeParse({ ...ok, rateMib }).success, String(rateMib)).toBe(false);
   });
 });
 
@@ -136,9 +137,11 @@ describe('scan cursor record', () => {
     pausePass(advancePass(startPass(newCursor(GIB), T0), 4096, T0)),
     advancePass(startPass(newCursor(GIB), T0), GIB, T0 + 99, { errors: Number.MAX_SAFE_INTEGER, slow: 0 }),
     startPass(advancePass(startPass(newCursor(GIB), T0), GIB, T0 + 99), T0 + 500),
+    // A pass started with --rate 0.5 keeps its ceiling.
+    advancePass(startPass(newCursor(GIB), T0, 0.5), 4096, T0),
   ];
 
-  it('round-trips every state, with large values, in 76 bytes', () => {
+  it('round-trips every state, with large values and a pass\'s --rate, in 84 bytes', () => {
     for (const c of samples) {
       const b = encodeCursor(c);
       expect(b.length).toBe(16 + CURSOR_PAYLOAD_BYTES + 4);

@@ -319,6 +319,24 @@ describe('the scan loop', () => {
     expect(r.scanner.status().rateBps).toBe(4 * MIB);
   });
 
+  it('a pass started with --rate keeps that ceiling when a new daemon resumes it (the cursor holds it)', async () => {
+    const first = rig({ bytes: 1024 * MIB });
+    await first.scanner.start(4);
+    await first.run(1000);
+    const saved = first.saves.at(-1) as SavedScan;
+    expect(saved.cursor.rateMib).toBe(4);
+    const r = rig({ bytes: 1024 * MIB, saved });
+    r.scanner.begin();
+    await r.run(10_000);
+    const read = wide(r.dev).reduce((a, x) => a + x.bytes, 0);
+    expect(read).toBeLessThanOrEqual(41 * MIB);
+    expect(r.scanner.status().rateBps).toBe(4 * MIB);
+    // A new pass without --rate goes back to scan_rate_mib.
+    await r.scanner.stop();
+    await r.scanner.start();
+    expect(r.scanner.cursorNow.rateMib).toBeNull();
+  });
+
   it('hands failed blocks to the policy one by one (a chunk failing whole is re-read block by block) and counts them', async () => {
     const r = rig({ bytes: 2 * MIB });
     r.dev.failing.set(5, 5);
