@@ -35,6 +35,7 @@ import { WriteOutageDetector } from './write-outage-detector.js';
 import type { RecheckResult, RemapEngine } from './remap-engine.js';
 import type { ScanBlockFailure, ScanFailureVerdict, ScanFindingsSink } from '../scan/scanner.js';
 import { jobKey, WorkQueue, type WorkQueueStats } from './work-queue.js';
+import { ReadsNow } from './fault-ops.js';
 
 type FaultEvent = Extract<NativeEvent, { type: 'io_fault' }>;
 type ClearedEvent = Extract<NativeEvent, { type: 'fault_cleared' }>;
@@ -117,6 +118,8 @@ interface FaultRecord {
   writeHeld: boolean;
   /** A write-outage probe retried it: told whether the retry went through (settled by resolve too). */
   probeDone: ((ok: boolean) => void) | null;
+  /** Its blocks read again when they were about to be marked lost, and it was retried for that once. */
+  readsAgainRetried?: boolean;
 }
 
 /**
@@ -655,6 +658,19 @@ export class AutoRemapper {
       this.holdForOutage(ev, rec);
       return;
     }
+    if (errs instanceof ReadsNow) {
+      // Every block read where it had failed when it was read once more before being marked: nothing was
+      // marked; the read is tried again (once: a device that keeps failing the user's read and passing
+      // ours gets the error, with nothing marked lost).
+      this.log.warn({ blocks: [...rec.blocks.keys()].slice(0, 16), retried: rec.readsAgainRetried === true }, 'failed read: its blocks read again before they were marked pending; nothing marked');
+      if (rec.readsAgainRetried !== true) {
+        rec.readsAgainRetried = true;
+        this.resolve(ev, { action: 'retry' });
+      } else {
+        this.resolve(ev, { action: 'fail', errno: EIO });
+      }
+      return;
+    }
     this.counters.unrecoveredReads++;
     const blocks = [...rec.blocks.keys()];
     if (errs === null) this.burst.note('pending', 'error', 'read failed on every try: blocks marked pending (lost until written)', { blocks, fields: { tries: ev.attempt + 1 } });
@@ -714,7 +730,10 @@ export class AutoRemapper {
         this.queue.add('foreground', kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block), pastHold, ...(scan ? { scan } : {}) }),
       ),
     );
-    const err = errs.find((e) => e !== null) ?? null;
+    // ReadsNow (a block read again just before it was marked) only when it is every block's answer: with
+    // others marked lost the request still fails.
+    const real = errs.filter((e) => e !== null && !(e instanceof ReadsNow));
+    const err = real[0] ?? (errs.length > 0 && errs.every((e) => e instanceof ReadsNow) ? errs[0] ?? null : null);
     if (err !== null && err instanceof DmrError && err.code === 'E_SPARE_FULL') {
       if (!this.spareFullSeen) this.log.error('spare full: errors now reach the user; health is critical');
       this.spareFullSeen = true;
@@ -808,6 +827,10 @@ export class AutoRemapper {
     if (this.closed) return 'closed';
     const errs = await this.jobs('lost', { blocks: failing }, false, true);
     if (errs instanceof OutageHold) return 'outage';
+    if (errs instanceof ReadsNow) {
+      this.log.info({ blocks: [...failing.keys()].slice(0, 16), count: failing.size }, 'scan: blocks read again just before they were marked pending; nothing marked');
+      return 'handled';
+    }
     // Closed meanwhile: the queued job was dropped, nothing was marked; the next daemon reads it again.
     if (errs !== null && this.closed) return 'closed';
     this.counters.unrecoveredReads++;
@@ -875,7 +898,7 @@ export class AutoRemapper {
           for (const it of items('lost')) out.set(jobKey('lost', it.block), new OutageHold('main is in an outage'));
           return out;
         }
-        put('lost', await this.engine.markLost(items('lost').map((it) => ({ block: it.block, slotFailed: it.slotFailed, errorCount: it.errorCount, origin: it.scan === true ? 'scan' : 'auto' }))));
+        put('lost', await this.engine.markLost(items('lost').map((it) => ({ block: it.block, slotFailed: it.slotFailed, errorCount: it.errorCount, origin: it.scan === true ? 'scan' : 'auto', confirm: true }))));
         return out;
       }
       case 'write': {

@@ -8,6 +8,13 @@ import type { BackingRole } from '../native.js';
 import { remapBlock, type RemapEntry, type RemapOp } from '../remap/index.js';
 import { ioFailure, isReadFailure, reserveFor, sleep, type EngineContext, type FaultItem, type SlotWrite } from './engine-context.js';
 
+/** markLost's answer for a block that read where it had failed when it was read once more: nothing was marked. */
+export class ReadsNow extends DmrError {
+  constructor(message: string) {
+    super('E_REMAP_STATE', message);
+  }
+}
+
 export class FaultOps {
   constructor(private readonly c: EngineContext) {}
 
@@ -102,12 +109,15 @@ export class FaultOps {
    * MOVING and drained first (no request still in flight touches them), then one journal commit, then the
    * table is published with them LOST. A block on main gets a fresh slot; a block whose slot failed
    * (`slotFailed`) moves to a fresh slot and the bad slot is retired. A block already lost (and not with a
-   * failed slot) is left as it is. Resolves per block with null (done) or the error (E_SPARE_FULL when no
-   * slot is free, E_IO when the commit failed).
+   * failed slot) is left as it is. With `confirm`, after the drain (every write acknowledged before is on its
+   * device, later ones wait on MOVING) the block is read once more where it failed (main, or its slot): one that reads
+   * now is not marked (a user write healed the sector meanwhile, or the failure was transient), and
+   * resolves with a ReadsNow. Resolves per block with null (done) or the error (E_SPARE_FULL when no slot is
+   * free, E_IO when the commit failed, ReadsNow).
    */
   async markLost(items: ReadonlyArray<FaultItem>): Promise<Map<number, DmrError | null>> {
     const out = new Map<number, DmrError | null>();
-    const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number; origin: 'auto' | 'scan' }> = [];
+    const todo: Array<{ block: number; slot: number; oldSlot: number | null; errorCount: number; origin: 'auto' | 'scan'; confirm: boolean }> = [];
     for (const it of items) {
       if (out.has(it.block) || todo.some((t) => t.block === it.block)) continue;
       if (this.c.mirror.redirects.has(it.block)) {
@@ -128,13 +138,23 @@ export class FaultOps {
       }
       const slot = await reserveFor(this.c, it.block, out);
       if (slot === null) continue;
-      todo.push({ block: it.block, slot, oldSlot: e?.slot ?? null, errorCount: it.errorCount, origin: it.origin ?? 'auto' });
+      todo.push({ block: it.block, slot, oldSlot: e?.slot ?? null, errorCount: it.errorCount, origin: it.origin ?? 'auto', confirm: it.confirm === true });
     }
     if (todo.length === 0) return out;
     const moving = new Map(todo.map((t) => [t.block, t.oldSlot ?? t.slot] as [number, number]));
     let committed = false;
     try {
       await this.c.mirror.startMoving(moving);
+      // The last read, under MOVING: a write acknowledged between the policy's last failed read and now
+      // (a sector that heals on write, which is what a filesystem writing free space does) is not thrown
+      // away by marking its block lost.
+      for (let i = todo.length - 1; i >= 0; i--) {
+        const t = todo[i] as (typeof todo)[number];
+        if (!t.confirm || !(await this.readsNow(t.block, t.oldSlot))) continue;
+        out.set(t.block, new ReadsNow(`block ${t.block} reads ${t.oldSlot === null ? 'on main' : `from slot ${t.oldSlot}`} again: not marked lost`));
+        todo.splice(i, 1);
+        if (this.c.store.allocator.isReserved(t.slot)) await this.c.store.unreserveSlot(t.slot).catch(() => undefined);
+      }
       const ops: RemapOp[] = [];
       for (const t of todo) {
         if (t.oldSlot === null) {
@@ -145,7 +165,7 @@ export class FaultOps {
           if (this.c.store.table.get(t.block)?.state !== 'lost') ops.push({ op: 'lost', block: t.block });
         }
       }
-      await this.c.store.commitBatch(ops);
+      if (ops.length > 0) await this.c.store.commitBatch(ops);
       committed = true;
       this.c.countersPersisted();
       for (const t of todo) out.set(t.block, null); // a slot-failed one: the move cleared dataOnMain
@@ -159,6 +179,18 @@ export class FaultOps {
       this.c.mirror.endMoving(moving.keys());
     }
     return out;
+  }
+
+  /** Whether `block` reads now on main (`slot` null) or from spare slot `slot`; any error is "no". */
+  private async readsNow(block: number, slot: number | null): Promise<boolean> {
+    const bs = this.c.blockSize;
+    try {
+      if (slot === null) await this.c.dev().readRange('main', BigInt(block) * BigInt(bs), bs);
+      else await this.c.dev().readRange('spare', BigInt(this.c.store.allocator.offsetOf(slot)), bs);
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /**

@@ -104,6 +104,11 @@ export interface FaultItem {
   errorCount: number;
   /** Who found the failure: the data path (auto, the default) or the background scan (scan). */
   origin?: 'auto' | 'scan';
+  /**
+   * markLost reads the block once more where it failed, under MOVING, and does not mark it when it reads
+   * (auto-remap's read failures: a write may have healed it since the policy's last read).
+   */
+  confirm?: boolean;
 }
 
 /** A write's data for `block` went to spare slot `slot` (from a 'lost_written' report). */

@@ -39,6 +39,19 @@ function planned(f: Pick<Fault, 'tag' | 'seq' | 'block' | 'blocks'>, attempt: nu
   if (ev === null) throw new Error(`a write of blocks ${f.block}+${f.blocks} touches no LOST block`);
   return ev;
 }
+/**
+ * Makes `block` of main fail reads for real (the fake's files): a read the policy gives up on is read once more
+ * before its block is marked lost, and must fail there too. Returns a function that heals it.
+ */
+function unreadableMain(block: number): () => void {
+  const bs = daemon?.status().blockSize as number;
+  const f = { device: 'main' as const, offset: block * bs, bytes: bs, code: 'ENODATA' };
+  native.cfg.failReads.push(f);
+  return () => {
+    const i = native.cfg.failReads.indexOf(f);
+    if (i >= 0) native.cfg.failReads.splice(i, 1);
+  };
+}
 /** Waits until the daemon resolved the fault `(tag, seq)` and returns the action. */
 const resolution = (f: { tag: number; seq: number }, timeoutMs = 3000): Promise<FaultAction> => device().awaitResolution(f, timeoutMs);
 const entry = (block: number): { slot: number; state: string; origin: string } | undefined =>
@@ -131,6 +144,7 @@ describe('write errors', () => {
 
   it('a lost block (pending) written: committed mapped before the write completes', async () => {
     await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    unreadableMain(12);
     const r = fault({ op: 'read', block: 12, blocks: 1, failed: [{ device: 'main', block: 12, blocks: 1, errno: 61 }] });
     device().emit(r);
     expect(await resolution(r)).toEqual({ action: 'fail', errno: 5 });
@@ -199,6 +213,7 @@ describe('writes whose data landed in a slot the block has left', () => {
 
   it('a pending block moved to a fresh slot (its slot failed a write) meanwhile: a write into the old slot is driven again', async () => {
     await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    unreadableMain(12);
     const r = fault({ op: 'read', tag: 1, block: 12, blocks: 1, failed: [{ device: 'main', block: 12, blocks: 1, errno: 61 }] });
     device().emit(r);
     expect(await resolution(r)).toEqual({ action: 'fail', errno: 5 });
@@ -259,6 +274,7 @@ describe('writes whose data landed in a slot the block has left', () => {
 describe('read errors', () => {
   it('retries with backoff, then marks the blocks pending (lost, auto) before failing the read with EIO', async () => {
     await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 2, retryBackoffMs: 1 } });
+    unreadableMain(18);
     const f = fault({ op: 'read', block: 16, blocks: 4, failed: [{ device: 'main', block: 16, blocks: 4, errno: 61 }] });
     device().emit(f);
     expect(await resolution(f)).toEqual({ action: 'retry', narrow: true });
@@ -271,6 +287,22 @@ describe('read errors', () => {
     expect(published(18)).toBe(1);
     const s = await ask<Record<string, number>>('stats');
     expect(s).toMatchObject({ readErrors: 1, retries: 2, unrecoveredReads: 1, pendingBlocks: 1, lostBlocks: 1, recoveredReads: 0 });
+  });
+
+  it('a block that reads again when it is about to be marked pending is not marked: the read is retried once, then fails with nothing marked', async () => {
+    await start({ policy: { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 } });
+    // The data path reported a failure, but main reads the block when it is read once more under MOVING (a
+    // write healed the sector, or the failure was transient): marking it lost would throw its data away.
+    const f = fault({ op: 'read', block: 24, blocks: 1, failed: [{ device: 'main', block: 24, blocks: 1, errno: 61 }] });
+    device().emit(f);
+    expect(await resolution(f)).toEqual({ action: 'retry' });
+    expect(entry(24)).toBeUndefined();
+    // The same request failing again: its error reaches the user, still nothing marked.
+    device().emit({ ...f, attempt: 1 });
+    expect(await resolution(f)).toEqual({ action: 'fail', errno: 5 });
+    expect(entry(24)).toBeUndefined();
+    expect(published(24)).toBeUndefined();
+    expect((await ask<Record<string, number>>('stats')).pendingBlocks).toBe(0);
   });
 
   it('a read that a retry recovers is relocated with its data at the error threshold', async () => {
@@ -417,6 +449,7 @@ describe('restart', () => {
       device().emit({ type: 'fault_cleared', queue: 0, tag: f.tag, seq: f.seq, attempts: 1 });
     }
     // And one block that never reads: pending.
+    unreadableMain(60);
     const p = fault({ op: 'read', tag: 60, block: 60, blocks: 1, failed: [{ device: 'main', block: 60, blocks: 1, errno: 61 }] });
     device().emit(p);
     expect(await resolution(p)).toEqual({ action: 'retry', narrow: true });
@@ -470,9 +503,11 @@ describe('the data path mirror', () => {
         }
       } else if (e === undefined) {
         // A read that never succeeds: the block becomes pending (lost until written).
+        const heal = unreadableMain(block);
         const f = fault({ op: 'read', tag, block, blocks: 1, failed: [{ device: 'main', block, blocks: 1, errno: 61 }] });
         device().emit(f);
         expect(await resolution(f)).toEqual({ action: 'fail', errno: 5 });
+        heal();
       }
       await daemon!['auto']?.idle();
       expect(device().remapTable, `step ${step}`).toEqual(whole());

@@ -76,6 +76,9 @@ describe('recheck', () => {
   it('a block whose slot failed stays lost (main holds older data); a block not lost is said so', async () => {
     await start();
     await request(sock, 'remap', { sector: 30 });
+    // The slot fails reads for real: read once more before the block is marked lost, it must fail there too.
+    const slotAt = (daemon?.['engine']?.store.allocator.offsetOf(entry(30)?.slot as number)) as number;
+    native.cfg.failReads.push({ device: 'spare', offset: slotAt, bytes: 512, code: 'EIO' });
     const f = readFault(30, 'spare');
     device().emit(f);
     expect(await resolution(f)).toEqual({ action: 'fail', errno: 5 });
