@@ -33,7 +33,7 @@ import { OutageMonitor, PROBE_MAX_MS, type Held, type OutageStats } from './outa
 import { probeMain, ProbeTargets } from './outage-probe.js';
 import { WriteOutageDetector } from './write-outage-detector.js';
 import type { RecheckResult, RemapEngine } from './remap-engine.js';
-import type { ScanBlockFailure, ScanFailureVerdict, ScanFindingsSink } from '../scan/scanner.js';
+import { ScanHalted, type ScanBlockFailure, type ScanFailureVerdict, type ScanFindingsSink } from '../scan/scanner.js';
 import { jobKey, WorkQueue, type WorkQueueStats } from './work-queue.js';
 import { ReadsNow } from './fault-ops.js';
 
@@ -816,8 +816,10 @@ export class AutoRemapper {
         failing = still;
       }
     } catch (e) {
-      this.log.error({ err: String(e) }, 'scan: re-reading failed blocks failed; they stay where they are');
-      return 'handled';
+      // Halted by a scan command, refused by the device, or the table kept changing: nothing is decided,
+      // and the scanner reads the chunk again later (it does not move past an undecided bad block).
+      if (!(e instanceof ScanHalted)) this.log.warn({ err: String(e) }, 'scan: re-reading failed blocks failed; nothing decided, the scan reads them again later');
+      return 'undecided';
     }
     if (back.size > 0) {
       this.counters.recoveredReads++;

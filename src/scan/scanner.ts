@@ -48,7 +48,7 @@ export const SCAN_SAVE_INTERVAL_MS = 5000;
 export const SAVE_EVERY_FRACTION = 100;
 export const MAX_REVISITS = 1024;
 export const MAX_REVISIT_TRIES = 50;
-/** Blocks per narrow re-read call (a slow or failed chunk re-read block by block): pause/stop wait for one call at most. */
+/** Blocks per narrow re-read call (a slow or failed chunk re-read block by block): pause/stop/close wait for one call at most. */
 export const NARROW_STEP_BLOCKS = 32;
 /** Tries of the policy's re-read of one block while the remap table keeps changing under it. */
 export const REREAD_STALE_TRIES = 3;
@@ -95,11 +95,22 @@ export interface ScanBlockFailure {
 }
 
 /**
- * What the policy concluded about failed blocks: 'handled'; 'outage' (main is in a device-wide outage) and
- * 'closed' (the policy is shutting down): nothing was decided, the chunk is read again later (by this
- * daemon or the next: the cursor does not move past it).
+ * What the policy concluded about failed blocks: 'handled'; 'outage' (main is in a device-wide outage),
+ * 'closed' (the policy is shutting down) and 'undecided' (its re-reads could not be done: a command stopped
+ * them, the table kept changing, the device refused): nothing was decided, the chunk is read again later (by
+ * this daemon or the next: the cursor does not move past it).
  */
-export type ScanFailureVerdict = 'handled' | 'outage' | 'closed';
+export type ScanFailureVerdict = 'handled' | 'outage' | 'closed' | 'undecided';
+
+/** Thrown by the scanner's own reads when a command (pause, stop, close) waits: the work is left undecided. */
+export class ScanHalted extends Error {
+  constructor() {
+    super('the scan was halted by a command');
+  }
+}
+
+/** A chunk whose block-by-block re-read finds more than this fraction of its blocks slow is "main is slow", not bad blocks. */
+export const UNIFORM_SLOW_FRACTION = 0.5;
 
 /** Where what the scan finds goes (the daemon's AutoRemapper; tests' fakes). */
 export interface ScanFindingsSink {
@@ -140,6 +151,8 @@ export interface ScanCounters {
   slowBlocks: number;
   /** Blocks relocated for being slow slow_threshold times (handed to the policy). */
   slowRelocations: number;
+  /** Chunks most of whose blocks were slow: main slow everywhere (load, a slow link), no block counted. */
+  uniformSlowChunks: number;
   /** Bytes skipped as moving and given up after their revisits. */
   unrevisitedBytes: number;
 }
@@ -184,7 +197,9 @@ export class Scanner {
   private revisits: Revisit[] = [];
   private tickCount = 0;
   private readonly slowSuspects = new Map<number, number>();
-  private counters: ScanCounters = { slowIos: 0, slowBlocks: 0, slowRelocations: 0, unrevisitedBytes: 0 };
+  private counters: ScanCounters = { slowIos: 0, slowBlocks: 0, slowRelocations: 0, uniformSlowChunks: 0, unrevisitedBytes: 0 };
+  /** Bytes of block-by-block re-reads not yet taken from an interval's allowance (the rate covers them too). */
+  private debtBytes = 0;
   private timerHandle: unknown = null;
   private scheduleHandle: unknown = null;
   /** The tick running now (its reads), null between ticks. */
@@ -425,7 +440,9 @@ export class Scanner {
     const d = decideRate(this.limits, this.rate, { atMs: now, user, scannedBytes: this.readSinceDecision });
     this.rate = d.state;
     this.readSinceDecision = 0;
-    let budget = d.allowanceBytes;
+    // Re-reads of failed or slow blocks count against the rate as the chunks do.
+    let budget = d.allowanceBytes - this.debtBytes;
+    this.debtBytes = Math.max(0, -budget);
     const tick = ++this.tickCount;
     try {
       while (this.cursor.state === 'running' && !this.halting) {
@@ -516,7 +533,13 @@ export class Scanner {
       // Read against an older table, a failed piece may be a place its blocks have left: every failed piece
       // is then read again, block by block, against the table of now.
       const stale = outcome.generation !== this.o.device.tableGeneration();
-      const failed = await this.nameFailedBlocks(outcome.failed, stale, tries);
+      let failed: ScanBlockFailure[];
+      try {
+        failed = await this.nameFailedBlocks(outcome.failed, stale, tries);
+      } catch (e) {
+        if (e instanceof ScanHalted) return null; // a command waits: the chunk is read again later
+        throw e;
+      }
       if (failed.length > 0 && this.o.sink) {
         const verdict = await this.o.sink.readFailed(failed, (blocks) => this.rereadBlocks(blocks));
         if (verdict !== 'handled') {
@@ -534,14 +557,15 @@ export class Scanner {
       if (s.reason !== 'lost') continue;
       for (let b = s.offset / this.o.blockSize; b < (s.offset + s.length) / this.o.blockSize; b++) pending.push(b);
     }
-    if (pending.length > 0 && this.o.sink?.pendingSeen) await this.o.sink.pendingSeen(pending);
-    let slow = 0;
+    if (pending.length > 0 && this.o.sink?.pendingSeen && !this.halting) await this.o.sink.pendingSeen(pending);
+    const slowBlocks: Array<{ block: number; device: BackingRole }> = [];
     for (const read of outcome.reads) {
       if (read.failed || read.latencyMs <= this.settings.slowIoMs) continue;
       this.counters.slowIos++;
-      slow += await this.findSlowBlocks(read.offset, read.length);
+      slowBlocks.push(...(await this.findSlowBlocks(read.offset, read.length)));
     }
-    return { errors, slow, coveredBytes: outcome.coveredBytes };
+    const readBlocks = outcome.reads.reduce((n, x) => n + (x.failed ? 0 : x.length), 0) / this.o.blockSize;
+    return { errors, slow: this.noteSlowBlocks(slowBlocks, readBlocks, r.offset), coveredBytes: outcome.coveredBytes };
   }
 
   private queueRevisit(r: Revisit): void {
@@ -567,6 +591,7 @@ export class Scanner {
         continue;
       }
       await this.narrowRead(f.offset, f.length, (res) => {
+        if (this.halting) throw new ScanHalted();
         if (res.generation !== this.o.device.tableGeneration()) {
           this.queueRevisit({ offset: Number(res.offset), bytes: res.coveredBytes, tries, dueTick: this.tickCount + 1 });
           return;
@@ -579,14 +604,16 @@ export class Scanner {
 
   /**
    * The policy's re-read: each block read alone; those that fail again. A read planned against an older
-   * table is read again (REREAD_STALE_TRIES times); a block whose table keeps changing under it throws:
-   * the policy then decides nothing for these blocks.
+   * table is read again (REREAD_STALE_TRIES times); a block whose table keeps changing under it throws, and
+   * so does a command waiting (ScanHalted): the policy then decides nothing for these blocks ('undecided').
    */
   private async rereadBlocks(blocks: readonly number[]): Promise<ScanBlockFailure[]> {
     const bs = this.o.blockSize;
     const out: ScanBlockFailure[] = [];
     for (const b of blocks) {
       for (let attempt = 1; ; attempt++) {
+        if (this.halting) throw new ScanHalted();
+        this.debtBytes += bs;
         const res = await this.o.device.scanRead(BigInt(b * bs), bs, true);
         if (res.generation !== this.o.device.tableGeneration()) {
           if (attempt < REREAD_STALE_TRIES) continue;
@@ -601,13 +628,17 @@ export class Scanner {
 
   /**
    * Block-by-block reads of [offset, offset + bytes), NARROW_STEP_BLOCKS per call, each result handed to
-   * `each`; the next call starts where native says the last one stopped. Stops early when a command waits.
+   * `each`; the next call starts where native says the last one stopped. Throws ScanHalted before a call
+   * when a command waits.
    */
   private async narrowRead(offset: number, bytes: number, each: (res: NativeScanReadResult) => void): Promise<void> {
     const bs = this.o.blockSize;
     const step = NARROW_STEP_BLOCKS * bs;
     for (let at = offset; at < offset + bytes; ) {
-      const res = await this.o.device.scanRead(BigInt(at), Math.min(step, offset + bytes - at), true);
+      if (this.halting) throw new ScanHalted();
+      const n = Math.min(step, offset + bytes - at);
+      this.debtBytes += n;
+      const res = await this.o.device.scanRead(BigInt(at), n, true);
       scanOutcome(res, bs); // checks that the pieces cover what native says they cover
       each(res);
       at += res.coveredBytes;
@@ -615,38 +646,56 @@ export class Scanner {
   }
 
   /**
-   * A read slower than slow_io_ms: its blocks read one by one; each slower than slow_io_ms is counted, and
-   * one slow slow_threshold times is handed to the policy for relocation. Stops early when a command waits.
-   * Returns the slow blocks found.
+   * A read slower than slow_io_ms: its blocks read one by one (a block-by-block read of a piece against
+   * an older table is not used: the block may have left that place); the blocks slower than slow_io_ms.
+   * Stops early when a command waits.
    */
-  private async findSlowBlocks(offset: number, bytes: number): Promise<number> {
+  private async findSlowBlocks(offset: number, bytes: number): Promise<Array<{ block: number; device: BackingRole }>> {
     const bs = this.o.blockSize;
     const step = NARROW_STEP_BLOCKS * bs;
-    let found = 0;
+    const out: Array<{ block: number; device: BackingRole }> = [];
     for (let at = offset; at < offset + bytes && !this.halting; ) {
-      const res = await this.o.device.scanRead(BigInt(at), Math.min(step, offset + bytes - at), true);
+      const n = Math.min(step, offset + bytes - at);
+      this.debtBytes += n;
+      const res = await this.o.device.scanRead(BigInt(at), n, true);
       scanOutcome(res, bs);
       at += res.coveredBytes;
-      // Read against an older table, a slow piece may be a place its block has left: not counted.
       if (res.generation !== this.o.device.tableGeneration()) continue;
       for (const seg of res.segments) {
         if (seg.skipped !== null || seg.errno !== 0 || seg.latencyUs / 1000 <= this.settings.slowIoMs) continue;
-        for (let b = seg.block; b < seg.block + seg.blocks; b++) {
-          found++;
-          this.counters.slowBlocks++;
-          const n = (this.slowSuspects.get(b) ?? 0) + 1;
-          this.slowSuspects.delete(b);
-          if (n >= this.settings.slowThreshold) {
-            this.counters.slowRelocations++;
-            this.o.log.info({ block: b, device: seg.device, times: n }, 'scan: block slow too often: relocating it with its data');
-            this.o.sink?.slowBlock(b, seg.device);
-            continue;
-          }
-          this.slowSuspects.set(b, n);
-          if (this.slowSuspects.size > MAX_SLOW_SUSPECTS) this.slowSuspects.delete(this.slowSuspects.keys().next().value as number);
-        }
+        for (let b = seg.block; b < seg.block + seg.blocks; b++) out.push({ block: b, device: seg.device });
       }
     }
-    return found;
+    return out;
+  }
+
+  /**
+   * Counts the slow blocks of a chunk of which `readBlocks` read: each is counted, and one slow
+   * slow_threshold times is handed to the policy for relocation. When more than UNIFORM_SLOW_FRACTION of the
+   * chunk is slow, main is slow everywhere (a deep user queue, a slow link, a drive busy with itself), not
+   * bad in these blocks: none is counted (else every block of a slow disk would be relocated and the spare
+   * filled with good blocks). Returns the slow blocks counted.
+   */
+  private noteSlowBlocks(slow: ReadonlyArray<{ block: number; device: BackingRole }>, readBlocks: number, chunkOffset: number): number {
+    if (slow.length === 0) return 0;
+    if (slow.length > readBlocks * UNIFORM_SLOW_FRACTION) {
+      this.counters.uniformSlowChunks++;
+      this.o.log.info({ offset: chunkOffset, slowBlocks: slow.length, readBlocks }, 'scan: most of the chunk read slowly: main is slow there as a whole, no block counted slow');
+      return 0;
+    }
+    for (const { block: b, device } of slow) {
+      this.counters.slowBlocks++;
+      const n = (this.slowSuspects.get(b) ?? 0) + 1;
+      this.slowSuspects.delete(b);
+      if (n >= this.settings.slowThreshold) {
+        this.counters.slowRelocations++;
+        this.o.log.info({ block: b, device, times: n }, 'scan: block slow too often: relocating it with its data');
+        this.o.sink?.slowBlock(b, device);
+        continue;
+      }
+      this.slowSuspects.set(b, n);
+      if (this.slowSuspects.size > MAX_SLOW_SUSPECTS) this.slowSuspects.delete(this.slowSuspects.keys().next().value as number);
+    }
+    return slow.length;
   }
 }

@@ -552,3 +552,72 @@ describe('the scan loop', () => {
     expect(off.scanner.status()).toMatchObject({ state: 'done', pass: 1 });
   });
 });
+
+describe('commands during a failing region (from the cold review: F3)', () => {
+  it('a command waits for one call, not for the block-by-block naming of a whole failed chunk', async () => {
+    // A failing 1 MiB region (a dead zone: every block unreadable). On a real disk each narrow read of a bad
+    // block can take seconds (kernel/drive error recovery).
+    const r = rig({ bytes: 64 * MIB });
+    for (let b = 0; b < MIB / BS; b++) r.dev.failing.set(b, 61);
+    await r.scanner.start();
+    let callsAtPause = -1;
+    let p: Promise<unknown> | null = null;
+    r.dev.duringRead = (x) => {
+      if (x.narrow && p === null) {
+        callsAtPause = r.dev.reads.length; // this call is in flight
+        p = r.scanner.pause();
+      }
+    };
+    const running = r.run(1000);
+    while (p === null) await new Promise((res) => setImmediate(res));
+    await p;
+    await running;
+    // A command waits for the call in flight, not for every remaining narrow call of the chunk.
+    expect(r.dev.reads.length - callsAtPause).toBeLessThanOrEqual(1);
+  });
+
+  it('close (shutdown/detach) does not wait for the naming and the policy\'s re-reads of a whole failed chunk', async () => {
+    const r = rig({
+      bytes: 64 * MIB,
+      sink: {
+        readFailed: async (f, reread) => {
+          // What AutoRemapper.scanReadFailed does with readRetries = 3 (the sleeps are cut by close; the
+          // re-reads are not): each try re-reads every failing block alone.
+          for (let i = 0; i < 3; i++) await reread(f.map((x) => x.block));
+          return 'handled';
+        },
+      },
+    });
+    for (let b = 0; b < MIB / BS; b++) r.dev.failing.set(b, 61);
+    await r.scanner.start();
+    let callsAtClose = -1;
+    let closing: Promise<void> | null = null;
+    r.dev.duringRead = (x) => {
+      if (x.narrow && closing === null) {
+        callsAtClose = r.dev.reads.length;
+        closing = r.scanner.close();
+      }
+    };
+    const running = r.run(1000);
+    while (closing === null) await new Promise((res) => setImmediate(res));
+    await closing;
+    await running;
+    expect(r.dev.reads.length - callsAtClose).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('a main slow everywhere (from the cold review: F5)', () => {
+  it('two passes over a device whose every read takes 600 ms (busy HDD, degraded link) do not relocate every block', async () => {
+    const r = rig({ bytes: 4 * MIB });
+    for (let b = 0; b < (4 * MIB) / BS; b++) r.dev.slowUs.set(b, 600_000);
+    await r.scanner.start();
+    await r.run(600_000);
+    expect(r.scanner.state).toBe('done');
+    await r.scanner.start();
+    await r.run(600_000);
+    expect(r.scanner.state).toBe('done');
+    // Not every block handed to the policy for relocation (the spare would fill with healthy blocks): none is.
+    expect(r.slowBlocks).toEqual([]);
+    expect(r.scanner.stats()).toMatchObject({ slowBlocks: 0, slowRelocations: 0, uniformSlowChunks: 8 });
+  });
+});
