@@ -66,8 +66,9 @@ export const messageRequest = z.strictObject({
 /** Most bytes one scan_read reads (native's limit of one scanRead). */
 export const MAX_SCAN_READ_BYTES = 16 << 20;
 /**
- * Debug, until the scanner is wired (issue 13): one scanner read of [offset, offset + bytes) through native's
- * scanRead (whole blocks inside the device); `narrow`: one read per block. Changes nothing.
+ * Debug (the e2e tests use it): one scanner read of [offset, offset + bytes) through native's scanRead (whole
+ * blocks inside the device); `narrow`: one read per block. Changes nothing, decides nothing, is not
+ * rate-limited; while it runs the background scan's reads are refused (one scan read per device) and retried.
  */
 export const scanReadRequest = z.strictObject({
   id: requestId,
