@@ -1,7 +1,7 @@
 // The surface map as one self-contained HTML page: the SVG inline, the model as JSON in a
 // <script type="application/json"> (escaped: no `</script>` can end it early), and a small inline script
 // that shows a cell's details (byte range, reads per latency bin, block counts) on hover and keeps them on
-// click. No network: no external script, style sheet, font or image, and no link.
+// click (or named in the address: page.html#region=N). No network: no external script, style sheet, font or image, and no link.
 import type { SurfaceModel } from '../control/protocol.js';
 import { escapeXml, jsonForScript } from './escape.js';
 import { BIN_SWATCHES, NOT_READ, PAGE_BACKGROUND, TEXT_COLOUR } from './palette.js';
@@ -61,6 +61,12 @@ const SCRIPT = `(function () {
     pinned = pinned === i ? null : i;
     show(i);
   });
+  // #region=N in the address: that region's details, kept (a link to one region).
+  var m = /^#region=(\\d+)$/.exec(window.location.hash);
+  if (m && model.regions[Number(m[1])]) {
+    pinned = Number(m[1]);
+    show(pinned);
+  }
 })();`;
 
 export function renderHtml(model: SurfaceModel): string {

@@ -41,6 +41,18 @@ afterAll(() => {
   if (dir) fs.rmSync(dir, { recursive: true, force: true });
 });
 
+/** The page's DOM after its scripts ran, as Chromium serialises it. */
+function dumpDom(url: string): string {
+  if (chromium === null) throw new Error('chromium is not installed (Debian: apt-get install chromium); CI needs it for this test');
+  const r = spawnSync(
+    chromium,
+    ['--headless', '--no-sandbox', '--disable-gpu', `--user-data-dir=${path.join(dir, 'profile-dom')}`, '--dump-dom', url],
+    { encoding: 'utf8', timeout: CHROMIUM_TIMEOUT_MS - 5000, env: { ...process.env, HOME: dir }, maxBuffer: 64 << 20 },
+  );
+  if (r.status !== 0) throw new Error(`chromium failed (status ${r.status}, ${r.error?.message ?? ''}): ${r.stderr.slice(-2000)}`);
+  return r.stdout;
+}
+
 /** Renders `file` in a window the size of the map and returns the screenshot. */
 function screenshot(file: string, model: SurfaceModel): Png {
   if (chromium === null) throw new Error('chromium is not installed (Debian: apt-get install chromium); CI needs it for this test');
@@ -98,5 +110,21 @@ describe.skipIf(chromium === null && !inCi)('the map in Chromium', () => {
     const file = path.join(dir, 'map.html');
     fs.writeFileSync(file, renderHtml(model));
     checkPixels(screenshot(file, model), model);
+  });
+
+  it("the HTML page's script: a region's details (here named in the address, as a click keeps them)", { timeout: CHROMIUM_TIMEOUT_MS }, () => {
+    const file = path.join(dir, 'details.html');
+    fs.writeFileSync(file, renderHtml(model));
+    const dom = dumpDom(`file://${file}#region=6`);
+    const detail = /<pre id="detail">([\s\S]*?)<\/pre>/.exec(dom)?.[1];
+    expect(detail?.split('\n')).toEqual([
+      'Region 6 of 40 (kept: click again to release)',
+      'Bytes 6291456 to 7340031 (6.0 MiB to 7.0 MiB, 1.0 MiB)',
+      'Slowest read: read error',
+      'Reads of this pass: &lt; 5 ms: 1, &lt; 20 ms: 0, &lt; 50 ms: 0, &lt; 150 ms: 0, &lt; 500 ms: 0, &gt;= 500 ms: 0, read error: 1',
+      'Blocks: 1 pending, 0 remapped, 0 relocated',
+    ]);
+    // The selected cell is outlined.
+    expect(dom).toMatch(/<rect id="selected" x="[\d.]+" y="[\d.]+" width="[\d.]+" height="[\d.]+" [^>]*visibility="visible"/);
   });
 });
