@@ -1,6 +1,8 @@
 // The surface map's renderer and model: one cell per region in reading order, its colour by the worst
 // latency bin, the marks of pending / relocated / remapped blocks counted from the table, hostile names
 // shown as text, and an HTML page that needs no network and whose data cannot end its script.
+import fs from 'node:fs';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { surfaceModelSchema, type SurfaceModel } from '../../src/control/protocol.js';
 import { escapeXml, jsonForScript } from '../../src/map/escape.js';
@@ -11,6 +13,7 @@ import { BIN_SWATCHES, MARKS, NOT_READ } from '../../src/map/palette.js';
 import { surfaceModel } from '../../src/map/surface.js';
 import { renderSvg } from '../../src/map/svg.js';
 import { MIB, RegionRecord } from '../../src/scan/regions.js';
+import { REPO } from './helpers.js';
 import { binsModel, blockOf, BLOCK } from './map-fixtures.js';
 
 /** Every cell's fill, by region index. */
@@ -182,6 +185,11 @@ describe('renderHtml', () => {
 });
 
 describe('the example', () => {
+  it('docs/surface-map.svg is what the renderer draws of it (node scripts/surface-map-example.mjs remakes it)', () => {
+    expect(fs.readFileSync(path.join(REPO, 'docs/surface-map.svg'), 'utf8')).toBe(renderSvg(exampleModel()));
+    expect(fs.readFileSync(path.join(REPO, 'docs/surface-map.png')).subarray(1, 4).toString('latin1')).toBe('PNG');
+  });
+
   it('has error regions drawn in the error colour, marked pending', () => {
     const m = exampleModel();
     const svg = renderSvg(m);
