@@ -28,7 +28,7 @@ const SCRIPT = `(function () {
       'Region ' + r.index + ' of ' + model.regions.length + (pinned === r.index ? ' (kept: click again to release)' : ''),
       'Bytes ' + r.start + ' to ' + (r.end - 1) + ' (' + bytes(r.start) + ' to ' + bytes(r.end) + ', ' + bytes(r.end - r.start) + ')',
       'Slowest read: ' + (r.worstBin === null ? data.notRead : data.binLabels[r.worstBin]),
-      'Reads of this pass: ' + reads,
+      'Reads of the latest pass: ' + reads,
       'Blocks: ' + r.pending + ' pending, ' + r.remapped + ' remapped, ' + r.relocated + ' relocated'
     ].join('\\n');
   }

@@ -1,5 +1,5 @@
 // The map's colours: the latency ramp of MHDD and Victoria (grey shades for fast reads, green, orange, red
-// for slow ones, blue for errors), a colour of its own for a region the current pass has not read yet, and
+// for slow ones, blue for errors), a colour of its own for a region the latest pass has not read, and
 // one colour per kind of block mark. The legend's words are here too, so that picture and legend agree.
 import { BIN_COUNT } from '../scan/regions.js';
 
@@ -19,8 +19,8 @@ export const BIN_SWATCHES: readonly Swatch[] = [
   { colour: '#1f49e0', label: 'read error' },
 ];
 
-/** A region the current pass has not read (yet). */
-export const NOT_READ: Swatch = { colour: '#ffffff', label: 'not read in this pass' };
+/** A region the latest pass (running, or the last one done or stopped) has not read. */
+export const NOT_READ: Swatch = { colour: '#ffffff', label: 'not read in the latest pass' };
 
 /** The grid's background (the gaps between cells) and the page's. */
 export const GRID_BACKGROUND = '#3a3a3a';

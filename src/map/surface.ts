@@ -1,4 +1,4 @@
-// The surface model the map draws: the scan's region record (latency bins of the current pass) with the
+// The surface model the map draws: the scan's region record (latency bins of the latest pass: the one running, or the last one done or stopped) with the
 // remapped, pending and relocated blocks of each region counted from the remap table at the time of the
 // request (one walk over the table). Pure: the daemon hands in its scanner's record and table.
 //

@@ -1,5 +1,5 @@
 // The surface map as SVG: a header (device, size, regions, time, scan state and counts), the grid of
-// regions (each cell filled with the colour of its slowest read in the current pass, marked in a corner
+// regions (each cell filled with the colour of its slowest read in the latest pass, marked in a corner
 // when it holds pending, relocated or remapped blocks) and a legend. Pure: model in, markup out.
 import { formatBytes } from '../cli/format.js';
 import type { SurfaceModel, SurfaceRegion } from '../control/protocol.js';
@@ -67,7 +67,7 @@ export function headerLines(model: SurfaceModel): string[] {
   return [
     `${formatBytes(model.deviceBytes)} (${model.deviceBytes} bytes), ${model.blockSize}-byte blocks, ${model.regions.length} regions of ${formatBytes(model.regionBytes)}, map made ${iso(model.generatedAt)}`,
     scanLine.join(', '),
-    `blocks: ${pending} pending, ${remapped} remapped (${relocated} relocated); reads of this pass: ${BIN_SWATCHES.map((b, i) => `${b.label} ${bins[i] as number}`).join(', ')}`,
+    `blocks: ${pending} pending, ${remapped} remapped (${relocated} relocated); reads of the latest pass: ${BIN_SWATCHES.map((b, i) => `${b.label} ${bins[i] as number}`).join(', ')}`,
   ];
 }
 
@@ -119,7 +119,7 @@ function legend(g: MapGeometry, regionBytes: number): string {
   let y = g.gridY + g.grid.height + 14;
   const text = (x: number, yy: number, s: string, extra = ''): string =>
     `<text x="${x}" y="${yy}" font-size="${TEXT_SIZE}" fill="${TEXT_COLOUR}"${extra}>${escapeXml(s)}</text>`;
-  out.push(text(MARGIN, y + TEXT_SIZE, 'Colour: the slowest read of the region in the current pass', ' font-weight="bold"'));
+  out.push(text(MARGIN, y + TEXT_SIZE, 'Colour: the slowest read of the region in the latest scan pass', ' font-weight="bold"'));
   y += LINE;
   const colours = [...BIN_SWATCHES, NOT_READ];
   const perRow = Math.max(1, Math.floor((g.width - 2 * MARGIN) / COLOUR_ITEM_WIDTH));

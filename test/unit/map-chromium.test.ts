@@ -121,7 +121,7 @@ describe.skipIf(chromium === null && !inCi)('the map in Chromium', () => {
       'Region 6 of 40 (kept: click again to release)',
       'Bytes 6291456 to 7340031 (6.0 MiB to 7.0 MiB, 1.0 MiB)',
       'Slowest read: read error',
-      'Reads of this pass: &lt; 5 ms: 1, &lt; 20 ms: 0, &lt; 50 ms: 0, &lt; 150 ms: 0, &lt; 500 ms: 0, &gt;= 500 ms: 0, read error: 1',
+      'Reads of the latest pass: &lt; 5 ms: 1, &lt; 20 ms: 0, &lt; 50 ms: 0, &lt; 150 ms: 0, &lt; 500 ms: 0, &gt;= 500 ms: 0, read error: 1',
       'Blocks: 1 pending, 0 remapped, 0 relocated',
     ]);
     // The selected cell is outlined.

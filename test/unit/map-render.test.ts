@@ -132,7 +132,7 @@ describe('renderSvg', () => {
     expect(svg).toContain('Surface map of /dev/ublkb7 (data)');
     expect(svg).toContain('16.0 MiB (16777216 bytes), 4096-byte blocks, 16 regions of 1.0 MiB, map made 2026-12-02T03:00:00Z');
     expect(svg).toContain('scan idle, 0%, pass 0, errors found 0, slow found 0');
-    expect(svg).toContain('blocks: 1 pending, 0 remapped (0 relocated); reads of this pass: &#60; 5 ms 8, &#60; 20 ms 1, &#60; 50 ms 1, &#60; 150 ms 1, &#60; 500 ms 1, &#62;= 500 ms 1, read error 1');
+    expect(svg).toContain('blocks: 1 pending, 0 remapped (0 relocated); reads of the latest pass: &#60; 5 ms 8, &#60; 20 ms 1, &#60; 50 ms 1, &#60; 150 ms 1, &#60; 500 ms 1, &#62;= 500 ms 1, read error 1');
   });
 
   it('shows a hostile device name as text', () => {
