@@ -18,7 +18,7 @@ const SWATCH = 14;
 const COLOUR_ITEM_WIDTH = 140;
 const MARK_ITEM_WIDTH = 440;
 
-/** Where the grid sits in the picture (the HTML page's script and the tests find cells with it). */
+/** Where the grid sits in the picture (the tests find a cell's pixels with it). */
 export interface MapGeometry {
   width: number;
   height: number;
@@ -48,7 +48,7 @@ export function marksOf(r: Pick<SurfaceRegion, MarkKind>): MarkKind[] {
 
 const iso = (ms: number | null): string => (ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d{3}Z$/, 'Z'));
 
-/** The header's lines after the title (also the HTML page's). */
+/** The header's lines after the title. */
 export function headerLines(model: SurfaceModel): string[] {
   const s = model.scan;
   let pending = 0;
