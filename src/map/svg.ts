@@ -15,8 +15,6 @@ const LINE = 19;
 const HEADER_HEIGHT = MARGIN + TITLE_SIZE + 3 * LINE + 12;
 const MIN_WIDTH = 920;
 const SWATCH = 14;
-const COLOUR_ITEM_WIDTH = 140;
-const MARK_ITEM_WIDTH = 440;
 
 /** Where the grid sits in the picture (the tests find a cell's pixels with it). */
 export interface MapGeometry {
@@ -75,16 +73,33 @@ export function mapTitle(model: SurfaceModel): string {
   return `Surface map of ${model.device}${model.name === null ? '' : ` (${model.name})`}`;
 }
 
-function legendRows(width: number, itemWidth: number, items: number): number {
-  const perRow = Math.max(1, Math.floor((width - 2 * MARGIN) / itemWidth));
-  return Math.ceil(items / perRow);
+/** A legend item's width: swatch, gap, the label (13 px sans-serif: at most ~7.5 px a character), a gap. */
+const itemWidth = (label: string): number => SWATCH + 6 + Math.ceil(label.length * 7.5) + 24;
+
+/** Legend items laid out left to right, wrapping at the picture's width: each item's x and row. */
+function flow(labels: readonly string[], width: number): Array<{ x: number; row: number }> {
+  const out: Array<{ x: number; row: number }> = [];
+  let x = MARGIN;
+  let row = 0;
+  for (const l of labels) {
+    const w = itemWidth(l);
+    if (x > MARGIN && x + w > width - MARGIN) {
+      x = MARGIN;
+      row++;
+    }
+    out.push({ x, row });
+    x += w;
+  }
+  return out;
 }
 
+const rowsOf = (items: Array<{ row: number }>): number => (items.at(-1)?.row ?? 0) + 1;
+const COLOUR_LABELS = [...BIN_SWATCHES, NOT_READ].map((s) => s.label);
+const MARK_LABELS = MARK_KINDS.map((k) => MARKS[k].label);
+
 function legendHeight(width: number): number {
-  const colourRows = legendRows(width, COLOUR_ITEM_WIDTH, BIN_SWATCHES.length + 1);
-  const markRows = legendRows(width, MARK_ITEM_WIDTH, MARK_KINDS.length);
   // A gap, the colour caption and rows, the marks caption and rows, the reading-order note.
-  return 14 + LINE + colourRows * LINE + 6 + LINE + markRows * LINE + 6 + LINE + MARGIN;
+  return 14 + LINE + rowsOf(flow(COLOUR_LABELS, width)) * LINE + 6 + LINE + rowsOf(flow(MARK_LABELS, width)) * LINE + 6 + LINE + MARGIN;
 }
 
 /** The triangle of a `kind` mark on a cell of side `c` at (x, y); never reaches the cell's centre. */
@@ -122,25 +137,25 @@ function legend(g: MapGeometry, regionBytes: number): string {
   out.push(text(MARGIN, y + TEXT_SIZE, 'Colour: the slowest read of the region in the latest scan pass', ' font-weight="bold"'));
   y += LINE;
   const colours = [...BIN_SWATCHES, NOT_READ];
-  const perRow = Math.max(1, Math.floor((g.width - 2 * MARGIN) / COLOUR_ITEM_WIDTH));
+  const colourAt = flow(COLOUR_LABELS, g.width);
   colours.forEach((sw, i) => {
-    const x = MARGIN + (i % perRow) * COLOUR_ITEM_WIDTH;
-    const yy = y + Math.floor(i / perRow) * LINE;
+    const { x, row } = colourAt[i] as { x: number; row: number };
+    const yy = y + row * LINE;
     out.push(`<rect x="${x}" y="${yy}" width="${SWATCH}" height="${SWATCH}" fill="${sw.colour}" stroke="#202020" stroke-width="0.6"/>`);
     out.push(text(x + SWATCH + 6, yy + SWATCH - 2, sw.label));
   });
-  y += Math.ceil(colours.length / perRow) * LINE + 6;
+  y += rowsOf(colourAt) * LINE + 6;
   out.push(text(MARGIN, y + TEXT_SIZE, 'Marks: the region holds blocks of that kind (counted from the remap table when the map was made)', ' font-weight="bold"'));
   y += LINE;
-  const markPerRow = Math.max(1, Math.floor((g.width - 2 * MARGIN) / MARK_ITEM_WIDTH));
+  const markAt = flow(MARK_LABELS, g.width);
   MARK_KINDS.forEach((k, i) => {
-    const x = MARGIN + (i % markPerRow) * MARK_ITEM_WIDTH;
-    const yy = y + Math.floor(i / markPerRow) * LINE;
+    const { x, row } = markAt[i] as { x: number; row: number };
+    const yy = y + row * LINE;
     out.push(`<rect x="${x}" y="${yy}" width="${SWATCH}" height="${SWATCH}" fill="${NOT_READ.colour}" stroke="#202020" stroke-width="0.6"/>`);
     out.push(markPolygon(k, x, yy, SWATCH));
     out.push(text(x + SWATCH + 6, yy + SWATCH - 2, MARKS[k].label));
   });
-  y += Math.ceil(MARK_KINDS.length / markPerRow) * LINE + 6;
+  y += rowsOf(markAt) * LINE + 6;
   out.push(text(MARGIN, y + TEXT_SIZE, `One cell is one region of ${formatBytes(regionBytes)}, in reading order: left to right, then top to bottom. Relocated blocks are remapped ones too.`));
   return out.join('\n');
 }
