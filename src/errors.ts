@@ -90,6 +90,8 @@ export const ERROR_CODES = {
   // or of another device (ScanRecordError says which).
   E_SCAN_STATE: 1,
   E_SCAN_RECORD: 1,
+  // `map --out FILE`: the picture cannot be written (the directory is missing or not writable, ...).
+  E_OUTPUT: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

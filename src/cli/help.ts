@@ -19,6 +19,7 @@ Commands:
   stats    error-handling statistics: errors, retries, recovered reads, auto remaps, pending blocks
   recheck  re-read lost blocks on main; those that read now go back to main
   scan     the background scan: status, start [--rate N], pause, resume, stop, --watch
+  map      draw the surface map (regions by read latency, marked bad blocks) to an SVG or HTML file
   message  send a dmsetup-message style command (remap N, unremap N, verify N, table, status, stats,
            clear_stats, set_auto_remap 0|1, recheck [N...], scan [start [N]|pause|resume|stop], ping)
   config   show or change the error-handling defaults (auto_remap, error_threshold, read_retries,
@@ -292,6 +293,29 @@ Options:
                "startedAt","finishedAt","errorsFound","slowFound","etaSeconds","pass"}, times in ms
                since the epoch); with --watch or --wait, one object per line
   -h, --help   show this help
+`,
+  map: `Usage: dmremap-ublk map <device> --out FILE.svg|FILE.html [--json]
+
+Draws the device's surface as a grid of regions in reading order (left to right, then top to bottom; up
+to 4096 regions, each at least 1 MiB), like Victoria's block grid. A cell's colour is the slowest read
+of its region in the background scan's latest pass (running, or the last one done or stopped), in MHDD
+and Victoria's steps: grey < 5, < 20 and < 50 ms, green < 150 ms, orange < 500 ms, red >= 500 ms, blue a
+read error, white not read. A corner mark shows the region holds blocks of a kind, counted from the
+remap table when the map is made: pending (magenta, top right: lost, reads fail until written),
+relocated (cyan, bottom left: moved to the spare by the error policy or the scan, origin auto or scan)
+and remapped (yellow, bottom right: served from the spare, any origin; relocated blocks are remapped
+too). A header gives the device, its size, the time, the scan's state and the counts. The format comes
+from the extension: .svg a picture, .html one self-contained page (no network) showing a cell's byte
+range, reads per latency step and block counts when the pointer is over it. The file is replaced
+atomically.
+<device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
+
+Options:
+  --out <file>  the file to write, ending in .svg or .html (anything else is refused, nothing written)
+  --json        without --out: print the map data ({"device","name","deviceBytes","blockSize",
+                "regionBytes","generatedAt","scan","regions":[{"index","start","end","bins","remapped",
+                "pending","relocated","worstBin"}]}); with --out: print {"out","format","regions"}
+  -h, --help    show this help
 `,
   message: `Usage: dmremap-ublk message <device> <words...>
 

@@ -15,6 +15,8 @@ import {
   delOptions,
   jsonFlagSchema,
   listOptions,
+  mapFlagsSchema,
+  mapOptions,
   messageOptions,
   recoverFlagsSchema,
   recoverOptions,
@@ -28,7 +30,7 @@ import {
 
 // Each command's module is imported when that command runs: a CLI call loads only what it needs (the daemon,
 // its engine and logger are for `add` and `supervise` alone), which keeps `list` or `status` quick to start.
-const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'map', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -122,6 +124,13 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       } finally {
         process.off('SIGINT', onInt);
       }
+    }
+    case 'map': {
+      const { values, positionals } = parseShape(command, argv, mapOptions, true);
+      if (values.help) return help(ctx, command);
+      const flags = validate(mapFlagsSchema, values);
+      const { runMap } = await import('./map.js');
+      return runMap(ctx, oneTarget(command, positionals), flags);
     }
     case 'message': {
       const { values, positionals } = parseShape(command, argv, messageOptions, true);

@@ -54,6 +54,7 @@ export const sectorCommandOptions = { ...json, ...help } as const satisfies Opti
 export const tableOptions = { offset: { type: 'string' }, limit: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 export const messageOptions = { ...help } as const satisfies OptionSpecs;
 export const configOptions = { device: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
+export const mapOptions = { out: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 export const scanOptions = { rate: { type: 'string' }, wait: { type: 'boolean' }, watch: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 
 /** A byte count in decimal digits (below 2^53); the message names the flag and the bad value. */
@@ -224,6 +225,30 @@ export const scanFlagsSchema = z.object({
   json: z.boolean().default(false),
 });
 export type ScanFlags = z.output<typeof scanFlagsSchema>;
+
+/** The picture formats of `map --out`, named by the file's extension. */
+export const MAP_FORMATS = { '.svg': 'svg', '.html': 'html' } as const;
+export type MapFormat = (typeof MAP_FORMATS)[keyof typeof MAP_FORMATS];
+
+/** map's flags: --out FILE.svg|FILE.html (the format from the extension, any case), --json; one of them at least. */
+export const mapFlagsSchema = z
+  .object({
+    out: z
+      .string()
+      .min(1, '--out must not be empty')
+      .transform((p, ctx) => {
+        const ext = path.extname(p).toLowerCase();
+        if (!Object.hasOwn(MAP_FORMATS, ext)) {
+          ctx.addIssue({ code: 'custom', message: `--out must name a .svg or .html file (the format comes from the extension), got ${JSON.stringify(p)}` });
+          return z.NEVER;
+        }
+        return { path: path.resolve(p), format: MAP_FORMATS[ext as keyof typeof MAP_FORMATS] as MapFormat };
+      })
+      .optional(),
+    json: z.boolean().default(false),
+  })
+  .refine((f) => f.out !== undefined || f.json, { message: 'map needs --out FILE.svg|FILE.html (or --json to print the map data)' });
+export type MapFlags = z.output<typeof mapFlagsSchema>;
 
 export const recoverFlagsSchema = z
   .object({

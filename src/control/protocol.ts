@@ -16,6 +16,7 @@
 //   → {"id":14,"cmd":"scan_read","offset":0,"bytes":1048576}  ← {"id":14,"ok":true,"result":{"offset":0,"bytes":1048576,"segments":[...]}}
 //   → {"id":15,"cmd":"scan"}            ← {"id":15,"ok":true,"result":{"state":"running","progress":42,...ScanStatus}}
 //   → {"id":16,"cmd":"scan_start","rateMib":32}  ← {"id":16,"ok":true,"result":{...ScanStatus}} (also scan_pause, scan_resume, scan_stop)
+//   → {"id":17,"cmd":"scan_map"}        ← {"id":17,"ok":true,"result":{...SurfaceModel: the regions and their block counts}}
 //   → anything else                      ← {"id":<n|null>,"ok":false,"error":{"code":"E_PROTOCOL","message":"..."}}
 //
 // Adding a command is one request schema in `requestSchema`, one result schema in `resultSchemas`, and one
@@ -93,6 +94,8 @@ export const scanStartRequest = z.strictObject({
 export const scanPauseRequest = z.strictObject({ id: requestId, cmd: z.literal('scan_pause') });
 export const scanResumeRequest = z.strictObject({ id: requestId, cmd: z.literal('scan_resume') });
 export const scanStopRequest = z.strictObject({ id: requestId, cmd: z.literal('scan_stop') });
+/** The surface map's data (src/map/): the scan's region record, with block counts taken from the remap table now. */
+export const scanMapRequest = z.strictObject({ id: requestId, cmd: z.literal('scan_map') });
 
 export const requestSchema = z.discriminatedUnion('cmd', [
   pingRequest,
@@ -114,6 +117,7 @@ export const requestSchema = z.discriminatedUnion('cmd', [
   scanPauseRequest,
   scanResumeRequest,
   scanStopRequest,
+  scanMapRequest,
 ]);
 export type Request = z.infer<typeof requestSchema>;
 export type Command = Request['cmd'];
@@ -244,6 +248,40 @@ export const scanStatusSchema = z.strictObject({
 });
 export type ScanStatusResult = z.infer<typeof scanStatusSchema>;
 
+const count = z.number().int().nonnegative();
+/** One region of the surface (src/scan/regions.ts RegionView); the block counts are src/map/surface.ts's. */
+export const surfaceRegionSchema = z.strictObject({
+  index: count,
+  /** First byte of the region and one past its last. */
+  start: count,
+  end: count,
+  /** Reads of the current pass per latency bin: <5, <20, <50, <150, <500, >=500 ms, error. */
+  bins: z.array(count).length(7),
+  /** Blocks served from the spare with their data (state mapped, any origin). */
+  remapped: count,
+  /** Blocks whose data is lost: reads fail until written (state lost, any origin). */
+  pending: count,
+  /** Of the remapped ones, those the error policy or the scan moved (origin auto or scan). */
+  relocated: count,
+  /** The highest bin with a read (6: an error), null when nothing was read in this pass. */
+  worstBin: z.number().int().min(0).max(6).nullable(),
+});
+/** What the surface map draws (src/map/): the device, the scan's status, and every region in order. */
+export const surfaceModelSchema = z.strictObject({
+  /** The exported device (/dev/ublkbN) and its name. */
+  device: z.string(),
+  name: z.string().nullable(),
+  deviceBytes: count,
+  blockSize: count,
+  regionBytes: count,
+  /** When the daemon answered, ms since the epoch. */
+  generatedAt: count,
+  scan: scanStatusSchema,
+  regions: z.array(surfaceRegionSchema),
+});
+export type SurfaceModel = z.infer<typeof surfaceModelSchema>;
+export type SurfaceRegion = z.infer<typeof surfaceRegionSchema>;
+
 const n = z.number();
 /** Error handling statistics (issue 6); README documents every field. */
 export const statsSchema = z.strictObject({
@@ -370,6 +408,7 @@ export const resultSchemas = {
   scan_pause: scanStatusSchema,
   scan_resume: scanStatusSchema,
   scan_stop: scanStatusSchema,
+  scan_map: surfaceModelSchema,
 } satisfies Record<Command, z.ZodType>;
 export type ResultOf<C extends Command> = z.infer<(typeof resultSchemas)[C]>;
 

@@ -42,6 +42,7 @@ import { loadScan, saveScan, type SavedScan } from '../scan/scan-file.js';
 import { DEFAULT_SCAN_SETTINGS, resolveScanSettings, type ScanSettings } from '../scan/settings.js';
 import { configPath, deviceKey, loadConfig, resolveScanConfig } from '../config/file.js';
 import { scanHandlers } from '../scan/scan-control.js';
+import { surfaceModel } from '../map/surface.js';
 
 /**
  * The exit code of a daemon that detached (Daemon.detach): its device is quiesced and its registry entry
@@ -352,6 +353,7 @@ export class Daemon {
       }),
       ...scanHandlers(() => this.liveScanner()),
       scan_read: (req) => this.scanRead(req.offset, req.bytes, req.narrow === true),
+      scan_map: () => this.scanMap(),
       shutdown: () => {
         // Answer first, then stop: the reply is written before the socket closes.
         setImmediate(() => void this.shutdown('shutdown requested over the control socket'));
@@ -454,6 +456,23 @@ export class Daemon {
       logFile: this.deps.logFile,
       remap: remapStatus(this.liveEngine(), this.scanner?.status().progress ?? 0),
     };
+  }
+
+  /**
+   * scan_map: the surface map's data: the scanner's region record (every region unread when the device has
+   * no scanner) with each region's pending, remapped and relocated blocks counted from the table now.
+   */
+  private scanMap(): ResultOf<'scan_map'> {
+    return surfaceModel({
+      device: this.info.blockPath,
+      name: this.cfg.name,
+      deviceBytes: Number(this.plan.sizeBytes),
+      blockSize: this.plan.blockSize,
+      regions: this.scanner?.regions ?? null,
+      scan: this.scanner?.status() ?? null,
+      entries: this.liveEngine().store.table.entries(),
+      now: Date.now(),
+    });
   }
 
   /** The scan_read debug command: one native scanRead of whole blocks inside the device (E_OUT_OF_RANGE otherwise). */
