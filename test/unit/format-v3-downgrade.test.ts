@@ -93,4 +93,24 @@ describe('rollback to a program that reads format versions 1 and 2', () => {
     expect(again.store.geometry.version).toBe(2);
     expect(blocks(again)).toEqual(want);
   });
+
+  it('a spare the older program formatted and wrote stays version 2 here: it loads whole, a scan remap is stored as auto, the older program reads it all back', async () => {
+    const io = new MemSpareIo(SPARE);
+    const old = (await openV2(io, opts())) as Loaded & { store: { commit(op: unknown): Promise<void>; compact(): Promise<void> } };
+    await old.store.commit({ op: 'remap', block: 3, origin: 'auto', lost: true, dataOnMain: true });
+    await old.store.compact();
+    await old.store.commit({ op: 'remap', block: 9, origin: 'manual' });
+    expect(io.peek(8, 4).readUInt32LE(0)).toBe(2);
+    const r = await RemapStore.open(io, opts());
+    expect(r.report.formatted).toBe(false);
+    expect(r.store.geometry.version).toBe(2);
+    expect(blocks(r)).toEqual(['3:lost:auto', '9:mapped:manual']);
+    await r.store.commit({ op: 'remap', block: 30, origin: 'scan' });
+    await r.store.compact();
+    await r.store.commit({ op: 'remap', block: 31, origin: 'scan' });
+    const want = ['3:lost:auto', '9:mapped:manual', '30:mapped:auto', '31:mapped:auto'];
+    expect(blocks(r)).toEqual(want);
+    expect(io.peek(8, 4).readUInt32LE(0)).toBe(2);
+    expect(await v2Opens(io)).toEqual({ loaded: want, repairs: [] });
+  });
 });
