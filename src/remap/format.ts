@@ -8,7 +8,9 @@ import {
   ENTRY_SIZE,
   FORMAT_VERSION,
   FORMAT_VERSIONS,
+  formatVersionList,
   type FormatVersion,
+  isFormatVersion,
   JOURNAL_RECORD_SIZE,
   RETIRED_SIZE,
   SUPERBLOCK_SIZE,
@@ -79,7 +81,8 @@ const bad = (why: string): { ok: false; why: string } => ({ ok: false, why });
 
 // ---------------------------------------------------------------------------------------------------------
 // Superblock: 4096 bytes, two copies at the start of the spare region; written at format time only.
-// Version 2 added the slot cap at 168 and moved the CRC from 168 (version 1) to 176.
+// Version 2 added the slot cap at 168 and moved the CRC from 168 (version 1) to 176; version 3's superblock is
+// version 2's (only its number differs: it is what makes an older program refuse a spare with scan entries).
 
 export const SB = {
   magic: 0,
@@ -141,7 +144,7 @@ export function encodeSuperblock(sb: Superblock): Buffer {
   putU64(b, SB.journalA, g.journalOffsets[0]);
   putU64(b, SB.journalB, g.journalOffsets[1]);
   putU64(b, SB.formatTime, sb.formatTime);
-  if (g.version === 2) putU64(b, SB.maxSlots, g.maxSlots ?? 0);
+  if (g.version >= 2) putU64(b, SB.maxSlots, g.maxSlots ?? 0);
   const crcAt = sbCrcOffset(g.version);
   b.writeUInt32LE(crc32c(b, 0, crcAt), crcAt);
   return b;
@@ -151,7 +154,7 @@ export const hasMagic = (b: Buffer, magic: Buffer, off = 0): boolean =>
   b.length >= off + magic.length && b.subarray(off, off + magic.length).equals(magic);
 
 /**
- * Decodes one superblock copy (format version 1 or 2). Bad bytes → { ok: false }; a superblock of another
+ * Decodes one superblock copy (format version 1, 2 or 3). Bad bytes → { ok: false }; a superblock of another
  * format version whose checksum holds (at either known CRC position) throws E_SPARE_METADATA: this program
  * cannot use it, and must not repair or reformat it.
  */
@@ -159,12 +162,12 @@ export function decodeSuperblock(b: Buffer): Decoded<Superblock> {
   if (b.length < SB.end) return bad('short');
   if (!hasMagic(b, SB_MAGIC)) return bad('no magic');
   const v = b.readUInt32LE(SB.version);
-  if (v !== 1 && v !== 2) {
+  if (!isFormatVersion(v)) {
     const checks = [SB.v1Crc, SB.crc].some((at) => b.readUInt32LE(at) === crc32c(b, 0, at));
     if (!checks) return bad('bad checksum');
     throw new DmrError(
       'E_SPARE_METADATA',
-      `the spare's metadata has format version ${v}; this program reads versions ${FORMAT_VERSIONS.join(' and ')}`,
+      `the spare's metadata has format version ${v}; this program reads versions ${formatVersionList()}`,
     );
   }
   const version: FormatVersion = v;
@@ -234,13 +237,17 @@ export const TB = {
 export const ENTRY = { block: 0, slot: 8, flags: 14, reserved: 15, time: 16, errorCount: 22 } as const;
 export const ENTRY_LOST = 1;
 export const ENTRY_AUTO = 2;
-/** Format version 2 only, with ENTRY_LOST: main still holds the lost block's last data. */
+/** Format version 2 and later, with ENTRY_LOST: main still holds the lost block's last data. */
 export const ENTRY_DATA_ON_MAIN = 4;
-/** Format version 2 only, with ENTRY_AUTO: the entry's origin is the background scan. */
+/** Format version 3 only, with ENTRY_AUTO: the entry's origin is the background scan (versions 1 and 2: auto). */
 export const ENTRY_SCAN = 8;
 
 /** The entry flag bits a table copy of format version `v` may hold. */
-const entryFlagsOf = (v: FormatVersion): number => (v === 1 ? ENTRY_LOST | ENTRY_AUTO : ENTRY_LOST | ENTRY_AUTO | ENTRY_DATA_ON_MAIN | ENTRY_SCAN);
+function entryFlagsOf(v: FormatVersion): number {
+  if (v === 1) return ENTRY_LOST | ENTRY_AUTO;
+  if (v === 2) return ENTRY_LOST | ENTRY_AUTO | ENTRY_DATA_ON_MAIN;
+  return ENTRY_LOST | ENTRY_AUTO | ENTRY_DATA_ON_MAIN | ENTRY_SCAN;
+}
 
 export interface TableCopy {
   generation: number;
@@ -259,12 +266,13 @@ export function encodeTableCopy(
   const blocks = state.table.sortedBlocks();
   const retired = state.allocator.retiredSlots();
   const n = blocks.length;
-  const domBit = state.allocator.geometry.version === 1 ? 0 : ENTRY_DATA_ON_MAIN; // version 1 cannot store it
-  const scanBit = state.allocator.geometry.version === 1 ? 0 : ENTRY_SCAN; // version 1: stored as auto
+  const version = state.allocator.geometry.version;
+  const domBit = version >= 2 ? ENTRY_DATA_ON_MAIN : 0; // version 1 cannot store it
+  const scanBit = version >= 3 ? ENTRY_SCAN : 0; // versions 1 and 2: stored as auto
   const len = TB.body + n * ENTRY_SIZE + retired.length * RETIRED_SIZE;
   const b = Buffer.alloc(len);
   TABLE_MAGIC.copy(b, TB.magic);
-  b.writeUInt32LE(state.allocator.geometry.version, TB.version);
+  b.writeUInt32LE(version, TB.version);
   uuid.copy(b, TB.uuid, 0, UUID_SIZE);
   putU64(b, TB.generation, generation);
   putU64(b, TB.journalStartSeq, journalStartSeq);
@@ -514,10 +522,17 @@ export const OP = { code: 0, flags: 1, errorCount: 2, reserved: 4, block: 8, slo
 export const OP_SIZE = 32;
 export const OP_LOST = 1;
 export const OP_AUTO = 2;
-/** Format version 2 only, on remap (with OP_LOST) and lost: main still holds the block's last data. */
+/** Format version 2 and later, on remap (with OP_LOST) and lost: main still holds the block's last data. */
 export const OP_DATA_ON_MAIN = 4;
-/** Format version 2 only, remap ops with OP_AUTO: the remap's origin is the background scan. */
+/** Format version 3 only, remap ops with OP_AUTO: the remap's origin is the background scan. */
 export const OP_SCAN = 8;
+
+/** The op flag bits a journal record of format version `v` may hold. */
+function opFlagsOf(v: FormatVersion): number {
+  if (v === 1) return OP_LOST | OP_AUTO;
+  if (v === 2) return OP_LOST | OP_AUTO | OP_DATA_ON_MAIN;
+  return OP_LOST | OP_AUTO | OP_DATA_ON_MAIN | OP_SCAN;
+}
 export const MAX_OPS_PER_RECORD = Math.floor((JOURNAL_RECORD_SIZE - JR.ops) / OP_SIZE);
 
 const OP_NAMES: Record<number, OpName> = Object.fromEntries(
@@ -587,7 +602,7 @@ export function decodeJournalRecord(
   const counters = readCounters(b, at + JR.counters);
   if (generation < 0 || seq < 0 || counters === null) return bad('bad header');
   const ops: ResolvedOp[] = [];
-  const allowed = version === 1 ? OP_LOST | OP_AUTO : OP_LOST | OP_AUTO | OP_DATA_ON_MAIN | OP_SCAN;
+  const allowed = opFlagsOf(version);
   for (let off = at + JR.ops; off < end; off += OP_SIZE) {
     const name = OP_NAMES[b[off + OP.code] as number];
     const flags = b[off + OP.flags] as number;

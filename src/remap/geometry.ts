@@ -3,7 +3,9 @@
 // slot); slots follow it. Format version 2 caps the slot count at `maxSlots` (set at format time, default
 // DEFAULT_MAX_SLOTS), so a whole-disk spare does not get a table copy sized for hundreds of millions of
 // slots; version 1 (still read) used every slot that fits. Offsets below are relative to the start of the
-// spare region unless named `abs...`. See docs/FORMAT.md.
+// spare region unless named `abs...`. Format version 3 has version 2's layout and adds one flag bit (the scan
+// origin); it exists so that a program reading only versions 1 and 2 refuses such a spare at its superblock.
+// See docs/FORMAT.md.
 import { DmrError } from '../errors.js';
 
 /** Alignment of every metadata structure and of the first slot (suits O_DIRECT and 4 KiB sectors). */
@@ -17,11 +19,19 @@ export const DEFAULT_JOURNAL_RECORDS = 1024;
 export const MIN_JOURNAL_RECORDS = 2;
 export const MAX_JOURNAL_RECORDS = 1 << 20;
 /** Format versions this program reads; it formats the newest. */
-export const FORMAT_VERSIONS = [1, 2] as const;
+export const FORMAT_VERSIONS = [1, 2, 3] as const;
 export type FormatVersion = (typeof FORMAT_VERSIONS)[number];
-export const FORMAT_VERSION: FormatVersion = 2;
+export const FORMAT_VERSION: FormatVersion = 3;
+
+export const isFormatVersion = (v: number): v is FormatVersion => (FORMAT_VERSIONS as readonly number[]).includes(v);
+
+/** The versions this program reads, for a message: "1, 2 and 3". */
+export function formatVersionList(): string {
+  const all = FORMAT_VERSIONS.map(String);
+  return all.length < 2 ? all.join('') : `${all.slice(0, -1).join(', ')} and ${all[all.length - 1] as string}`;
+}
 /**
- * Default slot cap of a version-2 format: 4 Mi slots, so a table copy is at most 96 MiB (2 GiB of slots at
+ * Default slot cap of a version-2 (and later) format: 4 Mi slots, so a table copy is at most 96 MiB (2 GiB of slots at
  * 512-byte blocks, 16 GiB at 4 KiB). Reasoning in docs/FORMAT.md ("Why the slot count is capped").
  */
 export const DEFAULT_MAX_SLOTS = 1 << 22;
@@ -29,9 +39,9 @@ export const DEFAULT_MAX_SLOTS = 1 << 22;
 export const MAX_SLOTS_LIMIT = 2 ** 48 - 1;
 
 export interface Geometry {
-  /** Format version of the metadata (1: every slot that fits; 2: at most maxSlots slots). */
+  /** Format version of the metadata (1: every slot that fits; 2 and 3: at most maxSlots slots). */
   version: FormatVersion;
-  /** Version 2: the slot cap chosen at format time (stored in the superblock). Version 1: null (no cap). */
+  /** Version 2 and later: the slot cap chosen at format time (stored in the superblock). Version 1: null (no cap). */
   maxSlots: number | null;
   /** Absolute byte offset of the spare region on the spare device. */
   spareOffset: number;
@@ -68,7 +78,7 @@ export function checkBlockSize(blockSize: number): asserts blockSize is 512 | 40
 
 /**
  * Lays out a spare region: the largest slot count whose metadata area plus slots fit in `spareSize`, at most
- * `maxSlots` (version 2; default DEFAULT_MAX_SLOTS; version 1 has no cap). Throws E_SPARE_TOO_SMALL when not
+ * `maxSlots` (version 2 and later; default DEFAULT_MAX_SLOTS; version 1 has no cap). Throws E_SPARE_TOO_SMALL when not
  * even one slot fits beside the metadata. Costs O(1) whatever the spare's size.
  */
 export function computeGeometry(p: {
@@ -82,9 +92,9 @@ export function computeGeometry(p: {
   const { spareOffset, spareSize, blockSize } = p;
   const journalRecords = p.journalRecords ?? DEFAULT_JOURNAL_RECORDS;
   const version = p.version ?? FORMAT_VERSION;
-  if (version !== 1 && version !== 2) throw new DmrError('E_INTERNAL', `unknown format version ${String(version)}`);
+  if (!isFormatVersion(version)) throw new DmrError('E_INTERNAL', `unknown format version ${String(version)}`);
   let maxSlots: number | null = null;
-  if (version === 2) {
+  if (version >= 2) {
     maxSlots = p.maxSlots ?? DEFAULT_MAX_SLOTS;
     if (!Number.isSafeInteger(maxSlots) || maxSlots < 1 || maxSlots > MAX_SLOTS_LIMIT) {
       throw new DmrError('E_USAGE', `the slot cap must be from 1 to ${MAX_SLOTS_LIMIT}, got ${maxSlots}`);

@@ -62,7 +62,7 @@ export interface ResolvedOp {
   slot: number;
   lost: boolean;
   auto: boolean;
-  /** remap with auto only (format version 2): the remap's origin is the background scan. */
+  /** remap with auto only (format version 3): the remap's origin is the background scan. */
   scan: boolean;
   /** remap (with lost) and lost only: main still holds the block's last data. */
   dataOnMain: boolean;
@@ -94,7 +94,9 @@ export class RemapState {
     if (op.op !== 'retire') this.checkBlock(op.block); // before picking a slot: "beyond the device" wins over "full"
     const base = { block: 0, slot: 0, lost: false, auto: false, scan: false, dataOnMain: false, time, errorCount: 0 };
     // A version-1 spare cannot store "data on main": its entries always say false (recheck keeps them lost).
-    const storesDataOnMain = this.allocator.geometry.version !== 1;
+    const storesDataOnMain = this.allocator.geometry.version >= 2;
+    // Versions 1 and 2 cannot store the scan origin: the entry is auto there.
+    const storesScan = this.allocator.geometry.version >= 3;
     switch (op.op) {
       case 'remap':
         return {
@@ -104,8 +106,7 @@ export class RemapState {
           slot: op.slot ?? this.allocator.peek(),
           lost: op.lost === true,
           auto: op.origin !== 'manual',
-          // A version-1 spare cannot store the scan origin: the entry is auto there.
-          scan: storesDataOnMain && op.origin === 'scan',
+          scan: storesScan && op.origin === 'scan',
           dataOnMain: storesDataOnMain && op.dataOnMain === true, // apply() refuses it without lost
           errorCount: Math.min(op.errorCount ?? 0, MAX_ERROR_COUNT),
         };
@@ -144,8 +145,8 @@ export class RemapState {
       case 'remap': {
         if (table.has(op.block)) throw new DmrError('E_REMAP_STATE', `block ${op.block} is already remapped`);
         const was = allocator.take(op.slot);
-        if (op.scan && (!op.auto || this.allocator.geometry.version === 1)) {
-          throw new DmrError('E_REMAP_STATE', `the scan origin is for an automatic remap on a format-version-2 spare (block ${op.block})`);
+        if (op.scan && (!op.auto || this.allocator.geometry.version < 3)) {
+          throw new DmrError('E_REMAP_STATE', `the scan origin is for an automatic remap on a format-version-3 spare (block ${op.block})`);
         }
         const origin: EntryOrigin = op.auto ? (op.scan ? 'scan' : 'auto') : 'manual';
         table.set(op.block, {

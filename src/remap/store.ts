@@ -30,6 +30,7 @@ import {
 } from './format.js';
 import {
   computeGeometry,
+  FORMAT_VERSION,
   type FormatVersion,
   JOURNAL_RECORD_SIZE,
   META_ALIGN,
@@ -63,11 +64,11 @@ export interface OpenOptions {
   mustExist?: boolean;
   /** Records per journal when formatting (default 1024). */
   journalRecords?: number;
-  /** Slot cap when formatting (format version 2; default DEFAULT_MAX_SLOTS). */
+  /** Slot cap when formatting (format version 2 and later; default DEFAULT_MAX_SLOTS). */
   maxSlots?: number;
   /**
-   * Format version to write when formatting (default: the newest, 2). Version 1 exists so tests and
-   * benchmarks can make the older layout; open() reads both whatever this says.
+   * Format version to write when formatting (default: the newest, 3). Versions 1 and 2 exist so tests and
+   * benchmarks can make the older layouts; open() reads all three whatever this says.
    */
   formatVersion?: FormatVersion;
   /** Clock for op times (unix ms); default Date.now. */
@@ -504,6 +505,7 @@ export class RemapStore {
             spareSize,
             blockSize: p.blockSize,
             journalRecords: p.journalRecords,
+            version: p.formatVersion ?? FORMAT_VERSION,
             maxSlots: p.maxSlots,
           });
     const uuid = randomBytes(16);

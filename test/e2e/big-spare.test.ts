@@ -1,7 +1,7 @@
 // A whole-disk spare (issue 11 point 2): a 1 TiB sparse file on tmpfs behind a loop device. add formats it
 // without writing anything sized by the disk, data written through the device and a few manual remaps
 // survive del + add (the restart that used to fail with `The value of "size" is out of range`), and the
-// table is capped by format version 2 (docs/FORMAT.md). The format and its loading are userspace's: primary run only.
+// table is capped by format version 2 and later (docs/FORMAT.md). The format and its loading are userspace's: primary run only.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -36,7 +36,7 @@ primaryKernelOnly('whole-disk spare', () => {
       const firstAddMs = ms(t0);
       let st = (await request(sock(dev), 'status', {})).remap;
       expect(st.spareSize).toBe(TiB);
-      expect(st.slots).toBe(DEFAULT_MAX_SLOTS); // format version 2: the table is capped, not one entry per slot
+      expect(st.slots).toBe(DEFAULT_MAX_SLOTS); // format version 2 and later: the table is capped, not one entry per slot
       // Formatting wrote a few 4 KiB structures, nothing sized by the disk or the slot count.
       const allocated = Number(must('stat', ['-c', '%b', file]).trim()) * 512;
       expect(allocated).toBeLessThan(1 << 20);

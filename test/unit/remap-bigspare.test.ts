@@ -63,11 +63,11 @@ async function code(p: Promise<unknown>): Promise<string> {
 }
 
 describe('a 16 TiB spare', () => {
-  it.each([1, 2] as const)('format version %d: formats with O(1) writes, loads by its entries, slots and blocks past 2^32', async (version) => {
+  it.each([1, 2, 3] as const)('format version %d: formats with O(1) writes, loads by its entries, slots and blocks past 2^32', async (version) => {
     const io = new CountingIo(new MemSpareIo(16 * TiB));
     const main = 4n * BigInt(TiB); // 2^33 blocks of 512 bytes
-    // Version 2 with a cap high enough that slot numbers pass 2^32; version 1 has no cap (3.4e10 slots).
-    const o = opts(main, version === 1 ? { formatVersion: 1 } : { maxSlots: 2 ** 40 });
+    // Versions 2 and 3 with a cap high enough that slot numbers pass 2^32; version 1 has no cap (3.4e10 slots).
+    const o = opts(main, version === 1 ? { formatVersion: 1 } : { formatVersion: version, maxSlots: 2 ** 40 });
     const f = await RemapStore.open(io, o);
     expect(f.report.formatted).toBe(true);
     const g = f.store.geometry;
@@ -154,17 +154,17 @@ describe('format version 2: the slot cap', () => {
     expect(io.stats.writes).toBe(before);
   });
 
-  it('the cap is part of the geometry: a superblock whose cap was changed (CRC fixed) does not check', async () => {
+  it.each([2, 3] as const)('the cap is part of the geometry (version %d): a superblock whose cap was changed (CRC fixed) does not check', async (version) => {
     const io = new MemSpareIo(TiB);
-    await RemapStore.open(io, opts(1n << 30n, { maxSlots: 1000 }));
+    await RemapStore.open(io, opts(1n << 30n, { maxSlots: 1000, formatVersion: version }));
     const b = io.peek(0, 4096);
-    expect(b.readUInt32LE(SB.version)).toBe(2);
+    expect(b.readUInt32LE(SB.version)).toBe(version);
     expect(b.readUInt32LE(SB.maxSlots)).toBe(1000);
     b.writeUInt32LE(2000, SB.maxSlots);
     b.writeUInt32LE(crc32c(b, 0, SB.crc), SB.crc);
     expect(decodeSuperblock(b)).toEqual({ ok: false, why: 'inconsistent geometry' });
-    const g = computeGeometry({ spareOffset: 0, spareSize: TiB, blockSize: 512, maxSlots: 1000 });
-    expect(encodeTableCopy(new RemapState(g, 1000), Buffer.alloc(16), 1, 0).buf.readUInt32LE(8)).toBe(2);
+    const g = computeGeometry({ spareOffset: 0, spareSize: TiB, blockSize: 512, maxSlots: 1000, version });
+    expect(encodeTableCopy(new RemapState(g, 1000), Buffer.alloc(16), 1, 0).buf.readUInt32LE(8)).toBe(version);
   });
 
   it('refuses a spare of an unknown format version with one line naming it, and writes nothing', async () => {
@@ -172,7 +172,7 @@ describe('format version 2: the slot cap', () => {
     await RemapStore.open(io, opts(1n << 30n));
     for (const at of [0, 4096]) {
       const b = io.peek(at, 4096);
-      b.writeUInt32LE(3, SB.version);
+      b.writeUInt32LE(4, SB.version);
       b.writeUInt32LE(crc32c(b, 0, SB.crc), SB.crc);
       io.poke(at, b);
     }
@@ -181,7 +181,7 @@ describe('format version 2: the slot cap', () => {
     const err = await RemapStore.open(io, opts(1n << 30n)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DmrError);
     expect((err as DmrError).code).toBe('E_SPARE_METADATA');
-    expect((err as DmrError).message).toBe("the spare's metadata has format version 3; this program reads versions 1 and 2");
+    expect((err as DmrError).message).toBe("the spare's metadata has format version 4; this program reads versions 1, 2 and 3");
     expect(io.stats.writes).toBe(0);
     expect(io.peek(0, 64 * 1024).equals(img)).toBe(true);
   });

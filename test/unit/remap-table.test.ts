@@ -75,7 +75,7 @@ describe('RemapTable', () => {
   });
 });
 
-const geo = (spareSize: number, blockSize: 512 | 4096 = 512, journalRecords = 4, spareOffset = 0, version: 1 | 2 = 2): Geometry =>
+const geo = (spareSize: number, blockSize: 512 | 4096 = 512, journalRecords = 4, spareOffset = 0, version: 1 | 2 | 3 = 2): Geometry =>
   computeGeometry({ spareOffset, spareSize, blockSize, journalRecords, version });
 
 describe('spare geometry', () => {
@@ -98,6 +98,8 @@ describe('spare geometry', () => {
     expect(g.slotCount).toBe(Math.min(v1.slotCount, DEFAULT_MAX_SLOTS));
     expect(g.metaLen).toBeLessThanOrEqual(metaLenFor(DEFAULT_MAX_SLOTS, j));
     expect(g.metaLen + g.slotCount * bs).toBeLessThanOrEqual(size);
+    // Version 3 has version 2's layout (it only adds a flag bit).
+    expect(geo(size, bs, j, 0, 3)).toEqual({ ...g, version: 3 });
     // Areas in order, aligned, none overlapping, slot 0 right after the metadata.
     const areas: Array<[number, number]> = [
       [g.superblockOffsets[0], SUPERBLOCK_SIZE],
