@@ -306,7 +306,9 @@ describe('auto-remap', () => {
     );
   });
 
-  it('mkfs.ext4 over a main with error segments, files copied, identical after remount, fsck clean', async () => {
+  // Primary only: the data path under a filesystem with error segments is the 150-segment fio verify case's,
+  // which runs on every kernel; this one adds the soak of a filesystem's writes, all userspace policy.
+  itPrimary('mkfs.ext4 over a main with error segments, files copied, identical after remount, fsck clean', async () => {
     const mib = 48;
     const sectors = (mib * MiB) / 512;
     const bad = scatterSegments({ seed: 4, count: 60, from: 128, to: sectors - 2048, minSectors: 1, maxSectors: 16 });
@@ -504,7 +506,8 @@ describe('auto-remap', () => {
     );
   });
 
-  it('a burst of 2,000 one-block error segments hit at once: all remapped, queue drained, memory bounded', async () => {
+  // Primary only: a soak of the work queue's bounds (userspace); every kernel's error path is the other cases'.
+  itPrimary('a burst of 2,000 one-block error segments hit at once: all remapped, queue drained, memory bounded', async () => {
     // 2,000 distinct 4 KiB blocks among the 6,144 of [1 MiB, 25 MiB).
     const bad = blockSegments({ seed: 2000, count: 2000, fromBlock: 256, toBlock: 256 + 6144 });
     const main = src.dmError(64, bad);

@@ -50,7 +50,8 @@ export const onPrimaryKernel = process.env.DMREMAP_E2E_PRIMARY === '1';
  * A describe block that runs in the primary run only (skipped, and counted so, on the other kernels). What
  * belongs here: cases whose outcome depends on userspace alone (blkid and sfdisk output, CLI messages, the
  * registry, option parsing) and would only repeat on a second kernel. What does not: anything that goes
- * through ublk, io_uring, device-mapper, the block layer's O_EXCL or error reporting; those run on every kernel.
+ * through ublk, io_uring, device-mapper, the block layer's O_EXCL or error reporting; those run on every kernel,
+ * except a slow soak-like case whose kernel path another case exercises on every kernel (it says which).
  * To run such a file by hand, set DMREMAP_E2E_PRIMARY=1 (test/vm/run.sh passes every DMREMAP_* to the guest).
  */
 export const primaryKernelOnly = describe.runIf(onPrimaryKernel);
