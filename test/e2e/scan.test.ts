@@ -2,7 +2,8 @@
 // written, finds every one (pending: reads fail with EIO, a write heals it), the status line says scan=100%
 // and the state is done; a dm-delay segment of 800 ms: its blocks are counted slow and relocated with their
 // data at the second pass (slow_threshold 2); and a running scan survives del + add (same spare, same state
-// dir) where it was. kill -9 and fio verify during a scan: supervisor.test.ts (its kill case runs a scan).
+// dir) where it was; `map` draws what the pass found. kill -9 and fio verify during a scan: supervisor.test.ts
+// (its kill case runs a scan).
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -10,7 +11,7 @@ import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import type { ScanStatusResult } from '../../src/control/protocol.js';
-import { addForeground, must, pidAlive, RUN_DIR, waitFor, type ForegroundDaemon } from './helpers.js';
+import { addForeground, dmr, must, pidAlive, RUN_DIR, waitFor, type ForegroundDaemon } from './helpers.js';
 import { blockSegments, directRead, directWrite, ErrorSources, leftoverDmDevices } from './error-sources.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
@@ -81,6 +82,20 @@ describe('the background scan', () => {
     expect(table.filter((e) => e.origin === 'scan').length).toBe(s.errorsFound);
     expect(s.errorsFound).toBeGreaterThanOrEqual(38);
     for (const b of badBlocks) expect(directRead(daemon.dev.blockPath, b).errno, `block ${b}`).toBe('EIO');
+    // The surface map, made as a user makes it: each region's pending count is its bad blocks, the failed
+    // reads are in the error bin, and a region with no bad block has none.
+    const out = path.join(dir, 'surface.html');
+    const m = dmr('map', daemon.dev.blockPath, '--out', out, '--json');
+    expect(m.status, m.stderr).toBe(0);
+    expect(JSON.parse(m.stdout)).toMatchObject({ out, format: 'html', regions: 16 });
+    expect(fs.readFileSync(out, 'utf8')).toMatch(/^<!doctype html>/i);
+    const model = await request(sock, 'scan_map', {});
+    expect(model.regionBytes).toBe(MiB);
+    const perRegion = new Map<number, number>();
+    for (const b of badBlocks) perRegion.set(Math.floor((b * BS) / MiB), (perRegion.get(Math.floor((b * BS) / MiB)) ?? 0) + 1);
+    expect(model.regions.map((r) => r.pending)).toEqual(model.regions.map((r) => perRegion.get(r.index) ?? 0));
+    for (const r of model.regions) if (!perRegion.has(r.index)) expect(r.bins[6], `region ${r.index}`).toBe(0);
+    expect(model.regions.reduce((n, r) => n + (r.bins[6] as number), 0)).toBeGreaterThan(0);
     for (const b of badBlocks) {
       const data = crypto.randomBytes(BS);
       expect(directWrite(daemon.dev.blockPath, b, data).ok, `block ${b}`).toBe(true);
