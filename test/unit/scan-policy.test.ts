@@ -7,6 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import type { DeviceConfig } from '../../src/device/config.js';
 import { Daemon } from '../../src/device/daemon.js';
+import { DmrError } from '../../src/errors.js';
 import type { AutoRemapper } from '../../src/device/auto-remap.js';
 import type { ScanBlockFailure } from '../../src/scan/scanner.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
@@ -113,5 +114,41 @@ describe('scan findings through the auto-remap policy', () => {
     expect(entry(12)).toBeUndefined();
     expect(entry(33)).toBeUndefined();
     expect(daemon?.['engine']?.store.counters().readErrors).toBe(1);
+  });
+});
+
+describe('scan findings racing users and commands (from the cold review: F2, F4)', () => {
+  it('a user write acknowledged on main between the last failed re-read and the marking is not thrown away', async () => {
+    // A pending sector heals when written, and the scan reads free space, which is what a filesystem writes
+    // next: the write reaches main with no event for TypeScript (the block has no entry). The block is read
+    // once more under MOVING before it is marked: it reads, so it is not marked lost.
+    await start();
+    const B = 12;
+    native.cfg.failReads.push({ device: 'main', offset: B * bs(), bytes: bs(), code: 'ENODATA' });
+    let tries = 0;
+    const verdict = await auto().scanReadFailed([{ block: B, device: 'main', errno: 61 }], async (blocks) => {
+      const out = await reread(blocks);
+      if (++tries === 2) {
+        const fd = fs.openSync(w.main, 'r+');
+        fs.writeSync(fd, Buffer.alloc(bs(), 0x77), 0, bs(), B * bs());
+        fs.closeSync(fd);
+        native.cfg.failReads.length = 0;
+      }
+      return out;
+    });
+    await auto().idle();
+    expect(verdict).toBe('handled');
+    expect((await device().readRange('main', BigInt(B * bs()), bs())).equals(Buffer.alloc(bs(), 0x77))).toBe(true);
+    expect(entry(B)).toBeUndefined();
+  });
+
+  it("a re-read that throws (halted, refused, the table changing) decides nothing: 'undecided', the scanner reads it again", async () => {
+    await start();
+    const verdict = await auto().scanReadFailed([{ block: 12, device: 'main', errno: 61 }], async () => {
+      throw new DmrError('E_INTERNAL', 'scan: block 12 was re-read 3 times while the remap table changed; nothing is decided for it');
+    });
+    await auto().idle();
+    expect(verdict).toBe('undecided');
+    expect(entry(12)).toBeUndefined();
   });
 });
