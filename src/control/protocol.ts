@@ -321,6 +321,10 @@ export const statsSchema = z.strictObject({
   /** The background scan: reads slower than slow_io_ms, and blocks a block-by-block re-read found slow. */
   slowIos: n,
   slowBlocks: n,
+  /** Chunks more than half of whose blocks read slowly: main slow as a whole there, no block counted. */
+  slowChunks: n,
+  /** Slow scan reads while users did I/O: not judged. */
+  busySlowReads: n,
 });
 export type Stats = z.infer<typeof statsSchema>;
 

@@ -144,6 +144,8 @@ export class AutoRemapper {
   private readonly faults = new Map<string, FaultRecord>();
   private readonly suspects = new Map<number, number>();
   private readonly timers = new Set<NodeJS.Timeout>();
+  /** When the last "nothing decided" line of the scan's re-reads was logged (one per 10 s at most). */
+  private undecidedLogAt: number | null = null;
   /** Waits of the scanner's retries (scanReadFailed): woken at close. */
   private readonly wakers = new Set<() => void>();
   private readonly queue: WorkQueue<Job>;
@@ -725,9 +727,12 @@ export class AutoRemapper {
    * one worked, else the first error.
    */
   private async jobs(kind: 'lost' | 'redirect', rec: Pick<FaultRecord, 'blocks'>, pastHold = false, scan = false): Promise<Error | null> {
+    // The scan's blocks wait behind the users' (the background lane runs one job per batch: a dead zone the
+    // scan found never holds a user's failed write behind its reads).
+    const lane = scan ? 'background' : 'foreground';
     const errs = await Promise.all(
       [...rec.blocks].map(([block, device]) =>
-        this.queue.add('foreground', kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block), pastHold, ...(scan ? { scan } : {}) }),
+        this.queue.add(lane, kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block), pastHold, ...(scan ? { scan } : {}) }),
       ),
     );
     // ReadsNow (a block read again just before it was marked) only when it is every block's answer: with
@@ -797,12 +802,18 @@ export class AutoRemapper {
     let suspicious = false;
     for (const f of failed) if (f.device === 'main' && this.detector.failure(f.block, f.errno)) suspicious = true;
     if (this.outage.active || (suspicious && (await this.outage.confirm()))) return 'outage';
-    this.engine.countErrors('read', failed.length);
-    for (const f of failed) {
-      if (f.device === 'spare') this.counters.spareIoErrors++;
-      this.burst.note(`scan:${f.device}`, 'warn', `scan read errors on ${f.device}`, { blocks: [f.block], fields: { op: 'scan', device: f.device, errno: f.errno } });
+    // Counted once decided (not for an 'undecided' try: the scanner reads the chunk again and comes back).
+    const count = (): void => {
+      this.engine.countErrors('read', failed.length);
+      for (const f of failed) {
+        if (f.device === 'spare') this.counters.spareIoErrors++;
+        this.burst.note(`scan:${f.device}`, 'warn', `scan read errors on ${f.device}`, { blocks: [f.block], fields: { op: 'scan', device: f.device, errno: f.errno } });
+      }
+    };
+    if (!this.policy.autoRemap) {
+      count();
+      return 'handled';
     }
-    if (!this.policy.autoRemap) return 'handled';
     let failing = new Map(failed.map((f) => [f.block, f.device] as [number, 'main' | 'spare']));
     const back = new Map<number, 'main' | 'spare'>();
     try {
@@ -818,9 +829,14 @@ export class AutoRemapper {
     } catch (e) {
       // Halted by a scan command, refused by the device, or the table kept changing: nothing is decided,
       // and the scanner reads the chunk again later (it does not move past an undecided bad block).
-      if (!(e instanceof ScanHalted)) this.log.warn({ err: String(e) }, 'scan: re-reading failed blocks failed; nothing decided, the scan reads them again later');
+      const now = Date.now();
+      if (!(e instanceof ScanHalted) && (this.undecidedLogAt === null || now - this.undecidedLogAt >= 10_000)) {
+        this.undecidedLogAt = now;
+        this.log.warn({ err: String(e) }, 'scan: re-reading failed blocks failed; nothing decided, the scan reads them again later');
+      }
       return 'undecided';
     }
+    count();
     if (back.size > 0) {
       this.counters.recoveredReads++;
       this.recovered(back, true);

@@ -148,9 +148,11 @@ export class FaultOps {
       // The last read, under MOVING: a write acknowledged between the policy's last failed read and now
       // (a sector that heals on write, which is what a filesystem writing free space does) is not thrown
       // away by marking its block lost.
+      // The reads run side by side (a batch of many bad blocks costs about one slow read, not one each).
+      const reads = await Promise.all(todo.map((t) => (t.confirm ? this.readsNow(t.block, t.oldSlot) : Promise.resolve(false))));
       for (let i = todo.length - 1; i >= 0; i--) {
         const t = todo[i] as (typeof todo)[number];
-        if (!t.confirm || !(await this.readsNow(t.block, t.oldSlot))) continue;
+        if (reads[i] !== true) continue;
         out.set(t.block, new ReadsNow(`block ${t.block} reads ${t.oldSlot === null ? 'on main' : `from slot ${t.oldSlot}`} again: not marked lost`));
         todo.splice(i, 1);
         if (this.c.store.allocator.isReserved(t.slot)) await this.c.store.unreserveSlot(t.slot).catch(() => undefined);

@@ -136,7 +136,7 @@ function refuseDuringOutage(auto: AutoRemapper, what: 'remap' | 'recheck'): void
 }
 
 /** The error-handling statistics: the auto-remapper's counters, the store's persisted ones and the table's. */
-export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, scan: Pick<ScanCounters, 'slowIos' | 'slowBlocks'> | null = null): ResultOf<'stats'> {
+export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, scan: Pick<ScanCounters, 'slowIos' | 'slowBlocks' | 'uniformSlowChunks' | 'busySlowReads'> | null = null): ResultOf<'stats'> {
   const st = engine.store;
   const c = st.counters();
   const a = auto.stats();
@@ -172,6 +172,8 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, scan: Pi
     health: auto.spareFull || a.outage.active || a.writeOutage.active ? 'critical' : rs.health,
     slowIos: scan?.slowIos ?? 0,
     slowBlocks: scan?.slowBlocks ?? 0,
+    slowChunks: scan?.uniformSlowChunks ?? 0,
+    busySlowReads: scan?.busySlowReads ?? 0,
   };
 }
 
@@ -193,7 +195,7 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
       `main took ${s.writeOutage.mainWritesOk} writes, ${s.writeOutage.mainWritesFailed} failed`,
     `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting` +
       (q.droppedBackground > 0 ? `; ${q.droppedBackground} relocations dropped (queue full: they wait for the block's next error)` : ''),
-    `scan              ${s.slowIos} reads slower than slow_io_ms, ${s.slowBlocks} slow blocks found`,
+    `scan              ${s.slowIos} reads slower than slow_io_ms, ${s.slowBlocks} slow blocks found, ${s.slowChunks} chunks slow as a whole (no block counted), ${s.busySlowReads} slow while users did I/O (not judged)`,
     `health            ${s.health}`,
   ].join('\n');
 }

@@ -109,8 +109,14 @@ export class ScanHalted extends Error {
   }
 }
 
-/** A chunk whose block-by-block re-read finds more than this fraction of its blocks slow is "main is slow", not bad blocks. */
+/** A chunk whose block-by-block re-read finds more than this fraction of its blocks slow is slow as a whole. */
 export const UNIFORM_SLOW_FRACTION = 0.5;
+/**
+ * The chunks remembered to tell a bad zone from a slow disk: a chunk slow as a whole among mostly fast chunks
+ * is a bad zone (its blocks count); among mostly whole-slow ones (or with none read before it) main is slow
+ * as a whole there (nothing counted).
+ */
+export const SLOW_WINDOW_CHUNKS = 32;
 
 /** Where what the scan finds goes (the daemon's AutoRemapper; tests' fakes). */
 export interface ScanFindingsSink {
@@ -153,6 +159,8 @@ export interface ScanCounters {
   slowRelocations: number;
   /** Chunks most of whose blocks were slow: main slow everywhere (load, a slow link), no block counted. */
   uniformSlowChunks: number;
+  /** Slow reads while users did I/O: not judged (a user queue makes every read slow). */
+  busySlowReads: number;
   /** Bytes skipped as moving and given up after their revisits. */
   unrevisitedBytes: number;
 }
@@ -197,9 +205,11 @@ export class Scanner {
   private revisits: Revisit[] = [];
   private tickCount = 0;
   private readonly slowSuspects = new Map<number, number>();
-  private counters: ScanCounters = { slowIos: 0, slowBlocks: 0, slowRelocations: 0, uniformSlowChunks: 0, unrevisitedBytes: 0 };
-  /** Bytes of block-by-block re-reads not yet taken from an interval's allowance (the rate covers them too). */
-  private debtBytes = 0;
+  private counters: ScanCounters = { slowIos: 0, slowBlocks: 0, slowRelocations: 0, uniformSlowChunks: 0, busySlowReads: 0, unrevisitedBytes: 0 };
+  /** Users did I/O in the current interval (rate control's view): reads are slow then for their sake, not the disk's. */
+  private usersActive = false;
+  /** The last SLOW_WINDOW_CHUNKS chunks read: true for one slow as a whole. */
+  private slowWindow: boolean[] = [];
   private timerHandle: unknown = null;
   private scheduleHandle: unknown = null;
   /** The tick running now (its reads), null between ticks. */
@@ -440,9 +450,8 @@ export class Scanner {
     const d = decideRate(this.limits, this.rate, { atMs: now, user, scannedBytes: this.readSinceDecision });
     this.rate = d.state;
     this.readSinceDecision = 0;
-    // Re-reads of failed or slow blocks count against the rate as the chunks do.
-    let budget = d.allowanceBytes - this.debtBytes;
-    this.debtBytes = Math.max(0, -budget);
+    this.usersActive = d.active;
+    let budget = d.allowanceBytes;
     const tick = ++this.tickCount;
     try {
       while (this.cursor.state === 'running' && !this.halting) {
@@ -559,13 +568,19 @@ export class Scanner {
     }
     if (pending.length > 0 && this.o.sink?.pendingSeen && !this.halting) await this.o.sink.pendingSeen(pending);
     const slowBlocks: Array<{ block: number; device: BackingRole }> = [];
+    let slowReads = 0;
     for (const read of outcome.reads) {
       if (read.failed || read.latencyMs <= this.settings.slowIoMs) continue;
       this.counters.slowIos++;
-      slowBlocks.push(...(await this.findSlowBlocks(read.offset, read.length)));
+      slowReads++;
+      // While users do I/O a read is slow for their sake: the blocks are not judged (not even re-read).
+      if (!this.usersActive) slowBlocks.push(...(await this.findSlowBlocks(read.offset, read.length)));
     }
+    if (slowReads > 0 && this.usersActive) this.counters.busySlowReads += slowReads;
     const readBlocks = outcome.reads.reduce((n, x) => n + (x.failed ? 0 : x.length), 0) / this.o.blockSize;
-    return { errors, slow: this.noteSlowBlocks(slowBlocks, readBlocks, r.offset), coveredBytes: outcome.coveredBytes };
+    // A command cut the block-by-block reads short: a partial list would defeat the whole-chunk rule.
+    const slow = this.halting ? 0 : this.noteSlowBlocks(slowBlocks, readBlocks, r.offset);
+    return { errors, slow, coveredBytes: outcome.coveredBytes };
   }
 
   private queueRevisit(r: Revisit): void {
@@ -613,7 +628,7 @@ export class Scanner {
     for (const b of blocks) {
       for (let attempt = 1; ; attempt++) {
         if (this.halting) throw new ScanHalted();
-        this.debtBytes += bs;
+        this.readSinceDecision += bs; // re-reads are charged to the rate like the chunks
         const res = await this.o.device.scanRead(BigInt(b * bs), bs, true);
         if (res.generation !== this.o.device.tableGeneration()) {
           if (attempt < REREAD_STALE_TRIES) continue;
@@ -637,7 +652,7 @@ export class Scanner {
     for (let at = offset; at < offset + bytes; ) {
       if (this.halting) throw new ScanHalted();
       const n = Math.min(step, offset + bytes - at);
-      this.debtBytes += n;
+      this.readSinceDecision += n;
       const res = await this.o.device.scanRead(BigInt(at), n, true);
       scanOutcome(res, bs); // checks that the pieces cover what native says they cover
       each(res);
@@ -656,7 +671,7 @@ export class Scanner {
     const out: Array<{ block: number; device: BackingRole }> = [];
     for (let at = offset; at < offset + bytes && !this.halting; ) {
       const n = Math.min(step, offset + bytes - at);
-      this.debtBytes += n;
+      this.readSinceDecision += n;
       const res = await this.o.device.scanRead(BigInt(at), n, true);
       scanOutcome(res, bs);
       at += res.coveredBytes;
@@ -672,15 +687,20 @@ export class Scanner {
   /**
    * Counts the slow blocks of a chunk of which `readBlocks` read: each is counted, and one slow
    * slow_threshold times is handed to the policy for relocation. When more than UNIFORM_SLOW_FRACTION of the
-   * chunk is slow, main is slow everywhere (a deep user queue, a slow link, a drive busy with itself), not
-   * bad in these blocks: none is counted (else every block of a slow disk would be relocated and the spare
-   * filled with good blocks). Returns the slow blocks counted.
+   * chunk is slow and most of the chunks before it (SLOW_WINDOW_CHUNKS) were too, or none was read before
+   * it, main is slow as a whole (a deep queue, a slow link, a drive busy with itself), not bad in these
+   * blocks: none is counted (else every block of a slow disk would be relocated and the spare filled with
+   * good blocks). A whole-slow chunk among fast ones is a bad zone: its blocks count. Returns the slow
+   * blocks counted.
    */
   private noteSlowBlocks(slow: ReadonlyArray<{ block: number; device: BackingRole }>, readBlocks: number, chunkOffset: number): number {
+    const whole = readBlocks > 0 && slow.length > readBlocks * UNIFORM_SLOW_FRACTION;
+    const before = this.slowWindow;
+    this.slowWindow = [...before.slice(-(SLOW_WINDOW_CHUNKS - 1)), whole];
     if (slow.length === 0) return 0;
-    if (slow.length > readBlocks * UNIFORM_SLOW_FRACTION) {
+    if (whole && (before.length === 0 || before.filter((x) => x).length * 2 >= before.length)) {
       this.counters.uniformSlowChunks++;
-      this.o.log.info({ offset: chunkOffset, slowBlocks: slow.length, readBlocks }, 'scan: most of the chunk read slowly: main is slow there as a whole, no block counted slow');
+      this.o.log.info({ offset: chunkOffset, slowBlocks: slow.length, readBlocks }, 'scan: the chunk read slowly as a whole, like the chunks before it: main is slow there, no block counted slow');
       return 0;
     }
     for (const { block: b, device } of slow) {

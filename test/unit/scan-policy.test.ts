@@ -9,7 +9,8 @@ import type { DeviceConfig } from '../../src/device/config.js';
 import { Daemon } from '../../src/device/daemon.js';
 import { DmrError } from '../../src/errors.js';
 import type { AutoRemapper } from '../../src/device/auto-remap.js';
-import type { ScanBlockFailure } from '../../src/scan/scanner.js';
+import type { NativeEvent } from '../../src/native.js';
+import { ScanHalted, type ScanBlockFailure } from '../../src/scan/scanner.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
@@ -23,6 +24,7 @@ const start = async (over: Partial<DeviceConfig['policy']> = {}): Promise<Daemon
   });
   return daemon;
 };
+type Fault = Extract<NativeEvent, { type: 'io_fault' }>;
 const device = (): FakeDevice => native.devices.at(-1) as FakeDevice;
 const auto = (): AutoRemapper => daemon?.['auto'] as AutoRemapper;
 const bs = (): number => daemon?.status().blockSize as number;
@@ -150,5 +152,58 @@ describe('scan findings racing users and commands (from the cold review: F2, F4)
     await auto().idle();
     expect(verdict).toBe('undecided');
     expect(entry(12)).toBeUndefined();
+  });
+});
+
+describe('a scan that found a dead zone and the users beside it (from the second cold review: N1, N2)', () => {
+  // The scan's blocks are marked in the background lane (one per batch) and a batch's confirm reads run
+  // side by side: a user's failed write elsewhere waits for about one such read, not for the whole zone's
+  // (either change alone passes this case; both together bound it).
+  it('a user write failing elsewhere is not held for the whole batch of confirm reads (64 bad blocks x 100 ms)', async () => {
+    await start({ readRetries: 0 });
+    const bs = (daemon as Daemon).status().blockSize;
+    const N = 64;
+    const FIRST = 256;
+    native.cfg.failReads.push({ device: 'main', offset: FIRST * bs, bytes: N * bs, code: 'ENODATA' });
+    // Each read of a bad sector takes 100 ms (a real drive: seconds).
+    const dev = device();
+    const orig = dev.readRange.bind(dev);
+    let confirmReads = 0;
+    dev.readRange = async (from, offset, bytes) => {
+      const b = Number(offset) / bs;
+      if (from === 'main' && b >= FIRST && b < FIRST + N) {
+        confirmReads++;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      return orig(from, offset, bytes);
+    };
+    const failed = Array.from({ length: N }, (_, i) => ({ block: FIRST + i, device: 'main' as const, errno: 61 }));
+    const scan = auto().scanReadFailed(failed, async (blocks) => blocks.map((block) => ({ block, device: 'main' as const, errno: 61 })));
+    while (confirmReads === 0) await new Promise((r) => setTimeout(r, 5));
+    // A user write to block 3 fails on main now: its redirect is a foreground job.
+    const t0 = Date.now();
+    const f: Fault = { type: 'io_fault', queue: 0, tag: 7, seq: 1, kind: 'error', op: 'write', block: 3, blocks: 1, attempt: 0, latencyUs: 100, written: [], failed: [{ device: 'main', block: 3, blocks: 1, errno: 5 }] };
+    dev.emit(f);
+    const action = await dev.awaitResolution(f, 20_000);
+    const waited = Date.now() - t0;
+    await scan;
+    expect(action).toEqual({ action: 'retry' });
+    // One confirm read of slack, not the whole batch (64 x 100 ms = 6.4 s).
+    expect(waited).toBeLessThan(1000);
+  }, 30_000);
+
+  it('the same failed chunk read 3 times (paused twice during the re-reads) counts its 4 blocks once, not 12 times', async () => {
+    await start();
+    const failed = [12, 13, 14, 15].map((block) => ({ block, device: 'main' as const, errno: 61 }));
+    for (let i = 0; i < 3; i++) {
+      const v = await auto().scanReadFailed(failed, async () => {
+        throw new ScanHalted();
+      });
+      expect(v).toBe('undecided');
+    }
+    await auto().idle();
+    const readErrors = (daemon as Daemon).status().remap.readErrors;
+    // Nothing was decided; the scanner counted nothing (errorsFound 0). At most one observation's worth.
+    expect(readErrors).toBeLessThanOrEqual(4);
   });
 });
