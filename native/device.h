@@ -25,8 +25,8 @@ class EventSink;
 constexpr uint32_t kMaxQueues = 16;
 // How long Recover retries START_USER_RECOVERY while the kernel answers EBUSY.
 constexpr int kRecoverBusyMs = 5000;
-// How long Stop/Detach wait for a scan read's piece in flight (the drain's deadline: a piece that takes
-// longer is stuck in the kernel's error handling, and its dups stay open until the pread returns).
+// How long Stop/Detach wait for a scan read's piece in flight (a piece that takes longer is stuck in the
+// kernel's error handling, and its dups stay open until the pread returns).
 constexpr int kScanStopWaitMs = 30000;
 
 struct DeviceConfig {
@@ -92,9 +92,9 @@ class Device {
   void UpdateRemap(const std::vector<RemapEntry>& delta);
 
   // Worker thread. Returns once every request dispatched before the call has completed (requests
-  // parked on a moving block or held faulted excepted), and the scan read's piece in flight at the call (if
-  // any) has finished. Throws SysError(ETIMEDOUT) after `timeout_ms`. Holds queues_mu_ (shared) only
-  // while it looks at the queues, not while it waits for the scan piece.
+  // parked on a moving block or held faulted excepted). Never waits for a scan read (ScanRead): its result
+  // names the table generation it was planned against instead. Throws SysError(ETIMEDOUT) after
+  // `timeout_ms`. Holds queues_mu_ (shared) while it waits.
   void Drain(int timeout_ms);
   // Pool thread. The scanner's read of [offset, offset + len) (ScanReader::Read) through dups of the backing
   // fds it closes before returning: counted in no queue counter, never parked. Throws SysError: EINVAL for

@@ -162,24 +162,13 @@ void ScanReader::Read(uint64_t offset, uint32_t len, bool narrow, const std::fun
   uint32_t failures = 0;
   uint64_t cur = first;
   while (cur < end) {
-    // One piece: marked in flight first (WaitIdle waits for it), then planned (or taken from the plan,
-    // if the table has not changed since), then read. A piece marked after a drain's WaitIdle looked is
-    // planned after the drain's MOVING publish, so it sees that table. The snapshot is held only while
-    // planning: the read below blocks in the kernel.
+    // One piece: planned (or taken from the plan, if the table has not changed since), then read. The
+    // snapshot is held only while planning: the read below blocks in the kernel, and no publish waits for
+    // it. A cancel is seen here, between two pieces.
     {
       std::lock_guard<std::mutex> l(state_mu_);
       if (cancelled_) ThrowSys(ENODEV, "scan read", "(device not running: stopped during the read)");
-      in_piece_ = true;
-      piece_seq_++;
     }
-    struct PieceDone {
-      ScanReader* r;
-      ~PieceDone() {
-        std::lock_guard<std::mutex> l(r->state_mu_);
-        r->in_piece_ = false;
-        r->state_cv_.notify_all();
-      }
-    } piece_done{this};
     {
       ReadSection section(index_, reader_);
       const RemapIndex::Snapshot* snap = index_->Current();
@@ -207,13 +196,6 @@ void ScanReader::Read(uint64_t offset, uint32_t len, bool narrow, const std::fun
   }
   if (out->stopped == ScanStop::kNone && capped) out->stopped = ScanStop::kNarrowCap;
   out->covered_bytes = static_cast<uint32_t>((cur - first) << shift);
-}
-
-// Pool thread.
-bool ScanReader::WaitIdle(std::chrono::steady_clock::time_point deadline) {
-  std::unique_lock<std::mutex> l(state_mu_);
-  const uint64_t seq = piece_seq_;
-  return state_cv_.wait_until(l, deadline, [&] { return !in_piece_ || piece_seq_ != seq; });
 }
 
 // Lifecycle thread.

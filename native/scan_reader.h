@@ -1,5 +1,5 @@
 // ScanReader: the background scanner's reads of the exported device (issue 13), through the data path's
-// own remap index, so that a scan never races a remap:
+// own remap index, so that a scan reads where a user read would and says which table it read against:
 //
 //  - a range is planned against the current published table exactly as a user read is (request_plan.h):
 //    runs of unmapped blocks are read from main, runs of remapped blocks in consecutive slots from their
@@ -7,13 +7,14 @@
 //  - a block the data path holds requests for (MOVING: a move is copying it) is skipped, not read, and so is
 //    a LOST block (a user read of it fails with EIO without any backing I/O: there is nothing to read);
 //    TypeScript revisits skipped blocks;
-//  - the exclusion with a move is per piece, not per call: each piece is marked in flight, then taken from
-//    a plan made against the table current when the piece starts (the rest of the range is
-//    planned again whenever the table's generation changed). Device::Drain waits for the piece in flight
-//    (WaitIdle), as it waits for user requests, so the remap engine's order (publish MOVING, drain, copy)
-//    covers the scanner: a piece planned before the MOVING table has finished before the copy starts, and
-//    every piece started after it sees the MOVING table and skips the block. A drain waits for one piece at
-//    most, and a piece is at most `max_piece_bytes` (the device's max I/O: as long as a user request's I/O).
+//  - the exclusion with a move is per piece, not per call: each piece is taken from a plan made against
+//    the table current when the piece starts (the rest of the range is planned again whenever the table's
+//    generation changed), and carries that generation. Nothing waits for the scanner: Device::Drain waits
+//    for user requests only, so a piece planned before a MOVING publish may still be reading while the
+//    move copies the block. That is harmless: a scan read writes nothing, and its result names the oldest
+//    generation a piece was planned against, which TypeScript compares with the table's generation and
+//    reads again (or does not count) when they differ. A remap's drain therefore never waits for a piece
+//    that sits in a failing drive's error recovery.
 //
 // The reads are O_DIRECT preads into an aligned buffer of one piece, allocated per call (the data is not
 // returned), timed one by one. They go through dups of the backing fds, never through a queue: they count
@@ -23,9 +24,9 @@
 //
 // Threads: Read runs on a libuv pool thread (the addon's PromiseWorker), one call at a time per device: a
 // second call is refused at once with EBUSY (it never waits for the first, so scan reads can occupy one
-// pool thread at most). WaitIdle runs on a pool thread (Device::Drain); Cancel and Reopen on the device's
-// lifecycle thread (Start/Stop/Detach: a pool thread, or the JS thread at env cleanup). The reader slot
-// given at construction is used only by Read, between its index Enter and Leave.
+// pool thread at most). Cancel and Reopen run on the device's lifecycle thread (Start/Stop/Detach: a pool
+// thread, or the JS thread at env cleanup). The reader slot given at construction is used only by Read,
+// between its index Enter and Leave.
 #pragma once
 
 #include <sys/types.h>
@@ -108,11 +109,6 @@ class ScanReader {
   // read is its piece's err.
   void Read(uint64_t offset, uint32_t len, bool narrow, const std::function<ScanFds()>& open_fds, ScanResult* out);
 
-  // Pool thread (Device::Drain). Waits until the piece in flight when called (if any) has finished: every
-  // piece started after the call plans against the table current then. Never waits for more than that one
-  // piece (a piece after it does not hold it up). False when that piece is still in flight at `deadline`.
-  bool WaitIdle(std::chrono::steady_clock::time_point deadline);
-
   // Lifecycle thread (Device::Release). From now on Read refuses with ENODEV, and a running Read stops
   // before its next piece. Waits until a running Read has returned (its fds closed); false if it is still
   // running at `deadline` (a piece blocked in the kernel: it keeps its fds until its pread returns).
@@ -126,10 +122,8 @@ class ScanReader {
   PlanGeometry geo_;
   uint32_t max_piece_blocks_;
   PreadFn pread_;
-  std::mutex state_mu_;  // guards the four below (short sections only; never held across a read)
-  std::condition_variable state_cv_;  // running_ or in_piece_ became false
+  std::mutex state_mu_;  // guards the two below (short sections only; never held across a read)
+  std::condition_variable state_cv_;  // running_ became false
   bool running_ = false;    // a Read is admitted and has not returned (its fds are open)
   bool cancelled_ = false;  // Cancel was called (and no Reopen since)
-  bool in_piece_ = false;   // a piece is being planned or read
-  uint64_t piece_seq_ = 0;  // pieces started
 };

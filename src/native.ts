@@ -229,8 +229,9 @@ export interface NativeScanReadResult extends ScanReadResult {
   /**
    * The remap table generation (tableGeneration()) the oldest piece was planned against; every piece was
    * planned against this generation or a newer one. Equal to tableGeneration() now: every piece was read
-   * where the table still maps it; older: the table changed since (a failure may have been on a place the
-   * block has left: read it again before acting on it).
+   * where the table still maps it; older: the table changed since, perhaps while a piece was being read (no
+   * drain waits for the scanner), so a failure or a slow read may have been on a place the block has left:
+   * read it again before acting on it.
    */
   generation: number;
 }
@@ -307,7 +308,10 @@ export interface NativeDevice {
   updateRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void;
   /**
    * Resolves once every read/write dispatched before the call has completed (requests parked on a MOVING block
-   * excepted), and the scanRead piece in flight at the call (if any) has finished.
+   * excepted). It does not wait for a scanRead in flight (a piece may sit for tens of seconds in a failing
+   * drive's error recovery): a scan read writes nothing, and its result's `generation`, older than
+   * tableGeneration() once the caller publishes again, says it may have read a place a block has since left.
+   * Rejects (NativeError ETIMEDOUT) when the requests are still in flight after 30 s.
    */
   drain(): Promise<void>;
   /** Copies `bytes` between backing devices with O_DIRECT on a worker thread; rejects with a NativeError (EIO, ENODATA...). */
@@ -323,7 +327,8 @@ export interface NativeDevice {
    * blocks skipped, read O_DIRECT into a native buffer (the data is not returned). A piece is at most
    * maxIoBytes (`narrow`: one block). Counts in no user counter (stats()) and is never parked: a failed piece
    * is its errno in the result. A call stops early (`stopped`, `coveredBytes`) after 32 failed reads, and a
-   * narrow one after 1 MiB. drain() waits for the piece in flight only.
+   * narrow one after 1 MiB. drain() does not wait for it: a table published while a piece is in flight
+   * leaves the result's `generation` older than tableGeneration(), and the caller reads again or does not count it.
    * One scan read at a time per device. Rejects (NativeError) with EINVAL for a bad range, EBUSY at once when
    * another scanRead of this device is running, ENODEV when the device is not running (not started,
    * stopped, detached, shut down; stop() and detach() end a running scanRead before its next piece, which

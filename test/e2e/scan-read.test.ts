@@ -2,8 +2,9 @@
 // command of the control socket: over a main with a dm `error` segment and a manually remapped block, the
 // remapped block is read from its spare slot, the error segment's blocks fail with EIO, everything else
 // reads (in pieces of at most the device's max I/O), and the scan changes none of the user I/O counters
-// `status --json` shows (nor the error counters). Over a slow main (dm-delay), a remap's drain waits for
-// the scan's piece in flight, not for the whole scan read, and a stop ends a scan read within one piece.
+// `status --json` shows (nor the error counters). Over a slow spare or main (dm-delay), a remap does not
+// wait for the scan's piece in flight (its drain waits for user requests only), the scan read's result
+// names the older table generation it was planned against, and a stop ends a scan read within one piece.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -119,10 +120,15 @@ describe('scanRead through the data path', () => {
     expect((await request(sock, 'table', {})).entries.map((e) => [e.sector, e.state])).toEqual([[(rb * bs) / 512, 'mapped']]);
   });
 
-  it('a remap waits for a scan read in flight: its drain covers the scanner', async () => {
+  it('a remap does not wait for a scan read in flight: it completes well before it, and the scan read names an older table', async () => {
     // The spare is a dm linear map while the device is added and a block remapped, then a dm-delay map
-    // whose reads take 3 s (writes and flushes none): a scan read of the remapped block's slot is in
-    // flight for 3 s, and a remap of another block started meanwhile must wait for it in its drain.
+    // whose reads take 8 s (writes and flushes none): a scan read of the remapped block's slot is in flight
+    // for 8 s, like a read in a failing drive's error recovery. A remap of another block started 0.5 s in
+    // copies from main (a loop device) and writes the spare: it drains only user requests, so it is done
+    // seconds before the scan read answers. The scan read was planned against the table before the remap's
+    // publishes: its generation is older than that of a scan read after the remap (which reads against the
+    // table the remap left), so the scanner would read it again rather than trust it.
+    // (Before the fix the drain waited for the scan's piece: the remap ended after the scan read.)
     const spare = src.dmError(16, []);
     daemon = await addForeground(src.loop(16), spare.path, path.join(dir, 'state'), ['--auto-remap', 'off']);
     const sock = path.join(RUN_DIR, `${daemon.dev.devId}.sock`);
@@ -130,37 +136,47 @@ describe('scanRead through the data path', () => {
     const bs = (await request(sock, 'status', {})).blockSize;
     const rb = (REMAPPED_SECTOR * 512) / bs;
     must('modprobe', ['dm_delay']); // not among the VM's preloaded modules
-    src.reload(spare, `0 ${spare.sectors} delay ${spare.backing} 0 3000 ${spare.backing} 0 0\n`);
+    src.reload(spare, `0 ${spare.sectors} delay ${spare.backing} 0 8000 ${spare.backing} 0 0\n`);
     try {
       const scan = request(sock, 'scan_read', { offset: rb * bs, bytes: bs }, 60_000).then((r) => ({ r, at: Date.now() }));
       await new Promise((r) => setTimeout(r, 500));
-      const remap = request(sock, 'remap', { sector: 4 * REMAPPED_SECTOR }, 60_000).then((r) => ({ r, at: Date.now() }));
-      const [s, m] = await Promise.all([scan, remap]);
+      const started = Date.now();
+      const m = await request(sock, 'remap', { sector: 4 * REMAPPED_SECTOR }, 60_000).then((r) => ({ r, at: Date.now() }));
+      const s = await scan;
       expect(s.r.segments).toHaveLength(1);
       expect(s.r.segments[0]).toMatchObject({ device: 'spare', block: rb, blocks: 1, skipped: null, errno: 0 });
-      expect(s.r.segments[0]?.latencyUs).toBeGreaterThanOrEqual(2_900_000);
+      expect(s.r.segments[0]?.latencyUs).toBeGreaterThanOrEqual(7_900_000);
       expect(m.r.state).toBe('mapped');
-      expect(m.at).toBeGreaterThanOrEqual(s.at);
+      // The piece ends about 7.5 s after the remap started; the remap (a 4 KiB copy and a journal commit,
+      // slow only under an emulated CPU) took well under that, and was done seconds before the scan read.
+      expect(m.at - started).toBeLessThan(5_000);
+      expect(s.at - m.at).toBeGreaterThanOrEqual(2_000);
+      // A scan read now (block 0, from main) plans against the table the remap left: a newer generation.
+      const after = await request(sock, 'scan_read', { offset: 0, bytes: bs }, 60_000);
+      expect(after.segments.map((x) => [x.device, x.block, x.errno])).toEqual([['main', 0, 0]]);
+      expect(s.r.generation).toBeLessThan(after.generation);
     } finally {
       src.setLinear(spare);
     }
   });
 
-  it('a remap during a slow narrow scan waits for the piece in flight only, not for the whole scan read; a second scan read is refused', async () => {
-    // main is a dm linear map while the device is added, then a dm-delay map whose reads take 1 s: a narrow
-    // scan of 8 blocks takes 8 s, one piece (block) at a time. A remap of another block started 1.5 s in
-    // drains (the scan's piece in flight: 0.5 s more), copies the block from main (1 s) and is done long
-    // before the scan; the scan's later pieces read as usual.
+  it('a remap during a slow narrow scan does not wait for the piece in flight; the scan read names an older table; a second scan read is refused', async () => {
+    // main is a dm linear map while the device is added, then a dm-delay map whose reads take 4 s: a narrow
+    // scan of 4 blocks takes 16 s, one piece (block) at a time. A remap of another block started 0.8 s into
+    // the second piece copies the block from main (one 4 s read) and commits: about 4 s in all. Had its drain
+    // waited for the scan's piece in flight (3.2 s more) it would take about 7.2 s. The scan's later pieces
+    // read as usual, and its result names the table before the remap (its first piece's).
     const main = src.dmError(16, []);
     daemon = await addForeground(main.path, src.loop(16), path.join(dir, 'state'), ['--auto-remap', 'off']);
     const sock = path.join(RUN_DIR, `${daemon.dev.devId}.sock`);
     const bs = (await request(sock, 'status', {})).blockSize;
+    const rb = (REMAPPED_SECTOR * 512) / bs;
     must('modprobe', ['dm_delay']);
-    src.reload(main, `0 ${main.sectors} delay ${main.backing} 0 1000 ${main.backing} 0 0\n`);
+    src.reload(main, `0 ${main.sectors} delay ${main.backing} 0 4000 ${main.backing} 0 0\n`);
     try {
       const first = (2 * MiB) / bs;
       const t0 = Date.now();
-      const scan = request(sock, 'scan_read', { offset: first * bs, bytes: 8 * bs, narrow: true }, 120_000).then((r) => ({ r, at: Date.now() }));
+      const scan = request(sock, 'scan_read', { offset: first * bs, bytes: 4 * bs, narrow: true }, 120_000).then((r) => ({ r, at: Date.now() }));
       await new Promise((r) => setTimeout(r, 500));
       // One scan read at a time per device: a second one, on another connection, is refused at once (EBUSY),
       // it does not wait for the first on a pool thread.
@@ -171,19 +187,23 @@ describe('scanRead through the data path', () => {
       );
       expect(second).toMatch(/EBUSY/);
       expect(Date.now() - asked).toBeLessThan(900);
-      await new Promise((r) => setTimeout(r, 1000 - (Date.now() - asked)));
+      await new Promise((r) => setTimeout(r, 4800 - (Date.now() - t0)));
       const started = Date.now();
-      const remap = request(sock, 'remap', { sector: REMAPPED_SECTOR }, 120_000).then((r) => ({ r, at: Date.now() }));
-      const [s, m] = await Promise.all([scan, remap]);
+      const m = await request(sock, 'remap', { sector: REMAPPED_SECTOR }, 120_000).then((r) => ({ r, at: Date.now() }));
       expect(m.r.state).toBe('mapped');
+      expect(m.at - started).toBeLessThan(5_800);
+      const s = await scan;
       expect(s.r.segments.map((x) => [x.device, x.block, x.blocks, x.skipped, x.errno])).toEqual(
-        Array.from({ length: 8 }, (_, i) => ['main', first + i, 1, null, 0]),
+        Array.from({ length: 4 }, (_, i) => ['main', first + i, 1, null, 0]),
       );
-      expect(s.r.segments.every((x) => x.latencyUs >= 900_000)).toBe(true);
-      expect(s.at - t0).toBeGreaterThanOrEqual(7_500);
-      // Before the fix the drain waited for the whole scan read: the remap ended after it.
+      expect(s.r.segments.every((x) => x.latencyUs >= 3_900_000)).toBe(true);
+      expect(s.at - t0).toBeGreaterThanOrEqual(15_500);
       expect(m.at).toBeLessThan(s.at);
-      expect(m.at - started).toBeLessThan(6_000);
+      // A scan read now (the remapped block, from its slot on the spare, a loop device) plans against the
+      // table the remap left: a newer generation than the slow scan's.
+      const after = await request(sock, 'scan_read', { offset: rb * bs, bytes: bs }, 60_000);
+      expect(after.segments.map((x) => [x.device, x.block, x.errno])).toEqual([['spare', rb, 0]]);
+      expect(s.r.generation).toBeLessThan(after.generation);
     } finally {
       src.setLinear(main);
     }
