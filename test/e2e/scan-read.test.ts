@@ -13,7 +13,7 @@ import { request } from '../../src/control/client.js';
 import type { DeviceStatus } from '../../src/control/protocol.js';
 import { addForeground, must, pidAlive, RUN_DIR, waitFor, type ForegroundDaemon } from './helpers.js';
 import { ErrorSources, leftoverDmDevices } from './error-sources.js';
-import { expectCleanKernel, requireUblkHost } from './setup.js';
+import { expectCleanKernel, itPrimary, requireUblkHost } from './setup.js';
 
 const MiB = 1 << 20;
 // The error segment: sectors 4096..4111 (bytes 2 MiB .. 2 MiB + 8 KiB), away from what a partition scan reads.
@@ -52,6 +52,9 @@ function userCounters(s: DeviceStatus): unknown {
   return { io: s.io, perQueue: s.perQueue, ioErrors: s.ioErrors, readErrors: s.remap.readErrors, writeErrors: s.remap.writeErrors };
 }
 
+// The dm-delay cases run on the primary kernel only: what they time is native's piece loop, its cancel and
+// the remap index (userspace); the scan's reads through each kernel's block layer and dm are the first case's
+// and scan.test.ts's, which run everywhere.
 describe('scanRead through the data path', () => {
   it('reads a remapped block from its slot, fails the error segment with EIO, reads the rest, and counts no user I/O', async () => {
     const main = src.dmError(16, [BAD]);
@@ -120,7 +123,7 @@ describe('scanRead through the data path', () => {
     expect((await request(sock, 'table', {})).entries.map((e) => [e.sector, e.state])).toEqual([[(rb * bs) / 512, 'mapped']]);
   });
 
-  it('a remap does not wait for a scan read in flight: it completes well before it, and the scan read names an older table', async () => {
+  itPrimary('a remap does not wait for a scan read in flight: it completes well before it, and the scan read names an older table', async () => {
     // The spare is a dm linear map while the device is added and a block remapped, then a dm-delay map
     // whose reads take 8 s (writes and flushes none): a scan read of the remapped block's slot is in flight
     // for 8 s, like a read in a failing drive's error recovery. A remap of another block started 0.5 s in
@@ -160,7 +163,7 @@ describe('scanRead through the data path', () => {
     }
   });
 
-  it('a remap during a slow narrow scan does not wait for the piece in flight; the scan read names an older table; a second scan read is refused', async () => {
+  itPrimary('a remap during a slow narrow scan does not wait for the piece in flight; the scan read names an older table; a second scan read is refused', async () => {
     // main is a dm linear map while the device is added, then a dm-delay map whose reads take 4 s: a narrow
     // scan of 4 blocks takes 16 s, one piece (block) at a time. A remap of another block started 0.8 s into
     // the second piece copies the block from main (one 4 s read) and commits: about 4 s in all. Had its drain
@@ -209,7 +212,7 @@ describe('scanRead through the data path', () => {
     }
   });
 
-  it('a stop during a slow narrow scan read ends it within one piece: main is free once the daemon says stopped', async () => {
+  itPrimary('a stop during a slow narrow scan read ends it within one piece: main is free once the daemon says stopped', async () => {
     // main's reads take 3 s (dm-delay): a narrow scan of 20 blocks would take 60 s. SIGTERM 1 s in: the stop
     // ends the scan read after its piece in flight and waits for it, so its dups of main and spare are closed
     // when the stop returns: once the daemon logs "device stopped" (claims released), nothing holds main.
