@@ -45,6 +45,8 @@ const EIO = 5;
 const MAX_WRITE_ATTEMPTS = 8;
 /** Blocks whose read errors are remembered (for errorThreshold) at most; the oldest are forgotten. */
 const MAX_SUSPECTS = 100_000;
+/** The scan's unreadable blocks are marked this many at a time (scanReadFailed): one batch each. */
+export const SCAN_LOST_GROUP = 8;
 
 /** Counters kept in memory since start or the last clear_stats (the error totals are persisted by the store). */
 export interface AutoRemapCounters {
@@ -727,12 +729,9 @@ export class AutoRemapper {
    * one worked, else the first error.
    */
   private async jobs(kind: 'lost' | 'redirect', rec: Pick<FaultRecord, 'blocks'>, pastHold = false, scan = false): Promise<Error | null> {
-    // The scan's blocks wait behind the users' (the background lane runs one job per batch: a dead zone the
-    // scan found never holds a user's failed write behind its reads).
-    const lane = scan ? 'background' : 'foreground';
     const errs = await Promise.all(
       [...rec.blocks].map(([block, device]) =>
-        this.queue.add(lane, kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block), pastHold, ...(scan ? { scan } : {}) }),
+        this.queue.add('foreground', kind, { block, slotFailed: device === 'spare', errorCount: this.bumpSuspect(block), pastHold, ...(scan ? { scan } : {}) }),
       ),
     );
     // ReadsNow (a block read again just before it was marked) only when it is every block's answer: with
@@ -795,7 +794,11 @@ export class AutoRemapper {
    * `errorThreshold`), one that fails every try is marked pending (lost until written, reads fail with
    * EIO). Auto-remap off: only counted (a user read meets the block later). Never throws.
    */
-  async scanReadFailed(failed: readonly ScanBlockFailure[], reread: (blocks: readonly number[]) => Promise<ScanBlockFailure[]>): Promise<ScanFailureVerdict> {
+  async scanReadFailed(
+    failed: readonly ScanBlockFailure[],
+    reread: (blocks: readonly number[]) => Promise<ScanBlockFailure[]>,
+    halted: () => boolean = () => false,
+  ): Promise<ScanFailureVerdict> {
     if (failed.length === 0) return 'handled';
     if (this.closed) return 'closed';
     // An outage first: the scanner reads the chunk again later, and counts it then (not once per try).
@@ -836,21 +839,29 @@ export class AutoRemapper {
       }
       return 'undecided';
     }
-    count();
     if (back.size > 0) {
       this.counters.recoveredReads++;
       this.recovered(back, true);
     }
-    if (failing.size === 0) return 'handled';
-    if (this.closed) return 'closed';
-    const errs = await this.jobs('lost', { blocks: failing }, false, true);
-    if (errs instanceof OutageHold) return 'outage';
-    if (errs instanceof ReadsNow) {
-      this.log.info({ blocks: [...failing.keys()].slice(0, 16), count: failing.size }, 'scan: blocks read again just before they were marked pending; nothing marked');
+    if (failing.size === 0) {
+      count();
       return 'handled';
     }
-    // Closed meanwhile: the queued job was dropped, nothing was marked; the next daemon reads it again.
-    if (errs !== null && this.closed) return 'closed';
+    if (this.closed) return 'closed';
+    // Marked SCAN_LOST_GROUP blocks at a time (one batch each, its confirm reads side by side): a user's
+    // failed write queued meanwhile runs between two groups, and a scan command waits for one group.
+    const all = [...failing];
+    let errs: Error | null = null;
+    for (let i = 0; i < all.length; i += SCAN_LOST_GROUP) {
+      if (i > 0 && (halted() || this.closed)) return this.closed ? 'closed' : 'undecided';
+      const e = await this.jobs('lost', { blocks: new Map(all.slice(i, i + SCAN_LOST_GROUP)) }, false, true);
+      if (e instanceof OutageHold) return 'outage';
+      // Closed meanwhile: the queued job was dropped, nothing was marked; the next daemon reads it again.
+      if (e !== null && this.closed) return 'closed';
+      if (e !== null && !(e instanceof ReadsNow)) errs ??= e;
+      if (e instanceof ReadsNow) this.log.info({ blocks: all.slice(i, i + SCAN_LOST_GROUP).map(([b]) => b) }, 'scan: blocks read again just before they were marked pending; nothing marked');
+    }
+    count();
     this.counters.unrecoveredReads++;
     const blocks = [...failing.keys()];
     if (errs === null) this.burst.note('pending', 'error', 'scan: blocks did not read on any try: marked pending (lost until written)', { blocks, fields: { tries: this.policy.readRetries + 1 } });
@@ -883,7 +894,7 @@ export class AutoRemapper {
   /** The scanner's sink: what a scan finds goes through this policy. */
   scanSink(): ScanFindingsSink {
     return {
-      readFailed: (f, r) => this.scanReadFailed(f, r),
+      readFailed: (f, r, h) => this.scanReadFailed(f, r, h),
       slowBlock: (b, d) => this.scanSlowBlock(b, d),
       pendingSeen: (b) => this.scanPendingSeen(b),
     };

@@ -8,6 +8,9 @@ import type { BackingRole } from '../native.js';
 import { remapBlock, type RemapEntry, type RemapOp } from '../remap/index.js';
 import { ioFailure, isReadFailure, reserveFor, sleep, type EngineContext, type FaultItem, type SlotWrite } from './engine-context.js';
 
+/** markLost's confirm reads in flight at once. */
+const CONFIRM_READS_AT_ONCE = 2;
+
 /** markLost's answer for a block that read where it had failed when it was read once more: nothing was marked. */
 export class ReadsNow extends DmrError {
   constructor(message: string) {
@@ -148,8 +151,14 @@ export class FaultOps {
       // The last read, under MOVING: a write acknowledged between the policy's last failed read and now
       // (a sector that heals on write, which is what a filesystem writing free space does) is not thrown
       // away by marking its block lost.
-      // The reads run side by side (a batch of many bad blocks costs about one slow read, not one each).
-      const reads = await Promise.all(todo.map((t) => (t.confirm ? this.readsNow(t.block, t.oldSlot) : Promise.resolve(false))));
+      // Two reads side by side at most: a batch of bad blocks costs half as many slow reads, and libuv's pool
+      // (4 threads) keeps room for the outage probe's reads (a probe queued behind a batch of bad-sector
+      // reads would time out and call an outage that is not there).
+      const reads: boolean[] = [];
+      for (let i = 0; i < todo.length; i += CONFIRM_READS_AT_ONCE) {
+        const part = todo.slice(i, i + CONFIRM_READS_AT_ONCE);
+        reads.push(...(await Promise.all(part.map((t) => (t.confirm ? this.readsNow(t.block, t.oldSlot) : Promise.resolve(false))))));
+      }
       for (let i = todo.length - 1; i >= 0; i--) {
         const t = todo[i] as (typeof todo)[number];
         if (reads[i] !== true) continue;

@@ -125,7 +125,11 @@ export interface ScanFindingsSink {
    * that failed again. 'outage': main is in a device-wide outage: nothing was decided, the scanner reads
    * the chunk again later.
    */
-  readFailed(failed: readonly ScanBlockFailure[], reread: (blocks: readonly number[]) => Promise<ScanBlockFailure[]>): Promise<ScanFailureVerdict>;
+  readFailed(
+    failed: readonly ScanBlockFailure[],
+    reread: (blocks: readonly number[]) => Promise<ScanBlockFailure[]>,
+    halted?: () => boolean,
+  ): Promise<ScanFailureVerdict>;
   /** A block was slow `slow_threshold` times: relocate it with its data. */
   slowBlock(block: number, device: BackingRole): void;
   /**
@@ -550,7 +554,7 @@ export class Scanner {
         throw e;
       }
       if (failed.length > 0 && this.o.sink) {
-        const verdict = await this.o.sink.readFailed(failed, (blocks) => this.rereadBlocks(blocks));
+        const verdict = await this.o.sink.readFailed(failed, (blocks) => this.rereadBlocks(blocks), () => this.halting);
         if (verdict !== 'handled') {
           if (verdict === 'outage') this.holdUntil = this.clock.now() + OUTAGE_BACKOFF_MS;
           return null;
@@ -578,8 +582,9 @@ export class Scanner {
     }
     if (slowReads > 0 && this.usersActive) this.counters.busySlowReads += slowReads;
     const readBlocks = outcome.reads.reduce((n, x) => n + (x.failed ? 0 : x.length), 0) / this.o.blockSize;
-    // A command cut the block-by-block reads short: a partial list would defeat the whole-chunk rule.
-    const slow = this.halting ? 0 : this.noteSlowBlocks(slowBlocks, readBlocks, r.offset);
+    // A command cut the block-by-block reads short (a partial list would defeat the whole-chunk rule), or the
+    // chunk was read while users did I/O (not judged: it does not enter the window of judged chunks either).
+    const slow = this.halting || this.usersActive ? 0 : this.noteSlowBlocks(slowBlocks, readBlocks, r.offset);
     return { errors, slow, coveredBytes: outcome.coveredBytes };
   }
 

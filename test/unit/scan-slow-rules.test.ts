@@ -20,7 +20,13 @@ class Dev implements ScanDevice {
   onNarrow: (() => void) | null = null;
   constructor(readonly deviceBytes: number, readonly lat: (b: number, narrow: boolean) => number) {}
   tableGeneration(): number { return this.generation; }
-  stats(): QueueCounters[] { return [{ queue: 0, reads: 0, writes: 0, flushes: 0, discards: 0, readBytes: 0, writeBytes: 0, inflight: 0 }]; }
+  /** Users do I/O: each read of the counters shows 100 more reads. */
+  busy = false;
+  userReads = 0;
+  stats(): QueueCounters[] {
+    if (this.busy) this.userReads += 100;
+    return [{ queue: 0, reads: this.userReads, writes: 0, flushes: 0, discards: 0, readBytes: 0, writeBytes: 0, inflight: 0 }];
+  }
   async scanRead(offset: bigint, bytes: number, narrow = false): Promise<NativeScanReadResult> {
     if (narrow) { this.narrowCalls++; this.onNarrow?.(); }
     await Promise.resolve();
@@ -74,6 +80,20 @@ describe('slow reads: a bad zone or a slow disk', () => {
     expect(r.scanner.status().slowFound).toBeGreaterThan(0);
     expect(r.slowBlocks.length).toBeGreaterThan(0);
   });
+
+  it('a main slow as a whole after a busy period: the chunks read while users were busy are not judged and do not enter the window (they would make the next ones look like a bad zone)', async () => {
+    const dev = new Dev(256 * MIB, () => 600_000);
+    const r = rig(dev);
+    dev.busy = true;
+    await r.scanner.start();
+    while (r.scanner.stats().busySlowReads < 40) await r.run(1000); // users busy: slow reads not judged
+    const busyReads = r.scanner.stats().busySlowReads;
+    dev.busy = false;
+    await r.run(60_000);
+    expect(busyReads).toBeGreaterThan(0);
+    // Slow everywhere: no block of it is a bad block.
+    expect(r.scanner.stats().slowBlocks).toBe(0);
+  }, 60_000);
 
   it('a pause in the middle of a slow chunk\'s block-by-block re-read counts nothing (a partial list would defeat the whole-chunk rule)', async () => {
     const dev = new Dev(4 * MIB, () => 600_000);
