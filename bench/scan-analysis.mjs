@@ -29,15 +29,20 @@ export function scanRateMib(r) {
 }
 
 /**
- * The part of one B run's status polls under load: from the first poll at least `fromMs` after scan_resume
- * (fio has started and the scan's rate has fallen from its idle climb) to the last one, as bytes and ms;
- * null with fewer than two such polls.
- * @param {Array<{ ms: number, position: number }>} samples
+ * The part of one B run's status polls under load, with the scan held at its floor: from the first poll at
+ * least `fromMs` after scan_resume whose reported rate (rateBps) is at most `floorBps` (fio has started and
+ * the scan's rate has come down from its idle climb; in the TCG VM that took 3-4 s) to the last poll, as
+ * bytes and ms; null with fewer than two such polls.
+ * @param {Array<{ ms: number, position: number, rateBps: number }>} samples
  * @param {number} fromMs
+ * @param {number} floorBps
  * @returns {{ bytes: number, ms: number } | null}
  */
-export function loadWindow(samples, fromMs) {
-  const s = samples.filter((x) => x.ms >= fromMs);
+export function loadWindow(samples, fromMs, floorBps) {
+  const late = samples.filter((x) => x.ms >= fromMs);
+  const i = late.findIndex((x) => x.rateBps <= floorBps);
+  if (i < 0) return null;
+  const s = late.slice(i);
   if (s.length < 2) return null;
   const first = s[0];
   const last = s[s.length - 1];
@@ -50,9 +55,9 @@ export function loadWindow(samples, fromMs) {
  * median A) against `targetRatio`, and the scan's rate during B against the floor `floorMib`, two ways (all
  * B runs together: total bytes over total time, which evens out the 1 MiB steps of the position):
  *  - scanMib: from scan_resume to scan_pause, which takes in the climb of the rate while fio starts;
- *  - loadMib: over each run's load window (loadWindow of its polls from `loadFromMs`), the rate under the
- *    users' load, which the target is about; null (no verdict) when no run has a window.
- * @param {Array<{ pausedIops: number, scanningIops: number, posBefore: number, posAfter: number, scanMs: number, samples?: Array<{ ms: number, position: number }> }>} rounds
+ *  - loadMib: over each run's load window (loadWindow of its polls from `loadFromMs`, at the floor), the rate
+ *    under the users' load, which the target is about; null (no verdict) when no run has a window.
+ * @param {Array<{ pausedIops: number, scanningIops: number, posBefore: number, posAfter: number, scanMs: number, samples?: Array<{ ms: number, position: number, rateBps: number }> }>} rounds
  * @param {{ floorMib: number, targetRatio: number, loadFromMs: number }} targets
  */
 export function summarise(rounds, targets) {
@@ -68,7 +73,7 @@ export function summarise(rounds, targets) {
   const bytes = rounds.reduce((s, r) => s + (r.posAfter - r.posBefore), 0);
   const ms = rounds.reduce((s, r) => s + r.scanMs, 0);
   const scanMib = bytes / MIB / (ms / 1000);
-  const windows = rounds.map((r) => loadWindow(r.samples ?? [], targets.loadFromMs)).filter((w) => w !== null && w.ms > 0);
+  const windows = rounds.map((r) => loadWindow(r.samples ?? [], targets.loadFromMs, targets.floorMib * MIB)).filter((w) => w !== null && w.ms > 0);
   const loadMs = windows.reduce((t, w) => t + w.ms, 0);
   const loadMib = windows.length === 0 ? null : windows.reduce((t, w) => t + w.bytes, 0) / MIB / (loadMs / 1000);
   return {

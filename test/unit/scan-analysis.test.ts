@@ -7,9 +7,9 @@ import { loadWindow, MIB, median, scanRateMib, summarise } from '../../bench/sca
 const targets = { floorMib: 1, targetRatio: 0.9, loadFromMs: 2000 };
 
 /** Polls every second from 1 s to `toS` s after resume, the position moving `mibPerS` a second after `burstMib` in the first second. */
-const polls = (toS: number, mibPerS: number, burstMib: number) => {
-  const out: { ms: number; position: number }[] = [];
-  for (let t = 1; t <= toS; t++) out.push({ ms: t * 1000, position: (burstMib + (t - 1) * mibPerS) * MIB });
+const polls = (toS: number, mibPerS: number, burstMib: number, floorFromS = 1) => {
+  const out: { ms: number; position: number; rateBps: number }[] = [];
+  for (let t = 1; t <= toS; t++) out.push({ ms: t * 1000, position: (burstMib + (t - 1) * mibPerS) * MIB, rateBps: (t >= floorFromS ? 1 : 256) * MIB });
   return out;
 };
 
@@ -93,10 +93,25 @@ describe('summarise', () => {
     expect(ok.ratePass).toBe(true);
   });
 
-  it('loadWindow: the polls from fromMs on, first to last; null with fewer than two', () => {
-    expect(loadWindow(polls(10, 1, 50), 2000)).toEqual({ bytes: 8 * MIB, ms: 8000 });
-    expect(loadWindow(polls(2, 1, 50), 2000)).toBeNull();
-    expect(() => loadWindow([{ ms: 2000, position: 5 * MIB }, { ms: 3000, position: 4 * MIB }], 2000)).toThrow(/went back/);
+  it('loadWindow: the polls from fromMs on, from the first at the floor to the last; null with fewer than two', () => {
+    expect(loadWindow(polls(10, 1, 50), 2000, MIB)).toEqual({ bytes: 8 * MIB, ms: 8000 });
+    // The rate still above the floor until the poll at 4 s: the window starts there.
+    expect(loadWindow(polls(10, 1, 50, 4), 2000, MIB)).toEqual({ bytes: 6 * MIB, ms: 6000 });
+    expect(loadWindow(polls(10, 1, 50, 11), 2000, MIB)).toBeNull();
+    expect(loadWindow(polls(2, 1, 50), 2000, MIB)).toBeNull();
+    expect(() => loadWindow([{ ms: 2000, position: 5 * MIB, rateBps: MIB }, { ms: 3000, position: 4 * MIB, rateBps: MIB }], 2000, MIB)).toThrow(/went back/);
+  });
+
+  it('the burst still running at 2 s (rate above the floor until 4 s) is not taken for the rate under load', () => {
+    // 10 MiB/s (rate 256 MiB/s reported) until 4 s, then 0.8 MiB/s at the floor: fails the floor.
+    const samples = [1, 2, 3, 4, 5, 6, 7, 8, 9].map((t) => ({
+      ms: t * 1000,
+      position: (t <= 4 ? t * 10 : 40 + (t - 4) * 0.8) * MIB,
+      rateBps: (t < 4 ? 256 : 1) * MIB,
+    }));
+    const s = summarise([{ pausedIops: 1000, scanningIops: 1000, posBefore: 0, posAfter: 44 * MIB, scanMs: 10_000, samples }], targets);
+    expect(s.loadMib).toBeCloseTo(0.8, 10);
+    expect(s.ratePass).toBe(false);
   });
 
   it('refuses no rounds and a median of 0 IOPS with the scan paused', () => {
