@@ -35,7 +35,7 @@ import {
   type ScanCursor,
   type ScanState,
 } from './cursor.js';
-import { decideRate, initialRateState, MIB, rateLimits, userActivity, type QueueCounters, type RateLimits, type RateState } from './rate-control.js';
+import { decideRate, initialRateState, isUserActive, MIB, rateLimits, userActivity, type QueueCounters, type RateLimits, type RateState } from './rate-control.js';
 import { RegionRecord } from './regions.js';
 import type { SavedScan } from './scan-file.js';
 import { recordScanReads, scanOutcome, type ScanFailure } from './scan-read.js';
@@ -457,8 +457,13 @@ export class Scanner {
     this.usersActive = d.active;
     let budget = d.allowanceBytes;
     const tick = ++this.tickCount;
+    let first = true;
     try {
       while (this.cursor.state === 'running' && !this.halting) {
+        // Users who start I/O during the interval's reads end them (the next decision drops to the floor):
+        // a high allowance is not read out in one go beside them.
+        if (!first && !this.usersActive && isUserActive(userActivity(stats, this.o.device.stats()))) break;
+        first = false;
         const revisit = this.revisits.find((r) => r.dueTick <= tick);
         if (revisit !== undefined) {
           if (revisit.bytes > budget) break;

@@ -57,12 +57,12 @@ describe('scan rate control', () => {
     expect(Math.abs(total(reads.slice(1)) - 64 * MIB)).toBeLessThanOrEqual(MIB);
   });
 
-  it('drops toward the floor while users are active, and holds the floor', () => {
+  it('drops to the floor at the first decision that sees users active, and holds the floor', () => {
     const warm = run(limits, Array(10).fill(IDLE));
     const { rates, allowances } = run(limits, Array(10).fill(BUSY), 100, warm.state, 1000);
-    expect(rates).toEqual([32, 16, 8, 4, 2, 1, 1, 1, 1, 1]);
-    // The first busy decision grants at most the bucket of the new rate: 200 ms of 32 MiB/s.
-    expect(allowances[0]).toBeLessThanOrEqual(6.4 * MIB);
+    expect(rates).toEqual([1, 1, 1, 1, 1, 1, 1, 1, 1, 1]);
+    // The first busy decision grants at most the bucket of the floor: two chunks.
+    expect(allowances[0]).toBeLessThanOrEqual(2 * MIB);
     // At the floor of 1 MiB/s one 1 MiB chunk is granted per second: the scan still advances.
     const atFloor = run(limits, Array(30).fill(BUSY), 100, { rateBps: MIB, credit: 0, lastAtMs: 0 }, 100);
     expect(atFloor.rates.every((r) => r === 1)).toBe(true);
@@ -78,14 +78,14 @@ describe('scan rate control', () => {
   it('counts a request in flight as activity even when none started in the interval', () => {
     const at64: RateState = { rateBps: 64 * MIB, credit: 0, lastAtMs: 0 };
     const d = decideRate(limits, at64, { atMs: 100, user: { requests: 0, bytes: 0, inflight: 1 }, scannedBytes: 0 });
-    expect([d.active, d.state.rateBps]).toEqual([true, 32 * MIB]);
+    expect([d.active, d.state.rateBps]).toEqual([true, MIB]);
   });
 
   it('cuts the bytes already granted when the rate drops', () => {
     const full: RateState = { rateBps: 64 * MIB, credit: 12.8 * MIB, lastAtMs: 0 };
     const d = decideRate(limits, full, { atMs: 100, user: BUSY, scannedBytes: 0 });
-    // The bucket holds 200 ms of the new rate (32 MiB/s): 6.4 MiB, not the 19.2 MiB earned.
-    expect(d.allowanceBytes).toBe(Math.floor(6.4 * MIB));
+    // The bucket holds what the new rate (the floor, 1 MiB/s) allows: two chunks, not the 19.2 MiB earned.
+    expect(d.allowanceBytes).toBe(2 * MIB);
   });
 
   it('grants no burst after a stalled clock, and nothing when the clock goes back', () => {

@@ -309,6 +309,28 @@ describe('the scan loop', () => {
     expect(r.scanner.status().pass).toBe(1);
   });
 
+  it('users who start I/O while an interval is being read end that interval after the chunk in flight', async () => {
+    const r = rig({ bytes: 1024 * MIB, settings: { scanRateMib: 4096, scanMinRateMib: 1 } });
+    await r.scanner.start();
+    await r.run(1000); // idle: the rate climbs, an interval grants many chunks
+    const before = wide(r.dev).length;
+    await r.run(100);
+    expect(wide(r.dev).length - before).toBeGreaterThan(4);
+    let fired = false;
+    r.dev.duringRead = () => {
+      if (!fired) {
+        fired = true;
+        r.dev.userReads += 10;
+      }
+    };
+    const at = wide(r.dev).length;
+    await r.run(100);
+    expect(wide(r.dev).length - at).toBe(1);
+    // The next decision saw them: the floor.
+    await r.run(100);
+    expect(r.scanner.status().rateBps).toBe(MIB);
+  });
+
   it('start --rate is the pass\'s ceiling', async () => {
     const r = rig({ bytes: 1024 * MIB });
     await r.scanner.start(4);
