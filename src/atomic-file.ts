@@ -1,7 +1,7 @@
 // Replacing a small state file so that a crash or a power cut leaves either the old file or the new one, whole:
 // the bytes go to a temporary file in the same directory, which is fsynced, renamed over the file, and then the
-// directory is fsynced (so the rename itself is on disk). Used for daemon state in the state dir (scan records).
-// (config/file.ts's writeConfig does the same for the config file, with its own checks and error messages.)
+// directory is fsynced (so the rename itself is on disk). Used for daemon state in the state dir (scan records),
+// the config file (config/file.ts, with its own error message) and the surface map's output.
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';

@@ -2,9 +2,9 @@
 // it atomically. The file plays the role of dm-remap's /sys/kernel/dm_remap: defaults for devices added
 // afterwards. A missing file means all defaults; a file that cannot be read or is not valid is an error
 // (E_CONFIG) naming the file and the first problem, never silently ignored.
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomic } from '../atomic-file.js';
 import { DmrError, errorCodeOf } from '../errors.js';
 import { DEFAULT_POLICY, type FaultPolicy } from './policy.js';
 import { configFileSchema, describeFirstIssue, type ConfigFile, type PolicySettings, type SectionSettings, type SettingKey } from './schema.js';
@@ -173,38 +173,18 @@ export function ensureConfigDir(dir: string): void {
 }
 
 /**
- * Replaces the file with `config`, atomically: the text goes to a temporary file in the same directory
- * (mode 0644), is fsynced, and is renamed over the file; then the directory is fsynced. A reader sees the
- * old file or the new one, never a mix, and a failure leaves the old file as it was (and no temporary file).
+ * Replaces the file with `config`, atomically and durably (writeFileAtomic: a temporary file in the same
+ * directory, mode 0644, fsynced, renamed over the file, then the directory fsynced). A reader sees the old
+ * file or the new one, never a mix, and a failure leaves the old file as it was (and no temporary file).
  */
 export function writeConfig(file: string, config: ConfigFile): void {
   // Never write what could not be read back.
   parseConfig(file, formatConfig(config));
-  const dir = path.dirname(file);
-  ensureConfigDir(dir);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
-  let fd: number | null = null;
+  ensureConfigDir(path.dirname(file));
   try {
-    fd = fs.openSync(tmp, 'wx', 0o644);
-    fs.fchmodSync(fd, 0o644);
-    fs.writeFileSync(fd, formatConfig(config));
-    fs.fsyncSync(fd);
-    fs.closeSync(fd);
-    fd = null;
-    fs.renameSync(tmp, file);
+    writeFileAtomic(file, formatConfig(config), { mode: 0o644, errorCode: 'E_CONFIG' });
   } catch (e) {
-    if (fd !== null) fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw configError(file, `cannot write (${errorCodeOf(e) ?? String(e)})`, e);
-  }
-  try {
-    const dfd = fs.openSync(dir, 'r');
-    try {
-      fs.fsyncSync(dfd);
-    } finally {
-      fs.closeSync(dfd);
-    }
-  } catch {
-    // The rename happened; some file systems refuse fsync on a directory.
+    const cause = e instanceof DmrError ? e.cause : e;
+    throw configError(file, `cannot write (${errorCodeOf(cause) ?? String(cause)})`, cause);
   }
 }
