@@ -541,7 +541,9 @@ export class Scanner {
 
   /**
    * Reads `r`, counts its reads in the region record, queues its moving pieces for a revisit, and hands its
-   * failed and slow blocks to the policy. Null (nothing counted) when the policy says main is in an outage.
+   * failed and slow blocks to the policy. Null (nothing counted, the range is read again later) when nothing
+   * was decided: the policy's verdict was not 'handled' (an outage, closing, undecided) or a command halted
+   * the naming of the failed blocks.
    */
   private async readRange(r: Range, tries = 0): Promise<{ errors: number; slow: number; coveredBytes: number } | null> {
     const result = await this.o.device.scanRead(BigInt(r.offset), r.bytes, false);

@@ -110,34 +110,31 @@ describe('slow reads: a bad zone or a slow disk', () => {
   });
 });
 
+/** Fake ms one pass over a 32 MiB device whose blocks read in `lat` µs takes at --rate 4 (floor 4). */
+async function passMs(lat: (b: number, narrow: boolean) => number): Promise<number> {
+  const r = rig(new Dev(32 * MIB, lat), { scanRateMib: 4, scanMinRateMib: 4 });
+  await r.scanner.start();
+  let ms = 0;
+  while (r.scanner.state !== 'done' && ms < 120_000) {
+    await r.run(100);
+    ms += 100;
+  }
+  expect(r.scanner.state).toBe('done');
+  return ms;
+}
+
 describe('the rate covers the re-reads', () => {
   it('re-reads count against the rate: a pass whose every chunk is re-read block by block (2x the bytes) takes about twice as long at 4 MiB/s', async () => {
     // Every block read over slow_io_ms, wide and narrow: each chunk is read twice (the chunk, then block by
     // block). 32 MiB device at --rate 4 (floor 4): 64 MiB read, so the pass takes ~16 s of fake time, not ~8 s.
-    const dev = new Dev(32 * MIB, () => 600_000);
-    const r = rig(dev, { scanRateMib: 4, scanMinRateMib: 4 });
-    await r.scanner.start();
-    let ms = 0;
-    while (r.scanner.state !== 'done' && ms < 120_000) {
-      await r.run(100);
-      ms += 100;
-    }
-    expect(r.scanner.state).toBe('done');
+    const ms = await passMs(() => 600_000);
     expect(ms).toBeGreaterThanOrEqual(14_000);
   }, 60_000);
 });
 
 describe('the rate without re-reads', () => {
   it('baseline: the same 32 MiB at 4 MiB/s with nothing slow', async () => {
-    const dev = new Dev(32 * MIB, () => 100);
-    const r = rig(dev, { scanRateMib: 4, scanMinRateMib: 4 });
-    await r.scanner.start();
-    let ms = 0;
-    while (r.scanner.state !== 'done' && ms < 120_000) {
-      await r.run(100);
-      ms += 100;
-    }
-    expect(r.scanner.state).toBe('done');
+    const ms = await passMs(() => 100);
     // 32 MiB at 4 MiB/s: about 8 s (what the re-read case's 14 s is measured against).
     expect(ms).toBeLessThan(10_000);
   }, 60_000);
