@@ -1,7 +1,7 @@
 // Command-line parsing: node:util parseArgs (strict) for the shape, zod for the values. Every problem
 // becomes one usage error (exit code 2) whose message names the option and what is wrong with it.
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import type { z } from 'zod';
+import type * as z from 'zod';
 import { usageError } from '../errors.js';
 
 export type OptionSpecs = NonNullable<ParseArgsConfig['options']>;

@@ -1,7 +1,7 @@
 // The readiness channel between `add` and the daemon it detaches: the daemon writes exactly one JSON line
 // to the file descriptor named by DMREMAP_READY_FD (the parent's extra pipe, fd 3), then closes it.
 import fs from 'node:fs';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { DmrError } from '../errors.js';
 
 export const READY_FD_ENV = 'DMREMAP_READY_FD';

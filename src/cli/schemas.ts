@@ -1,6 +1,6 @@
 // Option specs and zod schemas of every command's flags.
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import {
   DEFAULT_DEPTH,
   DEFAULT_MAX_IO_KIB,

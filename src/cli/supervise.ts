@@ -8,7 +8,7 @@
 // successor's command line, and runs it in this process. It opens no device while it waits. Its stdin
 // closing without a line (the supervisor ended or died) ends it with exit 0.
 import fs from 'node:fs';
-import { z } from 'zod';
+import * as z from 'zod';
 import path from 'node:path';
 import { usageError } from '../errors.js';
 import { createLogger } from '../log.js';

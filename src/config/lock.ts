@@ -5,7 +5,7 @@
 // limit, then the command fails naming the owner and changes nothing.
 import fs from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { isAlive, processStartTime } from '../control/registry.js';
 import { DmrError, errorCodeOf } from '../errors.js';
 import { ensureConfigDir } from './file.js';

@@ -1,7 +1,7 @@
 // The config file's schema (/etc/dmremap-ublk/config.json): global FaultPolicy and scan settings, every key optional,
 // plus optional per-device overrides keyed by the device's --name (or its main device's absolute path when
 // it has no name). The schema is strict: an unknown key is an error, not something silently ignored.
-import { z } from 'zod';
+import * as z from 'zod';
 import { POLICY_LIMITS, type FaultPolicy } from './policy.js';
 import { SCAN_CLI_KEY_NAMES, SCAN_SETTING_KEYS, scanSettingsSchema, type ScanSettingKey } from '../scan/settings.js';
 

@@ -6,7 +6,7 @@
 // owner is gone (a killed `del`) is ignored.
 import fs from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { DmrError } from '../errors.js';
 import { isAlive, processStartTime } from './registry.js';
 

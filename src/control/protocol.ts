@@ -21,7 +21,7 @@
 //
 // Adding a command is one request schema in `requestSchema`, one result schema in `resultSchemas`, and one
 // handler (the Handlers type makes the compiler ask for it).
-import { z } from 'zod';
+import * as z from 'zod';
 
 export const MAX_REQUEST_LINE_BYTES = 64 * 1024;
 

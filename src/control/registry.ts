@@ -11,7 +11,7 @@
 // `del` removes it, and the main and spare it names stay taken (add refuses to run while it cannot tell).
 import fs from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { DmrError, errorCodeOf } from '../errors.js';
 import { registryPath } from '../paths.js';
 import { policySettingsSchema } from '../config/schema.js';

@@ -22,7 +22,7 @@
 //   on write.
 import fs from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import type { FaultPolicy } from '../config/policy.js';
 import { DmrError } from '../errors.js';
 import type { Logger } from '../log.js';

@@ -4,7 +4,7 @@
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { DmrError } from '../errors.js';
 import type { Logger } from '../log.js';
 import { decodeSuperblock } from '../remap/format.js';

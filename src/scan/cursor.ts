@@ -7,7 +7,7 @@
 // pass has read everything (the scan's sequential front), `startedAt` when the current or last pass started,
 // `finishedAt` when the last finished pass finished (kept across later passes: the schedule counts from it),
 // `pass` how many passes were started, `errorsFound` and `slowFound` what the current or last pass found.
-import { z } from 'zod';
+import * as z from 'zod';
 import { DmrError } from '../errors.js';
 import { MAX_SCAN_RATE_MIB } from './settings.js';
 

@@ -2,7 +2,7 @@
 // (src/config/schema.ts) when the scanner is wired. Not in the config file yet: there every key is a
 // FaultPolicy key, which also makes it an `add` flag, a `config get/set` key and a field of the registry
 // entry's policy, and the scanner's keys need a decision on each of those (see docs/DESIGN.md, "Background scan").
-import { z } from 'zod';
+import * as z from 'zod';
 import { DmrError } from '../errors.js';
 import { parseWholeNumber } from '../numbers.js';
 

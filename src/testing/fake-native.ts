@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import util from 'node:util';
-import { z } from 'zod';
+import * as z from 'zod';
 import type {
   BackingClaim,
   BackingInfo,
