@@ -17,9 +17,25 @@ export interface Result {
   stderr: string;
 }
 
+/**
+ * Where each command's wall time goes (one NDJSON line per command), for test/vm/command-times.mjs to sum up
+ * after the run: the suite's time is mostly commands, and the CLI's start-up under TCG is a large part.
+ */
+export const COMMAND_TIMES = '/tmp/dmremap-e2e-commands.ndjson';
+function noteCommandTime(cmd: string, args: readonly string[], ms: number): void {
+  const what = cmd === process.execPath && args[0] === BIN ? `dmremap-ublk ${args[1] ?? ''}` : path.basename(cmd);
+  try {
+    fs.appendFileSync(COMMAND_TIMES, `${JSON.stringify({ what, ms: Math.round(ms) })}\n`);
+  } catch {
+    // a read-only /tmp: no record, the test goes on
+  }
+}
+
 /** Runs a command to completion; never throws. */
 export function sh(cmd: string, args: string[], timeoutMs = 300_000): Result {
+  const t0 = performance.now();
   const r = spawnSync(cmd, args, { encoding: 'utf8', timeout: timeoutMs, maxBuffer: 64 << 20 });
+  noteCommandTime(cmd, args, performance.now() - t0);
   if (r.error) return { status: null, stdout: r.stdout ?? '', stderr: `${r.stderr ?? ''}${String(r.error)}` };
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }

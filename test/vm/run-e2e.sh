@@ -12,9 +12,9 @@ suites="${DMREMAP_E2E_SUITES:-trixie sid}"
 # primaryKernelOnly): the first suite of the list, or the run on a host with ublk. Every DMREMAP_* reaches the guest.
 
 # Runs vitest where the kernel is and prints the closing line; the report goes to /tmp (writable there).
-inner="cd '$repo' && node node_modules/vitest/vitest.mjs run --config vitest.e2e.config.ts --configLoader runner \
+inner="cd '$repo' && rm -f /tmp/dmremap-e2e-commands.ndjson && node node_modules/vitest/vitest.mjs run --config vitest.e2e.config.ts --configLoader runner \
 --reporter=default --reporter=json --outputFile.json=/tmp/e2e-report.json; \
-node test/report.mjs /tmp/e2e-report.json \"e2e-\$(uname -r)\""
+node test/report.mjs /tmp/e2e-report.json \"e2e-\$(uname -r)\"; rc=\$?; node test/vm/command-times.mjs; exit \$rc"
 
 status=0
 if bash "$here/host-has-ublk.sh"; then
