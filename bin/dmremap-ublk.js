@@ -1,19 +1,27 @@
 #!/usr/bin/env node
-// The CLI, from one bundled file (npm run build:bundle): node starts it in a fraction of the time the
-// hundreds of modules of dist/ (zod's locales among them) take to resolve and load one by one. Where the
-// bundle is missing or older than dist/ (compiled by tsc alone since), dist/ runs: never stale code.
+// The CLI, from one bundled file (npm run build:bundle) loaded with V8's code cache (bin/bundle-loader.js):
+// node starts it in a fraction of the time the hundreds of modules of dist/ (zod's among them) take to
+// resolve, load and compile one by one. Where the bundle is missing or older than dist/ (compiled by tsc
+// alone since), dist/ runs: never stale code.
 import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
 
-const bundle = new URL('../dist/cli/main.bundle.js', import.meta.url);
+const bundle = fileURLToPath(new URL('../dist/cli/main.bundle.cjs', import.meta.url));
 const modules = new URL('../dist/cli/main.js', import.meta.url);
-const mtime = (u) => {
+const mtime = (p) => {
   try {
-    return fs.statSync(u).mtimeMs;
+    return fs.statSync(p).mtimeMs;
   } catch {
     return null;
   }
 };
 const b = mtime(bundle);
 const m = mtime(modules);
-const { run } = await import(b !== null && (m === null || b >= m) ? bundle.href : modules.href);
+let run;
+if (b !== null && (m === null || b >= m)) {
+  const { loadBundle } = await import('./bundle-loader.js');
+  ({ run } = loadBundle(bundle).exports);
+} else {
+  ({ run } = await import(modules.href));
+}
 await run();

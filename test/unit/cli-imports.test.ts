@@ -104,7 +104,7 @@ describe('zod in the CLI bundle', () => {
   });
 
   it('the bundle holds no zod locale but English', () => {
-    const bundle = fs.readFileSync(path.join(DIST, 'cli', 'main.bundle.js'), 'utf8');
+    const bundle = fs.readFileSync(path.join(DIST, 'cli', 'main.bundle.cjs'), 'utf8');
     expect(bundle).not.toMatch(/node_modules\/zod\/v4\/locales\/(?!en\.js|index\.js)[a-zA-Z-]+\.js/);
   });
 });
