@@ -298,6 +298,22 @@ export class HealthSeries {
     ];
   }
 
+  /** Day by day (UTC), oldest first, the hours folded into their day: what `health --history` shows. */
+  history(): { day: number; counts: Counts; spare: SpareGauge | null }[] {
+    const days = new Map<number, { day: number; counts: Counts; spare: SpareGauge | null }>();
+    for (const b of this.buckets()) {
+      const day = floorTo(b.start, DAY_MS);
+      let d = days.get(day);
+      if (d === undefined) {
+        d = { day, counts: zeroCounts(), spare: null };
+        days.set(day, d);
+      }
+      for (const f of COUNT_FIELDS) d.counts[f] += b.counts[f];
+      if (b.spare !== null) d.spare = { ...b.spare };
+    }
+    return [...days.values()];
+  }
+
   /** The sum of `fields` over the buckets overlapping [from, to) (a daily bucket counts whole). */
   sum(fields: readonly CountField[], from: number, to: number): number {
     let n = 0;

@@ -142,6 +142,18 @@ describe('health series', () => {
     expect(decodeHealthFile(encodeHealthFile(PAIR, s), PAIR, 'f').toData()).toEqual(two);
   });
 
+  it('history: day by day, hours folded into their day, the last spare sample of each', () => {
+    const s = HealthSeries.create(T0);
+    everyEventHourly(s, 0, 20 * 24);
+    const h = s.history();
+    expect(h.map((d) => d.day)).toEqual(Array.from({ length: 20 }, (_, i) => T0 + i * DAY_MS));
+    for (const [i, d] of h.entries()) {
+      expect(d.counts.readErrors, `day ${i}`).toBe(24 * 3);
+      expect(d.counts.badAuto + d.counts.badScan + d.counts.badManual).toBe(48);
+      expect(d.spare).toEqual({ used: 2 * (i * 24 + 23), slots: 1_000_000, lost: (i * 24 + 23) % 5 });
+    }
+  });
+
   it('the oldest day kept is DAILY_KEEP_DAYS - 1 days before the latest', () => {
     const s = HealthSeries.create(T0);
     s.record({ type: 'write_error' }, T0);
@@ -200,7 +212,8 @@ describe('health file', () => {
     const misaligned = structuredClone(data);
     misaligned.series.hourly[0]!.t += 1;
     const flipped = Buffer.from(good);
-    flipped[flipped.length - 20] ^= 0x01;
+    const at = flipped.length - 20;
+    flipped[at] = flipped[at]! ^ 0x01;
     const cases: [string, Buffer, HealthRecordProblem, string][] = [
       ['empty', Buffer.alloc(0), 'corrupt', 'no header line'],
       ['garbage', Buffer.from('hello world\n{}'), 'corrupt', 'not a health file'],
