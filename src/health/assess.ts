@@ -6,7 +6,8 @@
 //
 //   healthy   no new bad block, no error in the watch window (healthWatchDays)
 //   watch     a new bad block (a remap of any origin), a pending block, an error on main, a recovered read,
-//             an outage that ended, within the watch window; healthSlowIos slow reads within the recent window
+//             an outage, a spare error, within the watch window; healthSlowIos slow reads within the recent
+//             window; fewer lost blocks or cluster growth than the degraded rules ask
 //   degraded  healthLostBlocks blocks lost now; new bad blocks accelerating; a growing cluster;
 //             healthSpareDegradedPercent of the spare used; a spare read error within the recent window
 //   critical  the spare forecast to run out within healthCriticalForecastDays; a spare write error within the
