@@ -90,6 +90,9 @@ export const ERROR_CODES = {
   // or of another device (ScanRecordError says which).
   E_SCAN_STATE: 1,
   E_SCAN_RECORD: 1,
+  // Health model (src/health/): a persisted health series that is corrupt, of a newer format, or of another
+  // device (HealthRecordError says which). Never reset silently: `health <dev> reset` starts it over.
+  E_HEALTH_RECORD: 1,
   // `map --out FILE`: the picture cannot be written (the directory is missing or not writable, ...).
   E_OUTPUT: 1,
 } as const;

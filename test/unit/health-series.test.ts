@@ -1,0 +1,257 @@
+// The health series (src/health/series.ts) and its file (series-file.ts): what is recorded where, the
+// bounds after a year and more of hourly data, the round trip through the file, and every way a file can be
+// unusable (a typed one-line error, the file left as it was).
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { DmrError } from '../../src/errors.js';
+import { assessHealth } from '../../src/health/assess.js';
+import {
+  DAILY_KEEP_DAYS,
+  DAY_MS,
+  HealthSeries,
+  HOUR_MS,
+  HOURLY_KEEP_DAYS,
+  MAX_BAD_BLOCK_POSITIONS,
+  MAX_DAILY_BUCKETS,
+  MAX_HOURLY_BUCKETS,
+  type HealthEvent,
+} from '../../src/health/series.js';
+import {
+  decodeHealthFile,
+  encodeHealthFile,
+  healthFilePath,
+  HealthRecordError,
+  loadHealth,
+  MAX_HEALTH_FILE_BYTES,
+  saveHealth,
+  type HealthRecordProblem,
+} from '../../src/health/series-file.js';
+import { DEFAULT_HEALTH_SETTINGS } from '../../src/health/settings.js';
+import { crc32c } from '../../src/remap/crc32c.js';
+
+const PAIR = '0b7e6c3a-5d1f-4e2a-9c8b-7a6f5e4d3c2b';
+const OTHER = '11111111-2222-4333-8444-555555555555';
+const T0 = Date.UTC(2026, 0, 1);
+const MIN_MS = 60_000;
+
+let dir: string;
+beforeEach(() => {
+  dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-health-'));
+});
+afterEach(() => {
+  fs.rmSync(dir, { recursive: true, force: true });
+});
+
+/** One of each event, `hours` hours from T0, hour by hour. */
+function everyEventHourly(s: HealthSeries, fromHour: number, hours: number): void {
+  for (let h = fromHour; h < fromHour + hours; h++) {
+    const at = T0 + h * HOUR_MS + 10 * MIN_MS;
+    const evs: HealthEvent[] = [
+      { type: 'bad_blocks', origin: (['auto', 'scan', 'manual'] as const)[h % 3]!, blocks: [h * 7919, h * 7919 + 3] },
+      { type: 'pending', blocks: [h * 7919] },
+      { type: 'read_error', count: 3 },
+      { type: 'write_error' },
+      { type: 'recovered_read', count: 2 },
+      { type: 'slow_io', count: 5 },
+      { type: 'spare_error', op: 'read' },
+      { type: 'spare_error', op: 'write' },
+      { type: 'outage_began' },
+    ];
+    for (const ev of evs) s.record(ev, at);
+    s.record({ type: 'outage_ended' }, at + 45_000);
+    s.record({ type: 'spare', used: 2 * h, slots: 1_000_000, lost: h % 5 }, at + 50_000);
+  }
+}
+
+function sample(): HealthSeries {
+  const s = HealthSeries.create(T0);
+  everyEventHourly(s, 0, 20 * 24);
+  s.record({ type: 'outage_began' }, T0 + 20 * DAY_MS + 5 * MIN_MS);
+  return s;
+}
+
+describe('health series', () => {
+  it('counts each event in its hour, by origin', () => {
+    const s = HealthSeries.create(T0);
+    s.record({ type: 'bad_blocks', origin: 'scan', blocks: [1, 2, 3] }, T0 + 10 * MIN_MS);
+    s.record({ type: 'bad_blocks', origin: 'auto', blocks: [9] }, T0 + 70 * MIN_MS);
+    s.record({ type: 'read_error', count: 4 }, T0 + 71 * MIN_MS);
+    s.record({ type: 'spare', used: 4, slots: 100, lost: 1 }, T0 + 72 * MIN_MS);
+    const b = s.buckets();
+    expect(b.map((x) => [x.start, x.ms])).toEqual([
+      [T0, HOUR_MS],
+      [T0 + HOUR_MS, HOUR_MS],
+    ]);
+    expect(b[0]!.counts.badScan).toBe(3);
+    expect(b[1]!.counts).toMatchObject({ badAuto: 1, readErrors: 4, badScan: 0 });
+    expect(b[1]!.spare).toEqual({ used: 4, slots: 100, lost: 1 });
+    expect(s.positions.map((p) => [p.block, p.origin])).toEqual([
+      [1, 'scan'],
+      [2, 'scan'],
+      [3, 'scan'],
+      [9, 'auto'],
+    ]);
+  });
+
+  it("splits an outage's seconds over the hours it covered", () => {
+    const s = HealthSeries.create(T0);
+    s.record({ type: 'outage_began' }, T0 + 50 * MIN_MS);
+    s.record({ type: 'outage_began' }, T0 + 55 * MIN_MS); // already in one: not a second outage
+    expect(s.outageSince).toBe(T0 + 50 * MIN_MS);
+    s.record({ type: 'outage_ended' }, T0 + 2 * HOUR_MS + 30_000);
+    expect(s.outageSince).toBeNull();
+    expect(s.buckets().map((b) => [b.counts.outages, b.counts.outageSeconds])).toEqual([
+      [1, 600],
+      [0, 3600],
+      [0, 30],
+    ]);
+  });
+
+  it('refuses an event that does not fit its schema (E_INTERNAL), recording nothing', () => {
+    const s = HealthSeries.create(T0);
+    for (const ev of [{ type: 'bad_blocks', origin: 'disk', blocks: [1] }, { type: 'read_error', count: 0 }, { type: 'pending', blocks: [] }, { type: 'spare', used: -1, slots: 1, lost: 0 }, { type: 'nope' }]) {
+      expect(() => s.record(ev as HealthEvent, T0), JSON.stringify(ev)).toThrow(DmrError);
+    }
+    expect(s.buckets()).toEqual([]);
+  });
+
+  it('merges hours older than 14 days into days, and stays bounded after two years of hourly data', () => {
+    const s = HealthSeries.create(T0);
+    everyEventHourly(s, 0, 365 * 24);
+    const year = s.toData();
+    expect(year.hourly.length).toBeLessThanOrEqual(MAX_HOURLY_BUCKETS);
+    expect(year.hourly.length).toBeGreaterThanOrEqual(HOURLY_KEEP_DAYS * 24);
+    expect(year.daily.length).toBe(365 - HOURLY_KEEP_DAYS - 1); // the latest day and the 14 before it are hourly
+    expect(year.positions.length).toBe(MAX_BAD_BLOCK_POSITIONS);
+    // Nothing is lost in the merge: the daily buckets hold 24 hours' counts each.
+    expect(year.daily[0]!.c.readErrors).toBe(24 * 3);
+    expect(year.daily[0]!.c.outageSeconds).toBe(24 * 45);
+    const yearBytes = encodeHealthFile(PAIR, s).length;
+    everyEventHourly(s, 365 * 24, 365 * 24);
+    const two = s.toData();
+    expect(two.hourly.length).toBeLessThanOrEqual(MAX_HOURLY_BUCKETS);
+    expect(two.daily.length).toBe(DAILY_KEEP_DAYS - HOURLY_KEEP_DAYS - 1);
+    expect(two.daily.length).toBeLessThanOrEqual(MAX_DAILY_BUCKETS);
+    expect(two.positions.length).toBe(MAX_BAD_BLOCK_POSITIONS);
+    const twoBytes = encodeHealthFile(PAIR, s).length;
+    expect(twoBytes).toBeLessThan(MAX_HEALTH_FILE_BYTES / 4);
+    expect(twoBytes).toBeLessThan(yearBytes * 1.2);
+    // The series loads back from its largest form.
+    expect(decodeHealthFile(encodeHealthFile(PAIR, s), PAIR, 'f').toData()).toEqual(two);
+  });
+
+  it('history: day by day, hours folded into their day, the last spare sample of each', () => {
+    const s = HealthSeries.create(T0);
+    everyEventHourly(s, 0, 20 * 24);
+    const h = s.history();
+    expect(h.map((d) => d.day)).toEqual(Array.from({ length: 20 }, (_, i) => T0 + i * DAY_MS));
+    for (const [i, d] of h.entries()) {
+      expect(d.counts.readErrors, `day ${i}`).toBe(24 * 3);
+      expect(d.counts.badAuto + d.counts.badScan + d.counts.badManual).toBe(48);
+      expect(d.spare).toEqual({ used: 2 * (i * 24 + 23), slots: 1_000_000, lost: (i * 24 + 23) % 5 });
+    }
+  });
+
+  it('the oldest day kept is DAILY_KEEP_DAYS - 1 days before the latest', () => {
+    const s = HealthSeries.create(T0);
+    s.record({ type: 'write_error' }, T0);
+    s.record({ type: 'write_error' }, T0 + (DAILY_KEEP_DAYS - 1) * DAY_MS);
+    expect(s.toData().daily.map((b) => b.t)).toEqual([T0]);
+    s.record({ type: 'write_error' }, T0 + DAILY_KEEP_DAYS * DAY_MS);
+    expect(s.toData().daily).toEqual([]);
+  });
+});
+
+describe('health file', () => {
+  it('round trip: saved and loaded back, the series is the same and judged the same', () => {
+    const s = sample();
+    saveHealth(dir, PAIR, s);
+    expect(fs.statSync(healthFilePath(dir, PAIR)).mode & 0o777).toBe(0o600);
+    const back = loadHealth(dir, PAIR);
+    expect(back).not.toBeNull();
+    expect(back!.toData()).toEqual(s.toData());
+    expect(back!.since).toBe(T0);
+    expect(back!.outageSince).toBe(s.outageSince);
+    const now = T0 + 20 * DAY_MS + 10 * MIN_MS;
+    expect(assessHealth(back!, DEFAULT_HEALTH_SETTINGS, now)).toEqual(assessHealth(s, DEFAULT_HEALTH_SETTINGS, now));
+    // And it goes on the same way: the outage under way ends in both.
+    s.record({ type: 'outage_ended' }, now + HOUR_MS);
+    back!.record({ type: 'outage_ended' }, now + HOUR_MS);
+    expect(back!.toData()).toEqual(s.toData());
+  });
+
+  it('no file: null (a new device)', () => {
+    expect(loadHealth(dir, PAIR)).toBeNull();
+  });
+
+  const problem = (f: () => unknown): HealthRecordError => {
+    try {
+      f();
+    } catch (e) {
+      expect(e).toBeInstanceOf(HealthRecordError);
+      const err = e as HealthRecordError;
+      expect(err.code).toBe('E_HEALTH_RECORD');
+      expect(err.exitCode).toBe(1);
+      expect(err.message).not.toContain('\n');
+      return err;
+    }
+    throw new Error('no error');
+  };
+
+  /** A file whose JSON body is `body`, with a correct header (checksum and all). */
+  const withBody = (body: string, version = 1): Buffer => {
+    const b = Buffer.from(body, 'utf8');
+    return Buffer.concat([Buffer.from(`DMRHEALTH ${version} ${crc32c(b).toString(16).padStart(8, '0')}\n`), b]);
+  };
+
+  it('a corrupt, newer or foreign file is a typed one-line error, and stays as it was', () => {
+    const good = encodeHealthFile(PAIR, sample());
+    const data = JSON.parse(good.subarray(good.indexOf(0x0a) + 1).toString('utf8')) as { series: { hourly: { t: number }[] } };
+    const misaligned = structuredClone(data);
+    misaligned.series.hourly[0]!.t += 1;
+    const flipped = Buffer.from(good);
+    const at = flipped.length - 20;
+    flipped[at] = flipped[at]! ^ 0x01;
+    const cases: [string, Buffer, HealthRecordProblem, string][] = [
+      ['empty', Buffer.alloc(0), 'corrupt', 'no header line'],
+      ['garbage', Buffer.from('hello world\n{}'), 'corrupt', 'not a health file'],
+      ['a flipped bit', flipped, 'corrupt', 'checksum mismatch'],
+      ['truncated', good.subarray(0, good.length - 100), 'corrupt', 'checksum mismatch'],
+      ['a newer version', withBody('{"anything":"new"}', 2), 'version', 'is format version 2, newer than this program reads (1)'],
+      ['version 0', withBody('{}', 0), 'corrupt', 'format version 0 was never written'],
+      ['not JSON', withBody('{"pairId":'), 'corrupt', 'not JSON'],
+      ['a body off its schema', withBody('{"pairId":"x","series":{}}'), 'corrupt', 'pairId: is not a UUID'],
+      ['a bucket off its hour', withBody(JSON.stringify(misaligned)), 'corrupt', 'does not start on its hour'],
+      ['another pair', encodeHealthFile(OTHER, sample()), 'device', `belongs to main/spare pair ${OTHER}, not ${PAIR}`],
+    ];
+    const file = healthFilePath(dir, PAIR);
+    for (const [what, bytes, kind, words] of cases) {
+      fs.writeFileSync(file, bytes);
+      const err = problem(() => loadHealth(dir, PAIR));
+      expect([what, err.problem]).toEqual([what, kind]);
+      expect(err.message, what).toContain(words);
+      expect(err.message, what).toContain(file);
+      expect(fs.readFileSync(file).equals(bytes), what).toBe(true);
+    }
+  });
+
+  it('a file larger than any health file is refused unread', () => {
+    const file = healthFilePath(dir, PAIR);
+    fs.writeFileSync(file, '');
+    fs.truncateSync(file, MAX_HEALTH_FILE_BYTES + 1);
+    expect(problem(() => loadHealth(dir, PAIR)).message).toContain('more than a health file can be');
+  });
+
+  it('an unreadable path is E_STATE', () => {
+    fs.mkdirSync(healthFilePath(dir, PAIR));
+    let err: unknown;
+    try {
+      loadHealth(dir, PAIR);
+    } catch (e) {
+      err = e;
+    }
+    expect((err as DmrError).code).toBe('E_STATE');
+  });
+});
