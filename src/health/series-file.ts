@@ -10,7 +10,7 @@
 // behind the user's back: the caller reports the error, and `health <dev> reset` is how a user starts over.
 import fs from 'node:fs';
 import path from 'node:path';
-import { z } from 'zod';
+import * as z from 'zod';
 import { writeFileAtomic } from '../atomic-file.js';
 import { DmrError, errorCodeOf } from '../errors.js';
 import { crc32c } from '../remap/crc32c.js';

@@ -5,7 +5,7 @@
 // so a quiet disk's series is small, and a busy one is bounded: MAX_HOURLY_BUCKETS + MAX_DAILY_BUCKETS
 // buckets whatever the events. Plain data in, plain data out (toData/fromData): persistence is
 // series-file.ts, the judgement assess.ts.
-import { z } from 'zod';
+import * as z from 'zod';
 import { DmrError } from '../errors.js';
 
 export const HOUR_MS = 3_600_000;

@@ -2,7 +2,7 @@
 // and a zod schema, shaped like the scanner's (src/scan/settings.ts) so that they can join the config file's
 // schema (src/config/schema.ts) when the model is wired. docs/HEALTH.md gives the reasoning behind each
 // default and says which are judgement calls.
-import { z } from 'zod';
+import * as z from 'zod';
 import { DmrError } from '../errors.js';
 import { parseWholeNumber } from '../numbers.js';
 
