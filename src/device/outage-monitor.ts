@@ -68,6 +68,8 @@ export class OutageMonitor {
   private counts = { outages: 0, heldTotal: 0, failedAfterHold: 0 };
   /** The log's words for this kind of outage (a write outage has its own). */
   words: OutageWords = DEVICE_OUTAGE_WORDS;
+  /** Told when an outage begins (true) and ends (false), with the time (the health model's outages). */
+  onChange: ((active: boolean, at: number) => void) | null = null;
 
   constructor(
     /** True when main answers (probeMain). */
@@ -217,6 +219,7 @@ export class OutageMonitor {
     this.counts.outages++;
     this.backoff = PROBE_FIRST_MS;
     this.log.warn({ holdMs: this.holdMs() }, this.words.began);
+    this.onChange?.(true, this.activeSince);
     this.schedule();
   }
 
@@ -251,6 +254,7 @@ export class OutageMonitor {
     this.armExpiry();
     this.onAnswered();
     this.log.warn({ durationMs: this.now() - since, released: held.length }, this.words.ended);
+    this.onChange?.(false, this.now());
     for (const x of held) x.h.release(true);
     this.onEnded();
   }

@@ -7,6 +7,7 @@ export { type RemapOp, type ResolvedOp, type PersistentCounters, COUNTER_NAMES }
 export {
   RemapStore,
   mainFingerprint,
+  type CommittedOp,
   type MainIdentity,
   type OpenOptions,
   type OpenResult,

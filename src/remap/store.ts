@@ -39,7 +39,7 @@ import {
 } from './geometry.js';
 import type { SpareIo } from './io.js';
 import { RemapState, type PersistentCounters, type RemapOp, type ResolvedOp, type Undo } from './state.js';
-import type { RemapTable } from './table.js';
+import type { EntryOrigin, RemapTable } from './table.js';
 
 export interface MainIdentity {
   /** Size of the main device in bytes. */
@@ -289,6 +289,12 @@ export function mainFingerprint(...parts: Array<string | Uint8Array | bigint | n
   return h.digest();
 }
 
+/** A committed op, with the origin its caller gave a remap (a version-1/2 spare stores `scan` as `auto`). */
+export interface CommittedOp {
+  op: ResolvedOp;
+  origin: EntryOrigin | null;
+}
+
 export class RemapStore {
   readonly io: SpareIo;
   readonly geometry: Geometry;
@@ -304,6 +310,12 @@ export class RemapStore {
   private prevCrc: number;
   private tail: Promise<unknown> = Promise.resolve();
   private failure: DmrError | null = null;
+  /**
+   * Told of every op once it is durable and applied (not of a journal replayed at open): the one place a
+   * new remap-table entry is known, with the origin its caller asked for (the health model's new bad blocks).
+   * Must not throw (a throw is caught and ignored: the commit is done).
+   */
+  onCommitted: ((ops: readonly CommittedOp[]) => void) | null = null;
 
   private constructor(io: SpareIo, g: Geometry, uuid: Buffer, state: RemapState, now: () => number, cur: {
     gen: number;
@@ -666,6 +678,7 @@ export class RemapStore {
     } finally {
       for (let k = undos.length - 1; k >= 0; k--) (undos[k] as Undo)();
     }
+    const origins = ops.map((o) => (o.op === 'remap' ? o.origin : null));
     await this.guard(async () => {
       let k = 0;
       while (k < records.length) {
@@ -699,6 +712,13 @@ export class RemapStore {
         k += n;
       }
     });
+    if (this.onCommitted !== null && all.length > 0) {
+      try {
+        this.onCommitted(all.map((op, i) => ({ op, origin: origins[i] ?? null })));
+      } catch {
+        // An observer's failure is not the commit's.
+      }
+    }
     return all;
   }
 
