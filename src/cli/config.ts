@@ -2,20 +2,23 @@
 // Keys on the command line are snake_case like dm-remap's sysfs attributes; the file and --json use
 // camelCase (FaultPolicy's and ScanSettings' names).
 // Every argument is checked before the file is touched, and a bad argument or a bad file changes nothing.
-import { configPath, deviceSettings, loadConfig, resolvePolicy, resolveScanConfig, withSetting, writeConfig, type SettingValue } from '../config/file.js';
+import { configPath, deviceSettings, loadConfig, resolveAlertCommand, resolveHealthConfig, resolvePolicy, resolveScanConfig, withSetting, writeConfig, type SettingValue } from '../config/file.js';
 import { withConfigLock } from '../config/lock.js';
 import { POLICY_LIMITS } from '../config/policy.js';
-import { SETTING_CLI_NAMES as CLI_KEY_NAMES, SETTING_KEYS, type ConfigFile, type PolicyKey, type SettingKey } from '../config/schema.js';
+import { alertCommandSchema, SETTING_CLI_NAMES as CLI_KEY_NAMES, SETTING_KEYS, type ConfigFile, type PolicyKey, type SettingKey } from '../config/schema.js';
 import { parseScanSetting, SCAN_SETTING_KEYS, type ScanSettingKey } from '../scan/settings.js';
+import { HEALTH_SETTING_KEYS, parseHealthSetting, type HealthSettingKey } from '../health/settings.js';
 import { usageError } from '../errors.js';
 import { parseWholeNumber } from '../numbers.js';
 import { PROG, printJson, type CliContext } from './context.js';
 import type { ConfigFlags } from './schemas.js';
 
-type Value = SettingValue;
+/** A key's value; null: alert_command unset (no command). */
+type Value = SettingValue | null;
 
 const KEY_LIST = SETTING_KEYS.map((k) => CLI_KEY_NAMES[k]).join(', ');
 const isScanKey = (k: SettingKey): k is ScanSettingKey => (SCAN_SETTING_KEYS as readonly string[]).includes(k);
+const isHealthKey = (k: SettingKey): k is HealthSettingKey => (HEALTH_SETTING_KEYS as readonly string[]).includes(k);
 const BOOL_WORDS: Readonly<Record<string, boolean>> = { '1': true, on: true, true: true, '0': false, off: false, false: false };
 
 /** A key as typed on the command line (auto_remap, scan_rate_mib, ...) → its key in the file. */
@@ -26,8 +29,14 @@ export function parseKey(s: string): SettingKey {
 }
 
 /** A value as typed on the command line, checked against the key's limits. */
-export function parseValue(key: SettingKey, s: string): Value {
+export function parseValue(key: SettingKey, s: string): SettingValue {
   if (isScanKey(key)) return parseScanSetting(key, s);
+  if (isHealthKey(key)) return parseHealthSetting(key, s);
+  if (key === 'alertCommand') {
+    const r = alertCommandSchema.safeParse(s);
+    if (!r.success) throw usageError(`alert_command ${r.error.issues[0]?.message ?? 'is not valid'}`);
+    return r.data;
+  }
   const name = CLI_KEY_NAMES[key as PolicyKey];
   if (key === 'autoRemap') {
     const b = Object.hasOwn(BOOL_WORDS, s) ? BOOL_WORDS[s] : undefined;
@@ -41,8 +50,9 @@ export function parseValue(key: SettingKey, s: string): Value {
   return n;
 }
 
-/** How a value is shown to people: auto_remap as on/off, numbers as they are. */
+/** How a value is shown to people: auto_remap as on/off, numbers and commands as they are, no alert command as (none). */
 export function showValue(v: Value): string {
+  if (v === null) return '(none)';
   return typeof v === 'boolean' ? (v ? 'on' : 'off') : String(v);
 }
 
@@ -75,7 +85,8 @@ function get(ctx: CliContext, args: string[], flags: ConfigFlags): number {
 function resolved(config: ConfigFile, device: string | null): (k: SettingKey) => Value {
   const policy = resolvePolicy(config, device);
   const scan = resolveScanConfig(config, device);
-  return (k) => (isScanKey(k) ? scan[k] : policy[k]);
+  const health = resolveHealthConfig(config, device);
+  return (k) => (k === 'alertCommand' ? resolveAlertCommand(config, device) : isScanKey(k) ? scan[k] : isHealthKey(k) ? health[k] : policy[k]);
 }
 
 function storedValue(config: ConfigFile, device: string | null, key: SettingKey): Value | undefined {

@@ -9,6 +9,7 @@ import { DmrError, errorCodeOf } from '../errors.js';
 import { DEFAULT_POLICY, type FaultPolicy } from './policy.js';
 import { configFileSchema, describeFirstIssue, type ConfigFile, type PolicySettings, type SectionSettings, type SettingKey } from './schema.js';
 import { resolveScanSettings, type ScanSettings } from '../scan/settings.js';
+import { HEALTH_SETTING_KEYS, resolveHealthSettings, type HealthSettings, type PartialHealthSettings } from '../health/settings.js';
 
 export const DEFAULT_CONFIG_FILE = '/etc/dmremap-ublk/config.json';
 /** A config file larger than this is refused (it is a handful of keys; this catches pointing at a disk). */
@@ -117,8 +118,26 @@ export function resolveScanConfig(config: ConfigFile, device: string | null): Sc
   return resolveScanSettings(pick(perDevice), pick(config));
 }
 
+/** The health model's keys of a section. */
+function healthPart(s: SectionSettings): PartialHealthSettings {
+  return Object.fromEntries(HEALTH_SETTING_KEYS.map((k) => [k, s[k]])) as PartialHealthSettings;
+}
+
+/**
+ * The health model's settings of a device: the file's section for `device`, then its global keys, then
+ * DEFAULT_HEALTH_SETTINGS. Read by the daemon at start and at recover.
+ */
+export function resolveHealthConfig(config: ConfigFile, device: string | null): HealthSettings {
+  return resolveHealthSettings(healthPart(deviceSettings(config, device) ?? {}), healthPart(config));
+}
+
+/** The alert command of a device (its section, then the global key), or null for none. */
+export function resolveAlertCommand(config: ConfigFile, device: string | null): string | null {
+  return deviceSettings(config, device)?.alertCommand ?? config.alertCommand ?? null;
+}
+
 /** A value of any key of a section. */
-export type SettingValue = boolean | number;
+export type SettingValue = boolean | number | string;
 
 /**
  * A copy of `config` with `key` set to `value` (or removed when `value` is undefined) globally or in the

@@ -4,6 +4,7 @@
 import * as z from 'zod';
 import { POLICY_LIMITS, type FaultPolicy } from './policy.js';
 import { SCAN_CLI_KEY_NAMES, SCAN_SETTING_KEYS, scanSettingsSchema, type ScanSettingKey } from '../scan/settings.js';
+import { HEALTH_CLI_KEY_NAMES, HEALTH_SETTING_KEYS, healthSettingsSchema, type HealthSettingKey } from '../health/settings.js';
 
 export type PolicyKey = keyof FaultPolicy;
 
@@ -56,14 +57,33 @@ export const policySettingsSchema = z.strictObject(
 );
 export type PolicySettings = z.output<typeof policySettingsSchema>;
 
-/** Every key a section of the file holds: the policy's, then the background scan's (src/scan/settings.ts). */
-export type SettingKey = PolicyKey | ScanSettingKey;
-export const SETTING_KEYS = [...POLICY_KEYS, ...SCAN_SETTING_KEYS] as const satisfies readonly SettingKey[];
-/** Command-line names of every key. */
-export const SETTING_CLI_NAMES: Readonly<Record<SettingKey, string>> = { ...CLI_KEY_NAMES, ...SCAN_CLI_KEY_NAMES };
+/** The longest alert_command accepted. */
+export const MAX_ALERT_COMMAND_LENGTH = 4096;
 
-/** A section of the file (global, or one device's): the policy keys and the scan keys, each optional. */
-export const sectionSchema = z.strictObject({ ...policySettingsSchema.shape, ...scanSettingsSchema.shape }, { error: 'must be an object' });
+/**
+ * The program run when a device's health changes state or a forecast alarm begins (src/device/health-alert.ts),
+ * through /bin/sh -c: one line of text, not empty.
+ */
+export const alertCommandSchema = z
+  .string({ error: 'must be a string (a command line)' })
+  .min(1, 'must not be empty (unset it to run no command)')
+  .max(MAX_ALERT_COMMAND_LENGTH, `must be at most ${MAX_ALERT_COMMAND_LENGTH} characters`)
+  .refine((s) => !/[\0\n\r]/.test(s), 'must be one line (no newline or NUL)');
+
+/**
+ * Every key a section of the file holds: the policy's, the background scan's (src/scan/settings.ts), the
+ * health model's (src/health/settings.ts) and the alert command.
+ */
+export type SettingKey = PolicyKey | ScanSettingKey | HealthSettingKey | 'alertCommand';
+export const SETTING_KEYS = [...POLICY_KEYS, ...SCAN_SETTING_KEYS, ...HEALTH_SETTING_KEYS, 'alertCommand'] as const satisfies readonly SettingKey[];
+/** Command-line names of every key. */
+export const SETTING_CLI_NAMES: Readonly<Record<SettingKey, string>> = { ...CLI_KEY_NAMES, ...SCAN_CLI_KEY_NAMES, ...HEALTH_CLI_KEY_NAMES, alertCommand: 'alert_command' };
+
+/** A section of the file (global, or one device's): the policy, scan and health keys and alertCommand, each optional. */
+export const sectionSchema = z.strictObject(
+  { ...policySettingsSchema.shape, ...scanSettingsSchema.shape, ...healthSettingsSchema.shape, alertCommand: alertCommandSchema.optional() },
+  { error: 'must be an object' },
+);
 export type SectionSettings = z.output<typeof sectionSchema>;
 
 const deviceKeySchema = z.string().refine(isDeviceKey, {

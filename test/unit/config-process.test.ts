@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { lockPathOf } from '../../src/config/lock.js';
 import { request } from '../../src/control/client.js';
 import { readEntries } from '../../src/control/registry.js';
+import { DEFAULT_HEALTH_SETTINGS } from '../../src/health/settings.js';
 import { DEFAULT_SCAN_SETTINGS } from '../../src/scan/settings.js';
 import { BIN, makeWorld, pidAlive, type World } from './helpers.js';
 
@@ -70,7 +71,7 @@ describe('config and add (built CLI, fake addon)', () => {
     expect(set.stdout).toBe('retry_backoff_ms = 250 for device vol (was 10)\n');
     expect(JSON.parse(fs.readFileSync(cfgFile, 'utf8'))).toEqual({ devices: { vol: { retryBackoffMs: 250 } } });
     const get = cli(['config', 'get', '--device', 'vol', '--json']);
-    expect(JSON.parse(get.stdout)).toEqual({ autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 250, ...OUTAGE_DEFAULTS, ...DEFAULT_SCAN_SETTINGS });
+    expect(JSON.parse(get.stdout)).toEqual({ autoRemap: true, errorThreshold: 1, readRetries: 3, retryBackoffMs: 250, ...OUTAGE_DEFAULTS, ...DEFAULT_SCAN_SETTINGS, ...DEFAULT_HEALTH_SETTINGS, alertCommand: null });
     const bad = cli(['config', 'set', 'read_retries', '99']);
     expect(bad.status).toBe(2);
     expect(bad.stderr).toBe('dmremap-ublk: read_retries must be from 0 to 16, got 99\n');

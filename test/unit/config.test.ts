@@ -11,6 +11,17 @@ import { addFlagsSchema, addOptions } from '../../src/cli/schemas.js';
 import { configPath, DEFAULT_CONFIG_FILE, loadConfig, resolvePolicy, writeConfig } from '../../src/config/file.js';
 import { DEFAULT_POLICY, type FaultPolicy } from '../../src/config/policy.js';
 import { DEFAULT_SCAN_SETTINGS } from '../../src/scan/settings.js';
+import { DEFAULT_HEALTH_SETTINGS, HEALTH_CLI_KEY_NAMES, HEALTH_SETTING_KEYS } from '../../src/health/settings.js';
+
+/** The health model's keys as `config get` prints them (defaults unless `over` says otherwise), then alert_command. */
+const healthLines = (over: Record<string, number> = {}, alert = '(none)'): string =>
+  HEALTH_SETTING_KEYS.map((k) => `${HEALTH_CLI_KEY_NAMES[k]} = ${over[k] ?? DEFAULT_HEALTH_SETTINGS[k]}\n`).join('') + `alert_command = ${alert}\n`;
+const CLI_KEYS =
+  'auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms, scan_rate_mib, scan_min_rate_mib, scan_interval_days, slow_io_ms, slow_threshold, ' +
+  `${HEALTH_SETTING_KEYS.map((k) => HEALTH_CLI_KEY_NAMES[k]).join(', ')}, alert_command`;
+const FILE_KEYS =
+  'autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, writeOutageRegions, outageWindowMs, outageHoldMs, scanRateMib, scanMinRateMib, scanIntervalDays, slowIoMs, slowThreshold, ' +
+  `${HEALTH_SETTING_KEYS.join(', ')}, alertCommand`;
 import type { DeviceConfig } from '../../src/device/config.js';
 import { Daemon } from '../../src/device/daemon.js';
 import { DmrError } from '../../src/errors.js';
@@ -125,10 +136,11 @@ describe('config get / set / unset', () => {
       stderr: '',
       stdout:
         'auto_remap = on\nerror_threshold = 1\nread_retries = 3\nretry_backoff_ms = 10\noutage_regions = 4\nwrite_outage_regions = 8\noutage_window_ms = 2000\noutage_hold_ms = 30000\n' +
-        'scan_rate_mib = 64\nscan_min_rate_mib = 1\nscan_interval_days = 30\nslow_io_ms = 500\nslow_threshold = 2\n',
+        'scan_rate_mib = 64\nscan_min_rate_mib = 1\nscan_interval_days = 30\nslow_io_ms = 500\nslow_threshold = 2\n' +
+        healthLines(),
     });
     expect((await run('config', 'get', 'retry_backoff_ms')).stdout).toBe('retry_backoff_ms = 10\n');
-    expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual({ ...DEFAULT_POLICY, ...DEFAULT_SCAN_SETTINGS });
+    expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual({ ...DEFAULT_POLICY, ...DEFAULT_SCAN_SETTINGS, ...DEFAULT_HEALTH_SETTINGS, alertCommand: null });
     expect(JSON.parse((await run('config', 'get', 'auto_remap', '--json')).stdout)).toEqual({ autoRemap: true });
     expect(fs.existsSync(path.join(w.root, 'etc'))).toBe(false);
   });
@@ -148,6 +160,9 @@ describe('config get / set / unset', () => {
       ['scan_interval_days', '0', 'scan_interval_days = 0 (was 30)\n'],
       ['slow_io_ms', '1', 'slow_io_ms = 1 (was 500)\n'],
       ['slow_threshold', '65535', 'slow_threshold = 65535 (was 2)\n'],
+      ['health_watch_days', '30', 'health_watch_days = 30 (was 60)\n'],
+      ['health_spare_critical_percent', '95', 'health_spare_critical_percent = 95 (was 90)\n'],
+      ['alert_command', '/usr/local/bin/alert --to root', 'alert_command = /usr/local/bin/alert --to root (was (none))\n'],
     ];
     for (const [key, value, out] of sets) {
       const r = await run('config', 'set', key, value);
@@ -158,12 +173,14 @@ describe('config get / set / unset', () => {
     const all = {
       autoRemap: false, errorThreshold: 65535, readRetries: 0, retryBackoffMs: 10000, outageRegions: 64, writeOutageRegions: 64, outageWindowMs: 10, outageHoldMs: 600000,
       scanRateMib: 1048576, scanMinRateMib: 8, scanIntervalDays: 0, slowIoMs: 1, slowThreshold: 65535,
+      healthWatchDays: 30, healthSpareCriticalPercent: 95, alertCommand: '/usr/local/bin/alert --to root',
     };
     expect(fileJson()).toEqual(all);
-    expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual(all);
+    expect(JSON.parse((await run('config', 'get', '--json')).stdout)).toEqual({ ...DEFAULT_HEALTH_SETTINGS, ...all });
     expect((await run('config', 'get')).stdout).toBe(
       'auto_remap = off\nerror_threshold = 65535\nread_retries = 0\nretry_backoff_ms = 10000\noutage_regions = 64\nwrite_outage_regions = 64\noutage_window_ms = 10\noutage_hold_ms = 600000\n' +
-        'scan_rate_mib = 1048576\nscan_min_rate_mib = 8\nscan_interval_days = 0\nslow_io_ms = 1\nslow_threshold = 65535\n',
+        'scan_rate_mib = 1048576\nscan_min_rate_mib = 8\nscan_interval_days = 0\nslow_io_ms = 1\nslow_threshold = 65535\n' +
+        healthLines({ healthWatchDays: 30, healthSpareCriticalPercent: 95 }, '/usr/local/bin/alert --to root'),
     );
     expect(fs.statSync(cfgDir).mode & 0o777).toBe(0o755);
     expect(fs.statSync(cfgFile).mode & 0o777).toBe(0o644);
@@ -244,8 +261,8 @@ describe('bad input to config changes nothing', () => {
   const usage: [string[], string][] = [
     [['config'], 'missing config command (get, set, unset); see dmremap-ublk config --help'],
     [['config', 'show'], 'unknown config command "show" (get, set, unset; see dmremap-ublk config --help)'],
-    [['config', 'set'], 'missing key to set (auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms, scan_rate_mib, scan_min_rate_mib, scan_interval_days, slow_io_ms, slow_threshold)'],
-    [['config', 'set', 'readRetries', '1'], 'unknown key "readRetries" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms, scan_rate_mib, scan_min_rate_mib, scan_interval_days, slow_io_ms, slow_threshold)'],
+    [['config', 'set'], `missing key to set (${CLI_KEYS})`],
+    [['config', 'set', 'readRetries', '1'], `unknown key "readRetries" (keys: ${CLI_KEYS})`],
     [['config', 'set', 'read_retries'], 'missing value for read_retries'],
     [['config', 'set', 'read_retries', '1', '2'], 'config set takes a key and a value, got 3 arguments'],
     [['config', 'set', 'read_retries', '17'], 'read_retries must be from 0 to 16, got 17'],
@@ -264,10 +281,10 @@ describe('bad input to config changes nothing', () => {
     [['config', 'set', 'read_retries', '1', '--device', 'my disk'], '--device must be a device name (as given to add --name) or a main device path, got "my disk"'],
     [['config', 'set', 'read_retries', '1', '--device', 'ublkb0'], '--device must be a device name (as given to add --name) or a main device path, got "ublkb0"'],
     [['config', 'set', 'read_retries', '1', '--frob'], 'unknown option --frob for config (see dmremap-ublk config --help)'],
-    [['config', 'unset'], 'missing key to unset (auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms, scan_rate_mib, scan_min_rate_mib, scan_interval_days, slow_io_ms, slow_threshold)'],
+    [['config', 'unset'], `missing key to unset (${CLI_KEYS})`],
     [['config', 'unset', 'read_retries', 'x'], 'config unset takes one key, got 2 arguments'],
     [['config', 'get', 'a', 'b'], 'config get takes at most one key, got 2'],
-    [['config', 'get', 'bogus'], 'unknown key "bogus" (keys: auto_remap, error_threshold, read_retries, retry_backoff_ms, outage_regions, write_outage_regions, outage_window_ms, outage_hold_ms, scan_rate_mib, scan_min_rate_mib, scan_interval_days, slow_io_ms, slow_threshold)'],
+    [['config', 'get', 'bogus'], `unknown key "bogus" (keys: ${CLI_KEYS})`],
   ];
   for (const [args, message] of usage) {
     it(`${args.join(' ')} → exit 2`, async () => {
@@ -298,8 +315,8 @@ const BAD_FILES: [string, string, string | RegExp][] = [
   ['not a whole number', '{"retryBackoffMs": 2.5}', 'retryBackoffMs: must be a whole number'],
   ['a string for a number', '{"readRetries": "3"}', 'readRetries: must be a whole number'],
   ['a number for a boolean', '{"autoRemap": 1}', 'autoRemap: must be true or false'],
-  ['an unknown key', '{"read_retries": 3}', 'unknown key "read_retries" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, writeOutageRegions, outageWindowMs, outageHoldMs, scanRateMib, scanMinRateMib, scanIntervalDays, slowIoMs, slowThreshold, devices)'],
-  ['an unknown per-device key', '{"devices": {"vol": {"spare": "x"}}}', 'devices.vol: unknown key "spare" (known: autoRemap, errorThreshold, readRetries, retryBackoffMs, outageRegions, writeOutageRegions, outageWindowMs, outageHoldMs, scanRateMib, scanMinRateMib, scanIntervalDays, slowIoMs, slowThreshold)'],
+  ['an unknown key', '{"read_retries": 3}', `unknown key "read_retries" (known: ${FILE_KEYS}, devices)`],
+  ['an unknown per-device key', '{"devices": {"vol": {"spare": "x"}}}', `devices.vol: unknown key "spare" (known: ${FILE_KEYS})`],
   ['a bad per-device value', '{"devices": {"/dev/sdb": {"readRetries": -1}}}', 'devices["/dev/sdb"].readRetries: must be at least 0'],
   ['a bad device key', '{"devices": {"my disk": {}}}', 'devices: key "my disk" is neither a device name (as given to add --name) nor the absolute path of a main device'],
   ['devices not an object', '{"devices": []}', 'devices: must be an object of device name → settings'],
