@@ -19,11 +19,13 @@ Commands:
   stats    error-handling statistics: errors, retries, recovered reads, auto remaps, pending blocks
   recheck  re-read lost blocks on main; those that read now go back to main
   scan     the background scan: status, start [--rate N], pause, resume, stop, --watch
+  health   the disk's health: state, score, reasons, action, forecast (--history: day by day); reset
   map      draw the surface map (regions by read latency, marked bad blocks) to an SVG or HTML file
   message  send a dmsetup-message style command (remap N, unremap N, verify N, table, status, stats,
            clear_stats, set_auto_remap 0|1, recheck [N...], scan [start [N]|pause|resume|stop], ping)
   config   show or change the error-handling defaults (auto_remap, error_threshold, read_retries,
-           retry_backoff_ms, ...) and the scan's (scan_rate_mib, ...) in /etc/dmremap-ublk/config.json
+           retry_backoff_ms, ...), the scan's (scan_rate_mib, ...), the health model's (health_watch_days,
+           ...) and alert_command in /etc/dmremap-ublk/config.json
 
 Options:
   -h, --help     show help (also: dmremap-ublk <command> --help)
@@ -83,7 +85,8 @@ Other options:
 The error-handling and background-scan defaults, kept in /etc/dmremap-ublk/config.json (or
 $DMREMAP_CONFIG). The error-handling keys apply to devices added afterwards; a running device keeps the
 settings it was added with (but "dmremap-ublk message <device> set_auto_remap 0|1" switches its
-auto-remap). The scan keys are read by a device's daemon when it starts (add, restart, recover).
+auto-remap). The scan and health keys are read by a device's daemon when it starts (add, restart,
+recover); alert_command when an alert is due.
 
 Keys:
   auto_remap        remap blocks on I/O errors: 0|1|on|off|true|false (default on)
@@ -106,12 +109,23 @@ Keys:
                     1-600000 (default 500)
   slow_threshold    times a block is found slow before it is relocated with its data, 1-65535
                     (default 2)
+  health_watch_days, health_recent_hours, health_slow_ios, health_lost_blocks,
+  health_spare_degraded_percent, health_spare_critical_percent, health_forecast_days,
+  health_forecast_min_blocks, health_critical_forecast_days, health_acceleration_factor,
+  health_acceleration_min_blocks, health_cluster_distance_blocks, health_cluster_days,
+  health_cluster_growth_blocks, health_outage_fail_seconds, health_half_life_days
+                    the health model's thresholds (whole numbers; defaults and reasons in docs/HEALTH.md)
+  alert_command     a command line run (by /bin/sh -c) when a device's health changes state or a
+                    forecast alarm begins, with DMREMAP_DEVICE, DMREMAP_NAME, DMREMAP_STATE,
+                    DMREMAP_PREVIOUS_STATE, DMREMAP_SCORE, DMREMAP_REASON set; killed after 30 s;
+                    at most once per 10 min for the same state (default none)
 
 get     prints the effective settings, one "key = value" per line (the given key only, if any):
         the defaults, overridden by the file's global values, overridden by the file's entry for
         --device. With --json: {"autoRemap","errorThreshold","readRetries","retryBackoffMs",
         "outageRegions","writeOutageRegions","outageWindowMs","outageHoldMs","scanRateMib",
-        "scanMinRateMib","scanIntervalDays","slowIoMs","slowThreshold"}.
+        "scanMinRateMib","scanIntervalDays","slowIoMs","slowThreshold","healthWatchDays",...,
+        "alertCommand"} (alertCommand null when none).
 set     stores a value, globally or for --device, and prints "key = value (was old)". The file is
         replaced atomically (created, with /etc/dmremap-ublk, if missing); other keys are kept.
 unset   removes a value, globally or for --device, so the next level's value applies again.
@@ -127,6 +141,7 @@ Examples:
   dmremap-ublk config set read_retries 5
   dmremap-ublk config set auto_remap off --device backup
   dmremap-ublk config get --device backup
+  dmremap-ublk config set alert_command '/usr/local/bin/disk-alert --mail root'
 `,
   list: `Usage: dmremap-ublk list [--json]
 
@@ -292,6 +307,35 @@ Options:
   --json       print the status object ({"state","progress","position","deviceBytes","rateBps",
                "startedAt","finishedAt","errorsFound","slowFound","etaSeconds","pass"}, times in ms
                since the epoch); with --watch or --wait, one object per line
+  -h, --help   show this help
+`,
+  health: `Usage: dmremap-ublk health <device> [--history] [--json]
+       dmremap-ublk health <device> reset [--json]
+
+The health model's judgement of the disk behind the device (docs/HEALTH.md), from what the daemon saw:
+new bad blocks (by origin), pending blocks, errors on main and on the spare, reads recovered by a retry,
+slow scan reads, outages, the spare's use. Printed like zpool status:
+   state  healthy, watch, degraded, critical or failed (the status line's health= field)
+   score  0-100, within the state's band (healthy 90-100, watch 70-89, degraded 40-69, critical
+          10-39, failed 0-9)
+  reason  each signal behind the state, worst first, with the state it implies and its points
+  action  what to do
+forecast  when the spare runs out at the recent rate of new bad blocks (with a 95% range), and
+          whether new bad blocks are accelerating
+The history is kept per hour in the state directory (<pairId>.health), survives restarts and del +
+add, and is not cleared by clear_stats. A history file that cannot be used is reported (the device
+runs, the file is left as it is) until reset replaces it.
+<device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
+
+Actions:
+  reset        start a new history from now (the old one is dropped; the thresholds stay)
+
+Options:
+  --history    also print the history day by day (UTC days with events)
+  --json       print {"state","score","reasons":[{"signal","value","weight","state","sentence"}],
+               "action","forecast":{"spareExhaustionSeconds","range","acceleration","ratePerDay"},
+               "recordError","since","device","name"} and with --history "history":[{"day","counts",
+               "spare"}]
   -h, --help   show this help
 `,
   map: `Usage: dmremap-ublk map <device> --out FILE.svg|FILE.html [--json]

@@ -13,6 +13,8 @@ import {
   configFlagsSchema,
   configOptions,
   delOptions,
+  healthFlagsSchema,
+  healthOptions,
   jsonFlagSchema,
   listOptions,
   mapFlagsSchema,
@@ -30,7 +32,7 @@ import {
 
 // Each command's module is imported when that command runs: a CLI call loads only what it needs (the daemon,
 // its engine and logger are for `add` and `supervise` alone), which keeps `list` or `status` quick to start.
-const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'map', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'health', 'map', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -124,6 +126,14 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       } finally {
         process.off('SIGINT', onInt);
       }
+    }
+    case 'health': {
+      const { values, positionals } = parseShape(command, argv, healthOptions, true);
+      if (values.help) return help(ctx, command);
+      const flags = validate(healthFlagsSchema, values);
+      const { healthTarget, runHealth } = await import('./health.js');
+      const { target, action } = healthTarget(positionals);
+      return runHealth(ctx, target, action, flags);
     }
     case 'map': {
       const { values, positionals } = parseShape(command, argv, mapOptions, true);

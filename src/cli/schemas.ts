@@ -55,6 +55,7 @@ export const tableOptions = { offset: { type: 'string' }, limit: { type: 'string
 export const messageOptions = { ...help } as const satisfies OptionSpecs;
 export const configOptions = { device: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 export const mapOptions = { out: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
+export const healthOptions = { history: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 export const scanOptions = { rate: { type: 'string' }, wait: { type: 'boolean' }, watch: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 
 /** A byte count in decimal digits (below 2^53); the message names the flag and the bad value. */
@@ -258,3 +259,10 @@ export const recoverFlagsSchema = z
   })
   .transform((f) => ({ foreground: f.foreground, logFile: f['log-file'] ?? null, json: f.json }));
 export type RecoverFlags = z.output<typeof recoverFlagsSchema>;
+
+/** health's flags: --history (the series day by day), --json. */
+export const healthFlagsSchema = z.object({
+  history: z.boolean().default(false),
+  json: z.boolean().default(false),
+});
+export type HealthFlags = z.output<typeof healthFlagsSchema>;

@@ -17,11 +17,15 @@
 //   → {"id":15,"cmd":"scan"}            ← {"id":15,"ok":true,"result":{"state":"running","progress":42,...ScanStatus}}
 //   → {"id":16,"cmd":"scan_start","rateMib":32}  ← {"id":16,"ok":true,"result":{...ScanStatus}} (also scan_pause, scan_resume, scan_stop)
 //   → {"id":17,"cmd":"scan_map"}        ← {"id":17,"ok":true,"result":{...SurfaceModel: the regions and their block counts}}
+//   → {"id":18,"cmd":"health","history":true}  ← {"id":18,"ok":true,"result":{"state":"watch","score":84,"reasons":[...],"history":[...]}}
+//   → {"id":19,"cmd":"health_reset"}    ← {"id":19,"ok":true,"result":{...the new series' health}}
 //   → anything else                      ← {"id":<n|null>,"ok":false,"error":{"code":"E_PROTOCOL","message":"..."}}
 //
 // Adding a command is one request schema in `requestSchema`, one result schema in `resultSchemas`, and one
 // handler (the Handlers type makes the compiler ask for it).
 import * as z from 'zod';
+import type { HealthState, HealthSignal } from '../health/assess.js';
+import type { CountField } from '../health/series.js';
 
 export const MAX_REQUEST_LINE_BYTES = 64 * 1024;
 
@@ -97,6 +101,11 @@ export const scanStopRequest = z.strictObject({ id: requestId, cmd: z.literal('s
 /** The surface map's data (src/map/): the scan's region record, with block counts taken from the remap table now. */
 export const scanMapRequest = z.strictObject({ id: requestId, cmd: z.literal('scan_map') });
 
+/** The health model's assessment (issue 14); `history`: the series day by day as well. */
+export const healthRequest = z.strictObject({ id: requestId, cmd: z.literal('health'), history: z.boolean().optional() });
+/** Starts a new health series (the old one, or a file that could not be used, is replaced). */
+export const healthResetRequest = z.strictObject({ id: requestId, cmd: z.literal('health_reset') });
+
 export const requestSchema = z.discriminatedUnion('cmd', [
   pingRequest,
   statusRequest,
@@ -118,6 +127,8 @@ export const requestSchema = z.discriminatedUnion('cmd', [
   scanResumeRequest,
   scanStopRequest,
   scanMapRequest,
+  healthRequest,
+  healthResetRequest,
 ]);
 export type Request = z.infer<typeof requestSchema>;
 export type Command = Request['cmd'];
@@ -155,6 +166,56 @@ const ioErrorRecord = z.strictObject({
   sectors: z.number(),
   errno: z.string(),
 });
+
+const HEALTH_STATE_NAMES = ['healthy', 'watch', 'degraded', 'critical', 'failed'] as const satisfies readonly HealthState[];
+export const healthStateSchema = z.enum(HEALTH_STATE_NAMES);
+const HEALTH_SIGNAL_NAMES = [
+  'new_bad_blocks', 'pending_blocks', 'read_errors', 'write_errors', 'recovered_reads', 'slow_ios', 'spare_write_errors',
+  'spare_read_errors', 'outages', 'outage_now', 'lost_blocks', 'spare_used', 'spare_forecast', 'acceleration', 'cluster_growth',
+] as const satisfies readonly HealthSignal[];
+const HEALTH_COUNT_NAMES = [
+  'badAuto', 'badScan', 'badManual', 'pending', 'readErrors', 'writeErrors', 'recoveredReads', 'slowIos', 'spareReadErrors',
+  'spareWriteErrors', 'outages', 'outageSeconds',
+] as const satisfies readonly CountField[];
+
+/** The health model's judgement (src/health/assess.ts HealthAssessment) and the state of its series (docs/HEALTH.md). */
+export const healthViewSchema = z.strictObject({
+  state: healthStateSchema,
+  score: z.number(),
+  /** Worst first: each signal with its value, the points it takes off the score, the state it implies, a sentence. */
+  reasons: z.array(
+    z.strictObject({ signal: z.enum(HEALTH_SIGNAL_NAMES), value: z.number(), weight: z.number(), state: healthStateSchema, sentence: z.string() }),
+  ),
+  action: z.string(),
+  forecast: z.strictObject({
+    /** Seconds until the spare runs out at the current rate; null without enough data. */
+    spareExhaustionSeconds: z.number().nullable(),
+    range: z.tuple([z.number(), z.number()]).nullable(),
+    acceleration: z.boolean(),
+    ratePerDay: z.number(),
+  }),
+  /** The health file could not be used (left as it was; `health <dev> reset` replaces it); null when it could. */
+  recordError: z.string().nullable(),
+  /** When the series began (the device first added, or its health reset), ms since the epoch. */
+  since: z.number(),
+});
+export type HealthView = z.infer<typeof healthViewSchema>;
+
+/** One UTC day of the series (health --history): its counts and the last spare sample of the day. */
+export const healthDaySchema = z.strictObject({
+  day: z.string(),
+  counts: z.strictObject(Object.fromEntries(HEALTH_COUNT_NAMES.map((f) => [f, z.number()])) as Record<CountField, z.ZodNumber>),
+  spare: z.strictObject({ used: z.number(), slots: z.number(), lost: z.number() }).nullable(),
+});
+export type HealthDay = z.infer<typeof healthDaySchema>;
+
+export const healthResultSchema = healthViewSchema.extend({
+  device: z.string(),
+  name: z.string().nullable(),
+  /** With `history`: the days with events, oldest first. */
+  history: z.array(healthDaySchema).optional(),
+});
+export type HealthResult = z.infer<typeof healthResultSchema>;
 
 export const deviceStatusSchema = z.strictObject({
   devId: z.number().int(),
@@ -197,6 +258,8 @@ export const deviceStatusSchema = z.strictObject({
     zeroCopy: z.boolean(),
   }),
   logFile: z.string().nullable(),
+  /** The health model's assessment: the status line's `health=` is its state. */
+  health: healthViewSchema,
   remap: z.strictObject({
     /** The dm-remap v2.0 status line (see README). */
     line: z.string(),
@@ -209,7 +272,8 @@ export const deviceStatusSchema = z.strictObject({
     used: z.number(),
     free: z.number(),
     retired: z.number(),
-    health: z.enum(['healthy', 'degraded', 'critical']),
+    /** The health model's state (`health` below has the whole assessment). */
+    health: healthStateSchema,
     writeErrors: z.number(),
     readErrors: z.number(),
     autoRemaps: z.number(),
@@ -317,7 +381,7 @@ export const statsSchema = z.strictObject({
   writeOutage: z.strictObject({
     active: z.boolean(), since: n.nullable(), outages: n, held: n, heldTotal: n, failedAfterHold: n, mainWritesOk: n, mainWritesFailed: n,
   }),
-  health: z.enum(['healthy', 'degraded', 'critical']),
+  health: healthStateSchema,
   /** The background scan: reads slower than slow_io_ms, and blocks a block-by-block re-read found slow. */
   slowIos: n,
   slowBlocks: n,
@@ -413,6 +477,8 @@ export const resultSchemas = {
   scan_resume: scanStatusSchema,
   scan_stop: scanStatusSchema,
   scan_map: surfaceModelSchema,
+  health: healthResultSchema,
+  health_reset: healthResultSchema,
 } satisfies Record<Command, z.ZodType>;
 export type ResultOf<C extends Command> = z.infer<(typeof resultSchemas)[C]>;
 

@@ -29,6 +29,7 @@ import type { Logger } from '../log.js';
 import type { FaultAction, NativeDevice, NativeEvent } from '../native.js';
 import { BurstLog } from './burst-log.js';
 import { OutageDetector } from './outage-detector.js';
+import type { HealthEvent } from '../health/index.js';
 import { OutageMonitor, PROBE_MAX_MS, type Held, type OutageStats } from './outage-monitor.js';
 import { probeMain, ProbeTargets } from './outage-probe.js';
 import { WriteOutageDetector } from './write-outage-detector.js';
@@ -168,6 +169,8 @@ export class AutoRemapper {
   private readonly burst: BurstLog;
   private readonly detector: OutageDetector;
   /** Device-wide outages of main: while one lasts, failed requests are held, never remapped or marked lost. */
+  /** Where the health model's events go (the daemon's DeviceHealth); null: nowhere. */
+  health: { record(event: HealthEvent): void } | null = null;
   readonly outage: OutageMonitor;
   /** What the outage probe reads: blocks read on main lately, never one in the table. */
   private readonly probeTargets: ProbeTargets;
@@ -517,6 +520,9 @@ export class AutoRemapper {
     let multi = false;
     for (const r of ev.failed) {
       if (r.device === 'spare') this.counters.spareIoErrors++;
+      // The health model: a failed range on main once (its retries are the same error), each on the spare (as spareIoErrors).
+      if (r.device === 'spare') this.health?.record({ type: 'spare_error', op: ev.op === 'read' ? 'read' : 'write' });
+      else if (ev.attempt === 0) this.health?.record({ type: ev.op === 'read' ? 'read_error' : 'write_error' });
       if (r.blocks > 1) multi = true;
       for (let b = r.block; b < r.block + r.blocks; b++) rec.blocks.set(b, r.device);
     }
@@ -771,7 +777,10 @@ export class AutoRemapper {
       }
     }
     if (rec.remapped || rec.outage) return;
-    if (rec.op === 'read') this.counters.recoveredReads++;
+    if (rec.op === 'read') {
+      this.counters.recoveredReads++;
+      this.health?.record({ type: 'recovered_read' });
+    }
     this.recovered(rec.blocks);
   }
 

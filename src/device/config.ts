@@ -1,6 +1,7 @@
 // The settings one device runs with, after the CLI parsed and checked them.
 import type { FaultPolicy } from '../config/policy.js';
 import type { PartialScanSettings } from '../scan/settings.js';
+import type { PartialHealthSettings } from '../health/settings.js';
 
 export interface DeviceConfig {
   mainPath: string;
@@ -23,6 +24,10 @@ export interface DeviceConfig {
   policy?: FaultPolicy;
   /** The background scan's settings (config file, then defaults); absent keys: DEFAULT_SCAN_SETTINGS. */
   scan?: PartialScanSettings;
+  /** The health model's settings; absent: the config file's (read at start), then the defaults. */
+  health?: PartialHealthSettings;
+  /** The alert command; absent: the config file's alert_command (read when an alert is due); null: none. */
+  alertCommand?: string | null;
 }
 
 /**

@@ -40,7 +40,9 @@ import { hasSupervisor } from '../supervisor/child-process.js';
 import { Scanner } from '../scan/scanner.js';
 import { loadScan, saveScan, type SavedScan } from '../scan/scan-file.js';
 import { DEFAULT_SCAN_SETTINGS, resolveScanSettings, type ScanSettings } from '../scan/settings.js';
-import { configPath, deviceKey, loadConfig, resolveScanConfig } from '../config/file.js';
+import { configPath, deviceKey, loadConfig, resolveAlertCommand, resolveHealthConfig, resolveScanConfig } from '../config/file.js';
+import { DeviceHealth } from './device-health.js';
+import { DEFAULT_HEALTH_SETTINGS, resolveHealthSettings, type HealthSettings } from '../health/index.js';
 import { scanHandlers } from '../scan/scan-control.js';
 import { surfaceModel } from '../map/surface.js';
 
@@ -74,6 +76,8 @@ export class Daemon {
   private auto: AutoRemapper | null = null;
   /** The background scan (issue 13); created once the device is live. */
   private scanner: Scanner | null = null;
+  /** The health model's series and its judgement (issue 14); opened with the remap table. */
+  private health: DeviceHealth | null = null;
   /** Passed-through I/O errors (auto-remap off) are logged through this: no line per failed request in a burst. */
   private readonly burst: BurstLog;
   private stopping: Promise<number> | null = null;
@@ -213,6 +217,7 @@ export class Daemon {
       engine.attach(this.device);
       const queueFile = relocationQueuePath(this.deps.stateDir ?? stateDir(), engine.store.pairId);
       this.auto = new AutoRemapper(engine, this.device, policy, log, queueFile);
+      this.openHealth(engine, this.auto);
       // A del that began while this successor claimed and loaded: it wins, the device is not taken over.
       if (this.recoverId !== null) refuseIfDeleting(this.deps.runDir, this.recoverId, `ublk device ${this.recoverId}`);
       this.deviceInfo = this.recoverId === null ? await this.device.start() : await this.device.recover();
@@ -220,6 +225,7 @@ export class Daemon {
     } catch (e) {
       await this.releaseDevice();
       await this.closeEngine();
+      this.closeHealth(false);
       throw this.recoverId === null ? startError(e, p) : recoverError(e, this.recoverId);
     }
     const info = this.deviceInfo;
@@ -267,10 +273,82 @@ export class Daemon {
       this.entry = null;
       await this.releaseDevice();
       await this.closeEngine();
+      this.closeHealth(false);
       throw toDmrError(e);
     }
     log.info({ devId: info.devId, blockPath: info.blockPath, name: this.cfg.name, socket: sock, recovered: this.recoverId !== null }, 'device live');
     this.startScanner();
+  }
+
+  /**
+   * The health model (issue 14): the pair's series from <state dir>/<pairId>.health (or a new one; one that
+   * cannot be used is reported, never replaced), fed where each event is decided: the store's commits (new
+   * bad blocks by origin, pending blocks, a spare sample), auto-remap (errors on main and the spare,
+   * recovered reads), the two outage monitors (main not answering, or refusing writes: one outage while
+   * either lasts), the scanner's slow reads (startScanner) and the data path's passed-through errors (onEvent).
+   */
+  private openHealth(engine: RemapEngine, auto: AutoRemapper): void {
+    const health = DeviceHealth.open({
+      dir: this.deps.stateDir ?? stateDir(),
+      pairId: engine.store.pairId,
+      log: this.deps.log,
+      device: () => this.deviceInfo?.blockPath ?? this.cfg.mainPath,
+      name: this.cfg.name,
+      settings: this.healthSettings(),
+      gauge: () => {
+        const st = engine.store;
+        return { used: st.geometry.slotCount - st.allocator.free, slots: st.geometry.slotCount, lost: st.table.counts().lost };
+      },
+      alertCommand: () => this.alertCommand(),
+    });
+    this.health = health;
+    engine.store.onCommitted = (ops) => health.tableCommitted(ops);
+    auto.health = health;
+    auto.outage.onChange = (active) => {
+      if (!auto.writeOutage.active) health.outage(active);
+    };
+    auto.writeOutage.onChange = (active) => {
+      if (!auto.outage.active) health.outage(active);
+    };
+  }
+
+  /** The health model's settings: the DeviceConfig's, else the config file's (device section, global keys, defaults), read at start. */
+  private healthSettings(): HealthSettings {
+    if (this.cfg.health !== undefined) return resolveHealthSettings(this.cfg.health);
+    try {
+      return resolveHealthConfig(loadConfig(configPath()).config, deviceKey(this.cfg.name, this.cfg.mainPath));
+    } catch (e) {
+      this.deps.log.warn({ err: e instanceof Error ? e.message : String(e) }, 'the config file cannot be read: health is judged with its default settings');
+      return { ...DEFAULT_HEALTH_SETTINGS };
+    }
+  }
+
+  /** The alert command: the DeviceConfig's, else the config file's, read when an alert is due (a `config set` applies at once). */
+  private alertCommand(): string | null {
+    if (this.cfg.alertCommand !== undefined) return this.cfg.alertCommand;
+    return resolveAlertCommand(loadConfig(configPath()).config, deviceKey(this.cfg.name, this.cfg.mainPath));
+  }
+
+  /** Stops the health timers; saves the series unless `save` is false (a start that failed leaves no file). */
+  private closeHealth(save = true): void {
+    const h = this.health;
+    if (h === null) return;
+    if (save) h.close();
+    else h.discard();
+  }
+
+  private liveHealth(): DeviceHealth {
+    if (this.health === null) throw new DmrError('E_INTERNAL', 'the health model is not running');
+    return this.health;
+  }
+
+  /** The health command's result: the assessment, with the series day by day when asked. */
+  private healthResult(view: ReturnType<DeviceHealth['assess']>, history: boolean): ResultOf<'health'> {
+    const out: ResultOf<'health'> = { ...view, device: this.info.blockPath, name: this.cfg.name };
+    if (history) {
+      out.history = this.liveHealth().history().map((d) => ({ day: new Date(d.day).toISOString().slice(0, 10), counts: d.counts, spare: d.spare }));
+    }
+    return out;
   }
 
   /**
@@ -301,6 +379,7 @@ export class Daemon {
         settings: this.scanSettings(),
         log: this.deps.log,
         sink: auto.scanSink(),
+        onSlowIo: () => this.health?.record({ type: 'slow_io' }),
         saved,
         save: (s) => saveScan(dir, pairId, s),
       });
@@ -347,10 +426,15 @@ export class Daemon {
     return {
       ping: () => 'pong',
       status: () => this.status(),
-      ...remapHandlers(() => this.liveEngine(), () => this.status(), () => this.liveAuto(), {
-        handlers: scanHandlers(() => this.liveScanner()),
-        counters: () => this.liveScanner().stats(),
-      }),
+      ...remapHandlers(
+        () => this.liveEngine(),
+        () => this.status(),
+        () => this.liveAuto(),
+        { handlers: scanHandlers(() => this.liveScanner()), counters: () => this.liveScanner().stats() },
+        () => this.liveHealth().assess().state,
+      ),
+      health: (req) => this.healthResult(this.liveHealth().assess(), req.history === true),
+      health_reset: () => this.healthResult(this.liveHealth().reset(), false),
       ...scanHandlers(() => this.liveScanner()),
       scan_read: (req) => this.scanRead(req.offset, req.bytes, req.narrow === true),
       scan_map: () => this.scanMap(),
@@ -398,6 +482,9 @@ export class Daemon {
         }
         this.errors.record(ev);
         this.engine?.recordIoError(ev);
+        // Passed through (auto-remap off: native does not park it, auto-remap never sees it): the health model counts it here.
+        if (ev.device === 'spare') this.health?.record({ type: 'spare_error', op: ev.op === 'read' ? 'read' : 'write' });
+        else this.health?.record({ type: ev.op === 'read' ? 'read_error' : 'write_error' });
         this.burst.note(`${ev.op}:${ev.device}`, 'warn', `backing ${ev.op} errors on ${ev.device} (passed to the user)`, {
           blocks: [Number(ev.sector)],
           count: ev.sectors,
@@ -415,6 +502,7 @@ export class Daemon {
 
   status(): DeviceStatus {
     const info = this.info;
+    const health = this.liveHealth().assess();
     const p = this.plan;
     const stats = this.device?.stats() ?? [];
     const backing = (b: DevicePlan['main']): DeviceStatus['main'] => ({
@@ -454,7 +542,8 @@ export class Daemon {
         zeroCopy: info.zeroCopy,
       },
       logFile: this.deps.logFile,
-      remap: remapStatus(this.liveEngine(), this.scanner?.status().progress ?? 0),
+      health,
+      remap: remapStatus(this.liveEngine(), health.state, this.scanner?.status().progress ?? 0),
     };
   }
 
@@ -538,6 +627,8 @@ export class Daemon {
       this.burst.flush();
       await this.server?.close();
       await this.closeEngine();
+      // Every commit is done: the series has all of this run's events.
+      this.closeHealth();
       // Nothing uses main or the spare any more (the native device closed its dups when it stopped).
       this.plan.held.release();
       if (this.entry) removeEntry(this.deps.runDir, this.entry.devId, process.pid);
@@ -570,6 +661,7 @@ export class Daemon {
       const detached = await this.leaveDevice();
       this.burst.flush();
       await this.closeEngine();
+      this.closeHealth();
       this.plan.held.release();
       if (this.entry !== null && this.entry.version === 2) {
         this.entry = { ...this.entry, quiesced: { since: new Date().toISOString(), reason } };

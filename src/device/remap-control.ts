@@ -9,20 +9,10 @@ import { MAX_RECHECK_SECTORS } from '../control/protocol.js';
 import { outageRefusal } from './engine-context.js';
 import { scanMessage, type ScanCommands } from '../scan/scan-control.js';
 import type { ScanCounters } from '../scan/scanner.js';
+import type { HealthState } from '../health/index.js';
 
 type RemapStatus = DeviceStatus['remap'];
 type RemapCommands = 'remap' | 'unremap' | 'verify' | 'table' | 'message' | 'stats' | 'clear_stats' | 'set_auto_remap' | 'recheck';
-
-/**
- * Health, a simple rule until the health model exists: `critical` when the spare has no free slot or 90%
- * or more of its slots are used (and, in the status, during an outage of main or while main refuses writes); `degraded` when a block is lost, half the slots are used, or a read or
- * write error was ever counted; `healthy` otherwise.
- */
-export function healthOf(r: Pick<RemapStatus, 'slots' | 'used' | 'free' | 'lost' | 'readErrors' | 'writeErrors'>): RemapStatus['health'] {
-  if (r.free === 0 || r.used >= 0.9 * r.slots) return 'critical';
-  if (r.lost > 0 || r.used >= 0.5 * r.slots || r.readErrors > 0 || r.writeErrors > 0) return 'degraded';
-  return 'healthy';
-}
 
 /** `0 <sectors> remap v2.0 <remapped>/<slots> <lost>/<slots> <used>/<slots> health=<h> errors=W<w>:R<r> auto_remaps=<a> manual_remaps=<m> scan=<p>%` */
 export function statusLine(r: Omit<RemapStatus, 'line'>): string {
@@ -33,8 +23,11 @@ export function statusLine(r: Omit<RemapStatus, 'line'>): string {
   );
 }
 
-/** `scanPercent`: the background scan's progress (Scanner.status().progress): the line's `scan=<p>%`. */
-export function remapStatus(engine: RemapEngine, scanPercent = 0): RemapStatus {
+/**
+ * `health`: the health model's state now (DeviceHealth.assess(): the line's `health=<h>`); `scanPercent`: the
+ * background scan's progress (Scanner.status().progress): the line's `scan=<p>%`.
+ */
+export function remapStatus(engine: RemapEngine, health: HealthState, scanPercent = 0): RemapStatus {
   const st = engine.store;
   const g = st.geometry;
   const counts = st.table.counts();
@@ -64,7 +57,7 @@ export function remapStatus(engine: RemapEngine, scanPercent = 0): RemapStatus {
     journalCapacity: st.journalCapacity,
     generation: st.generation,
   };
-  const withHealth = { ...base, health: engine.outageActive() ? ('critical' as const) : healthOf(base) };
+  const withHealth = { ...base, health };
   return { line: statusLine(withHealth), ...withHealth };
 }
 
@@ -136,13 +129,18 @@ function refuseDuringOutage(auto: AutoRemapper, what: 'remap' | 'recheck'): void
 }
 
 /** The error-handling statistics: the auto-remapper's counters, the store's persisted ones and the table's. */
-export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, scan: Pick<ScanCounters, 'slowIos' | 'slowBlocks' | 'uniformSlowChunks' | 'busySlowReads'> | null = null): ResultOf<'stats'> {
+export function autoRemapStats(
+  engine: RemapEngine,
+  auto: AutoRemapper,
+  health: HealthState,
+  scan: Pick<ScanCounters, 'slowIos' | 'slowBlocks' | 'uniformSlowChunks' | 'busySlowReads'> | null = null,
+): ResultOf<'stats'> {
   const st = engine.store;
   const c = st.counters();
   const a = auto.stats();
   let pending = 0;
   for (const [, e] of st.table.entries()) if (e.state === 'lost' && e.origin !== 'manual') pending++;
-  const rs = remapStatus(engine);
+  const rs = remapStatus(engine, health);
   return {
     autoRemap: auto.policy.autoRemap,
     policy: { errorThreshold: auto.policy.errorThreshold, readRetries: auto.policy.readRetries, retryBackoffMs: auto.policy.retryBackoffMs },
@@ -169,7 +167,7 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, scan: Pi
     spareFull: auto.spareFull || rs.free === 0,
     outage: a.outage,
     writeOutage: a.writeOutage,
-    health: auto.spareFull || a.outage.active || a.writeOutage.active ? 'critical' : rs.health,
+    health,
     slowIos: scan?.slowIos ?? 0,
     slowBlocks: scan?.slowBlocks ?? 0,
     slowChunks: scan?.uniformSlowChunks ?? 0,
@@ -240,9 +238,11 @@ export function remapHandlers(
   status: () => DeviceStatus,
   auto: () => AutoRemapper,
   scan: { handlers: Pick<Handlers, ScanCommands>; counters: () => ScanCounters } | null = null,
+  /** The health model's state now (DeviceHealth.assess().state). */
+  health: () => HealthState = () => status().remap.health,
 ): Pick<Handlers, RemapCommands> {
   const h = {
-    stats: () => autoRemapStats(engine(), auto(), scan?.counters() ?? null),
+    stats: () => autoRemapStats(engine(), auto(), health(), scan?.counters() ?? null),
     clear_stats: () => {
       auto().clearStats();
       return { cleared: true as const };

@@ -180,6 +180,8 @@ export interface ScannerOptions {
   sink?: ScanFindingsSink | null;
   /** What loadScan found (null: a fresh cursor). */
   saved?: SavedScan | null;
+  /** Told of each slow read judged (not one while users did I/O): the health model's slow_io. */
+  onSlowIo?: (() => void) | null;
   /** Persists the scan (saveScan); null: not persisted. Throws on failure (logged). */
   save?: ((s: SavedScan) => void) | null;
   chunkBytes?: number;
@@ -584,6 +586,7 @@ export class Scanner {
       if (read.failed || read.latencyMs <= this.settings.slowIoMs) continue;
       this.counters.slowIos++;
       slowReads++;
+      if (!this.usersActive) this.o.onSlowIo?.();
       // While users do I/O a read is slow for their sake: the blocks are not judged (not even re-read).
       if (!this.usersActive) slowBlocks.push(...(await this.findSlowBlocks(read.offset, read.length)));
     }

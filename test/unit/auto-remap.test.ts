@@ -408,7 +408,7 @@ describe('switches and limits', () => {
     expect(s.queue.batches).toBeLessThan(40);
   });
 
-  it('spare full: the write fails with its errno and health is critical', async () => {
+  it('spare full: the write fails with its errno and health is failed (the model: the spare full)', async () => {
     // A spare region with room for 64 slots.
     await start({ spareSize: 64 * 1024 });
     const slots = (await ask<{ remap: { slots: number } }>('status')).remap.slots;
@@ -421,7 +421,7 @@ describe('switches and limits', () => {
     for (const f of faults) actions.push(await resolution(f, 60_000));
     expect(actions.filter((a) => a.action === 'fail')).toEqual([{ action: 'fail', errno: 5 }]);
     const s = await ask<{ spareFull: boolean; health: string; freeSlots: number }>('stats');
-    expect(s).toMatchObject({ spareFull: true, health: 'critical', freeSlots: 0 });
+    expect(s).toMatchObject({ spareFull: true, health: 'failed', freeSlots: 0 });
     // spareFull says how the spare is now: a slot freed (an unremap) clears it.
     device().emit(planned(faults[0] as Fault, 1));
     expect(await resolution(faults[0] as Fault)).toEqual({ action: 'complete' });

@@ -215,7 +215,7 @@ describe('remap engine in the daemon', () => {
     expect(before.entries.map((e) => e.block)).toEqual([1]);
     // Only the successful remap of sector 2 published tables (MOVING, then mapped).
     expect(device().tables.length).toBe(tablesBefore + 2);
-    expect((await request(sock, 'status', {})).remap).toMatchObject({ slots: 2, used: 2, free: 0, health: 'critical' });
+    expect((await request(sock, 'status', {})).remap).toMatchObject({ slots: 2, used: 2, free: 0, health: 'failed' }); // the spare full
   });
 
   it('table pages through the entries sorted by block', async () => {
@@ -237,7 +237,7 @@ describe('remap engine in the daemon', () => {
     expect(await m('remap', '12')).toBe('remapped sector 12 (block 12) to spare slot 0');
     expect(await m('verify', '12')).toMatch(/^sector 12 \(block 12\): remapped to spare slot 0 .*reads fine$/);
     expect(await m('table')).toMatch(/^1 remapped block\(s\)\nblock 12 sector 12 slot 0 mapped manual /);
-    expect(await m('status')).toMatch(/^0 16384 remap v2\.0 1\/\d+ 0\/\d+ 1\/\d+ health=healthy errors=W0:R0 auto_remaps=0 manual_remaps=1 scan=0%$/);
+    expect(await m('status')).toMatch(/^0 16384 remap v2\.0 1\/\d+ 0\/\d+ 1\/\d+ health=watch errors=W0:R0 auto_remaps=0 manual_remaps=1 scan=0%$/);
     expect(await m('unremap', '12')).toBe('unremapped sector 12 (block 12): data moved back to main, spare slot 0 freed');
     expect(device().remapTable.blocks).toEqual([]);
   });
@@ -337,7 +337,7 @@ describe('remap CLI commands', () => {
     const t = await run('table', 'data', '--json', '--limit', '5');
     expect(JSON.parse(t.out)).toMatchObject({ total: 1, entries: [{ block: 14, slot: 0 }] });
     const st = await run('status', 'data');
-    expect(st.out.split('\n')[0]).toMatch(/^0 16384 remap v2\.0 1\/\d+ 0\/\d+ 1\/\d+ health=healthy errors=W0:R0 auto_remaps=0 manual_remaps=1 scan=0%$/);
+    expect(st.out.split('\n')[0]).toMatch(/^0 16384 remap v2\.0 1\/\d+ 0\/\d+ 1\/\d+ health=watch errors=W0:R0 auto_remaps=0 manual_remaps=1 scan=0%$/);
     expect(JSON.parse((await run('status', 'data', '--json')).out).remap.manualRemaps).toBe(1);
     expect((await run('message', 'data', 'unremap', '14')).out).toBe('unremapped sector 14 (block 14): data moved back to main, spare slot 0 freed\n');
     expect((await run('message', 'data', 'status')).out).toMatch(/^0 16384 remap v2\.0 0\//);

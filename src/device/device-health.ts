@@ -1,0 +1,312 @@
+// A device's health inside the daemon (issue 14): the one HealthSeries of its main/spare pair, loaded from
+// <state dir>/<pairId>.health at start (a new one when there is none), the events recorded where the daemon
+// decides them (device-health's callers: the store's commits, auto-remap, the outage monitors, the scanner),
+// saved every SAVE_INTERVAL_MS when changed and at close, and judged by one function (assessHealth) for the
+// status line, `status --json`, `stats` and `health`.
+//
+// A file that cannot be used is never replaced behind the user's back: the error is logged and reported
+// (`recordError`), the device runs with a series of this run only that is never saved, and the file stays
+// as it was until `health <dev> reset` replaces it.
+//
+// Every change of state and every forecast alarm that begins is one log line and one HealthNotice (events),
+// and runs the alert command (health-alert.ts) at most once per change, and not twice within
+// ALERT_INTERVAL_MS for the same state or alarm.
+import { DmrError } from '../errors.js';
+import type { Logger } from '../log.js';
+import {
+  assessHealth,
+  HEALTH_STATES,
+  HealthSeries,
+  loadHealth,
+  saveHealth,
+  type HealthAssessment,
+  type HealthEvent,
+  type HealthSettings,
+  type HealthState,
+  type SpareGauge,
+} from '../health/index.js';
+import type { CommittedOp } from '../remap/index.js';
+import { runAlert, type AlertOutcome } from './health-alert.js';
+import { HealthEvents, type HealthAlarm } from './health-events.js';
+
+/** A changed series is saved at most this often (and at close). */
+export const SAVE_INTERVAL_MS = 5 * 60_000;
+/** The state is judged again at least this often without events (errors decay, an outage grows long). */
+export const CHECK_INTERVAL_MS = 60_000;
+/** After an event, the state is judged at once, then at most once per this (an error storm records thousands). */
+export const CHECK_MIN_GAP_MS = 1000;
+/** The alert command runs at most once per this for the same state (or the same alarm). */
+export const ALERT_INTERVAL_MS = 10 * 60_000;
+
+/** What `health` and `status --json` show: the assessment, and what the series is. */
+export interface HealthView extends HealthAssessment {
+  /** The health file could not be used (it is left as it was); null when it could, or there was none. */
+  recordError: string | null;
+  /** When the series began (the device was first added, or its health reset), Unix ms. */
+  since: number;
+}
+
+export interface DeviceHealthOptions {
+  dir: string;
+  pairId: string;
+  log: Logger;
+  /** The device as the alert and the action sentence name it (/dev/ublkbN once it is live), and its name. */
+  device: () => string;
+  name: string | null;
+  settings: HealthSettings;
+  /** The spare's usage now (the store's counts). */
+  gauge: () => SpareGauge;
+  /** The alert command now (the config file is read when an alert is due), null for none. */
+  alertCommand: () => string | null;
+  now?: () => number;
+  saveIntervalMs?: number;
+  checkIntervalMs?: number;
+  alertIntervalMs?: number;
+  alertTimeoutMs?: number;
+}
+
+interface Seen {
+  state: HealthState;
+  acceleration: boolean;
+  forecastCritical: boolean;
+}
+
+const rank = (s: HealthState): number => HEALTH_STATES.indexOf(s);
+const QUIET = 'no new bad block and no error in the watch window';
+
+export class DeviceHealth {
+  readonly events = new HealthEvents();
+  private series: HealthSeries;
+  private recordError: string | null;
+  private dirty = false;
+  private seen: Seen | null = null;
+  private lastCheckAt = Number.NEGATIVE_INFINITY;
+  private checkTimer: NodeJS.Timeout | null = null;
+  private saveTimer: NodeJS.Timeout | null = null;
+  private tickTimer: NodeJS.Timeout | null = null;
+  private readonly lastAlertAt = new Map<string, number>();
+  /** Alert commands running now (close does not wait for them: each has its own timeout). */
+  private readonly running = new Set<Promise<AlertOutcome>>();
+  private closed = false;
+  private readonly now: () => number;
+
+  private constructor(private readonly o: DeviceHealthOptions) {
+    this.now = o.now ?? Date.now;
+    let series: HealthSeries | null = null;
+    let recordError: string | null = null;
+    try {
+      series = loadHealth(o.dir, o.pairId);
+    } catch (e) {
+      recordError = e instanceof Error ? e.message : String(e);
+      o.log.error({ err: recordError, code: e instanceof DmrError ? e.code : undefined }, 'the health history cannot be used: it is left as it is and not saved; `health <device> reset` starts a new one');
+    }
+    this.recordError = recordError;
+    const fresh = series === null;
+    this.series = series ?? HealthSeries.create(this.now());
+    // A new series is saved at the next save, the first spare sample with it.
+    if (fresh && recordError === null) this.dirty = true;
+    this.sample();
+  }
+
+  /** Loads (or creates) the series and starts the save and check timers. */
+  static open(o: DeviceHealthOptions): DeviceHealth {
+    const h = new DeviceHealth(o);
+    const a = h.assess();
+    o.log.info({ state: a.state, score: a.score, since: new Date(h.series.since).toISOString() }, `health ${a.state} (score ${a.score})`);
+    h.tickTimer = setInterval(() => h.assess(), o.checkIntervalMs ?? CHECK_INTERVAL_MS);
+    h.tickTimer.unref();
+    h.saveTimer = setInterval(() => h.save(), o.saveIntervalMs ?? SAVE_INTERVAL_MS);
+    h.saveTimer.unref();
+    return h;
+  }
+
+  /** Records `event` now; the state is judged at once (at most once per CHECK_MIN_GAP_MS). Never throws. */
+  record(event: HealthEvent): void {
+    if (this.closed) return;
+    const at = this.now();
+    try {
+      this.series.record(event, at);
+    } catch (e) {
+      this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'health event not recorded');
+      return;
+    }
+    this.dirty = true;
+    this.events.emit({ type: 'recorded', at, event });
+    this.checkSoon();
+  }
+
+  /**
+   * A commit of the remap store (RemapStore.onCommitted): each new entry is a new bad block of its origin
+   * (recorded once: the store tells each commit once), a new lost entry of origin auto or scan is also a
+   * pending block (a read that failed every try), and the spare is sampled after the change.
+   */
+  tableCommitted(ops: readonly CommittedOp[]): void {
+    const by: Record<'auto' | 'scan' | 'manual', number[]> = { auto: [], scan: [], manual: [] };
+    const pending: number[] = [];
+    for (const { op, origin } of ops) {
+      if (op.op !== 'remap') continue;
+      const o = origin ?? (op.auto ? (op.scan ? 'scan' : 'auto') : 'manual');
+      by[o].push(op.block);
+      if (op.lost && o !== 'manual') pending.push(op.block);
+    }
+    for (const origin of ['auto', 'scan', 'manual'] as const) if (by[origin].length > 0) this.record({ type: 'bad_blocks', origin, blocks: by[origin] });
+    if (pending.length > 0) this.record({ type: 'pending', blocks: pending });
+    if (ops.length > 0) this.sample();
+  }
+
+  /** Main's outage (read or write) began or ended (the daemon combines the two monitors). */
+  outage(active: boolean): void {
+    this.record({ type: active ? 'outage_began' : 'outage_ended' });
+  }
+
+  /** The spare's usage now, into the series. */
+  sample(): void {
+    const g = this.o.gauge();
+    this.record({ type: 'spare', used: g.used, slots: g.slots, lost: g.lost });
+  }
+
+  /**
+   * The health now (and, as every assessment does, a change of state noticed: logged, announced, alerted).
+   * The spare is sampled first when its usage changed without a commit (slots reserved for redirects, or given back).
+   */
+  assess(): HealthView {
+    const g = this.o.gauge();
+    const last = this.series.spare;
+    if (!this.closed && (last === null || last.used !== g.used || last.slots !== g.slots || last.lost !== g.lost)) {
+      this.record({ type: 'spare', used: g.used, slots: g.slots, lost: g.lost });
+    }
+    const a = assessHealth(this.series, this.o.settings, this.now(), { device: this.o.name ?? this.o.device() });
+    this.lastCheckAt = this.now();
+    this.observe(a);
+    return { ...a, recordError: this.recordError, since: this.series.since };
+  }
+
+  /** The series day by day (health --history). */
+  history(): ReturnType<HealthSeries['history']> {
+    return this.series.history();
+  }
+
+  get settings(): HealthSettings {
+    return { ...this.o.settings };
+  }
+
+  /**
+   * `health <dev> reset`: a new series from now (the spare sampled), saved at once over whatever the file
+   * held (a file that could not be used included). E_STATE when it cannot be saved (the new series is kept
+   * in memory and saved again later).
+   */
+  reset(): HealthView {
+    const at = this.now();
+    this.series = HealthSeries.create(at);
+    this.recordError = null;
+    this.seen = null;
+    this.lastAlertAt.clear();
+    this.sample();
+    this.events.emit({ type: 'reset', at });
+    this.o.log.warn({}, 'health history reset: a new series begins');
+    this.dirty = true;
+    this.saveOrThrow();
+    return this.assess();
+  }
+
+  /** Saves the series if it changed (never over a file that could not be used). Failures are logged. */
+  save(): void {
+    try {
+      this.saveOrThrow();
+    } catch (e) {
+      this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'cannot save the health history');
+    }
+  }
+
+  private saveOrThrow(): void {
+    if (!this.dirty || this.recordError !== null) return;
+    saveHealth(this.o.dir, this.o.pairId, this.series);
+    this.dirty = false;
+  }
+
+  /** Stops the timers and saves (shutdown, del, detach). Alert commands still running end on their own timeouts. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const t of [this.checkTimer, this.saveTimer, this.tickTimer]) if (t !== null) clearTimeout(t);
+    this.checkTimer = this.saveTimer = this.tickTimer = null;
+    this.save();
+  }
+
+  /** Stops the timers without saving (a start that failed: it leaves no file behind). */
+  discard(): void {
+    this.closed = true;
+    for (const t of [this.checkTimer, this.saveTimer, this.tickTimer]) if (t !== null) clearTimeout(t);
+    this.checkTimer = this.saveTimer = this.tickTimer = null;
+  }
+
+  /** Alert commands running now (tests wait for them). */
+  alertsSettled(): Promise<void> {
+    return Promise.all([...this.running]).then(() => undefined);
+  }
+
+  private checkSoon(): void {
+    if (this.checkTimer !== null || this.closed) return;
+    const wait = this.lastCheckAt + CHECK_MIN_GAP_MS - this.now();
+    if (wait <= 0) {
+      this.assess();
+      return;
+    }
+    this.checkTimer = setTimeout(() => {
+      this.checkTimer = null;
+      if (!this.closed) this.assess();
+    }, wait);
+    this.checkTimer.unref();
+  }
+
+  /** Compares `a` with the last assessment: a new state or a new alarm is logged, announced and alerted. */
+  private observe(a: HealthAssessment): void {
+    const now: Seen = {
+      state: a.state,
+      acceleration: a.forecast.acceleration,
+      forecastCritical: a.reasons.some((r) => r.signal === 'spare_forecast' && r.state === 'critical'),
+    };
+    const prev = this.seen;
+    this.seen = now;
+    if (prev === null) return; // the first judgement of this run (or after a reset) is the baseline
+    const changed = prev.state !== now.state;
+    const alarm: HealthAlarm | null =
+      now.acceleration && !prev.acceleration ? 'acceleration' : now.forecastCritical && !prev.forecastCritical ? 'spare_forecast' : null;
+    if (!changed && alarm === null) return;
+    const at = this.now();
+    const reason = a.reasons[0]?.sentence ?? QUIET;
+    const fields = { previous: prev.state, state: now.state, score: a.score, reason };
+    if (changed) {
+      const worse = rank(now.state) > rank(prev.state);
+      if (worse) this.o.log.warn(fields, `health ${prev.state} -> ${now.state}: ${reason}`);
+      else this.o.log.info(fields, `health ${prev.state} -> ${now.state}: ${reason}`);
+      this.events.emit({ type: 'state', at, previous: prev.state, state: now.state, score: a.score, reason });
+    } else if (alarm !== null) {
+      const alarmReason = a.reasons.find((r) => r.signal === alarm)?.sentence ?? reason;
+      this.o.log.warn({ ...fields, alarm, reason: alarmReason }, `health alarm (${alarm}): ${alarmReason}`);
+      this.events.emit({ type: 'alarm', at, alarm, state: now.state, score: a.score, reason: alarmReason });
+    }
+    this.alert(changed ? `state:${now.state}` : `alarm:${alarm}`, { previous: prev.state, state: now.state, score: a.score, reason }, at);
+  }
+
+  private alert(key: string, a: { previous: HealthState; state: HealthState; score: number; reason: string }, at: number): void {
+    let command: string | null;
+    try {
+      command = this.o.alertCommand();
+    } catch (e) {
+      this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'the alert command cannot be read from the config: no alert');
+      return;
+    }
+    if (command === null || command === '') return;
+    const last = this.lastAlertAt.get(key);
+    const interval = this.o.alertIntervalMs ?? ALERT_INTERVAL_MS;
+    if (last !== undefined && at - last < interval) {
+      this.o.log.info({ state: a.state, previous: a.previous, lastAlertAgoMs: at - last }, 'alert command not run: it ran for this state less than the alert interval ago');
+      return;
+    }
+    this.lastAlertAt.set(key, at);
+    const p = runAlert(command, { device: this.o.device(), name: this.o.name, ...a }, this.o.log, this.o.alertTimeoutMs);
+    this.running.add(p);
+    void p.then(() => this.running.delete(p));
+  }
+}
