@@ -284,6 +284,39 @@ describe('DeviceHealth alerts over time', () => {
   });
 });
 
+describe('DeviceHealth saving', () => {
+  it('saves a changed series every save interval, an unchanged one not again, and at close', async () => {
+    const dir = path.join(w.root, 'state');
+    const pid = '00000000-0000-4000-8000-000000000002';
+    const file = healthFilePath(dir, pid);
+    const h = DeviceHealth.open({
+      dir,
+      pairId: pid,
+      log: quietLog(),
+      device: () => '/dev/ublkb9',
+      name: null,
+      settings: { ...DEFAULT_HEALTH_SETTINGS },
+      gauge: () => ({ used: 0, slots: 100, lost: 0 }),
+      alertCommand: () => null,
+      saveIntervalMs: 40,
+    });
+    try {
+      expect(fs.existsSync(file)).toBe(false); // not at open
+      await waitFor(() => fs.existsSync(file)); // the new series, at the first interval
+      const ino = fs.statSync(file).ino;
+      await new Promise((r) => setTimeout(r, 200));
+      expect(fs.statSync(file).ino).toBe(ino); // unchanged: not written again (each save is a new file renamed over)
+      h.record({ type: 'bad_blocks', origin: 'scan', blocks: [5] });
+      await waitFor(() => fs.statSync(file).ino !== ino);
+      expect(loadHealth(dir, pid)?.sum(['badScan'], 0, Date.now() + 1)).toBe(1);
+      h.record({ type: 'read_error' });
+    } finally {
+      h.close();
+    }
+    expect(loadHealth(dir, pid)?.sum(['readErrors'], 0, Date.now() + 1)).toBe(1); // at close
+  });
+});
+
 describe('the health command', () => {
   it('--json and --history shapes, the human output, and bad input in one line', async () => {
     await start();
