@@ -277,6 +277,8 @@ export class Daemon {
       throw toDmrError(e);
     }
     log.info({ devId: info.devId, blockPath: info.blockPath, name: this.cfg.name, socket: sock, recovered: this.recoverId !== null }, 'device live');
+    const h = this.health?.assess();
+    if (h !== undefined) log.info({ state: h.state, score: h.score, since: new Date(h.since).toISOString() }, `health ${h.state} (score ${h.score})`);
     this.startScanner();
   }
 

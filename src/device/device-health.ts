@@ -112,7 +112,8 @@ export class DeviceHealth {
   static open(o: DeviceHealthOptions): DeviceHealth {
     const h = new DeviceHealth(o);
     const a = h.assess();
-    o.log.info({ state: a.state, score: a.score, since: new Date(h.series.since).toISOString() }, `health ${a.state} (score ${a.score})`);
+    // debug: a foreground daemon whose start fails must leave only its error line (the daemon logs the state once live).
+    o.log.debug({ state: a.state, score: a.score, since: new Date(h.series.since).toISOString() }, `health ${a.state} (score ${a.score})`);
     h.tickTimer = setInterval(() => h.assess(), o.checkIntervalMs ?? CHECK_INTERVAL_MS);
     h.tickTimer.unref();
     h.saveTimer = setInterval(() => h.save(), o.saveIntervalMs ?? SAVE_INTERVAL_MS);
