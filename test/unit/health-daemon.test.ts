@@ -145,6 +145,9 @@ describe('health in the daemon', () => {
     expect((await request(sock, 'status', {})).remap.line).toContain(' health=critical ');
     native.cfg.failReads.length = 0;
     await waitFor(() => !auto.outage.active);
+    // Main answers reads again, but the write outage goes on: still an outage.
+    expect(auto.writeOutage.active).toBe(true);
+    expect((await health()).state).toBe('critical');
     auto.writeOutage['end']();
     const h = await health();
     expect(h.state).toBe('watch');
