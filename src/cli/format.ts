@@ -61,6 +61,10 @@ export function formatStatus(s: DeviceStatus): string {
       lines.push(`         last: ${l.op} on ${l.device} sector ${l.sector} +${l.sectors}: ${l.errno} at ${l.at}`);
     }
   }
+  const h = s.health;
+  const why = h.reasons[0]?.sentence ?? 'no new bad block and no error in the watch window';
+  lines.push(`  health ${h.state}, score ${h.score}: ${why} (dmremap-ublk health ${s.name ?? s.blockPath})`);
+  if (h.recordError !== null) lines.push(`         the saved health history cannot be used: ${h.recordError}`);
   const k = s.kernel;
   const feats = k.featuresKnown ? k.featureNames.join(' ') || 'none' : 'unknown (no GET_FEATURES)';
   lines.push(`  kernel features ${k.features}: ${feats}; ${k.opcodeEncoding} opcodes`);

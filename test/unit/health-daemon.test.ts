@@ -86,6 +86,8 @@ describe('health in the daemon', () => {
     expect(s.remap.health).toBe('healthy');
     expect(s.remap.line).toContain(' health=healthy ');
     expect((await request(sock, 'stats', {})).health).toBe('healthy');
+    const human = await run('status', 'data');
+    expect(human.out).toContain(`\n  health healthy, score ${h.score}: no new bad block and no error in the watch window (dmremap-ublk health data)\n`);
   });
 
   it('records each new remap-table entry once, by origin; a lost one of auto or scan origin is also pending', async () => {
