@@ -289,6 +289,79 @@ describe('DeviceHealth alerts over time', () => {
   });
 });
 
+describe('DeviceHealth alarms and a slow alert command', () => {
+  const open = (o: { dir: string; now: () => number; gauge: SpareGauge; command: string; log?: Logger; timeoutMs?: number }) =>
+    DeviceHealth.open({
+      dir: o.dir,
+      pairId: '00000000-0000-4000-8000-000000000003',
+      log: o.log ?? quietLog(),
+      device: () => '/dev/ublkb7',
+      name: 'vol',
+      settings: { ...DEFAULT_HEALTH_SETTINGS },
+      gauge: () => ({ ...o.gauge }),
+      alertCommand: () => o.command,
+      now: o.now,
+      ...(o.timeoutMs !== undefined ? { alertTimeoutMs: o.timeoutMs } : {}),
+    });
+
+  it('acceleration beginning without a change of state is an alarm: one log line, one notice, one alert', async () => {
+    const out = path.join(w.root, 'alarm.txt');
+    let now = Date.UTC(2026, 0, 1);
+    const gauge: SpareGauge = { used: 2, slots: 100_000, lost: 2 }; // two blocks lost: degraded already
+    const { log, lines } = fileLog();
+    const h = open({ dir: path.join(w.root, 's1'), now: () => now, gauge, log, command: `echo "$DMREMAP_PREVIOUS_STATE>$DMREMAP_STATE $DMREMAP_REASON" >> ${out}` });
+    const notices: HealthNotice[] = [];
+    h.events.on((n) => notices.push(n));
+    try {
+      now += 3 * DAY_MS; // both acceleration windows observed
+      h.record({ type: 'bad_blocks', origin: 'auto', blocks: [100] }); // the day before: 1
+      now += DAY_MS;
+      expect(h.assess()).toMatchObject({ state: 'degraded', forecast: { acceleration: false } });
+      for (let i = 0; i < 12; i++) h.record({ type: 'bad_blocks', origin: 'auto', blocks: [10_000 * (i + 2)] }); // the last 24 h: 12
+      const a = h.assess();
+      expect(a).toMatchObject({ state: 'degraded', forecast: { acceleration: true } });
+      await h.alertsSettled();
+      expect(fs.readFileSync(out, 'utf8')).toBe('degraded>degraded new bad blocks are coming faster: 12 in the last 24 h, 1 in the 24 h before\n');
+      expect(notices.filter((n) => n.type === 'alarm')).toMatchObject([{ type: 'alarm', alarm: 'acceleration', state: 'degraded' }]);
+      expect(lines().filter((l) => String(l.msg).startsWith('health alarm (acceleration)')).length).toBe(1);
+      h.record({ type: 'bad_blocks', origin: 'auto', blocks: [999_999] });
+      h.assess(); // still accelerating: no new alarm
+      await h.alertsSettled();
+      expect(fs.readFileSync(out, 'utf8').split('\n').filter(Boolean).length).toBe(1);
+    } finally {
+      h.close();
+    }
+  });
+
+  it('an alert command that outlives its timeout is killed (its process group) and logged; the daemon thread is not blocked', async () => {
+    let now = Date.UTC(2026, 0, 1);
+    const { log, lines } = fileLog();
+    const pidFile = path.join(w.root, 'child.pid');
+    const h = open({ dir: path.join(w.root, 's2'), now: () => now, gauge: { used: 0, slots: 100, lost: 0 }, log, command: `sleep 30 & echo $! > ${pidFile}; wait`, timeoutMs: 300 });
+    try {
+      now += 1000;
+      const t0 = Date.now();
+      h.record({ type: 'read_error' }); // healthy -> watch: the alert starts
+      h.assess();
+      expect(Date.now() - t0).toBeLessThan(250); // record and assess return while the command runs
+      await h.alertsSettled();
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(lines().filter((l) => l.msg === 'alert command did not finish in time: killed')).toMatchObject([{ level: 50, timeoutMs: 300, signal: 'SIGKILL' }]);
+      const child = Number(fs.readFileSync(pidFile, 'utf8'));
+      await waitFor(() => {
+        try {
+          process.kill(child, 0);
+          return false;
+        } catch {
+          return true;
+        }
+      });
+    } finally {
+      h.close();
+    }
+  });
+});
+
 describe('DeviceHealth saving', () => {
   it('saves a changed series every save interval, an unchanged one not again, and at close', async () => {
     const dir = path.join(w.root, 'state');
