@@ -21,13 +21,14 @@
 // PASS/FAIL of the median steady/A ratio against 0.80. PASS/FAIL does not fail the process (a benchmark
 // reports); it exits 1 only when it could not run. Ends with one line `BENCH_JSON <json>`.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { sh } from './fio.mjs';
 import { MIB, summariseIdle } from './scan-analysis.mjs';
 import { request } from '../dist/control/client.js';
 import { MAX_SCAN_RATE_MIB } from '../dist/scan/settings.js';
+import { SCAN_CHUNK_BYTES, SCAN_INTERVAL_MS } from '../dist/scan/scanner.js';
 
 const repo = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
 const cli = path.join(repo, 'bin', 'dmremap-ublk.js');
@@ -57,6 +58,49 @@ const loop = (f) => {
   return dev;
 };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const TICKS = Number(sh('getconf', ['CLK_TCK']));
+
+/** CPU ticks (user + system) of each thread of `pid`, by "tid comm"; threads gone meanwhile are skipped. */
+function threadTicks(pid) {
+  const out = new Map();
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    out.set(`${tid} ${comm}`, Number(f[11]) + Number(f[12]));
+  }
+  return out;
+}
+
+/** The whole guest's CPU ticks from /proc/stat: busy (all but idle and iowait) and total. */
+function guestTicks() {
+  const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = f.reduce((a, b) => a + b, 0);
+  return { busy: total - f[3] - f[4], total };
+}
+
+/** What the daemon's threads and the guest's CPUs did between two samples, one line. */
+function cpuLine(before, after, ms) {
+  const threads = [...after.threads].map(([k, t]) => [k, (t - (before.threads.get(k) ?? 0)) / TICKS / (ms / 1000)]).filter(([, u]) => u >= 0.02);
+  threads.sort((a, b) => b[1] - a[1]);
+  const ncpu = os.cpus().length;
+  const busy = (after.guest.busy - before.guest.busy) / (after.guest.total - before.guest.total);
+  return `daemon threads (CPU share of one vCPU): ${threads.map(([k, u]) => `${k} ${u.toFixed(2)}`).join(', ') || 'none >= 0.02'}; guest's ${ncpu} vCPUs ${(busy * 100).toFixed(0)}% busy`;
+}
+const cpuSample = (pid) => ({ threads: threadTicks(pid), guest: guestTicks() });
+
+/** `count` sequential scan_read debug calls of `bytes` each from `offset` (scan stopped): MiB/s over their time. */
+async function scanReadProbe(sock, offset, bytes, count) {
+  const t0 = Date.now();
+  for (let i = 0; i < count; i++) await request(sock, 'scan_read', { offset: offset + i * bytes, bytes }, COMMAND_TIMEOUT_MS);
+  const ms = Date.now() - t0;
+  return { mib: (count * bytes) / MIB / (ms / 1000), ms, count, bytes };
+}
 
 /** fio sequential read of `dev` from offset 0, `bs`, QD1, for `runtime` s; resolves with MiB/s and the MiB it read. */
 function fioSeqRead(dev, bs) {
@@ -78,7 +122,8 @@ function fioSeqRead(dev, bs) {
 }
 
 /** One scan run: scan_start, polls every POLL_MS for `runtime` s (or until it is no longer running), scan_stop. */
-async function scanRun(sock, r) {
+async function scanRun(sock, r, pid) {
+  const cpu0 = cpuSample(pid);
   const t0 = Date.now();
   const started = await request(sock, 'scan_start', { rateMib: MAX_SCAN_RATE_MIB }, COMMAND_TIMEOUT_MS);
   if (started.state !== 'running') throw new Error(`round ${r}: scan is ${started.state} after scan_start`);
@@ -90,10 +135,11 @@ async function scanRun(sock, r) {
     samples.push({ ms: Date.now() - t0, position: s.position, rateBps: s.rateBps, state: s.state });
     state = s.state;
   }
+  const cpu = cpuLine(cpu0, cpuSample(pid), Date.now() - t0);
   // A pass that reached the end is done (nothing to stop); its last polls are not in the windows.
   const end = state === 'running' ? await request(sock, 'scan_stop', {}, COMMAND_TIMEOUT_MS) : null;
   if (end !== null && end.state !== 'idle') throw new Error(`round ${r}: scan is ${end.state} after scan_stop`);
-  return { startPosition: started.position, samples, finished: state === 'done' };
+  return { startPosition: started.position, samples, finished: state === 'done', cpu };
 }
 
 const f2 = (x) => (x === null ? 'n/a' : x.toFixed(2));
@@ -114,18 +160,18 @@ try {
   dev = added.blockPath;
   const sock = path.join(RUN_DIR, `${added.devId}.sock`);
   const floorMib = JSON.parse(sh('node', [cli, 'config', 'get', '--json'])).scanMinRateMib;
-  const { maxIoBytes } = await request(sock, 'status', {}, COMMAND_TIMEOUT_MS);
+  const { maxIoBytes, pid } = await request(sock, 'status', {}, COMMAND_TIMEOUT_MS);
   console.log(`device ${dev} over main ${main}: ${MAIN_MIB} MiB (the first ${dataMib} MiB written), nothing else using it`);
   console.log(`${rounds} rounds of ${runtime} s: A = fio seq read of ${main} bs=1M direct=1 QD1; A2 = the same bs=512k (informational); ` +
     `B = scan pass at ${MAX_SCAN_RATE_MIB} MiB/s (no limit; starts at the floor ${floorMib} MiB/s and doubles every interval), polled every ${POLL_MS} ms`);
-  console.log(`QD1: the scanner has one read in flight (scanner.ts reads a tick's 1 MiB chunks one after another; ` +
+  console.log(`QD1: the scanner has one read in flight (scanner.ts reads a tick's ${SCAN_CHUNK_BYTES / MIB} MiB chunks one after another, a tick every ${SCAN_INTERVAL_MS} ms; ` +
     `scan_reader.cc reads each with blocking preads of at most max-io = ${maxIoBytes / 1024} KiB), so its depth is 1, the same as the baseline's`);
 
   const results = [];
   for (let r = 1; r <= rounds; r++) {
     const fio1m = await fioSeqRead(main, '1M');
     const fio512k = await fioSeqRead(main, '512k');
-    const scan = await scanRun(sock, r);
+    const scan = await scanRun(sock, r, pid);
     const round = { fioMib: fio1m.mib, fioReadMib: fio1m.readMib, fio512kMib: fio512k.mib, ...scan };
     results.push(round);
     const p = summariseIdle([round], { targetRatio: TARGET_RATIO, steadyFromMs: STEADY_FROM_MS }).perRound[0];
@@ -137,7 +183,21 @@ try {
         `B ${f2(p.steadyMib)} MiB/s from ${STEADY_FROM_MS / 1000} s on, ${f2(p.wholeMib)} MiB/s from start (to ${reachMib.toFixed(0)} MiB in ${scan.samples.length} polls${scan.finished ? ', pass done' : ''})${past}; ` +
         `B/A ${f3(p.ratio)}, whole ${f3(p.wholeRatio)}`,
     );
+    console.log(`round ${r}: during B, ${scan.cpu}`);
   }
+
+  // Informational: the native read path alone (no scanner loop, no rate), one call at a time through the
+  // scan_read debug command (its IPC included), 1 MiB calls (the scanner's chunk) and 16 MiB calls (the most
+  // one call reads), over the written part; and fio 1M QD1 once more right after, for comparison.
+  const probes = [];
+  for (const [bytes, count] of [[MIB, 256], [16 * MIB, 16], [MIB, 256]]) {
+    const c0 = cpuSample(pid);
+    const pr = await scanReadProbe(sock, 0, bytes, count);
+    probes.push({ ...pr, cpu: cpuLine(c0, cpuSample(pid), pr.ms) });
+    console.log(`scan_read probe: ${count} calls of ${bytes / MIB} MiB: ${pr.mib.toFixed(2)} MiB/s (${(pr.ms / count).toFixed(1)} ms a call); ${probes[probes.length - 1].cpu}`);
+  }
+  const fioAfter = await fioSeqRead(main, '1M');
+  console.log(`fio seq read 1M QD1 after the probes: ${fioAfter.mib.toFixed(2)} MiB/s`);
 
   const s = summariseIdle(results, { targetRatio: TARGET_RATIO, steadyFromMs: STEADY_FROM_MS });
   const fio512kMedian = [...results.map((r) => r.fio512kMib)].sort((a, b) => a - b)[Math.floor(results.length / 2)];
@@ -147,7 +207,7 @@ try {
   console.log(`${s.pass === null ? 'NO DATA' : s.pass ? 'PASS' : 'FAIL'}: idle scan at ${f3(s.ratio)} of fio seq read 1M QD1 of main (target >= ${TARGET_RATIO})`);
   console.log(`BENCH_JSON ${JSON.stringify({
     kernel: os.release(), rounds, runtimeSec: runtime, mainMiB: MAIN_MIB, dataMiB: dataMib, scanRateMib: MAX_SCAN_RATE_MIB, floorMib,
-    maxIoBytes, fioJob: { rw: 'read', bs: '1M', iodepth: 1, direct: 1, ioengine: 'io_uring' }, targetRatio: TARGET_RATIO,
+    maxIoBytes, scanChunkBytes: SCAN_CHUNK_BYTES, scanIntervalMs: SCAN_INTERVAL_MS, fioJob: { rw: 'read', bs: '1M', iodepth: 1, direct: 1, ioengine: 'io_uring' }, targetRatio: TARGET_RATIO,
     summary: {
       fioMib: Number(s.fioMib.toFixed(3)), fio512kMib: Number(fio512kMedian.toFixed(3)),
       steadyMib: s.steadyMib === null ? null : Number(s.steadyMib.toFixed(3)), wholeMib: s.wholeMib === null ? null : Number(s.wholeMib.toFixed(3)),
@@ -155,6 +215,8 @@ try {
       steadyFromMs: STEADY_FROM_MS, windows: s.windows, pass: s.pass, perRound: s.perRound,
     },
     results,
+    probes,
+    fioAfterProbesMib: fioAfter.mib,
   })}`);
 } catch (e) {
   console.error(`idle scan bench could not run: ${e instanceof Error ? e.message : String(e)}`);
