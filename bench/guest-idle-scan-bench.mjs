@@ -20,6 +20,12 @@
 // Reported: per round A, A2, B steady and whole, and the ratios steady/A and whole/A; the medians, and
 // PASS/FAIL of the median steady/A ratio against 0.80. PASS/FAIL does not fail the process (a benchmark
 // reports); it exits 1 only when it could not run. Ends with one line `BENCH_JSON <json>`.
+// Measured in the TCG VM (6.12, 2 vCPUs, a busy host: fio itself varied 81-481 MiB/s between rounds): FAIL,
+// median 0.32 and 0.27 in two runs (the scan 40-73 MiB/s). The time goes to the fixed cost of one scanRead
+// call, not to the rate control: per 1 MiB chunk 14-21 ms in the second run against fio's 3.3-4.8 ms per
+// MiB; the scan_read probe read 16-59 MiB/s in 1 MiB calls and 174-304 MiB/s in 16 MiB calls; the daemon's
+// JS thread was 0.4-0.5 busy and its pool threads about as much together, the guest's vCPUs 64-69%. The same
+// bench with SCAN_CHUNK_BYTES set to 16 MiB (an experiment, not committed) gave a median 0.72 (0.61, 0.72, 0.92).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
