@@ -89,3 +89,70 @@ export function summarise(rounds, targets) {
     ratePass: loadMib === null ? null : loadMib >= targets.floorMib,
   };
 }
+
+// The idle scan benchmark (guest-idle-scan-bench.mjs): the scan's throughput on an idle device against fio's
+// sequential reads of main.
+
+/**
+ * The part of one scan run's status polls after the rate's climb: from the first poll at least `fromMs`
+ * after scan_start whose state is running to the last such poll, as bytes and ms; null with fewer than two
+ * (polls once the pass is done or stopped are not counted: their position is not the scan's reading).
+ * @param {Array<{ ms: number, position: number, state: string }>} samples
+ * @param {number} fromMs
+ * @returns {{ bytes: number, ms: number } | null}
+ */
+export function runningWindow(samples, fromMs) {
+  const s = samples.filter((x) => x.ms >= fromMs && x.state === 'running');
+  if (s.length < 2) return null;
+  const first = s[0];
+  const last = s[s.length - 1];
+  if (last.position < first.position) throw new Error(`scan position went back: ${first.position} -> ${last.position}`);
+  if (!(last.ms > first.ms)) throw new Error(`poll times must increase, got ${first.ms} then ${last.ms} ms`);
+  return { bytes: last.position - first.position, ms: last.ms - first.ms };
+}
+
+/**
+ * The summary of the idle rounds. Each round: fio's sequential read of main (`fioMib`, MiB/s) and one scan
+ * run started at `startPosition` at ms 0 (just before scan_start was sent), polled (`samples`). Per round:
+ *  - steadyMib: the scan's MiB/s over runningWindow(samples, steadyFromMs), after the rate's climb from the
+ *    floor; null without a window;
+ *  - wholeMib: from scan_start to the last running poll, the climb included; null without a running poll;
+ *  - ratio: steadyMib / fioMib (null without a window), wholeRatio: wholeMib / fioMib.
+ * The verdict: the median of the rounds' ratios against `targetRatio`; null (no verdict) when no round has
+ * a window. A round without one counts in no median.
+ * @param {Array<{ fioMib: number, startPosition: number, samples: Array<{ ms: number, position: number, state: string }> }>} rounds
+ * @param {{ targetRatio: number, steadyFromMs: number }} targets
+ */
+export function summariseIdle(rounds, targets) {
+  if (rounds.length === 0) throw new Error('no rounds to summarise');
+  const perRound = rounds.map((r, i) => {
+    if (!(r.fioMib > 0)) throw new Error(`round ${i + 1}: fio's MiB/s must be above 0, got ${r.fioMib}`);
+    const w = runningWindow(r.samples, targets.steadyFromMs);
+    const steadyMib = w === null ? null : w.bytes / MIB / (w.ms / 1000);
+    const running = r.samples.filter((x) => x.state === 'running');
+    const last = running[running.length - 1];
+    if (last !== undefined && last.position < r.startPosition) throw new Error(`round ${i + 1}: scan position went back: ${r.startPosition} -> ${last.position}`);
+    const wholeMib = last === undefined || !(last.ms > 0) ? null : (last.position - r.startPosition) / MIB / (last.ms / 1000);
+    return {
+      fioMib: r.fioMib,
+      steadyMib,
+      wholeMib,
+      ratio: steadyMib === null ? null : steadyMib / r.fioMib,
+      wholeRatio: wholeMib === null ? null : wholeMib / r.fioMib,
+    };
+  });
+  const known = (xs) => xs.filter((x) => x !== null);
+  const ratios = known(perRound.map((p) => p.ratio));
+  const wholeRatios = known(perRound.map((p) => p.wholeRatio));
+  const ratio = ratios.length === 0 ? null : median(ratios);
+  return {
+    fioMib: median(perRound.map((p) => p.fioMib)),
+    steadyMib: ratios.length === 0 ? null : median(known(perRound.map((p) => p.steadyMib))),
+    wholeMib: wholeRatios.length === 0 ? null : median(known(perRound.map((p) => p.wholeMib))),
+    ratio,
+    wholeRatio: wholeRatios.length === 0 ? null : median(wholeRatios),
+    windows: ratios.length,
+    perRound,
+    pass: ratio === null ? null : ratio >= targets.targetRatio,
+  };
+}

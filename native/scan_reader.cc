@@ -113,11 +113,10 @@ struct FdCloser {
   }
 };
 
-// Pool thread. Frees a Read's buffer (posix_memalign'ed) when it returns or throws.
-struct FreeDeleter {
-  void operator()(char* p) const { free(p); }
-};
 }  // namespace
+
+// The thread that destroys the reader (its buffer was posix_memalign'ed).
+void ScanReader::BufferFree::operator()(char* p) const { free(p); }
 
 // Pool thread.
 void ScanReader::Read(uint64_t offset, uint32_t len, bool narrow, const std::function<ScanFds()>& open_fds, ScanResult* out) {
@@ -151,10 +150,14 @@ void ScanReader::Read(uint64_t offset, uint32_t len, bool narrow, const std::fun
     capped = true;
   }
   const uint32_t max_blocks = narrow ? 1 : max_piece_blocks_;
-  const uint32_t buf_len = static_cast<uint32_t>(std::min<uint64_t>(uint64_t(max_blocks) << shift, (end - first) << shift));
-  void* p = nullptr;
-  if (posix_memalign(&p, 4096, buf_len) != 0) ThrowSys(ENOMEM, "scan read", "(buffer of " + std::to_string(buf_len) + " bytes)");
-  std::unique_ptr<char, FreeDeleter> buf(static_cast<char*>(p));
+  if (!buf_) {
+    // One piece at most (a narrow read's piece, one block, is smaller): allocated at the first Read, kept.
+    const uint32_t cap = max_piece_blocks_ << shift;
+    void* p = nullptr;
+    if (posix_memalign(&p, 4096, cap) != 0) ThrowSys(ENOMEM, "scan read", "(buffer of " + std::to_string(cap) + " bytes)");
+    buf_.reset(static_cast<char*>(p));
+  }
+  char* const buf = buf_.get();
 
   std::vector<ScanSegment> plan;  // the pieces of [plan's first block, end) as planned against plan_gen
   size_t next = 0;
@@ -182,7 +185,7 @@ void ScanReader::Read(uint64_t offset, uint32_t len, bool narrow, const std::fun
     s.generation = plan_gen;
     if (s.skip == ScanSkip::kNone) {
       auto t0 = std::chrono::steady_clock::now();
-      s.err = PreadWhole(pread_, s.spare ? fds.fds.spare : fds.fds.main, buf.get(), s.blocks << shift, s.dev_offset);
+      s.err = PreadWhole(pread_, s.spare ? fds.fds.spare : fds.fds.main, buf, s.blocks << shift, s.dev_offset);
       auto us = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0).count();
       s.latency_us = static_cast<uint32_t>(std::min<int64_t>(us, UINT32_MAX));
     }

@@ -2,7 +2,7 @@
 // median A, the scan's rate is the bytes it moved over the time it ran (all B runs together), and each target
 // gives PASS or FAIL from the numbers.
 import { describe, expect, it } from 'vitest';
-import { loadWindow, MIB, median, scanRateMib, summarise } from '../../bench/scan-analysis.mjs';
+import { loadWindow, MIB, median, runningWindow, scanRateMib, summarise, summariseIdle } from '../../bench/scan-analysis.mjs';
 
 const targets = { floorMib: 1, targetRatio: 0.9, loadFromMs: 2000 };
 
@@ -117,5 +117,95 @@ describe('summarise', () => {
   it('refuses no rounds and a median of 0 IOPS with the scan paused', () => {
     expect(() => summarise([], targets)).toThrow(/no rounds/);
     expect(() => summarise([{ pausedIops: 0, scanningIops: 5, posBefore: 0, posAfter: MIB, scanMs: 1000 }], targets)).toThrow(/above 0/);
+  });
+});
+
+const idleTargets = { targetRatio: 0.8, steadyFromMs: 2000 };
+
+/**
+ * Polls every 500 ms to `toMs` of a scan that reads nothing for its first `climbMs` (the rate climbing from
+ * the floor), then `mibPerS`; `doneFromMs`: polls from then on say done (the pass at the end).
+ */
+const idlePolls = (toMs: number, mibPerS: number, climbMs = 1000, doneFromMs = Infinity) => {
+  const out: { ms: number; position: number; state: string }[] = [];
+  for (let t = 500; t <= toMs; t += 500) {
+    out.push({ ms: t, position: Math.max(0, t - climbMs) / 1000 * mibPerS * MIB, state: t >= doneFromMs ? 'done' : 'running' });
+  }
+  return out;
+};
+
+describe('runningWindow', () => {
+  it('runs from the first running poll at fromMs on to the last running one; null with fewer than two', () => {
+    expect(runningWindow(idlePolls(8000, 100), 2000)).toEqual({ bytes: 600 * MIB, ms: 6000 });
+    // The polls once the pass is done are left out: the window ends at the last running poll (5.5 s).
+    expect(runningWindow(idlePolls(8000, 100, 1000, 6000), 2000)).toEqual({ bytes: 350 * MIB, ms: 3500 });
+    expect(runningWindow(idlePolls(2000, 100), 2000)).toBeNull();
+    expect(runningWindow(idlePolls(8000, 100, 1000, 2500), 2000)).toBeNull();
+  });
+  it('refuses a position that went back', () => {
+    const back = [
+      { ms: 2000, position: 5 * MIB, state: 'running' },
+      { ms: 2500, position: 4 * MIB, state: 'running' },
+    ];
+    expect(() => runningWindow(back, 2000)).toThrow(/went back/);
+  });
+});
+
+describe('summariseIdle', () => {
+  it('the verdict is the median of the rounds\' steady ratios (scan from 2 s on over fio), not of the whole run', () => {
+    // fio 125 MiB/s; the scan reads nothing for 1 s, then 100 MiB/s: 0.80 steady (passes), 0.70 whole.
+    const s = summariseIdle(
+      [
+        { fioMib: 125, startPosition: 0, samples: idlePolls(8000, 100) },
+        { fioMib: 100, startPosition: 0, samples: idlePolls(8000, 100) },
+        { fioMib: 200, startPosition: 0, samples: idlePolls(8000, 100) },
+      ],
+      idleTargets,
+    );
+    expect(s.perRound.map((p) => p.ratio)).toEqual([0.8, 1, 0.5]);
+    expect(s.ratio).toBe(0.8);
+    expect(s.pass).toBe(true);
+    expect(s.fioMib).toBe(125);
+    expect(s.steadyMib).toBe(100);
+    expect(s.wholeMib).toBeCloseTo(87.5, 10);
+    expect(s.wholeRatio).toBeCloseTo(0.7, 10);
+    expect(s.windows).toBe(3);
+  });
+
+  it('a median ratio under 0.80 fails', () => {
+    const s = summariseIdle([{ fioMib: 100, startPosition: 0, samples: idlePolls(8000, 79) }], idleTargets);
+    expect(s.ratio).toBeCloseTo(0.79, 10);
+    expect(s.pass).toBe(false);
+  });
+
+  it('whole counts from the position scan_start reported', () => {
+    const samples = idlePolls(8000, 100).map((x) => ({ ...x, position: x.position + 50 * MIB }));
+    const s = summariseIdle([{ fioMib: 100, startPosition: 50 * MIB, samples }], idleTargets);
+    expect(s.wholeMib).toBeCloseTo(87.5, 10);
+    expect(s.steadyMib).toBeCloseTo(100, 10);
+  });
+
+  it('a round without a steady window counts in no median; no window at all gives no verdict', () => {
+    const s = summariseIdle(
+      [
+        { fioMib: 100, startPosition: 0, samples: idlePolls(8000, 90) },
+        { fioMib: 100, startPosition: 0, samples: idlePolls(8000, 100, 1000, 2500) },
+      ],
+      idleTargets,
+    );
+    expect(s.perRound[1]?.ratio).toBeNull();
+    expect(s.ratio).toBeCloseTo(0.9, 10);
+    expect(s.windows).toBe(1);
+    const none = summariseIdle([{ fioMib: 100, startPosition: 0, samples: idlePolls(1500, 100) }], idleTargets);
+    expect(none.ratio).toBeNull();
+    expect(none.steadyMib).toBeNull();
+    expect(none.pass).toBeNull();
+    expect(none.wholeMib).toBeCloseTo(33.3333, 3);
+  });
+
+  it('refuses no rounds, fio at 0 MiB/s and a scan position behind its start', () => {
+    expect(() => summariseIdle([], idleTargets)).toThrow(/no rounds/);
+    expect(() => summariseIdle([{ fioMib: 0, startPosition: 0, samples: idlePolls(8000, 100) }], idleTargets)).toThrow(/above 0/);
+    expect(() => summariseIdle([{ fioMib: 100, startPosition: 900 * MIB, samples: idlePolls(8000, 100) }], idleTargets)).toThrow(/went back/);
   });
 });
