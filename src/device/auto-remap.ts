@@ -168,9 +168,9 @@ export class AutoRemapper {
   /** Errors and remaps are logged through this: one line at once, then one summary per second of a burst. */
   private readonly burst: BurstLog;
   private readonly detector: OutageDetector;
-  /** Device-wide outages of main: while one lasts, failed requests are held, never remapped or marked lost. */
   /** Where the health model's events go (the daemon's DeviceHealth); null: nowhere. */
   health: { record(event: HealthEvent): void } | null = null;
+  /** Device-wide outages of main: while one lasts, failed requests are held, never remapped or marked lost. */
   readonly outage: OutageMonitor;
   /** What the outage probe reads: blocks read on main lately, never one in the table. */
   private readonly probeTargets: ProbeTargets;

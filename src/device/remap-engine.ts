@@ -123,7 +123,7 @@ export class RemapEngine {
   private faults!: FaultOps;
   private manual!: ManualOps;
   private queries!: RemapQueries;
-  /** Whether main is in an outage now (set by the auto-remapper): the status's health is critical then. */
+  /** Whether main is in an outage now, a write outage included (set by the auto-remapper). */
   outageActive: () => boolean = () => false;
   /** Whether main does not answer reads now (a device outage; set by the auto-remapper): manual remaps are refused then. */
   readOutageActive: () => boolean = () => false;
