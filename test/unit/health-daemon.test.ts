@@ -17,7 +17,8 @@ import type { HealthNotice } from '../../src/device/health-events.js';
 import type { NativeEvent } from '../../src/native.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { stateDir } from '../../src/paths.js';
-import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, waitFor, type World } from './helpers.js';
+import { readEntryOf, writeEntry, type RegistryEntryV2 } from '../../src/control/registry.js';
+import { captureCtx, DEAD_PID, deviceConfig, fakeFor, makeWorld, quietLog, RECOVERY_FEATURES, waitFor, type World } from './helpers.js';
 
 let w: World;
 let native: FakeNative;
@@ -179,6 +180,23 @@ describe('health in the daemon', () => {
     expect(fs.existsSync(healthFile())).toBe(true);
   });
 
+  it('the series goes to the successor of a detach (restart) and recover', async () => {
+    native = fakeFor(w, { features: RECOVERY_FEATURES });
+    await start();
+    const id = daemon?.info.devId as number;
+    await request(sock, 'remap', { sector: 8 });
+    const before = await health();
+    await daemon?.detach('upgrade');
+    daemon = null;
+    const e = readEntryOf(w.runDir, id) as RegistryEntryV2;
+    writeEntry(w.runDir, { ...e, pid: DEAD_PID, pidStart: null });
+    daemon = await Daemon.recover(id, { native, runDir: w.runDir, log: quietLog(), logFile: null });
+    const after = await health(true);
+    expect(after.since).toBe(before.since);
+    expect(after.state).toBe('watch');
+    expect(after.history?.[0]?.counts.badManual).toBe(1);
+  });
+
   it('a corrupt file: the device comes up, health says so, the file is left as it was; reset replaces it', async () => {
     const { log, lines } = fileLog();
     await start();
@@ -271,8 +289,10 @@ describe('DeviceHealth alerts over time', () => {
     try {
       h.record({ type: 'bad_blocks', origin: 'auto', blocks: [7] }); // healthy -> watch: alert
       expect(h.assess().state).toBe('watch');
+      await h.alertsSettled(); // (each alert runs on its own: waited for, so that the file keeps their order)
       now += DAY_MS + 2 * 3_600_000;
       expect(h.assess().state).toBe('healthy'); // the watch window passed: watch -> healthy: alert
+      await h.alertsSettled();
       now += 60_000;
       h.record({ type: 'bad_blocks', origin: 'auto', blocks: [9] }); // healthy -> watch again, within 3 days of the first: none
       expect(h.assess().state).toBe('watch');
