@@ -10,7 +10,7 @@
 //
 // Every change of state and every forecast alarm that begins is one log line and one HealthNotice (events),
 // and runs the alert command (health-alert.ts) at most once per change, and not twice within
-// ALERT_INTERVAL_MS for the same state or alarm.
+// ALERT_INTERVAL_MS for the same state or alarm; the commands run one at a time, in order.
 import { DmrError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
@@ -85,8 +85,8 @@ export class DeviceHealth {
   private saveTimer: NodeJS.Timeout | null = null;
   private tickTimer: NodeJS.Timeout | null = null;
   private readonly lastAlertAt = new Map<string, number>();
-  /** Alert commands running now (close does not wait for them: each has its own timeout). */
-  private readonly running = new Set<Promise<AlertOutcome>>();
+  /** Alert commands run one at a time, in the order of their changes (close does not wait: each has its own timeout). */
+  private alertChain: Promise<AlertOutcome | null> = Promise.resolve(null);
   private closed = false;
   private readonly now: () => number;
 
@@ -243,7 +243,7 @@ export class DeviceHealth {
 
   /** Alert commands running now (tests wait for them). */
   alertsSettled(): Promise<void> {
-    return Promise.all([...this.running]).then(() => undefined);
+    return this.alertChain.then(() => undefined);
   }
 
   private checkSoon(): void {
@@ -306,8 +306,7 @@ export class DeviceHealth {
       return;
     }
     this.lastAlertAt.set(key, at);
-    const p = runAlert(command, { device: this.o.device(), name: this.o.name, ...a }, this.o.log, this.o.alertTimeoutMs);
-    this.running.add(p);
-    void p.then(() => this.running.delete(p));
+    const env = { device: this.o.device(), name: this.o.name, ...a };
+    this.alertChain = this.alertChain.then(() => runAlert(command, env, this.o.log, this.o.alertTimeoutMs));
   }
 }
