@@ -145,6 +145,7 @@ export class FakeDevice implements NativeDevice {
       latencyLog2Us: new Array<number>(24).fill(0),
     }));
     this.parkFaults = opts.parkFaults === true;
+    this.slowIoUs = opts.slowIoUs ?? 0;
     addon.devices.push(this);
   }
 
@@ -343,6 +344,14 @@ export class FakeDevice implements NativeDevice {
   parkFaults = false;
   /** Every resolveFault call, in order. */
   readonly resolutions: Array<{ queue: number; tag: number; seq: number; action: FaultAction }> = [];
+
+  /** The slow_io threshold as last set (DeviceOptions.slowIoUs, then setSlowIoUs); 0: off. */
+  slowIoUs = 0;
+
+  setSlowIoUs(us: number): void {
+    this.slowIoUs = us;
+    this.calls.push(`setSlowIoUs ${us}`);
+  }
 
   setFaultParking(on: boolean): void {
     this.parkFaults = on;
