@@ -38,6 +38,9 @@ import { BurstLog } from './burst-log.js';
 import { DEFAULT_POLICY } from '../config/policy.js';
 import { hasSupervisor } from '../supervisor/child-process.js';
 import { Scanner } from '../scan/scanner.js';
+import { serialScanReads } from '../scan/serial-scan-reads.js';
+import { SlowBlockRule } from '../scan/slow-blocks.js';
+import { UserSlowReads } from '../scan/user-slow-reads.js';
 import { loadScan, saveScan, type SavedScan } from '../scan/scan-file.js';
 import { DEFAULT_SCAN_SETTINGS, resolveScanSettings, type ScanSettings } from '../scan/settings.js';
 import { configPath, deviceKey, loadConfig, resolveScanConfig } from '../config/file.js';
@@ -74,6 +77,10 @@ export class Daemon {
   private auto: AutoRemapper | null = null;
   /** The background scan (issue 13); created once the device is live. */
   private scanner: Scanner | null = null;
+  /** The judge of users' reads slower than slow_io_ms (native's slow_io events); created with the scanner. */
+  private userSlow: UserSlowReads | null = null;
+  /** The scan's settings, read once before the device is made (its slow_io threshold is native's). */
+  private scanSettingsNow: ScanSettings | null = null;
   /** Passed-through I/O errors (auto-remap off) are logged through this: no line per failed request in a burst. */
   private readonly burst: BurstLog;
   private stopping: Promise<number> | null = null;
@@ -192,6 +199,8 @@ export class Daemon {
     const engine = this.engine;
     const policy = { ...DEFAULT_POLICY, ...this.cfg.policy };
     log.debug({ report: engine.report, slots: engine.store.geometry.slotCount }, 'remap table loaded');
+    const scanSettings = this.scanSettings();
+    this.scanSettingsNow = scanSettings;
     try {
       this.device = new native.Device({
         mainPath: p.main.path,
@@ -208,6 +217,8 @@ export class Daemon {
         spareDataOffset: engine.spareDataOffset,
         devId: this.recoverId ?? -1,
         parkFaults: policy.autoRemap,
+        // Users' reads slower than slow_io_ms are reported (slow_io) and judged like the scan's (user-slow-reads.ts).
+        slowIoUs: scanSettings.slowIoMs * 1000,
         onEvent: (ev) => this.onEvent(ev),
       });
       engine.attach(this.device);
@@ -292,15 +303,23 @@ export class Daemon {
     } catch (e) {
       this.deps.log.warn({ err: e instanceof Error ? e.message : String(e), dir }, 'the saved scan cannot be used: the scan starts over');
     }
+    const settings = this.scanSettingsNow ?? this.scanSettings();
+    // The scan and the judge of users' slow reads share native's one scan read at a time, and the
+    // slow-block rule: a block slow once in each reaches slow_threshold.
+    const reads = serialScanReads(device);
+    const sink = auto.scanSink();
+    const slowRule = new SlowBlockRule({ slowThreshold: settings.slowThreshold, log: this.deps.log, relocate: (b, d) => sink.slowBlock(b, d) });
     let scanner: Scanner;
     try {
+      this.userSlow = new UserSlowReads({ device: reads, blockSize: this.plan.blockSize, deviceBytes, slowIoMs: settings.slowIoMs, rule: slowRule, log: this.deps.log });
       scanner = new Scanner({
-        device,
+        device: reads,
         blockSize: this.plan.blockSize,
         deviceBytes,
-        settings: this.scanSettings(),
+        settings,
         log: this.deps.log,
-        sink: auto.scanSink(),
+        sink,
+        slowRule,
         saved,
         save: (s) => saveScan(dir, pairId, s),
       });
@@ -337,6 +356,7 @@ export class Daemon {
   /** Ends the scan loop after its read in flight and saves the cursor (shutdown, detach). */
   private async closeScanner(): Promise<void> {
     try {
+      await this.userSlow?.close();
       await this.scanner?.close();
     } catch (e) {
       this.deps.log.error({ err: String(e) }, 'closing the scanner failed');
@@ -349,7 +369,11 @@ export class Daemon {
       status: () => this.status(),
       ...remapHandlers(() => this.liveEngine(), () => this.status(), () => this.liveAuto(), {
         handlers: scanHandlers(() => this.liveScanner()),
-        counters: () => this.liveScanner().stats(),
+        counters: () => {
+          const s = this.liveScanner().stats();
+          const u = this.userSlow?.stats() ?? { slowReads: 0, unjudged: 0 };
+          return { ...s, slowIos: s.slowIos + u.slowReads, userSlowReads: u.slowReads, userSlowUnjudged: u.unjudged };
+        },
       }),
       ...scanHandlers(() => this.liveScanner()),
       scan_read: (req) => this.scanRead(req.offset, req.bytes, req.narrow === true),
@@ -404,6 +428,9 @@ export class Daemon {
           fields: { op: ev.op, device: ev.device, errno: ev.errno },
           unit: 'sectors',
         });
+        break;
+      case 'slow_io':
+        this.userSlow?.suspect(ev);
         break;
       case 'io_fault':
       case 'fault_cleared':
