@@ -232,7 +232,7 @@ describe('scanRead through the data path', () => {
     // slow_threshold (2): it is relocated to the spare with its data (table origin `scan`: the scan's own
     // re-read judged it) and then reads fast, from the spare, with the same bytes. No scan pass runs.
     const main = src.dmError(16, []);
-    daemon = await addForeground(main.path, src.loop(16), path.join(dir, 'state'));
+    daemon = await addForeground(main.path, src.loop(16), path.join(dir, 'state'), ['--block-size', '4096']);
     const sock = path.join(RUN_DIR, `${daemon.dev.devId}.sock`);
     const dev = daemon.dev.blockPath;
     const bs = (await request(sock, 'status', {})).blockSize;
