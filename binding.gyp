@@ -40,6 +40,11 @@
       "sources": ["native/test/scan_reader_test.cc", "native/scan_reader.cc", "native/remap_index.cc", "native/sys_error.cc"]
     },
     {
+      "target_name": "slow_io_limit_test",
+      "type": "executable",
+      "sources": ["native/test/slow_io_limit_test.cc"]
+    },
+    {
       "target_name": "lookup_bench",
       "type": "executable",
       "sources": ["native/bench/lookup_bench.cc", "native/remap_index.cc"]

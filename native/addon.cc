@@ -104,6 +104,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
                         InstanceMethod("scanRead", &DeviceWrap::ScanRead),
                         InstanceMethod("tableGeneration", &DeviceWrap::TableGeneration),
                         InstanceMethod("setFaultParking", &DeviceWrap::SetFaultParking),
+                        InstanceMethod("setSlowIoUs", &DeviceWrap::SetSlowIoUs),
                         InstanceMethod("resolveFault", &DeviceWrap::ResolveFault)});
   }
 
@@ -145,6 +146,15 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
       return;
     }
     cfg.park_faults = pf.IsBoolean() && pf.As<Napi::Boolean>().Value();
+    Napi::Value su = o.Get("slowIoUs");
+    if (!su.IsUndefined()) {
+      if (!IsSlowIoUs(su)) {
+        Napi::TypeError::New(env, "Device(options): slowIoUs must be a whole number of microseconds >= 0")
+            .ThrowAsJavaScriptException();
+        return;
+      }
+      cfg.slow_io_us = static_cast<uint64_t>(su.As<Napi::Number>().DoubleValue());
+    }
     Napi::Value cb = o.Get("onEvent");
     if (!cb.IsFunction()) {
       Napi::TypeError::New(env, "Device(options): onEvent must be a function").ThrowAsJavaScriptException();
@@ -459,6 +469,22 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
     if (!info[0].IsBoolean()) throw Napi::TypeError::New(env, "setFaultParking(on: boolean)");
     if (device_) device_->SetFaultParking(info[0].As<Napi::Boolean>().Value());
     return env.Undefined();
+  }
+
+  // JS thread. setSlowIoUs(us): successful user reads completing after the call slower than `us` µs are
+  // reported as slow_io events; 0 turns the report off. After the device was shut down it changes nothing.
+  Napi::Value SetSlowIoUs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!IsSlowIoUs(info[0])) throw Napi::TypeError::New(env, "setSlowIoUs(us: whole number >= 0)");
+    if (device_) device_->SetSlowIoUs(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
+    return env.Undefined();
+  }
+
+  // JS thread. A slow_io threshold: a whole number of µs, 0 up to 2^53 (a safe integer).
+  static bool IsSlowIoUs(const Napi::Value& v) {
+    if (!v.IsNumber()) return false;
+    const double d = v.As<Napi::Number>().DoubleValue();
+    return d >= 0 && d <= 9007199254740991.0 && d == static_cast<double>(static_cast<uint64_t>(d));
   }
 
   // JS thread. resolveFault(queue, tag, seq, action): hands the decision to the queue thread, which

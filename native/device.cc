@@ -49,6 +49,7 @@ Device::Device(DeviceConfig cfg, EventSink* events)
   geo.spare_data_offset = cfg_.spare_data_offset;
   scan_ = std::make_unique<ScanReader>(index_.get(), cfg_.queues, geo, cfg_.max_io_bytes);
   park_faults_.store(cfg_.park_faults, std::memory_order_relaxed);
+  slow_io_us_.store(cfg_.slow_io_us, std::memory_order_relaxed);
   for (uint32_t q = 0; q < cfg_.queues; q++) counters_.push_back(std::make_unique<QueueCounters>());
 }
 
@@ -396,6 +397,7 @@ void Device::PrepareQueues(uint32_t id, const BackingInfo& main_info) {
     qc.main_is_block = main_info.is_block_device;
     qc.main_zero_range = !main_info.is_block_device || main_info.write_zeroes_max_bytes > 0;
     qc.park_faults = &park_faults_;
+    qc.slow_io_us = &slow_io_us_;
     auto queue = std::make_unique<Queue>(qc, index_.get(), q, events_, counters_[q].get());
     queue->Prepare();
     std::unique_lock<std::shared_mutex> ql(queues_mu_);

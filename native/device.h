@@ -46,6 +46,7 @@ struct DeviceConfig {
   bool zero_copy = false;  // requires UBLK_F_AUTO_BUF_REG (6.16+)
   uint64_t spare_data_offset = 0;  // byte offset of spare slot 0
   bool park_faults = false;        // initial fault parking (see Device::SetFaultParking)
+  uint64_t slow_io_us = 0;         // initial slow_io threshold (see Device::SetSlowIoUs); 0: off
 };
 
 struct DeviceState {
@@ -112,6 +113,9 @@ class Device {
   // Any thread (the JS thread). Failed reads/writes seen after the call are held faulted and reported
   // as io_fault (on) or completed with their errno and reported as io_error (off).
   void SetFaultParking(bool on) { park_faults_.store(on, std::memory_order_relaxed); }
+  // Any thread (the JS thread). Successful user reads completing after the call slower than `us` are
+  // reported as slow_io events (rate-limited per queue); 0 turns the report off.
+  void SetSlowIoUs(uint64_t us) { slow_io_us_.store(us, std::memory_order_relaxed); }
   // Any thread (the JS thread). Hands a resolution to queue `queue`'s thread; ignored when the device
   // is not running (queue out of range or already released).
   void ResolveFault(uint32_t queue, const FaultResolution& r);
@@ -148,6 +152,7 @@ class Device {
   // under both).
   std::shared_mutex queues_mu_;
   std::atomic<bool> park_faults_{false};  // read by the queue threads through QueueConfig::park_faults
+  std::atomic<uint64_t> slow_io_us_{0};   // read by the queue threads through QueueConfig::slow_io_us
   int main_fd_ = -1;
   int spare_fd_ = -1;
   int cdev_fd_ = -1;

@@ -105,6 +105,14 @@ void EventSink::Drain(Napi::Env env, Napi::Function callback) {
         o.Set("seq", static_cast<double>(ev.seq));
         o.Set("attempts", Napi::Number::New(env, ev.attempts));
         break;
+      case Event::Type::kSlowIo:
+        o.Set("type", "slow_io");
+        o.Set("block", static_cast<double>(ev.block));
+        o.Set("blocks", Napi::Number::New(env, ev.blocks));
+        o.Set("latencyUs", static_cast<double>(ev.latency_us));
+        o.Set("inflight", Napi::Number::New(env, ev.inflight));
+        o.Set("dropped", static_cast<double>(ev.dropped));
+        break;
     }
     try {
       callback.Call({o});

@@ -12,7 +12,7 @@
 #include "request_plan.h"
 
 struct Event {
-  enum class Type { kQueueStarted, kQueueStopped, kIoError, kIoFault, kFaultCleared };
+  enum class Type { kQueueStarted, kQueueStopped, kIoError, kIoFault, kFaultCleared, kSlowIo };
   enum class FaultKind : uint8_t { kError, kLostWritten };
   Type type = Type::kIoError;
   uint32_t queue = 0;
@@ -28,8 +28,12 @@ struct Event {
   uint32_t tag = 0;
   uint64_t seq = 0;
   FaultKind fault_kind = FaultKind::kError;
-  uint64_t block = 0;  // the request: first block and length in blocks
+  uint64_t block = 0;  // the request: first block and length in blocks (io_fault, slow_io)
   uint32_t blocks = 0;
+  // slow_io: the queue's requests in flight at the completion (this one included), and the slow reads
+  // this queue did not report since its previous slow_io (SlowIoLimiter).
+  uint32_t inflight = 0;
+  uint64_t dropped = 0;
   uint32_t attempt = 0;
   uint32_t attempts = 0;  // fault_cleared: submissions made, the successful one included
   std::vector<FaultRange> failed;

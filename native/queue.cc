@@ -456,6 +456,7 @@ void Queue::Dispatch(uint16_t tag) {
   dispatch_seq_.store(t.seq + 1, std::memory_order_release);
   t.active = true;
   t.parked = false;
+  t.waited = false;
   t.faulted = false;
   t.fault_kind = FaultKind::kNone;
   t.fault_err = 0;
@@ -502,6 +503,7 @@ void Queue::Route(uint16_t tag) {
       }
       if (plan == kPlanPark) {
         t.parked = true;
+        t.waited = true;
         parked_.push_back(tag);
         return;
       }
@@ -945,8 +947,28 @@ void Queue::Complete(uint16_t tag) {
   uint64_t us = (NowNs() - t.start_ns) / 1000;
   int bucket = us == 0 ? 0 : std::min(kLatencyBuckets - 1, 63 - __builtin_clzll(us));
   Bump(counters_.latency_log2_us[bucket]);
+  if (t.op == ublk::kOpRead && t.result == 0) ReportSlow(tag, us);
   counters_.inflight.store(counters_.inflight.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
   PrepIoCmd(tag, ublk::kIoCommitAndFetchReq, result);
+}
+
+// Queue thread, from Complete (before the request leaves counters_.inflight). Only the first attempt of
+// a request never parked: a retried request's latency holds TypeScript's decision, a parked one's a move.
+void Queue::ReportSlow(uint16_t tag, uint64_t latency_us) {
+  const Tag& t = tags_[tag];
+  if (cfg_.slow_io_us == nullptr || t.waited || t.attempt != 0) return;
+  const uint64_t limit = cfg_.slow_io_us->load(std::memory_order_relaxed);
+  if (limit == 0 || latency_us <= limit) return;
+  Event ev;
+  if (!slow_limit_.Admit(NowNs(), &ev.dropped)) return;
+  const uint32_t shift = cfg_.block_shift;
+  ev.type = Event::Type::kSlowIo;
+  ev.queue = cfg_.q_id;
+  ev.block = t.offset >> shift;
+  ev.blocks = t.len >> shift;
+  ev.latency_us = latency_us;
+  ev.inflight = static_cast<uint32_t>(counters_.inflight.load(std::memory_order_relaxed));
+  events_->Push(std::move(ev));
 }
 
 // Queue thread.

@@ -21,6 +21,7 @@
 
 #include "discard_worker.h"
 #include "request_plan.h"
+#include "slow_io_limit.h"
 #include "ublk_abi.h"
 
 class EventSink;
@@ -48,6 +49,9 @@ struct QueueConfig {
   bool main_zero_range = true;
   // Park failed reads/writes (the device owns the flag; JS flips it, queue threads read it). Null: off.
   const std::atomic<bool>* park_faults = nullptr;
+  // A successful read slower than this (µs) is reported as slow_io (the device owns it, JS sets it, queue
+  // threads read it). 0 or null: off.
+  const std::atomic<uint64_t>* slow_io_us = nullptr;
 };
 
 // What TypeScript decided for a faulted request (resolveFault).
@@ -137,6 +141,7 @@ class Queue {
     uint64_t seq = 0;       // dispatch order, for drains
     bool active = false;    // dispatched and not yet committed
     bool parked = false;    // waits for a table in which none of its blocks is moving
+    bool waited = false;    // was parked in this dispatch: its latency is not the disk's (no slow_io)
     bool cmd_live = false;  // a FETCH/COMMIT_AND_FETCH command is outstanding in the kernel
     // Fault parking. A faulted tag is active (not committed, its buffer kept) and waits for a
     // resolution with its seq; it is held out of drains like a parked one.
@@ -199,6 +204,8 @@ class Queue {
   void Fault(uint16_t tag, FaultKind kind);
   void ReportCleared(uint16_t tag);
   void Complete(uint16_t tag);
+  // A successful read over cfg_.slow_io_us (not parked, not retried): slow_io, within SlowIoLimiter's bound.
+  void ReportSlow(uint16_t tag, uint64_t latency_us);
   void ReportError(uint16_t tag, int err, bool spare, uint64_t offset, uint64_t len);
   char* Buffer(uint16_t tag) { return buffers_ + size_t(tag) * cfg_.max_io_bytes; }
 
@@ -245,6 +252,7 @@ class Queue {
   std::vector<uint16_t> parked_;
   uint32_t faulted_count_ = 0;
   std::vector<Segment> split_;  // scratch for narrow planning
+  SlowIoLimiter slow_limit_{kSlowIoEventsPerSecond};
   char* zeros_ = nullptr;        // max_io_bytes of zeros: the data of write-zeroes served as writes
   // Write-zeroes by fallocate(ZERO_RANGE) on main / the spare: main starts from cfg_.main_zero_range,
   // and either turns to writes of zeros when fallocate answers EOPNOTSUPP.

@@ -91,6 +91,12 @@ export interface DeviceOptions {
    * completes the request with its errno and is reported as `io_error`). Switch with setFaultParking().
    */
   parkFaults?: boolean;
+  /**
+   * A successful user read slower than this (µs, a whole number) is reported as a `slow_io` event (at most
+   * 16 per queue per second; the rest are counted in the next event's `dropped`). 0 or absent: no report.
+   * Switch with setSlowIoUs().
+   */
+  slowIoUs?: number;
   /** Called on the JS thread for each event the data path reports. */
   onEvent: (event: NativeEvent) => void;
 }
@@ -176,6 +182,23 @@ export type NativeEvent =
        * whose slots are not consecutive is split). Empty for kind 'error'.
        */
       written: Array<{ block: number; blocks: number; slot: number }>;
+    }
+  | {
+      /**
+       * A user read that succeeded slower than slowIoUs (its first attempt, never parked on a moving block):
+       * a suspect, not a verdict (a queue of users' requests makes reads slow too).
+       */
+      type: 'slow_io';
+      queue: number;
+      /** The request: first block and length in blocks. */
+      block: number;
+      blocks: number;
+      /** From the request's dispatch to its completion. */
+      latencyUs: number;
+      /** Requests of this queue in flight at the completion, this one included. */
+      inflight: number;
+      /** Slow reads of this queue not reported (rate limit) since its previous slow_io event. */
+      dropped: number;
     }
   | {
       /** A request that had been reported by io_fault (kind 'error') completed successfully after a retry. */
@@ -343,6 +366,8 @@ export interface NativeDevice {
   tableGeneration(): number;
   /** Turns parking of failed reads/writes on or off (see DeviceOptions.parkFaults); affects failures seen after the call. */
   setFaultParking(on: boolean): void;
+  /** Sets the slow_io threshold (see DeviceOptions.slowIoUs); affects reads completing after the call. */
+  setSlowIoUs(us: number): void;
   /**
    * Resolves a request parked by an io_fault event. Runs on the queue thread after every table published
    * before the call. A resolve for a request that is not parked with this seq is ignored.

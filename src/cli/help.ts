@@ -105,7 +105,7 @@ Keys:
   scan_min_rate_mib its rate while users do I/O (the floor), MiB/s, 1-1048576 (default 1)
   scan_interval_days  days from the end of a scan pass to the start of the next, 0-3650 (0: no
                     scheduled passes; default 30)
-  slow_io_ms        a scan read slower than this is slow (read again block by block), ms,
+  slow_io_ms        a scan or user read slower than this is slow (read again block by block), ms,
                     1-600000 (default 500)
   slow_threshold    times a block is found slow before it is relocated with its data, 1-65535
                     (default 2)
@@ -287,6 +287,8 @@ idle and drops toward scan_min_rate_mib (default 1) while users do I/O. A block 
 handled as a failed user read is (retried; relocated with its data when a retry reads it; pending,
 reads failing until written, when no try reads it). A read slower than slow_io_ms (default 500) is read
 again block by block; a block slow slow_threshold times (default 2) is relocated with its data.
+A user's read slower than slow_io_ms is read again the same way once users are idle, in every scan
+state, and counts towards the same slow_threshold.
 The scan's place is kept in the state directory: after a restart a running scan goes on, a paused one
 stays paused. A finished pass starts again scan_interval_days (default 30; 0: never) after it ended.
 Without an action: the scan's state (idle, running, paused, done), progress, position, rate, ETA,

@@ -382,13 +382,20 @@ export const statsSchema = z.strictObject({
     active: z.boolean(), since: n.nullable(), outages: n, held: n, heldTotal: n, failedAfterHold: n, mainWritesOk: n, mainWritesFailed: n,
   }),
   health: healthStateSchema,
-  /** The background scan: reads slower than slow_io_ms, and blocks a block-by-block re-read found slow. */
+  /**
+   * Reads slower than slow_io_ms: the background scan's and users' (userSlowReads of them), and blocks a
+   * block-by-block re-read found slow (after either).
+   */
   slowIos: n,
   slowBlocks: n,
-  /** Chunks more than half of whose blocks read slowly: main slow as a whole there, no block counted. */
+  /** Chunks (or users' slow ranges) more than half of whose blocks read slowly, like the disk around or elsewhere: main slow as a whole there, no block counted. */
   slowChunks: n,
   /** Slow scan reads while users did I/O: not judged. */
   busySlowReads: n,
+  /** Users' reads slower than slow_io_ms (counted in slowIos too); each is read again block by block once users are idle. */
+  userSlowReads: n,
+  /** Users' slow reads never read again (the queue of suspects was full, native's event limit, users never idle): not judged. */
+  userSlowUnjudged: n,
 });
 export type Stats = z.infer<typeof statsSchema>;
 

@@ -38,6 +38,9 @@ import { BurstLog } from './burst-log.js';
 import { DEFAULT_POLICY } from '../config/policy.js';
 import { hasSupervisor } from '../supervisor/child-process.js';
 import { Scanner } from '../scan/scanner.js';
+import { serialScanReads } from '../scan/serial-scan-reads.js';
+import { SlowBlockRule } from '../scan/slow-blocks.js';
+import { UserSlowReads } from '../scan/user-slow-reads.js';
 import { loadScan, saveScan, type SavedScan } from '../scan/scan-file.js';
 import { DEFAULT_SCAN_SETTINGS, resolveScanSettings, type ScanSettings } from '../scan/settings.js';
 import { configPath, deviceKey, loadConfig, resolveAlertCommand, resolveHealthConfig, resolveScanConfig } from '../config/file.js';
@@ -78,6 +81,10 @@ export class Daemon {
   private scanner: Scanner | null = null;
   /** The health model's series and its judgement (issue 14); opened with the remap table. */
   private health: DeviceHealth | null = null;
+  /** The judge of users' reads slower than slow_io_ms (native's slow_io events); created with the scanner. */
+  private userSlow: UserSlowReads | null = null;
+  /** The scan's settings, read once before the device is made (its slow_io threshold is native's). */
+  private scanSettingsNow: ScanSettings | null = null;
   /** Passed-through I/O errors (auto-remap off) are logged through this: no line per failed request in a burst. */
   private readonly burst: BurstLog;
   private stopping: Promise<number> | null = null;
@@ -196,6 +203,8 @@ export class Daemon {
     const engine = this.engine;
     const policy = { ...DEFAULT_POLICY, ...this.cfg.policy };
     log.debug({ report: engine.report, slots: engine.store.geometry.slotCount }, 'remap table loaded');
+    const scanSettings = this.scanSettings();
+    this.scanSettingsNow = scanSettings;
     try {
       this.device = new native.Device({
         mainPath: p.main.path,
@@ -212,6 +221,8 @@ export class Daemon {
         spareDataOffset: engine.spareDataOffset,
         devId: this.recoverId ?? -1,
         parkFaults: policy.autoRemap,
+        // Users' reads slower than slow_io_ms are reported (slow_io) and judged like the scan's (user-slow-reads.ts).
+        slowIoUs: scanSettings.slowIoMs * 1000,
         onEvent: (ev) => this.onEvent(ev),
       });
       engine.attach(this.device);
@@ -372,15 +383,23 @@ export class Daemon {
     } catch (e) {
       this.deps.log.warn({ err: e instanceof Error ? e.message : String(e), dir }, 'the saved scan cannot be used: the scan starts over');
     }
+    const settings = this.scanSettingsNow ?? this.scanSettings();
+    // The scan and the judge of users' slow reads share native's one scan read at a time, and the
+    // slow-block rule: a block slow once in each reaches slow_threshold.
+    const reads = serialScanReads(device);
+    const sink = auto.scanSink();
+    const slowRule = new SlowBlockRule({ slowThreshold: settings.slowThreshold, log: this.deps.log, relocate: (b, d) => sink.slowBlock(b, d) });
     let scanner: Scanner;
     try {
+      this.userSlow = new UserSlowReads({ device: reads, blockSize: this.plan.blockSize, deviceBytes, slowIoMs: settings.slowIoMs, rule: slowRule, log: this.deps.log, onConfirmed: () => this.health?.record({ type: 'slow_io' }) });
       scanner = new Scanner({
-        device,
+        device: reads,
         blockSize: this.plan.blockSize,
         deviceBytes,
-        settings: this.scanSettings(),
+        settings,
         log: this.deps.log,
-        sink: auto.scanSink(),
+        sink,
+        slowRule,
         onSlowIo: () => this.health?.record({ type: 'slow_io' }),
         saved,
         save: (s) => saveScan(dir, pairId, s),
@@ -418,6 +437,7 @@ export class Daemon {
   /** Ends the scan loop after its read in flight and saves the cursor (shutdown, detach). */
   private async closeScanner(): Promise<void> {
     try {
+      await this.userSlow?.close();
       await this.scanner?.close();
     } catch (e) {
       this.deps.log.error({ err: String(e) }, 'closing the scanner failed');
@@ -432,7 +452,14 @@ export class Daemon {
         () => this.liveEngine(),
         () => this.status(),
         () => this.liveAuto(),
-        { handlers: scanHandlers(() => this.liveScanner()), counters: () => this.liveScanner().stats() },
+        {
+          handlers: scanHandlers(() => this.liveScanner()),
+          counters: () => {
+            const s = this.liveScanner().stats();
+            const u = this.userSlow?.stats() ?? { slowReads: 0, unjudged: 0 };
+            return { ...s, slowIos: s.slowIos + u.slowReads, userSlowReads: u.slowReads, userSlowUnjudged: u.unjudged };
+          },
+        },
         () => this.liveHealth().assess().state,
       ),
       health: (req) => this.healthResult(this.liveHealth().assess(), req.history === true),
@@ -493,6 +520,9 @@ export class Daemon {
           fields: { op: ev.op, device: ev.device, errno: ev.errno },
           unit: 'sectors',
         });
+        break;
+      case 'slow_io':
+        this.userSlow?.suspect(ev);
         break;
       case 'io_fault':
       case 'fault_cleared':

@@ -129,12 +129,13 @@ function refuseDuringOutage(auto: AutoRemapper, what: 'remap' | 'recheck'): void
 }
 
 /** The error-handling statistics: the auto-remapper's counters, the store's persisted ones and the table's. */
-export function autoRemapStats(
-  engine: RemapEngine,
-  auto: AutoRemapper,
-  health: HealthState,
-  scan: Pick<ScanCounters, 'slowIos' | 'slowBlocks' | 'uniformSlowChunks' | 'busySlowReads'> | null = null,
-): ResultOf<'stats'> {
+/** The slow-read counters of `stats`: the scan's (with the slow-block rule's), and the users' slow reads (user-slow-reads.ts). */
+export type SlowReadCounters = Pick<ScanCounters, 'slowIos' | 'slowBlocks' | 'uniformSlowChunks' | 'busySlowReads'> & {
+  userSlowReads: number;
+  userSlowUnjudged: number;
+};
+
+export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, health: HealthState, scan: SlowReadCounters | null = null): ResultOf<'stats'> {
   const st = engine.store;
   const c = st.counters();
   const a = auto.stats();
@@ -172,6 +173,8 @@ export function autoRemapStats(
     slowBlocks: scan?.slowBlocks ?? 0,
     slowChunks: scan?.uniformSlowChunks ?? 0,
     busySlowReads: scan?.busySlowReads ?? 0,
+    userSlowReads: scan?.userSlowReads ?? 0,
+    userSlowUnjudged: scan?.userSlowUnjudged ?? 0,
   };
 }
 
@@ -193,7 +196,7 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
       `main took ${s.writeOutage.mainWritesOk} writes, ${s.writeOutage.mainWritesFailed} failed`,
     `work queue        ${q.queued} queued (${q.foreground} foreground, ${q.background} background), ${q.running} running, ${q.handled} done; ${s.faultsParked} requests waiting` +
       (q.droppedBackground > 0 ? `; ${q.droppedBackground} relocations dropped (queue full: they wait for the block's next error)` : ''),
-    `scan              ${s.slowIos} reads slower than slow_io_ms, ${s.slowBlocks} slow blocks found, ${s.slowChunks} chunks slow as a whole (no block counted), ${s.busySlowReads} slow while users did I/O (not judged)`,
+    `slow reads        ${s.slowIos} reads slower than slow_io_ms (${s.userSlowReads} of them users' reads, ${s.userSlowUnjudged} of those not read again), ${s.slowBlocks} slow blocks found, ${s.slowChunks} ranges slow as a whole (no block counted), ${s.busySlowReads} scan reads slow while users did I/O (not judged)`,
     `health            ${s.health}`,
   ].join('\n');
 }
@@ -237,7 +240,7 @@ export function remapHandlers(
   engine: () => RemapEngine,
   status: () => DeviceStatus,
   auto: () => AutoRemapper,
-  scan: { handlers: Pick<Handlers, ScanCommands>; counters: () => ScanCounters } | null = null,
+  scan: { handlers: Pick<Handlers, ScanCommands>; counters: () => SlowReadCounters } | null = null,
   /** The health model's state now (DeviceHealth.assess().state). */
   health: () => HealthState = () => status().remap.health,
 ): Pick<Handlers, RemapCommands> {

@@ -40,6 +40,7 @@ import { RegionRecord } from './regions.js';
 import type { SavedScan } from './scan-file.js';
 import { recordScanReads, scanOutcome, type ScanFailure } from './scan-read.js';
 import { badRate, isScanRate, type ScanSettings } from './settings.js';
+import { SlowBlockRule, type SlowBlock } from './slow-blocks.js';
 
 export const SCAN_CHUNK_BYTES = MIB;
 export const SCAN_INTERVAL_MS = 100;
@@ -52,8 +53,7 @@ export const MAX_REVISIT_TRIES = 50;
 export const NARROW_STEP_BLOCKS = 32;
 /** Tries of the policy's re-read of one block while the remap table keeps changing under it. */
 export const REREAD_STALE_TRIES = 3;
-/** Blocks whose slow reads are remembered (for slow_threshold) at most; the oldest are forgotten. */
-export const MAX_SLOW_SUSPECTS = 100_000;
+export { MAX_SLOW_SUSPECTS, SLOW_WINDOW_CHUNKS, UNIFORM_SLOW_FRACTION } from './slow-blocks.js';
 const DAY_MS = 86_400_000;
 const ERROR_LOG_MS = 10_000;
 /** After the policy said 'outage' (main does not answer), the loop reads nothing for this long. */
@@ -109,15 +109,6 @@ export class ScanHalted extends Error {
   }
 }
 
-/** A chunk whose block-by-block re-read finds more than this fraction of its blocks slow is slow as a whole. */
-export const UNIFORM_SLOW_FRACTION = 0.5;
-/**
- * The chunks remembered to tell a bad zone from a slow disk: a chunk slow as a whole among mostly fast chunks
- * is a bad zone (its blocks count); among mostly whole-slow ones (or with none read before it) main is slow
- * as a whole there (nothing counted).
- */
-export const SLOW_WINDOW_CHUNKS = 32;
-
 /** Where what the scan finds goes (the daemon's AutoRemapper; tests' fakes). */
 export interface ScanFindingsSink {
   /**
@@ -157,11 +148,11 @@ export interface ScanStatus {
 export interface ScanCounters {
   /** Reads (chunks or pieces) slower than slow_io_ms. */
   slowIos: number;
-  /** Blocks found slow by a block-by-block re-read. */
+  /** Blocks found slow by a block-by-block re-read (the scan's, and the re-reads of users' slow reads: slow-blocks.ts). */
   slowBlocks: number;
   /** Blocks relocated for being slow slow_threshold times (handed to the policy). */
   slowRelocations: number;
-  /** Chunks most of whose blocks were slow: main slow everywhere (load, a slow link), no block counted. */
+  /** Chunks (or users' slow ranges) most of whose blocks were slow: main slow everywhere (load, a slow link), no block counted. */
   uniformSlowChunks: number;
   /** Slow reads while users did I/O: not judged (a user queue makes every read slow). */
   busySlowReads: number;
@@ -182,6 +173,12 @@ export interface ScannerOptions {
   saved?: SavedScan | null;
   /** Told of each slow read judged (not one while users did I/O): the health model's slow_io. */
   onSlowIo?: (() => void) | null;
+  /**
+   * The slow-block rule shared with the judge of users' slow reads (user-slow-reads.ts), so that a block
+   * slow once in a scan and once in a user read reaches slow_threshold. Absent: the scanner's own, which
+   * hands its relocations to `sink`.
+   */
+  slowRule?: SlowBlockRule;
   /** Persists the scan (saveScan); null: not persisted. Throws on failure (logged). */
   save?: ((s: SavedScan) => void) | null;
   chunkBytes?: number;
@@ -210,12 +207,10 @@ export class Scanner {
   private readSinceDecision = 0;
   private revisits: Revisit[] = [];
   private tickCount = 0;
-  private readonly slowSuspects = new Map<number, number>();
-  private counters: ScanCounters = { slowIos: 0, slowBlocks: 0, slowRelocations: 0, uniformSlowChunks: 0, busySlowReads: 0, unrevisitedBytes: 0 };
+  private readonly slowRule: SlowBlockRule;
+  private counters = { slowIos: 0, busySlowReads: 0, unrevisitedBytes: 0 };
   /** Users did I/O in the current interval (rate control's view): reads are slow then for their sake, not the disk's. */
   private usersActive = false;
-  /** The last SLOW_WINDOW_CHUNKS chunks read: true for one slow as a whole. */
-  private slowWindow: boolean[] = [];
   private timerHandle: unknown = null;
   private scheduleHandle: unknown = null;
   /** The tick running now (its reads), null between ticks. */
@@ -261,6 +256,7 @@ export class Scanner {
     this.limits = this.limitsFor(this.cursor.rateMib ?? this.settings.scanRateMib);
     this.rate = initialRateState(this.limits);
     this.lastSaveAt = this.clock.now();
+    this.slowRule = o.slowRule ?? new SlowBlockRule({ slowThreshold: this.settings.slowThreshold, log: o.log, relocate: o.sink ? (b, d) => o.sink?.slowBlock(b, d) : null });
   }
 
   /** Starts the loop (a running cursor resumes where it was) and the schedule. */
@@ -296,7 +292,7 @@ export class Scanner {
   }
 
   stats(): ScanCounters {
-    return { ...this.counters };
+    return { ...this.counters, ...this.slowRule.counters() };
   }
 
   /** `scan start [--rate N]`: a new pass from byte 0; `rateMib` is this pass's ceiling (E_USAGE unless a valid rate). */
@@ -580,7 +576,7 @@ export class Scanner {
       for (let b = s.offset / this.o.blockSize; b < (s.offset + s.length) / this.o.blockSize; b++) pending.push(b);
     }
     if (pending.length > 0 && this.o.sink?.pendingSeen && !this.halting) await this.o.sink.pendingSeen(pending);
-    const slowBlocks: Array<{ block: number; device: BackingRole }> = [];
+    const slowBlocks: SlowBlock[] = [];
     let slowReads = 0;
     for (const read of outcome.reads) {
       if (read.failed || read.latencyMs <= this.settings.slowIoMs) continue;
@@ -594,7 +590,7 @@ export class Scanner {
     const readBlocks = outcome.reads.reduce((n, x) => n + (x.failed ? 0 : x.length), 0) / this.o.blockSize;
     // A command cut the block-by-block reads short (a partial list would defeat the whole-chunk rule), or the
     // chunk was read while users did I/O (not judged: it does not enter the window of judged chunks either).
-    const slow = this.halting || this.usersActive ? 0 : this.noteSlowBlocks(slowBlocks, readBlocks, r.offset);
+    const slow = this.halting || this.usersActive ? 0 : this.slowRule.noteScanChunk(slowBlocks, readBlocks, r.offset);
     return { errors, slow, coveredBytes: outcome.coveredBytes };
   }
 
@@ -680,10 +676,10 @@ export class Scanner {
    * an older table is not used: the block may have left that place); the blocks slower than slow_io_ms.
    * Stops early when a command waits.
    */
-  private async findSlowBlocks(offset: number, bytes: number): Promise<Array<{ block: number; device: BackingRole }>> {
+  private async findSlowBlocks(offset: number, bytes: number): Promise<SlowBlock[]> {
     const bs = this.o.blockSize;
     const step = NARROW_STEP_BLOCKS * bs;
-    const out: Array<{ block: number; device: BackingRole }> = [];
+    const out: SlowBlock[] = [];
     for (let at = offset; at < offset + bytes && !this.halting; ) {
       const n = Math.min(step, offset + bytes - at);
       this.readSinceDecision += n;
@@ -697,40 +693,5 @@ export class Scanner {
       }
     }
     return out;
-  }
-
-  /**
-   * Counts the slow blocks of a chunk of which `readBlocks` read: each is counted, and one slow
-   * slow_threshold times is handed to the policy for relocation. When more than UNIFORM_SLOW_FRACTION of the
-   * chunk is slow and most of the chunks before it (SLOW_WINDOW_CHUNKS) were too, or none was read before
-   * it, main is slow as a whole (a deep queue, a slow link, a drive busy with itself), not bad in these
-   * blocks: none is counted (else every block of a slow disk would be relocated and the spare filled with
-   * good blocks). A whole-slow chunk among fast ones is a bad zone: its blocks count. Returns the slow
-   * blocks counted.
-   */
-  private noteSlowBlocks(slow: ReadonlyArray<{ block: number; device: BackingRole }>, readBlocks: number, chunkOffset: number): number {
-    const whole = readBlocks > 0 && slow.length > readBlocks * UNIFORM_SLOW_FRACTION;
-    const before = this.slowWindow;
-    this.slowWindow = [...before.slice(-(SLOW_WINDOW_CHUNKS - 1)), whole];
-    if (slow.length === 0) return 0;
-    if (whole && (before.length === 0 || before.filter((x) => x).length * 2 >= before.length)) {
-      this.counters.uniformSlowChunks++;
-      this.o.log.info({ offset: chunkOffset, slowBlocks: slow.length, readBlocks }, 'scan: the chunk read slowly as a whole, like the chunks before it: main is slow there, no block counted slow');
-      return 0;
-    }
-    for (const { block: b, device } of slow) {
-      this.counters.slowBlocks++;
-      const n = (this.slowSuspects.get(b) ?? 0) + 1;
-      this.slowSuspects.delete(b);
-      if (n >= this.settings.slowThreshold) {
-        this.counters.slowRelocations++;
-        this.o.log.info({ block: b, device, times: n }, 'scan: block slow too often: relocating it with its data');
-        this.o.sink?.slowBlock(b, device);
-        continue;
-      }
-      this.slowSuspects.set(b, n);
-      if (this.slowSuspects.size > MAX_SLOW_SUSPECTS) this.slowSuspects.delete(this.slowSuspects.keys().next().value as number);
-    }
-    return slow.length;
   }
 }

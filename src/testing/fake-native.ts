@@ -145,6 +145,7 @@ export class FakeDevice implements NativeDevice {
       latencyLog2Us: new Array<number>(24).fill(0),
     }));
     this.parkFaults = opts.parkFaults === true;
+    this.slowIoUs = opts.slowIoUs ?? 0;
     addon.devices.push(this);
   }
 
@@ -344,6 +345,17 @@ export class FakeDevice implements NativeDevice {
   /** Every resolveFault call, in order. */
   readonly resolutions: Array<{ queue: number; tag: number; seq: number; action: FaultAction }> = [];
 
+  /** A latency (µs) scanRead reports for a block read on main or the spare (at least: the measured one is kept when longer); null: measured only. */
+  scanLatencyUs: ((block: number) => number) | null = null;
+
+  /** The slow_io threshold as last set (DeviceOptions.slowIoUs, then setSlowIoUs); 0: off. */
+  slowIoUs = 0;
+
+  setSlowIoUs(us: number): void {
+    this.slowIoUs = us;
+    this.calls.push(`setSlowIoUs ${us}`);
+  }
+
   setFaultParking(on: boolean): void {
     this.parkFaults = on;
     this.calls.push(`setFaultParking ${on ? 1 : 0}`);
@@ -525,6 +537,7 @@ export class FakeDevice implements NativeDevice {
             seg.errno = (e as NativeErrorShape).errno || 5;
           }
           seg.latencyUs = Number((process.hrtime.bigint() - t0) / 1000n);
+          if (this.scanLatencyUs !== null) for (let k = 0; k < n; k++) seg.latencyUs = Math.max(seg.latencyUs, this.scanLatencyUs(seg.block + k));
         }
         segments.push(seg);
         if (seg.errno !== 0 && ++failures >= FAKE_SCAN_MAX_FAILURES && seg.block + n < end) {

@@ -5,6 +5,8 @@
 // `status --json` shows (nor the error counters). Over a slow spare or main (dm-delay), a remap does not
 // wait for the scan's piece in flight (its drain waits for user requests only), the scan read's result
 // names the older table generation it was planned against, and a stop ends a scan read within one piece.
+// A user's read slower than slow_io_ms (native's slow_io event) is read again by the scan's narrow reads
+// and counted like the scan's: twice, and its block is relocated with its data, with no scan running.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -12,7 +14,7 @@ import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
 import type { DeviceStatus } from '../../src/control/protocol.js';
 import { addForeground, must, pidAlive, RUN_DIR, waitFor, type ForegroundDaemon } from './helpers.js';
-import { ErrorSources, leftoverDmDevices } from './error-sources.js';
+import { directRead, directWrite, ErrorSources, leftoverDmDevices } from './error-sources.js';
 import { expectCleanKernel, itPrimary, requireUblkHost } from './setup.js';
 
 const MiB = 1 << 20;
@@ -46,6 +48,15 @@ afterEach(async (ctx) => {
   expectCleanKernel();
   expect(leftoverDmDevices()).toEqual([]);
 });
+
+/** Waits until the remap table holds `sector` as mapped (a relocation is queued, then copies and commits). */
+async function waitForEntry(sock: string, sector: number): Promise<void> {
+  const end = Date.now() + 60_000;
+  while (!(await request(sock, 'table', {})).entries.some((e) => e.sector === sector && e.state === 'mapped')) {
+    if (Date.now() > end) throw new Error(`sector ${sector} was not relocated`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
+}
 
 /** The counters of user I/O and of errors, as `status --json` shows them. */
 function userCounters(s: DeviceStatus): unknown {
@@ -207,6 +218,71 @@ describe('scanRead through the data path', () => {
       const after = await request(sock, 'scan_read', { offset: rb * bs, bytes: bs }, 60_000);
       expect(after.segments.map((x) => [x.device, x.block, x.errno])).toEqual([['spare', rb, 0]]);
       expect(s.r.generation).toBeLessThan(after.generation);
+    } finally {
+      src.setLinear(main);
+    }
+  });
+
+  itPrimary('a user read slower than slow_io_ms, twice, no scan running: counted (slowIos, slowBlocks) and its block relocated with its data', async () => {
+    // main is a dm linear map while the device is added and a block written, then the same map with a
+    // 64 KiB dm-delay segment (reads 800 ms, writes none) at 2 MiB. A user reads a block there with O_DIRECT:
+    // native reports the read (slow_io, over slow_io_ms = 500); once users are idle the daemon reads the
+    // block again by itself (slow again: 1 slow block) and a reference range half the device away (fast: a
+    // bad zone, not a slow disk). A second user read, judged the same way, brings the block to
+    // slow_threshold (2): it is relocated to the spare with its data (table origin `scan`: the scan's own
+    // re-read judged it) and then reads fast, from the spare, with the same bytes. No scan pass runs.
+    const main = src.dmError(16, []);
+    daemon = await addForeground(main.path, src.loop(16), path.join(dir, 'state'), ['--block-size', '4096']);
+    const sock = path.join(RUN_DIR, `${daemon.dev.devId}.sock`);
+    const dev = daemon.dev.blockPath;
+    const bs = (await request(sock, 'status', {})).blockSize;
+    const block = (2 * MiB) / bs;
+    const data = Buffer.alloc(bs);
+    for (let i = 0; i < bs; i++) data[i] = (i * 7 + 3) & 0xff;
+    expect(directWrite(dev, block, data, bs).ok).toBe(true);
+    const start = (2 * MiB) / 512;
+    const len = (64 * 1024) / 512;
+    must('modprobe', ['dm_delay']);
+    src.reload(
+      main,
+      `0 ${start} linear ${main.backing} 0\n` +
+        `${start} ${len} delay ${main.backing} ${start} 800 ${main.backing} ${start} 0\n` +
+        `${start + len} ${main.sectors - start - len} linear ${main.backing} ${start + len}\n`,
+    );
+    const stats = () => request(sock, 'stats', {});
+    const until = async (what: string, cond: (s: Awaited<ReturnType<typeof stats>>) => boolean): Promise<void> => {
+      const end = Date.now() + 90_000;
+      for (;;) {
+        if (cond(await stats())) return;
+        if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${JSON.stringify(await stats())}`);
+        await new Promise((r) => setTimeout(r, 500));
+      }
+    };
+    try {
+      expect((await request(sock, 'scan', {})).state).toBe('idle');
+      for (let round = 1; round <= 2; round++) {
+        const t0 = Date.now();
+        const r = directRead(dev, block, 1, bs);
+        expect(r.ok, r.stderr).toBe(true);
+        expect(r.data.equals(data)).toBe(true);
+        expect(Date.now() - t0).toBeGreaterThanOrEqual(750);
+        // The device is left idle while the daemon reads the block again.
+        await until(`round ${round} judged`, (s) => s.userSlowReads >= round && s.slowBlocks >= round);
+      }
+      const sector = (block * bs) / 512;
+      await waitForEntry(sock, sector);
+      const entry = (await request(sock, 'table', {})).entries.find((e) => e.sector === sector);
+      expect(entry).toMatchObject({ state: 'mapped', origin: 'scan' });
+      const s = await stats();
+      expect(s).toMatchObject({ userSlowReads: 2, userSlowUnjudged: 0, slowBlocks: 2, slowChunks: 0 });
+      expect(s.slowIos).toBeGreaterThanOrEqual(2);
+      // Served from the spare now: fast, and the same bytes.
+      const t1 = Date.now();
+      const back = directRead(dev, block, 1, bs);
+      expect(back.ok, back.stderr).toBe(true);
+      expect(back.data.equals(data)).toBe(true);
+      expect(Date.now() - t1).toBeLessThan(750);
+      expect((await request(sock, 'scan', {})).state).toBe('idle');
     } finally {
       src.setLinear(main);
     }

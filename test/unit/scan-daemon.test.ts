@@ -11,7 +11,7 @@ import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import { Daemon } from '../../src/device/daemon.js';
 import { DmrError } from '../../src/errors.js';
 import { loadScan, scanFilePath } from '../../src/scan/scan-file.js';
-import type { FakeNative } from '../../src/testing/fake-native.js';
+import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 
 /** Features with ublk user recovery (as recovery.test.ts), and a pid no process has. */
@@ -114,6 +114,34 @@ describe('the scan over the control socket', () => {
     expect((await rejected(request(sock, 'message', { words: ['scan', 'start', '0'] }))).code).toBe('E_USAGE');
     expect((await request(sock, 'message', { words: ['scan', 'stop'] })).reply).toMatch(/^scan idle/);
   });
+});
+
+describe('users\' slow reads in the daemon', () => {
+  it('native is told slow_io_ms; a block slow in two users\' reads (each confirmed by a re-read, no scan running) is relocated with its data, and stats count the reads', async () => {
+    await start();
+    const dev = native.devices[0] as FakeDevice;
+    expect(dev.slowIoUs).toBe(500_000);
+    const bs = daemon?.status().blockSize as number;
+    const block = 40;
+    const before = Buffer.alloc(bs, 0x5a);
+    const fd = fs.openSync(w.main, 'r+');
+    fs.writeSync(fd, before, 0, bs, block * bs);
+    fs.closeSync(fd);
+    dev.scanLatencyUs = (b) => (b === block ? 800_000 : 0);
+    const slowRead = () => dev.emit({ type: 'slow_io', queue: 0, block, blocks: 1, latencyUs: 800_000, inflight: 1, dropped: 0 });
+    slowRead();
+    await until(async () => (await request(sock, 'stats', {})).slowBlocks === 1);
+    expect(daemon?.['engine']?.store.table.get(block)).toBeUndefined(); // once: not yet
+    slowRead();
+    await until(async () => daemon?.['engine']?.store.table.get(block)?.state === 'mapped');
+    expect(daemon?.['engine']?.store.table.get(block)).toMatchObject({ state: 'mapped', origin: 'scan' });
+    expect(await request(sock, 'stats', {})).toMatchObject({ slowIos: 2, userSlowReads: 2, userSlowUnjudged: 0, slowBlocks: 2, slowChunks: 0 });
+    expect(await scan()).toMatchObject({ state: 'idle' });
+    // Its data moved with it: the block's slot on the spare holds what main held.
+    const slot = (daemon?.['engine']?.store.table.get(block) as { slot: number }).slot;
+    const base = Number(daemon?.['engine']?.spareDataOffset);
+    expect(await dev.readRange('spare', BigInt(base + slot * bs), bs)).toEqual(before);
+  }, 20_000);
 });
 
 describe('the scan settings', () => {
