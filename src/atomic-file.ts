@@ -52,3 +52,16 @@ export function writeFileAtomic(file: string, data: Uint8Array | string, options
     if (dfd !== null) fs.closeSync(dfd);
   }
 }
+
+/**
+ * Replaces `file` in the state directory `dir` (created, mode 0700, if missing) with `data`, atomically, mode
+ * 0600: the daemon's per-device state files (the scan's, the health series'). E_STATE when it cannot.
+ */
+export function writeStateFile(dir: string, file: string, data: Uint8Array | string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+  } catch (e) {
+    throw new DmrError('E_STATE', `cannot create the state directory ${dir} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
+  }
+  writeFileAtomic(file, data, { mode: 0o600, errorCode: 'E_STATE' });
+}

@@ -11,7 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import * as z from 'zod';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeStateFile } from '../atomic-file.js';
 import { DmrError, errorCodeOf } from '../errors.js';
 import { crc32c } from '../remap/crc32c.js';
 import { HealthSeries, seriesDataSchema } from './series.js';
@@ -102,14 +102,7 @@ export function decodeHealthFile(buf: Uint8Array, pairId: string, file: string):
 
 /** Saves the series of `pairId` in `dir` (created, mode 0700, if missing), atomically. E_STATE when it cannot. */
 export function saveHealth(dir: string, pairId: string, series: HealthSeries): void {
-  const file = healthFilePath(dir, pairId);
-  const data = encodeHealthFile(pairId, series);
-  try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  } catch (e) {
-    throw new DmrError('E_STATE', `cannot create the state directory ${dir} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
-  }
-  writeFileAtomic(file, data, { mode: 0o600, errorCode: 'E_STATE' });
+  writeStateFile(dir, healthFilePath(dir, pairId), encodeHealthFile(pairId, series));
 }
 
 /**

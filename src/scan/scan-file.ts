@@ -14,7 +14,7 @@
 // device's (a `device` ScanRecordError otherwise: the file belongs to another pair or the device changed size).
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomic } from '../atomic-file.js';
+import { writeStateFile } from '../atomic-file.js';
 import { DmrError, errorCodeOf } from '../errors.js';
 import { CURSOR_PAYLOAD_BYTES, decodeCursor, encodeCursor } from './cursor-codec.js';
 import type { ScanCursor } from './cursor.js';
@@ -80,14 +80,7 @@ export function decodeScanFile(buf: Uint8Array, pairId: string, deviceBytes: num
 
 /** Saves the scan of `pairId` in `dir` (created, mode 0700, if missing), atomically. E_STATE when it cannot. */
 export function saveScan(dir: string, pairId: string, saved: SavedScan): void {
-  const file = scanFilePath(dir, pairId);
-  const data = encodeScanFile(pairId, saved);
-  try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  } catch (e) {
-    throw new DmrError('E_STATE', `cannot create the state directory ${dir} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
-  }
-  writeFileAtomic(file, data, { mode: 0o600, errorCode: 'E_STATE' });
+  writeStateFile(dir, scanFilePath(dir, pairId), encodeScanFile(pairId, saved));
 }
 
 /**
