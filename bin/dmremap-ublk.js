@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // The CLI, from one bundled file (npm run build:bundle) loaded with V8's code cache (bin/bundle-loader.js):
 // node starts it in a fraction of the time the hundreds of modules of dist/ (zod's among them) take to
-// resolve, load and compile one by one. Where the bundle is missing or older than dist/ (compiled by tsc
-// alone since), dist/ runs: never stale code.
+// resolve, load and compile one by one. Where the bundle is missing or older than dist/cli/main.js (tsc
+// ran alone since: it rewrites every file), dist/ runs. Only that file is compared (a stat of each of
+// dist/'s files would cost what the bundle saves): after an incremental or --watch tsc, which rewrites only
+// the files that changed, run `npm run build:bundle` (npm run build does both).
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 

@@ -7,26 +7,28 @@
 // user read reaches slow_threshold and is relocated with its data (the policy's scan sink: table origin
 // `scan`, the verdict being the scan's own re-read).
 //
-// Main slow as a whole must not have its blocks counted. The scan tells that from its window of chunks read
-// before; a user's range has none, so when more than half of its blocks are slow again (UNIFORM_SLOW_FRACTION),
-// a reference range elsewhere on the disk (REFERENCE_BLOCKS blocks, half the device away) is read the same
-// way: slow as a whole too, main is slow, nothing is counted; fast, the range is a bad zone and its blocks
-// count. A range only partly slow counts without a reference (its own fast blocks are the reference), as in
-// the scan.
+// Only proof counts. A block counts when it is slow in the re-read AND again in a second re-read of the range
+// (a burst that slowed the whole disk for a moment, another partition's load this device cannot see, rarely
+// lands on the same blocks twice), on main (a slow spare slot is not judged from users' reads: the reference
+// below is main's), and when a reference range elsewhere on main (REFERENCE_BLOCKS blocks, half the device
+// away), read after them, has no slow block: main is not slow as a whole now (that is noted, not counted).
+// A block that fails its re-read is not judged (logged; the scan or the next user read finds it).
 //
-// A result is used only when it is fresh: a re-read during which users did I/O, or across which the remap
-// table changed (a block may have left the place read), is not judged; the range waits again, at most
-// USER_SUSPECT_TRIES times, then is dropped (counted). The judge runs whatever the scan's state (idle,
-// running, paused, done): a pause stops the sweep of the disk, not the checking of what users saw; it reads
-// only while users are idle and only what they found slow. close() ends it after the call in flight; native
-// drains never wait for scan reads.
+// A result is used only when it is fresh: the re-read stops at the next call once users do I/O, and a
+// re-read during which they did, or across which the remap table changed (a block may have left the place
+// read), is not judged; the range waits again, at most USER_SUSPECT_TRIES times, then is dropped (counted).
+// Slow reads of overlapping ranges waiting together are one suspect (one episode is one finding), counted
+// as the reads they were. The judge runs whatever the scan's state (idle, running, paused, done): a pause
+// stops the sweep of the disk, not the checking of what users saw; it reads only while users are idle and
+// only what they found slow. close() ends it after the call in flight; native drains never wait for scan
+// reads.
 import type { Logger } from 'pino';
 import { DmrError } from '../errors.js';
 import type { NativeScanReadResult } from '../native.js';
 import { isUserActive, userActivity, type QueueCounters } from './rate-control.js';
 import { scanOutcome } from './scan-read.js';
 import { NARROW_STEP_BLOCKS, realTimer, type ScanClock, type ScanDevice, type ScanTimer } from './scanner.js';
-import { slowAsWhole, type SlowBlock, type SlowBlockRule } from './slow-blocks.js';
+import type { SlowBlock, SlowBlockRule } from './slow-blocks.js';
 
 /** Suspect ranges waiting at most; more are dropped (counted in `unjudged`). */
 export const MAX_USER_SUSPECTS = 64;
@@ -34,8 +36,10 @@ export const MAX_USER_SUSPECTS = 64;
 export const USER_IDLE_POLL_MS = 1000;
 /** Times a suspect is read again after a re-read that could not be used (users busy, table changed). */
 export const USER_SUSPECT_TRIES = 5;
-/** Blocks of the reference range read elsewhere on the disk when a user's range is slow as a whole. */
+/** Blocks of the reference range read elsewhere on main before a user's slow blocks are counted. */
 export const REFERENCE_BLOCKS = 32;
+/** Overlapping suspects are merged up to this size (bytes); beyond it they wait apart. */
+export const MAX_MERGED_BYTES = 1 << 20;
 
 /** What the judge needs of a slow_io event. */
 export interface UserSlowRead {
@@ -76,6 +80,8 @@ interface Suspect {
   offset: number;
   bytes: number;
   tries: number;
+  /** Users' slow reads this suspect stands for (overlapping ones merged while waiting). */
+  reads: number;
 }
 
 /** How a re-read ended: used ('judged'), not usable now ('again'), or never usable ('drop'), or closing. */
@@ -85,6 +91,8 @@ interface RangeRead {
   slow: SlowBlock[];
   /** Blocks read (not skipped, not failed). */
   readBlocks: number;
+  /** Blocks whose read failed. */
+  failed: number[];
 }
 
 export class UserSlowReads {
@@ -126,12 +134,21 @@ export class UserSlowReads {
       this.c.unjudged++;
       return;
     }
-    if (this.queue.some((s) => s.offset === offset && s.bytes === bytes)) return; // judged once for all
+    const end = offset + bytes;
+    const near = this.queue.find((q) => q.offset < end && offset < q.offset + q.bytes && Math.max(end, q.offset + q.bytes) - Math.min(offset, q.offset) <= MAX_MERGED_BYTES);
+    if (near !== undefined) {
+      // One episode, one finding: the reads of overlapping ranges waiting together are judged once, as their union.
+      const qEnd = near.offset + near.bytes;
+      near.offset = Math.min(near.offset, offset);
+      near.bytes = Math.max(qEnd, end) - near.offset;
+      near.reads++;
+      return;
+    }
     if (this.queue.length >= MAX_USER_SUSPECTS) {
       this.c.unjudged++;
       return;
     }
-    this.queue.push({ offset, bytes, tries: 0 });
+    this.queue.push({ offset, bytes, tries: 0, reads: 1 });
     this.arm();
   }
 
@@ -179,10 +196,10 @@ export class UserSlowReads {
       this.o.log.warn({ err: e instanceof Error ? e.message : String(e), offset: s.offset, bytes: s.bytes }, 'user slow read: the re-read failed; not judged');
       verdict = 'drop';
     }
-    if (verdict === 'judged') this.c.judged++;
-    else if (verdict === 'drop') this.c.unjudged++;
+    if (verdict === 'judged') this.c.judged += s.reads;
+    else if (verdict === 'drop') this.c.unjudged += s.reads;
     else if (verdict === 'again') {
-      if (s.tries + 1 >= USER_SUSPECT_TRIES) this.c.unjudged++;
+      if (s.tries + 1 >= USER_SUSPECT_TRIES) this.c.unjudged += s.reads;
       else this.queue.push({ ...s, tries: s.tries + 1 });
     }
     // The next interval starts now (the judge's own reads are not users' I/O); none while nothing waits.
@@ -193,23 +210,36 @@ export class UserSlowReads {
   private async judge(s: Suspect): Promise<Verdict> {
     const before = this.o.device.stats();
     const generation = this.o.device.tableGeneration();
-    const range = await this.readBlocks(s.offset, s.bytes);
+    const range = await this.readBlocks(s.offset, s.bytes, before);
     if (range === 'closed') return 'closed';
-    if (!this.fresh(before, generation)) return 'again';
-    if (range.readBlocks === 0) return 'drop'; // nothing of it is on a readable place now (lost, moving, failed)
-    if (range.slow.length === 0) return 'judged';
-    if (slowAsWhole(range.slow.length, range.readBlocks)) {
-      const ref = this.referenceRange(s);
-      const r = await this.readBlocks(ref.offset, ref.bytes);
-      if (r === 'closed') return 'closed';
-      if (!this.fresh(before, generation)) return 'again';
-      if (r.readBlocks === 0) return 'drop';
-      if (slowAsWhole(r.slow.length, r.readBlocks)) {
-        this.o.rule.noteUniform('user', s.offset, range.slow.length, range.readBlocks);
-        return 'judged';
-      }
+    if (range === 'busy' || !this.fresh(before, generation)) return 'again';
+    if (range.failed.length > 0) {
+      this.o.log.warn({ blocks: range.failed.slice(0, 16), failed: range.failed.length, offset: s.offset, bytes: s.bytes }, 'user slow read: blocks failed their re-read; not judged (the scan or the next read of them finds them)');
+      return 'drop';
     }
-    this.o.rule.count(range.slow, 'user');
+    if (range.readBlocks === 0) return 'drop'; // nothing of it is on a readable place now (lost, moving)
+    const first = range.slow.filter((b) => b.device === 'main');
+    if (first.length === 0) return 'judged';
+    // Slow again in a second re-read of the same blocks: a burst over the whole disk rarely hits them twice.
+    const lo = first[0]!.block * this.o.blockSize;
+    const hi = (first[first.length - 1]!.block + 1) * this.o.blockSize;
+    const again = await this.readBlocks(lo, hi - lo, before);
+    if (again === 'closed') return 'closed';
+    if (again === 'busy' || !this.fresh(before, generation)) return 'again';
+    const slowTwice = new Set(again.slow.filter((b) => b.device === 'main').map((b) => b.block));
+    const confirmed = first.filter((b) => slowTwice.has(b.block));
+    if (confirmed.length === 0) return 'judged';
+    // Main not slow as a whole now: a reference range elsewhere has no slow block.
+    const ref = this.referenceRange(s);
+    const r = await this.readBlocks(ref.offset, ref.bytes, before);
+    if (r === 'closed') return 'closed';
+    if (r === 'busy' || !this.fresh(before, generation)) return 'again';
+    if (r.readBlocks === 0) return 'drop';
+    if (r.slow.length > 0) {
+      this.o.rule.noteUniform('user', s.offset, confirmed.length, range.readBlocks);
+      return 'judged';
+    }
+    this.o.rule.count(confirmed, 'user');
     this.o.onConfirmed?.();
     return 'judged';
   }
@@ -229,11 +259,15 @@ export class UserSlowReads {
     return { offset, bytes };
   }
 
-  /** [offset, offset + bytes) read block by block (NARROW_STEP_BLOCKS per call): its blocks slower than slow_io_ms. */
-  private async readBlocks(offset: number, bytes: number): Promise<RangeRead | 'closed'> {
+  /**
+   * [offset, offset + bytes) read block by block (NARROW_STEP_BLOCKS per call): its blocks slower than
+   * slow_io_ms, and those that failed. 'busy' as soon as users did I/O since `before` (checked after each
+   * call: no further call competes with them).
+   */
+  private async readBlocks(offset: number, bytes: number, before: readonly QueueCounters[]): Promise<RangeRead | 'closed' | 'busy'> {
     const bs = this.o.blockSize;
     const step = NARROW_STEP_BLOCKS * bs;
-    const out: RangeRead = { slow: [], readBlocks: 0 };
+    const out: RangeRead = { slow: [], readBlocks: 0, failed: [] };
     for (let at = offset; at < offset + bytes; ) {
       if (this.closed) return 'closed';
       const res: NativeScanReadResult = await this.o.device.scanRead(BigInt(at), Math.min(step, offset + bytes - at), true);
@@ -241,11 +275,16 @@ export class UserSlowReads {
       if (res.coveredBytes <= 0) throw new DmrError('E_INTERNAL', `user slow read: the scan read at ${at} covered nothing`);
       at += res.coveredBytes;
       for (const seg of res.segments) {
-        if (seg.skipped !== null || seg.errno !== 0) continue;
+        if (seg.skipped !== null) continue;
+        if (seg.errno !== 0) {
+          for (let b = seg.block; b < seg.block + seg.blocks; b++) out.failed.push(b);
+          continue;
+        }
         out.readBlocks += seg.blocks;
         if (seg.latencyUs / 1000 <= this.o.slowIoMs) continue;
         for (let b = seg.block; b < seg.block + seg.blocks; b++) out.slow.push({ block: b, device: seg.device });
       }
+      if (isUserActive(userActivity(before, this.o.device.stats()))) return 'busy';
     }
     return out;
   }
