@@ -101,6 +101,16 @@ export class DeviceHealth {
       o.log.error({ err: recordError, code: e instanceof DmrError ? e.code : undefined }, 'the health history cannot be used: it is left as it is and not saved; `health <device> reset` starts a new one');
     }
     this.recordError = recordError;
+    if (series !== null && series.outageSince !== null) {
+      // An outage was under way when the last daemon stopped (SIGTERM, del, restart, or a kill after a
+      // save). Nothing will ever say it ended: it is closed at the last time the series knew of (what came
+      // after is unknown, the daemon's downtime included), and the outage monitors of this run start a new
+      // one if main is still out. Left open, a main that answers would read "critical", then "failed".
+      const began = series.outageSince;
+      series.record({ type: 'outage_ended' }, series.latest);
+      this.dirty = true;
+      o.log.warn({ outageBegan: new Date(began).toISOString(), closedAt: new Date(series.latest).toISOString() }, 'health: an outage was under way when the last daemon stopped; closed at the last time recorded');
+    }
     const fresh = series === null;
     this.series = series ?? HealthSeries.create(this.now());
     // A new series is saved at the next save, the first spare sample with it.
