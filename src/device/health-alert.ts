@@ -44,6 +44,9 @@ export function alertEnvironment(a: AlertEnv, base: NodeJS.ProcessEnv = process.
 }
 
 /** Runs `command` for alert `a`; resolves (never rejects) when it ended, failed to start, or was killed. Logs the outcome. */
+/** How long the output of an alert command that exited is still read (a job it left may hold the pipe). */
+const EXIT_STDERR_GRACE_MS = 200;
+
 export function runAlert(command: string, a: AlertEnv, log: Logger, timeoutMs = ALERT_TIMEOUT_MS): Promise<AlertOutcome> {
   return new Promise((resolve) => {
     let stderr = '';
@@ -84,6 +87,22 @@ export function runAlert(command: string, a: AlertEnv, log: Logger, timeoutMs = 
       stderr = (stderr + d.toString('utf8')).slice(-STDERR_KEEP_BYTES);
     });
     child.on('error', (e) => finish({ ok: false, code: null, signal: null, error: e.message }));
-    child.on('close', (code, signal) => finish({ ok: code === 0 && !timedOut, code, signal, error: null }));
+    // The shell's exit decides, not the end of its stderr: a job it left behind (`mail ... &`, or one that
+    // left the process group with setsid) may hold stderr open for as long as it runs. What stderr says
+    // within EXIT_STDERR_GRACE_MS of the exit is kept; then the pipe is let go.
+    child.on('exit', (code, signal) => {
+      const done = (): void => {
+        finish({ ok: code === 0 && !timedOut, code, signal, error: null });
+        child.stderr?.destroy();
+      };
+      if (child.stderr === null || child.stderr.readableEnded) done();
+      else {
+        const grace = setTimeout(done, EXIT_STDERR_GRACE_MS);
+        child.stderr.once('close', () => {
+          clearTimeout(grace);
+          done();
+        });
+      }
+    });
   });
 }
