@@ -65,3 +65,29 @@ export function writeStateFile(dir: string, file: string, data: Uint8Array | str
   }
   writeFileAtomic(file, data, { mode: 0o600, errorCode: 'E_STATE' });
 }
+
+/**
+ * The bytes of the state file `file`, or null when it does not exist: opened without blocking (a FIFO put
+ * there never hangs the daemon), a regular file only (E_STATE), at most `maxBytes` (else the error
+ * `tooBig(size)` gives, the caller's own kind of corrupt record). E_STATE when it cannot be read.
+ */
+export function readStateFile(file: string, maxBytes: number, tooBig: (size: number) => Error): Buffer | null {
+  let fd: number;
+  try {
+    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  } catch (e) {
+    if (errorCodeOf(e) === 'ENOENT') return null;
+    throw new DmrError('E_STATE', `cannot read ${file} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new DmrError('E_STATE', `${file} is not a regular file`);
+    if (st.size > maxBytes) throw tooBig(st.size);
+    return fs.readFileSync(fd);
+  } catch (e) {
+    if (e instanceof DmrError) throw e;
+    throw new DmrError('E_STATE', `cannot read ${file} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
+  } finally {
+    fs.closeSync(fd);
+  }
+}

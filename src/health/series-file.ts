@@ -8,11 +8,10 @@
 // it holds), checksum, JSON, schema, the series' own rules, and that the file is the pair's. Any failure is a
 // HealthRecordError (E_HEALTH_RECORD) with one line naming the file and the problem. The series is never reset
 // behind the user's back: the caller reports the error, and `health <dev> reset` is how a user starts over.
-import fs from 'node:fs';
 import path from 'node:path';
 import * as z from 'zod';
-import { writeStateFile } from '../atomic-file.js';
-import { DmrError, errorCodeOf } from '../errors.js';
+import { readStateFile, writeStateFile } from '../atomic-file.js';
+import { DmrError } from '../errors.js';
 import { crc32c } from '../remap/crc32c.js';
 import { HealthSeries, seriesDataSchema } from './series.js';
 
@@ -111,26 +110,11 @@ export function saveHealth(dir: string, pairId: string, series: HealthSeries): v
  */
 export function loadHealth(dir: string, pairId: string): HealthSeries | null {
   const file = healthFilePath(dir, pairId);
-  let fd: number;
-  try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  } catch (e) {
-    if (errorCodeOf(e) === 'ENOENT') return null;
-    throw new DmrError('E_STATE', `cannot read ${file} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
-  }
-  let buf: Buffer;
-  try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new DmrError('E_STATE', `${file} is not a regular file`);
-    if (st.size > MAX_HEALTH_FILE_BYTES) {
-      throw new HealthRecordError('corrupt', `health file ${file} is corrupt (${st.size} bytes, more than a health file can be); \`health <device> reset\` starts a new one`);
-    }
-    buf = fs.readFileSync(fd);
-  } catch (e) {
-    if (e instanceof DmrError) throw e;
-    throw new DmrError('E_STATE', `cannot read ${file} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
-  } finally {
-    fs.closeSync(fd);
-  }
+  const buf = readStateFile(
+    file,
+    MAX_HEALTH_FILE_BYTES,
+    (size) => new HealthRecordError('corrupt', `health file ${file} is corrupt (${size} bytes, more than a health file can be); \`health <device> reset\` starts a new one`),
+  );
+  if (buf === null) return null;
   return decodeHealthFile(buf, pairId, file);
 }

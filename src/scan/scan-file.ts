@@ -12,10 +12,9 @@
 //
 // Loading checks each record, that both describe the same device size, and that the UUID and size are the
 // device's (a `device` ScanRecordError otherwise: the file belongs to another pair or the device changed size).
-import fs from 'node:fs';
 import path from 'node:path';
-import { writeStateFile } from '../atomic-file.js';
-import { DmrError, errorCodeOf } from '../errors.js';
+import { readStateFile, writeStateFile } from '../atomic-file.js';
+import { DmrError } from '../errors.js';
 import { CURSOR_PAYLOAD_BYTES, decodeCursor, encodeCursor } from './cursor-codec.js';
 import type { ScanCursor } from './cursor.js';
 import { frameRecord, FRAME_HEADER_BYTES, FRAME_TRAILER_BYTES, ScanRecordError, unframeRecord } from './record-frame.js';
@@ -89,24 +88,7 @@ export function saveScan(dir: string, pairId: string, saved: SavedScan): void {
  */
 export function loadScan(dir: string, pairId: string, deviceBytes: number): SavedScan | null {
   const file = scanFilePath(dir, pairId);
-  let buf: Buffer;
-  let fd: number;
-  try {
-    fd = fs.openSync(file, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
-  } catch (e) {
-    if (errorCodeOf(e) === 'ENOENT') return null;
-    throw new DmrError('E_STATE', `cannot read ${file} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
-  }
-  try {
-    const st = fs.fstatSync(fd);
-    if (!st.isFile()) throw new DmrError('E_STATE', `${file} is not a regular file`);
-    if (st.size > MAX_SCAN_FILE_BYTES) throw new ScanRecordError('invalid', `${WHAT}: ${file} is ${st.size} bytes, more than a scan file can be`);
-    buf = fs.readFileSync(fd);
-  } catch (e) {
-    if (e instanceof DmrError) throw e;
-    throw new DmrError('E_STATE', `cannot read ${file} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
-  } finally {
-    fs.closeSync(fd);
-  }
+  const buf = readStateFile(file, MAX_SCAN_FILE_BYTES, (size) => new ScanRecordError('invalid', `${WHAT}: ${file} is ${size} bytes, more than a scan file can be`));
+  if (buf === null) return null;
   return decodeScanFile(buf, pairId, deviceBytes);
 }
