@@ -11,18 +11,23 @@
 #include "sys_error.h"
 
 // Reader of the snapshot (pool thread between Enter and Leave, or a test's thread).
-void PlanScan(uint64_t first, uint64_t end, uint32_t max_blocks, const PlanGeometry& geo, const RemapIndex::Snapshot* snap,
-              std::vector<ScanSegment>* out) {
+void PlanScan(uint64_t first, uint64_t end, uint32_t max_blocks, uint32_t align_blocks, const PlanGeometry& geo,
+              const RemapIndex::Snapshot* snap, std::vector<ScanSegment>* out) {
   out->clear();
   const uint32_t shift = geo.block_shift;
   if (max_blocks == 0) max_blocks = 1;
   const RemapEntry* e = RemapIndex::FirstInRange(snap, first, end);
   const RemapEntry* last = e ? snap->entries.data() + snap->entries.size() : nullptr;
-  // Appends pieces of at most max_blocks; a spare piece's next part starts max_blocks slots further.
+  // Appends pieces of at most max_blocks that do not cross a multiple of align_blocks; a spare piece's next
+  // part starts as many slots further as the part before it had blocks.
   auto push = [&](ScanSegment s) {
     while (s.blocks > 0) {
       ScanSegment part = s;
       part.blocks = std::min(s.blocks, max_blocks);
+      if (align_blocks != 0) {
+        const uint64_t to_boundary = align_blocks - s.block % align_blocks;
+        if (to_boundary < part.blocks) part.blocks = static_cast<uint32_t>(to_boundary);
+      }
       out->push_back(part);
       s.block += part.blocks;
       s.dev_offset += uint64_t(part.blocks) << shift;
@@ -176,7 +181,7 @@ void ScanReader::Read(uint64_t offset, uint32_t len, bool narrow, const std::fun
       ReadSection section(index_, reader_);
       const RemapIndex::Snapshot* snap = index_->Current();
       if (next == plan.size() || snap->generation != plan_gen) {
-        PlanScan(cur, end, max_blocks, geo_, snap, &plan);
+        PlanScan(cur, end, max_blocks, kScanAlignBytes >> shift, geo_, snap, &plan);
         next = 0;
         plan_gen = snap->generation;
       }

@@ -45,6 +45,10 @@
 // Most bytes one narrow call reads (one pread per block: up to 2048 at 512-byte blocks); a longer narrow
 // call stops there (ScanStop::kNarrowCap).
 constexpr uint32_t kScanNarrowMaxBytes = 1u << 20;
+// No piece crosses a multiple of this many bytes of the exported device: the scanner's chunks (SCAN_CHUNK_BYTES
+// in src/scan/scanner.ts), so that a call over many chunks still reports each piece inside one chunk, which
+// the scanner counts and judges chunk by chunk. A multiple of every block size.
+constexpr uint32_t kScanAlignBytes = 1u << 20;
 // Failed reads after which a call stops (ScanStop::kFailures): each one on a failing disk can be seconds
 // of error handling that stalls the disk's other I/O, so a call is at most this many of them in a row.
 constexpr uint32_t kScanMaxFailures = 32;
@@ -84,9 +88,10 @@ struct ScanFds {
 // Any thread holding the snapshot (a reader between the index's Enter and Leave, or a test). The pieces of
 // blocks [first, end): main runs, spare runs of consecutive slots with the same flags, MOVING and LOST runs
 // as skipped pieces (a spare piece of such a run names its slot). `max_blocks` splits a piece longer than
-// that (1: one piece per block, the narrow scan).
-void PlanScan(uint64_t first, uint64_t end, uint32_t max_blocks, const PlanGeometry& geo, const RemapIndex::Snapshot* snap,
-              std::vector<ScanSegment>* out);
+// that (1: one piece per block, the narrow scan), and a piece is also split where it would cross a multiple
+// of `align_blocks` (kScanAlignBytes in blocks; 0: no such split).
+void PlanScan(uint64_t first, uint64_t end, uint32_t max_blocks, uint32_t align_blocks, const PlanGeometry& geo,
+              const RemapIndex::Snapshot* snap, std::vector<ScanSegment>* out);
 
 class ScanReader {
  public:

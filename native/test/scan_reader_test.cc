@@ -84,7 +84,7 @@ void TestPlan() {
   std::vector<ScanSegment> segs;
   index.Enter(0);
   current = "an empty table: one main piece";
-  PlanScan(0, 256, ~0u, Geo(), index.Current(), &segs);
+  PlanScan(0, 256, ~0u, 0, Geo(), index.Current(), &segs);
   CHECK_EQ(segs.size(), size_t(1));
   Piece(segs, 0, false, 0, 256, 0, ScanSkip::kNone);
   index.Leave(0);
@@ -93,7 +93,7 @@ void TestPlan() {
   index.Publish({{10, 3, 0}, {11, 4, 0}, {12, 9, 0}, {20, 5, kRemapMoving}, {21, 6, kRemapLost}, {30, 7, 0}});
   index.Enter(0);
   current = "main runs, spare runs split where slots stop being consecutive, MOVING and LOST skipped";
-  PlanScan(8, 32, ~0u, Geo(), index.Current(), &segs);
+  PlanScan(8, 32, ~0u, 0, Geo(), index.Current(), &segs);
   CHECK_EQ(segs.size(), size_t(9));
   Piece(segs, 0, false, 8, 2, 8 * kBs, ScanSkip::kNone);
   Piece(segs, 1, true, 10, 2, kSpareData + 3 * kBs, ScanSkip::kNone);
@@ -106,17 +106,34 @@ void TestPlan() {
   Piece(segs, 8, false, 31, 1, 31 * kBs, ScanSkip::kNone);
 
   current = "a range starting inside a spare run and ending on a remapped block";
-  PlanScan(11, 13, ~0u, Geo(), index.Current(), &segs);
+  PlanScan(11, 13, ~0u, 0, Geo(), index.Current(), &segs);
   CHECK_EQ(segs.size(), size_t(2));
   Piece(segs, 0, true, 11, 1, kSpareData + 4 * kBs, ScanSkip::kNone);
   Piece(segs, 1, true, 12, 1, kSpareData + 9 * kBs, ScanSkip::kNone);
 
   current = "narrow: one piece per block, a spare run's slots counted on";
-  PlanScan(9, 12, 1, Geo(), index.Current(), &segs);
+  PlanScan(9, 12, 1, 0, Geo(), index.Current(), &segs);
   CHECK_EQ(segs.size(), size_t(3));
   Piece(segs, 0, false, 9, 1, 9 * kBs, ScanSkip::kNone);
   Piece(segs, 1, true, 10, 1, kSpareData + 3 * kBs, ScanSkip::kNone);
   Piece(segs, 2, true, 11, 1, kSpareData + 4 * kBs, ScanSkip::kNone);
+
+  current = "aligned: no piece crosses a multiple of align_blocks (8), main and spare runs alike, max_blocks still holds";
+  PlanScan(6, 32, 5, 8, Geo(), index.Current(), &segs);
+  CHECK_EQ(segs.size(), size_t(13));
+  Piece(segs, 0, false, 6, 2, 6 * kBs, ScanSkip::kNone);
+  Piece(segs, 1, false, 8, 2, 8 * kBs, ScanSkip::kNone);
+  Piece(segs, 2, true, 10, 2, kSpareData + 3 * kBs, ScanSkip::kNone);
+  Piece(segs, 3, true, 12, 1, kSpareData + 9 * kBs, ScanSkip::kNone);
+  Piece(segs, 4, false, 13, 3, 13 * kBs, ScanSkip::kNone);
+  Piece(segs, 5, false, 16, 4, 16 * kBs, ScanSkip::kNone);
+  Piece(segs, 6, true, 20, 1, kSpareData + 5 * kBs, ScanSkip::kMoving);
+  Piece(segs, 7, true, 21, 1, kSpareData + 6 * kBs, ScanSkip::kLost);
+  Piece(segs, 8, false, 22, 2, 22 * kBs, ScanSkip::kNone);
+  Piece(segs, 9, false, 24, 5, 24 * kBs, ScanSkip::kNone);
+  Piece(segs, 10, false, 29, 1, 29 * kBs, ScanSkip::kNone);
+  Piece(segs, 11, true, 30, 1, kSpareData + 7 * kBs, ScanSkip::kNone);
+  Piece(segs, 12, false, 31, 1, 31 * kBs, ScanSkip::kNone);
   index.Leave(0);
 }
 

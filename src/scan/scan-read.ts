@@ -83,3 +83,33 @@ export function scanOutcome(result: NativeScanReadResult, blockSize: number): Sc
 export function recordScanReads(record: RegionRecord, outcome: ScanOutcome): void {
   for (const r of outcome.reads) record.addRead(r);
 }
+
+/** The reads of one chunk of a scanned range. */
+export interface ChunkReads {
+  /** The part of the range in this chunk: from max(range start, chunk start) to the chunk's end or the range's. */
+  offset: number;
+  reads: ReadResult[];
+}
+
+/**
+ * The reads of [start, start + bytes) (in device order, as scanOutcome lists them) grouped by the
+ * `chunkBytes`-aligned chunk they lie in, one entry per chunk the range touches (a chunk whose pieces were all
+ * skipped has no reads). Throws E_INTERNAL for a read that crosses a chunk boundary: native never plans one
+ * (kScanAlignBytes), and a read counted in two chunks would be judged twice.
+ */
+export function chunkReads(reads: readonly ReadResult[], start: number, bytes: number, chunkBytes: number): ChunkReads[] {
+  const out: ChunkReads[] = [];
+  if (bytes <= 0) return out;
+  const firstChunk = Math.floor(start / chunkBytes);
+  const lastChunk = Math.floor((start + bytes - 1) / chunkBytes);
+  for (let c = firstChunk; c <= lastChunk; c++) out.push({ offset: Math.max(start, c * chunkBytes), reads: [] });
+  for (const r of reads) {
+    const c = Math.floor(r.offset / chunkBytes);
+    const entry = out[c - firstChunk];
+    if (entry === undefined || Math.floor((r.offset + r.length - 1) / chunkBytes) !== c) {
+      throw new DmrError('E_INTERNAL', `scan read of ${r.length} bytes at ${r.offset} is not inside one ${chunkBytes}-byte chunk of [${start}, ${start + bytes})`);
+    }
+    entry.reads.push(r);
+  }
+  return out;
+}

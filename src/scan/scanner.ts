@@ -5,7 +5,10 @@
 //
 // Rules it keeps:
 // - One read in flight at most: a tick reads its chunks one after another; the next tick is armed only when
-//   the previous one has finished. pause/stop/close wait for the tick (and so the read) in flight, then
+//   the previous one has finished. While users are idle one native call reads a run of up to IDLE_RUN_CHUNKS
+//   chunks (a call's fixed cost, as much as a chunk's read in the TCG test VM, is paid once for them); while
+//   they do I/O, one chunk per call. Either way each chunk is counted and judged on its own (native never
+//   plans a piece across a chunk boundary: kScanAlignBytes). pause/stop/close wait for the tick (and so the read) in flight, then
 //   change the cursor: a read's result is always applied to the pass it was read for.
 // - Chunks are `chunkBytes` (1 MiB) aligned to multiples of it, clipped to the device end: never past the
 //   device, and an aligned chunk stays inside one region (regions are whole MiB). The front (the cursor's
@@ -38,11 +41,17 @@ import {
 import { decideRate, initialRateState, isUserActive, MIB, rateLimits, userActivity, type QueueCounters, type RateLimits, type RateState } from './rate-control.js';
 import { RegionRecord } from './regions.js';
 import type { SavedScan } from './scan-file.js';
-import { recordScanReads, scanOutcome, type ScanFailure } from './scan-read.js';
+import { chunkReads, recordScanReads, scanOutcome, type ScanFailure } from './scan-read.js';
 import { badRate, isScanRate, type ScanSettings } from './settings.js';
 import { SlowBlockRule, type SlowBlock } from './slow-blocks.js';
 
 export const SCAN_CHUNK_BYTES = MIB;
+/**
+ * Chunks one native call reads while users are idle (16 MiB). The users' I/O is checked between calls, so a
+ * user who starts I/O meets at most this run's remaining pieces (each a pread of at most max-io bytes, which
+ * the user's requests interleave with) before the scan drops to its floor.
+ */
+export const IDLE_RUN_CHUNKS = 16;
 export const SCAN_INTERVAL_MS = 100;
 export const SCAN_SAVE_INTERVAL_MS = 5000;
 /** Also saved each time the front moved this fraction of the device (1%): a kill -9 loses at most that much. */
@@ -470,10 +479,8 @@ export class Scanner {
           await this.readRevisit(revisit);
           continue;
         }
-        const next = this.nextChunk();
-        if (next === null || next.bytes > budget) break;
-        // The pass's last chunk waits for the revisits: the pass is done only after them.
-        if (next.offset + next.bytes === this.cursor.deviceBytes && this.revisits.length > 0) break;
+        const next = this.nextRun(budget);
+        if (next === null) break;
         budget -= next.bytes;
         this.readSinceDecision += next.bytes;
         const ok = await this.readChunk(next);
@@ -504,13 +511,24 @@ export class Scanner {
     return this.cursor.state;
   }
 
-  /** The chunk at the front: up to the next multiple of chunkBytes, clipped to the device end; null at the end. */
-  private nextChunk(): Range | null {
+  /**
+   * The chunks at the front the next call reads: each up to the next multiple of chunkBytes, clipped to the
+   * device end; as many as `budget` holds whole, at most IDLE_RUN_CHUNKS while users are idle and one while
+   * they do I/O. The pass's last chunk waits for the revisits (the pass is done only after them). Null when
+   * not even one chunk can be read now.
+   */
+  private nextRun(budget: number): Range | null {
     const pos = this.cursor.position;
     const end = this.cursor.deviceBytes;
-    if (pos >= end) return null;
-    const stop = Math.min(end, (Math.floor(pos / this.chunkBytes) + 1) * this.chunkBytes);
-    return { offset: pos, bytes: stop - pos };
+    const most = this.usersActive ? 1 : IDLE_RUN_CHUNKS;
+    let stop = pos;
+    for (let n = 0; n < most && stop < end; n++) {
+      const next = Math.min(end, (Math.floor(stop / this.chunkBytes) + 1) * this.chunkBytes);
+      if (next - pos > budget) break;
+      if (next === end && this.revisits.length > 0) break;
+      stop = next;
+    }
+    return stop > pos ? { offset: pos, bytes: stop - pos } : null;
   }
 
   /** Reads the chunk at the front and moves the front past it; false when it must be read again later (outage). */
@@ -576,21 +594,25 @@ export class Scanner {
       for (let b = s.offset / this.o.blockSize; b < (s.offset + s.length) / this.o.blockSize; b++) pending.push(b);
     }
     if (pending.length > 0 && this.o.sink?.pendingSeen && !this.halting) await this.o.sink.pendingSeen(pending);
-    const slowBlocks: SlowBlock[] = [];
-    let slowReads = 0;
-    for (const read of outcome.reads) {
-      if (read.failed || read.latencyMs <= this.settings.slowIoMs) continue;
-      this.counters.slowIos++;
-      slowReads++;
-      if (!this.usersActive) this.o.onSlowIo?.();
-      // While users do I/O a read is slow for their sake: the blocks are not judged (not even re-read).
-      if (!this.usersActive) slowBlocks.push(...(await this.findSlowBlocks(read.offset, read.length)));
+    // Slow reads are judged chunk by chunk (the whole-chunk rule and its window are per chunk).
+    let slow = 0;
+    for (const chunk of chunkReads(outcome.reads, r.offset, outcome.coveredBytes, this.chunkBytes)) {
+      const slowBlocks: SlowBlock[] = [];
+      let slowReads = 0;
+      for (const read of chunk.reads) {
+        if (read.failed || read.latencyMs <= this.settings.slowIoMs) continue;
+        this.counters.slowIos++;
+        slowReads++;
+        if (!this.usersActive) this.o.onSlowIo?.();
+        // While users do I/O a read is slow for their sake: the blocks are not judged (not even re-read).
+        if (!this.usersActive) slowBlocks.push(...(await this.findSlowBlocks(read.offset, read.length)));
+      }
+      if (slowReads > 0 && this.usersActive) this.counters.busySlowReads += slowReads;
+      const readBlocks = chunk.reads.reduce((n, x) => n + (x.failed ? 0 : x.length), 0) / this.o.blockSize;
+      // A command cut the block-by-block reads short (a partial list would defeat the whole-chunk rule), or the
+      // chunk was read while users did I/O (not judged: it does not enter the window of judged chunks either).
+      if (!this.halting && !this.usersActive) slow += this.slowRule.noteScanChunk(slowBlocks, readBlocks, chunk.offset);
     }
-    if (slowReads > 0 && this.usersActive) this.counters.busySlowReads += slowReads;
-    const readBlocks = outcome.reads.reduce((n, x) => n + (x.failed ? 0 : x.length), 0) / this.o.blockSize;
-    // A command cut the block-by-block reads short (a partial list would defeat the whole-chunk rule), or the
-    // chunk was read while users did I/O (not judged: it does not enter the window of judged chunks either).
-    const slow = this.halting || this.usersActive ? 0 : this.slowRule.noteScanChunk(slowBlocks, readBlocks, r.offset);
     return { errors, slow, coveredBytes: outcome.coveredBytes };
   }
 

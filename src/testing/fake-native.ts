@@ -27,6 +27,7 @@ import type {
 } from '../native.js';
 import { loadNative, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
 import { MAX_DEPTH, MAX_QUEUES } from '../device/config.js';
+import { scanPieces } from './scan-pieces.js';
 
 /** Native's bounds of one scanRead (native/scan_reader.h kScanNarrowMaxBytes, kScanMaxFailures). */
 export const FAKE_SCAN_NARROW_MAX_BYTES = 1 << 20;
@@ -523,8 +524,9 @@ export class FakeDevice implements NativeDevice {
     let covered = end;
     let stopped: NativeScanReadResult['stopped'] = capped ? 'narrow_cap' : null;
     pieces: for (const p of plan) {
-      for (let i = 0; i < p.blocks; i += step) {
-        const n = Math.min(step, p.blocks - i);
+      for (const piece of scanPieces(p.block, p.block + p.blocks, bs, step)) {
+        const i = piece.block - p.block;
+        const n = piece.blocks;
         const device: BackingRole = p.spare ? 'spare' : 'main';
         const skipped = (p.flags & REMAP_FLAG_MOVING) !== 0 ? 'moving' : (p.flags & REMAP_FLAG_LOST) !== 0 ? 'lost' : null;
         const seg: ScanSegment = { device, block: p.block + i, blocks: n, skipped, latencyUs: 0, errno: 0 };

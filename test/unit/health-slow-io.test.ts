@@ -6,6 +6,7 @@ import type { QueueCounters } from '../../src/scan/rate-control.js';
 import { Scanner, type ScanDevice, type ScanTimer } from '../../src/scan/scanner.js';
 import { DEFAULT_SCAN_SETTINGS } from '../../src/scan/settings.js';
 import { quietLog } from './helpers.js';
+import { scanPieces } from '../../src/testing/scan-pieces.js';
 
 const BS = 4096;
 const MIB = 1 << 20;
@@ -28,9 +29,11 @@ class SlowDevice implements ScanDevice {
     const slow = (b: number): number => (b === 7 ? 800_000 : 100);
     if (narrow) for (let b = first; b < end; b++) segments.push({ device: 'main', block: b, blocks: 1, skipped: null, latencyUs: slow(b), errno: 0 });
     else {
-      let worst = 0;
-      for (let b = first; b < end; b++) worst = Math.max(worst, slow(b));
-      segments.push({ device: 'main', block: first, blocks: end - first, skipped: null, latencyUs: worst, errno: 0 });
+      for (const p of scanPieces(first, end, BS)) {
+        let worst = 0;
+        for (let b = p.block; b < p.block + p.blocks; b++) worst = Math.max(worst, slow(b));
+        segments.push({ device: 'main', block: p.block, blocks: p.blocks, skipped: null, latencyUs: worst, errno: 0 });
+      }
     }
     return { offset, bytes, segments, coveredBytes: bytes, stopped: null, generation: 1 };
   }

@@ -4,10 +4,14 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DmrError } from '../../src/errors.js';
 import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, type NativeScanReadResult, type ScanReadResult } from '../../src/native.js';
-import { recordScanReads, scanOutcome } from '../../src/scan/scan-read.js';
+import fs from 'node:fs';
+import path from 'node:path';
+import { chunkReads, recordScanReads, scanOutcome } from '../../src/scan/scan-read.js';
+import { SCAN_CHUNK_BYTES } from '../../src/scan/scanner.js';
+import { NATIVE_SCAN_ALIGN_BYTES, scanPieces } from '../../src/testing/scan-pieces.js';
 import { ERROR_BIN, RegionRecord } from '../../src/scan/regions.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
-import { fakeFor, makeWorld, type World } from './helpers.js';
+import { fakeFor, makeWorld, REPO, type World } from './helpers.js';
 
 /** A result that covers the whole range asked for. */
 const full = (r: ScanReadResult): NativeScanReadResult => ({ ...r, coveredBytes: r.bytes, stopped: null, generation: 1 });
@@ -130,5 +134,34 @@ describe('scanOutcome', () => {
     expect(o.coveredBytes).toBe(2 * BS);
     expect(o.generation).toBe(7);
     expect(o.failed.map((f) => f.offset)).toEqual([0, BS]);
+  });
+
+  it('chunkReads groups the reads of a run by 1 MiB chunk, one entry per chunk touched, and refuses a read across a chunk boundary', () => {
+    const MIB = 1 << 20;
+    const rd = (offset: number, length: number) => ({ offset, length, latencyMs: 1, failed: false });
+    const reads = [rd(MIB + 8 * BS, MIB / 2 - 8 * BS), rd(MIB + MIB / 2, MIB / 2), rd(3 * MIB, BS)];
+    // Starts mid-chunk; the chunk at 2 MiB was all skipped (no reads): still listed.
+    expect(chunkReads(reads, MIB + 8 * BS, 2 * MIB + BS - 8 * BS, MIB)).toEqual([
+      { offset: MIB + 8 * BS, reads: [reads[0], reads[1]] },
+      { offset: 2 * MIB, reads: [] },
+      { offset: 3 * MIB, reads: [reads[2]] },
+    ]);
+    expect(() => chunkReads([rd(MIB - BS, 2 * BS)], 0, 2 * MIB, MIB)).toThrow(/not inside one/);
+    expect(() => chunkReads([rd(4 * MIB, BS)], 0, 2 * MIB, MIB)).toThrow(DmrError);
+    expect(chunkReads([], 0, 0, MIB)).toEqual([]);
+  });
+
+  it('native splits scan pieces at the chunk boundaries of the scanner: kScanAlignBytes is SCAN_CHUNK_BYTES', () => {
+    const h = fs.readFileSync(path.join(REPO, 'native/scan_reader.h'), 'utf8');
+    const m = /constexpr uint32_t kScanAlignBytes = 1u << (\d+);/.exec(h);
+    expect(m).not.toBeNull();
+    expect(2 ** Number(m?.[1])).toBe(SCAN_CHUNK_BYTES);
+    expect(NATIVE_SCAN_ALIGN_BYTES).toBe(SCAN_CHUNK_BYTES);
+  });
+
+  it('the fakes plan like native: no wide piece across a 1 MiB boundary, none longer than max-io', () => {
+    const perMib = (1 << 20) / BS;
+    expect(scanPieces(perMib - 2, perMib + 2, BS)).toEqual([{ block: perMib - 2, blocks: 2 }, { block: perMib, blocks: 2 }]);
+    expect(scanPieces(0, perMib + 1, BS, 100).map((p) => p.blocks)).toEqual([100, 100, 56, 1]);
   });
 });

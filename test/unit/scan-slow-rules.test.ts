@@ -9,6 +9,7 @@ import type { QueueCounters } from '../../src/scan/rate-control.js';
 import { Scanner, type ScanDevice } from '../../src/scan/scanner.js';
 import { DEFAULT_SCAN_SETTINGS, type ScanSettings } from '../../src/scan/settings.js';
 import { quietLog } from './helpers.js';
+import { scanPieces } from '../../src/testing/scan-pieces.js';
 
 const MIB = 1 << 20;
 const BS = 4096;
@@ -34,9 +35,11 @@ class Dev implements ScanDevice {
     const segments: ScanSegment[] = [];
     if (narrow) for (let b = first; b < first + bytes / BS; b++) segments.push({ device: 'main', block: b, blocks: 1, skipped: null, latencyUs: this.lat(b, true), errno: 0 });
     else {
-      let m = 0;
-      for (let b = first; b < first + bytes / BS; b++) m = Math.max(m, this.lat(b, false));
-      segments.push({ device: 'main', block: first, blocks: bytes / BS, skipped: null, latencyUs: m, errno: 0 });
+      for (const p of scanPieces(first, first + bytes / BS, BS)) {
+        let m = 0;
+        for (let b = p.block; b < p.block + p.blocks; b++) m = Math.max(m, this.lat(b, false));
+        segments.push({ device: 'main', block: p.block, blocks: p.blocks, skipped: null, latencyUs: m, errno: 0 });
+      }
     }
     return { offset, bytes, segments, coveredBytes: bytes, stopped: null, generation: this.generation };
   }

@@ -7,6 +7,7 @@ import type { NativeScanReadResult, ScanSegment } from '../../src/native.js';
 import type { QueueCounters } from '../../src/scan/rate-control.js';
 import type { SavedScan } from '../../src/scan/scan-file.js';
 import {
+  IDLE_RUN_CHUNKS,
   MAX_REVISIT_TRIES,
   Scanner,
   type ScanBlockFailure,
@@ -79,7 +80,7 @@ class FakeScanDevice implements ScanDevice {
       for (let b = first; b < end; ) {
         const k = this.kind(b);
         let n = 1;
-        if (!narrow) while (b + n < end && this.kind(b + n) === k) n++;
+        if (!narrow) while (b + n < end && this.kind(b + n) === k && (b + n) % (MIB / BS) !== 0) n++;
         const seg: ScanSegment = { device: 'main', block: b, blocks: n, skipped: k === 'read' ? null : (k as 'moving' | 'lost'), latencyUs: 0, errno: 0 };
         if (k === 'read') {
           for (let i = b; i < b + n; i++) {
@@ -179,11 +180,12 @@ const wide = (d: FakeScanDevice): Array<{ offset: number; bytes: number }> => d.
 describe('the scan loop', () => {
   it('reads every byte once, in order, in aligned 1 MiB chunks clipped to the device end, and finishes the pass', async () => {
     const bytes = 3 * MIB + 12 * BS;
-    const r = rig({ bytes });
+    const r = rig({ bytes, settings: { scanMinRateMib: 1, scanRateMib: 1 } });
     r.scanner.begin();
     await r.scanner.start();
     await r.run(60_000);
     const reads = wide(r.dev);
+    // At 1 MiB/s a tick's allowance holds one chunk: one call per chunk.
     expect(reads).toEqual([
       { offset: 0, bytes: MIB },
       { offset: MIB, bytes: MIB },
@@ -198,6 +200,44 @@ describe('the scan loop', () => {
     expect(r.scanner.regions.totals().bins.reduce((a, b) => a + b, 0)).toBe(4);
     // The pass's end is saved.
     expect(r.saves.at(-1)?.cursor.state).toBe('done');
+  });
+
+  it('while users are idle one call reads a run of whole chunks (at most IDLE_RUN_CHUNKS), each chunk counted and judged on its own; while they do I/O, one chunk a call', async () => {
+    const bytes = 40 * MIB + 12 * BS;
+    const r = rig({ bytes, settings: { scanRateMib: 1000 } });
+    r.dev.slowUs.set((5 * MIB) / BS + 3, 900_000); // one slow block inside a run: its chunk alone is re-read
+    r.scanner.begin();
+    await r.scanner.start();
+    await r.run(60_000);
+    const reads = wide(r.dev);
+    let at = 0;
+    for (const x of reads) {
+      expect(x.offset).toBe(at);
+      expect(x.bytes).toBeLessThanOrEqual(IDLE_RUN_CHUNKS * MIB);
+      expect((x.offset + x.bytes) % MIB === 0 || x.offset + x.bytes === bytes).toBe(true);
+      at += x.bytes;
+    }
+    expect(at).toBe(bytes);
+    expect(Math.max(...reads.map((x) => x.bytes))).toBe(IDLE_RUN_CHUNKS * MIB);
+    expect(reads.length).toBeLessThan(41 / 4);
+    // Each 1 MiB chunk is one read in the record (41 chunks), not one per call.
+    expect(r.scanner.regions.totals().bins.reduce((a, b) => a + b, 0)).toBe(41);
+    // The slow chunk's blocks were read one by one, and only its chunk's.
+    const narrow = r.dev.reads.filter((x) => x.narrow);
+    expect(narrow.length).toBeGreaterThan(0);
+    for (const x of narrow) {
+      expect(x.offset).toBeGreaterThanOrEqual(5 * MIB);
+      expect(x.offset + x.bytes).toBeLessThanOrEqual(6 * MIB);
+    }
+    expect(r.scanner.stats().slowBlocks).toBe(1);
+
+    const busy = rig({ bytes: 8 * MIB, settings: { scanRateMib: 1000 } });
+    busy.dev.userInflight = 1;
+    busy.scanner.begin();
+    await busy.scanner.start();
+    await busy.run(60_000);
+    expect(busy.scanner.state).toBe('done');
+    for (const x of wide(busy.dev)) expect(x.bytes).toBe(MIB);
   });
 
   it('a resumed cursor continues at its position, a chunk after a mid-chunk position ends at the next boundary', async () => {

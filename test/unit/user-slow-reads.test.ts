@@ -12,6 +12,7 @@ import { DEFAULT_SCAN_SETTINGS } from '../../src/scan/settings.js';
 import { SlowBlockRule } from '../../src/scan/slow-blocks.js';
 import { MAX_USER_SUSPECTS, USER_SUSPECT_TRIES, UserSlowReads } from '../../src/scan/user-slow-reads.js';
 import { quietLog } from './helpers.js';
+import { scanPieces } from '../../src/testing/scan-pieces.js';
 
 const MIB = 1 << 20;
 const BS = 4096;
@@ -48,9 +49,11 @@ class Dev implements ScanDevice {
           segments.push({ device: 'main', block: b, blocks: 1, skipped: null, latencyUs: this.lat(b), errno: 0 });
         }
       } else {
-        let m = 0;
-        for (let b = first; b < first + bytes / BS; b++) m = Math.max(m, this.lat(b));
-        segments.push({ device: 'main', block: first, blocks: bytes / BS, skipped: null, latencyUs: m, errno: 0 });
+        for (const p of scanPieces(first, first + bytes / BS, BS)) {
+          let m = 0;
+          for (let b = p.block; b < p.block + p.blocks; b++) m = Math.max(m, this.lat(b));
+          segments.push({ device: 'main', block: p.block, blocks: p.blocks, skipped: null, latencyUs: m, errno: 0 });
+        }
       }
       return { offset, bytes, segments, coveredBytes: bytes, stopped: null, generation: gen };
     } finally {

@@ -1,0 +1,19 @@
+// How native splits a wide scan read's run of like blocks into pieces (native/scan_reader.cc PlanScan): at
+// most `maxBlocks` blocks each, and never across a multiple of kScanAlignBytes of the device, so that each
+// piece lies in one of the scanner's chunks. The fakes of native's scanRead (fake-native.ts, the unit tests'
+// scan devices) plan with it.
+
+/** native/scan_reader.h kScanAlignBytes. */
+export const NATIVE_SCAN_ALIGN_BYTES = 1 << 20;
+
+/** The pieces of blocks [first, end) of `blockSize` bytes: [first block, block count] each, in order. */
+export function scanPieces(first: number, end: number, blockSize: number, maxBlocks = Number.POSITIVE_INFINITY): Array<{ block: number; blocks: number }> {
+  const align = NATIVE_SCAN_ALIGN_BYTES / blockSize;
+  const out: Array<{ block: number; blocks: number }> = [];
+  for (let b = first; b < end; ) {
+    const n = Math.min(end - b, maxBlocks, align - (b % align));
+    out.push({ block: b, blocks: n });
+    b += n;
+  }
+  return out;
+}
