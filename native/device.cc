@@ -47,7 +47,9 @@ Device::Device(DeviceConfig cfg, EventSink* events)
   PlanGeometry geo;
   geo.block_shift = Log2(cfg_.block_size);
   geo.spare_data_offset = cfg_.spare_data_offset;
-  scan_ = std::make_unique<ScanReader>(index_.get(), cfg_.queues, geo, cfg_.max_io_bytes);
+  // Scan pieces of up to one chunk (kScanAlignBytes), whatever max-io is: the scanner's reads never pass
+  // through a queue, and one pread per chunk is what holds an idle scan near the disk's sequential rate.
+  scan_ = std::make_unique<ScanReader>(index_.get(), cfg_.queues, geo, kScanAlignBytes);
   park_faults_.store(cfg_.park_faults, std::memory_order_relaxed);
   slow_io_us_.store(cfg_.slow_io_us, std::memory_order_relaxed);
   for (uint32_t q = 0; q < cfg_.queues; q++) counters_.push_back(std::make_unique<QueueCounters>());

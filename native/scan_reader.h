@@ -16,8 +16,9 @@
 //    reads again (or does not count) when they differ. A remap's drain therefore never waits for a piece
 //    that sits in a failing drive's error recovery.
 //
-// The reads are O_DIRECT preads into an aligned buffer of one piece, allocated per call (the data is not
-// returned), timed one by one. They go through dups of the backing fds, never through a queue: they count
+// The reads are O_DIRECT preads into an aligned buffer of one piece, kept by the reader (the data is not
+// returned), timed one by one; the Device makes pieces of up to one chunk (kScanAlignBytes), so a latency
+// is the time of one read of at most 1 MiB. They go through dups of the backing fds, never through a queue: they count
 // in no queue counter and are never parked as faults; a failed read is an errno in the result, nothing
 // else. A call is bounded: a narrow call covers at most kScanNarrowMaxBytes, and any call stops after
 // kScanMaxFailures failed reads; the result says how far it got (the caller asks again for the rest).

@@ -519,7 +519,7 @@ export class FakeDevice implements NativeDevice {
       b += n;
     }
     const segments: ScanSegment[] = [];
-    const step = narrow ? 1 : Math.max(1, Math.floor(this.opts.maxIoBytes / bs));
+    const step = narrow ? 1 : Number.POSITIVE_INFINITY; // as native: pieces of up to 1 MiB (scanPieces), whatever max-io is
     let failures = 0;
     let covered = end;
     let stopped: NativeScanReadResult['stopped'] = capped ? 'narrow_cap' : null;

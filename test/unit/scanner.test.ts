@@ -240,6 +240,22 @@ describe('the scan loop', () => {
     for (const x of wide(busy.dev)) expect(x.bytes).toBe(MIB);
   });
 
+  it('a tick that read for longer than the interval is followed at once, not an interval after it ended', async () => {
+    const r = rig({ bytes: 64 * MIB, settings: { scanRateMib: 1000 } });
+    const starts: number[] = [];
+    r.dev.duringRead = (x) => {
+      if (x.narrow) return;
+      starts.push(r.time.t);
+      r.time.t += 250; // every call takes 250 ms of the clock, however long
+    };
+    r.scanner.begin();
+    await r.scanner.start();
+    await r.run(5_000);
+    expect(starts.length).toBeGreaterThan(4);
+    // From the first read on, each call starts as the one before it ends: no 100 ms pause between ticks.
+    for (let i = 1; i < starts.length; i++) expect((starts[i] as number) - (starts[i - 1] as number)).toBe(250);
+  });
+
   it('a resumed cursor continues at its position, a chunk after a mid-chunk position ends at the next boundary', async () => {
     const first = rig({ bytes: 4 * MIB });
     await first.scanner.start();
