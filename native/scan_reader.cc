@@ -169,7 +169,12 @@ void ScanReader::Read(uint64_t offset, uint32_t len, bool narrow, const std::fun
   uint64_t plan_gen = 0;
   uint32_t failures = 0;
   uint64_t cur = first;
-  while (cur < end) {
+  // A run (a wide call over more than one chunk) ends with the chunk of its first failed read: on a failing
+  // disk each failed read can take seconds, and a command waiting for the call waits for all of them.
+  const uint64_t align = kScanAlignBytes >> shift;
+  const bool run = !narrow && align != 0 && first / align != (end - 1) / align;
+  uint64_t limit = end;
+  while (cur < limit) {
     // One piece: planned (or taken from the plan, if the table has not changed since), then read. The
     // snapshot is held only while planning: the read below blocks in the kernel, and no publish waits for
     // it. A cancel is seen here, between two pieces.
@@ -201,7 +206,9 @@ void ScanReader::Read(uint64_t offset, uint32_t len, bool narrow, const std::fun
       out->stopped = ScanStop::kFailures;
       break;
     }
+    if (s.err != 0 && run && limit == end) limit = std::min(end, (s.block / align + 1) * align);
   }
+  if (out->stopped == ScanStop::kNone && cur < end && !capped) out->stopped = ScanStop::kFailures;
   if (out->stopped == ScanStop::kNone && capped) out->stopped = ScanStop::kNarrowCap;
   out->covered_bytes = static_cast<uint32_t>((cur - first) << shift);
 }

@@ -20,8 +20,10 @@
 // returned), timed one by one; the Device makes pieces of up to one chunk (kScanAlignBytes), so a latency
 // is the time of one read of at most 1 MiB. They go through dups of the backing fds, never through a queue: they count
 // in no queue counter and are never parked as faults; a failed read is an errno in the result, nothing
-// else. A call is bounded: a narrow call covers at most kScanNarrowMaxBytes, and any call stops after
-// kScanMaxFailures failed reads; the result says how far it got (the caller asks again for the rest).
+// else. A call is bounded: a narrow call covers at most kScanNarrowMaxBytes, any call stops after
+// kScanMaxFailures failed reads, and a wide call over more than one chunk (kScanAlignBytes) stops at the end
+// of the chunk that holds its first failed read (ScanStop::kFailures); the result says how far it got (the
+// caller asks again for the rest).
 //
 // Threads: Read runs on a libuv pool thread (the addon's PromiseWorker), one call at a time per device: a
 // second call is refused at once with EBUSY (it never waits for the first, so scan reads can occupy one

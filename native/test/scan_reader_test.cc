@@ -137,6 +137,46 @@ void TestPlan() {
   index.Leave(0);
 }
 
+// Main thread. From the review of a8bf37c: a spare run of consecutive slots that crosses a multiple of
+// align_blocks is split there, and each part reads the slots of its own blocks (the slot arithmetic of a
+// split spare run), with max_blocks splitting too; a MOVING run crossing it is skipped in two pieces.
+void TestAlignedSpareRun() {
+  RemapIndex index(1);
+  std::vector<ScanSegment> segs;
+  // 13..19 at slots 40..46 (one run); 30..33 MOVING at slots 50..53.
+  index.Publish({{13, 40, 0}, {14, 41, 0}, {15, 42, 0}, {16, 43, 0}, {17, 44, 0}, {18, 45, 0}, {19, 46, 0},
+                 {30, 50, kRemapMoving}, {31, 51, kRemapMoving}, {32, 52, kRemapMoving}, {33, 53, kRemapMoving}});
+  index.Enter(0);
+  current = "a spare run across an align boundary: split there and by max_blocks, each part at its own slots";
+  PlanScan(12, 36, 2, 8, Geo(), index.Current(), &segs);
+  CHECK_EQ(segs.size(), size_t(13));
+  Piece(segs, 0, false, 12, 1, 12 * kBs, ScanSkip::kNone);
+  Piece(segs, 1, true, 13, 2, kSpareData + 40 * kBs, ScanSkip::kNone);
+  Piece(segs, 2, true, 15, 1, kSpareData + 42 * kBs, ScanSkip::kNone);
+  Piece(segs, 3, true, 16, 2, kSpareData + 43 * kBs, ScanSkip::kNone);
+  Piece(segs, 4, true, 18, 2, kSpareData + 45 * kBs, ScanSkip::kNone);
+  Piece(segs, 5, false, 20, 2, 20 * kBs, ScanSkip::kNone);
+  Piece(segs, 6, false, 22, 2, 22 * kBs, ScanSkip::kNone);
+  Piece(segs, 7, false, 24, 2, 24 * kBs, ScanSkip::kNone);
+  Piece(segs, 8, false, 26, 2, 26 * kBs, ScanSkip::kNone);
+  Piece(segs, 9, false, 28, 2, 28 * kBs, ScanSkip::kNone);
+  Piece(segs, 10, true, 30, 2, kSpareData + 50 * kBs, ScanSkip::kMoving);
+  Piece(segs, 11, true, 32, 2, kSpareData + 52 * kBs, ScanSkip::kMoving);
+  Piece(segs, 12, false, 34, 2, 34 * kBs, ScanSkip::kNone);
+
+  current = "the same run with no max_blocks: split only at the boundary";
+  PlanScan(13, 20, ~0u, 8, Geo(), index.Current(), &segs);
+  CHECK_EQ(segs.size(), size_t(2));
+  Piece(segs, 0, true, 13, 3, kSpareData + 40 * kBs, ScanSkip::kNone);
+  Piece(segs, 1, true, 16, 4, kSpareData + 43 * kBs, ScanSkip::kNone);
+
+  current = "kScanAlignBytes in 512-byte and 4 KiB blocks is whole blocks";
+  CHECK_EQ(kScanAlignBytes % 512, 0u);
+  CHECK_EQ((kScanAlignBytes >> 9) << 9, kScanAlignBytes);
+  CHECK_EQ((kScanAlignBytes >> 12) << 12, kScanAlignBytes);
+  index.Leave(0);
+}
+
 // Main thread. A regular file of `bytes` bytes under /tmp (unlinked once open).
 int TempFile(uint64_t bytes) {
   char name[] = "/tmp/scan-reader-test-XXXXXX";
@@ -439,6 +479,45 @@ void TestBounds() {
   close(main_fd);
 }
 
+// Main thread. A wide call over more than one chunk (a run) ends with the chunk of its first failed read;
+// a call inside one chunk reads on to its end (up to the failure budget).
+void TestRunStopsAtFailedChunk() {
+  const uint64_t align = kScanAlignBytes >> kShift;
+  int main_fd = TempFile(3 * align * kBs);
+  RemapIndex index(2);
+  ScanReader reader(&index, 1, Geo(), 64 * kBs, InjectedPread);
+  ScanResult r;
+
+  current = "a run over three chunks failing in the second stops at the end of the second";
+  g_pread.Reset();
+  g_pread.fail_first = align + 44;
+  g_pread.fail_end = align + 45;
+  reader.Read(0, static_cast<uint32_t>(3 * align * kBs), false, Dups(main_fd, -1), &r);
+  CHECK_EQ(r.covered_bytes, uint32_t(2 * align * kBs));
+  CHECK_EQ(static_cast<int>(r.stopped), static_cast<int>(ScanStop::kFailures));
+  CHECK_EQ(r.segments.size(), size_t(2 * align / 64));
+  CHECK_EQ(g_pread.Calls(), int(2 * align / 64));
+  if (r.segments.size() > 4) CHECK_EQ(r.segments[4].err, EIO);
+
+  current = "a run failing in its last chunk covers the whole range and says nothing stopped it";
+  g_pread.Reset();
+  g_pread.fail_first = 2 * align + 1;
+  g_pread.fail_end = 2 * align + 2;
+  reader.Read(align * kBs, static_cast<uint32_t>(2 * align * kBs), false, Dups(main_fd, -1), &r);
+  CHECK_EQ(r.covered_bytes, uint32_t(2 * align * kBs));
+  CHECK_EQ(static_cast<int>(r.stopped), static_cast<int>(ScanStop::kNone));
+
+  current = "a call inside one chunk reads on past a failed piece";
+  g_pread.Reset();
+  g_pread.fail_first = 10;
+  g_pread.fail_end = 11;
+  reader.Read(0, static_cast<uint32_t>(align * kBs), false, Dups(main_fd, -1), &r);
+  CHECK_EQ(r.covered_bytes, uint32_t(align * kBs));
+  CHECK_EQ(static_cast<int>(r.stopped), static_cast<int>(ScanStop::kNone));
+  CHECK_EQ(g_pread.Calls(), int(align / 64));
+  close(main_fd);
+}
+
 // Main thread. An allocation that fails while planning leaves the scanner's reader slot idle: snapshots
 // retired afterwards are still freed.
 void TestPlanThrowLeavesSlot() {
@@ -473,10 +552,12 @@ void TestPlanThrowLeavesSlot() {
 
 int main() {
   TestPlan();
+  TestAlignedSpareRun();
   TestRead();
   TestMoveDuringPiece();
   TestBusyAndCancel();
   TestBounds();
+  TestRunStopsAtFailedChunk();
   TestPlanThrowLeavesSlot();
   std::printf("scan_reader_test: %d checks, %d failed\n", checks, failures);
   return failures == 0 ? 0 : 1;

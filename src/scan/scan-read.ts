@@ -84,32 +84,43 @@ export function recordScanReads(record: RegionRecord, outcome: ScanOutcome): voi
   for (const r of outcome.reads) record.addRead(r);
 }
 
-/** The reads of one chunk of a scanned range. */
-export interface ChunkReads {
-  /** The part of the range in this chunk: from max(range start, chunk start) to the chunk's end or the range's. */
+/**
+ * native/scan_reader.h kScanAlignBytes: native never plans a wide piece across a multiple of it, so the
+ * scanner's chunks (a multiple of it) each hold whole pieces.
+ */
+export const SCAN_ALIGN_BYTES = 1 << 20;
+
+/** The part of a call's outcome in one chunk. */
+export interface ChunkOutcome extends ScanOutcome {
+  /** Where the call's range enters the chunk (the chunk's start, or the range's start in its first chunk). */
   offset: number;
-  reads: ReadResult[];
 }
 
 /**
- * The reads of [start, start + bytes) (in device order, as scanOutcome lists them) grouped by the
- * `chunkBytes`-aligned chunk they lie in, one entry per chunk the range touches (a chunk whose pieces were all
- * skipped has no reads). Throws E_INTERNAL for a read that crosses a chunk boundary: native never plans one
- * (kScanAlignBytes), and a read counted in two chunks would be judged twice.
+ * `outcome` of a call over [start, start + coveredBytes) cut at the multiples of `chunkBytes`: one outcome per
+ * chunk the covered range touches (its `offset` is where the range enters the chunk, `coveredBytes` the part in
+ * it), in order. Throws E_INTERNAL for a piece that crosses a chunk boundary: native never plans one, and a
+ * read counted in two chunks would be judged twice.
  */
-export function chunkReads(reads: readonly ReadResult[], start: number, bytes: number, chunkBytes: number): ChunkReads[] {
-  const out: ChunkReads[] = [];
-  if (bytes <= 0) return out;
-  const firstChunk = Math.floor(start / chunkBytes);
-  const lastChunk = Math.floor((start + bytes - 1) / chunkBytes);
-  for (let c = firstChunk; c <= lastChunk; c++) out.push({ offset: Math.max(start, c * chunkBytes), reads: [] });
-  for (const r of reads) {
-    const c = Math.floor(r.offset / chunkBytes);
-    const entry = out[c - firstChunk];
-    if (entry === undefined || Math.floor((r.offset + r.length - 1) / chunkBytes) !== c) {
-      throw new DmrError('E_INTERNAL', `scan read of ${r.length} bytes at ${r.offset} is not inside one ${chunkBytes}-byte chunk of [${start}, ${start + bytes})`);
-    }
-    entry.reads.push(r);
+export function splitOutcome(outcome: ScanOutcome, start: number, chunkBytes: number): ChunkOutcome[] {
+  const out: ChunkOutcome[] = [];
+  const end = start + outcome.coveredBytes;
+  for (let at = start; at < end; ) {
+    const stop = Math.min(end, (Math.floor(at / chunkBytes) + 1) * chunkBytes);
+    out.push({ offset: at, reads: [], skipped: [], failed: [], coveredBytes: stop - at, generation: outcome.generation });
+    at = stop;
   }
+  const first = Math.floor(start / chunkBytes);
+  const place = (offset: number, length: number): ChunkOutcome => {
+    const c = Math.floor(offset / chunkBytes);
+    const entry = out[c - first];
+    if (entry === undefined || Math.floor((offset + length - 1) / chunkBytes) !== c) {
+      throw new DmrError('E_INTERNAL', `scan piece of ${length} bytes at ${offset} is not inside one ${chunkBytes}-byte chunk of [${start}, ${end})`);
+    }
+    return entry;
+  };
+  for (const r of outcome.reads) place(r.offset, r.length).reads.push(r);
+  for (const k of outcome.skipped) place(k.offset, k.length).skipped.push(k);
+  for (const f of outcome.failed) place(f.offset, f.length).failed.push(f);
   return out;
 }

@@ -41,7 +41,7 @@ import {
 import { decideRate, initialRateState, isUserActive, MIB, rateLimits, userActivity, type QueueCounters, type RateLimits, type RateState } from './rate-control.js';
 import { RegionRecord } from './regions.js';
 import type { SavedScan } from './scan-file.js';
-import { chunkReads, recordScanReads, scanOutcome, type ScanFailure } from './scan-read.js';
+import { recordScanReads, SCAN_ALIGN_BYTES, scanOutcome, splitOutcome, type ChunkOutcome, type ScanFailure } from './scan-read.js';
 import { badRate, isScanRate, type ScanSettings } from './settings.js';
 import { SlowBlockRule, type SlowBlock } from './slow-blocks.js';
 
@@ -233,6 +233,12 @@ export class Scanner {
   /** A tick whose read threw: logged at most once per ERROR_LOG_MS, with the count since the last line. */
   private lastErrorLogAt: number | null = null;
   private failedTicks = 0;
+  /**
+   * The findings of the pass's last chunk, applied (counted, judged) while revisits were still queued: the
+   * cursor stays at that chunk's start until they are done, then moves to the end with these (tick). Not
+   * persisted, like the revisits: a daemon that stops before then reads the last chunk again.
+   */
+  private heldEnd: { errors: number; slow: number } | null = null;
   /** No reads before this time (an outage of main was reported); null: none. */
   private holdUntil: number | null = null;
   /** The cursor's position at the last save. */
@@ -253,6 +259,10 @@ export class Scanner {
     this.timer = o.timer ?? realTimer;
     this.chunkBytes = o.chunkBytes ?? SCAN_CHUNK_BYTES;
     if (this.chunkBytes % o.blockSize !== 0) throw new DmrError('E_INTERNAL', `scan chunk ${this.chunkBytes} is not whole blocks of ${o.blockSize}`);
+    // Native's pieces never cross a multiple of SCAN_ALIGN_BYTES: a chunk holds whole pieces only when it is a multiple of that.
+    if (this.chunkBytes <= 0 || this.chunkBytes % SCAN_ALIGN_BYTES !== 0) {
+      throw new DmrError('E_INTERNAL', `scan chunk ${this.chunkBytes} is not a whole number of native's ${SCAN_ALIGN_BYTES}-byte piece alignment`);
+    }
     this.intervalMs = o.intervalMs ?? SCAN_INTERVAL_MS;
     this.saveIntervalMs = o.saveIntervalMs ?? SCAN_SAVE_INTERVAL_MS;
     this.settings = { ...o.settings };
@@ -313,6 +323,7 @@ export class Scanner {
       this.cursor = next;
       this.regions.clearReads();
       this.revisits = [];
+      this.heldEnd = null;
       this.rate = initialRateState(this.limits);
       this.prevStats = null;
       this.readSinceDecision = 0;
@@ -343,6 +354,7 @@ export class Scanner {
     return this.command(() => {
       this.cursor = stopPass(this.cursor);
       this.revisits = [];
+      this.heldEnd = null;
       this.disarm();
       this.saveNow();
     }, () => stopPass(this.cursor));
@@ -483,11 +495,18 @@ export class Scanner {
           await this.readRevisit(revisit);
           continue;
         }
+        if (this.heldEnd !== null) {
+          // The last chunk is applied: the pass is done once its revisits are.
+          if (this.revisits.length > 0) break;
+          this.cursor = advancePass(this.cursor, this.cursor.deviceBytes, this.clock.now(), this.heldEnd);
+          this.heldEnd = null;
+          continue;
+        }
         const next = this.nextRun(budget);
         if (next === null) break;
         budget -= next.bytes;
         this.readSinceDecision += next.bytes;
-        const ok = await this.readChunk(next);
+        const ok = await this.readRun(next);
         if (!ok) break;
       }
     } catch (e) {
@@ -522,6 +541,7 @@ export class Scanner {
    * not even one chunk can be read now.
    */
   private nextRun(budget: number): Range | null {
+    if (this.heldEnd !== null) return null;
     const pos = this.cursor.position;
     const end = this.cursor.deviceBytes;
     const most = this.usersActive ? 1 : IDLE_RUN_CHUNKS;
@@ -535,39 +555,75 @@ export class Scanner {
     return stop > pos ? { offset: pos, bytes: stop - pos } : null;
   }
 
-  /** Reads the chunk at the front and moves the front past it; false when it must be read again later (outage). */
-  private async readChunk(r: Range): Promise<boolean> {
-    const found = await this.readRange(r);
-    if (found === null) return false;
-    // Native may stop short of the chunk (many failed reads): the front moves past what it covered only.
-    this.cursor = advancePass(this.cursor, r.offset + found.coveredBytes, this.clock.now(), found);
-    return true;
+  /**
+   * One native call over `r`, cut into its chunks. Native may cover less than asked (a run ends with the chunk
+   * of its first failed read; any call after many failed reads). Users who started I/O while it read make
+   * `usersActive` true: its reads were slow for their sake, none is judged, and the tick ends (`usersStarted`).
+   */
+  private async readChunks(r: Range): Promise<{ chunks: ChunkOutcome[]; usersStarted: boolean }> {
+    const before = this.o.device.stats();
+    const result = await this.o.device.scanRead(BigInt(r.offset), r.bytes, false);
+    const outcome = scanOutcome(result, this.o.blockSize);
+    const usersStarted = !this.usersActive && isUserActive(userActivity(before, this.o.device.stats()));
+    if (usersStarted) this.usersActive = true;
+    return { chunks: splitOutcome(outcome, r.offset, this.chunkBytes), usersStarted };
+  }
+
+  /**
+   * Reads the run at the front with one call and applies it chunk by chunk, as calls of one chunk each would
+   * be: the front moves past each chunk once it is applied. False (the tick ends) at a chunk whose failed
+   * blocks nothing was decided for (an outage, closing, undecided), before the next chunk when a command waits,
+   * and when users started I/O during the call; the chunks not applied are read again later, none of them
+   * counted.
+   */
+  private async readRun(r: Range): Promise<boolean> {
+    const { chunks, usersStarted } = await this.readChunks(r);
+    for (const [i, chunk] of chunks.entries()) {
+      if (i > 0 && this.halting) return false;
+      const found = await this.applyChunk(chunk, 0);
+      if (found === null) return false;
+      const end = chunk.offset + chunk.coveredBytes;
+      if (end === this.cursor.deviceBytes && this.revisits.length > 0) {
+        this.heldEnd = found;
+        return false;
+      }
+      this.cursor = advancePass(this.cursor, end, this.clock.now(), found);
+    }
+    return !usersStarted;
   }
 
   private async readRevisit(r: Revisit): Promise<void> {
     this.revisits = this.revisits.filter((x) => x !== r);
-    const found = await this.readRange(r, r.tries + 1);
-    if (found === null) {
-      this.revisits.push(r);
+    const { chunks } = await this.readChunks(r);
+    let at = r.offset;
+    let errors = 0;
+    let slow = 0;
+    for (const [i, chunk] of chunks.entries()) {
+      if (i > 0 && this.halting) break;
+      const found = await this.applyChunk(chunk, r.tries + 1);
+      if (found === null) break;
+      errors += found.errors;
+      slow += found.slow;
+      at = chunk.offset + chunk.coveredBytes;
+    }
+    if (at === r.offset) {
+      this.revisits.push(r); // nothing decided: tried again as it was
       return;
     }
-    if (found.coveredBytes < r.bytes) {
-      this.queueRevisit({ offset: r.offset + found.coveredBytes, bytes: r.bytes - found.coveredBytes, tries: r.tries, dueTick: this.tickCount + 1 });
-    }
+    if (at < r.offset + r.bytes) this.queueRevisit({ offset: at, bytes: r.offset + r.bytes - at, tries: r.tries, dueTick: this.tickCount + 1 });
     if (this.cursor.state === 'running') {
-      this.cursor = { ...this.cursor, errorsFound: this.cursor.errorsFound + found.errors, slowFound: this.cursor.slowFound + found.slow };
+      this.cursor = { ...this.cursor, errorsFound: this.cursor.errorsFound + errors, slowFound: this.cursor.slowFound + slow };
     }
   }
 
   /**
-   * Reads `r`, counts its reads in the region record, queues its moving pieces for a revisit, and hands its
-   * failed and slow blocks to the policy. Null (nothing counted, the range is read again later) when nothing
-   * was decided: the policy's verdict was not 'handled' (an outage, closing, undecided) or a command halted
-   * the naming of the failed blocks.
+   * Applies one chunk's part of a call: counts its reads in the region record, queues its moving pieces for a
+   * revisit, hands its failed blocks to the policy, its pending blocks to the recheck and its slow reads to the
+   * slow-block rule. Null (nothing counted, the chunk is read again later) when nothing was decided: the
+   * policy's verdict was not 'handled' (an outage, closing, undecided) or a command halted the naming of the
+   * failed blocks.
    */
-  private async readRange(r: Range, tries = 0): Promise<{ errors: number; slow: number; coveredBytes: number } | null> {
-    const result = await this.o.device.scanRead(BigInt(r.offset), r.bytes, false);
-    const outcome = scanOutcome(result, this.o.blockSize);
+  private async applyChunk(outcome: ChunkOutcome, tries: number): Promise<{ errors: number; slow: number } | null> {
     let errors = 0;
     if (outcome.failed.length > 0) {
       // Read against an older table, a failed piece may be a place its blocks have left: every failed piece
@@ -598,26 +654,24 @@ export class Scanner {
       for (let b = s.offset / this.o.blockSize; b < (s.offset + s.length) / this.o.blockSize; b++) pending.push(b);
     }
     if (pending.length > 0 && this.o.sink?.pendingSeen && !this.halting) await this.o.sink.pendingSeen(pending);
-    // Slow reads are judged chunk by chunk (the whole-chunk rule and its window are per chunk).
-    let slow = 0;
-    for (const chunk of chunkReads(outcome.reads, r.offset, outcome.coveredBytes, this.chunkBytes)) {
-      const slowBlocks: SlowBlock[] = [];
-      let slowReads = 0;
-      for (const read of chunk.reads) {
-        if (read.failed || read.latencyMs <= this.settings.slowIoMs) continue;
-        this.counters.slowIos++;
-        slowReads++;
-        if (!this.usersActive) this.o.onSlowIo?.();
-        // While users do I/O a read is slow for their sake: the blocks are not judged (not even re-read).
-        if (!this.usersActive) slowBlocks.push(...(await this.findSlowBlocks(read.offset, read.length)));
-      }
-      if (slowReads > 0 && this.usersActive) this.counters.busySlowReads += slowReads;
-      const readBlocks = chunk.reads.reduce((n, x) => n + (x.failed ? 0 : x.length), 0) / this.o.blockSize;
-      // A command cut the block-by-block reads short (a partial list would defeat the whole-chunk rule), or the
-      // chunk was read while users did I/O (not judged: it does not enter the window of judged chunks either).
-      if (!this.halting && !this.usersActive) slow += this.slowRule.noteScanChunk(slowBlocks, readBlocks, chunk.offset);
+    const slowBlocks: SlowBlock[] = [];
+    let slowReads = 0;
+    for (const read of outcome.reads) {
+      if (read.failed || read.latencyMs <= this.settings.slowIoMs) continue;
+      this.counters.slowIos++;
+      slowReads++;
+      if (!this.usersActive) this.o.onSlowIo?.();
+      // While users do I/O a read is slow for their sake: the blocks are not judged (not even re-read).
+      if (!this.usersActive) slowBlocks.push(...(await this.findSlowBlocks(read.offset, read.length)));
     }
-    return { errors, slow, coveredBytes: outcome.coveredBytes };
+    if (slowReads > 0 && this.usersActive) this.counters.busySlowReads += slowReads;
+    const readBlocks = outcome.reads.reduce((n, x) => n + (x.failed ? 0 : x.length), 0) / this.o.blockSize;
+    // Not judged: a command cut the block-by-block reads short (a partial list would defeat the whole-chunk
+    // rule); the chunk was read while users did I/O (it does not enter the window of judged chunks either);
+    // native stopped inside the chunk (its rest, read later, enters the window for it: once, not as two halves).
+    const cut = (outcome.offset + outcome.coveredBytes) % this.chunkBytes !== 0 && outcome.offset + outcome.coveredBytes !== this.cursor.deviceBytes;
+    const slow = this.halting || this.usersActive || cut ? 0 : this.slowRule.noteScanChunk(slowBlocks, readBlocks, outcome.offset);
+    return { errors, slow };
   }
 
   private queueRevisit(r: Revisit): void {

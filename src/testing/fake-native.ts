@@ -27,7 +27,7 @@ import type {
 } from '../native.js';
 import { loadNative, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
 import { MAX_DEPTH, MAX_QUEUES } from '../device/config.js';
-import { scanPieces } from './scan-pieces.js';
+import { runStop, scanPieces } from './scan-pieces.js';
 
 /** Native's bounds of one scanRead (native/scan_reader.h kScanNarrowMaxBytes, kScanMaxFailures). */
 export const FAKE_SCAN_NARROW_MAX_BYTES = 1 << 20;
@@ -523,8 +523,14 @@ export class FakeDevice implements NativeDevice {
     let failures = 0;
     let covered = end;
     let stopped: NativeScanReadResult['stopped'] = capped ? 'narrow_cap' : null;
+    let limit = end;
     pieces: for (const p of plan) {
       for (const piece of scanPieces(p.block, p.block + p.blocks, bs, step)) {
+        if (piece.block >= limit) {
+          covered = limit;
+          stopped = 'failures';
+          break pieces;
+        }
         const i = piece.block - p.block;
         const n = piece.blocks;
         const device: BackingRole = p.spare ? 'spare' : 'main';
@@ -547,6 +553,7 @@ export class FakeDevice implements NativeDevice {
           stopped = 'failures';
           break pieces;
         }
+        if (seg.errno !== 0 && !narrow && limit === end) limit = runStop(first, end, seg.block, bs);
       }
     }
     return { offset, bytes, segments, coveredBytes: (covered - first) * bs, stopped, generation };

@@ -6,7 +6,7 @@ import { DmrError } from '../../src/errors.js';
 import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, type NativeScanReadResult, type ScanReadResult } from '../../src/native.js';
 import fs from 'node:fs';
 import path from 'node:path';
-import { chunkReads, recordScanReads, scanOutcome } from '../../src/scan/scan-read.js';
+import { recordScanReads, SCAN_ALIGN_BYTES, scanOutcome, splitOutcome } from '../../src/scan/scan-read.js';
 import { SCAN_CHUNK_BYTES } from '../../src/scan/scanner.js';
 import { NATIVE_SCAN_ALIGN_BYTES, scanPieces } from '../../src/testing/scan-pieces.js';
 import { ERROR_BIN, RegionRecord } from '../../src/scan/regions.js';
@@ -136,19 +136,27 @@ describe('scanOutcome', () => {
     expect(o.failed.map((f) => f.offset)).toEqual([0, BS]);
   });
 
-  it('chunkReads groups the reads of a run by 1 MiB chunk, one entry per chunk touched, and refuses a read across a chunk boundary', () => {
+  it('splitOutcome cuts a run at 1 MiB chunks (one outcome per chunk touched, its reads, skips and failures) and refuses a piece across a boundary', () => {
     const MIB = 1 << 20;
-    const rd = (offset: number, length: number) => ({ offset, length, latencyMs: 1, failed: false });
-    const reads = [rd(MIB + 8 * BS, MIB / 2 - 8 * BS), rd(MIB + MIB / 2, MIB / 2), rd(3 * MIB, BS)];
-    // Starts mid-chunk; the chunk at 2 MiB was all skipped (no reads): still listed.
-    expect(chunkReads(reads, MIB + 8 * BS, 2 * MIB + BS - 8 * BS, MIB)).toEqual([
-      { offset: MIB + 8 * BS, reads: [reads[0], reads[1]] },
-      { offset: 2 * MIB, reads: [] },
-      { offset: 3 * MIB, reads: [reads[2]] },
+    const rd = (offset: number, length: number, failed = false) => ({ offset, length, latencyMs: 1, failed });
+    const start = MIB + 8 * BS;
+    const covered = 2 * MIB + BS - 8 * BS;
+    const o = {
+      reads: [rd(start, MIB / 2 - 8 * BS), rd(MIB + MIB / 2, MIB / 2), rd(3 * MIB, BS, true)],
+      skipped: [{ offset: 2 * MIB, length: MIB, reason: 'moving' as const }],
+      failed: [{ offset: 3 * MIB, length: BS, device: 'main' as const, errno: 5 }],
+      coveredBytes: covered,
+      generation: 4,
+    };
+    const parts = splitOutcome(o, start, MIB);
+    expect(parts.map((p) => [p.offset, p.coveredBytes, p.reads.length, p.skipped.length, p.failed.length, p.generation])).toEqual([
+      [start, MIB - 8 * BS, 2, 0, 0, 4],
+      [2 * MIB, MIB, 0, 1, 0, 4],
+      [3 * MIB, BS, 1, 0, 1, 4],
     ]);
-    expect(() => chunkReads([rd(MIB - BS, 2 * BS)], 0, 2 * MIB, MIB)).toThrow(/not inside one/);
-    expect(() => chunkReads([rd(4 * MIB, BS)], 0, 2 * MIB, MIB)).toThrow(DmrError);
-    expect(chunkReads([], 0, 0, MIB)).toEqual([]);
+    expect(() => splitOutcome({ ...o, reads: [rd(MIB - BS, 2 * BS)], skipped: [], failed: [], coveredBytes: 2 * MIB }, 0, MIB)).toThrow(/not inside one/);
+    expect(() => splitOutcome({ ...o, reads: [], skipped: [{ offset: 4 * MIB, length: BS, reason: 'lost' }], failed: [], coveredBytes: 2 * MIB }, 0, MIB)).toThrow(DmrError);
+    expect(SCAN_ALIGN_BYTES).toBe(MIB);
   });
 
   it('native splits scan pieces at the chunk boundaries of the scanner: kScanAlignBytes is SCAN_CHUNK_BYTES', () => {

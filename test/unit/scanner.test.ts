@@ -18,6 +18,7 @@ import {
 import { DEFAULT_SCAN_SETTINGS, type ScanSettings } from '../../src/scan/settings.js';
 import { quietLog } from './helpers.js';
 import { createLogger, type Logger } from '../../src/log.js';
+import { runStop } from '../../src/testing/scan-pieces.js';
 
 const MIB = 1 << 20;
 const BS = 4096;
@@ -77,6 +78,7 @@ class FakeScanDevice implements ScanDevice {
       const end = first + bytes / BS;
       let failures = 0;
       let covered = end;
+      let limit = end;
       for (let b = first; b < end; ) {
         const k = this.kind(b);
         let n = 1;
@@ -91,6 +93,12 @@ class FakeScanDevice implements ScanDevice {
         segments.push(seg);
         b += n;
         if (seg.errno !== 0 && ++failures >= this.maxFailures && b < end) {
+          covered = b;
+          break;
+        }
+        // As native: a run ends with the chunk of its first failed read.
+        if (seg.errno !== 0 && !narrow && limit === end) limit = runStop(first, end, seg.block, BS);
+        if (b >= limit && b < end) {
           covered = b;
           break;
         }
