@@ -468,4 +468,31 @@ describe('the health command', () => {
     expect((await runCfg('config', 'set', 'health_watch_days', '30')).code).toBe(0);
     expect(JSON.parse(fs.readFileSync(cfg, 'utf8'))).toEqual({ healthWatchDays: 30 });
   });
+
+  it('config set refuses spare thresholds out of order (degraded above critical), globally and per device, and changes nothing', async () => {
+    const cfg = path.join(w.root, 'etc', 'config.json');
+    const runCfg = async (...args: string[]) => {
+      const c = captureCtx(w, native);
+      c.ctx.env = { ...c.ctx.env, DMREMAP_CONFIG: cfg };
+      const code = await main(args, c.ctx);
+      return { code, out: c.stdout(), err: c.stderr() };
+    };
+    expect((await runCfg('config', 'set', 'health_spare_critical_percent', '50')).code).toBe(0); // equal to the default degraded 50: allowed
+    expect((await runCfg('config', 'set', '--device', 'data', 'health_spare_critical_percent', '80')).code).toBe(0);
+    expect((await runCfg('config', 'set', '--device', 'data', 'health_spare_degraded_percent', '70')).code).toBe(0);
+    const before = fs.readFileSync(cfg, 'utf8');
+    expect(await runCfg('config', 'set', 'health_spare_degraded_percent', '95')).toEqual({
+      code: 2,
+      out: '',
+      err: 'dmremap-ublk: health_spare_degraded_percent (95) must not be above health_spare_critical_percent (50)\n',
+    });
+    expect(await runCfg('config', 'set', 'health_spare_degraded_percent', '51')).toMatchObject({ code: 2, out: '' });
+    expect((await runCfg('config', 'set', '--device', 'data', 'health_spare_degraded_percent', '85')).err).toBe(
+      'dmremap-ublk: health_spare_degraded_percent (85) must not be above health_spare_critical_percent (80) for device data\n',
+    );
+    // Unsetting the device's critical leaves it the global 50, below the device's degraded 70: refused.
+    expect((await runCfg('config', 'unset', '--device', 'data', 'health_spare_critical_percent')).code).toBe(2);
+    expect(fs.readFileSync(cfg, 'utf8')).toBe(before);
+    expect((await runCfg('config', 'set', 'health_spare_degraded_percent', '40')).code).toBe(0);
+  });
 });
