@@ -297,10 +297,14 @@ export class DeviceHealth {
       this.o.log.warn({ ...fields, alarm, reason: alarmReason }, `health alarm (${alarm}): ${alarmReason}`);
       this.events.emit({ type: 'alarm', at, alarm, state: now.state, score: a.score, reason: alarmReason });
     }
-    this.alert(changed ? `state:${now.state}` : `alarm:${alarm}`, { previous: prev.state, state: now.state, score: a.score, reason }, at);
+    // An alarm without a change of state tells the command the alarm's own sentence (the worst reason may be
+    // another, older one); with a change, the worst reason. DMREMAP_ALARM names the alarm that began, if any.
+    const alarmSentence = alarm === null ? null : a.reasons.find((r) => r.signal === alarm)?.sentence ?? null;
+    const alertReason = !changed && alarmSentence !== null ? alarmSentence : reason;
+    this.alert(changed ? `state:${now.state}` : `alarm:${alarm}`, { previous: prev.state, state: now.state, score: a.score, reason: alertReason, alarm }, at);
   }
 
-  private alert(key: string, a: { previous: HealthState; state: HealthState; score: number; reason: string }, at: number): void {
+  private alert(key: string, a: { previous: HealthState; state: HealthState; score: number; reason: string; alarm: HealthAlarm | null }, at: number): void {
     let command: string | null;
     try {
       command = this.o.alertCommand();

@@ -351,6 +351,29 @@ describe('DeviceHealth alarms and a slow alert command', () => {
     }
   });
 
+  it("an alarm on a disk degraded for another reason: the command gets the alarm's sentence and DMREMAP_ALARM; a change of state gets no alarm", async () => {
+    const out = path.join(w.root, 'alarm2.txt');
+    let now = Date.UTC(2026, 0, 1);
+    const gauge: SpareGauge = { used: 60_000, slots: 100_000, lost: 0 }; // 60% of the spare used: degraded, the worst reason
+    const h = open({ dir: path.join(w.root, 's3'), now: () => now, gauge, command: `printf '%s|%s|%s\\n' "$DMREMAP_STATE" "$DMREMAP_ALARM" "$DMREMAP_REASON" >> ${out}` });
+    try {
+      now += 3 * DAY_MS;
+      h.record({ type: 'bad_blocks', origin: 'auto', blocks: [100] });
+      now += DAY_MS;
+      expect(h.assess()).toMatchObject({ state: 'degraded', forecast: { acceleration: false } });
+      for (let i = 0; i < 12; i++) h.record({ type: 'bad_blocks', origin: 'auto', blocks: [10_000 * (i + 2)] });
+      expect(h.assess()).toMatchObject({ state: 'degraded', forecast: { acceleration: true } });
+      await h.alertsSettled();
+      expect(fs.readFileSync(out, 'utf8')).toBe('degraded|acceleration|new bad blocks are coming faster: 12 in the last 24 h, 1 in the 24 h before\n');
+      gauge.used = 95_000; // critical: a change of state, no alarm began
+      h.assess();
+      await h.alertsSettled();
+      expect(fs.readFileSync(out, 'utf8').split('\n')[1]).toBe('critical||95000 of 100000 spare slots used (95%)');
+    } finally {
+      h.close();
+    }
+  });
+
   it('an alert command that outlives its timeout is killed (its process group) and logged; the daemon thread is not blocked', async () => {
     let now = Date.UTC(2026, 0, 1);
     const { log, lines } = fileLog();
