@@ -15,6 +15,7 @@ import { DmrError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   assessHealth,
+  CLOCK_BACK_MS,
   HEALTH_STATES,
   HealthSeries,
   loadHealth,
@@ -136,6 +137,12 @@ export class DeviceHealth {
     if (this.closed) return;
     const at = this.now();
     try {
+      if (at < this.series.latest - CLOCK_BACK_MS) {
+        this.o.log.warn(
+          { now: new Date(at).toISOString(), latest: new Date(this.series.latest).toISOString() },
+          'health: the clock is far behind the latest time recorded (it was ahead): what was stamped later is moved to now',
+        );
+      }
       this.series.record(event, at);
     } catch (e) {
       this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'health event not recorded');
