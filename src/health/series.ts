@@ -25,6 +25,8 @@ export const MAX_DAILY_BUCKETS = DAILY_KEEP_DAYS;
  * kept as they are: every hour within HOURLY_KEEP_DAYS of the latest stays an hour, so nothing is lost.
  */
 export const CLOCK_BACK_MS = HOURLY_KEEP_DAYS * DAY_MS;
+/** Blocks of the table mark's time kept (HealthSeries.markTable); beyond it every entry of that time counts as seen. */
+export const MAX_TABLE_MARK_BLOCKS = MAX_BAD_BLOCK_POSITIONS;
 /** Positions beyond the cap are trimmed in batches of this many (not one by one). */
 const POSITION_SLACK = 1024;
 
@@ -123,6 +125,8 @@ export const seriesDataSchema = z.strictObject({
   hourly: z.array(bucketSchema).max(MAX_HOURLY_BUCKETS),
   daily: z.array(bucketSchema).max(MAX_DAILY_BUCKETS),
   positions: z.array(z.tuple([block, time, z.enum(['auto', 'scan', 'manual'])])).max(MAX_BAD_BLOCK_POSITIONS),
+  /** The table mark (markTable): the latest remap-table entry time the series recorded, and its blocks. Absent in older files. */
+  table: z.strictObject({ t: time, b: z.array(block).max(MAX_TABLE_MARK_BLOCKS) }).optional(),
 });
 export type SeriesData = z.output<typeof seriesDataSchema>;
 
@@ -142,6 +146,7 @@ export class HealthSeries {
   private positionList: BadBlockPosition[] = [];
   private spareNow: SpareGauge | null = null;
   private outageStart: number | null = null;
+  private mark: { at: number; blocks: number[] } | null = null;
   private latestAt: number;
   /** The hourly cutoff of the last compaction (NaN: none yet). */
   private compactedAt = Number.NaN;
@@ -187,6 +192,25 @@ export class HealthSeries {
   }
 
   /**
+   * The remap-table entries of time `at` (their remap's time, RemapEntry.time) are in the series: the mark
+   * moves to the latest such time (an older one leaves it), with the blocks of that time. At the next start,
+   * the entries after the mark (DeviceHealth's reconcile) are the ones committed after the last save.
+   */
+  markTable(at: number, blocks: readonly number[]): void {
+    checkTime(at);
+    if (this.mark === null || at > this.mark.at) this.mark = { at, blocks: blocks.slice(0, MAX_TABLE_MARK_BLOCKS) };
+    else if (at === this.mark.at) {
+      const room = MAX_TABLE_MARK_BLOCKS - this.mark.blocks.length;
+      if (room > 0) this.mark.blocks.push(...blocks.slice(0, room));
+    }
+  }
+
+  /** The table mark (markTable), or null when the series has none (new, or from an older file). */
+  get tableMark(): { at: number; blocks: readonly number[]; full: boolean } | null {
+    return this.mark === null ? null : { at: this.mark.at, blocks: [...this.mark.blocks], full: this.mark.blocks.length >= MAX_TABLE_MARK_BLOCKS };
+  }
+
+  /**
    * The clock was ahead and is back at `now`: what was stamped after `now` is moved to `now` (its bucket's
    * counts to the bucket of `now`, its positions, a later outage start, a later beginning of the series),
    * and the latest time is `now`. Days kept as days that are now within the hourly range become the first
@@ -199,6 +223,7 @@ export class HealthSeries {
     if (this.sinceAt > now) this.sinceAt = now;
     if (this.outageStart !== null && this.outageStart > now) this.outageStart = now;
     for (const p of this.positionList) if (p.at > now) p.at = now;
+    if (this.mark !== null && this.mark.at > now) this.mark = { at: now, blocks: [] };
     this.compactedAt = Number.NaN;
     const moved: Bucket[] = [];
     for (const map of [this.hourly, this.daily]) {
@@ -440,6 +465,7 @@ export class HealthSeries {
       hourly: all.filter((b) => b.ms === HOUR_MS).map(out),
       daily: all.filter((b) => b.ms === DAY_MS).map(out),
       positions: this.positions.map((p) => [p.block, p.at, p.origin]),
+      ...(this.mark === null ? {} : { table: { t: this.mark.at, b: [...this.mark.blocks] } }),
     };
   }
 
@@ -476,6 +502,7 @@ export class HealthSeries {
     load(d.hourly, HOUR_MS, s.hourly, 'hourly', (t) => t >= hourCut);
     load(d.daily, DAY_MS, s.daily, 'daily', (t) => t < hourCut && t >= s.dailyCutoff());
     s.positionList = d.positions.map(([block, at, origin]) => ({ block, at, origin }));
+    s.mark = d.table === undefined ? null : { at: d.table.t, blocks: [...d.table.b] };
     return s;
   }
 }
