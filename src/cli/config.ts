@@ -7,7 +7,7 @@ import { withConfigLock } from '../config/lock.js';
 import { POLICY_LIMITS } from '../config/policy.js';
 import { alertCommandSchema, SETTING_CLI_NAMES as CLI_KEY_NAMES, SETTING_KEYS, type ConfigFile, type PolicyKey, type SettingKey } from '../config/schema.js';
 import { parseScanSetting, SCAN_SETTING_KEYS, type ScanSettingKey } from '../scan/settings.js';
-import { HEALTH_SETTING_KEYS, parseHealthSetting, type HealthSettingKey } from '../health/settings.js';
+import { HEALTH_SETTING_KEYS, healthOrderProblem, parseHealthSetting, type HealthSettingKey } from '../health/settings.js';
 import { usageError } from '../errors.js';
 import { parseWholeNumber } from '../numbers.js';
 import { PROG, printJson, type CliContext } from './context.js';
@@ -93,6 +93,18 @@ function storedValue(config: ConfigFile, device: string | null, key: SettingKey)
   return device === null ? config[key] : deviceSettings(config, device)?.[key];
 }
 
+/**
+ * E_USAGE when `config` would order two health thresholds the wrong way (healthOrderProblem) where a change
+ * of `device`'s section (or, globally, of every section, which inherit the global keys) applies.
+ */
+function checkHealthOrder(config: ConfigFile, device: string | null): void {
+  const scopes = device === null ? [null, ...Object.keys(config.devices ?? {})] : [device];
+  for (const d of scopes) {
+    const problem = healthOrderProblem(resolveHealthConfig(config, d));
+    if (problem !== null) throw usageError(d === null ? problem : `${problem} for device ${d}`);
+  }
+}
+
 function change(ctx: CliContext, op: 'set' | 'unset', args: string[], flags: ConfigFlags): number {
   const want = op === 'set' ? 2 : 1;
   if (args[0] === undefined) throw usageError(`missing key to ${op} (${KEY_LIST})`);
@@ -120,6 +132,7 @@ function change(ctx: CliContext, op: 'set' | 'unset', args: string[], flags: Con
           const { config } = loadConfig(file);
           if (storedValue(config, device, key) === value) return unchanged(config);
           const next = withSetting(config, device, key, value);
+          if (isHealthKey(key)) checkHealthOrder(next, device);
           writeConfig(file, next);
           return { previous: resolved(config, device)(key), changed: true, now: resolved(next, device)(key) };
         });

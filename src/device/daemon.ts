@@ -313,6 +313,7 @@ export class Daemon {
         return { used: st.geometry.slotCount - st.allocator.free, slots: st.geometry.slotCount, lost: st.table.counts().lost };
       },
       alertCommand: () => this.alertCommand(),
+      table: () => engine.store.table.entries(),
     });
     this.health = health;
     engine.store.onCommitted = (ops) => health.tableCommitted(ops);

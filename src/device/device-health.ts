@@ -15,6 +15,7 @@ import { DmrError } from '../errors.js';
 import type { Logger } from '../log.js';
 import {
   assessHealth,
+  CLOCK_BACK_MS,
   HEALTH_STATES,
   HealthSeries,
   loadHealth,
@@ -26,6 +27,7 @@ import {
   type SpareGauge,
 } from '../health/index.js';
 import type { CommittedOp } from '../remap/index.js';
+import type { RemapEntry } from '../remap/table.js';
 import { runAlert, type AlertOutcome } from './health-alert.js';
 import { HealthEvents, type HealthAlarm } from './health-events.js';
 
@@ -58,6 +60,11 @@ export interface DeviceHealthOptions {
   gauge: () => SpareGauge;
   /** The alert command now (the config file is read when an alert is due), null for none. */
   alertCommand: () => string | null;
+  /**
+   * The durable remap table (block, entry), read once at open: its entries after the series' table mark
+   * (committed after the last save: a daemon killed before it saved) are added to the series (reconcile).
+   */
+  table?: () => Iterable<[number, RemapEntry]>;
   now?: () => number;
   saveIntervalMs?: number;
   checkIntervalMs?: number;
@@ -101,7 +108,22 @@ export class DeviceHealth {
       o.log.error({ err: recordError, code: e instanceof DmrError ? e.code : undefined }, 'the health history cannot be used: it is left as it is and not saved; `health <device> reset` starts a new one');
     }
     this.recordError = recordError;
-    if (series !== null && series.outageSince !== null) {
+    const fresh = series === null;
+    // A series of this run only (the file could not be used) starts empty, as before; otherwise the table's
+    // entries the series does not have yet are added (all of them to a new series).
+    const missed = recordError === null ? this.missedEntries(series) : [];
+    if (series === null) series = HealthSeries.create(Math.min(this.now(), missed[0]?.entry.time ?? Number.POSITIVE_INFINITY));
+    if (missed.length > 0) {
+      this.reconcile(series, missed);
+      this.dirty = true;
+      o.log.warn(
+        { entries: missed.length, from: new Date(missed[0]!.entry.time).toISOString(), to: new Date(missed.at(-1)!.entry.time).toISOString(), newSeries: fresh },
+        fresh
+          ? 'health: a new history begins with the remap table\'s entries (their origin and time)'
+          : 'health: remap-table entries committed after the last save (the daemon stopped without saving) added to the history',
+      );
+    }
+    if (series.outageSince !== null) {
       // An outage was under way when the last daemon stopped (SIGTERM, del, restart, or a kill after a
       // save). Nothing will ever say it ended: it is closed at the last time the series knew of (what came
       // after is unknown, the daemon's downtime included), and the outage monitors of this run start a new
@@ -111,11 +133,56 @@ export class DeviceHealth {
       this.dirty = true;
       o.log.warn({ outageBegan: new Date(began).toISOString(), closedAt: new Date(series.latest).toISOString() }, 'health: an outage was under way when the last daemon stopped; closed at the last time recorded');
     }
-    const fresh = series === null;
-    this.series = series ?? HealthSeries.create(this.now());
+    this.series = series;
     // A new series is saved at the next save, the first spare sample with it.
     if (fresh && recordError === null) this.dirty = true;
     this.sample();
+  }
+
+  /**
+   * The table's entries the series has not recorded, oldest first: those after its table mark (or, without
+   * a mark in an older file, after its latest time; every entry for a new series), none stamped after now
+   * (a clock that was ahead: they cannot be placed).
+   */
+  private missedEntries(series: HealthSeries | null): { block: number; entry: RemapEntry }[] {
+    const table = this.o.table?.();
+    if (table === undefined) return [];
+    const now = this.now();
+    const mark = series === null ? null : (series.tableMark ?? { at: series.latest, blocks: [], full: false });
+    const seen = new Set(mark?.blocks ?? []);
+    const out: { block: number; entry: RemapEntry }[] = [];
+    for (const [block, entry] of table) {
+      if (entry.time > now) continue;
+      if (mark !== null && (entry.time < mark.at || (entry.time === mark.at && (mark.full || seen.has(block))))) continue;
+      out.push({ block, entry });
+    }
+    return out.sort((a, b) => a.entry.time - b.entry.time || a.block - b.block);
+  }
+
+  /**
+   * Adds `missed` (missedEntries) to `series` at their times, as tableCommitted would have: a new bad block of
+   * the entry's origin, and a pending block for a lost entry of origin auto or scan. Approximate where the
+   * table keeps less than the commit said: an entry's state is today's (a block lost then and written since
+   * is not pending), a version-1/2 spare's scan entries are auto, and entries removed since (unremap,
+   * recheck) are not there to add.
+   */
+  private reconcile(series: HealthSeries, missed: readonly { block: number; entry: RemapEntry }[]): void {
+    let i = 0;
+    while (i < missed.length) {
+      const at = missed[i]!.entry.time;
+      const by: Record<'auto' | 'scan' | 'manual', number[]> = { auto: [], scan: [], manual: [] };
+      const pending: number[] = [];
+      const blocks: number[] = [];
+      for (; i < missed.length && missed[i]!.entry.time === at; i++) {
+        const { block, entry } = missed[i]!;
+        by[entry.origin].push(block);
+        if (entry.state === 'lost' && entry.origin !== 'manual') pending.push(block);
+        blocks.push(block);
+      }
+      for (const origin of ['auto', 'scan', 'manual'] as const) if (by[origin].length > 0) series.backfill({ type: 'bad_blocks', origin, blocks: by[origin] }, at);
+      if (pending.length > 0) series.backfill({ type: 'pending', blocks: pending }, at);
+      series.markTable(at, blocks);
+    }
   }
 
   /** Loads (or creates) the series and starts the save and check timers. */
@@ -136,6 +203,12 @@ export class DeviceHealth {
     if (this.closed) return;
     const at = this.now();
     try {
+      if (at < this.series.latest - CLOCK_BACK_MS) {
+        this.o.log.warn(
+          { now: new Date(at).toISOString(), latest: new Date(this.series.latest).toISOString() },
+          'health: the clock is far behind the latest time recorded (it was ahead): what was stamped later is moved to now',
+        );
+      }
       this.series.record(event, at);
     } catch (e) {
       this.o.log.error({ err: e instanceof Error ? e.message : String(e) }, 'health event not recorded');
@@ -159,6 +232,7 @@ export class DeviceHealth {
       const o = origin ?? (op.auto ? (op.scan ? 'scan' : 'auto') : 'manual');
       by[o].push(op.block);
       if (op.lost && o !== 'manual') pending.push(op.block);
+      if (!this.closed) this.series.markTable(op.time, [op.block]);
     }
     for (const origin of ['auto', 'scan', 'manual'] as const) if (by[origin].length > 0) this.record({ type: 'bad_blocks', origin, blocks: by[origin] });
     if (pending.length > 0) this.record({ type: 'pending', blocks: pending });
@@ -256,13 +330,14 @@ export class DeviceHealth {
     return this.alertChain.then(() => undefined);
   }
 
+  /**
+   * Judges the state after an event: never inside the caller (a remap commit waits for its onCommitted, and a
+   * judgement may read the config file for the alert command), but on a later turn of the event loop, at
+   * once or CHECK_MIN_GAP_MS after the last judgement.
+   */
   private checkSoon(): void {
     if (this.checkTimer !== null || this.closed) return;
-    const wait = this.lastCheckAt + CHECK_MIN_GAP_MS - this.now();
-    if (wait <= 0) {
-      this.assess();
-      return;
-    }
+    const wait = Math.max(0, this.lastCheckAt + CHECK_MIN_GAP_MS - this.now());
     this.checkTimer = setTimeout(() => {
       this.checkTimer = null;
       if (!this.closed) this.assess();
@@ -297,10 +372,14 @@ export class DeviceHealth {
       this.o.log.warn({ ...fields, alarm, reason: alarmReason }, `health alarm (${alarm}): ${alarmReason}`);
       this.events.emit({ type: 'alarm', at, alarm, state: now.state, score: a.score, reason: alarmReason });
     }
-    this.alert(changed ? `state:${now.state}` : `alarm:${alarm}`, { previous: prev.state, state: now.state, score: a.score, reason }, at);
+    // An alarm without a change of state tells the command the alarm's own sentence (the worst reason may be
+    // another, older one); with a change, the worst reason. DMREMAP_ALARM names the alarm that began, if any.
+    const alarmSentence = alarm === null ? null : a.reasons.find((r) => r.signal === alarm)?.sentence ?? null;
+    const alertReason = !changed && alarmSentence !== null ? alarmSentence : reason;
+    this.alert(changed ? `state:${now.state}` : `alarm:${alarm}`, { previous: prev.state, state: now.state, score: a.score, reason: alertReason, alarm }, at);
   }
 
-  private alert(key: string, a: { previous: HealthState; state: HealthState; score: number; reason: string }, at: number): void {
+  private alert(key: string, a: { previous: HealthState; state: HealthState; score: number; reason: string; alarm: HealthAlarm | null }, at: number): void {
     let command: string | null;
     try {
       command = this.o.alertCommand();

@@ -1,7 +1,7 @@
 // The alert command (config key alert_command): a program the daemon runs when a device's health changes
 // state or a forecast alarm begins, like smartd's `-M exec`. It runs through /bin/sh -c (so it may carry
-// arguments), with DMREMAP_DEVICE, DMREMAP_NAME, DMREMAP_STATE, DMREMAP_PREVIOUS_STATE, DMREMAP_SCORE and
-// DMREMAP_REASON in its environment, stdin and stdout closed. It never blocks the daemon: spawned, not waited
+// arguments), with DMREMAP_DEVICE, DMREMAP_NAME, DMREMAP_STATE, DMREMAP_PREVIOUS_STATE, DMREMAP_SCORE,
+// DMREMAP_REASON and DMREMAP_ALARM (the forecast alarm that began, empty for none) in its environment, stdin and stdout closed. It never blocks the daemon: spawned, not waited
 // for on the JS thread; killed (its whole process group) after the timeout; its failure is logged, never fatal.
 import { spawn } from 'node:child_process';
 import type { Logger } from '../log.js';
@@ -18,6 +18,8 @@ export interface AlertEnv {
   previous: string;
   score: number;
   reason: string;
+  /** The forecast alarm that began with this alert (acceleration, spare_forecast), null for none. */
+  alarm?: string | null;
 }
 
 export interface AlertOutcome {
@@ -40,6 +42,7 @@ export function alertEnvironment(a: AlertEnv, base: NodeJS.ProcessEnv = process.
     DMREMAP_PREVIOUS_STATE: a.previous,
     DMREMAP_SCORE: String(a.score),
     DMREMAP_REASON: a.reason,
+    DMREMAP_ALARM: a.alarm ?? '',
   };
 }
 

@@ -19,6 +19,14 @@ export const MAX_BAD_BLOCK_POSITIONS = 4096;
 /** At most this many buckets of each kind (the current partial day is hourly, hence the + 1 day). */
 export const MAX_HOURLY_BUCKETS = (HOURLY_KEEP_DAYS + 1) * 24;
 export const MAX_DAILY_BUCKETS = DAILY_KEEP_DAYS;
+/**
+ * An event this much before the latest time recorded means the clock was ahead and has been set back (a bad
+ * RTC, a `date -s` typo, then NTP): the series rewinds to it (HealthSeries.record). Smaller steps back are
+ * kept as they are: every hour within HOURLY_KEEP_DAYS of the latest stays an hour, so nothing is lost.
+ */
+export const CLOCK_BACK_MS = HOURLY_KEEP_DAYS * DAY_MS;
+/** Blocks of the table mark's time kept (HealthSeries.markTable); beyond it every entry of that time counts as seen. */
+export const MAX_TABLE_MARK_BLOCKS = MAX_BAD_BLOCK_POSITIONS;
 /** Positions beyond the cap are trimmed in batches of this many (not one by one). */
 const POSITION_SLACK = 1024;
 
@@ -117,6 +125,8 @@ export const seriesDataSchema = z.strictObject({
   hourly: z.array(bucketSchema).max(MAX_HOURLY_BUCKETS),
   daily: z.array(bucketSchema).max(MAX_DAILY_BUCKETS),
   positions: z.array(z.tuple([block, time, z.enum(['auto', 'scan', 'manual'])])).max(MAX_BAD_BLOCK_POSITIONS),
+  /** The table mark (markTable): the latest remap-table entry time the series recorded, and its blocks. Absent in older files. */
+  table: z.strictObject({ t: time, b: z.array(block).max(MAX_TABLE_MARK_BLOCKS) }).optional(),
 });
 export type SeriesData = z.output<typeof seriesDataSchema>;
 
@@ -136,12 +146,21 @@ export class HealthSeries {
   private positionList: BadBlockPosition[] = [];
   private spareNow: SpareGauge | null = null;
   private outageStart: number | null = null;
+  private mark: { at: number; blocks: number[] } | null = null;
   private latestAt: number;
   /** The hourly cutoff of the last compaction (NaN: none yet). */
   private compactedAt = Number.NaN;
 
-  private constructor(readonly since: number) {
+  private sinceAt: number;
+
+  private constructor(since: number) {
+    this.sinceAt = since;
     this.latestAt = since;
+  }
+
+  /** When the series began (the device was added, or its health reset), Unix ms. */
+  get since(): number {
+    return this.sinceAt;
   }
 
   /** An empty series beginning at `now` (a new device, or `health reset`). */
@@ -150,14 +169,96 @@ export class HealthSeries {
     return new HealthSeries(now);
   }
 
-  /** Records `event` at `now` (Unix ms). E_INTERNAL when the event does not fit its schema. */
+  /**
+   * Records `event` at `now` (Unix ms), the clock's time now. E_INTERNAL when the event does not fit its
+   * schema. A `now` more than CLOCK_BACK_MS before the latest time recorded means the clock was ahead: the
+   * series rewinds to `now` first (rewind), so that the retention, which counts back from the latest time,
+   * does not drop every event until the clock catches up.
+   */
   record(event: HealthEvent, now: number): void {
     checkTime(now);
+    const ev = this.parse(event);
+    if (now < this.latestAt - CLOCK_BACK_MS) this.rewind(now);
+    this.apply(ev, now);
+  }
+
+  /**
+   * Records `event` at `at`, a time in the past it is known to have happened (a remap-table entry's time),
+   * without taking it for the clock: no rewind. Dropped, like any event, when older than the series keeps.
+   */
+  backfill(event: HealthEvent, at: number): void {
+    checkTime(at);
+    this.apply(this.parse(event), at);
+  }
+
+  /**
+   * The remap-table entries of time `at` (their remap's time, RemapEntry.time) are in the series: the mark
+   * moves to the latest such time (an older one leaves it), with the blocks of that time. At the next start,
+   * the entries after the mark (DeviceHealth's reconcile) are the ones committed after the last save.
+   */
+  markTable(at: number, blocks: readonly number[]): void {
+    checkTime(at);
+    if (this.mark === null || at > this.mark.at) this.mark = { at, blocks: blocks.slice(0, MAX_TABLE_MARK_BLOCKS) };
+    else if (at === this.mark.at) {
+      const room = MAX_TABLE_MARK_BLOCKS - this.mark.blocks.length;
+      if (room > 0) this.mark.blocks.push(...blocks.slice(0, room));
+    }
+  }
+
+  /** The table mark (markTable), or null when the series has none (new, or from an older file). */
+  get tableMark(): { at: number; blocks: readonly number[]; full: boolean } | null {
+    return this.mark === null ? null : { at: this.mark.at, blocks: [...this.mark.blocks], full: this.mark.blocks.length >= MAX_TABLE_MARK_BLOCKS };
+  }
+
+  /**
+   * The clock was ahead and is back at `now`: what was stamped after `now` is moved to `now` (its bucket's
+   * counts to the bucket of `now`, its positions, a later outage start, a later beginning of the series),
+   * and the latest time is `now`. Days kept as days that are now within the hourly range become the first
+   * hour of their day. Nothing is dropped.
+   */
+  rewind(now: number): void {
+    checkTime(now);
+    if (now >= this.latestAt) return;
+    this.latestAt = now;
+    if (this.sinceAt > now) this.sinceAt = now;
+    if (this.outageStart !== null && this.outageStart > now) this.outageStart = now;
+    for (const p of this.positionList) if (p.at > now) p.at = now;
+    if (this.mark !== null && this.mark.at > now) this.mark = { at: now, blocks: [] };
+    this.compactedAt = Number.NaN;
+    const moved: Bucket[] = [];
+    for (const map of [this.hourly, this.daily]) {
+      for (const [start, b] of [...map]) {
+        if (start > now) {
+          map.delete(start);
+          moved.push(b);
+        }
+      }
+    }
+    const hourCut = this.hourlyCutoff();
+    for (const [start, b] of [...this.daily]) {
+      if (start >= hourCut) {
+        this.daily.delete(start);
+        this.merge(this.bucketAt(start), b);
+      }
+    }
+    moved.sort((a, b) => a.start - b.start);
+    for (const b of moved) this.merge(this.bucketAt(now), b);
+  }
+
+  private merge(into: Bucket, from: Bucket): void {
+    for (const f of COUNT_FIELDS) into.counts[f] += from.counts[f];
+    if (from.spare !== null) into.spare = { ...from.spare };
+  }
+
+  private parse(event: HealthEvent): z.output<typeof healthEventSchema> {
     const parsed = healthEventSchema.safeParse(event);
     if (!parsed.success) {
       throw new DmrError('E_INTERNAL', `health series: invalid event ${JSON.stringify(event)}: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
     }
-    const ev = parsed.data;
+    return parsed.data;
+  }
+
+  private apply(ev: z.output<typeof healthEventSchema>, now: number): void {
     if (now > this.latestAt) this.latestAt = now;
     switch (ev.type) {
       case 'bad_blocks': {
@@ -357,13 +458,14 @@ export class HealthSeries {
     };
     const all = this.buckets();
     return {
-      since: this.since,
+      since: this.sinceAt,
       latest: this.latestAt,
       outageSince: this.outageStart,
       spare: this.spare,
       hourly: all.filter((b) => b.ms === HOUR_MS).map(out),
       daily: all.filter((b) => b.ms === DAY_MS).map(out),
       positions: this.positions.map((p) => [p.block, p.at, p.origin]),
+      ...(this.mark === null ? {} : { table: { t: this.mark.at, b: [...this.mark.blocks] } }),
     };
   }
 
@@ -400,6 +502,7 @@ export class HealthSeries {
     load(d.hourly, HOUR_MS, s.hourly, 'hourly', (t) => t >= hourCut);
     load(d.daily, DAY_MS, s.daily, 'daily', (t) => t < hourCut && t >= s.dailyCutoff());
     s.positionList = d.positions.map(([block, at, origin]) => ({ block, at, origin }));
+    s.mark = d.table === undefined ? null : { at: d.table.t, blocks: [...d.table.b] };
     return s;
   }
 }

@@ -172,6 +172,21 @@ export function resolveHealthSettings(...layers: readonly PartialHealthSettings[
   return out;
 }
 
+/**
+ * Pairs of settings whose order the rules need: [lower, upper], the lower not above the upper. A spare
+ * `degraded` share above the `critical` one would make the disk go from healthy to critical, never degraded
+ * for its spare (equal: critical at that share, which a user may want).
+ */
+export const HEALTH_ORDERED_PAIRS: readonly (readonly [HealthSettingKey, HealthSettingKey])[] = [['healthSpareDegradedPercent', 'healthSpareCriticalPercent']];
+
+/** The first ordered pair `s` breaks, as a one-line problem naming both keys and their values; null when none. */
+export function healthOrderProblem(s: HealthSettings): string | null {
+  for (const [lo, hi] of HEALTH_ORDERED_PAIRS) {
+    if (s[lo] > s[hi]) return `${HEALTH_CLI_KEY_NAMES[lo]} (${s[lo]}) must not be above ${HEALTH_CLI_KEY_NAMES[hi]} (${s[hi]})`;
+  }
+  return null;
+}
+
 /** A value of `key` typed on the command line (`config set health_watch_days 30`); E_USAGE when it is not one. */
 export function parseHealthSetting(key: HealthSettingKey, text: string): number {
   const { min, max } = HEALTH_SETTING_LIMITS[key];

@@ -15,6 +15,8 @@ import { DAY_MS } from '../../src/health/series.js';
 import { DEFAULT_HEALTH_SETTINGS, healthFilePath, loadHealth, type SpareGauge } from '../../src/health/index.js';
 import type { HealthNotice } from '../../src/device/health-events.js';
 import type { NativeEvent } from '../../src/native.js';
+import type { CommittedOp } from '../../src/remap/index.js';
+import type { RemapEntry } from '../../src/remap/table.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { stateDir } from '../../src/paths.js';
 import { readEntryOf, writeEntry, type RegistryEntryV2 } from '../../src/control/registry.js';
@@ -178,6 +180,21 @@ describe('health in the daemon', () => {
     expect(after.state).toBe('watch');
     expect(after.history?.[0]?.counts.badManual).toBe(1);
     expect(fs.existsSync(healthFile())).toBe(true);
+  });
+
+  it('a daemon killed before it saved: the remap-table entries it committed are in the series at the next start', async () => {
+    await start();
+    await request(sock, 'remap', { sector: 8 });
+    await stop(); // saved, with its table mark
+    await start();
+    await request(sock, 'remap', { sector: 16 });
+    await request(sock, 'remap', { sector: 24 });
+    daemon?.['health']?.discard(); // kill -9: nothing of this run saved
+    await stop();
+    await start();
+    const c = await today();
+    expect(c.badManual).toBe(3); // the saved one once, the two of the killed run added from the table
+    expect((await health()).state).toBe('watch');
   });
 
   it('the series goes to the successor of a detach (restart) and recover', async () => {
@@ -351,6 +368,29 @@ describe('DeviceHealth alarms and a slow alert command', () => {
     }
   });
 
+  it("an alarm on a disk degraded for another reason: the command gets the alarm's sentence and DMREMAP_ALARM; a change of state gets no alarm", async () => {
+    const out = path.join(w.root, 'alarm2.txt');
+    let now = Date.UTC(2026, 0, 1);
+    const gauge: SpareGauge = { used: 60_000, slots: 100_000, lost: 0 }; // 60% of the spare used: degraded, the worst reason
+    const h = open({ dir: path.join(w.root, 's3'), now: () => now, gauge, command: `printf '%s|%s|%s\\n' "$DMREMAP_STATE" "$DMREMAP_ALARM" "$DMREMAP_REASON" >> ${out}` });
+    try {
+      now += 3 * DAY_MS;
+      h.record({ type: 'bad_blocks', origin: 'auto', blocks: [100] });
+      now += DAY_MS;
+      expect(h.assess()).toMatchObject({ state: 'degraded', forecast: { acceleration: false } });
+      for (let i = 0; i < 12; i++) h.record({ type: 'bad_blocks', origin: 'auto', blocks: [10_000 * (i + 2)] });
+      expect(h.assess()).toMatchObject({ state: 'degraded', forecast: { acceleration: true } });
+      await h.alertsSettled();
+      expect(fs.readFileSync(out, 'utf8')).toBe('degraded|acceleration|new bad blocks are coming faster: 12 in the last 24 h, 1 in the 24 h before\n');
+      gauge.used = 95_000; // critical: a change of state, no alarm began
+      h.assess();
+      await h.alertsSettled();
+      expect(fs.readFileSync(out, 'utf8').split('\n')[1]).toBe('critical||95000 of 100000 spare slots used (95%)');
+    } finally {
+      h.close();
+    }
+  });
+
   it('an alert command that outlives its timeout is killed (its process group) and logged; the daemon thread is not blocked', async () => {
     let now = Date.UTC(2026, 0, 1);
     const { log, lines } = fileLog();
@@ -376,6 +416,131 @@ describe('DeviceHealth alarms and a slow alert command', () => {
       });
     } finally {
       h.close();
+    }
+  });
+});
+
+describe('DeviceHealth and the remap table across a kill', () => {
+  const PID = '00000000-0000-4000-8000-0000000000aa';
+  const entry = (time: number, over: Partial<RemapEntry> = {}): RemapEntry => ({ slot: 0, state: 'mapped', origin: 'auto', time, errorCount: 1, dataOnMain: false, ...over });
+  const committed = (block: number, time: number, origin: 'auto' | 'scan' | 'manual' = 'auto', lost = false): CommittedOp => ({
+    op: { op: 'remap', block, slot: block, lost, auto: origin !== 'manual', scan: origin === 'scan', dataOnMain: false, time, errorCount: 1 },
+    origin,
+  });
+  const openWith = (dir: string, now: () => number, table: Map<number, RemapEntry>, used = table.size) =>
+    DeviceHealth.open({
+      dir,
+      pairId: PID,
+      log: quietLog(),
+      device: () => '/dev/ublkb9',
+      name: null,
+      settings: { ...DEFAULT_HEALTH_SETTINGS },
+      gauge: () => ({ used, slots: 1000, lost: 0 }),
+      alertCommand: () => null,
+      table: () => table.entries(),
+      now,
+    });
+  const total = (h: DeviceHealth, f: 'badAuto' | 'badScan' | 'badManual' | 'pending') => h.history().reduce((n, d) => n + d.counts[f], 0);
+
+  it('killed before the first save: the 12 blocks committed are in the series at the next start, at their times', () => {
+    const dir = path.join(w.root, 'state');
+    let now = Date.UTC(2026, 0, 1, 12);
+    const table = new Map<number, RemapEntry>();
+    const a = openWith(dir, () => now, table);
+    now += 60_000;
+    const t = now;
+    a.tableCommitted(Array.from({ length: 12 }, (_, i) => committed(100 + i, t)));
+    for (let i = 0; i < 12; i++) table.set(100 + i, entry(t));
+    now += 4 * 60_000;
+    a.discard(); // kill -9 before the 5-minute save
+    now += 60_000;
+    const b = openWith(dir, () => now, table);
+    try {
+      expect(b.assess().state).not.toBe('healthy');
+      expect(total(b, 'badAuto')).toBe(12);
+      expect(b.assess().since).toBe(t); // a new series begins with the table's first entry
+    } finally {
+      b.discard();
+    }
+  });
+
+  it('killed after a save: only the entries committed since are added (none twice), with their origin; a lost auto entry is also pending', () => {
+    const dir = path.join(w.root, 'state');
+    let now = Date.UTC(2026, 0, 1, 12);
+    const table = new Map<number, RemapEntry>();
+    const a = openWith(dir, () => now, table);
+    now += 60_000;
+    const t1 = now;
+    a.tableCommitted([committed(1, t1), committed(2, t1)]);
+    table.set(1, entry(t1)).set(2, entry(t1));
+    a.save();
+    // A commit of the same millisecond after the save: the mark keeps the blocks of its time.
+    a.tableCommitted([committed(3, t1, 'scan')]);
+    table.set(3, entry(t1, { origin: 'scan' }));
+    now += 60_000;
+    const t2 = now;
+    a.tableCommitted([committed(4, t2, 'auto', true), committed(5, t2, 'manual')]);
+    table.set(4, entry(t2, { state: 'lost' })).set(5, entry(t2, { origin: 'manual' }));
+    a.discard();
+    now += 60_000;
+    const b = openWith(dir, () => now, table);
+    try {
+      expect([total(b, 'badAuto'), total(b, 'badScan'), total(b, 'badManual'), total(b, 'pending')]).toEqual([3, 1, 1, 1]);
+      b.close(); // saved with the new mark: a third start adds nothing
+      const c = openWith(dir, () => now, table);
+      expect([total(c, 'badAuto'), total(c, 'badScan'), total(c, 'badManual'), total(c, 'pending')]).toEqual([3, 1, 1, 1]);
+      c.discard();
+    } finally {
+      b.discard();
+    }
+  });
+
+  it('a commit is not judged inside RemapStore.onCommitted: no judgement, no config read for the alert command until the next turn of the event loop', async () => {
+    const dir = path.join(w.root, 'state');
+    let now = Date.UTC(2026, 0, 1, 12);
+    let reads = 0;
+    const notices: HealthNotice[] = [];
+    const h = DeviceHealth.open({
+      dir,
+      pairId: PID,
+      log: quietLog(),
+      device: () => '/dev/ublkb9',
+      name: null,
+      settings: { ...DEFAULT_HEALTH_SETTINGS },
+      gauge: () => ({ used: 1, slots: 1000, lost: 0 }),
+      alertCommand: () => {
+        reads++; // the daemon reads the config file here
+        return null;
+      },
+      now: () => now,
+    });
+    h.events.on((n) => notices.push(n));
+    try {
+      now += 5000; // past CHECK_MIN_GAP_MS since the judgement at open
+      h.tableCommitted([committed(5, now)]); // healthy -> watch
+      expect([reads, notices.filter((n) => n.type === 'state').length]).toEqual([0, 0]);
+      await new Promise((r) => setTimeout(r, 20));
+      expect([reads, notices.filter((n) => n.type === 'state').length]).toEqual([1, 1]);
+    } finally {
+      h.discard();
+    }
+  });
+
+  it('after a reset (a series without a table mark: after its latest time), the entries the table held are not added again; an entry stamped after now is not added', () => {
+    const dir = path.join(w.root, 'state');
+    let now = Date.UTC(2026, 0, 1, 12);
+    const table = new Map<number, RemapEntry>([[7, entry(now - DAY_MS)], [9, entry(now + 365 * DAY_MS)]]);
+    const a = openWith(dir, () => now, table);
+    expect(total(a, 'badAuto')).toBe(1); // a new series begins with the table (the future-stamped one left out)
+    a.reset();
+    expect(total(a, 'badAuto')).toBe(0);
+    a.discard();
+    now += 60_000;
+    const b = openWith(dir, () => now, table);
+    try {
+      expect(total(b, 'badAuto')).toBe(0);
+    } finally {
+      b.discard();
     }
   });
 });
@@ -467,5 +632,32 @@ describe('the health command', () => {
     expect(fs.existsSync(cfg)).toBe(false);
     expect((await runCfg('config', 'set', 'health_watch_days', '30')).code).toBe(0);
     expect(JSON.parse(fs.readFileSync(cfg, 'utf8'))).toEqual({ healthWatchDays: 30 });
+  });
+
+  it('config set refuses spare thresholds out of order (degraded above critical), globally and per device, and changes nothing', async () => {
+    const cfg = path.join(w.root, 'etc', 'config.json');
+    const runCfg = async (...args: string[]) => {
+      const c = captureCtx(w, native);
+      c.ctx.env = { ...c.ctx.env, DMREMAP_CONFIG: cfg };
+      const code = await main(args, c.ctx);
+      return { code, out: c.stdout(), err: c.stderr() };
+    };
+    expect((await runCfg('config', 'set', 'health_spare_critical_percent', '50')).code).toBe(0); // equal to the default degraded 50: allowed
+    expect((await runCfg('config', 'set', '--device', 'data', 'health_spare_critical_percent', '80')).code).toBe(0);
+    expect((await runCfg('config', 'set', '--device', 'data', 'health_spare_degraded_percent', '70')).code).toBe(0);
+    const before = fs.readFileSync(cfg, 'utf8');
+    expect(await runCfg('config', 'set', 'health_spare_degraded_percent', '95')).toEqual({
+      code: 2,
+      out: '',
+      err: 'dmremap-ublk: health_spare_degraded_percent (95) must not be above health_spare_critical_percent (50)\n',
+    });
+    expect(await runCfg('config', 'set', 'health_spare_degraded_percent', '51')).toMatchObject({ code: 2, out: '' });
+    expect((await runCfg('config', 'set', '--device', 'data', 'health_spare_degraded_percent', '85')).err).toBe(
+      'dmremap-ublk: health_spare_degraded_percent (85) must not be above health_spare_critical_percent (80) for device data\n',
+    );
+    // Unsetting the device's critical leaves it the global 50, below the device's degraded 70: refused.
+    expect((await runCfg('config', 'unset', '--device', 'data', 'health_spare_critical_percent')).code).toBe(2);
+    expect(fs.readFileSync(cfg, 'utf8')).toBe(before);
+    expect((await runCfg('config', 'set', 'health_spare_degraded_percent', '40')).code).toBe(0);
   });
 });

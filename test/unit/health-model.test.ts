@@ -299,6 +299,50 @@ describe('health forecast', () => {
     }
   });
 
+  it('follows an onset: quiet for 30 days, then 100 new bad blocks a day for 2 days, 500 slots free: within 10% of 5 days, critical', () => {
+    const slots = 700;
+    const s = HealthSeries.create(T0);
+    const onset = T0 + 30 * DAY_MS;
+    const every = 14.4 * MIN_MS; // 100 a day
+    let used = 0;
+    let at = onset;
+    while (used < 200) {
+      at += every;
+      s.record(bad([used * 10_000]), at);
+      s.record(spare(++used, slots), at);
+    }
+    const now = at + 1000;
+    const exact = ((slots - used) / 100) * 86400;
+    const f = forecastOf(s, S, now);
+    expect(f.onset).toBe(onset);
+    expect(Math.abs(f.spareExhaustionSeconds! - exact) / exact).toBeLessThan(0.1);
+    expect(f.range![0]).toBeLessThan(exact);
+    expect(f.range![1]).toBeGreaterThan(exact);
+    const a = assess(s, now);
+    expect(a.state).toBe('critical');
+    expect(reason(a, 'spare_forecast')?.sentence).toMatch(/^at 100\.0 new bad blocks a day \(200 in 2\.0 days\)/);
+  });
+
+  it('an onset is taken over at least the recent window: a burst of 30 in one hour after a quiet week is 30 a day, not 720', () => {
+    const evs: [number, HealthEvent][] = [[T0, spare(0, 10_000)]];
+    for (let i = 0; i < 30; i++) evs.push([NOW - 2 * HOUR_MS + i * MIN_MS, bad([i * 1_000_000])]);
+    evs.push([NOW - HOUR_MS, spare(30, 10_000)]);
+    const f = forecastOf(seriesWith(evs), S, NOW);
+    expect(f.onset).toBe(Math.floor((NOW - 2 * HOUR_MS) / HOUR_MS) * HOUR_MS);
+    expect(f.ratePerDay).toBeCloseTo(30, 6);
+  });
+
+  it('a steady sparse disk is no onset: its first block a few hours into the window keeps the window mean', () => {
+    // 12 blocks over the week, one every 14 h, the first 10 h after the window's start.
+    const start = Math.floor(NOW / HOUR_MS) * HOUR_MS - 167 * HOUR_MS;
+    const evs: [number, HealthEvent][] = [[T0, spare(0, 10_000)]];
+    for (let i = 0; i < 12; i++) evs.push([start + 10 * HOUR_MS + i * 14 * HOUR_MS, bad([i * 1_000_000])]);
+    evs.push([NOW - HOUR_MS, spare(12, 10_000)]);
+    const f = forecastOf(seriesWith(evs), S, NOW);
+    expect(f.onset).toBeNull();
+    expect(f.windowSeconds).toBe((NOW - start) / 1000);
+  });
+
   it('manual remaps use slots but are not the trend', () => {
     const evs: [number, HealthEvent][] = Array.from({ length: 30 }, (_, i) => [NOW - (i + 1) * HOUR_MS, bad([i * 1_000_000], 'manual')]);
     evs.push([NOW - HOUR_MS, spare(30)]);

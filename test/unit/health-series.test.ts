@@ -8,6 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DmrError } from '../../src/errors.js';
 import { assessHealth } from '../../src/health/assess.js';
 import {
+  CLOCK_BACK_MS,
   DAILY_KEEP_DAYS,
   DAY_MS,
   HealthSeries,
@@ -161,6 +162,70 @@ describe('health series', () => {
     expect(s.toData().daily.map((b) => b.t)).toEqual([T0]);
     s.record({ type: 'write_error' }, T0 + DAILY_KEEP_DAYS * DAY_MS);
     expect(s.toData().daily).toEqual([]);
+  });
+});
+
+describe('health series: a clock that was ahead', () => {
+  it('after one event stamped two years ahead (bad RTC, then NTP), later events are still counted, and the series still saves and loads', () => {
+    const t = T0 + 12 * HOUR_MS;
+    const s = HealthSeries.create(t);
+    s.record({ type: 'spare', used: 1, slots: 1000, lost: 0 }, t + 2 * 365 * DAY_MS); // the wrong clock, for one sample
+    s.record({ type: 'bad_blocks', origin: 'auto', blocks: [7] }, t + MIN_MS); // the clock is right again
+    s.record({ type: 'bad_blocks', origin: 'auto', blocks: [8] }, t + 2 * MIN_MS);
+    expect(s.sum(['badAuto'], 0, Number.MAX_SAFE_INTEGER)).toBe(2);
+    expect(s.latest).toBe(t + 2 * MIN_MS);
+    // The misdated sample is kept, moved to the first right time known.
+    expect(s.spare).toEqual({ used: 1, slots: 1000, lost: 0 });
+    expect(s.buckets().every((b) => b.start <= t + 2 * MIN_MS)).toBe(true);
+    saveHealth(dir, PAIR, s);
+    expect(loadHealth(dir, PAIR)!.toData()).toEqual(s.toData());
+  });
+
+  it('a series begun and kept for weeks under a clock a year ahead: rewound, nothing dropped', () => {
+    const wrong = T0 + 365 * DAY_MS;
+    const s = HealthSeries.create(wrong);
+    for (let d = 0; d < 20; d++) s.record({ type: 'read_error' }, wrong + d * DAY_MS);
+    s.record({ type: 'outage_began' }, wrong + 20 * DAY_MS);
+    const right = T0 + 20 * DAY_MS;
+    s.record({ type: 'write_error' }, right);
+    expect([s.since, s.latest, s.outageSince]).toEqual([right, right, right]);
+    expect(s.sum(['readErrors'], 0, Number.MAX_SAFE_INTEGER)).toBe(20);
+    expect(s.sum(['writeErrors', 'outages'], 0, Number.MAX_SAFE_INTEGER)).toBe(2);
+    saveHealth(dir, PAIR, s);
+    expect(loadHealth(dir, PAIR)!.toData()).toEqual(s.toData());
+  });
+
+  it('after a jump of 20 days ahead and back, the days that became days and are within the hourly range again become hours', () => {
+    const s = HealthSeries.create(T0);
+    for (let d = 0; d < 30; d++) s.record({ type: 'read_error' }, T0 + d * DAY_MS + 5 * HOUR_MS);
+    s.record({ type: 'slow_io' }, T0 + 50 * DAY_MS); // every hour before T0 + 36 days is now merged into its day
+    expect(s.toData().hourly.length).toBe(1);
+    const right = T0 + 30 * DAY_MS;
+    s.record({ type: 'write_error' }, right);
+    const d = s.toData();
+    // Hourly from T0 + 16 days (14 days before the right time): days 16..29 each as the first hour of its day.
+    expect(d.daily.map((b) => b.t)).toEqual(Array.from({ length: 16 }, (_, i) => T0 + i * DAY_MS));
+    expect(d.hourly.map((b) => b.t)).toEqual([...Array.from({ length: 14 }, (_, i) => T0 + (16 + i) * DAY_MS), right]);
+    expect(s.sum(['readErrors'], 0, Number.MAX_SAFE_INTEGER)).toBe(30);
+    expect(d.hourly.at(-1)!.c).toEqual({ slowIos: 1, writeErrors: 1 });
+    saveHealth(dir, PAIR, s);
+    expect(loadHealth(dir, PAIR)!.toData()).toEqual(d);
+  });
+
+  it('a step back within CLOCK_BACK_MS is kept as it is (events recorded out of order)', () => {
+    const s = HealthSeries.create(T0);
+    s.record({ type: 'read_error' }, T0 + 10 * DAY_MS);
+    s.record({ type: 'read_error' }, T0 + 10 * DAY_MS - CLOCK_BACK_MS + HOUR_MS);
+    expect(s.latest).toBe(T0 + 10 * DAY_MS);
+    expect(s.buckets().map((b) => b.start)).toEqual([T0 + 10 * DAY_MS - CLOCK_BACK_MS + HOUR_MS, T0 + 10 * DAY_MS]);
+  });
+
+  it('backfill records a past time without taking it for the clock', () => {
+    const s = HealthSeries.create(T0);
+    s.record({ type: 'read_error' }, T0 + 30 * DAY_MS);
+    s.backfill({ type: 'bad_blocks', origin: 'scan', blocks: [5] }, T0 + DAY_MS);
+    expect(s.latest).toBe(T0 + 30 * DAY_MS);
+    expect(s.sum(['badScan'], T0 + DAY_MS, T0 + 2 * DAY_MS)).toBe(1);
   });
 });
 
