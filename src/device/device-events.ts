@@ -149,7 +149,8 @@ export class DeviceEvents {
 
   emit(body: EventBody): void {
     if (this.listeners.size === 0) return;
-    const ev = { ...body, at: body.at ?? this.now(), device: this.o.device() } as DeviceEvent;
+    const { at, type, ...rest } = body;
+    const ev = { type, at: at ?? this.now(), device: this.o.device(), ...rest } as DeviceEvent;
     for (const fn of [...this.listeners]) {
       try {
         fn(ev);
