@@ -37,6 +37,7 @@ export class ControlServer {
   private readonly maxClients: number;
   private readonly maxLineBytes: number;
   private readonly idleTimeoutMs: number;
+  private watchers = 0;
 
   constructor(private readonly opts: ControlServerOptions) {
     this.maxClients = opts.maxClients ?? 16;
@@ -152,9 +153,13 @@ export class ControlServer {
     const stream = new WatchStream(sock, this.opts.device ?? (() => ''), this.opts.watchLimits);
     conn.watch = stream;
     const off = events.on((ev) => stream.send(ev));
+    this.watchers++;
+    this.opts.log.info({ watchers: this.watchers }, 'a watcher subscribed');
     sock.once('close', () => {
       off();
       stream.close();
+      this.watchers--;
+      this.opts.log.info({ watchers: this.watchers, missed: stream.missedNow }, 'a watcher left');
     });
     return { id, ok: true, result: { watching: true } };
   }
