@@ -51,8 +51,11 @@ function client(): { c: net.Socket; lines: unknown[]; ended: () => boolean } {
   return { c, lines, ended: () => ended };
 }
 
-async function expectDaemonError(p: Promise<unknown>, message: RegExp): Promise<void> {
-  const err = await p.then(() => null, (e: unknown) => e);
+/** The promise's rejection (null if it resolved), caught at once: a rejection while the test awaits something else is not unhandled. */
+const failure = (p: Promise<unknown>): Promise<unknown> => p.then(() => null, (e: unknown) => e);
+
+async function expectDaemonError(failed: Promise<unknown>, message: RegExp): Promise<void> {
+  const err = await failed;
   expect(err).toBeInstanceOf(DmrError);
   expect((err as DmrError).code).toBe('E_DAEMON');
   expect((err as DmrError).message).toMatch(message);
@@ -154,7 +157,7 @@ describe('watchEvents (the client)', () => {
     await expect(p).resolves.toBeUndefined();
     await waitFor(() => events.listenerCount === 0);
 
-    const gone = watchEvents(sock, () => {});
+    const gone = failure(watchEvents(sock, () => {}));
     await waitFor(() => events.listenerCount === 1);
     await server?.close();
     server = null;
@@ -162,7 +165,7 @@ describe('watchEvents (the client)', () => {
   });
 
   it('no daemon: E_DAEMON, not running', async () => {
-    await expectDaemonError(watchEvents(sock, () => {}), /is not running/);
+    await expectDaemonError(failure(watchEvents(sock, () => {})), /is not running/);
   });
 });
 
