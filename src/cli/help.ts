@@ -20,6 +20,8 @@ Commands:
   recheck  re-read lost blocks on main; those that read now go back to main
   scan     the background scan: status, start [--rate N], pause, resume, stop, --watch
   health   the disk's health: state, score, reasons, action, forecast (--history: day by day); reset
+  watch    stream the device's events as they happen: remaps, pending blocks, error bursts, health
+           changes, forecast alarms, scan progress, outages (--json: one JSON object per line)
   map      draw the surface map (regions by read latency, marked bad blocks) to an SVG or HTML file
   message  send a dmsetup-message style command (remap N, unremap N, verify N, table, status, stats,
            clear_stats, set_auto_remap 0|1, recheck [N...], scan [start [N]|pause|resume|stop], ping)
@@ -338,6 +340,30 @@ Options:
                "action","forecast":{"spareExhaustionSeconds","range","acceleration","ratePerDay"},
                "recordError","since","device","name"} and with --history "history":[{"day","counts",
                "spare"}]
+  -h, --help   show this help
+`,
+  watch: `Usage: dmremap-ublk watch <device> [--json]
+
+Streams the device's events as they happen, one line each, until Ctrl-C or SIGTERM (exit 0). If the
+daemon goes away (del, stop, a crash) it says so on stderr and exits 1. Events:
+  remap    a block remapped to the spare: block, sector, slot, origin (manual, auto or scan), and
+           whether its data was lost (state lost: reads fail until it is written)
+  pending  blocks became pending (unreadable, lost until written), or pending blocks were cleared
+  burst    a burst of errors, as the log reports it: the first at once, then one per second of a burst
+  health   the health state changed (previous, state, score, the worst reason)
+  alarm    a forecast alarm without a change of state (new bad blocks accelerating, spare running out)
+  scan     the background scan's state changed (running, paused, done, idle), or its progress while it
+           runs (at most once every 5 s)
+  outage   main stopped answering or refusing writes (begin), or answers again (end)
+  missed   this watcher read too slowly and lost that many events just before this line
+Only what happens from the start of the watch is shown. Several watches can run at once; none of them
+slows the device.
+<device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
+
+Options:
+  --json       print each event as the daemon sends it, one JSON object per line (NDJSON):
+               {"type","at","device",...} with "at" in ms since the epoch; the fields of each type are
+               in docs/DESIGN.md ("Events")
   -h, --help   show this help
 `,
   map: `Usage: dmremap-ublk map <device> --out FILE.svg|FILE.html [--json]

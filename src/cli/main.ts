@@ -28,11 +28,12 @@ import {
   statusOptions,
   tableFlagsSchema,
   tableOptions,
+  watchOptions,
 } from './schemas.js';
 
 // Each command's module is imported when that command runs: a CLI call loads only what it needs (the daemon,
 // its engine and logger are for `add` and `supervise` alone), which keeps `list` or `status` quick to start.
-const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'health', 'map', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'health', 'watch', 'map', 'message', 'config'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -134,6 +135,24 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { healthTarget, runHealth } = await import('./health.js');
       const { target, action } = healthTarget(positionals);
       return runHealth(ctx, target, action, flags);
+    }
+    case 'watch': {
+      const { values, positionals } = parseShape(command, argv, watchOptions, true);
+      if (values.help) return help(ctx, command);
+      const json = validate(jsonFlagSchema, values).json;
+      const target = oneTarget(command, positionals);
+      const { runWatch } = await import('./watch.js');
+      // The watch ends on Ctrl-C or SIGTERM, with exit 0.
+      const stop = new AbortController();
+      const onSignal = (): void => stop.abort();
+      process.once('SIGINT', onSignal);
+      process.once('SIGTERM', onSignal);
+      try {
+        return await runWatch(ctx, target, json, { signal: stop.signal });
+      } finally {
+        process.off('SIGINT', onSignal);
+        process.off('SIGTERM', onSignal);
+      }
     }
     case 'map': {
       const { values, positionals } = parseShape(command, argv, mapOptions, true);

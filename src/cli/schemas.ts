@@ -55,6 +55,7 @@ export const tableOptions = { offset: { type: 'string' }, limit: { type: 'string
 export const messageOptions = { ...help } as const satisfies OptionSpecs;
 export const configOptions = { device: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 export const mapOptions = { out: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
+export const watchOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const healthOptions = { history: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 export const scanOptions = { rate: { type: 'string' }, wait: { type: 'boolean' }, watch: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 

@@ -19,6 +19,9 @@
 //   → {"id":17,"cmd":"scan_map"}        ← {"id":17,"ok":true,"result":{...SurfaceModel: the regions and their block counts}}
 //   → {"id":18,"cmd":"health","history":true}  ← {"id":18,"ok":true,"result":{"state":"watch","score":84,"reasons":[...],"history":[...]}}
 //   → {"id":19,"cmd":"health_reset"}    ← {"id":19,"ok":true,"result":{...the new series' health}}
+//   → {"id":20,"cmd":"watch"}          ← {"id":20,"ok":true,"result":{"watching":true}}, then one device event per line
+//                                          ({"type":"remap",...}, src/device/device-events.ts) until either side closes;
+//                                          the connection takes no more requests (each gets one E_PROTOCOL error line)
 //   → anything else                      ← {"id":<n|null>,"ok":false,"error":{"code":"E_PROTOCOL","message":"..."}}
 //
 // Adding a command is one request schema in `requestSchema`, one result schema in `resultSchemas`, and one
@@ -106,6 +109,13 @@ export const healthRequest = z.strictObject({ id: requestId, cmd: z.literal('hea
 /** Starts a new health series (the old one, or a file that could not be used, is replaced). */
 export const healthResetRequest = z.strictObject({ id: requestId, cmd: z.literal('health_reset') });
 
+/**
+ * Turns the connection into a stream of the device's events (DeviceEvent, one JSON line each) after the
+ * reply; it takes no more requests, has no idle timeout, and ends when the client closes it or the daemon
+ * stops. A watcher that reads too slowly loses events and is told how many ({"type":"missed","count":N}).
+ */
+export const watchRequest = z.strictObject({ id: requestId, cmd: z.literal('watch') });
+
 export const requestSchema = z.discriminatedUnion('cmd', [
   pingRequest,
   statusRequest,
@@ -129,6 +139,7 @@ export const requestSchema = z.discriminatedUnion('cmd', [
   scanMapRequest,
   healthRequest,
   healthResetRequest,
+  watchRequest,
 ]);
 export type Request = z.infer<typeof requestSchema>;
 export type Command = Request['cmd'];
@@ -486,10 +497,13 @@ export const resultSchemas = {
   scan_map: surfaceModelSchema,
   health: healthResultSchema,
   health_reset: healthResultSchema,
+  watch: z.strictObject({ watching: z.literal(true) }),
 } satisfies Record<Command, z.ZodType>;
 export type ResultOf<C extends Command> = z.infer<(typeof resultSchemas)[C]>;
 
-export type Handlers = { [C in Command]: (req: RequestOf<C>) => Promise<ResultOf<C>> | ResultOf<C> };
+/** Commands answered by a handler; `watch` is the server's own (it needs the connection). */
+export type HandledCommand = Exclude<Command, 'watch'>;
+export type Handlers = { [C in HandledCommand]: (req: RequestOf<C>) => Promise<ResultOf<C>> | ResultOf<C> };
 
 export const errorBody = z.strictObject({ code: z.string(), message: z.string() });
 export const okResponse = z.strictObject({ id: requestId, ok: z.literal(true), result: z.unknown() });

@@ -1,9 +1,12 @@
 // The daemon's end of the control socket: a unix socket (mode 0600, in the 0700 run directory) that reads
 // newline-delimited JSON requests, runs them one at a time per connection, and writes one response line each.
+// A `watch` request turns its connection into a stream of device events (watch-stream.ts) instead.
 import fs from 'node:fs';
 import net from 'node:net';
 import type { Logger } from '../log.js';
 import { DmrError, errorCodeOf, toDmrError } from '../errors.js';
+import type { DeviceEventListener } from '../device/device-events.js';
+import { WatchStream, type WatchLimits } from './watch-stream.js';
 import {
   MAX_REQUEST_LINE_BYTES,
   parseRequestLine,
@@ -19,8 +22,13 @@ export interface ControlServerOptions {
   log: Logger;
   maxClients?: number;
   maxLineBytes?: number;
-  /** A connection that sends nothing for this long is closed. */
+  /** A connection that sends nothing for this long is closed (a watching one is not). */
   idleTimeoutMs?: number;
+  /** The device's events, for `watch` (without it, watch is refused). */
+  events?: { on(fn: DeviceEventListener): () => void };
+  /** The exported device, named in a watcher's `missed` events. */
+  device?: () => string;
+  watchLimits?: WatchLimits;
 }
 
 export class ControlServer {
@@ -29,6 +37,7 @@ export class ControlServer {
   private readonly maxClients: number;
   private readonly maxLineBytes: number;
   private readonly idleTimeoutMs: number;
+  private watchers = 0;
 
   constructor(private readonly opts: ControlServerOptions) {
     this.maxClients = opts.maxClients ?? 16;
@@ -86,6 +95,7 @@ export class ControlServer {
 
     let buf = '';
     let queue = Promise.resolve();
+    const conn: Conn = { sock, watch: null };
     sock.on('data', (chunk: string) => {
       buf += chunk;
       let nl: number;
@@ -94,7 +104,7 @@ export class ControlServer {
         buf = buf.slice(nl + 1);
         if (!this.checkLength(sock, line)) return;
         if (line.trim() === '') continue;
-        queue = queue.then(() => this.handleLine(sock, line));
+        queue = queue.then(() => this.handleLine(conn, line));
       }
       this.checkLength(sock, buf);
     });
@@ -108,18 +118,53 @@ export class ControlServer {
     return false;
   }
 
-  private async handleLine(sock: net.Socket, line: string): Promise<void> {
+  private async handleLine(conn: Conn, line: string): Promise<void> {
+    const { sock } = conn;
     const parsed = parseRequestLine(line);
+    if (conn.watch !== null) {
+      const id = parsed.ok ? parsed.request.id : parsed.id;
+      conn.watch.sendLine(reply({ id, ok: false, error: { code: 'E_PROTOCOL', message: 'this connection is watching: it takes no more requests (open another)' } }));
+      return;
+    }
     let response: Response;
     if (!parsed.ok) {
       response = { id: parsed.id, ok: false, error: { code: 'E_PROTOCOL', message: parsed.message } };
+    } else if (parsed.request.cmd === 'watch') {
+      response = this.watch(conn, parsed.request.id);
     } else {
       response = await this.dispatch(parsed.request);
     }
-    if (!sock.destroyed && sock.writable) sock.write(reply(response));
+    if (conn.watch === null) {
+      if (!sock.destroyed && sock.writable) sock.write(reply(response));
+    }
   }
 
-  private async dispatch(req: Request): Promise<Response> {
+  /**
+   * Subscribes the connection to the device's events: the reply first, then the events; no idle timeout
+   * from now on. The subscription ends with the connection (close() ends every connection at stop).
+   */
+  private watch(conn: Conn, id: number): Response {
+    const events = this.opts.events;
+    if (events === undefined) return { id, ok: false, error: { code: 'E_PROTOCOL', message: 'this daemon has no events to watch' } };
+    const { sock } = conn;
+    if (sock.destroyed || !sock.writable) return { id, ok: true, result: { watching: true } };
+    sock.write(reply({ id, ok: true, result: { watching: true } }));
+    sock.setTimeout(0);
+    const stream = new WatchStream(sock, this.opts.device ?? (() => ''), this.opts.watchLimits);
+    conn.watch = stream;
+    const off = events.on((ev) => stream.send(ev));
+    this.watchers++;
+    this.opts.log.info({ watchers: this.watchers }, 'a watcher subscribed');
+    sock.once('close', () => {
+      off();
+      stream.close();
+      this.watchers--;
+      this.opts.log.info({ watchers: this.watchers, missed: stream.missedNow }, 'a watcher left');
+    });
+    return { id, ok: true, result: { watching: true } };
+  }
+
+  private async dispatch(req: Exclude<Request, { cmd: 'watch' }>): Promise<Response> {
     try {
       const handler = this.opts.handlers[req.cmd] as (r: Request) => unknown;
       const result = await handler(req);
@@ -130,6 +175,12 @@ export class ControlServer {
       return { id: req.id, ok: false, error: err.toJSON() };
     }
   }
+}
+
+interface Conn {
+  sock: net.Socket;
+  /** Set once the connection watches: it then only streams events. */
+  watch: WatchStream | null;
 }
 
 /** Sends one E_PROTOCOL error and closes the connection once it is flushed, whatever the peer does. */

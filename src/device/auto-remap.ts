@@ -165,8 +165,8 @@ export class AutoRemapper {
    * close (a recover failing before the device is back) must leave for the next daemon, not overwrite.
    */
   private restored = false;
-  /** Errors and remaps are logged through this: one line at once, then one summary per second of a burst. */
-  private readonly burst: BurstLog;
+  /** Errors and remaps are logged through this: one line at once, then one summary per second of a burst (DeviceEvents hears its lines: burst.onNote). */
+  readonly burst: BurstLog;
   private readonly detector: OutageDetector;
   /** Where the health model's events go (the daemon's DeviceHealth); null: nowhere. */
   health: { record(event: HealthEvent): void } | null = null;

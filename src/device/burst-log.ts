@@ -11,7 +11,20 @@ export type Unit = 'blocks' | 'sectors';
 /** Blocks named in one line at most (the count says how many there were). */
 const SAMPLE = 16;
 
+/** One line the burst log wrote, as data (DeviceEvents turns the warnings and errors into `burst` events). */
+export interface BurstNote {
+  kind: string;
+  level: BurstLevel;
+  message: string;
+  /** Notes the line stands for: 1 for the first of a burst, else those counted in the window. */
+  events: number;
+  count: number;
+  unit: Unit;
+  blocks: readonly number[];
+}
+
 interface Window {
+  kind: string;
   level: BurstLevel;
   unit: Unit;
   msg: string;
@@ -24,6 +37,8 @@ interface Window {
 
 export class BurstLog {
   private readonly kinds = new Map<string, Window>();
+  /** Told of every line logged (must not throw: a throw is caught and ignored). */
+  onNote: ((n: BurstNote) => void) | null = null;
 
   constructor(
     private readonly log: Logger,
@@ -40,8 +55,10 @@ export class BurstLog {
     const count = what.count ?? what.blocks.length;
     let w = this.kinds.get(kind);
     if (w === undefined || w.timer === null) {
-      this.log[level]({ ...fields, count, [unit]: what.blocks.slice(0, SAMPLE) }, msg);
-      w = { level, unit, msg, fields, events: 0, blocks: 0, sample: [], timer: null };
+      const sample = what.blocks.slice(0, SAMPLE);
+      this.log[level]({ ...fields, count, [unit]: sample }, msg);
+      this.tell({ kind, level, message: msg, events: 1, count, unit, blocks: sample });
+      w = { kind, level, unit, msg, fields, events: 0, blocks: 0, sample: [], timer: null };
       this.kinds.set(kind, w);
       this.arm(kind, w);
       return;
@@ -78,12 +95,22 @@ export class BurstLog {
     w.timer.unref();
   }
 
+  private tell(n: BurstNote): void {
+    if (this.onNote === null) return;
+    try {
+      this.onNote(n);
+    } catch {
+      // An observer's failure is not the log's.
+    }
+  }
+
   private summary(w: Window): void {
     if (w.events === 0) return;
     this.log[w.level](
       { ...w.fields, events: w.events, count: w.blocks, [w.unit]: w.sample, windowMs: this.windowMs },
       `${w.msg} (${w.events} more in ${this.windowMs / 1000} s)`,
     );
+    this.tell({ kind: w.kind, level: w.level, message: w.msg, events: w.events, count: w.blocks, unit: w.unit, blocks: w.sample });
     w.events = 0;
     w.blocks = 0;
     w.sample = [];

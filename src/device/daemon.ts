@@ -45,6 +45,8 @@ import { loadScan, saveScan, type SavedScan } from '../scan/scan-file.js';
 import { DEFAULT_SCAN_SETTINGS, resolveScanSettings, type ScanSettings } from '../scan/settings.js';
 import { configPath, deviceKey, loadConfig, resolveAlertCommand, resolveHealthConfig, resolveScanConfig } from '../config/file.js';
 import { DeviceHealth } from './device-health.js';
+import { CommitEvents, DeviceEvents } from './device-events.js';
+import { ScanEvents } from './scan-events.js';
 import { DEFAULT_HEALTH_SETTINGS, resolveHealthSettings, type HealthSettings } from '../health/index.js';
 import { scanHandlers } from '../scan/scan-control.js';
 import { surfaceModel } from '../map/surface.js';
@@ -81,6 +83,8 @@ export class Daemon {
   private scanner: Scanner | null = null;
   /** The health model's series and its judgement (issue 14); opened with the remap table. */
   private health: DeviceHealth | null = null;
+  /** What happens to the device, for `watch` (device-events.ts). */
+  private readonly events: DeviceEvents;
   /** The judge of users' reads slower than slow_io_ms (native's slow_io events); created with the scanner. */
   private userSlow: UserSlowReads | null = null;
   /** The scan's settings, read once before the device is made (its slow_io threshold is native's). */
@@ -101,6 +105,10 @@ export class Daemon {
     private readonly deps: DaemonDeps,
   ) {
     this.burst = new BurstLog(deps.log);
+    this.events = new DeviceEvents({ device: () => this.deviceInfo?.blockPath ?? cfg.mainPath });
+    this.burst.onNote = (n) => this.events.burst(n);
+    const scanEvents = new ScanEvents({ bus: this.events, status: () => this.scanner?.status() ?? null });
+    this.events.onListeners = (count) => scanEvents.listeners(count);
   }
 
   /**
@@ -270,7 +278,7 @@ export class Daemon {
         },
         quiesced: null,
       };
-      this.server = new ControlServer({ socketPath: sock, handlers: this.handlers(), log });
+      this.server = new ControlServer({ socketPath: sock, handlers: this.handlers(), log, events: this.events, device: () => info.blockPath });
       await this.server.listen();
       // A del that began during the kernel recovery: the entry is not published again (del removed it or
       // will); the device is detached below, quiesced, and del deletes it.
@@ -316,12 +324,21 @@ export class Daemon {
       table: () => engine.store.table.entries(),
     });
     this.health = health;
-    engine.store.onCommitted = (ops) => health.tableCommitted(ops);
+    const events = this.events;
+    const commits = new CommitEvents(events, this.plan.blockSize / 512, engine.store.table.entries());
+    engine.store.onCommitted = (ops) => {
+      commits.committed(ops);
+      health.tableCommitted(ops);
+    };
+    events.forwardHealth(health.events);
+    auto.burst.onNote = (n) => events.burst(n);
     auto.health = health;
     auto.outage.onChange = (active) => {
+      events.outage('read', active);
       if (!auto.writeOutage.active) health.outage(active);
     };
     auto.writeOutage.onChange = (active) => {
+      events.outage('write', active);
       if (!auto.outage.active) health.outage(active);
     };
   }

@@ -2,15 +2,18 @@
 // with no forecast; a steady trickle of 60 first writes to bad sectors (each one a new bad block, remapped
 // and hidden from the user) moves it out of healthy, gives a forecast of the spare, runs the alert command
 // once per change of state with its DMREMAP_ variables; and state and forecast survive del + add (the
-// series is kept in the state directory). Written for the VM (test/vm/run-e2e.sh); not run on a host
+// series is kept in the state directory); `watch --json`, started before the trickle, streams its remaps (with
+// their origin) and the change of health state, and exits 0 on SIGTERM. Written for the VM (test/vm/run-e2e.sh); not run on a host
 // without ublk.
+import { spawn, type ChildProcess } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { request } from '../../src/control/client.js';
-import { addForeground, pidAlive, RUN_DIR, waitFor, type Added, type ForegroundDaemon } from './helpers.js';
+import { deviceEventSchema, type DeviceEvent } from '../../src/device/device-events.js';
+import { addForeground, BIN, pidAlive, RUN_DIR, waitFor, type Added, type ForegroundDaemon } from './helpers.js';
 import { directWrite, ErrorSources, leftoverDmDevices } from './error-sources.js';
 import { expectCleanKernel, requireUblkHost } from './setup.js';
 
@@ -49,6 +52,26 @@ async function stopDaemon(d: ForegroundDaemon): Promise<void> {
   await waitFor(`daemon ${d.dev.pid} to stop`, () => !pidAlive(d.dev.pid) && !fs.existsSync(d.dev.blockPath), 60_000);
 }
 
+/** `dmremap-ublk watch <dev> --json` in the background: its events (each checked against the schema) as they come. */
+function startWatch(dev: string): { child: ChildProcess; events: DeviceEvent[]; stderr: () => string } {
+  const child = spawn(process.execPath, [BIN, 'watch', dev, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const events: DeviceEvent[] = [];
+  let out = '';
+  let err = '';
+  child.stdout?.setEncoding('utf8');
+  child.stdout?.on('data', (t: string) => {
+    out += t;
+    let nl;
+    while ((nl = out.indexOf('\n')) >= 0) {
+      events.push(deviceEventSchema.parse(JSON.parse(out.slice(0, nl))));
+      out = out.slice(nl + 1);
+    }
+  });
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (t: string) => (err += t));
+  return { child, events, stderr: () => err };
+}
+
 const sock = (d: Added): string => path.join(RUN_DIR, `${d.devId}.sock`);
 const health = (d: Added) => request(sock(d), 'health', {});
 
@@ -71,6 +94,11 @@ describe('health (issue 14)', () => {
     expect(fresh.score).toBeGreaterThanOrEqual(90);
     expect(fresh.forecast.spareExhaustionSeconds).toBeNull();
 
+    // A watcher, subscribed before the trickle (the daemon logs each one).
+    const watch = startWatch(d.dev.blockPath);
+    await waitFor('the watcher to subscribe', () => d.log.some((l) => l.includes('a watcher subscribed')) || watch.child.exitCode !== null, 60_000);
+    expect(watch.child.exitCode, watch.stderr()).toBeNull();
+
     // The trickle: one first write to a bad block every 100 ms or so, each followed by a write to a good block
     // (as any workload has: without a write main takes, failures in 8 regions within outage_window_ms would be a
     // write outage, held rather than remapped). Each bad write succeeds for the user (redirected to the spare).
@@ -91,6 +119,19 @@ describe('health (issue 14)', () => {
     expect(after.forecast.spareExhaustionSeconds).not.toBeNull();
     expect(after.forecast.range).not.toBeNull();
     expect((await request(sock(d.dev), 'status', {})).remap.line).toContain(` health=${after.state} `);
+
+    // The watcher saw each remap as it happened, with its origin, and the change of health state.
+    await waitFor('the watcher to see 60 remaps and a change of health', () => watch.events.filter((e) => e.type === 'remap').length >= 60 && watch.events.some((e) => e.type === 'health'), 30_000);
+    const remaps = watch.events.filter((e) => e.type === 'remap');
+    expect(remaps.map((e) => e.block).sort((a, b) => a - b)).toEqual(BAD_BLOCKS);
+    for (const e of remaps) expect(e).toMatchObject({ origin: 'auto', state: 'mapped', device: d.dev.blockPath, sector: e.block * (BS / 512) });
+    const changed = watch.events.filter((e) => e.type === 'health');
+    expect(changed[0]).toMatchObject({ previous: 'healthy', device: d.dev.blockPath });
+    expect(changed.at(-1)).toMatchObject({ state: after.state });
+    expect(watch.events.filter((e) => e.type === 'missed')).toEqual([]);
+    watch.child.kill('SIGTERM');
+    const code = await new Promise<number | null>((r) => (watch.child.exitCode !== null ? r(watch.child.exitCode) : watch.child.once('exit', (c) => r(c))));
+    expect(code, watch.stderr()).toBe(0);
 
     // One alert per change of state (the log's "health a -> b" lines), each naming the device.
     await waitFor('the alert commands', () => fs.existsSync(alerts), 10_000);

@@ -128,7 +128,7 @@ describe('control server', () => {
   const bad: [string, string, number | null, RegExp][] = [
     ['invalid JSON', '{"id":1,"cmd":', null, /^request is not valid JSON$/],
     ['a JSON array', '[1,2]', null, /^invalid request: /],
-    ['an unknown command', '{"id":5,"cmd":"format"}', 5, /^unknown command "format" \(known: ping, status, shutdown, restart, remap, unremap, verify, table, message, stats, clear_stats, set_auto_remap, recheck, scan_read, scan, scan_start, scan_pause, scan_resume, scan_stop, scan_map, health, health_reset\)$/],
+    ['an unknown command', '{"id":5,"cmd":"format"}', 5, /^unknown command "format" \(known: ping, status, shutdown, restart, remap, unremap, verify, table, message, stats, clear_stats, set_auto_remap, recheck, scan_read, scan, scan_start, scan_pause, scan_resume, scan_stop, scan_map, health, health_reset, watch\)$/],
     ['a missing id', '{"cmd":"shutdown"}', null, /^invalid request: id: /],
     ['a negative id', '{"id":-1,"cmd":"shutdown"}', null, /^invalid request: id: /],
     ['a missing cmd', '{"id":6}', 6, /^invalid request: cmd: /],
