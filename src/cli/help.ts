@@ -119,7 +119,8 @@ Keys:
                     the health model's thresholds (whole numbers; defaults and reasons in docs/HEALTH.md)
   alert_command     a command line run (by /bin/sh -c) when a device's health changes state or a
                     forecast alarm begins, with DMREMAP_DEVICE, DMREMAP_NAME, DMREMAP_STATE,
-                    DMREMAP_PREVIOUS_STATE, DMREMAP_SCORE, DMREMAP_REASON set; killed after 30 s;
+                    DMREMAP_PREVIOUS_STATE, DMREMAP_SCORE, DMREMAP_REASON and DMREMAP_ALARM (the
+                    alarm's name, empty for a change of state) set; killed after 30 s;
                     at most once per 10 min for the same state (default none)
 
 get     prints the effective settings, one "key = value" per line (the given key only, if any):

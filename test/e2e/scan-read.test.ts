@@ -89,24 +89,27 @@ describe('scanRead through the data path', () => {
     const badEnd = ((BAD.start + BAD.sectors) * 512) / bs;
 
     // One read of the first 4 MiB: main up to the remapped block, the block from its slot, then main again,
-    // each run in pieces of at most max I/O; the piece that holds the error segment fails as a whole (one
-    // O_DIRECT read of a dm range that crosses it).
+    // in pieces of at most 1 MiB that never cross a multiple of 1 MiB (whatever max I/O is); the piece that
+    // holds the error segment (in the third MiB) fails as a whole (one O_DIRECT read of a dm range that
+    // crosses it), and the call, a run over more than one chunk, ends with that piece's chunk.
     const whole = await request(sock, 'scan_read', { offset: 0, bytes: 4 * MiB }, 60_000);
-    const end = (4 * MiB) / bs;
-    const per = before.maxIoBytes / bs;
+    const per = MiB / bs;
+    const covered = (3 * MiB) / bs;
     const cut = (device: string, first: number, stop: number): unknown[][] => {
       const out: unknown[][] = [];
-      for (let b = first; b < stop; b += per) {
-        const n = Math.min(per, stop - b);
+      for (let b = first; b < stop; ) {
+        const n = Math.min(per - (b % per), stop - b);
         out.push([device, b, n, null, device === 'main' && b < badEnd && b + n > badFirst ? 5 : 0]);
+        b += n;
       }
       return out;
     };
     expect(whole.segments.map((s) => [s.device, s.block, s.blocks, s.skipped, s.errno])).toEqual([
       ...cut('main', 0, rb),
       ['spare', rb, 1, null, 0],
-      ...cut('main', rb + 1, end),
+      ...cut('main', rb + 1, covered),
     ]);
+    expect([whole.coveredBytes, whole.stopped]).toEqual([3 * MiB, 'failures']);
     expect(whole.segments.filter((s) => s.errno !== 0).length).toBeGreaterThan(0);
 
     // Narrow over the error segment and 8 blocks either side: exactly its blocks fail, with EIO.
