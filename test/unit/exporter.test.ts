@@ -13,7 +13,7 @@ import { Exporter } from '../../src/exporter/server.js';
 import { latencyBuckets } from '../../src/exporter/metrics.js';
 import { listenSchema } from '../../src/exporter/listen.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
-import { captureCtx, DEAD_PID, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
+import { captureCtx, cliSpawn, DEAD_PID, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
 import { promtool, SKIP_PROMTOOL } from './promtool.js';
 
 let w: World;
@@ -169,6 +169,38 @@ describe('exporter', () => {
     const text = await (await fetch(`${url}/metrics`)).text();
     expect(sample(text, 'dmremap_exporter_devices')).toBe(0);
     if (!SKIP_PROMTOOL) expect(promtool(['check', 'metrics'], text)).toEqual({ status: 0, output: '' });
+  });
+});
+
+describe('exporter (the built CLI)', () => {
+  it('serves until SIGTERM, then exits 0; a device that is down is one stderr line, not one per scrape', async () => {
+    writeEntry(w.runDir, {
+      version: 1, devId: 3, name: 'gone', pid: DEAD_PID, pidStart: null, blockPath: '/dev/ublkb3', charPath: '/dev/ublkc3',
+      socket: path.join(w.runDir, '3.sock'), logFile: null, startedAt: new Date().toISOString(),
+      main: { path: '/dev/sdx', identity: 'b:1' }, spare: { path: '/dev/sdy', identity: 'b:2' },
+    });
+    const child = cliSpawn(w, ['exporter', '--listen', '127.0.0.1:0', '--json']);
+    closers.push(() => void child.kill('SIGKILL'));
+    let err = '';
+    child.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const first = await new Promise<{ listening: string; url: string; pid: number }>((resolve, reject) => {
+      let out = '';
+      child.stdout.setEncoding('utf8').on('data', (t: string) => {
+        out += t;
+        if (out.includes('\n')) resolve(JSON.parse(out.slice(0, out.indexOf('\n'))) as { listening: string; url: string; pid: number });
+      });
+      void exited.then((code) => reject(new Error(`exporter exited ${code}: ${err}`)));
+    });
+    expect(first.url).toBe(`http://${first.listening}/metrics`);
+    expect(first.pid).toBe(child.pid);
+    for (let i = 0; i < 2; i++) {
+      const text = await (await fetch(first.url)).text();
+      expect(sample(text, 'dmremap_up{device="/dev/ublkb3",name="gone"}')).toBe(0);
+    }
+    expect(err).toBe(`dmremap-ublk exporter: /dev/ublkb3 (gone) is down: its daemon (pid ${DEAD_PID}) is gone\n`);
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
   });
 });
 
