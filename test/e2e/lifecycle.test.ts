@@ -112,6 +112,8 @@ describe('the Prometheus exporter', () => {
     must('dd', ['if=/dev/urandom', `of=${dev.blockPath}`, 'bs=4096', 'count=256', 'oflag=direct', 'status=none']);
     must('dd', [`if=${dev.blockPath}`, 'of=/dev/null', 'bs=4096', 'count=64', 'iflag=direct', 'status=none']);
     expect(dmr('remap', 'prom', '100').status).toBe(0);
+    // The test VM's guest boots with its loopback interface down (connect: ENETUNREACH); a no-op where it is up.
+    must('ip', ['link', 'set', 'lo', 'up']);
     const ex = spawn(process.execPath, [BIN, 'exporter', '--listen', '127.0.0.1:0', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
     try {
       let err = '';
