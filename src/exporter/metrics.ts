@@ -15,18 +15,19 @@ type DeviceLabel = (typeof DEVICE_LABELS)[number];
 const HEALTH_STATES = ['healthy', 'watch', 'degraded', 'critical', 'failed'] as const;
 const SCAN_STATES = ['idle', 'running', 'paused', 'done'] as const;
 
-type Set = (labels: Record<string, string>, value: number) => void;
+/** Sets one sample of a metric: its labels (device and name included) and value. */
+type Setter = (labels: Record<string, string>, value: number) => void;
 
 /** The metric builders of one scrape, each registered in `reg`. */
 class Metrics {
   constructor(readonly reg: Registry) {}
 
-  gauge(name: string, help: string, extra: readonly string[] = []): Set {
+  gauge(name: string, help: string, extra: readonly string[] = []): Setter {
     const g = new Gauge({ name, help, labelNames: [...DEVICE_LABELS, ...extra], registers: [this.reg] });
     return (labels, value) => g.set(labels, value);
   }
 
-  counter(name: string, help: string, extra: readonly string[] = []): Set {
+  counter(name: string, help: string, extra: readonly string[] = []): Setter {
     const c = new Counter({ name, help, labelNames: [...DEVICE_LABELS, ...extra], registers: [this.reg] });
     // Set, not incremented: the counter is new in this scrape's registry, so this is the daemon's value.
     return (labels, value) => c.inc(labels, value);
@@ -109,7 +110,7 @@ export function buildRegistry(snaps: DeviceSnapshot[], collectSeconds: number): 
     name: 'dmremap_io_latency_seconds',
     help: 'Request latency since the daemon started, every operation together (native keeps one histogram), log2 buckets.',
     labelNames: [...DEVICE_LABELS],
-    buckets: [1],
+    buckets: [1], // unused: get() reports native's buckets
     registers: [reg],
   });
   const backingErrors = m.counter('dmremap_backing_errors_total', 'Read and write errors of the backing devices (each failed range once; zeroed by clear_stats).', ['op']);
