@@ -95,6 +95,9 @@ export const ERROR_CODES = {
   E_HEALTH_RECORD: 1,
   // `map --out FILE`: the picture cannot be written (the directory is missing or not writable, ...).
   E_OUTPUT: 1,
+  // `exporter --listen HOST:PORT`: the address cannot be listened on (the port is in use, the address is not
+  // this machine's, a port below 1024 without the right).
+  E_LISTEN: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -28,6 +28,7 @@ Commands:
   config   show or change the error-handling defaults (auto_remap, error_threshold, read_retries,
            retry_backoff_ms, ...), the scan's (scan_rate_mib, ...), the health model's (health_watch_days,
            ...) and alert_command in /etc/dmremap-ublk/config.json
+  exporter serve Prometheus metrics of every device on this host (--listen HOST:PORT)
 
 Options:
   -h, --help     show help (also: dmremap-ublk <command> --help)
@@ -403,5 +404,21 @@ An unknown message is an error.
 
 Options:
   -h, --help   show this help
+`,
+  exporter: `Usage: dmremap-ublk exporter [--listen HOST:PORT] [--json]
+
+Serves Prometheus metrics of every dmremap-ublk device on this host at http://HOST:PORT/metrics (one
+exporter per host, like node_exporter), asking each device's daemon over its control socket at every
+scrape, all devices at once. A device whose daemon is gone or does not answer within 2 s is reported as
+dmremap_up 0 and never holds up the scrape. Metric names, all with the dmremap_ prefix and the labels
+device and name, are in the README ("Prometheus"). Runs in the foreground until SIGINT or SIGTERM; a
+device going down (or coming back) is one line on stderr. Counters are the daemons' own: they start over
+when a daemon restarts, and the error totals at clear_stats (Prometheus reads that as a reset).
+
+Options:
+  --listen HOST:PORT  where to listen (default 127.0.0.1:9730; [::1]:9730 for IPv6, :9730 for every
+                      address, port 0 for any free one); an address that cannot be used is an error
+  --json              print where it listens as {"listening","url","pid"}
+  -h, --help          show this help
 `,
 } as const;

@@ -33,7 +33,7 @@ import {
 
 // Each command's module is imported when that command runs: a CLI call loads only what it needs (the daemon,
 // its engine and logger are for `add` and `supervise` alone), which keeps `list` or `status` quick to start.
-const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'health', 'watch', 'map', 'message', 'config'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'health', 'watch', 'map', 'message', 'config', 'exporter'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -166,6 +166,12 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       if (values.help) return help(ctx, command);
       const { runMessage } = await import('./remap.js');
       return runMessage(ctx, positionals);
+    }
+    case 'exporter': {
+      const { exporterFlagsSchema, exporterOptions, runExporter } = await import('./exporter.js');
+      const { values } = parseShape(command, argv, exporterOptions, false);
+      if (values.help) return help(ctx, command);
+      return runExporter(ctx, validate(exporterFlagsSchema, values));
     }
     case 'config': {
       const { values, positionals } = parseShape(command, argv, configOptions, true);

@@ -166,6 +166,12 @@ const ioTotals = z.strictObject({
   /** Upper bounds (µs) of the log2 latency buckets holding the 50th and 99th percentile; null before any I/O. */
   latencyP50Us: z.number().nullable(),
   latencyP99Us: z.number().nullable(),
+  /**
+   * The latency histogram of every request since start, all queues and operations together: element i counts
+   * requests that took [2^i, 2^(i+1)) µs, the last element also every slower one. Absent from daemons older
+   * than the exporter (issue 15).
+   */
+  latencyLog2Us: z.array(z.number()).optional(),
 });
 
 const ioErrorRecord = z.strictObject({

@@ -74,6 +74,7 @@ export function summarizeQueues(stats: QueueStats[]): Pick<DeviceStatus, 'io' | 
     inflight: 0,
     latencyP50Us: null as number | null,
     latencyP99Us: null as number | null,
+    latencyLog2Us: [] as number[],
   };
   for (const s of stats) {
     io.reads += s.reads;
@@ -88,6 +89,7 @@ export function summarizeQueues(stats: QueueStats[]): Pick<DeviceStatus, 'io' | 
   }
   io.latencyP50Us = latencyQuantileUs(hist, 0.5);
   io.latencyP99Us = latencyQuantileUs(hist, 0.99);
+  io.latencyLog2Us = hist;
   const perQueue = stats.map((s) => ({
     queue: s.queue,
     reads: s.reads,

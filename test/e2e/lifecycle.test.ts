@@ -1,8 +1,11 @@
 // Removing devices: `del` while idle, SIGTERM to a daemon while fio is writing, and `del` after the daemon
 // was killed -9. Each time the device goes away completely, no task hangs, and nothing is left behind.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { addDevice, BIN, dmr, pidAlive, registryFiles, ublkNodes, waitFor } from './helpers.js';
+import { addDevice, BIN, dmr, must, pidAlive, registryFiles, ublkNodes, waitFor } from './helpers.js';
+import { promtool, SKIP_PROMTOOL } from '../unit/promtool.js';
+import type { DeviceStatus, Stats } from '../../src/control/protocol.js';
 import { scratchPerTest } from './setup.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
 
@@ -100,5 +103,58 @@ describe('device removal', () => {
     const second = addDevice(main, spare);
     expect(second.blockPath).toMatch(/^\/dev\/ublkb\d+$/);
     expect(dmr('del', second.blockPath).status).toBe(0);
+  });
+});
+
+describe('the Prometheus exporter', () => {
+  it('serves /metrics of a live device over HTTP: values as status and stats say, promtool accepts it; SIGTERM ends it', async () => {
+    const dev = addDevice(s.loop(64), s.loop(16), '--name', 'prom');
+    must('dd', ['if=/dev/urandom', `of=${dev.blockPath}`, 'bs=4096', 'count=256', 'oflag=direct', 'status=none']);
+    must('dd', [`if=${dev.blockPath}`, 'of=/dev/null', 'bs=4096', 'count=64', 'iflag=direct', 'status=none']);
+    expect(dmr('remap', 'prom', '100').status).toBe(0);
+    // The test VM's guest boots with its loopback interface down (connect: ENETUNREACH); a no-op where it is up.
+    must('ip', ['link', 'set', 'lo', 'up']);
+    const ex = spawn(process.execPath, [BIN, 'exporter', '--listen', '127.0.0.1:0', '--json'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    try {
+      let err = '';
+      ex.stderr.setEncoding('utf8').on('data', (t: string) => (err += t));
+      const started = await new Promise<{ url: string }>((resolve, reject) => {
+        let out = '';
+        ex.stdout.setEncoding('utf8').on('data', (t: string) => {
+          out += t;
+          if (out.includes('\n')) resolve(JSON.parse(out.slice(0, out.indexOf('\n'))) as { url: string });
+        });
+        ex.on('exit', (code) => reject(new Error(`exporter exited ${code}: ${err}`)));
+      });
+      const res = await fetch(started.url);
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      const status = JSON.parse(must(process.execPath, [BIN, 'status', 'prom', '--json'])) as DeviceStatus;
+      const stats = JSON.parse(must(process.execPath, [BIN, 'stats', 'prom', '--json'])) as Stats;
+      const value = (series: string): number | undefined => {
+        const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+        return line === undefined ? undefined : Number(line.slice(series.length + 1));
+      };
+      const l = `device="${dev.blockPath}",name="prom"`;
+      expect(value(`dmremap_up{${l}}`)).toBe(1);
+      expect(value(`dmremap_io_bytes_total{${l},op="write"}`)).toBe(status.io.writeBytes);
+      expect(status.io.writeBytes).toBeGreaterThanOrEqual(1 << 20);
+      expect(value(`dmremap_io_bytes_total{${l},op="read"}`)).toBe(status.io.readBytes);
+      expect(value(`dmremap_io_requests_total{${l},op="write"}`)).toBe(status.io.writes);
+      expect(value(`dmremap_remaps_total{${l},origin="manual"}`)).toBe(stats.manualRemaps);
+      expect(stats.manualRemaps).toBe(1);
+      expect(value(`dmremap_spare_slots_used{${l}}`)).toBe(status.remap.used);
+      expect(value(`dmremap_spare_slots_free{${l}}`)).toBe(status.remap.free);
+      expect(value(`dmremap_health_score{${l}}`)).toBe(status.health.score);
+      const count = value(`dmremap_io_latency_seconds_count{${l}}`) ?? 0;
+      expect(count).toBeGreaterThan(0);
+      expect(value(`dmremap_io_latency_seconds_bucket{${l},le="+Inf"}`)).toBe(count);
+      if (!SKIP_PROMTOOL) expect(promtool(['check', 'metrics'], text)).toEqual({ status: 0, output: '' });
+      ex.kill('SIGTERM');
+      expect(await exitOf(ex)).toBe(0);
+    } finally {
+      if (ex.exitCode === null && ex.signalCode === null) ex.kill('SIGKILL');
+    }
+    expect(dmr('del', 'prom').status).toBe(0);
   });
 });

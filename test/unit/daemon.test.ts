@@ -127,6 +127,12 @@ describe('daemon', () => {
     q1.latencyLog2Us[10] = 10; // [1024, 2048) us
     const s = daemon.status();
     expect(s.io).toMatchObject({ reads: 15, readBytes: 61440, writes: 1, inflight: 2, latencyP50Us: 16, latencyP99Us: 2048 });
+    // The merged histogram itself (the exporter's dmremap_io_latency_seconds): the queues' buckets summed.
+    const hist = new Array<number>(24).fill(0);
+    hist[3] = 90;
+    hist[10] = 10;
+    q0.latencyLog2Us[10] = 1;
+    expect(daemon.status().io.latencyLog2Us).toEqual(hist.map((n, i) => (i === 10 ? 11 : n)));
     expect(s.perQueue.map((q) => q.reads)).toEqual([10, 5]);
   });
 
