@@ -107,7 +107,7 @@ describe('device removal', () => {
 });
 
 describe('the Prometheus exporter', () => {
-  it('serves /metrics of a live device over HTTP: values as status and stats say, promtool accepts it; SIGTERM ends it', async () => {
+  itPrimary('serves /metrics of a live device over HTTP: values as status and stats say, promtool accepts it; SIGTERM ends it', async () => {
     const dev = addDevice(s.loop(64), s.loop(16), '--name', 'prom');
     must('dd', ['if=/dev/urandom', `of=${dev.blockPath}`, 'bs=4096', 'count=256', 'oflag=direct', 'status=none']);
     must('dd', [`if=${dev.blockPath}`, 'of=/dev/null', 'bs=4096', 'count=64', 'iflag=direct', 'status=none']);
