@@ -142,13 +142,25 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const json = validate(jsonFlagSchema, values).json;
       const target = oneTarget(command, positionals);
       const { runWatch } = await import('./watch.js');
-      // The watch ends on Ctrl-C or SIGTERM, with exit 0.
+      // The watch ends on Ctrl-C or SIGTERM, with exit 0, and when its reader goes away (`watch | head`:
+      // EPIPE on stdout), also with exit 0; another error writing stdout ends it with one line and exit 1.
       const stop = new AbortController();
       const onSignal = (): void => stop.abort();
       process.once('SIGINT', onSignal);
       process.once('SIGTERM', onSignal);
+      let outError: NodeJS.ErrnoException | null = null;
+      // Left attached: a write already under way may still report the closed pipe after the watch ended.
+      (ctx.stdout as Partial<NodeJS.EventEmitter>).on?.('error', (e: NodeJS.ErrnoException) => {
+        if (e.code !== 'EPIPE' && outError === null) outError = e;
+        stop.abort();
+      });
       try {
-        return await runWatch(ctx, target, json, { signal: stop.signal });
+        const code = await runWatch(ctx, target, json, { signal: stop.signal });
+        if (outError !== null) {
+          ctx.stderr.write(`${PROG}: cannot write the events: ${(outError as NodeJS.ErrnoException).message}\n`);
+          return 1;
+        }
+        return code;
       } finally {
         process.off('SIGINT', onSignal);
         process.off('SIGTERM', onSignal);

@@ -29,11 +29,18 @@ export interface ControlServerOptions {
   /** The exported device, named in a watcher's `missed` events. */
   device?: () => string;
   watchLimits?: WatchLimits;
+  /**
+   * Watchers at most (default 32). A connection that subscribes leaves the clients' count (maxClients): idle
+   * watchers, which never time out, can never lock `status`, `shutdown` or `del` out of the socket.
+   */
+  maxWatchers?: number;
 }
 
 export class ControlServer {
   private readonly server: net.Server;
   private readonly clients = new Set<net.Socket>();
+  private readonly watcherSocks = new Set<net.Socket>();
+  private readonly maxWatchers: number;
   private readonly maxClients: number;
   private readonly maxLineBytes: number;
   private readonly idleTimeoutMs: number;
@@ -43,6 +50,7 @@ export class ControlServer {
     this.maxClients = opts.maxClients ?? 16;
     this.maxLineBytes = opts.maxLineBytes ?? MAX_REQUEST_LINE_BYTES;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
+    this.maxWatchers = opts.maxWatchers ?? 32;
     this.server = net.createServer((sock) => this.accept(sock));
   }
 
@@ -69,9 +77,9 @@ export class ControlServer {
   /** Stops accepting, lets clients read what was already written, closes them, and removes the socket file. */
   async close(): Promise<void> {
     const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
-    for (const c of this.clients) c.end();
+    for (const c of [...this.clients, ...this.watcherSocks]) c.end();
     const t = setTimeout(() => {
-      for (const c of this.clients) c.destroy();
+      for (const c of [...this.clients, ...this.watcherSocks]) c.destroy();
     }, 1000);
     await closed;
     clearTimeout(t);
@@ -90,7 +98,10 @@ export class ControlServer {
     this.clients.add(sock);
     sock.setEncoding('utf8');
     sock.setTimeout(this.idleTimeoutMs, () => sock.destroy());
-    sock.on('close', () => this.clients.delete(sock));
+    sock.on('close', () => {
+      this.clients.delete(sock);
+      this.watcherSocks.delete(sock);
+    });
     sock.on('error', (e) => this.opts.log.debug({ err: e }, 'control client error'));
 
     let buf = '';
@@ -147,7 +158,13 @@ export class ControlServer {
     const events = this.opts.events;
     if (events === undefined) return { id, ok: false, error: { code: 'E_PROTOCOL', message: 'this daemon has no events to watch' } };
     const { sock } = conn;
+    if (this.watcherSocks.size >= this.maxWatchers) {
+      return { id, ok: false, error: { code: 'E_PROTOCOL', message: `too many watchers (${this.maxWatchers}): this one is refused` } };
+    }
     if (sock.destroyed || !sock.writable) return { id, ok: true, result: { watching: true } };
+    // From now on a watcher, not a client: it leaves the clients' count (see maxWatchers).
+    this.clients.delete(sock);
+    this.watcherSocks.add(sock);
     sock.write(reply({ id, ok: true, result: { watching: true } }));
     sock.setTimeout(0);
     const stream = new WatchStream(sock, this.opts.device ?? (() => ''), this.opts.watchLimits);

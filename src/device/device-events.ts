@@ -197,7 +197,17 @@ export class CommitEvents {
     for (const [block, e] of entries) if (e.state === 'lost') this.lost.add(block);
   }
 
+  /**
+   * Called inside RemapStore.onCommitted, which the commit's caller (a user request whose block was just
+   * remapped) waits for: the events are made and sent to the watchers on a later turn of the event loop, in
+   * commit order.
+   */
   committed(ops: readonly CommittedOp[]): void {
+    const copy = [...ops];
+    setImmediate(() => this.announce(copy));
+  }
+
+  private announce(ops: readonly CommittedOp[]): void {
     const added: number[] = [];
     const cleared: number[] = [];
     for (const { op, origin } of ops) {

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { addDevice, BIN, dmr, must, pidAlive, registryFiles, ublkNodes, waitFor } from './helpers.js';
 import { promtool, SKIP_PROMTOOL } from '../unit/promtool.js';
 import type { DeviceStatus, Stats } from '../../src/control/protocol.js';
-import { scratchPerTest } from './setup.js';
+import { itPrimary, scratchPerTest } from './setup.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
 
 const s = scratchPerTest();
