@@ -84,8 +84,9 @@ export function binomialAtMost(k: number, n: number, p: number): number {
  * The onset of the window's `n` new bad blocks, or null when there is none. A candidate is the start of an
  * hour with a block, with at most ONSET_STRAY_SHARE of the blocks before it (`before`); it is an onset when
  * a constant rate over the window (as the series covers it, from `from`) would leave at most `before` blocks
- * ahead of it with probability below ONSET_P divided by the number of candidates (at most one per count of
- * blocks before: a steady disk passes for an onset in at most ONSET_P of windows). Of the onsets, the least
+ * ahead of it with probability below ONSET_P divided by the most candidates there can be (each hour with a
+ * block adds one to `before`, so at most floor(n * ONSET_STRAY_SHARE) + 1: a steady disk passes for an
+ * onset in at most ONSET_P of windows). Of the onsets, the least
  * probable quiet wins. A disk quiet for weeks that begins to fail is followed from its first bad block
  * instead of being diluted by the quiet days, also when a stray block or two came early in the window.
  * With no block before it, a steady disk's first block passes for an onset only when ((now - t) / (now -

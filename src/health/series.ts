@@ -219,8 +219,9 @@ export class HealthSeries {
    * (latest - now), so that the latest time recorded is `now` and the events keep their spacing (a block a
    * day stays a block a day, now ending at `now`): its buckets (each to the hour of its start minus the step),
    * its positions, a later outage start, a later beginning of the series. Days kept as days that are now
-   * within the hourly range become the first hour of their day. Nothing is dropped. The table mark keeps the
-   * remap-table time it recorded (the table's entries keep their stamps: see markTable).
+   * within the hourly range become the first hour of their day. Nothing the series still keeps is dropped
+   * (only a part ahead longer than DAILY_KEEP_DAYS loses what would now be older than that). The table mark
+   * keeps the remap-table time it recorded (the table's entries keep their stamps: see markTable).
    */
   rewind(now: number): void {
     checkTime(now);
