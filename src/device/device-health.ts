@@ -206,7 +206,7 @@ export class DeviceHealth {
       if (at < this.series.latest - CLOCK_BACK_MS) {
         this.o.log.warn(
           { now: new Date(at).toISOString(), latest: new Date(this.series.latest).toISOString() },
-          'health: the clock is far behind the latest time recorded (it was ahead): what was stamped later is moved to now',
+          'health: the clock is behind the latest time recorded (it was ahead): what was stamped later is moved back by the step',
         );
       }
       this.series.record(event, at);

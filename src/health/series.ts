@@ -21,10 +21,11 @@ export const MAX_HOURLY_BUCKETS = (HOURLY_KEEP_DAYS + 1) * 24;
 export const MAX_DAILY_BUCKETS = DAILY_KEEP_DAYS;
 /**
  * An event this much before the latest time recorded means the clock was ahead and has been set back (a bad
- * RTC, a `date -s` typo, then NTP): the series rewinds to it (HealthSeries.record). Smaller steps back are
- * kept as they are: every hour within HOURLY_KEEP_DAYS of the latest stays an hour, so nothing is lost.
+ * RTC, a `date -s` typo, then NTP): the series rewinds to it (HealthSeries.record): what was stamped after it
+ * moves back by the step. Smaller steps back (NTP slewing, events of one hour recorded out of order) are kept
+ * as they are.
  */
-export const CLOCK_BACK_MS = HOURLY_KEEP_DAYS * DAY_MS;
+export const CLOCK_BACK_MS = HOUR_MS;
 /** Blocks of the table mark's time kept (HealthSeries.markTable); beyond it every entry of that time counts as seen. */
 export const MAX_TABLE_MARK_BLOCKS = MAX_BAD_BLOCK_POSITIONS;
 /** Positions beyond the cap are trimmed in batches of this many (not one by one). */
@@ -172,8 +173,9 @@ export class HealthSeries {
   /**
    * Records `event` at `now` (Unix ms), the clock's time now. E_INTERNAL when the event does not fit its
    * schema. A `now` more than CLOCK_BACK_MS before the latest time recorded means the clock was ahead: the
-   * series rewinds to `now` first (rewind), so that the retention, which counts back from the latest time,
-   * does not drop every event until the clock catches up.
+   * series rewinds to `now` first (rewind), so that what was stamped ahead counts in the windows that end
+   * now, and the retention, which counts back from the latest time, does not drop events until the clock
+   * catches up.
    */
   record(event: HealthEvent, now: number): void {
     checkTime(now);
@@ -194,7 +196,9 @@ export class HealthSeries {
   /**
    * The remap-table entries of time `at` (their remap's time, RemapEntry.time) are in the series: the mark
    * moves to the latest such time (an older one leaves it), with the blocks of that time. At the next start,
-   * the entries after the mark (DeviceHealth's reconcile) are the ones committed after the last save.
+   * the entries after the mark (DeviceHealth's reconcile) are the ones committed after the last save. A
+   * rewind leaves the mark (the table's entries keep the stamps of the clock that was ahead), so it can be
+   * later than the latest time: entries stamped up to it are known until the clock passes it.
    */
   markTable(at: number, blocks: readonly number[]): void {
     checkTime(at);
@@ -211,19 +215,30 @@ export class HealthSeries {
   }
 
   /**
-   * The clock was ahead and is back at `now`: what was stamped after `now` is moved to `now` (its bucket's
-   * counts to the bucket of `now`, its positions, a later outage start, a later beginning of the series),
-   * and the latest time is `now`. Days kept as days that are now within the hourly range become the first
-   * hour of their day. Nothing is dropped.
+   * The clock was ahead and is back at `now`: what was stamped after `now` is moved back by the step
+   * (latest - now), so that the latest time recorded is `now` and the events keep their spacing (a block a
+   * day stays a block a day, now ending at `now`): its buckets (each to the hour of its start minus the step),
+   * its positions, a later outage start, a later beginning of the series. Days kept as days that are now
+   * within the hourly range become the first hour of their day. Nothing the series still keeps is dropped
+   * (only a part ahead longer than DAILY_KEEP_DAYS loses what would now be older than that). The table mark
+   * keeps the remap-table time it recorded (the table's entries keep their stamps: see markTable).
    */
   rewind(now: number): void {
     checkTime(now);
     if (now >= this.latestAt) return;
+    const step = this.latestAt - now;
+    const back = (t: number): number => (t > now ? Math.max(0, t - step) : t);
     this.latestAt = now;
-    if (this.sinceAt > now) this.sinceAt = now;
-    if (this.outageStart !== null && this.outageStart > now) this.outageStart = now;
-    for (const p of this.positionList) if (p.at > now) p.at = now;
-    if (this.mark !== null && this.mark.at > now) this.mark = { at: now, blocks: [] };
+    this.sinceAt = back(this.sinceAt);
+    if (this.outageStart !== null) this.outageStart = back(this.outageStart);
+    let shifted = false;
+    for (const p of this.positionList) {
+      if (p.at > now) {
+        p.at = back(p.at);
+        shifted = true;
+      }
+    }
+    if (shifted) this.positionList.sort((a, b) => a.at - b.at);
     this.compactedAt = Number.NaN;
     const moved: Bucket[] = [];
     for (const map of [this.hourly, this.daily]) {
@@ -242,7 +257,11 @@ export class HealthSeries {
       }
     }
     moved.sort((a, b) => a.start - b.start);
-    for (const b of moved) this.merge(this.bucketAt(now), b);
+    for (const b of moved) {
+      const at = back(b.start);
+      if (at >= this.dailyCutoff()) this.merge(this.bucketAt(at), b);
+    }
+    this.compact();
   }
 
   private merge(into: Bucket, from: Bucket): void {

@@ -526,6 +526,29 @@ describe('DeviceHealth and the remap table across a kill', () => {
     }
   });
 
+  it('a block remapped while the clock was 30 days ahead is counted once: after the clock is set back, and at a start after the clock has passed its stamp', () => {
+    const dir = path.join(w.root, 'state');
+    const real = Date.UTC(2026, 0, 1, 12);
+    let now = real + 30 * DAY_MS; // the clock is ahead
+    const table = new Map<number, RemapEntry>();
+    const a = openWith(dir, () => now, table);
+    now += 60_000;
+    const stamp = now;
+    a.tableCommitted([committed(7, stamp)]);
+    table.set(7, entry(stamp));
+    now = real + 3_600_000; // NTP sets it right: the next event rewinds the series
+    a.record({ type: 'read_error' });
+    expect(total(a, 'badAuto')).toBe(1);
+    a.close(); // a normal stop: saved, the mark still at the entry's stamp
+    now = real + 31 * DAY_MS; // a later start, the clock past the entry's stamp; no remap since
+    const b = openWith(dir, () => now, table);
+    try {
+      expect(total(b, 'badAuto')).toBe(1);
+    } finally {
+      b.discard();
+    }
+  });
+
   it('after a reset (a series without a table mark: after its latest time), the entries the table held are not added again; an entry stamped after now is not added', () => {
     const dir = path.join(w.root, 'state');
     let now = Date.UTC(2026, 0, 1, 12);

@@ -12,9 +12,10 @@ const MIN_MS = 60_000;
 const S = DEFAULT_HEALTH_SETTINGS;
 
 /** A series begun at T0 (30 days before `now` unless told) with `events` recorded at their times. */
+/** The series of `events`, recorded in time order as a daemon records them (a step back is a clock set back). */
 function seriesWith(events: readonly [number, HealthEvent][], since = T0): HealthSeries {
   const s = HealthSeries.create(since);
-  for (const [at, ev] of events) s.record(ev, at);
+  for (const [at, ev] of [...events].sort((a, b) => a[0] - b[0])) s.record(ev, at);
   return s;
 }
 
@@ -321,6 +322,28 @@ describe('health forecast', () => {
     const a = assess(s, now);
     expect(a.state).toBe('critical');
     expect(reason(a, 'spare_forecast')?.sentence).toMatch(/^at 100\.0 new bad blocks a day \(200 in 2\.0 days\)/);
+  });
+
+  it('a stray block early in the window does not hide an onset: quiet 30 days, one block 6.5 days ago, then 100 a day for 2 days, 500 slots free: within 10% of 5 days, critical', () => {
+    const slots = 701;
+    const s = HealthSeries.create(T0);
+    const onset = T0 + 30 * DAY_MS;
+    let used = 0;
+    s.record(bad([999_999_999]), onset - 4.5 * DAY_MS); // 6.5 days before `now`, half a day into the 7-day window
+    s.record(spare(++used, slots), onset - 4.5 * DAY_MS);
+    let at = onset;
+    while (used < 201) {
+      at += 14.4 * MIN_MS; // 100 a day
+      s.record(bad([used * 10_000]), at);
+      s.record(spare(++used, slots), at);
+    }
+    const now = at + 1000;
+    const exact = ((slots - used) / 100) * 86400;
+    const f = forecastOf(s, S, now);
+    expect(f.onset).toBe(onset);
+    expect(f.windowBlocks).toBe(200); // the stray block is not the trend
+    expect(Math.abs(f.spareExhaustionSeconds! - exact) / exact).toBeLessThan(0.1);
+    expect(assess(s, now).state).toBe('critical');
   });
 
   it('an onset is taken over at least the recent window: a burst of 30 in one hour after a quiet week is 30 a day, not 720', () => {

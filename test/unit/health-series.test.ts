@@ -7,6 +7,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { DmrError } from '../../src/errors.js';
 import { assessHealth } from '../../src/health/assess.js';
+import { forecastOf } from '../../src/health/forecast.js';
 import {
   CLOCK_BACK_MS,
   DAILY_KEEP_DAYS,
@@ -188,8 +189,10 @@ describe('health series: a clock that was ahead', () => {
     s.record({ type: 'outage_began' }, wrong + 20 * DAY_MS);
     const right = T0 + 20 * DAY_MS;
     s.record({ type: 'write_error' }, right);
-    expect([s.since, s.latest, s.outageSince]).toEqual([right, right, right]);
+    // Moved back by the step (a year): the series began 20 days ago, the outage began now.
+    expect([s.since, s.latest, s.outageSince]).toEqual([T0, right, right]);
     expect(s.sum(['readErrors'], 0, Number.MAX_SAFE_INTEGER)).toBe(20);
+    expect(s.buckets().filter((b) => b.counts.readErrors > 0).map((b) => b.start)).toEqual(Array.from({ length: 20 }, (_, d) => T0 + d * DAY_MS));
     expect(s.sum(['writeErrors', 'outages'], 0, Number.MAX_SAFE_INTEGER)).toBe(2);
     saveHealth(dir, PAIR, s);
     expect(loadHealth(dir, PAIR)!.toData()).toEqual(s.toData());
@@ -212,12 +215,60 @@ describe('health series: a clock that was ahead', () => {
     expect(loadHealth(dir, PAIR)!.toData()).toEqual(d);
   });
 
-  it('a step back within CLOCK_BACK_MS is kept as it is (events recorded out of order)', () => {
+  it('a step back within CLOCK_BACK_MS (an hour) is kept as it is (events recorded out of order)', () => {
+    expect(CLOCK_BACK_MS).toBe(HOUR_MS);
     const s = HealthSeries.create(T0);
-    s.record({ type: 'read_error' }, T0 + 10 * DAY_MS);
-    s.record({ type: 'read_error' }, T0 + 10 * DAY_MS - CLOCK_BACK_MS + HOUR_MS);
-    expect(s.latest).toBe(T0 + 10 * DAY_MS);
-    expect(s.buckets().map((b) => b.start)).toEqual([T0 + 10 * DAY_MS - CLOCK_BACK_MS + HOUR_MS, T0 + 10 * DAY_MS]);
+    s.record({ type: 'read_error' }, T0 + 10 * DAY_MS + 30 * MIN_MS);
+    s.record({ type: 'read_error' }, T0 + 10 * DAY_MS - 20 * MIN_MS);
+    expect(s.latest).toBe(T0 + 10 * DAY_MS + 30 * MIN_MS);
+    expect(s.buckets().map((b) => b.start)).toEqual([T0 + 10 * DAY_MS - HOUR_MS, T0 + 10 * DAY_MS]);
+  });
+
+  // A steady disk: one new bad block a day for 40 days; during days 30-39 the clock was `ahead`, on day 40
+  // it is set right (the next event rewinds the series).
+  function steadyDiskWithClockAhead(ahead: number): { s: HealthSeries; now: number } {
+    const s = HealthSeries.create(T0);
+    let used = 0;
+    for (let d = 0; d < 40; d++) {
+      const stamp = T0 + d * DAY_MS + 12 * HOUR_MS + (d >= 30 ? ahead : 0);
+      s.record({ type: 'bad_blocks', origin: 'auto', blocks: [d * 1000] }, stamp);
+      s.record({ type: 'spare', used: ++used, slots: 100, lost: 0 }, stamp);
+    }
+    const now = T0 + 40 * DAY_MS + HOUR_MS;
+    s.record({ type: 'spare', used, slots: 100, lost: 0 }, now);
+    return { s, now };
+  }
+
+  it('a clock 60 days ahead and set back: what was stamped ahead keeps its spacing (a steady disk of a block a day neither accelerates nor is critical), ending now', () => {
+    const right = steadyDiskWithClockAhead(0);
+    const { s, now } = steadyDiskWithClockAhead(60 * DAY_MS);
+    expect(s.latest).toBe(now);
+    // The ten blocks stamped ahead are a day apart, the last in the hour of now.
+    const hours = s.buckets().filter((b) => b.counts.badAuto > 0).map((b) => b.start).slice(-10);
+    expect(hours.map((h, i) => (i === 0 ? DAY_MS : h - hours[i - 1]!))).toEqual(Array(10).fill(DAY_MS));
+    expect(hours.at(-1)).toBe(Math.floor(now / HOUR_MS) * HOUR_MS);
+    expect(s.positions.slice(-10).map((p) => p.at)).toEqual(Array.from({ length: 10 }, (_, i) => now - (9 - i) * DAY_MS));
+    for (const { s: series, now: at } of [right, { s, now }]) {
+      const f = forecastOf(series, DEFAULT_HEALTH_SETTINGS, at);
+      expect([f.acceleration, f.ratePerDay < 2, assessHealth(series, DEFAULT_HEALTH_SETTINGS, at).state === 'critical']).toEqual([false, true, false]);
+    }
+  });
+
+  it('blocks stamped while the clock was 10 days ahead (less than the hourly range) count once it is set right: 30 new bad blocks are in the forecast window, not `healthy`', () => {
+    const s = HealthSeries.create(T0);
+    s.record({ type: 'spare', used: 0, slots: 1000, lost: 0 }, T0 + HOUR_MS);
+    const real = T0 + 30 * DAY_MS;
+    for (let i = 0; i < 30; i++) {
+      const stamp = real + 10 * DAY_MS + i * MIN_MS; // the clock 10 days ahead
+      s.record({ type: 'bad_blocks', origin: 'auto', blocks: [i * 1000] }, stamp);
+      s.record({ type: 'spare', used: i + 1, slots: 1000, lost: 0 }, stamp);
+    }
+    const now = real + DAY_MS; // the clock set right a day later
+    s.record({ type: 'spare', used: 30, slots: 1000, lost: 0 }, now);
+    expect(s.latest).toBe(now);
+    expect(s.buckets().every((b) => b.start <= now)).toBe(true);
+    expect(forecastOf(s, DEFAULT_HEALTH_SETTINGS, now).windowBlocks).toBe(30);
+    expect(assessHealth(s, DEFAULT_HEALTH_SETTINGS, now).state).not.toBe('healthy');
   });
 
   it('backfill records a past time without taking it for the clock', () => {
