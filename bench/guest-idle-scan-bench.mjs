@@ -24,8 +24,9 @@
 // Measured in the TCG VM (6.12, 2 vCPUs) on a host busy with other work (fio itself varied 93-425 MiB/s
 // between rounds, so the ratios are noisy): with one call per 1 MiB chunk (session 9) FAIL at 0.32-0.39, the
 // scan 40-73 MiB/s, the call's fixed cost the bottleneck; with runs of 16 chunks, 1 MiB pieces and no pause
-// between long ticks (session 10) the scan read 106-131 MiB/s (from 71), still FAIL: median 0.31, 0.58 in two
-// runs (rounds 0.25-1.30). See the README's background scan section for the latest numbers.
+// between long ticks (session 10) the scan read 106-131 MiB/s (from 71) on that busy host, FAIL at a median
+// 0.31 and 0.58 (rounds 0.25-1.30); once the host was quiet, PASS: 1.21 (3 rounds, 0.55-2.36) and 0.90 (5
+// rounds, 0.63-1.09; the scan 365 MiB/s, fio 1M io_uring 398, fio psync 569).
 import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
