@@ -444,12 +444,15 @@ describe('auto-remap', () => {
       '--write-outage-regions', '64',
     );
 
-    // Writes: up 1 s, down 1 s, for 2.5 s of random writes with verification of each batch of 64.
+    // Writes: up 1 s, down 1 s, for 2.5 s of random writes with verification of each batch of 64. Once fio
+    // has written the 16 MiB it starts over, and a verify read may then overlap a write still in flight to
+    // the same blocks: serialize_overlap keeps fio from issuing such a read (a read racing a write main
+    // refused fails with EIO while the write's redirect is in flight: see DESIGN.md, redirects).
     src.setFlakey(fl, { up: 1, down: 1, features: ['error_writes'] });
     const w = fio(
       dev.blockPath,
       '--rw=randwrite', '--bsrange=4k-64k', '--iodepth=16', '--size=16M', '--verify=crc32c', '--do_verify=1',
-      '--verify_fatal=1', '--verify_backlog=64', '--time_based', '--runtime=2500ms',
+      '--verify_fatal=1', '--verify_backlog=64', '--serialize_overlap=1', '--time_based', '--runtime=2500ms',
     );
     src.setLinear(fl);
     expect(w.job.error, w.stderr).toBe(0);
@@ -592,7 +595,7 @@ describe('outages of main', () => {
     const writer = fioAsync(
       dev.blockPath,
       '--rw=randwrite', '--bsrange=4k-64k', '--iodepth=16', '--size=16M', '--verify=crc32c', '--do_verify=1',
-      '--verify_fatal=1', '--verify_backlog=64', '--time_based', '--runtime=7s',
+      '--verify_fatal=1', '--verify_backlog=64', '--serialize_overlap=1', '--time_based', '--runtime=7s',
     );
     const reader = fioAsync(dev.blockPath, '--rw=randread', '--iodepth=8', '--time_based', '--runtime=7s', ...region);
     await new Promise((r) => setTimeout(r, 1500));
@@ -635,7 +638,7 @@ describe('outages of main', () => {
     const writer = fioAsync(
       dev.blockPath,
       '--rw=randwrite', '--bsrange=4k-64k', '--iodepth=16', '--size=16M', '--verify=crc32c', '--do_verify=1',
-      '--verify_fatal=1', '--verify_backlog=64', '--time_based', '--runtime=7s',
+      '--verify_fatal=1', '--verify_backlog=64', '--serialize_overlap=1', '--time_based', '--runtime=7s',
     );
     const reader = fioAsync(dev.blockPath, '--rw=randread', '--iodepth=8', '--time_based', '--runtime=7s', ...region);
     await new Promise((r) => setTimeout(r, 1500));
