@@ -18,13 +18,24 @@ export async function request<C extends Command>(
 ): Promise<ResultOf<C>> {
   const id = nextId++;
   const line = await exchange(socketPath, `${JSON.stringify({ ...args, id, cmd })}\n`, timeoutMs);
-  let raw: unknown;
+  return parseResponse(socketPath, line, cmd, id);
+}
+
+/** A line the daemon at `socketPath` sent, as JSON (E_PROTOCOL when it is not). */
+export function parseJsonLine(socketPath: string, line: string): unknown {
   try {
-    raw = JSON.parse(line);
+    return JSON.parse(line);
   } catch {
     throw new DmrError('E_PROTOCOL', `daemon at ${socketPath} sent invalid JSON`);
   }
-  const resp = responseSchema.safeParse(raw);
+}
+
+/**
+ * The result of request `id` for `cmd` in the daemon's response `line`: the daemon's own error when it
+ * refused, E_PROTOCOL for a line that is not a response to that request with a valid `cmd` result.
+ */
+export function parseResponse<C extends Command>(socketPath: string, line: string, cmd: C, id: number): ResultOf<C> {
+  const resp = responseSchema.safeParse(parseJsonLine(socketPath, line));
   if (!resp.success) {
     throw new DmrError('E_PROTOCOL', `daemon at ${socketPath} sent a malformed response: ${describeIssues(resp.error)}`);
   }

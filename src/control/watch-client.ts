@@ -2,12 +2,16 @@
 // each event line (checked against DeviceEvent's schema) until the caller aborts. The daemon closing the
 // connection, or going away, is an error (E_DAEMON), as for any request.
 import net from 'node:net';
-import { DmrError, errorCodeOf, isErrorCode } from '../errors.js';
+import { DmrError, errorCodeOf } from '../errors.js';
 import { deviceEventSchema, type DeviceEvent } from '../device/device-events.js';
-import { describeIssues, resultSchemas, responseSchema } from './protocol.js';
+import { parseJsonLine, parseResponse } from './client.js';
+import { describeIssues } from './protocol.js';
 
 /** How long the daemon has to answer the watch request itself. */
 export const WATCH_REPLY_TIMEOUT_MS = 10_000;
+
+/** The id of the one request a watch connection sends. */
+const WATCH_REQUEST_ID = 1;
 
 export type EventHandler = (ev: DeviceEvent, line: string) => void;
 
@@ -38,7 +42,7 @@ export function watchEvents(socketPath: string, onEvent: EventHandler, signal?: 
     signal?.addEventListener('abort', onAbort, { once: true });
     const timer = setTimeout(() => finish(new DmrError('E_TIMEOUT', `daemon at ${socketPath} did not answer within ${replyTimeoutMs} ms`)), replyTimeoutMs);
     sock.setEncoding('utf8');
-    sock.on('connect', () => sock.write(`${JSON.stringify({ id: 1, cmd: 'watch' })}\n`));
+    sock.on('connect', () => sock.write(`${JSON.stringify({ id: WATCH_REQUEST_ID, cmd: 'watch' })}\n`));
     sock.on('data', (chunk: string) => {
       buf += chunk;
       let nl: number;
@@ -47,7 +51,7 @@ export function watchEvents(socketPath: string, onEvent: EventHandler, signal?: 
         buf = buf.slice(nl + 1);
         try {
           if (!replied) {
-            checkReply(socketPath, line);
+            parseResponse(socketPath, line, 'watch', WATCH_REQUEST_ID);
             replied = true;
             clearTimeout(timer);
           } else {
@@ -73,24 +77,8 @@ export function watchEvents(socketPath: string, onEvent: EventHandler, signal?: 
   });
 }
 
-function parseJson(socketPath: string, line: string): unknown {
-  try {
-    return JSON.parse(line);
-  } catch {
-    throw new DmrError('E_PROTOCOL', `daemon at ${socketPath} sent invalid JSON`);
-  }
-}
-
-function checkReply(socketPath: string, line: string): void {
-  const resp = responseSchema.safeParse(parseJson(socketPath, line));
-  if (!resp.success) throw new DmrError('E_PROTOCOL', `daemon at ${socketPath} sent a malformed response: ${describeIssues(resp.error)}`);
-  const r = resp.data;
-  if (!r.ok) throw new DmrError(isErrorCode(r.error.code) ? r.error.code : 'E_PROTOCOL', r.error.message);
-  if (!resultSchemas.watch.safeParse(r.result).success) throw new DmrError('E_PROTOCOL', `daemon sent a malformed watch result`);
-}
-
 function parseEvent(socketPath: string, line: string): DeviceEvent {
-  const ev = deviceEventSchema.safeParse(parseJson(socketPath, line));
+  const ev = deviceEventSchema.safeParse(parseJsonLine(socketPath, line));
   if (!ev.success) throw new DmrError('E_PROTOCOL', `daemon at ${socketPath} sent a malformed event: ${describeIssues(ev.error)}`);
   return ev.data;
 }
