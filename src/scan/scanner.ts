@@ -5,11 +5,12 @@
 //
 // Rules it keeps:
 // - One read in flight at most: a tick reads its chunks one after another; the next tick is armed only when
-//   the previous one has finished, an interval after it began (at once when it read for longer). While users are idle one native call reads a run of up to IDLE_RUN_CHUNKS
-//   chunks (a call's fixed cost, as much as a chunk's read in the TCG test VM, is paid once for them); while
-//   they do I/O, one chunk per call. Either way each chunk is counted and judged on its own (native never
-//   plans a piece across a chunk boundary: kScanAlignBytes). pause/stop/close wait for the tick (and so the read) in flight, then
-//   change the cursor: a read's result is always applied to the pass it was read for.
+//   the previous one has finished, an interval after it began (at once when it read for longer). While
+//   users are idle one native call reads a run of up to IDLE_RUN_CHUNKS chunks (a call's fixed cost, as much
+//   as a chunk's read in the TCG test VM, is paid once for them); while they do I/O, one chunk per call.
+//   Either way each chunk is counted and judged on its own (native never plans a piece across a chunk
+//   boundary: kScanAlignBytes). pause/stop/close wait for the tick (and so the read) in flight, then change
+//   the cursor: a read's result is always applied to the pass it was read for.
 // - Chunks are `chunkBytes` (1 MiB) aligned to multiples of it, clipped to the device end: never past the
 //   device, and an aligned chunk stays inside one region (regions are whole MiB). The front (the cursor's
 //   position) moves by exactly the chunk read, so a chunk is counted once.
@@ -48,7 +49,7 @@ import { SlowBlockRule, type SlowBlock } from './slow-blocks.js';
 export const SCAN_CHUNK_BYTES = MIB;
 /**
  * Chunks one native call reads while users are idle (16 MiB). The users' I/O is checked between calls, so a
- * user who starts I/O meets at most this run's remaining pieces (each a pread of at most max-io bytes, which
+ * user who starts I/O meets at most this run's remaining pieces (each a pread of at most one chunk, which
  * the user's requests interleave with) before the scan drops to its floor.
  */
 export const IDLE_RUN_CHUNKS = 16;
@@ -259,7 +260,8 @@ export class Scanner {
     this.timer = o.timer ?? realTimer;
     this.chunkBytes = o.chunkBytes ?? SCAN_CHUNK_BYTES;
     if (this.chunkBytes % o.blockSize !== 0) throw new DmrError('E_INTERNAL', `scan chunk ${this.chunkBytes} is not whole blocks of ${o.blockSize}`);
-    // Native's pieces never cross a multiple of SCAN_ALIGN_BYTES: a chunk holds whole pieces only when it is a multiple of that.
+    // Native's pieces never cross a multiple of SCAN_ALIGN_BYTES: a chunk holds whole pieces only when it is
+    // a multiple of that.
     if (this.chunkBytes <= 0 || this.chunkBytes % SCAN_ALIGN_BYTES !== 0) {
       throw new DmrError('E_INTERNAL', `scan chunk ${this.chunkBytes} is not a whole number of native's ${SCAN_ALIGN_BYTES}-byte piece alignment`);
     }

@@ -5,23 +5,20 @@
 
 import { SCAN_ALIGN_BYTES } from '../scan/scan-read.js';
 
-/** native/scan_reader.h kScanAlignBytes. */
-export const NATIVE_SCAN_ALIGN_BYTES = SCAN_ALIGN_BYTES;
-
 /**
  * Where a wide call over blocks [first, end) whose first failed read is at `failedBlock` stops, as native's
  * does: a run (a call over more than one chunk) at the end of that read's chunk; a call inside one chunk at
  * its end (reading on).
  */
 export function runStop(first: number, end: number, failedBlock: number, blockSize: number): number {
-  const align = NATIVE_SCAN_ALIGN_BYTES / blockSize;
+  const align = SCAN_ALIGN_BYTES / blockSize;
   if (Math.floor(first / align) === Math.floor((end - 1) / align)) return end;
   return Math.min(end, (Math.floor(failedBlock / align) + 1) * align);
 }
 
 /** The pieces of blocks [first, end) of `blockSize` bytes: [first block, block count] each, in order. */
 export function scanPieces(first: number, end: number, blockSize: number, maxBlocks = Number.POSITIVE_INFINITY): Array<{ block: number; blocks: number }> {
-  const align = NATIVE_SCAN_ALIGN_BYTES / blockSize;
+  const align = SCAN_ALIGN_BYTES / blockSize;
   const out: Array<{ block: number; blocks: number }> = [];
   for (let b = first; b < end; ) {
     const n = Math.min(end - b, maxBlocks, align - (b % align));

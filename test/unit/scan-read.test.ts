@@ -8,7 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { recordScanReads, SCAN_ALIGN_BYTES, scanOutcome, splitOutcome } from '../../src/scan/scan-read.js';
 import { SCAN_CHUNK_BYTES } from '../../src/scan/scanner.js';
-import { NATIVE_SCAN_ALIGN_BYTES, scanPieces } from '../../src/testing/scan-pieces.js';
+import { scanPieces } from '../../src/testing/scan-pieces.js';
 import { ERROR_BIN, RegionRecord } from '../../src/scan/regions.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { fakeFor, makeWorld, REPO, type World } from './helpers.js';
@@ -164,7 +164,7 @@ describe('scanOutcome', () => {
     const m = /constexpr uint32_t kScanAlignBytes = 1u << (\d+);/.exec(h);
     expect(m).not.toBeNull();
     expect(2 ** Number(m?.[1])).toBe(SCAN_CHUNK_BYTES);
-    expect(NATIVE_SCAN_ALIGN_BYTES).toBe(SCAN_CHUNK_BYTES);
+    expect(SCAN_ALIGN_BYTES).toBe(SCAN_CHUNK_BYTES);
   });
 
   it('the fakes plan like native: no wide piece across a 1 MiB boundary, none longer than max-io', () => {
