@@ -6,7 +6,7 @@
 // does not stop the others, nor the daemon.
 import * as z from 'zod';
 import type { CommittedOp } from '../remap/store.js';
-import type { RemapEntry } from '../remap/table.js';
+import { entryOrigin, type RemapEntry } from '../remap/table.js';
 import type { BurstNote } from './burst-log.js';
 import type { HealthEvents } from './health-events.js';
 
@@ -213,7 +213,7 @@ export class CommitEvents {
     for (const { op, origin } of ops) {
       switch (op.op) {
         case 'remap': {
-          const o = origin ?? (op.auto ? (op.scan ? 'scan' : 'auto') : 'manual');
+          const o = origin ?? entryOrigin(op.auto, op.scan);
           this.bus.emit({ type: 'remap', at: op.time > 0 ? op.time : undefined, block: op.block, sector: op.block * this.sectorsPerBlock, slot: op.slot, origin: o, state: op.lost ? 'lost' : 'mapped' });
           if (op.lost && !this.lost.has(op.block)) {
             this.lost.add(op.block);

@@ -27,7 +27,7 @@ import {
   type SpareGauge,
 } from '../health/index.js';
 import type { CommittedOp } from '../remap/index.js';
-import type { RemapEntry } from '../remap/table.js';
+import { entryOrigin, type RemapEntry } from '../remap/table.js';
 import { runAlert, type AlertOutcome } from './health-alert.js';
 import { HealthEvents, type HealthAlarm } from './health-events.js';
 
@@ -229,7 +229,7 @@ export class DeviceHealth {
     const pending: number[] = [];
     for (const { op, origin } of ops) {
       if (op.op !== 'remap') continue;
-      const o = origin ?? (op.auto ? (op.scan ? 'scan' : 'auto') : 'manual');
+      const o = origin ?? entryOrigin(op.auto, op.scan);
       by[o].push(op.block);
       if (op.lost && o !== 'manual') pending.push(op.block);
       if (!this.closed) this.series.markTable(op.time, [op.block]);

@@ -4,7 +4,7 @@
 import { DmrError } from '../errors.js';
 import { SlotAllocator } from './allocator.js';
 import type { Geometry } from './geometry.js';
-import { MAX_ERROR_COUNT, RemapTable, type EntryOrigin } from './table.js';
+import { entryOrigin, MAX_ERROR_COUNT, RemapTable, type EntryOrigin } from './table.js';
 
 /** Counters persisted with the table copy and in every journal record (the snapshot after the record). */
 export interface PersistentCounters {
@@ -148,7 +148,7 @@ export class RemapState {
         if (op.scan && (!op.auto || this.allocator.geometry.version < 3)) {
           throw new DmrError('E_REMAP_STATE', `the scan origin is for an automatic remap on a format-version-3 spare (block ${op.block})`);
         }
-        const origin: EntryOrigin = op.auto ? (op.scan ? 'scan' : 'auto') : 'manual';
+        const origin: EntryOrigin = entryOrigin(op.auto, op.scan);
         table.set(op.block, {
           slot: op.slot,
           state: op.lost ? 'lost' : 'mapped',

@@ -8,6 +8,11 @@ export type EntryState = 'mapped' | 'lost';
 /** manual: a remap command; auto: the data path's error handling; scan: what the background scan found. */
 export type EntryOrigin = 'manual' | 'auto' | 'scan';
 
+/** A remap's origin from its op's flags: automatic (found by the scan, or by a user request) or by hand. */
+export function entryOrigin(auto: boolean, scan: boolean): EntryOrigin {
+  return auto ? (scan ? 'scan' : 'auto') : 'manual';
+}
+
 export interface RemapEntry {
   readonly slot: number;
   readonly state: EntryState;
@@ -113,7 +118,7 @@ export class RemapTable {
     this.map.set(block, {
       slot,
       state: lost ? 'lost' : 'mapped',
-      origin: auto ? (scan ? 'scan' : 'auto') : 'manual',
+      origin: entryOrigin(auto, scan),
       time,
       errorCount: errorCount > MAX_ERROR_COUNT ? MAX_ERROR_COUNT : errorCount,
       dataOnMain: lost && dataOnMain,
