@@ -7,6 +7,10 @@
 // the files that changed, run `npm run build:bundle` (npm run build does both).
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { startEarlyDaemon } from './early-daemon.js';
+
+// The supervisor's daemon starts before the bundle loads (bin/early-daemon.js); run() hands it over.
+const early = startEarlyDaemon(process.argv.slice(2));
 
 const bundle = fileURLToPath(new URL('../dist/cli/main.bundle.cjs', import.meta.url));
 const modules = new URL('../dist/cli/main.js', import.meta.url);
@@ -26,4 +30,4 @@ if (b !== null && (m === null || b >= m)) {
 } else {
   ({ run } = await import(modules.href));
 }
-await run();
+await run({ earlyDaemon: early });

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import { toDmrError, usageError } from '../errors.js';
 import { selectNative } from '../native-select.js';
 import { oneTarget, parseShape, validate } from './args.js';
-import { PROG, printJson, type CliContext } from './context.js';
+import { PROG, printJson, type CliContext, type EarlyDaemon } from './context.js';
 import { HELP } from './help.js';
 import {
   addFlagsSchema,
@@ -223,8 +223,10 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
   }
 }
 
-export async function run(): Promise<void> {
+/** The CLI's entry point (bin/dmremap-ublk.js); `earlyDaemon`: a supervisor's daemon it started before loading this. */
+export async function run(opts: { earlyDaemon?: EarlyDaemon | null } = {}): Promise<void> {
   const ctx: CliContext = {
+    earlyDaemon: opts.earlyDaemon ?? null,
     env: process.env,
     stdout: process.stdout,
     stderr: process.stderr,

@@ -15,7 +15,7 @@ import { createLogger } from '../log.js';
 import { markQuiesced, readEntries } from '../control/registry.js';
 import { runDir } from '../paths.js';
 import { Supervisor } from '../supervisor/supervisor.js';
-import { startChild, startStandby } from '../supervisor/child-process.js';
+import { adoptChild, startChild, startStandby } from '../supervisor/child-process.js';
 import { sendReady, takeReadyFd } from './readiness.js';
 import type { CliContext } from './context.js';
 
@@ -76,17 +76,31 @@ export async function runStandby(ctx: CliContext, input: NodeJS.ReadableStream &
   return main(parsed.data.args, ctx);
 }
 
+const sameArgs = (a: readonly string[], b: readonly string[]): boolean => a.length === b.length && a.every((x, i) => x === b[i]);
+
 export async function runSupervise(ctx: CliContext, args: string[]): Promise<number> {
   const [cmd] = args;
   if (cmd === 'standby' && args.length === 1) return runStandby(ctx, process.stdin);
-  if (cmd !== 'add' && cmd !== 'recover') throw usageError('supervise runs "add ..." or "recover ..." (internal command)');
-  if (!args.includes('--foreground')) throw usageError('supervise needs the daemon in the foreground (--foreground)');
+  if ((cmd !== 'add' && cmd !== 'recover') || !args.includes('--foreground')) {
+    // bin/early-daemon.js starts a daemon only for command lines that pass these checks; never leave one running.
+    ctx.earlyDaemon?.child.kill('SIGTERM');
+    if (cmd !== 'add' && cmd !== 'recover') throw usageError('supervise runs "add ..." or "recover ..." (internal command)');
+    throw usageError('supervise needs the daemon in the foreground (--foreground)');
+  }
   const readyFd = takeReadyFd(ctx.env);
   const log = createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL, stderr: ctx.stderr });
   const dir = runDir(ctx.env);
   let charPath: string | null = null;
+  // The first daemon may be running already (bin/early-daemon.js started it before the CLI loaded): adopt it.
+  let early = ctx.earlyDaemon ?? null;
   const sup = new Supervisor(args, {
-    start: (a) => startChild(a, ctx.env),
+    start: (a) => {
+      const e = early;
+      early = null;
+      if (e !== null && sameArgs(e.args, a)) return adoptChild(e);
+      if (e !== null) e.child.kill('SIGTERM');
+      return startChild(a, ctx.env);
+    },
     startStandby: ctx.env.DMREMAP_NO_STANDBY === '1' ? undefined : () => startStandby(ctx.env),
     deviceExists: () => charPath !== null && fs.existsSync(charPath),
     ownerPid: (devId) => readEntries(dir).live.find((e) => e.devId === devId)?.pid ?? null,

@@ -8,6 +8,7 @@ import { READY_FD_ENV } from '../cli/readiness.js';
 import { readReadyLine } from './ready-line.js';
 import type { StandbyChild, SupervisedChild } from './supervisor.js';
 import type { ChildExit } from './restart-policy.js';
+import type { EarlyDaemon } from '../cli/context.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
 export const SUPERVISOR_PID_ENV = 'DMREMAP_SUPERVISOR_PID';
@@ -15,6 +16,8 @@ export const SUPERVISOR_PID_ENV = 'DMREMAP_SUPERVISOR_PID';
 /**
  * Spawns `exe argv` as a supervised process: cwd /, stdout and stderr the supervisor's, fd 3 its readiness
  * pipe (read from the start), stdin ignored or a pipe. Returns the child with its readiness, exit and kill.
+ * bin/early-daemon.js spawns the first daemon the same way (same options and environment names) before the
+ * CLI loads; adoptChild takes it over.
  */
 function spawnSupervised(exe: string, argv: string[], env: NodeJS.ProcessEnv, stdin: 'ignore' | 'pipe'): SupervisedChild & { child: ChildProcess } {
   const child = spawn(exe, argv, {
@@ -27,10 +30,15 @@ function spawnSupervised(exe: string, argv: string[], env: NodeJS.ProcessEnv, st
     // A child that could not be started at all (ENOENT, EACCES): reported as an exit code like a crash.
     child.on('error', () => resolve({ code: 127, signal: null }));
   });
+  return supervised(child, child.stdio[3] as NodeJS.ReadableStream, exited);
+}
+
+/** A spawned child as the supervisor sees it: its readiness line (fd 3, read from now on), its exit, kill. */
+function supervised(child: ChildProcess, readyPipe: NodeJS.ReadableStream, exited: Promise<ChildExit>): SupervisedChild & { child: ChildProcess } {
   return {
     child,
     pid: child.pid,
-    ready: readReadyLine(child.stdio[3] as NodeJS.ReadableStream),
+    ready: readReadyLine(readyPipe),
     exited,
     kill: (sig) => {
       try {
@@ -40,6 +48,11 @@ function spawnSupervised(exe: string, argv: string[], env: NodeJS.ProcessEnv, st
       }
     },
   };
+}
+
+/** The daemon bin/early-daemon.js started (its exit listened for since the spawn) as a supervised child. */
+export function adoptChild(early: EarlyDaemon): SupervisedChild {
+  return supervised(early.child, early.readyPipe, early.exited);
 }
 
 export function startChild(args: string[], env: NodeJS.ProcessEnv, command: string[] = [process.execPath, BIN]): SupervisedChild {
