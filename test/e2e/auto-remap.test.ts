@@ -470,6 +470,7 @@ describe('auto-remap', () => {
       // reads of it are verified. A refused write's block is redirected to a spare slot; a read of it
       // meanwhile waits for the redirect's end and must return the block's data (old and new are the
       // same bytes here), never an error.
+      const t0Race = Date.now();
       const race = ['--offset=20M', '--size=2M', '--bs=4k', '--verify=pattern', '--verify_pattern=%o'];
       expect(fio(dev.blockPath, '--rw=write', '--iodepth=32', '--do_verify=0', ...race).job.error).toBe(0);
       src.setFlakey(fl, { up: 1, down: 1, features: ['error_writes'] });
@@ -485,7 +486,10 @@ describe('auto-remap', () => {
       const rs = await drained(dev);
       const redirected = rs.autoRemaps - afterWrites.auto;
       const readMiB = readers.reduce((n, r) => n + r.job.read.io_bytes, 0) / MiB;
-      console.log(`flakey: reads racing refused writes: ${readers.length} read passes (${readMiB.toFixed(1)} MiB), ${rs.writeErrors - afterWrites.W} write errors, ${redirected} redirected`);
+      console.log(
+        `flakey: reads racing refused writes: ${readers.length} read passes (${readMiB.toFixed(1)} MiB), ` +
+          `${rs.writeErrors - afterWrites.W} write errors, ${redirected} redirected; phase ${Date.now() - t0Race} ms`,
+      );
       expect(redirected).toBeGreaterThanOrEqual(1);
       expect(rs.pendingBlocks).toBe(0);
       expect(fio(dev.blockPath, '--rw=read', '--iodepth=16', ...race).job.error).toBe(0);
