@@ -438,7 +438,7 @@ class DeviceWrap : public Napi::ObjectWrap<DeviceWrap> {
       uint32_t f = flags[i];
       if (update && f == kJsRemapRemove) {
         f = kRemapRemove;
-      } else if ((f & ~(kRemapLost | kRemapMoving)) != 0) {
+      } else if ((f & ~(kRemapLost | kRemapMoving | kRemapRedirect)) != 0) {
         throw Napi::RangeError::New(env, std::string(name) + ": unknown flags " + std::to_string(f));
       }
       entries[i] = RemapEntry{blocks[i], slots[i], f};

@@ -98,9 +98,9 @@ class Queue {
   // registered it, mapped its descriptors and fetched every tag (or failed: throws SysError, joined).
   void Start(int cdev_fd);
   // Any thread. Wakes the queue thread to look at the remap table again (and at queued fault
-  // resolutions): parked requests whose blocks are no longer moving are dispatched. With fail_parked (the
-  // device stops), every parked request fails with EIO instead and every faulted one completes: kind
-  // error with its errno, kind lost_written with EIO.
+  // resolutions): parked requests are planned again (dispatched once no block they touch is moving, nor,
+  // for a read, redirected). With fail_parked (the device stops), every parked request fails with EIO
+  // instead and every faulted one completes: kind error with its errno, kind lost_written with EIO.
   void NotifyTableChanged(bool fail_parked = false);
   // Any thread. Sequence number of the next request this queue will dispatch.
   uint64_t dispatch_seq() const { return dispatch_seq_.load(std::memory_order_acquire); }
@@ -140,7 +140,7 @@ class Queue {
     uint64_t start_ns = 0;
     uint64_t seq = 0;       // dispatch order, for drains
     bool active = false;    // dispatched and not yet committed
-    bool parked = false;    // waits for a table in which none of its blocks is moving
+    bool parked = false;    // waits for a table in which none of its blocks is moving (or, a read, redirected)
     bool waited = false;    // was parked in this dispatch: its latency is not the disk's (no slow_io)
     bool cmd_live = false;  // a FETCH/COMMIT_AND_FETCH command is outstanding in the kernel
     // Fault parking. A faulted tag is active (not committed, its buffer kept) and waits for a
@@ -168,7 +168,8 @@ class Queue {
   void PrepIoCmd(uint16_t tag, uint32_t nr, int32_t result);
   void HandleCqe(const io_uring_cqe* cqe);
   void Dispatch(uint16_t tag);
-  // Plans and submits a request's backing I/O, or parks it while a block it touches is moving.
+  // Plans and submits a request's backing I/O, or parks it while a block it touches is moving (or, a read,
+  // redirected).
   void Route(uint16_t tag);
   void OnTableChanged();
   // Applies the queued resolutions (dropped when stopping).
@@ -181,7 +182,8 @@ class Queue {
   // True once nothing will resolve a held request any more (stop requested, or fail_parked).
   bool Stopping() const { return stop_requested_ || fail_parked_.load(std::memory_order_acquire); }
   void PublishSettled();
-  // Splits a request at remap boundaries (PlanSegments): 0, kPlanPark (a block is moving) or a negative
+  // Splits a request at remap boundaries (PlanSegments): 0, kPlanPark (a block is moving, or redirected for a
+  // read) or a negative
   // errno (a read of a LOST block).
   int Plan(Tag& t);
   void SubmitSegment(uint16_t tag, uint32_t index);

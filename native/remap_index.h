@@ -19,11 +19,15 @@
 struct RemapEntry {
   uint64_t block;  // logical block on the exported device
   uint64_t slot;   // slot on the spare
-  uint32_t flags;  // kRemapLost, ...
+  uint32_t flags;  // kRemapLost, kRemapMoving, kRemapRedirect
 };
 
 constexpr uint32_t kRemapLost = 1u << 0;    // data unrecoverable: reads fail until written
 constexpr uint32_t kRemapMoving = 1u << 1;  // being moved: I/O touching it waits for the next table
+// A failed write's redirect to the block's reserved slot, not committed yet: writes go to the slot (and are
+// reported lost_written, as for a LOST block), reads wait for the next table (the commit maps the block
+// there, or the redirect is given up and the block is on main again).
+constexpr uint32_t kRemapRedirect = 1u << 2;
 constexpr uint32_t kRemapRemove = 1u << 31;  // in an update only: the block's entry is dropped
 
 class RemapIndex {

@@ -31,7 +31,8 @@ int PlanSegments(const PlanRequest& req, const PlanGeometry& geo, const RemapInd
         if (discard) {
           // A discard never touches a remapped block: its slot keeps its data (a discard promises no
           // zeros), and a LOST block stays LOST (reads still fail) rather than expose whatever its slot
-          // held. MOVING ones alike: the move copies data that the discard leaves in place.
+          // held. MOVING ones alike: the move copies data that the discard leaves in place; and
+          // REDIRECT ones: the block's data is main's until the redirect's write is committed.
           ++e;
           ++cur;
           continue;
@@ -41,8 +42,14 @@ int PlanSegments(const PlanRequest& req, const PlanGeometry& geo, const RemapInd
         // Never serve a block whose data is lost: not from main (stale or unreadable), not from the slot
         // (never written). A write (or write-zeroes) to it goes to its slot, and the request is then held
         // for TypeScript to commit the block as mapped (a lost_written fault).
-        const bool lost = (e->flags & kRemapLost) != 0;
-        if (lost && req.op == PlanOp::kRead) return -EIO;
+        if ((e->flags & kRemapLost) && req.op == PlanOp::kRead) return -EIO;
+        // A block whose failed write is being redirected: main refused that write, and the slot holds it
+        // only once the retry has landed there and been committed. A read waits for the table that ends
+        // the redirect (the block mapped at the slot, or back on main) rather than read either now: the
+        // write is not acknowledged yet, so the old data (main) or the new (the slot) are both answers.
+        // A write goes to the slot like one to a LOST block (held for the commit, lost_written).
+        if ((e->flags & kRemapRedirect) && req.op == PlanOp::kRead) return kPlanPark;
+        const bool lost = (e->flags & (kRemapLost | kRemapRedirect)) != 0;
         const uint32_t flags = e->flags;
         const uint64_t slot = e->slot;
         uint64_t n = 1;

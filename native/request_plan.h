@@ -27,7 +27,7 @@ struct Segment {
   uint32_t buf_offset = 0;  // byte offset in the request (its buffer, for reads and writes)
   uint32_t len = 0;
   uint32_t done = 0;  // bytes transferred (short transfers are resubmitted)
-  bool lost = false;  // slots of LOST blocks (writes and write-zeroes only)
+  bool lost = false;  // slots of LOST or REDIRECT blocks (writes and write-zeroes only)
   int err = 0;        // positive errno once the segment failed
   uint64_t slot = 0;  // spare: the slot of the segment's first block
   bool zero_range = false;  // the queue submitted it as fallocate(ZERO_RANGE) (write-zeroes)
@@ -45,15 +45,16 @@ struct PlanGeometry {
   uint64_t spare_data_offset = 0;  // byte offset of slot 0 on the spare
 };
 
-// PlanSegments' answer when a block of the request is being moved: hold the request until a table
-// without the MOVING flag for it is published.
+// PlanSegments' answer when a block of the request is being moved (any request), or being redirected (a
+// read): hold the request until the next table is published, then plan it again.
 constexpr int kPlanPark = 1;
 
 // Queue thread, between the index's Enter and Leave. Fills `segs` (cleared first) with the request's
 // pieces in request order and `*lost_segs` with whether any piece writes the slot of a LOST block.
 // Returns 0, kPlanPark, or -EIO (a read touches a LOST block: its data is gone, never served).
 // Reads, writes and write-zeroes are planned alike: a remapped block's I/O goes to its slot, also for a
-// LOST block (whose slot then holds the written data, and the request is reported lost_written).
+// LOST or REDIRECT block (whose slot then holds the written data, and the request is reported
+// lost_written); a read of a REDIRECT block parks.
 // A discard goes to main only: the parts over remapped blocks are left out (their slot data stays, and
 // a LOST block stays LOST: a discard writes no data, so it never makes a slot's contents readable).
 // `scratch` is reused memory for the narrow split.

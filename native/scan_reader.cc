@@ -51,8 +51,9 @@ void PlanScan(uint64_t first, uint64_t end, uint32_t max_blocks, uint32_t align_
       s.block = cur;
       s.blocks = static_cast<uint32_t>(n);
       s.dev_offset = geo.spare_data_offset + (slot << shift);
-      // MOVING first: a user request touching it waits, whatever else the entry says.
-      if (flags & kRemapMoving) {
+      // MOVING first: a user request touching it waits, whatever else the entry says. A REDIRECT block
+      // alike (a user read of it waits): its data is main's or the slot's once the redirect ends.
+      if (flags & (kRemapMoving | kRemapRedirect)) {
         s.skip = ScanSkip::kMoving;
       } else if (flags & kRemapLost) {
         s.skip = ScanSkip::kLost;

@@ -57,6 +57,7 @@ constexpr uint32_t kScanAlignBytes = 1u << 20;
 constexpr uint32_t kScanMaxFailures = 32;
 
 // Why a piece of a scan was not read.
+// kMoving also for a REDIRECT block: like a moving one, a user read of it waits, and it is read again later.
 enum class ScanSkip : uint8_t { kNone, kMoving, kLost };
 
 // Why a call stopped before the end of its range (ScanResult::covered_bytes tells where).

@@ -132,6 +132,11 @@ export const UBLK_F_USER_RECOVERY_REISSUE = 1n << 4n;
 /** Flags of setRemapTable/updateRemapTable entries. */
 export const REMAP_FLAG_LOST = 1;
 export const REMAP_FLAG_MOVING = 2;
+/**
+ * A failed write's redirect to its reserved slot, not committed yet: writes go to the slot (reported
+ * lost_written, as for LOST), reads wait in native for the next table (native/remap_index.h kRemapRedirect).
+ */
+export const REMAP_FLAG_REDIRECT = 4;
 /** updateRemapTable only, alone: drops the block's entry. */
 export const REMAP_FLAG_REMOVE = 0x80;
 
@@ -217,8 +222,8 @@ export interface ScanSegment {
   block: number;
   blocks: number;
   /**
-   * Why the piece was not read: 'moving' (a move is copying it: the data path holds requests for it; read it
-   * again later) or 'lost' (its data is gone: a user read fails with EIO without any I/O). null: read.
+   * Why the piece was not read: 'moving' (a move is copying it, or a failed write is being redirected to it:
+   * the data path holds reads of it; read it again later) or 'lost' (its data is gone: a user read fails with EIO without any I/O). null: read.
    */
   skipped: 'moving' | 'lost' | null;
   /** How long the read took (0 when skipped). */

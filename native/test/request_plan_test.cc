@@ -137,6 +137,63 @@ void MovingParks() {
 }
 
 // Main thread.
+void RedirectParksReads() {
+  // Block 50 on main, 51-52 being redirected to slots 6-7 (a failed write's reserved slots), 53 LOST at 8.
+  Planner p({{51, 6, kRemapRedirect}, {52, 7, kRemapRedirect}, {53, 8, kRemapLost}});
+  current = "a read touching a REDIRECT block parks";
+  CHECK_EQ(p.Plan(PlanOp::kRead, 50, 2), kPlanPark);
+  CHECK_EQ(p.Plan(PlanOp::kRead, 52, 1), kPlanPark);
+  CHECK_EQ(p.Plan(PlanOp::kRead, 52, 1, true), kPlanPark);  // a narrow retry too
+  current = "a read ending just before a REDIRECT block is served from main";
+  CHECK_EQ(p.Plan(PlanOp::kRead, 49, 2), 0);
+  CHECK_EQ(p.segs.size(), 1u);
+  ExpectSeg(p.segs[0], false, 49, 0, 2, false);
+
+  current = "a write to REDIRECT blocks goes to their slots, reported as written there (lost_written)";
+  CHECK_EQ(p.Plan(PlanOp::kWrite, 50, 4), 0);  // blocks 50..53
+  CHECK_EQ(p.segs.size(), 3u);
+  ExpectSeg(p.segs[0], false, 50, 0, 1, false);
+  ExpectSeg(p.segs[1], true, 6, 1, 2, true);
+  ExpectSeg(p.segs[2], true, 8, 3, 1, true);  // REDIRECT and LOST differ in flags: two pieces
+  CHECK_EQ(p.lost, true);
+  std::vector<WrittenRange> written;
+  WrittenRanges(50, kShift, p.segs, &written);
+  CHECK_EQ(written.size(), 1u);  // slots 6, 7, 8 follow on: one range
+  CHECK_EQ(written[0].block, 51u);
+  CHECK_EQ(written[0].blocks, 3u);
+  CHECK_EQ(written[0].slot, 6u);
+  current = "write-zeroes to a REDIRECT block goes to its slot";
+  CHECK_EQ(p.Plan(PlanOp::kWriteZeroes, 52, 1), 0);
+  CHECK_EQ(p.segs.size(), 1u);
+  ExpectSeg(p.segs[0], true, 7, 0, 1, true);
+  current = "a discard leaves REDIRECT blocks out";
+  CHECK_EQ(p.Plan(PlanOp::kDiscard, 50, 3), 0);
+  CHECK_EQ(p.segs.size(), 1u);
+  ExpectSeg(p.segs[0], false, 50, 0, 1, false);
+  CHECK_EQ(p.lost, false);
+
+  current = "a REDIRECT block being moved: every request parks";
+  Planner m({{60, 2, kRemapRedirect | kRemapMoving}});
+  for (PlanOp op : {PlanOp::kRead, PlanOp::kWrite, PlanOp::kWriteZeroes}) CHECK_EQ(m.Plan(op, 60, 1), kPlanPark);
+
+  current = "the redirect committed (mapped at its slot): the parked read, planned again, reads the slot";
+  p.index.Leave(0);
+  p.index.Update({{51, 6, 0}, {52, 7, 0}});
+  p.index.Enter(0);
+  CHECK_EQ(p.Plan(PlanOp::kRead, 50, 3), 0);
+  CHECK_EQ(p.segs.size(), 2u);
+  ExpectSeg(p.segs[0], false, 50, 0, 1, false);
+  ExpectSeg(p.segs[1], true, 6, 1, 2, false);
+  current = "the redirect given up (the entries dropped): the read goes to main";
+  p.index.Leave(0);
+  p.index.Update({{51, 0, kRemapRemove}, {52, 0, kRemapRemove}});
+  p.index.Enter(0);
+  CHECK_EQ(p.Plan(PlanOp::kRead, 50, 3), 0);
+  CHECK_EQ(p.segs.size(), 1u);
+  ExpectSeg(p.segs[0], false, 50, 0, 3, false);
+}
+
+// Main thread.
 void DiscardLeavesRemappedBlocks() {
   current = "a discard goes to main only: remapped, LOST and MOVING blocks are left out";
   Planner p({{30, 7, 0}, {31, 8, kRemapLost}, {33, 1, kRemapMoving}, {36, 2, kRemapLost}});
@@ -290,6 +347,7 @@ int main() {
   NoRemappedBlock();
   RunsAcrossRemappedAndLost();
   MovingParks();
+  RedirectParksReads();
   DiscardLeavesRemappedBlocks();
   SlotRunsSplit();
   NarrowOnePerBlock();

@@ -105,6 +105,19 @@ void TestPlan() {
   Piece(segs, 7, true, 30, 1, kSpareData + 7 * kBs, ScanSkip::kNone);
   Piece(segs, 8, false, 31, 1, 31 * kBs, ScanSkip::kNone);
 
+  current = "a REDIRECT block (a failed write's reserved slot) is skipped as MOVING: read again later";
+  index.Leave(0);
+  index.Update({{25, 8, kRemapRedirect}});
+  index.Enter(0);
+  PlanScan(24, 27, ~0u, 0, Geo(), index.Current(), &segs);
+  CHECK_EQ(segs.size(), size_t(3));
+  Piece(segs, 0, false, 24, 1, 24 * kBs, ScanSkip::kNone);
+  Piece(segs, 1, true, 25, 1, kSpareData + 8 * kBs, ScanSkip::kMoving);
+  Piece(segs, 2, false, 26, 1, 26 * kBs, ScanSkip::kNone);
+  index.Leave(0);
+  index.Update({{25, 0, kRemapRemove}});
+  index.Enter(0);
+
   current = "a range starting inside a spare run and ending on a remapped block";
   PlanScan(11, 13, ~0u, 0, Geo(), index.Current(), &segs);
   CHECK_EQ(segs.size(), size_t(2));

@@ -2,7 +2,8 @@
 // and with a write whose data native put in spare slots (lost_written). Native never decides; this module does (DESIGN.md):
 //
 // - write error on main: narrow the failure to single blocks (a retry with one backing I/O per block),
-//   publish those blocks LOST at reserved spare slots (not committed yet), retry: the write goes to the
+//   publish those blocks REDIRECT at reserved spare slots (not committed yet; a read of them waits in
+//   native until the redirect ends), retry: the write goes to the
 //   slots and comes back as 'lost_written', whose blocks are committed remapped (a spare flush for the slot
 //   data, then one journal write and flush) before the write is acknowledged. The user sees success.
 // - read error: retry (narrowed, `readRetries` times, backoff doubling from `retryBackoffMs`). A retry that
@@ -724,7 +725,7 @@ export class AutoRemapper {
     }
     for (const b of rec.blocks.keys()) rec.redirected.add(b);
     rec.remapped = true;
-    // The blocks are published LOST at reserved slots now: the retry writes them there and reports
+    // The blocks are published REDIRECT at reserved slots now: the retry writes them there and reports
     // 'lost_written', whose commit makes the remap durable before the write is acknowledged.
     this.resolve(ev, { action: 'retry' });
   }

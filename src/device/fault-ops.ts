@@ -22,10 +22,11 @@ export class FaultOps {
   constructor(private readonly c: EngineContext) {}
 
   /**
-   * Redirects failed writes (issue 6): each block on main gets a reserved slot and is published LOST
-   * without a commit (a crash now leaves it on main, where the write never completed: nothing acknowledged
-   * depends on it); the caller retries the write, which lands in the slot, and commitSlotWrites() then commits the
-   * remap. No drain is needed: a write still in flight to the block on main is concurrent with the one
+   * Redirects failed writes (issue 6): each block on main gets a reserved slot and is published REDIRECT
+   * (writes go to the slot, reads wait in native for the table that ends the redirect) without a commit (a
+   * crash now leaves it on main, where the write never completed: nothing acknowledged depends on it); the
+   * caller retries the write, which lands in the slot, and commitSlotWrites() then commits the remap (or
+   * abandonRedirects() gives it up: back on main). No drain is needed: a write still in flight to the block on main is concurrent with the one
    * being redirected, so either's data is a valid result, and the redirected one completes last. A
    * provisional block whose slot failed gets another slot (the bad one is retired); a committed block whose
    * slot failed moves like markLost(). A block redirected or remapped meanwhile needs nothing.
@@ -124,8 +125,8 @@ export class FaultOps {
     for (const it of items) {
       if (out.has(it.block) || todo.some((t) => t.block === it.block)) continue;
       if (this.c.mirror.redirects.has(it.block)) {
-        // A failed write's redirect is in flight: the block is remapped already (published LOST at its
-        // reserved slot; a read fails, the write's commit makes it mapped there). A `remap B lost` now
+        // A failed write's redirect is in flight: the block is remapped already (published REDIRECT at its
+        // reserved slot; a read waits, the write's commit makes it mapped there). A `remap B lost` now
         // would make that commit fail.
         out.set(it.block, null);
         continue;

@@ -1,10 +1,11 @@
 // The remap table as the data path sees it: the committed table (the store's) overlaid with the blocks being
 // moved (published MOVING: requests touching them wait in native) and the failed writes being redirected
-// to reserved slots (published with the LOST flag at the slot: a write goes there, a read fails; committed
-// only once the write's data is in the slot). Publishes to the native index only what changed. JS thread.
+// to reserved slots (published REDIRECT at the slot: a write goes there, a read waits in native for the
+// redirect's end; committed only once the write's data is in the slot). Publishes to the native index only
+// what changed. JS thread.
 import { DmrError } from '../errors.js';
 import type { NativeDevice } from '../native.js';
-import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE } from '../native.js';
+import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REDIRECT, REMAP_FLAG_REMOVE } from '../native.js';
 import type { RemapStore } from '../remap/index.js';
 
 /** A redirected or moving block as published over the committed table. */
@@ -26,9 +27,11 @@ export class RemapMirror {
   /** Blocks being moved right now (published MOVING), block → slot. */
   readonly moving = new Map<number, number>();
   /**
-   * Blocks whose failed write is being redirected to a reserved slot, not committed yet (published LOST:
-   * the retried write lands in the slot, reads fail). Committed `mapped` when the write reports its data
-   * in the slot; dropped (the block is back on main, the slot free) if the write fails for good.
+   * Blocks whose failed write is being redirected to a reserved slot, not committed yet (published
+   * REDIRECT: the retried write lands in the slot, reads wait in native). Committed `mapped` when the write
+   * reports its data in the slot; dropped (the block is back on main, the slot free) if the write fails for
+   * good. Either way the publish that follows ends the wait of the reads parked on the block: every path
+   * that deletes a redirect from this map publishes.
    */
   readonly redirects = new Map<number, Redirect>();
   /** The overlay as last published, block → entry. */
@@ -53,7 +56,7 @@ export class RemapMirror {
 
   /**
    * Publishes the committed table to the native index, overlaid with the writes being redirected
-   * (`redirects`, flagged LOST: a write goes to the slot, a read fails) and the blocks being moved
+   * (`redirects`, flagged REDIRECT: a write goes to the slot, a read waits for a table without the flag) and the blocks being moved
    * (`moving`, flagged MOVING: requests touching them wait in native; added at their slot where a block has
    * no entry yet). Sends only what changed since the last publish (the table's changed blocks and the
    * old and new overlays, a batch's worth), so a publish costs O(changes) here whatever the table's size.
@@ -81,10 +84,10 @@ export class RemapMirror {
     this.publishedOverlay = overlay;
   }
 
-  /** The redirected and moving blocks as published: a redirect LOST at its reserved slot, moving MOVING. */
+  /** The redirected and moving blocks as published: a redirect REDIRECT at its reserved slot, moving MOVING. */
   private overlay(): Map<number, Overlay> {
     const over = new Map<number, Overlay>();
-    for (const [b, p] of this.redirects) over.set(b, { slot: p.slot, flags: REMAP_FLAG_LOST, redirect: true });
+    for (const [b, p] of this.redirects) over.set(b, { slot: p.slot, flags: REMAP_FLAG_REDIRECT, redirect: true });
     for (const [b, slot] of this.moving) {
       const p = over.get(b);
       over.set(b, { slot: p?.slot ?? slot, flags: REMAP_FLAG_MOVING, redirect: p !== undefined });
@@ -94,7 +97,7 @@ export class RemapMirror {
 
   /**
    * What the native index holds for `block`: the committed entry with an overlaid block's flags added (its
-   * committed slot kept unless it is a redirect, LOST at its reserved slot), the overlay alone where the block
+   * committed slot kept unless it is a redirect, REDIRECT at its reserved slot), the overlay alone where the block
    * has no entry, null where it has neither.
    */
   private publishedEntry(block: number, overlay: Map<number, Overlay>): { slot: number; flags: number } | null {

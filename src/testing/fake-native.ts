@@ -25,7 +25,7 @@ import type {
   ScanSegment,
   UblkProbe,
 } from '../native.js';
-import { loadNative, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
+import { loadNative, REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REDIRECT, REMAP_FLAG_REMOVE, UBLK_F_USER_RECOVERY, UBLK_F_USER_RECOVERY_REISSUE } from '../native.js';
 import { MAX_DEPTH, MAX_QUEUES } from '../device/config.js';
 import { runStop, scanPieces } from './scan-pieces.js';
 
@@ -118,6 +118,9 @@ export function nativeError(code: string, command: string, detail = ''): NativeE
   const message = `${command}${detail ? ` ${detail}` : ''}: ${text}`;
   return Object.assign(new Error(message), { code, errno, command });
 }
+
+/** How a read dispatched by FakeDevice.startRead ended: its data, an errno code, or dropped (detach, crash: the kernel reissues it). */
+export type FakeReadResult = { data: Buffer } | { errno: string } | { dropped: true };
 
 export class FakeDevice implements NativeDevice {
   private devId = -1;
@@ -225,6 +228,7 @@ export class FakeDevice implements NativeDevice {
   async detach(): Promise<void> {
     if (this.devId < 0 || !this.started) return;
     this.calls.push('detach');
+    this.endParkedReads({ dropped: true });
     for (let q = 0; q < this.opts.queues; q++) this.emit({ type: 'queue_stopped', queue: q, reason: 'stopped' });
     this.writeMeta('quiesced');
     this.started = false;
@@ -234,6 +238,7 @@ export class FakeDevice implements NativeDevice {
   /** As if the process serving the device died (kill -9): the kernel quiesces a device created with user recovery, stops any other. */
   simulateCrash(): void {
     if (this.devId < 0) return;
+    this.endParkedReads({ dropped: true });
     const recovery = (this.flags & UBLK_F_USER_RECOVERY) !== 0n;
     this.writeMeta(recovery ? 'quiesced' : 'dead');
     if (!recovery) {
@@ -273,6 +278,7 @@ export class FakeDevice implements NativeDevice {
 
   async stop(): Promise<void> {
     if (this.devId < 0) return;
+    this.endParkedReads({ errno: 'EIO' });
     if (this.addon.cfg.stopDelayMs > 0) await new Promise((r) => setTimeout(r, this.addon.cfg.stopDelayMs));
     if (this.started) {
       for (let q = 0; q < this.opts.queues; q++) this.emit({ type: 'queue_stopped', queue: q, reason: 'stopped' });
@@ -296,6 +302,7 @@ export class FakeDevice implements NativeDevice {
     this.remapTable = { blocks: [...blocks], slots: [...slots], flags: [...flags] };
     this.tables.push(this.remapTable);
     this.calls.push('setRemapTable');
+    this.replanParkedReads();
   }
 
   updateRemapTable(blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array): void {
@@ -310,6 +317,7 @@ export class FakeDevice implements NativeDevice {
     this.remapTable = { blocks: sorted, slots: sorted.map((b) => (m.get(b) as { slot: bigint }).slot), flags: sorted.map((b) => (m.get(b) as { flags: number }).flags) };
     this.tables.push(this.remapTable);
     this.calls.push('updateRemapTable');
+    this.replanParkedReads();
   }
 
   private checkEntries(name: string, blocks: BigUint64Array, slots: BigUint64Array, flags: Uint8Array, update: boolean): void {
@@ -318,13 +326,13 @@ export class FakeDevice implements NativeDevice {
     blocks.forEach((b, i) => {
       if (b >= deviceBlocks || (i > 0 && b <= (blocks[i - 1] as bigint))) throw new RangeError(`${name}: blocks must be sorted, unique and inside the device`);
       const f = flags[i] as number;
-      if (!(update && f === REMAP_FLAG_REMOVE) && (f & ~(REMAP_FLAG_LOST | REMAP_FLAG_MOVING)) !== 0) throw new RangeError(`${name}: unknown flags ${f}`);
+      if (!(update && f === REMAP_FLAG_REMOVE) && (f & ~(REMAP_FLAG_LOST | REMAP_FLAG_MOVING | REMAP_FLAG_REDIRECT)) !== 0) throw new RangeError(`${name}: unknown flags ${f}`);
     });
   }
 
   /**
    * The `written` list native reports in a 'lost_written' io_fault for a write of blocks block..block+blocks-1
-   * against the table last published: its LOST blocks and the slots their data went to, in block order, a
+   * against the table last published: its LOST and REDIRECT blocks and the slots their data went to, in block order, a
    * run split where the blocks or the slots stop being consecutive (as native/request_plan.cc does).
    */
   writtenRanges(block: number, blocks: number): Array<{ block: number; blocks: number; slot: number }> {
@@ -332,7 +340,7 @@ export class FakeDevice implements NativeDevice {
     const t = this.remapTable;
     t.blocks.forEach((b, i) => {
       const n = Number(b);
-      if (n < block || n >= block + blocks || ((t.flags[i] as number) & REMAP_FLAG_LOST) === 0) return;
+      if (n < block || n >= block + blocks || ((t.flags[i] as number) & (REMAP_FLAG_LOST | REMAP_FLAG_REDIRECT)) === 0) return;
       const slot = Number(t.slots[i] as bigint);
       const prev = out[out.length - 1];
       if (prev !== undefined && prev.block + prev.blocks === n && prev.slot + prev.blocks === slot) prev.blocks++;
@@ -440,6 +448,74 @@ export class FakeDevice implements NativeDevice {
     };
   }
 
+  /** Reads dispatched by startRead and parked: each planned again at every publish, ended by `end`. */
+  private parkedReads: Array<{ retry: () => boolean; end: (r: FakeReadResult) => void }> = [];
+
+  /**
+   * Dispatches a read of `blocks` blocks at `block` as native's queue routes one (request_plan.cc): planned
+   * against the table published now, block by block in order: a MOVING or REDIRECT block parks it (planned
+   * again at each publish, as native's OnTableChanged does), a LOST one fails it with EIO, a remapped one is
+   * read from its slot, any other from main (an injected read failure gives its code). A parked read is
+   * dropped on detach and crash (the kernel reissues it to the next server) and fails with EIO on stop.
+   */
+  startRead(block: number, blocks: number): { result: Promise<FakeReadResult>; readonly parked: boolean } {
+    let settle!: (r: FakeReadResult) => void;
+    const result = new Promise<FakeReadResult>((r) => (settle = r));
+    let done = false;
+    const end = (r: FakeReadResult): void => {
+      done = true;
+      settle(r);
+    };
+    const retry = (): boolean => {
+      const r = this.planRead(block, blocks);
+      if (r === 'park') return false;
+      end(r);
+      return true;
+    };
+    if (!retry()) this.parkedReads.push({ retry, end });
+    return {
+      result,
+      get parked() {
+        return !done;
+      },
+    };
+  }
+
+  /** A read of `blocks` blocks at `block` against the table published now, or 'park'. */
+  private planRead(block: number, blocks: number): FakeReadResult | 'park' {
+    const bs = this.opts.blockSize;
+    const t = this.remapTable;
+    const out = Buffer.alloc(blocks * bs);
+    for (let i = 0; i < blocks; i++) {
+      const k = t.blocks.indexOf(BigInt(block + i));
+      const flags = k < 0 ? 0 : (t.flags[k] as number);
+      if ((flags & (REMAP_FLAG_MOVING | REMAP_FLAG_REDIRECT)) !== 0) return 'park';
+      if ((flags & REMAP_FLAG_LOST) !== 0) return { errno: 'EIO' };
+      const role: BackingRole = k < 0 ? 'main' : 'spare';
+      const at = k < 0 ? BigInt((block + i) * bs) : BigInt(Number(this.opts.spareDataOffset ?? 0n) + Number(t.slots[k] as bigint) * bs);
+      try {
+        this.read(role, at, bs).copy(out, i * bs);
+      } catch (e) {
+        return { errno: (e as NodeJS.ErrnoException).code ?? 'EIO' };
+      }
+    }
+    return { data: out };
+  }
+
+  /** Plans every parked read again against the table just published (native: OnTableChanged). */
+  private replanParkedReads(): void {
+    const waiting = this.parkedReads;
+    this.parkedReads = [];
+    for (const r of waiting) if (!r.retry()) this.parkedReads.push(r);
+  }
+
+  /** Ends every parked read with `r` (detach and crash: dropped, for the kernel to reissue; stop: EIO). */
+  private endParkedReads(r: FakeReadResult): void {
+    const waiting = this.parkedReads;
+    this.parkedReads = [];
+    for (const p of waiting) p.end(r);
+  }
+
   /** The injected failure covering [offset, offset + bytes) of `role`, if any. */
   private failure(list: 'failReads' | 'failWrites', role: BackingRole, offset: bigint, bytes: number): string | null {
     const lo = Number(offset);
@@ -534,7 +610,7 @@ export class FakeDevice implements NativeDevice {
         const i = piece.block - p.block;
         const n = piece.blocks;
         const device: BackingRole = p.spare ? 'spare' : 'main';
-        const skipped = (p.flags & REMAP_FLAG_MOVING) !== 0 ? 'moving' : (p.flags & REMAP_FLAG_LOST) !== 0 ? 'lost' : null;
+        const skipped = (p.flags & (REMAP_FLAG_MOVING | REMAP_FLAG_REDIRECT)) !== 0 ? 'moving' : (p.flags & REMAP_FLAG_LOST) !== 0 ? 'lost' : null;
         const seg: ScanSegment = { device, block: p.block + i, blocks: n, skipped, latencyUs: 0, errno: 0 };
         if (skipped === null) {
           const at = BigInt(p.devOffset + i * bs);

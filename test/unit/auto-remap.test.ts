@@ -7,7 +7,7 @@ import { request } from '../../src/control/client.js';
 import type { DeviceConfig } from '../../src/device/config.js';
 import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import { Daemon } from '../../src/device/daemon.js';
-import type { FaultAction, NativeEvent } from '../../src/native.js';
+import { REMAP_FLAG_REDIRECT, type FaultAction, type NativeEvent } from '../../src/native.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { seededRandom } from '../../src/testing/seeded-random.js';
 import { deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
@@ -85,9 +85,9 @@ describe('write errors', () => {
     const f2 = { ...f1, attempt: 1, failed: [{ device: 'main' as const, block: 3, blocks: 1, errno: 5 }] };
     device().emit(f2);
     expect(await resolution(f2)).toEqual({ action: 'retry' });
-    // Before the retry: block 3 is published LOST at a reserved slot (its write goes there, reads fail);
+    // Before the retry: block 3 is published REDIRECT at a reserved slot (its write goes there, reads wait);
     // nothing is committed yet (a crash leaves it on main, where the write never completed).
-    expect(published(3)).toBe(1);
+    expect(published(3)).toBe(REMAP_FLAG_REDIRECT);
     expect(entry(3)).toBeUndefined();
     const journalWrites = daemon?.['engine']?.store.journalUsed;
     // The retry wrote the slot: lost_written → committed (one journal record), published, then completed.
@@ -116,7 +116,7 @@ describe('write errors', () => {
     device().emit(f2);
     expect(await resolution(f2)).toEqual({ action: 'retry' });
     expect(slotOf(5)).not.toBe(first);
-    expect(published(5)).toBe(1);
+    expect(published(5)).toBe(REMAP_FLAG_REDIRECT);
     const s = await ask<{ retiredSlots: number; spareIoErrors: number }>('stats');
     expect(s.retiredSlots).toBe(1);
     expect(s.spareIoErrors).toBe(1);

@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REDIRECT, REMAP_FLAG_REMOVE } from '../../src/native.js';
 import { FakeNative, type FakeDevice } from '../../src/testing/fake-native.js';
 
 const exe = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'build', 'Release', 'request_plan_test');
@@ -16,6 +17,21 @@ describe('native request planner (C++ unit tests)', () => {
     expect(r.stderr).toBe('');
     expect(r.status, r.stdout).toBe(0);
     expect(r.stdout).toMatch(/^request_plan_test: [1-9]\d* checks, 0 failed$/m);
+  });
+});
+
+describe('remap entry flags: src/native.ts and native/ agree', () => {
+  it('REMAP_FLAG_* are the values of kRemapLost, kRemapMoving, kRemapRedirect (remap_index.h) and kJsRemapRemove (addon.cc)', () => {
+    const root = path.join(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'native');
+    const header = fs.readFileSync(path.join(root, 'remap_index.h'), 'utf8');
+    const shifted = (name: string): number => {
+      const m = new RegExp(`constexpr uint32_t ${name} = 1u << (\\d+);`).exec(header);
+      if (m === null) throw new Error(`${name} not found in remap_index.h`);
+      return 1 << Number(m[1]);
+    };
+    expect([shifted('kRemapLost'), shifted('kRemapMoving'), shifted('kRemapRedirect')]).toEqual([REMAP_FLAG_LOST, REMAP_FLAG_MOVING, REMAP_FLAG_REDIRECT]);
+    const addon = fs.readFileSync(path.join(root, 'addon.cc'), 'utf8');
+    expect(Number(/constexpr uint32_t kJsRemapRemove = (0x[0-9a-f]+);/.exec(addon)?.[1])).toBe(REMAP_FLAG_REMOVE);
   });
 });
 
