@@ -120,7 +120,27 @@ describe('log files', () => {
     expect(fs.readFileSync(`${file}.1`, 'utf8')).not.toContain('reopened');
   });
 
-  it('logs reopen: one line per daemon, a daemon gone meanwhile reported, none running is fine', () => {
+  it('add with its stderr on the journal (JOURNAL_STREAM names it): daemon and supervisor log there, no file', async () => {
+    const journal = path.join(w.root, 'journal');
+    const fd = fs.openSync(journal, 'a');
+    try {
+      const st = fs.fstatSync(fd);
+      const env = { ...process.env, VITEST: 'true', DMREMAP_RUN_DIR: w.runDir, DMREMAP_LOG_DIR: w.logDir, DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir }), JOURNAL_STREAM: `${st.dev}:${st.ino}` };
+      const add = spawnSync(process.execPath, [BIN, 'add', '--main', w.main, '--spare', w.spare, '--name', 'j', '--json'], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', fd], timeout: 30_000 });
+      expect(add.status).toBe(0);
+    } finally {
+      fs.closeSync(fd);
+    }
+    await waitFor(() => fs.readFileSync(journal, 'utf8').includes('supervising daemon'));
+    const lines = fs.readFileSync(journal, 'utf8').trim().split('\n');
+    for (const l of lines) expect(() => JSON.parse(l) as unknown).not.toThrow(); // JSON lines, one per record
+    expect(lines.some((l) => l.includes('device live') || l.includes('"devId":0'))).toBe(true);
+    expect(readEntries(w.runDir).live[0]?.logFile).toBeNull();
+    expect(fs.existsSync(w.logDir)).toBe(false);
+    expect(cli(w, ['del', 'j']).status).toBe(0);
+  });
+
+  it('logs reopen: none running is fine (exit 0, one line); a wrong action is a usage error', () => {
     let out = '';
     const ctx = { env: { DMREMAP_RUN_DIR: w.runDir }, stdout: { write: (s: string) => (out += s) }, stderr: { write: () => {} }, stderrIsTTY: false, loadNative: () => Promise.reject(new Error('unused')) };
     expect(runLogsReopen(ctx, false)).toBe(0);
