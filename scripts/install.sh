@@ -200,12 +200,13 @@ else
   fi
   cat <<EOF
 
-No ublk on this kernel: Linux $kernel has no ublk_drv module ($config_says), so dmremap-ublk devices
-cannot run on this machine; ublk needs a kernel built with CONFIG_BLK_DEV_UBLK=m or =y (Debian trixie's
-kernel has it as a module). Everything else is installed. To see it work anyway, \`dmremap-ublk demo\`
-runs the demo inside a test VM (a Debian trixie kernel with ublk under QEMU, no KVM needed), which needs
-these packages too: apt-get install qemu-system-x86 busybox-static cpio xz-utils zstd kmod
-debian-archive-keyring.
+No ublk on this kernel: Linux $kernel has no ublk_drv module
+($config_says),
+so dmremap-ublk devices cannot run on this machine: ublk needs a kernel built with CONFIG_BLK_DEV_UBLK=m
+or =y (Debian trixie's kernel has it as a module). Everything else is installed. To see it work anyway,
+\`dmremap-ublk demo\` runs the demo inside a test VM (a Debian trixie kernel with ublk under QEMU, no KVM
+needed), which needs these packages too: apt-get install qemu-system-x86 busybox-static cpio xz-utils
+zstd kmod debian-archive-keyring.
 
 EOF
 fi
