@@ -438,7 +438,7 @@ Needs root, dmsetup and losetup. Where this host has no ublk, it runs inside the
 
 Options:
   --json       print no steps; at the end one JSON object: ok, the two sha256, each step's command,
-               exit status and output, the clean-up steps, and the error (null when ok)
+               exit status, output and time (ms), the clean-up steps, and the error (null when ok)
   -h, --help   show this help
 `,
   logs: `Usage: dmremap-ublk logs reopen [--json]

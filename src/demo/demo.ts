@@ -43,13 +43,15 @@ export const DEMO_LAYOUT = {
   ],
   name: 'dmremap-demo',
   /** How long `watch` runs beside the scan after it finished, ms. */
-  watchTailMs: 1500,
+  watchTailMs: 1000,
 } as const;
 
 export interface DemoStep {
   command: string;
   status: number | null;
   output: string;
+  /** How long it took, ms. */
+  ms: number;
 }
 
 export interface DemoResult {
@@ -104,11 +106,11 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
   /** Things to undo, last made first. */
   const undo: Array<{ what: string; run: () => Promise<DemoStep> }> = [];
 
-  const show = (command: string, r: RunResult, into: DemoStep[]): DemoStep => {
+  const show = (command: string, r: RunResult, into: DemoStep[], since: number): DemoStep => {
     const output = `${r.stdout}${r.stderr}`;
     say(`\n$ ${command}\n${output}`);
     if (output !== '' && !output.endsWith('\n')) say('\n');
-    const step = { command, status: r.status, output };
+    const step = { command, status: r.status, output, ms: Math.round(performance.now() - since) };
     into.push(step);
     return step;
   };
@@ -118,16 +120,18 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
   /** Runs an external command as a step; a failure ends the demo. */
   const tool = async (cmd: string, args: string[]): Promise<RunResult> => {
     interrupted();
+    const t0 = performance.now();
     const r = await io.exec(cmd, args, signal);
-    show(shellQuote([cmd, ...args]), r, result.steps);
+    show(shellQuote([cmd, ...args]), r, result.steps, t0);
     interrupted();
     if (r.status !== 0) throw new DmrError('E_DEMO', `${cmd} failed (exit ${r.status})${r.stderr.trim() !== '' ? `: ${r.stderr.trim().split('\n')[0]}` : ''}`);
     return r;
   };
   const dmr = async (args: string[]): Promise<RunResult> => {
     interrupted();
+    const t0 = performance.now();
     const r = await io.cli(args, signal);
-    show(shellQuote(['dmremap-ublk', ...args]), r, result.steps);
+    show(shellQuote(['dmremap-ublk', ...args]), r, result.steps, t0);
     if (r.status !== 0) throw new DmrError('E_DEMO', `dmremap-ublk ${args[0]} failed (exit ${r.status}): ${r.stderr.trim().split('\n')[0] ?? ''}`);
     return r;
   };
@@ -138,7 +142,7 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
     what: 'files',
     run: async () => {
       io.removeDir(dir);
-      const step = { command: shellQuote(['rm', '-r', dir]), status: 0, output: '' };
+      const step = { command: shellQuote(['rm', '-r', dir]), status: 0, output: '', ms: 0 };
       say(`\n$ ${step.command}\n`);
       return step;
     },
@@ -194,6 +198,7 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
     const stopWatch = new AbortController();
     const onAbort = (): void => stopWatch.abort();
     signal.addEventListener('abort', onAbort);
+    const watchStart = performance.now();
     const watching = io.cli(['watch', L.name], stopWatch.signal);
     try {
       await dmr(['scan', L.name, 'start', '--wait']);
@@ -202,7 +207,7 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
       stopWatch.abort();
       signal.removeEventListener('abort', onAbort);
       const w = await watching;
-      show(`${shellQuote(['dmremap-ublk', 'watch', L.name])}    # (stopped with Ctrl-C after the scan)`, w, result.steps);
+      show(`${shellQuote(['dmremap-ublk', 'watch', L.name])}    # (stopped with Ctrl-C after the scan)`, w, result.steps, watchStart);
     }
     interrupted();
 
@@ -218,7 +223,7 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
       try {
         result.cleanup.push(await u.run());
       } catch (e) {
-        result.cleanup.push({ command: `(remove ${u.what})`, status: null, output: e instanceof Error ? e.message : String(e) });
+        result.cleanup.push({ command: `(remove ${u.what})`, status: null, output: e instanceof Error ? e.message : String(e), ms: 0 });
       }
     }
     const left = result.cleanup.filter((c) => c.status !== 0);
@@ -232,9 +237,11 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
 
   async function cleanupTool(argv: string[]): Promise<DemoStep> {
     const [cmd, ...args] = argv as [string, ...string[]];
-    return show(shellQuote(argv), await io.exec(cmd, args), []);
+    const t0 = performance.now();
+    return show(shellQuote(argv), await io.exec(cmd, args), [], t0);
   }
   async function cleanupCli(args: string[]): Promise<DemoStep> {
-    return show(shellQuote(['dmremap-ublk', ...args]), await io.cli(args), []);
+    const t0 = performance.now();
+    return show(shellQuote(['dmremap-ublk', ...args]), await io.cli(args), [], t0);
   }
 }

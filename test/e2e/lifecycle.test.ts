@@ -118,7 +118,7 @@ describe('dmremap-ublk demo', () => {
     const seconds = (performance.now() - t0) / 1000;
     expect(r.stderr).toBe('');
     expect(r.status).toBe(0);
-    const res = JSON.parse(r.stdout) as { ok: boolean; written: string; readBack: string; error: unknown; steps: Array<{ command: string; status: number }> };
+    const res = JSON.parse(r.stdout) as { ok: boolean; written: string; readBack: string; error: unknown; steps: Array<{ command: string; status: number; ms: number }>; cleanup: Array<{ command: string; ms: number }> };
     expect(res.error).toBeNull();
     expect(res.ok).toBe(true);
     expect(res.written).toMatch(/^[0-9a-f]{64}$/);
@@ -129,7 +129,8 @@ describe('dmremap-ublk demo', () => {
     expect(ublkNodes()).toEqual([]);
     expect(registryFiles()).toEqual([]);
     expect({ loops: loops(), dm: dmDevices(), dirs: demoDirs() }).toEqual(before);
-    console.log(`demo: ${seconds.toFixed(1)} s`);
+    const slowest = [...res.steps, ...res.cleanup].sort((a, b) => b.ms - a.ms).slice(0, 4);
+    console.log(`demo: ${seconds.toFixed(1)} s; slowest steps: ${slowest.map((st) => `${st.command.split(' ').slice(0, 2).join(' ')} ${st.ms} ms`).join(', ')}`);
   });
 });
 

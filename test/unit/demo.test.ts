@@ -111,6 +111,7 @@ describe('demo', () => {
     expect(out).toContain('\n$ dmremap-ublk watch dmremap-demo    # (stopped with Ctrl-C after the scan)\n12:00 scan idle -> running\n');
     expect(out).toMatch(/# Done: the data read back was right \(sha256 aaaa\)/);
     expect(r.cleanup.map((c) => c.status)).toEqual([0, 0, 0, 0, 0]);
+    for (const st of r.steps) expect(st.ms).toBeGreaterThanOrEqual(0);
   });
 
   it('data read back wrong: not ok (E_DEMO), and still everything removed', async () => {
