@@ -98,6 +98,11 @@ export const ERROR_CODES = {
   // `exporter --listen HOST:PORT`: the address cannot be listened on (the port is in use, the address is not
   // this machine's, a port below 1024 without the right).
   E_LISTEN: 1,
+  // `demo`: something it needs is missing (root, dmsetup, losetup); a step failed or the data read back was
+  // not what was written; it was interrupted (Ctrl-C, SIGTERM) and cleaned up.
+  E_PREREQUISITE: 1,
+  E_DEMO: 1,
+  E_INTERRUPTED: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,6 +1,9 @@
 // Logging: pino, JSON lines to a file or to stderr. A daemon in the foreground with a terminal on stderr
-// gets readable lines instead ("12:00:01.234 INFO  device live  devId=0 blockPath=/dev/ublkb0").
+// gets readable lines instead ("12:00:01.234 INFO  device live  devId=0 blockPath=/dev/ublkb0"), with every
+// control character in them escaped (terminal-text.ts). A log file can be reopened (reopenLogFile: SIGHUP
+// after logrotate moved it away).
 import pino, { type Logger, type DestinationStream } from 'pino';
+import { escapeControls } from './terminal-text.js';
 
 export type { Logger } from 'pino';
 
@@ -25,14 +28,19 @@ const LEVEL_NAMES: Record<number, string> = {
 };
 const OMITTED = new Set(['level', 'time', 'msg', 'pid', 'hostname']);
 
-/** Formats one pino JSON line as "HH:MM:SS.mmm LEVEL message  key=value ...". */
+/**
+ * Formats one pino JSON line as "HH:MM:SS.mmm LEVEL message  key=value ...". The message and every value
+ * may come from outside (a path, a kernel error text): control characters in them are escaped, and the
+ * line ends in exactly one newline.
+ */
 export function formatPretty(line: string): string {
   let rec: Record<string, unknown>;
   try {
     rec = JSON.parse(line) as Record<string, unknown>;
   } catch {
-    return line.endsWith('\n') ? line : `${line}\n`;
+    return `${escapeControls(line.replace(/\n$/, ''))}\n`;
   }
+  if (rec === null || typeof rec !== 'object') return `${escapeControls(line.replace(/\n$/, ''))}\n`;
   const time = typeof rec.time === 'number' ? new Date(rec.time).toISOString().slice(11, 23) : '';
   const level = (LEVEL_NAMES[Number(rec.level)] ?? String(rec.level)).padEnd(5);
   const fields = Object.entries(rec)
@@ -40,14 +48,20 @@ export function formatPretty(line: string): string {
     .map(([k, v]) => `${k}=${typeof v === 'string' ? v : JSON.stringify(v)}`)
     .join(' ');
   const msg = typeof rec.msg === 'string' ? rec.msg : '';
-  return `${time} ${level} ${msg}${fields ? `  ${fields}` : ''}\n`;
+  return `${time} ${escapeControls(level)} ${escapeControls(msg)}${fields ? `  ${escapeControls(fields)}` : ''}\n`;
 }
+
+/** The file destination of each logger createLogger made for a file, for reopenLogFile. */
+const fileDestinations = new WeakMap<Logger, { reopen(file?: string): void }>();
 
 export function createLogger(opts: LogOptions = {}): Logger {
   const level = opts.level ?? 'info';
   const base = { level, base: { pid: process.pid } };
   if (opts.file !== undefined) {
-    return pino(base, pino.destination({ dest: opts.file, sync: true, mkdir: true, append: true }));
+    const dest = pino.destination({ dest: opts.file, sync: true, mkdir: true, append: true, mode: 0o640 });
+    const log = pino(base, dest);
+    fileDestinations.set(log, dest);
+    return log;
   }
   const out = opts.stderr ?? process.stderr;
   const stream: DestinationStream = opts.pretty
@@ -57,3 +71,15 @@ export function createLogger(opts: LogOptions = {}): Logger {
       : pino.destination({ fd: 2, sync: true });
   return pino(base, stream);
 }
+
+/**
+ * Reopens the file `log` writes to (by its path: after logrotate renamed it, a new file is created there).
+ * Returns false for a logger that writes to a stream, not a file. Throws what the open throws.
+ */
+export function reopenLogFile(log: Logger): boolean {
+  const dest = fileDestinations.get(log);
+  if (dest === undefined) return false;
+  dest.reopen();
+  return true;
+}
+

@@ -42,4 +42,31 @@ export function ensureRunDir(dir: string): void {
 
 export const socketPath = (dir: string, devId: number): string => path.join(dir, `${devId}.sock`);
 export const registryPath = (dir: string, devId: number): string => path.join(dir, `${devId}.json`);
-export const defaultLogFile = (dir: string): string => path.join(dir, 'daemon.log');
+
+/** Where detached daemons log, one file per device (DMREMAP_LOG_DIR overrides it). */
+export const DEFAULT_LOG_DIR = '/var/log/dmremap-ublk';
+
+export function logDir(env: NodeJS.ProcessEnv = process.env): string {
+  const dir = env.DMREMAP_LOG_DIR;
+  return dir !== undefined && dir !== '' ? path.resolve(dir) : DEFAULT_LOG_DIR;
+}
+
+/**
+ * A detached device's log file: `<log dir>/<name>.log`, or for a device without a name
+ * `<log dir>/main-<main's file name>.log` (the device id is not known before the kernel assigns it, and a
+ * new one comes with every add). Characters other than letters, digits, ".", "_" and "-" become "_".
+ */
+export function deviceLogFile(env: NodeJS.ProcessEnv, name: string | null, mainPath: string): string {
+  const base = name ?? `main-${path.basename(mainPath).replace(/[^A-Za-z0-9._-]/g, '_')}`;
+  return path.join(logDir(env), `${base}.log`);
+}
+
+/** Creates a log file's directory if needed (mode 0750: the logs name devices and paths). */
+export function ensureLogDir(file: string): void {
+  const dir = path.dirname(file);
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
+  } catch (e) {
+    throw new DmrError('E_RUN_DIR', `cannot create log directory ${dir}: ${errorCodeOf(e) ?? String(e)}`, { cause: e });
+  }
+}

@@ -1,5 +1,6 @@
 // `dmremap-ublk add`: in the foreground, run the daemon in this process; otherwise start it detached
-// (a new session, cwd /, output to a log file) and wait for its one readiness line.
+// (a new session, cwd /, output to the device's own log file, or to the journal when `add` itself runs
+// with its stderr on the journal) and wait for its one readiness line.
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -8,13 +9,14 @@ import type { Daemon, DaemonDeps } from '../device/daemon.js';
 import { precheckDevice } from '../device/precheck.js';
 import { lowerControlPriority } from '../device/priority.js';
 import { occupied, readEntries } from '../control/registry.js';
-import { defaultLogFile, ensureRunDir, runDir } from '../paths.js';
+import { deviceLogFile, ensureLogDir, ensureRunDir, runDir } from '../paths.js';
 import { configPath, deviceKey, loadConfig, resolvePolicy } from '../config/file.js';
 import { POLICY_KEYS } from '../config/schema.js';
 import { printJson, type CliContext } from './context.js';
 import { failureMessage, onFirstReadyLine, READY_FD_ENV, sendReady, takeReadyFd, type Ready } from './readiness.js';
 import type { AddFlags } from './schemas.js';
 import type { NativeAddon } from '../native.js';
+import { stderrIsJournal } from '../journal.js';
 
 const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
 export const READY_TIMEOUT_MS = 120_000;
@@ -72,7 +74,9 @@ export async function serveForeground(
   opts: { logFile: string | null; json: boolean; name: string | null },
   begin: (deps: DaemonDeps) => Promise<Daemon>,
 ): Promise<number> {
-  const { createLogger } = await import('../log.js');
+  const logModule = await import('../log.js');
+  const { createLogger } = logModule;
+  const { hasSupervisor } = await import('../supervisor/child-process.js');
   const readyFd = takeReadyFd(ctx.env);
   const log = createLogger({
     file: opts.logFile ?? undefined,
@@ -104,7 +108,27 @@ export async function serveForeground(
   };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
   for (const s of signals) process.on(s, onSignal);
-  const ignoreHup = (): void => log.info('SIGHUP ignored');
+  // SIGHUP (logrotate's postrotate, through `logs reopen`): reopen the log file by its name, and have the
+  // supervisor, which writes to the same file, reopen its own. Never a reason to stop.
+  const ignoreHup = (): void => {
+    const { reopenLogFile } = logModule;
+    try {
+      if (!reopenLogFile(log)) {
+        log.info('SIGHUP: no log file to reopen');
+        return;
+      }
+      log.info({ logFile: opts.logFile }, 'log file reopened (SIGHUP)');
+    } catch (e) {
+      log.error({ logFile: opts.logFile, err: String(e) }, 'cannot reopen the log file: still writing to the old one');
+    }
+    if (hasSupervisor(ctx.env)) {
+      try {
+        process.kill(process.ppid, 'SIGHUP');
+      } catch {
+        // The supervisor is gone: nothing to tell.
+      }
+    }
+  };
   process.on('SIGHUP', ignoreHup);
   try {
     try {
@@ -146,31 +170,49 @@ export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<num
   // claims and checks again: things may change in between.
   await precheckDevice(await ctx.loadNative(), flags.device, occupied(readEntries(dir)));
   ensureRunDir(dir);
-  const ready = await spawnDaemon(['add', ...daemonArgs(flags)], flags.logFile ?? defaultLogFile(dir), ctx.env);
+  const ready = await spawnDaemon(['add', ...daemonArgs(flags)], detachedLogFile(ctx.env, flags.logFile, flags.device.name, flags.device.mainPath), ctx.env);
   announce(ctx, flags.json, ready);
   return 0;
 }
 
 /**
- * Starts `dmremap-ublk <args> --foreground --log-file <logFile>` detached, under `supervise` (a new session, cwd /, output to
- * the log file) and waits for its one readiness line: the device live, or the error that stopped it.
+ * Where a detached daemon logs: --log-file if given; null (stderr, inherited) when this process's stderr is
+ * the systemd journal (a service), so that the journal gets the lines; else the device's own file
+ * (paths.ts deviceLogFile).
  */
-export async function spawnDaemon(args: string[], logFile: string, env: NodeJS.ProcessEnv): Promise<Ready> {
+export function detachedLogFile(env: NodeJS.ProcessEnv, given: string | null, name: string | null, mainPath: string, journal = stderrIsJournal(env)): string | null {
+  if (given !== null) return given;
+  if (journal) return null;
+  return deviceLogFile(env, name, mainPath);
+}
+
+/**
+ * Starts `dmremap-ublk <args> --foreground --log-file <logFile>` detached, under `supervise` (a new session, cwd /, output to
+ * the log file) and waits for its one readiness line: the device live, or the error that stopped it. With
+ * `logFile` null both write to this process's stderr (the journal) instead.
+ */
+export async function spawnDaemon(args: string[], logFile: string | null, env: NodeJS.ProcessEnv): Promise<Ready> {
   let out: number;
-  try {
-    out = fs.openSync(logFile, 'a', 0o600);
-  } catch (e) {
-    throw new DmrError('E_RUN_DIR', `cannot open log file ${logFile}: ${errorCodeOf(e) ?? String(e)}`);
+  if (logFile === null) {
+    out = 2;
+  } else {
+    try {
+      ensureLogDir(logFile);
+      out = fs.openSync(logFile, 'a', 0o640);
+    } catch (e) {
+      if (e instanceof DmrError) throw e;
+      throw new DmrError('E_RUN_DIR', `cannot open log file ${logFile}: ${errorCodeOf(e) ?? String(e)}`);
+    }
   }
   // Under a supervisor (`supervise`, src/supervisor/): it restarts the daemon in recovery mode when it dies.
-  const child = spawn(process.execPath, [BIN, 'supervise', ...args, '--foreground', '--log-file', logFile], {
+  const child = spawn(process.execPath, [BIN, 'supervise', ...args, '--foreground', ...(logFile !== null ? ['--log-file', logFile] : [])], {
     cwd: '/',
     detached: true,
     stdio: ['ignore', out, out, 'pipe'],
     env: { ...env, [READY_FD_ENV]: '3' },
   });
-  fs.closeSync(out);
-  const ready = await awaitReady(child, logFile);
+  if (logFile !== null) fs.closeSync(out);
+  const ready = await awaitReady(child, logFile ?? 'the journal');
   child.unref();
   return ready;
 }

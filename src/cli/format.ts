@@ -1,5 +1,7 @@
-// Human-readable output: sizes, durations, the list table and the status block.
+// Human-readable output: sizes, durations, the list table and the status block. Paths, names and error
+// texts in them come from outside: table cells and status lines have their control characters escaped.
 import type { DeviceStatus } from '../control/protocol.js';
+import { escapeControls } from '../terminal-text.js';
 
 export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
@@ -23,8 +25,9 @@ export function formatDuration(seconds: number): string {
   return `${s}s`;
 }
 
-/** Columns padded to their widest cell, two spaces apart. */
-export function table(rows: string[][]): string {
+/** Columns padded to their widest cell, two spaces apart; control characters in a cell are escaped. */
+export function table(cells: string[][]): string {
+  const rows = cells.map((r) => r.map(escapeControls));
   const widths: number[] = [];
   for (const r of rows) r.forEach((c, i) => (widths[i] = Math.max(widths[i] ?? 0, c.length)));
   return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i] ?? 0))).join('  ')).join('\n') + '\n';
@@ -73,5 +76,5 @@ export function formatStatus(s: DeviceStatus): string {
       k.zeroCopy ? 'zero copy' : `copy into ${k.fixedBuffers ? 'registered' : 'plain'} buffers`,
   );
   if (s.logFile !== null) lines.push(`  log    ${s.logFile}`);
-  return lines.join('\n') + '\n';
+  return lines.map(escapeControls).join('\n') + '\n';
 }

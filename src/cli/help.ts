@@ -29,6 +29,8 @@ Commands:
            retry_backoff_ms, ...), the scan's (scan_rate_mib, ...), the health model's (health_watch_days,
            ...) and alert_command in /etc/dmremap-ublk/config.json
   exporter serve Prometheus metrics of every device on this host (--listen HOST:PORT)
+  demo     show a device's life on a made-up failing disk (in the test VM where this host has no ublk)
+  logs     logs reopen: make every daemon reopen its log file (after logrotate)
 
 Options:
   -h, --help     show help (also: dmremap-ublk <command> --help)
@@ -420,5 +422,33 @@ Options:
                       address, port 0 for any free one); an address that cannot be used is an error
   --json              print where it listens as {"listening","url","pid"}
   -h, --help          show this help
+`,
+  demo: `Usage: dmremap-ublk demo [--json]
+
+Shows what dmremap-ublk does, step by step, printing each command and its output: it makes a failing
+disk (a 32 MiB sparse file on a loop device under a device-mapper table with three error segments) and a
+16 MiB spare, adds a device over them, writes 8 MiB of random data through it (the writes that fail on
+the bad sectors are remapped to the spare), reads it back and compares the sha256, shows list, status,
+table and health, runs a scan with watch beside it, draws the surface map, and then removes everything
+it made (device, dm table, loop devices, files in a temporary directory), also after a failure or
+Ctrl-C. Exit 0 only if the data read back was what was written and everything was removed.
+
+Needs root, dmsetup and losetup. Where this host has no ublk, it runs inside the test VM instead
+(test/vm/run.sh: a Debian kernel under QEMU; needs the VM's packages, see the README).
+
+Options:
+  --json       print no steps; at the end one JSON object: ok, the two sha256, each step's command,
+               exit status, output and time (ms), the clean-up steps, and the error (null when ok)
+  -h, --help   show this help
+`,
+  logs: `Usage: dmremap-ublk logs reopen [--json]
+
+Sends SIGHUP to every running daemon: each reopens its log file (a new file where logrotate moved the old
+one away) and has its supervisor do the same. One line per daemon; none running is not an error. The
+logrotate snippet scripts/logrotate/dmremap-ublk runs this after a rotation.
+
+Options:
+  --json       print [{devId, name, pid, logFile, signalled}]
+  -h, --help   show this help
 `,
 } as const;

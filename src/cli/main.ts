@@ -4,6 +4,7 @@
 import fs from 'node:fs';
 import { toDmrError, usageError } from '../errors.js';
 import { selectNative } from '../native-select.js';
+import { escapeControls } from '../terminal-text.js';
 import { oneTarget, parseShape, validate } from './args.js';
 import { PROG, printJson, type CliContext, type EarlyDaemon } from './context.js';
 import { HELP } from './help.js';
@@ -33,7 +34,7 @@ import {
 
 // Each command's module is imported when that command runs: a CLI call loads only what it needs (the daemon,
 // its engine and logger are for `add` and `supervise` alone), which keeps `list` or `status` quick to start.
-const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'health', 'watch', 'map', 'message', 'config', 'exporter'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'health', 'watch', 'map', 'message', 'config', 'exporter', 'demo', 'logs'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -185,6 +186,19 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       if (values.help) return help(ctx, command);
       return runExporter(ctx, validate(exporterFlagsSchema, values));
     }
+    case 'demo': {
+      const { values } = parseShape(command, argv, listOptions, false);
+      if (values.help) return help(ctx, command);
+      const { runDemoCommand } = await import('./demo.js');
+      return runDemoCommand(ctx, validate(jsonFlagSchema, values).json);
+    }
+    case 'logs': {
+      const { values, positionals } = parseShape(command, argv, listOptions, true);
+      if (values.help) return help(ctx, command);
+      const { logsAction, runLogsReopen } = await import('./logs.js');
+      logsAction(positionals);
+      return runLogsReopen(ctx, validate(jsonFlagSchema, values).json);
+    }
     case 'config': {
       const { values, positionals } = parseShape(command, argv, configOptions, true);
       if (values.help) return help(ctx, command);
@@ -217,7 +231,7 @@ export async function main(argv: string[], ctx: CliContext): Promise<number> {
     return await dispatch(ctx, first as CommandName, rest);
   } catch (e) {
     const err = toDmrError(e);
-    ctx.stderr.write(`${PROG}: ${err.message.replace(/\s*\n\s*/g, ' ')}\n`);
+    ctx.stderr.write(`${PROG}: ${escapeControls(err.message.replace(/\s*\n\s*/g, ' '))}\n`);
     if (argv.includes('--json')) printJson(ctx, { error: err.toJSON() });
     return err.exitCode;
   }

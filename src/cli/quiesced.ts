@@ -1,6 +1,7 @@
 // A device whose daemon is gone while the kernel keeps it (ublk user recovery: its I/O waits, QUIESCED):
 // what `list` and `status` show for it. The reason comes from the registry entry (the supervisor writes it
 // when its daemon dies or when it gives up); a daemon that had no supervisor leaves none.
+import { escapeControls } from '../terminal-text.js';
 import { entryState, type RegistryEntry } from '../control/registry.js';
 import { PROG } from './context.js';
 
@@ -38,9 +39,12 @@ export function quiescedView(e: RegistryEntry): QuiescedView | null {
 export function formatQuiesced(q: QuiescedView): string {
   const title = q.name === null ? q.blockPath : `${q.blockPath} (${q.name})`;
   const since = q.since === null ? '' : ` since ${q.since}`;
-  return (
-    `${title}: quiesced, device id ${q.devId}, no daemon (last pid ${q.lastPid}): I/O waits\n` +
-    `  reason ${q.reason}${since}\n` +
-    `  action ${q.action}\n`
-  );
+  // The reason (a registry file's, an error text) comes from outside: its control characters escaped.
+  return [
+    `${title}: quiesced, device id ${q.devId}, no daemon (last pid ${q.lastPid}): I/O waits`,
+    `  reason ${q.reason}${since}`,
+    `  action ${q.action}`,
+  ]
+    .map((l) => `${escapeControls(l)}\n`)
+    .join('');
 }

@@ -3,8 +3,8 @@
 // same readiness protocol), --foreground runs the daemon in this process.
 import { readEntries, readEntryOf, resolveTarget } from '../control/registry.js';
 import { Daemon } from '../device/daemon.js';
-import { defaultLogFile, ensureRunDir, runDir } from '../paths.js';
-import { announce, serveForeground, spawnDaemon } from './add.js';
+import { ensureRunDir, runDir } from '../paths.js';
+import { announce, detachedLogFile, serveForeground, spawnDaemon } from './add.js';
 import type { CliContext } from './context.js';
 import type { RecoverFlags } from './schemas.js';
 
@@ -51,7 +51,8 @@ export async function runRecover(ctx: CliContext, target: string, flags: Recover
   // Refusals that need no daemon are reported here, before anything is started.
   const entry = await Daemon.precheckRecover(devId, { native: await ctx.loadNative(), runDir: dir });
   ensureRunDir(dir);
-  const logFile = flags.logFile ?? entry.logFile ?? defaultLogFile(dir);
+  // The file the first daemon logged to (the registry has it), else where add would log now.
+  const logFile = flags.logFile ?? entry.logFile ?? detachedLogFile(ctx.env, null, entry.name, entry.main.path);
   const ready = await spawnDaemon(['recover', String(devId)], logFile, ctx.env);
   announce(ctx, flags.json, ready);
   return 0;

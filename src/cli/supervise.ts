@@ -1,7 +1,8 @@
 // `dmremap-ublk supervise add|recover ...` (internal, not in the help): what `add` starts detached. Runs
 // `dmremap-ublk <args>` as the supervised daemon (src/supervisor/supervisor.ts) and relays its readiness
-// line to `add` on the fd DMREMAP_READY_FD names. Its own log lines go to stderr, which `add` points at the
-// daemon's log file.
+// line to `add` on the fd DMREMAP_READY_FD names. Its own log lines go to the daemon's --log-file (opened by
+// name, so that SIGHUP can reopen it after logrotate; the daemon's SIGHUP handler sends it one), or to
+// stderr without one (the journal).
 //
 // `supervise standby` is the supervisor's warm standby (src/supervisor/supervisor.ts): it imports everything
 // `recover --foreground` needs and loads the addon, then waits for one line on stdin, {"args": [...]}, the
@@ -11,7 +12,7 @@ import fs from 'node:fs';
 import * as z from 'zod';
 import path from 'node:path';
 import { usageError } from '../errors.js';
-import { createLogger } from '../log.js';
+import { createLogger, reopenLogFile } from '../log.js';
 import { markQuiesced, readEntries } from '../control/registry.js';
 import { runDir } from '../paths.js';
 import { Supervisor } from '../supervisor/supervisor.js';
@@ -88,7 +89,9 @@ export async function runSupervise(ctx: CliContext, args: string[]): Promise<num
     throw usageError('supervise needs the daemon in the foreground (--foreground)');
   }
   const readyFd = takeReadyFd(ctx.env);
-  const log = createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL, stderr: ctx.stderr });
+  const i = args.lastIndexOf('--log-file');
+  const logFile = i >= 0 ? args[i + 1] : undefined;
+  const log = createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL, stderr: ctx.stderr, file: logFile });
   const dir = runDir(ctx.env);
   let charPath: string | null = null;
   // The first daemon may be running already (bin/early-daemon.js started it before the CLI loaded): adopt it.
@@ -112,7 +115,14 @@ export async function runSupervise(ctx: CliContext, args: string[]): Promise<num
     log,
   });
   const onStop = (sig: NodeJS.Signals): void => sup.stop(sig);
-  const onHup = (): void => log.info('SIGHUP ignored');
+  // SIGHUP reopens the log file (logrotate); it never stops the supervisor.
+  const onHup = (): void => {
+    try {
+      if (reopenLogFile(log)) log.info({ logFile }, 'supervisor: log file reopened (SIGHUP)');
+    } catch (e) {
+      log.error({ logFile, err: String(e) }, 'supervisor: cannot reopen the log file: still writing to the old one');
+    }
+  };
   process.on('SIGTERM', onStop);
   process.on('SIGINT', onStop);
   process.on('SIGHUP', onHup);

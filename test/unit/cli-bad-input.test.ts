@@ -43,9 +43,9 @@ async function expectRejected(
 const add = (w: World, ...extra: string[]): string[] => ['add', '--main', w.main, '--spare', w.spare, ...extra];
 
 describe('usage errors (exit 2)', () => {
-  it('no command', () => expectRejected(() => [], 2, 'missing command (add, list, status, del, recover, restart, remap, unremap, verify, table, stats, recheck, scan, health, watch, map, message, config, exporter); see dmremap-ublk --help'));
+  it('no command', () => expectRejected(() => [], 2, 'missing command (add, list, status, del, recover, restart, remap, unremap, verify, table, stats, recheck, scan, health, watch, map, message, config, exporter, demo, logs); see dmremap-ublk --help'));
   it('unknown command', () =>
-    expectRejected(() => ['frobnicate'], 2, 'unknown command "frobnicate" (commands: add, list, status, del, recover, restart, remap, unremap, verify, table, stats, recheck, scan, health, watch, map, message, config, exporter; see dmremap-ublk --help)'));
+    expectRejected(() => ['frobnicate'], 2, 'unknown command "frobnicate" (commands: add, list, status, del, recover, restart, remap, unremap, verify, table, stats, recheck, scan, health, watch, map, message, config, exporter, demo, logs; see dmremap-ublk --help)'));
   it('unknown flag', () =>
     expectRejected((w) => add(w, '--sparse', 'x'), 2, 'unknown option --sparse for add (see dmremap-ublk add --help)'));
   it('unknown flag before the command', () => expectRejected(() => ['--frob'], 2, /^unknown option --frob /));

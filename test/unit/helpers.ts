@@ -16,6 +16,8 @@ export const BIN = path.join(REPO, 'bin/dmremap-ublk.js');
 export interface World {
   root: string;
   runDir: string;
+  /** Where detached daemons log (DMREMAP_LOG_DIR of the CLI the tests run). */
+  logDir: string;
   devDir: string;
   main: string;
   spare: string;
@@ -42,6 +44,7 @@ export function makeWorld(): World {
   return {
     root,
     runDir: path.join(root, 'run'),
+    logDir: path.join(root, 'log'),
     devDir,
     main: file('main.img', 8 << 20),
     spare: file('spare.img', 4 << 20),
@@ -75,7 +78,7 @@ export function captureCtx(w: World, native: FakeNative): Captured {
   let err = '';
   return {
     ctx: {
-      env: { DMREMAP_RUN_DIR: w.runDir },
+      env: { DMREMAP_RUN_DIR: w.runDir, DMREMAP_LOG_DIR: path.join(w.root, 'log') },
       stdout: { write: (s: string) => (out += s) },
       stderr: { write: (s: string) => (err += s) },
       stderrIsTTY: false,
@@ -91,6 +94,7 @@ function cliEnv(w: World, fake: Partial<FakeConfig>): NodeJS.ProcessEnv {
     ...process.env,
     VITEST: 'true',
     DMREMAP_RUN_DIR: w.runDir,
+    DMREMAP_LOG_DIR: path.join(w.root, 'log'),
     DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...fake }),
   };
 }

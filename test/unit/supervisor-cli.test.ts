@@ -75,7 +75,7 @@ describe('supervisor (built CLI, fake addon)', () => {
     const st = cli(w, ['status', 'vol', '--json'], FAKE);
     expect(st.stderr).toBe('');
     expect(JSON.parse(st.stdout)).toMatchObject({ devId: 0, pid: second, name: 'vol', state: 'live' });
-    const log = fs.readFileSync(path.join(w.runDir, 'daemon.log'), 'utf8');
+    const log = fs.readFileSync(path.join(w.logDir, 'vol.log'), 'utf8');
     expect(log).toContain('daemon died; recovering the device');
     expect(log).toContain('"exit":"signal SIGKILL"');
 
@@ -117,7 +117,7 @@ describe('supervisor (built CLI, fake addon)', () => {
     expect(open.length).toBeGreaterThan(0);
     process.kill(pid, 'SIGKILL');
     expect(await newDaemon(pid)).toBe(standby);
-    expect(fs.readFileSync(path.join(w.runDir, 'daemon.log'), 'utf8')).toContain('successor: the warm standby');
+    expect(fs.readFileSync(path.join(w.logDir, 'main-main.img.log'), 'utf8')).toContain('successor: the warm standby');
     // The next standby, then the supervisor killed: the standby's stdin closes and it exits by itself.
     let next = 0;
     await waitFor(() => {

@@ -57,6 +57,9 @@ done
 # and must not wait for udev cookies.
 export DM_DISABLE_UDEV=1
 
+# /var/log is the host's, read-only: detached daemons log to a tmpfs instead.
+export DMREMAP_LOG_DIR="${DMREMAP_LOG_DIR:-/run/dmremap-ublk-log}"
+
 if [[ -n "${DMREMAP_VM_VERBOSE:-}" ]]; then
   read -r up _ </proc/uptime
   echo "[vm] guest ready: kernel $(uname -r), uptime ${up}s" >&2

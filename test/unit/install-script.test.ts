@@ -1,0 +1,183 @@
+// scripts/install.sh on a fake root: a copy of the script in a made-up checkout, with apt-get, apt-cache,
+// dpkg-query, modprobe, npm and the CLI replaced by fakes that record what they are asked, and the places it
+// writes (/usr/local/bin, /etc, /sys/module/ublk_drv, /run/systemd/system) moved into a temporary directory.
+// Checks --dry-run (says everything, changes nothing), a real run, and that a second run changes nothing.
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { REPO } from './helpers.js';
+
+let root: string;
+const p = (...s: string[]): string => path.join(root, ...s);
+
+function exe(file: string, body: string): void {
+  fs.mkdirSync(path.dirname(file), { recursive: true });
+  fs.writeFileSync(file, `#!/bin/bash\n${body}\n`, { mode: 0o755 });
+}
+
+beforeEach(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-install-'));
+  // The checkout: the real script and logrotate snippet, a CLI that only answers --help and install-systemd.
+  for (const f of ['scripts/install.sh', 'scripts/logrotate/dmremap-ublk']) {
+    fs.mkdirSync(path.dirname(p('repo', f)), { recursive: true });
+    fs.copyFileSync(path.join(REPO, f), p('repo', f));
+  }
+  for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'binding.gyp', 'src/x.ts', 'native/x.cc']) {
+    fs.mkdirSync(path.dirname(p('repo', f)), { recursive: true });
+    fs.writeFileSync(p('repo', f), '{}');
+  }
+  exe(p('repo/bin/dmremap-ublk.js'), `case "$1" in
+  --help) printf 'Commands:\\n  add      create\\n%s' "$FAKE_HELP_EXTRA" ;;
+  install-systemd) echo "cli $*" >> "$FAKE_CALLS"; echo "units: unchanged" ;;
+esac`);
+  // Fakes on PATH. The package database is a file of installed package names.
+  fs.writeFileSync(p('installed'), 'make\npython3\n');
+  exe(p('fake/dpkg-query'), `grep -qx "\${@: -1}" "$FAKE_ROOT/installed" && printf 'install ok installed'; true`);
+  exe(p('fake/apt-get'), `echo "apt-get $*" >> "$FAKE_CALLS"; [[ $1 == install ]] && for a in "$@"; do [[ $a == -* || $a == install ]] || echo "$a" >> "$FAKE_ROOT/installed"; done; true`);
+  exe(p('fake/apt-cache'), `printf 'nodejs:\\n  Installed: (none)\\n  Candidate: %s\\n' "\${FAKE_NODE_CANDIDATE:-20.19.2+dfsg-1}"`);
+  exe(p('fake/modprobe'), `echo "modprobe $*" >> "$FAKE_CALLS"; [[ -n $FAKE_NO_UBLK ]] && exit 1; [[ $1 == -n ]] || mkdir -p "$FAKE_ROOT/sys/module/ublk_drv"`);
+  exe(p('fake/npm'), `echo "npm $*" >> "$FAKE_CALLS"
+case "$1" in
+  ci) mkdir -p node_modules && touch node_modules/.package-lock.json ;;
+  run) mkdir -p build/Release dist/cli && touch build/Release/dmremap_native.node dist/cli/main.bundle.cjs ;;
+esac`);
+  fs.mkdirSync(p('etc/logrotate.d'), { recursive: true });
+  fs.mkdirSync(p('run/systemd/system'), { recursive: true });
+  fs.writeFileSync(p('kernel-config'), '# CONFIG_BLK_DEV_UBLK is not set\n');
+  fs.writeFileSync(p('calls'), '');
+  // Every file a little in the past, so that what the fakes make is newer.
+  const past = new Date(Date.now() - 60_000);
+  for (const f of ['package.json', 'package-lock.json', 'tsconfig.json', 'binding.gyp', 'src/x.ts', 'native/x.cc', 'bin/dmremap-ublk.js']) fs.utimesSync(p('repo', f), past, past);
+});
+afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
+
+function install(args: string[] = [], env: Record<string, string> = {}) {
+  const r = spawnSync('bash', [p('repo/scripts/install.sh'), ...args], {
+    encoding: 'utf8',
+    timeout: 30_000,
+    env: {
+      PATH: `${p('fake')}:${path.dirname(process.execPath)}:/usr/bin:/bin`,
+      FAKE_ROOT: root,
+      FAKE_CALLS: p('calls'),
+      FAKE_HELP_EXTRA: '  install-systemd  install the units\n',
+      DMREMAP_INSTALL_BIN_DIR: p('usr/local/bin'),
+      DMREMAP_INSTALL_ETC_DIR: p('etc'),
+      DMREMAP_INSTALL_UBLK_MODULE: p('sys/module/ublk_drv'),
+      DMREMAP_INSTALL_SYSTEMD_RUN: p('run/systemd/system'),
+      DMREMAP_INSTALL_KERNEL_CONFIG: p('kernel-config'),
+      DMREMAP_INSTALL_NO_ROOT: '1',
+      ...env,
+    },
+  });
+  const calls = fs.readFileSync(p('calls'), 'utf8');
+  fs.writeFileSync(p('calls'), '');
+  return { status: r.status, out: r.stdout, err: r.stderr, calls };
+}
+
+/** Every file under the fake root outside the fakes' own bookkeeping, with its content or link target. */
+function tree(): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string): void => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const f = path.join(d, e.name);
+      const rel = path.relative(root, f);
+      if (rel === 'calls') continue;
+      if (e.isSymbolicLink()) out[rel] = `-> ${fs.readlinkSync(f)}`;
+      else if (e.isDirectory()) walk(f);
+      else out[rel] = `${fs.readFileSync(f, 'utf8')} @${fs.statSync(f).mtimeMs}`;
+    }
+  };
+  walk(root);
+  return out;
+}
+
+describe('scripts/install.sh (fake root)', () => {
+  it('--dry-run says what it would do and changes nothing; a run does it; a second run changes nothing and says so', () => {
+    const before = tree();
+    const dry = install(['--dry-run']);
+    expect(dry.err).toBe('');
+    expect(dry.status).toBe(0);
+    expect(dry.out).toContain('would: apt-get install liburing-dev pkg-config g++ util-linux fdisk dmsetup\n');
+    expect(dry.out).toContain('would: npm ci');
+    expect(dry.out).toContain('would: npm run build');
+    expect(dry.out).toContain(`would: ln -sfn ${p('repo/bin/dmremap-ublk.js')} ${p('usr/local/bin/dmremap-ublk')}\n`);
+    expect(dry.out).toContain(`would: write ${p('etc/logrotate.d/dmremap-ublk')}\n`);
+    expect(dry.out).toContain('would: modprobe ublk_drv\n');
+    expect(dry.out).toContain(`would: write ${p('etc/modules-load.d/dmremap-ublk.conf')}\n`);
+    expect(dry.out).toContain('would: dmremap-ublk install-systemd');
+    expect(dry.out).toMatch(/dry run: 7 change\(s\) would be made; nothing was changed\n$/);
+    expect(dry.calls).toBe('modprobe -n ublk_drv\n'); // a question only
+    expect(tree()).toEqual(before);
+
+    const real = install();
+    expect(real.err).toBe('');
+    expect(real.status).toBe(0);
+    expect(real.calls.split('\n').filter(Boolean)).toEqual([
+      'apt-get update',
+      'apt-get install -y --no-install-recommends liburing-dev pkg-config g++ util-linux fdisk dmsetup',
+      'npm ci',
+      'npm run build',
+      'modprobe -n ublk_drv',
+      'modprobe ublk_drv',
+      'cli install-systemd',
+    ]);
+    expect(fs.readlinkSync(p('usr/local/bin/dmremap-ublk'))).toBe(p('repo/bin/dmremap-ublk.js'));
+    expect(fs.readFileSync(p('etc/logrotate.d/dmremap-ublk'), 'utf8')).toBe(fs.readFileSync(path.join(REPO, 'scripts/logrotate/dmremap-ublk'), 'utf8'));
+    expect(fs.readFileSync(p('etc/modules-load.d/dmremap-ublk.conf'), 'utf8')).toBe('ublk_drv\n');
+    expect(real.out).toContain('units: unchanged');
+    expect(real.out).toMatch(/done: 7 change\(s\) made/);
+
+    const after = tree();
+    const again = install();
+    expect(again.status).toBe(0);
+    expect(again.out).not.toMatch(/doing:/);
+    expect(again.out).toMatch(/nothing to do: everything was already installed\n$/);
+    expect(again.calls).toBe('cli install-systemd\n'); // which reports its own "unchanged"
+    expect(tree()).toEqual(after);
+    const dryAgain = install(['--dry-run']);
+    expect(dryAgain.out).toMatch(/nothing to do: everything was already installed\n$/);
+  });
+
+  it('a kernel without ublk: one paragraph naming the kernel and CONFIG_BLK_DEV_UBLK, the VM demo; no modules-load entry', () => {
+    const r = install([], { FAKE_NO_UBLK: '1' });
+    expect(r.status).toBe(0);
+    expect(r.out).toContain(`No ublk on this kernel: Linux ${os.release()} has no ublk_drv module`);
+    expect(r.out).toContain('# CONFIG_BLK_DEV_UBLK is not set');
+    expect(r.out).toMatch(/`dmremap-ublk demo`\s+runs the demo inside a test VM/);
+    expect(fs.existsSync(p('etc/modules-load.d'))).toBe(false);
+  });
+
+  it('node too old and no new enough nodejs package: says how to get it, exit 1, nothing changed', () => {
+    exe(p('fake/node'), 'echo v18.19.0');
+    const before = tree();
+    const r = install([], { FAKE_NODE_CANDIDATE: '18.19.0+dfsg-6~deb12u2' });
+    expect(r.status).toBe(1);
+    expect(r.err).toMatch(/^install\.sh: Node\.js >= 20\.17 is needed \(found: v18\.19\.0; this release's nodejs package: 18\.19\.0\+dfsg-6~deb12u2\)/);
+    expect(r.err).toContain('Debian trixie (13) ships nodejs 20.19');
+    expect(r.err).not.toMatch(/https?:|\.org|\.com/);
+    expect(r.calls).toBe('');
+    expect(tree()).toEqual(before);
+  });
+
+  it('node missing but the release has a new enough nodejs: it is installed with the rest', () => {
+    exe(p('fake/node'), 'grep -qx nodejs "$FAKE_ROOT/installed" && echo v20.19.2 || exit 127');
+    const r = install(['--dry-run']);
+    expect(r.status).toBe(0);
+    expect(r.out).toContain('this release\'s nodejs package is 20.19.2+dfsg-1: installing it');
+    expect(r.out).toContain('would: apt-get install liburing-dev pkg-config g++ util-linux fdisk dmsetup nodejs npm\n');
+  });
+
+  it('without install-systemd in the CLI, or without systemd running, the units are skipped', () => {
+    expect(install(['--dry-run'], { FAKE_HELP_EXTRA: '' }).out).toContain('skip: this version has no dmremap-ublk install-systemd');
+    fs.rmSync(p('run/systemd'), { recursive: true });
+    expect(install(['--dry-run']).out).toContain('skip: systemd is not running here');
+  });
+
+  it('bad arguments: exit 2, one line', () => {
+    const r = install(['--bogus']);
+    expect(r.status).toBe(2);
+    expect(r.err).toBe('install.sh: unknown argument --bogus (usage: scripts/install.sh [--dry-run])\n');
+  });
+});
