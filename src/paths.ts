@@ -59,6 +59,21 @@ export function ensureRunDir(dir: string, controlGid?: number | null): void {
   }
 }
 
+/**
+ * E_PERMISSION unless this process owns the run directory (root in production): `what` changes the run
+ * directory (del's mark), which a control group member may enter and read but not write.
+ */
+export function requireRunDirOwner(dir: string, what: string): void {
+  if (typeof process.geteuid !== 'function') return;
+  let owner: number;
+  try {
+    owner = fs.statSync(dir).uid;
+  } catch {
+    return; // no directory: the command's own checks report that
+  }
+  if (owner !== process.geteuid()) throw new DmrError('E_PERMISSION', `${what} needs root (the owner of ${dir}, uid ${owner}); this is uid ${process.geteuid()}`);
+}
+
 export const socketPath = (dir: string, devId: number): string => path.join(dir, `${devId}.sock`);
 export const registryPath = (dir: string, devId: number): string => path.join(dir, `${devId}.json`);
 export const defaultLogFile = (dir: string): string => path.join(dir, 'daemon.log');
