@@ -11,12 +11,13 @@ export const MAX_GID = 0xffff_fffe;
 /** A group name as shadow-utils accepts one (letters, digits, _ . -; not starting with - or a digit). */
 export const GROUP_NAME_RE = /^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$/;
 
+const CONTROL_GROUP_ERROR = `must be a group name or a gid (a whole number from 0 to ${MAX_GID})`;
 export const controlGroupSchema = z.union(
   [
-    z.number().int().min(0).max(MAX_GID),
-    z.string().regex(GROUP_NAME_RE),
+    z.number({ error: CONTROL_GROUP_ERROR }).int(CONTROL_GROUP_ERROR).min(0, CONTROL_GROUP_ERROR).max(MAX_GID, CONTROL_GROUP_ERROR),
+    z.string({ error: CONTROL_GROUP_ERROR }).regex(GROUP_NAME_RE, CONTROL_GROUP_ERROR),
   ],
-  { error: `must be a group name or a gid (a whole number from 0 to ${MAX_GID})` },
+  { error: CONTROL_GROUP_ERROR },
 );
 export type ControlGroup = z.output<typeof controlGroupSchema>;
 
