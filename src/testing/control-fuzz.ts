@@ -312,6 +312,11 @@ export function neverReads(socketPath: string, count: number, holdMs: number): P
     const sock = net.createConnection(socketPath);
     let closedByDaemon = false;
     let written = 0;
+    const finish = (): void => {
+      const byDaemon = closedByDaemon;
+      sock.destroy();
+      resolve({ closedByDaemon: byDaemon, written });
+    };
     sock.on('connect', () => {
       sock.pause();
       const write = (): void => {
@@ -324,13 +329,10 @@ export function neverReads(socketPath: string, count: number, holdMs: number): P
         }
       };
       write();
+      // Held from the connection on (the caller's event loop may be busy before it).
+      setTimeout(finish, holdMs);
     });
-    sock.on('error', () => undefined);
+    sock.on('error', () => finish());
     sock.on('close', () => (closedByDaemon = true));
-    setTimeout(() => {
-      const byDaemon = closedByDaemon;
-      sock.destroy();
-      resolve({ closedByDaemon: byDaemon, written });
-    }, holdMs);
   });
 }
