@@ -362,8 +362,12 @@ interface Conn {
   closed: boolean;
 }
 
-/** Sends one error line and closes the connection once it is flushed, whatever the peer does. */
+/**
+ * Sends one error line and closes the connection once it is flushed, whatever the peer does (a peer that is
+ * already gone makes the write fail: that error is the end of it, not the daemon's).
+ */
 function refuse(sock: net.Socket, code: 'E_PROTOCOL' | ErrorCode, message: string): void {
+  sock.on('error', () => sock.destroy());
   sock.end(reply({ id: null, ok: false, error: { code, message } }), () => sock.destroy());
 }
 

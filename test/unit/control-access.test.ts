@@ -267,6 +267,30 @@ describe('bounds under abuse', () => {
     expect((server as ControlServer).load()).toMatchObject({ clients: 0, queued: 0, unsentBytes: 0 });
   }, 30_000);
 
+  it('peers that connect and go at once while they are turned away (at the client limit, or strangers) do not bring the server down', async () => {
+    await start(null, { maxClients: 1 });
+    const keep = net.createConnection(sock);
+    await new Promise<void>((r) => keep.on('connect', () => r()));
+    const burst = (): Promise<void[]> =>
+      Promise.all(
+        Array.from({ length: 300 }, () =>
+          new Promise<void>((resolve) => {
+            const c = net.createConnection(sock);
+            c.on('error', () => resolve());
+            c.on('close', () => resolve());
+            c.on('connect', () => c.destroy());
+          }),
+        ),
+      );
+    await burst();
+    fake.peer = STRANGER;
+    await burst();
+    fake.peer = null;
+    keep.destroy();
+    await new Promise((r) => setTimeout(r, 200));
+    await expect(request(sock, 'ping', {}, 3000)).resolves.toBe('pong');
+  }, 30_000);
+
   it('a client that reads slowly is served in full: 5,000 pipelined pings, all answered in order', async () => {
     await start(null);
     const lines = Array.from({ length: 5000 }, (_, i) => `{"id":${i + 1},"cmd":"ping"}`);
