@@ -191,6 +191,8 @@ export class ControlServer {
       conn.buf = conn.pos === 0 ? conn.buf + chunk : conn.buf.slice(conn.pos) + chunk;
       conn.pos = 0;
       this.pump(conn);
+      // The unterminated tail may not outgrow a line either (checked as it grows, not at every reply).
+      if (!conn.closed) this.checkLength(conn, conn.buf.slice(Math.max(conn.pos, conn.buf.lastIndexOf('\n') + 1)));
     });
   }
 
@@ -216,9 +218,6 @@ export class ControlServer {
       conn.buf = '';
       conn.pos = 0;
     }
-    // The unterminated tail may not outgrow a line either.
-    const lastNl = conn.buf.lastIndexOf('\n');
-    if (!this.checkLength(conn, conn.buf.slice(Math.max(conn.pos, lastNl + 1)))) return;
     const full = conn.pending >= this.maxQueued || this.stalled(conn) || conn.buf.indexOf('\n', conn.pos) >= 0;
     if (full) sock.pause();
     else sock.resume();
