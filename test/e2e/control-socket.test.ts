@@ -72,7 +72,8 @@ primaryKernelOnly('the control socket', () => {
       expect(oneLine(stranger)).toBe(`dmremap-ublk: cannot read run directory ${RUN_DIR}: EACCES`);
       fs.chmodSync(RUN_DIR, 0o2751);
       fs.chmodSync(sockFile, 0o666);
-      const connect = `const c=require('net').connect(process.argv[1]);let b='';c.on('data',d=>b+=d);c.on('close',()=>{process.stdout.write(b);});c.write('{"id":1,"cmd":"ping"}\\n')`;
+      // Connects and sends nothing: the refusal comes at connect (a request written after it would fail, EPIPE).
+      const connect = `const c=require('net').connect(process.argv[1]);let b='';const t=setTimeout(()=>c.destroy(),20000);c.on('data',d=>b+=d);c.on('error',()=>{});c.on('close',()=>{clearTimeout(t);process.stdout.write(b);})`;
       const raw = sh('setpriv', ['--reuid', String(UID), '--regid', String(UID), '--clear-groups', process.execPath, '-e', connect, sockFile], 60_000);
       fs.chmodSync(RUN_DIR, 0o2750);
       fs.chmodSync(sockFile, 0o660);
