@@ -119,7 +119,7 @@ export class Daemon {
    * DmrError, leaving nothing behind (nothing written, the claims released), on failure.
    */
   static async start(cfg: DeviceConfig, deps: DaemonDeps): Promise<Daemon> {
-    const controlGid = configuredControlGid();
+    const controlGid = configuredControlGid(deps.log);
     ensureRunDir(deps.runDir, controlGid);
     const entries = readEntries(deps.runDir);
     // Quiesced devices (daemon gone, kernel device waiting for `recover`) are kept, and their main and spare
@@ -148,7 +148,7 @@ export class Daemon {
    * unknown (E_NOT_FOUND) or whose saved state is invalid or does not match its devices (E_STATE).
    */
   static async recover(devId: number, deps: DaemonDeps): Promise<Daemon> {
-    const controlGid = configuredControlGid();
+    const controlGid = configuredControlGid(deps.log);
     ensureRunDir(deps.runDir, controlGid);
     const entries = readEntries(deps.runDir);
     const entry = recoverableEntry(deps.runDir, devId);
@@ -936,8 +936,18 @@ function startError(e: unknown, p: DevicePlan): DmrError {
   return kernelError(e, 'cannot start the ublk device');
 }
 
-/** The config file's controlGroup as a gid, null without one; E_CONFIG for a group name that does not exist. */
-function configuredControlGid(): number | null {
-  const { file, config } = loadConfig(configPath());
-  return resolveControlGroup(config.controlGroup, file);
+/**
+ * The config file's controlGroup as a gid, null without one; E_CONFIG for a group name that does not exist.
+ * A file that cannot be used at all (the device still starts, as with the scan's settings) gives no group:
+ * only root gets in, the stricter side.
+ */
+function configuredControlGid(log: Logger): number | null {
+  let loaded: ReturnType<typeof loadConfig>;
+  try {
+    loaded = loadConfig(configPath());
+  } catch (e) {
+    log.warn({ err: e instanceof Error ? e.message : String(e) }, 'the config file cannot be read: no control group (root only)');
+    return null;
+  }
+  return resolveControlGroup(loaded.config.controlGroup, loaded.file);
 }

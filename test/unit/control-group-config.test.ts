@@ -119,6 +119,15 @@ describe('a daemon with a control group', () => {
     expect(fs.statSync(path.join(w.runDir, `${daemon.info.devId}.json`)).mode & 0o777).toBe(0o640);
   });
 
+  it('a config file that cannot be used: no control group (root only), and the device starts', async () => {
+    fs.mkdirSync(path.dirname(cfgFile), { recursive: true });
+    fs.writeFileSync(cfgFile, '{"controlGroup": 4711, "scanRateMib": 0}');
+    process.env.DMREMAP_CONFIG = cfgFile;
+    daemon = await Daemon.start(deviceConfig(w, { alertCommand: null }), { native: fakeFor(w), runDir: w.runDir, log: quietLog(), logFile: null });
+    expect(fs.statSync(w.runDir).mode & 0o7777).toBe(0o700);
+    expect(fs.statSync(path.join(w.runDir, `${daemon.info.devId}.sock`)).mode & 0o777).toBe(0o600);
+  });
+
   it('refuses to start with a group name that does not exist: E_CONFIG, no device, no run directory', async () => {
     fs.mkdirSync(path.dirname(cfgFile), { recursive: true });
     fs.writeFileSync(cfgFile, JSON.stringify({ controlGroup: 'dmremap-no-such-group-x' }));
