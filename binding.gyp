@@ -16,6 +16,7 @@
         "native/device.cc",
         "native/discard_worker.cc",
         "native/events.cc",
+        "native/peer_cred.cc",
         "native/queue.cc",
         "native/remap_index.cc",
         "native/request_plan.cc",

@@ -19,6 +19,7 @@
 #include "control.h"
 #include "device.h"
 #include "events.h"
+#include "peer_cred.h"
 #include "sys_error.h"
 
 namespace {
@@ -821,6 +822,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("kernelDeviceInfo", Napi::Function::New(env, KernelDeviceInfo));
   exports.Set("deleteKernelDevice", Napi::Function::New(env, DeleteKernelDevice));
   exports.Set("armExitWatchdog", Napi::Function::New(env, ArmExitWatchdog));
+  exports.Set("peerCred", Napi::Function::New(env, PeerCredJs));
   exports.Set("Device", DeviceWrap::Define(env));
   return exports;
 }

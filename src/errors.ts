@@ -42,6 +42,10 @@ export const ERROR_CODES = {
   E_AMBIGUOUS: 1,
   E_KERNEL: 1,
   E_PROTOCOL: 1,
+  // The control socket's peer may not do this: a member of the configured controlGroup asked for a command
+  // that changes something (only root and the daemon's own user may), or a peer neither root, the daemon's
+  // user nor in the group connected (refused at connect).
+  E_PERMISSION: 1,
   E_TIMEOUT: 1,
   E_DAEMON: 1,
   E_RUN_DIR: 1,

@@ -390,6 +390,14 @@ export interface KernelDeviceInfo {
   flags: bigint;
 }
 
+/** A unix socket peer's credentials (NativeAddon.peerCred). */
+export interface PeerCred {
+  pid: number;
+  uid: number;
+  gid: number;
+  groups: number[];
+}
+
 export interface NativeAddon {
   /** The most queues and the deepest queue a Device takes (MAX_QUEUES / MAX_DEPTH in device/config.ts). */
   readonly limits: { maxQueues: number; maxDepth: number };
@@ -416,6 +424,11 @@ export interface NativeAddon {
    * dead device would keep the process (and the device's recovery) waiting for ever.
    */
   armExitWatchdog(ms: number, code: number): void;
+  /**
+   * The credentials of a connected unix socket's peer as the kernel recorded them at connect: SO_PEERCRED
+   * (pid, uid, gid) and SO_PEERGROUPS (supplementary groups). Throws a NativeError (command 'getsockopt').
+   */
+  peerCred(fd: number): PeerCred;
 
 }
 

@@ -22,22 +22,56 @@ export function runDir(env: NodeJS.ProcessEnv = process.env): string {
   return dir !== undefined && dir !== '' ? path.resolve(dir) : DEFAULT_RUN_DIR;
 }
 
-/** Creates the run directory if needed and makes sure only its owner can enter it (mode 0700). */
-export function ensureRunDir(dir: string): void {
+/** The run directory's mode without a control group: only its owner enters. */
+export const RUN_DIR_MODE = 0o700;
+/**
+ * With a control group: the group may enter and read (list the registry files, reach the sockets), and
+ * setgid, so that what is created in it (registry files, sockets) gets the group.
+ */
+export const RUN_DIR_GROUP_MODE = 0o2750;
+
+/**
+ * Creates the run directory if needed and sets who may enter it: only its owner (0700) when `controlGid` is
+ * null; also the group `controlGid` (02750, the directory's group) when it is a gid; when undefined (a
+ * command that does not know the config), either of those modes is kept as it is and anything else made 0700.
+ */
+export function ensureRunDir(dir: string, controlGid?: number | null): void {
   try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    fs.mkdirSync(dir, { recursive: true, mode: RUN_DIR_MODE });
     const st = fs.lstatSync(dir);
     if (!st.isDirectory()) throw new DmrError('E_RUN_DIR', `run directory ${dir} is not a directory`);
     if (typeof process.getuid === 'function' && st.uid !== process.getuid()) {
       throw new DmrError('E_RUN_DIR', `run directory ${dir} belongs to another user (uid ${st.uid})`);
     }
-    if ((st.mode & 0o777) !== 0o700) fs.chmodSync(dir, 0o700);
+    const mode = st.mode & 0o7777;
+    if (controlGid === undefined) {
+      if (mode !== RUN_DIR_MODE && mode !== RUN_DIR_GROUP_MODE) fs.chmodSync(dir, RUN_DIR_MODE);
+      return;
+    }
+    if (controlGid !== null && st.gid !== controlGid) fs.chownSync(dir, st.uid, controlGid);
+    const want = controlGid === null ? RUN_DIR_MODE : RUN_DIR_GROUP_MODE;
+    if (mode !== want) fs.chmodSync(dir, want);
   } catch (e) {
     if (e instanceof DmrError) throw e;
     throw new DmrError('E_RUN_DIR', `cannot create run directory ${dir}: ${errorCodeOf(e) ?? String(e)}`, {
       cause: e,
     });
   }
+}
+
+/**
+ * E_PERMISSION unless this process owns the run directory (root in production): `what` changes the run
+ * directory (del's mark), which a control group member may enter and read but not write.
+ */
+export function requireRunDirOwner(dir: string, what: string): void {
+  if (typeof process.geteuid !== 'function') return;
+  let owner: number;
+  try {
+    owner = fs.statSync(dir).uid;
+  } catch {
+    return; // no directory: the command's own checks report that
+  }
+  if (owner !== process.geteuid()) throw new DmrError('E_PERMISSION', `${what} needs root (the owner of ${dir}, uid ${owner}); this is uid ${process.geteuid()}`);
 }
 
 export const socketPath = (dir: string, devId: number): string => path.join(dir, `${devId}.sock`);

@@ -9,6 +9,7 @@ import { alertCommandSchema, SETTING_CLI_NAMES as CLI_KEY_NAMES, SETTING_KEYS, t
 import { parseScanSetting, SCAN_SETTING_KEYS, type ScanSettingKey } from '../scan/settings.js';
 import { HEALTH_SETTING_KEYS, healthOrderProblem, parseHealthSetting, type HealthSettingKey } from '../health/settings.js';
 import { usageError } from '../errors.js';
+import { parseControlGroup, resolveControlGroup, type ControlGroup } from '../config/control-group.js';
 import { parseWholeNumber } from '../numbers.js';
 import { PROG, printJson, type CliContext } from './context.js';
 import type { ConfigFlags } from './schemas.js';
@@ -58,6 +59,7 @@ export function showValue(v: Value): string {
 
 export async function runConfig(ctx: CliContext, positionals: string[], flags: ConfigFlags): Promise<number> {
   const [sub, ...args] = positionals;
+  if ((sub === 'get' || sub === 'set' || sub === 'unset') && args[0] === CONTROL_GROUP_KEY) return controlGroup(ctx, sub, args.slice(1), flags);
   switch (sub) {
     case 'get':
       return get(ctx, args, flags);
@@ -143,5 +145,43 @@ function change(ctx: CliContext, op: 'set' | 'unset', args: string[], flags: Con
     const where = device === null ? '' : ` for device ${device}`;
     ctx.stdout.write(`${CLI_KEY_NAMES[key]} = ${showValue(now)}${where} (${changed ? `was ${showValue(previous)}` : 'unchanged'})\n`);
   }
+  return 0;
+}
+
+/** The global-only key of the control sockets' read-only group (src/config/control-group.ts). */
+export const CONTROL_GROUP_KEY = 'control_group';
+
+/**
+ * `config get|set|unset control_group [value]`: global only (no --device). `set` checks a group name exists
+ * (E_CONFIG when it does not) before the file is touched; a gid is stored as a number.
+ */
+function controlGroup(ctx: CliContext, op: 'get' | 'set' | 'unset', args: string[], flags: ConfigFlags): number {
+  if (flags.device !== undefined) throw usageError(`${CONTROL_GROUP_KEY} is global: it takes no --device`);
+  const want = op === 'set' ? 1 : 0;
+  if (op === 'set' && args[0] === undefined) throw usageError(`missing value for ${CONTROL_GROUP_KEY}`);
+  if (args.length > want) throw usageError(`config ${op} ${CONTROL_GROUP_KEY} takes ${want === 1 ? 'one value' : 'no value'}, got ${args.length}`);
+  const file = configPath(ctx.env);
+  const show = (v: ControlGroup | undefined): string => (v === undefined ? '(none)' : String(v));
+  if (op === 'get') {
+    const v = loadConfig(file).config.controlGroup;
+    if (flags.json) printJson(ctx, { controlGroup: v ?? null });
+    else ctx.stdout.write(`${CONTROL_GROUP_KEY} = ${show(v)}\n`);
+    return 0;
+  }
+  const value = op === 'set' ? parseControlGroup(args[0] as string) : undefined;
+  resolveControlGroup(value, file);
+  const apply = (config: ConfigFile): { previous: ControlGroup | undefined; changed: boolean } => {
+    const previous = config.controlGroup;
+    if (previous === value) return { previous, changed: false };
+    const next = structuredClone(config);
+    if (value === undefined) delete next.controlGroup;
+    else next.controlGroup = value;
+    writeConfig(file, next);
+    return { previous, changed: true };
+  };
+  const current = loadConfig(file).config;
+  const { previous, changed } = current.controlGroup === value ? { previous: value, changed: false } : withConfigLock(file, () => apply(loadConfig(file).config));
+  if (flags.json) printJson(ctx, { key: CONTROL_GROUP_KEY, device: null, value: value ?? null, previous: previous ?? null, changed, file });
+  else ctx.stdout.write(`${CONTROL_GROUP_KEY} = ${show(value)} (${changed ? `was ${show(previous)}` : 'unchanged'})\n`);
   return 0;
 }

@@ -10,7 +10,7 @@ import { entryState, findInvalidTarget, findTarget, isAlive, notFound, readEntri
 import { DmrError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { deleteInvalid, deleteQuiesced, reapStale } from '../device/reap.js';
-import { runDir } from '../paths.js';
+import { requireRunDirOwner, runDir } from '../paths.js';
 import { printJson, type CliContext } from './context.js';
 
 export const DEL_TIMEOUT_MS = 60_000;
@@ -46,6 +46,7 @@ export async function runDel(ctx: CliContext, target: string, json: boolean, tim
     else ctx.stdout.write(`removed ${blockPath}\n`);
     return 0;
   }
+  requireRunDirOwner(dir, 'del');
   // Held until the device is gone: a successor starting meanwhile (a restart, the supervisor) refuses it.
   const unmark = markDeleting(dir, entry.devId);
   try {

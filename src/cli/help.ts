@@ -125,6 +125,10 @@ Keys:
                     DMREMAP_PREVIOUS_STATE, DMREMAP_SCORE, DMREMAP_REASON and DMREMAP_ALARM (the
                     alarm's name, empty for a change of state) set; killed after 30 s;
                     at most once per 10 min for the same state (default none)
+  control_group     global only (no --device): a group name or gid whose members may use the
+                    read-only commands of every device's control socket (status, list, table,
+                    stats, health, verify, scan status, map, watch); read when a daemon starts
+                    (default none: root only). Shown by "config get control_group" only.
 
 get     prints the effective settings, one "key = value" per line (the given key only, if any):
         the defaults, overridden by the file's global values, overridden by the file's entry for

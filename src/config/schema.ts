@@ -4,6 +4,7 @@
 import * as z from 'zod';
 import { POLICY_LIMITS, type FaultPolicy } from './policy.js';
 import { SCAN_CLI_KEY_NAMES, SCAN_SETTING_KEYS, scanSettingsSchema, type ScanSettingKey } from '../scan/settings.js';
+import { controlGroupSchema } from './control-group.js';
 import { HEALTH_CLI_KEY_NAMES, HEALTH_SETTING_KEYS, healthSettingsSchema, type HealthSettingKey } from '../health/settings.js';
 
 export type PolicyKey = keyof FaultPolicy;
@@ -93,13 +94,15 @@ const deviceKeySchema = z.string().refine(isDeviceKey, {
 export const configFileSchema = z.strictObject(
   {
     ...sectionSchema.shape,
+    /** Global only: the group that may use the control sockets' read-only commands (control-group.ts). */
+    controlGroup: controlGroupSchema.optional(),
     devices: z.record(deviceKeySchema, sectionSchema, { error: 'must be an object of device name → settings' }).optional(),
   },
   { error: 'must be a JSON object' },
 );
 export type ConfigFile = z.output<typeof configFileSchema>;
 
-const TOP_KEYS = [...SETTING_KEYS, 'devices'] as const;
+const TOP_KEYS = [...SETTING_KEYS, 'controlGroup', 'devices'] as const;
 
 function formatPath(path: readonly PropertyKey[]): string {
   let out = '';

@@ -146,6 +146,42 @@ export type Command = Request['cmd'];
 export type RequestOf<C extends Command> = Extract<Request, { cmd: C }>;
 export const COMMANDS: readonly Command[] = requestSchema.options.map((o) => o.shape.cmd.value);
 
+/**
+ * Who may send each command (src/control/access.ts): `read` commands change nothing and are open to the
+ * configured controlGroup as well as to root; `admin` ones only to root (and the daemon's own user). Every
+ * command is classified here (the type makes the compiler ask for a new one). `verify` reads one block;
+ * `scan_read` (a debug read of up to 16 MiB that holds off the background scan) and `message` (which can
+ * carry a remap) are admin.
+ */
+export const COMMAND_ACCESS = {
+  ping: 'read',
+  status: 'read',
+  stats: 'read',
+  health: 'read',
+  table: 'read',
+  verify: 'read',
+  scan: 'read',
+  scan_map: 'read',
+  watch: 'read',
+  shutdown: 'admin',
+  restart: 'admin',
+  remap: 'admin',
+  unremap: 'admin',
+  message: 'admin',
+  clear_stats: 'admin',
+  set_auto_remap: 'admin',
+  recheck: 'admin',
+  scan_read: 'admin',
+  scan_start: 'admin',
+  scan_pause: 'admin',
+  scan_resume: 'admin',
+  scan_stop: 'admin',
+  health_reset: 'admin',
+} as const satisfies Record<Command, 'read' | 'admin'>;
+export type CommandAccess = (typeof COMMAND_ACCESS)[Command];
+/** The commands a controlGroup member may send. */
+export const READ_ONLY_COMMANDS: readonly Command[] = COMMANDS.filter((c) => COMMAND_ACCESS[c] === 'read');
+
 const backingStatus = z.strictObject({
   path: z.string(),
   sizeBytes: z.number(),

@@ -102,12 +102,17 @@ export function isAlive(entry: Pick<RegistryEntry, 'pid' | 'pidStart'>): boolean
   return now === null || now === entry.pidStart;
 }
 
-/** Writes the entry atomically (temp file + rename), mode 0600. */
+/**
+ * Writes the entry atomically (temp file + rename), mode 0640: the run directory decides who reads it (its
+ * owner only, or also its control group: paths.ts ensureRunDir), and its setgid bit gives the file its group.
+ */
 export function writeEntry(dir: string, entry: RegistryEntry): void {
   const file = registryPath(dir, entry.devId);
   const tmp = `${file}.${process.pid}.tmp`;
   try {
-    fs.writeFileSync(tmp, `${JSON.stringify(entry, null, 2)}\n`, { mode: 0o600 });
+    fs.writeFileSync(tmp, `${JSON.stringify(entry, null, 2)}\n`, { mode: 0o640 });
+    // The mode is filtered by the umask (a 027 one would leave 0640, a 077 one 0600): set it exactly.
+    fs.chmodSync(tmp, 0o640);
     fs.renameSync(tmp, file);
   } catch (e) {
     fs.rmSync(tmp, { force: true });

@@ -43,6 +43,7 @@ import { SlowBlockRule } from '../scan/slow-blocks.js';
 import { UserSlowReads } from '../scan/user-slow-reads.js';
 import { loadScan, saveScan, type SavedScan } from '../scan/scan-file.js';
 import { DEFAULT_SCAN_SETTINGS, resolveScanSettings, type ScanSettings } from '../scan/settings.js';
+import { resolveControlGroup } from '../config/control-group.js';
 import { configPath, deviceKey, loadConfig, resolveAlertCommand, resolveHealthConfig, resolveScanConfig } from '../config/file.js';
 import { DeviceHealth } from './device-health.js';
 import { CommitEvents, DeviceEvents } from './device-events.js';
@@ -75,6 +76,8 @@ export class Daemon {
   private readonly startedAt = new Date();
   private device: NativeDevice | null = null;
   private server: ControlServer | null = null;
+  /** The config's controlGroup as a gid (read at start and at recover), null without one. */
+  private controlGid: number | null = null;
   private entry: RegistryEntry | null = null;
   private deviceInfo: DeviceInfo | null = null;
   private engine: RemapEngine | null = null;
@@ -116,7 +119,8 @@ export class Daemon {
    * DmrError, leaving nothing behind (nothing written, the claims released), on failure.
    */
   static async start(cfg: DeviceConfig, deps: DaemonDeps): Promise<Daemon> {
-    ensureRunDir(deps.runDir);
+    const controlGid = configuredControlGid(deps.log);
+    ensureRunDir(deps.runDir, controlGid);
     const entries = readEntries(deps.runDir);
     // Quiesced devices (daemon gone, kernel device waiting for `recover`) are kept, and their main and spare
     // stay taken; only entries with nothing to recover are cleaned up.
@@ -125,6 +129,7 @@ export class Daemon {
     try {
       const spareIo = await checkedSpare(deps, cfg, plan);
       const daemon = new Daemon(cfg, plan, spareIo, deps);
+      daemon.controlGid = controlGid;
       await daemon.bringUp();
       return daemon;
     } catch (e) {
@@ -143,7 +148,8 @@ export class Daemon {
    * unknown (E_NOT_FOUND) or whose saved state is invalid or does not match its devices (E_STATE).
    */
   static async recover(devId: number, deps: DaemonDeps): Promise<Daemon> {
-    ensureRunDir(deps.runDir);
+    const controlGid = configuredControlGid(deps.log);
+    ensureRunDir(deps.runDir, controlGid);
     const entries = readEntries(deps.runDir);
     const entry = recoverableEntry(deps.runDir, devId);
     await checkKernelQuiesced(deps.native, entry);
@@ -158,6 +164,7 @@ export class Daemon {
       const spareIo = new ClaimedSpareIo(deps.native, plan.spare.fd, plan.spare.sizeBytes, plan.spare.path);
       const daemon = new Daemon(cfg, { ...plan, zeroCopy: entry.recovery.zeroCopy }, spareIo, deps);
       daemon.recoverId = devId;
+      daemon.controlGid = controlGid;
       await daemon.bringUp();
       return daemon;
     } catch (e) {
@@ -278,7 +285,9 @@ export class Daemon {
         },
         quiesced: null,
       };
-      this.server = new ControlServer({ socketPath: sock, handlers: this.handlers(), log, events: this.events, device: () => info.blockPath });
+      const native = this.deps.native;
+      const access = { peerCred: (fd: number) => native.peerCred(fd), ownUid: process.geteuid?.() ?? 0, controlGid: this.controlGid };
+      this.server = new ControlServer({ socketPath: sock, handlers: this.handlers(), log, access, events: this.events, device: () => info.blockPath });
       await this.server.listen();
       // A del that began during the kernel recovery: the entry is not published again (del removed it or
       // will); the device is detached below, quiesced, and del deletes it.
@@ -925,4 +934,20 @@ function startError(e: unknown, p: DevicePlan): DmrError {
     return new DmrError('E_DEVICE_BUSY', `${which} in use (mounted, or held by another program)`, { cause: e });
   }
   return kernelError(e, 'cannot start the ublk device');
+}
+
+/**
+ * The config file's controlGroup as a gid, null without one; E_CONFIG for a group name that does not exist.
+ * A file that cannot be used at all (the device still starts, as with the scan's settings) gives no group:
+ * only root gets in, the stricter side.
+ */
+function configuredControlGid(log: Logger): number | null {
+  let loaded: ReturnType<typeof loadConfig>;
+  try {
+    loaded = loadConfig(configPath());
+  } catch (e) {
+    log.warn({ err: e instanceof Error ? e.message : String(e) }, 'the config file cannot be read: no control group (root only)');
+    return null;
+  }
+  return resolveControlGroup(loaded.config.controlGroup, loaded.file);
 }

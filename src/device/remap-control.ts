@@ -139,8 +139,8 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, health: 
   const st = engine.store;
   const c = st.counters();
   const a = auto.stats();
-  let pending = 0;
-  for (const [, e] of st.table.entries()) if (e.state === 'lost' && e.origin !== 'manual') pending++;
+  // Kept by the table on every change: no walk of it per request.
+  const pending = st.table.counts().lostAuto;
   const rs = remapStatus(engine, health);
   return {
     autoRemap: auto.policy.autoRemap,

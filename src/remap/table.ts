@@ -40,6 +40,8 @@ export interface TableCounts {
   manual: number;
   /** Entries not made by hand: origin auto or scan. */
   auto: number;
+  /** Lost entries not made by hand (`stats`' pendingBlocks: unreadable, healed by the next write). */
+  lostAuto: number;
 }
 
 /** The table sorted by block, as flat arrays for the native index mirror. */
@@ -61,7 +63,12 @@ function fillU64(view: Uint32Array, i: number, v: number): void {
 
 export class RemapTable {
   private readonly map = new Map<number, RemapEntry>();
-  private c: TableCounts = { remapped: 0, mapped: 0, lost: 0, manual: 0, auto: 0 };
+  private c: TableCounts = { remapped: 0, mapped: 0, lost: 0, manual: 0, auto: 0, lostAuto: 0 };
+  /**
+   * Every block, ascending, built once after a change of the set of blocks and kept until the next: `table`
+   * pages and the native mirror read it without sorting per request. null: out of date.
+   */
+  private sorted: Float64Array | null = null;
   /** Blocks whose entry was set or deleted since the last takeChanges() (null: not tracked). */
   private changed: Set<number> | null = null;
   /** The table was cleared since the last takeChanges(): every block may have changed. */
@@ -87,6 +94,7 @@ export class RemapTable {
   set(block: number, entry: RemapEntry): void {
     const old = this.map.get(block);
     if (old !== undefined) this.count(old, -1);
+    else this.sorted = null;
     // A fresh object of one shape (entries are never mutated in place: callers replace them).
     const e: RemapEntry = {
       slot: entry.slot,
@@ -124,12 +132,14 @@ export class RemapTable {
       dataOnMain: lost && dataOnMain,
     });
     this.changed?.add(block);
+    this.sorted = null;
     const c = this.c;
     c.remapped++;
     if (lost) c.lost++;
     else c.mapped++;
     if (auto) c.auto++;
     else c.manual++;
+    if (lost && auto) c.lostAuto++;
   }
 
   /** Removes `block`'s entry and returns it; throws E_REMAP_STATE when the block is not remapped. */
@@ -137,6 +147,7 @@ export class RemapTable {
     const old = this.map.get(block);
     if (old === undefined) throw new DmrError('E_REMAP_STATE', `block ${block} is not remapped`);
     this.map.delete(block);
+    this.sorted = null;
     this.count(old, -1);
     this.changed?.add(block);
     return old;
@@ -144,7 +155,8 @@ export class RemapTable {
 
   clear(): void {
     this.map.clear();
-    this.c = { remapped: 0, mapped: 0, lost: 0, manual: 0, auto: 0 };
+    this.c = { remapped: 0, mapped: 0, lost: 0, manual: 0, auto: 0, lostAuto: 0 };
+    this.sorted = null;
     this.changedAll = true;
     this.changed?.clear();
   }
@@ -169,12 +181,17 @@ export class RemapTable {
     return this.map.entries();
   }
 
-  /** Every remapped block, ascending. */
+  /**
+   * Every remapped block, ascending. Sorted once after the set of blocks changed and shared until the next
+   * change (a change of an entry's slot or state keeps it): callers must not modify it.
+   */
   sortedBlocks(): Float64Array {
+    if (this.sorted !== null) return this.sorted;
     const keys = new Float64Array(this.map.size);
     let i = 0;
     for (const k of this.map.keys()) keys[i++] = k;
-    return keys.sort();
+    this.sorted = keys.sort();
+    return this.sorted;
   }
 
   /** The table sorted by block, as typed arrays (what the native index mirror takes). */
@@ -210,5 +227,6 @@ export class RemapTable {
     else this.c.mapped += d;
     if (e.origin !== 'manual') this.c.auto += d;
     else this.c.manual += d;
+    if (e.state === 'lost' && e.origin !== 'manual') this.c.lostAuto += d;
   }
 }

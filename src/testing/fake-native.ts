@@ -22,6 +22,7 @@ import type {
   NativeEvent,
   QueueStats,
   NativeScanReadResult,
+  PeerCred,
   ScanSegment,
   UblkProbe,
 } from '../native.js';
@@ -57,6 +58,13 @@ export const fakeConfigSchema = z.strictObject({
    */
   failReads: z.array(z.strictObject({ device: z.enum(['main', 'spare']), offset: z.number(), bytes: z.number(), code: z.string() })).default([]),
   failWrites: z.array(z.strictObject({ device: z.enum(['main', 'spare']), offset: z.number(), bytes: z.number(), code: z.string() })).default([]),
+  /**
+   * What peerCred reports for every control socket peer (null: the test process's own credentials, as the
+   * kernel would say of a client run by the same user). Tests may change FakeNative.peer while it runs.
+   */
+  peer: z.strictObject({ pid: z.number().int(), uid: z.number().int(), gid: z.number().int(), groups: z.array(z.number().int()) }).nullable().default(null),
+  /** errno name peerCred fails with (as getsockopt would), null: it answers. */
+  failPeerCred: z.string().nullable().default(null),
 });
 export type FakeConfig = z.input<typeof fakeConfigSchema>;
 
@@ -709,8 +717,16 @@ export class FakeNative implements NativeAddon {
   readonly Device: new (opts: DeviceOptions) => NativeDevice;
   readonly limits = { maxQueues: MAX_QUEUES, maxDepth: MAX_DEPTH };
 
+  /** What peerCred answers (null: this process's own credentials); starts as the config's `peer`. */
+  peer: PeerCred | null;
+  failPeerCred: string | null;
+  /** The fds peerCred was asked about, in order. */
+  readonly peerCredCalls: number[] = [];
+
   constructor(cfg: FakeConfig) {
     this.cfg = fakeConfigSchema.parse(cfg);
+    this.peer = this.cfg.peer;
+    this.failPeerCred = this.cfg.failPeerCred;
     const addon = this;
     this.Device = class extends FakeDevice {
       constructor(opts: DeviceOptions) {
@@ -837,6 +853,21 @@ export class FakeNative implements NativeAddon {
     fs.rmSync(path.join(this.cfg.devDir, `ublkb${devId}`), { force: true });
     fs.rmSync(path.join(this.cfg.devDir, `ublkc${devId}`), { force: true });
     fs.rmSync(fakeKernelStatePath(this.cfg.devDir, devId), { force: true });
+  }
+
+  peerCred(fd: number): PeerCred {
+    this.peerCredCalls.push(fd);
+    if (!Number.isInteger(fd) || fd < 0) throw new TypeError('peerCred(fd): fd must be a non-negative integer');
+    if (this.failPeerCred !== null) throw nativeError(this.failPeerCred, 'getsockopt', 'SO_PEERCRED');
+    let st: fs.Stats;
+    try {
+      st = fs.fstatSync(fd);
+    } catch (e) {
+      throw nativeError((e as NodeJS.ErrnoException).code ?? 'EBADF', 'getsockopt', 'SO_PEERCRED');
+    }
+    if (!st.isSocket()) throw nativeError('ENOTSOCK', 'getsockopt', 'SO_PEERCRED');
+    if (this.peer !== null) return { ...this.peer, groups: [...this.peer.groups] };
+    return { pid: process.pid, uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0, groups: process.getgroups?.() ?? [] };
   }
 
   /** Watchdogs armed (ms, code). Nothing of the kernel in it to fake: the real addon's watchdog runs. */

@@ -315,7 +315,7 @@ const BAD_FILES: [string, string, string | RegExp][] = [
   ['not a whole number', '{"retryBackoffMs": 2.5}', 'retryBackoffMs: must be a whole number'],
   ['a string for a number', '{"readRetries": "3"}', 'readRetries: must be a whole number'],
   ['a number for a boolean', '{"autoRemap": 1}', 'autoRemap: must be true or false'],
-  ['an unknown key', '{"read_retries": 3}', `unknown key "read_retries" (known: ${FILE_KEYS}, devices)`],
+  ['an unknown key', '{"read_retries": 3}', `unknown key "read_retries" (known: ${FILE_KEYS}, controlGroup, devices)`],
   ['an unknown per-device key', '{"devices": {"vol": {"spare": "x"}}}', `devices.vol: unknown key "spare" (known: ${FILE_KEYS})`],
   ['a bad per-device value', '{"devices": {"/dev/sdb": {"readRetries": -1}}}', 'devices["/dev/sdb"].readRetries: must be at least 0'],
   ['a bad device key', '{"devices": {"my disk": {}}}', 'devices: key "my disk" is neither a device name (as given to add --name) nor the absolute path of a main device'],

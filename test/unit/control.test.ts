@@ -9,7 +9,7 @@ import type { DeviceStatus, Handlers } from '../../src/control/protocol.js';
 import { parseRequestLine } from '../../src/control/protocol.js';
 import { ControlServer } from '../../src/control/server.js';
 import { DmrError } from '../../src/errors.js';
-import { makeWorld, quietLog, type World } from './helpers.js';
+import { makeWorld, quietLog, testAccess, type World } from './helpers.js';
 
 let w: World;
 let sock: string;
@@ -60,7 +60,7 @@ function startServer(overrides: Partial<Handlers> = {}, opts: { maxClients?: num
     health_reset: notUnderTest,
     ...overrides,
   };
-  server = new ControlServer({ socketPath: sock, handlers, log: quietLog(), ...opts });
+  server = new ControlServer({ socketPath: sock, handlers, log: quietLog(), access: testAccess(), ...opts });
   return server.listen();
 }
 

@@ -47,7 +47,8 @@ describe('daemon', () => {
     expect(w.devNodes()).toEqual(['ublkb0', 'ublkc0']);
     expect(fs.statSync(w.runDir).mode & 0o777).toBe(0o700);
     expect(fs.statSync(path.join(w.runDir, '0.sock')).mode & 0o777).toBe(0o600);
-    expect(fs.statSync(path.join(w.runDir, '0.json')).mode & 0o777).toBe(0o600);
+    // 0640: the run directory (0700 here) decides who reads it; with a controlGroup, that group too.
+    expect(fs.statSync(path.join(w.runDir, '0.json')).mode & 0o777).toBe(0o640);
     const { live, stale } = readEntries(w.runDir);
     expect(stale).toEqual([]);
     expect(live).toHaveLength(1);

@@ -7,6 +7,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { FakeNative, type FakeConfig } from '../../src/testing/fake-native.js';
 import { createLogger, type Logger } from '../../src/log.js';
+import type { AccessPolicy } from '../../src/control/access.js';
 import type { CliContext } from '../../src/cli/context.js';
 import type { DeviceConfig } from '../../src/device/config.js';
 
@@ -60,6 +61,14 @@ export function fakeFor(w: World, cfg: Partial<FakeConfig> = {}): FakeNative {
 }
 
 export const quietLog = (): Logger => createLogger({ level: 'silent' });
+
+/**
+ * A control server's access policy for tests: peers' credentials from a fake addon (this process's own
+ * unless `fake.peer` says otherwise), the daemon's uid this process's, and `controlGid` (default none).
+ */
+export function testAccess(controlGid: number | null = null, fake: FakeNative = new FakeNative({ devDir: os.tmpdir() })): AccessPolicy {
+  return { peerCred: (fd) => fake.peerCred(fd), ownUid: process.geteuid?.() ?? 0, controlGid };
+}
 
 /** What a kernel with user recovery offers: CMD_IOCTL_ENCODE | USER_COPY | USER_RECOVERY | USER_RECOVERY_REISSUE. */
 export const RECOVERY_FEATURES = '0xd8';

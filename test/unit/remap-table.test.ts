@@ -53,13 +53,37 @@ describe('RemapTable', () => {
     t.set(2 ** 40, { slot: 2, state: 'mapped', origin: 'auto', time: 3, errorCount: 1e6, dataOnMain: false });
     expect(t.get(5)?.slot).toBe(1);
     expect(t.get(2 ** 40)?.errorCount).toBe(0xffff);
-    expect(t.counts()).toEqual({ remapped: 3, mapped: 2, lost: 1, manual: 1, auto: 2 });
+    expect(t.counts()).toEqual({ remapped: 3, mapped: 2, lost: 1, manual: 1, auto: 2, lostAuto: 1 });
     t.set(5, { slot: 1, state: 'mapped', origin: 'auto', time: 2, errorCount: 3, dataOnMain: false });
-    expect(t.counts()).toEqual({ remapped: 3, mapped: 3, lost: 0, manual: 1, auto: 2 });
+    expect(t.counts()).toEqual({ remapped: 3, mapped: 3, lost: 0, manual: 1, auto: 2, lostAuto: 0 });
     expect(t.delete(10).slot).toBe(0);
     expect(code(() => t.delete(10))).toBe('E_REMAP_STATE');
-    expect(t.counts()).toEqual({ remapped: 2, mapped: 2, lost: 0, manual: 0, auto: 2 });
+    expect(t.counts()).toEqual({ remapped: 2, mapped: 2, lost: 0, manual: 0, auto: 2, lostAuto: 0 });
     expect(t.size).toBe(2);
+  });
+
+  it('keeps its sorted index until the set of blocks changes, and counts lost automatic entries as it goes', () => {
+    const t = new RemapTable();
+    const e = (state: 'mapped' | 'lost', origin: 'manual' | 'auto' | 'scan') => ({ slot: 0, state, origin, time: 0, errorCount: 0, dataOnMain: false });
+    t.set(30, e('lost', 'scan'));
+    t.set(10, e('lost', 'manual'));
+    t.insertNew(20, 1, true, true, 0, 0);
+    const first = t.sortedBlocks();
+    expect([...first]).toEqual([10, 20, 30]);
+    expect(t.sortedBlocks()).toBe(first); // no change: the same index, not sorted again
+    t.set(20, e('mapped', 'auto')); // an entry replaced: the set of blocks is the same
+    expect(t.sortedBlocks()).toBe(first);
+    expect(t.counts().lostAuto).toBe(1);
+    t.set(5, e('lost', 'auto'));
+    expect([...t.sortedBlocks()]).toEqual([5, 10, 20, 30]);
+    expect(t.counts().lostAuto).toBe(2);
+    t.delete(10);
+    expect([...t.sortedBlocks()]).toEqual([5, 20, 30]);
+    t.delete(30);
+    expect(t.counts().lostAuto).toBe(1);
+    t.clear();
+    expect([...t.sortedBlocks()]).toEqual([]);
+    expect(t.counts().lostAuto).toBe(0);
   });
 
   it('exports entries sorted by block as typed arrays', () => {

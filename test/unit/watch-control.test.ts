@@ -15,7 +15,7 @@ import { Daemon } from '../../src/device/daemon.js';
 import { DeviceEvents, deviceEventSchema, type DeviceEvent } from '../../src/device/device-events.js';
 import { DmrError } from '../../src/errors.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
-import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, waitFor, type World } from './helpers.js';
+import { captureCtx, deviceConfig, fakeFor, makeWorld, quietLog, testAccess, waitFor, type World } from './helpers.js';
 
 let w: World;
 let sock: string;
@@ -27,7 +27,7 @@ const handlers = (): Handlers =>
   ) as unknown as Handlers;
 
 async function startServer(events?: DeviceEvents, idleTimeoutMs = 60_000): Promise<void> {
-  server = new ControlServer({ socketPath: sock, handlers: handlers(), log: quietLog(), idleTimeoutMs, ...(events ? { events, device: () => '/dev/ublkb9' } : {}) });
+  server = new ControlServer({ socketPath: sock, handlers: handlers(), log: quietLog(), access: testAccess(), idleTimeoutMs, ...(events ? { events, device: () => '/dev/ublkb9' } : {}) });
   await server.listen();
 }
 

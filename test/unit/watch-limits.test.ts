@@ -13,7 +13,7 @@ import { CommitEvents, DeviceEvents, type DeviceEvent } from '../../src/device/d
 import { Daemon } from '../../src/device/daemon.js';
 import { DmrError } from '../../src/errors.js';
 import type { CommittedOp } from '../../src/remap/index.js';
-import { cliSpawn, deviceConfig, fakeFor, makeWorld, quietLog, waitFor, type World } from './helpers.js';
+import { cliSpawn, deviceConfig, fakeFor, makeWorld, quietLog, testAccess, waitFor, type World } from './helpers.js';
 
 const T0 = Date.UTC(2026, 0, 1);
 
@@ -62,7 +62,7 @@ describe('watchers and the control socket', () => {
   it('15 watchers leave room for a request', async () => {
     fs.mkdirSync(w.runDir, { mode: 0o700 });
     const sock = path.join(w.runDir, '9.sock');
-    server = new ControlServer({ socketPath: sock, handlers: handlers(), log: quietLog(), events: new DeviceEvents({ device: () => '/dev/ublkb9' }), device: () => '/dev/ublkb9' });
+    server = new ControlServer({ socketPath: sock, handlers: handlers(), log: quietLog(), access: testAccess(), events: new DeviceEvents({ device: () => '/dev/ublkb9' }), device: () => '/dev/ublkb9' });
     await server.listen();
     for (let i = 0; i < 15; i++) await watcher(sock);
     await expect(request(sock, 'ping', {}, 3000)).resolves.toBe('pong');
@@ -71,7 +71,7 @@ describe('watchers and the control socket', () => {
   it('16 watchers (the default client limit) do not lock out ping/status/shutdown: a request is still answered', async () => {
     fs.mkdirSync(w.runDir, { mode: 0o700 });
     const sock = path.join(w.runDir, '9.sock');
-    server = new ControlServer({ socketPath: sock, handlers: handlers(), log: quietLog(), events: new DeviceEvents({ device: () => '/dev/ublkb9' }), device: () => '/dev/ublkb9' });
+    server = new ControlServer({ socketPath: sock, handlers: handlers(), log: quietLog(), access: testAccess(), events: new DeviceEvents({ device: () => '/dev/ublkb9' }), device: () => '/dev/ublkb9' });
     await server.listen();
     for (let i = 0; i < 16; i++) await watcher(sock);
     await expect(request(sock, 'ping', {}, 3000)).resolves.toBe('pong');
@@ -161,7 +161,7 @@ describe('watchers have a limit of their own', () => {
     fs.mkdirSync(w.runDir, { mode: 0o700 });
     const sock = path.join(w.runDir, '9.sock');
     const handlers = Object.fromEntries(COMMANDS.filter((c) => c !== 'watch').map((c) => [c, () => 'pong'])) as unknown as Handlers;
-    const server = new ControlServer({ socketPath: sock, handlers, log: quietLog(), events: new DeviceEvents({ device: () => '/dev/ublkb9' }), device: () => '/dev/ublkb9', maxWatchers: 2 });
+    const server = new ControlServer({ socketPath: sock, handlers, log: quietLog(), access: testAccess(), events: new DeviceEvents({ device: () => '/dev/ublkb9' }), device: () => '/dev/ublkb9', maxWatchers: 2 });
     await server.listen();
     const conns: net.Socket[] = [];
     try {
