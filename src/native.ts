@@ -411,6 +411,12 @@ export interface NativeAddon {
    * dead device would keep the process (and the device's recovery) waiting for ever.
    */
   armExitWatchdog(ms: number, code: number): void;
+  /**
+   * sd_notify: sends `state` ("READY=1\nSTATUS=...") as one datagram to the socket $NOTIFY_SOCKET names (a
+   * path, or "@name" for an abstract one). True when sent; false when NOTIFY_SOCKET is unset (no service
+   * manager). Throws a NativeError when the socket cannot be reached.
+   */
+  sdNotify(state: string): boolean;
 
 }
 
