@@ -98,6 +98,12 @@ export const ERROR_CODES = {
   // `exporter --listen HOST:PORT`: the address cannot be listened on (the port is in use, the address is not
   // this machine's, a port below 1024 without the right).
   E_LISTEN: 1,
+  // Devices that come back (src/service/): a device record in devices.d that cannot be read, breaks its schema
+  // or cannot be written; a /dev/dmremap/<name> link that would replace something not ours to replace; the
+  // systemd units that cannot be installed (or systemctl failed).
+  E_RECORD: 1,
+  E_LINK: 1,
+  E_SYSTEMD: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

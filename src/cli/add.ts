@@ -15,6 +15,8 @@ import { printJson, type CliContext } from './context.js';
 import { failureMessage, onFirstReadyLine, READY_FD_ENV, sendReady, takeReadyFd, type Ready } from './readiness.js';
 import type { AddFlags } from './schemas.js';
 import type { NativeAddon } from '../native.js';
+import { nameDir } from '../device/stable-name.js';
+import { notifier, readyMessage, servingStatus, STATUS_INTERVAL_MS, type Notifier } from '../service/notify.js';
 
 const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
 export const READY_TIMEOUT_MS = 120_000;
@@ -98,7 +100,9 @@ export async function serveForeground(
   // so that setup is never cut short with a half-created device left in the kernel.
   let daemon: Daemon | null = null;
   let pendingSignal: NodeJS.Signals | null = null;
+  let notify: Notifier | null = null;
   const onSignal = (sig: NodeJS.Signals): void => {
+    notify?.send(`STOPPING=1\nSTATUS=stopping (signal ${sig})`);
     if (daemon) void daemon.shutdown(`signal ${sig}`);
     else pendingSignal = sig;
   };
@@ -109,7 +113,8 @@ export async function serveForeground(
   try {
     try {
       native = await ctx.loadNative();
-      daemon = await begin({ native, runDir: runDir(ctx.env), log, logFile: opts.logFile });
+      notify = notifier(native, ctx.env, log);
+      daemon = await begin({ native, runDir: runDir(ctx.env), log, logFile: opts.logFile, nameDir: nameDir(ctx.env) });
     } catch (e) {
       const err = toDmrError(e);
       // On stderr the CLI's own one-line error says it; a log file must say it too.
@@ -123,8 +128,16 @@ export async function serveForeground(
     const ready: Ready = { ok: true, devId: daemon.info.devId, blockPath: daemon.info.blockPath, name: opts.name, pid: process.pid };
     if (readyFd !== null) sendReady(readyFd, ready);
     else announce(ctx, opts.json, ready);
+    // Under systemd (Type=notify): the device is live and its stable name linked (Daemon.bringUp).
+    const live = daemon;
+    const status = (): string => servingStatus(live.info.blockPath, opts.name, live.status().remap?.remapped ?? null);
+    notify.send(readyMessage(process.pid, status()));
+    const statusTimer = notify.enabled ? setInterval(() => notify?.send(`STATUS=${status()}`), STATUS_INTERVAL_MS) : null;
+    statusTimer?.unref();
     if (pendingSignal !== null) void daemon.shutdown(`signal ${pendingSignal}`);
-    const code = await daemon.exited;
+    const code = await daemon.exited.finally(() => {
+      if (statusTimer !== null) clearInterval(statusTimer);
+    });
     boundExit(code);
     return code;
   } finally {

@@ -17,6 +17,12 @@ export interface World {
   root: string;
   runDir: string;
   devDir: string;
+  /** Where daemons link their stable names (/dev/dmremap in production). */
+  nameDir: string;
+  /** Where device records go (/etc/dmremap-ublk/devices.d in production). */
+  devicesDir: string;
+  /** The fake /dev/disk (by-id, by-path, ... links); empty unless a test fills it. */
+  diskDir: string;
   main: string;
   spare: string;
   /** Creates a file of `bytes` bytes under the world's root and returns its path. */
@@ -43,6 +49,9 @@ export function makeWorld(): World {
     root,
     runDir: path.join(root, 'run'),
     devDir,
+    nameDir: path.join(root, 'dmremap'),
+    devicesDir: path.join(root, 'devices.d'),
+    diskDir: path.join(root, 'disk'),
     main: file('main.img', 8 << 20),
     spare: file('spare.img', 4 << 20),
     file,
@@ -75,7 +84,7 @@ export function captureCtx(w: World, native: FakeNative): Captured {
   let err = '';
   return {
     ctx: {
-      env: { DMREMAP_RUN_DIR: w.runDir },
+      env: { DMREMAP_RUN_DIR: w.runDir, DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir },
       stdout: { write: (s: string) => (out += s) },
       stderr: { write: (s: string) => (err += s) },
       stderrIsTTY: false,
@@ -91,6 +100,9 @@ function cliEnv(w: World, fake: Partial<FakeConfig>): NodeJS.ProcessEnv {
     ...process.env,
     VITEST: 'true',
     DMREMAP_RUN_DIR: w.runDir,
+    DMREMAP_NAME_DIR: w.nameDir,
+    DMREMAP_DEVICES_DIR: w.devicesDir,
+    DMREMAP_DISK_DIR: w.diskDir,
     DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...fake }),
   };
 }
