@@ -16,6 +16,7 @@ import { failureMessage, onFirstReadyLine, READY_FD_ENV, sendReady, takeReadyFd,
 import type { AddFlags } from './schemas.js';
 import type { NativeAddon } from '../native.js';
 import { nameDir } from '../device/stable-name.js';
+import { persistAdded, persistPlan } from './enable.js';
 import { notifier, readyMessage, servingStatus, STATUS_INTERVAL_MS, type Notifier } from '../service/notify.js';
 
 const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
@@ -152,15 +153,22 @@ export async function serveForeground(
  * Starts the daemon detached, under a supervisor (`supervise`, src/supervisor/) that restarts it in
  * recovery mode when it dies, and waits for it to report the device live (or why it is not).
  */
-export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<number> {
+export async function runDetached(ctx: CliContext, flags: AddFlags, persist = false): Promise<number> {
   const dir = runDir(ctx.env);
   // Validate here too, so that bad input (and a spare in use) is reported before anything (run directory,
   // log file, daemon) is created: claim main and spare, check the spare region, release them. The daemon
   // claims and checks again: things may change in between.
+  const record = persist ? persistPlan(ctx, flags) : null;
   await precheckDevice(await ctx.loadNative(), flags.device, occupied(readEntries(dir)));
   ensureRunDir(dir);
   const ready = await spawnDaemon(['add', ...daemonArgs(flags)], flags.logFile ?? defaultLogFile(dir), ctx.env);
-  announce(ctx, flags.json, ready);
+  if (record === null) {
+    announce(ctx, flags.json, ready);
+    return 0;
+  }
+  const saved = persistAdded(ctx, record);
+  if (flags.json) printJson(ctx, { devId: ready.devId, blockPath: ready.blockPath, name: ready.name, pid: ready.pid, record: saved.record, systemd: saved.systemd });
+  else announce(ctx, false, ready);
   return 0;
 }
 
