@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { addDevice, BIN, dmr, must, pidAlive, registryFiles, ublkNodes, waitFor } from './helpers.js';
+import { addDevice, BIN, dmr, must, pidAlive, registryFiles, REPO, ublkNodes, waitFor } from './helpers.js';
 import { promtool, SKIP_PROMTOOL } from '../unit/promtool.js';
 import type { DeviceStatus, Stats } from '../../src/control/protocol.js';
 import { itPrimary, scratchPerTest } from './setup.js';
@@ -156,5 +156,113 @@ describe('the Prometheus exporter', () => {
       if (ex.exitCode === null && ex.signalCode === null) ex.kill('SIGKILL');
     }
     expect(dmr('del', 'prom').status).toBe(0);
+  });
+});
+
+describe('devices that come back', () => {
+  // Records go to a scratch devices.d (/etc is read-only in the VM); /dev/dmremap is the real one.
+  const withRecords = async (body: (dir: string) => Promise<void>): Promise<void> => {
+    const dir = fs.mkdtempSync('/tmp/dmr-devices-');
+    const before = process.env.DMREMAP_DEVICES_DIR;
+    process.env.DMREMAP_DEVICES_DIR = dir;
+    try {
+      await body(dir);
+    } finally {
+      dmr('down');
+      if (before === undefined) delete process.env.DMREMAP_DEVICES_DIR;
+      else process.env.DMREMAP_DEVICES_DIR = before;
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  const upLines = (...args: string[]): { status: number | null; by: Record<string, { result: string; blockPath: string | null; error: { message: string } | null }> } => {
+    const r = dmr(...args, '--json');
+    const lines = JSON.parse(r.stdout) as Array<{ name: string; result: string; blockPath: string | null; error: { message: string } | null }>;
+    return { status: r.status, by: Object.fromEntries(lines.map((l) => [l.name, l])) };
+  };
+  const readBlock = (p: string): string => must('dd', [`if=${p}`, 'bs=4096', 'count=1', 'skip=1', 'iflag=direct', 'status=none']).slice(0, 16);
+
+  itPrimary('add --persist, /dev/dmremap/<name>, down/up with the remap table, a missing disk skipped, kill -9 then up recovers, disable', async () => {
+    await withRecords(async (dir) => {
+      const keep = addDevice(s.loop(64), s.loop(16), '--name', 'keep', '--persist');
+      const otherMain = s.loop(64);
+      addDevice(otherMain, s.loop(16), '--name', 'other', '--persist');
+      expect(fs.readdirSync(dir).sort()).toEqual(['keep.json', 'other.json']);
+      const link = '/dev/dmremap/keep';
+      expect(fs.readlinkSync(link)).toBe(keep.blockPath);
+      const pattern = `${'persist-me-0123'.padEnd(4096, '.')}`;
+      fs.writeFileSync('/tmp/dmr-pattern', pattern);
+      must('dd', ['if=/tmp/dmr-pattern', `of=${link}`, 'bs=4096', 'seek=1', 'oflag=direct', 'conv=notrunc', 'status=none']);
+      expect(dmr('remap', link, '8').status).toBe(0);
+      expect(JSON.parse(dmr('list', '--json').stdout)).toEqual(expect.arrayContaining([expect.objectContaining({ name: 'keep', stableName: link })]));
+
+      const down = upLines('down');
+      expect([down.status, down.by.keep?.result, down.by.other?.result]).toEqual([0, 'down', 'down']);
+      expect(ublkNodes()).toEqual([]);
+      expect(fs.existsSync(link)).toBe(false);
+      expect(fs.readdirSync(dir).sort()).toEqual(['keep.json', 'other.json']);
+
+      const up = upLines('up');
+      expect([up.status, up.by.keep?.result, up.by.other?.result]).toEqual([0, 'up', 'up']);
+      expect(fs.readlinkSync(link)).toBe(up.by.keep?.blockPath);
+      // The remap made before down is still there (it lives on the spare), and so is the data.
+      expect(JSON.parse(dmr('table', 'keep', '--json').stdout)).toMatchObject({ entries: [expect.objectContaining({ block: 8 })] });
+      expect(readBlock(link)).toBe('persist-me-0123.');
+      expect(dmr('up').stdout).toMatch(/^keep: already up \/dev\/ublkb\d+\nother: already up \/dev\/ublkb\d+\n$/);
+
+      // keep's daemon and its supervisor die: up recovers the quiesced device, it does not add another.
+      const [entry] = (JSON.parse(dmr('list', '--json').stdout) as Array<{ name: string; pid: number; supervisorPid: number | null }>).filter((e) => e.name === 'keep');
+      if (entry?.supervisorPid != null) process.kill(entry.supervisorPid, 'SIGKILL');
+      process.kill(entry?.pid ?? 0, 'SIGKILL');
+      await waitFor('the daemon to die', () => !pidAlive(entry?.pid ?? 0));
+      const rec = upLines('up', 'keep');
+      expect([rec.status, rec.by.keep?.result, rec.by.keep?.blockPath]).toEqual([0, 'recovered', up.by.keep?.blockPath]);
+      expect(readBlock(link)).toBe('persist-me-0123.');
+
+      // other's main goes away: other is reported and skipped, keep still comes up.
+      expect(upLines('down').status).toBe(0);
+      must('losetup', ['-d', otherMain]);
+      const partial = upLines('up');
+      expect([partial.status, partial.by.keep?.result, partial.by.other?.result]).toEqual([1, 'up', 'failed']);
+      expect(partial.by.other?.error?.message).toMatch(/^main \/dev\/loop\d+ /);
+
+      // disable: the record is gone, the device runs on, up no longer brings it back after a down.
+      expect(dmr('disable', 'keep').status).toBe(0);
+      expect(fs.readdirSync(dir)).toEqual(['other.json']);
+      expect(dmr('down', 'keep').stdout).toMatch(/^keep: failed: no device record named "keep"/);
+      expect(dmr('del', 'keep').status).toBe(0);
+      expect(upLines('up').by.keep).toBeUndefined();
+      expect(ublkNodes()).toEqual([]);
+    });
+  });
+
+  itPrimary("the unit's ExecStart (up --foreground): READY=1 on a bound NOTIFY_SOCKET after /dev/dmremap/<name> exists; SIGTERM deletes the device", async () => {
+    await withRecords(async () => {
+      const dev = addDevice(s.loop(64), s.loop(16), '--name', 'unit', '--persist');
+      expect(dmr('down', 'unit').status).toBe(0);
+      const units = fs.mkdtempSync('/tmp/dmr-units-');
+      must(process.execPath, [BIN, 'install-systemd', '--prefix', units]);
+      const execStart = /^ExecStart=(.*)$/m.exec(fs.readFileSync(`${units}/dmremap-ublk@.service`, 'utf8'))?.[1] ?? '';
+      const [cmd, ...args] = execStart.replaceAll('%i', 'unit').split(' ');
+      expect(args.slice(-3)).toEqual(['up', '--foreground', 'unit']);
+      const sock = `${units}/notify.sock`;
+      const recv = s.spawn('/usr/bin/python3', [`${REPO}/test/unit/notify-receiver.py`, sock, '/dev/dmremap/unit', '60']);
+      let got = '';
+      recv.stdout?.removeAllListeners('data').on('data', (d: Buffer) => (got += d.toString()));
+      await waitFor('the notification socket', () => got.startsWith('bound\n'));
+      const daemon = spawn(cmd ?? '', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: sock } });
+      daemon.stdout.resume();
+      daemon.stderr.resume();
+      await waitFor('READY=1', () => got.includes('READY=1'), 120_000);
+      const ready = JSON.parse(got.split('\n')[1] ?? '{}') as { text: string; linked: boolean };
+      expect(ready.linked).toBe(true);
+      expect(ready.text).toMatch(new RegExp(`^READY=1\\nMAINPID=${daemon.pid}\\nSTATUS=serving /dev/ublkb\\d+ \\(unit\\), 0 remaps$`));
+      expect(fs.readlinkSync('/dev/dmremap/unit')).toMatch(/^\/dev\/ublkb\d+$/);
+      expect(dev.name).toBe('unit');
+      daemon.kill('SIGTERM');
+      expect(await exitOf(daemon)).toBe(0);
+      expect(ublkNodes()).toEqual([]);
+      expect(fs.existsSync('/dev/dmremap/unit')).toBe(false);
+      fs.rmSync(units, { recursive: true, force: true });
+    });
   });
 });
