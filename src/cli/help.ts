@@ -478,14 +478,15 @@ Options:
   'install-systemd': `Usage: dmremap-ublk install-systemd [--prefix DIR] [--json]
 
 Writes the systemd units dmremap-ublk@.service (one recorded device; Type=notify, restarted on failure,
-recovering the device) and dmremap-ublk.target into DIR (default /etc/systemd/system), with ExecStart
-running this installation (its node and bin/dmremap-ublk.js). Where systemd runs: systemctl daemon-reload,
-and enables dmremap-ublk.target. Idempotent (an unchanged file is left alone). Then \`enable <name>\`
-enables a device's unit.
+recovering the device) and dmremap-ublk.target into /etc/systemd/system, with ExecStart running this
+installation (its node and bin/dmremap-ublk.js), and the udev rule 90-dmremap-ublk.rules (so that systemd
+knows /dev/dmremap/<name> and fstab can mount it) into /etc/udev/rules.d. Where systemd runs: systemctl
+daemon-reload, udevadm control --reload, and enables dmremap-ublk.target. Idempotent (an unchanged file is
+left alone). Then \`enable <name>\` enables a device's unit.
 
 Options:
-  --prefix DIR  where the unit files go (default /etc/systemd/system)
-  --json        print {"dir","files":[{"file","changed"}],"reloaded"}
+  --prefix DIR  install under DIR (DIR/etc/systemd/system, DIR/etc/udev/rules.d) and reload nothing
+  --json        print {"files":[{"file","changed"}],"reloaded"}
   -h, --help    show this help
 `,
 } as const;

@@ -281,7 +281,7 @@ export type UpFlags = z.output<typeof upFlagsSchema>;
 export const downOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const enableOptions = { ...json, ...help } as const satisfies OptionSpecs;
 
-/** install-systemd's flags: --prefix DIR (where the unit files go; default /etc/systemd/system), --json. */
+/** install-systemd's flags: --prefix DIR (a root to install under instead of /), --json. */
 export const installSystemdOptions = { prefix: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 export const installSystemdFlagsSchema = z.object({
   prefix: z.string().min(1, '--prefix must not be empty').transform((p) => path.resolve(p)).optional(),

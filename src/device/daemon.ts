@@ -50,7 +50,7 @@ import { ScanEvents } from './scan-events.js';
 import { DEFAULT_HEALTH_SETTINGS, resolveHealthSettings, type HealthSettings } from '../health/index.js';
 import { scanHandlers } from '../scan/scan-control.js';
 import { surfaceModel } from '../map/surface.js';
-import { linkStableName, nameDir, unlinkStableName } from './stable-name.js';
+import { forgetUdevName, linkStableName, nameDir, tellUdev, unlinkStableName } from './stable-name.js';
 
 /**
  * The exit code of a daemon that detached (Daemon.detach): its device is quiesced and its registry entry
@@ -689,6 +689,7 @@ export class Daemon {
       // The device is deleted: its stable name goes with it (a device that failed to stop keeps it).
       if (stopped && this.cfg.name !== null && this.deviceInfo !== null) {
         unlinkStableName(this.deps.nameDir ?? nameDir(), this.cfg.name, this.deviceInfo.blockPath);
+        forgetUdevName(this.deps.runDir, this.deviceInfo.devId);
       }
       const code = stopped ? exitCode : 1;
       log.info({ exitCode: code }, 'device stopped');
@@ -790,6 +791,8 @@ export class Daemon {
     try {
       const link = linkStableName(this.deps.nameDir ?? nameDir(), name, info.blockPath, others);
       this.deps.log.info({ link, blockPath: info.blockPath }, 'stable name linked');
+      const udev = tellUdev(this.deps.runDir, info.devId, name, info.blockPath);
+      if (udev !== null) this.deps.log.warn({ err: udev }, 'udev not told the stable name');
     } catch (e) {
       if (this.recoverId === null) throw e;
       this.deps.log.error({ err: toDmrError(e).message }, 'stable name not linked');

@@ -89,3 +89,32 @@ export function stableNameOf(dir: string, name: string | null, blockPath: string
     return null;
   }
 }
+
+/**
+ * For udev (scripts/systemd/90-dmremap-ublk.rules): the device's name in <run dir>/<devId>.name, then a
+ * "change" uevent for /dev/ublkbN so that udev reads it and adds the same link, which gives systemd a device
+ * unit for /dev/dmremap/<name> (what an fstab line naming it waits for). Without udev (or sysfs) the uevent
+ * does nothing; a failure is returned for the log, never thrown.
+ */
+export function tellUdev(runDir: string, devId: number, name: string, blockPath: string): string | null {
+  try {
+    fs.writeFileSync(nameFilePath(runDir, devId), `${name}\n`, { mode: 0o644 });
+  } catch (e) {
+    return `cannot write ${nameFilePath(runDir, devId)} (${errorCodeOf(e) ?? String(e)})`;
+  }
+  const uevent = path.join('/sys/class/block', path.basename(blockPath), 'uevent');
+  try {
+    fs.writeFileSync(uevent, 'change');
+  } catch (e) {
+    if (errorCodeOf(e) !== 'ENOENT') return `cannot write ${uevent} (${errorCodeOf(e) ?? String(e)})`;
+  }
+  return null;
+}
+
+/** The file tellUdev writes: the rule reads /run/dmremap-ublk/%n.name (%n: the N of ublkbN). */
+export const nameFilePath = (runDir: string, devId: number): string => path.join(runDir, `${devId}.name`);
+
+/** Removes the name file once the device is deleted. */
+export function forgetUdevName(runDir: string, devId: number): void {
+  fs.rmSync(nameFilePath(runDir, devId), { force: true });
+}

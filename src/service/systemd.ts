@@ -10,6 +10,8 @@ import { writeFileAtomic } from '../atomic-file.js';
 import { DmrError, errorCodeOf } from '../errors.js';
 
 export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
+export const DEFAULT_UDEV_DIR = '/etc/udev/rules.d';
+export const UDEV_RULE = '90-dmremap-ublk.rules';
 export const TEMPLATE_UNIT = 'dmremap-ublk@.service';
 export const TARGET_UNIT = 'dmremap-ublk.target';
 export const UNIT_FILES = [TEMPLATE_UNIT, TARGET_UNIT] as const;
@@ -25,6 +27,12 @@ export const instanceUnit = (name: string): string => `dmremap-ublk@${name}.serv
 export function unitDir(env: NodeJS.ProcessEnv): string {
   const d = env.DMREMAP_UNIT_DIR;
   return d !== undefined && d !== '' ? path.resolve(d) : DEFAULT_UNIT_DIR;
+}
+
+/** The directory of the udev rule: DMREMAP_UDEV_DIR (tests), else /etc/udev/rules.d. */
+export function udevDir(env: NodeJS.ProcessEnv): string {
+  const d = env.DMREMAP_UDEV_DIR;
+  return d !== undefined && d !== '' ? path.resolve(d) : DEFAULT_UDEV_DIR;
 }
 
 /** The command line that runs this installation: the node running now and bin/dmremap-ublk.js (absolute paths). */
@@ -68,37 +76,45 @@ export function systemctl(env: NodeJS.ProcessEnv): Systemctl {
 }
 
 export interface InstallResult {
-  dir: string;
   files: Array<{ file: string; changed: boolean }>;
-  /** Whether systemctl daemon-reload and enable of the target ran (systemd running). */
+  /** Whether systemctl daemon-reload and enable of the target ran (systemd running, no --prefix). */
   reloaded: boolean;
 }
 
-/** Writes the units into `dir` (made if missing; a file already holding the same text is left alone), then reloads. */
-export function installUnits(dir: string, ctl: Systemctl, exec?: string): InstallResult {
-  const units = renderUnits(exec);
+/** Writes `text` to `file` unless it holds it already (the directory is made if missing). */
+function installFile(file: string, text: string): { file: string; changed: boolean } {
   try {
-    fs.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
   } catch (e) {
-    throw new DmrError('E_SYSTEMD', `cannot create ${dir} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
+    throw new DmrError('E_SYSTEMD', `cannot create ${path.dirname(file)} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
   }
-  const files = UNIT_FILES.map((f) => {
-    const file = path.join(dir, f);
-    let old: string | null = null;
-    try {
-      old = fs.readFileSync(file, 'utf8');
-    } catch {
-      old = null;
-    }
-    if (old === units[f]) return { file, changed: false };
-    writeFileAtomic(file, units[f], { mode: 0o644, errorCode: 'E_SYSTEMD' });
-    return { file, changed: true };
-  });
-  if (ctl.running) {
+  let old: string | null = null;
+  try {
+    old = fs.readFileSync(file, 'utf8');
+  } catch {
+    old = null;
+  }
+  if (old === text) return { file, changed: false };
+  writeFileAtomic(file, text, { mode: 0o644, errorCode: 'E_SYSTEMD' });
+  return { file, changed: true };
+}
+
+/**
+ * Writes the units into `units` and the udev rule into `udev`; then, when `reload` (systemd runs and this is
+ * the live system, not a --prefix tree), reloads systemd and udev and enables the target.
+ */
+export function installUnits(units: string, udev: string, ctl: Systemctl, reload: boolean, exec?: string): InstallResult {
+  const rendered = renderUnits(exec);
+  const files = UNIT_FILES.map((f) => installFile(path.join(units, f), rendered[f]));
+  files.push(installFile(path.join(udev, UDEV_RULE), fs.readFileSync(path.join(SOURCE_DIR, UDEV_RULE), 'utf8')));
+  const reloaded = reload && ctl.running;
+  if (reloaded) {
     ctl.run(['daemon-reload']);
     ctl.run(['enable', TARGET_UNIT]);
+    // udev reads its rules again by itself too; this makes it now. No udevadm (a container): nothing to tell.
+    spawnSync('udevadm', ['control', '--reload'], { stdio: 'ignore', timeout: 30_000 });
   }
-  return { dir, files, reloaded: ctl.running };
+  return { files, reloaded };
 }
 
 /** Whether the template unit is installed in `dir`. */

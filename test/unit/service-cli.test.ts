@@ -56,11 +56,15 @@ describe('persist, up, down (built CLI, fake addon)', () => {
     // A remap made now is still there after down and up (it lives on the spare).
     expect(run(['remap', 'a', '8']).status).toBe(0);
     expect(fs.readlinkSync(path.join(w.nameDir, 'a'))).toBe(path.join(w.devDir, 'ublkb0'));
+    // The names udev's rule reads (90-dmremap-ublk.rules), removed with the devices.
+    expect(fs.readFileSync(path.join(w.runDir, '0.name'), 'utf8')).toBe('a\n');
+    expect(fs.readFileSync(path.join(w.runDir, '1.name'), 'utf8')).toBe('b\n');
 
     const down = lines(['down']);
     expect([down.status, results(down.lines)]).toEqual([0, { a: 'down', b: 'down' }]);
     expect(w.devNodes()).toEqual([]);
     expect(fs.readdirSync(w.nameDir)).toEqual([]);
+    expect(w.runDirEntries().filter((n) => n.endsWith('.name'))).toEqual([]);
     expect(fs.readdirSync(w.devicesDir).sort()).toEqual(['a.json', 'b.json']);
     expect(results(lines(['down']).lines)).toEqual({ a: 'not-running', b: 'not-running' });
 
@@ -176,21 +180,28 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     expect(run(['up', '--foreground', 'nosuch']).stderr).toBe(`dmremap-ublk: no device record named "nosuch" in ${w.devicesDir}\n`);
   }, 60_000);
 
-  it('install-systemd writes the units (idempotent), reloads through systemctl; enable/disable then enable/disable the instance', () => {
+  it('install-systemd writes the units and the udev rule (idempotent), reloads through systemctl; enable/disable then enable/disable the instance', () => {
     const units = path.join(w.root, 'units');
+    const rules = path.join(w.root, 'rules');
     const log = path.join(w.root, 'systemctl.log');
     const fake = path.join(w.root, 'systemctl');
     fs.writeFileSync(fake, `#!/bin/sh\necho "$@" >> ${log}\n`, { mode: 0o755 });
-    const env = { DMREMAP_UNIT_DIR: units, DMREMAP_SYSTEMCTL: fake };
-    const inst = spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', '--json'], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    const env = { DMREMAP_UNIT_DIR: units, DMREMAP_UDEV_DIR: rules, DMREMAP_SYSTEMCTL: fake };
+    const install = (args: string[]) => spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', ...args], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    const inst = install(['--json']);
     expect(inst.stderr).toBe('');
-    expect(JSON.parse(inst.stdout)).toEqual({ dir: units, reloaded: true, files: [{ file: path.join(units, 'dmremap-ublk@.service'), changed: true }, { file: path.join(units, 'dmremap-ublk.target'), changed: true }] });
+    const files = [path.join(units, 'dmremap-ublk@.service'), path.join(units, 'dmremap-ublk.target'), path.join(rules, '90-dmremap-ublk.rules')];
+    expect(JSON.parse(inst.stdout)).toEqual({ reloaded: true, files: files.map((file) => ({ file, changed: true })) });
     const unit = fs.readFileSync(path.join(units, 'dmremap-ublk@.service'), 'utf8');
     expect(unit).toContain(`\nExecStart=${process.execPath} ${path.join(REPO, 'bin/dmremap-ublk.js')} up --foreground %i\n`);
     expect(unit).toMatch(/\nType=notify\n/);
-    const again = spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', '--prefix', units], { env: { ...process.env, ...env }, encoding: 'utf8' });
-    expect(again.stdout).toMatch(/dmremap-ublk@\.service: unchanged\n.*dmremap-ublk\.target: unchanged\nsystemd reloaded/s);
+    expect(fs.readFileSync(path.join(rules, '90-dmremap-ublk.rules'), 'utf8')).toMatch(/KERNEL=="ublkb\[0-9\]\*".*SYMLINK\+="dmremap\/%c"/);
+    expect(install([]).stdout).toBe(`${files.map((f) => `${f}: unchanged`).join('\n')}\nsystemd reloaded, dmremap-ublk.target enabled; "dmremap-ublk enable <name>" enables a device's unit\n`);
     expect(fs.readFileSync(log, 'utf8')).toBe('daemon-reload\nenable dmremap-ublk.target\ndaemon-reload\nenable dmremap-ublk.target\n');
+    // --prefix: a root being prepared; nothing is reloaded.
+    const root = path.join(w.root, 'root');
+    expect(install(['--prefix', root]).stdout).toMatch(new RegExp(`${root}/etc/systemd/system/dmremap-ublk@\\.service: written\n.*${root}/etc/udev/rules\\.d/90-dmremap-ublk\\.rules: written\ninstalled under ${root}: nothing reloaded\n$`, 's'));
+    expect(fs.readFileSync(log, 'utf8').split('\n')).toHaveLength(5);
 
     const withUnits = (args: string[]) =>
       spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), ...args], {
@@ -208,8 +219,9 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
   const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' }).status === 0;
   it.skipIf(!analyze && !IN_CI)('systemd-analyze verify passes on the installed units (no systemd as PID 1 needed: --man=no)', () => {
     expect(analyze, 'systemd-analyze is missing (apt-get install systemd)').toBe(true);
-    const units = path.join(w.root, 'units');
-    const inst = spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', '--prefix', units], { env: { ...process.env, DMREMAP_SYSTEMCTL: '/bin/true' }, encoding: 'utf8' });
+    const root = path.join(w.root, 'root');
+    const units = path.join(root, 'etc/systemd/system');
+    const inst = spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', '--prefix', root], { encoding: 'utf8' });
     expect(inst.status).toBe(0);
     const v = spawnSync('systemd-analyze', ['verify', '--man=no', path.join(units, 'dmremap-ublk@data.service'), path.join(units, 'dmremap-ublk.target')], { cwd: units, encoding: 'utf8' });
     expect(v.stderr).toBe('');
