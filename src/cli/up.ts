@@ -69,8 +69,14 @@ async function upOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine>
     const waiting = findTarget(quiesced, record.name);
     if (waiting !== null) {
       const { runRecover } = await import('./recover.js');
-      const r = await quietly<ReadyJson>(ctx, (sub) => runRecover(sub, String(waiting.devId), { foreground: false, logFile: null, json: true }));
-      return { ...base, result: 'recovered', blockPath: r.blockPath, devId: r.devId, error: null };
+      try {
+        const r = await quietly<ReadyJson>(ctx, (sub) => runRecover(sub, String(waiting.devId), { foreground: false, logFile: null, json: true }));
+        return { ...base, result: 'recovered', blockPath: r.blockPath, devId: r.devId, error: null };
+      } catch (e) {
+        // Its supervisor (or unit) recovered it first: it is up, which is what was asked.
+        if (!(e instanceof DmrError && e.code === 'E_DEVICE_LIVE')) throw e;
+        return { ...base, result: 'already-up', blockPath: waiting.blockPath, devId: waiting.devId, error: null };
+      }
     }
     const problem = disksProblem(record);
     if (problem !== null) throw problem;
