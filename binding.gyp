@@ -21,6 +21,7 @@
         "native/remap_index.cc",
         "native/request_plan.cc",
         "native/scan_reader.cc",
+        "native/sd_notify.cc",
         "native/sys_error.cc"
       ],
       "include_dirs": [

@@ -20,6 +20,7 @@
 #include "device.h"
 #include "events.h"
 #include "peer_cred.h"
+#include "sd_notify.h"
 #include "sys_error.h"
 
 namespace {
@@ -795,6 +796,17 @@ Napi::Value ArmExitWatchdog(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// JS thread. sdNotify(state): one datagram to $NOTIFY_SOCKET (sd_notify.h); true when sent, false when unset.
+Napi::Value SdNotifyJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "sdNotify(state: string)");
+  try {
+    return Napi::Boolean::New(env, SdNotify(info[0].As<Napi::String>().Utf8Value()));
+  } catch (const SysError& e) {
+    throw ToJsError(env, e);
+  }
+}
+
 // JS thread, at environment teardown: no device outlives its environment.
 void Cleanup(void* arg) {
   auto* data = static_cast<AddonData*>(arg);
@@ -823,6 +835,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("deleteKernelDevice", Napi::Function::New(env, DeleteKernelDevice));
   exports.Set("armExitWatchdog", Napi::Function::New(env, ArmExitWatchdog));
   exports.Set("peerCred", Napi::Function::New(env, PeerCredJs));
+  exports.Set("sdNotify", Napi::Function::New(env, SdNotifyJs));
   exports.Set("Device", DeviceWrap::Define(env));
   return exports;
 }

@@ -107,6 +107,12 @@ export const ERROR_CODES = {
   E_PREREQUISITE: 1,
   E_DEMO: 1,
   E_INTERRUPTED: 1,
+  // Devices that come back (src/service/): a device record in devices.d that cannot be read, breaks its schema
+  // or cannot be written; a /dev/dmremap/<name> link that would replace something not ours to replace; the
+  // systemd units that cannot be installed (or systemctl failed).
+  E_RECORD: 1,
+  E_LINK: 1,
+  E_SYSTEMD: 1,
 } as const;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

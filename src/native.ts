@@ -429,6 +429,12 @@ export interface NativeAddon {
    * (pid, uid, gid) and SO_PEERGROUPS (supplementary groups). Throws a NativeError (command 'getsockopt').
    */
   peerCred(fd: number): PeerCred;
+  /**
+   * sd_notify: sends `state` ("READY=1\nSTATUS=...") as one datagram to the socket $NOTIFY_SOCKET names (a
+   * path, or "@name" for an abstract one). True when sent; false when NOTIFY_SOCKET is unset (no service
+   * manager). Throws a NativeError when the socket cannot be reached.
+   */
+  sdNotify(state: string): boolean;
 
 }
 

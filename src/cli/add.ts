@@ -17,6 +17,9 @@ import { failureMessage, onFirstReadyLine, READY_FD_ENV, sendReady, takeReadyFd,
 import type { AddFlags } from './schemas.js';
 import type { NativeAddon } from '../native.js';
 import { stderrIsJournal } from '../journal.js';
+import { nameDir } from '../device/stable-name.js';
+import { persistAdded, persistPlan } from './enable.js';
+import { notifier, readyMessage, servingStatus, STATUS_INTERVAL_MS, type Notifier } from '../service/notify.js';
 
 const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
 export const READY_TIMEOUT_MS = 120_000;
@@ -102,7 +105,9 @@ export async function serveForeground(
   // so that setup is never cut short with a half-created device left in the kernel.
   let daemon: Daemon | null = null;
   let pendingSignal: NodeJS.Signals | null = null;
+  let notify: Notifier | null = null;
   const onSignal = (sig: NodeJS.Signals): void => {
+    notify?.send(`STOPPING=1\nSTATUS=stopping (signal ${sig})`);
     if (daemon) void daemon.shutdown(`signal ${sig}`);
     else pendingSignal = sig;
   };
@@ -133,7 +138,8 @@ export async function serveForeground(
   try {
     try {
       native = await ctx.loadNative();
-      daemon = await begin({ native, runDir: runDir(ctx.env), log, logFile: opts.logFile });
+      notify = notifier(native, ctx.env, log);
+      daemon = await begin({ native, runDir: runDir(ctx.env), log, logFile: opts.logFile, nameDir: nameDir(ctx.env) });
     } catch (e) {
       const err = toDmrError(e);
       // On stderr the CLI's own one-line error says it; a log file must say it too.
@@ -147,8 +153,16 @@ export async function serveForeground(
     const ready: Ready = { ok: true, devId: daemon.info.devId, blockPath: daemon.info.blockPath, name: opts.name, pid: process.pid };
     if (readyFd !== null) sendReady(readyFd, ready);
     else announce(ctx, opts.json, ready);
+    // Under systemd (Type=notify): the device is live and its stable name linked (Daemon.bringUp).
+    const live = daemon;
+    const status = (): string => servingStatus(live.info.blockPath, opts.name, live.status().remap?.remapped ?? null);
+    notify.send(readyMessage(process.pid, status()));
+    const statusTimer = notify.enabled ? setInterval(() => notify?.send(`STATUS=${status()}`), STATUS_INTERVAL_MS) : null;
+    statusTimer?.unref();
     if (pendingSignal !== null) void daemon.shutdown(`signal ${pendingSignal}`);
-    const code = await daemon.exited;
+    const code = await daemon.exited.finally(() => {
+      if (statusTimer !== null) clearInterval(statusTimer);
+    });
     boundExit(code);
     return code;
   } finally {
@@ -163,15 +177,22 @@ export async function serveForeground(
  * Starts the daemon detached, under a supervisor (`supervise`, src/supervisor/) that restarts it in
  * recovery mode when it dies, and waits for it to report the device live (or why it is not).
  */
-export async function runDetached(ctx: CliContext, flags: AddFlags): Promise<number> {
+export async function runDetached(ctx: CliContext, flags: AddFlags, persist = false): Promise<number> {
   const dir = runDir(ctx.env);
   // Validate here too, so that bad input (and a spare in use) is reported before anything (run directory,
   // log file, daemon) is created: claim main and spare, check the spare region, release them. The daemon
   // claims and checks again: things may change in between.
+  const record = persist ? persistPlan(ctx, flags) : null;
   await precheckDevice(await ctx.loadNative(), flags.device, occupied(readEntries(dir)));
   ensureRunDir(dir);
   const ready = await spawnDaemon(['add', ...daemonArgs(flags)], detachedLogFile(ctx.env, flags.logFile, flags.device.name, flags.device.mainPath), ctx.env);
-  announce(ctx, flags.json, ready);
+  if (record === null) {
+    announce(ctx, flags.json, ready);
+    return 0;
+  }
+  const saved = persistAdded(ctx, record);
+  if (flags.json) printJson(ctx, { devId: ready.devId, blockPath: ready.blockPath, name: ready.name, pid: ready.pid, record: saved.record, systemd: saved.systemd });
+  else announce(ctx, false, ready);
   return 0;
 }
 

@@ -11,6 +11,7 @@ import { DmrError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { deleteInvalid, deleteQuiesced, reapStale } from '../device/reap.js';
 import { requireRunDirOwner, runDir } from '../paths.js';
+import { forgetUdevName, nameDir, unlinkStableName } from '../device/stable-name.js';
 import { printJson, type CliContext } from './context.js';
 
 export const DEL_TIMEOUT_MS = 60_000;
@@ -42,6 +43,8 @@ export async function runDel(ctx: CliContext, target: string, json: boolean, tim
     if (bad === null) throw notFound(target);
     await deleteInvalid(await ctx.loadNative(), bad, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
     const blockPath = bad.blockPath ?? `device ${bad.devId}`;
+    if (bad.name !== null && bad.blockPath !== null) unlinkStableName(nameDir(ctx.env), bad.name, bad.blockPath);
+    forgetUdevName(runDir(ctx.env), bad.devId);
     if (json) printJson(ctx, { devId: bad.devId, blockPath, name: bad.name, removed: true });
     else ctx.stdout.write(`removed ${blockPath}\n`);
     return 0;
@@ -54,6 +57,9 @@ export async function runDel(ctx: CliContext, target: string, json: boolean, tim
   } finally {
     unmark();
   }
+  // A daemon that stopped its device removed the link itself; a quiesced device deleted here leaves it to us.
+  if (entry.name !== null) unlinkStableName(nameDir(ctx.env), entry.name, entry.blockPath);
+  forgetUdevName(dir, entry.devId);
   if (json) printJson(ctx, { devId: entry.devId, blockPath: entry.blockPath, name: entry.name, removed: true });
   else ctx.stdout.write(`removed ${entry.blockPath}\n`);
   return 0;

@@ -31,6 +31,9 @@ Commands:
   exporter serve Prometheus metrics of every device on this host (--listen HOST:PORT)
   demo     show a device's life on a made-up failing disk (in the test VM where this host has no ublk)
   logs     logs reopen: make every daemon reopen its log file (after logrotate)
+  enable   record a device so that it comes back after a reboot (up, systemd); disable forgets it
+  up       bring up every recorded device that is not running; down stops them, keeping the records
+  install-systemd  install the systemd units that bring recorded devices up at boot
 
 Options:
   -h, --help     show help (also: dmremap-ublk <command> --help)
@@ -61,6 +64,8 @@ Options:
   --spare-size <n>     the spare region is n bytes long (default: the rest of the spare)
   --force-format       format the spare region even if it holds another main's remap table
                        (its remaps are lost); a fresh spare is formatted without it
+  --persist            once the device is live, record it (needs --name; like \`enable <name>\`) so that
+                       \`up\` and systemd bring it back after a reboot
 
 Error handling (each overrides the config file; see dmremap-ublk config --help):
   --auto-remap <on|off>     remap blocks on I/O errors (default on)
@@ -80,7 +85,8 @@ else by the absolute --main path), the config file's global value, the default. 
 read or is invalid makes add fail before anything is created.
 
 Other options:
-  --json               print {"devId","blockPath","name","pid"} instead of the path
+  --json               print {"devId","blockPath","name","pid"} instead of the path (with --persist
+                       also "record" and "systemd")
   -h, --help           show this help
 `,
   config: `Usage: dmremap-ublk config get [key] [--device <name>] [--json]
@@ -155,7 +161,8 @@ Examples:
 `,
   list: `Usage: dmremap-ublk list [--json]
 
-Lists the devices: path, name, main, spare, daemon pid and state: running, unresponsive (the
+Lists the devices: path, name, stable name (LINK: /dev/dmremap/<name> when it points at the device),
+main, spare, daemon pid and state: running, unresponsive (the
 daemon does not answer), quiesced (the daemon is gone, the device waits for recover), orphaned
 (the daemon died; \`del\` removes the device), or invalid (its registry file cannot be read, with why;
 its main and spare stay taken; \`del <id>\` removes it).
@@ -170,7 +177,7 @@ Prints the dm-remap v2.0 status line, then the device's configuration, I/O count
 the kernel features in use:
   0 <sectors> remap v2.0 <remapped>/<slots> <lost>/<slots> <used>/<slots> health=<h>
     errors=W<w>:R<r> auto_remaps=<a> manual_remaps=<m> scan=<p>%
-<device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
+<device> is /dev/ublkbN, /dev/dmremap/<name>, the device id (N or ublkbN), or the name given to add.
 
 Options:
   --json       print the status object as JSON
@@ -180,8 +187,8 @@ Options:
 
 Stops a device's daemon and waits until the daemon has exited and /dev/ublkbN is gone. A quiesced
 device (its daemon died; see recover) is stopped and deleted directly: I/O waiting on it fails, and
-so is one whose registry file cannot be read (list: invalid; name it by its device id).
-<device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
+so is one whose registry file cannot be read (list: invalid; name it by its device id). /dev/dmremap/<name>
+goes with the device. <device> is /dev/ublkbN, /dev/dmremap/<name>, the device id (N or ublkbN), or the name.
 
 Options:
   --json       print {"devId","blockPath","name","removed":true}
@@ -454,5 +461,66 @@ logrotate snippet scripts/logrotate/dmremap-ublk runs this after a rotation.
 Options:
   --json       print [{devId, name, pid, logFile, signalled}]
   -h, --help   show this help
+`,
+  enable: `Usage: dmremap-ublk enable <device> [--json]
+
+Records a running (or quiesced) device so that it comes back after a reboot: its name, main and spare as
+stable paths (a /dev/disk/by-id link where one points at the disk, else by-path, by-uuid, by-partuuid; a
+file's own path; else the path given, with a warning), block size, queues, depth, max I/O, buffers mode,
+spare region and error-handling settings, in /etc/dmremap-ublk/devices.d/<name>.json, and the identity of
+each disk (\`up\` refuses a disk that is not the one recorded). Only a device added with --name can be
+recorded. Where systemd runs and its units are installed (install-systemd), also enables
+dmremap-ublk@<name>.service. <device> is /dev/ublkbN, /dev/dmremap/<name>, the device id or the name.
+
+Options:
+  --json       print {"name","record","enabled":true,"systemd":{"unit","enabled","note"},"main","spare"}
+  -h, --help   show this help
+`,
+  disable: `Usage: dmremap-ublk disable <name|device> [--json]
+
+Removes a device's record (and, where systemd runs, disables its unit): \`up\` no longer brings it back.
+The device keeps running.
+
+Options:
+  --json       print {"name","record","disabled":true,"systemd":{...}}
+  -h, --help   show this help
+`,
+  up: `Usage: dmremap-ublk up [name...] [--json]
+       dmremap-ublk up --foreground <name>
+
+Brings up every recorded device (or those named) that is not running, one line each: "already up" for a
+running one, "recovered" for a quiesced one (its daemon died; it is taken over, not added again), "up" for
+one added from its record. A device whose main or spare is missing, or is not the disk recorded, is
+reported and skipped; the others still come up. A record that cannot be read is reported by file name with
+the reason. Exit 1 if any failed. --foreground serves one device in this process (the systemd unit runs
+this): it recovers the device when quiesced, adds it otherwise, and tells systemd READY=1 once it is live.
+
+Options:
+  --foreground  run one device's daemon in this process (stop with SIGTERM: the device is deleted)
+  --json        print a JSON array of {"name","record","result","blockPath","devId","error"}
+  -h, --help    show this help
+`,
+  down: `Usage: dmremap-ublk down [name...] [--json]
+
+Stops every recorded device (or those named) that runs, as \`del\` does, keeping the records: \`up\`
+brings them back. One line each; exit 1 if any failed.
+
+Options:
+  --json       print a JSON array of {"name","record","result","blockPath","devId","error"}
+  -h, --help   show this help
+`,
+  'install-systemd': `Usage: dmremap-ublk install-systemd [--prefix DIR] [--json]
+
+Writes the systemd units dmremap-ublk@.service (one recorded device; Type=notify, restarted on failure,
+recovering the device) and dmremap-ublk.target into /etc/systemd/system, with ExecStart running this
+installation (its node and bin/dmremap-ublk.js), and the udev rule 90-dmremap-ublk.rules (so that systemd
+knows /dev/dmremap/<name> and fstab can mount it) into /etc/udev/rules.d. Where systemd runs: systemctl
+daemon-reload, udevadm control --reload, and enables dmremap-ublk.target. Idempotent (an unchanged file is
+left alone). Then \`enable <name>\` enables a device's unit.
+
+Options:
+  --prefix DIR  install under DIR (DIR/etc/systemd/system, DIR/etc/udev/rules.d) and reload nothing
+  --json        print {"files":[{"file","changed"}],"reloaded"}
+  -h, --help    show this help
 `,
 } as const;

@@ -5,6 +5,7 @@
 import { request } from '../control/client.js';
 import { readEntries, type RegistryEntry } from '../control/registry.js';
 import { runDir } from '../paths.js';
+import { nameDir, stableNameOf } from '../device/stable-name.js';
 import { printJson, type CliContext } from './context.js';
 import { table } from './format.js';
 import { quiescedView } from './quiesced.js';
@@ -25,6 +26,7 @@ async function state(e: RegistryEntry): Promise<State> {
 
 export async function runList(ctx: CliContext, json: boolean): Promise<number> {
   const { live, stale, invalid } = readEntries(runDir(ctx.env));
+  const links = nameDir(ctx.env);
   const valid = await Promise.all(
     [...live, ...stale].sort((a, b) => a.devId - b.devId).map(async (e) => {
       const q = stale.includes(e) ? quiescedView(e) : null;
@@ -33,6 +35,8 @@ export async function runList(ctx: CliContext, json: boolean): Promise<number> {
         devId: e.devId,
         name: e.name,
         blockPath: e.blockPath,
+        /** /dev/dmremap/<name> when it points at this device, else null. */
+        stableName: stableNameOf(links, e.name, e.blockPath),
         main: e.main.path,
         spare: e.spare.path,
         pid: e.pid,
@@ -49,6 +53,7 @@ export async function runList(ctx: CliContext, json: boolean): Promise<number> {
     devId: e.devId,
     name: e.name,
     blockPath: e.blockPath ?? `(device ${e.devId})`,
+    stableName: e.blockPath === null ? null : stableNameOf(links, e.name, e.blockPath),
     main: e.main?.path ?? null,
     spare: e.spare?.path ?? null,
     pid: e.pid,
@@ -63,8 +68,8 @@ export async function runList(ctx: CliContext, json: boolean): Promise<number> {
   } else if (rows.length === 0) {
     ctx.stdout.write('no dmremap-ublk devices\n');
   } else {
-    const cells = rows.map((r) => [r.blockPath, r.name ?? '-', r.main ?? '-', r.spare ?? '-', String(r.pid ?? '-'), r.reason === null ? r.state : `${r.state}: ${r.reason}`]);
-    ctx.stdout.write(table([['DEVICE', 'NAME', 'MAIN', 'SPARE', 'PID', 'STATE'], ...cells]));
+    const cells = rows.map((r) => [r.blockPath, r.name ?? '-', r.stableName ?? '-', r.main ?? '-', r.spare ?? '-', String(r.pid ?? '-'), r.reason === null ? r.state : `${r.state}: ${r.reason}`]);
+    ctx.stdout.write(table([['DEVICE', 'NAME', 'LINK', 'MAIN', 'SPARE', 'PID', 'STATE'], ...cells]));
   }
   return 0;
 }

@@ -30,11 +30,17 @@ import {
   tableFlagsSchema,
   tableOptions,
   watchOptions,
+  downOptions,
+  enableOptions,
+  installSystemdFlagsSchema,
+  installSystemdOptions,
+  upFlagsSchema,
+  upOptions,
 } from './schemas.js';
 
 // Each command's module is imported when that command runs: a CLI call loads only what it needs (the daemon,
 // its engine and logger are for `add` and `supervise` alone), which keeps `list` or `status` quick to start.
-const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'health', 'watch', 'map', 'message', 'config', 'exporter', 'demo', 'logs'] as const;
+const COMMANDS = ['add', 'list', 'status', 'del', 'recover', 'restart', 'remap', 'unremap', 'verify', 'table', 'stats', 'recheck', 'scan', 'health', 'watch', 'map', 'message', 'config', 'exporter', 'enable', 'disable', 'up', 'down', 'install-systemd', 'demo', 'logs'] as const;
 type CommandName = (typeof COMMANDS)[number];
 
 export function version(): string {
@@ -49,7 +55,7 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       if (values.help) return help(ctx, command);
       const { runDetached, runForeground, withPolicy } = await import('./add.js');
       const flags = withPolicy(ctx.env, validate(addFlagsSchema, values));
-      return flags.foreground ? runForeground(ctx, flags) : runDetached(ctx, flags);
+      return flags.foreground ? runForeground(ctx, flags) : runDetached(ctx, flags, flags.persist);
     }
     case 'list': {
       const { values } = parseShape(command, argv, listOptions, false);
@@ -198,6 +204,32 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { logsAction, runLogsReopen } = await import('./logs.js');
       logsAction(positionals);
       return runLogsReopen(ctx, validate(jsonFlagSchema, values).json);
+    }
+    case 'enable':
+    case 'disable': {
+      const { values, positionals } = parseShape(command, argv, enableOptions, true);
+      if (values.help) return help(ctx, command);
+      const { runDisable, runEnable } = await import('./enable.js');
+      const run = command === 'enable' ? runEnable : runDisable;
+      return run(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
+    }
+    case 'up': {
+      const { values, positionals } = parseShape(command, argv, upOptions, true);
+      if (values.help) return help(ctx, command);
+      const { runUp } = await import('./up.js');
+      return runUp(ctx, positionals, validate(upFlagsSchema, values));
+    }
+    case 'down': {
+      const { values, positionals } = parseShape(command, argv, downOptions, true);
+      if (values.help) return help(ctx, command);
+      const { runDown } = await import('./up.js');
+      return runDown(ctx, positionals, validate(jsonFlagSchema, values).json);
+    }
+    case 'install-systemd': {
+      const { values } = parseShape(command, argv, installSystemdOptions, false);
+      if (values.help) return help(ctx, command);
+      const { runInstallSystemd } = await import('./install-systemd.js');
+      return runInstallSystemd(ctx, validate(installSystemdFlagsSchema, values));
     }
     case 'config': {
       const { values, positionals } = parseShape(command, argv, configOptions, true);

@@ -35,6 +35,7 @@ export const addOptions = {
   'spare-offset': { type: 'string' },
   'spare-size': { type: 'string' },
   'force-format': { type: 'boolean' },
+  persist: { type: 'boolean' },
   'auto-remap': { type: 'string' },
   'error-threshold': { type: 'string' },
   'read-retries': { type: 'string' },
@@ -137,6 +138,7 @@ export const addFlagsSchema = z
     'spare-offset': bytesFlag('spare-offset', 4096).optional(),
     'spare-size': bytesFlag('spare-size', 1, 1).optional(),
     'force-format': z.boolean().default(false),
+    persist: z.boolean().default(false),
     'auto-remap': onOff('auto-remap').optional(),
     'error-threshold': policyFlag('errorThreshold').optional(),
     'read-retries': policyFlag('readRetries').optional(),
@@ -147,6 +149,8 @@ export const addFlagsSchema = z
     'outage-hold-ms': policyFlag('outageHoldMs').optional(),
     json: z.boolean().default(false),
   })
+  .refine((f) => !f.persist || f.name !== undefined, { message: '--persist needs --name (the record and /dev/dmremap/<name> are named by it)' })
+  .refine((f) => !f.persist || !f.foreground, { message: '--persist is for a detached add (a foreground one: add it, then "dmremap-ublk enable <name>")' })
   .transform((f) => ({
     device: {
       mainPath: f.main,
@@ -173,6 +177,8 @@ export const addFlagsSchema = z
       outageHoldMs: f['outage-hold-ms'],
     }) satisfies PolicySettings as PolicySettings,
     foreground: f.foreground,
+    /** Record the device in devices.d once it is live (src/service/records.ts). */
+    persist: f.persist,
     logFile: f['log-file'] ?? null,
     json: f.json,
   }));
@@ -267,3 +273,18 @@ export const healthFlagsSchema = z.object({
   json: z.boolean().default(false),
 });
 export type HealthFlags = z.output<typeof healthFlagsSchema>;
+
+/** up's and down's flags: --json; up's --foreground runs one device's daemon in this process (the systemd unit). */
+export const upOptions = { foreground: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
+export const upFlagsSchema = z.object({ foreground: z.boolean().default(false), json: z.boolean().default(false) });
+export type UpFlags = z.output<typeof upFlagsSchema>;
+export const downOptions = { ...json, ...help } as const satisfies OptionSpecs;
+export const enableOptions = { ...json, ...help } as const satisfies OptionSpecs;
+
+/** install-systemd's flags: --prefix DIR (a root to install under instead of /), --json. */
+export const installSystemdOptions = { prefix: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
+export const installSystemdFlagsSchema = z.object({
+  prefix: z.string().min(1, '--prefix must not be empty').transform((p) => path.resolve(p)).optional(),
+  json: z.boolean().default(false),
+});
+export type InstallSystemdFlags = z.output<typeof installSystemdFlagsSchema>;

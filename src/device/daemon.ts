@@ -51,6 +51,7 @@ import { ScanEvents } from './scan-events.js';
 import { DEFAULT_HEALTH_SETTINGS, resolveHealthSettings, type HealthSettings } from '../health/index.js';
 import { scanHandlers } from '../scan/scan-control.js';
 import { surfaceModel } from '../map/surface.js';
+import { forgetUdevName, linkStableName, nameDir, tellUdev, unlinkStableName } from './stable-name.js';
 
 /**
  * The exit code of a daemon that detached (Daemon.detach): its device is quiesced and its registry entry
@@ -69,6 +70,8 @@ export interface DaemonDeps {
   logFile: string | null;
   /** Directory for state kept across restarts (queued relocations); default stateDir(). */
   stateDir?: string;
+  /** Directory of the stable names (/dev/dmremap/<name>, stable-name.ts); default nameDir(). */
+  nameDir?: string;
 }
 
 export class Daemon {
@@ -293,6 +296,7 @@ export class Daemon {
       // will); the device is detached below, quiesced, and del deletes it.
       if (this.recoverId !== null) refuseIfDeleting(this.deps.runDir, info.devId, info.blockPath);
       writeEntry(this.deps.runDir, this.entry);
+      this.linkName(info);
     } catch (e) {
       await this.server?.close();
       this.server = null;
@@ -691,6 +695,11 @@ export class Daemon {
       // Nothing uses main or the spare any more (the native device closed its dups when it stopped).
       this.plan.held.release();
       if (this.entry) removeEntry(this.deps.runDir, this.entry.devId, process.pid);
+      // The device is deleted: its stable name goes with it (a device that failed to stop keeps it).
+      if (stopped && this.cfg.name !== null && this.deviceInfo !== null) {
+        unlinkStableName(this.deps.nameDir ?? nameDir(), this.cfg.name, this.deviceInfo.blockPath);
+        forgetUdevName(this.deps.runDir, this.deviceInfo.devId);
+      }
       const code = stopped ? exitCode : 1;
       log.info({ exitCode: code }, 'device stopped');
       this.resolveExited(code);
@@ -776,6 +785,29 @@ export class Daemon {
   }
 
   /** Stops the native device if there is one; false if stopping failed (logged). */
+  /**
+   * Points /dev/dmremap/<name> at the device (stable-name.ts), before the device is announced live. A new
+   * device whose name is held by another of ours (or by a file that is not a link) is refused and undone
+   * (E_LINK); a recovered one is served anyway (its users wait for it) and the refusal is logged.
+   */
+  private linkName(info: DeviceInfo): void {
+    const name = this.cfg.name;
+    if (name === null) return;
+    const others = (target: string): boolean => {
+      const { live, quiesced } = readEntries(this.deps.runDir);
+      return [...live, ...quiesced].some((e) => e.devId !== info.devId && e.blockPath === target);
+    };
+    try {
+      const link = linkStableName(this.deps.nameDir ?? nameDir(), name, info.blockPath, others);
+      this.deps.log.info({ link, blockPath: info.blockPath }, 'stable name linked');
+      const udev = tellUdev(this.deps.runDir, info.devId, name, info.blockPath);
+      if (udev !== null) this.deps.log.warn({ err: udev }, 'udev not told the stable name');
+    } catch (e) {
+      if (this.recoverId === null) throw e;
+      this.deps.log.error({ err: toDmrError(e).message }, 'stable name not linked');
+    }
+  }
+
   private async stopDevice(): Promise<boolean> {
     if (this.device === null) return true;
     try {

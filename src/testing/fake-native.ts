@@ -876,4 +876,11 @@ export class FakeNative implements NativeAddon {
     this.exitWatchdogs.push({ ms, code });
     loadNative().armExitWatchdog(ms, code);
   }
+
+  /** Notifications sent (sdNotify's state strings). Nothing of the kernel in it: the real addon sends them. */
+  readonly notifications: string[] = [];
+  sdNotify(state: string): boolean {
+    this.notifications.push(state);
+    return loadNative().sdNotify(state);
+  }
 }

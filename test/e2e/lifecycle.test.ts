@@ -3,7 +3,7 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { addDevice, BIN, dmr, must, pidAlive, registryFiles, ublkNodes, waitFor } from './helpers.js';
+import { addDevice, BIN, dmr, must, pidAlive, registryFiles, REPO, ublkNodes, waitFor } from './helpers.js';
 import { promtool, SKIP_PROMTOOL } from '../unit/promtool.js';
 import type { DeviceStatus, Stats } from '../../src/control/protocol.js';
 import { itPrimary, scratchPerTest } from './setup.js';
@@ -184,5 +184,103 @@ describe('the Prometheus exporter', () => {
       if (ex.exitCode === null && ex.signalCode === null) ex.kill('SIGKILL');
     }
     expect(dmr('del', 'prom').status).toBe(0);
+  });
+});
+
+describe('devices that come back', () => {
+  // Records go to a scratch devices.d (/etc is read-only in the VM); /dev/dmremap is the real one.
+  const withRecords = async (body: (dir: string) => Promise<void>): Promise<void> => {
+    const dir = fs.mkdtempSync('/tmp/dmr-devices-');
+    const before = process.env.DMREMAP_DEVICES_DIR;
+    process.env.DMREMAP_DEVICES_DIR = dir;
+    try {
+      await body(dir);
+    } finally {
+      dmr('down');
+      if (before === undefined) delete process.env.DMREMAP_DEVICES_DIR;
+      else process.env.DMREMAP_DEVICES_DIR = before;
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  const upLines = (...args: string[]): { status: number | null; by: Record<string, { result: string; blockPath: string | null; error: { message: string } | null }> } => {
+    const r = dmr(...args, '--json');
+    const lines = JSON.parse(r.stdout) as Array<{ name: string; result: string; blockPath: string | null; error: { message: string } | null }>;
+    return { status: r.status, by: Object.fromEntries(lines.map((l) => [l.name, l])) };
+  };
+  const readBlock = (p: string): string => must('dd', [`if=${p}`, 'bs=4096', 'count=1', 'skip=1', 'iflag=direct', 'status=none']).slice(0, 16);
+
+  itPrimary("add --persist, /dev/dmremap/<name>, down/up with the remap table, a missing disk skipped, kill -9 then up recovers, the unit's ExecStart (READY=1 after the link), disable", async () => {
+    await withRecords(async (dir) => {
+      const keep = addDevice(s.loop(64), s.loop(16), '--name', 'keep', '--persist');
+      // A second record whose main disk is gone (written here: starting a device for it would only cost time).
+      const kept = JSON.parse(fs.readFileSync(`${dir}/keep.json`, 'utf8')) as Record<string, unknown>;
+      const gone = { path: '/dev/disk/by-id/dmremap-e2e-missing-disk', kind: 'by-id', given: '/dev/sdz', identity: null };
+      fs.writeFileSync(`${dir}/other.json`, JSON.stringify({ ...kept, name: 'other', main: gone, spare: { ...gone, path: '/dev/disk/by-id/dmremap-e2e-missing-spare' } }));
+      expect(fs.readdirSync(dir).sort()).toEqual(['keep.json', 'other.json']);
+      const link = '/dev/dmremap/keep';
+      expect(fs.readlinkSync(link)).toBe(keep.blockPath);
+      fs.writeFileSync('/tmp/dmr-pattern', 'persist-me-0123'.padEnd(4096, '.'));
+      must('dd', ['if=/tmp/dmr-pattern', `of=${link}`, 'bs=4096', 'seek=1', 'oflag=direct', 'conv=notrunc', 'status=none']);
+      expect(dmr('remap', link, '8').status).toBe(0);
+
+      const down = upLines('down');
+      expect([down.status, down.by.keep?.result, down.by.other?.result]).toEqual([0, 'down', 'not-running']);
+      expect(ublkNodes()).toEqual([]);
+      expect(fs.existsSync(link)).toBe(false);
+      expect(fs.readdirSync(dir).sort()).toEqual(['keep.json', 'other.json']);
+
+      // other's disks are missing: other is reported and skipped, keep comes up.
+      const up = upLines('up');
+      expect([up.status, up.by.keep?.result, up.by.other?.result]).toEqual([1, 'up', 'failed']);
+      expect(up.by.other?.error?.message).toBe('main /dev/disk/by-id/dmremap-e2e-missing-disk is missing');
+      expect(fs.readlinkSync(link)).toBe(up.by.keep?.blockPath);
+      // The remap made before down is still there (it lives on the spare), and so is the data.
+      expect(JSON.parse(dmr('table', 'keep', '--json').stdout)).toMatchObject({ entries: [expect.objectContaining({ block: 8 })] });
+      expect(readBlock(link)).toBe('persist-me-0123.');
+      expect(dmr('up', 'keep').stdout).toMatch(/^keep: already up \/dev\/ublkb\d+\n$/);
+
+      // keep's daemon and its supervisor die: up recovers the quiesced device, it does not add another.
+      const [entry] = (JSON.parse(dmr('list', '--json').stdout) as Array<{ name: string; pid: number; supervisorPid: number | null; stableName: string | null }>).filter((e) => e.name === 'keep');
+      expect(entry?.stableName).toBe(link);
+      if (entry?.supervisorPid != null) process.kill(entry.supervisorPid, 'SIGKILL');
+      process.kill(entry?.pid ?? 0, 'SIGKILL');
+      await waitFor('the daemon to die', () => !pidAlive(entry?.pid ?? 0));
+      const rec = upLines('up', 'keep');
+      expect([rec.status, rec.by.keep?.result, rec.by.keep?.blockPath]).toEqual([0, 'recovered', up.by.keep?.blockPath]);
+      expect(readBlock(link)).toBe('persist-me-0123.');
+      expect(upLines('down', 'keep').by.keep?.result).toBe('down');
+
+      // The systemd unit's ExecStart, as install-systemd writes it, with a notification socket bound here
+      // (the VM has no systemd): READY=1 arrives once the device is live and its link exists.
+      const units = fs.mkdtempSync('/tmp/dmr-units-');
+      must(process.execPath, [BIN, 'install-systemd', '--prefix', units]);
+      const execStart = /^ExecStart=(.*)$/m.exec(fs.readFileSync(`${units}/etc/systemd/system/dmremap-ublk@.service`, 'utf8'))?.[1] ?? '';
+      const [cmd, ...args] = execStart.replaceAll('%i', 'keep').split(' ');
+      expect(args.slice(-3)).toEqual(['up', '--foreground', 'keep']);
+      const sock = `${units}/notify.sock`;
+      const recv = s.spawn('/usr/bin/python3', [`${REPO}/test/unit/notify-receiver.py`, sock, link, '60']);
+      let got = '';
+      recv.stdout?.on('data', (d: Buffer) => (got += d.toString()));
+      await waitFor('the notification socket', () => got.startsWith('bound\n'));
+      const daemon = spawn(cmd ?? '', args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, NOTIFY_SOCKET: sock } });
+      daemon.stdout.resume();
+      daemon.stderr.resume();
+      await waitFor('READY=1', () => got.includes('READY=1'), 120_000);
+      const ready = JSON.parse(got.split('\n')[1] ?? '{}') as { text: string; linked: boolean };
+      expect(ready.linked).toBe(true);
+      expect(ready.text).toMatch(new RegExp(`^READY=1\\nMAINPID=${daemon.pid}\\nSTATUS=serving /dev/ublkb\\d+ \\(keep\\), 1 remap$`));
+      expect(readBlock(link)).toBe('persist-me-0123.');
+      daemon.kill('SIGTERM');
+      expect(await exitOf(daemon)).toBe(0);
+      expect(ublkNodes()).toEqual([]);
+      expect(fs.existsSync(link)).toBe(false);
+      fs.rmSync(units, { recursive: true, force: true });
+
+      // disable: the record is gone, and up no longer brings the device back.
+      expect(dmr('disable', 'keep').status).toBe(0);
+      expect(fs.readdirSync(dir)).toEqual(['other.json']);
+      expect(upLines('up', 'keep').by.keep?.error?.message).toMatch(/^no device record named "keep"/);
+      expect(ublkNodes()).toEqual([]);
+    });
   });
 });

@@ -43,9 +43,9 @@ async function expectRejected(
 const add = (w: World, ...extra: string[]): string[] => ['add', '--main', w.main, '--spare', w.spare, ...extra];
 
 describe('usage errors (exit 2)', () => {
-  it('no command', () => expectRejected(() => [], 2, 'missing command (add, list, status, del, recover, restart, remap, unremap, verify, table, stats, recheck, scan, health, watch, map, message, config, exporter, demo, logs); see dmremap-ublk --help'));
+  it('no command', () => expectRejected(() => [], 2, 'missing command (add, list, status, del, recover, restart, remap, unremap, verify, table, stats, recheck, scan, health, watch, map, message, config, exporter, enable, disable, up, down, install-systemd, demo, logs); see dmremap-ublk --help'));
   it('unknown command', () =>
-    expectRejected(() => ['frobnicate'], 2, 'unknown command "frobnicate" (commands: add, list, status, del, recover, restart, remap, unremap, verify, table, stats, recheck, scan, health, watch, map, message, config, exporter, demo, logs; see dmremap-ublk --help)'));
+    expectRejected(() => ['frobnicate'], 2, 'unknown command "frobnicate" (commands: add, list, status, del, recover, restart, remap, unremap, verify, table, stats, recheck, scan, health, watch, map, message, config, exporter, enable, disable, up, down, install-systemd, demo, logs; see dmremap-ublk --help)'));
   it('unknown flag', () =>
     expectRejected((w) => add(w, '--sparse', 'x'), 2, 'unknown option --sparse for add (see dmremap-ublk add --help)'));
   it('unknown flag before the command', () => expectRejected(() => ['--frob'], 2, /^unknown option --frob /));
@@ -76,6 +76,16 @@ describe('usage errors (exit 2)', () => {
   it('del with two devices', () => expectRejected(() => ['del', 'a', 'b'], 2, 'del takes one device, got 2'));
   it('list with an argument', () => expectRejected(() => ['list', 'x'], 2, /^unexpected argument "x" for list/));
   it('recheck without a device', () => expectRejected(() => ['recheck'], 2, /^recheck takes a device and optional sectors/));
+  it('add --persist without --name', () =>
+    expectRejected((w) => add(w, '--persist'), 2, '--persist needs --name (the record and /dev/dmremap/<name> are named by it)'));
+  it('add --persist --foreground', () =>
+    expectRejected((w) => add(w, '--persist', '--name', 'x', '--foreground'), 2, /^--persist is for a detached add/));
+  it('enable without a device', () => expectRejected(() => ['enable'], 2, 'missing device to enable (a /dev/ublkbN path, device id or name)'));
+  it('disable with two devices', () => expectRejected(() => ['disable', 'a', 'b'], 2, 'disable takes one device, got 2'));
+  it('up with an unknown option', () => expectRejected(() => ['up', '--all'], 2, 'unknown option --all for up (see dmremap-ublk up --help)'));
+  it('up --foreground with two names', () => expectRejected(() => ['up', '--foreground', 'a', 'b'], 2, 'up --foreground takes one device name, got 2'));
+  it('install-systemd with an argument', () => expectRejected(() => ['install-systemd', 'x'], 2, /^unexpected argument "x" for install-systemd/));
+  it('install-systemd with an empty --prefix', () => expectRejected(() => ['install-systemd', '--prefix', ''], 2, '--prefix must not be empty'));
   it('recheck with a bad sector', () => expectRejected(() => ['recheck', 'data', '12', 'x'], 2, 'sector must be a whole number of 512-byte sectors, got "x"'));
 });
 

@@ -50,10 +50,14 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
       expect.objectContaining({ devId: 0, name: 'vol', blockPath, main: w.main, spare: w.spare, state: 'running', supervisorPid: parentPid(entry?.pid ?? 0) }),
     ]);
     const human = cli(w, ['list']);
-    expect(human.stdout).toMatch(/^DEVICE\s+NAME\s+MAIN\s+SPARE\s+PID\s+STATE\n/);
-    expect(human.stdout).toContain(`${blockPath}  vol`);
+    expect(human.stdout).toMatch(/^DEVICE\s+NAME\s+LINK\s+MAIN\s+SPARE\s+PID\s+STATE\n/);
+    // The daemon linked the stable name (/dev/dmremap/vol in production) once the device was live.
+    const link = path.join(w.nameDir, 'vol');
+    expect(fs.readlinkSync(link)).toBe(blockPath);
+    expect(human.stdout).toContain(`${blockPath}  vol   ${link}`);
+    expect(JSON.parse(list.stdout)).toEqual([expect.objectContaining({ stableName: link })]);
 
-    for (const target of [blockPath, '0', 'ublkb0', 'vol']) {
+    for (const target of [blockPath, '0', 'ublkb0', 'vol', link]) {
       const st = cli(w, ['status', target, '--json']);
       expect(st.status, st.stderr).toBe(0);
       expect(JSON.parse(st.stdout)).toMatchObject({ devId: 0, name: 'vol', blockPath, queues: 2, state: 'live' });
@@ -79,6 +83,8 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     await waitFor(() => !pidAlive(supervisor), 10_000);
     expect(w.devNodes()).toEqual([]);
     expect(w.runDirEntries()).toEqual([]);
+    // The device is deleted: its stable name is gone with it.
+    expect(fs.existsSync(link)).toBe(false);
     expect(cli(w, ['list', '--json']).stdout).toBe('[]\n');
   });
 

@@ -20,6 +20,12 @@ export interface World {
   /** Where detached daemons log (DMREMAP_LOG_DIR of the CLI the tests run). */
   logDir: string;
   devDir: string;
+  /** Where daemons link their stable names (/dev/dmremap in production). */
+  nameDir: string;
+  /** Where device records go (/etc/dmremap-ublk/devices.d in production). */
+  devicesDir: string;
+  /** The fake /dev/disk (by-id, by-path, ... links); empty unless a test fills it. */
+  diskDir: string;
   main: string;
   spare: string;
   /** Creates a file of `bytes` bytes under the world's root and returns its path. */
@@ -47,6 +53,9 @@ export function makeWorld(): World {
     runDir: path.join(root, 'run'),
     logDir: path.join(root, 'log'),
     devDir,
+    nameDir: path.join(root, 'dmremap'),
+    devicesDir: path.join(root, 'devices.d'),
+    diskDir: path.join(root, 'disk'),
     main: file('main.img', 8 << 20),
     spare: file('spare.img', 4 << 20),
     file,
@@ -87,7 +96,7 @@ export function captureCtx(w: World, native: FakeNative): Captured {
   let err = '';
   return {
     ctx: {
-      env: { DMREMAP_RUN_DIR: w.runDir, DMREMAP_LOG_DIR: path.join(w.root, 'log') },
+      env: { DMREMAP_RUN_DIR: w.runDir, DMREMAP_LOG_DIR: path.join(w.root, 'log'), DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir },
       stdout: { write: (s: string) => (out += s) },
       stderr: { write: (s: string) => (err += s) },
       stderrIsTTY: false,
@@ -104,6 +113,9 @@ function cliEnv(w: World, fake: Partial<FakeConfig>): NodeJS.ProcessEnv {
     VITEST: 'true',
     DMREMAP_RUN_DIR: w.runDir,
     DMREMAP_LOG_DIR: path.join(w.root, 'log'),
+    DMREMAP_NAME_DIR: w.nameDir,
+    DMREMAP_DEVICES_DIR: w.devicesDir,
+    DMREMAP_DISK_DIR: w.diskDir,
     DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...fake }),
   };
 }

@@ -1,0 +1,105 @@
+// `dmremap-ublk enable <dev|id|name>` records a running (or quiesced) device's definition in devices.d so that
+// `up` (and systemd, when its units are installed) brings it back after a reboot; `disable <dev|name>` removes
+// the record (the device keeps running). `add --persist` records the device it adds (persistAdded).
+import { findTarget, notFound, readEntries } from '../control/registry.js';
+import { runDir } from '../paths.js';
+import { checkRecord, recordFromEntry, recordFromFlags, saveRecord } from '../service/define.js';
+import { devicesDir, isRecordName, readRecord, recordPath, removeRecord, type DeviceRecord } from '../service/records.js';
+import { diskDir } from '../service/stable-path.js';
+import { instanceUnit, systemctl, unitDir, unitsInstalled } from '../service/systemd.js';
+import { printJson, PROG, type CliContext } from './context.js';
+import type { AddFlags } from './schemas.js';
+
+/** What enabling did about systemd: enabled the unit, or why not (and how the device comes back instead). */
+export interface SystemdOutcome {
+  unit: string;
+  enabled: boolean;
+  note: string | null;
+}
+
+function hookSystemd(ctx: CliContext, name: string, on: boolean): SystemdOutcome {
+  const unit = instanceUnit(name);
+  const ctl = systemctl(ctx.env);
+  if (!unitsInstalled(unitDir(ctx.env))) {
+    return { unit, enabled: false, note: on ? `the systemd units are not installed (${PROG} install-systemd): "${PROG} up" brings the device back` : null };
+  }
+  if (!ctl.running) {
+    return { unit, enabled: false, note: on ? `systemd is not running: "${PROG} up" brings the device back (or "systemctl enable ${unit}" once it runs)` : null };
+  }
+  ctl.run([on ? 'enable' : 'disable', unit]);
+  return { unit, enabled: on, note: null };
+}
+
+function report(ctx: CliContext, json: boolean, verb: 'enabled' | 'disabled', record: Pick<DeviceRecord, 'name'>, file: string, sd: SystemdOutcome, extra: object = {}): void {
+  if (json) {
+    printJson(ctx, { name: record.name, record: file, [verb]: true, systemd: sd, ...extra });
+    return;
+  }
+  const how = sd.unit !== '' && verb === 'enabled' && sd.enabled ? ` (systemd: ${sd.unit} enabled)` : '';
+  ctx.stdout.write(`${record.name}: ${verb}, record ${file}${how}\n`);
+  if (sd.note !== null) ctx.stdout.write(`${record.name}: ${sd.note}\n`);
+}
+
+/** Where a record's main or spare had no stable link: the record keeps the path given, and says so. */
+function warnUnstable(ctx: CliContext, record: DeviceRecord): void {
+  for (const [role, b] of [['main', record.main], ['spare', record.spare]] as const) {
+    if (b.kind === 'as-given') ctx.stderr.write(`${PROG}: warning: ${record.name}: ${role} ${b.path} has no /dev/disk link with a stable identity: recorded as given\n`);
+  }
+}
+
+export async function runEnable(ctx: CliContext, target: string, json: boolean): Promise<number> {
+  const { live, quiesced } = readEntries(runDir(ctx.env));
+  const entry = findTarget(live, target) ?? findTarget(quiesced, target);
+  if (entry === null) throw notFound(target);
+  const record = recordFromEntry(entry, diskDir(ctx.env));
+  const file = saveRecord(devicesDir(ctx.env), record);
+  warnUnstable(ctx, record);
+  report(ctx, json, 'enabled', record, file, hookSystemd(ctx, record.name, true), { main: record.main.path, spare: record.spare.path });
+  return 0;
+}
+
+/** disable takes a recorded name, or a running device (path, id) whose name is recorded. */
+export async function runDisable(ctx: CliContext, target: string, json: boolean): Promise<number> {
+  const dir = devicesDir(ctx.env);
+  let name = target;
+  if (!isRecordName(target) || readRecordOrNull(dir, target) === null) {
+    const { live, quiesced } = readEntries(runDir(ctx.env));
+    const entry = findTarget(live, target) ?? findTarget(quiesced, target);
+    if (entry === null || entry.name === null) throw notFound(target);
+    name = entry.name;
+  }
+  const file = recordPath(dir, name);
+  const sd = hookSystemd(ctx, name, false);
+  if (!removeRecord(dir, name)) throw notFound(name);
+  report(ctx, json, 'disabled', { name }, file, sd);
+  return 0;
+}
+
+/** The record of `name` if `name` is a record name and it exists (a bad record still counts: disable removes it). */
+function readRecordOrNull(dir: string, name: string): object | null {
+  try {
+    return readRecord(dir, name);
+  } catch {
+    return {};
+  }
+}
+
+/** Checks what `add --persist` will record, before anything is started (bad input changes nothing). */
+export function persistPlan(ctx: CliContext, flags: AddFlags): DeviceRecord {
+  const record = recordFromFlags(flags, diskDir(ctx.env));
+  checkRecord(devicesDir(ctx.env), record);
+  return record;
+}
+
+/**
+ * After the device is live: writes its record (and enables its unit where systemd runs with the units
+ * installed); says so on stderr (add's stdout is the device path). Returns the record file and the unit's fate.
+ */
+export function persistAdded(ctx: CliContext, record: DeviceRecord): { record: string; systemd: SystemdOutcome } {
+  const file = saveRecord(devicesDir(ctx.env), record);
+  warnUnstable(ctx, record);
+  const sd = hookSystemd(ctx, record.name, true);
+  ctx.stderr.write(`${PROG}: ${record.name}: recorded in ${file}${sd.enabled ? ` (systemd: ${sd.unit} enabled)` : ''}\n`);
+  if (sd.note !== null) ctx.stderr.write(`${PROG}: ${record.name}: ${sd.note}\n`);
+  return { record: file, systemd: sd };
+}

@@ -1,0 +1,136 @@
+// A device's definition as a record (records.ts) and back: from add's flags (`add --persist`), from a running
+// or quiesced device's registry entry (`enable`), and the add flags `up` starts a recorded device with. Two
+// records never share a name, a main or a spare (saveRecord refuses, nothing written).
+import path from 'node:path';
+import { DmrError } from '../errors.js';
+import type { RegistryEntry } from '../control/registry.js';
+import type { AddFlags } from '../cli/schemas.js';
+import { listRecords, readRecord, writeRecord, type DeviceRecord, type RecordedBacking } from './records.js';
+import { stablePath, stableIdentity, type IsBlock } from './stable-path.js';
+
+/**
+ * The recorded main or spare. A main with no stable identity keeps the path given: its spare's metadata
+ * fingerprints such a main by that very path (device/fingerprint.ts), so another name would read as another disk.
+ */
+function backing(p: string, disk: string, role: 'main' | 'spare', isBlock?: IsBlock): RecordedBacking {
+  const s = stablePath(p, disk, isBlock);
+  if (role === 'main' && s.identity === null) return { path: s.given, kind: 'as-given', given: s.given, identity: null };
+  return { path: s.path, kind: s.kind, given: s.given, identity: s.identity };
+}
+
+/** The record `add --persist` writes for these flags (the policy: the flags given; the config file fills the rest at `up`). */
+export function recordFromFlags(flags: AddFlags, disk: string, now: Date = new Date(), isBlock?: IsBlock): DeviceRecord {
+  const d = flags.device;
+  if (d.name === null) throw new DmrError('E_USAGE', 'add --persist needs --name (the record and /dev/dmremap/<name> are named by it)');
+  return {
+    version: 1,
+    name: d.name,
+    main: backing(d.mainPath, disk, 'main', isBlock),
+    spare: backing(d.sparePath, disk, 'spare', isBlock),
+    blockSize: d.blockSize ?? null,
+    queues: d.queues ?? null,
+    depth: d.depth,
+    maxIoKib: d.maxIoBytes / 1024,
+    buffers: d.buffers,
+    spareOffset: d.spareOffset ?? null,
+    spareSize: d.spareSize ?? null,
+    policy: flags.policyFlags,
+    recordedAt: now.toISOString(),
+  };
+}
+
+/** The record `enable` writes for a device that runs (or waits quiesced): what it was started with. */
+export function recordFromEntry(e: RegistryEntry, disk: string, now: Date = new Date(), isBlock?: IsBlock): DeviceRecord {
+  if (e.name === null) {
+    throw new DmrError('E_USAGE', `${e.blockPath} has no name: only a device added with --name can be recorded (del it and add it again with --name and --persist)`);
+  }
+  if (e.version !== 2) throw new DmrError('E_STATE', `${e.blockPath} was started by an older version that did not save its parameters: restart it first`);
+  const r = e.recovery;
+  return {
+    version: 1,
+    name: e.name,
+    main: backing(e.main.path, disk, 'main', isBlock),
+    spare: backing(e.spare.path, disk, 'spare', isBlock),
+    blockSize: r.blockSize,
+    queues: r.queues,
+    depth: r.depth,
+    maxIoKib: r.maxIoBytes / 1024,
+    buffers: r.buffers,
+    spareOffset: r.spareOffset,
+    spareSize: r.spareSize,
+    policy: r.policy,
+    recordedAt: now.toISOString(),
+  };
+}
+
+const sameDisk = (a: RecordedBacking, b: RecordedBacking): boolean =>
+  a.path === b.path || a.given === b.given || (a.identity !== null && a.identity === b.identity);
+
+/**
+ * Writes `record` unless another record holds its main or spare, or a record of the same name names other
+ * disks (E_NAME_TAKEN; `disable` it first). Rewriting a record of the same name and disks is allowed (idempotent).
+ */
+export function saveRecord(dir: string, record: DeviceRecord): string {
+  checkRecord(dir, record);
+  return writeRecord(dir, record);
+}
+
+/** saveRecord's refusals, without writing (add --persist checks before it starts anything). */
+export function checkRecord(dir: string, record: DeviceRecord): void {
+  const old = readRecord(dir, record.name);
+  if (old !== null && (!sameDisk(old.main, record.main) || !sameDisk(old.spare, record.spare))) {
+    throw new DmrError('E_NAME_TAKEN', `a device named ${JSON.stringify(record.name)} is already recorded with main ${old.main.path} and spare ${old.spare.path} (disable it first)`);
+  }
+  for (const other of listRecords(dir).valid) {
+    if (other.name === record.name) continue;
+    for (const mine of [record.main, record.spare]) {
+      if (sameDisk(mine, other.main) || sameDisk(mine, other.spare)) {
+        throw new DmrError('E_NAME_TAKEN', `${mine.path} is already recorded for device ${JSON.stringify(other.name)} (disable it first)`);
+      }
+    }
+  }
+}
+
+/** add's flags for bringing up `record` (never --force-format: the spare must still be this main's). */
+export function flagsFromRecord(record: DeviceRecord, foreground: boolean): AddFlags {
+  return {
+    device: {
+      mainPath: record.main.path,
+      sparePath: record.spare.path,
+      name: record.name,
+      queues: record.queues ?? undefined,
+      depth: record.depth,
+      blockSize: record.blockSize ?? undefined,
+      maxIoBytes: record.maxIoKib * 1024,
+      buffers: record.buffers,
+      spareOffset: record.spareOffset ?? undefined,
+      spareSize: record.spareSize ?? undefined,
+      forceFormat: false,
+    },
+    policyFlags: record.policy,
+    foreground,
+    persist: false,
+    logFile: null,
+    json: false,
+  };
+}
+
+/**
+ * Why `record` cannot be brought up here and now, or null: its main or spare is missing (E_DEVICE_MISSING),
+ * or the disk at its path is not the one recorded (E_STATE: a by-path name that moved to another disk).
+ * The spare's own metadata is checked again when the daemon opens it (it names its main's fingerprint).
+ */
+export function disksProblem(record: DeviceRecord): DmrError | null {
+  for (const [role, b] of [['main', record.main], ['spare', record.spare]] as const) {
+    let now: string | null;
+    try {
+      now = stableIdentity(b.path);
+    } catch {
+      return new DmrError('E_DEVICE_MISSING', `${role} ${b.path} is missing`);
+    }
+    if (b.identity !== null && now !== b.identity) {
+      return new DmrError('E_STATE', `${role} ${b.path} is not the disk recorded (recorded ${b.identity}, now ${now ?? path.resolve(b.path)}): not brought up`);
+    }
+  }
+  return null;
+}

@@ -1,0 +1,121 @@
+// The systemd units (scripts/systemd/): rendered for this installation, installed, and the per-device
+// instances enabled or disabled. systemctl is only run when systemd is the running init (sd_booted: the
+// directory /run/systemd/system exists); DMREMAP_SYSTEMCTL names another systemctl (tests use a fake one,
+// and then systemd counts as running).
+import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { writeFileAtomic } from '../atomic-file.js';
+import { DmrError, errorCodeOf } from '../errors.js';
+
+export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
+export const DEFAULT_UDEV_DIR = '/etc/udev/rules.d';
+export const UDEV_RULE = '90-dmremap-ublk.rules';
+export const TEMPLATE_UNIT = 'dmremap-ublk@.service';
+export const TARGET_UNIT = 'dmremap-ublk.target';
+export const UNIT_FILES = [TEMPLATE_UNIT, TARGET_UNIT] as const;
+/** The ExecStart the shipped template names; install replaces it with this installation's program. */
+export const SHIPPED_EXEC = '/usr/local/bin/dmremap-ublk';
+
+const SOURCE_DIR = fileURLToPath(new URL('../../scripts/systemd/', import.meta.url));
+const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
+
+export const instanceUnit = (name: string): string => `dmremap-ublk@${name}.service`;
+
+/** The directory units are installed to and looked for in: DMREMAP_UNIT_DIR (tests), else /etc/systemd/system. */
+export function unitDir(env: NodeJS.ProcessEnv): string {
+  const d = env.DMREMAP_UNIT_DIR;
+  return d !== undefined && d !== '' ? path.resolve(d) : DEFAULT_UNIT_DIR;
+}
+
+/** The directory of the udev rule: DMREMAP_UDEV_DIR (tests), else /etc/udev/rules.d. */
+export function udevDir(env: NodeJS.ProcessEnv): string {
+  const d = env.DMREMAP_UDEV_DIR;
+  return d !== undefined && d !== '' ? path.resolve(d) : DEFAULT_UDEV_DIR;
+}
+
+/** The command line that runs this installation: the node running now and bin/dmremap-ublk.js (absolute paths). */
+export function thisProgram(): string {
+  return `${process.execPath} ${BIN}`;
+}
+
+/** The unit files' text for this installation: ExecStart runs `exec` (a command line without spaces in its parts). */
+export function renderUnits(exec: string = thisProgram()): Record<(typeof UNIT_FILES)[number], string> {
+  if (/[\s"'\\%]/.test(exec.split(' ').join(''))) {
+    throw new DmrError('E_SYSTEMD', `cannot write a unit for a program whose path holds spaces, quotes, backslashes or %: ${exec}`);
+  }
+  const read = (f: string): string => fs.readFileSync(path.join(SOURCE_DIR, f), 'utf8');
+  const template = read(TEMPLATE_UNIT);
+  if (!template.includes(`ExecStart=${SHIPPED_EXEC} `)) throw new DmrError('E_INTERNAL', `${TEMPLATE_UNIT} has no ExecStart=${SHIPPED_EXEC}`);
+  return { [TEMPLATE_UNIT]: template.replace(`ExecStart=${SHIPPED_EXEC} `, `ExecStart=${exec} `), [TARGET_UNIT]: read(TARGET_UNIT) };
+}
+
+export interface Systemctl {
+  /** Whether systemd runs (so systemctl can be asked anything). */
+  running: boolean;
+  /** Runs systemctl with `args`; E_SYSTEMD with its message when it fails. */
+  run(args: string[]): void;
+}
+
+export function systemctl(env: NodeJS.ProcessEnv): Systemctl {
+  const fake = env.DMREMAP_SYSTEMCTL;
+  const bin = fake !== undefined && fake !== '' ? fake : 'systemctl';
+  const running = bin !== 'systemctl' || fs.existsSync('/run/systemd/system');
+  return {
+    running,
+    run(args: string[]): void {
+      const r = spawnSync(bin, args, { encoding: 'utf8', timeout: 60_000 });
+      if (r.error !== undefined) throw new DmrError('E_SYSTEMD', `cannot run ${bin}: ${errorCodeOf(r.error) ?? r.error.message}`);
+      if (r.status !== 0) {
+        const why = (r.stderr || r.stdout).trim().split('\n')[0] ?? '';
+        throw new DmrError('E_SYSTEMD', `${bin} ${args.join(' ')} failed (exit ${r.status ?? r.signal}): ${why}`);
+      }
+    },
+  };
+}
+
+export interface InstallResult {
+  files: Array<{ file: string; changed: boolean }>;
+  /** Whether systemctl daemon-reload and enable of the target ran (systemd running, no --prefix). */
+  reloaded: boolean;
+}
+
+/** Writes `text` to `file` unless it holds it already (the directory is made if missing). */
+function installFile(file: string, text: string): { file: string; changed: boolean } {
+  try {
+    fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
+  } catch (e) {
+    throw new DmrError('E_SYSTEMD', `cannot create ${path.dirname(file)} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
+  }
+  let old: string | null = null;
+  try {
+    old = fs.readFileSync(file, 'utf8');
+  } catch {
+    old = null;
+  }
+  if (old === text) return { file, changed: false };
+  writeFileAtomic(file, text, { mode: 0o644, errorCode: 'E_SYSTEMD' });
+  return { file, changed: true };
+}
+
+/**
+ * Writes the units into `units` and the udev rule into `udev`; then, when `reload` (systemd runs and this is
+ * the live system, not a --prefix tree), reloads systemd and udev and enables the target.
+ */
+export function installUnits(units: string, udev: string, ctl: Systemctl, reload: boolean, exec?: string): InstallResult {
+  const rendered = renderUnits(exec);
+  const files = UNIT_FILES.map((f) => installFile(path.join(units, f), rendered[f]));
+  files.push(installFile(path.join(udev, UDEV_RULE), fs.readFileSync(path.join(SOURCE_DIR, UDEV_RULE), 'utf8')));
+  const reloaded = reload && ctl.running;
+  if (reloaded) {
+    ctl.run(['daemon-reload']);
+    ctl.run(['enable', TARGET_UNIT]);
+    // udev reads its rules again by itself too; this makes it now. No udevadm (a container): nothing to tell.
+    spawnSync('udevadm', ['control', '--reload'], { stdio: 'ignore', timeout: 30_000 });
+  }
+  return { files, reloaded };
+}
+
+/** Whether the template unit is installed in `dir`. */
+export const unitsInstalled = (dir: string): boolean => fs.existsSync(path.join(dir, TEMPLATE_UNIT));

@@ -1,0 +1,234 @@
+// Devices that come back, through the built CLI with the fake addon (its kernel keeps devices across
+// processes, with user recovery): add --persist, down/up (idempotent, a missing disk skipped, a quiesced
+// device recovered, a bad record reported), enable/disable; `up --foreground` as the systemd unit runs it,
+// telling a bound notification socket READY=1 once /dev/dmremap/<name> exists; install-systemd, and
+// systemd-analyze verify on the units it writes.
+import { spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { readEntries } from '../../src/control/registry.js';
+import { supervisorOf } from '../../src/supervisor/find.js';
+import { cli, cliSpawn, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
+import { IN_CI } from './promtool.js';
+
+const FAKE = { features: '0xd8' }; // user recovery: a killed daemon leaves its device quiesced
+let w: World;
+beforeEach(() => {
+  w = makeWorld();
+});
+afterEach(() => {
+  for (const e of readEntries(w.runDir).live) {
+    try {
+      const sup = supervisorOf(e.pid);
+      if (sup !== null) process.kill(sup, 'SIGKILL');
+      process.kill(e.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  w.cleanup();
+});
+
+interface Line {
+  name: string | null;
+  record: string;
+  result: string;
+  blockPath: string | null;
+  error: { code: string; message: string } | null;
+}
+const run = (args: string[]) => cli(w, args, FAKE);
+const lines = (args: string[]): { status: number | null; lines: Line[] } => {
+  const r = run([...args, '--json']);
+  return { status: r.status, lines: JSON.parse(r.stdout) as Line[] };
+};
+const results = (ls: Line[]): Record<string, string> => Object.fromEntries(ls.map((l) => [l.name ?? path.basename(l.record), l.result]));
+
+describe('persist, up, down (built CLI, fake addon)', () => {
+  it('down keeps the records, up brings them back (again: already up), a quiesced one is recovered, a missing disk skipped', async () => {
+    const main2 = w.file('main2.img', 8 << 20);
+    const spare2 = w.file('spare2.img', 4 << 20);
+    const a = run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']);
+    expect([a.status, a.stdout]).toEqual([0, `${path.join(w.devDir, 'ublkb0')}\n`]);
+    expect(a.stderr).toContain(`a: recorded in ${path.join(w.devicesDir, 'a.json')}`);
+    const b = run(['add', '--main', main2, '--spare', spare2, '--name', 'b', '--persist', '--json']);
+    expect(JSON.parse(b.stdout)).toMatchObject({ devId: 1, name: 'b', record: path.join(w.devicesDir, 'b.json'), systemd: { enabled: false } });
+    // A remap made now is still there after down and up (it lives on the spare).
+    expect(run(['remap', 'a', '8']).status).toBe(0);
+    expect(fs.readlinkSync(path.join(w.nameDir, 'a'))).toBe(path.join(w.devDir, 'ublkb0'));
+    // The names udev's rule reads (90-dmremap-ublk.rules), removed with the devices.
+    expect(fs.readFileSync(path.join(w.runDir, '0.name'), 'utf8')).toBe('a\n');
+    expect(fs.readFileSync(path.join(w.runDir, '1.name'), 'utf8')).toBe('b\n');
+
+    const down = lines(['down']);
+    expect([down.status, results(down.lines)]).toEqual([0, { a: 'down', b: 'down' }]);
+    expect(w.devNodes()).toEqual([]);
+    expect(fs.readdirSync(w.nameDir)).toEqual([]);
+    expect(w.runDirEntries().filter((n) => n.endsWith('.name'))).toEqual([]);
+    expect(fs.readdirSync(w.devicesDir).sort()).toEqual(['a.json', 'b.json']);
+    expect(results(lines(['down']).lines)).toEqual({ a: 'not-running', b: 'not-running' });
+
+    const up = run(['up']);
+    expect(up.status).toBe(0);
+    expect(up.stdout).toBe(`a: up ${path.join(w.devDir, 'ublkb0')}\nb: up ${path.join(w.devDir, 'ublkb1')}\n`);
+    expect(JSON.parse(run(['table', '/'.concat(path.relative('/', path.join(w.nameDir, 'a'))), '--json']).stdout)).toMatchObject({ entries: [expect.objectContaining({ block: 8 })] });
+    expect(results(lines(['up']).lines)).toEqual({ a: 'already-up', b: 'already-up' });
+
+    // b's daemon and supervisor die: its device waits, quiesced; up recovers it (not added again).
+    const [, eb] = readEntries(w.runDir).live;
+    const sup = supervisorOf(eb?.pid ?? 0);
+    if (sup !== null) process.kill(sup, 'SIGKILL');
+    process.kill(eb?.pid ?? 0, 'SIGKILL');
+    await waitFor(() => !pidAlive(eb?.pid ?? 0));
+    expect(readEntries(w.runDir).quiesced.map((e) => e.name)).toEqual(['b']);
+    const rec = lines(['up', 'b']);
+    expect([rec.status, rec.lines]).toEqual([0, [expect.objectContaining({ name: 'b', result: 'recovered', blockPath: path.join(w.devDir, 'ublkb1') })]]);
+    expect(w.devNodes()).toEqual(['ublkb0', 'ublkb1', 'ublkc0', 'ublkc1']);
+
+    // a's main is gone: a is reported and skipped, b still comes up; a bad record is reported by file.
+    expect(results(lines(['down']).lines)).toEqual({ a: 'down', b: 'down' });
+    fs.renameSync(w.main, `${w.main}.away`);
+    fs.writeFileSync(path.join(w.devicesDir, 'zz.json'), '{"version": 1, "name": "zz"}');
+    const partial = run(['up']);
+    expect(partial.status).toBe(1);
+    expect(partial.stdout).toBe(
+      `${path.join(w.devicesDir, 'zz.json')}: invalid record: main: Invalid input: expected object, received undefined\n` +
+        `a: failed: main ${w.main} is missing\n` +
+        `b: up ${path.join(w.devDir, 'ublkb0')}\n`,
+    );
+    expect(lines(['up', 'nosuch']).lines).toEqual([expect.objectContaining({ name: 'nosuch', result: 'failed', error: expect.objectContaining({ code: 'E_NOT_FOUND' }) })]);
+
+    // disable: the device keeps running, and up no longer knows it.
+    fs.rmSync(path.join(w.devicesDir, 'zz.json'));
+    const dis = run(['disable', 'b']);
+    expect([dis.status, dis.stdout]).toEqual([0, `b: disabled, record ${path.join(w.devicesDir, 'b.json')}\n`]);
+    expect(readEntries(w.runDir).live.map((e) => e.name)).toEqual(['b']);
+    expect(results(lines(['up']).lines)).toEqual({ a: 'failed' });
+    expect(run(['disable', 'b']).stderr).toBe('dmremap-ublk: no dmremap-ublk device "b"\n');
+  }, 90_000);
+
+  it('enable records a running device from what it runs with; refuses an unnamed one; conflicting records refused', () => {
+    run(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--queues', '2', '--read-retries', '6']);
+    const en = run(['enable', path.join(w.devDir, 'ublkb0'), '--json']);
+    expect(en.stderr).toBe('');
+    expect(JSON.parse(en.stdout)).toMatchObject({ name: 'vol', enabled: true, main: w.main, spare: w.spare });
+    const rec = JSON.parse(fs.readFileSync(path.join(w.devicesDir, 'vol.json'), 'utf8')) as Record<string, unknown>;
+    expect(rec).toMatchObject({ version: 1, name: 'vol', queues: 2, depth: 128, maxIoKib: 512, policy: expect.objectContaining({ readRetries: 6 }) });
+    // Idempotent; the same name for other disks is refused.
+    expect(run(['enable', 'vol']).status).toBe(0);
+    const main2 = w.file('main2.img', 8 << 20);
+    const spare2 = w.file('spare2.img', 4 << 20);
+    run(['add', '--main', main2, '--spare', spare2]);
+    const unnamed = run(['enable', '1']);
+    expect([unnamed.status, unnamed.stderr]).toEqual([2, `dmremap-ublk: ${path.join(w.devDir, 'ublkb1')} has no name: only a device added with --name can be recorded (del it and add it again with --name and --persist)\n`]);
+    expect(run(['enable', 'nosuch']).stderr).toBe('dmremap-ublk: no dmremap-ublk device "nosuch"\n');
+    const bad = run(['add', '--main', w.main, '--spare', spare2, '--name', 'other', '--persist']);
+    expect(bad.status).toBe(1);
+    expect(bad.stderr).toMatch(/main\.img is already recorded for device "vol" \(disable it first\)\n$/);
+    expect(w.devNodes()).toEqual(['ublkb0', 'ublkb1', 'ublkc0', 'ublkc1']);
+  }, 60_000);
+});
+
+describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', () => {
+  it('READY=1 reaches the notification socket once the device is live and /dev/dmremap/<name> exists; SIGTERM deletes it', async () => {
+    const rec = run(['add', '--main', w.main, '--spare', w.spare, '--name', 'svc', '--persist']);
+    expect(rec.status).toBe(0);
+    expect(run(['down', 'svc']).status).toBe(0);
+    const link = path.join(w.nameDir, 'svc');
+    const sock = path.join(w.root, 'notify.sock');
+    const recv = spawn('python3', [path.join(REPO, 'test/unit/notify-receiver.py'), sock, link, '20'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let got = '';
+    recv.stdout.on('data', (d: Buffer) => (got += d.toString()));
+    await waitFor(() => got.startsWith('bound\n'));
+    const daemon = spawn(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'up', '--foreground', 'svc'], {
+      env: { ...process.env, VITEST: 'true', NOTIFY_SOCKET: sock, DMREMAP_RUN_DIR: w.runDir, DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir, DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...FAKE }) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    await waitFor(() => got.includes('READY=1'), 15_000);
+    const first = JSON.parse(got.split('\n')[1] ?? '{}') as { text: string; linked: boolean };
+    expect(first.linked).toBe(true);
+    expect(first.text).toBe(`READY=1\nMAINPID=${daemon.pid}\nSTATUS=serving ${path.join(w.devDir, 'ublkb0')} (svc), 0 remaps`);
+    expect(readEntries(w.runDir).live).toEqual([expect.objectContaining({ name: 'svc', pid: daemon.pid })]);
+    // A second start of the unit while it runs is refused (it never adds the device twice).
+    const again = run(['up', '--foreground', 'svc']);
+    expect([again.status, again.stderr]).toEqual([1, `dmremap-ublk: svc is already up (${path.join(w.devDir, 'ublkb0')}, daemon pid ${daemon.pid}, not run by this command): "dmremap-ublk down svc" first\n`]);
+    const exited = new Promise<number | null>((r) => daemon.on('exit', (code) => r(code)));
+    daemon.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    await waitFor(() => got.includes('STOPPING=1'));
+    expect(got).toContain('"text": "STOPPING=1\\nSTATUS=stopping (signal SIGTERM)"');
+    expect(w.devNodes()).toEqual([]);
+    expect(fs.existsSync(path.join(w.nameDir, 'svc'))).toBe(false);
+    recv.kill();
+  }, 60_000);
+
+  it('up --foreground recovers a quiesced device (a restarted unit), and refuses what it cannot serve', async () => {
+    run(['add', '--main', w.main, '--spare', w.spare, '--name', 'svc', '--persist']);
+    const [e] = readEntries(w.runDir).live;
+    const sup = supervisorOf(e?.pid ?? 0);
+    if (sup !== null) process.kill(sup, 'SIGKILL');
+    process.kill(e?.pid ?? 0, 'SIGKILL');
+    await waitFor(() => !pidAlive(e?.pid ?? 0));
+    const daemon = cliSpawn(w, ['up', '--foreground', 'svc'], FAKE);
+    await waitFor(() => readEntries(w.runDir).live.some((x) => x.pid === daemon.pid), 15_000);
+    expect(w.devNodes()).toEqual(['ublkb0', 'ublkc0']);
+    expect(fs.readlinkSync(path.join(w.nameDir, 'svc'))).toBe(path.join(w.devDir, 'ublkb0'));
+    const exited = new Promise<number | null>((r) => daemon.on('exit', (code) => r(code)));
+    daemon.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(run(['up', '--foreground']).stderr).toBe('dmremap-ublk: up --foreground takes one device name, got 0\n');
+    expect(run(['up', '--foreground', 'nosuch']).stderr).toBe(`dmremap-ublk: no device record named "nosuch" in ${w.devicesDir}\n`);
+  }, 60_000);
+
+  it('install-systemd writes the units and the udev rule (idempotent), reloads through systemctl; enable/disable then enable/disable the instance', () => {
+    const units = path.join(w.root, 'units');
+    const rules = path.join(w.root, 'rules');
+    const log = path.join(w.root, 'systemctl.log');
+    const fake = path.join(w.root, 'systemctl');
+    fs.writeFileSync(fake, `#!/bin/sh\necho "$@" >> ${log}\n`, { mode: 0o755 });
+    const env = { DMREMAP_UNIT_DIR: units, DMREMAP_UDEV_DIR: rules, DMREMAP_SYSTEMCTL: fake };
+    const install = (args: string[]) => spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', ...args], { env: { ...process.env, ...env }, encoding: 'utf8' });
+    const inst = install(['--json']);
+    expect(inst.stderr).toBe('');
+    const files = [path.join(units, 'dmremap-ublk@.service'), path.join(units, 'dmremap-ublk.target'), path.join(rules, '90-dmremap-ublk.rules')];
+    expect(JSON.parse(inst.stdout)).toEqual({ reloaded: true, files: files.map((file) => ({ file, changed: true })) });
+    const unit = fs.readFileSync(path.join(units, 'dmremap-ublk@.service'), 'utf8');
+    expect(unit).toContain(`\nExecStart=${process.execPath} ${path.join(REPO, 'bin/dmremap-ublk.js')} up --foreground %i\n`);
+    expect(unit).toMatch(/\nType=notify\n/);
+    expect(fs.readFileSync(path.join(rules, '90-dmremap-ublk.rules'), 'utf8')).toMatch(/KERNEL=="ublkb\[0-9\]\*".*SYMLINK\+="dmremap\/%c"/);
+    expect(install([]).stdout).toBe(`${files.map((f) => `${f}: unchanged`).join('\n')}\nsystemd reloaded, dmremap-ublk.target enabled; "dmremap-ublk enable <name>" enables a device's unit\n`);
+    expect(fs.readFileSync(log, 'utf8')).toBe('daemon-reload\nenable dmremap-ublk.target\ndaemon-reload\nenable dmremap-ublk.target\n');
+    // --prefix: a root being prepared; nothing is reloaded.
+    const root = path.join(w.root, 'root');
+    expect(install(['--prefix', root]).stdout).toMatch(new RegExp(`${root}/etc/systemd/system/dmremap-ublk@\\.service: written\n.*${root}/etc/udev/rules\\.d/90-dmremap-ublk\\.rules: written\ninstalled under ${root}: nothing reloaded\n$`, 's'));
+    expect(fs.readFileSync(log, 'utf8').split('\n')).toHaveLength(5);
+
+    const withUnits = (args: string[]) =>
+      spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), ...args], {
+        env: { ...process.env, ...env, VITEST: 'true', DMREMAP_RUN_DIR: w.runDir, DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir, DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...FAKE }) },
+        encoding: 'utf8',
+      });
+    const add = withUnits(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--persist']);
+    expect(add.stderr).toContain('vol: recorded in');
+    expect(add.stderr).toContain('(systemd: dmremap-ublk@vol.service enabled)');
+    expect(withUnits(['disable', 'vol']).stdout).toBe(`vol: disabled, record ${path.join(w.devicesDir, 'vol.json')}\n`);
+    expect(withUnits(['enable', 'vol']).stdout).toBe(`vol: enabled, record ${path.join(w.devicesDir, 'vol.json')} (systemd: dmremap-ublk@vol.service enabled)\n`);
+    expect(fs.readFileSync(log, 'utf8').split('\n').slice(4)).toEqual(['enable dmremap-ublk@vol.service', 'disable dmremap-ublk@vol.service', 'enable dmremap-ublk@vol.service', '']);
+  }, 60_000);
+
+  const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' }).status === 0;
+  it.skipIf(!analyze && !IN_CI)('systemd-analyze verify passes on the installed units (no systemd as PID 1 needed: --man=no)', () => {
+    expect(analyze, 'systemd-analyze is missing (apt-get install systemd)').toBe(true);
+    const root = path.join(w.root, 'root');
+    const units = path.join(root, 'etc/systemd/system');
+    const inst = spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', '--prefix', root], { encoding: 'utf8' });
+    expect(inst.status).toBe(0);
+    const v = spawnSync('systemd-analyze', ['verify', '--man=no', path.join(units, 'dmremap-ublk@data.service'), path.join(units, 'dmremap-ublk.target')], { cwd: units, encoding: 'utf8' });
+    expect(v.stderr).toBe('');
+    expect(v.status).toBe(0);
+    // The check can fail: a unit it cannot parse is reported.
+    fs.writeFileSync(path.join(units, 'broken@.service'), fs.readFileSync(path.join(units, 'dmremap-ublk@.service'), 'utf8').replace('Type=notify', 'Type=notifyy'));
+    const bad = spawnSync('systemd-analyze', ['verify', '--man=no', path.join(units, 'broken@data.service')], { cwd: units, encoding: 'utf8' });
+    expect(bad.stderr).toMatch(/Failed to parse service type/);
+  });
+});
