@@ -192,3 +192,43 @@ describe('a read parked on a redirect when the daemon goes', () => {
     expect(await read.result).toEqual({ errno: 'EIO' });
   });
 });
+
+describe('a read parked on a redirect when auto-remap is switched off', () => {
+  const autoOf = (d: Daemon) => d['auto'] as unknown as { setAutoRemap(on: boolean): void; idle(): Promise<void> };
+
+  it('the redirected write then fails (its retry fails in the slot): the redirect is given up and the read released to main', async () => {
+    const d = await start();
+    onMain(6, fill(0x66));
+    const f = await redirected(6);
+    const read = device().startRead(6, 1);
+    expect(read.parked).toBe(true);
+    // `set_auto_remap 0` while the write is redirected; its retry fails in the slot (reported: it was parked
+    // before the switch took effect in native).
+    autoOf(d).setAutoRemap(false);
+    const again = { ...f, attempt: 1, failed: [{ device: 'spare' as const, block: 6, blocks: 1, errno: 5 }] };
+    device().emit(again);
+    expect(await resolution(again)).toEqual({ action: 'fail', errno: 5 });
+    await autoOf(d).idle();
+    // The write failed for good: nothing will ever commit the redirect, so the table must end it.
+    expect(published(6)).toBeUndefined();
+    expect(read.parked).toBe(false);
+    expect(await read.result).toEqual({ data: fill(0x66) });
+  });
+
+  it('the redirected write then fails with parking off (native completes it with io_error, no io_fault): the redirect is not left published', async () => {
+    const d = await start();
+    onMain(8, fill(0x77));
+    await redirected(8);
+    const read = device().startRead(8, 1);
+    expect(read.parked).toBe(true);
+    autoOf(d).setAutoRemap(false);
+    // Native with fault parking off (queue.cc Finish): the retry's failed slot write completes the request with
+    // EIO and reports only an io_error (no tag, no io_fault): TypeScript never hears that the write ended.
+    device().emit({ type: 'io_error', queue: 0, op: 'write', device: 'spare', sector: 0n, sectors: 8, errno: 5 } as NativeEvent);
+    await new Promise((r) => setTimeout(r, 200));
+    await autoOf(d).idle();
+    // No write of block 8 is outstanding any more, yet a read of it must not wait forever.
+    expect(published(8)).toBeUndefined();
+    expect(read.parked).toBe(false);
+  });
+});
