@@ -538,6 +538,12 @@ export class AutoRemapper {
     } else {
       this.log.debug({ op: ev.op, attempt: ev.attempt, failed: ev.failed.slice(0, 16) }, `${ev.op} failed again`);
     }
+    if (!this.policy.autoRemap && !this.closed && ev.op !== 'read') {
+      // Auto-remap switched off while this write was redirected: nothing will commit its redirects now, so
+      // they are given up (published without REDIRECT) before it fails: else its blocks' reads park forever.
+      await this.failWrite(ev, rec, rec.firstErrno);
+      return;
+    }
     if (!this.policy.autoRemap || this.closed) {
       this.counters.passedThrough++;
       this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
