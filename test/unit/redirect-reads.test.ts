@@ -159,6 +159,25 @@ describe('a read racing a write main refused', () => {
   });
 });
 
+describe('a read that failed on main just before the block was redirected', () => {
+  it('with no read retries configured it is not failed as if its block were marked pending: retried, it waits for the redirect and reads', async () => {
+    const d = await Daemon.start(deviceConfig(w, { policy: { readRetries: 0 } } as never), deps());
+    daemons.push(d);
+    onMain(15, fill(0x15));
+    const f = await redirected(15);
+    // A read of block 15 dispatched before the redirect was published went to main and failed there (the
+    // sector the write found bad). markLost leaves a redirected block alone (nothing is marked pending), yet the
+    // read is failed with EIO and counted unrecovered, though its block is about to be readable.
+    const readFault: Fault = { ...refusedWrite(15, 9), op: 'read' };
+    device().emit(readFault);
+    const res = await resolution(readFault);
+    expect(res.action).not.toBe('fail');
+    const landed = await retryLands(f, fill(0x16), 1);
+    device().emit(landed);
+    expect(await resolution(landed)).toEqual({ action: 'complete' });
+  });
+});
+
 describe('a read parked on a redirect when the daemon goes', () => {
   it('a detach drops it (the kernel reissues it); after recover the reissued read is served from main, the redirect forgotten', async () => {
     const d = await start();
