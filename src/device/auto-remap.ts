@@ -311,6 +311,14 @@ export class AutoRemapper {
     this.device.setFaultParking(on);
     // Native now completes parked requests itself, a probe's retry among them, without an event.
     if (!on) for (const rec of this.faults.values()) this.settleProbe(rec, false);
+    if (!on && !this.closed) {
+      // Native no longer reports failures (io_error only, no io_fault): a redirected write whose retry now
+      // fails is completed without TypeScript hearing of it, and nothing would end its redirect (its blocks'
+      // reads would park for good). Every redirect is given up now: back on main; a write whose data lands in
+      // a slot meanwhile is driven again to main (lost_written, commitSlotWrites).
+      const blocks = this.engine.redirectedBlocks();
+      if (blocks.length > 0) void this.engine.abandonRedirects(blocks).catch((e: unknown) => this.log.error({ err: String(e) }, 'giving up redirects failed'));
+    }
     this.log.info({ autoRemap: on }, `auto-remap ${on ? 'on' : 'off'}`);
   }
 
@@ -538,6 +546,12 @@ export class AutoRemapper {
     } else {
       this.log.debug({ op: ev.op, attempt: ev.attempt, failed: ev.failed.slice(0, 16) }, `${ev.op} failed again`);
     }
+    if (!this.policy.autoRemap && !this.closed && ev.op !== 'read') {
+      // Auto-remap switched off while this write was redirected: nothing will commit its redirects now, so
+      // they are given up (published without REDIRECT) before it fails: else its blocks' reads park forever.
+      await this.failWrite(ev, rec, rec.firstErrno);
+      return;
+    }
     if (!this.policy.autoRemap || this.closed) {
       this.counters.passedThrough++;
       this.resolve(ev, { action: 'fail', errno: rec.firstErrno });
@@ -724,6 +738,11 @@ export class AutoRemapper {
       return;
     }
     for (const b of rec.blocks.keys()) rec.redirected.add(b);
+    if (!this.policy.autoRemap) {
+      // Switched off while the redirect was made: with parking off nothing would report the retry's end.
+      await this.failWrite(ev, rec, rec.firstErrno);
+      return;
+    }
     rec.remapped = true;
     // The blocks are published REDIRECT at reserved slots now: the retry writes them there and reports
     // 'lost_written', whose commit makes the remap durable before the write is acknowledged.

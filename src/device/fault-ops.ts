@@ -127,8 +127,9 @@ export class FaultOps {
       if (this.c.mirror.redirects.has(it.block)) {
         // A failed write's redirect is in flight: the block is remapped already (published REDIRECT at its
         // reserved slot; a read waits, the write's commit makes it mapped there). A `remap B lost` now
-        // would make that commit fail.
-        out.set(it.block, null);
+        // would make that commit fail. Nothing is marked: answered as a block that reads now, so that a
+        // failed read is tried again (it waits in native for the redirect's end) rather than failed as pending.
+        out.set(it.block, new ReadsNow(`block ${it.block} is being redirected: not marked lost`));
         continue;
       }
       const e = this.c.store.table.get(it.block);

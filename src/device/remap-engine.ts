@@ -251,6 +251,11 @@ export class RemapEngine {
     return this.serial(() => this.faults.markLost(items));
   }
 
+  /** The blocks whose failed write is being redirected now (published REDIRECT, not committed). */
+  redirectedBlocks(): number[] {
+    return [...this.mirror.redirects.keys()];
+  }
+
   /** The redirected writes to `blocks` failed for good: back to main, slots freed (FaultOps.abandonRedirects). */
   abandonRedirects(blocks: readonly number[]): Promise<void> {
     return this.serial(() => this.faults.abandonRedirects(blocks));

@@ -497,8 +497,10 @@ export class FakeDevice implements NativeDevice {
     for (let i = 0; i < blocks; i++) {
       const k = t.blocks.indexOf(BigInt(block + i));
       const flags = k < 0 ? 0 : (t.flags[k] as number);
-      if ((flags & (REMAP_FLAG_MOVING | REMAP_FLAG_REDIRECT)) !== 0) return 'park';
+      // request_plan.cc's order: MOVING parks, then LOST fails the read, then REDIRECT parks.
+      if ((flags & REMAP_FLAG_MOVING) !== 0) return 'park';
       if ((flags & REMAP_FLAG_LOST) !== 0) return { errno: 'EIO' };
+      if ((flags & REMAP_FLAG_REDIRECT) !== 0) return 'park';
       const role: BackingRole = k < 0 ? 'main' : 'spare';
       const at = k < 0 ? BigInt((block + i) * bs) : BigInt(Number(this.opts.spareDataOffset ?? 0n) + Number(t.slots[k] as bigint) * bs);
       try {

@@ -348,4 +348,49 @@ describe('fault parking in the native data path', () => {
     }
     expect(ublkNodes()).toEqual([]);
   });
+
+  it('a read of a REDIRECT block parks; a table still carrying the flag keeps it parked; the commit (mapped) releases it with the slot data; stop fails a parked one with EIO', async () => {
+    const REDIRECT = 4;
+    const dev = await start({ parkFaults: true });
+    const B = 800;
+    const onMain = crypto.randomBytes(BS);
+    const inSlot = crypto.randomBytes(BS);
+    const f1 = path.join(dir, 'redirect-main');
+    const f2 = path.join(dir, 'redirect-slot');
+    fs.writeFileSync(f1, onMain);
+    fs.writeFileSync(f2, inSlot);
+    must('dd', [`if=${f1}`, `of=${mainDev}`, `bs=${BS}`, `seek=${B}`, 'oflag=direct', 'conv=notrunc', 'status=none']);
+    must('dd', [`if=${f2}`, `of=${spareLoop}`, `bs=${BS}`, `seek=${(SPARE_DATA >> 12) + 20}`, 'oflag=direct', 'conv=notrunc', 'status=none']);
+    device!.setRemapTable(...table([[B, 20, REDIRECT]]));
+    let done = false;
+    const r = read(dev, B, 1).then((x) => ((done = true), x));
+    await new Promise((res) => setTimeout(res, 500));
+    expect(done).toBe(false);
+    // Another block's change: the table still carries the flag, the read parks again.
+    device!.updateRemapTable(...table([[B + 1, 21, REDIRECT]]));
+    await new Promise((res) => setTimeout(res, 500));
+    expect(done).toBe(false);
+    // The redirect committed: mapped at its slot, flag gone.
+    device!.updateRemapTable(...table([[B, 20, 0], [B + 1, 0, 0x80]]));
+    const got = await r;
+    expect(got.code, got.stderr).toBe(0);
+    expect(got.data.equals(inSlot)).toBe(true);
+    // Given up (entry removed): a parked read goes to main.
+    device!.updateRemapTable(...table([[B + 2, 22, REDIRECT]]));
+    const r2 = read(dev, B + 2, 1);
+    await new Promise((res) => setTimeout(res, 300));
+    device!.updateRemapTable(...table([[B + 2, 0, 0x80]]));
+    expect((await r2).code).toBe(0);
+    // Stop: a parked read fails with EIO, promptly.
+    device!.updateRemapTable(...table([[B + 3, 23, REDIRECT]]));
+    const r3 = read(dev, B + 3, 1);
+    await new Promise((res) => setTimeout(res, 300));
+    const t0 = Date.now();
+    await device!.stop();
+    device = undefined;
+    expect(Date.now() - t0).toBeLessThan(10_000);
+    const x3 = await r3;
+    expect(x3.code).not.toBe(0);
+    expect(ublkNodes()).toEqual([]);
+  });
 });

@@ -58,3 +58,23 @@ describe('fake addon: lost_written slots', () => {
     }
   });
 });
+
+describe('fake addon: startRead plans a read as request_plan.cc does', () => {
+  it('a block flagged LOST and REDIRECT fails the read with EIO (native checks LOST before REDIRECT), it does not park', async () => {
+    const dir = fs.mkdtempSync(path.join('/tmp', 'dmr-fake-'));
+    try {
+      const native = new FakeNative({ devDir: dir });
+      const dev = new native.Device({
+        mainPath: '/dev/null', sparePath: '/dev/zero', queues: 1, depth: 1, blockSize: 4096, sizeBytes: 1048576n,
+        maxIoBytes: 1 << 16, discard: false, devId: -1, onEvent: () => undefined,
+      }) as FakeDevice;
+      // RemapMirror.publishedEntry publishes a committed-lost block that is also redirected as LOST | REDIRECT.
+      dev.setRemapTable(BigUint64Array.of(10n), BigUint64Array.of(3n), Uint8Array.of(REMAP_FLAG_LOST | REMAP_FLAG_REDIRECT));
+      const r = dev.startRead(10, 1);
+      expect(r.parked).toBe(false);
+      expect(await r.result).toEqual({ errno: 'EIO' });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

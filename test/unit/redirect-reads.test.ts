@@ -159,6 +159,25 @@ describe('a read racing a write main refused', () => {
   });
 });
 
+describe('a read that failed on main just before the block was redirected', () => {
+  it('with no read retries configured it is not failed as if its block were marked pending: retried, it waits for the redirect and reads', async () => {
+    const d = await Daemon.start(deviceConfig(w, { policy: { readRetries: 0 } } as never), deps());
+    daemons.push(d);
+    onMain(15, fill(0x15));
+    const f = await redirected(15);
+    // A read of block 15 dispatched before the redirect was published went to main and failed there (the
+    // sector the write found bad). markLost leaves a redirected block alone (nothing is marked pending), yet the
+    // read is failed with EIO and counted unrecovered, though its block is about to be readable.
+    const readFault: Fault = { ...refusedWrite(15, 9), op: 'read' };
+    device().emit(readFault);
+    const res = await resolution(readFault);
+    expect(res.action).not.toBe('fail');
+    const landed = await retryLands(f, fill(0x16), 1);
+    device().emit(landed);
+    expect(await resolution(landed)).toEqual({ action: 'complete' });
+  });
+});
+
 describe('a read parked on a redirect when the daemon goes', () => {
   it('a detach drops it (the kernel reissues it); after recover the reissued read is served from main, the redirect forgotten', async () => {
     const d = await start();
@@ -190,5 +209,45 @@ describe('a read parked on a redirect when the daemon goes', () => {
     await d.shutdown('test');
     daemons = [];
     expect(await read.result).toEqual({ errno: 'EIO' });
+  });
+});
+
+describe('a read parked on a redirect when auto-remap is switched off', () => {
+  const autoOf = (d: Daemon) => d['auto'] as unknown as { setAutoRemap(on: boolean): void; idle(): Promise<void> };
+
+  it('the redirected write then fails (its retry fails in the slot): the redirect is given up and the read released to main', async () => {
+    const d = await start();
+    onMain(6, fill(0x66));
+    const f = await redirected(6);
+    const read = device().startRead(6, 1);
+    expect(read.parked).toBe(true);
+    // `set_auto_remap 0` while the write is redirected; its retry fails in the slot (reported: it was parked
+    // before the switch took effect in native).
+    autoOf(d).setAutoRemap(false);
+    const again = { ...f, attempt: 1, failed: [{ device: 'spare' as const, block: 6, blocks: 1, errno: 5 }] };
+    device().emit(again);
+    expect(await resolution(again)).toEqual({ action: 'fail', errno: 5 });
+    await autoOf(d).idle();
+    // The write failed for good: nothing will ever commit the redirect, so the table must end it.
+    expect(published(6)).toBeUndefined();
+    expect(read.parked).toBe(false);
+    expect(await read.result).toEqual({ data: fill(0x66) });
+  });
+
+  it('the redirected write then fails with parking off (native completes it with io_error, no io_fault): the redirect is not left published', async () => {
+    const d = await start();
+    onMain(8, fill(0x77));
+    await redirected(8);
+    const read = device().startRead(8, 1);
+    expect(read.parked).toBe(true);
+    autoOf(d).setAutoRemap(false);
+    // Native with fault parking off (queue.cc Finish): the retry's failed slot write completes the request with
+    // EIO and reports only an io_error (no tag, no io_fault): TypeScript never hears that the write ended.
+    device().emit({ type: 'io_error', queue: 0, op: 'write', device: 'spare', sector: 0n, sectors: 8, errno: 5 } as NativeEvent);
+    await new Promise((r) => setTimeout(r, 200));
+    await autoOf(d).idle();
+    // No write of block 8 is outstanding any more, yet a read of it must not wait forever.
+    expect(published(8)).toBeUndefined();
+    expect(read.parked).toBe(false);
   });
 });
