@@ -146,6 +146,18 @@ describe('demo', () => {
     expect(live.size).toBe(0);
   });
 
+  it('Ctrl-C while losetup or dmsetup create runs (and succeeds): the loop and dm devices it made are still removed', async () => {
+    for (const step of ['losetup --find --show', 'dmsetup create']) {
+      const stop = new AbortController();
+      // The signal arrives while the command runs; the command still completes (it had already attached the
+      // loop device / created the dm device when the abort came, or it does not die of it).
+      const { io, live } = fakeIo({ onCommand: (l) => l.startsWith(step) && stop.abort() });
+      const { r } = await run(io, stop.signal);
+      expect(r.error?.code).toBe('E_INTERRUPTED');
+      expect([...live], `after Ctrl-C during ${step}`).toEqual([]);
+    }
+  });
+
   it('a clean-up step that fails makes the demo fail, and the rest is still removed', async () => {
     const { io, live } = fakeIo({ fail: 'dmsetup remove' });
     const { r } = await run(io);
