@@ -123,7 +123,9 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
     const t0 = performance.now();
     const r = await io.exec(cmd, args, signal);
     show(shellQuote([cmd, ...args]), r, result.steps, t0);
-    interrupted();
+    // A command that succeeded made what it made (a loop or dm device) even when Ctrl-C came meanwhile: the
+    // caller registers its removal, and the next step stops the demo.
+    if (r.status !== 0) interrupted();
     if (r.status !== 0) throw new DmrError('E_DEMO', `${cmd} failed (exit ${r.status})${r.stderr.trim() !== '' ? `: ${r.stderr.trim().split('\n')[0]}` : ''}`);
     return r;
   };
