@@ -14,7 +14,7 @@ import { table } from '../../src/cli/format.js';
 import { formatQuiesced } from '../../src/cli/quiesced.js';
 import { escapeControls } from '../../src/terminal-text.js';
 import { runLogsReopen } from '../../src/cli/logs.js';
-import { BIN, cli, makeWorld, pidAlive, waitFor, type World } from './helpers.js';
+import { BIN, cli, cliSpawn, makeWorld, pidAlive, waitFor, type World } from './helpers.js';
 import { IN_CI } from './promtool.js';
 
 let w: World;
@@ -118,6 +118,22 @@ describe('log files', () => {
     expect(cli(w, ['del', 'vol']).status).toBe(0);
     expect(fs.readFileSync(file, 'utf8').length).toBeGreaterThan(fresh.length);
     expect(fs.readFileSync(`${file}.1`, 'utf8')).not.toContain('reopened');
+  });
+
+  it('SIGHUP to a supervisor still starting (its daemon live and forwarding a reopen before the handler is set): it keeps running', async () => {
+    const file = path.join(w.logDir, 'early.log');
+    fs.mkdirSync(w.logDir, { recursive: true });
+    const sup = cliSpawn(w, ['supervise', 'add', '--main', w.main, '--spare', w.spare, '--name', 'early', '--foreground', '--log-file', file]);
+    const exited = new Promise<NodeJS.Signals | null>((r) => sup.on('exit', (_code, sig) => r(sig)));
+    try {
+      await new Promise((r) => setTimeout(r, 100)); // node is up, the CLI bundle still loading
+      sup.kill('SIGHUP');
+      const outcome = await Promise.race([exited, new Promise<'running'>((r) => setTimeout(() => r('running'), 3000))]);
+      expect(outcome).toBe('running');
+    } finally {
+      sup.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000))]);
+    }
   });
 
   it('add with its stderr on the journal (JOURNAL_STREAM names it): daemon and supervisor log there, no file', async () => {
