@@ -126,7 +126,9 @@ describe('log files', () => {
     const sup = cliSpawn(w, ['supervise', 'add', '--main', w.main, '--spare', w.spare, '--name', 'early', '--foreground', '--log-file', file]);
     const exited = new Promise<NodeJS.Signals | null>((r) => sup.on('exit', (_code, sig) => r(sig)));
     try {
-      await new Promise((r) => setTimeout(r, 100)); // node is up, the CLI bundle still loading
+      // Its early daemon spawned (bin/early-daemon.js): node is up, the CLI bundle still loading.
+      const children = `/proc/${sup.pid}/task/${sup.pid}/children`;
+      await waitFor(() => fs.existsSync(children) && fs.readFileSync(children, 'utf8').trim() !== '', 10_000);
       sup.kill('SIGHUP');
       const outcome = await Promise.race([exited, new Promise<'running'>((r) => setTimeout(() => r('running'), 3000))]);
       expect(outcome).toBe('running');
