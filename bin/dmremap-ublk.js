@@ -9,6 +9,12 @@ import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { startEarlyDaemon } from './early-daemon.js';
 
+// A supervisor or foreground daemon never stops for SIGHUP (logs reopen, forwarded by its daemon), but the
+// default action of SIGHUP is to terminate: until the CLI sets its own handler (a second or two of loading in
+// a slow VM), one is ignored.
+const argv2 = process.argv.slice(2);
+if (argv2[0] === 'supervise' || ((argv2[0] === 'add' || argv2[0] === 'recover') && argv2.includes('--foreground'))) process.on('SIGHUP', () => {});
+
 // The supervisor's daemon starts before the bundle loads (bin/early-daemon.js); run() hands it over.
 const early = startEarlyDaemon(process.argv.slice(2));
 
