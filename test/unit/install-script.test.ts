@@ -175,6 +175,15 @@ describe('scripts/install.sh (fake root)', () => {
     expect(install(['--dry-run']).out).toContain('skip: systemd is not running here');
   });
 
+  it('/usr/local/bin/dmremap-ublk already a symbolic link to something else (the user\'s own): not replaced, exit 1, one line', () => {
+    fs.mkdirSync(p('usr/local/bin'), { recursive: true });
+    fs.symlinkSync('/opt/other-dmremap/bin/dmremap-ublk', p('usr/local/bin/dmremap-ublk'));
+    const r = install();
+    expect(fs.readlinkSync(p('usr/local/bin/dmremap-ublk'))).toBe('/opt/other-dmremap/bin/dmremap-ublk');
+    expect(r.status).toBe(1);
+    expect(r.err).toMatch(/^install\.sh: .*dmremap-ublk.*\n$/);
+  });
+
   it('bad arguments: exit 2, one line', () => {
     const r = install(['--bogus']);
     expect(r.status).toBe(2);
