@@ -67,6 +67,13 @@ describe('log files', () => {
     expect(detachedLogFile({ DMREMAP_LOG_DIR: '/l' }, null, 'vol', '/dev/sdb', false)).toBe('/l/vol.log');
   });
 
+  it('two devices never share a log file: unnamed mains with the same file name, a name like main-<file>, names differing in a replaced character', () => {
+    const env = { DMREMAP_LOG_DIR: '/l' };
+    expect(deviceLogFile(env, null, '/dev/mapper/sdb')).not.toBe(deviceLogFile(env, null, '/dev/sdb'));
+    expect(deviceLogFile(env, 'main-sdb', '/dev/sdc')).not.toBe(deviceLogFile(env, null, '/dev/sdb'));
+    expect(deviceLogFile(env, null, '/dev/disk/by-id/a b')).not.toBe(deviceLogFile(env, null, '/dev/disk/by-id/a:b'));
+  });
+
   it('stderrIsJournal: only when JOURNAL_STREAM names the very file on the fd', () => {
     const f = w.file('journal', 0);
     const fd = fs.openSync(f, 'r');
