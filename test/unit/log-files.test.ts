@@ -145,6 +145,24 @@ describe('log files', () => {
     }
   });
 
+  it('after logs reopen, what daemon and supervisor write to stderr (a native abort, node\'s fatal errors, a crash trace) goes to the new file too', async () => {
+    const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', 'fd2', '--json']);
+    expect(add.status).toBe(0);
+    const { pid } = JSON.parse(add.stdout) as { pid: number };
+    const file = path.join(w.logDir, 'fd2.log');
+    await waitFor(() => fs.existsSync(file) && fs.readFileSync(file, 'utf8').includes('supervising daemon'));
+    fs.renameSync(file, `${file}.1`);
+    expect(cli(w, ['logs', 'reopen']).status).toBe(0);
+    await waitFor(() => fs.existsSync(file) && /supervisor: log file reopened/.test(fs.readFileSync(file, 'utf8')));
+    const ppid = Number(fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ')[1]);
+    try {
+      expect(fs.readlinkSync(`/proc/${pid}/fd/2`)).toBe(file);
+      expect(fs.readlinkSync(`/proc/${ppid}/fd/2`)).toBe(file);
+    } finally {
+      expect(cli(w, ['del', 'fd2']).status).toBe(0);
+    }
+  });
+
   it('add with its stderr on the journal (JOURNAL_STREAM names it): daemon and supervisor log there, no file', async () => {
     const journal = path.join(w.root, 'journal');
     const fd = fs.openSync(journal, 'a');
