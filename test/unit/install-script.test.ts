@@ -184,6 +184,15 @@ describe('scripts/install.sh (fake root)', () => {
     expect(r.err).toMatch(/^install\.sh: .*dmremap-ublk.*\n$/);
   });
 
+  it('an /etc/logrotate.d/dmremap-ublk the admin edited (rotate 52) is not overwritten by a second run', () => {
+    expect(install().status).toBe(0);
+    const conf = p('etc/logrotate.d/dmremap-ublk');
+    const edited = fs.readFileSync(conf, 'utf8').replace('rotate 8', 'rotate 52');
+    fs.writeFileSync(conf, edited);
+    install();
+    expect(fs.readFileSync(conf, 'utf8')).toBe(edited);
+  });
+
   it('bad arguments: exit 2, one line', () => {
     const r = install(['--bogus']);
     expect(r.status).toBe(2);
