@@ -158,6 +158,26 @@ describe('demo', () => {
     }
   });
 
+  it('Ctrl-C kills dmsetup create or losetup half-way (the device made, the command dead): that device is still removed', async () => {
+    for (const step of ['losetup --find --show', 'dmsetup create']) {
+      const stop = new AbortController();
+      const f = fakeIo();
+      const exec = f.io.exec;
+      f.io.exec = async (cmd, args, signal) => {
+        const line = shellQuote([cmd, ...args]);
+        if (!line.startsWith(step)) return exec(cmd, args, signal);
+        // The terminal's SIGINT reaches the child too: it dies after the kernel made the device, before it
+        // printed or finished (losetup attached the file; dmsetup created the device, loaded no table yet).
+        await exec(cmd, args, signal);
+        stop.abort();
+        return { status: null, stdout: '', stderr: '' };
+      };
+      const { r } = await run(f.io, stop.signal);
+      expect(r.error?.code).toBe('E_INTERRUPTED');
+      expect([...f.live], `after ${step} was killed`).toEqual([]);
+    }
+  });
+
   it('a clean-up step that fails makes the demo fail, and the rest is still removed', async () => {
     const { io, live } = fakeIo({ fail: 'dmsetup remove' });
     const { r } = await run(io);
