@@ -6,12 +6,15 @@
 #   systemd runs and this version has `dmremap-ublk install-systemd`.
 # Idempotent: each step looks first and changes only what is not as it should be; a second run changes
 # nothing and says so. --dry-run prints what it would do and changes nothing.
+# It replaces nothing that is not its own: an existing /usr/local/bin/dmremap-ublk that is not a link to a
+# checkout's bin/dmremap-ublk.js stops it before any change; an edited logrotate or modules-load file is kept.
 #
 # Usage: scripts/install.sh [--dry-run]
 #
 # For tests, these move what it touches (defaults in brackets):
 #   DMREMAP_INSTALL_BIN_DIR [/usr/local/bin]   DMREMAP_INSTALL_ETC_DIR [/etc]
-#   DMREMAP_INSTALL_UBLK_MODULE [/sys/module/ublk_drv]   DMREMAP_INSTALL_SYSTEMD_RUN [/run/systemd/system]
+#   DMREMAP_INSTALL_UBLK_MODULE [/sys/module/ublk_drv]   DMREMAP_INSTALL_UBLK_CONTROL [/dev/ublk-control]
+#   DMREMAP_INSTALL_SYSTEMD_RUN [/run/systemd/system]
 #   DMREMAP_INSTALL_KERNEL_CONFIG [/boot/config-$(uname -r)]   DMREMAP_INSTALL_NO_ROOT=1 (skip the root check)
 set -euo pipefail
 
@@ -19,6 +22,7 @@ repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bin_dir="${DMREMAP_INSTALL_BIN_DIR:-/usr/local/bin}"
 etc_dir="${DMREMAP_INSTALL_ETC_DIR:-/etc}"
 ublk_module="${DMREMAP_INSTALL_UBLK_MODULE:-/sys/module/ublk_drv}"
+ublk_control="${DMREMAP_INSTALL_UBLK_CONTROL:-/dev/ublk-control}"
 systemd_run="${DMREMAP_INSTALL_SYSTEMD_RUN:-/run/systemd/system}"
 kernel="$(uname -r)"
 kernel_config="${DMREMAP_INSTALL_KERNEL_CONFIG:-/boot/config-$kernel}"
@@ -35,7 +39,7 @@ for arg in "$@"; do
   case "$arg" in
     --dry-run) dry_run=1 ;;
     -h | --help)
-      sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+      sed -n '2,12p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
       exit 0
       ;;
     *)
@@ -66,6 +70,24 @@ fail() {
 
 if [[ $dry_run -eq 0 && -z "${DMREMAP_INSTALL_NO_ROOT:-}" && $(id -u) -ne 0 ]]; then
   fail "run it as root (sudo scripts/install.sh): it installs packages and writes to $bin_dir and $etc_dir"
+fi
+
+# ---- before any change: is /usr/local/bin/dmremap-ublk ours to (re)place? -----------------------------------
+# Ours: missing, or a symbolic link to this checkout's bin/dmremap-ublk.js (ok) or to another checkout's
+# (*/bin/dmremap-ublk.js, an earlier install: replaced). Anything else (a file, a directory, a link elsewhere)
+# belongs to someone else: stop here, before apt, npm or the build have changed anything.
+link="$bin_dir/dmremap-ublk"
+target="$repo/bin/dmremap-ublk.js"
+link_state=make
+if [[ -L "$link" ]]; then
+  link_to="$(readlink "$link")"
+  if [[ "$link_to" == "$target" ]]; then
+    link_state=ok
+  elif [[ "$link_to" != */bin/dmremap-ublk.js ]]; then
+    fail "$link is a symbolic link to $(printf '%q' "$link_to"), not to a dmremap-ublk checkout's bin/dmremap-ublk.js: move it away and run this script again"
+  fi
+elif [[ -e "$link" ]]; then
+  fail "$link exists and is not a symbolic link: move it away and run this script again"
 fi
 
 # ---- Node.js ----------------------------------------------------------------------------------------------
@@ -154,19 +176,21 @@ fi
 # ---- the command on the PATH --------------------------------------------------------------------------------
 link="$bin_dir/dmremap-ublk"
 target="$repo/bin/dmremap-ublk.js"
-if [[ -L "$link" && "$(readlink "$link")" == "$target" ]]; then
+if [[ "$link_state" == ok ]]; then
   say "ok: $link -> $target"
-elif [[ -e "$link" && ! -L "$link" ]]; then
-  fail "$link exists and is not a symbolic link: move it away and run this script again"
 else
   change "ln -sfn $target $link" bash -c 'mkdir -p "$1" && ln -sfn "$2" "$3"' _ "$bin_dir" "$target" "$link"
 fi
 
-# ---- file contents: install_file SOURCE-TEXT DEST MODE ------------------------------------------------------
+# ---- file contents: install_text TEXT DEST MODE -------------------------------------------------------------
+# Writes DEST when it is missing. One that differs is left as it is (an admin's edit, or an earlier version's
+# file) and said so, with where this version's text is: never overwritten.
 install_text() {
-  local text="$1" dest="$2" mode="$3"
+  local text="$1" dest="$2" mode="$3" source="$4"
   if [[ -f "$dest" && "$(cat "$dest")" == "${text%$'\n'}" ]]; then
     say "ok: $dest"
+  elif [[ -e "$dest" || -L "$dest" ]]; then
+    say "kept: $dest differs from this version's ($source): left as it is (edited here?); compare the two and merge by hand"
   else
     change "write $dest" bash -c 'mkdir -p "$(dirname "$2")" && printf "%s" "$1" > "$2.tmp" && chmod "$3" "$2.tmp" && mv "$2.tmp" "$2"' _ "$text" "$dest" "$mode"
   fi
@@ -174,14 +198,18 @@ install_text() {
 
 # ---- logrotate ------------------------------------------------------------------------------------------------
 if [[ -d "$etc_dir/logrotate.d" ]]; then
-  install_text "$(cat "$repo/scripts/logrotate/dmremap-ublk")"$'\n' "$etc_dir/logrotate.d/dmremap-ublk" 0644
+  install_text "$(cat "$repo/scripts/logrotate/dmremap-ublk")"$'\n' "$etc_dir/logrotate.d/dmremap-ublk" 0644 "$repo/scripts/logrotate/dmremap-ublk"
 else
   say "skip: no $etc_dir/logrotate.d (logrotate not installed): the logs in /var/log/dmremap-ublk are not rotated"
 fi
 
 # ---- the kernel's ublk ----------------------------------------------------------------------------------------
 ublk=0
-if [[ -d "$ublk_module" ]]; then
+if [[ -c "$ublk_control" ]]; then
+  # Loaded, or built into the kernel (then there may be no $ublk_module): nothing to load.
+  ublk=1
+  say "ok: ublk is there ($ublk_control)"
+elif [[ -d "$ublk_module" ]]; then
   ublk=1
   say "ok: ublk_drv loaded ($ublk_module)"
 elif modprobe -n ublk_drv >/dev/null 2>&1; then
@@ -190,7 +218,7 @@ elif modprobe -n ublk_drv >/dev/null 2>&1; then
 fi
 if [[ $ublk -eq 1 ]]; then
   # Loaded at boot too. A kernel with ublk built in needs no entry, and one does no harm.
-  install_text $'ublk_drv\n' "$etc_dir/modules-load.d/dmremap-ublk.conf" 0644
+  install_text $'ublk_drv\n' "$etc_dir/modules-load.d/dmremap-ublk.conf" 0644 "the line ublk_drv"
 else
   if [[ -r "$kernel_config" ]]; then
     config_line="$(grep -E '^(# )?CONFIG_BLK_DEV_UBLK[ =]' "$kernel_config" || true)"

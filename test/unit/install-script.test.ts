@@ -37,7 +37,7 @@ esac`);
   exe(p('fake/dpkg-query'), `grep -qx "\${@: -1}" "$FAKE_ROOT/installed" && printf 'install ok installed'; true`);
   exe(p('fake/apt-get'), `echo "apt-get $*" >> "$FAKE_CALLS"; [[ $1 == install ]] && for a in "$@"; do [[ $a == -* || $a == install ]] || echo "$a" >> "$FAKE_ROOT/installed"; done; true`);
   exe(p('fake/apt-cache'), `printf 'nodejs:\\n  Installed: (none)\\n  Candidate: %s\\n' "\${FAKE_NODE_CANDIDATE:-20.19.2+dfsg-1}"`);
-  exe(p('fake/modprobe'), `echo "modprobe $*" >> "$FAKE_CALLS"; [[ -n $FAKE_NO_UBLK ]] && exit 1; [[ $1 == -n ]] || mkdir -p "$FAKE_ROOT/sys/module/ublk_drv"`);
+  exe(p('fake/modprobe'), `echo "modprobe $*" >> "$FAKE_CALLS"; [[ -n $FAKE_NO_UBLK ]] && exit 1; [[ $1 == -n || -n $FAKE_UBLK_BUILTIN ]] || mkdir -p "$FAKE_ROOT/sys/module/ublk_drv"`);
   exe(p('fake/npm'), `echo "npm $*" >> "$FAKE_CALLS"
 case "$1" in
   ci) mkdir -p node_modules && touch node_modules/.package-lock.json ;;
@@ -65,6 +65,7 @@ function install(args: string[] = [], env: Record<string, string> = {}) {
       DMREMAP_INSTALL_BIN_DIR: p('usr/local/bin'),
       DMREMAP_INSTALL_ETC_DIR: p('etc'),
       DMREMAP_INSTALL_UBLK_MODULE: p('sys/module/ublk_drv'),
+      DMREMAP_INSTALL_UBLK_CONTROL: p('dev/ublk-control'),
       DMREMAP_INSTALL_SYSTEMD_RUN: p('run/systemd/system'),
       DMREMAP_INSTALL_KERNEL_CONFIG: p('kernel-config'),
       DMREMAP_INSTALL_NO_ROOT: '1',
@@ -178,10 +179,29 @@ describe('scripts/install.sh (fake root)', () => {
   it('/usr/local/bin/dmremap-ublk already a symbolic link to something else (the user\'s own): not replaced, exit 1, one line', () => {
     fs.mkdirSync(p('usr/local/bin'), { recursive: true });
     fs.symlinkSync('/opt/other-dmremap/bin/dmremap-ublk', p('usr/local/bin/dmremap-ublk'));
+    const before = tree();
     const r = install();
     expect(fs.readlinkSync(p('usr/local/bin/dmremap-ublk'))).toBe('/opt/other-dmremap/bin/dmremap-ublk');
     expect(r.status).toBe(1);
     expect(r.err).toMatch(/^install\.sh: .*dmremap-ublk.*\n$/);
+    expect(r.calls).toBe(''); // checked before apt, npm or the build ran
+    expect(tree()).toEqual(before);
+    // A regular file there: the same, before any change.
+    fs.rmSync(p('usr/local/bin/dmremap-ublk'));
+    fs.writeFileSync(p('usr/local/bin/dmremap-ublk'), '#!/bin/sh\n');
+    const file = install();
+    expect(file.status).toBe(1);
+    expect(file.err).toBe(`install.sh: ${p('usr/local/bin/dmremap-ublk')} exists and is not a symbolic link: move it away and run this script again\n`);
+    expect(file.calls).toBe('');
+  });
+
+  it('/usr/local/bin/dmremap-ublk a link to an earlier checkout\'s bin/dmremap-ublk.js: replaced by this one', () => {
+    fs.mkdirSync(p('usr/local/bin'), { recursive: true });
+    fs.symlinkSync('/home/me/old-checkout/bin/dmremap-ublk.js', p('usr/local/bin/dmremap-ublk'));
+    const r = install();
+    expect(r.status).toBe(0);
+    expect(r.out).toContain(`doing: ln -sfn ${p('repo/bin/dmremap-ublk.js')} ${p('usr/local/bin/dmremap-ublk')}\n`);
+    expect(fs.readlinkSync(p('usr/local/bin/dmremap-ublk'))).toBe(p('repo/bin/dmremap-ublk.js'));
   });
 
   it('an /etc/logrotate.d/dmremap-ublk the admin edited (rotate 52) is not overwritten by a second run', () => {
@@ -189,8 +209,21 @@ describe('scripts/install.sh (fake root)', () => {
     const conf = p('etc/logrotate.d/dmremap-ublk');
     const edited = fs.readFileSync(conf, 'utf8').replace('rotate 8', 'rotate 52');
     fs.writeFileSync(conf, edited);
-    install();
+    const again = install();
     expect(fs.readFileSync(conf, 'utf8')).toBe(edited);
+    expect(again.out).toContain(`kept: ${conf} differs from this version's (${p('repo/scripts/logrotate/dmremap-ublk')}): left as it is`);
+    expect(again.out).toMatch(/nothing to do: everything was already installed\n$/);
+  });
+
+  it('a kernel with ublk built in (/dev/ublk-control, no /sys/module/ublk_drv): no modprobe, a second run changes nothing', () => {
+    const env = { FAKE_UBLK_BUILTIN: '1', DMREMAP_INSTALL_UBLK_CONTROL: '/dev/null' }; // /dev/null: a character device
+    const first = install([], env);
+    expect(first.status).toBe(0);
+    expect(first.out).toContain('ok: ublk is there (/dev/null)\n');
+    expect(first.calls).not.toContain('modprobe');
+    expect(fs.readFileSync(p('etc/modules-load.d/dmremap-ublk.conf'), 'utf8')).toBe('ublk_drv\n');
+    const again = install([], env);
+    expect(again.out).toMatch(/nothing to do: everything was already installed\n$/);
   });
 
   it('bad arguments: exit 2, one line', () => {
