@@ -22,6 +22,7 @@
         "native/request_plan.cc",
         "native/scan_reader.cc",
         "native/sd_notify.cc",
+        "native/stdio_redirect.cc",
         "native/sys_error.cc"
       ],
       "include_dirs": [

@@ -21,6 +21,7 @@
 #include "events.h"
 #include "peer_cred.h"
 #include "sd_notify.h"
+#include "stdio_redirect.h"
 #include "sys_error.h"
 
 namespace {
@@ -807,6 +808,19 @@ Napi::Value SdNotifyJs(const Napi::CallbackInfo& info) {
   }
 }
 
+// JS thread. redirectStdio(fd, target): fd 1 or 2 made a duplicate of fd (stdio_redirect.h).
+Napi::Value RedirectStdioJs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber())
+    throw Napi::TypeError::New(env, "redirectStdio(fd: number, target: 1 | 2)");
+  try {
+    RedirectStdio(info[0].As<Napi::Number>().Int32Value(), info[1].As<Napi::Number>().Int32Value());
+  } catch (const SysError& e) {
+    throw ToJsError(env, e);
+  }
+  return env.Undefined();
+}
+
 // JS thread, at environment teardown: no device outlives its environment.
 void Cleanup(void* arg) {
   auto* data = static_cast<AddonData*>(arg);
@@ -836,6 +850,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("armExitWatchdog", Napi::Function::New(env, ArmExitWatchdog));
   exports.Set("peerCred", Napi::Function::New(env, PeerCredJs));
   exports.Set("sdNotify", Napi::Function::New(env, SdNotifyJs));
+  exports.Set("redirectStdio", Napi::Function::New(env, RedirectStdioJs));
   exports.Set("Device", DeviceWrap::Define(env));
   return exports;
 }

@@ -2,6 +2,7 @@
 // gets readable lines instead ("12:00:01.234 INFO  device live  devId=0 blockPath=/dev/ublkb0"), with every
 // control character in them escaped (terminal-text.ts). A log file can be reopened (reopenLogFile: SIGHUP
 // after logrotate moved it away).
+import fs from 'node:fs';
 import pino, { type Logger, type DestinationStream } from 'pino';
 import { escapeControls } from './terminal-text.js';
 
@@ -52,7 +53,7 @@ export function formatPretty(line: string): string {
 }
 
 /** The file destination of each logger createLogger made for a file, for reopenLogFile. */
-const fileDestinations = new WeakMap<Logger, { reopen(file?: string): void }>();
+const fileDestinations = new WeakMap<Logger, { fd: number; reopen(file?: string): void }>();
 
 export function createLogger(opts: LogOptions = {}): Logger {
   const level = opts.level ?? 'info';
@@ -60,7 +61,8 @@ export function createLogger(opts: LogOptions = {}): Logger {
   if (opts.file !== undefined) {
     const dest = pino.destination({ dest: opts.file, sync: true, mkdir: true, append: true, mode: 0o640 });
     const log = pino(base, dest);
-    fileDestinations.set(log, dest);
+    // SonicBoom keeps its open fd in `fd` (its typings leave it out); a sync destination sets it at (re)open.
+    fileDestinations.set(log, dest as typeof dest & { fd: number });
     return log;
   }
   const out = opts.stderr ?? process.stderr;
@@ -72,14 +74,46 @@ export function createLogger(opts: LogOptions = {}): Logger {
   return pino(base, stream);
 }
 
-/**
- * Reopens the file `log` writes to (by its path: after logrotate renamed it, a new file is created there).
- * Returns false for a logger that writes to a stream, not a file. Throws what the open throws.
- */
-export function reopenLogFile(log: Logger): boolean {
-  const dest = fileDestinations.get(log);
-  if (dest === undefined) return false;
-  dest.reopen();
-  return true;
+/** What reopenLogFile did besides reopening: the stdio fds it moved to the new file, and why it could not. */
+export interface Reopened {
+  /** fd 1 and/or 2: those that wrote to the old log file and now write to the new one. */
+  stdio: Array<1 | 2>;
+  /** The redirection's error, when it failed (the logger itself writes to the new file all the same). */
+  stdioError: string | null;
 }
 
+/** Whether two open fds refer to the same file (the same device and inode); false when either is not open. */
+function sameFile(a: number, b: number): boolean {
+  try {
+    const x = fs.fstatSync(a);
+    const y = fs.fstatSync(b);
+    return x.dev === y.dev && x.ino === y.ino;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Reopens the file `log` writes to (by its path: after logrotate renamed it, a new file is created there).
+ * The process's stdout and stderr that wrote to the old file (a detached daemon's and supervisor's: what Node
+ * or a native abort writes there, outside the logger) are moved to the new one with `redirectStdio`
+ * (the addon's dup2); a terminal or the journal on them is left alone. Returns false for a logger that writes
+ * to a stream, not a file. Throws what the open throws.
+ */
+export function reopenLogFile(log: Logger, redirectStdio?: (fd: number, target: 1 | 2) => void): Reopened | false {
+  const dest = fileDestinations.get(log);
+  if (dest === undefined) return false;
+  const follow = ([1, 2] as const).filter((t) => sameFile(dest.fd, t));
+  dest.reopen();
+  const done: Reopened = { stdio: [], stdioError: null };
+  if (redirectStdio === undefined) return done;
+  for (const t of follow) {
+    try {
+      redirectStdio(dest.fd, t);
+      done.stdio.push(t);
+    } catch (e) {
+      done.stdioError = e instanceof Error ? e.message : String(e);
+    }
+  }
+  return done;
+}

@@ -435,6 +435,12 @@ export interface NativeAddon {
    * manager). Throws a NativeError when the socket cannot be reached.
    */
   sdNotify(state: string): boolean;
+  /**
+   * dup2(fd, target): this process's stdout (1) or stderr (2) made to write where `fd` writes (the log file
+   * just reopened after a rotation), so that what is written there outside the logger follows it. Throws a
+   * NativeError (command 'dup2'): EINVAL for a target other than 1 or 2, EBADF for an fd not open.
+   */
+  redirectStdio(fd: number, target: 1 | 2): void;
 
 }
 

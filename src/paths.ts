@@ -1,5 +1,6 @@
 // Where the daemons keep their control sockets, registry files and (when detached) logs.
 // DMREMAP_RUN_DIR overrides the directory, which lets tests run without root.
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DmrError, errorCodeOf } from './errors.js';
@@ -87,12 +88,18 @@ export function logDir(env: NodeJS.ProcessEnv = process.env): string {
 
 /**
  * A detached device's log file: `<log dir>/<name>.log`, or for a device without a name
- * `<log dir>/main-<main's file name>.log` (the device id is not known before the kernel assigns it, and a
- * new one comes with every add). Characters other than letters, digits, ".", "_" and "-" become "_".
+ * `<log dir>/main@<main's file name>-<8 hex digits>.log` (the device id is not known before the kernel assigns
+ * it, and a new one comes with every add). In the file name, characters other than letters, digits, ".", "_"
+ * and "-" become "_"; the hex digits are the start of the SHA-256 of main's absolute path, so that two mains
+ * with the same file name (/dev/sdb, /dev/mapper/sdb) or names differing only in a replaced character get
+ * two files. A device name cannot hold "@", so no name gives an unnamed device's file.
  */
 export function deviceLogFile(env: NodeJS.ProcessEnv, name: string | null, mainPath: string): string {
-  const base = name ?? `main-${path.basename(mainPath).replace(/[^A-Za-z0-9._-]/g, '_')}`;
-  return path.join(logDir(env), `${base}.log`);
+  if (name !== null) return path.join(logDir(env), `${name}.log`);
+  const abs = path.resolve(mainPath);
+  const safe = path.basename(abs).replace(/[^A-Za-z0-9._-]/g, '_');
+  const hash = createHash('sha256').update(abs).digest('hex').slice(0, 8);
+  return path.join(logDir(env), `main@${safe}-${hash}.log`);
 }
 
 /** Creates a log file's directory if needed (mode 0750: the logs name devices and paths). */

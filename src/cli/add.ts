@@ -113,16 +113,20 @@ export async function serveForeground(
   };
   const signals: NodeJS.Signals[] = ['SIGINT', 'SIGTERM'];
   for (const s of signals) process.on(s, onSignal);
-  // SIGHUP (logrotate's postrotate, through `logs reopen`): reopen the log file by its name, and have the
-  // supervisor, which writes to the same file, reopen its own. Never a reason to stop.
-  const ignoreHup = (): void => {
+  // SIGHUP (logrotate's postrotate, through `logs reopen`): reopen the log file by its name, move stdout and
+  // stderr that wrote to the old file to the new one (the addon's dup2: Node's fatal messages, an abort's
+  // text), and have the supervisor, which writes to the same file, do the same. Never a reason to stop.
+  const reopenOnHup = async (): Promise<void> => {
     const { reopenLogFile } = logModule;
+    const addon = native ?? (await ctx.loadNative().catch(() => null));
     try {
-      if (!reopenLogFile(log)) {
+      const done = reopenLogFile(log, addon === null ? undefined : (fd, target) => addon.redirectStdio(fd, target));
+      if (!done) {
         log.info('SIGHUP: no log file to reopen');
         return;
       }
-      log.info({ logFile: opts.logFile }, 'log file reopened (SIGHUP)');
+      log.info({ logFile: opts.logFile, stdio: done.stdio }, 'log file reopened (SIGHUP)');
+      if (done.stdioError !== null) log.error({ logFile: opts.logFile, err: done.stdioError }, 'cannot move stdout/stderr to the reopened log file');
     } catch (e) {
       log.error({ logFile: opts.logFile, err: String(e) }, 'cannot reopen the log file: still writing to the old one');
     }
@@ -134,6 +138,7 @@ export async function serveForeground(
       }
     }
   };
+  const ignoreHup = (): void => void reopenOnHup();
   process.on('SIGHUP', ignoreHup);
   try {
     try {

@@ -115,14 +115,20 @@ export async function runSupervise(ctx: CliContext, args: string[]): Promise<num
     log,
   });
   const onStop = (sig: NodeJS.Signals): void => sup.stop(sig);
-  // SIGHUP reopens the log file (logrotate); it never stops the supervisor.
-  const onHup = (): void => {
+  // SIGHUP reopens the log file (logrotate) and moves stdout and stderr that wrote to the old file to the new
+  // one (the addon's dup2); it never stops the supervisor.
+  const reopenOnHup = async (): Promise<void> => {
+    const addon = await ctx.loadNative().catch(() => null);
     try {
-      if (reopenLogFile(log)) log.info({ logFile }, 'supervisor: log file reopened (SIGHUP)');
+      const done = reopenLogFile(log, addon === null ? undefined : (fd, target) => addon.redirectStdio(fd, target));
+      if (!done) return;
+      log.info({ logFile, stdio: done.stdio }, 'supervisor: log file reopened (SIGHUP)');
+      if (done.stdioError !== null) log.error({ logFile, err: done.stdioError }, 'supervisor: cannot move stdout/stderr to the reopened log file');
     } catch (e) {
       log.error({ logFile, err: String(e) }, 'supervisor: cannot reopen the log file: still writing to the old one');
     }
   };
+  const onHup = (): void => void reopenOnHup();
   process.on('SIGTERM', onStop);
   process.on('SIGINT', onStop);
   process.on('SIGHUP', onHup);

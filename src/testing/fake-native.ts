@@ -885,4 +885,11 @@ export class FakeNative implements NativeAddon {
     this.notifications.push(state);
     return loadNative().sdNotify(state);
   }
+
+  /** Redirections asked for (fd, target). Nothing of the kernel in it: the real addon's dup2 runs. */
+  readonly stdioRedirects: Array<{ fd: number; target: 1 | 2 }> = [];
+  redirectStdio(fd: number, target: 1 | 2): void {
+    this.stdioRedirects.push({ fd, target });
+    loadNative().redirectStdio(fd, target);
+  }
 }

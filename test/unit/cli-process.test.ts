@@ -5,6 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { markQuiesced, readEntries } from '../../src/control/registry.js';
+import { deviceLogFile } from '../../src/paths.js';
 import { cli, cliSpawn, makeWorld, pidAlive, waitFor, type World } from './helpers.js';
 
 let w: World;
@@ -106,7 +107,7 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     expect(w.devNodes()).toEqual([]);
     expect(w.runDirEntries()).toEqual([]);
     // The detached daemon's log (no name: called after main's file name), saying why.
-    expect(fs.readFileSync(path.join(w.logDir, 'main-main.img.log'), 'utf8')).toContain('E_KERNEL');
+    expect(fs.readFileSync(deviceLogFile({ DMREMAP_LOG_DIR: w.logDir }, null, w.main), 'utf8')).toContain('E_KERNEL');
   });
 
   it('bad input: one line, exit code, and --json error object', () => {

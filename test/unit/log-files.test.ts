@@ -16,6 +16,7 @@ import { escapeControls } from '../../src/terminal-text.js';
 import { runLogsReopen } from '../../src/cli/logs.js';
 import { BIN, cli, cliSpawn, makeWorld, pidAlive, waitFor, type World } from './helpers.js';
 import { IN_CI } from './promtool.js';
+import { loadNative } from '../../src/native.js';
 
 let w: World;
 beforeEach(() => {
@@ -61,7 +62,10 @@ describe('log files', () => {
     expect(logDir({})).toBe(DEFAULT_LOG_DIR);
     expect(DEFAULT_LOG_DIR).toBe('/var/log/dmremap-ublk');
     expect(deviceLogFile({ DMREMAP_LOG_DIR: '/l' }, 'vol', '/dev/sdb')).toBe('/l/vol.log');
-    expect(deviceLogFile({ DMREMAP_LOG_DIR: '/l' }, null, '/dev/disk/by-id/ata-X Y:1')).toBe('/l/main-ata-X_Y_1.log');
+    expect(deviceLogFile({ DMREMAP_LOG_DIR: '/l' }, null, '/dev/disk/by-id/ata-X Y:1')).toMatch(/^\/l\/main@ata-X_Y_1-[0-9a-f]{8}\.log$/);
+    expect(deviceLogFile({ DMREMAP_LOG_DIR: '/l' }, null, '/dev/sdb')).toBe('/l/main@sdb-97177c7b.log'); // README's example
+    // The same main (also given relative to the working directory): the same file, so a re-add keeps its log.
+    expect(deviceLogFile({ DMREMAP_LOG_DIR: '/l' }, null, path.resolve('main.img'))).toBe(deviceLogFile({ DMREMAP_LOG_DIR: '/l' }, null, 'main.img'));
     expect(detachedLogFile({ DMREMAP_LOG_DIR: '/l' }, '/given.log', 'vol', '/dev/sdb', true)).toBe('/given.log');
     expect(detachedLogFile({ DMREMAP_LOG_DIR: '/l' }, null, 'vol', '/dev/sdb', true)).toBeNull(); // the journal
     expect(detachedLogFile({ DMREMAP_LOG_DIR: '/l' }, null, 'vol', '/dev/sdb', false)).toBe('/l/vol.log');
@@ -94,13 +98,30 @@ describe('log files', () => {
     log.info('before');
     fs.renameSync(file, `${file}.1`);
     log.info('still the old file');
-    expect(reopenLogFile(log)).toBe(true);
+    // This process's stdout and stderr are not that file: they are left alone.
+    const asked: number[] = [];
+    expect(reopenLogFile(log, (_fd, target) => void asked.push(target))).toEqual({ stdio: [], stdioError: null });
+    expect(asked).toEqual([]);
     log.info('after');
     expect(fs.readFileSync(`${file}.1`, 'utf8')).toMatch(/"before".*\n.*"still the old file"/);
     const now = fs.readFileSync(file, 'utf8');
     expect(now).toContain('"after"');
     expect(now).not.toContain('before');
     expect(reopenLogFile(createLogger({ stderr: { write: () => {} } }))).toBe(false);
+  });
+
+  it('redirectStdio (the addon\'s dup2) moves only fd 1 or 2, and says what is wrong otherwise', () => {
+    const native = loadNative();
+    const fd = fs.openSync(path.join(w.root, 'r.log'), 'a');
+    try {
+      expect(() => native.redirectStdio(fd, 3 as 1)).toThrow(expect.objectContaining({ code: 'EINVAL', command: 'dup2' }) as Error);
+      expect(() => native.redirectStdio(-1, 2)).toThrow(expect.objectContaining({ code: 'EINVAL', command: 'dup2' }) as Error);
+      const closed = fs.openSync(path.join(w.root, 'r.log'), 'a');
+      fs.closeSync(closed);
+      expect(() => native.redirectStdio(closed, 2)).toThrow(expect.objectContaining({ code: 'EBADF', command: 'dup2' }) as Error);
+    } finally {
+      fs.closeSync(fd);
+    }
   });
 
   it('SIGHUP (logs reopen) after the file was renamed: daemon and supervisor write a new file and keep running', async () => {

@@ -6,6 +6,7 @@ import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readEntries } from '../../src/control/registry.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
+import { deviceLogFile } from '../../src/paths.js';
 import { cli, cliSpawn, makeWorld, pidAlive, waitFor, type World } from './helpers.js';
 
 const FAKE = { features: '0xd8' }; // CMD_IOCTL_ENCODE | USER_COPY | USER_RECOVERY | USER_RECOVERY_REISSUE
@@ -117,7 +118,7 @@ describe('supervisor (built CLI, fake addon)', () => {
     expect(open.length).toBeGreaterThan(0);
     process.kill(pid, 'SIGKILL');
     expect(await newDaemon(pid)).toBe(standby);
-    expect(fs.readFileSync(path.join(w.logDir, 'main-main.img.log'), 'utf8')).toContain('successor: the warm standby');
+    expect(fs.readFileSync(deviceLogFile({ DMREMAP_LOG_DIR: w.logDir }, null, w.main), 'utf8')).toContain('successor: the warm standby');
     // The next standby, then the supervisor killed: the standby's stdin closes and it exits by itself.
     let next = 0;
     await waitFor(() => {
