@@ -40,11 +40,16 @@ export function missingPrerequisites(env: NodeJS.ProcessEnv, uid: number | null)
   return missing;
 }
 
+/**
+ * Runs `cmd` to its end, in its own process group (detached): the terminal's Ctrl-C (SIGINT to the
+ * foreground group) never reaches it, so a `losetup` or `dmsetup create` is not killed half-way, its device
+ * made and the command dead; the demo stops after it instead. `signal` (given for long steps only) kills it.
+ */
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, signal?: AbortSignal): Promise<RunResult> {
   return new Promise((resolve) => {
     let stdout = '';
     let stderr = '';
-    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], signal });
+    const child = spawn(cmd, args, { env, stdio: ['ignore', 'pipe', 'pipe'], signal, detached: true });
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     child.on('error', (e: NodeJS.ErrnoException) => {
@@ -109,6 +114,37 @@ export function hostIo(ctx: CliContext): DemoIo {
   };
 }
 
+/** modprobe: on PATH, else where Debian keeps it (a user's PATH often lacks /usr/sbin and /sbin). */
+function modprobePath(env: NodeJS.ProcessEnv): string | null {
+  if (onPath('modprobe', env)) return 'modprobe';
+  for (const p of ['/usr/sbin/modprobe', '/sbin/modprobe']) {
+    try {
+      fs.accessSync(p, fs.constants.X_OK);
+      return p;
+    } catch {
+      // not here
+    }
+  }
+  return null;
+}
+
+/**
+ * Where the demo runs: 'host', or 'vm' (test/vm/run.sh) where this host has no ublk. Without root it runs
+ * nowhere on a host that has ublk, loaded (`control` there) or loadable (`modprobe -n ublk_drv` succeeds):
+ * E_PREREQUISITE (root first, whatever else is missing), rather than the VM. DMREMAP_FORCE_VM=1: the VM.
+ */
+export async function demoPlace(env: NodeJS.ProcessEnv, uid: number | null, control = '/dev/ublk-control'): Promise<'host' | 'vm'> {
+  if (env[IN_VM_ENV] === '1') return 'host';
+  if (env.DMREMAP_FORCE_VM !== undefined && env.DMREMAP_FORCE_VM !== '') return 'vm';
+  if (uid !== 0) {
+    const modprobe = modprobePath(env);
+    const loadable = modprobe !== null && (await run(modprobe, ['-n', 'ublk_drv'], env)).status === 0;
+    if (fs.existsSync(control) || loadable) throw new DmrError('E_PREREQUISITE', `demo needs ${missingPrerequisites(env, uid).join(', ')}`);
+    return 'vm';
+  }
+  return (await hostHasUblk(env)) ? 'host' : 'vm';
+}
+
 /** Whether this host can run ublk devices (test/vm/host-has-ublk.sh: /dev/ublk-control, or modprobe as root). */
 async function hostHasUblk(env: NodeJS.ProcessEnv): Promise<boolean> {
   if (fs.existsSync('/dev/ublk-control')) return true;
@@ -132,7 +168,7 @@ function runInVm(ctx: CliContext, json: boolean): Promise<number> {
 }
 
 export async function runDemoCommand(ctx: CliContext, json: boolean): Promise<number> {
-  if (ctx.env[IN_VM_ENV] !== '1' && !(await hostHasUblk(ctx.env))) return runInVm(ctx, json);
+  if ((await demoPlace(ctx.env, process.getuid?.() ?? null)) === 'vm') return runInVm(ctx, json);
   const missing = missingPrerequisites(ctx.env, process.getuid?.() ?? null);
   if (missing.length > 0) throw new DmrError('E_PREREQUISITE', `demo needs ${missing.join(', ')}`);
   const stop = new AbortController();

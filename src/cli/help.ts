@@ -445,7 +445,8 @@ it made (device, dm table, loop devices, files in a temporary directory), also a
 Ctrl-C. Exit 0 only if the data read back was what was written and everything was removed.
 
 Needs root, dmsetup and losetup. Where this host has no ublk, it runs inside the test VM instead
-(test/vm/run.sh: a Debian kernel under QEMU; needs the VM's packages, see the README).
+(test/vm/run.sh: a Debian kernel under QEMU; needs the VM's packages, see the README). Without root on a
+host that has ublk (loaded, or a module modprobe can load), it says it needs root instead.
 
 Options:
   --json       print no steps; at the end one JSON object: ok, the two sha256, each step's command,

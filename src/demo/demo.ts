@@ -89,6 +89,15 @@ export function parseSha256sum(out: string): string[] {
     .map((l) => l.trim().split(/\s+/)[0] ?? '');
 }
 
+/** The loop devices in `losetup -j FILE`'s output ("/dev/loop0: [2049]:12 (/tmp/x/main.img)" a line). */
+export function parseLosetupJ(out: string): string[] {
+  return out
+    .split('\n')
+    .filter((l) => l.includes(':'))
+    .map((l) => l.slice(0, l.indexOf(':')).trim())
+    .filter((d) => d.startsWith('/dev/'));
+}
+
 export interface DemoOptions {
   /** Where the tutorial goes (null: --json, nothing is printed along the way). */
   out: { write(s: string): unknown } | null;
@@ -103,8 +112,12 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
   const { out, signal } = opts;
   const result: DemoResult = { ok: false, written: null, readBack: null, blockPath: null, steps: [], cleanup: [], error: null };
   const say = (s: string): void => void out?.write(s);
-  /** Things to undo, last made first. */
-  const undo: Array<{ what: string; run: () => Promise<DemoStep> }> = [];
+  /**
+   * Things to undo, last made first. Each is registered before the command that makes it runs, and looks at
+   * clean-up time whether there is something to remove (a command killed half-way may have made its device
+   * without saying so): its steps, none when there was nothing.
+   */
+  const undo: Array<{ what: string; run: () => Promise<DemoStep[]> }> = [];
 
   const show = (command: string, r: RunResult, into: DemoStep[], since: number): DemoStep => {
     const output = `${r.stdout}${r.stderr}`;
@@ -117,11 +130,14 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
   const interrupted = (): void => {
     if (signal.aborted) throw new DmrError('E_INTERRUPTED', 'interrupted: everything the demo made is being removed');
   };
-  /** Runs an external command as a step; a failure ends the demo. */
-  const tool = async (cmd: string, args: string[]): Promise<RunResult> => {
+  /**
+   * Runs an external command as a step; a failure ends the demo. `abortable` false: Ctrl-C does not kill it
+   * (losetup, dmsetup: short, and killed half-way they may leave a device made); the demo stops after it.
+   */
+  const tool = async (cmd: string, args: string[], abortable = true): Promise<RunResult> => {
     interrupted();
     const t0 = performance.now();
-    const r = await io.exec(cmd, args, signal);
+    const r = await io.exec(cmd, args, abortable ? signal : undefined);
     show(shellQuote([cmd, ...args]), r, result.steps, t0);
     // A command that succeeded made what it made (a loop or dm device) even when Ctrl-C came meanwhile: the
     // caller registers its removal, and the next step stops the demo.
@@ -146,7 +162,7 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
       io.removeDir(dir);
       const step = { command: shellQuote(['rm', '-r', dir]), status: 0, output: '', ms: 0 };
       say(`\n$ ${step.command}\n`);
-      return step;
+      return [step];
     },
   });
   const mainImg = path.join(dir, 'main.img');
@@ -162,20 +178,20 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
     note(`A failing disk: a ${L.mainMib} MiB sparse file on a loop device, under a device-mapper table whose error segments fail every read and write of ${L.bad.length} sector ranges. And a ${L.spareMib} MiB spare.`);
     await tool('truncate', ['-s', `${L.mainMib}M`, mainImg]);
     await tool('truncate', ['-s', `${L.spareMib}M`, spareImg]);
-    const mainLoop = (await tool('losetup', ['--find', '--show', mainImg])).stdout.trim();
-    undo.push({ what: mainLoop, run: () => cleanupTool(['losetup', '-d', mainLoop]) });
-    const spareLoop = (await tool('losetup', ['--find', '--show', spareImg])).stdout.trim();
-    undo.push({ what: spareLoop, run: () => cleanupTool(['losetup', '-d', spareLoop]) });
+    undo.push({ what: `the loop devices of ${mainImg}`, run: () => detachLoops(mainImg) });
+    const mainLoop = (await tool('losetup', ['--find', '--show', mainImg], false)).stdout.trim();
+    undo.push({ what: `the loop devices of ${spareImg}`, run: () => detachLoops(spareImg) });
+    const spareLoop = (await tool('losetup', ['--find', '--show', spareImg], false)).stdout.trim();
     const table = dmTable(mainLoop, L.mainMib * 2048, L.bad);
     io.writeFile(tableFile, table);
     note(`The table (written to ${tableFile}): start, length (sectors), target, device, offset.`);
     await tool('cat', [tableFile]);
-    await tool('dmsetup', ['create', dmName, tableFile]);
-    undo.push({ what: dmName, run: () => cleanupTool(['dmsetup', 'remove', '--retry', dmName]) });
+    undo.push({ what: dmName, run: () => removeDm(dmName) });
+    await tool('dmsetup', ['create', dmName, tableFile], false);
 
     note('The dmremap-ublk device over them (automatic remapping on: a block whose write fails on main goes to the spare).');
     const added = await dmr(['add', '--main', mainDev, '--spare', spareLoop, '--name', L.name, '--auto-remap', 'on', '--log-file', path.join(dir, 'daemon.log')]);
-    undo.push({ what: L.name, run: () => cleanupCli(['del', L.name]) });
+    undo.push({ what: L.name, run: async () => [await cleanupCli(['del', L.name])] });
     const blockPath = added.stdout.trim();
     result.blockPath = blockPath;
     await dmr(['list']);
@@ -223,7 +239,7 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
     note(signal.aborted ? 'Interrupted: removing everything the demo made.' : 'Removing everything the demo made.');
     for (const u of undo.reverse()) {
       try {
-        result.cleanup.push(await u.run());
+        result.cleanup.push(...(await u.run()));
       } catch (e) {
         result.cleanup.push({ command: `(remove ${u.what})`, status: null, output: e instanceof Error ? e.message : String(e), ms: 0 });
       }
@@ -241,6 +257,20 @@ export async function runDemo(io: DemoIo, opts: DemoOptions): Promise<DemoResult
     const [cmd, ...args] = argv as [string, ...string[]];
     const t0 = performance.now();
     return show(shellQuote(argv), await io.exec(cmd, args), [], t0);
+  }
+  /** Detaches every loop device `losetup -j` finds on `img` (a question, not shown; none: nothing to do). */
+  async function detachLoops(img: string): Promise<DemoStep[]> {
+    const t0 = performance.now();
+    const found = await io.exec('losetup', ['-j', img]);
+    if (found.status !== 0) return [show(shellQuote(['losetup', '-j', img]), found, [], t0)];
+    const steps: DemoStep[] = [];
+    for (const dev of parseLosetupJ(found.stdout)) steps.push(await cleanupTool(['losetup', '-d', dev]));
+    return steps;
+  }
+  /** Removes the dm device if `dmsetup info` finds it (a question, not shown; not there: nothing to do). */
+  async function removeDm(name: string): Promise<DemoStep[]> {
+    const info = await io.exec('dmsetup', ['info', name]);
+    return info.status === 0 ? [await cleanupTool(['dmsetup', 'remove', '--retry', name])] : [];
   }
   async function cleanupCli(args: string[]): Promise<DemoStep> {
     const t0 = performance.now();

@@ -5,9 +5,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { DEMO_LAYOUT, dmTable, parseSha256sum, runDemo, type DemoIo, type RunResult } from '../../src/demo/demo.js';
+import { DEMO_LAYOUT, dmTable, parseLosetupJ, parseSha256sum, runDemo, type DemoIo, type RunResult } from '../../src/demo/demo.js';
 import { shellQuote } from '../../src/demo/shell-quote.js';
-import { missingPrerequisites } from '../../src/cli/demo.js';
+import { demoPlace, IN_VM_ENV, missingPrerequisites } from '../../src/cli/demo.js';
 
 const ok = (stdout = ''): RunResult => ({ status: 0, stdout, stderr: '' });
 
@@ -15,6 +15,8 @@ const ok = (stdout = ''): RunResult => ({ status: 0, stdout, stderr: '' });
 function fakeIo(opts: { fail?: string; readBackSum?: string; onCommand?: (line: string) => void } = {}) {
   const log: string[] = [];
   const live = new Set<string>();
+  /** Attached loop devices and their files (what `losetup -j` answers from). */
+  const attached = new Map<string, string>();
   let loops = 0;
   const io: DemoIo = {
     exec: async (cmd, args) => {
@@ -25,9 +27,17 @@ function fakeIo(opts: { fail?: string; readBackSum?: string; onCommand?: (line: 
       if (cmd === 'losetup' && args[0] === '--find') {
         const dev = `/dev/loop${loops++}`;
         live.add(dev);
+        attached.set(dev, args[2] as string);
         return ok(`${dev}\n`);
       }
-      if (cmd === 'losetup' && args[0] === '-d') live.delete(args[1] as string);
+      if (cmd === 'losetup' && args[0] === '-j') {
+        return ok([...attached].filter(([, f]) => f === args[1]).map(([d, f]) => `${d}: [2049]:12 (${f})\n`).join(''));
+      }
+      if (cmd === 'losetup' && args[0] === '-d') {
+        live.delete(args[1] as string);
+        attached.delete(args[1] as string);
+      }
+      if (cmd === 'dmsetup' && args[0] === 'info') return live.has(`dm:${args[1]}`) ? ok(`Name: ${args[1]}\n`) : { status: 1, stdout: '', stderr: 'Device does not exist.\n' };
       if (cmd === 'dmsetup' && args[0] === 'create') live.add(`dm:${args[1]}`);
       if (cmd === 'dmsetup' && args[0] === 'remove') live.delete(`dm:${args[2]}`);
       if (cmd === 'sha256sum') return ok(`aaaa  ${args[0]}\n${opts.readBackSum ?? 'aaaa'}  ${args[1]}\n`);
@@ -98,14 +108,25 @@ describe('demo', () => {
       'truncate', 'truncate', 'losetup', 'losetup', 'cat', 'dmsetup',
       'dmremap-ublk add', 'dmremap-ublk list', 'dd', 'dd', 'dd', 'sha256sum',
       'dmremap-ublk status', 'dmremap-ublk table', 'dmremap-ublk health', 'dmremap-ublk watch', 'dmremap-ublk scan', 'dmremap-ublk map',
-      'dmremap-ublk del', 'dmsetup', 'losetup', 'losetup',
+      'dmremap-ublk del', 'dmsetup', 'dmsetup', 'losetup', 'losetup', 'losetup', 'losetup',
     ]);
     expect(log.filter((l) => l.startsWith('dd ')).map((l) => l.split(' ').slice(1, 3))).toEqual([
       ['if=/dev/urandom', expect.stringMatching(/^of=.*\/pattern$/)],
       [expect.stringMatching(/^if=.*\/pattern$/), 'of=/dev/ublkb7'],
       ['if=/dev/ublkb7', expect.stringMatching(/^of=.*\/read-back$/)],
     ]);
-    expect(log.slice(-4)).toEqual(['dmremap-ublk del dmremap-demo', 'dmsetup remove --retry dmremap-demo-main-42', 'losetup -d /dev/loop1', 'losetup -d /dev/loop0']);
+    // Each removal looks first (dmsetup info, losetup -j: questions, not shown) and removes what it finds.
+    expect(log.slice(-7).map((l) => l.replace(/\/tmp\/[^/]+\//, '<dir>/'))).toEqual([
+      'dmremap-ublk del dmremap-demo',
+      'dmsetup info dmremap-demo-main-42',
+      'dmsetup remove --retry dmremap-demo-main-42',
+      'losetup -j <dir>/spare.img',
+      'losetup -d /dev/loop1',
+      'losetup -j <dir>/main.img',
+      'losetup -d /dev/loop0',
+    ]);
+    expect(out).not.toContain('$ dmsetup info');
+    expect(out).not.toContain('$ losetup -j');
     expect(live.size).toBe(0); // the temporary directory too
     expect(out).toContain('\n$ dmremap-ublk status dmremap-demo\nstatus output\n');
     expect(out).toContain('\n$ dmremap-ublk watch dmremap-demo    # (stopped with Ctrl-C after the scan)\n12:00 scan idle -> running\n');
@@ -130,7 +151,7 @@ describe('demo', () => {
     expect(r.error?.code).toBe('E_DEMO');
     expect(r.error?.message).toBe('dmsetup failed (exit 1): dmsetup: it broke');
     expect(log.some((l) => l.startsWith('dmremap-ublk'))).toBe(false);
-    expect(log.slice(-2)).toEqual(['losetup -d /dev/loop1', 'losetup -d /dev/loop0']);
+    expect(log.filter((l) => l.startsWith('losetup -d') || l.startsWith('dmsetup remove'))).toEqual(['losetup -d /dev/loop1', 'losetup -d /dev/loop0']);
     expect(live.size).toBe(0);
   });
 
@@ -142,7 +163,7 @@ describe('demo', () => {
     expect(r.error?.code).toBe('E_INTERRUPTED');
     expect(log).not.toContain('dmremap-ublk health dmremap-demo');
     expect(out).toContain('# Interrupted: removing everything the demo made.');
-    expect(log.slice(-4)[0]).toBe('dmremap-ublk del dmremap-demo');
+    expect(log.slice(-7)[0]).toBe('dmremap-ublk del dmremap-demo');
     expect(live.size).toBe(0);
   });
 
@@ -168,6 +189,8 @@ describe('demo', () => {
         if (!line.startsWith(step)) return exec(cmd, args, signal);
         // The terminal's SIGINT reaches the child too: it dies after the kernel made the device, before it
         // printed or finished (losetup attached the file; dmsetup created the device, loaded no table yet).
+        // (The demo no longer lets Ctrl-C kill these: no abort signal, and its own process group on the host.)
+        expect(signal, `${step} given the abort signal`).toBeUndefined();
         await exec(cmd, args, signal);
         stop.abort();
         return { status: null, stdout: '', stderr: '' };
@@ -178,12 +201,40 @@ describe('demo', () => {
     }
   });
 
+  it('parseLosetupJ: the devices of `losetup -j`, whatever the file name holds', () => {
+    expect(parseLosetupJ('/dev/loop0: [2049]:12 (/tmp/a: b/main.img)\n/dev/loop7: []: (/x)\n\n')).toEqual(['/dev/loop0', '/dev/loop7']);
+    expect(parseLosetupJ('')).toEqual([]);
+  });
+
   it('a clean-up step that fails makes the demo fail, and the rest is still removed', async () => {
     const { io, live } = fakeIo({ fail: 'dmsetup remove' });
     const { r } = await run(io);
     expect(r.ok).toBe(false);
     expect(r.error?.message).toMatch(/could not remove everything: dmsetup remove --retry dmremap-demo-main-42/);
     expect([...live]).toEqual(['dm:dmremap-demo-main-42']);
+  });
+
+  it('not root on a host whose ublk_drv is there but not loaded: E_PREREQUISITE (needs root), not the VM', async () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-path-'));
+    const calls = path.join(dir, 'calls');
+    const env = { PATH: `${dir}:/usr/bin:/bin`, CALLS: calls };
+    const noControl = path.join(dir, 'ublk-control'); // not there: ublk_drv not loaded
+    try {
+      for (const t of ['dmsetup', 'losetup']) fs.writeFileSync(path.join(dir, t), '#!/bin/sh\n', { mode: 0o755 });
+      fs.writeFileSync(path.join(dir, 'modprobe'), '#!/bin/sh\necho "modprobe $*" >> "$CALLS"\nexit "${MODPROBE_EXIT:-0}"\n', { mode: 0o755 });
+      await expect(demoPlace(env, 1000, noControl)).rejects.toThrow(
+        expect.objectContaining({ code: 'E_PREREQUISITE', message: 'demo needs root (it creates loop, device-mapper and ublk devices: run it with sudo)' }) as Error,
+      );
+      expect(fs.readFileSync(calls, 'utf8')).toBe('modprobe -n ublk_drv\n'); // a question: nothing loaded
+      // Loaded (a control node there; /dev/null stands for it): the same.
+      await expect(demoPlace({ ...env, MODPROBE_EXIT: '1' }, 1000, '/dev/null')).rejects.toThrow(expect.objectContaining({ code: 'E_PREREQUISITE' }) as Error);
+      // No ublk at all: the VM; so too when asked for (DMREMAP_FORCE_VM), or inside it: the host.
+      expect(await demoPlace({ ...env, MODPROBE_EXIT: '1' }, 1000, noControl)).toBe('vm');
+      expect(await demoPlace({ ...env, DMREMAP_FORCE_VM: '1' }, 1000, noControl)).toBe('vm');
+      expect(await demoPlace({ ...env, [IN_VM_ENV]: '1' }, 1000, noControl)).toBe('host');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('names what is missing: root, dmsetup, losetup', () => {
