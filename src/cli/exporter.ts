@@ -6,6 +6,7 @@ import { runDir } from '../paths.js';
 import { printJson, PROG, type CliContext } from './context.js';
 import { DEFAULT_LISTEN, formatAddress, listenSchema } from '../exporter/listen.js';
 import type { DeviceSnapshot } from '../exporter/collect.js';
+import { escapeControls } from '../terminal-text.js';
 
 export const exporterOptions = {
   listen: { type: 'string' },
@@ -20,6 +21,16 @@ export const exporterFlagsSchema = z.object({
 });
 export type ExporterFlags = z.output<typeof exporterFlagsSchema>;
 
+/**
+ * The stderr line for a device that is down. Its path, name and reason come from the registry and the
+ * errors met (a socket path, a kernel's error text): control characters in them are escaped
+ * (terminal-text.ts), so one line stays one line and never drives the terminal.
+ */
+export function downLine(s: Pick<DeviceSnapshot, 'device' | 'name' | 'error'>): string {
+  const why = s.error ?? 'down';
+  return `${PROG} exporter: ${escapeControls(s.device)}${s.name === '' ? '' : ` (${escapeControls(s.name)})`} is down: ${escapeControls(why)}\n`;
+}
+
 export async function runExporter(ctx: CliContext, flags: ExporterFlags, stop?: AbortSignal): Promise<number> {
   const { Exporter } = await import('../exporter/server.js');
   const lastDown = new Map<string, string>();
@@ -27,7 +38,7 @@ export async function runExporter(ctx: CliContext, flags: ExporterFlags, stop?: 
     const why = s.error ?? 'down';
     if (lastDown.get(s.device) === why) return;
     lastDown.set(s.device, why);
-    ctx.stderr.write(`${PROG} exporter: ${s.device}${s.name === '' ? '' : ` (${s.name})`} is down: ${why}\n`);
+    ctx.stderr.write(downLine(s));
   };
   const exporter = await Exporter.listen(flags.listen, { runDir: runDir(ctx.env), onDown });
   const where = formatAddress(flags.listen.host, exporter.address.port);

@@ -9,6 +9,7 @@ import { request } from '../../src/control/client.js';
 import { processStartTime, writeEntry } from '../../src/control/registry.js';
 import { Daemon } from '../../src/device/daemon.js';
 import { main } from '../../src/cli/main.js';
+import { downLine } from '../../src/cli/exporter.js';
 import { Exporter } from '../../src/exporter/server.js';
 import { latencyBuckets } from '../../src/exporter/metrics.js';
 import { listenSchema } from '../../src/exporter/listen.js';
@@ -201,6 +202,14 @@ describe('exporter (the built CLI)', () => {
     expect(err).toBe(`dmremap-ublk exporter: /dev/ublkb3 (gone) is down: its daemon (pid ${DEAD_PID}) is gone\n`);
     child.kill('SIGTERM');
     expect(await exited).toBe(0);
+  });
+});
+
+describe('the exporter\'s "is down" line', () => {
+  it('escapes control characters in the device, its name and the reason (a path holding ESC or a newline): one line', () => {
+    const line = downLine({ device: '/dev/ublkb3', name: 'gone', error: 'cannot connect to /run/x\u001b[2J\nfake: line.sock: ENOENT' });
+    expect(line).toBe('dmremap-ublk exporter: /dev/ublkb3 (gone) is down: cannot connect to /run/x\\u001b[2J\\u000afake: line.sock: ENOENT\n');
+    expect(downLine({ device: '/dev/ublkb\u009b4', name: '', error: null })).toBe('dmremap-ublk exporter: /dev/ublkb\\u009b4 is down: down\n');
   });
 });
 
