@@ -299,3 +299,44 @@ describe('bounds under abuse', () => {
     expect((server as ControlServer).load().maxQueuedSeen).toBeLessThanOrEqual(MAX_QUEUED_REQUESTS);
   }, 30_000);
 });
+
+describe('what a read-only command costs the daemon', () => {
+  it('verify requests on many connections at once run at most one read of main at a time (each holds a libuv pool thread, which the journal commits need)', async () => {
+    const { Daemon } = await import('../../src/device/daemon.js');
+    const { deviceConfig, fakeFor } = await import('./helpers.js');
+    const native = fakeFor(w);
+    const daemon = await Daemon.start(deviceConfig(w, { alertCommand: null }), { native, runDir: w.runDir, log: quietLog(), logFile: null });
+    try {
+      const dev = native.devices.at(-1);
+      if (dev === undefined) throw new Error('no device');
+      // A main that hangs on reads (an outage, a dying disk's error recovery): each read stays in flight.
+      let inFlight = 0;
+      let most = 0;
+      const release: Array<() => void> = [];
+      const orig = dev.readRange.bind(dev);
+      dev.readRange = async (from, offset, bytes) => {
+        if (from !== 'main') return orig(from, offset, bytes);
+        inFlight++;
+        most = Math.max(most, inFlight);
+        await new Promise<void>((r) => release.push(r));
+        inFlight--;
+        return orig(from, offset, bytes);
+      };
+      const devSock = path.join(w.runDir, `${daemon.info.devId}.sock`);
+      // Eight connections (under the 16-client limit), each with one verify: what a control group member may send.
+      expect(COMMAND_ACCESS.verify).toBe('read');
+      const asked = Array.from({ length: 8 }, (_, i) => request(devSock, 'verify', { sector: 8 * i }).catch(() => null));
+      await new Promise((r) => setTimeout(r, 300));
+      const seen = most;
+      // Let them all finish, one read at a time if need be.
+      for (let i = 0; i < 50 && (release.length > 0 || inFlight > 0); i++) {
+        release.splice(0).forEach((r) => r());
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await Promise.all(asked);
+      expect(seen).toBeLessThanOrEqual(1);
+    } finally {
+      await daemon.shutdown('test over');
+    }
+  });
+});
