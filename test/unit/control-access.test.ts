@@ -291,6 +291,29 @@ describe('bounds under abuse', () => {
     await expect(request(sock, 'ping', {}, 3000)).resolves.toBe('pong');
   }, 30_000);
 
+  it('control group members holding every client slot do not lock root out: shutdown still gets through', async () => {
+    await start(4711);
+    fake.peer = { pid: 1, uid: MY_UID + 1000, gid: MY_GID + 1000, groups: [4711] };
+    // Sixteen (the default maxClients) read-only connections, each answered once and kept open (a ping
+    // every minute keeps them past the idle timeout).
+    const held: net.Socket[] = [];
+    for (let i = 0; i < 16; i++) {
+      const c = net.createConnection(sock);
+      c.setEncoding('utf8');
+      await new Promise<void>((resolve) => {
+        c.on('connect', () => c.write('{"id":1,"cmd":"ping"}\n'));
+        c.once('data', () => resolve());
+      });
+      held.push(c);
+    }
+    fake.peer = null; // this process: the daemon's own uid, admin
+    try {
+      await expect(request(sock, 'shutdown', {}, 3000)).resolves.toEqual({ cmd: 'shutdown' });
+    } finally {
+      for (const c of held) c.destroy();
+    }
+  });
+
   it('a client that reads slowly is served in full: 5,000 pipelined pings, all answered in order', async () => {
     await start(null);
     const lines = Array.from({ length: 5000 }, (_, i) => `{"id":${i + 1},"cmd":"ping"}`);
