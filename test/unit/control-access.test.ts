@@ -198,6 +198,20 @@ describe('the socket and its directory', () => {
   });
 });
 
+describe('del by someone who does not own the run directory', () => {
+  it('of a device whose state file cannot be read: E_PERMISSION before anything is touched (the file stays)', async () => {
+    const { cli } = await import('./helpers.js');
+    ensureRunDir(w.runDir, MY_GID);
+    const file = path.join(w.runDir, '7.json');
+    fs.writeFileSync(file, '{');
+    // Another owner (as for a control group member: root owns the run directory, the member only reads it).
+    fs.chownSync(w.runDir, MY_UID + 12345, MY_GID);
+    const del = cli(w, ['del', '7'], { features: '0xd8' });
+    expect([del.status, del.stderr]).toEqual([1, expect.stringMatching(/^dmremap-ublk: del needs root/)]);
+    expect(fs.readFileSync(file, 'utf8')).toBe('{');
+  });
+});
+
 describe('the real addon', () => {
   it('peerCred reads SO_PEERCRED and SO_PEERGROUPS of a unix socket’s peer: this process', async () => {
     const native = loadNative();
