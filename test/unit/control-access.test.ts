@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { accessOf, commandRefusal, socketFd } from '../../src/control/access.js';
 import { request } from '../../src/control/client.js';
 import { COMMAND_ACCESS, COMMANDS, READ_ONLY_COMMANDS, type Handlers } from '../../src/control/protocol.js';
-import { ControlServer, MAX_QUEUED_REQUESTS, MAX_UNSENT_BYTES } from '../../src/control/server.js';
+import { ADMIN_RESERVED_CLIENTS, ADMIN_RESERVED_WATCHERS, ControlServer, MAX_QUEUED_REQUESTS, MAX_UNSENT_BYTES } from '../../src/control/server.js';
 import { DmrError } from '../../src/errors.js';
 import { loadNative } from '../../src/native.js';
 import { ensureRunDir, requireRunDirOwner } from '../../src/paths.js';
@@ -322,7 +322,65 @@ describe('bounds under abuse', () => {
     }
     fake.peer = null; // this process: the daemon's own uid, admin
     try {
-      await expect(request(sock, 'shutdown', {}, 3000)).resolves.toEqual({ cmd: 'shutdown' });
+      // Raw, not through request(): this file's handlers answer { cmd }, which the client's result schema for
+      // shutdown rejects; what is tested is that the server let root in and ran it.
+      const { replies } = await exchange(['{"id":1,"cmd":"shutdown"}'], 1);
+      expect(replies[0]).toEqual({ id: 1, ok: true, result: { cmd: 'shutdown' } });
+      expect(calls).toContain('shutdown');
+    } finally {
+      for (const c of held) c.destroy();
+    }
+  });
+
+  it('control group members get at most maxClients - ADMIN_RESERVED_CLIENTS connections; the next is told so, root still gets in', async () => {
+    await start(4711, { maxClients: 6 });
+    fake.peer = { pid: 1, uid: MY_UID + 1000, gid: MY_GID + 1000, groups: [4711] };
+    const held: net.Socket[] = [];
+    const open = (): Promise<string> =>
+      new Promise((resolve) => {
+        const c = net.createConnection(sock);
+        held.push(c);
+        c.setEncoding('utf8');
+        c.on('connect', () => c.write('{"id":1,"cmd":"ping"}\n'));
+        c.once('data', (d: string) => resolve(d));
+        c.on('error', () => resolve('error'));
+      });
+    try {
+      for (let i = 0; i < 6 - ADMIN_RESERVED_CLIENTS; i++) expect(await open()).toContain('"pong"');
+      expect((server as ControlServer).load()).toMatchObject({ clients: 2, readOnlyClients: 2 });
+      const refused = await open();
+      expect(refused).toContain('too many clients: the control group may hold 2 connections');
+      expect(refused.trim().split('\n')).toHaveLength(1);
+      fake.peer = null;
+      // Root fills the rest: the read-only cap does not count root's connections against itself.
+      for (let i = 0; i < ADMIN_RESERVED_CLIENTS; i++) expect(await open()).toContain('"pong"');
+      expect(await open()).toContain('"too many clients"');
+    } finally {
+      for (const c of held) c.destroy();
+    }
+  });
+
+  it('control group members get at most maxWatchers - ADMIN_RESERVED_WATCHERS watchers; root still subscribes', async () => {
+    const { DeviceEvents } = await import('../../src/device/device-events.js');
+    await start(4711, { maxWatchers: ADMIN_RESERVED_WATCHERS + 1, events: new DeviceEvents({ device: () => '/dev/ublkb9' }), device: () => '/dev/ublkb9' });
+    fake.peer = { pid: 1, uid: MY_UID + 1000, gid: MY_GID + 1000, groups: [4711] };
+    const held: net.Socket[] = [];
+    const subscribe = (): Promise<string> =>
+      new Promise((resolve) => {
+        const c = net.createConnection(sock);
+        held.push(c);
+        c.setEncoding('utf8');
+        c.on('connect', () => c.write('{"id":1,"cmd":"watch"}\n'));
+        c.once('data', (d: string) => resolve(d));
+        c.on('error', () => resolve('error'));
+      });
+    try {
+      expect(await subscribe()).toContain('"watching":true');
+      expect(await subscribe()).toContain('too many watchers: the control group may hold 1');
+      expect((server as ControlServer).load()).toMatchObject({ watchers: 1, readOnlyWatchers: 1 });
+      fake.peer = null;
+      for (let i = 0; i < ADMIN_RESERVED_WATCHERS; i++) expect(await subscribe()).toContain('"watching":true');
+      expect(await subscribe()).toContain(`too many watchers (${ADMIN_RESERVED_WATCHERS + 1})`);
     } finally {
       for (const c of held) c.destroy();
     }
