@@ -319,7 +319,7 @@ Actions:
   stop       abandon the pass (idle; the next start begins at 0)
 
 Options:
-  --rate <N>   with start: this pass's ceiling in MiB/s (above 0, at most 1048576; default scan_rate_mib)
+  --rate <N>   with start: this pass's ceiling in MiB/s (0.01 to 1048576; default scan_rate_mib)
   --wait       with start: show the progress until the pass is done
   --watch      show the progress until the pass is done (a bar on a terminal, one line per change
                otherwise); Ctrl-C ends the display, not the scan
