@@ -251,7 +251,9 @@ Options:
   verify: `Usage: dmremap-ublk verify <device> <sector> [--json]
 
 Shows where the block holding <sector> lives (main, or a spare slot; mapped, lost or being moved) and
-whether it reads (with the errno when it does not).
+whether it reads (with the errno when it does not). A daemon reads main for one verify at a time
+(a few more wait; the next is refused, E_BUSY: try again shortly), and not at all during an outage
+of main (E_OUTAGE).
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 
 Options:
