@@ -14,6 +14,8 @@ import { fileURLToPath } from 'node:url';
 
 export const READY_FD_ENV = 'DMREMAP_READY_FD';
 export const SUPERVISOR_PID_ENV = 'DMREMAP_SUPERVISOR_PID';
+/** libuv's pool size for the daemon, as src/supervisor/child-process.ts DAEMON_THREADPOOL_SIZE (why: there). */
+export const DAEMON_THREADPOOL_SIZE = '16';
 const BIN = fileURLToPath(new URL('./dmremap-ublk.js', import.meta.url));
 
 /** The daemon's argv when `argv` (the CLI's, without node and the script) is one that starts it at once, else null. */
@@ -36,7 +38,7 @@ export function startEarlyDaemon(argv, env = process.env, command = [process.exe
   const child = spawn(exe, [...pre, ...args], {
     cwd: '/',
     stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
-    env: { ...env, [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) },
+    env: { ...env, UV_THREADPOOL_SIZE: env.UV_THREADPOOL_SIZE ?? DAEMON_THREADPOOL_SIZE, [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) },
   });
   const exited = new Promise((resolve) => {
     child.on('exit', (code, signal) => resolve({ code, signal }));

@@ -68,6 +68,9 @@ export const ERROR_CODES = {
   // Main is in an outage (it does not answer): a remap or recheck now would read nothing and could only
   // mark blocks lost; try again once it ends.
   E_OUTAGE: 1,
+  // The daemon is already doing as many of these as it will: `verify` reads main one at a time for the whole
+  // daemon (a few more wait their turn; the next is refused). Temporary: try again shortly.
+  E_BUSY: 1,
   // The config file (/etc/dmremap-ublk/config.json or $DMREMAP_CONFIG) cannot be read, is not JSON, breaks
   // the schema, or cannot be written. A run-time failure: the command line itself was fine.
   E_CONFIG: 1,

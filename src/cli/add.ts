@@ -10,6 +10,7 @@ import { precheckDevice } from '../device/precheck.js';
 import { lowerControlPriority } from '../device/priority.js';
 import { occupied, readEntries } from '../control/registry.js';
 import { deviceLogFile, ensureLogDir, ensureRunDir, runDir } from '../paths.js';
+import { resolveControlGroup } from '../config/control-group.js';
 import { configPath, deviceKey, loadConfig, resolvePolicy } from '../config/file.js';
 import { POLICY_KEYS } from '../config/schema.js';
 import { printJson, type CliContext } from './context.js';
@@ -41,6 +42,16 @@ export function withPolicy(env: NodeJS.ProcessEnv, flags: AddFlags): AddFlags {
   const config = complete ? {} : loadConfig(configPath(env)).config;
   const policy = resolvePolicy(config, deviceKey(flags.device.name, flags.device.mainPath), given);
   return { ...flags, device: { ...flags.device, policy } };
+}
+
+/**
+ * The user's `add` (not `up` at boot, not the daemon itself, which serve root-only with a warning instead):
+ * E_CONFIG, before anything is created, when the config's controlGroup names a group that does not resolve
+ * now; the user can fix the config and add again.
+ */
+export function requireControlGroup(env: NodeJS.ProcessEnv): void {
+  const loaded = loadConfig(configPath(env));
+  resolveControlGroup(loaded.config.controlGroup, loaded.file);
 }
 
 /**

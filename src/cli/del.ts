@@ -41,6 +41,7 @@ export async function runDel(ctx: CliContext, target: string, json: boolean, tim
     // Not a device with a readable entry: perhaps one whose registry file cannot be read.
     const bad = findInvalidTarget(invalid, target);
     if (bad === null) throw notFound(target);
+    requireRunDirOwner(dir, 'del');
     await deleteInvalid(await ctx.loadNative(), bad, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
     const blockPath = bad.blockPath ?? `device ${bad.devId}`;
     if (bad.name !== null && bad.blockPath !== null) unlinkStableName(nameDir(ctx.env), bad.name, bad.blockPath);

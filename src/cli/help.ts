@@ -251,7 +251,9 @@ Options:
   verify: `Usage: dmremap-ublk verify <device> <sector> [--json]
 
 Shows where the block holding <sector> lives (main, or a spare slot; mapped, lost or being moved) and
-whether it reads (with the errno when it does not).
+whether it reads (with the errno when it does not). A daemon reads main for one verify at a time
+(a few more wait; the next is refused, E_BUSY: try again shortly), and not at all during an outage
+of main (E_OUTAGE).
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 
 Options:
@@ -319,7 +321,7 @@ Actions:
   stop       abandon the pass (idle; the next start begins at 0)
 
 Options:
-  --rate <N>   with start: this pass's ceiling in MiB/s (above 0, at most 1048576; default scan_rate_mib)
+  --rate <N>   with start: this pass's ceiling in MiB/s (0.01 to 1048576; default scan_rate_mib)
   --wait       with start: show the progress until the pass is done
   --watch      show the progress until the pass is done (a bar on a terminal, one line per change
                otherwise); Ctrl-C ends the display, not the scan

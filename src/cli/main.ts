@@ -53,9 +53,11 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
     case 'add': {
       const { values } = parseShape(command, argv, addOptions, false);
       if (values.help) return help(ctx, command);
-      const { runDetached, runForeground, withPolicy } = await import('./add.js');
+      const { requireControlGroup, runDetached, runForeground, withPolicy } = await import('./add.js');
       const flags = withPolicy(ctx.env, validate(addFlagsSchema, values));
-      return flags.foreground ? runForeground(ctx, flags) : runDetached(ctx, flags, flags.persist);
+      if (flags.foreground) return runForeground(ctx, flags);
+      requireControlGroup(ctx.env);
+      return runDetached(ctx, flags, flags.persist);
     }
     case 'list': {
       const { values } = parseShape(command, argv, listOptions, false);

@@ -15,7 +15,7 @@ import type { OptionSpecs } from './args.js';
 import { MAX_TABLE_LIMIT } from '../control/protocol.js';
 import { parseWholeNumber } from '../numbers.js';
 import { POLICY_LIMITS } from '../config/policy.js';
-import { isScanRate, MAX_SCAN_RATE_MIB } from '../scan/settings.js';
+import { isScanRate, SCAN_RATE_RULE } from '../scan/settings.js';
 import { CLI_KEY_NAMES, DEVICE_ID_LIKE_RE, DEVICE_NAME_RE, isDeviceKey, type PolicyKey, type PolicySettings } from '../config/schema.js';
 
 const help = { help: { type: 'boolean', short: 'h' } } as const;
@@ -215,14 +215,14 @@ export const tableFlagsSchema = z.object({
   json: z.boolean().default(false),
 });
 
-/** scan's flags: --rate in MiB/s above 0 (decimals allowed), --wait, --watch, --json. */
+/** scan's flags: --rate in MiB/s from 0.01 (decimals allowed), --wait, --watch, --json. */
 export const scanFlagsSchema = z.object({
   rate: z
     .string()
     .transform((t, ctx) => {
       const n = /^[0-9]+(\.[0-9]+)?$/.test(t.trim()) ? Number(t.trim()) : Number.NaN;
       if (!isScanRate(n)) {
-        ctx.addIssue({ code: 'custom', message: `--rate must be a number of MiB/s above 0 and at most ${MAX_SCAN_RATE_MIB}, got ${JSON.stringify(t)}` });
+        ctx.addIssue({ code: 'custom', message: `--rate must be ${SCAN_RATE_RULE}, got ${JSON.stringify(t)}` });
         return z.NEVER;
       }
       return n;

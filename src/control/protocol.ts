@@ -90,7 +90,8 @@ export const scanReadRequest = z.strictObject({
 export const scanRequest = z.strictObject({ id: requestId, cmd: z.literal('scan') });
 /**
  * A new pass from byte 0 (refused, E_SCAN_STATE, while one runs or is paused). `rateMib`: this pass's
- * ceiling in MiB/s instead of scan_rate_mib; a number that is not > 0 is E_USAGE (checked by the handler,
+ * ceiling in MiB/s instead of scan_rate_mib; a number outside 0.01..1048576 (MIN_SCAN_RATE_MIB, MAX_SCAN_RATE_MIB
+ * of src/scan/settings.ts) is E_USAGE (checked by the handler,
  * so the refusal names the rate), anything but a number E_PROTOCOL.
  */
 export const scanStartRequest = z.strictObject({

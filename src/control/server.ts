@@ -33,6 +33,10 @@ export const MAX_QUEUED_REQUESTS = 64;
 export const MAX_UNSENT_BYTES = 1 << 20;
 /** How long a connection may stay over MAX_UNSENT_BYTES before it is closed (default). */
 export const STALL_TIMEOUT_MS = 30_000;
+/** Client slots only admin peers (root, the daemon's user) may take: read-only peers get maxClients minus these. */
+export const ADMIN_RESERVED_CLIENTS = 4;
+/** Watcher slots only admin peers may take: read-only watchers get maxWatchers minus these. */
+export const ADMIN_RESERVED_WATCHERS = 8;
 
 export interface ControlServerOptions {
   socketPath: string;
@@ -40,6 +44,10 @@ export interface ControlServerOptions {
   log: Logger;
   /** Who may connect and what they may send (access.ts); the socket's mode and group follow controlGid. */
   access: AccessPolicy;
+  /**
+   * Clients at most (default 16); read-only peers may hold at most maxClients - ADMIN_RESERVED_CLIENTS of them,
+   * so that control group members holding connections open can never lock root's `shutdown` or `del` out.
+   */
   maxClients?: number;
   maxLineBytes?: number;
   /** A connection that sends nothing for this long is closed (a watching one is not). */
@@ -55,6 +63,7 @@ export interface ControlServerOptions {
   /**
    * Watchers at most (default 32). A connection that subscribes leaves the clients' count (maxClients): idle
    * watchers, which never time out, can never lock `status`, `shutdown` or `del` out of the socket.
+   * Read-only peers may hold at most maxWatchers - ADMIN_RESERVED_WATCHERS of them.
    */
   maxWatchers?: number;
 }
@@ -62,7 +71,11 @@ export interface ControlServerOptions {
 /** What the server holds for its connections now (tests, and the fuzz run's memory check). */
 export interface ControlServerLoad {
   clients: number;
+  /** Of those, read-only peers' (the control group's). */
+  readOnlyClients: number;
   watchers: number;
+  /** Of those, read-only peers'. */
+  readOnlyWatchers: number;
   /** Requests parsed and not yet answered, all connections. */
   queued: number;
   /** Received text not yet parsed into requests, all connections (characters). */
@@ -80,6 +93,8 @@ export class ControlServer {
   private readonly conns = new Set<Conn>();
   private readonly maxWatchers: number;
   private readonly maxClients: number;
+  private readonly maxReadOnlyClients: number;
+  private readonly maxReadOnlyWatchers: number;
   private readonly maxLineBytes: number;
   private readonly idleTimeoutMs: number;
   private readonly maxQueued: number;
@@ -93,6 +108,8 @@ export class ControlServer {
     this.maxLineBytes = opts.maxLineBytes ?? MAX_REQUEST_LINE_BYTES;
     this.idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;
     this.maxWatchers = opts.maxWatchers ?? 32;
+    this.maxReadOnlyClients = Math.max(0, this.maxClients - ADMIN_RESERVED_CLIENTS);
+    this.maxReadOnlyWatchers = Math.max(0, this.maxWatchers - ADMIN_RESERVED_WATCHERS);
     this.maxQueued = opts.maxQueued ?? MAX_QUEUED_REQUESTS;
     this.maxUnsentBytes = opts.maxUnsentBytes ?? MAX_UNSENT_BYTES;
     this.stallTimeoutMs = opts.stallTimeoutMs ?? STALL_TIMEOUT_MS;
@@ -149,12 +166,25 @@ export class ControlServer {
     let queued = 0;
     let unparsed = 0;
     let unsentBytes = 0;
+    let readOnlyClients = 0;
+    let readOnlyWatchers = 0;
     for (const c of this.conns) {
+      if (c.access === 'read') {
+        if (this.clients.has(c.sock)) readOnlyClients++;
+        if (this.watcherSocks.has(c.sock)) readOnlyWatchers++;
+      }
       queued += c.pending;
       unparsed += c.buf.length - c.pos;
       unsentBytes += c.sock.writableLength;
     }
-    return { clients: this.clients.size, watchers: this.watcherSocks.size, queued, unparsed, unsentBytes, maxQueuedSeen: this.maxQueuedSeen };
+    return { clients: this.clients.size, readOnlyClients, watchers: this.watcherSocks.size, readOnlyWatchers, queued, unparsed, unsentBytes, maxQueuedSeen: this.maxQueuedSeen };
+  }
+
+  /** How many of `socks` are read-only peers' connections. */
+  private countRead(socks: Set<net.Socket>): number {
+    let n = 0;
+    for (const c of this.conns) if (c.access === 'read' && socks.has(c.sock)) n++;
+    return n;
   }
 
   private accept(sock: net.Socket): void {
@@ -171,6 +201,10 @@ export class ControlServer {
     }
     if (this.clients.size >= this.maxClients) {
       refuse(sock, 'E_PROTOCOL', 'too many clients');
+      return;
+    }
+    if (access === 'read' && this.countRead(this.clients) >= this.maxReadOnlyClients) {
+      refuse(sock, 'E_PROTOCOL', `too many clients: the control group may hold ${this.maxReadOnlyClients} connections (the rest are kept for root)`);
       return;
     }
     this.clients.add(sock);
@@ -311,6 +345,9 @@ export class ControlServer {
     const { sock } = conn;
     if (this.watcherSocks.size >= this.maxWatchers) {
       return { id, ok: false, error: { code: 'E_PROTOCOL', message: `too many watchers (${this.maxWatchers}): this one is refused` } };
+    }
+    if (conn.access === 'read' && this.countRead(this.watcherSocks) >= this.maxReadOnlyWatchers) {
+      return { id, ok: false, error: { code: 'E_PROTOCOL', message: `too many watchers: the control group may hold ${this.maxReadOnlyWatchers} (the rest are kept for root)` } };
     }
     if (sock.destroyed || !sock.writable) return { id, ok: true, result: { watching: true } };
     // From now on a watcher, not a client: it leaves the clients' count (see maxWatchers).

@@ -122,8 +122,8 @@ export class Daemon {
    * DmrError, leaving nothing behind (nothing written, the claims released), on failure.
    */
   static async start(cfg: DeviceConfig, deps: DaemonDeps): Promise<Daemon> {
-    const controlGid = configuredControlGid(deps.log);
-    ensureRunDir(deps.runDir, controlGid);
+    const { controlGid, runDirGid } = configuredControlGid(deps.log);
+    ensureRunDir(deps.runDir, runDirGid);
     const entries = readEntries(deps.runDir);
     // Quiesced devices (daemon gone, kernel device waiting for `recover`) are kept, and their main and spare
     // stay taken; only entries with nothing to recover are cleaned up.
@@ -151,8 +151,8 @@ export class Daemon {
    * unknown (E_NOT_FOUND) or whose saved state is invalid or does not match its devices (E_STATE).
    */
   static async recover(devId: number, deps: DaemonDeps): Promise<Daemon> {
-    const controlGid = configuredControlGid(deps.log);
-    ensureRunDir(deps.runDir, controlGid);
+    const { controlGid, runDirGid } = configuredControlGid(deps.log);
+    ensureRunDir(deps.runDir, runDirGid);
     const entries = readEntries(deps.runDir);
     const entry = recoverableEntry(deps.runDir, devId);
     await checkKernelQuiesced(deps.native, entry);
@@ -969,17 +969,27 @@ function startError(e: unknown, p: DevicePlan): DmrError {
 }
 
 /**
- * The config file's controlGroup as a gid, null without one; E_CONFIG for a group name that does not exist.
- * A file that cannot be used at all (the device still starts, as with the scan's settings) gives no group:
- * only root gets in, the stricter side.
+ * The config file's controlGroup as a gid for this daemon's socket (null without one), and what the run
+ * directory is set to (ensureRunDir). A file that cannot be used at all (the device still starts, as with
+ * the scan's settings) gives no group: only root gets in, the stricter side. A group name that does not
+ * resolve now (no such group, or getent failing: NSS or LDAP down) is no reason to keep a device down
+ * (`recover` of a crashed daemon holds user I/O until it succeeds): a warning, this socket root-only, and
+ * the run directory left as it is (a lookup that failed says nothing about what the other devices' daemons
+ * serve). `config set` still refuses such a name (E_CONFIG).
  */
-function configuredControlGid(log: Logger): number | null {
+function configuredControlGid(log: Logger): { controlGid: number | null; runDirGid: number | null | undefined } {
   let loaded: ReturnType<typeof loadConfig>;
   try {
     loaded = loadConfig(configPath());
   } catch (e) {
     log.warn({ err: e instanceof Error ? e.message : String(e) }, 'the config file cannot be read: no control group (root only)');
-    return null;
+    return { controlGid: null, runDirGid: null };
   }
-  return resolveControlGroup(loaded.config.controlGroup, loaded.file);
+  try {
+    const gid = resolveControlGroup(loaded.config.controlGroup, loaded.file);
+    return { controlGid: gid, runDirGid: gid };
+  } catch (e) {
+    log.warn({ err: e instanceof Error ? e.message : String(e) }, 'the control group does not resolve now: this control socket is root only');
+    return { controlGid: null, runDirGid: undefined };
+  }
 }

@@ -44,7 +44,7 @@ export function ioFailure(e: unknown, doing: string): DmrError {
 }
 
 /** The refusal of an operation that would read main to decide, while main is in an outage. */
-export function outageRefusal(what: 'remap' | 'recheck'): DmrError {
+export function outageRefusal(what: 'remap' | 'recheck' | 'verify'): DmrError {
   return new DmrError('E_OUTAGE', `${what} refused: main is in an outage (it does not answer); try again once it ends`);
 }
 

@@ -91,14 +91,23 @@ export function resolveScanSettings(...layers: readonly PartialScanSettings[]): 
 /** The highest rate a pass may be given (`scan start --rate`), MiB/s (scan_rate_mib's limit: 1 TiB/s stands for "no limit"). */
 export const MAX_SCAN_RATE_MIB = SCAN_SETTING_LIMITS.scanRateMib.max;
 
-/** Whether `mib` is a rate a pass may be given: a number above 0, at most MAX_SCAN_RATE_MIB. */
+/**
+ * The lowest rate a pass may be given, MiB/s (10 KiB/s: a 1 MiB scan read every 100 s). Below it a pass
+ * would not advance in any time that matters (1e-300 MiB/s credits the bucket nothing, ever).
+ */
+export const MIN_SCAN_RATE_MIB = 0.01;
+
+/** Whether `mib` is a rate a pass may be given: a number from MIN_SCAN_RATE_MIB to MAX_SCAN_RATE_MIB. */
 export function isScanRate(mib: number): boolean {
-  return Number.isFinite(mib) && mib > 0 && mib <= MAX_SCAN_RATE_MIB;
+  return Number.isFinite(mib) && mib >= MIN_SCAN_RATE_MIB && mib <= MAX_SCAN_RATE_MIB;
 }
+
+/** What a pass's rate must be (the refusals' words). */
+export const SCAN_RATE_RULE = `a number of MiB/s from ${MIN_SCAN_RATE_MIB} to ${MAX_SCAN_RATE_MIB}`;
 
 /** The refusal of a rate (E_USAGE), naming it. */
 export function badRate(mib: unknown): DmrError {
-  return new DmrError('E_USAGE', `scan rate must be a number of MiB/s above 0 and at most ${MAX_SCAN_RATE_MIB}, got ${typeof mib === 'string' ? JSON.stringify(mib) : String(mib)}`);
+  return new DmrError('E_USAGE', `scan rate must be ${SCAN_RATE_RULE}, got ${typeof mib === 'string' ? JSON.stringify(mib) : String(mib)}`);
 }
 
 /** A value of `key` typed on the command line (`scan start --rate 32`, `config set scan_rate_mib 32`); E_USAGE when it is not one. */

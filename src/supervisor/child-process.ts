@@ -12,6 +12,21 @@ import type { EarlyDaemon } from '../cli/context.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
 export const SUPERVISOR_PID_ENV = 'DMREMAP_SUPERVISOR_PID';
+/**
+ * libuv's pool size for the daemon (UV_THREADPOOL_SIZE; node's default is 4). Every backing read and write
+ * of the addon outside the io_uring data path (verify, the scan's reads, relocations, the spare's journal
+ * writes and syncs) holds a pool thread while it runs, and a dying main's reads can take tens of seconds
+ * each: with more threads, reads of main stuck in a disk's error recovery leave threads for the journal.
+ * It must be in the environment the process starts with: node reads it when the pool first runs, and the
+ * ES module loader runs it reading bin/ before any of our code (setting process.env there is too late), so
+ * the supervisor sets it for the children it spawns; a value the user set is kept.
+ */
+export const DAEMON_THREADPOOL_SIZE = '16';
+
+/** The environment of a supervised child: `env`, its supervisor's names, and the pool size unless set. */
+export function supervisedEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  return { ...env, UV_THREADPOOL_SIZE: env.UV_THREADPOOL_SIZE ?? DAEMON_THREADPOOL_SIZE, [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) };
+}
 
 /**
  * Spawns `exe argv` as a supervised process: cwd /, stdout and stderr the supervisor's, fd 3 its readiness
@@ -23,7 +38,7 @@ function spawnSupervised(exe: string, argv: string[], env: NodeJS.ProcessEnv, st
   const child = spawn(exe, argv, {
     cwd: '/',
     stdio: [stdin, 'inherit', 'inherit', 'pipe'],
-    env: { ...env, [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) },
+    env: supervisedEnv(env),
   });
   const exited = new Promise<ChildExit>((resolve) => {
     child.on('exit', (code, signal) => resolve({ code, signal }));

@@ -9,7 +9,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { accessOf, commandRefusal, socketFd } from '../../src/control/access.js';
 import { request } from '../../src/control/client.js';
 import { COMMAND_ACCESS, COMMANDS, READ_ONLY_COMMANDS, type Handlers } from '../../src/control/protocol.js';
-import { ControlServer, MAX_QUEUED_REQUESTS, MAX_UNSENT_BYTES } from '../../src/control/server.js';
+import { ADMIN_RESERVED_CLIENTS, ADMIN_RESERVED_WATCHERS, ControlServer, MAX_QUEUED_REQUESTS, MAX_UNSENT_BYTES } from '../../src/control/server.js';
 import { DmrError } from '../../src/errors.js';
 import { loadNative } from '../../src/native.js';
 import { ensureRunDir, requireRunDirOwner } from '../../src/paths.js';
@@ -198,6 +198,20 @@ describe('the socket and its directory', () => {
   });
 });
 
+describe('del by someone who does not own the run directory', () => {
+  it('of a device whose state file cannot be read: E_PERMISSION before anything is touched (the file stays)', async () => {
+    const { cli } = await import('./helpers.js');
+    ensureRunDir(w.runDir, MY_GID);
+    const file = path.join(w.runDir, '7.json');
+    fs.writeFileSync(file, '{');
+    // Another owner (as for a control group member: root owns the run directory, the member only reads it).
+    fs.chownSync(w.runDir, MY_UID + 12345, MY_GID);
+    const del = cli(w, ['del', '7'], { features: '0xd8' });
+    expect([del.status, del.stderr]).toEqual([1, expect.stringMatching(/^dmremap-ublk: del needs root/)]);
+    expect(fs.readFileSync(file, 'utf8')).toBe('{');
+  });
+});
+
 describe('the real addon', () => {
   it('peerCred reads SO_PEERCRED and SO_PEERGROUPS of a unix socket’s peer: this process', async () => {
     const native = loadNative();
@@ -291,6 +305,87 @@ describe('bounds under abuse', () => {
     await expect(request(sock, 'ping', {}, 3000)).resolves.toBe('pong');
   }, 30_000);
 
+  it('control group members holding every client slot do not lock root out: shutdown still gets through', async () => {
+    await start(4711);
+    fake.peer = { pid: 1, uid: MY_UID + 1000, gid: MY_GID + 1000, groups: [4711] };
+    // Sixteen (the default maxClients) read-only connections, each answered once and kept open (a ping
+    // every minute keeps them past the idle timeout).
+    const held: net.Socket[] = [];
+    for (let i = 0; i < 16; i++) {
+      const c = net.createConnection(sock);
+      c.setEncoding('utf8');
+      await new Promise<void>((resolve) => {
+        c.on('connect', () => c.write('{"id":1,"cmd":"ping"}\n'));
+        c.once('data', () => resolve());
+      });
+      held.push(c);
+    }
+    fake.peer = null; // this process: the daemon's own uid, admin
+    try {
+      // Raw, not through request(): this file's handlers answer { cmd }, which the client's result schema for
+      // shutdown rejects; what is tested is that the server let root in and ran it.
+      const { replies } = await exchange(['{"id":1,"cmd":"shutdown"}'], 1);
+      expect(replies[0]).toEqual({ id: 1, ok: true, result: { cmd: 'shutdown' } });
+      expect(calls).toContain('shutdown');
+    } finally {
+      for (const c of held) c.destroy();
+    }
+  });
+
+  it('control group members get at most maxClients - ADMIN_RESERVED_CLIENTS connections; the next is told so, root still gets in', async () => {
+    await start(4711, { maxClients: 6 });
+    fake.peer = { pid: 1, uid: MY_UID + 1000, gid: MY_GID + 1000, groups: [4711] };
+    const held: net.Socket[] = [];
+    const open = (): Promise<string> =>
+      new Promise((resolve) => {
+        const c = net.createConnection(sock);
+        held.push(c);
+        c.setEncoding('utf8');
+        c.on('connect', () => c.write('{"id":1,"cmd":"ping"}\n'));
+        c.once('data', (d: string) => resolve(d));
+        c.on('error', () => resolve('error'));
+      });
+    try {
+      for (let i = 0; i < 6 - ADMIN_RESERVED_CLIENTS; i++) expect(await open()).toContain('"pong"');
+      expect((server as ControlServer).load()).toMatchObject({ clients: 2, readOnlyClients: 2 });
+      const refused = await open();
+      expect(refused).toContain('too many clients: the control group may hold 2 connections');
+      expect(refused.trim().split('\n')).toHaveLength(1);
+      fake.peer = null;
+      // Root fills the rest: the read-only cap does not count root's connections against itself.
+      for (let i = 0; i < ADMIN_RESERVED_CLIENTS; i++) expect(await open()).toContain('"pong"');
+      expect(await open()).toContain('"too many clients"');
+    } finally {
+      for (const c of held) c.destroy();
+    }
+  });
+
+  it('control group members get at most maxWatchers - ADMIN_RESERVED_WATCHERS watchers; root still subscribes', async () => {
+    const { DeviceEvents } = await import('../../src/device/device-events.js');
+    await start(4711, { maxWatchers: ADMIN_RESERVED_WATCHERS + 1, events: new DeviceEvents({ device: () => '/dev/ublkb9' }), device: () => '/dev/ublkb9' });
+    fake.peer = { pid: 1, uid: MY_UID + 1000, gid: MY_GID + 1000, groups: [4711] };
+    const held: net.Socket[] = [];
+    const subscribe = (): Promise<string> =>
+      new Promise((resolve) => {
+        const c = net.createConnection(sock);
+        held.push(c);
+        c.setEncoding('utf8');
+        c.on('connect', () => c.write('{"id":1,"cmd":"watch"}\n'));
+        c.once('data', (d: string) => resolve(d));
+        c.on('error', () => resolve('error'));
+      });
+    try {
+      expect(await subscribe()).toContain('"watching":true');
+      expect(await subscribe()).toContain('too many watchers: the control group may hold 1');
+      expect((server as ControlServer).load()).toMatchObject({ watchers: 1, readOnlyWatchers: 1 });
+      fake.peer = null;
+      for (let i = 0; i < ADMIN_RESERVED_WATCHERS; i++) expect(await subscribe()).toContain('"watching":true');
+      expect(await subscribe()).toContain(`too many watchers (${ADMIN_RESERVED_WATCHERS + 1})`);
+    } finally {
+      for (const c of held) c.destroy();
+    }
+  });
+
   it('a client that reads slowly is served in full: 5,000 pipelined pings, all answered in order', async () => {
     await start(null);
     const lines = Array.from({ length: 5000 }, (_, i) => `{"id":${i + 1},"cmd":"ping"}`);
@@ -298,4 +393,45 @@ describe('bounds under abuse', () => {
     expect(r.replies.map((x) => x.id)).toEqual(lines.map((_, i) => i + 1));
     expect((server as ControlServer).load().maxQueuedSeen).toBeLessThanOrEqual(MAX_QUEUED_REQUESTS);
   }, 30_000);
+});
+
+describe('what a read-only command costs the daemon', () => {
+  it('verify requests on many connections at once run at most one read of main at a time (each holds a libuv pool thread, which the journal commits need)', async () => {
+    const { Daemon } = await import('../../src/device/daemon.js');
+    const { deviceConfig, fakeFor } = await import('./helpers.js');
+    const native = fakeFor(w);
+    const daemon = await Daemon.start(deviceConfig(w, { alertCommand: null }), { native, runDir: w.runDir, log: quietLog(), logFile: null });
+    try {
+      const dev = native.devices.at(-1);
+      if (dev === undefined) throw new Error('no device');
+      // A main that hangs on reads (an outage, a dying disk's error recovery): each read stays in flight.
+      let inFlight = 0;
+      let most = 0;
+      const release: Array<() => void> = [];
+      const orig = dev.readRange.bind(dev);
+      dev.readRange = async (from, offset, bytes) => {
+        if (from !== 'main') return orig(from, offset, bytes);
+        inFlight++;
+        most = Math.max(most, inFlight);
+        await new Promise<void>((r) => release.push(r));
+        inFlight--;
+        return orig(from, offset, bytes);
+      };
+      const devSock = path.join(w.runDir, `${daemon.info.devId}.sock`);
+      // Eight connections (under the 16-client limit), each with one verify: what a control group member may send.
+      expect(COMMAND_ACCESS.verify).toBe('read');
+      const asked = Array.from({ length: 8 }, (_, i) => request(devSock, 'verify', { sector: 8 * i }).catch(() => null));
+      await new Promise((r) => setTimeout(r, 300));
+      const seen = most;
+      // Let them all finish, one read at a time if need be.
+      for (let i = 0; i < 50 && (release.length > 0 || inFlight > 0); i++) {
+        release.splice(0).forEach((r) => r());
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await Promise.all(asked);
+      expect(seen).toBeLessThanOrEqual(1);
+    } finally {
+      await daemon.shutdown('test over');
+    }
+  });
 });

@@ -1,7 +1,8 @@
 // The config file's controlGroup (src/config/control-group.ts): its schema (global only), `config get|set|unset
 // control_group` (a name is checked against the group database before the file is touched), and what a
 // daemon makes of it at start: the run directory 02750 and the socket 0660 with that group, the registry file
-// 0640, or E_CONFIG for a group that does not exist, changing nothing.
+// 0640; a group that does not resolve: the user's `add` refuses (E_CONFIG, changing nothing), a daemon starts
+// with its socket root only (a warning) so that no device stays down for a group lookup.
 import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -128,17 +129,35 @@ describe('a daemon with a control group', () => {
     expect(fs.statSync(path.join(w.runDir, `${daemon.info.devId}.sock`)).mode & 0o777).toBe(0o600);
   });
 
-  it('refuses to start with a group name that does not exist: E_CONFIG, no device, no run directory', async () => {
+  it('a group name that does not resolve now (no such group, NSS down): the device starts, its socket root only (0600), the run directory left as it was, a warning logged', async () => {
     fs.mkdirSync(path.dirname(cfgFile), { recursive: true });
     fs.writeFileSync(cfgFile, JSON.stringify({ controlGroup: 'dmremap-no-such-group-x' }));
     process.env.DMREMAP_CONFIG = cfgFile;
-    const native = fakeFor(w);
-    await expect(Daemon.start(deviceConfig(w, { alertCommand: null }), { native, runDir: w.runDir, log: quietLog(), logFile: null })).rejects.toMatchObject({
-      code: 'E_CONFIG',
-      message: `${cfgFile}: controlGroup: no group named "dmremap-no-such-group-x" (give its gid instead if it is not in the group database)`,
+    fs.mkdirSync(w.runDir, { mode: 0o700 });
+    fs.chmodSync(w.runDir, 0o2750); // as a daemon that resolved the group left it
+    const warnings: string[] = [];
+    const log = quietLog();
+    const warn = log.warn.bind(log);
+    log.warn = ((...a: unknown[]) => {
+      warnings.push(a.map((x) => (typeof x === 'string' ? x : JSON.stringify(x))).join(' '));
+      return (warn as (...b: unknown[]) => void)(...a);
+    }) as typeof log.warn;
+    daemon = await Daemon.start(deviceConfig(w, { alertCommand: null }), { native: fakeFor(w), runDir: w.runDir, log, logFile: null });
+    expect(fs.statSync(path.join(w.runDir, `${daemon.info.devId}.sock`)).mode & 0o777).toBe(0o600);
+    expect(fs.statSync(w.runDir).mode & 0o7777).toBe(0o2750);
+    expect(warnings.join('\n')).toContain('the control group does not resolve now: this control socket is root only');
+    expect(warnings.join('\n')).toContain('no group named \\"dmremap-no-such-group-x\\"');
+  });
+
+  it('the user\'s add refuses a group name that does not resolve: E_CONFIG, no device, no run directory', async () => {
+    fs.mkdirSync(path.dirname(cfgFile), { recursive: true });
+    fs.writeFileSync(cfgFile, JSON.stringify({ controlGroup: 'dmremap-no-such-group-x' }));
+    expect(await run('add', '--main', w.main, '--spare', w.spare)).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `dmremap-ublk: ${cfgFile}: controlGroup: no group named "dmremap-no-such-group-x" (give its gid instead if it is not in the group database)\n`,
     });
     expect(w.devNodes()).toEqual([]);
     expect(fs.existsSync(w.runDir)).toBe(false);
-    expect(native.claims.size).toBe(0);
   });
 });

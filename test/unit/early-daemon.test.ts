@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 // @ts-expect-error plain JS module of bin/ (no types)
 import * as early from '../../bin/early-daemon.js';
 import { READY_FD_ENV } from '../../src/cli/readiness.js';
-import { SUPERVISOR_PID_ENV, adoptChild } from '../../src/supervisor/child-process.js';
+import { DAEMON_THREADPOOL_SIZE, SUPERVISOR_PID_ENV, adoptChild, supervisedEnv } from '../../src/supervisor/child-process.js';
 import { runSupervise } from '../../src/cli/supervise.js';
 import type { CliContext, EarlyDaemon } from '../../src/cli/context.js';
 
@@ -32,6 +32,21 @@ describe('early daemon', () => {
   it('spawns the child with the environment names the supervisor uses', () => {
     expect(early.READY_FD_ENV).toBe(READY_FD_ENV);
     expect(early.SUPERVISOR_PID_ENV).toBe(SUPERVISOR_PID_ENV);
+    expect(early.DAEMON_THREADPOOL_SIZE).toBe(DAEMON_THREADPOOL_SIZE);
+  });
+
+  it('gives the daemon a libuv pool of DAEMON_THREADPOOL_SIZE threads (UV_THREADPOOL_SIZE), keeping a size the user set', () => {
+    expect(supervisedEnv({ PATH: '/bin' })).toMatchObject({ PATH: '/bin', UV_THREADPOOL_SIZE: '16', [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) });
+    expect(supervisedEnv({ UV_THREADPOOL_SIZE: '6' }).UV_THREADPOOL_SIZE).toBe('6');
+  });
+
+  it('the early daemon gets the pool size in its environment too', async () => {
+    const out = path.join(dir, 'pool');
+    const script = `require('fs').writeFileSync(${JSON.stringify(out)}, String(process.env.UV_THREADPOOL_SIZE))`;
+    const e = startEarly(['supervise', 'add', '--foreground'], { ...process.env, UV_THREADPOOL_SIZE: undefined }, [process.execPath, '-e', script]);
+    if (e === null) throw new Error('not started');
+    await e.exited;
+    expect(fs.readFileSync(out, 'utf8')).toBe('16');
   });
 
   it('starts only for a supervise add|recover command line in the foreground', () => {

@@ -243,6 +243,8 @@ describe('outages of main', () => {
     await expect(request(sock, 'remap', { sector: 800 })).rejects.toMatchObject({ code: 'E_OUTAGE' });
     await expect(request(sock, 'recheck', {})).rejects.toMatchObject({ code: 'E_OUTAGE' });
     await expect(request(sock, 'message', { words: ['remap', '800'] })).rejects.toMatchObject({ code: 'E_OUTAGE' });
+    // verify of a block on main too: its read would only hold a pool thread until the outage ends.
+    await expect(request(sock, 'verify', { sector: 800 })).rejects.toMatchObject({ code: 'E_OUTAGE', message: 'verify refused: main is in an outage (it does not answer); try again once it ends' });
     expect(entry(100)).toBeUndefined();
     expect(entry(800)).toBeUndefined();
     mainUp();

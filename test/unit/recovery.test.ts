@@ -207,6 +207,24 @@ describe('detach and recover', () => {
     expect(await kernelState(id)).toBe('live');
   });
 
+  it('recover takes over a device whose daemon was killed even when the configured controlGroup does not resolve now (NSS down, group removed): the device comes back, root-only', async () => {
+    const d = await start();
+    const id = d.info.devId;
+    crash(d);
+    const cfgFile = path.join(w.root, 'config.json');
+    fs.writeFileSync(cfgFile, JSON.stringify({ controlGroup: 'dmremap-no-such-group-4711' }));
+    const saved = process.env.DMREMAP_CONFIG;
+    process.env.DMREMAP_CONFIG = cfgFile;
+    try {
+      const r = await Daemon.recover(id, deps());
+      daemons.push(r);
+      expect(await kernelState(id)).toBe('live');
+    } finally {
+      if (saved === undefined) delete process.env.DMREMAP_CONFIG;
+      else process.env.DMREMAP_CONFIG = saved;
+    }
+  });
+
   it('recover takes over a device whose daemon was killed', async () => {
     const d = await start();
     const id = d.info.devId;

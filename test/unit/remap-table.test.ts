@@ -13,7 +13,7 @@ import {
   type Geometry,
 } from '../../src/remap/geometry.js';
 import { RemapState } from '../../src/remap/state.js';
-import { RemapTable } from '../../src/remap/table.js';
+import { RemapTable, type RemapEntry } from '../../src/remap/table.js';
 
 function code(fn: () => unknown): string {
   try {
@@ -84,6 +84,55 @@ describe('RemapTable', () => {
     t.clear();
     expect([...t.sortedBlocks()]).toEqual([]);
     expect(t.counts().lostAuto).toBe(0);
+  });
+
+  it('pages taken between random changes (set, replace, delete, insertNew, clear) match a sort of a plain map, and so do the counts', () => {
+    let seed = 7;
+    const r = (): number => (seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31;
+    const t = new RemapTable();
+    const model = new Map<number, RemapEntry>();
+    const origins = ['manual', 'auto', 'scan'] as const;
+    for (let step = 0; step < 20_000; step++) {
+      const op = r();
+      const block = Math.floor(r() * 300);
+      if (op < 0.45) {
+        const e: RemapEntry = { slot: Math.floor(r() * 1000), state: r() < 0.5 ? 'lost' : 'mapped', origin: origins[Math.floor(r() * 3)] ?? 'manual', time: step, errorCount: 1, dataOnMain: r() < 0.5 };
+        t.set(block, e);
+        model.set(block, { ...e, dataOnMain: e.state === 'lost' && e.dataOnMain });
+      } else if (op < 0.8) {
+        if (model.has(block)) {
+          t.delete(block);
+          model.delete(block);
+        }
+      } else if (op < 0.97) {
+        if (!model.has(block)) {
+          const lost = r() < 0.5;
+          const auto = r() < 0.5;
+          const scan = r() < 0.5;
+          t.insertNew(block, 5, lost, auto, step, 2, true, scan);
+          model.set(block, { slot: 5, state: lost ? 'lost' : 'mapped', origin: auto ? (scan ? 'scan' : 'auto') : 'manual', time: step, errorCount: 2, dataOnMain: lost });
+        }
+      } else if (op < 0.975) {
+        t.clear();
+        model.clear();
+      }
+      if (r() < 0.3) {
+        const keys = [...model.keys()].sort((a, b) => a - b);
+        const offset = Math.floor(r() * (keys.length + 2));
+        const limit = 1 + Math.floor(r() * 20);
+        const page = [...t.sortedBlocks()].slice(offset, offset + limit).map((b) => ({ block: b, ...t.get(b) }));
+        expect(page).toEqual(keys.slice(offset, offset + limit).map((b) => ({ block: b, ...model.get(b) })));
+        const v = [...model.values()];
+        expect(t.counts()).toEqual({
+          remapped: v.length,
+          mapped: v.filter((e) => e.state === 'mapped').length,
+          lost: v.filter((e) => e.state === 'lost').length,
+          manual: v.filter((e) => e.origin === 'manual').length,
+          auto: v.filter((e) => e.origin !== 'manual').length,
+          lostAuto: v.filter((e) => e.state === 'lost' && e.origin !== 'manual').length,
+        });
+      }
+    }
   });
 
   it('exports entries sorted by block as typed arrays', () => {

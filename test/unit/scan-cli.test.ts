@@ -45,10 +45,10 @@ describe('dmremap-ublk scan', () => {
 
   it('refuses bad input with one line and the right exit code, changing nothing', async () => {
     const cases: Array<[string[], number, RegExp]> = [
-      [['data', 'start', '--rate', '0'], 2, /--rate must be a number of MiB\/s above 0 and at most 1048576, got "0"/],
-      [['data', 'start', '--rate=-3'], 2, /--rate must be a number of MiB\/s above 0 and at most 1048576, got "-3"/],
-      [['data', 'start', '--rate', 'fast'], 2, /--rate must be a number of MiB\/s above 0 and at most 1048576, got "fast"/],
-      [['data', 'start', '--rate', '2000000'], 2, /--rate must be a number of MiB\/s above 0 and at most 1048576, got "2000000"/],
+      [['data', 'start', '--rate', '0'], 2, /--rate must be a number of MiB\/s from 0.01 to 1048576, got "0"/],
+      [['data', 'start', '--rate=-3'], 2, /--rate must be a number of MiB\/s from 0.01 to 1048576, got "-3"/],
+      [['data', 'start', '--rate', 'fast'], 2, /--rate must be a number of MiB\/s from 0.01 to 1048576, got "fast"/],
+      [['data', 'start', '--rate', '2000000'], 2, /--rate must be a number of MiB\/s from 0.01 to 1048576, got "2000000"/],
       [['data', 'pause', '--rate', '5'], 2, /--rate goes with "scan <device> start"/],
       [['data', 'frobnicate'], 2, /unknown scan action "frobnicate"/],
       [['data', 'start', 'now'], 2, /one action/],

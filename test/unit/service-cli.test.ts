@@ -8,6 +8,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readEntries } from '../../src/control/registry.js';
+import { DAEMON_THREADPOOL_SIZE } from '../../src/supervisor/child-process.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
 import { cli, cliSpawn, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
 import { IN_CI } from './promtool.js';
@@ -195,6 +196,8 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     const unit = fs.readFileSync(path.join(units, 'dmremap-ublk@.service'), 'utf8');
     expect(unit).toContain(`\nExecStart=${process.execPath} ${path.join(REPO, 'bin/dmremap-ublk.js')} up --foreground %i\n`);
     expect(unit).toMatch(/\nType=notify\n/);
+    // systemd starts the daemon itself: the pool size the supervisor gives its children is in the unit.
+    expect(unit).toContain(`\nEnvironment=UV_THREADPOOL_SIZE=${DAEMON_THREADPOOL_SIZE}\n`);
     expect(fs.readFileSync(path.join(rules, '90-dmremap-ublk.rules'), 'utf8')).toMatch(/KERNEL=="ublkb\[0-9\]\*".*SYMLINK\+="dmremap\/%c"/);
     expect(install([]).stdout).toBe(`${files.map((f) => `${f}: unchanged`).join('\n')}\nsystemd reloaded, dmremap-ublk.target enabled; "dmremap-ublk enable <name>" enables a device's unit\n`);
     expect(fs.readFileSync(log, 'utf8')).toBe('daemon-reload\nenable dmremap-ublk.target\ndaemon-reload\nenable dmremap-ublk.target\n');
