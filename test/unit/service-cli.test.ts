@@ -232,3 +232,66 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     expect(bad.stderr).toMatch(/Failed to parse service type/);
   });
 });
+
+describe('review: devices that come back (stale names, wrong devices)', () => {
+  it('a named device whose daemon died and whose device is reaped leaves no /dev/dmremap/<name> or <N>.name to point at the next device', async () => {
+    // No user recovery (features 0xc2): a killed daemon's device is gone, and the next add reaps it.
+    const a = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']);
+    expect(a.status).toBe(0);
+    const [e] = readEntries(w.runDir).live;
+    const sup = supervisorOf(e?.pid ?? 0);
+    if (sup !== null) process.kill(sup, 'SIGKILL');
+    process.kill(e?.pid ?? 0, 'SIGKILL');
+    await waitFor(() => !pidAlive(e?.pid ?? 0));
+    const main2 = w.file('main2.img', 8 << 20);
+    const spare2 = w.file('spare2.img', 4 << 20);
+    // Another, unnamed device: the kernel gives it the number a's device had.
+    const b = cli(w, ['add', '--main', main2, '--spare', spare2]);
+    expect([b.status, b.stdout]).toEqual([0, `${path.join(w.devDir, 'ublkb0')}\n`]);
+    // /dev/dmremap/a must not lead to b's device (an fstab line naming it would mount b's data), nor may the
+    // udev rule be told to link "a" to it.
+    const stale = fs.existsSync(path.join(w.nameDir, 'a')) ? fs.readlinkSync(path.join(w.nameDir, 'a')) : null;
+    expect(stale).toBeNull();
+    expect(w.runDirEntries().filter((n) => n.endsWith('.name'))).toEqual([]);
+    // And a can come back under its name.
+    const up = cli(w, ['up', 'a', '--json']);
+    expect(JSON.parse(up.stdout)).toEqual([expect.objectContaining({ name: 'a', result: 'up' })]);
+  }, 60_000);
+
+  it('up never formats a recorded device\'s spare: a blank disk in the spare\'s place is refused, the remaps are not dropped', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    expect(run(['remap', 'a', '8']).status).toBe(0);
+    expect(lines(['down']).status).toBe(0);
+    // The spare's place now holds a blank disk of the same size (a replaced or swapped disk, a re-created
+    // image): same path, same identity as far as the record can tell.
+    fs.rmSync(w.spare);
+    w.file('spare.img', 4 << 20);
+    const up = lines(['up', 'a']);
+    expect(up.lines).toEqual([expect.objectContaining({ name: 'a', result: 'failed' })]);
+    expect(up.status).toBe(1);
+    expect(w.devNodes()).toEqual([]);
+  }, 60_000);
+
+  it('up does not report a recorded device as already up when only another device of the same name (other disks) runs', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    expect(lines(['down', 'a']).status).toBe(0);
+    const main2 = w.file('main2.img', 8 << 20);
+    const spare2 = w.file('spare2.img', 4 << 20);
+    expect(run(['add', '--main', main2, '--spare', spare2, '--name', 'a']).status).toBe(0);
+    const up = lines(['up', 'a']);
+    expect(up.lines[0]?.result).not.toBe('already-up');
+    expect(up.status).toBe(1);
+  }, 60_000);
+
+  it('down stops only the recorded device: a running device that merely shares the record\'s name (other disks) is not deleted', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    expect(lines(['down', 'a']).status).toBe(0);
+    const main2 = w.file('main2.img', 8 << 20);
+    const spare2 = w.file('spare2.img', 4 << 20);
+    // Started by hand with the same name, not recorded.
+    expect(run(['add', '--main', main2, '--spare', spare2, '--name', 'a']).status).toBe(0);
+    const down = lines(['down', 'a']);
+    expect(down.lines[0]?.result).not.toBe('down');
+    expect(readEntries(w.runDir).live.map((x) => x.main.path)).toContain(main2);
+  }, 60_000);
+});
