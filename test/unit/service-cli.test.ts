@@ -294,4 +294,25 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     expect(down.lines[0]?.result).not.toBe('down');
     expect(readEntries(w.runDir).live.map((x) => x.main.path)).toContain(main2);
   }, 60_000);
+
+  it('add --persist whose systemctl enable fails does not report failure for a device it left running and recorded', () => {
+    const units = path.join(w.root, 'units');
+    const rules = path.join(w.root, 'rules');
+    const ok = path.join(w.root, 'systemctl-ok');
+    fs.writeFileSync(ok, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+    const failing = path.join(w.root, 'systemctl-fails');
+    fs.writeFileSync(failing, '#!/bin/sh\necho "Failed to enable unit: Access denied" >&2\nexit 1\n', { mode: 0o755 });
+    const base = { ...process.env, VITEST: 'true', DMREMAP_UNIT_DIR: units, DMREMAP_UDEV_DIR: rules, DMREMAP_RUN_DIR: w.runDir, DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir, DMREMAP_LOG_DIR: w.logDir, DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...FAKE }) };
+    const bin = path.join(REPO, 'bin/dmremap-ublk.js');
+    expect(spawnSync(process.execPath, [bin, 'install-systemd'], { env: { ...base, DMREMAP_SYSTEMCTL: ok }, encoding: 'utf8' }).status).toBe(0);
+    const add = spawnSync(process.execPath, [bin, 'add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--persist'], { env: { ...base, DMREMAP_SYSTEMCTL: failing }, encoding: 'utf8', timeout: 30_000 });
+    const live = readEntries(w.runDir).live.map((e) => e.name);
+    // Either add succeeded (the device runs, recorded; the unit's failure a warning) or it left nothing behind.
+    if (live.includes('vol')) {
+      expect([add.status, add.stdout]).toEqual([0, `${path.join(w.devDir, 'ublkb0')}\n`]);
+    } else {
+      expect(add.status).not.toBe(0);
+      expect(fs.existsSync(path.join(w.devicesDir, 'vol.json'))).toBe(false);
+    }
+  }, 60_000);
 });
