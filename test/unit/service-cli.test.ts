@@ -315,4 +315,17 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
       expect(fs.existsSync(path.join(w.devicesDir, 'vol.json'))).toBe(false);
     }
   }, 60_000);
+
+  it('enable records the policy flags given, as add --persist does, not the config file\'s values of the day (a later config change must still apply after up)', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol']).status).toBe(0);
+    expect(run(['enable', 'vol']).status).toBe(0);
+    const viaEnable = JSON.parse(fs.readFileSync(path.join(w.devicesDir, 'vol.json'), 'utf8')) as { policy: Record<string, unknown> };
+    expect(run(['disable', 'vol']).status).toBe(0);
+    expect(run(['del', 'vol']).status).toBe(0);
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--persist']).status).toBe(0);
+    const viaPersist = JSON.parse(fs.readFileSync(path.join(w.devicesDir, 'vol.json'), 'utf8')) as { policy: Record<string, unknown> };
+    expect(viaPersist.policy).toEqual({});
+    expect(viaEnable.policy).toEqual(viaPersist.policy);
+  }, 60_000);
 });
+
