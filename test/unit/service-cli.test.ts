@@ -327,5 +327,14 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     expect(viaPersist.policy).toEqual({});
     expect(viaEnable.policy).toEqual(viaPersist.policy);
   }, 60_000);
+
+  it('the unit does not restart in a loop when its device is already up by hand: up --foreground\'s "already up" exit is in RestartPreventExitStatus', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'svc', '--persist']).status).toBe(0);
+    const again = run(['up', '--foreground', 'svc']);
+    expect(again.stderr).toContain('svc is already up');
+    const unit = fs.readFileSync(path.join(REPO, 'scripts/systemd/dmremap-ublk@.service'), 'utf8');
+    const prevent = (/^RestartPreventExitStatus=(.*)$/m.exec(unit)?.[1] ?? '').split(/\s+/);
+    expect(prevent).toContain(String(again.status));
+  }, 60_000);
 });
 
