@@ -336,5 +336,23 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     const prevent = (/^RestartPreventExitStatus=(.*)$/m.exec(unit)?.[1] ?? '').split(/\s+/);
     expect(prevent).toContain(String(again.status));
   }, 60_000);
+
+  it('install-systemd never writes an ExecStart that systemd splits inside a path (node in a directory with a space)', () => {
+    const dir = path.join(w.root, 'my node');
+    fs.mkdirSync(dir);
+    const node = path.join(dir, 'node');
+    fs.linkSync(fs.realpathSync(process.execPath), node); // a hard link: the same node, under a path with a space
+    const root = path.join(w.root, 'root');
+    const inst = spawnSync(node, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', '--prefix', root], { encoding: 'utf8' });
+    if (inst.status === 0) {
+      const unit = fs.readFileSync(path.join(root, 'etc/systemd/system/dmremap-ublk@.service'), 'utf8');
+      const exec = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? '';
+      // systemd splits ExecStart on spaces outside quotes: the program must be the whole path.
+      expect(exec.startsWith(`"${node}" `) || exec.startsWith(`${node.replace(/ /g, '\\x20')} `)).toBe(true);
+    } else {
+      expect(inst.stderr).toMatch(/^dmremap-ublk: cannot write a unit for a program whose path holds spaces/);
+      expect(fs.existsSync(root)).toBe(false);
+    }
+  });
 });
 
