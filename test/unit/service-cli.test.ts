@@ -354,5 +354,27 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
       expect(fs.existsSync(root)).toBe(false);
     }
   });
+
+  it('down of a device whose unit is enabled stops the unit too, so that a pending Restart=on-failure does not add the device back', async () => {
+    const units = path.join(w.root, 'units');
+    const log = path.join(w.root, 'systemctl.log');
+    const fake = path.join(w.root, 'systemctl');
+    fs.writeFileSync(fake, `#!/bin/sh\necho "$@" >> ${log}\n`, { mode: 0o755 });
+    const env = { ...process.env, VITEST: 'true', DMREMAP_UNIT_DIR: units, DMREMAP_UDEV_DIR: path.join(w.root, 'rules'), DMREMAP_SYSTEMCTL: fake, DMREMAP_RUN_DIR: w.runDir, DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir, DMREMAP_LOG_DIR: w.logDir, DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...FAKE }) };
+    const bin = path.join(REPO, 'bin/dmremap-ublk.js');
+    const go = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8', timeout: 30_000 });
+    expect(go(['install-systemd']).status).toBe(0);
+    expect(go(['add', '--main', w.main, '--spare', w.spare, '--name', 'svc', '--persist']).status).toBe(0);
+    // The unit's daemon has just died: the device waits, quiesced, for the restart systemd has scheduled.
+    const [e] = readEntries(w.runDir).live;
+    const sup = supervisorOf(e?.pid ?? 0);
+    if (sup !== null) process.kill(sup, 'SIGKILL');
+    process.kill(e?.pid ?? 0, 'SIGKILL');
+    await waitFor(() => !pidAlive(e?.pid ?? 0));
+    fs.writeFileSync(log, '');
+    expect(go(['down', 'svc']).status).toBe(0);
+    // What systemd's restart would run next adds it back unless down told systemd to stop the unit.
+    expect(fs.readFileSync(log, 'utf8')).toContain('stop dmremap-ublk@svc.service');
+  }, 60_000);
 });
 
