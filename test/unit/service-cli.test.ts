@@ -376,5 +376,24 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     // What systemd's restart would run next adds it back unless down told systemd to stop the unit.
     expect(fs.readFileSync(log, 'utf8')).toContain('stop dmremap-ublk@svc.service');
   }, 60_000);
+
+  it('up of a device whose unit is enabled leaves it to systemd (systemctl start), never a second manager outside the unit', () => {
+    const units = path.join(w.root, 'units');
+    const log = path.join(w.root, 'systemctl.log');
+    const fake = path.join(w.root, 'systemctl');
+    fs.writeFileSync(fake, `#!/bin/sh\necho "$@" >> ${log}\n`, { mode: 0o755 });
+    const env = { ...process.env, VITEST: 'true', DMREMAP_UNIT_DIR: units, DMREMAP_UDEV_DIR: path.join(w.root, 'rules'), DMREMAP_SYSTEMCTL: fake, DMREMAP_RUN_DIR: w.runDir, DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir, DMREMAP_LOG_DIR: w.logDir, DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...FAKE }) };
+    const bin = path.join(REPO, 'bin/dmremap-ublk.js');
+    const go = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8', timeout: 30_000 });
+    expect(go(['install-systemd']).status).toBe(0);
+    expect(go(['add', '--main', w.main, '--spare', w.spare, '--name', 'svc', '--persist']).status).toBe(0);
+    expect(go(['down', 'svc']).status).toBe(0);
+    fs.writeFileSync(log, '');
+    go(['up', 'svc']);
+    // A detached daemon under a supervisor here would be one the unit then fails to start ("already up")
+    // and one systemd neither stops at shutdown nor orders against the mounts on it.
+    expect(fs.readFileSync(log, 'utf8')).toContain('start dmremap-ublk@svc.service');
+    expect(readEntries(w.runDir).live.filter((e) => supervisorOf(e.pid) !== null)).toEqual([]);
+  }, 60_000);
 });
 
