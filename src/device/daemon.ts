@@ -127,7 +127,16 @@ export class Daemon {
     const entries = readEntries(deps.runDir);
     // Quiesced devices (daemon gone, kernel device waiting for `recover`) are kept, and their main and spare
     // stay taken; only entries with nothing to recover are cleaned up.
-    for (const e of entries.gone) await reapStale(deps.native, deps.runDir, e, deps.log);
+    for (const e of entries.gone) {
+      const result = await reapStale(deps.native, deps.runDir, e, deps.log);
+      // The device is gone: its stable name and udev's name file go with it, or the next device given its
+      // number (unnamed, or named otherwise) would be reached through /dev/dmremap/<the old name>. A number
+      // reused by a newer live daemon is that daemon's: its name file is its own.
+      if (result !== 'reused') {
+        if (e.name !== null) unlinkStableName(deps.nameDir ?? nameDir(), e.name, e.blockPath);
+        forgetUdevName(deps.runDir, e.devId);
+      }
+    }
     const plan = planDevice(deps.native, cfg, occupied(entries));
     try {
       const spareIo = await checkedSpare(deps, cfg, plan);

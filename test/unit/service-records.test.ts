@@ -200,4 +200,12 @@ describe('stable names (/dev/dmremap/<name>)', () => {
     expect(unlinkStableName(w.nameDir, 'data', dev0())).toBe(false);
     expect(fs.readdirSync(w.nameDir)).toEqual(['data']);
   });
+  it('does not take over a link someone made to a disk that exists (README: only a stale link, to a device that is gone, is replaced)', () => {
+    fs.mkdirSync(w.nameDir);
+    const p = path.join(w.nameDir, 'data');
+    // Stand-in for a link to /dev/sda made by hand: its target exists and is not a device of ours.
+    fs.symlinkSync(w.main, p);
+    expectDmr(() => linkStableName(w.nameDir, 'data', dev0(), () => false), 'E_LINK', /data/);
+    expect(fs.readlinkSync(p)).toBe(w.main);
+  });
 });
