@@ -252,6 +252,7 @@ export function daemonArgs(flags: AddFlags): string[] {
   if (d.spareOffset !== undefined) args.push('--spare-offset', String(d.spareOffset));
   if (d.spareSize !== undefined) args.push('--spare-size', String(d.spareSize));
   if (d.forceFormat === true) args.push('--force-format');
+  if (d.requireTable === true) args.push('--require-table');
   const p = d.policy;
   if (p !== undefined) {
     args.push('--auto-remap', p.autoRemap ? 'on' : 'off', '--error-threshold', String(p.errorThreshold));

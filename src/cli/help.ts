@@ -64,6 +64,8 @@ Options:
   --spare-size <n>     the spare region is n bytes long (default: the rest of the spare)
   --force-format       format the spare region even if it holds another main's remap table
                        (its remaps are lost); a fresh spare is formatted without it
+  --require-table      refuse a spare that holds no remap table yet (never format it); \`up\` starts
+                       recorded devices so
   --persist            once the device is live, record it (needs --name; like \`enable <name>\`) so that
                        \`up\` and systemd bring it back after a reboot
 

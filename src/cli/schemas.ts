@@ -35,6 +35,7 @@ export const addOptions = {
   'spare-offset': { type: 'string' },
   'spare-size': { type: 'string' },
   'force-format': { type: 'boolean' },
+  'require-table': { type: 'boolean' },
   persist: { type: 'boolean' },
   'auto-remap': { type: 'string' },
   'error-threshold': { type: 'string' },
@@ -138,6 +139,7 @@ export const addFlagsSchema = z
     'spare-offset': bytesFlag('spare-offset', 4096).optional(),
     'spare-size': bytesFlag('spare-size', 1, 1).optional(),
     'force-format': z.boolean().default(false),
+    'require-table': z.boolean().default(false),
     persist: z.boolean().default(false),
     'auto-remap': onOff('auto-remap').optional(),
     'error-threshold': policyFlag('errorThreshold').optional(),
@@ -150,6 +152,7 @@ export const addFlagsSchema = z
     json: z.boolean().default(false),
   })
   .refine((f) => !f.persist || f.name !== undefined, { message: '--persist needs --name (the record and /dev/dmremap/<name> are named by it)' })
+  .refine((f) => !f['require-table'] || !f['force-format'], { message: '--require-table and --force-format contradict each other: give one' })
   .refine((f) => !f.persist || !f.foreground, { message: '--persist is for a detached add (a foreground one: add it, then "dmremap-ublk enable <name>")' })
   .transform((f) => ({
     device: {
@@ -164,6 +167,7 @@ export const addFlagsSchema = z
       spareOffset: f['spare-offset'],
       spareSize: f['spare-size'],
       forceFormat: f['force-format'],
+      requireTable: f['require-table'],
     } satisfies DeviceConfig as DeviceConfig,
     /** The error-handling flags given; the rest comes from the config file (see src/cli/add.ts withPolicy). */
     policyFlags: dropUndefined({

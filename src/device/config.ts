@@ -20,6 +20,8 @@ export interface DeviceConfig {
   spareSize?: number;
   /** Format the spare even if it holds another main's (or unusable) remap metadata. */
   forceFormat?: boolean;
+  /** The spare must hold this main's remap table already (a recorded device, `up`): never formatted. */
+  requireTable?: boolean;
   /** Error handling (config file defaults overridden by `add` flags); absent: DEFAULT_POLICY. */
   policy?: FaultPolicy;
   /** The background scan's settings (config file, then defaults); absent keys: DEFAULT_SCAN_SETTINGS. */

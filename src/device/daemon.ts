@@ -221,7 +221,10 @@ export class Daemon {
         spareOffset: this.cfg.spareOffset,
         spareSize: this.cfg.spareSize,
         forceFormat: this.recoverId === null && this.cfg.forceFormat === true,
-        mustExist: this.recoverId !== null,
+        // A device brought up from its record (`up`) keeps its remaps on the spare: a blank disk in the
+        // spare's place is refused, never formatted (that would drop every remap in silence).
+        mustExist: this.recoverId !== null || this.cfg.requireTable === true,
+        ...(this.recoverId === null && this.cfg.requireTable === true ? { noTableMessage: noRecordedTable(this.cfg) } : {}),
         log,
       });
     } catch (e) {
@@ -878,6 +881,12 @@ function pidRunning(pid: number): boolean {
   } catch (e) {
     return errorCodeOf(e) === 'EPERM';
   }
+}
+
+/** Why a recorded device's blank spare is refused (--require-table, as `up` starts it). */
+function noRecordedTable(cfg: DeviceConfig): string {
+  const who = cfg.name !== null ? `device ${cfg.name}` : `main ${cfg.mainPath}`;
+  return `the spare ${cfg.sparePath} holds no remap table, but ${who} keeps its remaps there (its record): not formatted; if a new spare is meant, "dmremap-ublk add" it by hand`;
 }
 
 /** The configuration the device ran with, from its saved state. */

@@ -91,7 +91,7 @@ export function checkRecord(dir: string, record: DeviceRecord): void {
   }
 }
 
-/** add's flags for bringing up `record` (never --force-format: the spare must still be this main's). */
+/** add's flags for bringing up `record` (never --force-format, always --require-table: the spare must still hold this main's table). */
 export function flagsFromRecord(record: DeviceRecord, foreground: boolean): AddFlags {
   return {
     device: {
@@ -106,6 +106,8 @@ export function flagsFromRecord(record: DeviceRecord, foreground: boolean): AddF
       spareOffset: record.spareOffset ?? undefined,
       spareSize: record.spareSize ?? undefined,
       forceFormat: false,
+      // The remaps live on the spare: a blank disk in its place is refused, never formatted.
+      requireTable: true,
     },
     policyFlags: record.policy,
     foreground,
