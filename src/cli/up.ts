@@ -7,7 +7,7 @@
 import { findTarget, readEntries } from '../control/registry.js';
 import { DmrError, toDmrError } from '../errors.js';
 import { runDir } from '../paths.js';
-import { disksProblem, flagsFromRecord } from '../service/define.js';
+import { disksProblem, flagsFromRecord, notRecordedDevice } from '../service/define.js';
 import { devicesDir, listRecords, readRecord, type DeviceRecord, type InvalidRecord } from '../service/records.js';
 import { printJson, PROG, type CliContext } from './context.js';
 import type { UpFlags } from './schemas.js';
@@ -65,9 +65,15 @@ async function upOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine>
   try {
     const { live, quiesced } = readEntries(runDir(ctx.env));
     const running = findTarget(live, record.name);
-    if (running !== null) return { ...base, result: 'already-up', blockPath: running.blockPath, devId: running.devId, error: null };
+    if (running !== null) {
+      const other = notRecordedDevice(record, running);
+      if (other !== null) throw other;
+      return { ...base, result: 'already-up', blockPath: running.blockPath, devId: running.devId, error: null };
+    }
     const waiting = findTarget(quiesced, record.name);
     if (waiting !== null) {
+      const other = notRecordedDevice(record, waiting);
+      if (other !== null) throw other;
       const { runRecover } = await import('./recover.js');
       try {
         const r = await quietly<ReadyJson>(ctx, (sub) => runRecover(sub, String(waiting.devId), { foreground: false, logFile: null, json: true }));
@@ -96,6 +102,8 @@ async function downOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLin
     const { live, quiesced } = readEntries(runDir(ctx.env));
     const entry = findTarget(live, record.name) ?? findTarget(quiesced, record.name);
     if (entry === null) return { ...base, result: 'not-running', blockPath: null, devId: null, error: null };
+    const other = notRecordedDevice(record, entry);
+    if (other !== null) throw other;
     const { runDel } = await import('./del.js');
     await quietly(ctx, (sub) => runDel(sub, String(entry.devId), true));
     return { ...base, result: 'down', blockPath: entry.blockPath, devId: entry.devId, error: null };
@@ -154,10 +162,14 @@ async function upForeground(ctx: CliContext, names: string[], json: boolean): Pr
   const { live, quiesced } = readEntries(runDir(ctx.env));
   const running = findTarget(live, name);
   if (running !== null) {
+    const other = notRecordedDevice(record, running);
+    if (other !== null) throw other;
     throw new DmrError('E_DEVICE_LIVE', `${name} is already up (${running.blockPath}, daemon pid ${running.pid}, not run by this command): "${PROG} down ${name}" first`);
   }
   const waiting = findTarget(quiesced, name);
   if (waiting !== null) {
+    const other = notRecordedDevice(record, waiting);
+    if (other !== null) throw other;
     const { runRecover } = await import('./recover.js');
     return runRecover(ctx, String(waiting.devId), { foreground: true, logFile: null, json });
   }

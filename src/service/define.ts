@@ -1,6 +1,7 @@
 // A device's definition as a record (records.ts) and back: from add's flags (`add --persist`), from a running
 // or quiesced device's registry entry (`enable`), and the add flags `up` starts a recorded device with. Two
 // records never share a name, a main or a spare (saveRecord refuses, nothing written).
+import fs from 'node:fs';
 import path from 'node:path';
 import { DmrError } from '../errors.js';
 import type { RegistryEntry } from '../control/registry.js';
@@ -115,6 +116,35 @@ export function flagsFromRecord(record: DeviceRecord, foreground: boolean): AddF
     logFile: null,
     json: false,
   };
+}
+
+/** Whether the disk at `p` (a path a device was started with) is the recorded one `b`: sameDisk's check. */
+function isRecordedDisk(b: RecordedBacking, p: string): boolean {
+  if (p === b.path || p === b.given) return true;
+  try {
+    if (fs.realpathSync(p) === fs.realpathSync(b.path)) return true;
+  } catch {
+    // One of them is gone: only the identity can still tell.
+  }
+  if (b.identity === null) return false;
+  try {
+    return stableIdentity(p) === b.identity;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether the running (or quiesced) device `e`, found by `record`'s name, is the recorded device: the same
+ * main and spare. Null when it is; otherwise the refusal (E_NAME_TAKEN) naming both, for `up` and `down`,
+ * which never take another device that merely shares the name for the recorded one.
+ */
+export function notRecordedDevice(record: DeviceRecord, e: Pick<RegistryEntry, 'main' | 'spare' | 'blockPath'>): DmrError | null {
+  if (isRecordedDisk(record.main, e.main.path) && isRecordedDisk(record.spare, e.spare.path)) return null;
+  return new DmrError(
+    'E_NAME_TAKEN',
+    `another device named ${JSON.stringify(record.name)} runs (${e.blockPath}: main ${e.main.path}, spare ${e.spare.path}), not the recorded one (main ${record.main.path}, spare ${record.spare.path}): left alone`,
+  );
 }
 
 /**
