@@ -8,6 +8,7 @@ import { findTarget, readEntries } from '../control/registry.js';
 import { DmrError, toDmrError } from '../errors.js';
 import { runDir } from '../paths.js';
 import { disksProblem, flagsFromRecord, notRecordedDevice } from '../service/define.js';
+import { instanceUnit, systemctl, unitManaged } from '../service/systemd.js';
 import { devicesDir, listRecords, readRecord, type DeviceRecord, type InvalidRecord } from '../service/records.js';
 import { printJson, PROG, type CliContext } from './context.js';
 import type { UpFlags } from './schemas.js';
@@ -74,6 +75,10 @@ async function upOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine>
     if (waiting !== null) {
       const other = notRecordedDevice(record, waiting);
       if (other !== null) throw other;
+    }
+    // An enabled unit runs the device (its `up --foreground` adds or recovers it): systemd is its only manager.
+    if (unitManaged(ctx.env, record.name)) return startUnit(ctx, record, base, waiting !== null);
+    if (waiting !== null) {
       const { runRecover } = await import('./recover.js');
       try {
         const r = await quietly<ReadyJson>(ctx, (sub) => runRecover(sub, String(waiting.devId), { foreground: false, logFile: null, json: true }));
@@ -96,16 +101,41 @@ async function upOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine>
   }
 }
 
+/**
+ * `systemctl start dmremap-ublk@<name>.service` (Type=notify: it returns once the daemon reported the device
+ * live, or failed) and the device it brought up.
+ */
+function startUnit(ctx: CliContext, record: DeviceRecord, base: Pick<DeviceLine, 'name' | 'record'>, quiesced: boolean): DeviceLine {
+  const problem = quiesced ? null : disksProblem(record);
+  if (problem !== null) throw problem;
+  const unit = instanceUnit(record.name);
+  systemctl(ctx.env).run(['start', unit]);
+  const e = findTarget(readEntries(runDir(ctx.env)).live, record.name);
+  if (e === null) throw new DmrError('E_SYSTEMD', `systemctl start ${unit} returned, but ${record.name} is not running (journalctl -u ${unit})`);
+  return { ...base, result: quiesced ? 'recovered' : 'up', blockPath: e.blockPath, devId: e.devId, error: null };
+}
+
 async function downOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine> {
   const base = { name: record.name, record: `${devicesDir(ctx.env)}/${record.name}.json` };
   try {
     const { live, quiesced } = readEntries(runDir(ctx.env));
     const entry = findTarget(live, record.name) ?? findTarget(quiesced, record.name);
-    if (entry === null) return { ...base, result: 'not-running', blockPath: null, devId: null, error: null };
+    if (entry === null) {
+      // Nothing runs, but its unit may be waiting to restart it: stop that too.
+      if (unitManaged(ctx.env, record.name)) systemctl(ctx.env).run(['stop', instanceUnit(record.name)]);
+      return { ...base, result: 'not-running', blockPath: null, devId: null, error: null };
+    }
     const other = notRecordedDevice(record, entry);
     if (other !== null) throw other;
-    const { runDel } = await import('./del.js');
-    await quietly(ctx, (sub) => runDel(sub, String(entry.devId), true));
+    // Under systemd the unit goes first: stopping it deletes a device its daemon serves, and cancels a
+    // pending Restart=on-failure that would otherwise add the device back once del is done.
+    if (unitManaged(ctx.env, record.name)) systemctl(ctx.env).run(['stop', instanceUnit(record.name)]);
+    const after = readEntries(runDir(ctx.env));
+    const left = findTarget(after.live, record.name) ?? findTarget(after.quiesced, record.name);
+    if (left !== null) {
+      const { runDel } = await import('./del.js');
+      await quietly(ctx, (sub) => runDel(sub, String(left.devId), true));
+    }
     return { ...base, result: 'down', blockPath: entry.blockPath, devId: entry.devId, error: null };
   } catch (e) {
     const err = toDmrError(e);

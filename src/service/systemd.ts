@@ -56,6 +56,8 @@ export interface Systemctl {
   running: boolean;
   /** Runs systemctl with `args`; E_SYSTEMD with its message when it fails. */
   run(args: string[]): void;
+  /** Runs systemctl with `args` for its exit status alone (`is-enabled --quiet`): whether it exited 0. */
+  succeeds(args: string[]): boolean;
 }
 
 export function systemctl(env: NodeJS.ProcessEnv): Systemctl {
@@ -72,7 +74,22 @@ export function systemctl(env: NodeJS.ProcessEnv): Systemctl {
         throw new DmrError('E_SYSTEMD', `${bin} ${args.join(' ')} failed (exit ${r.status ?? r.signal}): ${why}`);
       }
     },
+    succeeds(args: string[]): boolean {
+      const r = spawnSync(bin, args, { stdio: 'ignore', timeout: 60_000 });
+      return r.error === undefined && r.status === 0;
+    },
   };
+}
+
+/**
+ * Whether systemd runs `name`'s device: systemd is running, the units are installed and the instance is
+ * enabled (`systemctl is-enabled`). Then `up` starts and `down` stops the unit, so that one device never has
+ * two managers (a detached supervisor beside the unit, or a unit restart adding back what `down` deleted).
+ */
+export function unitManaged(env: NodeJS.ProcessEnv, name: string): boolean {
+  if (!unitsInstalled(unitDir(env))) return false;
+  const ctl = systemctl(env);
+  return ctl.running && ctl.succeeds(['is-enabled', '--quiet', instanceUnit(name)]);
 }
 
 export interface InstallResult {
