@@ -310,6 +310,8 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     // Either add succeeded (the device runs, recorded; the unit's failure a warning) or it left nothing behind.
     if (live.includes('vol')) {
       expect([add.status, add.stdout]).toEqual([0, `${path.join(w.devDir, 'ublkb0')}\n`]);
+      expect(add.stderr).toContain('dmremap-ublk: warning: vol: ' + `${failing} enable dmremap-ublk@vol.service failed (exit 1): Failed to enable unit: Access denied`);
+      expect(fs.existsSync(path.join(w.devicesDir, 'vol.json'))).toBe(true);
     } else {
       expect(add.status).not.toBe(0);
       expect(fs.existsSync(path.join(w.devicesDir, 'vol.json'))).toBe(false);
