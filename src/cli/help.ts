@@ -66,6 +66,8 @@ Options:
                        (its remaps are lost); a fresh spare is formatted without it
   --require-table      refuse a spare that holds no remap table yet (never format it); \`up\` starts
                        recorded devices so
+  --policy-given <list>  which error-handling flags (comma-separated names) were given: set by add
+                       for the detached daemon it starts, kept for \`enable\` to record
   --persist            once the device is live, record it (needs --name; like \`enable <name>\`) so that
                        \`up\` and systemd bring it back after a reboot
 

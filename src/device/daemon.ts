@@ -297,6 +297,7 @@ export class Daemon {
           spareOffset: this.cfg.spareOffset ?? null,
           spareSize: this.cfg.spareSize ?? null,
           policy,
+          ...(this.cfg.policyGiven !== undefined ? { policyGiven: this.cfg.policyGiven } : {}),
         },
         quiesced: null,
       };
@@ -905,6 +906,7 @@ function recoveredConfig(e: RegistryEntryV2): DeviceConfig {
     ...(r.spareSize !== null ? { spareSize: r.spareSize } : {}),
     forceFormat: false,
     policy: r.policy,
+    ...(r.policyGiven !== undefined ? { policyGiven: r.policyGiven } : {}),
   };
 }
 

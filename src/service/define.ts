@@ -40,7 +40,7 @@ export function recordFromFlags(flags: AddFlags, disk: string, now: Date = new D
   };
 }
 
-/** The record `enable` writes for a device that runs (or waits quiesced): what it was started with. */
+/** The record `enable` writes for a device that runs (or waits quiesced): what it was started with (its policy: the flags given). */
 export function recordFromEntry(e: RegistryEntry, disk: string, now: Date = new Date(), isBlock?: IsBlock): DeviceRecord {
   if (e.name === null) {
     throw new DmrError('E_USAGE', `${e.blockPath} has no name: only a device added with --name can be recorded (del it and add it again with --name and --persist)`);
@@ -59,7 +59,9 @@ export function recordFromEntry(e: RegistryEntry, disk: string, now: Date = new 
     buffers: r.buffers,
     spareOffset: r.spareOffset,
     spareSize: r.spareSize,
-    policy: r.policy,
+    // The flags it was given, not the config file's values of the day (a later change to the file must
+    // still apply after `up`, as for `add --persist`); an entry from before they were kept: none.
+    policy: r.policyGiven ?? {},
     recordedAt: now.toISOString(),
   };
 }
@@ -109,6 +111,7 @@ export function flagsFromRecord(record: DeviceRecord, foreground: boolean): AddF
       forceFormat: false,
       // The remaps live on the spare: a blank disk in its place is refused, never formatted.
       requireTable: true,
+      policyGiven: record.policy,
     },
     policyFlags: record.policy,
     foreground,

@@ -330,6 +330,16 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     expect(viaEnable.policy).toEqual(viaPersist.policy);
   }, 60_000);
 
+  it('enable records the policy flags a detached add was given (and only those), also after a restart of its daemon in recovery', async () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--read-retries', '5', '--auto-remap', 'off']).status).toBe(0);
+    const [e] = readEntries(w.runDir).live;
+    process.kill(e?.pid ?? 0, 'SIGKILL'); // its supervisor recovers it: the successor keeps what was given
+    await waitFor(() => readEntries(w.runDir).live.some((x) => x.pid !== e?.pid));
+    expect(run(['enable', 'vol']).status).toBe(0);
+    const rec = JSON.parse(fs.readFileSync(path.join(w.devicesDir, 'vol.json'), 'utf8')) as { policy: Record<string, unknown> };
+    expect(rec.policy).toEqual({ readRetries: 5, autoRemap: false });
+  }, 60_000);
+
   it('the unit does not restart in a loop when its device is already up by hand: up --foreground\'s "already up" exit is in RestartPreventExitStatus', () => {
     expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'svc', '--persist']).status).toBe(0);
     const again = run(['up', '--foreground', 'svc']);
