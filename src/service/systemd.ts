@@ -35,16 +35,27 @@ export function udevDir(env: NodeJS.ProcessEnv): string {
   return d !== undefined && d !== '' ? path.resolve(d) : DEFAULT_UDEV_DIR;
 }
 
-/** The command line that runs this installation: the node running now and bin/dmremap-ublk.js (absolute paths). */
-export function thisProgram(): string {
-  return `${process.execPath} ${BIN}`;
+/** The command that runs this installation: the node running now and bin/dmremap-ublk.js (absolute paths). */
+export function thisProgram(): string[] {
+  return [process.execPath, BIN];
 }
 
-/** The unit files' text for this installation: ExecStart runs `exec` (a command line without spaces in its parts). */
-export function renderUnits(exec: string = thisProgram()): Record<(typeof UNIT_FILES)[number], string> {
-  if (/[\s"'\\%]/.test(exec.split(' ').join(''))) {
-    throw new DmrError('E_SYSTEMD', `cannot write a unit for a program whose path holds spaces, quotes, backslashes or %: ${exec}`);
+/**
+ * One path as an ExecStart word (systemd.service's command line rules): `%` is a specifier and `$` starts an
+ * environment variable, so both are doubled; a path holding white space is put in double quotes, which keep
+ * it one word. A quote, backslash or control character is refused (E_SYSTEMD): no path needs them.
+ */
+export function execWord(p: string): string {
+  if (/["'\\\x00-\x1f\x7f]/.test(p)) {
+    throw new DmrError('E_SYSTEMD', `cannot write a unit for a program whose path holds quotes, backslashes or control characters: ${JSON.stringify(p)}`);
   }
+  const word = p.replace(/[%$]/g, (c) => c + c);
+  return /\s/.test(word) ? `"${word}"` : word;
+}
+
+/** The unit files' text for this installation: ExecStart runs `program` (its paths, each one word). */
+export function renderUnits(program: readonly string[] = thisProgram()): Record<(typeof UNIT_FILES)[number], string> {
+  const exec = program.map(execWord).join(' ');
   const read = (f: string): string => fs.readFileSync(path.join(SOURCE_DIR, f), 'utf8');
   const template = read(TEMPLATE_UNIT);
   if (!template.includes(`ExecStart=${SHIPPED_EXEC} `)) throw new DmrError('E_INTERNAL', `${TEMPLATE_UNIT} has no ExecStart=${SHIPPED_EXEC}`);
@@ -120,8 +131,8 @@ function installFile(file: string, text: string): { file: string; changed: boole
  * Writes the units into `units` and the udev rule into `udev`; then, when `reload` (systemd runs and this is
  * the live system, not a --prefix tree), reloads systemd and udev and enables the target.
  */
-export function installUnits(units: string, udev: string, ctl: Systemctl, reload: boolean, exec?: string): InstallResult {
-  const rendered = renderUnits(exec);
+export function installUnits(units: string, udev: string, ctl: Systemctl, reload: boolean, program?: readonly string[]): InstallResult {
+  const rendered = renderUnits(program);
   const files = UNIT_FILES.map((f) => installFile(path.join(units, f), rendered[f]));
   files.push(installFile(path.join(udev, UDEV_RULE), fs.readFileSync(path.join(SOURCE_DIR, UDEV_RULE), 'utf8')));
   const reloaded = reload && ctl.running;
