@@ -182,7 +182,8 @@ export async function runDown(ctx: CliContext, names: string[], json: boolean): 
 /**
  * The systemd unit's main process: serves the recorded device `name` in this process, recovering it when it is
  * quiesced (a restarted unit after its daemon died) and adding it otherwise. A device that already runs under
- * another daemon is refused (E_DEVICE_LIVE): the unit does not take over a device started by hand.
+ * another daemon is refused (E_ALREADY_UP, exit 73, which the unit does not restart on): the unit does not take
+ * over a device started by hand.
  */
 async function upForeground(ctx: CliContext, names: string[], json: boolean): Promise<number> {
   if (names.length !== 1) throw new DmrError('E_USAGE', `up --foreground takes one device name, got ${names.length}`);
@@ -193,8 +194,8 @@ async function upForeground(ctx: CliContext, names: string[], json: boolean): Pr
   const running = findTarget(live, name);
   if (running !== null) {
     const other = notRecordedDevice(record, running);
-    if (other !== null) throw other;
-    throw new DmrError('E_DEVICE_LIVE', `${name} is already up (${running.blockPath}, daemon pid ${running.pid}, not run by this command): "${PROG} down ${name}" first`);
+    if (other !== null) throw new DmrError('E_ALREADY_UP', other.message);
+    throw new DmrError('E_ALREADY_UP', `${name} is already up (${running.blockPath}, daemon pid ${running.pid}, not run by this command): "${PROG} down ${name}" first`);
   }
   const waiting = findTarget(quiesced, name);
   if (waiting !== null) {

@@ -151,7 +151,7 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     expect(readEntries(w.runDir).live).toEqual([expect.objectContaining({ name: 'svc', pid: daemon.pid })]);
     // A second start of the unit while it runs is refused (it never adds the device twice).
     const again = run(['up', '--foreground', 'svc']);
-    expect([again.status, again.stderr]).toEqual([1, `dmremap-ublk: svc is already up (${path.join(w.devDir, 'ublkb0')}, daemon pid ${daemon.pid}, not run by this command): "dmremap-ublk down svc" first\n`]);
+    expect([again.status, again.stderr]).toEqual([73, `dmremap-ublk: svc is already up (${path.join(w.devDir, 'ublkb0')}, daemon pid ${daemon.pid}, not run by this command): "dmremap-ublk down svc" first\n`]);
     const exited = new Promise<number | null>((r) => daemon.on('exit', (code) => r(code)));
     daemon.kill('SIGTERM');
     expect(await exited).toBe(0);
