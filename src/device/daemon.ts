@@ -228,7 +228,8 @@ export class Daemon {
         log,
       });
     } catch (e) {
-      throw toDmrError(e);
+      const err = toDmrError(e);
+      throw this.recoverId === null && this.cfg.requireTable === true ? recordedSpareRefusal(err, this.cfg) : err;
     }
     const engine = this.engine;
     const policy = { ...DEFAULT_POLICY, ...this.cfg.policy };
@@ -888,6 +889,23 @@ function pidRunning(pid: number): boolean {
 function noRecordedTable(cfg: DeviceConfig): string {
   const who = cfg.name !== null ? `device ${cfg.name}` : `main ${cfg.mainPath}`;
   return `the spare ${cfg.sparePath} holds no remap table, but ${who} keeps its remaps there (its record): not formatted; if a new spare is meant, "dmremap-ublk add" it by hand`;
+}
+
+/**
+ * A refusal of a recorded device's spare (`up`) says what to check, never --force-format: the record names
+ * this main and this spare, so a spare holding another main's table means the record's disks are not the
+ * disks at its paths (or the spare was taken over since), and formatting it would drop that main's remaps.
+ */
+function recordedSpareRefusal(err: DmrError, cfg: DeviceConfig): DmrError {
+  const who = cfg.name !== null ? `device ${cfg.name}` : `main ${cfg.mainPath}`;
+  const check = `check the record's disks (${who}: main ${cfg.mainPath}, spare ${cfg.sparePath}); not formatted`;
+  if (err.code === 'E_SPARE_FOREIGN') {
+    const detail = /\((formatted for [^)]*)\)/.exec(err.message)?.[1];
+    return new DmrError('E_SPARE_FOREIGN', `the spare ${cfg.sparePath} holds another main's remap table${detail !== undefined ? ` (${detail})` : ''}: ${check}`);
+  }
+  if (!err.message.includes('--force-format')) return err;
+  const bare = err.message.replace(/;? ?\(?use --force-format[^)]*\)?/, '');
+  return new DmrError(err.code, `${bare}: ${check}`);
 }
 
 /** The configuration the device ran with, from its saved state. */

@@ -272,6 +272,21 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     expect(w.devNodes()).toEqual([]);
   }, 60_000);
 
+  it('up of a record whose spare now holds another main\'s table names the record\'s disks to check, never --force-format', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    expect(lines(['down', 'a']).status).toBe(0);
+    // The spare was taken over by hand for another main since.
+    const main2 = w.file('main2.img', 8 << 20);
+    expect(run(['add', '--main', main2, '--spare', w.spare, '--force-format']).status).toBe(0);
+    expect(run(['del', path.join(w.devDir, 'ublkb0')]).status).toBe(0);
+    const up = lines(['up', 'a']);
+    expect(up.status).toBe(1);
+    expect(up.lines).toEqual([expect.objectContaining({ name: 'a', result: 'failed', error: expect.objectContaining({ code: 'E_SPARE_FOREIGN' }) })]);
+    const msg = up.lines[0]?.error?.message ?? '';
+    expect(msg).toMatch(new RegExp(`^the spare .*spare\\.img holds another main's remap table \\(formatted for a main of .*\\): check the record's disks \\(device a: main .*main\\.img, spare .*spare\\.img\\); not formatted$`));
+    expect(msg).not.toContain('--force-format');
+  }, 60_000);
+
   it('up does not report a recorded device as already up when only another device of the same name (other disks) runs', () => {
     expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
     expect(lines(['down', 'a']).status).toBe(0);
