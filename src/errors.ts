@@ -2,7 +2,8 @@
 // stable (scripts match on it, it appears in --json output and control-socket replies) and `exitCode` is
 // what the CLI exits with (2 for bad usage, 1 for everything that went wrong at run time, except the
 // refusals of `recover` the supervisor must tell apart from a crash: E_PREDECESSOR_BUSY, E_DELETING,
-// E_RECOVERY_STUCK, each with its own code below).
+// E_RECOVERY_STUCK, each with its own code below), and `up --foreground`'s "already up" (E_ALREADY_UP), which
+// the systemd unit must not restart on.
 import os from 'node:os';
 import { isNativeError, type NativeErrorShape } from './native.js';
 
@@ -25,6 +26,13 @@ export const DELETING_EXIT_CODE = 77;
  * The supervisor gives up at once and records why in the registry entry.
  */
 export const RECOVERY_STUCK_EXIT_CODE = 71;
+
+/**
+ * The exit code of `up --foreground` (the systemd unit's ExecStart) finding a device of its name already up,
+ * served by another process (E_ALREADY_UP; EX_CANTCREAT of sysexits.h): a restart cannot help, so the unit
+ * lists it in RestartPreventExitStatus= rather than restarting in a loop.
+ */
+export const ALREADY_UP_EXIT_CODE = 73;
 
 export const ERROR_CODES = {
   E_USAGE: 2,
@@ -79,6 +87,9 @@ export const ERROR_CODES = {
   // not match what is there now (another main or spare at its paths, another size). E_STATE also: `status`,
   // `restart` and the remap commands naming a device whose registry file does not parse (file, why, what to do).
   E_DEVICE_LIVE: 1,
+  // `up --foreground <name>`: a device of that name already runs under another process (started by hand, or
+  // another device of the name): the unit's start fails and is not restarted.
+  E_ALREADY_UP: ALREADY_UP_EXIT_CODE,
   E_NOT_QUIESCED: 1,
   E_STATE: 1,
   // `restart` of a device created without ublk user recovery (the kernel offered none): its daemon leaving

@@ -12,7 +12,7 @@ import { occupied, readEntries } from '../control/registry.js';
 import { deviceLogFile, ensureLogDir, ensureRunDir, runDir } from '../paths.js';
 import { resolveControlGroup } from '../config/control-group.js';
 import { configPath, deviceKey, loadConfig, resolvePolicy } from '../config/file.js';
-import { POLICY_KEYS } from '../config/schema.js';
+import { CLI_KEY_NAMES, POLICY_KEYS } from '../config/schema.js';
 import { printJson, type CliContext } from './context.js';
 import { failureMessage, onFirstReadyLine, READY_FD_ENV, sendReady, takeReadyFd, type Ready } from './readiness.js';
 import type { AddFlags } from './schemas.js';
@@ -268,7 +268,11 @@ export function daemonArgs(flags: AddFlags): string[] {
   if (d.spareOffset !== undefined) args.push('--spare-offset', String(d.spareOffset));
   if (d.spareSize !== undefined) args.push('--spare-size', String(d.spareSize));
   if (d.forceFormat === true) args.push('--force-format');
+  if (d.requireTable === true) args.push('--require-table');
   const p = d.policy;
+  // Which of them were given (the rest came from the config file): the daemon's entry keeps only those.
+  const given = d.policyGiven ?? flags.policyFlags;
+  args.push('--policy-given', POLICY_KEYS.filter((k) => given[k] !== undefined).map((k) => CLI_KEY_NAMES[k].replaceAll('_', '-')).join(','));
   if (p !== undefined) {
     args.push('--auto-remap', p.autoRemap ? 'on' : 'off', '--error-threshold', String(p.errorThreshold));
     args.push('--read-retries', String(p.readRetries), '--retry-backoff-ms', String(p.retryBackoffMs));

@@ -2,6 +2,7 @@
 // `up` (and systemd, when its units are installed) brings it back after a reboot; `disable <dev|name>` removes
 // the record (the device keeps running). `add --persist` records the device it adds (persistAdded).
 import { findTarget, notFound, readEntries } from '../control/registry.js';
+import { DmrError } from '../errors.js';
 import { runDir } from '../paths.js';
 import { checkRecord, recordFromEntry, recordFromFlags, saveRecord } from '../service/define.js';
 import { devicesDir, isRecordName, readRecord, recordPath, removeRecord, type DeviceRecord } from '../service/records.js';
@@ -15,22 +16,38 @@ export interface SystemdOutcome {
   unit: string;
   enabled: boolean;
   note: string | null;
+  /**
+   * Why `systemctl enable` failed, when it did: the record is written and the device runs, so this is a
+   * warning (stderr, and here in --json), not a failure; "systemctl enable <unit>" by hand finishes it.
+   */
+  warning: string | null;
 }
 
 function hookSystemd(ctx: CliContext, name: string, on: boolean): SystemdOutcome {
   const unit = instanceUnit(name);
   const ctl = systemctl(ctx.env);
   if (!unitsInstalled(unitDir(ctx.env))) {
-    return { unit, enabled: false, note: on ? `the systemd units are not installed (${PROG} install-systemd): "${PROG} up" brings the device back` : null };
+    return { unit, enabled: false, note: on ? `the systemd units are not installed (${PROG} install-systemd): "${PROG} up" brings the device back` : null, warning: null };
   }
   if (!ctl.running) {
-    return { unit, enabled: false, note: on ? `systemd is not running: "${PROG} up" brings the device back (or "systemctl enable ${unit}" once it runs)` : null };
+    return { unit, enabled: false, note: on ? `systemd is not running: "${PROG} up" brings the device back (or "systemctl enable ${unit}" once it runs)` : null, warning: null };
   }
-  ctl.run([on ? 'enable' : 'disable', unit]);
-  return { unit, enabled: on, note: null };
+  if (!on) {
+    // disable: a failure stops it before the record is removed (nothing changed).
+    ctl.run(['disable', unit]);
+    return { unit, enabled: false, note: null, warning: null };
+  }
+  try {
+    ctl.run(['enable', unit]);
+  } catch (e) {
+    if (!(e instanceof DmrError && e.code === 'E_SYSTEMD')) throw e;
+    return { unit, enabled: false, note: null, warning: `${e.message}: the device is recorded and "${PROG} up" brings it back; "systemctl enable ${unit}" to have systemd do it` };
+  }
+  return { unit, enabled: true, note: null, warning: null };
 }
 
 function report(ctx: CliContext, json: boolean, verb: 'enabled' | 'disabled', record: Pick<DeviceRecord, 'name'>, file: string, sd: SystemdOutcome, extra: object = {}): void {
+  if (sd.warning !== null) ctx.stderr.write(`${PROG}: warning: ${record.name}: ${sd.warning}\n`);
   if (json) {
     printJson(ctx, { name: record.name, record: file, [verb]: true, systemd: sd, ...extra });
     return;
@@ -101,5 +118,6 @@ export function persistAdded(ctx: CliContext, record: DeviceRecord): { record: s
   const sd = hookSystemd(ctx, record.name, true);
   ctx.stderr.write(`${PROG}: ${record.name}: recorded in ${file}${sd.enabled ? ` (systemd: ${sd.unit} enabled)` : ''}\n`);
   if (sd.note !== null) ctx.stderr.write(`${PROG}: ${record.name}: ${sd.note}\n`);
+  if (sd.warning !== null) ctx.stderr.write(`${PROG}: warning: ${record.name}: ${sd.warning}\n`);
   return { record: file, systemd: sd };
 }

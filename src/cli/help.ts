@@ -64,6 +64,10 @@ Options:
   --spare-size <n>     the spare region is n bytes long (default: the rest of the spare)
   --force-format       format the spare region even if it holds another main's remap table
                        (its remaps are lost); a fresh spare is formatted without it
+  --require-table      refuse a spare that holds no remap table yet (never format it); \`up\` starts
+                       recorded devices so
+  --policy-given <list>  which error-handling flags (comma-separated names) were given: set by add
+                       for the detached daemon it starts, kept for \`enable\` to record
   --persist            once the device is live, record it (needs --name; like \`enable <name>\`) so that
                        \`up\` and systemd bring it back after a reboot
 
@@ -495,8 +499,12 @@ Brings up every recorded device (or those named) that is not running, one line e
 running one, "recovered" for a quiesced one (its daemon died; it is taken over, not added again), "up" for
 one added from its record. A device whose main or spare is missing, or is not the disk recorded, is
 reported and skipped; the others still come up. A record that cannot be read is reported by file name with
-the reason. Exit 1 if any failed. --foreground serves one device in this process (the systemd unit runs
-this): it recovers the device when quiesced, adds it otherwise, and tells systemd READY=1 once it is live.
+the reason. A device of the record's name on other disks is reported as failed, never "already up". The
+spare must still hold the device's remap table: a blank disk in its place is refused, never formatted.
+Where systemd runs and a device's unit is enabled, that unit is started (systemctl start) instead. Exit 1
+if any failed. --foreground serves one device in this process (the systemd unit runs this): it recovers
+the device when quiesced, adds it otherwise, and tells systemd READY=1 once it is live; a device of its
+name already up under another process exits 73 (E_ALREADY_UP), which the unit does not restart on.
 
 Options:
   --foreground  run one device's daemon in this process (stop with SIGTERM: the device is deleted)
@@ -506,7 +514,9 @@ Options:
   down: `Usage: dmremap-ublk down [name...] [--json]
 
 Stops every recorded device (or those named) that runs, as \`del\` does, keeping the records: \`up\`
-brings them back. One line each; exit 1 if any failed.
+brings them back. A device whose unit is enabled (systemd running) has its unit stopped first (systemctl
+stop), so that a pending restart does not add it back. A running device that merely shares a record's name
+(other disks) is reported as failed and left running. One line each; exit 1 if any failed.
 
 Options:
   --json       print a JSON array of {"name","record","result","blockPath","devId","error"}

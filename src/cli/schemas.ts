@@ -16,7 +16,7 @@ import { MAX_TABLE_LIMIT } from '../control/protocol.js';
 import { parseWholeNumber } from '../numbers.js';
 import { POLICY_LIMITS } from '../config/policy.js';
 import { isScanRate, SCAN_RATE_RULE } from '../scan/settings.js';
-import { CLI_KEY_NAMES, DEVICE_ID_LIKE_RE, DEVICE_NAME_RE, isDeviceKey, type PolicyKey, type PolicySettings } from '../config/schema.js';
+import { CLI_KEY_NAMES, POLICY_KEYS, DEVICE_ID_LIKE_RE, DEVICE_NAME_RE, isDeviceKey, type PolicyKey, type PolicySettings } from '../config/schema.js';
 
 const help = { help: { type: 'boolean', short: 'h' } } as const;
 const json = { json: { type: 'boolean' } } as const;
@@ -35,6 +35,8 @@ export const addOptions = {
   'spare-offset': { type: 'string' },
   'spare-size': { type: 'string' },
   'force-format': { type: 'boolean' },
+  'require-table': { type: 'boolean' },
+  'policy-given': { type: 'string' },
   persist: { type: 'boolean' },
   'auto-remap': { type: 'string' },
   'error-threshold': { type: 'string' },
@@ -118,6 +120,33 @@ const policyFlag = (key: Exclude<PolicyKey, 'autoRemap'>) => {
   return intFlag(flag, POLICY_LIMITS[key].min, POLICY_LIMITS[key].max);
 };
 
+/** The flag name of each policy key (auto-remap, error-threshold, ...). */
+const POLICY_FLAG_NAMES = POLICY_KEYS.map((k) => CLI_KEY_NAMES[k].replaceAll('_', '-'));
+
+/**
+ * --policy-given: which of the error-handling flags were given to the `add` that started this daemon (a
+ * detached daemon gets every resolved key as a flag): a comma-separated list of flag names, possibly empty.
+ * Its registry entry keeps only those, and `enable` records only those (as `add --persist` does).
+ */
+const policyGivenFlag = z.string().transform((s, ctx) => {
+  const names = s === '' ? [] : s.split(',');
+  const keys: PolicyKey[] = [];
+  for (const n of names) {
+    const i = POLICY_FLAG_NAMES.indexOf(n);
+    if (i < 0) {
+      ctx.addIssue({ code: 'custom', message: `--policy-given must list error-handling flag names (${POLICY_FLAG_NAMES.join(', ')}), got ${JSON.stringify(n)}` });
+      return z.NEVER;
+    }
+    keys.push(POLICY_KEYS[i] as PolicyKey);
+  }
+  return keys;
+});
+
+/** The flags of `keys` in `policy` (the ones given). */
+function pickPolicy(policy: PolicySettings, keys: readonly PolicyKey[]): PolicySettings {
+  return Object.fromEntries(Object.entries(policy).filter(([k]) => keys.includes(k as PolicyKey))) as PolicySettings;
+}
+
 export const addFlagsSchema = z
   .object({
     main: devicePath('main'),
@@ -138,6 +167,8 @@ export const addFlagsSchema = z
     'spare-offset': bytesFlag('spare-offset', 4096).optional(),
     'spare-size': bytesFlag('spare-size', 1, 1).optional(),
     'force-format': z.boolean().default(false),
+    'require-table': z.boolean().default(false),
+    'policy-given': policyGivenFlag.optional(),
     persist: z.boolean().default(false),
     'auto-remap': onOff('auto-remap').optional(),
     'error-threshold': policyFlag('errorThreshold').optional(),
@@ -150,23 +181,10 @@ export const addFlagsSchema = z
     json: z.boolean().default(false),
   })
   .refine((f) => !f.persist || f.name !== undefined, { message: '--persist needs --name (the record and /dev/dmremap/<name> are named by it)' })
+  .refine((f) => !f['require-table'] || !f['force-format'], { message: '--require-table and --force-format contradict each other: give one' })
   .refine((f) => !f.persist || !f.foreground, { message: '--persist is for a detached add (a foreground one: add it, then "dmremap-ublk enable <name>")' })
-  .transform((f) => ({
-    device: {
-      mainPath: f.main,
-      sparePath: f.spare,
-      name: f.name ?? null,
-      queues: f.queues,
-      depth: f.depth ?? DEFAULT_DEPTH,
-      blockSize: f['block-size'],
-      maxIoBytes: (f['max-io'] ?? DEFAULT_MAX_IO_KIB) * 1024,
-      buffers: f.buffers,
-      spareOffset: f['spare-offset'],
-      spareSize: f['spare-size'],
-      forceFormat: f['force-format'],
-    } satisfies DeviceConfig as DeviceConfig,
-    /** The error-handling flags given; the rest comes from the config file (see src/cli/add.ts withPolicy). */
-    policyFlags: dropUndefined({
+  .transform((f) => {
+    const policyFlags = dropUndefined({
       autoRemap: f['auto-remap'],
       errorThreshold: f['error-threshold'],
       readRetries: f['read-retries'],
@@ -175,13 +193,33 @@ export const addFlagsSchema = z
       writeOutageRegions: f['write-outage-regions'],
       outageWindowMs: f['outage-window-ms'],
       outageHoldMs: f['outage-hold-ms'],
-    }) satisfies PolicySettings as PolicySettings,
-    foreground: f.foreground,
-    /** Record the device in devices.d once it is live (src/service/records.ts). */
-    persist: f.persist,
-    logFile: f['log-file'] ?? null,
-    json: f.json,
-  }));
+    }) satisfies PolicySettings as PolicySettings;
+    const given = f['policy-given'];
+    return {
+      device: {
+        mainPath: f.main,
+        sparePath: f.spare,
+        name: f.name ?? null,
+        queues: f.queues,
+        depth: f.depth ?? DEFAULT_DEPTH,
+        blockSize: f['block-size'],
+        maxIoBytes: (f['max-io'] ?? DEFAULT_MAX_IO_KIB) * 1024,
+        buffers: f.buffers,
+        spareOffset: f['spare-offset'],
+        spareSize: f['spare-size'],
+        forceFormat: f['force-format'],
+        requireTable: f['require-table'],
+        policyGiven: given === undefined ? policyFlags : pickPolicy(policyFlags, given),
+      } satisfies DeviceConfig as DeviceConfig,
+      /** The error-handling flags given; the rest comes from the config file (see src/cli/add.ts withPolicy). */
+      policyFlags,
+      foreground: f.foreground,
+      /** Record the device in devices.d once it is live (src/service/records.ts). */
+      persist: f.persist,
+      logFile: f['log-file'] ?? null,
+      json: f.json,
+    };
+  });
 export type AddFlags = z.output<typeof addFlagsSchema>;
 
 function dropUndefined<T extends object>(o: T): T {

@@ -7,7 +7,8 @@
 import { findTarget, readEntries } from '../control/registry.js';
 import { DmrError, toDmrError } from '../errors.js';
 import { runDir } from '../paths.js';
-import { disksProblem, flagsFromRecord } from '../service/define.js';
+import { disksProblem, flagsFromRecord, notRecordedDevice } from '../service/define.js';
+import { instanceUnit, systemctl, unitManaged } from '../service/systemd.js';
 import { devicesDir, listRecords, readRecord, type DeviceRecord, type InvalidRecord } from '../service/records.js';
 import { printJson, PROG, type CliContext } from './context.js';
 import type { UpFlags } from './schemas.js';
@@ -65,8 +66,18 @@ async function upOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine>
   try {
     const { live, quiesced } = readEntries(runDir(ctx.env));
     const running = findTarget(live, record.name);
-    if (running !== null) return { ...base, result: 'already-up', blockPath: running.blockPath, devId: running.devId, error: null };
+    if (running !== null) {
+      const other = notRecordedDevice(record, running);
+      if (other !== null) throw other;
+      return { ...base, result: 'already-up', blockPath: running.blockPath, devId: running.devId, error: null };
+    }
     const waiting = findTarget(quiesced, record.name);
+    if (waiting !== null) {
+      const other = notRecordedDevice(record, waiting);
+      if (other !== null) throw other;
+    }
+    // An enabled unit runs the device (its `up --foreground` adds or recovers it): systemd is its only manager.
+    if (unitManaged(ctx.env, record.name)) return startUnit(ctx, record, base, waiting !== null);
     if (waiting !== null) {
       const { runRecover } = await import('./recover.js');
       try {
@@ -90,14 +101,41 @@ async function upOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine>
   }
 }
 
+/**
+ * `systemctl start dmremap-ublk@<name>.service` (Type=notify: it returns once the daemon reported the device
+ * live, or failed) and the device it brought up.
+ */
+function startUnit(ctx: CliContext, record: DeviceRecord, base: Pick<DeviceLine, 'name' | 'record'>, quiesced: boolean): DeviceLine {
+  const problem = quiesced ? null : disksProblem(record);
+  if (problem !== null) throw problem;
+  const unit = instanceUnit(record.name);
+  systemctl(ctx.env).run(['start', unit]);
+  const e = findTarget(readEntries(runDir(ctx.env)).live, record.name);
+  if (e === null) throw new DmrError('E_SYSTEMD', `systemctl start ${unit} returned, but ${record.name} is not running (journalctl -u ${unit})`);
+  return { ...base, result: quiesced ? 'recovered' : 'up', blockPath: e.blockPath, devId: e.devId, error: null };
+}
+
 async function downOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine> {
   const base = { name: record.name, record: `${devicesDir(ctx.env)}/${record.name}.json` };
   try {
     const { live, quiesced } = readEntries(runDir(ctx.env));
     const entry = findTarget(live, record.name) ?? findTarget(quiesced, record.name);
-    if (entry === null) return { ...base, result: 'not-running', blockPath: null, devId: null, error: null };
-    const { runDel } = await import('./del.js');
-    await quietly(ctx, (sub) => runDel(sub, String(entry.devId), true));
+    if (entry === null) {
+      // Nothing runs, but its unit may be waiting to restart it: stop that too.
+      if (unitManaged(ctx.env, record.name)) systemctl(ctx.env).run(['stop', instanceUnit(record.name)]);
+      return { ...base, result: 'not-running', blockPath: null, devId: null, error: null };
+    }
+    const other = notRecordedDevice(record, entry);
+    if (other !== null) throw other;
+    // Under systemd the unit goes first: stopping it deletes a device its daemon serves, and cancels a
+    // pending Restart=on-failure that would otherwise add the device back once del is done.
+    if (unitManaged(ctx.env, record.name)) systemctl(ctx.env).run(['stop', instanceUnit(record.name)]);
+    const after = readEntries(runDir(ctx.env));
+    const left = findTarget(after.live, record.name) ?? findTarget(after.quiesced, record.name);
+    if (left !== null) {
+      const { runDel } = await import('./del.js');
+      await quietly(ctx, (sub) => runDel(sub, String(left.devId), true));
+    }
     return { ...base, result: 'down', blockPath: entry.blockPath, devId: entry.devId, error: null };
   } catch (e) {
     const err = toDmrError(e);
@@ -144,7 +182,8 @@ export async function runDown(ctx: CliContext, names: string[], json: boolean): 
 /**
  * The systemd unit's main process: serves the recorded device `name` in this process, recovering it when it is
  * quiesced (a restarted unit after its daemon died) and adding it otherwise. A device that already runs under
- * another daemon is refused (E_DEVICE_LIVE): the unit does not take over a device started by hand.
+ * another daemon is refused (E_ALREADY_UP, exit 73, which the unit does not restart on): the unit does not take
+ * over a device started by hand.
  */
 async function upForeground(ctx: CliContext, names: string[], json: boolean): Promise<number> {
   if (names.length !== 1) throw new DmrError('E_USAGE', `up --foreground takes one device name, got ${names.length}`);
@@ -154,10 +193,14 @@ async function upForeground(ctx: CliContext, names: string[], json: boolean): Pr
   const { live, quiesced } = readEntries(runDir(ctx.env));
   const running = findTarget(live, name);
   if (running !== null) {
-    throw new DmrError('E_DEVICE_LIVE', `${name} is already up (${running.blockPath}, daemon pid ${running.pid}, not run by this command): "${PROG} down ${name}" first`);
+    const other = notRecordedDevice(record, running);
+    if (other !== null) throw new DmrError('E_ALREADY_UP', other.message);
+    throw new DmrError('E_ALREADY_UP', `${name} is already up (${running.blockPath}, daemon pid ${running.pid}, not run by this command): "${PROG} down ${name}" first`);
   }
   const waiting = findTarget(quiesced, name);
   if (waiting !== null) {
+    const other = notRecordedDevice(record, waiting);
+    if (other !== null) throw other;
     const { runRecover } = await import('./recover.js');
     return runRecover(ctx, String(waiting.devId), { foreground: true, logFile: null, json });
   }

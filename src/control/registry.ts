@@ -62,6 +62,11 @@ export const recoveryStateSchema = z.object({
    * entry was written before it existed) takes its default; keys this version does not know are dropped.
    */
   policy: z.object(policySettingsSchema.shape).transform((p) => ({ ...DEFAULT_POLICY, ...p })),
+  /**
+   * Which of those were given as flags (`add`'s, or a record's), the rest coming from the config file: what
+   * `enable` records. Absent in entries written before it existed: then no policy flags are recorded.
+   */
+  policyGiven: z.object(policySettingsSchema.shape).optional(),
 });
 export type RecoveryState = z.infer<typeof recoveryStateSchema>;
 

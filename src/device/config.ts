@@ -1,5 +1,6 @@
 // The settings one device runs with, after the CLI parsed and checked them.
 import type { FaultPolicy } from '../config/policy.js';
+import type { PolicySettings } from '../config/schema.js';
 import type { PartialScanSettings } from '../scan/settings.js';
 import type { PartialHealthSettings } from '../health/settings.js';
 
@@ -20,6 +21,13 @@ export interface DeviceConfig {
   spareSize?: number;
   /** Format the spare even if it holds another main's (or unusable) remap metadata. */
   forceFormat?: boolean;
+  /** The spare must hold this main's remap table already (a recorded device, `up`): never formatted. */
+  requireTable?: boolean;
+  /**
+   * The error-handling flags given to `add` (or a record's), as opposed to what the config file filled in:
+   * kept in the registry entry so that `enable` records only these. Absent: none known.
+   */
+  policyGiven?: PolicySettings;
   /** Error handling (config file defaults overridden by `add` flags); absent: DEFAULT_POLICY. */
   policy?: FaultPolicy;
   /** The background scan's settings (config file, then defaults); absent keys: DEFAULT_SCAN_SETTINGS. */

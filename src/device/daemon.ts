@@ -127,7 +127,16 @@ export class Daemon {
     const entries = readEntries(deps.runDir);
     // Quiesced devices (daemon gone, kernel device waiting for `recover`) are kept, and their main and spare
     // stay taken; only entries with nothing to recover are cleaned up.
-    for (const e of entries.gone) await reapStale(deps.native, deps.runDir, e, deps.log);
+    for (const e of entries.gone) {
+      const result = await reapStale(deps.native, deps.runDir, e, deps.log);
+      // The device is gone: its stable name and udev's name file go with it, or the next device given its
+      // number (unnamed, or named otherwise) would be reached through /dev/dmremap/<the old name>. A number
+      // reused by a newer live daemon is that daemon's: its name file is its own.
+      if (result !== 'reused') {
+        if (e.name !== null) unlinkStableName(deps.nameDir ?? nameDir(), e.name, e.blockPath);
+        forgetUdevName(deps.runDir, e.devId);
+      }
+    }
     const plan = planDevice(deps.native, cfg, occupied(entries));
     try {
       const spareIo = await checkedSpare(deps, cfg, plan);
@@ -212,11 +221,15 @@ export class Daemon {
         spareOffset: this.cfg.spareOffset,
         spareSize: this.cfg.spareSize,
         forceFormat: this.recoverId === null && this.cfg.forceFormat === true,
-        mustExist: this.recoverId !== null,
+        // A device brought up from its record (`up`) keeps its remaps on the spare: a blank disk in the
+        // spare's place is refused, never formatted (that would drop every remap in silence).
+        mustExist: this.recoverId !== null || this.cfg.requireTable === true,
+        ...(this.recoverId === null && this.cfg.requireTable === true ? { noTableMessage: noRecordedTable(this.cfg) } : {}),
         log,
       });
     } catch (e) {
-      throw toDmrError(e);
+      const err = toDmrError(e);
+      throw this.recoverId === null && this.cfg.requireTable === true ? recordedSpareRefusal(err, this.cfg) : err;
     }
     const engine = this.engine;
     const policy = { ...DEFAULT_POLICY, ...this.cfg.policy };
@@ -285,6 +298,7 @@ export class Daemon {
           spareOffset: this.cfg.spareOffset ?? null,
           spareSize: this.cfg.spareSize ?? null,
           policy,
+          ...(this.cfg.policyGiven !== undefined ? { policyGiven: this.cfg.policyGiven } : {}),
         },
         quiesced: null,
       };
@@ -871,6 +885,29 @@ function pidRunning(pid: number): boolean {
   }
 }
 
+/** Why a recorded device's blank spare is refused (--require-table, as `up` starts it). */
+function noRecordedTable(cfg: DeviceConfig): string {
+  const who = cfg.name !== null ? `device ${cfg.name}` : `main ${cfg.mainPath}`;
+  return `the spare ${cfg.sparePath} holds no remap table, but ${who} keeps its remaps there (its record): not formatted; if a new spare is meant, "dmremap-ublk add" it by hand`;
+}
+
+/**
+ * A refusal of a recorded device's spare (`up`) says what to check, never --force-format: the record names
+ * this main and this spare, so a spare holding another main's table means the record's disks are not the
+ * disks at its paths (or the spare was taken over since), and formatting it would drop that main's remaps.
+ */
+function recordedSpareRefusal(err: DmrError, cfg: DeviceConfig): DmrError {
+  const who = cfg.name !== null ? `device ${cfg.name}` : `main ${cfg.mainPath}`;
+  const check = `check the record's disks (${who}: main ${cfg.mainPath}, spare ${cfg.sparePath}); not formatted`;
+  if (err.code === 'E_SPARE_FOREIGN') {
+    const detail = /\((formatted for [^)]*)\)/.exec(err.message)?.[1];
+    return new DmrError('E_SPARE_FOREIGN', `the spare ${cfg.sparePath} holds another main's remap table${detail !== undefined ? ` (${detail})` : ''}: ${check}`);
+  }
+  if (!err.message.includes('--force-format')) return err;
+  const bare = err.message.replace(/;? ?\(?use --force-format[^)]*\)?/, '');
+  return new DmrError(err.code, `${bare}: ${check}`);
+}
+
 /** The configuration the device ran with, from its saved state. */
 function recoveredConfig(e: RegistryEntryV2): DeviceConfig {
   const r = e.recovery;
@@ -887,6 +924,7 @@ function recoveredConfig(e: RegistryEntryV2): DeviceConfig {
     ...(r.spareSize !== null ? { spareSize: r.spareSize } : {}),
     forceFormat: false,
     policy: r.policy,
+    ...(r.policyGiven !== undefined ? { policyGiven: r.policyGiven } : {}),
   };
 }
 

@@ -42,6 +42,8 @@ export interface EngineOptions {
   forceFormat?: boolean;
   /** Recovery: the spare must hold this main's metadata already (never formatted here). */
   mustExist?: boolean;
+  /** The refusal's message when `mustExist` finds no metadata (default: the recovery's). */
+  noTableMessage?: string;
   log: Logger;
 }
 
@@ -171,6 +173,7 @@ export class RemapEngine {
       spareSize: o.spareSize,
       force: o.forceFormat === true,
       mustExist: o.mustExist === true,
+      ...(o.noTableMessage !== undefined ? { noTableMessage: o.noTableMessage } : {}),
       journalRecords: journalRecordsFor(regionSize),
     });
     return new RemapEngine(store, io, report, o.blockSize, o.deviceBytes, o.log);

@@ -2,14 +2,17 @@
 // need not know which N the kernel gave it this time. The daemon makes the link once its device is live (a
 // successor after a recovery makes it again) and removes it when the device is deleted; a daemon that merely
 // dies leaves it (the quiesced device still exists). DMREMAP_NAME_DIR overrides /dev/dmremap for tests.
-// A link is only ever replaced when it points at something that is not another device of ours: a file that
-// is not a symlink, or a link to another live or quiesced dmremap-ublk device, is refused (E_LINK).
+// A link is only ever replaced when it is stale: it points at nothing, or at a ublkbN node that is not another
+// live or quiesced device of ours. A file that is not a symlink, a link to another device of ours, or a link
+// to anything else that exists (a disk, made by hand) is refused (E_LINK).
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { DmrError, errorCodeOf } from '../errors.js';
 
 export const DEFAULT_NAME_DIR = '/dev/dmremap';
+/** A ublk block device node's name (/dev/ublkbN). */
+const UBLK_NODE_RE = /^ublkb\d+$/;
 
 export function nameDir(env: NodeJS.ProcessEnv = process.env): string {
   const d = env.DMREMAP_NAME_DIR;
@@ -32,8 +35,9 @@ function linkTarget(p: string): string | null | 'not-a-link' {
 
 /**
  * Makes `dir/name` a symlink to `blockPath` (the directory is made, mode 0755, if missing). Idempotent. Refuses
- * (E_LINK, nothing changed) a non-symlink at that path, or a link whose target `otherDevice` says is another
- * live or quiesced device of ours; any other link is replaced atomically (a new link renamed over it).
+ * (E_LINK, nothing changed) a non-symlink at that path, a link whose target `otherDevice` says is another
+ * live or quiesced device of ours, or a link to something that exists and is not a /dev/ublkbN node (made by
+ * hand); a stale link (to a ublkbN node, or to nothing) is replaced atomically (a new link renamed over it).
  */
 export function linkStableName(dir: string, name: string, blockPath: string, otherDevice: (target: string) => boolean): string {
   const p = stableNamePath(dir, name);
@@ -48,6 +52,11 @@ export function linkStableName(dir: string, name: string, blockPath: string, oth
   if (now !== null) {
     const abs = path.resolve(dir, now);
     if (otherDevice(abs)) throw new DmrError('E_LINK', `${p} points at ${abs}, another dmremap-ublk device: not replaced`);
+    // Only a stale link is ours to replace: one to a ublk block device (a device of ours that is gone, or
+    // whose number went to another), or to nothing. A link made by hand to a disk that exists is someone's.
+    if (!UBLK_NODE_RE.test(path.basename(abs)) && fs.existsSync(abs)) {
+      throw new DmrError('E_LINK', `${p} points at ${abs}, which exists and is not a ublk device: not replaced (remove the link, or use another --name)`);
+    }
   }
   const tmp = path.join(dir, `.${name}.${process.pid}.${randomBytes(4).toString('hex')}`);
   try {

@@ -62,6 +62,8 @@ export interface OpenOptions {
   force?: boolean;
   /** The spare must already hold metadata (recovery of a running device): a fresh one is refused, never formatted. */
   mustExist?: boolean;
+  /** The error's message when `mustExist` finds no metadata (default: the recovery's). */
+  noTableMessage?: string;
   /** Records per journal when formatting (default 1024). */
   journalRecords?: number;
   /** Slot cap when formatting (format version 2 and later; default DEFAULT_MAX_SLOTS). */
@@ -356,7 +358,9 @@ export class RemapStore {
     const sbOk = d0.ok ? d0 : d1.ok ? d1 : null;
     if (sbOk === null) {
       if (!hasMagic(raw[0], SB_MAGIC) && !hasMagic(raw[1], SB_MAGIC)) {
-        if (opts.mustExist === true) throw new DmrError('E_SPARE_METADATA', 'the spare holds no dmremap-ublk metadata, but the device being recovered keeps its remap table there');
+        if (opts.mustExist === true) {
+          throw new DmrError('E_SPARE_METADATA', opts.noTableMessage ?? 'the spare holds no dmremap-ublk metadata, but the device being recovered keeps its remap table there');
+        }
         return RemapStore.doFormat(io, p, 'fresh');
       }
       return refuse(

@@ -1,6 +1,7 @@
 // A device's definition as a record (records.ts) and back: from add's flags (`add --persist`), from a running
 // or quiesced device's registry entry (`enable`), and the add flags `up` starts a recorded device with. Two
 // records never share a name, a main or a spare (saveRecord refuses, nothing written).
+import fs from 'node:fs';
 import path from 'node:path';
 import { DmrError } from '../errors.js';
 import type { RegistryEntry } from '../control/registry.js';
@@ -39,7 +40,7 @@ export function recordFromFlags(flags: AddFlags, disk: string, now: Date = new D
   };
 }
 
-/** The record `enable` writes for a device that runs (or waits quiesced): what it was started with. */
+/** The record `enable` writes for a device that runs (or waits quiesced): what it was started with (its policy: the flags given). */
 export function recordFromEntry(e: RegistryEntry, disk: string, now: Date = new Date(), isBlock?: IsBlock): DeviceRecord {
   if (e.name === null) {
     throw new DmrError('E_USAGE', `${e.blockPath} has no name: only a device added with --name can be recorded (del it and add it again with --name and --persist)`);
@@ -58,7 +59,9 @@ export function recordFromEntry(e: RegistryEntry, disk: string, now: Date = new 
     buffers: r.buffers,
     spareOffset: r.spareOffset,
     spareSize: r.spareSize,
-    policy: r.policy,
+    // The flags it was given, not the config file's values of the day (a later change to the file must
+    // still apply after `up`, as for `add --persist`); an entry from before they were kept: none.
+    policy: r.policyGiven ?? {},
     recordedAt: now.toISOString(),
   };
 }
@@ -91,7 +94,7 @@ export function checkRecord(dir: string, record: DeviceRecord): void {
   }
 }
 
-/** add's flags for bringing up `record` (never --force-format: the spare must still be this main's). */
+/** add's flags for bringing up `record` (never --force-format, always --require-table: the spare must still hold this main's table). */
 export function flagsFromRecord(record: DeviceRecord, foreground: boolean): AddFlags {
   return {
     device: {
@@ -106,6 +109,9 @@ export function flagsFromRecord(record: DeviceRecord, foreground: boolean): AddF
       spareOffset: record.spareOffset ?? undefined,
       spareSize: record.spareSize ?? undefined,
       forceFormat: false,
+      // The remaps live on the spare: a blank disk in its place is refused, never formatted.
+      requireTable: true,
+      policyGiven: record.policy,
     },
     policyFlags: record.policy,
     foreground,
@@ -113,6 +119,35 @@ export function flagsFromRecord(record: DeviceRecord, foreground: boolean): AddF
     logFile: null,
     json: false,
   };
+}
+
+/** Whether the disk at `p` (a path a device was started with) is the recorded one `b`: sameDisk's check. */
+function isRecordedDisk(b: RecordedBacking, p: string): boolean {
+  if (p === b.path || p === b.given) return true;
+  try {
+    if (fs.realpathSync(p) === fs.realpathSync(b.path)) return true;
+  } catch {
+    // One of them is gone: only the identity can still tell.
+  }
+  if (b.identity === null) return false;
+  try {
+    return stableIdentity(p) === b.identity;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether the running (or quiesced) device `e`, found by `record`'s name, is the recorded device: the same
+ * main and spare. Null when it is; otherwise the refusal (E_NAME_TAKEN) naming both, for `up` and `down`,
+ * which never take another device that merely shares the name for the recorded one.
+ */
+export function notRecordedDevice(record: DeviceRecord, e: Pick<RegistryEntry, 'main' | 'spare' | 'blockPath'>): DmrError | null {
+  if (isRecordedDisk(record.main, e.main.path) && isRecordedDisk(record.spare, e.spare.path)) return null;
+  return new DmrError(
+    'E_NAME_TAKEN',
+    `another device named ${JSON.stringify(record.name)} runs (${e.blockPath}: main ${e.main.path}, spare ${e.spare.path}), not the recorded one (main ${record.main.path}, spare ${record.spare.path}): left alone`,
+  );
 }
 
 /**

@@ -35,16 +35,27 @@ export function udevDir(env: NodeJS.ProcessEnv): string {
   return d !== undefined && d !== '' ? path.resolve(d) : DEFAULT_UDEV_DIR;
 }
 
-/** The command line that runs this installation: the node running now and bin/dmremap-ublk.js (absolute paths). */
-export function thisProgram(): string {
-  return `${process.execPath} ${BIN}`;
+/** The command that runs this installation: the node running now and bin/dmremap-ublk.js (absolute paths). */
+export function thisProgram(): string[] {
+  return [process.execPath, BIN];
 }
 
-/** The unit files' text for this installation: ExecStart runs `exec` (a command line without spaces in its parts). */
-export function renderUnits(exec: string = thisProgram()): Record<(typeof UNIT_FILES)[number], string> {
-  if (/[\s"'\\%]/.test(exec.split(' ').join(''))) {
-    throw new DmrError('E_SYSTEMD', `cannot write a unit for a program whose path holds spaces, quotes, backslashes or %: ${exec}`);
+/**
+ * One path as an ExecStart word (systemd.service's command line rules): `%` is a specifier and `$` starts an
+ * environment variable, so both are doubled; a path holding white space is put in double quotes, which keep
+ * it one word. A quote, backslash or control character is refused (E_SYSTEMD): no path needs them.
+ */
+export function execWord(p: string): string {
+  if (/["'\\\x00-\x1f\x7f]/.test(p)) {
+    throw new DmrError('E_SYSTEMD', `cannot write a unit for a program whose path holds quotes, backslashes or control characters: ${JSON.stringify(p)}`);
   }
+  const word = p.replace(/[%$]/g, (c) => c + c);
+  return /\s/.test(word) ? `"${word}"` : word;
+}
+
+/** The unit files' text for this installation: ExecStart runs `program` (its paths, each one word). */
+export function renderUnits(program: readonly string[] = thisProgram()): Record<(typeof UNIT_FILES)[number], string> {
+  const exec = program.map(execWord).join(' ');
   const read = (f: string): string => fs.readFileSync(path.join(SOURCE_DIR, f), 'utf8');
   const template = read(TEMPLATE_UNIT);
   if (!template.includes(`ExecStart=${SHIPPED_EXEC} `)) throw new DmrError('E_INTERNAL', `${TEMPLATE_UNIT} has no ExecStart=${SHIPPED_EXEC}`);
@@ -56,6 +67,8 @@ export interface Systemctl {
   running: boolean;
   /** Runs systemctl with `args`; E_SYSTEMD with its message when it fails. */
   run(args: string[]): void;
+  /** Runs systemctl with `args` for its exit status alone (`is-enabled --quiet`): whether it exited 0. */
+  succeeds(args: string[]): boolean;
 }
 
 export function systemctl(env: NodeJS.ProcessEnv): Systemctl {
@@ -72,7 +85,22 @@ export function systemctl(env: NodeJS.ProcessEnv): Systemctl {
         throw new DmrError('E_SYSTEMD', `${bin} ${args.join(' ')} failed (exit ${r.status ?? r.signal}): ${why}`);
       }
     },
+    succeeds(args: string[]): boolean {
+      const r = spawnSync(bin, args, { stdio: 'ignore', timeout: 60_000 });
+      return r.error === undefined && r.status === 0;
+    },
   };
+}
+
+/**
+ * Whether systemd runs `name`'s device: systemd is running, the units are installed and the instance is
+ * enabled (`systemctl is-enabled`). Then `up` starts and `down` stops the unit, so that one device never has
+ * two managers (a detached supervisor beside the unit, or a unit restart adding back what `down` deleted).
+ */
+export function unitManaged(env: NodeJS.ProcessEnv, name: string): boolean {
+  if (!unitsInstalled(unitDir(env))) return false;
+  const ctl = systemctl(env);
+  return ctl.running && ctl.succeeds(['is-enabled', '--quiet', instanceUnit(name)]);
 }
 
 export interface InstallResult {
@@ -103,8 +131,8 @@ function installFile(file: string, text: string): { file: string; changed: boole
  * Writes the units into `units` and the udev rule into `udev`; then, when `reload` (systemd runs and this is
  * the live system, not a --prefix tree), reloads systemd and udev and enables the target.
  */
-export function installUnits(units: string, udev: string, ctl: Systemctl, reload: boolean, exec?: string): InstallResult {
-  const rendered = renderUnits(exec);
+export function installUnits(units: string, udev: string, ctl: Systemctl, reload: boolean, program?: readonly string[]): InstallResult {
+  const rendered = renderUnits(program);
   const files = UNIT_FILES.map((f) => installFile(path.join(units, f), rendered[f]));
   files.push(installFile(path.join(udev, UDEV_RULE), fs.readFileSync(path.join(SOURCE_DIR, UDEV_RULE), 'utf8')));
   const reloaded = reload && ctl.running;

@@ -3,7 +3,7 @@
 // neither re-runs recover up to MAX_CRASHES times nor writes the registry entry del is removing; a stuck
 // device is given up at once with the reason status and list show.
 import { describe, expect, it } from 'vitest';
-import { DELETING_EXIT_CODE, ERROR_CODES, PREDECESSOR_BUSY_EXIT_CODE, RECOVERY_STUCK_EXIT_CODE } from '../../src/errors.js';
+import { ALREADY_UP_EXIT_CODE, DELETING_EXIT_CODE, ERROR_CODES, PREDECESSOR_BUSY_EXIT_CODE, RECOVERY_STUCK_EXIT_CODE } from '../../src/errors.js';
 import { classifyExit, decide, initialPolicyState, RESTART_EXIT_CODE } from '../../src/supervisor/restart-policy.js';
 import { FATAL_EXIT_CODE } from '../../src/cli/add.js';
 
@@ -11,8 +11,9 @@ describe('supervisor classification of recovery refusals', () => {
   it('E_DELETING and E_RECOVERY_STUCK exit with codes of their own, distinct from every other exit the supervisor reads', () => {
     expect(ERROR_CODES.E_DELETING).toBe(DELETING_EXIT_CODE);
     expect(ERROR_CODES.E_RECOVERY_STUCK).toBe(RECOVERY_STUCK_EXIT_CODE);
+    expect(ERROR_CODES.E_ALREADY_UP).toBe(ALREADY_UP_EXIT_CODE);
     const others = [0, 1, 2, PREDECESSOR_BUSY_EXIT_CODE, RESTART_EXIT_CODE, FATAL_EXIT_CODE];
-    expect(new Set([...others, DELETING_EXIT_CODE, RECOVERY_STUCK_EXIT_CODE]).size).toBe(others.length + 2);
+    expect(new Set([...others, DELETING_EXIT_CODE, RECOVERY_STUCK_EXIT_CODE, ALREADY_UP_EXIT_CODE]).size).toBe(others.length + 3);
     expect(classifyExit({ code: DELETING_EXIT_CODE, signal: null })).toBe('deleting');
     expect(classifyExit({ code: RECOVERY_STUCK_EXIT_CODE, signal: null })).toBe('recovery-stuck');
   });

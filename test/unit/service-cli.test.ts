@@ -152,7 +152,7 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     expect(readEntries(w.runDir).live).toEqual([expect.objectContaining({ name: 'svc', pid: daemon.pid })]);
     // A second start of the unit while it runs is refused (it never adds the device twice).
     const again = run(['up', '--foreground', 'svc']);
-    expect([again.status, again.stderr]).toEqual([1, `dmremap-ublk: svc is already up (${path.join(w.devDir, 'ublkb0')}, daemon pid ${daemon.pid}, not run by this command): "dmremap-ublk down svc" first\n`]);
+    expect([again.status, again.stderr]).toEqual([73, `dmremap-ublk: svc is already up (${path.join(w.devDir, 'ublkb0')}, daemon pid ${daemon.pid}, not run by this command): "dmremap-ublk down svc" first\n`]);
     const exited = new Promise<number | null>((r) => daemon.on('exit', (code) => r(code)));
     daemon.kill('SIGTERM');
     expect(await exited).toBe(0);
@@ -235,3 +235,195 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     expect(bad.stderr).toMatch(/Failed to parse service type/);
   });
 });
+
+describe('review: devices that come back (stale names, wrong devices)', () => {
+  it('a named device whose daemon died and whose device is reaped leaves no /dev/dmremap/<name> or <N>.name to point at the next device', async () => {
+    // No user recovery (features 0xc2): a killed daemon's device is gone, and the next add reaps it.
+    const a = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']);
+    expect(a.status).toBe(0);
+    const [e] = readEntries(w.runDir).live;
+    const sup = supervisorOf(e?.pid ?? 0);
+    if (sup !== null) process.kill(sup, 'SIGKILL');
+    process.kill(e?.pid ?? 0, 'SIGKILL');
+    await waitFor(() => !pidAlive(e?.pid ?? 0));
+    const main2 = w.file('main2.img', 8 << 20);
+    const spare2 = w.file('spare2.img', 4 << 20);
+    // Another, unnamed device: the kernel gives it the number a's device had.
+    const b = cli(w, ['add', '--main', main2, '--spare', spare2]);
+    expect([b.status, b.stdout]).toEqual([0, `${path.join(w.devDir, 'ublkb0')}\n`]);
+    // /dev/dmremap/a must not lead to b's device (an fstab line naming it would mount b's data), nor may the
+    // udev rule be told to link "a" to it.
+    const stale = fs.existsSync(path.join(w.nameDir, 'a')) ? fs.readlinkSync(path.join(w.nameDir, 'a')) : null;
+    expect(stale).toBeNull();
+    expect(w.runDirEntries().filter((n) => n.endsWith('.name'))).toEqual([]);
+    // And a can come back under its name.
+    const up = cli(w, ['up', 'a', '--json']);
+    expect(JSON.parse(up.stdout)).toEqual([expect.objectContaining({ name: 'a', result: 'up' })]);
+  }, 60_000);
+
+  it('up never formats a recorded device\'s spare: a blank disk in the spare\'s place is refused, the remaps are not dropped', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    expect(run(['remap', 'a', '8']).status).toBe(0);
+    expect(lines(['down']).status).toBe(0);
+    // The spare's place now holds a blank disk of the same size (a replaced or swapped disk, a re-created
+    // image): same path, same identity as far as the record can tell.
+    fs.rmSync(w.spare);
+    w.file('spare.img', 4 << 20);
+    const up = lines(['up', 'a']);
+    expect(up.lines).toEqual([expect.objectContaining({ name: 'a', result: 'failed' })]);
+    expect(up.status).toBe(1);
+    expect(w.devNodes()).toEqual([]);
+  }, 60_000);
+
+  it('up of a record whose spare now holds another main\'s table names the record\'s disks to check, never --force-format', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    expect(lines(['down', 'a']).status).toBe(0);
+    // The spare was taken over by hand for another main since.
+    const main2 = w.file('main2.img', 8 << 20);
+    expect(run(['add', '--main', main2, '--spare', w.spare, '--force-format']).status).toBe(0);
+    expect(run(['del', path.join(w.devDir, 'ublkb0')]).status).toBe(0);
+    const up = lines(['up', 'a']);
+    expect(up.status).toBe(1);
+    expect(up.lines).toEqual([expect.objectContaining({ name: 'a', result: 'failed', error: expect.objectContaining({ code: 'E_SPARE_FOREIGN' }) })]);
+    const msg = up.lines[0]?.error?.message ?? '';
+    expect(msg).toMatch(new RegExp(`^the spare .*spare\\.img holds another main's remap table \\(formatted for a main of .*\\): check the record's disks \\(device a: main .*main\\.img, spare .*spare\\.img\\); not formatted$`));
+    expect(msg).not.toContain('--force-format');
+  }, 60_000);
+
+  it('up does not report a recorded device as already up when only another device of the same name (other disks) runs', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    expect(lines(['down', 'a']).status).toBe(0);
+    const main2 = w.file('main2.img', 8 << 20);
+    const spare2 = w.file('spare2.img', 4 << 20);
+    expect(run(['add', '--main', main2, '--spare', spare2, '--name', 'a']).status).toBe(0);
+    const up = lines(['up', 'a']);
+    expect(up.lines[0]?.result).not.toBe('already-up');
+    expect(up.status).toBe(1);
+  }, 60_000);
+
+  it('down stops only the recorded device: a running device that merely shares the record\'s name (other disks) is not deleted', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    expect(lines(['down', 'a']).status).toBe(0);
+    const main2 = w.file('main2.img', 8 << 20);
+    const spare2 = w.file('spare2.img', 4 << 20);
+    // Started by hand with the same name, not recorded.
+    expect(run(['add', '--main', main2, '--spare', spare2, '--name', 'a']).status).toBe(0);
+    const down = lines(['down', 'a']);
+    expect(down.lines[0]?.result).not.toBe('down');
+    expect(readEntries(w.runDir).live.map((x) => x.main.path)).toContain(main2);
+  }, 60_000);
+
+  it('add --persist whose systemctl enable fails does not report failure for a device it left running and recorded', () => {
+    const units = path.join(w.root, 'units');
+    const rules = path.join(w.root, 'rules');
+    const ok = path.join(w.root, 'systemctl-ok');
+    fs.writeFileSync(ok, '#!/bin/sh\nexit 0\n', { mode: 0o755 });
+    const failing = path.join(w.root, 'systemctl-fails');
+    fs.writeFileSync(failing, '#!/bin/sh\necho "Failed to enable unit: Access denied" >&2\nexit 1\n', { mode: 0o755 });
+    const base = { ...process.env, VITEST: 'true', DMREMAP_UNIT_DIR: units, DMREMAP_UDEV_DIR: rules, DMREMAP_RUN_DIR: w.runDir, DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir, DMREMAP_LOG_DIR: w.logDir, DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...FAKE }) };
+    const bin = path.join(REPO, 'bin/dmremap-ublk.js');
+    expect(spawnSync(process.execPath, [bin, 'install-systemd'], { env: { ...base, DMREMAP_SYSTEMCTL: ok }, encoding: 'utf8' }).status).toBe(0);
+    const add = spawnSync(process.execPath, [bin, 'add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--persist'], { env: { ...base, DMREMAP_SYSTEMCTL: failing }, encoding: 'utf8', timeout: 30_000 });
+    const live = readEntries(w.runDir).live.map((e) => e.name);
+    // Either add succeeded (the device runs, recorded; the unit's failure a warning) or it left nothing behind.
+    if (live.includes('vol')) {
+      expect([add.status, add.stdout]).toEqual([0, `${path.join(w.devDir, 'ublkb0')}\n`]);
+      expect(add.stderr).toContain('dmremap-ublk: warning: vol: ' + `${failing} enable dmremap-ublk@vol.service failed (exit 1): Failed to enable unit: Access denied`);
+      expect(fs.existsSync(path.join(w.devicesDir, 'vol.json'))).toBe(true);
+    } else {
+      expect(add.status).not.toBe(0);
+      expect(fs.existsSync(path.join(w.devicesDir, 'vol.json'))).toBe(false);
+    }
+  }, 60_000);
+
+  it('enable records the policy flags given, as add --persist does, not the config file\'s values of the day (a later config change must still apply after up)', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol']).status).toBe(0);
+    expect(run(['enable', 'vol']).status).toBe(0);
+    const viaEnable = JSON.parse(fs.readFileSync(path.join(w.devicesDir, 'vol.json'), 'utf8')) as { policy: Record<string, unknown> };
+    expect(run(['disable', 'vol']).status).toBe(0);
+    expect(run(['del', 'vol']).status).toBe(0);
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--persist']).status).toBe(0);
+    const viaPersist = JSON.parse(fs.readFileSync(path.join(w.devicesDir, 'vol.json'), 'utf8')) as { policy: Record<string, unknown> };
+    expect(viaPersist.policy).toEqual({});
+    expect(viaEnable.policy).toEqual(viaPersist.policy);
+  }, 60_000);
+
+  it('enable records the policy flags a detached add was given (and only those), also after a restart of its daemon in recovery', async () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'vol', '--read-retries', '5', '--auto-remap', 'off']).status).toBe(0);
+    const [e] = readEntries(w.runDir).live;
+    process.kill(e?.pid ?? 0, 'SIGKILL'); // its supervisor recovers it: the successor keeps what was given
+    await waitFor(() => readEntries(w.runDir).live.some((x) => x.pid !== e?.pid));
+    expect(run(['enable', 'vol']).status).toBe(0);
+    const rec = JSON.parse(fs.readFileSync(path.join(w.devicesDir, 'vol.json'), 'utf8')) as { policy: Record<string, unknown> };
+    expect(rec.policy).toEqual({ readRetries: 5, autoRemap: false });
+  }, 60_000);
+
+  it('the unit does not restart in a loop when its device is already up by hand: up --foreground\'s "already up" exit is in RestartPreventExitStatus', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'svc', '--persist']).status).toBe(0);
+    const again = run(['up', '--foreground', 'svc']);
+    expect(again.stderr).toContain('svc is already up');
+    const unit = fs.readFileSync(path.join(REPO, 'scripts/systemd/dmremap-ublk@.service'), 'utf8');
+    const prevent = (/^RestartPreventExitStatus=(.*)$/m.exec(unit)?.[1] ?? '').split(/\s+/);
+    expect(prevent).toContain(String(again.status));
+  }, 60_000);
+
+  it('install-systemd never writes an ExecStart that systemd splits inside a path (node in a directory with a space)', () => {
+    const dir = path.join(w.root, 'my node');
+    fs.mkdirSync(dir);
+    const node = path.join(dir, 'node');
+    fs.linkSync(fs.realpathSync(process.execPath), node); // a hard link: the same node, under a path with a space
+    const root = path.join(w.root, 'root');
+    const inst = spawnSync(node, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', '--prefix', root], { encoding: 'utf8' });
+    if (inst.status === 0) {
+      const unit = fs.readFileSync(path.join(root, 'etc/systemd/system/dmremap-ublk@.service'), 'utf8');
+      const exec = /^ExecStart=(.*)$/m.exec(unit)?.[1] ?? '';
+      // systemd splits ExecStart on spaces outside quotes: the program must be the whole path.
+      expect(exec.startsWith(`"${node}" `) || exec.startsWith(`${node.replace(/ /g, '\\x20')} `)).toBe(true);
+    } else {
+      expect(inst.stderr).toMatch(/^dmremap-ublk: cannot write a unit for a program whose path holds spaces/);
+      expect(fs.existsSync(root)).toBe(false);
+    }
+  });
+
+  it('down of a device whose unit is enabled stops the unit too, so that a pending Restart=on-failure does not add the device back', async () => {
+    const units = path.join(w.root, 'units');
+    const log = path.join(w.root, 'systemctl.log');
+    const fake = path.join(w.root, 'systemctl');
+    fs.writeFileSync(fake, `#!/bin/sh\necho "$@" >> ${log}\n`, { mode: 0o755 });
+    const env = { ...process.env, VITEST: 'true', DMREMAP_UNIT_DIR: units, DMREMAP_UDEV_DIR: path.join(w.root, 'rules'), DMREMAP_SYSTEMCTL: fake, DMREMAP_RUN_DIR: w.runDir, DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir, DMREMAP_LOG_DIR: w.logDir, DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...FAKE }) };
+    const bin = path.join(REPO, 'bin/dmremap-ublk.js');
+    const go = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8', timeout: 30_000 });
+    expect(go(['install-systemd']).status).toBe(0);
+    expect(go(['add', '--main', w.main, '--spare', w.spare, '--name', 'svc', '--persist']).status).toBe(0);
+    // The unit's daemon has just died: the device waits, quiesced, for the restart systemd has scheduled.
+    const [e] = readEntries(w.runDir).live;
+    const sup = supervisorOf(e?.pid ?? 0);
+    if (sup !== null) process.kill(sup, 'SIGKILL');
+    process.kill(e?.pid ?? 0, 'SIGKILL');
+    await waitFor(() => !pidAlive(e?.pid ?? 0));
+    fs.writeFileSync(log, '');
+    expect(go(['down', 'svc']).status).toBe(0);
+    // What systemd's restart would run next adds it back unless down told systemd to stop the unit.
+    expect(fs.readFileSync(log, 'utf8')).toContain('stop dmremap-ublk@svc.service');
+  }, 60_000);
+
+  it('up of a device whose unit is enabled leaves it to systemd (systemctl start), never a second manager outside the unit', () => {
+    const units = path.join(w.root, 'units');
+    const log = path.join(w.root, 'systemctl.log');
+    const fake = path.join(w.root, 'systemctl');
+    fs.writeFileSync(fake, `#!/bin/sh\necho "$@" >> ${log}\n`, { mode: 0o755 });
+    const env = { ...process.env, VITEST: 'true', DMREMAP_UNIT_DIR: units, DMREMAP_UDEV_DIR: path.join(w.root, 'rules'), DMREMAP_SYSTEMCTL: fake, DMREMAP_RUN_DIR: w.runDir, DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir, DMREMAP_LOG_DIR: w.logDir, DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...FAKE }) };
+    const bin = path.join(REPO, 'bin/dmremap-ublk.js');
+    const go = (args: string[]) => spawnSync(process.execPath, [bin, ...args], { env, encoding: 'utf8', timeout: 30_000 });
+    expect(go(['install-systemd']).status).toBe(0);
+    expect(go(['add', '--main', w.main, '--spare', w.spare, '--name', 'svc', '--persist']).status).toBe(0);
+    expect(go(['down', 'svc']).status).toBe(0);
+    fs.writeFileSync(log, '');
+    go(['up', 'svc']);
+    // A detached daemon under a supervisor here would be one the unit then fails to start ("already up")
+    // and one systemd neither stops at shutdown nor orders against the mounts on it.
+    expect(fs.readFileSync(log, 'utf8')).toContain('start dmremap-ublk@svc.service');
+    expect(readEntries(w.runDir).live.filter((e) => supervisorOf(e.pid) !== null)).toEqual([]);
+  }, 60_000);
+});
+

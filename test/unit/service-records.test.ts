@@ -9,6 +9,7 @@ import { isRecordName, listRecords, parseRecord, readRecord, removeRecord, write
 import { stablePath, type IsBlock } from '../../src/service/stable-path.js';
 import { linkStableName, stableNameOf, unlinkStableName } from '../../src/device/stable-name.js';
 import { addFlagsSchema } from '../../src/cli/schemas.js';
+import { execWord, renderUnits } from '../../src/service/systemd.js';
 import { makeWorld, type World } from './helpers.js';
 
 let w: World;
@@ -199,5 +200,26 @@ describe('stable names (/dev/dmremap/<name>)', () => {
     expect(fs.readFileSync(p, 'utf8')).toBe('mine');
     expect(unlinkStableName(w.nameDir, 'data', dev0())).toBe(false);
     expect(fs.readdirSync(w.nameDir)).toEqual(['data']);
+  });
+  it('does not take over a link someone made to a disk that exists (README: only a stale link, to a device that is gone, is replaced)', () => {
+    fs.mkdirSync(w.nameDir);
+    const p = path.join(w.nameDir, 'data');
+    // Stand-in for a link to /dev/sda made by hand: its target exists and is not a device of ours.
+    fs.symlinkSync(w.main, p);
+    expectDmr(() => linkStableName(w.nameDir, 'data', dev0(), () => false), 'E_LINK', /data/);
+    expect(fs.readlinkSync(p)).toBe(w.main);
+  });
+});
+
+describe('ExecStart words (systemd command line rules)', () => {
+  it('quotes a path with white space, doubles % and $, refuses quotes, backslashes and control characters', () => {
+    expect(execWord('/usr/bin/node')).toBe('/usr/bin/node');
+    expect(execWord('/opt/my node/bin/node')).toBe('"/opt/my node/bin/node"');
+    expect(execWord('/opt/100%/$HOME/node')).toBe('/opt/100%%/$$HOME/node');
+    for (const bad of ['/opt/a"b', "/opt/a'b", '/opt/a\\b', '/opt/a\nb']) {
+      expect(() => execWord(bad)).toThrow(expect.objectContaining({ code: 'E_SYSTEMD' }) as unknown as Error);
+    }
+    const unit = renderUnits(['/opt/my node/node', '/srv/dmremap ublk/bin/dmremap-ublk.js'])['dmremap-ublk@.service'];
+    expect(/^ExecStart=(.*)$/m.exec(unit)?.[1]).toBe('"/opt/my node/node" "/srv/dmremap ublk/bin/dmremap-ublk.js" up --foreground %i');
   });
 });
