@@ -130,8 +130,9 @@ describe('remap split in the native data path', () => {
     expect(readBlocks(blockPath, 300, 1).data.equals(b300)).toBe(true);
     expect(readBlocks(blockPath, 200, 1).ok).toBe(false);
     // Bad updates are refused whole: unknown flags, REMOVE in a whole table, unsorted blocks.
+    // 8 is the first bit no flag uses (LOST 1, MOVING 2, REDIRECT 4; REMOVE 0x80 only in an update).
     const bad = table([[100, 3], [401, 12]]);
-    bad[2].set([0, 4]);
+    bad[2].set([0, 8]);
     expect(() => device?.updateRemapTable(...bad)).toThrow(/flags/);
     expect(() => device?.setRemapTable(...update)).toThrow(/flags/);
     expect(() => device?.updateRemapTable(...table([[401, 1], [400, 2]]))).toThrow(/sorted/);
