@@ -15,7 +15,7 @@ import { request } from '../../src/control/client.js';
 import { deviceEventSchema, type DeviceEvent } from '../../src/device/device-events.js';
 import { addForeground, BIN, pidAlive, RUN_DIR, waitFor, type Added, type ForegroundDaemon } from './helpers.js';
 import { directWrite, ErrorSources, leftoverDmDevices } from './error-sources.js';
-import { expectCleanKernel, requireUblkHost } from './setup.js';
+import { expectCleanKernel, itPrimary, requireUblkHost } from './setup.js';
 
 const BS = 4096;
 const MIB = 16;
@@ -76,7 +76,9 @@ const sock = (d: Added): string => path.join(RUN_DIR, `${d.devId}.sock`);
 const health = (d: Added) => request(sock(d), 'health', {});
 
 describe('health (issue 14)', () => {
-  it('a trickle of 60 new bad blocks leaves healthy, gives a forecast, alerts once per change, and survives del + add', async () => {
+  // Primary kernel only: the health model is userspace; its kernel path (auto-remap of write errors, del + add)
+  // runs on every kernel in auto-remap.test.ts and lifecycle.test.ts.
+  itPrimary('a trickle of 60 new bad blocks leaves healthy, gives a forecast, alerts once per change, and survives del + add', async () => {
     const alerts = path.join(dir, 'alerts.txt');
     fs.writeFileSync(
       process.env.DMREMAP_CONFIG as string,

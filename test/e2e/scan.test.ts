@@ -13,7 +13,7 @@ import { request } from '../../src/control/client.js';
 import type { ScanStatusResult } from '../../src/control/protocol.js';
 import { addForeground, dmr, must, pidAlive, RUN_DIR, waitFor, type ForegroundDaemon } from './helpers.js';
 import { blockSegments, directRead, directWrite, ErrorSources, leftoverDmDevices } from './error-sources.js';
-import { expectCleanKernel, requireUblkHost } from './setup.js';
+import { expectCleanKernel, itPrimary, requireUblkHost } from './setup.js';
 
 const BS = 4096;
 const MiB = 1 << 20;
@@ -103,7 +103,10 @@ describe('the background scan', () => {
     }
   });
 
-  it('a dm-delay segment of 800 ms: its blocks are counted slow, and relocated with their data at the second pass', async () => {
+  // Primary kernel only (this and the next): slow-read detection, relocation and the scan's persisted
+  // position are userspace; the scan's reads through the data path run on every kernel in the case above and in
+  // scan-read.test.ts, del + add in lifecycle.test.ts.
+  itPrimary('a dm-delay segment of 800 ms: its blocks are counted slow, and relocated with their data at the second pass', async () => {
     // 16 MiB; blocks 1000..1007 (sectors 8000..8063) read in 800 ms, writes are not delayed.
     const SLOW = { block: 1000, blocks: 8 };
     const main = src.dmError(16, []);
@@ -148,7 +151,7 @@ describe('the background scan', () => {
     expect(back.data.equals(data)).toBe(true);
   });
 
-  it('a running scan survives del + add where it was; a paused one stays paused', async () => {
+  itPrimary('a running scan survives del + add where it was; a paused one stays paused', async () => {
     const main = src.loop(256);
     const spare = src.loop(16);
     const state = path.join(dir, 'state');

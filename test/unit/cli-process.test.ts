@@ -87,7 +87,7 @@ describe('dmremap-ublk (built CLI, fake addon)', () => {
     // The device is deleted: its stable name is gone with it.
     expect(fs.existsSync(link)).toBe(false);
     expect(cli(w, ['list', '--json']).stdout).toBe('[]\n');
-  });
+  }, 60_000); // about 20 CLI processes: 20 s was too little on a loaded 2-core host
 
   it('add --json and del --json', () => {
     const add = cli(w, ['add', '--main', w.main, '--spare', w.spare, '--json']);
