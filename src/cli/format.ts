@@ -73,7 +73,7 @@ export function formatStatus(s: DeviceStatus): string {
   lines.push(`  kernel features ${k.features}: ${feats}; ${k.opcodeEncoding} opcodes`);
   lines.push(
     `  device flags ${k.deviceFlags}: ${k.deviceFlagNames.join(' ') || 'none'}; ` +
-      k.zeroCopy ? 'zero copy' : `copy into ${k.fixedBuffers ? 'registered' : 'plain'} buffers`,
+      (k.zeroCopy ? 'zero copy' : `copy into ${k.fixedBuffers ? 'registered' : 'plain'} buffers`),
   );
   if (s.logFile !== null) lines.push(`  log    ${s.logFile}`);
   return lines.map(escapeControls).join('\n') + '\n';

@@ -279,10 +279,11 @@ Options:
   stats: `Usage: dmremap-ublk stats <device> [--json]
 
 Shows how the device handles I/O errors: read and write errors, retries, reads recovered by a retry and
-reads that failed every try, automatic remaps and relocations, pending blocks (unreadable, waiting for a
-write), lost blocks, spare I/O errors and retired slots, errors passed through to the user, the auto-remap
-work queue, free slots and health. Counters run since start or the last clear_stats; the error totals
-and remap counts are persisted on the spare.
+reads that failed every try, automatic remaps (and how many of them the background scan found, scanRemaps)
+and relocations, pending blocks (unreadable, waiting for a write), lost blocks, spare I/O errors and
+retired slots, errors passed through to the user, the auto-remap work queue, free slots and health.
+Counters run since start or the last clear_stats; the error totals and remap counts are persisted on the
+spare.
 <device> is /dev/ublkbN, the device id (N or ublkbN), or the name given to add.
 
 Options:

@@ -332,6 +332,11 @@ export const deviceStatusSchema = z.strictObject({
     readErrors: z.number(),
     autoRemaps: z.number(),
     manualRemaps: z.number(),
+    /**
+     * Of autoRemaps, those of origin scan (what the background scan found), ever; 0 on a spare of format
+     * version 1 or 2, which stores scan remaps as auto. Absent from daemons older than this field (issue 15).
+     */
+    scanRemaps: z.number().optional(),
     unremaps: z.number(),
     scanPercent: z.number(),
     pairId: z.string(),
@@ -412,6 +417,8 @@ export const statsSchema = z.strictObject({
   unrecoveredReads: n,
   autoRemaps: n,
   manualRemaps: n,
+  /** Of autoRemaps, those of origin scan, ever (see the status's remap.scanRemaps); absent from older daemons. */
+  scanRemaps: n.optional(),
   relocations: n,
   relocationFailures: n,
   healedBlocks: n,

@@ -47,6 +47,7 @@ export function remapStatus(engine: RemapEngine, health: HealthState, scanPercen
     readErrors: c.readErrors,
     autoRemaps: c.autoRemaps,
     manualRemaps: c.manualRemaps,
+    scanRemaps: c.scanRemaps,
     unremaps: c.unremaps,
     scanPercent,
     pairId: st.pairId,
@@ -152,6 +153,7 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, health: 
     unrecoveredReads: a.unrecoveredReads,
     autoRemaps: c.autoRemaps,
     manualRemaps: c.manualRemaps,
+    scanRemaps: c.scanRemaps,
     relocations: a.relocations,
     relocationFailures: a.relocationFailures,
     healedBlocks: a.slotWritesCommitted,
@@ -185,7 +187,8 @@ export function describeStatsReport(s: ResultOf<'stats'>): string {
     `auto-remap        ${s.autoRemap ? 'on' : 'off'} (error threshold ${s.policy.errorThreshold}, ${s.policy.readRetries} read retries, backoff ${s.policy.retryBackoffMs} ms)`,
     `errors            ${s.writeErrors} write, ${s.readErrors} read, ${s.spareIoErrors} on the spare`,
     `reads             ${s.retries} retries, ${s.recoveredReads} recovered, ${s.unrecoveredReads} failed every try`,
-    `remaps            ${s.autoRemaps} automatic, ${s.manualRemaps} manual, ${s.relocations} relocations (${s.relocationFailures} failed)`,
+    `remaps            ${s.autoRemaps} automatic${s.scanRemaps === undefined ? '' : ` (${s.scanRemaps} found by the background scan)`}, ` +
+      `${s.manualRemaps} manual, ${s.relocations} relocations (${s.relocationFailures} failed)`,
     `blocks            ${s.pendingBlocks} pending (unreadable, healed by the next write), ${s.lostBlocks} lost, ${s.healedBlocks} written to their slots (redirected or healed), ${s.redrivenWrites} writes driven again (their block had left the slot), ${s.recoveredBlocks} lost blocks recovered by recheck`,
     `spare             ${s.freeSlots} free slots, ${s.retiredSlots} retired${s.spareFull ? ', FULL: errors reach the user' : ''}`,
     `passed through    ${s.passedThrough} failed requests returned to the user`,
@@ -206,7 +209,7 @@ export function describeStats(s: ResultOf<'stats'>): string {
   return (
     `auto_remap=${s.autoRemap ? 1 : 0} read_errors=${s.readErrors} write_errors=${s.writeErrors} retries=${s.retries} ` +
     `recovered_reads=${s.recoveredReads} unrecovered_reads=${s.unrecoveredReads} auto_remaps=${s.autoRemaps} ` +
-    `manual_remaps=${s.manualRemaps} relocations=${s.relocations} pending=${s.pendingBlocks} lost=${s.lostBlocks} ` +
+    `manual_remaps=${s.manualRemaps} scan_remaps=${s.scanRemaps ?? 0} relocations=${s.relocations} pending=${s.pendingBlocks} lost=${s.lostBlocks} ` +
     `spare_io_errors=${s.spareIoErrors} retired_slots=${s.retiredSlots} passed_through=${s.passedThrough} ` +
     `queued=${s.queue.queued + s.queue.running} free_slots=${s.freeSlots} outage=${s.outage.active ? 1 : 0} outages=${s.outage.outages} ` +
     `held=${s.outage.held} write_outage=${s.writeOutage.active ? 1 : 0} write_outages=${s.writeOutage.outages} ` +

@@ -7,6 +7,7 @@
 // or, for the error totals, since the last `clear_stats`; Prometheus reads a counter that went down as a
 // reset, which is what both are.
 import { Counter, Gauge, Histogram, Registry, type LabelValues, type MetricType } from 'prom-client';
+import type { Stats } from '../control/protocol.js';
 import type { DeviceSnapshot } from './collect.js';
 
 const DEVICE_LABELS = ['device', 'name'] as const;
@@ -89,6 +90,19 @@ export function latencyBuckets(log2Us: number[]): { le: string; count: number }[
   return out;
 }
 
+/**
+ * The `origin` series of dmremap_remaps_total from a daemon's `stats`: the persisted autoRemaps counts every
+ * remap not made by hand, scanRemaps those of them the background scan found, so auto is their difference.
+ * A daemon older than scanRemaps reports no scan series (its scan remaps are in auto). scanRemaps never
+ * exceeds autoRemaps (both only grow; a program older than the counter writes it back as 0): clamped anyway,
+ * a counter is never negative.
+ */
+export function remapsByOrigin(x: Pick<Stats, 'autoRemaps' | 'manualRemaps' | 'scanRemaps'>): Array<['auto' | 'scan' | 'manual', number]> {
+  if (x.scanRemaps === undefined) return [['auto', x.autoRemaps], ['manual', x.manualRemaps]];
+  const scan = Math.min(x.scanRemaps, x.autoRemaps);
+  return [['auto', x.autoRemaps - scan], ['scan', scan], ['manual', x.manualRemaps]];
+}
+
 /** The registry of one scrape: `snaps` (collectAll's answer) and how long collecting took. */
 export function buildRegistry(snaps: DeviceSnapshot[], collectSeconds: number): Registry {
   const reg = new Registry();
@@ -118,7 +132,11 @@ export function buildRegistry(snaps: DeviceSnapshot[], collectSeconds: number): 
   const retries = m.counter('dmremap_retries_total', 'Retries issued after errors.');
   const recovered = m.counter('dmremap_recovered_reads_total', 'Failed reads a retry recovered.');
   const unrecovered = m.counter('dmremap_unrecovered_reads_total', 'Failed reads that failed every retry.');
-  const remaps = m.counter('dmremap_remaps_total', 'Blocks remapped, ever, by origin (auto includes those the background scan found).', ['origin']);
+  const remaps = m.counter(
+    'dmremap_remaps_total',
+    'Blocks remapped, ever, by origin: auto (the error handling of users\' I/O), scan (what the background scan found), manual (the remap command).',
+    ['origin'],
+  );
   const unremaps = m.counter('dmremap_unremaps_total', 'Remaps undone by unremap, ever.');
   const relocations = m.counter('dmremap_relocations_total', 'Background moves of recovered blocks to the spare.');
   const relocationFailures = m.counter('dmremap_relocation_failures_total', 'Background moves given up (the block did not read).');
@@ -179,8 +197,7 @@ export function buildRegistry(snaps: DeviceSnapshot[], collectSeconds: number): 
     retries(l, x.retries);
     recovered(l, x.recoveredReads);
     unrecovered(l, x.unrecoveredReads);
-    remaps({ ...l, origin: 'auto' }, x.autoRemaps);
-    remaps({ ...l, origin: 'manual' }, x.manualRemaps);
+    for (const [origin, value] of remapsByOrigin(x)) remaps({ ...l, origin }, value);
     unremaps(l, st.remap.unremaps);
     relocations(l, x.relocations);
     relocationFailures(l, x.relocationFailures);

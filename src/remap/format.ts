@@ -23,6 +23,8 @@ import {
   COUNTER_SLOTS,
   OP_CODES,
   RemapState,
+  storedCounterCount,
+  zeroCounters,
   type OpName,
   type PersistentCounters,
   type ResolvedOp,
@@ -59,19 +61,28 @@ function putU48(b: Buffer, off: number, v: number): void {
   b.writeUInt16LE(Math.floor(v / TWO32), off + 4);
 }
 
-function readCounters(b: Buffer, off: number): PersistentCounters | null {
-  const c: Record<string, number> = {};
-  for (let i = 0; i < COUNTER_NAMES.length; i++) {
-    const v = u64(b, off + 8 * i);
-    if (v < 0) return null;
-    c[COUNTER_NAMES[i] as string] = v;
+/**
+ * Reads the counter slots at `off` as a spare of format version `v` stores them (storedCounterCount): the
+ * slots past those are reserved and ignored (a counter a version does not store reads as 0), so a newer
+ * program's counter in a reserved slot never makes this one refuse a record or a copy. null when a slot
+ * holds a value beyond Number.MAX_SAFE_INTEGER.
+ */
+function readCounters(b: Buffer, off: number, v: FormatVersion): PersistentCounters | null {
+  const c = zeroCounters();
+  const stored = storedCounterCount(v);
+  for (let i = 0; i < stored; i++) {
+    const x = u64(b, off + 8 * i);
+    if (x < 0) return null;
+    c[COUNTER_NAMES[i] as keyof PersistentCounters] = x;
   }
-  return c as unknown as PersistentCounters;
+  return c;
 }
 
-function putCounters(b: Buffer, off: number, c: PersistentCounters): void {
+/** Writes every counter slot: those version `v` stores from `c`, the reserved ones as 0. */
+function putCounters(b: Buffer, off: number, c: PersistentCounters, v: FormatVersion): void {
+  const stored = storedCounterCount(v);
   for (let i = 0; i < COUNTER_SLOTS; i++) {
-    const name = COUNTER_NAMES[i];
+    const name = i < stored ? COUNTER_NAMES[i] : undefined;
     putU64(b, off + 8 * i, name === undefined ? 0 : c[name]);
   }
 }
@@ -278,7 +289,7 @@ export function encodeTableCopy(
   putU64(b, TB.journalStartSeq, journalStartSeq);
   putU64(b, TB.entryCount, n);
   putU64(b, TB.retiredCount, retired.length);
-  putCounters(b, TB.counters, state.counters);
+  putCounters(b, TB.counters, state.counters, version);
   let off = TB.body;
   for (let i = 0; i < n; i++, off += ENTRY_SIZE) {
     const block = blocks[i] as number;
@@ -403,7 +414,7 @@ export class TableCopyDecoder {
     this.mainBlocks = ctx.mainBlocks;
     this.h = h;
     this.state = build ? new RemapState(ctx.geometry, ctx.mainBlocks) : null;
-    this.counters = readCounters(header, TB.counters);
+    this.counters = readCounters(header, TB.counters, ctx.geometry.version);
     if (this.counters === null) this.why = 'bad counters';
     this.storedCrc = header.readUInt32LE(TB.crc);
     this.crc = crc32c(header, 0, TB.crc);
@@ -548,11 +559,17 @@ export interface JournalRecord {
   crc: number;
 }
 
+/**
+ * Encodes a journal record of a spare of format version `version` into `into` at `at` (4096 bytes) and
+ * returns its CRC. The version decides which counters are stored (a version-1/2 spare's scanRemaps slot is
+ * reserved: written as 0).
+ */
 export function encodeJournalRecord(
   uuid: Buffer,
   rec: Omit<JournalRecord, 'crc'>,
   into: Buffer = Buffer.alloc(JOURNAL_RECORD_SIZE),
   at = 0,
+  version: FormatVersion = FORMAT_VERSION,
 ): number {
   if (rec.ops.length > MAX_OPS_PER_RECORD) throw new DmrError('E_INTERNAL', 'too many ops for one journal record');
   const b = into;
@@ -563,7 +580,7 @@ export function encodeJournalRecord(
   putU64(b, at + JR.seq, rec.seq);
   b.writeUInt32LE(rec.prevCrc >>> 0, at + JR.prevCrc);
   b.writeUInt16LE(rec.ops.length, at + JR.opCount);
-  putCounters(b, at + JR.counters, rec.counters);
+  putCounters(b, at + JR.counters, rec.counters, version);
   let off = at + JR.ops;
   for (const op of rec.ops) {
     b[off + OP.code] = OP_CODES[op.op];
@@ -599,7 +616,7 @@ export function decodeJournalRecord(
   if (b.readUInt32LE(at + JR.crc) !== crc) return bad('bad checksum');
   const generation = u64(b, at + JR.generation);
   const seq = u64(b, at + JR.seq);
-  const counters = readCounters(b, at + JR.counters);
+  const counters = readCounters(b, at + JR.counters, version);
   if (generation < 0 || seq < 0 || counters === null) return bad('bad header');
   const ops: ResolvedOp[] = [];
   const allowed = opFlagsOf(version);

@@ -15,11 +15,23 @@ export interface PersistentCounters {
   /** I/O error totals the daemon reports through RemapStore.setCounters(). */
   readErrors: number;
   writeErrors: number;
+  /**
+   * Of autoRemaps, those of origin scan (what the background scan found); not decremented by unremap.
+   * Only a format-version-3 spare stores the scan origin: on versions 1 and 2 it stays 0.
+   */
+  scanRemaps: number;
 }
 
-export const COUNTER_NAMES = ['manualRemaps', 'autoRemaps', 'unremaps', 'readErrors', 'writeErrors'] as const;
-/** On-disk counter slots (the ones past COUNTER_NAMES are reserved, written as 0). */
+/** The counters in their on-disk slot order (docs/FORMAT.md, *Counters*). */
+export const COUNTER_NAMES = ['manualRemaps', 'autoRemaps', 'unremaps', 'readErrors', 'writeErrors', 'scanRemaps'] as const;
+/** On-disk counter slots (the ones a spare's format version does not store are reserved, written as 0). */
 export const COUNTER_SLOTS = 8;
+
+/**
+ * How many of COUNTER_NAMES (from the first) a spare of format version `v` stores: version 3 also stores
+ * scanRemaps (slot 5); on versions 1 and 2 that slot is reserved (written as 0, ignored when read).
+ */
+export const storedCounterCount = (v: number): number => (v >= 3 ? 6 : 5);
 
 export const zeroCounters = (): PersistentCounters => ({
   manualRemaps: 0,
@@ -27,6 +39,7 @@ export const zeroCounters = (): PersistentCounters => ({
   unremaps: 0,
   readErrors: 0,
   writeErrors: 0,
+  scanRemaps: 0,
 });
 
 export const OP_CODES = { remap: 1, unremap: 2, lost: 3, mapped: 4, retire: 5, move: 6, errors: 7 } as const;
@@ -144,10 +157,11 @@ export class RemapState {
     switch (op.op) {
       case 'remap': {
         if (table.has(op.block)) throw new DmrError('E_REMAP_STATE', `block ${op.block} is already remapped`);
-        const was = allocator.take(op.slot);
+        // Checked before the slot is taken: a refused op changes nothing.
         if (op.scan && (!op.auto || this.allocator.geometry.version < 3)) {
           throw new DmrError('E_REMAP_STATE', `the scan origin is for an automatic remap on a format-version-3 spare (block ${op.block})`);
         }
+        const was = allocator.take(op.slot);
         const origin: EntryOrigin = entryOrigin(op.auto, op.scan);
         table.set(op.block, {
           slot: op.slot,
@@ -157,10 +171,13 @@ export class RemapState {
           errorCount: op.errorCount,
           dataOnMain: op.dataOnMain,
         });
+        // A scan remap is an automatic one too: it counts in autoRemaps and, apart, in scanRemaps.
         const key = op.auto ? 'autoRemaps' : 'manualRemaps';
         this.counters[key]++;
+        if (op.scan) this.counters.scanRemaps++;
         return () => {
           this.counters[key]--;
+          if (op.scan) this.counters.scanRemaps--;
           table.delete(op.block);
           allocator.giveBack(op.slot, was);
         };

@@ -698,6 +698,7 @@ export class RemapStore {
             { generation: this.gen, seq: this.nextSeq + j, prevCrc: prev, counters: rec.counters, ops: rec.ops },
             buf,
             j * JOURNAL_RECORD_SIZE,
+            this.geometry.version,
           );
           crcs.push(prev);
         }

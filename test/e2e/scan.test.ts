@@ -3,7 +3,7 @@
 // and the state is done; a dm-delay segment of 800 ms: its blocks are counted slow and relocated with their
 // data at the second pass (slow_threshold 2); and a running scan survives del + add (same spare, same state
 // dir) where it was; `map` draws what the pass found. kill -9 and fio verify during a scan: supervisor.test.ts
-// (its kill case runs a scan).
+// (its kill case runs a scan). The remaps the scan made count in `stats` autoRemaps and scanRemaps.
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
@@ -81,6 +81,8 @@ describe('the background scan', () => {
     // Each found by the scan, unless a user read (a probe) came first.
     expect(table.filter((e) => e.origin === 'scan').length).toBe(s.errorsFound);
     expect(s.errorsFound).toBeGreaterThanOrEqual(38);
+    // The persisted counters: every entry an automatic remap, those the scan found also in scanRemaps.
+    expect(await request(sock, 'stats', {})).toMatchObject({ autoRemaps: badBlocks.length, scanRemaps: s.errorsFound, manualRemaps: 0 });
     for (const b of badBlocks) expect(directRead(daemon.dev.blockPath, b).errno, `block ${b}`).toBe('EIO');
     // The surface map, made as a user makes it: each region's pending count is its bad blocks, the failed
     // reads are in the error bin, and a region with no bad block has none.
@@ -142,6 +144,13 @@ describe('the background scan', () => {
       stats = await request(sock, 'stats', {});
       expect(stats.slowBlocks).toBe(2 * SLOW.blocks);
       expect(stats.relocations).toBe(SLOW.blocks);
+      // Remaps of origin scan: in autoRemaps and in scanRemaps, as `stats` (the CLI, --json) shows them.
+      expect(stats).toMatchObject({ autoRemaps: SLOW.blocks, scanRemaps: SLOW.blocks, manualRemaps: 0 });
+      const cli = dmr('stats', daemon.dev.blockPath, '--json');
+      expect(cli.status, cli.stderr).toBe(0);
+      expect(JSON.parse(cli.stdout)).toMatchObject({ autoRemaps: SLOW.blocks, scanRemaps: SLOW.blocks });
+      const human = dmr('stats', daemon.dev.blockPath);
+      expect(human.stdout).toMatch(new RegExp(`^remaps +${SLOW.blocks} automatic \\(${SLOW.blocks} found by the background scan\\), 0 manual`, 'm'));
     } finally {
       src.setLinear(main);
     }

@@ -11,7 +11,8 @@ import { Daemon } from '../../src/device/daemon.js';
 import { main } from '../../src/cli/main.js';
 import { downLine } from '../../src/cli/exporter.js';
 import { Exporter } from '../../src/exporter/server.js';
-import { latencyBuckets } from '../../src/exporter/metrics.js';
+import { latencyBuckets, remapsByOrigin } from '../../src/exporter/metrics.js';
+import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import { listenSchema } from '../../src/exporter/listen.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
 import { captureCtx, cliSpawn, DEAD_PID, deviceConfig, fakeFor, makeWorld, quietLog, type World } from './helpers.js';
@@ -119,6 +120,50 @@ describe('exporter', () => {
     }
   });
 
+  it('remaps by origin: auto (a user read that failed every try), scan (the background scan), manual, each its own series; promtool accepts it', async () => {
+    const policy = { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 };
+    const d = await Daemon.start(deviceConfig(w, { name: 'data', policy }), {
+      native, runDir: w.runDir, log: quietLog(), logFile: null, stateDir: path.join(w.root, 'state'),
+    });
+    daemons.push(d);
+    const dev = native.devices.at(-1) as FakeDevice;
+    const sock = path.join(w.runDir, `${d.info.devId}.sock`);
+    const bs = d.status().blockSize;
+    const until = async (what: () => Promise<boolean>): Promise<void> => {
+      const end = Date.now() + 8000;
+      while (!(await what())) {
+        if (Date.now() > end) throw new Error('timed out');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    };
+    // Two blocks the scan finds unreadable: pending, origin scan.
+    native.cfg.failReads.push({ device: 'main', offset: 100 * bs, bytes: bs, code: 'EIO' }, { device: 'main', offset: 300 * bs, bytes: bs, code: 'EIO' });
+    await request(sock, 'scan_start', {});
+    await until(async () => (await request(sock, 'scan', {})).state === 'done');
+    // A user's read of block 12 fails every try: pending, origin auto.
+    native.cfg.failReads.push({ device: 'main', offset: 12 * bs, bytes: bs, code: 'ENODATA' });
+    const f = { type: 'io_fault' as const, queue: 0, tag: 1, seq: 1, kind: 'error' as const, op: 'read' as const, block: 12, blocks: 1, attempt: 0, latencyUs: 100, written: [],
+      failed: [{ device: 'main' as const, block: 12, blocks: 1, errno: 61 }] };
+    dev.emit(f);
+    expect(await dev.awaitResolution(f)).toEqual({ action: 'fail', errno: 5 });
+    await request(sock, 'remap', { sector: (500 * bs) / 512 });
+    const origins = (await request(sock, 'table', {})).entries.map((e) => `${e.block}:${e.origin}`);
+    expect(origins).toEqual(['12:auto', '100:scan', '300:scan', '500:manual']);
+    const stats = await request(sock, 'stats', {});
+    expect(stats).toMatchObject({ autoRemaps: 3, scanRemaps: 2, manualRemaps: 1 });
+    const text = await (await fetch(`${await exporter()}/metrics`)).text();
+    const l = `device="${d.info.blockPath}",name="data"`;
+    expect(sample(text, `dmremap_remaps_total{${l},origin="auto"}`)).toBe(1);
+    expect(sample(text, `dmremap_remaps_total{${l},origin="scan"}`)).toBe(2);
+    expect(sample(text, `dmremap_remaps_total{${l},origin="manual"}`)).toBe(1);
+    expect(text).toMatch(/^# HELP dmremap_remaps_total .*auto .*scan .*manual/m);
+    if (!SKIP_PROMTOOL) {
+      const r = promtool(['check', 'metrics'], text);
+      expect(r.output).toBe('');
+      expect(r.status).toBe(0);
+    }
+  });
+
   it('a device whose daemon never answers is up 0 within the timeout; the others are still exported', async () => {
     const { d } = await startDaemon('data', w.main, w.spare);
     const silent = await silentDevice(7);
@@ -210,6 +255,15 @@ describe('the exporter\'s "is down" line', () => {
     const line = downLine({ device: '/dev/ublkb3', name: 'gone', error: 'cannot connect to /run/x\u001b[2J\nfake: line.sock: ENOENT' });
     expect(line).toBe('dmremap-ublk exporter: /dev/ublkb3 (gone) is down: cannot connect to /run/x\\u001b[2J\\u000afake: line.sock: ENOENT\n');
     expect(downLine({ device: '/dev/ublkb\u009b4', name: '', error: null })).toBe('dmremap-ublk exporter: /dev/ublkb\\u009b4 is down: down\n');
+  });
+});
+
+describe('remapsByOrigin', () => {
+  it('auto is autoRemaps without the scan\'s; a daemon without scanRemaps has no scan series; never negative', () => {
+    expect(remapsByOrigin({ autoRemaps: 5, scanRemaps: 2, manualRemaps: 1 })).toEqual([['auto', 3], ['scan', 2], ['manual', 1]]);
+    expect(remapsByOrigin({ autoRemaps: 5, scanRemaps: 0, manualRemaps: 0 })).toEqual([['auto', 5], ['scan', 0], ['manual', 0]]);
+    expect(remapsByOrigin({ autoRemaps: 5, manualRemaps: 1 })).toEqual([['auto', 5], ['manual', 1]]);
+    expect(remapsByOrigin({ autoRemaps: 1, scanRemaps: 4, manualRemaps: 0 })).toEqual([['auto', 0], ['scan', 1], ['manual', 0]]);
   });
 });
 

@@ -338,6 +338,8 @@ describe('remap CLI commands', () => {
     expect(JSON.parse(t.out)).toMatchObject({ total: 1, entries: [{ block: 14, slot: 0 }] });
     const st = await run('status', 'data');
     expect(st.out.split('\n')[0]).toMatch(/^0 16384 remap v2\.0 1\/\d+ 0\/\d+ 1\/\d+ health=watch errors=W0:R0 auto_remaps=0 manual_remaps=1 scan=0%$/);
+    // The device flags line keeps its flags and tells the buffer strategy after them.
+    expect(st.out).toMatch(/^ {2}device flags 0x[0-9a-f]+: [^\n]*; (zero copy|copy into (registered|plain) buffers)$/m);
     expect(JSON.parse((await run('status', 'data', '--json')).out).remap.manualRemaps).toBe(1);
     expect((await run('message', 'data', 'unremap', '14')).out).toBe('unremapped sector 14 (block 14): data moved back to main, spare slot 0 freed\n');
     expect((await run('message', 'data', 'status')).out).toMatch(/^0 16384 remap v2\.0 0\//);

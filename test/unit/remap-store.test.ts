@@ -110,7 +110,7 @@ describe('format and round-trip', () => {
     const r = await RemapStore.open(io, opts());
     expect(snap(r)).toBe(last);
     expect(r.report.repairs).toEqual([]);
-    expect(r.store.counters()).toEqual({ manualRemaps: 4, autoRemaps: 44, unremaps: 2, readErrors: 4, writeErrors: 2 });
+    expect(r.store.counters()).toEqual({ manualRemaps: 4, autoRemaps: 44, unremaps: 2, readErrors: 4, writeErrors: 2, scanRemaps: 0 });
     expect(r.allocator.retiredSlots()).toEqual([0]);
     expect(r.table.get(6)?.state).toBe('lost');
     expect(r.store.generation).toBeGreaterThan(3); // several compactions happened
@@ -129,7 +129,7 @@ describe('format and round-trip', () => {
     s.apply(s.resolve({ op: 'remap', block: 999, origin: 'auto', lost: true, errorCount: 70000 }, T0));
     s.apply(s.resolve({ op: 'remap', block: 3, origin: 'manual' }, 2 ** 48 - 1));
     s.apply(s.resolve({ op: 'retire', slot: 5 }, T0));
-    s.counters = { manualRemaps: 2 ** 53 - 1, autoRemaps: 1, unremaps: 2, readErrors: 3, writeErrors: 4 };
+    s.counters = { manualRemaps: 2 ** 53 - 1, autoRemaps: 1, unremaps: 2, readErrors: 3, writeErrors: 4, scanRemaps: 5 };
     const { buf, crc } = encodeTableCopy(s, uuid, 7, 42);
     const area = Buffer.alloc(g.tableCopyLen);
     buf.copy(area);
@@ -565,7 +565,7 @@ describe('counters survive restart', () => {
     await r.store.commit({ op: 'unremap', block: 1 });
     r.store.setCounters({ readErrors: 10, writeErrors: 3 });
     await r.store.commitBatch([]);
-    const want = { manualRemaps: 1, autoRemaps: 0, unremaps: 1, readErrors: 10, writeErrors: 3 };
+    const want = { manualRemaps: 1, autoRemaps: 0, unremaps: 1, readErrors: 10, writeErrors: 3, scanRemaps: 0 };
     expect((await RemapStore.open(io, opts())).store.counters()).toEqual(want);
     r.store.setCounters({ readErrors: 11 });
     await r.store.compact();

@@ -296,7 +296,7 @@ describe('RemapState ops', () => {
     expect(s.table.get(7)).toMatchObject({ slot: 2, state: 'lost', errorCount: 5 });
     expect(s.allocator.isRetired(0)).toBe(true);
     s.apply(s.resolve({ op: 'unremap', block: 9 }, now));
-    expect(s.counters).toEqual({ manualRemaps: 1, autoRemaps: 1, unremaps: 1, readErrors: 0, writeErrors: 0 });
+    expect(s.counters).toEqual({ manualRemaps: 1, autoRemaps: 1, unremaps: 1, readErrors: 0, writeErrors: 0, scanRemaps: 0 });
     expect(s.allocator.peek()).toBe(1);
   });
 

@@ -9,6 +9,7 @@ import { request } from '../../src/control/client.js';
 import { readEntryOf, writeEntry, type RegistryEntryV2 } from '../../src/control/registry.js';
 import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import { Daemon } from '../../src/device/daemon.js';
+import { describeStatsReport } from '../../src/device/remap-control.js';
 import { DmrError } from '../../src/errors.js';
 import { loadScan, scanFilePath } from '../../src/scan/scan-file.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
@@ -79,6 +80,15 @@ describe('the scan over the control socket', () => {
     expect(e).toMatchObject({ state: 'lost' });
     const stats = await request(sock, 'stats', {});
     expect(stats).toMatchObject({ readErrors: 1, unrecoveredReads: 1, slowIos: 0, slowBlocks: 0, pendingBlocks: 1 });
+    // A remap of origin scan: counted in autoRemaps and, apart, in scanRemaps (stats, status, the outputs).
+    expect(e).toMatchObject({ origin: 'scan' });
+    expect(stats).toMatchObject({ autoRemaps: 1, scanRemaps: 1, manualRemaps: 0 });
+    expect((await request(sock, 'status', {})).remap).toMatchObject({ autoRemaps: 1, scanRemaps: 1, manualRemaps: 0 });
+    expect(describeStatsReport(stats)).toMatch(/^remaps {12}1 automatic \(1 found by the background scan\), 0 manual, /m);
+    expect((await request(sock, 'message', { words: ['stats'] })).reply).toMatch(/ auto_remaps=1 manual_remaps=0 scan_remaps=1 /);
+    // From a daemon older than the field: the automatic remaps without the scan's share.
+    const { scanRemaps: _, ...older } = stats;
+    expect(describeStatsReport(older)).toMatch(/^remaps {12}1 automatic, 0 manual, /m);
     // The next pass comes to the pending block: it reads on main now, so it goes back there.
     native.cfg.failReads.length = 0;
     await request(sock, 'scan_start', {});
@@ -86,6 +96,11 @@ describe('the scan over the control socket', () => {
     expect(daemon?.['engine']?.store.table.get(block)).toBeUndefined();
     expect(await request(sock, 'stats', {})).toMatchObject({ recoveredBlocks: 1, pendingBlocks: 0 });
     expect(await scan()).toMatchObject({ pass: 2, errorsFound: 0 });
+    // Remaps ever made: the block leaving the table takes nothing back, and a new daemon reads it from the spare.
+    expect(await request(sock, 'stats', {})).toMatchObject({ autoRemaps: 1, scanRemaps: 1 });
+    await stop();
+    await start();
+    expect(await request(sock, 'stats', {})).toMatchObject({ autoRemaps: 1, scanRemaps: 1, manualRemaps: 0 });
   });
 
   it('refuses commands that do not fit the state (E_SCAN_STATE) and a rate that is not above 0 (E_USAGE), changing nothing', async () => {
