@@ -269,6 +269,7 @@ export function daemonArgs(flags: AddFlags): string[] {
   if (d.spareSize !== undefined) args.push('--spare-size', String(d.spareSize));
   if (d.forceFormat === true) args.push('--force-format');
   if (d.requireTable === true) args.push('--require-table');
+  if (d.tableUuid !== undefined) args.push('--table-uuid', d.tableUuid);
   const p = d.policy;
   // Which of them were given (the rest came from the config file): the daemon's entry keeps only those.
   const given = d.policyGiven ?? flags.policyFlags;

@@ -290,6 +290,88 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     expect(msg).not.toContain('--force-format');
   }, 60_000);
 
+  const record = (name: string): Record<string, unknown> => JSON.parse(fs.readFileSync(path.join(w.devicesDir, `${name}.json`), 'utf8')) as Record<string, unknown>;
+  const pairIdOf = (dev: string): string => (JSON.parse(run(['status', dev, '--json']).stdout) as { remap: { pairId: string } }).remap.pairId;
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+  it('the record names the spare\'s table (its UUID): up comes up on that table and refuses an old copy of the spare holding another, changing nothing', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    const first = pairIdOf('a');
+    expect(first).toMatch(UUID);
+    expect(record('a').tableUuid).toBe(first);
+    expect(run(['remap', 'a', '8']).status).toBe(0);
+    expect(lines(['down', 'a']).status).toBe(0);
+    // The matching table comes up (with its remap).
+    expect(lines(['up', 'a']).lines).toEqual([expect.objectContaining({ name: 'a', result: 'up' })]);
+    expect(pairIdOf('a')).toBe(first);
+    expect(lines(['down', 'a']).status).toBe(0);
+
+    // A copy of the spare disk is kept; the spare is then wiped and formatted again for the same main (a new
+    // table), and the record follows it (enable of the running device).
+    const clone = fs.readFileSync(w.spare);
+    fs.writeFileSync(w.spare, Buffer.alloc(clone.length));
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a']).status).toBe(0);
+    const second = pairIdOf('a');
+    expect(second).not.toBe(first);
+    expect(run(['enable', 'a']).status).toBe(0);
+    expect(record('a').tableUuid).toBe(second);
+    expect(lines(['down', 'a']).status).toBe(0);
+
+    // The old copy is back in the spare's place: same main, its table, but not the recorded one.
+    fs.writeFileSync(w.spare, clone);
+    const recBefore = fs.readFileSync(path.join(w.devicesDir, 'a.json'), 'utf8');
+    const up = lines(['up', 'a']);
+    expect(up.status).toBe(1);
+    expect(up.lines).toEqual([expect.objectContaining({ name: 'a', result: 'failed', error: expect.objectContaining({ code: 'E_SPARE_OTHER_TABLE' }) })]);
+    expect(up.lines[0]?.error?.message).toBe(
+      `the spare ${w.spare} holds remap table ${first}, not table ${second} recorded for device a (an old copy of the spare, or one formatted again since?): not brought up, nothing written`,
+    );
+    // The unit's command refuses it the same way, in one line.
+    const fg = run(['up', '--foreground', 'a']);
+    expect([fg.status, fg.stderr]).toEqual([1, `dmremap-ublk: ${up.lines[0]?.error?.message}\n`]);
+    // Nothing changed: no device, no registry entry, the spare's bytes and the record as they were.
+    expect(w.devNodes()).toEqual([]);
+    expect(readEntries(w.runDir).live).toEqual([]);
+    expect(fs.readFileSync(w.spare).equals(clone)).toBe(true);
+    expect(fs.readFileSync(path.join(w.devicesDir, 'a.json'), 'utf8')).toBe(recBefore);
+  }, 90_000);
+
+  it('the add that up runs (and the daemon itself) refuse another table too: add --table-uuid, detached and in the foreground', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a']).status).toBe(0);
+    const mine = pairIdOf('a');
+    expect(run(['del', 'a']).status).toBe(0);
+    const other = '00000000-1111-2222-3333-444444444444';
+    const spareBefore = fs.readFileSync(w.spare);
+    const detached = run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--table-uuid', other]);
+    expect([detached.status, detached.stderr]).toEqual([1, `dmremap-ublk: the spare ${w.spare} holds remap table ${mine}, not table ${other} recorded for device a (an old copy of the spare, or one formatted again since?): not brought up, nothing written\n`]);
+    // In the foreground no precheck runs before the daemon: Daemon.start refuses it (before the store opens the table).
+    const fg = run(['add', '--main', w.main, '--spare', w.spare, '--table-uuid', other, '--foreground']);
+    expect([fg.status, fg.stderr]).toEqual([1, `dmremap-ublk: the spare ${w.spare} holds remap table ${mine}, not table ${other} recorded for main ${w.main} (an old copy of the spare, or one formatted again since?): not brought up, nothing written\n`]);
+    expect(w.devNodes()).toEqual([]);
+    expect(fs.readFileSync(w.spare).equals(spareBefore)).toBe(true);
+    // Bad input: not a UUID; contradicting --force-format.
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--table-uuid', 'ABC']).stderr).toBe('dmremap-ublk: --table-uuid must be a remap table\'s UUID (lower-case hex, 8-4-4-4-12, as status --json shows remap.pairId), got "ABC"\n');
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--table-uuid', other, '--force-format']).status).toBe(2);
+    // The right one comes up.
+    const ok = run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--table-uuid', mine]);
+    expect([ok.status, ok.stderr]).toEqual([0, '']);
+  }, 60_000);
+
+  it('a record written before the table UUID was kept (no tableUuid) still comes up; enable again adds it', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    expect(lines(['down', 'a']).status).toBe(0);
+    const { tableUuid, ...old } = record('a');
+    expect(tableUuid).toMatch(UUID);
+    fs.writeFileSync(path.join(w.devicesDir, 'a.json'), JSON.stringify(old, null, 2));
+    expect(lines(['up', 'a']).lines).toEqual([expect.objectContaining({ name: 'a', result: 'up' })]);
+    expect(record('a').tableUuid).toBeUndefined();
+    expect(run(['enable', 'a']).status).toBe(0);
+    expect(record('a').tableUuid).toBe(tableUuid);
+    // A malformed one is an invalid record, reported by file.
+    fs.writeFileSync(path.join(w.devicesDir, 'a.json'), JSON.stringify({ ...old, tableUuid: 'nope' }));
+    expect(lines(['up', 'a']).lines).toEqual([expect.objectContaining({ result: 'invalid', error: { code: 'E_RECORD', message: 'tableUuid: is not a remap table UUID (8-4-4-4-12 lower-case hex)' } })]);
+  }, 60_000);
+
   it('up does not report a recorded device as already up when only another device of the same name (other disks) runs', () => {
     expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
     expect(lines(['down', 'a']).status).toBe(0);
