@@ -8,6 +8,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../atomic-file.js';
 import { DmrError, errorCodeOf } from '../errors.js';
+import { DAEMON_THREADPOOL_SIZE } from '../../bin/spawn-env.js';
 
 export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
 export const DEFAULT_UDEV_DIR = '/etc/udev/rules.d';
@@ -53,13 +54,20 @@ export function execWord(p: string): string {
   return /\s/.test(word) ? `"${word}"` : word;
 }
 
+/** The template's line that gives the daemon its libuv pool size (replaced with DAEMON_THREADPOOL_SIZE). */
+const POOL_LINE = /^Environment=UV_THREADPOOL_SIZE=\S*$/m;
+
 /** The unit files' text for this installation: ExecStart runs `program` (its paths, each one word). */
 export function renderUnits(program: readonly string[] = thisProgram()): Record<(typeof UNIT_FILES)[number], string> {
   const exec = program.map(execWord).join(' ');
   const read = (f: string): string => fs.readFileSync(path.join(SOURCE_DIR, f), 'utf8');
   const template = read(TEMPLATE_UNIT);
   if (!template.includes(`ExecStart=${SHIPPED_EXEC} `)) throw new DmrError('E_INTERNAL', `${TEMPLATE_UNIT} has no ExecStart=${SHIPPED_EXEC}`);
-  return { [TEMPLATE_UNIT]: template.replace(`ExecStart=${SHIPPED_EXEC} `, `ExecStart=${exec} `), [TARGET_UNIT]: read(TARGET_UNIT) };
+  // The daemon's pool size comes from the one place that sets it for every daemon (bin/spawn-env.js), not
+  // from the shipped file's copy of the number.
+  if (!POOL_LINE.test(template)) throw new DmrError('E_INTERNAL', `${TEMPLATE_UNIT} has no Environment=UV_THREADPOOL_SIZE= line`);
+  const unit = template.replace(`ExecStart=${SHIPPED_EXEC} `, `ExecStart=${exec} `).replace(POOL_LINE, `Environment=UV_THREADPOOL_SIZE=${DAEMON_THREADPOOL_SIZE}`);
+  return { [TEMPLATE_UNIT]: unit, [TARGET_UNIT]: read(TARGET_UNIT) };
 }
 
 export interface Systemctl {

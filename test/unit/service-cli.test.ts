@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readEntries } from '../../src/control/registry.js';
 import { DAEMON_THREADPOOL_SIZE } from '../../src/supervisor/child-process.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
-import { cli, cliSpawn, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
+import { cli, cliEnv, cliSpawn, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
 import { IN_CI } from './promtool.js';
 
 const FAKE = { features: '0xd8' }; // user recovery: a killed daemon leaves its device quiesced
@@ -198,6 +198,8 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     expect(unit).toMatch(/\nType=notify\n/);
     // systemd starts the daemon itself: the pool size the supervisor gives its children is in the unit.
     expect(unit).toContain(`\nEnvironment=UV_THREADPOOL_SIZE=${DAEMON_THREADPOOL_SIZE}\n`);
+    // Written from bin/spawn-env.js's value; the shipped file (verified as it is) says the same.
+    expect(fs.readFileSync(path.join(REPO, 'scripts/systemd/dmremap-ublk@.service'), 'utf8')).toContain(`\nEnvironment=UV_THREADPOOL_SIZE=${DAEMON_THREADPOOL_SIZE}\n`);
     expect(fs.readFileSync(path.join(rules, '90-dmremap-ublk.rules'), 'utf8')).toMatch(/KERNEL=="ublkb\[0-9\]\*".*SYMLINK\+="dmremap\/%c"/);
     expect(install([]).stdout).toBe(`${files.map((f) => `${f}: unchanged`).join('\n')}\nsystemd reloaded, dmremap-ublk.target enabled; "dmremap-ublk enable <name>" enables a device's unit\n`);
     expect(fs.readFileSync(log, 'utf8')).toBe('daemon-reload\nenable dmremap-ublk.target\ndaemon-reload\nenable dmremap-ublk.target\n');
@@ -415,6 +417,21 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     } else {
       expect(add.status).not.toBe(0);
       expect(fs.existsSync(path.join(w.devicesDir, 'vol.json'))).toBe(false);
+    }
+  }, 60_000);
+
+  it('a detached add under a unit (NOTIFY_SOCKET set) passes on neither the socket nor the watchdog to its supervisor and daemon', () => {
+    const env = { ...cliEnv(w, FAKE), NOTIFY_SOCKET: path.join(w.root, 'notify.sock'), WATCHDOG_USEC: '1000000', WATCHDOG_PID: String(process.pid) };
+    const add = spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'add', '--main', w.main, '--spare', w.spare, '--name', 'vol'], { env, encoding: 'utf8', timeout: 30_000 });
+    expect([add.status, add.stderr]).toEqual([0, '']);
+    const [e] = readEntries(w.runDir).live;
+    const sup = supervisorOf(e?.pid ?? 0);
+    expect(sup).not.toBeNull();
+    const environ = (pid: number): string[] => fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+    for (const pid of [e?.pid ?? 0, sup ?? 0]) {
+      const names = environ(pid).map((kv) => kv.slice(0, kv.indexOf('=')));
+      expect(names).toContain('DMREMAP_RUN_DIR');
+      expect(names.filter((n) => ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID'].includes(n))).toEqual([]);
     }
   }, 60_000);
 
