@@ -527,18 +527,21 @@ Options:
   --json       print a JSON array of {"name","record","result","blockPath","devId","error"}
   -h, --help   show this help
 `,
-  'install-systemd': `Usage: dmremap-ublk install-systemd [--prefix DIR] [--json]
+  'install-systemd': `Usage: dmremap-ublk install-systemd [--prefix DIR] [--force] [--json]
 
 Writes the systemd units dmremap-ublk@.service (one recorded device; Type=notify, restarted on failure,
 recovering the device) and dmremap-ublk.target into /etc/systemd/system, with ExecStart running this
 installation (its node and bin/dmremap-ublk.js), and the udev rule 90-dmremap-ublk.rules (so that systemd
 knows /dev/dmremap/<name> and fstab can mount it) into /etc/udev/rules.d. Where systemd runs: systemctl
 daemon-reload, udevadm control --reload, and enables dmremap-ublk.target. Idempotent (an unchanged file is
-left alone). Then \`enable <name>\` enables a device's unit.
+left alone). A file edited here (it differs from what install-systemd wrote: each file's first line holds
+the hash of the rest) is kept, and said so; --force replaces it. Then \`enable <name>\` enables a device's unit.
 
 Options:
   --prefix DIR  install under DIR (DIR/etc/systemd/system, DIR/etc/udev/rules.d) and reload nothing
-  --json        print {"files":[{"file","changed"}],"reloaded"}
+  --force       replace files edited here too
+  --json        print {"files":[{"file","changed","action"}],"kept":[file...],"reloaded"}; action is
+                written, unchanged or kept
   -h, --help    show this help
 `,
 } as const;

@@ -328,10 +328,11 @@ export type UpFlags = z.output<typeof upFlagsSchema>;
 export const downOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const enableOptions = { ...json, ...help } as const satisfies OptionSpecs;
 
-/** install-systemd's flags: --prefix DIR (a root to install under instead of /), --json. */
-export const installSystemdOptions = { prefix: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
+/** install-systemd's flags: --prefix DIR (a root to install under instead of /), --force (replace files edited here), --json. */
+export const installSystemdOptions = { prefix: { type: 'string' }, force: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 export const installSystemdFlagsSchema = z.object({
   prefix: z.string().min(1, '--prefix must not be empty').transform((p) => path.resolve(p)).optional(),
+  force: z.boolean().default(false),
   json: z.boolean().default(false),
 });
 export type InstallSystemdFlags = z.output<typeof installSystemdFlagsSchema>;

@@ -192,7 +192,7 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     const inst = install(['--json']);
     expect(inst.stderr).toBe('');
     const files = [path.join(units, 'dmremap-ublk@.service'), path.join(units, 'dmremap-ublk.target'), path.join(rules, '90-dmremap-ublk.rules')];
-    expect(JSON.parse(inst.stdout)).toEqual({ reloaded: true, files: files.map((file) => ({ file, changed: true })) });
+    expect(JSON.parse(inst.stdout)).toEqual({ reloaded: true, kept: [], files: files.map((file) => ({ file, changed: true, action: 'written' })) });
     const unit = fs.readFileSync(path.join(units, 'dmremap-ublk@.service'), 'utf8');
     expect(unit).toContain(`\nExecStart=${process.execPath} ${path.join(REPO, 'bin/dmremap-ublk.js')} up --foreground %i\n`);
     expect(unit).toMatch(/\nType=notify\n/);
@@ -219,6 +219,53 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     expect(withUnits(['disable', 'vol']).stdout).toBe(`vol: disabled, record ${path.join(w.devicesDir, 'vol.json')}\n`);
     expect(withUnits(['enable', 'vol']).stdout).toBe(`vol: enabled, record ${path.join(w.devicesDir, 'vol.json')} (systemd: dmremap-ublk@vol.service enabled)\n`);
     expect(fs.readFileSync(log, 'utf8').split('\n').slice(4)).toEqual(['enable dmremap-ublk@vol.service', 'disable dmremap-ublk@vol.service', 'enable dmremap-ublk@vol.service', '']);
+  }, 60_000);
+
+  it('install-systemd keeps a unit, target or udev rule edited here (one line; --json lists it), --force replaces it; an earlier version\'s unedited file is replaced', () => {
+    const root = path.join(w.root, 'root');
+    const install = (args: string[]) => spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', '--prefix', root, ...args], { encoding: 'utf8' });
+    expect(install([]).status).toBe(0);
+    const unit = path.join(root, 'etc/systemd/system/dmremap-ublk@.service');
+    const target = path.join(root, 'etc/systemd/system/dmremap-ublk.target');
+    const rule = path.join(root, 'etc/udev/rules.d/90-dmremap-ublk.rules');
+    const written = fs.readFileSync(unit, 'utf8');
+    expect(written).toMatch(/^# Written by dmremap-ublk install-systemd; sha256 of the lines below: [0-9a-f]{64} /);
+    // An admin edits the unit and the rule.
+    const editedUnit = written.replace('TimeoutStartSec=180', 'TimeoutStartSec=600');
+    fs.writeFileSync(unit, editedUnit);
+    fs.writeFileSync(rule, `${fs.readFileSync(rule, 'utf8')}# local addition\n`);
+    const again = install([]);
+    expect(again.status).toBe(0);
+    expect(again.stdout).toBe(
+      `${unit}: kept: edited here (it differs from what install-systemd wrote); left as it is ("dmremap-ublk install-systemd --force" replaces it)\n` +
+        `${target}: unchanged\n` +
+        `${rule}: kept: edited here (it differs from what install-systemd wrote); left as it is ("dmremap-ublk install-systemd --force" replaces it)\n` +
+        `installed under ${root}: nothing reloaded\n`,
+    );
+    expect(fs.readFileSync(unit, 'utf8')).toBe(editedUnit);
+    expect(JSON.parse(install(['--json']).stdout)).toEqual({
+      reloaded: false,
+      kept: [unit, rule],
+      files: [
+        { file: unit, changed: false, action: 'kept' },
+        { file: target, changed: false, action: 'unchanged' },
+        { file: rule, changed: false, action: 'kept' },
+      ],
+    });
+    // An admin's own file (no mark) is kept too.
+    fs.writeFileSync(target, '[Unit]\nDescription=mine\n');
+    expect(JSON.parse(install(['--json']).stdout).kept).toEqual([unit, target, rule]);
+    // --force replaces them all.
+    expect(JSON.parse(install(['--force', '--json']).stdout).files.map((f: { action: string }) => f.action)).toEqual(['written', 'written', 'written']);
+    expect(fs.readFileSync(unit, 'utf8')).toBe(written);
+    expect(JSON.parse(install(['--json']).stdout).kept).toEqual([]);
+    // A unit an earlier version wrote (before the mark line; its own ExecStart), unedited, is this program's to replace.
+    fs.copyFileSync(path.join(REPO, 'test/unit/fixtures/units-8855ced/dmremap-ublk@.service'), unit);
+    expect(JSON.parse(install(['--json']).stdout).files[0]).toEqual({ file: unit, changed: true, action: 'written' });
+    expect(fs.readFileSync(unit, 'utf8')).toBe(written);
+    // ... but one an earlier version wrote and an admin then edited is kept.
+    fs.writeFileSync(unit, fs.readFileSync(path.join(REPO, 'test/unit/fixtures/units-8855ced/dmremap-ublk@.service'), 'utf8').replace('RestartSec=2', 'RestartSec=5'));
+    expect(JSON.parse(install(['--json']).stdout).kept).toEqual([unit]);
   }, 60_000);
 
   const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' }).status === 0;
