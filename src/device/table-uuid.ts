@@ -3,7 +3,8 @@
 // spare that holds a table of the same main from another copy: an old clone of the spare disk, taken before the
 // spare was formatted again. It is read from the superblock alone (copy 0, else copy 1, as the store picks it),
 // before anything is claimed (`up`, a plain read) and again on the claimed spare before the store opens it (the
-// daemon, and add's precheck): a refusal writes nothing.
+// daemon, and add's precheck): a refusal writes nothing. Only a table of the same main (its fingerprint) is
+// refused here: another main's is the store's to refuse (E_SPARE_FOREIGN), which says so.
 import fs from 'node:fs';
 import { DmrError } from '../errors.js';
 import { decodeSuperblock } from '../remap/format.js';
