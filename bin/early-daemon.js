@@ -3,19 +3,16 @@
 // supervisor's own instead of after it. In the TCG test VM a process takes about a second or two to load the
 // bundle, and `add` starts three of them one after another (the CLI, the supervisor, the daemon).
 //
-// Spawned exactly as src/supervisor/child-process.ts spawns a supervised child (the same environment names,
-// checked by test/unit/early-daemon.test.ts), and only when runSupervise would spawn it at once anyway: the
+// Spawned exactly as src/supervisor/child-process.ts spawns a supervised child (the same options, and the
+// environment both build with bin/spawn-env.js daemonEnv), and only when runSupervise would spawn it at once anyway: the
 // command is add or recover with --foreground. Its exit is listened for from here on, so that an exit before
 // the bundle is loaded is not missed; src/cli/supervise.ts adopts it as the first child
 // (src/supervisor/child-process.ts adoptChild). DMREMAP_NO_EARLY_DAEMON=1 turns it off.
 import { spawn } from 'node:child_process';
 import { PassThrough } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { daemonEnv } from './spawn-env.js';
 
-export const READY_FD_ENV = 'DMREMAP_READY_FD';
-export const SUPERVISOR_PID_ENV = 'DMREMAP_SUPERVISOR_PID';
-/** libuv's pool size for the daemon, as src/supervisor/child-process.ts DAEMON_THREADPOOL_SIZE (why: there). */
-export const DAEMON_THREADPOOL_SIZE = '16';
 const BIN = fileURLToPath(new URL('./dmremap-ublk.js', import.meta.url));
 
 /** The daemon's argv when `argv` (the CLI's, without node and the script) is one that starts it at once, else null. */
@@ -38,7 +35,7 @@ export function startEarlyDaemon(argv, env = process.env, command = [process.exe
   const child = spawn(exe, [...pre, ...args], {
     cwd: '/',
     stdio: ['ignore', 'inherit', 'inherit', 'pipe'],
-    env: { ...env, UV_THREADPOOL_SIZE: env.UV_THREADPOOL_SIZE ?? DAEMON_THREADPOOL_SIZE, [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) },
+    env: daemonEnv(env, process.pid),
   });
   const exited = new Promise((resolve) => {
     child.on('exit', (code, signal) => resolve({ code, signal }));

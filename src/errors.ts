@@ -68,6 +68,9 @@ export const ERROR_CODES = {
   // The spare region holds something a user may care about (a filesystem, swap, a partition table, LUKS,
   // LVM, RAID: blkid found it) or cannot be checked; --force-format overwrites it.
   E_SPARE_IN_USE: 1,
+  // The spare holds a remap table of this main, but not the one its device record names (the table's UUID
+  // differs: an old copy of the spare disk, or a spare formatted again since): `up` refuses it, nothing written.
+  E_SPARE_OTHER_TABLE: 1,
   E_REMAP_STATE: 1,
   // Remap control messages: a sector outside the device; a backing-device read or write failed while data
   // was moved (the move was undone).

@@ -18,6 +18,7 @@ import { failureMessage, onFirstReadyLine, READY_FD_ENV, sendReady, takeReadyFd,
 import type { AddFlags } from './schemas.js';
 import type { NativeAddon } from '../native.js';
 import { stderrIsJournal } from '../journal.js';
+import { detachedEnv } from '../../bin/spawn-env.js';
 import { nameDir } from '../device/stable-name.js';
 import { persistAdded, persistPlan } from './enable.js';
 import { notifier, readyMessage, servingStatus, STATUS_INTERVAL_MS, type Notifier } from '../service/notify.js';
@@ -246,7 +247,8 @@ export async function spawnDaemon(args: string[], logFile: string | null, env: N
     cwd: '/',
     detached: true,
     stdio: ['ignore', out, out, 'pipe'],
-    env: { ...env, [READY_FD_ENV]: '3' },
+    // Detached: it is not the main process of a unit that runs this `add` or `up` (bin/spawn-env.js).
+    env: { ...detachedEnv(env), [READY_FD_ENV]: '3' },
   });
   if (logFile !== null) fs.closeSync(out);
   const ready = await awaitReady(child, logFile ?? 'the journal');
@@ -269,6 +271,7 @@ export function daemonArgs(flags: AddFlags): string[] {
   if (d.spareSize !== undefined) args.push('--spare-size', String(d.spareSize));
   if (d.forceFormat === true) args.push('--force-format');
   if (d.requireTable === true) args.push('--require-table');
+  if (d.tableUuid !== undefined) args.push('--table-uuid', d.tableUuid);
   const p = d.policy;
   // Which of them were given (the rest came from the config file): the daemon's entry keeps only those.
   const given = d.policyGiven ?? flags.policyFlags;

@@ -4,7 +4,7 @@
 import { findTarget, notFound, readEntries } from '../control/registry.js';
 import { DmrError } from '../errors.js';
 import { runDir } from '../paths.js';
-import { checkRecord, recordFromEntry, recordFromFlags, saveRecord } from '../service/define.js';
+import { checkRecord, recordFromEntry, recordFromFlags, saveRecord, withTableUuid } from '../service/define.js';
 import { devicesDir, isRecordName, readRecord, recordPath, removeRecord, type DeviceRecord } from '../service/records.js';
 import { diskDir } from '../service/stable-path.js';
 import { instanceUnit, systemctl, unitDir, unitsInstalled } from '../service/systemd.js';
@@ -57,8 +57,9 @@ function report(ctx: CliContext, json: boolean, verb: 'enabled' | 'disabled', re
   if (sd.note !== null) ctx.stdout.write(`${record.name}: ${sd.note}\n`);
 }
 
-/** Where a record's main or spare had no stable link: the record keeps the path given, and says so. */
+/** Where a record's main or spare had no stable link: the record keeps the path given, and says so; and where its table's UUID could not be read. */
 function warnUnstable(ctx: CliContext, record: DeviceRecord): void {
+  if (record.tableUuid === undefined) ctx.stderr.write(`${PROG}: warning: ${record.name}: cannot read the remap table's UUID on the spare ${record.spare.path}: recorded without it (\`${PROG} enable ${record.name}\` again records it)\n`);
   for (const [role, b] of [['main', record.main], ['spare', record.spare]] as const) {
     if (b.kind === 'as-given') ctx.stderr.write(`${PROG}: warning: ${record.name}: ${role} ${b.path} has no /dev/disk link with a stable identity: recorded as given\n`);
   }
@@ -112,7 +113,9 @@ export function persistPlan(ctx: CliContext, flags: AddFlags): DeviceRecord {
  * After the device is live: writes its record (and enables its unit where systemd runs with the units
  * installed); says so on stderr (add's stdout is the device path). Returns the record file and the unit's fate.
  */
-export function persistAdded(ctx: CliContext, record: DeviceRecord): { record: string; systemd: SystemdOutcome } {
+export function persistAdded(ctx: CliContext, planned: DeviceRecord): { record: string; systemd: SystemdOutcome } {
+  // The table the daemon opened (or formatted) is on the spare now: the record names it (`up` refuses another).
+  const record: DeviceRecord = { ...planned, ...withTableUuid(planned.spare.given, planned.spareOffset) };
   const file = saveRecord(devicesDir(ctx.env), record);
   warnUnstable(ctx, record);
   const sd = hookSystemd(ctx, record.name, true);

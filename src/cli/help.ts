@@ -66,6 +66,8 @@ Options:
                        (its remaps are lost); a fresh spare is formatted without it
   --require-table      refuse a spare that holds no remap table yet (never format it); \`up\` starts
                        recorded devices so
+  --table-uuid <uuid>  refuse a spare whose remap table is not this one (E_SPARE_OTHER_TABLE; implies
+                       --require-table): \`up\` passes the table's UUID its record names
   --policy-given <list>  which error-handling flags (comma-separated names) were given: set by add
                        for the detached daemon it starts, kept for \`enable\` to record
   --persist            once the device is live, record it (needs --name; like \`enable <name>\`) so that
@@ -476,7 +478,9 @@ Records a running (or quiesced) device so that it comes back after a reboot: its
 stable paths (a /dev/disk/by-id link where one points at the disk, else by-path, by-uuid, by-partuuid; a
 file's own path; else the path given, with a warning), block size, queues, depth, max I/O, buffers mode,
 spare region and error-handling settings, in /etc/dmremap-ublk/devices.d/<name>.json, and the identity of
-each disk (\`up\` refuses a disk that is not the one recorded). Only a device added with --name can be
+each disk (\`up\` refuses a disk that is not the one recorded), and the UUID of the remap table on the spare
+(\`up\` refuses a spare holding another table, E_SPARE_OTHER_TABLE: an old copy of the spare disk; enabling
+again records the table the device runs with). Only a device added with --name can be
 recorded. Where systemd runs and its units are installed (install-systemd), also enables
 dmremap-ublk@<name>.service. <device> is /dev/ublkbN, /dev/dmremap/<name>, the device id or the name.
 
@@ -501,8 +505,9 @@ running one, "recovered" for a quiesced one (its daemon died; it is taken over, 
 one added from its record. A device whose main or spare is missing, or is not the disk recorded, is
 reported and skipped; the others still come up. A record that cannot be read is reported by file name with
 the reason. A device of the record's name on other disks is reported as failed, never "already up". The
-spare must still hold the device's remap table: a blank disk in its place is refused, never formatted.
-Where systemd runs and a device's unit is enabled, that unit is started (systemctl start) instead. Exit 1
+spare must still hold the device's remap table: a blank disk in its place is refused, never formatted,
+and so is a spare holding another table than the record names (E_SPARE_OTHER_TABLE, both UUIDs named;
+records written before the UUID was kept are checked without it). Where systemd runs and a device's unit is enabled, that unit is started (systemctl start) instead. Exit 1
 if any failed. --foreground serves one device in this process (the systemd unit runs this): it recovers
 the device when quiesced, adds it otherwise, and tells systemd READY=1 once it is live; a device of its
 name already up under another process exits 73 (E_ALREADY_UP), which the unit does not restart on.
@@ -523,18 +528,21 @@ Options:
   --json       print a JSON array of {"name","record","result","blockPath","devId","error"}
   -h, --help   show this help
 `,
-  'install-systemd': `Usage: dmremap-ublk install-systemd [--prefix DIR] [--json]
+  'install-systemd': `Usage: dmremap-ublk install-systemd [--prefix DIR] [--force] [--json]
 
 Writes the systemd units dmremap-ublk@.service (one recorded device; Type=notify, restarted on failure,
 recovering the device) and dmremap-ublk.target into /etc/systemd/system, with ExecStart running this
 installation (its node and bin/dmremap-ublk.js), and the udev rule 90-dmremap-ublk.rules (so that systemd
 knows /dev/dmremap/<name> and fstab can mount it) into /etc/udev/rules.d. Where systemd runs: systemctl
 daemon-reload, udevadm control --reload, and enables dmremap-ublk.target. Idempotent (an unchanged file is
-left alone). Then \`enable <name>\` enables a device's unit.
+left alone). A file edited here (it differs from what install-systemd wrote: each file's first line holds
+the hash of the rest) is kept, and said so; --force replaces it. Then \`enable <name>\` enables a device's unit.
 
 Options:
   --prefix DIR  install under DIR (DIR/etc/systemd/system, DIR/etc/udev/rules.d) and reload nothing
-  --json        print {"files":[{"file","changed"}],"reloaded"}
+  --force       replace files edited here too
+  --json        print {"files":[{"file","changed","action"}],"kept":[file...],"reloaded"}; action is
+                written, unchanged or kept
   -h, --help    show this help
 `,
 } as const;

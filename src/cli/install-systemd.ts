@@ -3,7 +3,8 @@
 // unit for /dev/dmremap/<name> into /etc/udev/rules.d; then, where systemd runs, `systemctl daemon-reload`,
 // `udevadm control --reload` and enables dmremap-ublk.target. --prefix DIR installs under DIR instead (a
 // root being prepared: DIR/etc/systemd/system, DIR/etc/udev/rules.d) and reloads nothing. Idempotent:
-// unchanged files are left alone.
+// unchanged files are left alone, and so are files an admin edited (systemd.ts unedited: each file written
+// holds the hash of its text), one line each; --force replaces them.
 import path from 'node:path';
 import { DEFAULT_UDEV_DIR, DEFAULT_UNIT_DIR, installUnits, systemctl, udevDir, unitDir } from '../service/systemd.js';
 import { printJson, PROG, type CliContext } from './context.js';
@@ -14,12 +15,15 @@ export async function runInstallSystemd(ctx: CliContext, flags: InstallSystemdFl
   const units = p === undefined ? unitDir(ctx.env) : path.join(p, DEFAULT_UNIT_DIR);
   const udev = p === undefined ? udevDir(ctx.env) : path.join(p, DEFAULT_UDEV_DIR);
   const ctl = systemctl(ctx.env);
-  const r = installUnits(units, udev, ctl, p === undefined);
+  const r = installUnits(units, udev, ctl, p === undefined, undefined, flags.force);
   if (flags.json) {
     printJson(ctx, r);
     return 0;
   }
-  for (const f of r.files) ctx.stdout.write(`${f.file}: ${f.changed ? 'written' : 'unchanged'}\n`);
+  for (const f of r.files) {
+    if (f.action === 'kept') ctx.stdout.write(`${f.file}: kept: edited here (it differs from what install-systemd wrote); left as it is ("${PROG} install-systemd --force" replaces it)\n`);
+    else ctx.stdout.write(`${f.file}: ${f.action}\n`);
+  }
   let how: string;
   if (r.reloaded) how = `systemd reloaded, dmremap-ublk.target enabled; "${PROG} enable <name>" enables a device's unit`;
   else if (p !== undefined) how = `installed under ${p}: nothing reloaded`;

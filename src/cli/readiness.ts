@@ -4,7 +4,10 @@ import fs from 'node:fs';
 import * as z from 'zod';
 import type { DmrError } from '../errors.js';
 
-export const READY_FD_ENV = 'DMREMAP_READY_FD';
+import { READY_FD_ENV } from '../../bin/spawn-env.js';
+
+/** The readiness pipe's variable (bin/spawn-env.js, shared with bin/early-daemon.js). */
+export { READY_FD_ENV };
 
 export const readyMessageSchema = z.discriminatedUnion('ok', [
   z.strictObject({

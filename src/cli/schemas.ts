@@ -12,6 +12,7 @@ import {
   type DeviceConfig,
 } from '../device/config.js';
 import type { OptionSpecs } from './args.js';
+import { TABLE_UUID_RE } from '../device/table-uuid.js';
 import { MAX_TABLE_LIMIT } from '../control/protocol.js';
 import { parseWholeNumber } from '../numbers.js';
 import { POLICY_LIMITS } from '../config/policy.js';
@@ -36,6 +37,7 @@ export const addOptions = {
   'spare-size': { type: 'string' },
   'force-format': { type: 'boolean' },
   'require-table': { type: 'boolean' },
+  'table-uuid': { type: 'string' },
   'policy-given': { type: 'string' },
   persist: { type: 'boolean' },
   'auto-remap': { type: 'string' },
@@ -168,6 +170,10 @@ export const addFlagsSchema = z
     'spare-size': bytesFlag('spare-size', 1, 1).optional(),
     'force-format': z.boolean().default(false),
     'require-table': z.boolean().default(false),
+    'table-uuid': z
+      .string()
+      .regex(TABLE_UUID_RE, { error: (iss) => `--table-uuid must be a remap table's UUID (lower-case hex, 8-4-4-4-12, as status --json shows remap.pairId), got ${JSON.stringify(iss.input)}` })
+      .optional(),
     'policy-given': policyGivenFlag.optional(),
     persist: z.boolean().default(false),
     'auto-remap': onOff('auto-remap').optional(),
@@ -182,6 +188,7 @@ export const addFlagsSchema = z
   })
   .refine((f) => !f.persist || f.name !== undefined, { message: '--persist needs --name (the record and /dev/dmremap/<name> are named by it)' })
   .refine((f) => !f['require-table'] || !f['force-format'], { message: '--require-table and --force-format contradict each other: give one' })
+  .refine((f) => f['table-uuid'] === undefined || !f['force-format'], { message: '--table-uuid and --force-format contradict each other: give one' })
   .refine((f) => !f.persist || !f.foreground, { message: '--persist is for a detached add (a foreground one: add it, then "dmremap-ublk enable <name>")' })
   .transform((f) => {
     const policyFlags = dropUndefined({
@@ -208,7 +215,9 @@ export const addFlagsSchema = z
         spareOffset: f['spare-offset'],
         spareSize: f['spare-size'],
         forceFormat: f['force-format'],
-        requireTable: f['require-table'],
+        // A table named by its UUID must exist: never formatted.
+        requireTable: f['require-table'] || f['table-uuid'] !== undefined,
+        ...(f['table-uuid'] !== undefined ? { tableUuid: f['table-uuid'] } : {}),
         policyGiven: given === undefined ? policyFlags : pickPolicy(policyFlags, given),
       } satisfies DeviceConfig as DeviceConfig,
       /** The error-handling flags given; the rest comes from the config file (see src/cli/add.ts withPolicy). */
@@ -319,10 +328,11 @@ export type UpFlags = z.output<typeof upFlagsSchema>;
 export const downOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const enableOptions = { ...json, ...help } as const satisfies OptionSpecs;
 
-/** install-systemd's flags: --prefix DIR (a root to install under instead of /), --json. */
-export const installSystemdOptions = { prefix: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
+/** install-systemd's flags: --prefix DIR (a root to install under instead of /), --force (replace files edited here), --json. */
+export const installSystemdOptions = { prefix: { type: 'string' }, force: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 export const installSystemdFlagsSchema = z.object({
   prefix: z.string().min(1, '--prefix must not be empty').transform((p) => path.resolve(p)).optional(),
+  force: z.boolean().default(false),
   json: z.boolean().default(false),
 });
 export type InstallSystemdFlags = z.output<typeof installSystemdFlagsSchema>;

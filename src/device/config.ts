@@ -24,6 +24,11 @@ export interface DeviceConfig {
   /** The spare must hold this main's remap table already (a recorded device, `up`): never formatted. */
   requireTable?: boolean;
   /**
+   * The spare's remap table must be this one (its UUID, device/table-uuid.ts; a record's `tableUuid`): another
+   * table of the same main is refused (E_SPARE_OTHER_TABLE) before the store opens it. Implies requireTable.
+   */
+  tableUuid?: string;
+  /**
    * The error-handling flags given to `add` (or a record's), as opposed to what the config file filled in:
    * kept in the registry entry so that `enable` records only these. Absent: none known.
    */

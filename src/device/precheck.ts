@@ -8,12 +8,16 @@ import type { NativeAddon } from '../native.js';
 import { ClaimedSpareIo } from '../remap/io.js';
 import type { DeviceConfig } from './config.js';
 import { checkSpareRegion } from './signatures.js';
+import { otherTableProblem, readTableId } from './table-uuid.js';
 import { planDevice, type DevicePlan } from './validate.js';
 
 /** Where the spare check says what --force-format overwrites. */
 export type SpareCheckLog = Pick<Logger, 'warn'>;
 
-/** The claimed spare's I/O, once its region is known to hold nothing it must not overwrite (or --force-format). */
+/**
+ * The claimed spare's I/O, once its region is known to hold nothing it must not overwrite (or --force-format)
+ * and, for a device given its table's UUID (`up`), no other table.
+ */
 export async function checkedSpare(deps: { native: NativeAddon; log: SpareCheckLog }, cfg: DeviceConfig, plan: DevicePlan): Promise<ClaimedSpareIo> {
   const io = new ClaimedSpareIo(deps.native, plan.spare.fd, plan.spare.sizeBytes, plan.spare.path);
   await checkSpareRegion({
@@ -24,6 +28,14 @@ export async function checkedSpare(deps: { native: NativeAddon; log: SpareCheckL
     force: cfg.forceFormat === true,
     log: deps.log,
   });
+  // A recorded device's spare must hold its recorded table, not another of the same main: checked before the
+  // store reads (and may repair) anything.
+  if (cfg.tableUuid !== undefined) {
+    const who = cfg.name !== null ? `device ${cfg.name}` : `main ${cfg.mainPath}`;
+    const table = await readTableId(io, cfg.spareOffset ?? 0);
+    const refusal = otherTableProblem(table, plan.main.path, plan.spare.path, cfg.tableUuid, who);
+    if (refusal !== null) throw refusal;
+  }
   return io;
 }
 

@@ -8,6 +8,7 @@ import type { RegistryEntry } from '../control/registry.js';
 import type { AddFlags } from '../cli/schemas.js';
 import { listRecords, readRecord, writeRecord, type DeviceRecord, type RecordedBacking } from './records.js';
 import { stablePath, stableIdentity, type IsBlock } from './stable-path.js';
+import { otherTableProblem, readTableIdOf, readTableUuidOf } from '../device/table-uuid.js';
 
 /**
  * The recorded main or spare. A main with no stable identity keeps the path given: its spare's metadata
@@ -59,11 +60,18 @@ export function recordFromEntry(e: RegistryEntry, disk: string, now: Date = new 
     buffers: r.buffers,
     spareOffset: r.spareOffset,
     spareSize: r.spareSize,
+    ...withTableUuid(e.spare.path, r.spareOffset),
     // The flags it was given, not the config file's values of the day (a later change to the file must
     // still apply after `up`, as for `add --persist`); an entry from before they were kept: none.
     policy: r.policyGiven ?? {},
     recordedAt: now.toISOString(),
   };
+}
+
+/** `{ tableUuid }` of the table on the spare at `sparePath` (region at `spareOffset`), or nothing when none can be read. */
+export function withTableUuid(sparePath: string, spareOffset: number | null | undefined): { tableUuid?: string } {
+  const uuid = readTableUuidOf(sparePath, spareOffset ?? 0);
+  return uuid === null ? {} : { tableUuid: uuid };
 }
 
 const sameDisk = (a: RecordedBacking, b: RecordedBacking): boolean =>
@@ -94,7 +102,10 @@ export function checkRecord(dir: string, record: DeviceRecord): void {
   }
 }
 
-/** add's flags for bringing up `record` (never --force-format, always --require-table: the spare must still hold this main's table). */
+/**
+ * add's flags for bringing up `record` (never --force-format, always --require-table: the spare must still hold
+ * this main's table; and, when the record names it, that very table: --table-uuid).
+ */
 export function flagsFromRecord(record: DeviceRecord, foreground: boolean): AddFlags {
   return {
     device: {
@@ -111,6 +122,7 @@ export function flagsFromRecord(record: DeviceRecord, foreground: boolean): AddF
       forceFormat: false,
       // The remaps live on the spare: a blank disk in its place is refused, never formatted.
       requireTable: true,
+      ...(record.tableUuid !== undefined ? { tableUuid: record.tableUuid } : {}),
       policyGiven: record.policy,
     },
     policyFlags: record.policy,
@@ -152,8 +164,10 @@ export function notRecordedDevice(record: DeviceRecord, e: Pick<RegistryEntry, '
 
 /**
  * Why `record` cannot be brought up here and now, or null: its main or spare is missing (E_DEVICE_MISSING),
- * or the disk at its path is not the one recorded (E_STATE: a by-path name that moved to another disk).
- * The spare's own metadata is checked again when the daemon opens it (it names its main's fingerprint).
+ * the disk at its path is not the one recorded (E_STATE: a by-path name that moved to another disk), or the
+ * spare holds another remap table than the recorded one (E_SPARE_OTHER_TABLE: read before anything is
+ * claimed or started). The spare's own metadata is checked again when the daemon opens it (it names its
+ * main's fingerprint, and the daemon compares the table's UUID again on the claimed spare).
  */
 export function disksProblem(record: DeviceRecord): DmrError | null {
   for (const [role, b] of [['main', record.main], ['spare', record.spare]] as const) {
@@ -166,6 +180,13 @@ export function disksProblem(record: DeviceRecord): DmrError | null {
     if (b.identity !== null && now !== b.identity) {
       return new DmrError('E_STATE', `${role} ${b.path} is not the disk recorded (recorded ${b.identity}, now ${now ?? path.resolve(b.path)}): not brought up`);
     }
+  }
+  if (record.tableUuid !== undefined) {
+    // No table, or one that cannot be read: the daemon's own checks say why (a blank spare is refused there).
+    // Another main's table: the daemon's store refuses it (E_SPARE_FOREIGN), saying so.
+    const table = readTableIdOf(record.spare.path, record.spareOffset ?? 0);
+    const problem = otherTableProblem(table, record.main.path, record.spare.path, record.tableUuid, `device ${record.name}`);
+    if (problem !== null) return problem;
   }
   return null;
 }

@@ -10,6 +10,7 @@ import { DmrError, errorCodeOf } from '../errors.js';
 import { DEVICE_ID_LIKE_RE, DEVICE_NAME_RE, policySettingsSchema } from '../config/schema.js';
 import { BUFFER_MODES, MAX_DEPTH, MAX_MAX_IO_KIB, MAX_QUEUES, MIN_MAX_IO_KIB } from '../device/config.js';
 import { STABLE_KINDS } from './stable-path.js';
+import { TABLE_UUID_RE } from '../device/table-uuid.js';
 
 export const DEFAULT_DEVICES_DIR = '/etc/dmremap-ublk/devices.d';
 /** A record is a few hundred bytes; anything this big is not one (a disk linked there by mistake). */
@@ -52,6 +53,12 @@ export const deviceRecordSchema = z.strictObject({
   buffers: z.enum(BUFFER_MODES),
   spareOffset: z.number().int().nonnegative().multipleOf(4096).nullable(),
   spareSize: z.number().int().positive().nullable(),
+  /**
+   * The UUID of the remap table on the spare when the record was written (device/table-uuid.ts): `up` refuses a
+   * spare holding another table (E_SPARE_OTHER_TABLE). Absent in records written before it was kept (and when
+   * it could not be read): `up` then checks the main's fingerprint only; `enable` again records it.
+   */
+  tableUuid: z.string().regex(TABLE_UUID_RE, 'is not a remap table UUID (8-4-4-4-12 lower-case hex)').optional(),
   /** The error-handling settings given (add's flags, or what a running device resolved); the rest comes from the config file. */
   policy: policySettingsSchema,
   recordedAt: z.string(),

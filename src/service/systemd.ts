@@ -3,11 +3,13 @@
 // directory /run/systemd/system exists); DMREMAP_SYSTEMCTL names another systemctl (tests use a fake one,
 // and then systemd counts as running).
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { writeFileAtomic } from '../atomic-file.js';
 import { DmrError, errorCodeOf } from '../errors.js';
+import { DAEMON_THREADPOOL_SIZE } from '../../bin/spawn-env.js';
 
 export const DEFAULT_UNIT_DIR = '/etc/systemd/system';
 export const DEFAULT_UDEV_DIR = '/etc/udev/rules.d';
@@ -53,13 +55,20 @@ export function execWord(p: string): string {
   return /\s/.test(word) ? `"${word}"` : word;
 }
 
+/** The template's line that gives the daemon its libuv pool size (replaced with DAEMON_THREADPOOL_SIZE). */
+const POOL_LINE = /^Environment=UV_THREADPOOL_SIZE=\S*$/m;
+
 /** The unit files' text for this installation: ExecStart runs `program` (its paths, each one word). */
 export function renderUnits(program: readonly string[] = thisProgram()): Record<(typeof UNIT_FILES)[number], string> {
   const exec = program.map(execWord).join(' ');
   const read = (f: string): string => fs.readFileSync(path.join(SOURCE_DIR, f), 'utf8');
   const template = read(TEMPLATE_UNIT);
   if (!template.includes(`ExecStart=${SHIPPED_EXEC} `)) throw new DmrError('E_INTERNAL', `${TEMPLATE_UNIT} has no ExecStart=${SHIPPED_EXEC}`);
-  return { [TEMPLATE_UNIT]: template.replace(`ExecStart=${SHIPPED_EXEC} `, `ExecStart=${exec} `), [TARGET_UNIT]: read(TARGET_UNIT) };
+  // The daemon's pool size comes from the one place that sets it for every daemon (bin/spawn-env.js), not
+  // from the shipped file's copy of the number.
+  if (!POOL_LINE.test(template)) throw new DmrError('E_INTERNAL', `${TEMPLATE_UNIT} has no Environment=UV_THREADPOOL_SIZE= line`);
+  const unit = template.replace(`ExecStart=${SHIPPED_EXEC} `, `ExecStart=${exec} `).replace(POOL_LINE, `Environment=UV_THREADPOOL_SIZE=${DAEMON_THREADPOOL_SIZE}`);
+  return { [TEMPLATE_UNIT]: unit, [TARGET_UNIT]: read(TARGET_UNIT) };
 }
 
 export interface Systemctl {
@@ -103,38 +112,101 @@ export function unitManaged(env: NodeJS.ProcessEnv, name: string): boolean {
   return ctl.running && ctl.succeeds(['is-enabled', '--quiet', instanceUnit(name)]);
 }
 
+/** What install-systemd did with one file. */
+export type InstallAction =
+  /** Written: it was missing, or held what this program wrote before (unedited), or --force. */
+  | 'written'
+  /** It holds this version's text already. */
+  | 'unchanged'
+  /** Edited here (it differs from what install-systemd wrote): left as it is; --force replaces it. */
+  | 'kept';
+
 export interface InstallResult {
-  files: Array<{ file: string; changed: boolean }>;
+  files: Array<{ file: string; changed: boolean; action: InstallAction }>;
+  /** The files left as they are because they were edited here (without --force). */
+  kept: string[];
   /** Whether systemctl daemon-reload and enable of the target ran (systemd running, no --prefix). */
   reloaded: boolean;
 }
 
-/** Writes `text` to `file` unless it holds it already (the directory is made if missing). */
-function installFile(file: string, text: string): { file: string; changed: boolean } {
+const sha256 = (text: string): string => createHash('sha256').update(text, 'utf8').digest('hex');
+
+/**
+ * Every file install-systemd writes starts with this line, which holds the SHA-256 of the rest of the file:
+ * a file whose rest no longer has that hash was edited here, and the next install-systemd keeps it.
+ */
+const MARK_PREFIX = '# Written by dmremap-ublk install-systemd; sha256 of the lines below: ';
+const MARK_RE = /^# Written by dmremap-ublk install-systemd; sha256 of the lines below: ([0-9a-f]{64})\b[^\n]*\n/;
+
+/** `body` as install-systemd writes it: the mark line first. */
+export function markedText(body: string): string {
+  return `${MARK_PREFIX}${sha256(body)} (edited, it is kept by install-systemd; --force replaces it)\n${body}`;
+}
+
+/**
+ * The SHA-256 of each file as the versions before the mark line shipped it (scripts/systemd/ at each commit
+ * that changed it; the template's ExecStart as shipped, see unmarkedShipped): such a file, unmarked but
+ * unedited, is this program's to replace. Frozen: every later version writes the mark.
+ */
+const EARLIER_SHIPPED: Record<string, readonly string[]> = {
+  [TEMPLATE_UNIT]: [
+    '9669b85b1983c8c3abcadd890e70d22f4c65545971410a669ca8b0274168f2f1', // cadb1ba
+    'e3d1db5e3990f37802c777d27d0a1b631387b246c8846e7438b9ee3b0722aeaa', // b1c24b4
+    '5720c07c761480a926effbd2b3ca24a3323b92d46e5adbe811b7fd9ef82b7324', // 7d3a2fd
+    '5adb5fdc02b2e1e5bcbc063e2806c5b37f067d26120af574f44077324424781c', // 8855ced
+  ],
+  [TARGET_UNIT]: ['42a311061ce6621c4e254f56409f5ee24304031a5a98897466378ada5d9831c6'], // cadb1ba
+  [UDEV_RULE]: ['ba193c2664c7a54e8a3ba06818b916b6d8ad37302906bb442a3a3850c8741fb4'], // 7240ab8
+};
+
+/** An unmarked installed file as it shipped: the installation's ExecStart put back to the shipped one. */
+function unmarkedShipped(text: string): string {
+  return text.replace(/^ExecStart=.* up --foreground %i$/m, `ExecStart=${SHIPPED_EXEC} up --foreground %i`);
+}
+
+/**
+ * Whether the installed `old` is as install-systemd wrote it (this version or an earlier one), so that it
+ * may be replaced: its mark's hash holds, or, unmarked, it is a file an earlier version shipped.
+ */
+export function unedited(name: string, old: string): boolean {
+  const m = MARK_RE.exec(old);
+  if (m !== null) return sha256(old.slice(m[0].length)) === m[1];
+  return (EARLIER_SHIPPED[name] ?? []).includes(sha256(unmarkedShipped(old)));
+}
+
+/**
+ * Writes `text` (marked) to `file` unless it holds it already, or it was edited here and not `force` (kept;
+ * the directory is made if missing).
+ */
+function installFile(file: string, body: string, force: boolean): { file: string; changed: boolean; action: InstallAction } {
   try {
     fs.mkdirSync(path.dirname(file), { recursive: true, mode: 0o755 });
   } catch (e) {
     throw new DmrError('E_SYSTEMD', `cannot create ${path.dirname(file)} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
   }
+  const text = markedText(body);
   let old: string | null = null;
   try {
     old = fs.readFileSync(file, 'utf8');
-  } catch {
+  } catch (e) {
+    if (errorCodeOf(e) !== 'ENOENT') throw new DmrError('E_SYSTEMD', `cannot read ${file} (${errorCodeOf(e) ?? String(e)})`, { cause: e });
     old = null;
   }
-  if (old === text) return { file, changed: false };
+  if (old === text) return { file, changed: false, action: 'unchanged' };
+  if (old !== null && !force && !unedited(path.basename(file), old)) return { file, changed: false, action: 'kept' };
   writeFileAtomic(file, text, { mode: 0o644, errorCode: 'E_SYSTEMD' });
-  return { file, changed: true };
+  return { file, changed: true, action: 'written' };
 }
 
 /**
- * Writes the units into `units` and the udev rule into `udev`; then, when `reload` (systemd runs and this is
- * the live system, not a --prefix tree), reloads systemd and udev and enables the target.
+ * Writes the units into `units` and the udev rule into `udev`, keeping a file edited here unless `force`;
+ * then, when `reload` (systemd runs and this is the live system, not a --prefix tree), reloads systemd and
+ * udev and enables the target.
  */
-export function installUnits(units: string, udev: string, ctl: Systemctl, reload: boolean, program?: readonly string[]): InstallResult {
+export function installUnits(units: string, udev: string, ctl: Systemctl, reload: boolean, program?: readonly string[], force = false): InstallResult {
   const rendered = renderUnits(program);
-  const files = UNIT_FILES.map((f) => installFile(path.join(units, f), rendered[f]));
-  files.push(installFile(path.join(udev, UDEV_RULE), fs.readFileSync(path.join(SOURCE_DIR, UDEV_RULE), 'utf8')));
+  const files = UNIT_FILES.map((f) => installFile(path.join(units, f), rendered[f], force));
+  files.push(installFile(path.join(udev, UDEV_RULE), fs.readFileSync(path.join(SOURCE_DIR, UDEV_RULE), 'utf8'), force));
   const reloaded = reload && ctl.running;
   if (reloaded) {
     ctl.run(['daemon-reload']);
@@ -142,7 +214,7 @@ export function installUnits(units: string, udev: string, ctl: Systemctl, reload
     // udev reads its rules again by itself too; this makes it now. No udevadm (a container): nothing to tell.
     spawnSync('udevadm', ['control', '--reload'], { stdio: 'ignore', timeout: 30_000 });
   }
-  return { files, reloaded };
+  return { files, kept: files.filter((f) => f.action === 'kept').map((f) => f.file), reloaded };
 }
 
 /** Whether the template unit is installed in `dir`. */

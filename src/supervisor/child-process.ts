@@ -1,31 +1,25 @@
 // Starting the supervised daemon: `node bin/dmremap-ublk.js <args>` in the supervisor's session, cwd /,
 // stdout and stderr shared with the supervisor (the log file), fd 3 a pipe for its readiness line. The
 // child learns its supervisor's pid from DMREMAP_SUPERVISOR_PID (`restart` asks whether one will start its
-// successor).
+// successor). Its environment is built by bin/spawn-env.js, as bin/early-daemon.js builds the first one's.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { READY_FD_ENV } from '../cli/readiness.js';
+import { daemonEnv, SUPERVISOR_PID_ENV } from '../../bin/spawn-env.js';
 import { readReadyLine } from './ready-line.js';
 import type { StandbyChild, SupervisedChild } from './supervisor.js';
 import type { ChildExit } from './restart-policy.js';
 import type { EarlyDaemon } from '../cli/context.js';
 
 export const BIN = fileURLToPath(new URL('../../bin/dmremap-ublk.js', import.meta.url));
-export const SUPERVISOR_PID_ENV = 'DMREMAP_SUPERVISOR_PID';
-/**
- * libuv's pool size for the daemon (UV_THREADPOOL_SIZE; node's default is 4). Every backing read and write
- * of the addon outside the io_uring data path (verify, the scan's reads, relocations, the spare's journal
- * writes and syncs) holds a pool thread while it runs, and a dying main's reads can take tens of seconds
- * each: with more threads, reads of main stuck in a disk's error recovery leave threads for the journal.
- * It must be in the environment the process starts with: node reads it when the pool first runs, and the
- * ES module loader runs it reading bin/ before any of our code (setting process.env there is too late), so
- * the supervisor sets it for the children it spawns; a value the user set is kept.
- */
-export const DAEMON_THREADPOOL_SIZE = '16';
+export { DAEMON_THREADPOOL_SIZE, SUPERVISOR_PID_ENV } from '../../bin/spawn-env.js';
 
-/** The environment of a supervised child: `env`, its supervisor's names, and the pool size unless set. */
+/**
+ * The environment of a supervised child (bin/spawn-env.js daemonEnv, which bin/early-daemon.js uses too):
+ * `env` without a service manager's NOTIFY_SOCKET and watchdog (a supervised daemon is never a unit's main
+ * process), its supervisor's names, and the pool size unless set.
+ */
 export function supervisedEnv(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  return { ...env, UV_THREADPOOL_SIZE: env.UV_THREADPOOL_SIZE ?? DAEMON_THREADPOOL_SIZE, [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) };
+  return daemonEnv(env, process.pid);
 }
 
 /**

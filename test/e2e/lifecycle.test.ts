@@ -223,11 +223,24 @@ describe('devices that come back', () => {
       must('dd', ['if=/tmp/dmr-pattern', `of=${link}`, 'bs=4096', 'seek=1', 'oflag=direct', 'conv=notrunc', 'status=none']);
       expect(dmr('remap', link, '8').status).toBe(0);
 
+      const pairId = (JSON.parse(dmr('status', link, '--json').stdout) as { remap: { pairId: string } }).remap.pairId;
       const down = upLines('down');
       expect([down.status, down.by.keep?.result, down.by.other?.result]).toEqual([0, 'down', 'not-running']);
       expect(ublkNodes()).toEqual([]);
       expect(fs.existsSync(link)).toBe(false);
       expect(fs.readdirSync(dir).sort()).toEqual(['keep.json', 'other.json']);
+
+      // The record names the spare's remap table: a record naming another table (an old copy of the spare,
+      // here an edited UUID) is refused in one line naming both, and nothing is created.
+      const keepText = fs.readFileSync(`${dir}/keep.json`, 'utf8');
+      expect((JSON.parse(keepText) as { tableUuid?: string }).tableUuid).toBe(pairId);
+      const otherUuid = '00000000-0000-4000-8000-000000000000';
+      fs.writeFileSync(`${dir}/keep.json`, JSON.stringify({ ...(JSON.parse(keepText) as object), tableUuid: otherUuid }));
+      const refused = upLines('up', 'keep');
+      expect([refused.status, refused.by.keep?.result]).toEqual([1, 'failed']);
+      expect(refused.by.keep?.error?.message).toMatch(new RegExp(`^the spare \\S+ holds remap table ${pairId}, not table ${otherUuid} recorded for device keep \\(.*\\): not brought up, nothing written$`));
+      expect(ublkNodes()).toEqual([]);
+      fs.writeFileSync(`${dir}/keep.json`, keepText);
 
       // other's disks are missing: other is reported and skipped, keep comes up.
       const up = upLines('up');

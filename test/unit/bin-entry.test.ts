@@ -27,7 +27,7 @@ beforeEach(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-bin-'));
   fs.mkdirSync(path.join(root, 'bin'));
   fs.mkdirSync(path.join(root, 'dist', 'cli'), { recursive: true });
-  for (const f of ['dmremap-ublk.js', 'bundle-loader.js', 'early-daemon.js']) fs.copyFileSync(path.join(REPO, 'bin', f), path.join(root, 'bin', f));
+  for (const f of ['dmremap-ublk.js', 'bundle-loader.js', 'early-daemon.js', 'spawn-env.js']) fs.copyFileSync(path.join(REPO, 'bin', f), path.join(root, 'bin', f));
   entry(path.join(root, 'dist', 'cli', 'main.js'), 'modules');
 });
 afterEach(() => fs.rmSync(root, { recursive: true, force: true }));

@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 // @ts-expect-error plain JS module of bin/ (no types)
 import * as early from '../../bin/early-daemon.js';
 import { READY_FD_ENV } from '../../src/cli/readiness.js';
-import { DAEMON_THREADPOOL_SIZE, SUPERVISOR_PID_ENV, adoptChild, supervisedEnv } from '../../src/supervisor/child-process.js';
+import { DAEMON_THREADPOOL_SIZE, SUPERVISOR_PID_ENV, adoptChild, startChild, supervisedEnv } from '../../src/supervisor/child-process.js';
 import { runSupervise } from '../../src/cli/supervise.js';
 import type { CliContext, EarlyDaemon } from '../../src/cli/context.js';
 
@@ -29,24 +29,43 @@ const fakeEnv = (plan: string[]): NodeJS.ProcessEnv => {
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 describe('early daemon', () => {
-  it('spawns the child with the environment names the supervisor uses', () => {
-    expect(early.READY_FD_ENV).toBe(READY_FD_ENV);
-    expect(early.SUPERVISOR_PID_ENV).toBe(SUPERVISOR_PID_ENV);
-    expect(early.DAEMON_THREADPOOL_SIZE).toBe(DAEMON_THREADPOOL_SIZE);
+  /** The environment a child spawned by `spawnWith` (given a command that runs `script`) really starts with. */
+  const envOf = async (spawnWith: (command: string[]) => Promise<unknown>, name: string): Promise<Record<string, string>> => {
+    const out = path.join(dir, name);
+    const script = `require('fs').writeFileSync(${JSON.stringify(out)}, JSON.stringify(process.env))`;
+    await spawnWith([process.execPath, '-e', script]);
+    return JSON.parse(fs.readFileSync(out, 'utf8')) as Record<string, string>;
+  };
+  const SERVICE = { NOTIFY_SOCKET: '/run/systemd/notify', WATCHDOG_USEC: '30000000', WATCHDOG_PID: '1' };
+
+  it('the early daemon and every later supervised daemon start with the same environment, built in one place', async () => {
+    const given: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: '/root', DMREMAP_RUN_DIR: '/run/x', UV_THREADPOOL_SIZE: undefined, ...SERVICE };
+    const fromEarly = await envOf(async (command) => {
+      const e = startEarly(['supervise', 'add', '--foreground'], given, command);
+      if (e === null) throw new Error('not started');
+      await e.exited;
+    }, 'early');
+    const fromSupervisor = await envOf((command) => startChild([], given, command).exited, 'later');
+    expect(fromEarly).toEqual(fromSupervisor);
+    expect(fromEarly).toEqual({
+      PATH: process.env.PATH,
+      HOME: '/root',
+      DMREMAP_RUN_DIR: '/run/x',
+      UV_THREADPOOL_SIZE: DAEMON_THREADPOOL_SIZE,
+      [READY_FD_ENV]: '3',
+      [SUPERVISOR_PID_ENV]: String(process.pid),
+    });
+  });
+
+  it('a supervised daemon never inherits the service manager\'s NOTIFY_SOCKET or watchdog: it is not the unit\'s main process', () => {
+    const env = supervisedEnv({ PATH: '/bin', ...SERVICE });
+    for (const k of Object.keys(SERVICE)) expect(env).not.toHaveProperty(k);
+    expect(env).toMatchObject({ PATH: '/bin', [READY_FD_ENV]: '3' });
   });
 
   it('gives the daemon a libuv pool of DAEMON_THREADPOOL_SIZE threads (UV_THREADPOOL_SIZE), keeping a size the user set', () => {
     expect(supervisedEnv({ PATH: '/bin' })).toMatchObject({ PATH: '/bin', UV_THREADPOOL_SIZE: '16', [READY_FD_ENV]: '3', [SUPERVISOR_PID_ENV]: String(process.pid) });
     expect(supervisedEnv({ UV_THREADPOOL_SIZE: '6' }).UV_THREADPOOL_SIZE).toBe('6');
-  });
-
-  it('the early daemon gets the pool size in its environment too', async () => {
-    const out = path.join(dir, 'pool');
-    const script = `require('fs').writeFileSync(${JSON.stringify(out)}, String(process.env.UV_THREADPOOL_SIZE))`;
-    const e = startEarly(['supervise', 'add', '--foreground'], { ...process.env, UV_THREADPOOL_SIZE: undefined }, [process.execPath, '-e', script]);
-    if (e === null) throw new Error('not started');
-    await e.exited;
-    expect(fs.readFileSync(out, 'utf8')).toBe('16');
   });
 
   it('starts only for a supervise add|recover command line in the foreground', () => {

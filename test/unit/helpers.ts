@@ -107,7 +107,7 @@ export function captureCtx(w: World, native: FakeNative): Captured {
   };
 }
 
-function cliEnv(w: World, fake: Partial<FakeConfig>): NodeJS.ProcessEnv {
+export function cliEnv(w: World, fake: Partial<FakeConfig>): NodeJS.ProcessEnv {
   return {
     ...process.env,
     VITEST: 'true',

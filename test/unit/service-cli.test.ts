@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readEntries } from '../../src/control/registry.js';
 import { DAEMON_THREADPOOL_SIZE } from '../../src/supervisor/child-process.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
-import { cli, cliSpawn, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
+import { cli, cliEnv, cliSpawn, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
 import { IN_CI } from './promtool.js';
 
 const FAKE = { features: '0xd8' }; // user recovery: a killed daemon leaves its device quiesced
@@ -192,12 +192,14 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     const inst = install(['--json']);
     expect(inst.stderr).toBe('');
     const files = [path.join(units, 'dmremap-ublk@.service'), path.join(units, 'dmremap-ublk.target'), path.join(rules, '90-dmremap-ublk.rules')];
-    expect(JSON.parse(inst.stdout)).toEqual({ reloaded: true, files: files.map((file) => ({ file, changed: true })) });
+    expect(JSON.parse(inst.stdout)).toEqual({ reloaded: true, kept: [], files: files.map((file) => ({ file, changed: true, action: 'written' })) });
     const unit = fs.readFileSync(path.join(units, 'dmremap-ublk@.service'), 'utf8');
     expect(unit).toContain(`\nExecStart=${process.execPath} ${path.join(REPO, 'bin/dmremap-ublk.js')} up --foreground %i\n`);
     expect(unit).toMatch(/\nType=notify\n/);
     // systemd starts the daemon itself: the pool size the supervisor gives its children is in the unit.
     expect(unit).toContain(`\nEnvironment=UV_THREADPOOL_SIZE=${DAEMON_THREADPOOL_SIZE}\n`);
+    // Written from bin/spawn-env.js's value; the shipped file (verified as it is) says the same.
+    expect(fs.readFileSync(path.join(REPO, 'scripts/systemd/dmremap-ublk@.service'), 'utf8')).toContain(`\nEnvironment=UV_THREADPOOL_SIZE=${DAEMON_THREADPOOL_SIZE}\n`);
     expect(fs.readFileSync(path.join(rules, '90-dmremap-ublk.rules'), 'utf8')).toMatch(/KERNEL=="ublkb\[0-9\]\*".*SYMLINK\+="dmremap\/%c"/);
     expect(install([]).stdout).toBe(`${files.map((f) => `${f}: unchanged`).join('\n')}\nsystemd reloaded, dmremap-ublk.target enabled; "dmremap-ublk enable <name>" enables a device's unit\n`);
     expect(fs.readFileSync(log, 'utf8')).toBe('daemon-reload\nenable dmremap-ublk.target\ndaemon-reload\nenable dmremap-ublk.target\n');
@@ -217,6 +219,53 @@ describe('the systemd unit\'s ExecStart (up --foreground) and install-systemd', 
     expect(withUnits(['disable', 'vol']).stdout).toBe(`vol: disabled, record ${path.join(w.devicesDir, 'vol.json')}\n`);
     expect(withUnits(['enable', 'vol']).stdout).toBe(`vol: enabled, record ${path.join(w.devicesDir, 'vol.json')} (systemd: dmremap-ublk@vol.service enabled)\n`);
     expect(fs.readFileSync(log, 'utf8').split('\n').slice(4)).toEqual(['enable dmremap-ublk@vol.service', 'disable dmremap-ublk@vol.service', 'enable dmremap-ublk@vol.service', '']);
+  }, 60_000);
+
+  it('install-systemd keeps a unit, target or udev rule edited here (one line; --json lists it), --force replaces it; an earlier version\'s unedited file is replaced', () => {
+    const root = path.join(w.root, 'root');
+    const install = (args: string[]) => spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'install-systemd', '--prefix', root, ...args], { encoding: 'utf8' });
+    expect(install([]).status).toBe(0);
+    const unit = path.join(root, 'etc/systemd/system/dmremap-ublk@.service');
+    const target = path.join(root, 'etc/systemd/system/dmremap-ublk.target');
+    const rule = path.join(root, 'etc/udev/rules.d/90-dmremap-ublk.rules');
+    const written = fs.readFileSync(unit, 'utf8');
+    expect(written).toMatch(/^# Written by dmremap-ublk install-systemd; sha256 of the lines below: [0-9a-f]{64} /);
+    // An admin edits the unit and the rule.
+    const editedUnit = written.replace('TimeoutStartSec=180', 'TimeoutStartSec=600');
+    fs.writeFileSync(unit, editedUnit);
+    fs.writeFileSync(rule, `${fs.readFileSync(rule, 'utf8')}# local addition\n`);
+    const again = install([]);
+    expect(again.status).toBe(0);
+    expect(again.stdout).toBe(
+      `${unit}: kept: edited here (it differs from what install-systemd wrote); left as it is ("dmremap-ublk install-systemd --force" replaces it)\n` +
+        `${target}: unchanged\n` +
+        `${rule}: kept: edited here (it differs from what install-systemd wrote); left as it is ("dmremap-ublk install-systemd --force" replaces it)\n` +
+        `installed under ${root}: nothing reloaded\n`,
+    );
+    expect(fs.readFileSync(unit, 'utf8')).toBe(editedUnit);
+    expect(JSON.parse(install(['--json']).stdout)).toEqual({
+      reloaded: false,
+      kept: [unit, rule],
+      files: [
+        { file: unit, changed: false, action: 'kept' },
+        { file: target, changed: false, action: 'unchanged' },
+        { file: rule, changed: false, action: 'kept' },
+      ],
+    });
+    // An admin's own file (no mark) is kept too.
+    fs.writeFileSync(target, '[Unit]\nDescription=mine\n');
+    expect(JSON.parse(install(['--json']).stdout).kept).toEqual([unit, target, rule]);
+    // --force replaces them all.
+    expect(JSON.parse(install(['--force', '--json']).stdout).files.map((f: { action: string }) => f.action)).toEqual(['written', 'written', 'written']);
+    expect(fs.readFileSync(unit, 'utf8')).toBe(written);
+    expect(JSON.parse(install(['--json']).stdout).kept).toEqual([]);
+    // A unit an earlier version wrote (before the mark line; its own ExecStart), unedited, is this program's to replace.
+    fs.copyFileSync(path.join(REPO, 'test/unit/fixtures/units-8855ced/dmremap-ublk@.service'), unit);
+    expect(JSON.parse(install(['--json']).stdout).files[0]).toEqual({ file: unit, changed: true, action: 'written' });
+    expect(fs.readFileSync(unit, 'utf8')).toBe(written);
+    // ... but one an earlier version wrote and an admin then edited is kept.
+    fs.writeFileSync(unit, fs.readFileSync(path.join(REPO, 'test/unit/fixtures/units-8855ced/dmremap-ublk@.service'), 'utf8').replace('RestartSec=2', 'RestartSec=5'));
+    expect(JSON.parse(install(['--json']).stdout).kept).toEqual([unit]);
   }, 60_000);
 
   const analyze = spawnSync('systemd-analyze', ['--version'], { encoding: 'utf8' }).status === 0;
@@ -290,6 +339,88 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     expect(msg).not.toContain('--force-format');
   }, 60_000);
 
+  const record = (name: string): Record<string, unknown> => JSON.parse(fs.readFileSync(path.join(w.devicesDir, `${name}.json`), 'utf8')) as Record<string, unknown>;
+  const pairIdOf = (dev: string): string => (JSON.parse(run(['status', dev, '--json']).stdout) as { remap: { pairId: string } }).remap.pairId;
+  const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+  it('the record names the spare\'s table (its UUID): up comes up on that table and refuses an old copy of the spare holding another, changing nothing', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    const first = pairIdOf('a');
+    expect(first).toMatch(UUID);
+    expect(record('a').tableUuid).toBe(first);
+    expect(run(['remap', 'a', '8']).status).toBe(0);
+    expect(lines(['down', 'a']).status).toBe(0);
+    // The matching table comes up (with its remap).
+    expect(lines(['up', 'a']).lines).toEqual([expect.objectContaining({ name: 'a', result: 'up' })]);
+    expect(pairIdOf('a')).toBe(first);
+    expect(lines(['down', 'a']).status).toBe(0);
+
+    // A copy of the spare disk is kept; the spare is then wiped and formatted again for the same main (a new
+    // table), and the record follows it (enable of the running device).
+    const clone = fs.readFileSync(w.spare);
+    fs.writeFileSync(w.spare, Buffer.alloc(clone.length));
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a']).status).toBe(0);
+    const second = pairIdOf('a');
+    expect(second).not.toBe(first);
+    expect(run(['enable', 'a']).status).toBe(0);
+    expect(record('a').tableUuid).toBe(second);
+    expect(lines(['down', 'a']).status).toBe(0);
+
+    // The old copy is back in the spare's place: same main, its table, but not the recorded one.
+    fs.writeFileSync(w.spare, clone);
+    const recBefore = fs.readFileSync(path.join(w.devicesDir, 'a.json'), 'utf8');
+    const up = lines(['up', 'a']);
+    expect(up.status).toBe(1);
+    expect(up.lines).toEqual([expect.objectContaining({ name: 'a', result: 'failed', error: expect.objectContaining({ code: 'E_SPARE_OTHER_TABLE' }) })]);
+    expect(up.lines[0]?.error?.message).toBe(
+      `the spare ${w.spare} holds remap table ${first}, not table ${second} recorded for device a (an old copy of the spare, or one formatted again since?): not brought up, nothing written`,
+    );
+    // The unit's command refuses it the same way, in one line.
+    const fg = run(['up', '--foreground', 'a']);
+    expect([fg.status, fg.stderr]).toEqual([1, `dmremap-ublk: ${up.lines[0]?.error?.message}\n`]);
+    // Nothing changed: no device, no registry entry, the spare's bytes and the record as they were.
+    expect(w.devNodes()).toEqual([]);
+    expect(readEntries(w.runDir).live).toEqual([]);
+    expect(fs.readFileSync(w.spare).equals(clone)).toBe(true);
+    expect(fs.readFileSync(path.join(w.devicesDir, 'a.json'), 'utf8')).toBe(recBefore);
+  }, 90_000);
+
+  it('the add that up runs (and the daemon itself) refuse another table too: add --table-uuid, detached and in the foreground', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a']).status).toBe(0);
+    const mine = pairIdOf('a');
+    expect(run(['del', 'a']).status).toBe(0);
+    const other = '00000000-1111-2222-3333-444444444444';
+    const spareBefore = fs.readFileSync(w.spare);
+    const detached = run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--table-uuid', other]);
+    expect([detached.status, detached.stderr]).toEqual([1, `dmremap-ublk: the spare ${w.spare} holds remap table ${mine}, not table ${other} recorded for device a (an old copy of the spare, or one formatted again since?): not brought up, nothing written\n`]);
+    // In the foreground no precheck runs before the daemon: Daemon.start refuses it (before the store opens the table).
+    const fg = run(['add', '--main', w.main, '--spare', w.spare, '--table-uuid', other, '--foreground']);
+    expect([fg.status, fg.stderr]).toEqual([1, `dmremap-ublk: the spare ${w.spare} holds remap table ${mine}, not table ${other} recorded for main ${w.main} (an old copy of the spare, or one formatted again since?): not brought up, nothing written\n`]);
+    expect(w.devNodes()).toEqual([]);
+    expect(fs.readFileSync(w.spare).equals(spareBefore)).toBe(true);
+    // Bad input: not a UUID; contradicting --force-format.
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--table-uuid', 'ABC']).stderr).toBe('dmremap-ublk: --table-uuid must be a remap table\'s UUID (lower-case hex, 8-4-4-4-12, as status --json shows remap.pairId), got "ABC"\n');
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--table-uuid', other, '--force-format']).status).toBe(2);
+    // The right one comes up.
+    const ok = run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--table-uuid', mine]);
+    expect([ok.status, ok.stderr]).toEqual([0, '']);
+  }, 60_000);
+
+  it('a record written before the table UUID was kept (no tableUuid) still comes up; enable again adds it', () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
+    expect(lines(['down', 'a']).status).toBe(0);
+    const { tableUuid, ...old } = record('a');
+    expect(tableUuid).toMatch(UUID);
+    fs.writeFileSync(path.join(w.devicesDir, 'a.json'), JSON.stringify(old, null, 2));
+    expect(lines(['up', 'a']).lines).toEqual([expect.objectContaining({ name: 'a', result: 'up' })]);
+    expect(record('a').tableUuid).toBeUndefined();
+    expect(run(['enable', 'a']).status).toBe(0);
+    expect(record('a').tableUuid).toBe(tableUuid);
+    // A malformed one is an invalid record, reported by file.
+    fs.writeFileSync(path.join(w.devicesDir, 'a.json'), JSON.stringify({ ...old, tableUuid: 'nope' }));
+    expect(lines(['up', 'a']).lines).toEqual([expect.objectContaining({ result: 'invalid', error: { code: 'E_RECORD', message: 'tableUuid: is not a remap table UUID (8-4-4-4-12 lower-case hex)' } })]);
+  }, 60_000);
+
   it('up does not report a recorded device as already up when only another device of the same name (other disks) runs', () => {
     expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist']).status).toBe(0);
     expect(lines(['down', 'a']).status).toBe(0);
@@ -333,6 +464,21 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     } else {
       expect(add.status).not.toBe(0);
       expect(fs.existsSync(path.join(w.devicesDir, 'vol.json'))).toBe(false);
+    }
+  }, 60_000);
+
+  it('a detached add under a unit (NOTIFY_SOCKET set) passes on neither the socket nor the watchdog to its supervisor and daemon', () => {
+    const env = { ...cliEnv(w, FAKE), NOTIFY_SOCKET: path.join(w.root, 'notify.sock'), WATCHDOG_USEC: '1000000', WATCHDOG_PID: String(process.pid) };
+    const add = spawnSync(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'add', '--main', w.main, '--spare', w.spare, '--name', 'vol'], { env, encoding: 'utf8', timeout: 30_000 });
+    expect([add.status, add.stderr]).toEqual([0, '']);
+    const [e] = readEntries(w.runDir).live;
+    const sup = supervisorOf(e?.pid ?? 0);
+    expect(sup).not.toBeNull();
+    const environ = (pid: number): string[] => fs.readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0');
+    for (const pid of [e?.pid ?? 0, sup ?? 0]) {
+      const names = environ(pid).map((kv) => kv.slice(0, kv.indexOf('=')));
+      expect(names).toContain('DMREMAP_RUN_DIR');
+      expect(names.filter((n) => ['NOTIFY_SOCKET', 'WATCHDOG_USEC', 'WATCHDOG_PID'].includes(n))).toEqual([]);
     }
   }, 60_000);
 

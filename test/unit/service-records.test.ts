@@ -9,7 +9,7 @@ import { isRecordName, listRecords, parseRecord, readRecord, removeRecord, write
 import { stablePath, type IsBlock } from '../../src/service/stable-path.js';
 import { linkStableName, stableNameOf, unlinkStableName } from '../../src/device/stable-name.js';
 import { addFlagsSchema } from '../../src/cli/schemas.js';
-import { execWord, renderUnits } from '../../src/service/systemd.js';
+import { execWord, markedText, renderUnits, unedited } from '../../src/service/systemd.js';
 import { makeWorld, type World } from './helpers.js';
 
 let w: World;
@@ -221,5 +221,18 @@ describe('ExecStart words (systemd command line rules)', () => {
     }
     const unit = renderUnits(['/opt/my node/node', '/srv/dmremap ublk/bin/dmremap-ublk.js'])['dmremap-ublk@.service'];
     expect(/^ExecStart=(.*)$/m.exec(unit)?.[1]).toBe('"/opt/my node/node" "/srv/dmremap ublk/bin/dmremap-ublk.js" up --foreground %i');
+  });
+});
+
+describe('install-systemd\'s mark: a file edited here is told from one it wrote', () => {
+  it('a marked file is unedited while its rest matches the hash; an unmarked one only when an earlier version shipped it', () => {
+    const unit = renderUnits(['/usr/bin/node', '/srv/dmr/bin/dmremap-ublk.js'])['dmremap-ublk@.service'];
+    const marked = markedText(unit);
+    expect(marked.split('\n')[0]).toMatch(/^# Written by dmremap-ublk install-systemd; sha256 of the lines below: [0-9a-f]{64} /);
+    expect(unedited('dmremap-ublk@.service', marked)).toBe(true);
+    expect(unedited('dmremap-ublk@.service', marked.replace('RestartSec=2', 'RestartSec=3'))).toBe(false);
+    expect(unedited('dmremap-ublk@.service', `${marked}# mine\n`)).toBe(false);
+    expect(unedited('dmremap-ublk@.service', '[Service]\nExecStart=/bin/true\n')).toBe(false);
+    expect(unedited('dmremap-ublk.target', '')).toBe(false);
   });
 });
