@@ -47,7 +47,8 @@ export function remapStatus(engine: RemapEngine, health: HealthState, scanPercen
     readErrors: c.readErrors,
     autoRemaps: c.autoRemaps,
     manualRemaps: c.manualRemaps,
-    scanRemaps: c.scanRemaps,
+    // A spare before format version 3 stores the scan's remaps as auto: no count to report, not a 0.
+    ...(g.version >= 3 ? { scanRemaps: c.scanRemaps } : {}),
     unremaps: c.unremaps,
     scanPercent,
     pairId: st.pairId,
@@ -153,7 +154,7 @@ export function autoRemapStats(engine: RemapEngine, auto: AutoRemapper, health: 
     unrecoveredReads: a.unrecoveredReads,
     autoRemaps: c.autoRemaps,
     manualRemaps: c.manualRemaps,
-    scanRemaps: c.scanRemaps,
+    ...(st.geometry.version >= 3 ? { scanRemaps: c.scanRemaps } : {}),
     relocations: a.relocations,
     relocationFailures: a.relocationFailures,
     healedBlocks: a.slotWritesCommitted,

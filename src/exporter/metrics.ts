@@ -91,16 +91,18 @@ export function latencyBuckets(log2Us: number[]): { le: string; count: number }[
 }
 
 /**
- * The `origin` series of dmremap_remaps_total from a daemon's `stats`: the persisted autoRemaps counts every
- * remap not made by hand, scanRemaps those of them the background scan found, so auto is their difference.
- * A daemon older than scanRemaps reports no scan series (its scan remaps are in auto). scanRemaps never
- * exceeds autoRemaps (both only grow; a program older than the counter writes it back as 0): clamped anyway,
- * a counter is never negative.
+ * The remap counters of a daemon's `stats` as exported: dmremap_remaps_total{origin} is the persisted
+ * autoRemaps and manualRemaps (auto counts the scan's too), dmremap_scan_remaps_total the persisted scanRemaps
+ * (those of auto the background scan found), only where the daemon reports it (a format-version-3 spare, a
+ * daemon new enough). Each is exported as persisted, never computed from another: a difference of two
+ * counters goes backwards when one of them is reset (a program older than scanRemaps writes it back as 0),
+ * and Prometheus would read that as a reset of the difference.
  */
-export function remapsByOrigin(x: Pick<Stats, 'autoRemaps' | 'manualRemaps' | 'scanRemaps'>): Array<['auto' | 'scan' | 'manual', number]> {
-  if (x.scanRemaps === undefined) return [['auto', x.autoRemaps], ['manual', x.manualRemaps]];
-  const scan = Math.min(x.scanRemaps, x.autoRemaps);
-  return [['auto', x.autoRemaps - scan], ['scan', scan], ['manual', x.manualRemaps]];
+export function remapCounters(x: Pick<Stats, 'autoRemaps' | 'manualRemaps' | 'scanRemaps'>): {
+  byOrigin: Array<['auto' | 'manual', number]>;
+  scan: number | undefined;
+} {
+  return { byOrigin: [['auto', x.autoRemaps], ['manual', x.manualRemaps]], scan: x.scanRemaps };
 }
 
 /** The registry of one scrape: `snaps` (collectAll's answer) and how long collecting took. */
@@ -134,8 +136,12 @@ export function buildRegistry(snaps: DeviceSnapshot[], collectSeconds: number): 
   const unrecovered = m.counter('dmremap_unrecovered_reads_total', 'Failed reads that failed every retry.');
   const remaps = m.counter(
     'dmremap_remaps_total',
-    'Blocks remapped, ever, by origin: auto (the error handling of users\' I/O), scan (what the background scan found), manual (the remap command).',
+    'Blocks remapped, ever, by origin: auto (the error handling of users\' I/O and the background scan), manual (the remap command).',
     ['origin'],
+  );
+  const scanRemaps = m.counter(
+    'dmremap_scan_remaps_total',
+    'Of the auto remaps, those the background scan found, ever (absent for a spare formatted before format version 3).',
   );
   const unremaps = m.counter('dmremap_unremaps_total', 'Remaps undone by unremap, ever.');
   const relocations = m.counter('dmremap_relocations_total', 'Background moves of recovered blocks to the spare.');
@@ -197,7 +203,9 @@ export function buildRegistry(snaps: DeviceSnapshot[], collectSeconds: number): 
     retries(l, x.retries);
     recovered(l, x.recoveredReads);
     unrecovered(l, x.unrecoveredReads);
-    for (const [origin, value] of remapsByOrigin(x)) remaps({ ...l, origin }, value);
+    const rc = remapCounters(x);
+    for (const [origin, value] of rc.byOrigin) remaps({ ...l, origin }, value);
+    if (rc.scan !== undefined) scanRemaps(l, rc.scan);
     unremaps(l, st.remap.unremaps);
     relocations(l, x.relocations);
     relocationFailures(l, x.relocationFailures);

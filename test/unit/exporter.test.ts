@@ -11,7 +11,7 @@ import { Daemon } from '../../src/device/daemon.js';
 import { main } from '../../src/cli/main.js';
 import { downLine } from '../../src/cli/exporter.js';
 import { Exporter } from '../../src/exporter/server.js';
-import { latencyBuckets, remapsByOrigin } from '../../src/exporter/metrics.js';
+import { latencyBuckets, remapCounters } from '../../src/exporter/metrics.js';
 import { DEFAULT_POLICY } from '../../src/config/policy.js';
 import { listenSchema } from '../../src/exporter/listen.js';
 import type { FakeDevice, FakeNative } from '../../src/testing/fake-native.js';
@@ -120,7 +120,7 @@ describe('exporter', () => {
     }
   });
 
-  it('remaps by origin: auto (a user read that failed every try), scan (the background scan), manual, each its own series; promtool accepts it', async () => {
+  it('remaps by origin: auto (a user read that failed every try, and the background scan), manual; the scan part apart in dmremap_scan_remaps_total; promtool accepts it', async () => {
     const policy = { ...DEFAULT_POLICY, autoRemap: true, errorThreshold: 1, readRetries: 0, retryBackoffMs: 0 };
     const d = await Daemon.start(deviceConfig(w, { name: 'data', policy }), {
       native, runDir: w.runDir, log: quietLog(), logFile: null, stateDir: path.join(w.root, 'state'),
@@ -153,10 +153,12 @@ describe('exporter', () => {
     expect(stats).toMatchObject({ autoRemaps: 3, scanRemaps: 2, manualRemaps: 1 });
     const text = await (await fetch(`${await exporter()}/metrics`)).text();
     const l = `device="${d.info.blockPath}",name="data"`;
-    expect(sample(text, `dmremap_remaps_total{${l},origin="auto"}`)).toBe(1);
-    expect(sample(text, `dmremap_remaps_total{${l},origin="scan"}`)).toBe(2);
+    expect(sample(text, `dmremap_remaps_total{${l},origin="auto"}`)).toBe(3);
     expect(sample(text, `dmremap_remaps_total{${l},origin="manual"}`)).toBe(1);
-    expect(text).toMatch(/^# HELP dmremap_remaps_total .*auto .*scan .*manual/m);
+    expect(text).not.toContain('origin="scan"');
+    expect(sample(text, `dmremap_scan_remaps_total{${l}}`)).toBe(2);
+    expect(text).toMatch(/^# HELP dmremap_remaps_total .*auto .*manual/m);
+    expect(text).toMatch(/^# TYPE dmremap_scan_remaps_total counter$/m);
     if (!SKIP_PROMTOOL) {
       const r = promtool(['check', 'metrics'], text);
       expect(r.output).toBe('');
@@ -258,12 +260,12 @@ describe('the exporter\'s "is down" line', () => {
   });
 });
 
-describe('remapsByOrigin', () => {
-  it('auto is autoRemaps without the scan\'s; a daemon without scanRemaps has no scan series; never negative', () => {
-    expect(remapsByOrigin({ autoRemaps: 5, scanRemaps: 2, manualRemaps: 1 })).toEqual([['auto', 3], ['scan', 2], ['manual', 1]]);
-    expect(remapsByOrigin({ autoRemaps: 5, scanRemaps: 0, manualRemaps: 0 })).toEqual([['auto', 5], ['scan', 0], ['manual', 0]]);
-    expect(remapsByOrigin({ autoRemaps: 5, manualRemaps: 1 })).toEqual([['auto', 5], ['manual', 1]]);
-    expect(remapsByOrigin({ autoRemaps: 1, scanRemaps: 4, manualRemaps: 0 })).toEqual([['auto', 0], ['scan', 1], ['manual', 0]]);
+describe('remapCounters', () => {
+  it('exports each persisted counter as it is (never a difference that a reset of one could make go backwards); no scan series without scanRemaps', () => {
+    expect(remapCounters({ autoRemaps: 5, scanRemaps: 2, manualRemaps: 1 })).toEqual({ byOrigin: [['auto', 5], ['manual', 1]], scan: 2 });
+    // A rollback wrote scanRemaps back as 0: auto does not move, only the scan counter resets.
+    expect(remapCounters({ autoRemaps: 5, scanRemaps: 0, manualRemaps: 1 })).toEqual({ byOrigin: [['auto', 5], ['manual', 1]], scan: 0 });
+    expect(remapCounters({ autoRemaps: 5, manualRemaps: 1 })).toEqual({ byOrigin: [['auto', 5], ['manual', 1]], scan: undefined });
   });
 });
 
