@@ -1,6 +1,7 @@
 // Hostile review (revC) of the table-UUID / install-systemd / NOTIFY_SOCKET / spawn-env change
 // (1569585 07333b7 5d2d7a0 e4fb624 0aad090 217d217). Each test states what the change should do and FAILS on
 // main as merged: they show findings, they are not fixes.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -135,4 +136,38 @@ describe('revC: install-systemd keeps edited files', () => {
       fs.rmSync(root, { recursive: true, force: true });
     }
   });
+});
+
+describe('revC: checked sound (these pass)', () => {
+  // NOTIFY_SOCKET: the unit's restart is systemd's Restart=on-failure running `up --foreground` again, which
+  // recovers the quiesced device in its own process (runRecover --foreground -> serveForeground): it keeps the
+  // unit's NOTIFY_SOCKET (only spawnDaemon and daemonEnv strip it) and tells READY=1 with its own MAINPID.
+  it('a restarted unit (up --foreground recovering a quiesced device) still sends READY=1, STATUS= and STOPPING=1', async () => {
+    expect(run(['add', '--main', w.main, '--spare', w.spare, '--name', 'svc', '--persist']).status).toBe(0);
+    const [e] = readEntries(w.runDir).live;
+    const sup = supervisorOf(e?.pid ?? 0);
+    if (sup !== null) process.kill(sup, 'SIGKILL');
+    process.kill(e?.pid ?? 0, 'SIGKILL');
+    await waitFor(() => !pidAlive(e?.pid ?? 0));
+    expect(readEntries(w.runDir).quiesced.map((q) => q.name)).toEqual(['svc']);
+    const sock = path.join(w.root, 'notify.sock');
+    const link = path.join(w.nameDir, 'svc');
+    const recv = spawn('python3', [path.join(REPO, 'test/unit/notify-receiver.py'), sock, link, '20'], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let got = '';
+    recv.stdout.on('data', (d: Buffer) => (got += d.toString()));
+    await waitFor(() => got.startsWith('bound\n'));
+    const daemon = spawn(process.execPath, [path.join(REPO, 'bin/dmremap-ublk.js'), 'up', '--foreground', 'svc'], {
+      env: { ...process.env, VITEST: 'true', NOTIFY_SOCKET: sock, DMREMAP_RUN_DIR: w.runDir, DMREMAP_NAME_DIR: w.nameDir, DMREMAP_DEVICES_DIR: w.devicesDir, DMREMAP_DISK_DIR: w.diskDir, DMREMAP_FAKE_NATIVE: JSON.stringify({ devDir: w.devDir, ...FAKE }) },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    await waitFor(() => got.includes('READY=1'), 20_000);
+    const first = JSON.parse(got.split('\n')[1] ?? '{}') as { text: string; linked: boolean };
+    expect(first).toEqual({ text: `READY=1\nMAINPID=${daemon.pid}\nSTATUS=serving ${path.join(w.devDir, 'ublkb0')} (svc), 0 remaps`, linked: true });
+    expect(readEntries(w.runDir).live).toEqual([expect.objectContaining({ name: 'svc', pid: daemon.pid })]);
+    const exited = new Promise<number | null>((r) => daemon.on('exit', (code) => r(code)));
+    daemon.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    await waitFor(() => got.includes('STOPPING=1'));
+    recv.kill();
+  }, 90_000);
 });
