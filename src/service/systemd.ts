@@ -159,9 +159,47 @@ const EARLIER_SHIPPED: Record<string, readonly string[]> = {
   [UDEV_RULE]: ['ba193c2664c7a54e8a3ba06818b916b6d8ad37302906bb442a3a3850c8741fb4'], // 7240ab8
 };
 
-/** An unmarked installed file as it shipped: the installation's ExecStart put back to the shipped one. */
+/** The two ExecStart words of an earlier rendering: each a double-quoted word (no quote inside) or a bare one. */
+const RENDERED_EXEC = /^ExecStart=("[^"]*"|[^\s"]+) ("[^"]*"|[^\s"]+) up --foreground %i$/m;
+/** The program file every installation's ExecStart runs (thisProgram's second word ends so). */
+const BIN_TAIL = '/bin/dmremap-ublk.js';
+
+/**
+ * Whether `words` (an ExecStart's text before " up --foreground %i") is exactly what an earlier install-systemd
+ * rendered for some node and program path: before 5fde8c4 the two absolute paths as they are, separated by
+ * one space (neither held white space, a quote, a backslash or %); since then each one execWord (`%` and `$`
+ * doubled, double-quoted when it holds white space). The first names node (its file name starts so), the second
+ * this program's bin/dmremap-ublk.js. Anything else (another word, an option, a wrapper, other quoting) is an
+ * admin's edit.
+ */
+function renderedExec(node: string, bin: string, words: string): boolean {
+  const paths = [node, bin];
+  // process.execPath: node's own file (node, nodejs, node22, ...); not a wrapper put before the program.
+  if (!paths.every((p) => p.startsWith('/')) || !/^node/.test(path.posix.basename(node)) || !bin.endsWith(BIN_TAIL)) return false;
+  if (words === paths.join(' ') && !paths.some((p) => /[\s"'\\%]/.test(p))) return true;
+  try {
+    return words === paths.map(execWord).join(' ');
+  } catch {
+    return false;
+  }
+}
+
+/** The path an ExecStart word names, as execWord encoded it: its quotes off, `%%` and `$$` undoubled. */
+const unword = (w: string): string => (w.startsWith('"') ? w.slice(1, -1) : w).replace(/%%|\$\$/g, (d) => d.slice(1));
+
+/**
+ * An unmarked installed file as it shipped: its ExecStart put back to the shipped one, but only when it is
+ * exactly as an earlier install-systemd rendered it (renderedExec); an ExecStart edited here stays, so the
+ * file's hash is no shipped one and it is kept.
+ */
 function unmarkedShipped(text: string): string {
-  return text.replace(/^ExecStart=.* up --foreground %i$/m, `ExecStart=${SHIPPED_EXEC} up --foreground %i`);
+  const m = RENDERED_EXEC.exec(text);
+  if (m === null) return text;
+  const [line, w1, w2] = m as unknown as [string, string, string];
+  const words = `${w1} ${w2}`;
+  // Before 5fde8c4 a word was the path itself (no quotes, no doubling): try it as it is, then as execWord's.
+  const shipped = renderedExec(w1, w2, words) || renderedExec(unword(w1), unword(w2), words);
+  return shipped ? text.replace(line, `ExecStart=${SHIPPED_EXEC} up --foreground %i`) : text;
 }
 
 /**
