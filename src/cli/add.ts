@@ -167,7 +167,7 @@ export async function serveForeground(
     }
     // The queue threads exist now: from here on the JS thread yields the CPU to them (priority.ts).
     lowerControlPriority(log);
-    const ready: Ready = { ok: true, devId: daemon.info.devId, blockPath: daemon.info.blockPath, name: opts.name, pid: process.pid };
+    const ready: Ready = { ok: true, devId: daemon.info.devId, blockPath: daemon.info.blockPath, name: opts.name, pid: process.pid, pairId: daemon.pairId };
     if (readyFd !== null) sendReady(readyFd, ready);
     else announce(ctx, opts.json, ready);
     // Under systemd (Type=notify): the device is live and its stable name linked (Daemon.bringUp).
@@ -207,8 +207,8 @@ export async function runDetached(ctx: CliContext, flags: AddFlags, persist = fa
     announce(ctx, flags.json, ready);
     return 0;
   }
-  const saved = persistAdded(ctx, record);
-  if (flags.json) printJson(ctx, { devId: ready.devId, blockPath: ready.blockPath, name: ready.name, pid: ready.pid, record: saved.record, systemd: saved.systemd });
+  const saved = persistAdded(ctx, record, ready.pairId);
+  if (flags.json) printJson(ctx, { devId: ready.devId, blockPath: ready.blockPath, name: ready.name, pid: ready.pid, record: saved.record, systemd: saved.systemd, tableUuid: saved.tableUuid });
   else announce(ctx, false, ready);
   return 0;
 }

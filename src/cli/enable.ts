@@ -1,10 +1,12 @@
 // `dmremap-ublk enable <dev|id|name>` records a running (or quiesced) device's definition in devices.d so that
 // `up` (and systemd, when its units are installed) brings it back after a reboot; `disable <dev|name>` removes
 // the record (the device keeps running). `add --persist` records the device it adds (persistAdded).
-import { findTarget, notFound, readEntries } from '../control/registry.js';
-import { DmrError } from '../errors.js';
+import { request } from '../control/client.js';
+import { findTarget, notFound, readEntries, type RegistryEntry } from '../control/registry.js';
+import { TABLE_UUID_RE } from '../device/table-uuid.js';
+import { DmrError, toDmrError } from '../errors.js';
 import { runDir } from '../paths.js';
-import { checkRecord, recordFromEntry, recordFromFlags, saveRecord, withTableUuid } from '../service/define.js';
+import { checkRecord, recordFromEntry, recordFromFlags, saveRecord, tableUuidFor, type ServedTable, type TableUuidChoice } from '../service/define.js';
 import { devicesDir, isRecordName, readRecord, recordPath, removeRecord, type DeviceRecord } from '../service/records.js';
 import { diskDir } from '../service/stable-path.js';
 import { instanceUnit, systemctl, unitDir, unitsInstalled } from '../service/systemd.js';
@@ -57,22 +59,50 @@ function report(ctx: CliContext, json: boolean, verb: 'enabled' | 'disabled', re
   if (sd.note !== null) ctx.stdout.write(`${record.name}: ${sd.note}\n`);
 }
 
-/** Where a record's main or spare had no stable link: the record keeps the path given, and says so; and where its table's UUID could not be read. */
+/** Where a record's main or spare had no stable link: the record keeps the path given, and says so. */
 function warnUnstable(ctx: CliContext, record: DeviceRecord): void {
-  if (record.tableUuid === undefined) ctx.stderr.write(`${PROG}: warning: ${record.name}: cannot read the remap table's UUID on the spare ${record.spare.path}: recorded without it (\`${PROG} enable ${record.name}\` again records it)\n`);
   for (const [role, b] of [['main', record.main], ['spare', record.spare]] as const) {
     if (b.kind === 'as-given') ctx.stderr.write(`${PROG}: warning: ${record.name}: ${role} ${b.path} has no /dev/disk link with a stable identity: recorded as given\n`);
   }
 }
 
+/**
+ * `record` with the table UUID tableUuidFor chose (the running daemon's `served` table; the one recorded
+ * before kept otherwise), its notes and warnings written to stderr, one line each. Checks `record` first
+ * (saveRecord's refusals: nothing read, nothing said).
+ */
+function withTable(ctx: CliContext, record: DeviceRecord, served: ServedTable): { record: DeviceRecord; table: TableUuidChoice } {
+  const dir = devicesDir(ctx.env);
+  checkRecord(dir, record);
+  const { tableUuid: _none, ...rest } = record;
+  const table = tableUuidFor(record.name, served, readRecord(dir, record.name)?.tableUuid, record.spare.path, record.spareOffset);
+  for (const n of table.notes) ctx.stderr.write(`${PROG}: ${record.name}: ${n}\n`);
+  for (const w of table.warnings) ctx.stderr.write(`${PROG}: warning: ${record.name}: ${w}\n`);
+  return { record: table.tableUuid === null ? rest : { ...rest, tableUuid: table.tableUuid }, table };
+}
+
+/** The table `e`'s daemon serves: its status reply's pairId; or why there is none (quiesced, no answer). */
+async function servedTable(e: RegistryEntry, live: boolean): Promise<ServedTable> {
+  if (!live) return { none: 'its daemon is gone, the device waits quiesced' };
+  try {
+    const s = await request(e.socket, 'status', {});
+    if (s.devId !== e.devId) return { none: `its socket answered for device ${s.devId}` };
+    if (!TABLE_UUID_RE.test(s.remap.pairId)) return { none: `its daemon reported table ${JSON.stringify(s.remap.pairId)}` };
+    return { uuid: s.remap.pairId };
+  } catch (err) {
+    return { none: toDmrError(err).message };
+  }
+}
+
 export async function runEnable(ctx: CliContext, target: string, json: boolean): Promise<number> {
   const { live, quiesced } = readEntries(runDir(ctx.env));
-  const entry = findTarget(live, target) ?? findTarget(quiesced, target);
+  const running = findTarget(live, target);
+  const entry = running ?? findTarget(quiesced, target);
   if (entry === null) throw notFound(target);
-  const record = recordFromEntry(entry, diskDir(ctx.env));
+  const { record, table } = withTable(ctx, recordFromEntry(entry, diskDir(ctx.env)), await servedTable(entry, running !== null));
   const file = saveRecord(devicesDir(ctx.env), record);
   warnUnstable(ctx, record);
-  report(ctx, json, 'enabled', record, file, hookSystemd(ctx, record.name, true), { main: record.main.path, spare: record.spare.path });
+  report(ctx, json, 'enabled', record, file, hookSystemd(ctx, record.name, true), { main: record.main.path, spare: record.spare.path, tableUuid: table.tableUuid, tableUuidFrom: table.from });
   return 0;
 }
 
@@ -113,14 +143,16 @@ export function persistPlan(ctx: CliContext, flags: AddFlags): DeviceRecord {
  * After the device is live: writes its record (and enables its unit where systemd runs with the units
  * installed); says so on stderr (add's stdout is the device path). Returns the record file and the unit's fate.
  */
-export function persistAdded(ctx: CliContext, planned: DeviceRecord): { record: string; systemd: SystemdOutcome } {
-  // The table the daemon opened (or formatted) is on the spare now: the record names it (`up` refuses another).
-  const record: DeviceRecord = { ...planned, ...withTableUuid(planned.spare.given, planned.spareOffset) };
+export function persistAdded(ctx: CliContext, planned: DeviceRecord, pairId: string | undefined): { record: string; systemd: SystemdOutcome; tableUuid: string | null } {
+  // The table the new daemon opened (or formatted), as its readiness line names it: the record names it (`up`
+  // refuses another).
+  const served: ServedTable = pairId !== undefined ? { uuid: pairId } : { none: 'its readiness line named no table' };
+  const { record, table } = withTable(ctx, planned, served);
   const file = saveRecord(devicesDir(ctx.env), record);
   warnUnstable(ctx, record);
   const sd = hookSystemd(ctx, record.name, true);
   ctx.stderr.write(`${PROG}: ${record.name}: recorded in ${file}${sd.enabled ? ` (systemd: ${sd.unit} enabled)` : ''}\n`);
   if (sd.note !== null) ctx.stderr.write(`${PROG}: ${record.name}: ${sd.note}\n`);
   if (sd.warning !== null) ctx.stderr.write(`${PROG}: warning: ${record.name}: ${sd.warning}\n`);
-  return { record: file, systemd: sd };
+  return { record: file, systemd: sd, tableUuid: table.tableUuid };
 }

@@ -3,6 +3,7 @@
 import fs from 'node:fs';
 import * as z from 'zod';
 import type { DmrError } from '../errors.js';
+import { TABLE_UUID_RE } from '../device/table-uuid.js';
 
 import { READY_FD_ENV } from '../../bin/spawn-env.js';
 
@@ -16,6 +17,8 @@ export const readyMessageSchema = z.discriminatedUnion('ok', [
     blockPath: z.string(),
     name: z.string().nullable(),
     pid: z.number().int().positive(),
+    /** The UUID of the remap table the daemon opened (`add --persist` records it); absent from older daemons. */
+    pairId: z.string().regex(TABLE_UUID_RE).optional(),
   }),
   z.strictObject({ ok: z.literal(false), code: z.string(), message: z.string() }),
 ]);

@@ -200,6 +200,11 @@ export class Daemon {
     return this.deviceInfo;
   }
 
+  /** The UUID of the remap table this daemon opened on its spare (status's remap.pairId). */
+  get pairId(): string {
+    return this.liveEngine().store.pairId;
+  }
+
   private async bringUp(): Promise<void> {
     const { log, native } = this.deps;
     const p = this.plan;

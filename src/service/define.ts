@@ -60,7 +60,7 @@ export function recordFromEntry(e: RegistryEntry, disk: string, now: Date = new 
     buffers: r.buffers,
     spareOffset: r.spareOffset,
     spareSize: r.spareSize,
-    ...withTableUuid(e.spare.path, r.spareOffset),
+    // tableUuid: the caller's (tableUuidFor: the table the running daemon serves, not a read by path).
     // The flags it was given, not the config file's values of the day (a later change to the file must
     // still apply after `up`, as for `add --persist`); an entry from before they were kept: none.
     policy: r.policyGiven ?? {},
@@ -68,10 +68,60 @@ export function recordFromEntry(e: RegistryEntry, disk: string, now: Date = new 
   };
 }
 
-/** `{ tableUuid }` of the table on the spare at `sparePath` (region at `spareOffset`), or nothing when none can be read. */
-export function withTableUuid(sparePath: string, spareOffset: number | null | undefined): { tableUuid?: string } {
-  const uuid = readTableUuidOf(sparePath, spareOffset ?? 0);
-  return uuid === null ? {} : { tableUuid: uuid };
+/** Where a record's table UUID came from: the running daemon, a plain read of the spare, the record kept. */
+export type TableUuidFrom = 'daemon' | 'spare' | 'record';
+
+/** The table a running device's daemon serves (its status's pairId), or why none answered. */
+export type ServedTable = { uuid: string } | { none: string };
+
+export interface TableUuidChoice {
+  tableUuid: string | null;
+  from: TableUuidFrom | null;
+  /** What was decided that the user should know (a recorded UUID replaced): one line each. */
+  notes: string[];
+  /** What may make `up` refuse the device, or what was not checked: one line each. */
+  warnings: string[];
+}
+
+const holding = (p: string, t: string | null): string => (t === null ? `the spare at ${p} holds no remap table that can be read` : `the spare at ${p} holds remap table ${t}`);
+
+/**
+ * The table UUID a record of `name` names (enable, add --persist): the table its running daemon serves
+ * (`served`), never whatever disk the spare's path names now. A recorded UUID (`recorded`) is never dropped:
+ * it is kept unless a running daemon serves another table, which then replaces it (a note says so). Only when
+ * no daemon answers (a quiesced device) is the spare at `sparePath` (the path `up` reads) read, and a warning
+ * says so. With a daemon, the spare at `sparePath` is read too, to warn when `up` would find another table
+ * there (the path now names another disk).
+ */
+export function tableUuidFor(
+  name: string,
+  served: ServedTable,
+  recorded: string | undefined,
+  sparePath: string,
+  spareOffset: number | null | undefined,
+  read: (p: string, offset: number) => string | null = readTableUuidOf,
+): TableUuidChoice {
+  const atPath = read(sparePath, spareOffset ?? 0);
+  if ('uuid' in served) {
+    const notes = recorded !== undefined && recorded !== served.uuid ? [`the record named remap table ${recorded}; the running daemon serves table ${served.uuid}: recorded that one`] : [];
+    const warnings =
+      atPath === served.uuid ? [] : [`${holding(sparePath, atPath)}, not table ${served.uuid} the daemon serves and the record names: \`up\` refuses it until that path leads to the served spare again`];
+    return { tableUuid: served.uuid, from: 'daemon', notes, warnings };
+  }
+  const none = `no daemon answers for it (${served.none})`;
+  if (recorded !== undefined) {
+    const seen = atPath === recorded ? `${holding(sparePath, atPath)} too` : `${holding(sparePath, atPath)}; only a running daemon's table replaces a recorded one`;
+    return { tableUuid: recorded, from: 'record', notes: [], warnings: [`${none}: kept the recorded remap table ${recorded} (${seen})`] };
+  }
+  if (atPath !== null) {
+    return { tableUuid: atPath, from: 'spare', notes: [], warnings: [`${none}: recorded remap table ${atPath} as read from the spare at ${sparePath}, not as a daemon serves it (\`dmremap-ublk enable ${name}\` once it runs checks it)`] };
+  }
+  return {
+    tableUuid: null,
+    from: null,
+    notes: [],
+    warnings: [`${none}: cannot read the remap table's UUID on the spare ${sparePath}: recorded without it (\`dmremap-ublk enable ${name}\` once it runs records it)`],
+  };
 }
 
 const sameDisk = (a: RecordedBacking, b: RecordedBacking): boolean =>
@@ -190,3 +240,4 @@ export function disksProblem(record: DeviceRecord): DmrError | null {
   }
   return null;
 }
+
