@@ -7,7 +7,7 @@
 import { findTarget, readEntries } from '../control/registry.js';
 import { DmrError, toDmrError } from '../errors.js';
 import { runDir } from '../paths.js';
-import { disksProblem, flagsFromRecord, notRecordedDevice } from '../service/define.js';
+import { disksProblem, flagsFromRecord, notRecordedDevice, quiescedTableProblem } from '../service/define.js';
 import { instanceUnit, systemctl, unitManaged } from '../service/systemd.js';
 import { devicesDir, listRecords, readRecord, type DeviceRecord, type InvalidRecord } from '../service/records.js';
 import { printJson, PROG, type CliContext } from './context.js';
@@ -73,7 +73,7 @@ async function upOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine>
     }
     const waiting = findTarget(quiesced, record.name);
     if (waiting !== null) {
-      const other = notRecordedDevice(record, waiting);
+      const other = notRecordedDevice(record, waiting) ?? quiescedTableProblem(record, waiting);
       if (other !== null) throw other;
     }
     // An enabled unit runs the device (its `up --foreground` adds or recovers it): systemd is its only manager.
@@ -106,6 +106,7 @@ async function upOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine>
  * live, or failed) and the device it brought up.
  */
 function startUnit(ctx: CliContext, record: DeviceRecord, base: Pick<DeviceLine, 'name' | 'record'>, quiesced: boolean): DeviceLine {
+  // A quiesced device's table was checked already (upOne: quiescedTableProblem); the unit's command checks again.
   const problem = quiesced ? null : disksProblem(record);
   if (problem !== null) throw problem;
   const unit = instanceUnit(record.name);
@@ -199,7 +200,7 @@ async function upForeground(ctx: CliContext, names: string[], json: boolean): Pr
   }
   const waiting = findTarget(quiesced, name);
   if (waiting !== null) {
-    const other = notRecordedDevice(record, waiting);
+    const other = notRecordedDevice(record, waiting) ?? quiescedTableProblem(record, waiting);
     if (other !== null) throw other;
     const { runRecover } = await import('./recover.js');
     return runRecover(ctx, String(waiting.devId), { foreground: true, logFile: null, json });

@@ -96,14 +96,18 @@ function ofMain(t: TableId, mainPath: string): boolean {
   }
 }
 
+/** What a refusal left: nothing started (the default), or a quiesced device left waiting (`up` refusing to recover it). */
+export const NOT_BROUGHT_UP = 'not brought up, nothing written';
+export const NOT_RECOVERED = 'not recovered, nothing written: the device stays quiesced';
+
 /**
  * The refusal of a spare whose table is not the recorded one: one line naming both UUIDs (E_SPARE_OTHER_TABLE).
- * `who` names the device ("device data").
+ * `who` names the device ("device data"); `outcome` says what was left as it was.
  */
-export function otherTableError(sparePath: string, found: string, expected: string, who: string): DmrError {
+export function otherTableError(sparePath: string, found: string, expected: string, who: string, outcome: string = NOT_BROUGHT_UP): DmrError {
   return new DmrError(
     'E_SPARE_OTHER_TABLE',
-    `the spare ${sparePath} holds remap table ${found}, not table ${expected} recorded for ${who} (an old copy of the spare, or one formatted again since?): not brought up, nothing written`,
+    `the spare ${sparePath} holds remap table ${found}, not table ${expected} recorded for ${who} (an old copy of the spare, or one formatted again since?): ${outcome}`,
   );
 }
 
@@ -111,7 +115,7 @@ export function otherTableError(sparePath: string, found: string, expected: stri
  * The refusal when table `t` (null: none) is one of `mainPath`'s other than `expected`; null when it is that
  * one, none, or another main's (the store's checks say why then).
  */
-export function otherTableProblem(t: TableId | null, mainPath: string, sparePath: string, expected: string, who: string): DmrError | null {
+export function otherTableProblem(t: TableId | null, mainPath: string, sparePath: string, expected: string, who: string, outcome: string = NOT_BROUGHT_UP): DmrError | null {
   if (t === null || t.uuid === expected || !ofMain(t, mainPath)) return null;
-  return otherTableError(sparePath, t.uuid, expected, who);
+  return otherTableError(sparePath, t.uuid, expected, who, outcome);
 }

@@ -8,7 +8,7 @@ import type { RegistryEntry } from '../control/registry.js';
 import type { AddFlags } from '../cli/schemas.js';
 import { listRecords, readRecord, writeRecord, type DeviceRecord, type RecordedBacking } from './records.js';
 import { stablePath, stableIdentity, type IsBlock } from './stable-path.js';
-import { otherTableProblem, readTableIdOf, readTableUuidOf } from '../device/table-uuid.js';
+import { NOT_RECOVERED, otherTableProblem, readTableIdOf, readTableUuidOf } from '../device/table-uuid.js';
 
 /**
  * The recorded main or spare. A main with no stable identity keeps the path given: its spare's metadata
@@ -241,3 +241,16 @@ export function disksProblem(record: DeviceRecord): DmrError | null {
   return null;
 }
 
+/**
+ * Why the quiesced device `e` (the recorded one: notRecordedDevice said so) is not to be recovered for
+ * `record`, or null: its spare now holds another table of its main than the record names (E_SPARE_OTHER_TABLE:
+ * an old copy of the spare put in its place while the device waited). The same plain read and compare as
+ * disksProblem, of the spare and region the recovery would open, before anything is claimed: refused, the
+ * device stays quiesced. No table, or another main's: the recovery's own checks refuse it.
+ */
+export function quiescedTableProblem(record: DeviceRecord, e: RegistryEntry): DmrError | null {
+  if (record.tableUuid === undefined) return null;
+  // Only a version 2 entry can be quiesced (registry.ts entryState): the region it was started with.
+  const table = readTableIdOf(e.spare.path, e.version === 2 ? (e.recovery.spareOffset ?? 0) : 0);
+  return otherTableProblem(table, e.main.path, e.spare.path, record.tableUuid, `device ${record.name}`, NOT_RECOVERED);
+}
