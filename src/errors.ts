@@ -2,8 +2,9 @@
 // stable (scripts match on it, it appears in --json output and control-socket replies) and `exitCode` is
 // what the CLI exits with (2 for bad usage, 1 for everything that went wrong at run time, except the
 // refusals of `recover` the supervisor must tell apart from a crash: E_PREDECESSOR_BUSY, E_DELETING,
-// E_RECOVERY_STUCK, each with its own code below), and `up --foreground`'s "already up" (E_ALREADY_UP), which
-// the systemd unit must not restart on.
+// E_RECOVERY_STUCK, each with its own code below), and the refusals of `up --foreground` that a restart cannot
+// help, which the systemd unit must not restart on: "already up" (E_ALREADY_UP) and a spare holding another
+// remap table than the record's (E_SPARE_OTHER_TABLE).
 import os from 'node:os';
 import { isNativeError, type NativeErrorShape } from './native.js';
 
@@ -33,6 +34,14 @@ export const RECOVERY_STUCK_EXIT_CODE = 71;
  * lists it in RestartPreventExitStatus= rather than restarting in a loop.
  */
 export const ALREADY_UP_EXIT_CODE = 73;
+
+/**
+ * The exit code of a spare refused because it holds another remap table of its main than the one recorded
+ * (E_SPARE_OTHER_TABLE): the same as E_ALREADY_UP's, since for the unit's `up --foreground` it means the same
+ * (the device cannot be brought up here, and a restart reads the same disk again), and the unit's
+ * RestartPreventExitStatus= lists it. The supervisor gives it no meaning of its own (a crash, as exit 1).
+ */
+export const OTHER_TABLE_EXIT_CODE = ALREADY_UP_EXIT_CODE;
 
 export const ERROR_CODES = {
   E_USAGE: 2,
@@ -70,7 +79,7 @@ export const ERROR_CODES = {
   E_SPARE_IN_USE: 1,
   // The spare holds a remap table of this main, but not the one its device record names (the table's UUID
   // differs: an old copy of the spare disk, or a spare formatted again since): `up` refuses it, nothing written.
-  E_SPARE_OTHER_TABLE: 1,
+  E_SPARE_OTHER_TABLE: OTHER_TABLE_EXIT_CODE,
   E_REMAP_STATE: 1,
   // Remap control messages: a sector outside the device; a backing-device read or write failed while data
   // was moved (the move was undone).

@@ -375,9 +375,9 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     expect(up.lines[0]?.error?.message).toBe(
       `the spare ${w.spare} holds remap table ${first}, not table ${second} recorded for device a (an old copy of the spare, or one formatted again since?): not brought up, nothing written`,
     );
-    // The unit's command refuses it the same way, in one line.
+    // The unit's command refuses it the same way, in one line, with the exit code the unit does not restart on.
     const fg = run(['up', '--foreground', 'a']);
-    expect([fg.status, fg.stderr]).toEqual([1, `dmremap-ublk: ${up.lines[0]?.error?.message}\n`]);
+    expect([fg.status, fg.stderr]).toEqual([73, `dmremap-ublk: ${up.lines[0]?.error?.message}\n`]);
     // Nothing changed: no device, no registry entry, the spare's bytes and the record as they were.
     expect(w.devNodes()).toEqual([]);
     expect(readEntries(w.runDir).live).toEqual([]);
@@ -392,10 +392,10 @@ describe('review: devices that come back (stale names, wrong devices)', () => {
     const other = '00000000-1111-2222-3333-444444444444';
     const spareBefore = fs.readFileSync(w.spare);
     const detached = run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--table-uuid', other]);
-    expect([detached.status, detached.stderr]).toEqual([1, `dmremap-ublk: the spare ${w.spare} holds remap table ${mine}, not table ${other} recorded for device a (an old copy of the spare, or one formatted again since?): not brought up, nothing written\n`]);
+    expect([detached.status, detached.stderr]).toEqual([73, `dmremap-ublk: the spare ${w.spare} holds remap table ${mine}, not table ${other} recorded for device a (an old copy of the spare, or one formatted again since?): not brought up, nothing written\n`]);
     // In the foreground no precheck runs before the daemon: Daemon.start refuses it (before the store opens the table).
     const fg = run(['add', '--main', w.main, '--spare', w.spare, '--table-uuid', other, '--foreground']);
-    expect([fg.status, fg.stderr]).toEqual([1, `dmremap-ublk: the spare ${w.spare} holds remap table ${mine}, not table ${other} recorded for main ${w.main} (an old copy of the spare, or one formatted again since?): not brought up, nothing written\n`]);
+    expect([fg.status, fg.stderr]).toEqual([73, `dmremap-ublk: the spare ${w.spare} holds remap table ${mine}, not table ${other} recorded for main ${w.main} (an old copy of the spare, or one formatted again since?): not brought up, nothing written\n`]);
     expect(w.devNodes()).toEqual([]);
     expect(fs.readFileSync(w.spare).equals(spareBefore)).toBe(true);
     // Bad input: not a UUID; contradicting --force-format.
