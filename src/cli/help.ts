@@ -478,14 +478,19 @@ Records a running (or quiesced) device so that it comes back after a reboot: its
 stable paths (a /dev/disk/by-id link where one points at the disk, else by-path, by-uuid, by-partuuid; a
 file's own path; else the path given, with a warning), block size, queues, depth, max I/O, buffers mode,
 spare region and error-handling settings, in /etc/dmremap-ublk/devices.d/<name>.json, and the identity of
-each disk (\`up\` refuses a disk that is not the one recorded), and the UUID of the remap table on the spare
-(\`up\` refuses a spare holding another table, E_SPARE_OTHER_TABLE: an old copy of the spare disk; enabling
-again records the table the device runs with). Only a device added with --name can be
-recorded. Where systemd runs and its units are installed (install-systemd), also enables
-dmremap-ublk@<name>.service. <device> is /dev/ublkbN, /dev/dmremap/<name>, the device id or the name.
+each disk (\`up\` refuses a disk that is not the one recorded), and the UUID of the remap table the device's
+daemon serves (\`up\` refuses a spare holding another table of the same main, E_SPARE_OTHER_TABLE: a copy of
+the spare disk taken before the spare was last formatted). A UUID already recorded is kept unless the
+running daemon serves another table (then replaced, and said so); a quiesced device (no daemon answers) has
+it read from the spare, and said so; a spare path that now holds another table or none is warned about. Only
+a device added with --name can be recorded. Where systemd runs and its units are installed
+(install-systemd), also enables dmremap-ublk@<name>.service. <device> is /dev/ublkbN, /dev/dmremap/<name>,
+the device id or the name.
 
 Options:
-  --json       print {"name","record","enabled":true,"systemd":{"unit","enabled","note"},"main","spare"}
+  --json       print {"name","record","enabled":true,"systemd":{"unit","enabled","note"},"main","spare",
+               "tableUuid","tableUuidFrom"}; tableUuidFrom is daemon, spare (read: no daemon answered),
+               record (kept) or null (none recorded)
   -h, --help   show this help
 `,
   disable: `Usage: dmremap-ublk disable <name|device> [--json]
@@ -502,15 +507,17 @@ Options:
 
 Brings up every recorded device (or those named) that is not running, one line each: "already up" for a
 running one, "recovered" for a quiesced one (its daemon died; it is taken over, not added again), "up" for
-one added from its record. A device whose main or spare is missing, or is not the disk recorded, is
-reported and skipped; the others still come up. A record that cannot be read is reported by file name with
-the reason. A device of the record's name on other disks is reported as failed, never "already up". The
-spare must still hold the device's remap table: a blank disk in its place is refused, never formatted,
-and so is a spare holding another table than the record names (E_SPARE_OTHER_TABLE, both UUIDs named;
-records written before the UUID was kept are checked without it). Where systemd runs and a device's unit is enabled, that unit is started (systemctl start) instead. Exit 1
-if any failed. --foreground serves one device in this process (the systemd unit runs this): it recovers
-the device when quiesced, adds it otherwise, and tells systemd READY=1 once it is live; a device of its
-name already up under another process exits 73 (E_ALREADY_UP), which the unit does not restart on.
+one added from its record. A device whose main or spare is missing, or is not the disk recorded, is reported
+and skipped; the others still come up. A record that cannot be read is reported by file name with the
+reason. A device of the record's name on other disks is reported as failed, never "already up". The spare
+must still hold the device's remap table: a blank disk in its place is refused, never formatted, and so is a
+spare holding another table than the record names (E_SPARE_OTHER_TABLE, both UUIDs named; records written
+before the UUID was kept are checked without it), also before a quiesced device is recovered (it stays
+quiesced). Where systemd runs and a device's unit is enabled, that unit is started (systemctl start)
+instead. Exit 1 if any failed. --foreground serves one device in this process (the systemd unit runs this):
+it recovers the device when quiesced, adds it otherwise, and tells systemd READY=1 once it is live; a device
+of its name already up under another process exits 73 (E_ALREADY_UP), and a spare holding another table
+exits 73 (E_SPARE_OTHER_TABLE): the unit does not restart on either.
 
 Options:
   --foreground  run one device's daemon in this process (stop with SIGTERM: the device is deleted)

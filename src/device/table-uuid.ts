@@ -1,7 +1,7 @@
 // The remap table's UUID: the 16 bytes a format writes into the spare's superblock (src/remap/format.ts), shown
-// as the pair id (RemapStore.pairId). A device record keeps it (`add --persist`, `enable`) so that `up` refuses a
-// spare that holds a table of the same main from another copy: an old clone of the spare disk, taken before the
-// spare was formatted again. It is read from the superblock alone (copy 0, else copy 1, as the store picks it),
+// as the pair id (RemapStore.pairId). A device record keeps it (`add --persist`, `enable`: the table the daemon
+// serves) so that `up` refuses a spare that holds a table of the same main from another copy: a clone of the
+// spare disk taken before the spare was last formatted. It is read from the superblock alone (copy 0, else copy 1, as the store picks it),
 // before anything is claimed (`up`, a plain read) and again on the claimed spare before the store opens it (the
 // daemon, and add's precheck): a refusal writes nothing. Only a table of the same main (its fingerprint) is
 // refused here: another main's is the store's to refuse (E_SPARE_FOREIGN), which says so.
@@ -55,8 +55,9 @@ export async function readTableId(io: Pick<SpareIo, 'read' | 'size'>, spareOffse
 
 /**
  * The table of the spare region at `spareOffset` of `path`, read without claiming it (a running daemon holds
- * it exclusively; a plain read-only open is still allowed): for `enable`, `add --persist` once the device is
- * live, and `up` before it starts anything. Null when there is none or it cannot be read.
+ * it exclusively; a plain read-only open is still allowed): for `up` before it starts or recovers anything,
+ * and for `enable` and `add --persist` to warn when the spare's path holds another table than the daemon
+ * serves (or, with no daemon to ask, to record it). Null when there is none or it cannot be read.
  */
 export function readTableIdOf(path: string, spareOffset: number): TableId | null {
   let fd: number;
