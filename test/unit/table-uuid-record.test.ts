@@ -166,6 +166,9 @@ describe('the record\'s table UUID is the one the device runs with', () => {
     fs.rmSync(path.join(w.devicesDir, 'a.json'));
     const p = run(['add', '--main', w.main, '--spare', w.spare, '--name', 'a', '--persist', '--json']);
     expect(JSON.parse(p.stdout)).toMatchObject({ name: 'a', tableUuid: second });
+    // From the daemon's readiness line: no fallback read, nothing to warn about.
+    expect(p.stderr).toContain(`dmremap-ublk: a: recorded in ${path.join(w.devicesDir, 'a.json')}\n`);
+    expect(p.stderr).not.toContain('warning');
     expect(record('a').tableUuid).toBe(second);
   }, 90_000);
 });
