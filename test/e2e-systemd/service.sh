@@ -42,9 +42,10 @@ fail() {
   journalctl -u "$UNIT" --no-pager -n 40 -o short-monotonic >&2 2>&1
   return 1
 }
-# run CMD...: runs it, its output in $out; fails the step (with the output) if it exits non-zero.
+# run CMD...: runs it, its output in $out; fails the step (with the output) if it exits non-zero or hangs
+# (300 s: a hang is reported by step, not by the VM's timeout).
 run() {
-  out="$("$@" 2>&1)"
+  out="$(timeout -k 5 300 "$@" 2>&1)"
   local rc=$?
   if [[ $rc -ne 0 ]]; then
     fail "\`$*\` exited $rc: $out"
@@ -161,11 +162,20 @@ step_kill9() {
   local pid1 pid2 dev1
   pid1="$(prop "$UNIT" MainPID)"
   dev1="$(readlink -f "$LINK")"
+  # With x-systemd.requires= (systemd 252) the automatic restart is a restart job, which restarts the
+  # mount that requires the unit too: its umount then waits on the quiesced device, which only the restarted
+  # daemon recovers, until systemd's stop timeouts give up (4.5 min measured). So the line that survives a
+  # daemon crash orders the mount after the unit without requiring it (the enabled target pulls the unit in).
+  run umount "$MNT" || return 1
+  sed -i "s|x-systemd.requires=$UNIT|x-systemd.after=$UNIT|" /etc/fstab
+  run systemctl daemon-reload || return 1
+  run systemctl start "$MOUNT_UNIT" || return 1
   local journal_since
   journal_since="$(date '+%Y-%m-%d %H:%M:%S')"
   run kill -9 "$pid1" || return 1
   # systemd restarts the unit (Restart=on-failure, after 2 s) and its up --foreground recovers the device.
   wait_for "the unit to restart" 120 bash -c "[[ \$(systemctl show -p NRestarts --value $UNIT) == 1 && \$(systemctl show -p ActiveState --value $UNIT) == active ]]" || return 1
+  journalctl -u "$UNIT" --since "$journal_since" -o short-monotonic | grep -v '"level":' | sed 's/^/  journal: /'
   pid2="$(prop "$UNIT" MainPID)"
   [[ "$pid2" != "$pid1" && "$pid2" != 0 ]] || { fail "MainPID $pid2 after the restart (was $pid1)"; return 1; }
   expect "the device after the restart" "$(readlink -f "$LINK")" "$dev1" || return 1
@@ -173,6 +183,8 @@ step_kill9() {
     { fail "the journal has no 'device live' with recovered:true since the kill"; return 1; }
   # The mount never went away: the old file reads back (from the device, not the cache), a new one writes.
   expect "mounted after the restart" "$(findmnt -n -o SOURCE "$MNT")" "$dev1" || return 1
+  expect "$MOUNT_UNIT after the restart" "$(unit_state "$MOUNT_UNIT")" active/mounted || return 1
+  journalctl -u "$MOUNT_UNIT" --since "$journal_since" -o cat | grep -q . && { fail "the mount was touched by the restart: $(journalctl -u "$MOUNT_UNIT" --since "$journal_since" -o cat)"; return 1; }
   drop_caches
   expect "sha256 of one after kill -9" "$(file_sha "$MNT/one")" "$sha_one" || return 1
   head -c 4M /dev/urandom >"$MNT/two" && sync || { fail "writing $MNT/two after the restart failed"; return 1; }
@@ -194,7 +206,6 @@ step_stop_start() {
   expect "$UNIT started by the mount" "$(unit_state "$UNIT")" active/running || return 1
   drop_caches
   expect "sha256 of one after stop/start" "$(file_sha "$MNT/one")" "$sha_one" || return 1
-  expect "sha256 of two after stop/start" "$(file_sha "$MNT/two")" "$sha_two" || return 1
 }
 
 step_up_down() {
@@ -241,10 +252,14 @@ step_disable() {
   expect "ublk devices at the end" "$(ublk_nodes)" "" || return 1
 }
 
-steps=(install install_again modules_load disks add_persist systemctl_start fstab_mount kill9 stop_start up_down target journal disable)
+steps=(install install_again modules_load disks add_persist systemctl_start fstab_mount stop_start kill9 up_down target journal disable)
+# DMREMAP_E2E_SYSTEMD_STEPS="install ... kill9" runs the first steps only (to look into one; later steps need
+# the earlier ones).
+if [[ -n "${DMREMAP_E2E_SYSTEMD_STEPS:-}" ]]; then read -r -a steps <<<"$DMREMAP_E2E_SYSTEMD_STEPS"; fi
 for s in "${steps[@]}"; do
   current="$s"
   t=$(date +%s)
+  echo "---- $s"
   if "step_$s"; then
     passed=$((passed + 1))
     echo "ok   $s ($(($(date +%s) - t)) s)"
