@@ -58,12 +58,14 @@ expect() {
 }
 # wait_for WHAT SECONDS CMD...: until CMD succeeds (polling, not a timed assertion: the limit only ends a hang).
 wait_for() {
-  local what="$1" limit="$2" i
+  local what="$1" limit="$2" end
   shift 2
-  for ((i = 0; i < limit * 5; i++)); do
+  end=$(($(date +%s) + limit))
+  while (($(date +%s) < end)); do
     "$@" >/dev/null 2>&1 && return 0
     sleep 0.2
   done
+  "$@" >/dev/null 2>&1 && return 0
   fail "$what: not within ${limit}s"
 }
 prop() { systemctl show -p "$2" --value "$1"; }
