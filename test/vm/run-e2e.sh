@@ -47,8 +47,8 @@ else
       echo "e2e-$suite: 0 passed, 1 failed (the VM run ended with status $rc before reporting)"
     fi
     # The systemd units, the udev rule and install.sh under systemd as PID 1 (test/e2e-systemd/service.sh):
-    # one boot of the trixie kernel, nothing kernel-specific, so only with trixie in the list. 500 s took
-    # 200 s on a busy host (load 5 on 2 cores); the limit leaves room for half speed.
+    # one boot of the trixie kernel, nothing kernel-specific, so only with trixie in the list. It took 160 s
+    # (whole VM run) to 310 s with other VMs on the host (load 5 on 2 cores); 900 s leaves room for half speed.
     if [[ "$suite" == trixie ]]; then
       echo "=== systemd units on Debian $suite kernel (QEMU TCG, systemd as PID 1) ==="
       bash "$here/run.sh" --init systemd --suite "$suite" --timeout "${DMREMAP_E2E_SYSTEMD_TIMEOUT:-900}" -- \
