@@ -153,11 +153,34 @@ fi
 
 # ---- npm ci, build ------------------------------------------------------------------------------------------
 cd "$repo"
-# npm ci leaves node_modules/.package-lock.json; newer than package-lock.json: the dependencies are in place.
-if [[ -f node_modules/.package-lock.json && ! package-lock.json -nt node_modules/.package-lock.json && ! package.json -nt node_modules/.package-lock.json ]]; then
-  say "ok: node_modules up to date with package-lock.json"
+# The dependencies are in place when every package package-lock.json lists is in node_modules at its version
+# (an optional one may be missing: another platform's) and the lock is package.json's. Looked at by content,
+# not by file times: a fresh checkout or a `git pull` makes package-lock.json newer than node_modules without
+# changing a thing, and npm ci needs the network (and rebuilds the addon) for nothing.
+deps_problem() {
+  node -e '
+    const fs = require("fs");
+    const read = (f) => JSON.parse(fs.readFileSync(f, "utf8"));
+    const lock = read("package-lock.json");
+    const pkg = read("package.json");
+    const root = (lock.packages || {})[""] || {};
+    const same = (a, b) => JSON.stringify(a || {}) === JSON.stringify(b || {});
+    if (!same(root.dependencies, pkg.dependencies) || !same(root.devDependencies, pkg.devDependencies)) {
+      console.log("package-lock.json does not match package.json"); process.exit(0);
+    }
+    for (const [p, e] of Object.entries(lock.packages || {})) {
+      if (p === "" || e.link) continue;
+      let v;
+      try { v = read(p + "/package.json").version; } catch { if (e.optional) continue; console.log(p + " is missing"); process.exit(0); }
+      if (e.version !== undefined && v !== e.version) { console.log(p + " is " + v + ", package-lock.json says " + e.version); process.exit(0); }
+    }' 2>&1 || echo "cannot read package-lock.json or node_modules"
+}
+if [[ ! -d node_modules ]]; then
+  change "npm ci (in $repo: no node_modules)" npm ci
+elif why="$(deps_problem)" && [[ -z "$why" ]]; then
+  say "ok: node_modules matches package-lock.json"
 else
-  change "npm ci (in $repo)" npm ci
+  change "npm ci (in $repo: $why)" npm ci
 fi
 # Built: the addon and the CLI bundle exist and no source is newer than them.
 addon="build/Release/dmremap_native.node"

@@ -141,6 +141,42 @@ describe('scripts/install.sh (fake root)', () => {
     expect(dryAgain.out).toMatch(/nothing to do: everything was already installed\n$/);
   });
 
+  it('node_modules is judged by content, not file times: a newer package-lock.json (a fresh checkout) needs no npm ci; a package at another version, or missing, does', () => {
+    const lock = {
+      lockfileVersion: 3,
+      packages: {
+        '': { name: 'x', dependencies: { a: '^1.0.0' }, devDependencies: { b: '^2.0.0' } },
+        'node_modules/a': { version: '1.2.3' },
+        'node_modules/b': { version: '2.0.0', dev: true },
+        'node_modules/c-linux-arm64': { version: '1.0.0', optional: true },
+      },
+    };
+    fs.writeFileSync(p('repo/package.json'), JSON.stringify({ name: 'x', dependencies: { a: '^1.0.0' }, devDependencies: { b: '^2.0.0' } }));
+    fs.writeFileSync(p('repo/package-lock.json'), JSON.stringify(lock));
+    const pkg = (name: string, version: string): void => {
+      fs.mkdirSync(p('repo/node_modules', name), { recursive: true });
+      fs.writeFileSync(p('repo/node_modules', name, 'package.json'), JSON.stringify({ name, version }));
+    };
+    pkg('a', '1.2.3');
+    pkg('b', '2.0.0');
+    // node_modules older than the lock, as after a checkout that rewrote the same files.
+    const older = new Date(Date.now() - 120_000);
+    fs.writeFileSync(p('repo/node_modules/.package-lock.json'), '{}');
+    fs.utimesSync(p('repo/node_modules/.package-lock.json'), older, older);
+    const same = install(['--dry-run']);
+    expect(same.out).toContain('ok: node_modules matches package-lock.json\n');
+    expect(same.out).not.toContain('npm ci');
+
+    pkg('a', '1.2.4');
+    expect(install(['--dry-run']).out).toContain('would: npm ci (in ' + p('repo') + ': node_modules/a is 1.2.4, package-lock.json says 1.2.3)\n');
+    fs.rmSync(p('repo/node_modules/b'), { recursive: true });
+    pkg('a', '1.2.3');
+    expect(install(['--dry-run']).out).toContain(': node_modules/b is missing)\n');
+    pkg('b', '2.0.0');
+    fs.writeFileSync(p('repo/package.json'), JSON.stringify({ name: 'x', dependencies: { a: '^1.1.0' }, devDependencies: { b: '^2.0.0' } }));
+    expect(install(['--dry-run']).out).toContain(': package-lock.json does not match package.json)\n');
+  });
+
   it('a kernel without ublk: one paragraph naming the kernel and CONFIG_BLK_DEV_UBLK, the VM demo; no modules-load entry', () => {
     const r = install([], { FAKE_NO_UBLK: '1' });
     expect(r.status).toBe(0);

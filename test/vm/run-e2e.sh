@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The end-to-end suite (test/e2e, vitest) against a real kernel. On a host with ublk it runs directly;
 # elsewhere it runs inside the QEMU VM, once per kernel: Debian trixie (6.12) and sid (7.x).
-# Each run ends with a line `e2e-<kernel>: N passed, N failed, N skipped`. Exit: 0 only if all passed.
+# Each run ends with a line `e2e-<kernel>: N passed, N failed, N skipped`; after the trixie run, the systemd
+# run (test/e2e-systemd/service.sh, in the VM booted with systemd as PID 1) ends with
+# `e2e-systemd-<kernel>: N passed, N failed`. Exit: 0 only if all passed.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
@@ -43,6 +45,19 @@ else
     # (The line may follow terminal escape codes on the console.) A VM that died before vitest could report must still count as a failure in the closing lines.
     if ! tr -d '\r' <"$out" | grep -qaE 'e2e-[^:]*: [0-9]+ passed'; then
       echo "e2e-$suite: 0 passed, 1 failed (the VM run ended with status $rc before reporting)"
+    fi
+    # The systemd units, the udev rule and install.sh under systemd as PID 1 (test/e2e-systemd/service.sh):
+    # one boot of the trixie kernel, nothing kernel-specific, so only with trixie in the list. It took 160 s
+    # (whole VM run) to 310 s with other VMs on the host (load 5 on 2 cores); 900 s leaves room for half speed.
+    if [[ "$suite" == trixie ]]; then
+      echo "=== systemd units on Debian $suite kernel (QEMU TCG, systemd as PID 1) ==="
+      bash "$here/run.sh" --init systemd --suite "$suite" --timeout "${DMREMAP_E2E_SYSTEMD_TIMEOUT:-900}" -- \
+        bash "$repo/test/e2e-systemd/service.sh" | tee "$out"
+      rc=${PIPESTATUS[0]}
+      [[ $rc -eq 0 ]] || status=1
+      if ! tr -d '\r' <"$out" | grep -qaE 'e2e-systemd-[^:]*: [0-9]+ passed'; then
+        echo "e2e-systemd-$suite: 0 passed, 1 failed (the VM run ended with status $rc before reporting)"
+      fi
     fi
   done
 fi

@@ -2,8 +2,8 @@
 # Run a command inside a throw-away QEMU VM whose kernel has ublk.
 #
 # Usage:
-#   test/vm/run.sh [--suite trixie|sid] [--mem MiB] [--smp N] [--timeout SEC]
-#                  [--cwd DIR] [--env NAME[=VALUE]]... -- <command...>
+#   test/vm/run.sh [--suite trixie|sid] [--init busybox|systemd] [--mem MiB] [--smp N]
+#                  [--timeout SEC] [--cwd DIR] [--env NAME[=VALUE]]... -- <command...>
 #
 # The VM boots a Debian kernel (test/vm/fetch-kernel.sh) under TCG, mounts
 # this host's root file system read-only over virtio-9p and chroots into it,
@@ -12,6 +12,11 @@
 # only there. The modules ublk_drv, dm-mod, dm-flakey, loop, ext4 and sd_mod
 # are loaded first (test/vm/guest-init.sh); scsi_debug and null_blk can be
 # loaded by the command with plain `modprobe`.
+#
+# --init systemd boots the host's systemd as PID 1 instead (initramfs-init-systemd.sh): the host root
+# under a throw-away overlay (writable everywhere, tmpfs), udev, journald, systemd-modules-load, and the
+# command run by a service (dmremap-vm.service) once sysinit.target is reached; nothing is preloaded and
+# DM_DISABLE_UDEV is not set (udev runs). Units that cannot work in the VM are masked. Default: busybox.
 #
 # Output: the kernel's console is the serial port, wired to our stdout; the
 # command's stdout and stderr both arrive there (merged, live).
@@ -35,6 +40,7 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/../.." && pwd)"
 
 suite="${DMREMAP_VM_SUITE:-trixie}"
+init=busybox
 mem="${DMREMAP_VM_MEM:-3072}"
 smp="${DMREMAP_VM_SMP:-2}"
 timeout_s="${DMREMAP_VM_TIMEOUT:-1200}"
@@ -49,6 +55,7 @@ usage() {
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --suite) suite="$2"; shift 2 ;;
+    --init) init="$2"; shift 2 ;;
     --mem) mem="$2"; shift 2 ;;
     --smp) smp="$2"; shift 2 ;;
     --timeout) timeout_s="$2"; shift 2 ;;
@@ -61,6 +68,7 @@ while [[ $# -gt 0 ]]; do
 done
 [[ $# -gt 0 ]] || { echo "run.sh: no command given" >&2; usage; }
 case "$suite" in trixie | sid) ;; *) echo "run.sh: bad --suite $suite" >&2; exit 2 ;; esac
+case "$init" in busybox | systemd) ;; *) echo "run.sh: bad --init $init (busybox or systemd)" >&2; exit 2 ;; esac
 for n in "$mem" "$smp" "$timeout_s"; do
   [[ "$n" =~ ^[1-9][0-9]*$ ]] || { echo "run.sh: not a positive number: $n" >&2; exit 2; }
 done
@@ -119,12 +127,21 @@ for m in "${want[@]}"; do
   if [[ -n "$p" ]]; then add_mod "$p"; fi
 done
 
+# Each --init mode has its own /init and its own image (systemd-initramfs-*.cpio for systemd), so that the
+# two never replace each other's cached image.
+if [[ "$init" == systemd ]]; then
+  init_script="$here/initramfs-init-systemd.sh"
+  image_prefix=systemd-initramfs
+else
+  init_script="$here/initramfs-init.sh"
+  image_prefix=initramfs
+fi
 key="$( {
   echo "v1 $kver"
-  sha256sum "$busybox" "$here/initramfs-init.sh"
+  sha256sum "$busybox" "$init_script"
   for p in "${order[@]}"; do sha256sum "$moddir/$p"; done
 } | sha256sum | cut -c1-16)"
-initrd="$kdir/initramfs-$key.cpio"
+initrd="$kdir/$image_prefix-$key.cpio"
 exec 9>"$kdir/initramfs.lock"
 flock 9 # another run.sh may be building the same image right now
 if [[ ! -s "$initrd" ]]; then
@@ -133,7 +150,7 @@ if [[ ! -s "$initrd" ]]; then
   trap 'rm -rf "$stage"' EXIT
   mkdir -p "$stage"/{bin,dev,proc,sys,newroot,modules}
   cp "$busybox" "$stage/bin/busybox"
-  install -m 755 "$here/initramfs-init.sh" "$stage/init"
+  install -m 755 "$init_script" "$stage/init"
   : >"$stage/modules/order"
   for p in "${order[@]}"; do
     base="$(basename "$p")"
@@ -152,7 +169,7 @@ if [[ ! -s "$initrd" ]]; then
   rm -rf "$stage"
   trap - EXIT
   # Old initramfs images of this suite are stale now.
-  find "$kdir" -maxdepth 1 -name 'initramfs-*.cpio' ! -name "$(basename "$initrd")" -delete
+  find "$kdir" -maxdepth 1 -name "$image_prefix-*.cpio" ! -name "$(basename "$initrd")" -delete
 fi
 exec 9>&- # unlock
 
@@ -194,11 +211,69 @@ done | sort -u >"$ctl/keep"
   # The guest command's stdin is the serial console. With no terminal on our
   # side (CI), nothing will ever be typed there: give it /dev/null so a
   # command that reads stdin ends instead of waiting for the timeout.
-  if [[ ! -t 0 ]]; then echo 'exec </dev/null'; fi
-  printf 'exec /bin/bash %q %q --' "$here/guest-init.sh" "$cwd"
+  if [[ "$init" == systemd ]]; then
+    # Run by dmremap-vm.service (guest-systemd.sh): no preloading, udev runs. Its stdin is /dev/null.
+    printf 'cd %q || { echo "vm: cannot cd to %q" >&2; exit 125; }\n' "$cwd" "$cwd"
+    echo 'if [[ -n "${DMREMAP_VM_VERBOSE:-}" ]]; then read -r up _ </proc/uptime; echo "[vm] guest ready (systemd): kernel $(uname -r), uptime ${up}s" >&2; fi'
+    printf 'exec'
+  else
+    if [[ ! -t 0 ]]; then echo 'exec </dev/null'; fi
+    printf 'exec /bin/bash %q %q --' "$here/guest-init.sh" "$cwd"
+  fi
   printf ' %q' "$@"
   echo
 } >"$ctl/boot.sh"
+
+if [[ "$init" == systemd ]]; then
+  # The units initramfs-init-systemd.sh copies into the guest's /etc/systemd/system. The kernel command line
+  # names dmremap-vm.target: sysinit (udev, journald, modules-load, tmpfiles), basic, then the command's
+  # service. A boot that fails to emergency or rescue mode lists the failed units and powers off (status 125)
+  # rather than waiting for the timeout; so does a target that is not reached in 600 s.
+  console_out=$'StandardInput=null\nStandardOutput=tty\nStandardError=inherit\nTTYPath=/dev/console\nTTYReset=no\nTTYVHangup=no'
+  cat >"$ctl/dmremap-vm.target" <<UNIT
+[Unit]
+Description=dmremap-ublk test VM (test/vm/run.sh --init systemd)
+Requires=basic.target dmremap-vm.service
+After=basic.target
+AllowIsolate=yes
+JobTimeoutSec=600
+JobTimeoutAction=poweroff-force
+UNIT
+  cat >"$ctl/dmremap-vm.service" <<UNIT
+[Unit]
+Description=The test VM's command (test/vm/run.sh --init systemd)
+After=basic.target
+
+[Service]
+Type=exec
+ExecStart=/bin/bash $here/guest-systemd.sh
+$console_out
+TimeoutStartSec=infinity
+UNIT
+  for u in emergency rescue; do
+    cat >"$ctl/$u.service" <<UNIT
+[Unit]
+Description=Test VM: the boot failed ($u mode), powering off
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+$console_out
+ExecStart=-/bin/sh -c 'echo "vm: systemd went to $u mode; failed units:"; systemctl --no-pager --failed; echo 125 >/run/dmremap-vm/status.tmp && mv /run/dmremap-vm/status.tmp /run/dmremap-vm/status; sync'
+ExecStart=/bin/systemctl poweroff --force --force
+UNIT
+  done
+  printf '%s\n' dmremap-vm.target dmremap-vm.service emergency.service rescue.service >"$ctl/units"
+  # What cannot work in the VM (no network, no terminal but the console) or only costs boot time. Names
+  # that do not exist on the host are harmless.
+  printf '%s\n' getty.target getty@tty1.service serial-getty@ttyS0.service console-getty.service \
+    timers.target remote-fs.target network.target network-online.target networking.service \
+    systemd-networkd.service systemd-resolved.service systemd-timesyncd.service systemd-pstore.service \
+    systemd-firstboot.service systemd-repart.service systemd-binfmt.service proc-sys-fs-binfmt_misc.automount \
+    systemd-logind.service dbus.socket dbus.service cron.service ssh.service postgresql.service \
+    prometheus.service e2scrub_reap.service systemd-pcrphase.service systemd-pcrphase-sysinit.service \
+    systemd-update-utmp.service systemd-hwdb-update.service ldconfig.service >"$ctl/masked"
+fi
 
 # --- Boot --------------------------------------------------------------------
 # -cpu max: TCG's fullest CPU model (has RDRAND, so the guest's RNG seeds at
@@ -211,6 +286,7 @@ done | sort -u >"$ctl/keep"
 # errors on purpose) off the console; DMREMAP_VM_CMDLINE appends kernel
 # arguments, e.g. DMREMAP_VM_CMDLINE=loglevel=7 to see them.
 cmdline="console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off rdinit=/init"
+if [[ "$init" == systemd ]]; then cmdline+=" systemd.unit=dmremap-vm.target systemd.show_status=error"; fi
 cmdline+="${DMREMAP_VM_CMDLINE:+ $DMREMAP_VM_CMDLINE}"
 qemu=(
   qemu-system-x86_64
