@@ -160,9 +160,11 @@ describe('supervisor', () => {
     // A scan runs beside fio (near its floor while fio writes): every kill lands during both.
     const deviceBytes = 448 * MiB;
     expect(await request(sock(dev), 'scan_start', { rateMib: 16 })).toMatchObject({ state: 'running', pass: 1 });
-    // Writes, then reads them back to verify: the kills land in either phase. Large enough that fio is
-    // still running at the third kill in the VM (128 MiB were done 35 s after the first recovery).
-    const f = fioAsync(dev.blockPath, [...VERIFY, '--size=384M']);
+    // Writes, then reads them back to verify: the kills land in either phase. fio must still be running at
+    // the third kill, on a fast machine too (unthrottled, 384 MiB were written and verified before it, ~35 s
+    // in): writes are capped at 4 MiB/s, so the write phase alone lasts at least 64 s, while a slow VM writes
+    // slower than the cap anyway (128 MiB took 35 s there).
+    const f = fioAsync(dev.blockPath, [...VERIFY, '--size=256M', '--rate=,4m']);
     let pid = dev.pid;
     const recoveries: number[] = [];
     for (let i = 0; i < 3; i++) {
@@ -197,7 +199,7 @@ describe('supervisor', () => {
     step(`fio done: error ${r.error}, ${r.writeBytes} bytes written`);
     expect(r.error, r.stderr).toBe(0);
     expect(r.status).toBe(0);
-    expect(r.writeBytes).toBe(384 * MiB);
+    expect(r.writeBytes).toBe(256 * MiB);
     expect(ioErrorsOf(dev)).toEqual([]);
     // The scan read the same disk all along and found nothing wrong with it.
     const scan = await request(sock(dev), 'scan', {});
