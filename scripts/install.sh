@@ -154,26 +154,50 @@ fi
 # ---- npm ci, build ------------------------------------------------------------------------------------------
 cd "$repo"
 # The dependencies are in place when every package package-lock.json lists is in node_modules at its version
-# (an optional one may be missing: another platform's) and the lock is package.json's. Looked at by content,
+# with its commands (an optional one may be missing if it is another platform's) and the lock is package.json's. Looked at by content,
 # not by file times: a fresh checkout or a `git pull` makes package-lock.json newer than node_modules without
 # changing a thing, and npm ci needs the network (and rebuilds the addon) for nothing.
 deps_problem() {
+  # Prints why node_modules is not what package-lock.json says (nothing when it is): the lock's root must
+  # list package.json's dependencies (each kind, key order aside); every package must be in place at the
+  # lock's version, an optional one too if it is made for this platform (os, cpu, libc: esbuild's binary),
+  # and its commands linked in its node_modules/.bin. stderr is dropped: a reason is one line.
   node -e '
     const fs = require("fs");
     const read = (f) => JSON.parse(fs.readFileSync(f, "utf8"));
     const lock = read("package-lock.json");
     const pkg = read("package.json");
     const root = (lock.packages || {})[""] || {};
-    const same = (a, b) => JSON.stringify(a || {}) === JSON.stringify(b || {});
-    if (!same(root.dependencies, pkg.dependencies) || !same(root.devDependencies, pkg.devDependencies)) {
-      console.log("package-lock.json does not match package.json"); process.exit(0);
+    const sorted = (o) => JSON.stringify(Object.entries(o || {}).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    for (const kind of ["dependencies", "devDependencies", "optionalDependencies", "peerDependencies"]) {
+      if (sorted(root[kind]) !== sorted(pkg[kind])) { console.log("package-lock.json does not match package.json (" + kind + ")"); process.exit(0); }
     }
+    // The rule npm applies to os/cpu/libc lists: a name matches; "!name" excludes; a list of only exclusions admits the rest.
+    const fits = (list, have) => {
+      if (!Array.isArray(list) || list.length === 0) return true;
+      if (list.includes("!" + have)) return false;
+      return list.includes(have) || list.every((x) => x.startsWith("!"));
+    };
+    const report = process.report && process.report.getReport ? process.report.getReport() : {};
+    const libc = report.header && report.header.glibcVersionRuntime ? "glibc" : "musl";
+    const forHere = (e) => fits(e.os, process.platform) && fits(e.cpu, process.arch) && (process.platform !== "linux" || fits(e.libc, libc));
     for (const [p, e] of Object.entries(lock.packages || {})) {
       if (p === "" || e.link) continue;
       let v;
-      try { v = read(p + "/package.json").version; } catch { if (e.optional) continue; console.log(p + " is missing"); process.exit(0); }
+      try { v = read(p + "/package.json").version; } catch {
+        // An optional package is skipped by npm ci when it is for another platform, or when only such
+        // a package needs it (a wasm runtime): one missing is a problem only if it names this platform.
+        const platformOnly = e.os !== undefined || e.cpu !== undefined || e.libc !== undefined;
+        if ((e.optional || e.devOptional) && !(platformOnly && forHere(e))) continue;
+        console.log(p + " is missing"); process.exit(0);
+      }
       if (e.version !== undefined && v !== e.version) { console.log(p + " is " + v + ", package-lock.json says " + e.version); process.exit(0); }
-    }' 2>&1 || echo "cannot read package-lock.json or node_modules"
+      const binDir = p.slice(0, p.lastIndexOf("node_modules/") + "node_modules/".length) + ".bin/";
+      const bins = typeof e.bin === "string" ? [p.slice(p.lastIndexOf("/") + 1)] : Object.keys(e.bin || {});
+      for (const b of bins) {
+        if (!fs.existsSync(binDir + b)) { console.log(binDir + b + " (a command of " + p + ") is missing"); process.exit(0); }
+      }
+    }' 2>/dev/null || echo "cannot read package-lock.json or node_modules"
 }
 if [[ ! -d node_modules ]]; then
   change "npm ci (in $repo: no node_modules)" npm ci

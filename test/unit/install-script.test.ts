@@ -148,7 +148,7 @@ describe('scripts/install.sh (fake root)', () => {
         '': { name: 'x', dependencies: { a: '^1.0.0' }, devDependencies: { b: '^2.0.0' } },
         'node_modules/a': { version: '1.2.3' },
         'node_modules/b': { version: '2.0.0', dev: true },
-        'node_modules/c-linux-arm64': { version: '1.0.0', optional: true },
+        'node_modules/c-aix-ppc64': { version: '1.0.0', optional: true, os: ['aix'], cpu: ['ppc64'] }, // another platform's: rightly absent
       },
     };
     fs.writeFileSync(p('repo/package.json'), JSON.stringify({ name: 'x', dependencies: { a: '^1.0.0' }, devDependencies: { b: '^2.0.0' } }));
@@ -174,7 +174,65 @@ describe('scripts/install.sh (fake root)', () => {
     expect(install(['--dry-run']).out).toContain(': node_modules/b is missing)\n');
     pkg('b', '2.0.0');
     fs.writeFileSync(p('repo/package.json'), JSON.stringify({ name: 'x', dependencies: { a: '^1.1.0' }, devDependencies: { b: '^2.0.0' } }));
-    expect(install(['--dry-run']).out).toContain(': package-lock.json does not match package.json)\n');
+    expect(install(['--dry-run']).out).toContain(': package-lock.json does not match package.json (dependencies))\n');
+  });
+
+  // What an earlier content check of node_modules missed, or judged wrong (found in review).
+  describe('node_modules judged by content: optional packages, key order, commands', () => {
+    const pkg = (name: string, version: string): void => {
+      fs.mkdirSync(p('repo/node_modules', name), { recursive: true });
+      fs.writeFileSync(p('repo/node_modules', name, 'package.json'), JSON.stringify({ name, version }));
+    };
+    const setup = (pkgJson: object, lockRoot: object, packages: Record<string, object>): void => {
+      fs.writeFileSync(p('repo/package.json'), JSON.stringify(pkgJson));
+      fs.writeFileSync(p('repo/package-lock.json'), JSON.stringify({ lockfileVersion: 3, packages: { '': lockRoot, ...packages } }));
+    };
+
+    it("this platform's optional package (esbuild's binary, @esbuild/<os>-<cpu>) missing from node_modules: npm ci runs (the build cannot work without it)", () => {
+      const own = `@esbuild/${process.platform}-${process.arch}`;
+      const deps = { devDependencies: { esbuild: '^0.25.12' } };
+      setup({ name: 'x', ...deps }, { name: 'x', ...deps }, {
+        'node_modules/esbuild': { version: '0.25.12', dev: true, hasInstallScript: true, optionalDependencies: { [own]: '0.25.12', '@esbuild/aix-ppc64': '0.25.12' } },
+        [`node_modules/${own}`]: { version: '0.25.12', dev: true, optional: true, os: [process.platform], cpu: [process.arch] },
+        'node_modules/@esbuild/aix-ppc64': { version: '0.25.12', dev: true, optional: true, os: ['aix'], cpu: ['ppc64'] },
+      });
+      pkg('esbuild', '0.25.12'); // the other platform's binary is rightly absent; this platform's is missing
+      const r = install(['--dry-run']);
+      expect(r.out).not.toContain('ok: node_modules matches package-lock.json');
+      expect(r.out).toContain(`node_modules/${own} is missing`);
+    });
+
+    it("package.json's optionalDependencies changed (a package added) without npm ci: not in node_modules, npm ci runs", () => {
+      setup({ name: 'x', dependencies: { a: '^1.0.0' }, optionalDependencies: { o: '^1.0.0' } }, { name: 'x', dependencies: { a: '^1.0.0' } }, {
+        'node_modules/a': { version: '1.0.0' },
+      });
+      pkg('a', '1.0.0');
+      const r = install(['--dry-run']);
+      expect(r.out).not.toContain('ok: node_modules matches package-lock.json');
+      expect(r.out).toContain('package-lock.json does not match package.json (optionalDependencies)');
+    });
+
+    it('package.json listing the same dependencies in another order (an edit, or a tool that sorts keys) needs no npm ci', () => {
+      setup({ name: 'x', dependencies: { b: '^1.0.0', a: '^1.0.0' } }, { name: 'x', dependencies: { a: '^1.0.0', b: '^1.0.0' } }, {
+        'node_modules/a': { version: '1.0.0' },
+        'node_modules/b': { version: '1.0.0' },
+      });
+      pkg('a', '1.0.0');
+      pkg('b', '1.0.0');
+      const r = install(['--dry-run']);
+      expect(r.out).toContain('ok: node_modules matches package-lock.json');
+      expect(r.out).not.toContain('npm ci');
+    });
+
+    it("a package's command (node_modules/.bin/tsc, which the build runs) missing while the package is in place: npm ci runs", () => {
+      const deps = { devDependencies: { typescript: '^5.9.3' } };
+      setup({ name: 'x', ...deps }, { name: 'x', ...deps }, {
+        'node_modules/typescript': { version: '5.9.3', dev: true, bin: { tsc: 'bin/tsc', tsserver: 'bin/tsserver' } },
+      });
+      pkg('typescript', '5.9.3'); // no node_modules/.bin at all
+      const r = install(['--dry-run']);
+      expect(r.out).not.toContain('ok: node_modules matches package-lock.json');
+    });
   });
 
   it('a kernel without ublk: one paragraph naming the kernel and CONFIG_BLK_DEV_UBLK, the VM demo; no modules-load entry', () => {
