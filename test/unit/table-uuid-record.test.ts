@@ -255,6 +255,18 @@ describe('install-systemd keeps edited files', () => {
     ];
     for (const words of edits) expect([words, unedited('dmremap-ublk@.service', withExec(words))]).toEqual([words, false]);
   });
+
+  // An admin's wrapper script in node's place whose name starts with node (limits, an env, a version manager's
+  // shim) is an edit: install-systemd must keep it (it once took any name starting with node for node's).
+  it('a wrapper in node\'s place whose file name starts with "node" is an edit, not a shipped rendering', () => {
+    const fixture = fs.readFileSync(path.join(REPO, 'test/unit/fixtures/units-8855ced/dmremap-ublk@.service'), 'utf8');
+    const withExec = (words: string): string => fixture.replace(/^ExecStart=.*$/m, `ExecStart=${words} up --foreground %i`);
+    const edits = [
+      '/usr/local/sbin/node-with-limits /srv/dmr/bin/dmremap-ublk.js', // the admin's wrapper script (ulimit, ionice, then exec node)
+      '/usr/local/bin/nodeenv-exec /srv/dmr/bin/dmremap-ublk.js',
+    ];
+    for (const words of edits) expect([words, unedited('dmremap-ublk@.service', withExec(words))]).toEqual([words, false]);
+  });
 });
 
 describe('a unit restarted by systemd', () => {
