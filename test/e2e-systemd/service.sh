@@ -167,10 +167,13 @@ step_kill9() {
   # With x-systemd.requires= (systemd 252) the automatic restart is a restart job, which restarts the
   # mount that requires the unit too: its umount then waits on the quiesced device, which only the restarted
   # daemon recovers, until systemd's stop timeouts give up (4.5 min measured). So the line that survives a
-  # daemon crash orders the mount after the unit without requiring it (the enabled target pulls the unit in).
+  # daemon crash orders the mount after the unit without requiring it (the enabled target pulls the unit in):
+  # the README's line, with nofail and a device timeout longer than the unit's start timeout (180 s).
   run umount "$MNT" || return 1
-  sed -i "s|x-systemd.requires=$UNIT|x-systemd.after=$UNIT|" /etc/fstab
+  sed -i "s|defaults,x-systemd.requires=$UNIT|defaults,nofail,x-systemd.device-timeout=200s,x-systemd.after=$UNIT|" /etc/fstab
   run systemctl daemon-reload || return 1
+  prop "$MOUNT_UNIT" After | grep -qw "$UNIT" || { fail "$MOUNT_UNIT is not ordered after $UNIT: $(prop "$MOUNT_UNIT" After)"; return 1; }
+  ! prop "$MOUNT_UNIT" Requires | grep -qw "$UNIT" || { fail "$MOUNT_UNIT still requires $UNIT"; return 1; }
   run systemctl start "$MOUNT_UNIT" || return 1
   local journal_since mounted_at
   journal_since="$(date '+%Y-%m-%d %H:%M:%S')"
