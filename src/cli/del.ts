@@ -13,7 +13,7 @@ import { entryState, findInvalidTarget, findTarget, isAlive, notFound, readEntri
 import { DmrError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { deleteInvalid, deleteQuiesced, reapStale } from '../device/reap.js';
-import { inUseError, ublkDeviceInUse } from '../device/in-use.js';
+import { deletedOnceFree, inUseError, ublkDeviceInUse, type InUse } from '../device/in-use.js';
 import { requireRunDirOwner, runDir } from '../paths.js';
 import { forgetUdevName, nameDir, unlinkStableName } from '../device/stable-name.js';
 import { printJson, type CliContext } from './context.js';
@@ -39,13 +39,13 @@ async function stopDaemon(e: RegistryEntry): Promise<void> {
 }
 
 /**
- * Refuses (E_DEVICE_IN_USE) to delete ublk device `devId` while its block device is in use, unless `force`.
- * `down` makes the same check before it stops a unit.
+ * Refuses (E_DEVICE_IN_USE) to delete ublk device `devId` while its block device is in use, unless `force`;
+ * returns how it is in use (null: it is not). `down` makes the same check before it stops a unit.
  */
-export function refuseInUse(ctx: CliContext, devId: number, blockPath: string, name: string | null, force: boolean): void {
-  if (force) return;
+export function refuseInUse(ctx: CliContext, devId: number, blockPath: string, name: string | null, force: boolean): InUse | null {
   const use = ublkDeviceInUse(devId, ctx.env);
-  if (use !== null) throw inUseError(blockPath, name, use);
+  if (use !== null && !force) throw inUseError(blockPath, name, use);
+  return use;
 }
 
 export async function runDel(ctx: CliContext, target: string, flags: DelFlags, timeoutMs = DEL_TIMEOUT_MS): Promise<number> {
@@ -69,11 +69,11 @@ export async function runDel(ctx: CliContext, target: string, flags: DelFlags, t
     return 0;
   }
   requireRunDirOwner(dir, 'del');
-  if (found !== null) refuseInUse(ctx, found.devId, found.blockPath, found.name, force);
+  const use = found !== null ? refuseInUse(ctx, found.devId, found.blockPath, found.name, force) : null;
   // Held until the device is gone: a successor starting meanwhile (a restart, the supervisor) refuses it.
   const unmark = markDeleting(dir, entry.devId);
   try {
-    await removeDevice(ctx, dir, entry, timeoutMs);
+    await removeDevice(ctx, dir, entry, timeoutMs, use);
   } finally {
     unmark();
   }
@@ -91,7 +91,7 @@ export async function runDel(ctx: CliContext, target: string, flags: DelFlags, t
  * quiesced instead); a quiesced device is deleted from the kernel; a stale entry is reaped. Each round
  * reads the entry again, so a successor that took the device over before it saw the mark is stopped too.
  */
-async function removeDevice(ctx: CliContext, dir: string, first: RegistryEntry, timeoutMs: number): Promise<void> {
+async function removeDevice(ctx: CliContext, dir: string, first: RegistryEntry, timeoutMs: number, use: InUse | null): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const log = createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr });
   const stopped = new Set<number>();
@@ -113,7 +113,10 @@ async function removeDevice(ctx: CliContext, dir: string, first: RegistryEntry, 
     }
     if (Date.now() > deadline) {
       const now = readEntryOf(dir, first.devId);
-      const what = now !== null && isAlive(now) ? `daemon pid ${now.pid} is still running` : `${first.blockPath} still exists`;
+      let what = now !== null && isAlive(now) ? `daemon pid ${now.pid} is still running` : `${first.blockPath} still exists`;
+      // The kernel deletes a device (DEL_DEV) only once its last opener lets go: a file system mounted on it
+      // keeps it, and the daemon waits in DEL_DEV, until it is unmounted (its disk is gone already).
+      if (use !== null && !fs.existsSync(first.blockPath)) what += `; ${deletedOnceFree(use)}`;
       throw new DmrError('E_TIMEOUT', `${first.blockPath} not removed after ${timeoutMs / 1000} s: ${what}`);
     }
     await new Promise((r) => setTimeout(r, POLL_MS));

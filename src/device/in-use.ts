@@ -82,10 +82,29 @@ export function inUseError(blockPath: string, name: string | null, use: InUse): 
 
 /**
  * The daemon's warning when it deletes a device in use all the same (a stop request must end it): "deleting
- * /dev/ublkb0 while mounted on /srv: its file system loses its disk".
+ * /dev/ublkb0 while mounted on /srv: its file system loses its disk; the kernel deletes it only once /srv is
+ * unmounted" (its nodes go at once, and the daemon waits in DEL_DEV until then).
  */
 export function deletingInUseWarning(blockPath: string, use: InUse): string {
   const what = use.partition !== null ? `its partition ${use.partition} ${use.reason.replace(/^has partition \S+, which /, '')}` : use.reason.replace(/^is /, '');
   const loses = use.kind === 'mounted' ? 'its file system loses its disk' : use.kind === 'swap' ? 'the swapped-out pages lose their disk' : `${use.where} loses its disk`;
-  return `deleting ${blockPath} while ${what}: ${loses}`;
+  return `deleting ${blockPath} while ${what}: ${loses}; ${deletedOnceFree(use)}`;
+}
+
+/**
+ * Why a device deleted in use outlives its nodes: the kernel's DEL_DEV waits for the last opener of the block
+ * device (a mounted file system, a holder), and the daemon waits in it. "the kernel deletes it only once /srv
+ * is unmounted".
+ */
+export function deletedOnceFree(use: InUse): string {
+  switch (use.kind) {
+    case 'mounted':
+      return `the kernel deletes it only once ${use.where} is unmounted`;
+    case 'held':
+      return `the kernel deletes it only once ${use.where} lets go of it`;
+    case 'swap':
+      return 'the kernel deletes it only once it is swapped off';
+    case 'loop':
+      return `the kernel deletes it only once ${use.where} is detached`;
+  }
 }

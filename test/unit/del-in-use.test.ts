@@ -78,7 +78,7 @@ describe('inUse (claim.ts) over a mount table and sysfs of the test\'s making', 
     fs.writeFileSync(mountinfo, mountLine('259:8', '/srv'));
     const p = inUse({ path: '/dev/ublkb0', sysfs: dir }, files);
     expect(p).toEqual({ kind: 'mounted', where: '/srv', partition: 'ublkb0p1', reason: 'has partition ublkb0p1, which is mounted on /srv' });
-    expect(deletingInUseWarning('/dev/ublkb0', p!)).toBe('deleting /dev/ublkb0 while its partition ublkb0p1 is mounted on /srv: its file system loses its disk');
+    expect(deletingInUseWarning('/dev/ublkb0', p!)).toBe('deleting /dev/ublkb0 while its partition ublkb0p1 is mounted on /srv: its file system loses its disk; the kernel deletes it only once /srv is unmounted');
   });
 });
 
@@ -108,7 +108,7 @@ describe('del of a device in use (built CLI, fake addon)', () => {
     expect(fs.existsSync(node(0))).toBe(false);
     // The daemon did as told, and said what it did.
     const log = fs.readFileSync(path.join(w.logDir, 'vol.log'), 'utf8');
-    expect(log).toContain(`"msg":"deleting ${node(0)} while mounted on /srv: its file system loses its disk"`);
+    expect(log).toContain(`"msg":"deleting ${node(0)} while mounted on /srv: its file system loses its disk; the kernel deletes it only once /srv is unmounted"`);
     // Not in use: del needs no --force, and the daemon warns of nothing.
     fs.writeFileSync(mountinfo, mountLine('259:1', '/elsewhere'));
     add('free');
