@@ -197,7 +197,8 @@ so is one whose registry file cannot be read (list: invalid; name it by its devi
 goes with the device. <device> is /dev/ublkbN, /dev/dmremap/<name>, the device id (N or ublkbN), or the name.
 A device whose /dev/ublkbN (or a partition of it) is mounted, held by another block device (device-mapper,
 md, LVM on top) or in use as swap is refused, nothing changed (E_DEVICE_IN_USE, exit 1, one line naming the
-mount point or holders): unmount it first. --force deletes it all the same: its users lose their disk.
+mount point or holders): unmount it first. --force deletes it all the same: its users lose their disk at
+once, and the kernel (so the daemon, and del waiting for it: 60 s) finishes once it is unmounted.
 
 Options:
   --force      delete the device even while it is mounted, held or swap
