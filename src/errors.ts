@@ -49,6 +49,12 @@ export const ERROR_CODES = {
   E_DEVICE_ACCESS: 1,
   E_DEVICE_INVALID: 1,
   E_DEVICE_BUSY: 1,
+  // `del` / `down` of a device whose own block device (/dev/ublkbN, or a partition of it) is mounted, held by
+  // another block device (dm, md, LVM) or swap: refused, nothing changed (--force deletes it anyway). Exit 1
+  // as E_DEVICE_BUSY (add's refusal of a main or spare in use): it is a run-time refusal a person or script
+  // acts on (unmount, then again), told apart by its code (--json), and no supervisor or unit must act on it
+  // without reading it, which is what the codes other than 1 here are for; `down` exits 1 for any failed line.
+  E_DEVICE_IN_USE: 1,
   E_SAME_DEVICE: 1,
   E_BLOCK_SIZE: 1,
   E_NAME_TAKEN: 1,

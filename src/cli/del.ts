@@ -2,7 +2,10 @@
 // waits until the daemon has exited and the device nodes are gone. A device whose daemon died without
 // cleaning up (quiesced, or left dead by a kernel without user recovery) is deleted from the kernel directly,
 // and so is one whose registry file this version cannot parse (named by its device id or path). A del wins
-// over a restart or recovery under way: see control/deleting.ts.
+// over a restart or recovery under way: see control/deleting.ts. A device whose block device is in use
+// (mounted, held by dm/md/LVM, swap; a partition of it included) is refused before anything changes
+// (E_DEVICE_IN_USE), unless --force; a daemon that is gone without a device to recover (a stale entry) is
+// not checked: its device's I/O fails already, and the next daemon to start reaps it anyway.
 import fs from 'node:fs';
 import { request } from '../control/client.js';
 import { markDeleting } from '../control/deleting.js';
@@ -10,9 +13,11 @@ import { entryState, findInvalidTarget, findTarget, isAlive, notFound, readEntri
 import { DmrError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { deleteInvalid, deleteQuiesced, reapStale } from '../device/reap.js';
+import { deletedOnceFree, inUseError, ublkDeviceInUse, type InUse } from '../device/in-use.js';
 import { requireRunDirOwner, runDir } from '../paths.js';
 import { forgetUdevName, nameDir, unlinkStableName } from '../device/stable-name.js';
 import { printJson, type CliContext } from './context.js';
+import type { DelFlags } from './schemas.js';
 
 export const DEL_TIMEOUT_MS = 60_000;
 const POLL_MS = 50;
@@ -33,15 +38,28 @@ async function stopDaemon(e: RegistryEntry): Promise<void> {
   }
 }
 
-export async function runDel(ctx: CliContext, target: string, json: boolean, timeoutMs = DEL_TIMEOUT_MS): Promise<number> {
+/**
+ * Refuses (E_DEVICE_IN_USE) to delete ublk device `devId` while its block device is in use, unless `force`;
+ * returns how it is in use (null: it is not). `down` makes the same check before it stops a unit.
+ */
+export function refuseInUse(ctx: CliContext, devId: number, blockPath: string, name: string | null, force: boolean): InUse | null {
+  const use = ublkDeviceInUse(devId, ctx.env);
+  if (use !== null && !force) throw inUseError(blockPath, name, use);
+  return use;
+}
+
+export async function runDel(ctx: CliContext, target: string, flags: DelFlags, timeoutMs = DEL_TIMEOUT_MS): Promise<number> {
+  const { json, force } = flags;
   const dir = runDir(ctx.env);
   const { live, stale, quiesced, invalid } = readEntries(dir);
-  const entry = findTarget(live, target) ?? findTarget(quiesced, target) ?? findTarget(stale, target);
+  const found = findTarget(live, target) ?? findTarget(quiesced, target);
+  const entry = found ?? findTarget(stale, target);
   if (entry === null) {
     // Not a device with a readable entry: perhaps one whose registry file cannot be read.
     const bad = findInvalidTarget(invalid, target);
     if (bad === null) throw notFound(target);
     requireRunDirOwner(dir, 'del');
+    refuseInUse(ctx, bad.devId, bad.blockPath ?? `/dev/ublkb${bad.devId}`, bad.name, force);
     await deleteInvalid(await ctx.loadNative(), bad, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
     const blockPath = bad.blockPath ?? `device ${bad.devId}`;
     if (bad.name !== null && bad.blockPath !== null) unlinkStableName(nameDir(ctx.env), bad.name, bad.blockPath);
@@ -51,10 +69,11 @@ export async function runDel(ctx: CliContext, target: string, json: boolean, tim
     return 0;
   }
   requireRunDirOwner(dir, 'del');
+  const use = found !== null ? refuseInUse(ctx, found.devId, found.blockPath, found.name, force) : null;
   // Held until the device is gone: a successor starting meanwhile (a restart, the supervisor) refuses it.
   const unmark = markDeleting(dir, entry.devId);
   try {
-    await removeDevice(ctx, dir, entry, timeoutMs);
+    await removeDevice(ctx, dir, entry, timeoutMs, use);
   } finally {
     unmark();
   }
@@ -72,7 +91,7 @@ export async function runDel(ctx: CliContext, target: string, json: boolean, tim
  * quiesced instead); a quiesced device is deleted from the kernel; a stale entry is reaped. Each round
  * reads the entry again, so a successor that took the device over before it saw the mark is stopped too.
  */
-async function removeDevice(ctx: CliContext, dir: string, first: RegistryEntry, timeoutMs: number): Promise<void> {
+async function removeDevice(ctx: CliContext, dir: string, first: RegistryEntry, timeoutMs: number, use: InUse | null): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   const log = createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr });
   const stopped = new Set<number>();
@@ -94,7 +113,10 @@ async function removeDevice(ctx: CliContext, dir: string, first: RegistryEntry, 
     }
     if (Date.now() > deadline) {
       const now = readEntryOf(dir, first.devId);
-      const what = now !== null && isAlive(now) ? `daemon pid ${now.pid} is still running` : `${first.blockPath} still exists`;
+      let what = now !== null && isAlive(now) ? `daemon pid ${now.pid} is still running` : `${first.blockPath} still exists`;
+      // The kernel deletes a device (DEL_DEV) only once its last opener lets go: a file system mounted on it
+      // keeps it, and the daemon waits in DEL_DEV, until it is unmounted (its disk is gone already).
+      if (use !== null && !fs.existsSync(first.blockPath)) what += `; ${deletedOnceFree(use)}`;
       throw new DmrError('E_TIMEOUT', `${first.blockPath} not removed after ${timeoutMs / 1000} s: ${what}`);
     }
     await new Promise((r) => setTimeout(r, POLL_MS));

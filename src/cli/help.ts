@@ -189,14 +189,19 @@ Options:
   --json       print the status object as JSON
   -h, --help   show this help
 `,
-  del: `Usage: dmremap-ublk del <device> [--json]
+  del: `Usage: dmremap-ublk del <device> [--force] [--json]
 
 Stops a device's daemon and waits until the daemon has exited and /dev/ublkbN is gone. A quiesced
 device (its daemon died; see recover) is stopped and deleted directly: I/O waiting on it fails, and
 so is one whose registry file cannot be read (list: invalid; name it by its device id). /dev/dmremap/<name>
 goes with the device. <device> is /dev/ublkbN, /dev/dmremap/<name>, the device id (N or ublkbN), or the name.
+A device whose /dev/ublkbN (or a partition of it) is mounted, held by another block device (device-mapper,
+md, LVM on top) or in use as swap is refused, nothing changed (E_DEVICE_IN_USE, exit 1, one line naming the
+mount point or holders): unmount it first. --force deletes it all the same: its users lose their disk at
+once, and the kernel (so the daemon, and del waiting for it: 60 s) finishes once it is unmounted.
 
 Options:
+  --force      delete the device even while it is mounted, held or swap
   --json       print {"devId","blockPath","name","removed":true}
   -h, --help   show this help
 `,
@@ -524,14 +529,17 @@ Options:
   --json        print a JSON array of {"name","record","result","blockPath","devId","error"}
   -h, --help    show this help
 `,
-  down: `Usage: dmremap-ublk down [name...] [--json]
+  down: `Usage: dmremap-ublk down [name...] [--force] [--json]
 
 Stops every recorded device (or those named) that runs, as \`del\` does, keeping the records: \`up\`
 brings them back. A device whose unit is enabled (systemd running) has its unit stopped first (systemctl
 stop), so that a pending restart does not add it back. A running device that merely shares a record's name
-(other disks) is reported as failed and left running. One line each; exit 1 if any failed.
+(other disks) is reported as failed and left running. A device that is mounted, held by another block device
+or swap is refused as del refuses it (checked before its unit is stopped): its line fails (E_DEVICE_IN_USE)
+and it keeps running, while the other devices still go down. One line each; exit 1 if any failed.
 
 Options:
+  --force      stop devices even while they are mounted, held or swap
   --json       print a JSON array of {"name","record","result","blockPath","devId","error"}
   -h, --help   show this help
 `,

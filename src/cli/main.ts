@@ -13,6 +13,7 @@ import {
   addOptions,
   configFlagsSchema,
   configOptions,
+  delFlagsSchema,
   delOptions,
   healthFlagsSchema,
   healthOptions,
@@ -75,7 +76,7 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, delOptions, true);
       if (values.help) return help(ctx, command);
       const { runDel } = await import('./del.js');
-      return runDel(ctx, oneTarget(command, positionals), validate(jsonFlagSchema, values).json);
+      return runDel(ctx, oneTarget(command, positionals), validate(delFlagsSchema, values));
     }
     case 'recover': {
       const { values, positionals } = parseShape(command, argv, recoverOptions, true);
@@ -225,7 +226,7 @@ async function dispatch(ctx: CliContext, command: CommandName, argv: string[]): 
       const { values, positionals } = parseShape(command, argv, downOptions, true);
       if (values.help) return help(ctx, command);
       const { runDown } = await import('./up.js');
-      return runDown(ctx, positionals, validate(jsonFlagSchema, values).json);
+      return runDown(ctx, positionals, validate(delFlagsSchema, values));
     }
     case 'install-systemd': {
       const { values } = parseShape(command, argv, installSystemdOptions, false);

@@ -53,7 +53,10 @@ export const addOptions = {
 } as const satisfies OptionSpecs;
 export const listOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const statusOptions = { ...json, ...help } as const satisfies OptionSpecs;
-export const delOptions = { ...json, ...help } as const satisfies OptionSpecs;
+/** del's and down's flags: --force deletes a device whose block device is in use (mounted, held, swap); --json. */
+export const delOptions = { force: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
+export const delFlagsSchema = z.object({ force: z.boolean().default(false), json: z.boolean().default(false) });
+export type DelFlags = z.output<typeof delFlagsSchema>;
 export const recoverOptions = { foreground: { type: 'boolean' }, 'log-file': { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
 export const sectorCommandOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const tableOptions = { offset: { type: 'string' }, limit: { type: 'string' }, ...json, ...help } as const satisfies OptionSpecs;
@@ -325,7 +328,7 @@ export type HealthFlags = z.output<typeof healthFlagsSchema>;
 export const upOptions = { foreground: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 export const upFlagsSchema = z.object({ foreground: z.boolean().default(false), json: z.boolean().default(false) });
 export type UpFlags = z.output<typeof upFlagsSchema>;
-export const downOptions = { ...json, ...help } as const satisfies OptionSpecs;
+export const downOptions = { force: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 export const enableOptions = { ...json, ...help } as const satisfies OptionSpecs;
 
 /** install-systemd's flags: --prefix DIR (a root to install under instead of /), --force (replace files edited here), --json. */

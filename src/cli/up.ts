@@ -1,7 +1,9 @@
 // `dmremap-ublk up [name...]` brings up every recorded device (src/service/records.ts) that is not running:
 // a running one is left alone ("already up"), a quiesced one (its daemon died, the kernel holds its I/O) is
 // recovered, any other is added from its record; a missing or changed disk is reported and skipped, and the
-// others still come up. `down [name...]` stops recorded running devices as `del` does, keeping the records.
+// others still come up. `down [name...]` stops recorded running devices as `del` does, keeping the records;
+// a device whose block device is in use (mounted, held, swap) is refused as del refuses it (E_DEVICE_IN_USE,
+// unless --force), checked before its unit is stopped: its line fails, the other devices still go down.
 // One line per device (or per record that does not parse, by file name with the reason); exit 1 if any failed.
 // `up --foreground <name>` runs one device's daemon in this process: the systemd unit's ExecStart.
 import { findTarget, readEntries } from '../control/registry.js';
@@ -11,7 +13,7 @@ import { disksProblem, flagsFromRecord, notRecordedDevice, quiescedTableProblem 
 import { instanceUnit, systemctl, unitManaged } from '../service/systemd.js';
 import { devicesDir, listRecords, readRecord, type DeviceRecord, type InvalidRecord } from '../service/records.js';
 import { printJson, PROG, type CliContext } from './context.js';
-import type { UpFlags } from './schemas.js';
+import type { DelFlags, UpFlags } from './schemas.js';
 
 export type UpResult = 'up' | 'already-up' | 'recovered' | 'down' | 'not-running' | 'failed' | 'invalid';
 
@@ -116,7 +118,7 @@ function startUnit(ctx: CliContext, record: DeviceRecord, base: Pick<DeviceLine,
   return { ...base, result: quiesced ? 'recovered' : 'up', blockPath: e.blockPath, devId: e.devId, error: null };
 }
 
-async function downOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLine> {
+async function downOne(ctx: CliContext, record: DeviceRecord, force: boolean): Promise<DeviceLine> {
   const base = { name: record.name, record: `${devicesDir(ctx.env)}/${record.name}.json` };
   try {
     const { live, quiesced } = readEntries(runDir(ctx.env));
@@ -128,14 +130,16 @@ async function downOne(ctx: CliContext, record: DeviceRecord): Promise<DeviceLin
     }
     const other = notRecordedDevice(record, entry);
     if (other !== null) throw other;
+    // Before anything stops: a unit's stop would delete the device under its users.
+    const { refuseInUse, runDel } = await import('./del.js');
+    refuseInUse(ctx, entry.devId, entry.blockPath, entry.name, force);
     // Under systemd the unit goes first: stopping it deletes a device its daemon serves, and cancels a
     // pending Restart=on-failure that would otherwise add the device back once del is done.
     if (unitManaged(ctx.env, record.name)) systemctl(ctx.env).run(['stop', instanceUnit(record.name)]);
     const after = readEntries(runDir(ctx.env));
     const left = findTarget(after.live, record.name) ?? findTarget(after.quiesced, record.name);
     if (left !== null) {
-      const { runDel } = await import('./del.js');
-      await quietly(ctx, (sub) => runDel(sub, String(left.devId), true));
+      await quietly(ctx, (sub) => runDel(sub, String(left.devId), { json: true, force }));
     }
     return { ...base, result: 'down', blockPath: entry.blockPath, devId: entry.devId, error: null };
   } catch (e) {
@@ -174,10 +178,10 @@ export async function runUp(ctx: CliContext, names: string[], flags: UpFlags): P
   return print(ctx, flags.json, lines);
 }
 
-export async function runDown(ctx: CliContext, names: string[], json: boolean): Promise<number> {
+export async function runDown(ctx: CliContext, names: string[], flags: DelFlags): Promise<number> {
   const { records, lines } = selected(ctx, names);
-  for (const r of records) lines.push(await downOne(ctx, r));
-  return print(ctx, json, lines);
+  for (const r of records) lines.push(await downOne(ctx, r, flags.force));
+  return print(ctx, flags.json, lines);
 }
 
 /**

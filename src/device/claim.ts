@@ -50,10 +50,17 @@ function sysfsParts(sysfs: string): Array<{ name: string; dir: string; devno: st
   return parts;
 }
 
+/** Where inUse() reads the mount table and the active swaps: the system's, or a test's stand-ins. */
+export interface ProcFiles {
+  mountinfo: string;
+  swaps: string;
+}
+export const PROC_FILES: ProcFiles = { mountinfo: '/proc/self/mountinfo', swaps: '/proc/swaps' };
+
 /** Mount points by "maj:min" of the mounted device, from /proc/self/mountinfo. */
-function mountsByDevno(): Map<string, string> {
+function mountsByDevno(mountinfo: string): Map<string, string> {
   const out = new Map<string, string>();
-  for (const line of (readText('/proc/self/mountinfo') ?? '').split('\n')) {
+  for (const line of (readText(mountinfo) ?? '').split('\n')) {
     const f = line.split(' ');
     const devno = f[2];
     const where = f[4];
@@ -63,9 +70,9 @@ function mountsByDevno(): Map<string, string> {
 }
 
 /** "maj:min" of every active swap device (/proc/swaps). */
-function swapDevnos(): Set<string> {
+function swapDevnos(swaps: string): Set<string> {
   const out = new Set<string>();
-  for (const line of (readText('/proc/swaps') ?? '').split('\n').slice(1)) {
+  for (const line of (readText(swaps) ?? '').split('\n').slice(1)) {
     const p = line.split(/\s+/)[0];
     if (!p) continue;
     try {
@@ -92,26 +99,51 @@ function loopsOver(file: string): string[] {
 }
 
 /**
+ * How a device is in use by someone else: mounted (`where` the mount point), held by other block devices
+ * (`where` their /dev paths: device-mapper, md, LVM, bcache), active swap, or (a regular file) the backing
+ * file of loop devices. `partition` names the partition that is, when it is one of the device's, not the
+ * device itself. `reason` says it all as the end of a sentence "<device> ...".
+ */
+export interface InUse {
+  kind: 'mounted' | 'held' | 'swap' | 'loop';
+  where: string;
+  partition: string | null;
+  reason: string;
+}
+
+/** How `t` is in use by someone else, or null when nothing says it is (see InUse). */
+export function inUse(t: Pick<ClaimTarget, 'path' | 'sysfs'>, files: ProcFiles = PROC_FILES): InUse | null {
+  if (t.sysfs === null) {
+    const loops = loopsOver(t.path);
+    if (loops.length === 0) return null;
+    const where = loops.join(', ');
+    return { kind: 'loop', where, partition: null, reason: `is the backing file of ${where}` };
+  }
+  const mounts = mountsByDevno(files.mountinfo);
+  const swaps = swapDevnos(files.swaps);
+  for (const p of sysfsParts(t.sysfs)) {
+    const partition = p.partition ? p.name : null;
+    const found = (kind: InUse['kind'], where: string, what: string): InUse => ({
+      kind,
+      where,
+      partition,
+      reason: partition !== null ? `has partition ${partition}, which ${what}` : what,
+    });
+    const where = p.devno === null ? undefined : mounts.get(p.devno);
+    if (where !== undefined) return found('mounted', where, `is mounted on ${where}`);
+    const holders = listDir(`${p.dir}/holders`).map((h) => `/dev/${h}`);
+    if (holders.length > 0) return found('held', holders.join(', '), `is held by ${holders.join(', ')}`);
+    if (p.devno !== null && swaps.has(p.devno)) return found('swap', `/dev/${p.name}`, 'is in use as swap');
+  }
+  return null;
+}
+
+/**
  * Why `t` is in use by someone else (mounted, held by another block device, swap, a loop device's backing
  * file), as the end of a sentence "<role> device <path> ...", or null when nothing says it is.
  */
 export function inUseReason(t: ClaimTarget): string | null {
-  if (t.sysfs === null) {
-    const loops = loopsOver(t.path);
-    return loops.length > 0 ? `is the backing file of ${loops.join(', ')}` : null;
-  }
-  const mounts = mountsByDevno();
-  const swaps = swapDevnos();
-  for (const p of sysfsParts(t.sysfs)) {
-    const who = p.partition ? `has partition ${p.name}, which` : '';
-    const say = (what: string): string => (who ? `${who} ${what}` : what);
-    const where = p.devno === null ? undefined : mounts.get(p.devno);
-    if (where !== undefined) return say(`is mounted on ${where}`);
-    const holders = listDir(`${p.dir}/holders`);
-    if (holders.length > 0) return say(`is held by ${holders.map((h) => `/dev/${h}`).join(', ')}`);
-    if (p.devno !== null && swaps.has(p.devno)) return say('is in use as swap');
-  }
-  return null;
+  return inUse(t)?.reason ?? null;
 }
 
 function busy(role: Role, t: ClaimTarget, why: string): DmrError {

@@ -4,6 +4,7 @@
 // release the claims. A failure at any step before the device is live undoes the steps before it.
 import { DmrError, errorCodeOf, kernelError, toDmrError } from '../errors.js';
 import { refuseIfDeleting } from '../control/deleting.js';
+import { deletingInUseWarning, ublkDeviceInUse } from './in-use.js';
 import { isNativeError, UBLK_F_USER_RECOVERY, type DeviceInfo, type KernelDeviceInfo, type NativeAddon, type NativeDevice, type NativeEvent, type NativeScanReadResult } from '../native.js';
 import type { Logger } from '../log.js';
 import { ControlServer } from '../control/server.js';
@@ -688,6 +689,22 @@ export class Daemon {
     }
   }
 
+  /**
+   * A stop request ends the device even when its block device is in use (mounted, held, swap: `del` and
+   * `down` refuse that without --force, but SIGTERM, `systemctl stop` and `shutdown` are obeyed): one warning
+   * naming its users. Never throws: nothing here may hold up the shutdown.
+   */
+  private warnIfInUse(): void {
+    const info = this.deviceInfo;
+    if (info === null) return;
+    try {
+      const use = ublkDeviceInUse(info.devId);
+      if (use !== null) this.deps.log.warn({ device: info.blockPath, [use.kind]: use.where, partition: use.partition }, deletingInUseWarning(info.blockPath, use));
+    } catch (err) {
+      this.deps.log.warn({ err: String(err) }, 'cannot tell whether the device is in use');
+    }
+  }
+
   /** Stops the device, closes the socket, removes the registry entry. Idempotent; resolves with the exit code. */
   shutdown(reason: string, exitCode = 0): Promise<number> {
     if (this.stopping) return this.stopping;
@@ -697,6 +714,7 @@ export class Daemon {
       await begun; // this.stopping is set before anything (an event fired by stop()) can look at it
       const log = this.deps.log;
       log.info({ reason }, 'stopping device');
+      this.warnIfInUse();
       // Queued auto-remap work is dropped (its requests fail when the device stops; queued relocations are
       // saved first, synchronously); a move in progress finishes first: the device never stops with a
       // block parked as MOVING. Meanwhile the scan's read in flight ends (what it found is left undecided

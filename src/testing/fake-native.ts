@@ -65,6 +65,14 @@ export const fakeConfigSchema = z.strictObject({
   peer: z.strictObject({ pid: z.number().int(), uid: z.number().int(), gid: z.number().int(), groups: z.array(z.number().int()) }).nullable().default(null),
   /** errno name peerCred fails with (as getsockopt would), null: it answers. */
   failPeerCred: z.string().nullable().default(null),
+  /**
+   * Not the addon's: what device/in-use.ts reads instead of the system's when it asks whether a device's block
+   * device is in use (the fake's nodes are plain files): a sysfs directory per device id (its `dev`, `holders/`,
+   * partitions), and the mount table and swaps to read (unset: the system's, where the fake's devnos are not).
+   */
+  blockSysfs: z.record(z.string(), z.string()).default({}),
+  mountinfo: z.string().optional(),
+  swaps: z.string().optional(),
 });
 export type FakeConfig = z.input<typeof fakeConfigSchema>;
 

@@ -215,6 +215,13 @@ step_stop_start() {
 }
 
 step_up_down() {
+  # Mounted: down refuses before it stops the unit (which would delete the device under the mount).
+  local refused rc
+  refused="$(timeout -k 5 300 "$DMR" down "$NAME" 2>&1)"
+  rc=$?
+  expect "down's exit status while $MNT is mounted" "$rc" 1 || return 1
+  expect "down said" "$refused" "$NAME: failed: $(readlink -f "$LINK") ($NAME) is mounted on $MNT; unmount it first, or use --force to delete it under its users" || return 1
+  expect "$UNIT after the refused down" "$(unit_state "$UNIT")" active/running || return 1
   run umount "$MNT" || return 1
   # down and up of a device whose unit is enabled go through systemctl: the unit stops and starts.
   run "$DMR" down "$NAME" || return 1
@@ -254,8 +261,17 @@ step_disable() {
   [[ ! -e "/etc/dmremap-ublk/devices.d/$NAME.json" ]] || { fail "the record is still there"; return 1; }
   # The device keeps running until stopped.
   expect "$UNIT after disable" "$(unit_state "$UNIT")" active/running || return 1
+  # A bare systemctl stop while $MNT is mounted (x-systemd.after= does not stop the mount first): the stop is
+  # obeyed, with a warning naming the mount point; the device's removal takes the mount with it (BindsTo= on
+  # its device unit), which lets the kernel finish deleting the device.
+  local pid dev
+  pid="$(prop "$UNIT" MainPID)"
+  dev="$(readlink -f "$LINK")"
+  expect "mounted before the stop" "$(findmnt -n -o SOURCE "$MNT")" "$dev" || return 1
   run systemctl stop "$UNIT" || return 1
   expect "ublk devices at the end" "$(ublk_nodes)" "" || return 1
+  journalctl -u "$UNIT" -o cat _PID="$pid" | grep -qF "\"msg\":\"deleting $dev while mounted on $MNT: its file system loses its disk" ||
+    { fail "no warning naming $MNT in the journal of pid $pid"; return 1; }
 }
 
 steps=(install install_again modules_load disks add_persist systemctl_start fstab_mount stop_start kill9 up_down target journal disable)

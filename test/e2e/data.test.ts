@@ -1,10 +1,12 @@
 // Data integrity through /dev/ublkbN: fio with crc32c verification over the whole device, and an ext4
-// file system that survives unmount, fsck and remount with every file's checksum intact.
+// file system that survives unmount, fsck and remount with every file's checksum intact; `del` refuses a
+// device whose file system is mounted (it keeps serving), and `del --force` deletes it under the mount.
+import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { addDevice, dmr, must, parseFio, sh } from './helpers.js';
+import { addDevice, addForeground, BIN, dmr, must, parseFio, pidAlive, sh, ublkNodes, waitFor } from './helpers.js';
 import { scratchPerTest } from './setup.js';
 
 const s = scratchPerTest();
@@ -71,5 +73,33 @@ describe('data integrity', () => {
     }
     s.umount(mnt);
     expect(dmr('del', 'fs').status).toBe(0);
+  });
+
+  it('ext4 mounted: del is refused and the device still serves; del --force deletes it under the mount', async () => {
+    const d = await addForeground(s.loop(64), s.loop(16), s.dir, ['--name', 'busy']);
+    const dev = d.dev.blockPath;
+    must('mkfs.ext4', ['-q', '-F', dev]);
+    const mnt = s.mount(dev);
+    const data = crypto.randomBytes(256 << 10);
+    fs.writeFileSync(path.join(mnt, 'f'), data);
+    must('sync', []);
+    const refused = dmr('del', 'busy');
+    expect([refused.status, refused.stdout, refused.stderr]).toEqual([1, '', `dmremap-ublk: ${dev} (busy) is mounted on ${mnt}; unmount it first, or use --force to delete it under its users\n`]);
+    // Nothing changed: the same daemon serves the device, and the file reads back from it (not the cache).
+    expect(pidAlive(d.dev.pid)).toBe(true);
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
+    expect(fs.readFileSync(path.join(mnt, 'f')).equals(data)).toBe(true);
+    // --force: the nodes go at once (the file system loses its disk); the kernel's DEL_DEV, which the daemon
+    // and del wait for, completes once the file system lets go of the device: unmounted here, not lazily.
+    const forced = spawn(process.execPath, [BIN, 'del', 'busy', '--force'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    forced.stdout.on('data', (b: Buffer) => (out += b.toString()));
+    forced.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    const exited = new Promise<number | null>((r) => forced.on('exit', (code) => r(code)));
+    await waitFor('the device nodes to go', () => ublkNodes().length === 0, 30_000);
+    s.umount(mnt);
+    expect([await exited, out]).toEqual([0, `removed ${dev}\n`]);
+    await waitFor('the daemon to exit', () => !pidAlive(d.dev.pid), 30_000);
+    expect(d.log.join('\n')).toContain(`"msg":"deleting ${dev} while mounted on ${mnt}: its file system loses its disk; the kernel deletes it only once ${mnt} is unmounted"`);
   });
 });

@@ -414,7 +414,7 @@ describe('del during a restart: del wins', () => {
     const recover = FakeDevice.prototype.recover;
     const spy = vi.spyOn(FakeDevice.prototype, 'recover').mockImplementation(async function (this: FakeDevice) {
       const info = await recover.call(this);
-      del = runDel(c.ctx, String(id), false, 10_000);
+      del = runDel(c.ctx, String(id), { json: false, force: false }, 10_000);
       return info;
     });
     try {
@@ -451,7 +451,7 @@ describe('del during a restart: del wins', () => {
         const block = 100 + i * 16;
         this.emit({ type: 'io_fault', queue: 0, tag: i, seq: ++seq, kind: 'error', op: 'write', block, blocks: 1, attempt: 0, latencyUs: 100, written: [], failed: [{ device: 'main', block, blocks: 1, errno: 5 }] });
       }
-      del = runDel(c.ctx, String(id), false, 10_000);
+      del = runDel(c.ctx, String(id), { json: false, force: false }, 10_000);
       return info;
     });
     try {

@@ -89,7 +89,7 @@ describe('a registry entry written by another version', () => {
     await expect(Daemon.start(deviceConfig(w, { name: 'again' }), deps())).rejects.toMatchObject({ code: 'E_DEVICE_BUSY' });
     await expect(Daemon.recover(id, deps())).rejects.toMatchObject({ code: 'E_STATE', message: expect.stringMatching(/is not valid \(recovery\.blockSize: /) });
     const c = captureCtx(w, native);
-    expect(await runDel(c.ctx, String(id), false)).toBe(0);
+    expect(await runDel(c.ctx, String(id), { json: false, force: false })).toBe(0);
     expect(c.stdout()).toBe(`removed ${path.join(w.devDir, `ublkb${id}`)}\n`);
     expect(fs.existsSync(file)).toBe(false);
     expect(w.devNodes()).toEqual([]);
@@ -108,7 +108,7 @@ describe('a registry entry written by another version', () => {
       message: `the state file ${file} of device ${id} cannot be read (not JSON), so its main and spare are unknown; remove it with: dmremap-ublk del ${id}`,
     });
     const c = captureCtx(w, native);
-    expect(await runDel(c.ctx, `ublkb${id}`, true)).toBe(0);
+    expect(await runDel(c.ctx, `ublkb${id}`, { json: true, force: false })).toBe(0);
     expect(JSON.parse(c.stdout())).toMatchObject({ devId: id, removed: true });
     expect(w.devNodes()).toEqual([]);
     daemons.push(await Daemon.start(deviceConfig(w, { mainPath: m2, sparePath: s2 }), deps()));
@@ -136,7 +136,7 @@ describe('a registry entry written by another version', () => {
   it('del refuses an invalid entry whose daemon still runs', async () => {
     const { id, file } = await detachedAs((e) => ({ ...e, pid: process.pid, pidStart: null, version: 3 }));
     const c = captureCtx(w, native);
-    await expect(runDel(c.ctx, String(id), false)).rejects.toMatchObject({ code: 'E_DEVICE_LIVE' });
+    await expect(runDel(c.ctx, String(id), { json: false, force: false })).rejects.toMatchObject({ code: 'E_DEVICE_LIVE' });
     expect(fs.existsSync(file)).toBe(true);
     expect(w.devNodes()).toEqual([`ublkb${id}`, `ublkc${id}`]);
   });
