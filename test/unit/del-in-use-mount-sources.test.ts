@@ -1,0 +1,39 @@
+// What `del` / `down` (device/in-use.ts ublkDeviceInUse, over claim.ts inUse) must see as a mount of a ublk
+// device beyond a mountinfo line whose device number is the device's: a file system whose superblock has an
+// anonymous device number (btrfs: every subvolume gets one, so /proc/self/mountinfo shows 0:N in field 3 and
+// names the device only as the mount source after " - "), and mount points the kernel escapes (\040 \011 \012
+// \134, octal) named as they are. The fake addon's config gives the device a sysfs directory and the mount
+// table to read (vitest only), as in del-in-use.test.ts.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { ublkDeviceInUse } from '../../src/device/in-use.js';
+
+let root: string;
+let mountinfo: string;
+let env: NodeJS.ProcessEnv;
+
+beforeEach(() => {
+  root = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-inuse-'));
+  const dir = path.join(root, 'sys', 'ublkb0');
+  fs.mkdirSync(path.join(dir, 'holders'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'dev'), '259:0\n');
+  mountinfo = path.join(root, 'mountinfo');
+  const swaps = path.join(root, 'swaps');
+  fs.writeFileSync(swaps, 'Filename\tType\tSize\tUsed\tPriority\n');
+  env = { VITEST: 'true', DMREMAP_FAKE_NATIVE: JSON.stringify({ blockSysfs: { 0: dir }, mountinfo, swaps }) };
+});
+afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
+
+describe('ublkDeviceInUse: mounts the device number alone does not show', () => {
+  it('a btrfs file system mounted on /dev/ublkb0 (mountinfo: anonymous 0:N, the device as the mount source) is in use', () => {
+    // As the kernel writes it for `mount /dev/ublkb0 /srv` of a btrfs file system: no holders link, no 259:0.
+    fs.writeFileSync(
+      mountinfo,
+      '22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n' +
+        '98 22 0:52 / /srv rw,relatime shared:60 - btrfs /dev/ublkb0 rw,space_cache=v2,subvolid=5,subvol=/\n',
+    );
+    expect(ublkDeviceInUse(0, env)).toMatchObject({ kind: 'mounted', where: '/srv', partition: null });
+  });
+});
