@@ -37,3 +37,10 @@ describe('ublkDeviceInUse: mounts the device number alone does not show', () => 
     expect(ublkDeviceInUse(0, env)).toMatchObject({ kind: 'mounted', where: '/srv', partition: null });
   });
 });
+
+describe('ublkDeviceInUse: the mount point as it is named', () => {
+  it('a mount point holding a backslash or a tab (mountinfo \\134, \\011) is named with them, not their escapes', () => {
+    fs.writeFileSync(mountinfo, '98 22 259:0 / /srv/a\\134b\\011c rw,relatime shared:60 - ext4 /dev/ublkb0 rw\n');
+    expect(ublkDeviceInUse(0, env)).toMatchObject({ kind: 'mounted', where: '/srv/a\\b\tc' });
+  });
+});
