@@ -224,6 +224,21 @@ describe('scripts/install.sh (fake root)', () => {
       expect(r.out).not.toContain('npm ci');
     });
 
+    it('package.json listing a package in both dependencies and optionalDependencies (the old way to support npm before optional ones): npm writes it only under optionalDependencies in the lock; no npm ci', () => {
+      // What npm 11 writes for this package.json (`npm install` of two local packages): read-package-json
+      // drops an optional package from dependencies, so the lock's root lists it only as optional.
+      setup(
+        { name: 'x', dependencies: { a: '^1.0.0', o: '^1.0.0' }, optionalDependencies: { o: '^1.0.0' } },
+        { name: 'x', dependencies: { a: '^1.0.0' }, optionalDependencies: { o: '^1.0.0' } },
+        { 'node_modules/a': { version: '1.0.0' }, 'node_modules/o': { version: '1.0.0', optional: true } },
+      );
+      pkg('a', '1.0.0');
+      pkg('o', '1.0.0');
+      const r = install(['--dry-run']);
+      expect(r.out).toContain('ok: node_modules matches package-lock.json');
+      expect(r.out).not.toContain('npm ci');
+    });
+
     it("a package's command (node_modules/.bin/tsc, which the build runs) missing while the package is in place: npm ci runs", () => {
       const deps = { devDependencies: { typescript: '^5.9.3' } };
       setup({ name: 'x', ...deps }, { name: 'x', ...deps }, {
