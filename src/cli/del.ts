@@ -40,10 +40,11 @@ async function stopDaemon(e: RegistryEntry): Promise<void> {
 
 /**
  * Refuses (E_DEVICE_IN_USE) to delete ublk device `devId` while its block device is in use, unless `force`;
- * returns how it is in use (null: it is not). `down` makes the same check before it stops a unit.
+ * returns how it is in use (null: it is not). `served`: a live daemon serves it, so an exclusive open may
+ * probe it too (ublkDeviceInUse). `down` makes the same check before it stops a unit.
  */
-export function refuseInUse(ctx: CliContext, devId: number, blockPath: string, name: string | null, force: boolean): InUse | null {
-  const use = ublkDeviceInUse(devId, ctx.env);
+export function refuseInUse(ctx: CliContext, devId: number, blockPath: string, name: string | null, force: boolean, served: boolean): InUse | null {
+  const use = ublkDeviceInUse(devId, ctx.env, served);
   if (use !== null && !force) throw inUseError(blockPath, name, use);
   return use;
 }
@@ -52,14 +53,15 @@ export async function runDel(ctx: CliContext, target: string, flags: DelFlags, t
   const { json, force } = flags;
   const dir = runDir(ctx.env);
   const { live, stale, quiesced, invalid } = readEntries(dir);
-  const found = findTarget(live, target) ?? findTarget(quiesced, target);
+  const served = findTarget(live, target);
+  const found = served ?? findTarget(quiesced, target);
   const entry = found ?? findTarget(stale, target);
   if (entry === null) {
     // Not a device with a readable entry: perhaps one whose registry file cannot be read.
     const bad = findInvalidTarget(invalid, target);
     if (bad === null) throw notFound(target);
     requireRunDirOwner(dir, 'del');
-    refuseInUse(ctx, bad.devId, bad.blockPath ?? `/dev/ublkb${bad.devId}`, bad.name, force);
+    refuseInUse(ctx, bad.devId, bad.blockPath ?? `/dev/ublkb${bad.devId}`, bad.name, force, false);
     await deleteInvalid(await ctx.loadNative(), bad, createLogger({ level: ctx.env.DMREMAP_LOG_LEVEL ?? 'warn', stderr: ctx.stderr }));
     const blockPath = bad.blockPath ?? `device ${bad.devId}`;
     if (bad.name !== null && bad.blockPath !== null) unlinkStableName(nameDir(ctx.env), bad.name, bad.blockPath);
@@ -69,7 +71,7 @@ export async function runDel(ctx: CliContext, target: string, flags: DelFlags, t
     return 0;
   }
   requireRunDirOwner(dir, 'del');
-  const use = found !== null ? refuseInUse(ctx, found.devId, found.blockPath, found.name, force) : null;
+  const use = found !== null ? refuseInUse(ctx, found.devId, found.blockPath, found.name, force, served !== null) : null;
   // Held until the device is gone: a successor starting meanwhile (a restart, the supervisor) refuses it.
   const unmark = markDeleting(dir, entry.devId);
   try {

@@ -122,7 +122,8 @@ async function downOne(ctx: CliContext, record: DeviceRecord, force: boolean): P
   const base = { name: record.name, record: `${devicesDir(ctx.env)}/${record.name}.json` };
   try {
     const { live, quiesced } = readEntries(runDir(ctx.env));
-    const entry = findTarget(live, record.name) ?? findTarget(quiesced, record.name);
+    const served = findTarget(live, record.name);
+    const entry = served ?? findTarget(quiesced, record.name);
     if (entry === null) {
       // Nothing runs, but its unit may be waiting to restart it: stop that too.
       if (unitManaged(ctx.env, record.name)) systemctl(ctx.env).run(['stop', instanceUnit(record.name)]);
@@ -132,7 +133,7 @@ async function downOne(ctx: CliContext, record: DeviceRecord, force: boolean): P
     if (other !== null) throw other;
     // Before anything stops: a unit's stop would delete the device under its users.
     const { refuseInUse, runDel } = await import('./del.js');
-    refuseInUse(ctx, entry.devId, entry.blockPath, entry.name, force);
+    refuseInUse(ctx, entry.devId, entry.blockPath, entry.name, force, served !== null);
     // Under systemd the unit goes first: stopping it deletes a device its daemon serves, and cancels a
     // pending Restart=on-failure that would otherwise add the device back once del is done.
     if (unitManaged(ctx.env, record.name)) systemctl(ctx.env).run(['stop', instanceUnit(record.name)]);

@@ -50,23 +50,69 @@ function sysfsParts(sysfs: string): Array<{ name: string; dir: string; devno: st
   return parts;
 }
 
-/** Where inUse() reads the mount table and the active swaps: the system's, or a test's stand-ins. */
+/** Where inUse() reads the mount table, the active swaps and the loop devices: the system's, or a test's stand-ins. */
 export interface ProcFiles {
   mountinfo: string;
   swaps: string;
+  /** /sys/block: each loop device's loop/backing_file. */
+  sysBlock?: string;
 }
-export const PROC_FILES: ProcFiles = { mountinfo: '/proc/self/mountinfo', swaps: '/proc/swaps' };
+export const PROC_FILES: ProcFiles = { mountinfo: '/proc/self/mountinfo', swaps: '/proc/swaps', sysBlock: '/sys/block' };
 
-/** Mount points by "maj:min" of the mounted device, from /proc/self/mountinfo. */
-function mountsByDevno(mountinfo: string): Map<string, string> {
-  const out = new Map<string, string>();
+/**
+ * A path or mount point as the kernel writes it in /proc files, its octal escapes (\040 space, \011 tab,
+ * \134 backslash) decoded; a newline (\012) stays written as \012, so that a message naming it is one line.
+ */
+function unescapeProc(s: string): string {
+  return s.replace(/\\([0-7]{3})/g, (all, oct: string) => (oct === '012' ? all : String.fromCharCode(parseInt(oct, 8))));
+}
+
+/**
+ * "maj:min" of the block device at `p` (a device node, or a link to one), null for anything else. Only a
+ * path under /dev is looked at: a stat elsewhere (a swap file or a mount source on a network file system)
+ * could hang, and is never a block device of ours.
+ */
+function devnoOf(p: string): string | null {
+  if (!p.startsWith('/dev/')) return null;
+  try {
+    const st = fs.statSync(p, { bigint: true });
+    return st.isBlockDevice() ? `${majorOf(st.rdev)}:${minorOf(st.rdev)}` : null;
+  } catch {
+    return null;
+  }
+}
+
+/** One mount of /proc/self/mountinfo: the device number of its superblock, its source, its mount point. */
+interface Mount {
+  devno: string;
+  source: string;
+  where: string;
+}
+
+function mountsOf(mountinfo: string): Mount[] {
+  const out: Mount[] = [];
   for (const line of (readText(mountinfo) ?? '').split('\n')) {
     const f = line.split(' ');
+    const dash = f.indexOf('-', 6);
     const devno = f[2];
     const where = f[4];
-    if (devno !== undefined && where !== undefined && !out.has(devno)) out.set(devno, where.replace(/\\040/g, ' '));
+    if (devno === undefined || where === undefined) continue;
+    out.push({ devno, source: dash > 0 ? unescapeProc(f[dash + 2] ?? '') : '', where: unescapeProc(where) });
   }
   return out;
+}
+
+/**
+ * Where block device `name` ("maj:min" `devno`) is mounted: a mount whose superblock has its device number,
+ * or whose source is the device (btrfs gives each mount an anonymous 0:N and names its device only as the
+ * source; matched by /dev/<name>, or by the source's device number for another node or link to it).
+ */
+function mountPointOf(mounts: Mount[], name: string, devno: string | null): string | undefined {
+  if (devno !== null) {
+    const byDevno = mounts.find((m) => m.devno === devno);
+    if (byDevno !== undefined) return byDevno.where;
+  }
+  return mounts.find((m) => m.source === `/dev/${name}` || (devno !== null && devnoOf(m.source) === devno))?.where;
 }
 
 /** "maj:min" of every active swap device (/proc/swaps). */
@@ -75,37 +121,49 @@ function swapDevnos(swaps: string): Set<string> {
   for (const line of (readText(swaps) ?? '').split('\n').slice(1)) {
     const p = line.split(/\s+/)[0];
     if (!p) continue;
-    try {
-      const st = fs.statSync(p.replace(/\\040/g, ' '), { bigint: true });
-      if (st.isBlockDevice()) out.add(`${majorOf(st.rdev)}:${minorOf(st.rdev)}`);
-    } catch {
-      // a swap file, or a device gone since: not one of ours
-    }
+    const devno = devnoOf(unescapeProc(p));
+    if (devno !== null) out.add(devno);
   }
   return out;
 }
 
 /** Loop devices whose backing file is `file` (a regular file in use as a disk). */
-function loopsOver(file: string): string[] {
+function loopsOver(file: string, sysBlock: string): string[] {
   let real: string;
   try {
     real = fs.realpathSync(file);
   } catch {
     return [];
   }
-  return listDir('/sys/block')
-    .filter((d) => d.startsWith('loop') && readText(`/sys/block/${d}/loop/backing_file`) === real)
+  return listDir(sysBlock)
+    .filter((d) => d.startsWith('loop') && readText(`${sysBlock}/${d}/loop/backing_file`) === real)
+    .map((d) => `/dev/${d}`);
+}
+
+/**
+ * Loop devices whose backing file is block device `name` ("maj:min" `devno`): a loop device opens its
+ * backing device without claiming it, so it shows neither in holders nor to an exclusive open.
+ */
+function loopsOverDevice(name: string, devno: string | null, sysBlock: string): string[] {
+  return listDir(sysBlock)
+    .filter((d) => {
+      if (!d.startsWith('loop')) return false;
+      const backing = readText(`${sysBlock}/${d}/loop/backing_file`);
+      if (backing === null) return false;
+      return backing === `/dev/${name}` || (devno !== null && devnoOf(backing) === devno);
+    })
     .map((d) => `/dev/${d}`);
 }
 
 /**
  * How a device is in use by someone else: mounted (`where` the mount point), held by other block devices
- * (`where` their /dev paths: device-mapper, md, LVM, bcache), active swap, or (a regular file) the backing
- * file of loop devices. `partition` names the partition that is, when it is one of the device's, not the
+ * (`where` their /dev paths: device-mapper, md, LVM, bcache), active swap, the backing file or device of loop
+ * devices, or (`open`, found only by an exclusive open: ublkDeviceInUse) open exclusively by a program
+ * none of those name (btrfs's other devices, an external journal, ZFS, an iSCSI export). `partition` names the partition that is, when it is one of the device's, not the
  * device itself. `reason` says it all as the end of a sentence "<device> ...".
  */
 export interface InUse {
-  kind: 'mounted' | 'held' | 'swap' | 'loop';
+  kind: 'mounted' | 'held' | 'swap' | 'loop' | 'open';
   where: string;
   partition: string | null;
   reason: string;
@@ -113,13 +171,14 @@ export interface InUse {
 
 /** How `t` is in use by someone else, or null when nothing says it is (see InUse). */
 export function inUse(t: Pick<ClaimTarget, 'path' | 'sysfs'>, files: ProcFiles = PROC_FILES): InUse | null {
+  const sysBlock = files.sysBlock ?? '/sys/block';
   if (t.sysfs === null) {
-    const loops = loopsOver(t.path);
+    const loops = loopsOver(t.path, sysBlock);
     if (loops.length === 0) return null;
     const where = loops.join(', ');
     return { kind: 'loop', where, partition: null, reason: `is the backing file of ${where}` };
   }
-  const mounts = mountsByDevno(files.mountinfo);
+  const mounts = mountsOf(files.mountinfo);
   const swaps = swapDevnos(files.swaps);
   for (const p of sysfsParts(t.sysfs)) {
     const partition = p.partition ? p.name : null;
@@ -129,11 +188,13 @@ export function inUse(t: Pick<ClaimTarget, 'path' | 'sysfs'>, files: ProcFiles =
       partition,
       reason: partition !== null ? `has partition ${partition}, which ${what}` : what,
     });
-    const where = p.devno === null ? undefined : mounts.get(p.devno);
+    const where = mountPointOf(mounts, p.name, p.devno);
     if (where !== undefined) return found('mounted', where, `is mounted on ${where}`);
     const holders = listDir(`${p.dir}/holders`).map((h) => `/dev/${h}`);
     if (holders.length > 0) return found('held', holders.join(', '), `is held by ${holders.join(', ')}`);
     if (p.devno !== null && swaps.has(p.devno)) return found('swap', `/dev/${p.name}`, 'is in use as swap');
+    const loops = loopsOverDevice(p.name, p.devno, sysBlock);
+    if (loops.length > 0) return found('loop', loops.join(', '), `is the backing device of ${loops.join(', ')}`);
   }
   return null;
 }

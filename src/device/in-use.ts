@@ -19,6 +19,8 @@ interface Sources {
   /** The sysfs directory of ublk block device `devId`, null when the kernel has none (deleted, never started). */
   sysfs(devId: number): string | null;
   files: ProcFiles;
+  /** Opens /dev/ublkb<devId> exclusively and closes it: the errno code it failed with, or null. */
+  openExclusive(devId: number): string | null;
 }
 
 const systemSources: Sources = {
@@ -27,12 +29,24 @@ const systemSources: Sources = {
     return fs.existsSync(dir) ? dir : null;
   },
   files: PROC_FILES,
+  openExclusive: (devId) => {
+    try {
+      // O_EXCL without O_CREAT on a block device: an exclusive claim, refused (EBUSY) while someone holds one.
+      // Read-only: closing it then sends udev no change event.
+      fs.closeSync(fs.openSync(`/dev/ublkb${devId}`, fs.constants.O_RDONLY | fs.constants.O_EXCL | fs.constants.O_NONBLOCK));
+      return null;
+    } catch (e) {
+      return (e as NodeJS.ErrnoException).code ?? 'EIO';
+    }
+  },
 };
 
 interface FakeSources {
   blockSysfs?: Record<string, string>;
   mountinfo?: string;
   swaps?: string;
+  sysBlock?: string;
+  exclusiveBusy?: number[];
 }
 
 function sources(env: NodeJS.ProcessEnv): Sources {
@@ -41,16 +55,26 @@ function sources(env: NodeJS.ProcessEnv): Sources {
   const cfg = JSON.parse(fake) as FakeSources;
   return {
     sysfs: (devId) => cfg.blockSysfs?.[String(devId)] ?? null,
-    files: { mountinfo: cfg.mountinfo ?? PROC_FILES.mountinfo, swaps: cfg.swaps ?? PROC_FILES.swaps },
+    files: { mountinfo: cfg.mountinfo ?? PROC_FILES.mountinfo, swaps: cfg.swaps ?? PROC_FILES.swaps, sysBlock: cfg.sysBlock ?? PROC_FILES.sysBlock },
+    openExclusive: (devId) => ((cfg.exclusiveBusy ?? []).includes(devId) ? 'EBUSY' : null),
   };
 }
 
-/** How ublk device `devId`'s block device is in use (mounted, held, swap; a partition of it included), or null. */
-export function ublkDeviceInUse(devId: number, env: NodeJS.ProcessEnv = process.env): InUse | null {
+/**
+ * How ublk device `devId`'s block device is in use (mounted, held, swap, a loop device's backing device; a
+ * partition of it included), or null. With `probe` (a device its daemon serves), one exclusive open of it
+ * finds what none of those names: a file system that names it only as one of its devices or its journal
+ * (btrfs, XFS logdev, ext4's external journal), ZFS, an iSCSI export. Never for a quiesced device: its
+ * I/O waits for a daemon, and an open may read it (a partition scan).
+ */
+export function ublkDeviceInUse(devId: number, env: NodeJS.ProcessEnv = process.env, probe = false): InUse | null {
   const src = sources(env);
   const sysfs = src.sysfs(devId);
   if (sysfs === null) return null;
-  return inUse({ path: `/dev/ublkb${devId}`, sysfs }, src.files);
+  const use = inUse({ path: `/dev/ublkb${devId}`, sysfs }, src.files);
+  if (use !== null || !probe) return use;
+  if (src.openExclusive(devId) !== 'EBUSY') return null;
+  return { kind: 'open', where: 'another program', partition: null, reason: 'is open exclusively by another program (a file system, journal or export that is not in the mount table as this device)' };
 }
 
 /** What to do about it first, for the refusal's message. */
@@ -64,6 +88,8 @@ function remedy(use: InUse): string {
       return 'swapoff it first';
     case 'loop':
       return `detach ${use.where} first`;
+    case 'open':
+      return 'close it first';
   }
 }
 
@@ -106,5 +132,7 @@ export function deletedOnceFree(use: InUse): string {
       return 'the kernel deletes it only once it is swapped off';
     case 'loop':
       return `the kernel deletes it only once ${use.where} is detached`;
+    case 'open':
+      return 'the kernel deletes it only once that program lets go of it';
   }
 }

@@ -169,7 +169,7 @@ const BIN_TAIL = '/bin/dmremap-ublk.js';
  * rendered for some node and program path: before 5fde8c4 the two absolute paths as they are, separated by
  * one space (neither held white space, a quote, a backslash or %); since then each one execWord (`%` and `$`
  * doubled, double-quoted when it holds white space). The first names node (file name node, nodejs or either with
- * a version number: node22, nodejs20.17), the second
+ * a version number: node22, node-20 (Fedora's), nodejs20.17), the second
  * this program's bin/dmremap-ublk.js. Anything else (another word, an option, a wrapper, other quoting) is an
  * admin's edit.
  */
@@ -177,7 +177,7 @@ function renderedExec(node: string, bin: string, words: string): boolean {
   const paths = [node, bin];
   // process.execPath: node's own file (node, nodejs, node22, ...); not a wrapper put before the program, even
   // one whose name starts with node (node-with-limits, nodeenv-exec).
-  if (!paths.every((p) => p.startsWith('/')) || !/^node(js)?(\d+(\.\d+)*)?$/.test(path.posix.basename(node)) || !bin.endsWith(BIN_TAIL)) return false;
+  if (!paths.every((p) => p.startsWith('/')) || !/^node(js)?(-?\d+(\.\d+)*)?$/.test(path.posix.basename(node)) || !bin.endsWith(BIN_TAIL)) return false;
   if (words === paths.join(' ') && !paths.some((p) => /[\s"'\\%]/.test(p))) return true;
   try {
     return words === paths.map(execWord).join(' ');

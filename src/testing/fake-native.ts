@@ -73,6 +73,10 @@ export const fakeConfigSchema = z.strictObject({
   blockSysfs: z.record(z.string(), z.string()).default({}),
   mountinfo: z.string().optional(),
   swaps: z.string().optional(),
+  /** The /sys/block to look for loop devices in (unset: the system's). */
+  sysBlock: z.string().optional(),
+  /** Device ids whose exclusive open fails with EBUSY, as a file system holding it would make it. */
+  exclusiveBusy: z.array(z.number().int()).default([]),
 });
 export type FakeConfig = z.input<typeof fakeConfigSchema>;
 

@@ -13,6 +13,8 @@ import { ublkDeviceInUse } from '../../src/device/in-use.js';
 let root: string;
 let mountinfo: string;
 let env: NodeJS.ProcessEnv;
+let sysBlock: string;
+let fake: Record<string, unknown>;
 
 beforeEach(() => {
   root = fs.mkdtempSync(path.join(os.tmpdir(), 'dmr-inuse-'));
@@ -22,7 +24,10 @@ beforeEach(() => {
   mountinfo = path.join(root, 'mountinfo');
   const swaps = path.join(root, 'swaps');
   fs.writeFileSync(swaps, 'Filename\tType\tSize\tUsed\tPriority\n');
-  env = { VITEST: 'true', DMREMAP_FAKE_NATIVE: JSON.stringify({ blockSysfs: { 0: dir }, mountinfo, swaps }) };
+  sysBlock = path.join(root, 'sys-block');
+  fs.mkdirSync(sysBlock);
+  fake = { blockSysfs: { 0: dir }, mountinfo, swaps, sysBlock };
+  env = { VITEST: 'true', DMREMAP_FAKE_NATIVE: JSON.stringify(fake) };
 });
 afterEach(() => fs.rmSync(root, { recursive: true, force: true }));
 
@@ -42,5 +47,30 @@ describe('ublkDeviceInUse: the mount point as it is named', () => {
   it('a mount point holding a backslash or a tab (mountinfo \\134, \\011) is named with them, not their escapes', () => {
     fs.writeFileSync(mountinfo, '98 22 259:0 / /srv/a\\134b\\011c rw,relatime shared:60 - ext4 /dev/ublkb0 rw\n');
     expect(ublkDeviceInUse(0, env)).toMatchObject({ kind: 'mounted', where: '/srv/a\\b\tc' });
+  });
+});
+
+describe('ublkDeviceInUse: users that are neither mounts, holders nor swap', () => {
+  it('a loop device whose backing file is /dev/ublkb0 (losetup of the device: no holders link, its own devno) is in use', () => {
+    fs.writeFileSync(mountinfo, '');
+    fs.mkdirSync(path.join(sysBlock, 'loop3', 'loop'), { recursive: true });
+    fs.writeFileSync(path.join(sysBlock, 'loop3', 'loop', 'backing_file'), '/dev/ublkb0\n');
+    fs.mkdirSync(path.join(sysBlock, 'loop4', 'loop'), { recursive: true });
+    fs.writeFileSync(path.join(sysBlock, 'loop4', 'loop', 'backing_file'), '/dev/ublkb01\n'); // not ours
+    expect(ublkDeviceInUse(0, env)).toMatchObject({ kind: 'loop', where: '/dev/loop3', reason: 'is the backing device of /dev/loop3' });
+  });
+
+  it('held exclusively by a program nothing names (an exclusive open fails: EBUSY) is in use, found only when the daemon serves it (probe)', () => {
+    fs.writeFileSync(mountinfo, '');
+    const busy = { VITEST: 'true', DMREMAP_FAKE_NATIVE: JSON.stringify({ ...fake, exclusiveBusy: [0] }) };
+    expect(ublkDeviceInUse(0, busy, true)).toMatchObject({ kind: 'open', partition: null });
+    // A quiesced device is not opened (its I/O would wait for a daemon): what the tables say is all.
+    expect(ublkDeviceInUse(0, busy, false)).toBeNull();
+    expect(ublkDeviceInUse(0, env, true)).toBeNull();
+  });
+
+  it('a newline in a mount point stays written as \\012: the refusal is one line', () => {
+    fs.writeFileSync(mountinfo, '98 22 259:0 / /srv/a\\012b rw,relatime shared:60 - ext4 /dev/ublkb0 rw\n');
+    expect(ublkDeviceInUse(0, env)).toMatchObject({ kind: 'mounted', where: '/srv/a\\012b' });
   });
 });

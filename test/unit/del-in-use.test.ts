@@ -116,6 +116,25 @@ describe('del of a device in use (built CLI, fake addon)', () => {
     expect(fs.readFileSync(path.join(w.logDir, 'free.log'), 'utf8')).not.toContain('deleting ');
   }, 60_000);
 
+  it('held by a program none of the tables name (its exclusive open fails): refused while served; a quiesced one is not opened', async () => {
+    add('ex');
+    fake = { ...fake, exclusiveBusy: [0] };
+    const refused = run(['del', 'ex']);
+    expect([refused.status, refused.stderr]).toEqual([
+      1,
+      `dmremap-ublk: ${node(0)} (ex) is open exclusively by another program (a file system, journal or export that is not in the mount table as this device); close it first, or use --force to delete it under its users\n`,
+    ]);
+    expect(readEntries(w.runDir).live.map((e) => e.name)).toEqual(['ex']);
+    const [e] = readEntries(w.runDir).live;
+    const sup = supervisorOf(e?.pid ?? 0);
+    if (sup !== null) process.kill(sup, 'SIGKILL');
+    process.kill(e?.pid ?? 0, 'SIGKILL');
+    await waitFor(() => !pidAlive(e?.pid ?? 0));
+    // Quiesced: its I/O waits for a daemon, so del does not open it; the tables say nothing: deleted.
+    expect(run(['del', 'ex']).status).toBe(0);
+    expect(fs.existsSync(node(0))).toBe(false);
+  }, 60_000);
+
   it('a quiesced device (its daemon killed) whose file system is mounted is refused too; --force deletes it', async () => {
     add('q');
     const [e] = readEntries(w.runDir).live;

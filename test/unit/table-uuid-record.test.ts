@@ -235,6 +235,8 @@ describe('install-systemd keeps edited files', () => {
     const shipped = [
       '/usr/bin/node /srv/dmr/bin/dmremap-ublk.js',
       '/usr/bin/nodejs /srv/dmr/bin/dmremap-ublk.js',
+      '/usr/bin/node-20 /srv/dmr/bin/dmremap-ublk.js', // Fedora's versioned node
+      '/usr/local/bin/node22 /srv/dmr/bin/dmremap-ublk.js',
       // execWord: white space quoted, % and $ doubled.
       '"/opt/my node/bin/node" "/srv/a b/100%%/bin/dmremap-ublk.js"',
       '/opt/n$$/node /srv/dmr/bin/dmremap-ublk.js',
