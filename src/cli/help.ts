@@ -201,7 +201,7 @@ mount point or holders): unmount it first. --force deletes it all the same: its 
 once, and the kernel (so the daemon, and del waiting for it: 60 s) finishes once it is unmounted.
 
 Options:
-  --force      delete the device even while it is mounted, held or swap
+  --force      delete the device even while it is in use (mounted, held, swap, a loop device on it, open exclusively)
   --json       print {"devId","blockPath","name","removed":true}
   -h, --help   show this help
 `,
@@ -539,7 +539,7 @@ or swap is refused as del refuses it (checked before its unit is stopped): its l
 and it keeps running, while the other devices still go down. One line each; exit 1 if any failed.
 
 Options:
-  --force      stop devices even while they are mounted, held or swap
+  --force      stop devices even while they are in use (mounted, held, swap, a loop device on them, open exclusively)
   --json       print a JSON array of {"name","record","result","blockPath","devId","error"}
   -h, --help   show this help
 `,

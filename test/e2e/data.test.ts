@@ -1,6 +1,7 @@
 // Data integrity through /dev/ublkbN: fio with crc32c verification over the whole device, and an ext4
 // file system that survives unmount, fsck and remount with every file's checksum intact; `del` refuses a
-// device whose file system is mounted (it keeps serving), and `del --force` deletes it under the mount.
+// device whose file system is mounted, that a program holds exclusively or a loop device sits on (it keeps
+// serving), and `del --force` deletes it under the mount.
 import { spawn } from 'node:child_process';
 import crypto from 'node:crypto';
 import fs from 'node:fs';
@@ -75,11 +76,11 @@ describe('data integrity', () => {
     expect(dmr('del', 'fs').status).toBe(0);
   });
 
-  it('ext4 mounted: del is refused and the device still serves; del --force deletes it under the mount', async () => {
+  it('ext4 mounted, an exclusive holder, a loop device on it: del is refused and the device still serves; del --force deletes it under the mount', async () => {
     const d = await addForeground(s.loop(64), s.loop(16), s.dir, ['--name', 'busy']);
     const dev = d.dev.blockPath;
     must('mkfs.ext4', ['-q', '-F', dev]);
-    const mnt = s.mount(dev);
+    let mnt = s.mount(dev);
     const data = crypto.randomBytes(256 << 10);
     fs.writeFileSync(path.join(mnt, 'f'), data);
     must('sync', []);
@@ -89,6 +90,33 @@ describe('data integrity', () => {
     expect(pidAlive(d.dev.pid)).toBe(true);
     fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
     expect(fs.readFileSync(path.join(mnt, 'f')).equals(data)).toBe(true);
+    // Users the mount table does not name. A program holding it exclusively (as btrfs's other devices, an
+    // external journal or ZFS would): found by del's one exclusive open of the device its daemon serves.
+    s.umount(mnt);
+    const holder = spawn('python3', ['-c', 'import os,sys,time; os.open(sys.argv[1], os.O_RDONLY | os.O_EXCL); print("held", flush=True); time.sleep(120)', dev], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.on('data', () => resolve());
+        holder.on('exit', (code) => reject(new Error(`the exclusive holder exited with ${code}`)));
+      });
+      const held = dmr('del', 'busy');
+      expect([held.status, held.stderr]).toEqual([1, `dmremap-ublk: ${dev} (busy) is open exclusively by another program (a file system, journal or export that is not in the mount table as this device); close it first, or use --force to delete it under its users\n`]);
+    } finally {
+      holder.kill('SIGKILL');
+    }
+    await new Promise((r) => holder.once('close', r));
+    // A loop device over it (it opens its backing device without a claim: no holders link, its own devno).
+    const loop = must('losetup', ['-f', '--show', dev]).trim();
+    try {
+      const looped = dmr('del', 'busy');
+      expect([looped.status, looped.stderr]).toEqual([1, `dmremap-ublk: ${dev} (busy) is the backing device of ${loop}; detach ${loop} first, or use --force to delete it under its users\n`]);
+    } finally {
+      must('losetup', ['-d', loop]);
+    }
+    expect(pidAlive(d.dev.pid)).toBe(true);
+    mnt = s.mount(dev);
     // --force: the nodes go at once (the file system loses its disk); the kernel's DEL_DEV, which the daemon
     // and del wait for, completes once the file system lets go of the device: unmounted here, not lazily.
     const forced = spawn(process.execPath, [BIN, 'del', 'busy', '--force'], { stdio: ['ignore', 'pipe', 'pipe'] });
