@@ -10,7 +10,7 @@ import { readEntries } from '../../src/control/registry.js';
 import { inUse } from '../../src/device/claim.js';
 import { deletingInUseWarning } from '../../src/device/in-use.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
-import { cli, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
+import { cli, killDaemons, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
 
 let w: World;
 let sys: string;
@@ -38,15 +38,7 @@ beforeEach(() => {
   fake = { features: '0xd8', blockSysfs: { 0: sysfsOf(0), 1: sysfsOf(1) }, mountinfo, swaps };
 });
 afterEach(() => {
-  for (const e of readEntries(w.runDir).live) {
-    try {
-      const sup = supervisorOf(e.pid);
-      if (sup !== null) process.kill(sup, 'SIGKILL');
-      process.kill(e.pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  killDaemons(w);
   w.cleanup();
 });
 

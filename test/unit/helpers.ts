@@ -10,6 +10,8 @@ import { createLogger, type Logger } from '../../src/log.js';
 import type { AccessPolicy } from '../../src/control/access.js';
 import type { CliContext } from '../../src/cli/context.js';
 import type { DeviceConfig } from '../../src/device/config.js';
+import { readEntries } from '../../src/control/registry.js';
+import { supervisorOf } from '../../src/supervisor/find.js';
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 export const BIN = path.join(REPO, 'bin/dmremap-ublk.js');
@@ -35,6 +37,19 @@ export interface World {
   /** Fake device nodes currently present. */
   devNodes(): string[];
   cleanup(): void;
+}
+
+/** SIGKILLs every daemon `w`'s registry lists as live, and its supervisor (a test's clean-up). */
+export function killDaemons(w: World): void {
+  for (const e of readEntries(w.runDir).live) {
+    for (const pid of [supervisorOf(e.pid), e.pid]) {
+      try {
+        if (pid !== null) process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    }
+  }
 }
 
 export function makeWorld(): World {

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readEntries, readEntryOf } from '../../src/control/registry.js';
-import { cli, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
+import { cli, killDaemons, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
 
 const FAKE = { features: '0xd8' }; // CMD_IOCTL_ENCODE | USER_COPY | USER_RECOVERY | USER_RECOVERY_REISSUE
@@ -16,15 +16,7 @@ beforeEach(() => {
   w = makeWorld();
 });
 afterEach(() => {
-  for (const e of readEntries(w.runDir).live) {
-    try {
-      const sup = supervisorOf(e.pid);
-      if (sup !== null) process.kill(sup, 'SIGKILL');
-      process.kill(e.pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  killDaemons(w);
   w.cleanup();
 });
 

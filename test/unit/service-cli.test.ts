@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readEntries } from '../../src/control/registry.js';
 import { DAEMON_THREADPOOL_SIZE } from '../../src/supervisor/child-process.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
-import { cli, cliEnv, cliSpawn, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
+import { cli, cliEnv, cliSpawn, killDaemons, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
 import { IN_CI } from './promtool.js';
 
 const FAKE = { features: '0xd8' }; // user recovery: a killed daemon leaves its device quiesced
@@ -19,15 +19,7 @@ beforeEach(() => {
   w = makeWorld();
 });
 afterEach(() => {
-  for (const e of readEntries(w.runDir).live) {
-    try {
-      const sup = supervisorOf(e.pid);
-      if (sup !== null) process.kill(sup, 'SIGKILL');
-      process.kill(e.pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  killDaemons(w);
   w.cleanup();
 });
 

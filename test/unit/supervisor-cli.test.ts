@@ -7,7 +7,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { readEntries } from '../../src/control/registry.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
 import { deviceLogFile } from '../../src/paths.js';
-import { cli, cliSpawn, makeWorld, pidAlive, waitFor, type World } from './helpers.js';
+import { cli, cliSpawn, killDaemons, makeWorld, pidAlive, waitFor, type World } from './helpers.js';
 
 const FAKE = { features: '0xd8' }; // CMD_IOCTL_ENCODE | USER_COPY | USER_RECOVERY | USER_RECOVERY_REISSUE
 let w: World;
@@ -15,16 +15,7 @@ beforeEach(() => {
   w = makeWorld();
 });
 afterEach(() => {
-  for (const e of readEntries(w.runDir).live) {
-    const sup = supervisorOf(e.pid);
-    for (const pid of [sup, e.pid]) {
-      try {
-        if (pid !== null) process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
-      }
-    }
-  }
+  killDaemons(w);
   w.cleanup();
 });
 

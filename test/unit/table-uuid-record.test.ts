@@ -12,7 +12,7 @@ import { readEntries } from '../../src/control/registry.js';
 import { tableUuidFor } from '../../src/service/define.js';
 import { installUnits, unedited, type Systemctl } from '../../src/service/systemd.js';
 import { supervisorOf } from '../../src/supervisor/find.js';
-import { cli, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
+import { cli, killDaemons, makeWorld, pidAlive, REPO, waitFor, type World } from './helpers.js';
 
 const FAKE = { features: '0xd8' }; // user recovery: a killed daemon leaves its device quiesced
 let w: World;
@@ -20,15 +20,7 @@ beforeEach(() => {
   w = makeWorld();
 });
 afterEach(() => {
-  for (const e of readEntries(w.runDir).live) {
-    try {
-      const sup = supervisorOf(e.pid);
-      if (sup !== null) process.kill(sup, 'SIGKILL');
-      process.kill(e.pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
+  killDaemons(w);
   w.cleanup();
 });
 
