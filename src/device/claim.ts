@@ -112,7 +112,10 @@ function mountPointOf(mounts: Mount[], name: string, devno: string | null): stri
     const byDevno = mounts.find((m) => m.devno === devno);
     if (byDevno !== undefined) return byDevno.where;
   }
-  return mounts.find((m) => m.source === `/dev/${name}` || (devno !== null && devnoOf(m.source) === devno))?.where;
+  // Only a superblock with an anonymous device number (major 0) is matched by its source: the source is the
+  // text given at mount time, and a mount of a real block device is of that device whatever its source now
+  // names (a renamed LV whose old name went to another).
+  return mounts.find((m) => m.devno.startsWith('0:') && (m.source === `/dev/${name}` || (devno !== null && devnoOf(m.source) === devno)))?.where;
 }
 
 /** "maj:min" of every active swap device (/proc/swaps). */
