@@ -53,7 +53,7 @@ export const addOptions = {
 } as const satisfies OptionSpecs;
 export const listOptions = { ...json, ...help } as const satisfies OptionSpecs;
 export const statusOptions = { ...json, ...help } as const satisfies OptionSpecs;
-/** del's and down's flags: --force deletes a device whose block device is in use (mounted, held, swap); --json. */
+/** del's and down's flags: --force deletes a device whose block device is in use; --json. */
 export const delOptions = { force: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 export const delFlagsSchema = z.object({ force: z.boolean().default(false), json: z.boolean().default(false) });
 export type DelFlags = z.output<typeof delFlagsSchema>;
@@ -328,7 +328,8 @@ export type HealthFlags = z.output<typeof healthFlagsSchema>;
 export const upOptions = { foreground: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
 export const upFlagsSchema = z.object({ foreground: z.boolean().default(false), json: z.boolean().default(false) });
 export type UpFlags = z.output<typeof upFlagsSchema>;
-export const downOptions = { force: { type: 'boolean' }, ...json, ...help } as const satisfies OptionSpecs;
+/** down's flags are del's (delFlagsSchema): --force, --json. */
+export const downOptions = delOptions;
 export const enableOptions = { ...json, ...help } as const satisfies OptionSpecs;
 
 /** install-systemd's flags: --prefix DIR (a root to install under instead of /), --force (replace files edited here), --json. */

@@ -55,7 +55,7 @@ export interface ProcFiles {
   mountinfo: string;
   swaps: string;
   /** /sys/block: each loop device's loop/backing_file. */
-  sysBlock?: string;
+  sysBlock: string;
 }
 export const PROC_FILES: ProcFiles = { mountinfo: '/proc/self/mountinfo', swaps: '/proc/swaps', sysBlock: '/sys/block' };
 
@@ -82,11 +82,19 @@ function devnoOf(p: string): string | null {
   }
 }
 
-/** One mount of /proc/self/mountinfo: the device number of its superblock, its source, its mount point. */
+/**
+ * One mount of /proc/self/mountinfo: the device number of its superblock, its source, its mount point, and
+ * for a superblock with an anonymous device number (major 0: btrfs gives each mount one) the device number of
+ * its source (under /dev). Only such a mount is matched by its source: the source is the text given at mount
+ * time, and a mount of a real block device is of that device whatever its source now names (a renamed LV
+ * whose old name went to another).
+ */
 interface Mount {
   devno: string;
   source: string;
   where: string;
+  anonymous: boolean;
+  sourceDevno: string | null;
 }
 
 function mountsOf(mountinfo: string): Mount[] {
@@ -97,25 +105,24 @@ function mountsOf(mountinfo: string): Mount[] {
     const devno = f[2];
     const where = f[4];
     if (devno === undefined || where === undefined) continue;
-    out.push({ devno, source: dash > 0 ? unescapeProc(f[dash + 2] ?? '') : '', where: unescapeProc(where) });
+    const source = dash > 0 ? unescapeProc(f[dash + 2] ?? '') : '';
+    const anonymous = devno.startsWith('0:');
+    out.push({ devno, source, where: unescapeProc(where), anonymous, sourceDevno: anonymous ? devnoOf(source) : null });
   }
   return out;
 }
 
 /**
  * Where block device `name` ("maj:min" `devno`) is mounted: a mount whose superblock has its device number,
- * or whose source is the device (btrfs gives each mount an anonymous 0:N and names its device only as the
- * source; matched by /dev/<name>, or by the source's device number for another node or link to it).
+ * or an anonymous one whose source is the device (see Mount; matched by /dev/<name>, or by the source's
+ * device number for another node or link to it).
  */
 function mountPointOf(mounts: Mount[], name: string, devno: string | null): string | undefined {
   if (devno !== null) {
     const byDevno = mounts.find((m) => m.devno === devno);
     if (byDevno !== undefined) return byDevno.where;
   }
-  // Only a superblock with an anonymous device number (major 0) is matched by its source: the source is the
-  // text given at mount time, and a mount of a real block device is of that device whatever its source now
-  // names (a renamed LV whose old name went to another).
-  return mounts.find((m) => m.devno.startsWith('0:') && (m.source === `/dev/${name}` || (devno !== null && devnoOf(m.source) === devno)))?.where;
+  return mounts.find((m) => m.anonymous && (m.source === `/dev/${name}` || (devno !== null && m.sourceDevno === devno)))?.where;
 }
 
 /** "maj:min" of every active swap device (/proc/swaps). */
@@ -130,6 +137,17 @@ function swapDevnos(swaps: string): Set<string> {
   return out;
 }
 
+/** Each bound loop device (/dev/loopN) with the path of its backing file (sysfs loop/backing_file). */
+function loopBackings(sysBlock: string): Array<{ loop: string; backing: string }> {
+  const out: Array<{ loop: string; backing: string }> = [];
+  for (const d of listDir(sysBlock)) {
+    if (!d.startsWith('loop')) continue;
+    const backing = readText(`${sysBlock}/${d}/loop/backing_file`);
+    if (backing !== null) out.push({ loop: `/dev/${d}`, backing });
+  }
+  return out;
+}
+
 /** Loop devices whose backing file is `file` (a regular file in use as a disk). */
 function loopsOver(file: string, sysBlock: string): string[] {
   let real: string;
@@ -138,32 +156,18 @@ function loopsOver(file: string, sysBlock: string): string[] {
   } catch {
     return [];
   }
-  return listDir(sysBlock)
-    .filter((d) => d.startsWith('loop') && readText(`${sysBlock}/${d}/loop/backing_file`) === real)
-    .map((d) => `/dev/${d}`);
-}
-
-/**
- * Loop devices whose backing file is block device `name` ("maj:min" `devno`): a loop device opens its
- * backing device without claiming it, so it shows neither in holders nor to an exclusive open.
- */
-function loopsOverDevice(name: string, devno: string | null, sysBlock: string): string[] {
-  return listDir(sysBlock)
-    .filter((d) => {
-      if (!d.startsWith('loop')) return false;
-      const backing = readText(`${sysBlock}/${d}/loop/backing_file`);
-      if (backing === null) return false;
-      return backing === `/dev/${name}` || (devno !== null && devnoOf(backing) === devno);
-    })
-    .map((d) => `/dev/${d}`);
+  return loopBackings(sysBlock)
+    .filter((l) => l.backing === real)
+    .map((l) => l.loop);
 }
 
 /**
  * How a device is in use by someone else: mounted (`where` the mount point), held by other block devices
  * (`where` their /dev paths: device-mapper, md, LVM, bcache), active swap, the backing file or device of loop
  * devices, or (`open`, found only by an exclusive open: ublkDeviceInUse) open exclusively by a program
- * none of those name (btrfs's other devices, an external journal, ZFS, an iSCSI export). `partition` names the partition that is, when it is one of the device's, not the
- * device itself. `reason` says it all as the end of a sentence "<device> ...".
+ * none of those name (btrfs's other devices, an external journal, ZFS, an iSCSI export). `partition` names
+ * the partition that is, when it is one of the device's, not the device itself. `reason` says it all as the
+ * end of a sentence "<device> ...".
  */
 export interface InUse {
   kind: 'mounted' | 'held' | 'swap' | 'loop' | 'open';
@@ -174,15 +178,17 @@ export interface InUse {
 
 /** How `t` is in use by someone else, or null when nothing says it is (see InUse). */
 export function inUse(t: Pick<ClaimTarget, 'path' | 'sysfs'>, files: ProcFiles = PROC_FILES): InUse | null {
-  const sysBlock = files.sysBlock ?? '/sys/block';
   if (t.sysfs === null) {
-    const loops = loopsOver(t.path, sysBlock);
+    const loops = loopsOver(t.path, files.sysBlock);
     if (loops.length === 0) return null;
     const where = loops.join(', ');
     return { kind: 'loop', where, partition: null, reason: `is the backing file of ${where}` };
   }
   const mounts = mountsOf(files.mountinfo);
   const swaps = swapDevnos(files.swaps);
+  // A loop device opens its backing device without claiming it: it shows neither in holders nor to an
+  // exclusive open, only as its backing file (the device's /dev name, or another node of it).
+  const loopBacked = loopBackings(files.sysBlock);
   for (const p of sysfsParts(t.sysfs)) {
     const partition = p.partition ? p.name : null;
     const found = (kind: InUse['kind'], where: string, what: string): InUse => ({
@@ -196,7 +202,7 @@ export function inUse(t: Pick<ClaimTarget, 'path' | 'sysfs'>, files: ProcFiles =
     const holders = listDir(`${p.dir}/holders`).map((h) => `/dev/${h}`);
     if (holders.length > 0) return found('held', holders.join(', '), `is held by ${holders.join(', ')}`);
     if (p.devno !== null && swaps.has(p.devno)) return found('swap', `/dev/${p.name}`, 'is in use as swap');
-    const loops = loopsOverDevice(p.name, p.devno, sysBlock);
+    const loops = loopBacked.filter((l) => l.backing === `/dev/${p.name}` || (p.devno !== null && devnoOf(l.backing) === p.devno)).map((l) => l.loop);
     if (loops.length > 0) return found('loop', loops.join(', '), `is the backing device of ${loops.join(', ')}`);
   }
   return null;

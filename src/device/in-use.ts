@@ -1,12 +1,14 @@
 // Whether a ublk device's own block device (/dev/ublkbN, sysfs /sys/class/block/ublkbN) is in use: mounted
-// (/proc/self/mountinfo), held by another block device (its sysfs holders: device-mapper, md, LVM on top), or
-// active swap, its partitions included (claim.ts inUse, the check add makes of main and the spare). `del` and
+// (/proc/self/mountinfo), held by another block device (its sysfs holders: device-mapper, md, LVM on top),
+// active swap, or a loop device's backing device, its partitions included (claim.ts inUse, the check add makes
+// of main and the spare); and, for a device its daemon serves, held open exclusively by anything else. `del` and
 // `down` refuse such a device (E_DEVICE_IN_USE) unless --force; the daemon, told to stop anyway (SIGTERM,
 // `shutdown`), deletes it and logs a warning naming its users.
 //
 // Under vitest, DMREMAP_FAKE_NATIVE (the fake addon's config, native-select.ts) may give each fake device a
-// sysfs directory and the /proc files to read instead (`blockSysfs`, `mountinfo`, `swaps`): the fake's device
-// nodes are plain files, with no sysfs of their own. Outside vitest it is ignored.
+// sysfs directory, the /proc files and /sys/block to read instead, and the devices whose exclusive open fails
+// (`blockSysfs`, `mountinfo`, `swaps`, `sysBlock`, `exclusiveBusy`): the fake's device nodes are plain files,
+// with no sysfs of their own. Outside vitest it is ignored.
 import fs from 'node:fs';
 import { DmrError } from '../errors.js';
 import { inUse, PROC_FILES, type InUse, type ProcFiles } from './claim.js';
