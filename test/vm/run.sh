@@ -285,13 +285,11 @@ fi
 # loglevel=3 keeps the expected kernel I/O error messages (the tests inject
 # errors on purpose) off the console; DMREMAP_VM_CMDLINE appends kernel
 # arguments, e.g. DMREMAP_VM_CMDLINE=loglevel=7 to see them.
-# tsc=nowatchdog: the emulated TSC is never marked unstable at run time (under TCG the clocksource
-#   watchdog's reads time out: "Watchdog remote CPU 1 read timed out"). Marking it unstable flips
-#   sched_clock's static key, patched live with int3 on every vCPU, and TCG has run that int3 as code: 7.2,
-#   "Oops: int3" in sched_clock_cpu under fio at 83 s. (The flip to stable at 1.7 s of boot remains; its
-#   oops, seen once at 2 s, is retried by run-e2e.sh. tsc=unstable would avoid both, but HPET as the clock
-#   made clock reads 2.5x and fio's null engine 2.7x slower in the VM.)
-cmdline="console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off tsc=nowatchdog rdinit=/init"
+# No tsc= option: tsc=nowatchdog (tried against a rare TCG oops, int3 in sched_clock_cpu on 7.2, when the
+#   watchdog marks the emulated TSC unstable) let a vCPU's TSC jump go uncorrected: a trixie run saw
+#   "soft lockup - CPU#1 stuck for 436180s" and a 60 s wait expire at once. tsc=unstable avoids both but
+#   made clock reads 2.5x slower (HPET). The oops while booting is retried by run-e2e.sh.
+cmdline="console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off rdinit=/init"
 if [[ "$init" == systemd ]]; then cmdline+=" systemd.unit=dmremap-vm.target systemd.show_status=error"; fi
 cmdline+="${DMREMAP_VM_CMDLINE:+ $DMREMAP_VM_CMDLINE}"
 qemu=(
