@@ -35,6 +35,12 @@ vm_run() {
       echo "=== the kernel failed while booting; booting it again ==="
       continue
     fi
+    # TCG running the int3 of sched_clock's live patch as code (7.2, once at 83 s under fio): the emulator's
+    # fault, not the tests'; the whole run is repeated once.
+    if [[ $attempt -eq 1 && $rc -ne 0 ]] && tr -d '\r' <"$out" | grep -qa 'Oops: int3' && tr -d '\r' <"$out" | grep -qaE 'RIP: [0-9a-f]+:sched_clock'; then
+      echo "=== the kernel hit TCG's int3 fault in sched_clock; running the suite again ==="
+      continue
+    fi
     break
   done
   [[ $rc -eq 0 ]] || status=1
